@@ -1,0 +1,151 @@
+"""Frozen CLIP backbones through open_clip, with the pseudo-word token ``$`` located.
+
+``load_backbone("ViT-B-32", "openai")`` and ``load_backbone("shapes-clip")`` return the same
+:class:`Backbone`: model (frozen, eval), preprocessing, tokenizer and the token id of ``$``.
+``shapes-clip`` is the project's own small CLIP of the synthetic world; its config is registered
+with open_clip's factory from ``model_configs/`` like any built-in model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import open_clip
+import torch
+
+from .device import resolve_device
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+WORLD_BACKBONE = "shapes-clip"
+PSEUDO_WORD = "$"
+
+
+@dataclass
+class Backbone:
+    """A frozen CLIP with everything textual inversion needs.
+
+    Args:
+        name: open_clip model name (e.g. ``ViT-B-32``, ``shapes-clip``).
+        pretrained: the weights' tag or file (``None`` for random initialisation).
+        model: the open_clip ``CLIP`` module, frozen and in eval mode.
+        preprocess: PIL image -> tensor transform of the model.
+        tokenizer: open_clip tokenizer (list of str -> LongTensor of shape (N, context_length)).
+        dollar_token_id: token id of ``$``, read from the tokenizer (259 for CLIP's BPE).
+        device: where the model lives.
+    """
+
+    name: str
+    pretrained: str | None
+    model: torch.nn.Module
+    preprocess: Callable
+    tokenizer: Callable
+    dollar_token_id: int
+    device: torch.device
+
+    @property
+    def token_dim(self) -> int:
+        """Width of the token-embedding space where pseudo-words live."""
+        return self.model.token_embedding.weight.shape[1]
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the joint image-text feature space."""
+        return self.model.text_projection.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        size = self.model.visual.image_size
+        return size[0] if isinstance(size, (tuple, list)) else int(size)
+
+    @property
+    def weights_id(self) -> str:
+        """A string naming the exact weights, for cache keys."""
+        if self.pretrained and os.path.isfile(self.pretrained):
+            stat = os.stat(self.pretrained)
+            return f"{Path(self.pretrained).name}-{stat.st_size}-{int(stat.st_mtime)}"
+        return str(self.pretrained)
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(texts).to(self.device)
+
+
+def find_pseudo_token_id(tokenizer: Callable, word: str = PSEUDO_WORD) -> int:
+    """Read the id of the pseudo-word from the tokenizer instead of assuming 259.
+
+    Raises:
+        ValueError: if the tokenizer splits the word into several tokens.
+    """
+    ids = tokenizer([word])[0].tolist()
+    sot, eot = ids[0], max(ids)
+    inner = [t for t in ids[1:] if t not in (0, sot, eot)]
+    if len(inner) != 1:
+        raise ValueError(f"the tokenizer encodes the pseudo-word {word!r} as {len(inner)} tokens ({inner}); "
+                         "textual inversion needs exactly one token.")
+    return inner[0]
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _missing_weights_error(name: str, pretrained: str, err: Exception) -> RuntimeError:
+    return RuntimeError(
+        f"could not obtain the pretrained weights {pretrained!r} for open_clip model {name!r}: {err}\n"
+        f"These weights are downloaded by open_clip on first use, which needs network access. Either run "
+        f"once where the network is reachable (they are then cached), or download the checkpoint file "
+        f"yourself (for 'openai' weights: the OpenAI CLIP release of {name}; see "
+        f"`open_clip.list_pretrained()`), and pass its path instead of the tag: "
+        f"--pretrained /path/to/{name}.pt")
+
+
+DEFAULT_WEIGHTS = "default"
+
+
+def load_backbone(name: str = WORLD_BACKBONE, pretrained: str | None = DEFAULT_WEIGHTS, device: str = "auto",
+                  cache_dir: str | os.PathLike | None = None, **world_kwargs) -> Backbone:
+    """Load a frozen CLIP and its tokenizer, preprocessing and ``$`` id.
+
+    Args:
+        name: any open_clip model name, or ``shapes-clip`` (the synthetic world's CLIP).
+        pretrained: open_clip tag (``openai``, ``laion2b_s34b_b79k``, ...) or a local weights file;
+            ``"default"``: the project-trained weights for ``shapes-clip`` (trained on first use
+            and cached under ``data/``) and ``openai`` for other models; ``None``: random weights.
+        device: ``auto``, ``cpu`` or ``cuda[:i]``.
+        cache_dir: open_clip download cache, or the world CLIP cache for ``shapes-clip``.
+        **world_kwargs: passed to the world CLIP trainer (``shapes-clip`` only), e.g. ``quick=True``.
+
+    Returns:
+        A :class:`Backbone`.
+    """
+    dev = resolve_device(device)
+    if name not in open_clip.list_models():
+        raise ValueError(f"unknown backbone {name!r}: expected '{WORLD_BACKBONE}' or an open_clip model name "
+                         f"such as ViT-B-32 or ViT-L-14 (see open_clip.list_models()).")
+    if pretrained == DEFAULT_WEIGHTS and name == WORLD_BACKBONE:
+        from .world_clip import world_clip_weights
+        pretrained = str(world_clip_weights(cache_dir=cache_dir, **world_kwargs))
+    elif pretrained == DEFAULT_WEIGHTS:
+        pretrained = "openai"
+    if pretrained and not os.path.isfile(pretrained) and pretrained not in open_clip.list_pretrained_tags_by_model(name):
+        looks_like_path = os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors", ".pth"))
+        what = "no such file" if looks_like_path else "not a known tag for this model"
+        raise FileNotFoundError(f"--pretrained {pretrained!r}: {what}. Known tags for {name}: "
+                                f"{open_clip.list_pretrained_tags_by_model(name) or 'none'}; or pass a weights file.")
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=pretrained, device=dev, cache_dir=None if cache_dir is None else str(cache_dir))
+    except (OSError, RuntimeError, ValueError) as err:
+        if pretrained and not os.path.isfile(pretrained):
+            raise _missing_weights_error(name, pretrained, err) from err
+        raise
+    tokenizer = open_clip.get_tokenizer(name)
+    return Backbone(name=name, pretrained=pretrained, model=freeze(model), preprocess=preprocess,
+                    tokenizer=tokenizer, dollar_token_id=find_pseudo_token_id(tokenizer), device=dev)

@@ -1,0 +1,115 @@
+"""CIRR (Liu et al., ICCV 2021) in the authors' release layout.
+
+Queries come from ``captions/cap.rc2.<split>.json``; the gallery is every name in
+``image_splits/split.rc2.<split>.json`` (in file order, as the authors' "classic" dataset). The
+reference image is removed from its own ranking (``exclude_reference=True``). ``subset`` keeps the
+six ``img_set.members`` as released, reference included: Recall_subset must drop it itself.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .base import CIRBenchmark, CIRQuery, check_paths
+from .folder import CheckImages, FileImageSource, OnMissing, resolve_missing
+
+CIRR_LAYOUT = """\
+<root>/
+  captions/cap.rc2.{train,val,test1}.json
+  image_splits/split.rc2.{train,val,test1}.json   (name -> "./dev/dev-244-0-img0.png")
+  train/<0..99>/*.png
+  dev/*.png
+  test1/*.png"""
+
+# Users say "test"; the release calls the public test split "test1".
+_SPLIT_ALIASES = {"test": "test1", "dev": "val"}
+CIRR_SPLITS = ("train", "val", "test1")
+
+
+def _read_json(path: Path) -> object:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def load_cirr(
+    root: str | Path,
+    split: str = "val",
+    on_missing: OnMissing = "error",
+    check_images: CheckImages = "exists",
+) -> CIRBenchmark:
+    """Load one CIRR split.
+
+    Args:
+        root: the CIRR folder (see ``CIRR_LAYOUT``).
+        split: ``train``, ``val`` or ``test1`` (``test`` and ``dev`` are accepted aliases).
+        on_missing: ``"error"`` fails on a missing/unreadable image naming the query that needs
+            it; ``"skip"`` drops it and counts it in ``extra["skipped"]``.
+        check_images: ``"exists"`` (stat every file, default), ``"open"`` (also read headers) or
+            ``"none"`` (trust the layout; errors then surface when an image is loaded).
+
+    Returns:
+        A :class:`CIRBenchmark` named ``cirr`` with ``query_id = str(pairid)``; on ``test1``
+        targets are ``None`` and ground truths empty. ``extra["target_soft"]`` keeps the released
+        soft labels per pairid (validation only).
+    """
+    root = Path(root)
+    split = _SPLIT_ALIASES.get(split, split)
+    if split not in CIRR_SPLITS:
+        raise ValueError(f"unknown CIRR split {split!r}; expected one of {', '.join(CIRR_SPLITS)} (or 'test')")
+    cap_rel = f"captions/cap.rc2.{split}.json"
+    split_rel = f"image_splits/split.rc2.{split}.json"
+    check_paths(root, [cap_rel, split_rel], CIRR_LAYOUT)
+
+    name_to_relpath = _read_json(root / split_rel)
+    if not isinstance(name_to_relpath, dict):
+        raise ValueError(f"{root / split_rel}: expected a JSON object name -> relative path")
+    paths = {name: root / rel for name, rel in name_to_relpath.items()}
+    gallery = list(name_to_relpath)
+
+    annotations = _read_json(root / cap_rel)
+    queries: list[CIRQuery] = []
+    referrers: dict[str, str] = {}
+    target_soft: dict[str, dict] = {}
+    for ann in annotations:
+        pairid = str(ann["pairid"])
+        target = ann.get("target_hard")
+        members = tuple(ann.get("img_set", {}).get("members", ())) or None
+        queries.append(
+            CIRQuery(
+                query_id=pairid,
+                reference=ann["reference"],
+                captions=(ann["caption"],),
+                target=target,
+                ground_truths=(target,) if target else (),
+                subset=members,
+            )
+        )
+        where = f"{cap_rel} pairid {pairid}"
+        referrers.setdefault(ann["reference"], f"reference of {where}")
+        if target:
+            referrers.setdefault(target, f"target of {where}")
+        for member in members or ():
+            referrers.setdefault(member, f"img_set member of {where}")
+        if "target_soft" in ann:
+            target_soft[pairid] = dict(ann["target_soft"])
+
+    # Query images absent from the split file get a best guess path so the error names a file.
+    folder = {"train": "train", "val": "dev", "test1": "test1"}[split]
+    for q in queries:
+        for name in (q.reference, q.target, *(q.subset or ())):
+            if name and name not in paths:
+                paths[name] = root / folder / f"{name}.png"
+                referrers[name] = referrers.get(name, "") + f" (not listed in {split_rel})"
+
+    source = FileImageSource(paths, referrers, default_referrer=f"gallery entry of {split_rel}")
+    queries, gallery, skipped = resolve_missing(queries, gallery, source, check_images, on_missing, CIRR_LAYOUT)
+    return CIRBenchmark(
+        name="cirr",
+        split=split,
+        queries=queries,
+        gallery=gallery,
+        images=source,
+        exclude_reference=True,
+        extra={"skipped": skipped, "target_soft": target_soft, "root": str(root)},
+    )

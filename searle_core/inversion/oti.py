@@ -1,0 +1,161 @@
+"""OTI: optimisation-based textual inversion (SEARLE, Sec. 4.1).
+
+For a batch of images, one pseudo-word token per image is optimised so that templates containing
+it ("a photo of $") match the image, while a regulariser keeps it word-like: phrases about the
+image's concepts with the concept replaced by ``$`` must keep their meaning. Only the tokens are
+optimised; CLIP stays frozen and untouched. The EMA of the tokens is the result.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ..backbone import Backbone
+from ..device import autocast, needs_grad_scaler
+from ..templates import TEMPLATES, fill
+from ..text_encoding import encode_with_pseudo_tokens
+from .losses import cosine_loss
+from .regularizer import PhraseBank, PhraseFeatureCache, PhraseSampler, TokenCache
+
+
+@dataclass(frozen=True)
+class OTIConfig:
+    """OTI hyper-parameters; the defaults are the paper's.
+
+    Args:
+        steps: optimisation steps per batch.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        lambda_cos: weight of the template-to-image cosine loss.
+        lambda_gpt: weight of the phrase regulariser (0 disables it).
+        ema_decay: decay of the token EMA that is returned.
+        use_ema: return the EMA (paper) or the last raw tokens (ablation).
+        init_std: standard deviation of the random initial tokens.
+        templates: prompt templates for the cosine loss, ``{}`` marks the pseudo-word.
+        top_concepts: how many of each image's concepts the regulariser draws from.
+    """
+
+    steps: int = 350
+    lr: float = 2e-2
+    weight_decay: float = 0.01
+    lambda_cos: float = 1.0
+    lambda_gpt: float = 0.5
+    ema_decay: float = 0.99
+    use_ema: bool = True
+    init_std: float = 0.02
+    templates: tuple[str, ...] = TEMPLATES
+    top_concepts: int = 15
+
+
+@dataclass
+class OTIResult:
+    """Tokens and what happened while finding them.
+
+    Args:
+        tokens: (N, token_dim) the result (EMA tokens unless ``use_ema`` is False).
+        raw_tokens: (N, token_dim) the last optimised tokens.
+        history: per-step mean losses: ``cos``, ``gpt`` and ``total``.
+        trajectory: (T, N, token_dim) EMA tokens every ``trajectory_every`` steps (empty if off).
+    """
+
+    tokens: torch.Tensor
+    raw_tokens: torch.Tensor
+    history: dict[str, list[float]] = field(default_factory=dict)
+    trajectory: torch.Tensor | None = None
+
+
+def _draw_templates(rng: random.Random, n_templates: int, steps: int, n: int) -> list[list[int]]:
+    return [[rng.randrange(n_templates) for _ in range(n)] for _ in range(steps)]
+
+
+def oti(backbone: Backbone, image_features: torch.Tensor, concepts: list[list[str]] | None = None,
+        phrase_bank: PhraseBank | None = None, config: OTIConfig = OTIConfig(), seed: int = 42,
+        progress: bool = False, trajectory_every: int = 0,
+        phrase_cache: PhraseFeatureCache | None = None) -> OTIResult:
+    """Invert a batch of images into pseudo-word tokens.
+
+    Args:
+        backbone: the frozen CLIP (its parameters are never changed).
+        image_features: (N, embed_dim) CLIP image features of the batch.
+        concepts: per image, its associated concepts, best first (``None``: no regulariser).
+        phrase_bank: concept -> phrases (``None``: no regulariser).
+        config: hyper-parameters.
+        seed: seeds the initial tokens and every random draw, so a batch's result depends only on
+            the seed, the features and the concepts.
+        progress: show a progress bar over steps.
+        trajectory_every: record the EMA tokens every this many steps (0: off).
+        phrase_cache: reuse features of plain phrases across batches.
+
+    Returns:
+        An :class:`OTIResult`.
+    """
+    device = backbone.device
+    n = image_features.shape[0]
+    targets = image_features.detach().to(device, torch.float32)
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    tokens = (torch.randn(n, backbone.token_dim, generator=gen) * config.init_std).to(device).requires_grad_()
+    ema = tokens.detach().clone()
+    optimizer = torch.optim.AdamW([tokens], lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
+    tokenize = TokenCache(backbone)
+    template_prompts = [fill(t, "$") for t in config.templates]
+    template_ids = _draw_templates(rng, len(template_prompts), config.steps, n)
+
+    regularise = config.lambda_gpt > 0 and concepts is not None and phrase_bank is not None
+    draws = []
+    if regularise:
+        if len(concepts) != n:
+            raise ValueError(f"got concepts for {len(concepts)} images but features for {n}")
+        sampler = PhraseSampler([c[:config.top_concepts] for c in concepts], phrase_bank, rng)
+        draws = [sampler.draw() for _ in range(config.steps)]
+        cache = phrase_cache or PhraseFeatureCache(backbone)
+        # One no-grad pass over every phrase the run will use, instead of re-encoding each step.
+        cache.features(sorted({p for d in draws for p in d.phrases}))
+
+    history: dict[str, list[torch.Tensor]] = {"cos": [], "gpt": [], "total": []}
+    trajectory = []
+    lam = config.lambda_cos + (config.lambda_gpt if regularise else 0.0)
+    for step in tqdm(range(config.steps), desc="OTI", disable=not progress, leave=False):
+        prompts = [template_prompts[i] for i in template_ids[step]]
+        rows = list(range(n))
+        draw = draws[step] if regularise else None
+        if draw is not None:
+            prompts += draw.pseudo_phrases
+            rows += draw.rows
+        with autocast(device):
+            # Templates and pseudo-phrases share one text pass: one batch, one truncation.
+            feats = encode_with_pseudo_tokens(backbone.model, tokenize(prompts), tokens[rows],
+                                              backbone.dollar_token_id)
+            cos = cosine_loss(feats[:n], targets)
+            if draw is not None and draw.rows:
+                gpt = cosine_loss(feats[n:], cache.features(draw.phrases))
+            else:
+                gpt = torch.zeros((), device=device)
+            loss = (config.lambda_cos * cos + (config.lambda_gpt * gpt if regularise else 0.0)) / lam
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            ema.mul_(config.ema_decay).add_(tokens.detach(), alpha=1 - config.ema_decay)
+        for key, value in (("cos", cos), ("gpt", gpt), ("total", loss)):
+            history[key].append(value.detach())
+        if trajectory_every and (step % trajectory_every == 0 or step == config.steps - 1):
+            trajectory.append(ema.detach().cpu().clone())
+
+    raw = tokens.detach()
+    return OTIResult(
+        tokens=(ema if config.use_ema else raw).clone(),
+        raw_tokens=raw.clone(),
+        history={k: torch.stack(v).float().cpu().tolist() if v else [] for k, v in history.items()},
+        trajectory=torch.stack(trajectory) if trajectory else None,
+    )

@@ -1,0 +1,114 @@
+"""The phrase regulariser shared by OTI and φ: phrases about an image's concepts, with the concept
+replaced by ``$``, should keep the text features of the original phrase.
+
+The features of the *unmodified* phrases carry no gradient, so they are encoded once (no_grad) and
+memoised by :class:`PhraseFeatureCache`; only the ``$`` versions are encoded at each step.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from ..backbone import Backbone
+from ..text_encoding import encode_text, normalized
+
+PhraseBank = dict[str, list[str]]
+
+
+def replace_concept(phrase: str, concept: str, pseudo: str = "$") -> str:
+    """Replace the first occurrence of ``concept`` in ``phrase`` by the pseudo-word.
+
+    Raises:
+        ValueError: if the phrase does not contain the concept (such concepts should have been
+            dropped from the bank, see ``phrases.filter_phrase_bank``).
+    """
+    at = phrase.find(concept)
+    if at < 0:
+        raise ValueError(f"phrase {phrase!r} does not contain its concept {concept!r}")
+    # Whitespace is normalised so "a red circle" -> "a $", not "a  $ " (same tokens, tidier text).
+    return " ".join(f"{phrase[:at]} {pseudo} {phrase[at + len(concept):]}".split())
+
+
+class PhraseFeatureCache:
+    """Normalised text features of plain phrases, encoded once per phrase, without gradient.
+
+    Args:
+        backbone: the frozen CLIP.
+        batch_size: phrases encoded per forward pass.
+    """
+
+    def __init__(self, backbone: Backbone, batch_size: int = 512):
+        self.backbone = backbone
+        self.batch_size = batch_size
+        self._features: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._features)
+
+    @torch.no_grad()
+    def features(self, phrases: list[str]) -> torch.Tensor:
+        """(len(phrases), embed_dim) normalised features, in the order given."""
+        todo = sorted({p for p in phrases if p not in self._features})
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            feats = normalized(encode_text(self.backbone.model, self.backbone.tokenize(chunk)))
+            self._features.update(zip(chunk, feats))
+        return torch.stack([self._features[p] for p in phrases])
+
+
+@dataclass
+class PhraseDraw:
+    """Which phrase each regularised image gets at one step."""
+
+    rows: list[int]            # positions (in the rows asked for) that received a phrase
+    phrases: list[str]         # the original phrases
+    pseudo_phrases: list[str]  # the same with their concept replaced by '$'
+
+
+class PhraseSampler:
+    """Draws, for each image, one phrase of one of its concepts.
+
+    Images whose concepts have no phrase in the bank are left out of the regulariser rather than
+    failing: the paper drops concepts without valid phrases, so an image may lose all of them.
+
+    Args:
+        concepts: for each image, its associated concepts (best first).
+        bank: concept -> phrases, every phrase containing its concept.
+        rng: the random stream (seeded by the caller for determinism).
+    """
+
+    def __init__(self, concepts: list[list[str]], bank: PhraseBank, rng: random.Random):
+        self.usable = [[c for c in cs if bank.get(c)] for cs in concepts]
+        self.bank = bank
+        self.rng = rng
+
+    def draw(self, rows: list[int] | None = None) -> PhraseDraw:
+        """One phrase for each of the given images (all images if ``rows`` is None)."""
+        rows = range(len(self.usable)) if rows is None else rows
+        out = PhraseDraw([], [], [])
+        for position, row in enumerate(rows):
+            if not self.usable[row]:
+                continue
+            concept = self.rng.choice(self.usable[row])
+            phrase = self.rng.choice(self.bank[concept])
+            out.rows.append(position)
+            out.phrases.append(phrase)
+            out.pseudo_phrases.append(replace_concept(phrase, concept))
+        return out
+
+
+class TokenCache:
+    """Tokenized prompts memoised by text (tokenizing is pure Python and adds up over 350 steps)."""
+
+    def __init__(self, backbone: Backbone):
+        self.backbone = backbone
+        self._tokens: dict[str, torch.Tensor] = {}
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        todo = sorted({t for t in texts if t not in self._tokens})
+        if todo:
+            self._tokens.update(zip(todo, self.backbone.tokenize(todo)))
+        return torch.stack([self._tokens[t] for t in texts])

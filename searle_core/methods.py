@@ -1,0 +1,129 @@
+"""Every method of the paper's tables as one function: benchmark queries -> query features.
+
+``image-only``, ``text-only``, ``image+text`` need only features; ``searle-oti`` inverts each
+reference image with OTI; ``searle`` uses φ's tokens. The baselines ``captioning``, ``pic2word``
+and ``palavra`` plug in through :data:`EXTRA_METHODS` (see their modules).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .backbone import Backbone
+from .concepts import associate_concepts, embed_concepts
+from .datasets.base import CIRBenchmark
+from .inversion import OTIConfig, Phi
+from .inversion.batch import invert_images
+from .inversion.regularizer import PhraseBank
+from .retrieval.features import image_features
+from .retrieval.queries import SEARLE_PROMPT, image_plus_text, pseudo_query_features, text_query_features
+
+BASE_METHODS = ("image-only", "text-only", "image+text", "searle-oti", "searle")
+#: Methods registered by the baseline modules: name -> query-feature function with the
+#: signature of :func:`query_features`.
+EXTRA_METHODS: dict[str, Callable] = {}
+
+
+@dataclass
+class Vocabulary:
+    """OTI's and φ's regulariser inputs: concept names and a phrase bank concept -> phrases."""
+
+    concepts: list[str]
+    phrase_bank: PhraseBank
+    _features: dict = field(default_factory=dict, repr=False)
+
+    def concept_features(self, backbone: Backbone) -> torch.Tensor:
+        key = (backbone.name, backbone.weights_id)
+        if key not in self._features:
+            self._features[key] = embed_concepts(backbone, self.concepts)
+        return self._features[key]
+
+    def associate(self, backbone: Backbone, features: torch.Tensor, top_k: int) -> list[list[str]]:
+        return associate_concepts(features, self.concept_features(backbone), self.concepts, top_k)
+
+
+@dataclass
+class MethodContext:
+    """What a method may use besides the benchmark and the backbone.
+
+    Args:
+        vocabulary: concepts and phrases (needed by ``searle-oti`` and the φ training path).
+        oti_config: OTI hyper-parameters.
+        oti_batch_size: images per OTI batch.
+        phi: a trained φ (``searle``).
+        seed: run seed.
+        progress: progress bars.
+        tokens: pseudo-word tokens computed so far, by method (reused, e.g. by notebooks).
+    """
+
+    vocabulary: Vocabulary | None = None
+    oti_config: OTIConfig = OTIConfig()
+    oti_batch_size: int = 32
+    phi: Phi | None = None
+    seed: int = 42
+    progress: bool = True
+    tokens: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)
+
+
+def reference_features(backbone: Backbone, bench: CIRBenchmark, progress: bool = True) -> tuple[list[str], torch.Tensor]:
+    names = bench.reference_names()
+    return names, image_features(backbone, bench.images, names, progress=progress)
+
+
+def oti_reference_tokens(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> dict[str, torch.Tensor]:
+    """OTI tokens of every reference image of the benchmark (computed once per context)."""
+    if "searle-oti" not in ctx.tokens:
+        names, feats = reference_features(backbone, bench, ctx.progress)
+        concepts = None
+        if ctx.oti_config.lambda_gpt > 0:
+            if ctx.vocabulary is None:
+                raise ValueError("searle-oti needs a vocabulary (concepts and phrases) for its regulariser; "
+                                 "pass one or set lambda_gpt=0")
+            concepts = ctx.vocabulary.associate(backbone, feats, ctx.oti_config.top_concepts)
+        ctx.tokens["searle-oti"] = invert_images(backbone, feats, names, concepts,
+                                                 ctx.vocabulary.phrase_bank if ctx.vocabulary else None,
+                                                 ctx.oti_config, ctx.oti_batch_size, ctx.seed, ctx.progress)
+    return ctx.tokens["searle-oti"]
+
+
+@torch.no_grad()
+def phi_reference_tokens(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> dict[str, torch.Tensor]:
+    if ctx.phi is None:
+        raise ValueError("method 'searle' needs φ: train one (`searle train-phi`) or pass the authors' "
+                         "checkpoint with --phi-checkpoint")
+    names, feats = reference_features(backbone, bench, ctx.progress)
+    phi = ctx.phi.to(backbone.device).eval()
+    tokens = phi(feats.to(backbone.device)).float().cpu()
+    return dict(zip(names, tokens))
+
+
+def query_features(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> torch.Tensor:
+    """(n_queries, embed_dim) normalised query features of ``method``.
+
+    Args:
+        method: one of :data:`BASE_METHODS` or a registered extra method.
+        backbone: the frozen CLIP.
+        bench: the benchmark whose queries are encoded.
+        ctx: resources the method may use.
+    """
+    queries = bench.queries
+    if method in ("image-only", "image+text"):
+        names, feats = reference_features(backbone, bench, ctx.progress)
+        row = {n: i for i, n in enumerate(names)}
+        image = feats[[row[q.reference] for q in queries]]
+        if method == "image-only":
+            return image
+        return image_plus_text(image, text_query_features(backbone, queries))
+    if method == "text-only":
+        return text_query_features(backbone, queries)
+    if method == "searle-oti":
+        return pseudo_query_features(backbone, queries, oti_reference_tokens(backbone, bench, ctx), SEARLE_PROMPT)
+    if method == "searle":
+        return pseudo_query_features(backbone, queries, phi_reference_tokens(backbone, bench, ctx), SEARLE_PROMPT)
+    if method in EXTRA_METHODS:
+        return EXTRA_METHODS[method](backbone, bench, ctx)
+    raise ValueError(f"unknown method {method!r}; expected one of {list(BASE_METHODS) + sorted(EXTRA_METHODS)}")

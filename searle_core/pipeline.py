@@ -1,0 +1,63 @@
+"""The paper's pipeline end to end: features -> query features of a method -> rankings -> metrics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .backbone import Backbone
+from .datasets.base import CIRBenchmark
+from .methods import MethodContext, query_features
+from .retrieval.evaluate import benchmark_metrics, benchmark_rankings, ranking_length
+from .retrieval.features import image_features
+
+
+@dataclass
+class Evaluation:
+    """One method on one benchmark.
+
+    Args:
+        method: the method's name.
+        metrics: the dataset's metrics in percent.
+        rankings: per query, the ranked gallery names.
+        query_features: (Q, D) normalised query features.
+        seconds: wall time of the query side (inversion included), features of the gallery excluded.
+    """
+
+    method: str
+    metrics: dict
+    rankings: list[list[str]]
+    query_features: torch.Tensor
+    seconds: float
+
+
+def gallery_features(backbone: Backbone, bench: CIRBenchmark, progress: bool = True) -> dict[str, torch.Tensor]:
+    """Gallery features keyed ``"all"`` (or by FashionIQ category), cached on disk."""
+    by_category = bench.extra.get("gallery_by_category")
+    if by_category:
+        return {c: image_features(backbone, bench.images, names, progress=progress) for c, names in by_category.items()}
+    return {"all": image_features(backbone, bench.images, bench.gallery, progress=progress)}
+
+
+def evaluate(method: str, bench: CIRBenchmark, backbone: Backbone, ctx: MethodContext | None = None,
+             gallery: dict[str, torch.Tensor] | None = None) -> Evaluation:
+    """Run ``method`` on ``bench`` and score it.
+
+    Args:
+        method: ``image-only``, ``text-only``, ``image+text``, ``searle-oti``, ``searle``, or a baseline.
+        bench: the benchmark (validation split for metrics; test splits have no ground truths).
+        backbone: the frozen CLIP.
+        ctx: method resources (vocabulary, φ, OTI settings); created empty if omitted.
+        gallery: precomputed :func:`gallery_features` (reuse it across methods).
+    """
+    ctx = ctx or MethodContext()
+    gallery = gallery if gallery is not None else gallery_features(backbone, bench, ctx.progress)
+    start = time.perf_counter()
+    feats = query_features(method, backbone, bench, ctx)
+    seconds = time.perf_counter() - start
+    rankings = benchmark_rankings(bench, feats, gallery, ranking_length(bench))
+    has_truth = all(q.target is not None for q in bench.queries)
+    metrics = benchmark_metrics(bench, rankings) if has_truth else {}
+    return Evaluation(method, metrics, rankings, feats, seconds)

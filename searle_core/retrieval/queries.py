@@ -1,0 +1,93 @@
+"""Query prompts and query features for every method, from the same features and prompts.
+
+A method turns each query into one normalised feature; only that step differs between methods, so
+differences in the tables come from the methods alone.
+"""
+
+from __future__ import annotations
+
+
+import torch
+import torch.nn.functional as F
+
+from ..backbone import Backbone
+from ..datasets.base import CIRQuery
+from ..device import autocast
+from ..text_encoding import encode_with_pseudo_tokens
+from .features import text_features
+
+#: The paper's prompt (CIRR, CIRCO, FashionIQ, shapes).
+SEARLE_PROMPT = "a photo of $ that {}"
+#: Pic2Word's query prompt.
+PIC2WORD_PROMPT = "a photo of $, {}"
+
+
+def caption_variants(query: CIRQuery) -> list[str]:
+    """One relative caption, or both orders of two ("c1 and c2", "c2 and c1") as in the paper's
+    FashionIQ protocol; their features are averaged."""
+    caps = list(query.captions)
+    if len(caps) == 1:
+        return caps
+    if len(caps) == 2:
+        return [f"{caps[0]} and {caps[1]}", f"{caps[1]} and {caps[0]}"]
+    raise ValueError(f"query {query.query_id}: expected one or two relative captions, got {len(caps)}")
+
+
+def _average_groups(features: torch.Tensor, groups: list[int]) -> torch.Tensor:
+    """Mean of normalised features per query (groups[i] = how many prompts query i has), re-normalised."""
+    out, start = [], 0
+    for size in groups:
+        out.append(F.normalize(features[start:start + size], dim=-1).mean(dim=0))
+        start += size
+    return F.normalize(torch.stack(out), dim=-1)
+
+
+def text_query_features(backbone: Backbone, queries: list[CIRQuery], template: str = "{}",
+                        fillers: list[str] | None = None) -> torch.Tensor:
+    """Features of ``template.format(caption)`` per query (Text-only, Captioning).
+
+    Args:
+        template: e.g. ``"{}"`` (Text-only) or ``"a photo of {} that {}"`` with ``fillers``.
+        fillers: per query, a string put before the caption (Captioning: the reference's caption).
+    """
+    prompts, groups = [], []
+    for i, q in enumerate(queries):
+        variants = caption_variants(q)
+        groups.append(len(variants))
+        prompts += [template.format(fillers[i], v) if fillers is not None else template.format(v) for v in variants]
+    return _average_groups(text_features(backbone, prompts), groups)
+
+
+@torch.no_grad()
+def pseudo_query_features(backbone: Backbone, queries: list[CIRQuery], tokens: dict[str, torch.Tensor],
+                          template: str = SEARLE_PROMPT, batch_size: int = 512) -> torch.Tensor:
+    """Features of ``template`` with ``$`` = the reference's pseudo-word token (SEARLE, OTI, Pic2Word, PALAVRA).
+
+    Args:
+        tokens: reference image name -> (token_dim,) pseudo-word token.
+        template: the prompt, with ``$`` and ``{}`` for the relative caption.
+    """
+    missing = [q.reference for q in queries if q.reference not in tokens]
+    if missing:
+        raise KeyError(f"no pseudo-word token for reference images {missing[:5]} ({len(missing)} missing)")
+    prompts, rows, groups = [], [], []
+    for q in queries:
+        variants = caption_variants(q)
+        groups.append(len(variants))
+        prompts += [template.format(v) for v in variants]
+        rows += [q.reference] * len(variants)
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = torch.stack([tokens[r] for r in rows[i:i + batch_size]]).to(backbone.device)
+        with autocast(backbone.device):
+            feats = encode_with_pseudo_tokens(backbone.model, backbone.tokenize(prompts[i:i + batch_size]), chunk,
+                                              backbone.dollar_token_id)
+        out.append(feats.float().cpu())
+    return _average_groups(torch.cat(out), groups)
+
+
+def image_plus_text(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Image + Text baseline: the normalised sum of the two normalised features."""
+    return F.normalize(F.normalize(image, dim=-1) + F.normalize(text, dim=-1), dim=-1)
+
+

@@ -1,0 +1,94 @@
+"""CLIP text features of prompts whose ``$`` rows hold pseudo-word tokens.
+
+CLIP's text transformer is causal and its feature is read at the end-of-text (EOT) position, so
+positions after the longest EOT in a batch never influence the result: running the transformer on
+``tokens[:, :max_eot + 1]`` is exact, and for short prompts it is several times cheaper than the
+77-token context. Every text pass of the package goes through :func:`encode_token_embeddings`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def eot_positions(tokens: torch.Tensor) -> torch.Tensor:
+    """Position of the end-of-text token of each prompt (CLIP's EOT has the largest id)."""
+    return tokens.argmax(dim=-1)
+
+
+def encode_token_embeddings(model: torch.nn.Module, tokens: torch.Tensor, embeddings: torch.Tensor,
+                            truncate: bool = True) -> torch.Tensor:
+    """Run CLIP's text tower on given input embeddings; pool at EOT and project.
+
+    Args:
+        model: an open_clip ``CLIP`` (causal text tower with argmax pooling).
+        tokens: (N, L) token ids, used for the EOT positions.
+        embeddings: (N, L, width) input token embeddings (possibly edited).
+        truncate: cut the context after the longest EOT (exact for a causal tower).
+
+    Returns:
+        (N, embed_dim) unnormalised text features.
+    """
+    if getattr(model, "text_pool_type", "argmax") != "argmax":
+        raise ValueError(f"pseudo-token encoding needs a CLIP whose text features are read at the EOT "
+                         f"token (text_pool_type 'argmax'); this model uses {model.text_pool_type!r}.")
+    eot = eot_positions(tokens)
+    length = int(eot.max()) + 1 if truncate else tokens.shape[1]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = embeddings[:, :length].to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None
+    x = model.transformer(x, attn_mask=mask)
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0], device=x.device), eot]
+    proj = model.text_projection
+    if proj is None:
+        return x
+    return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+
+
+def encode_text(model: torch.nn.Module, tokens: torch.Tensor, truncate: bool = True) -> torch.Tensor:
+    """``model.encode_text`` with the exact causal truncation (unnormalised features)."""
+    return encode_token_embeddings(model, tokens, model.token_embedding(tokens), truncate=truncate)
+
+
+def encode_with_pseudo_tokens(model: torch.nn.Module, tokens: torch.Tensor, pseudo_tokens: torch.Tensor,
+                              pseudo_token_id: int = 259, truncate: bool = True) -> torch.Tensor:
+    """Text features of prompts whose ``$`` embedding rows are replaced by pseudo-word tokens.
+
+    Args:
+        model: an open_clip ``CLIP``.
+        tokens: (N, L) tokenized prompts, each containing ``$`` at least once.
+        pseudo_tokens: (N, width) one token per prompt, or (width,) / (1, width) broadcast to all.
+            Every ``$`` of a prompt receives that prompt's token.
+        pseudo_token_id: the id of ``$`` (``Backbone.dollar_token_id``).
+        truncate: cut after the longest EOT (exact; set False to run the full context).
+
+    Returns:
+        (N, embed_dim) unnormalised text features; gradients flow to ``pseudo_tokens``.
+    """
+    width = model.token_embedding.weight.shape[1]
+    if pseudo_tokens.dim() == 1:
+        pseudo_tokens = pseudo_tokens.unsqueeze(0)
+    if pseudo_tokens.dim() != 2 or pseudo_tokens.shape[1] != width:
+        raise ValueError(f"pseudo_tokens must have shape (N, {width}) or ({width},) for this model's "
+                         f"token embeddings; got {tuple(pseudo_tokens.shape)}.")
+    if pseudo_tokens.shape[0] == 1:
+        pseudo_tokens = pseudo_tokens.expand(tokens.shape[0], -1)
+    elif pseudo_tokens.shape[0] != tokens.shape[0]:
+        raise ValueError(f"got {pseudo_tokens.shape[0]} pseudo tokens for {tokens.shape[0]} prompts; "
+                         "pass one per prompt or a single one to broadcast.")
+    is_pseudo = tokens == pseudo_token_id
+    missing = (~is_pseudo.any(dim=1)).nonzero().flatten().tolist()
+    if missing:
+        raise ValueError(f"prompts {missing[:10]} contain no pseudo-word token (id {pseudo_token_id}); "
+                         "write '$' where the pseudo-word goes, e.g. 'a photo of $ that is red'.")
+    embeddings = model.token_embedding(tokens)
+    # torch.where keeps the graph to pseudo_tokens for every '$' occurrence in a prompt.
+    expanded = pseudo_tokens.to(embeddings.dtype).unsqueeze(1).expand_as(embeddings)
+    embeddings = torch.where(is_pseudo.unsqueeze(-1), expanded, embeddings)
+    return encode_token_embeddings(model, tokens, embeddings, truncate=truncate)
+
+
+def normalized(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x.float(), dim=-1)

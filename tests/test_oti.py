@@ -1,0 +1,94 @@
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from searle_core.inversion import OTIConfig, oti, replace_concept
+from searle_core.inversion.losses import cosine_loss
+from searle_core.inversion.regularizer import PhraseSampler
+from searle_core.text_encoding import encode_text, encode_with_pseudo_tokens
+
+BANK = {"red circle": ["a red circle on a white background", "a photo of a red circle that is small"],
+        "circle": ["a circle that is drawn", "a large circle"]}
+CONFIG = OTIConfig(steps=40, templates=("a photo of a {}", "{}", "this is a {}"))
+
+
+@pytest.fixture(scope="module")
+def image_features(random_backbone):
+    torch.manual_seed(1)
+    return torch.randn(3, random_backbone.embed_dim)
+
+
+def test_oti_lowers_loss_and_returns_ema(random_backbone, image_features):
+    res = oti(random_backbone, image_features, [["red circle", "circle"]] * 3, BANK, CONFIG, seed=0)
+    h = res.history
+    assert len(h["total"]) == CONFIG.steps
+    assert sum(h["total"][-5:]) < sum(h["total"][:5])
+    assert sum(h["cos"][-5:]) < sum(h["cos"][:5])
+    assert not torch.allclose(res.tokens, res.raw_tokens)  # the EMA lags the raw tokens
+    raw = oti(random_backbone, image_features, [["red circle"]] * 3, BANK,
+              OTIConfig(**{**CONFIG.__dict__, "use_ema": False}), seed=0)
+    torch.testing.assert_close(raw.tokens, raw.raw_tokens)
+
+
+def test_oti_reproducible(random_backbone, image_features):
+    a = oti(random_backbone, image_features, [["circle"]] * 3, BANK, CONFIG, seed=7)
+    b = oti(random_backbone, image_features, [["circle"]] * 3, BANK, CONFIG, seed=7)
+    c = oti(random_backbone, image_features, [["circle"]] * 3, BANK, CONFIG, seed=8)
+    assert torch.equal(a.tokens, b.tokens)
+    assert not torch.equal(a.tokens, c.tokens)
+
+
+def test_oti_token_retrieves_own_image(random_backbone, image_features):
+    bb = random_backbone
+    res = oti(bb, image_features, config=OTIConfig(steps=60, templates=("a photo of {}",)), seed=0)
+    text = F.normalize(encode_with_pseudo_tokens(bb.model, bb.tokenize(["a photo of $"] * 3), res.tokens, 259), dim=-1)
+    sims = text @ F.normalize(image_features, dim=-1).T
+    assert torch.equal(sims.argmax(dim=1), torch.arange(3))
+
+
+def test_oti_leaves_backbone_untouched(random_backbone, image_features):
+    before = {k: v.clone() for k, v in random_backbone.model.state_dict().items()}
+    oti(random_backbone, image_features, [["circle"]] * 3, BANK, OTIConfig(steps=3), seed=0)
+    after = random_backbone.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_oti_first_step_matches_plain_formula(random_backbone, image_features):
+    """The loss of step 0 equals the paper's formula computed by hand from the same draws."""
+    bb = random_backbone
+    concepts = [["red circle"], ["circle"], ["circle", "red circle"]]
+    cfg = OTIConfig(steps=1, templates=("a photo of a {}", "{}", "this is a {}"))
+    res = oti(bb, image_features, concepts, BANK, cfg, seed=3)
+    rng = random.Random(3)
+    template_ids = [rng.randrange(3) for _ in range(3)]
+    draw = PhraseSampler(concepts, BANK, rng).draw()
+    init = torch.randn(3, bb.token_dim, generator=torch.Generator().manual_seed(3)) * cfg.init_std
+    prompts = [cfg.templates[i].format("$") for i in template_ids]
+    with torch.no_grad():
+        t = encode_with_pseudo_tokens(bb.model, bb.tokenize(prompts), init, 259, truncate=False)
+        cos = (1 - F.cosine_similarity(t, image_features)).mean()
+        p = encode_with_pseudo_tokens(bb.model, bb.tokenize(draw.pseudo_phrases), init[draw.rows], 259, truncate=False)
+        plain = bb.model.encode_text(bb.tokenize(draw.phrases))
+        gpt = (1 - F.cosine_similarity(p, plain)).mean()
+    expected = (1.0 * cos + 0.5 * gpt) / 1.5
+    assert res.history["total"][0] == pytest.approx(expected.item(), abs=1e-5)
+    assert res.history["gpt"][0] == pytest.approx(gpt.item(), abs=1e-5)
+
+
+def test_replace_concept():
+    assert replace_concept("a photo of a red circle that is red circle", "red circle") == "a photo of a $ that is red circle"
+    with pytest.raises(ValueError, match="does not contain"):
+        replace_concept("a square", "circle")
+
+
+def test_cosine_loss_formula():
+    x, y = torch.randn(5, 8), torch.randn(5, 8)
+    expected = torch.nn.CosineEmbeddingLoss()(x, y, torch.ones(5))
+    torch.testing.assert_close(cosine_loss(x, y), expected)
+
+
+def test_trajectory_recorded(random_backbone, image_features):
+    res = oti(random_backbone, image_features, config=OTIConfig(steps=10, templates=("{}",)), trajectory_every=5)
+    assert res.trajectory.shape == (3, 3, random_backbone.token_dim)  # steps 0, 5 and the last

@@ -1,0 +1,67 @@
+import pytest
+import torch
+
+from searle_core.text_encoding import encode_text, encode_with_pseudo_tokens
+
+PROMPTS = ["a photo of $ that is red", "$", "this is a photo of a big $ on a table next to a $"]
+WORDS = ["cat", "dog", "tree"]
+
+
+def word_row(backbone, word):
+    ids = backbone.tokenize([word])[0]
+    assert (ids > 0).sum() == 3, f"{word} must be one BPE token"
+    return backbone.model.token_embedding.weight[ids[1]]
+
+
+@pytest.mark.parametrize("truncate", [True, False])
+def test_pseudo_token_equals_real_word(random_backbone, truncate):
+    bb = random_backbone
+    tokens = bb.tokenize(PROMPTS)
+    pseudo = torch.stack([word_row(bb, w) for w in WORDS])
+    got = encode_with_pseudo_tokens(bb.model, tokens, pseudo, bb.dollar_token_id, truncate=truncate)
+    expected = bb.model.encode_text(bb.tokenize([p.replace("$", w) for p, w in zip(PROMPTS, WORDS)]))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_truncated_equals_full_context(random_backbone):
+    bb = random_backbone
+    tokens = bb.tokenize(PROMPTS)
+    pseudo = torch.randn(3, bb.token_dim) * 0.02
+    short = encode_with_pseudo_tokens(bb.model, tokens, pseudo, bb.dollar_token_id, truncate=True)
+    full = encode_with_pseudo_tokens(bb.model, tokens, pseudo, bb.dollar_token_id, truncate=False)
+    torch.testing.assert_close(short, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(encode_text(bb.model, tokens), bb.model.encode_text(tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_broadcast_equals_batch(random_backbone):
+    bb = random_backbone
+    tokens = bb.tokenize(PROMPTS)
+    one = torch.randn(bb.token_dim)
+    broadcast = encode_with_pseudo_tokens(bb.model, tokens, one, bb.dollar_token_id)
+    batch = encode_with_pseudo_tokens(bb.model, tokens, one.expand(3, -1).clone(), bb.dollar_token_id)
+    single = torch.cat([encode_with_pseudo_tokens(bb.model, tokens[i:i + 1], one, bb.dollar_token_id) for i in range(3)])
+    torch.testing.assert_close(broadcast, batch)
+    torch.testing.assert_close(broadcast, single, atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_reaches_every_dollar(random_backbone):
+    bb = random_backbone
+    tokens = bb.tokenize(["$ next to $"])
+    pseudo = (torch.randn(1, bb.token_dim) * 0.02).requires_grad_()
+    encode_with_pseudo_tokens(bb.model, tokens, pseudo, bb.dollar_token_id).sum().backward()
+    assert pseudo.grad is not None and pseudo.grad.abs().sum() > 0
+    assert all(p.grad is None for p in bb.model.parameters())
+
+
+def test_errors(random_backbone):
+    bb = random_backbone
+    with pytest.raises(ValueError, match="no pseudo-word token"):
+        encode_with_pseudo_tokens(bb.model, bb.tokenize(["a photo of a cat"]), torch.zeros(bb.token_dim), 259)
+    with pytest.raises(ValueError, match=r"shape \(N, 128\)"):
+        encode_with_pseudo_tokens(bb.model, bb.tokenize(["a $"]), torch.zeros(64), 259)
+    with pytest.raises(ValueError, match="2 pseudo tokens for 3 prompts"):
+        encode_with_pseudo_tokens(bb.model, bb.tokenize(PROMPTS), torch.zeros(2, 128), 259)
+
+
+def test_dollar_id_read_from_tokenizer(random_backbone):
+    assert random_backbone.dollar_token_id == 259
