@@ -6,19 +6,23 @@ Each sub-module registers its sub-commands; ``searle --help`` lists them.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import pkgutil
 import sys
 
-from . import evaluate, score, world
 
-COMMAND_MODULES = [world, evaluate, score]
+def command_modules() -> list:
+    """Every module of this package with a ``register(subparsers)`` function, in name order."""
+    modules = [importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)]
+    return [m for m in modules if hasattr(m, "register")]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="searle", description="SEARLE: zero-shot composed image retrieval "
                                      "by textual inversion (runs offline on the synthetic 'shapes' world by default).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMAND_MODULES:
+    for module in command_modules():
         module.register(sub)
     return parser
 
