@@ -1,68 +1,118 @@
 """Concept association: which vocabulary concepts an image shows (OTI's and φ's regulariser input).
 
 A concept is embedded as the mean of its L2-normalised text features over the 24 templates,
-re-normalised; each image keeps its most similar concepts. Real runs use the Open Images V7 class
-names; the ``shapes`` world has its own small vocabulary in the same structure.
+re-normalised; each image keeps its most similar concepts (250 stored in the paper; OTI draws from
+the first 15, φ from the first 150). Real runs use the Open Images V7 class names (20,931 of them,
+about half a million prompts: minutes on a GPU, far longer on a CPU), so the embeddings are computed
+in batches behind a progress bar and cached on disk keyed by backbone, weights, templates and the
+concept list. The ``shapes`` world has its own small vocabulary in the same structure.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .backbone import Backbone
+from .device import autocast
+from .paths import cache_dir
+from .retrieval.features import load_cached_tensor, save_tensor_atomic, weights_key
 from .templates import TEMPLATES, fill
 from .text_encoding import encode_text
+
+#: Concepts kept per image (the authors store this many), and how many OTI and φ draw from.
+STORED_TOP_K = 250
+OTI_TOP_K = 15
+PHI_TOP_K = 150
+
+# Below this many concepts, embedding is cheaper than a cache file is worth (the shapes world).
+_AUTO_CACHE_MIN = 1000
+
+
+def concept_cache_key(backbone: Backbone, concepts: list[str], templates: tuple[str, ...] = TEMPLATES) -> str:
+    """Key naming what concept embeddings depend on: backbone, weights, templates, the list.
+
+    Args:
+        backbone: the frozen CLIP.
+        concepts: concept names, in order.
+        templates: prompt templates.
+    """
+    digest = hashlib.sha256("\0".join(concepts).encode()).hexdigest()
+    payload = json.dumps([backbone.name, weights_key(backbone), list(templates), digest])
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 @torch.no_grad()
 def embed_concepts(backbone: Backbone, concepts: list[str], templates: tuple[str, ...] = TEMPLATES,
-                   batch_size: int = 1024, progress: bool = False) -> torch.Tensor:
+                   batch_size: int = 1024, progress: bool | None = None,
+                   cache: bool | str | Path | None = None) -> torch.Tensor:
     """(len(concepts), embed_dim) normalised concept embeddings (mean over templates).
 
     Args:
         backbone: the frozen CLIP.
         concepts: concept names.
         templates: prompt templates with ``{}`` for the concept.
-        batch_size: prompts per text pass.
-        progress: progress bar over concepts.
+        batch_size: prompts per text pass (whole concepts per batch, at least one).
+        progress: progress bar over concepts (``None``: only for large vocabularies).
+        cache: ``True`` for the project cache, a folder, ``False``, or ``None`` (cache only
+            vocabularies of at least 1,000 concepts).
     """
     if not concepts:
         raise ValueError("the concept vocabulary is empty")
+    large = len(concepts) >= _AUTO_CACHE_MIN
+    cache = large if cache is None else cache
+    progress = large if progress is None else progress
+    path = None
+    if cache:
+        folder = cache_dir("concepts") if cache is True else Path(cache)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"concepts-{concept_cache_key(backbone, list(concepts), tuple(templates))}.pt"
+        feats = load_cached_tensor(path, len(concepts))
+        if feats is not None:
+            return feats
     out = []
     per_batch = max(1, batch_size // len(templates))
-    for start in tqdm(range(0, len(concepts), per_batch), desc="embedding concepts", disable=not progress):
-        chunk = concepts[start:start + per_batch]
-        prompts = [fill(t, c) for c in chunk for t in templates]
-        feats = F.normalize(encode_text(backbone.model, backbone.tokenize(prompts)).float(), dim=-1)
-        feats = feats.view(len(chunk), len(templates), -1).mean(dim=1)
-        out.append(F.normalize(feats, dim=-1).cpu())
-    return torch.cat(out)
+    with tqdm(total=len(concepts), desc="embedding concepts", unit="concept", disable=not progress) as bar:
+        for start in range(0, len(concepts), per_batch):
+            chunk = concepts[start:start + per_batch]
+            prompts = [fill(t, c) for c in chunk for t in templates]
+            with autocast(backbone.device):
+                feats = encode_text(backbone.model, backbone.tokenize(prompts))
+            feats = F.normalize(feats.float(), dim=-1).view(len(chunk), len(templates), -1).mean(dim=1)
+            out.append(F.normalize(feats, dim=-1).cpu())
+            bar.update(len(chunk))
+    feats = torch.cat(out)
+    save_tensor_atomic(path, feats)
+    return feats
 
 
 def associate_concepts(image_features: torch.Tensor, concept_features: torch.Tensor, concepts: list[str],
-                       top_k: int = 250) -> list[list[str]]:
+                       top_k: int = STORED_TOP_K) -> list[list[str]]:
     """Each image's ``top_k`` most similar concepts, best first, without repeated names.
+
+    The first ``n`` of an image's top 250 are its top ``n``: OTI's 15 and φ's 150 are prefixes of
+    the stored list.
 
     Args:
         image_features: (N, D) image features (normalised here).
         concept_features: (C, D) from :func:`embed_concepts`.
-        concepts: the C concept names.
+        concepts: the C concept names (a repeated name counts once, at its best similarity).
         top_k: how many to keep (250 stored in the paper; OTI uses 15, φ 150).
     """
+    if len(concepts) != concept_features.shape[0]:
+        raise ValueError(f"{len(concepts)} concept names for {concept_features.shape[0]} concept embeddings")
     sims = F.normalize(image_features.float().cpu(), dim=-1) @ concept_features.float().T
-    # Ask for a few more than top_k so that dropping duplicate names still leaves top_k.
-    k = min(len(concepts), top_k + 16)
+    # Ask for as many extra as there are repeated names, so dropping repeats still leaves top_k.
+    repeats = len(concepts) - len(set(concepts))
+    k = min(len(concepts), top_k + repeats)
     idx = sims.topk(k, dim=1).indices.tolist()
     result = []
     for row in idx:
-        seen, names = set(), []
-        for i in row:
-            if concepts[i] not in seen:
-                seen.add(concepts[i])
-                names.append(concepts[i])
-            if len(names) == top_k:
-                break
-        result.append(names)
+        names = list(dict.fromkeys(concepts[i] for i in row))
+        result.append(names[:top_k])
     return result

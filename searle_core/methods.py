@@ -110,6 +110,8 @@ def query_features(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: Me
         bench: the benchmark whose queries are encoded.
         ctx: resources the method may use.
     """
+    from .baselines import prepare  # registers captioning, pic2word, palavra (lazy: avoids an import cycle)
+    prepare(method, backbone, bench, ctx)  # e.g. φ for searle on the shapes world, trained on first use
     queries = bench.queries
     if method in ("image-only", "image+text"):
         names, feats = reference_features(backbone, bench, ctx.progress)

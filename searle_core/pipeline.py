@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -33,12 +34,23 @@ class Evaluation:
     seconds: float
 
 
-def gallery_features(backbone: Backbone, bench: CIRBenchmark, progress: bool = True) -> dict[str, torch.Tensor]:
-    """Gallery features keyed ``"all"`` (or by FashionIQ category), cached on disk."""
+def gallery_features(backbone: Backbone, bench: CIRBenchmark, progress: bool = True,
+                     **kwargs: Any) -> dict[str, torch.Tensor]:
+    """Gallery features keyed ``"all"`` (FashionIQ: by category), cached on disk and reused.
+
+    Args:
+        backbone: the frozen CLIP; its image pipeline (see ``retrieval.features.configure_images``)
+            sets the preprocessing and the data-loader workers.
+        bench: the benchmark whose gallery is encoded.
+        progress: progress bars.
+        **kwargs: passed to :func:`image_features` (``batch_size``, ``num_workers``, ``cache``).
+    """
     by_category = bench.extra.get("gallery_by_category")
     if by_category:
-        return {c: image_features(backbone, bench.images, names, progress=progress) for c, names in by_category.items()}
-    return {"all": image_features(backbone, bench.images, bench.gallery, progress=progress)}
+        # FashionIQ ranks each query against its own category's gallery (see datasets.fashioniq).
+        return {c: image_features(backbone, bench.images, names, progress=progress, **kwargs)
+                for c, names in by_category.items()}
+    return {"all": image_features(backbone, bench.images, bench.gallery, progress=progress, **kwargs)}
 
 
 def evaluate(method: str, bench: CIRBenchmark, backbone: Backbone, ctx: MethodContext | None = None,

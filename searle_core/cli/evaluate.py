@@ -1,8 +1,17 @@
-"""``searle evaluate``, ``searle table`` and ``searle submission``: methods on benchmarks."""
+"""``searle evaluate`` and ``searle submission``: methods on benchmarks (``searle table`` shares the options).
+
+Both run the paper's protocol: gallery features (cached, see ``retrieval.features``), query features
+of one method, rankings (CIRR without the reference image), then either the dataset's validation
+metrics or the test-server files.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
+import pickle
+import sys
+import time
 from pathlib import Path
 
 from .common import add_backbone_options, format_metrics, load_backbone_from_args, print_json
@@ -14,8 +23,20 @@ def add_benchmark_options(p: argparse.ArgumentParser, default_split: str = "val"
     p.add_argument("--dataset", default="shapes", choices=DATASETS)
     p.add_argument("--dataset-path", default=None, help="dataset folder in the authors' layout (real datasets)")
     p.add_argument("--split", default=default_split)
+    p.add_argument("--category", default=None,
+                   help="FashionIQ categories, comma-separated (default: dress,shirt,toptee)")
+    p.add_argument("--on-missing", default="error", choices=("error", "skip"),
+                   help="a missing or unreadable image: fail naming it (default) or skip it and count it")
+    p.add_argument("--check-images", default="exists", choices=("none", "exists", "open"),
+                   help="check images up front: stat them (default), also read their headers, or not at all")
     add_backbone_options(p)
-    p.add_argument("--phi-checkpoint", default=None, help="φ checkpoint (authors' SEARLE_ViT-B32.pt or one of ours)")
+    p.add_argument("--preprocess", default=None, choices=("clip", "targetpad"),
+                   help="image preprocessing (default: targetpad for real datasets, as the paper; clip for shapes)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="data-loader workers decoding images (default: 0 for shapes, up to 8 for image files)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass for features")
+    p.add_argument("--phi-checkpoint", default=None,
+                   help="φ checkpoint, file or http(s) URL (authors' SEARLE_ViT-B32.pt or one of ours)")
     p.add_argument("--oti-steps", type=int, default=350, help="OTI steps (paper: 350)")
     p.add_argument("--oti-batch-size", type=int, default=32)
     p.add_argument("--concepts", default=None, help="concept CSV (Open Images V7 class descriptions)")
@@ -38,75 +59,162 @@ def register(sub) -> None:
     add_benchmark_options(s, default_split="test")
     s.add_argument("--method", default="searle-oti")
     s.add_argument("--out", required=True, help="output file (CIRCO) or folder (CIRR: two files)")
+    s.add_argument("--name", default=None, help="CIRR run name in the file names (default: the method)")
     s.set_defaults(func=run_submission)
 
 
+def _note(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _readable_errors(func):
+    """Turn image and pickle errors into the CLI's one-line errors (exit code 2), not tracebacks."""
+    @functools.wraps(func)
+    def wrapper(args: argparse.Namespace) -> int:
+        from ..datasets import ImageLoadError
+
+        try:
+            return func(args)
+        except (ImageLoadError, pickle.UnpicklingError) as err:
+            raise RuntimeError(str(err)) from err
+    return wrapper
+
+
 def benchmark_from_args(args: argparse.Namespace, backbone=None):
+    """The benchmark named by ``--dataset``/``--dataset-path``/``--split`` and the image options.
+
+    Args:
+        args: parsed options of a command with :func:`add_benchmark_options`.
+        backbone: unused (kept for callers that pass it): loading a benchmark needs no model.
+    """
     from ..datasets import load_benchmark
 
     if args.dataset == "shapes":
         return load_benchmark("shapes", split=args.split, quick=args.quick)
     if not args.dataset_path:
         raise ValueError(f"--dataset {args.dataset} needs --dataset-path (the folder with its annotations and images)")
-    return load_benchmark(args.dataset, args.dataset_path, args.split)
+    kw = {"on_missing": getattr(args, "on_missing", "error"), "check_images": getattr(args, "check_images", "exists")}
+    if getattr(args, "category", None):
+        if args.dataset != "fashioniq":
+            raise ValueError("--category applies to --dataset fashioniq only")
+        kw["category"] = [c.strip() for c in args.category.split(",") if c.strip()]
+    bench = load_benchmark(args.dataset, args.dataset_path, args.split, **kw)
+    skipped = bench.extra.get("skipped") or {}
+    if skipped.get("images"):
+        _note(f"skipped {skipped['images']} missing or unreadable image(s): {skipped['queries']} queries and "
+              f"{skipped['gallery']} gallery images dropped (first: {', '.join(skipped['files'][:3])})")
+    if not bench.queries:
+        raise ValueError(f"{args.dataset} {args.split} in {args.dataset_path} has no queries left")
+    return bench
+
+
+def vocabulary_from_args(args: argparse.Namespace):
+    """OTI's regulariser inputs: ``--concepts``/``--phrases``, else the shapes world's, else none."""
+    from ..methods import Vocabulary
+    from ..phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
+
+    if not args.concepts and not args.phrases:
+        if args.dataset == "shapes":
+            from ..world import world_vocabulary
+            return world_vocabulary()
+        return None
+    bank = load_phrase_pickle(args.phrases) if args.phrases else None
+    concepts = load_concepts_csv(args.concepts) if args.concepts else list(bank)
+    if bank is None:
+        bank = template_phrases(concepts)
+    kept = filter_phrase_bank(bank)
+    names = [c for c in concepts if c in kept]
+    source = args.phrases or "offline template phrases"
+    _note(f"concepts: {len(names)} of {len(concepts)} kept ({len(concepts) - len(names)} without phrases or with "
+          f"phrases that do not all contain the concept); phrases from {source}")
+    if not names:
+        raise ValueError(f"no concept of {args.concepts or args.phrases} has usable phrases in {source}")
+    return Vocabulary(names, {c: kept[c] for c in names})
 
 
 def context_from_args(args: argparse.Namespace, backbone):
+    """Method resources from the options: vocabulary, φ, OTI settings, seed, progress."""
     from ..inversion import OTIConfig, load_phi
-    from ..methods import MethodContext, Vocabulary
+    from ..methods import MethodContext
 
-    if args.dataset == "shapes" or args.backbone == "shapes-clip":
-        from ..world import world_vocabulary
-        vocab = world_vocabulary()
-    elif args.concepts:
-        from ..phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
-        concepts = load_concepts_csv(args.concepts)
-        bank = load_phrase_pickle(args.phrases) if args.phrases else template_phrases(concepts)
-        bank = filter_phrase_bank(bank)
-        vocab = Vocabulary([c for c in concepts if c in bank], bank)
-    else:
-        vocab = None
+    vocab = vocabulary_from_args(args)
+    wanted = f"{getattr(args, 'method', '')},{getattr(args, 'methods', '')}"
+    if vocab is None and "searle-oti" in wanted:
+        _note("no --concepts: OTI runs without its phrase regulariser (λ_gpt = 0); the paper uses the Open "
+              "Images V7 class names (--concepts oidv7-class-descriptions.csv) and GPT phrases (--phrases)")
     phi = load_phi(args.phi_checkpoint, backbone) if args.phi_checkpoint else None
     oti_config = OTIConfig(steps=args.oti_steps, lambda_gpt=0.5 if vocab else 0.0)
     return MethodContext(vocabulary=vocab, oti_config=oti_config, oti_batch_size=args.oti_batch_size, phi=phi,
                          seed=args.seed, progress=not args.no_progress)
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
-    from ..pipeline import evaluate
-
+def _load(args: argparse.Namespace):
+    """The backbone (with its image pipeline), the benchmark and the method context."""
+    bench = benchmark_from_args(args)  # first: a wrong folder fails before a large model loads
     backbone = load_backbone_from_args(args)
-    bench = benchmark_from_args(args, backbone)
+    return backbone, bench, context_from_args(args, backbone)
+
+
+def _evaluate(args: argparse.Namespace, backbone, bench, ctx):
+    """Gallery features (timed apart), then ``args.method``; returns (result, gallery seconds)."""
+    from ..pipeline import evaluate, gallery_features
+
+    start = time.perf_counter()
+    gallery = gallery_features(backbone, bench, ctx.progress, batch_size=args.batch_size)
+    gallery_s = time.perf_counter() - start
+    return evaluate(args.method, bench, backbone, ctx, gallery), gallery_s
+
+
+@_readable_errors
+def run_evaluate(args: argparse.Namespace) -> int:
+    backbone, bench, ctx = _load(args)
     if any(q.target is None for q in bench.queries):
-        raise ValueError(f"{args.dataset} {args.split} has no ground truths (a test split): use `searle submission`")
-    result = evaluate(args.method, bench, backbone, context_from_args(args, backbone))
+        hint = ("FashionIQ is scored on its validation split (--split val), as in the paper"
+                if args.dataset == "fashioniq" else "use `searle submission` for the evaluation server")
+        raise ValueError(f"{args.dataset} {bench.split} has no ground truths (a test split): {hint}")
+    result, gallery_s = _evaluate(args, backbone, bench, ctx)
     if args.json:
         print_json(result.metrics)
-    else:
-        print(f"{args.method} on {args.dataset} {args.split} ({len(bench.queries)} queries, "
-              f"{len(bench.gallery)} gallery images, backbone {args.backbone}; {result.seconds:.1f} s)")
-        print(format_metrics(result.metrics))
+        return 0
+    preprocess = getattr(backbone.preprocess, "preprocess_id", "clip")
+    print(f"{args.method} on {args.dataset} {bench.split} ({len(bench.queries)} queries, {len(bench.gallery)} gallery "
+          f"images; backbone {args.backbone} ({backbone.pretrained or 'random weights'}), preprocess {preprocess}; "
+          f"gallery features {gallery_s:.1f} s, queries {result.seconds:.1f} s)")
+    print(format_metrics(result.metrics))
     return 0
 
 
+def cirr_subset_rankings(bench, rankings: list[list[str]], k: int = 3) -> dict[str, list[str]]:
+    """Per pairid, the first ``k`` ``img_set`` members (reference excluded) in ranking order.
+
+    Args:
+        bench: a CIRR benchmark.
+        rankings: full-gallery rankings, in query order.
+        k: how many to keep (3 for the server's ``recall_subset`` file).
+    """
+    out = {}
+    for q, ranking in zip(bench.queries, rankings):
+        members = set(q.subset or ()) - {q.reference}
+        out[q.query_id] = [n for n in ranking if n in members][:k]
+    return out
+
+
+@_readable_errors
 def run_submission(args: argparse.Namespace) -> int:
-    from ..pipeline import evaluate
     from ..submission import write_circo_submission, write_cirr_submission
 
     if args.dataset not in ("cirr", "circo"):
         raise ValueError("test-server files exist for --dataset cirr and circo only")
-    backbone = load_backbone_from_args(args)
-    bench = benchmark_from_args(args, backbone)
-    result = evaluate(args.method, bench, backbone, context_from_args(args, backbone))
+    backbone, bench, ctx = _load(args)
+    result, gallery_s = _evaluate(args, backbone, bench, ctx)
     ids = [q.query_id for q in bench.queries]
     if args.dataset == "circo":
-        path = write_circo_submission(args.out, dict(zip(ids, result.rankings)), bench.queries)
-        print(f"wrote {path}")
-        return 0
-    subset = {}
-    for q, ranking in zip(bench.queries, result.rankings):
-        members = set(q.subset or ()) - {q.reference}
-        subset[q.query_id] = [n for n in ranking if n in members][:3]
-    paths = write_cirr_submission(Path(args.out), dict(zip(ids, result.rankings)), subset, queries=bench.queries)
-    print("wrote " + ", ".join(map(str, paths if isinstance(paths, (list, tuple)) else [paths])))
+        paths = [write_circo_submission(args.out, dict(zip(ids, result.rankings)), bench.queries)]
+    else:
+        paths = write_cirr_submission(Path(args.out), dict(zip(ids, result.rankings)),
+                                      cirr_subset_rankings(bench, result.rankings), name=args.name or args.method,
+                                      queries=bench.queries)
+    print(f"{args.method} on {args.dataset} {bench.split}: {len(ids)} queries, {len(bench.gallery)} gallery images "
+          f"(gallery features {gallery_s:.1f} s, queries {result.seconds:.1f} s)")
+    print("wrote " + ", ".join(map(str, paths)))
     return 0

@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 
 from ..backbone import Backbone
 from ..device import autocast, needs_grad_scaler
+from ..prefix_encoding import PrefixCachedEncoder
 from ..templates import TEMPLATES, fill
-from ..text_encoding import encode_with_pseudo_tokens
 from .losses import cosine_loss
 from .regularizer import PhraseBank, PhraseFeatureCache, PhraseSampler, TokenCache
 
@@ -103,6 +103,7 @@ def oti(backbone: Backbone, image_features: torch.Tensor, concepts: list[list[st
     optimizer = torch.optim.AdamW([tokens], lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
     tokenize = TokenCache(backbone)
+    encoder = PrefixCachedEncoder(backbone.model, backbone.dollar_token_id)
     template_prompts = [fill(t, "$") for t in config.templates]
     template_ids = _draw_templates(rng, len(template_prompts), config.steps, n)
 
@@ -128,9 +129,10 @@ def oti(backbone: Backbone, image_features: torch.Tensor, concepts: list[list[st
             prompts += draw.pseudo_phrases
             rows += draw.rows
         with autocast(device):
-            # Templates and pseudo-phrases share one text pass: one batch, one truncation.
-            feats = encode_with_pseudo_tokens(backbone.model, tokenize(prompts), tokens[rows],
-                                              backbone.dollar_token_id)
+            # Templates and pseudo-phrases go through one call; the encoder runs only the part of
+            # each prompt from its first '$' on (the prefix is cached) and splits the batch in two
+            # passes by length when that saves enough padding.
+            feats = encoder(tokenize(prompts), tokens[rows])
             cos = cosine_loss(feats[:n], targets)
             if draw is not None and draw.rows:
                 gpt = cosine_loss(feats[n:], cache.features(draw.phrases))

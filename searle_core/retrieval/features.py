@@ -1,10 +1,25 @@
-"""Image and text features in batches, cached on disk and reused across methods."""
+"""Image and text features in batches, cached on disk and reused across methods.
+
+Every feature depends on four things, and the cache key names all of them: the backbone, its exact
+weights (a fingerprint of the parameters for random weights, whose tag says nothing), the image
+preprocessing (``clip`` or ``targetpad``) and the file list. A gallery computed for one method is
+therefore reused by every other method, in this process and in later ones.
+
+The preprocessing is a property of the backbone (:func:`configure_images`) rather than an argument
+threaded through every call: the methods compute reference features themselves, and reference and
+gallery images must go through the same transform.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
+import tempfile
+import weakref
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -13,10 +28,47 @@ from tqdm.auto import tqdm
 
 from ..backbone import Backbone
 from ..datasets.base import ImageSource
+from ..datasets.folder import ImageLoadError
 from ..device import autocast
 from ..paths import cache_dir
+from ..preprocess import TARGET_RATIO, PreprocessKind, make_preprocess_from_open_clip
 from ..text_encoding import encode_text
 from ..world_clip import images_to_tensor
+
+
+class ImagePipeline:
+    """A PIL -> tensor transform with the name used in cache keys and its loader settings.
+
+    Args:
+        transform: the transform itself.
+        preprocess_id: a name for it in cache keys (``clip``, ``targetpad``, ...).
+        num_workers: data-loader worker processes decoding images.
+    """
+
+    def __init__(self, transform: Callable, preprocess_id: str, num_workers: int = 0) -> None:
+        self.transform, self.preprocess_id, self.num_workers = transform, preprocess_id, num_workers
+
+    def __call__(self, image):
+        return self.transform(image)
+
+    def __repr__(self) -> str:
+        return f"ImagePipeline({self.preprocess_id!r}, num_workers={self.num_workers})"
+
+
+def configure_images(backbone: Backbone, preprocess: PreprocessKind = "clip", num_workers: int = 0,
+                     target_ratio: float = TARGET_RATIO) -> Backbone:
+    """A copy of ``backbone`` (same model) whose images go through ``preprocess``.
+
+    Args:
+        backbone: the frozen CLIP.
+        preprocess: ``"clip"`` (resize, centre crop) or ``"targetpad"`` (pad to ``target_ratio``
+            first; the paper's choice for CIRR, FashionIQ and CIRCO).
+        num_workers: data-loader workers for decoding image files.
+        target_ratio: targetpad's largest aspect ratio.
+    """
+    transform = make_preprocess_from_open_clip(backbone.model, preprocess, target_ratio)
+    name = preprocess if preprocess == "clip" or target_ratio == TARGET_RATIO else f"{preprocess}-{target_ratio}"
+    return dataclasses.replace(backbone, preprocess=ImagePipeline(transform, name, num_workers))
 
 
 class _ImageDataset(Dataset):
@@ -30,27 +82,107 @@ class _ImageDataset(Dataset):
         return self.preprocess(self.source.load_image(self.names[i]))
 
 
+_FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, str]" = weakref.WeakKeyDictionary()
+
+
+def weights_key(backbone: Backbone) -> str:
+    """Names the backbone's exact weights: the tag or file, or a parameter hash for random weights."""
+    if backbone.pretrained is not None:
+        return backbone.weights_id
+    key = _FINGERPRINTS.get(backbone.model)
+    if key is None:
+        digest = hashlib.sha256()
+        for name, tensor in backbone.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        key = _FINGERPRINTS[backbone.model] = f"random-{digest.hexdigest()[:16]}"
+    return key
+
+
 def feature_cache_key(backbone: Backbone, source_id: str, names: list[str], preprocess_id: str) -> str:
     """Key naming everything features depend on: backbone, weights, preprocessing, the file list."""
     names_hash = hashlib.sha256("\n".join(map(str, names)).encode()).hexdigest()
-    payload = json.dumps([backbone.name, backbone.weights_id, preprocess_id, source_id, names_hash])
+    payload = json.dumps([backbone.name, weights_key(backbone), preprocess_id, source_id, names_hash])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def _source_id(source: ImageSource, names: list[str]) -> str:
-    """Where the images come from: a world's config hash, or the folder of the first file."""
+    """Where the images come from: a world's config hash, or every file's absolute path."""
     world = getattr(source, "world", None)
     if world is not None:
         return f"shapes-{world.config.cache_key()}"
-    if hasattr(source, "path") and names:
-        return str(Path(source.path(names[0])).resolve().parent)
+    paths = getattr(source, "paths", None)
+    if isinstance(paths, dict):
+        # abspath, not resolve(): no syscall per file on a 120k-image gallery.
+        listing = "\n".join(os.path.abspath(paths[n]) if n in paths else f"?{n}" for n in names)
+        return "files-" + hashlib.sha256(listing.encode()).hexdigest()[:16]
     return type(source).__name__
+
+
+def _cache_file(kind: str, cache: bool | str | Path, key: str) -> Path | None:
+    if not cache:
+        return None
+    folder = cache_dir("features") if cache is True else Path(cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{kind}-{key}.pt"
+
+
+def load_cached_tensor(path: Path | None, rows: int) -> torch.Tensor | None:
+    """A cached tensor with ``rows`` rows, or ``None`` when absent, damaged or of another size.
+
+    Args:
+        path: the cache file (``None``: no cache).
+        rows: the number of rows expected.
+    """
+    if path is None or not path.is_file():
+        return None
+    try:
+        feats = torch.load(path, weights_only=True)
+    except Exception:  # torch.load fails in many ways on a damaged file: recompute, never trust it
+        return None
+    return feats if isinstance(feats, torch.Tensor) and feats.shape[0] == rows else None
+
+
+def save_tensor_atomic(path: Path | None, tensor: torch.Tensor) -> None:
+    """Save ``tensor`` to ``path`` via a unique temporary file and a rename.
+
+    Two processes filling the same cache entry never mix their files, and an interrupted run
+    never leaves a truncated one under the final name.
+
+    Args:
+        path: destination (``None``: do nothing).
+        tensor: what to save.
+    """
+    if path is None:
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(tensor, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is shared like any torch.save file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# Features computed in this process, per image source and settings: name -> (tensor, row). The
+# methods ask for their reference images separately; these are usually gallery images already.
+_MEMO: "weakref.WeakKeyDictionary[ImageSource, dict[str, dict[str, tuple[torch.Tensor, int]]]]" = (
+    weakref.WeakKeyDictionary())
+
+
+def _memo_table(source: ImageSource, settings: str) -> dict[str, tuple[torch.Tensor, int]] | None:
+    try:
+        return _MEMO.setdefault(source, {}).setdefault(settings, {})
+    except TypeError:  # an unhashable or non-weakrefable source: no in-memory reuse
+        return None
 
 
 @torch.no_grad()
 def image_features(backbone: Backbone, source: ImageSource, names: list[str], batch_size: int = 256,
-                   preprocess=None, preprocess_id: str = "clip", num_workers: int = 0, progress: bool = True,
-                   cache: bool | str | Path = True) -> torch.Tensor:
+                   preprocess=None, preprocess_id: str | None = None, num_workers: int | None = None,
+                   progress: bool = True, cache: bool | str | Path = True) -> torch.Tensor:
     """Normalised (N, embed_dim) float32 CPU features of the named images.
 
     Args:
@@ -58,48 +190,88 @@ def image_features(backbone: Backbone, source: ImageSource, names: list[str], ba
         source: where images come from (any :class:`ImageSource`).
         names: image names, in the order wanted.
         batch_size: images per forward pass.
-        preprocess: PIL -> tensor transform (default: the backbone's); e.g. a targetpad transform.
-        preprocess_id: a name for ``preprocess`` in the cache key.
-        num_workers: data-loader workers for decoding images from disk.
+        preprocess: PIL -> tensor transform (default: the backbone's, see :func:`configure_images`).
+        preprocess_id: a name for the transform in the cache key (default: the transform's own
+            ``preprocess_id``, ``"clip"`` for the backbone's stock transform, else its ``repr``).
+        num_workers: data-loader workers (default: the backbone's image pipeline's, else 0).
         progress: progress bar.
         cache: ``True`` for the project cache, a folder, or ``False``.
     """
-    path = None
-    if cache:
-        folder = cache_dir("features") if cache is True else Path(cache)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"image-{feature_cache_key(backbone, _source_id(source, names), names, preprocess_id)}.pt"
-        if path.is_file():
-            return torch.load(path, weights_only=True)
+    transform = preprocess if preprocess is not None else backbone.preprocess
+    if preprocess_id is None:
+        preprocess_id = getattr(transform, "preprocess_id", None) or ("clip" if preprocess is None else repr(transform))
+    if num_workers is None:
+        num_workers = getattr(transform, "num_workers", 0)
+    names = list(names)
+    key = feature_cache_key(backbone, _source_id(source, names), names, preprocess_id)
+    memo = _memo_table(source, json.dumps([backbone.name, weights_key(backbone), preprocess_id]))
+    if memo is not None and names and all(n in memo for n in names):
+        return torch.stack([memo[n][0][memo[n][1]] for n in names])
+    path = _cache_file("image", cache, key)
+    feats = load_cached_tensor(path, len(names))
+    if feats is None:
+        feats = _compute_image_features(backbone, source, names, batch_size, transform, preprocess_id, num_workers,
+                                        progress)
+        save_tensor_atomic(path, feats)
+    if memo is not None:
+        memo.update((n, (feats, i)) for i, n in enumerate(names))
+    return feats
+
+
+def _compute_image_features(backbone: Backbone, source: ImageSource, names: list[str], batch_size: int, transform,
+                            preprocess_id: str, num_workers: int, progress: bool) -> torch.Tensor:
     model = backbone.model
-    out = []
-    fast = preprocess is None and hasattr(source, "array") and preprocess_id == "clip"
-    if fast:  # synthetic images are already arrays at the model's size: skip PIL entirely
+    if hasattr(source, "array") and preprocess_id == "clip":
+        # Synthetic images are already arrays at the model's size: skip PIL entirely.
         cfg = model.visual.preprocess_cfg
         batches = (images_to_tensor(source.array(names[i:i + batch_size]), cfg["mean"], cfg["std"], backbone.device)
                    for i in range(0, len(names), batch_size))
     else:
-        loader = DataLoader(_ImageDataset(source, names, preprocess or backbone.preprocess), batch_size=batch_size,
-                            num_workers=num_workers, pin_memory=backbone.device.type == "cuda")
+        loader = DataLoader(_ImageDataset(source, names, transform), batch_size=batch_size, num_workers=num_workers,
+                            pin_memory=backbone.device.type == "cuda")
         batches = (b.to(backbone.device, non_blocking=True) for b in loader)
+    out = []
     total = (len(names) + batch_size - 1) // batch_size
-    for batch in tqdm(batches, total=total, desc="image features", disable=not progress, leave=False):
-        with autocast(backbone.device):
-            out.append(F.normalize(model.encode_image(batch).float(), dim=-1).cpu())
-    feats = torch.cat(out) if out else torch.empty(0, backbone.embed_dim)
-    if path is not None:
-        tmp = path.with_suffix(".tmp")
-        torch.save(feats, tmp)
-        tmp.replace(path)
-    return feats
+    try:
+        for batch in tqdm(batches, total=total, desc="image features", disable=not progress, leave=False):
+            with autocast(backbone.device):
+                out.append(F.normalize(model.encode_image(batch).float(), dim=-1).cpu())
+    except ImageLoadError as err:
+        # A worker's error arrives wrapped in the worker's traceback text: keep the loader's message,
+        # which names the file and the annotation that references it.
+        message = str(err)
+        if message.startswith("Caught ") and "ImageLoadError: " in message:
+            raise ImageLoadError(message.rsplit("ImageLoadError: ", 1)[1].strip()) from None
+        raise
+    return torch.cat(out) if out else torch.empty(0, backbone.embed_dim)
 
 
 @torch.no_grad()
-def text_features(backbone: Backbone, texts: list[str], batch_size: int = 512) -> torch.Tensor:
-    """Normalised (N, embed_dim) float32 CPU features of plain texts."""
+def text_features(backbone: Backbone, texts: list[str], batch_size: int = 512,
+                  cache: bool | str | Path = False, progress: bool = False) -> torch.Tensor:
+    """Normalised (N, embed_dim) float32 CPU features of plain texts.
+
+    Args:
+        backbone: the frozen CLIP.
+        texts: the prompts.
+        batch_size: prompts per text pass.
+        cache: ``True`` for the project cache, a folder, or ``False`` (default: cheap to recompute).
+        progress: progress bar over batches.
+    """
+    texts = list(texts)
+    path = None
+    if cache and texts:
+        digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
+        payload = json.dumps([backbone.name, weights_key(backbone), digest])
+        path = _cache_file("text", cache, hashlib.sha256(payload.encode()).hexdigest()[:16])
+        feats = load_cached_tensor(path, len(texts))
+        if feats is not None:
+            return feats
     out = []
-    for i in range(0, len(texts), batch_size):
+    for i in tqdm(range(0, len(texts), batch_size), desc="text features", disable=not progress, leave=False):
         with autocast(backbone.device):
             feats = encode_text(backbone.model, backbone.tokenize(texts[i:i + batch_size]))
         out.append(F.normalize(feats.float(), dim=-1).cpu())
-    return torch.cat(out) if out else torch.empty(0, backbone.embed_dim)
+    feats = torch.cat(out) if out else torch.empty(0, backbone.embed_dim)
+    save_tensor_atomic(path, feats)
+    return feats

@@ -6,7 +6,6 @@ differences in the tables come from the methods alone.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
@@ -43,19 +42,22 @@ def _average_groups(features: torch.Tensor, groups: list[int]) -> torch.Tensor:
 
 
 def text_query_features(backbone: Backbone, queries: list[CIRQuery], template: str = "{}",
-                        fillers: list[str] | None = None) -> torch.Tensor:
+                        fillers: list[str] | None = None, cache: bool = True) -> torch.Tensor:
     """Features of ``template.format(caption)`` per query (Text-only, Captioning).
 
     Args:
+        backbone: the frozen CLIP.
+        queries: the queries, in benchmark order.
         template: e.g. ``"{}"`` (Text-only) or ``"a photo of {} that {}"`` with ``fillers``.
         fillers: per query, a string put before the caption (Captioning: the reference's caption).
+        cache: keep the prompt features on disk (Text-only and Image + Text share them).
     """
     prompts, groups = [], []
     for i, q in enumerate(queries):
         variants = caption_variants(q)
         groups.append(len(variants))
         prompts += [template.format(fillers[i], v) if fillers is not None else template.format(v) for v in variants]
-    return _average_groups(text_features(backbone, prompts), groups)
+    return _average_groups(text_features(backbone, prompts, cache=cache), groups)
 
 
 @torch.no_grad()
@@ -64,8 +66,11 @@ def pseudo_query_features(backbone: Backbone, queries: list[CIRQuery], tokens: d
     """Features of ``template`` with ``$`` = the reference's pseudo-word token (SEARLE, OTI, Pic2Word, PALAVRA).
 
     Args:
+        backbone: the frozen CLIP.
+        queries: the queries, in benchmark order.
         tokens: reference image name -> (token_dim,) pseudo-word token.
         template: the prompt, with ``$`` and ``{}`` for the relative caption.
+        batch_size: prompts per text pass.
     """
     missing = [q.reference for q in queries if q.reference not in tokens]
     if missing:

@@ -1,0 +1,209 @@
+"""The paper's ablations, each a named change to OTI or to φ's training, scored on one benchmark.
+
+OTI: no phrase regulariser; "templates only" (the regulariser's GPT phrases replaced by one plain
+template per concept, "a photo of {concept}"); fewer or more steps (50/150/350); no EMA (the last
+raw token instead of its moving average). φ: no distillation (a cosine between "a photo of $" with
+φ's token and the image instead of the contrastive loss to OTI tokens); no phrase regulariser;
+1/3/10/100 % of the unlabeled training images.
+
+Every variant is evaluated with the same harness (``pipeline.evaluate``), gallery features and seed as
+the main results, so a row differs from the full method by its one change only. φ variants train
+from the same cached OTI tokens of the unlabeled images and are cached themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from .inversions import SNAPSHOT_STEPS, benchmark_oti, phi_train_config, train_study_phi
+from .methods import Vocabulary
+from .pipeline import evaluate
+from .study import Study
+from .table import flatten
+
+#: The regulariser's phrases of the "templates only" ablation: one plain template per concept.
+TEMPLATE_ONLY_PHRASES: tuple[str, ...] = ("a photo of {}",)
+FULL = "full (paper)"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One ablation row.
+
+    Args:
+        part: ``"OTI"`` or ``"φ"``.
+        name: what changes (``FULL`` for the unchanged method).
+        oti: ``OTIConfig`` fields changed (OTI variants, and OTI of φ's targets stay unchanged).
+        loss: ``PhiLossConfig`` fields changed (φ variants).
+        phrases: ``"generated"`` (the vocabulary's bank) or ``"templates"`` (one template per concept).
+        data_fraction: share of the unlabeled images φ trains on.
+    """
+
+    part: str
+    name: str
+    oti: dict = field(default_factory=dict)
+    loss: dict = field(default_factory=dict)
+    phrases: str = "generated"
+    data_fraction: float = 1.0
+
+
+def oti_variants(steps: int, step_grid: tuple[int, ...] | list[int] = (50, 150, 350)) -> list[Variant]:
+    """The OTI rows: full, no regulariser, templates only, each step count of ``step_grid``, no EMA.
+
+    Args:
+        steps: the full method's steps (a grid entry equal to it is the full row itself).
+        step_grid: the step counts compared.
+    """
+    rows = [Variant("OTI", FULL), Variant("OTI", "no phrase regulariser", oti={"lambda_gpt": 0.0}),
+            Variant("OTI", "templates only", phrases="templates")]
+    rows += [Variant("OTI", f"{s} steps", oti={"steps": int(s)}) for s in step_grid if int(s) != steps]
+    rows.append(Variant("OTI", "no EMA", oti={"use_ema": False}))
+    return rows
+
+
+def phi_variants(fractions: tuple[float, ...] | list[float] = (0.01, 0.03, 0.1, 1.0)) -> list[Variant]:
+    """The φ rows: full, no distillation (cosine to the image), no regulariser, each data fraction."""
+    rows = [Variant("φ", FULL), Variant("φ", "no distillation (cosine to image)", loss={"distil_to_image": True}),
+            Variant("φ", "no phrase regulariser", loss={"lambda_gpt": 0.0})]
+    rows += [Variant("φ", f"{100 * f:g} % of images", data_fraction=float(f)) for f in fractions if float(f) < 1.0]
+    return rows
+
+
+def template_vocabulary(vocabulary: Vocabulary, templates: tuple[str, ...] = TEMPLATE_ONLY_PHRASES) -> Vocabulary:
+    """The same concepts with each concept's phrases replaced by ``templates`` filled with it."""
+    return Vocabulary(list(vocabulary.concepts), {c: [t.format(c) for t in templates] for c in vocabulary.concepts})
+
+
+def subset_indices(n: int, fraction: float, seed: int) -> list[int]:
+    """A seeded random subset of ``max(1, round(n * fraction))`` indices, sorted; nested across
+    fractions (the 1 % images are among the 3 %), so curves compare more data, not other data."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return sorted(order[:max(1, round(n * fraction))])
+
+
+def _oti_tokens(study: Study, variant: Variant, oti_steps: int) -> tuple[dict, float]:
+    """The variant's reference tokens and the OTI seconds they cost.
+
+    Steps, no-EMA and the full row read one cached full-length run (its EMA snapshots and raw
+    tokens, see ``inversions``); the regulariser rows are runs of their own.
+    """
+    ctx = study.context(oti_steps=oti_steps)
+    config, vocabulary = ctx.oti_config, study.vocabulary
+    if variant.phrases == "templates" and vocabulary is not None:
+        vocabulary = template_vocabulary(vocabulary)
+    steps = variant.oti.get("steps", oti_steps)
+    if "lambda_gpt" in variant.oti:
+        config = dataclasses.replace(config, lambda_gpt=variant.oti["lambda_gpt"])
+    if steps > oti_steps or (steps < oti_steps and steps not in SNAPSHOT_STEPS):
+        config = dataclasses.replace(config, steps=steps)  # not in the full run: a run of its own
+        steps = config.steps
+    run = benchmark_oti(study, config, vocabulary, ctx.oti_batch_size)
+    if variant.oti.get("use_ema") is False:
+        return run.as_dict("raw"), run.seconds
+    if steps < config.steps:
+        return run.as_dict(steps), run.seconds * steps / config.steps
+    return run.as_dict(), run.seconds
+
+
+def equal_step_epochs(study: Study, epochs: int, images: int | None, fraction: float) -> int:
+    """Epochs that give φ on ``fraction`` of the images as many optimiser steps as ``epochs`` on all."""
+    batch = phi_train_config(study, epochs).batch_size
+    n = min(images or len(study.unlabeled[1]), len(study.unlabeled[1]))
+    steps = epochs * math.ceil(n / batch)
+    return max(1, math.ceil(steps / math.ceil(len(subset_indices(n, fraction, study.seed)) / batch)))
+
+
+def run_variant(study: Study, variant: Variant, oti_steps: int, phi_epochs: int, phi_images: int | None = None,
+                equal_steps: bool = True) -> dict:
+    """Evaluate one variant; returns its flat metrics plus ``seconds`` (OTI or φ training, as run).
+
+    Args:
+        study: backbone, benchmark and vocabulary.
+        variant: the change.
+        oti_steps: the full method's OTI steps.
+        phi_epochs: the full φ's epochs.
+        phi_images: unlabeled images of the full φ (``None``: all).
+        equal_steps: φ on a data fraction gets proportionally more epochs, so every φ variant takes
+            the same number of optimiser steps (else a 1 % φ would also be a 100× less trained φ).
+    """
+    ctx = study.context(oti_steps=oti_steps)
+    if variant.part == "OTI":
+        tokens, seconds = _oti_tokens(study, variant, oti_steps)
+        ctx.tokens["searle-oti"] = tokens
+        result = evaluate("searle-oti", study.bench, study.backbone, ctx, gallery=study.gallery())
+        return {**flatten(result.metrics), "seconds": seconds + result.seconds}
+    epochs = phi_epochs
+    if equal_steps and variant.data_fraction < 1.0:
+        epochs = equal_step_epochs(study, phi_epochs, phi_images, variant.data_fraction)
+    trained = train_study_phi(study, ctx.oti_config, epochs, phi_images, variant.loss, variant.data_fraction,
+                              validate=False)
+    ctx.phi = trained.phi
+    result = evaluate("searle", study.bench, study.backbone, ctx, gallery=study.gallery())
+    return {**flatten(result.metrics), "seconds": trained.train_seconds + result.seconds}
+
+
+def run_ablations(study: Study, oti_steps: int, phi_epochs: int, step_grid: tuple[int, ...] | list[int] = (50, 150, 350),
+                  fractions: tuple[float, ...] | list[float] = (0.01, 0.03, 0.1, 1.0), phi_images: int | None = None,
+                  parts: tuple[str, ...] = ("OTI", "φ"), equal_steps: bool = True, progress: bool = True) -> pd.DataFrame:
+    """Every ablation row of ``parts`` on ``study.bench``.
+
+    Args:
+        study: backbone, benchmark, vocabulary (the world or a real dataset).
+        oti_steps: steps of the full OTI (paper: 350).
+        phi_epochs: epochs of the full φ.
+        step_grid: OTI step counts compared.
+        fractions: shares of φ's unlabeled images compared.
+        phi_images: unlabeled images of the full φ (``None``: all).
+        parts: which parts to run.
+        equal_steps: see :func:`run_variant`.
+        progress: print each row as it finishes.
+
+    Returns:
+        One row per variant: ``part``, ``variant``, the benchmark's metrics, ``seconds``, and for
+        the step and data rows their numeric ``steps`` / ``data %``.
+    """
+    variants = (oti_variants(oti_steps, step_grid) if "OTI" in parts else []) + \
+               (phi_variants(fractions) if "φ" in parts else [])
+    rows = []
+    for variant in variants:
+        metrics = run_variant(study, variant, oti_steps, phi_epochs, phi_images, equal_steps)
+        steps = variant.oti.get("steps", oti_steps) if variant.part == "OTI" else None
+        rows.append({"part": variant.part, "variant": variant.name, **metrics, "steps": steps,
+                     "data %": 100 * variant.data_fraction if variant.part == "φ" else None})
+        if progress:
+            key = next((k for k in ("mAP@10", "Recall@1", "average/Recall@10") if k in metrics), None)
+            print(f"{variant.part}: {variant.name}: {key} {metrics.get(key, float('nan')):.2f} "
+                  f"({metrics['seconds']:.1f} s)", flush=True)
+    return pd.DataFrame(rows)
+
+
+def ablation_curve(table: pd.DataFrame, part: str, metric: str) -> tuple[list[float], list[float]]:
+    """The step curve (OTI) or data curve (φ) of an ablation table, the full row included.
+
+    Returns:
+        ``(x, y)`` sorted by x: OTI steps, or % of φ's training images.
+    """
+    column = "steps" if part == "OTI" else "data %"
+    rows = table[(table.part == part) & table[column].notna()]
+    if part == "OTI":  # the step rows and the full row; the other variants change more than steps
+        rows = rows[rows.variant.str.endswith(" steps") | (rows.variant == FULL)]
+    else:
+        rows = rows[rows.variant.str.endswith("% of images") | (rows.variant == FULL)]
+    rows = rows.sort_values(column)
+    return rows[column].astype(float).tolist(), rows[metric].astype(float).tolist()
+
+
+def markdown(table: pd.DataFrame, digits: int = 2) -> str:
+    """The ablation table as GitHub Markdown (numbers rounded to ``digits``)."""
+    def fmt(v) -> str:
+        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |",
+             "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---" for c in table.columns) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"

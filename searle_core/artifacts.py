@@ -1,0 +1,250 @@
+"""Trained networks and token sets saved once and reused by name.
+
+φ, Pic2Word's mapper and PALAVRA's inverter (and the OTI tokens φ distils) are expensive to make
+and cheap to load, so each is stored under ``paths.cache_dir("models")`` in a file whose name
+hashes everything that determines it: the kind of artifact, the backbone and its exact weights,
+the unlabeled images it was trained on and its training config. A missing file is trained on first
+use (with a progress bar) and written atomically, so an interrupted run never leaves half a file
+and a changed config never silently reuses a stale network.
+
+Files are ``torch.save`` dicts: the network's state dict under its class name (``"Phi"`` gives
+the authors' φ layout, so :func:`~searle_core.inversion.load_phi` reads ours too) and ``"meta"``
+(config, training time, loss history). A JSON sidecar repeats ``meta`` for humans.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .backbone import Backbone
+from .paths import cache_dir
+
+#: Bumped when a saved format or a training procedure changes, so old files are not reused.
+ARTIFACT_VERSION = 1
+
+
+def models_dir() -> Path:
+    """Where artifacts live (tests point this at a temporary folder)."""
+    return cache_dir("models")
+
+
+def plain(value: Any) -> Any:
+    """A JSON-able version of configs (dataclasses, tuples, nested) for keys and metadata."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def digest(*parts: Any, length: int = 12) -> str:
+    """Short stable hash of JSON-able parts (configs are passed through :func:`plain`)."""
+    payload = json.dumps([plain(p) for p in parts], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+def artifact_path(kind: str, backbone: Backbone, data_id: str, config: Any) -> Path:
+    """The file of an artifact: ``{kind}-{backbone}-{hash}.pt``.
+
+    Args:
+        kind: what it is (``phi``, ``pic2word``, ``palavra``, ``oti-tokens``).
+        backbone: the frozen CLIP it belongs to (name and exact weights enter the hash).
+        data_id: names the training images (e.g. a world's cache key and the image list's hash).
+        config: everything else that determines the result (a dataclass or JSON-able value).
+    """
+    from .retrieval.features import weights_key  # random weights: a parameter hash, not "None"
+
+    key = digest(ARTIFACT_VERSION, kind, backbone.name, weights_key(backbone), data_id, config)
+    return models_dir() / f"{kind}-{backbone.name}-{key}.pt"
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename (atomic on POSIX)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A per-process temporary name, so two processes training the same artifact never share one.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Artifact:
+    """A loaded (or just trained) artifact.
+
+    Args:
+        path: its file.
+        content: the saved dict (state dict or tensors, plus ``meta``).
+        trained_now: whether this call trained it (else it was loaded from ``path``).
+    """
+
+    path: Path
+    content: dict
+    trained_now: bool
+
+    @property
+    def meta(self) -> dict:
+        return self.content.get("meta", {})
+
+
+def load_or_train(path: Path, train: Callable[[], dict], meta: dict | None = None) -> Artifact:
+    """Load the artifact at ``path``, or train it, save it atomically and return it.
+
+    Args:
+        path: from :func:`artifact_path`.
+        train: makes the dict to save (tensors, state dicts and plain values only, so the file
+            loads with ``weights_only=True``); may put its own entries under ``"meta"``.
+        meta: description merged into ``"meta"`` (config, backbone, data).
+    """
+    if path.is_file():
+        return Artifact(path, torch.load(path, map_location="cpu", weights_only=True), trained_now=False)
+    start = time.perf_counter()
+    content = train()
+    content["meta"] = plain({**(meta or {}), **content.get("meta", {}),
+                             "train_seconds": round(time.perf_counter() - start, 2),
+                             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "version": ARTIFACT_VERSION})
+    save_atomic(content, path)
+    sidecar = path.with_suffix(".json")
+    tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(content["meta"], indent=1))
+    os.replace(tmp, sidecar)
+    return Artifact(path, content, trained_now=True)
+
+
+def describe(backbone: Backbone, data_id: str, config: Any) -> dict:
+    """The ``meta`` every artifact records about where it comes from."""
+    from .retrieval.features import weights_key
+
+    return {"backbone": backbone.name, "weights": weights_key(backbone), "data": data_id, "config": plain(config)}
+
+
+# ---- φ for the shapes world ------------------------------------------------------------------------
+#: φ's epochs on the shapes world: the paper's 100. The default world's 2,000 unlabeled images are
+#: 8 batches of 256 per epoch, 800 steps in all: a few minutes on one CPU core (the OTI of those
+#: images, φ's targets, costs more than φ itself); the quick world's 500 images take about a
+#: minute. Measured on the quick world: 40 epochs left φ (and Pic2Word) visibly under-trained,
+#: 100 reached the level of the OTI tokens it distils, 300 did not improve φ further.
+WORLD_PHI_EPOCHS = 100
+#: Concepts φ's regulariser draws from on the world. The paper's top-150 of 20,931 concepts is
+#: 0.7% of its vocabulary; top-150 of the world's 135 would be every concept, true or not, so the
+#: world uses OTI's top-15 (which holds an image's 6 true concepts and their nearest neighbours).
+WORLD_PHI_TOP_CONCEPTS = 15
+
+
+def world_data_id(world) -> str:
+    """Names a world's unlabeled (pretrain) images: the world config hash and their count."""
+    return f"shapes-{world.config.cache_key()}-pretrain-{len(world.pretrain_names())}"
+
+
+def vocabulary_id(vocabulary) -> str:
+    """Hash of a vocabulary's concepts and phrases (the regulariser's inputs)."""
+    return digest(vocabulary.concepts, sorted(vocabulary.phrase_bank.items()))
+
+
+def world_oti_tokens(backbone: Backbone, world, oti_config=None, vocabulary=None, seed: int = 42,
+                     batch_size: int = 32, progress: bool = True) -> Artifact:
+    """OTI tokens of the world's unlabeled images (φ's distillation targets), cached.
+
+    Args:
+        backbone: the world CLIP.
+        world: a ``ShapesWorld``; its ``pretrain_names()`` are the unlabeled images.
+        oti_config: OTI settings (default: the paper's); the same OTI as ``searle-oti``.
+        vocabulary: concepts and phrases for OTI's regulariser (default: the world's).
+        seed: OTI seed.
+        batch_size: images per OTI batch.
+        progress: progress bar over images.
+
+    Returns:
+        An :class:`Artifact` whose content has ``names`` and ``tokens`` (N, token_dim).
+    """
+    from .inversion import OTIConfig
+    from .inversion.batch import invert_images
+    from .retrieval.features import image_features
+    from .world import world_vocabulary
+
+    oti_config = oti_config or OTIConfig()
+    vocabulary = vocabulary or world_vocabulary()
+    config = {"oti": oti_config, "seed": seed, "batch_size": batch_size, "vocabulary": vocabulary_id(vocabulary)}
+    data_id = world_data_id(world)
+
+    path = artifact_path("oti-tokens", backbone, data_id, config)
+    # Batches done so far are saved as they finish: an interrupted run resumes where it stopped
+    # (batches are seeded by their image names, so the result is the same as an uninterrupted run).
+    partial = path.with_name(f"{path.stem}.partial.pt")
+
+    def train() -> dict:
+        names = world.pretrain_names()
+        feats = image_features(backbone, world.images, names, progress=progress)
+        concepts = vocabulary.associate(backbone, feats, oti_config.top_concepts) if oti_config.lambda_gpt > 0 else None
+        done = torch.load(partial, weights_only=True) if partial.is_file() else {}
+
+        def checkpoint(_: int, batch: list[str], batch_tokens: torch.Tensor) -> None:
+            done.update(zip(batch, batch_tokens))
+            save_atomic(dict(done), partial)
+
+        tokens = invert_images(backbone, feats, names, concepts, vocabulary.phrase_bank, oti_config, batch_size,
+                               seed, progress, done=dict(done), on_batch=checkpoint)
+        return {"names": names, "tokens": torch.stack([tokens[n] for n in names])}
+
+    artifact = load_or_train(path, train, describe(backbone, data_id, config))
+    partial.unlink(missing_ok=True)
+    return artifact
+
+
+def world_phi_artifact(backbone: Backbone, world, config=None, oti_config=None, vocabulary=None, seed: int = 42,
+                       oti_batch_size: int = 32, progress: bool = True) -> Artifact:
+    """φ trained on the world's unlabeled images from their OTI tokens, cached (the paper's recipe).
+
+    Args:
+        backbone: the world CLIP.
+        world: a ``ShapesWorld``.
+        config: a ``PhiTrainConfig`` (default: the paper's, with :data:`WORLD_PHI_EPOCHS` epochs and
+            :data:`WORLD_PHI_TOP_CONCEPTS` regulariser concepts).
+        oti_config: OTI settings of the distillation targets (as ``searle-oti`` uses).
+        vocabulary: concepts and phrases (default: the world's).
+        seed: OTI seed (φ's own seed is ``config.seed``).
+        oti_batch_size: images per OTI batch.
+        progress: progress bars (OTI over images, then φ's epochs).
+    """
+    from .inversion.phi import PhiLossConfig
+    from .inversion.phi_training import PhiTrainConfig, train_phi
+    from .retrieval.features import image_features
+    from .world import world_vocabulary
+
+    config = config or PhiTrainConfig(epochs=WORLD_PHI_EPOCHS, loss=PhiLossConfig(top_concepts=WORLD_PHI_TOP_CONCEPTS))
+    vocabulary = vocabulary or world_vocabulary()
+    targets = world_oti_tokens(backbone, world, oti_config, vocabulary, seed, oti_batch_size, progress)
+    data_id = f"{world_data_id(world)}-oti-{targets.path.stem}"
+    key = {"phi": config, "vocabulary": vocabulary_id(vocabulary)}
+
+    def train() -> dict:
+        names = targets.content["names"]
+        feats = image_features(backbone, world.images, names, progress=progress)
+        concepts = vocabulary.associate(backbone, feats, config.loss.top_concepts)
+        result = train_phi(backbone, feats, targets.content["tokens"], concepts, vocabulary.phrase_bank, config,
+                           progress=progress)
+        meta = {"history": result.history[-1:] if result.history else [],
+                "oti_train_seconds": targets.meta.get("train_seconds")}
+        return {"Phi": result.phi.cpu().state_dict(), "meta": meta}
+
+    path = artifact_path("phi", backbone, data_id, key)
+    return load_or_train(path, train, describe(backbone, data_id, key))
+
+
+def world_phi(backbone: Backbone, world, **kwargs) -> "torch.nn.Module":
+    """φ for the world (see :func:`world_phi_artifact` for the arguments), in eval mode."""
+    from .inversion import load_phi
+
+    return load_phi(world_phi_artifact(backbone, world, **kwargs).path, backbone)

@@ -1,0 +1,209 @@
+"""PALAVRA-style inversion (Cohen et al., "This is my unicorn, Fluffy", ECCV 2022), as in SEARLE's table.
+
+Two stages, as the SEARLE paper describes the baseline:
+
+1. *Inverter pre-training.* A network maps image features to a token such that phrases about the
+   image's concept, with the concept replaced by the token, keep the text features of the original
+   phrase (1 - cosine). Only this stage sees phrases.
+2. *Per-image optimisation.* Each reference's token starts at the inverter's prediction and is
+   optimised with a contrastive loss: the text features of a template with ``$`` = the token must
+   pick out its own image among the other images of the batch. No phrase regulariser.
+
+Choices where the original's details are unknown or do not apply to single-image queries (the
+spirit kept: contrastive per-image objective, no GPT-phrase regularisation):
+
+- *Inverter.* PALAVRA's set encoder (deep sets over a few images of a concept) degenerates to an
+  MLP for one reference image; we use φ's MLP shape (d → 4d → 4d → token width, GELU, dropout 0.5),
+  so PALAVRA and SEARLE differ only in their objectives.
+- *The image's concept.* PALAVRA pre-trains on labelled classes; zero-shot there are none, so the
+  concept is the image's top-1 vocabulary concept by CLIP similarity (``top_concepts=1``), and its
+  phrases come from the same phrase bank as SEARLE's regulariser (GPT-Neo phrases; the world's
+  grammar phrases on ``shapes``). Trained on the same unlabeled images, epochs and batch size as φ.
+- *Contrastive loss.* Text → image cross-entropy, one random template of the 24 (PALAVRA's own
+  set) per image and step, temperature = CLIP's logit scale. Negatives are the other reference
+  images of the OTI batch (balanced batches of at most ``oti_batch_size``; a batch of one image has
+  no negatives and keeps its initial token). Two references with the same content in one batch are
+  pushed apart too: that is the objective's nature.
+- *Optimiser.* OTI's: AdamW, lr 2e-2, weight decay 0.01, ``--oti-steps`` steps (350); the last
+  tokens are used (no EMA, which is SEARLE's addition).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..artifacts import artifact_path, describe, load_or_train, vocabulary_id
+from ..backbone import Backbone
+from ..datasets.base import CIRBenchmark
+from ..device import autocast
+from ..inversion.batch import batch_seed
+from ..inversion.phi import Phi, PhiLossConfig, make_sampler, phi_loss
+from ..inversion.regularizer import PhraseFeatureCache, TokenCache
+from ..prefix_encoding import PrefixCachedEncoder
+from ..retrieval.queries import SEARLE_PROMPT, pseudo_query_features
+from ..templates import TEMPLATES, fill
+from .training import fit, record_training, unlabeled_images
+
+
+@dataclass(frozen=True)
+class PalavraConfig:
+    """PALAVRA's two stages.
+
+    Args:
+        epochs: inverter pre-training epochs (φ's on the world).
+        batch_size: inverter pre-training batch.
+        lr: inverter learning rate.
+        weight_decay: inverter weight decay.
+        dropout: inverter dropout.
+        top_concepts: concepts per image the pre-training phrases are drawn from (1: its top concept).
+        seed: pre-training seed.
+        steps: per-image optimisation steps (``None``: the context's OTI steps).
+        token_lr: per-image learning rate.
+        token_weight_decay: per-image weight decay.
+        templates: the contrastive loss's templates.
+    """
+
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    dropout: float = 0.5
+    top_concepts: int = 1
+    seed: int = 42
+    steps: int | None = None
+    token_lr: float = 2e-2
+    token_weight_decay: float = 0.01
+    templates: tuple[str, ...] = TEMPLATES
+
+    def pretraining(self) -> dict:
+        """The fields that determine the inverter (its artifact key)."""
+        return {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "dropout",
+                                              "top_concepts", "seed")}
+
+
+def palavra_contrastive_loss(text_features: torch.Tensor, image_features: torch.Tensor,
+                             logit_scale: torch.Tensor | float) -> torch.Tensor:
+    """Cross-entropy of text i over the batch's images, image i being its positive."""
+    logits = logit_scale * F.normalize(text_features.float(), dim=-1) @ F.normalize(image_features.float(), dim=-1).T
+    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+
+
+def palavra_pretraining_loss(inverter: Phi, backbone: Backbone, image_features: torch.Tensor, batch_indices: list[int],
+                             sampler, cache: PhraseFeatureCache, tokenize: TokenCache) -> torch.Tensor:
+    """Stage 1: phrases of the image's concept with the concept replaced by the predicted token keep
+    their features (φ's phrase term alone: no distillation, weight 1)."""
+    config = PhiLossConfig(lambda_distil=0.0, lambda_gpt=1.0)
+    return phi_loss(inverter, backbone, image_features, None, batch_indices, sampler, cache, tokenize, config)["total"]
+
+
+def train_inverter(backbone: Backbone, image_features: torch.Tensor, concepts: list[list[str]], phrase_bank: dict,
+                   config: PalavraConfig = PalavraConfig(), progress: bool = True) -> tuple[Phi, list[dict]]:
+    """Pre-train the inverter on unlabeled image features and their concepts."""
+    torch.manual_seed(config.seed)
+    inverter = Phi.for_backbone(backbone, config.dropout).to(backbone.device)
+    sampler = make_sampler(concepts, phrase_bank, config.top_concepts, config.seed)
+    cache, tokenize = PhraseFeatureCache(backbone), TokenCache(backbone)
+    feats = image_features.to(backbone.device).float()
+    history = fit(inverter, len(feats),
+                  lambda idx: palavra_pretraining_loss(inverter, backbone, feats[idx], idx, sampler, cache, tokenize),
+                  config.epochs, config.batch_size, config.lr, config.weight_decay, config.seed,
+                  "PALAVRA inverter", progress)
+    return inverter.eval(), history
+
+
+def optimise_tokens(backbone: Backbone, image_features: torch.Tensor, initial: torch.Tensor, steps: int,
+                    config: PalavraConfig = PalavraConfig(), seed: int = 0) -> torch.Tensor:
+    """Stage 2 for one batch: contrastive per-image optimisation from the inverter's tokens.
+
+    Args:
+        backbone: frozen CLIP.
+        image_features: (B, embed_dim) the batch's image features (each other's negatives).
+        initial: (B, token_dim) starting tokens.
+        steps: optimisation steps.
+        config: optimiser and templates.
+        seed: template draws.
+    """
+    device = backbone.device
+    targets = image_features.to(device).float()
+    tokens = initial.detach().to(device).float().clone().requires_grad_()
+    optimizer = torch.optim.AdamW([tokens], lr=config.token_lr, weight_decay=config.token_weight_decay)
+    rng = random.Random(seed)
+    prompts_all = [fill(t, "$") for t in config.templates]
+    tokenize = TokenCache(backbone)
+    # As in OTI: the templates' text before '$' is encoded once, each step runs only the rest.
+    encoder = PrefixCachedEncoder(backbone.model, backbone.dollar_token_id)
+    scale = backbone.model.logit_scale.exp().float()
+    for _ in range(steps):
+        prompts = tokenize([prompts_all[rng.randrange(len(prompts_all))] for _ in range(len(tokens))])
+        with autocast(device):
+            text = encoder(prompts, tokens)
+        loss = palavra_contrastive_loss(text, targets, scale)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return tokens.detach().cpu()
+
+
+def palavra_inverter(backbone: Backbone, bench: CIRBenchmark, ctx, config: PalavraConfig) -> Phi:
+    """The pre-trained inverter: ``extras['palavra_checkpoint']``, else cached or trained on first use."""
+    from ..inversion import load_phi
+
+    if ctx.extras.get("palavra_checkpoint"):
+        return load_phi(ctx.extras["palavra_checkpoint"], backbone).to(backbone.device)
+    if ctx.vocabulary is None:
+        raise ValueError("palavra pre-trains its inverter on phrases about each image's concept: it needs a "
+                         "vocabulary (--concepts and --phrases, or the shapes world's)")
+    data = unlabeled_images(backbone, bench, ctx.extras, "palavra", ctx.progress)
+    key = {"palavra": config.pretraining(), "vocabulary": vocabulary_id(ctx.vocabulary)}
+
+    def train() -> dict:
+        concepts = ctx.vocabulary.associate(backbone, data.features, config.top_concepts)
+        inverter, history = train_inverter(backbone, data.features, concepts, ctx.vocabulary.phrase_bank, config,
+                                           ctx.progress)
+        # Saved in φ's layout ("Phi"), so load_phi reads it.
+        return {"Phi": inverter.cpu().state_dict(), "meta": {"history": history}}
+
+    start = time.perf_counter()
+    artifact = load_or_train(artifact_path("palavra", backbone, data.data_id, key), train,
+                             describe(backbone, data.data_id, key))
+    record_training(ctx.extras, "palavra", artifact, time.perf_counter() - start)
+    return load_phi(artifact.path, backbone).to(backbone.device)
+
+
+def palavra_reference_tokens(backbone: Backbone, bench: CIRBenchmark, ctx) -> dict[str, torch.Tensor]:
+    """PALAVRA tokens of every reference image (inverter, then per-image contrastive optimisation)."""
+    from ..methods import reference_features
+
+    names, feats = reference_features(backbone, bench, ctx.progress)
+    known = ctx.tokens.setdefault("palavra", {})
+    if all(n in known for n in names):
+        return known
+    config = ctx.extras.get("palavra_config") or PalavraConfig()
+    steps = config.steps if config.steps is not None else ctx.oti_config.steps
+    inverter = palavra_inverter(backbone, bench, ctx, config)
+    with torch.no_grad():
+        initial = inverter(feats.to(backbone.device).float()).float().cpu()
+    # Balanced batches (e.g. 400 images -> 13 of 30-31), so no batch is left with one or two images.
+    n_batches = max(1, math.ceil(len(names) / ctx.oti_batch_size))
+    bounds = [round(i * len(names) / n_batches) for i in range(n_batches + 1)]
+    tokens = known
+    bar = tqdm(total=len(names), desc="PALAVRA", unit="img", disable=not ctx.progress)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        out = optimise_tokens(backbone, feats[lo:hi], initial[lo:hi], steps, config,
+                              seed=batch_seed(ctx.seed, names[lo:hi]))
+        tokens.update(zip(names[lo:hi], out))
+        bar.update(hi - lo)
+    bar.close()
+    return tokens
+
+
+def palavra_query_features(backbone: Backbone, bench: CIRBenchmark, ctx) -> torch.Tensor:
+    """``palavra``: the paper's prompt ``a photo of $ that {caption}`` with PALAVRA's tokens."""
+    return pseudo_query_features(backbone, bench.queries, palavra_reference_tokens(backbone, bench, ctx), SEARLE_PROMPT)

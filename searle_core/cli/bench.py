@@ -1,0 +1,101 @@
+"""``searle bench oti`` and ``searle bench features``: speed measurements (benchmarks, not tests).
+
+    searle bench oti --backbone ViT-B-32 --pretrained none --device cpu --steps 3 --threads 1
+    searle bench features --backbone ViT-B-32 --pretrained none --device cpu --images 64 --workers 0,2
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_backbone_options, load_backbone_from_args, print_json
+
+
+def register(sub) -> None:
+    b = sub.add_parser("bench", help="speed benchmarks: OTI against the reference recipe, feature extraction")
+    which = b.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+
+    o = which.add_parser("oti", help="the project's OTI vs a plain reference recipe: images/s, ratio, max |Δ| tokens")
+    _common(o)
+    o.add_argument("--steps", type=int, default=5, help="OTI steps timed for both recipes")
+    o.add_argument("--batch-size", type=int, default=32, help="images optimised together (paper: 32)")
+    o.add_argument("--full-steps", type=int, default=350, help="steps of a real run, to express images/s (paper: 350)")
+    o.add_argument("--images", type=int, default=100_000,
+                   help="images of the projected run (ImageNet1K test: 100,000)")
+    o.set_defaults(func=run_bench_oti)
+
+    f = which.add_parser("features", help="gallery feature extraction images/s (with loader workers) and "
+                                          "the ranking step on a 120k-image gallery")
+    _common(f)
+    f.add_argument("--images", type=int, default=64, help="JPEG files written and encoded")
+    f.add_argument("--batch-size", type=int, default=32)
+    f.add_argument("--workers", default="0,2", help="data-loader worker counts to time, comma-separated")
+    f.add_argument("--gallery", type=int, default=120_000, help="gallery size for the ranking step (CIRCO: ~120k)")
+    f.add_argument("--queries", type=int, default=800, help="queries ranked (CIRCO test: 800)")
+    f.set_defaults(func=run_bench_features)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    add_backbone_options(p)
+    # Speed does not depend on the weights: a real-size randomly initialised model works offline.
+    p.set_defaults(backbone="ViT-B-32", pretrained="none")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 avoids OpenMP slow-downs on a busy machine)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--json", action="store_true", help="one JSON object on one line")
+
+
+def _setup(args: argparse.Namespace):
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return load_backbone_from_args(args)
+
+
+def run_bench_oti(args: argparse.Namespace) -> int:
+    from ..bench import bench_oti
+
+    backbone = _setup(args)
+    result = bench_oti(backbone, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                       full_steps=args.full_steps)
+    out = result.as_dict()
+    out["threads"] = __import__("torch").get_num_threads()
+    out["projected_hours"] = args.images / result.project_images_per_s / 3600
+    if args.json:
+        print_json(out)
+        return 0
+    print(f"OTI, {result.backbone} on {result.device} ({out['threads']} threads), batch {result.images}, "
+          f"{result.steps} steps timed; images/s of a {args.full_steps}-step run:")
+    print(f"  reference recipe  {result.reference_images_per_s:10.4f} images/s  ({result.reference_seconds:.1f} s)")
+    print(f"  project           {result.project_images_per_s:10.4f} images/s  ({result.project_seconds:.1f} s)")
+    print(f"  ratio             {result.ratio:10.2f} x")
+    print(f"  max |Δ| tokens    {result.max_abs_diff:10.2e}")
+    if result.peak_memory_mb is not None:
+        print(f"  peak GPU memory   {result.peak_memory_mb:10.0f} MiB")
+    print(f"  projected time for {args.images} images: {out['projected_hours']:.1f} h on one such device")
+    return 0
+
+
+def run_bench_features(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from ..bench import bench_feature_extraction, bench_retrieval, write_bench_images
+
+    backbone = _setup(args)
+    workers = tuple(int(w) for w in args.workers.split(",") if w.strip())
+    with tempfile.TemporaryDirectory(prefix="searle-bench-") as folder:
+        write_bench_images(folder, args.images, seed=args.seed)
+        per_workers = bench_feature_extraction(backbone, folder, workers, args.batch_size)
+    retrieval = bench_retrieval(args.gallery, args.queries, backbone.embed_dim, seed=args.seed)
+    out = {"backbone": backbone.name, "device": str(backbone.device), "images": args.images,
+           **{f"features_images_per_s_workers_{w}": v for w, v in per_workers.items()}, **retrieval}
+    if args.json:
+        print_json(out)
+        return 0
+    print(f"gallery features, {backbone.name} on {backbone.device}, {args.images} JPEGs (500x375, targetpad):")
+    for w, v in per_workers.items():
+        print(f"  {w} loader workers  {v:8.1f} images/s")
+    print(f"ranking {args.queries} queries against {args.gallery} gallery features ({retrieval['dim']}-d, top 50):")
+    print(f"  {retrieval['retrieval_seconds']:.2f} s, {retrieval['retrieval_queries_per_s']:.0f} queries/s")
+    return 0

@@ -1,0 +1,215 @@
+"""``searle oti`` and ``searle train-phi``: dataset-scale runs, resumable, on one process or torchrun.
+
+    searle oti --dataset imagenet --dataset-path ImageNet1K/test --backbone ViT-B-32 --out runs/oti-b32
+    torchrun --nproc_per_node=8 -m searle_core oti ... --out runs/oti-b32 --resume
+    searle train-phi --tokens runs/oti-b32 --backbone ViT-B-32 --out runs/phi-b32 \\
+        --val-dataset circo --val-path CIRCO --concepts oidv7-class-descriptions.csv --phrases phrases.pkl
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import add_backbone_options, load_backbone_from_args, print_json
+
+OTI_DATASETS = ("shapes", "imagenet", "cirr", "fashioniq", "circo")
+VAL_DATASETS = ("shapes", "cirr", "fashioniq", "circo", "none")
+
+
+def register(sub) -> None:
+    o = sub.add_parser("oti", help="OTI over every image of a dataset into a resumable run folder (torchrun-ready)")
+    o.add_argument("--dataset", default="shapes", choices=OTI_DATASETS,
+                   help="shapes (split pretrain: the unlabeled world images), imagenet (any image folder), or a "
+                        "benchmark (its queries' reference images)")
+    o.add_argument("--dataset-path", default=None, help="dataset folder (imagenet: the folder of images)")
+    o.add_argument("--split", default=None, help="shapes: pretrain (default), val, test; benchmarks: val (default), "
+                                                 "test; imagenet: a sub-folder of --dataset-path (default: all)")
+    o.add_argument("--category", default=None, help="FashionIQ categories, comma-separated")
+    o.add_argument("--on-missing", default="error", choices=("error", "skip"))
+    o.add_argument("--check-images", default="exists", choices=("none", "exists", "open"))
+    add_backbone_options(o)
+    o.add_argument("--preprocess", default=None, choices=("clip", "targetpad"),
+                   help="image preprocessing (default: targetpad for real datasets, clip for shapes)")
+    o.add_argument("--num-workers", type=int, default=None, help="data-loader workers for image files")
+    o.add_argument("--out", required=True, help="run folder (tokens, features, concepts, manifest)")
+    o.add_argument("--resume", action="store_true", help="continue the run in --out")
+    o.add_argument("--force", action="store_true",
+                   help="with --resume: accept changed hyper-parameters; without: delete the run in --out first")
+    o.add_argument("--steps", type=int, default=350, help="OTI steps per batch (paper: 350)")
+    o.add_argument("--batch-size", type=int, default=32, help="images optimised together (paper: 32)")
+    o.add_argument("--lambda-gpt", type=float, default=0.5, help="regulariser weight (paper: 0.5; 0: none)")
+    o.add_argument("--concepts", default=None, help="concept CSV (Open Images V7 class descriptions)")
+    o.add_argument("--phrases", default=None, help="phrase bank pickle {concept: [phrases]}")
+    o.add_argument("--checkpoint-every", type=int, default=10, help="batches between checkpoints (per process)")
+    o.add_argument("--limit", type=int, default=None, help="only the first N images (smoke runs)")
+    o.add_argument("--seed", type=int, default=42)
+    o.add_argument("--no-progress", action="store_true")
+    o.add_argument("--json", action="store_true", help="print a one-line JSON summary")
+    o.set_defaults(func=run_oti_command)
+
+    t = sub.add_parser("train-phi", help="train φ on the tokens of a finished `searle oti` run (torchrun-ready)")
+    t.add_argument("--tokens", required=True, help="the `searle oti` run folder")
+    t.add_argument("--out", required=True, help="φ run folder (checkpoint, history.csv, phi.pt)")
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--force", action="store_true",
+                   help="with --resume: accept changed hyper-parameters; without: delete the run in --out first")
+    add_backbone_options(t)
+    t.set_defaults(backbone=None, pretrained=None)  # default: the OTI run's
+    t.add_argument("--epochs", type=int, default=100)
+    t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--weight-decay", type=float, default=0.01)
+    t.add_argument("--lambda-distil", type=float, default=1.0)
+    t.add_argument("--lambda-gpt", type=float, default=0.75, help="regulariser weight (paper: 0.75; 0: none)")
+    t.add_argument("--temperature", type=float, default=0.25)
+    t.add_argument("--top-concepts", type=int, default=150)
+    t.add_argument("--dropout", type=float, default=0.5)
+    t.add_argument("--concepts", default=None, help="concept CSV, as given to `searle oti`")
+    t.add_argument("--phrases", default=None, help="phrase bank pickle, as given to `searle oti`")
+    t.add_argument("--val-dataset", default=None, choices=VAL_DATASETS,
+                   help="validate `searle` on this benchmark every epoch (default: shapes for shapes-clip, else none)")
+    t.add_argument("--val-path", default=None, help="folder of the validation benchmark")
+    t.add_argument("--val-split", default="val")
+    t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--json", action="store_true", help="print the last history row as one JSON line")
+    t.set_defaults(func=run_train_phi_command)
+
+
+def _say(message: str) -> None:
+    from ..runs import distributed as dist
+
+    if dist.is_main():
+        print(message, file=sys.stderr)
+
+
+def oti_images(args: argparse.Namespace) -> tuple[object, list[str], dict]:
+    """(image source, names, description) of the images ``searle oti`` inverts."""
+    from pathlib import Path
+
+    info = {"dataset": args.dataset, "split": args.split, "path": args.dataset_path}
+    if args.dataset == "shapes":
+        from ..datasets.shapes import ShapesWorld, WorldConfig
+
+        world = ShapesWorld(WorldConfig.quick() if args.quick else WorldConfig())
+        split = args.split or "pretrain"
+        info["split"] = split
+        if split == "pretrain":
+            return world.images, world.pretrain_names(), info
+        return world.images, world.benchmark(split).reference_names(), info
+    if not args.dataset_path:
+        raise ValueError(f"--dataset {args.dataset} needs --dataset-path")
+    if args.dataset == "imagenet":
+        from ..datasets import ImageFolderSource
+
+        root = Path(args.dataset_path)
+        if args.split and (root / args.split).is_dir():
+            root = root / args.split
+        elif args.split:
+            raise FileNotFoundError(f"--split {args.split}: no folder {root / args.split}")
+        source = ImageFolderSource(root)
+        return source, source.names, info
+    from .evaluate import benchmark_from_args
+
+    args.split = args.split or "val"
+    info["split"] = args.split
+    bench = benchmark_from_args(args)
+    return bench.images, bench.reference_names(), info
+
+
+def run_oti_command(args: argparse.Namespace) -> int:
+    from ..inversion import OTIConfig
+    from ..runs import OTIRunConfig, distributed as dist, run_oti
+    from .evaluate import vocabulary_from_args
+
+    args.device = str(dist.setup(args.device))
+    try:
+        backbone = load_backbone_from_args(args)
+        source, names, info = oti_images(args)
+        if args.limit is not None:
+            names = names[:args.limit]
+        vocabulary = vocabulary_from_args(args) if args.lambda_gpt > 0 else None
+        if vocabulary is None and args.lambda_gpt > 0:
+            _say("no --concepts/--phrases: OTI runs without its regulariser (lambda_gpt 0)")
+        config = OTIRunConfig(oti=OTIConfig(steps=args.steps, lambda_gpt=args.lambda_gpt if vocabulary else 0.0),
+                              batch_size=args.batch_size, seed=args.seed)
+        _say(f"OTI over {len(names)} images of {args.dataset} {info['split'] or ''} with {args.backbone} on "
+             f"{dist.world_size()} process(es) -> {args.out}")
+        result = run_oti(backbone, source, names, vocabulary, args.out, config, resume=args.resume, force=args.force,
+                         checkpoint_every=args.checkpoint_every, progress=not args.no_progress, info=info)
+        if result is not None:
+            summary = {"images": len(result.names), "token_dim": result.tokens.shape[1], "out": str(result.folder),
+                       "sessions": len(result.manifest["sessions"])}
+            print_json(summary) if args.json else print(f"{len(result.names)} tokens in {result.folder}/tokens.pt")
+        return 0
+    finally:
+        dist.teardown()
+
+
+def _validator(args: argparse.Namespace, backbone, vocabulary):
+    from ..runs.phi_run import benchmark_validator
+
+    dataset = args.val_dataset or ("shapes" if backbone.name == "shapes-clip" else "none")
+    if dataset == "none":
+        return None
+    if dataset == "shapes" and backbone.name != "shapes-clip":
+        raise ValueError("--val-dataset shapes needs the shapes-clip backbone; pick a real benchmark or none")
+    from .evaluate import benchmark_from_args
+
+    val_args = argparse.Namespace(dataset=dataset, dataset_path=args.val_path, split=args.val_split,
+                                  quick=args.quick, on_missing="error", check_images="exists", category=None)
+    return benchmark_validator(backbone, benchmark_from_args(val_args), vocabulary)
+
+
+def _no_validation(phi) -> dict:
+    return {}
+
+
+def run_train_phi_command(args: argparse.Namespace) -> int:
+    from ..inversion import PhiLossConfig
+    from ..inversion.phi_training import PhiTrainConfig
+    from ..runs import distributed as dist, read_manifest
+    from ..runs.oti_run import vocabulary_fingerprint
+    from ..runs.phi_run import run_train_phi
+    from .evaluate import vocabulary_from_args
+
+    manifest = read_manifest(args.tokens)
+    if manifest is None:
+        raise FileNotFoundError(f"--tokens {args.tokens}: no OTI run there (no manifest.json); run `searle oti` first")
+    hyper, info = manifest.get("hyperparameters", {}), manifest.get("info", {})
+    args.backbone = args.backbone or hyper.get("backbone", "shapes-clip")
+    if args.pretrained is None:
+        weights = str(hyper.get("weights", "default"))
+        args.pretrained = "none" if weights.startswith("random-") else weights
+    args.dataset = info.get("dataset", "imagenet")
+    args.device = str(dist.setup(args.device))
+    try:
+        backbone = load_backbone_from_args(args)
+        vocabulary = vocabulary_from_args(args) if args.lambda_gpt > 0 else None
+        if vocabulary is None and args.lambda_gpt > 0:
+            _say("no --concepts/--phrases: φ trains without its regulariser (lambda_gpt 0)")
+        elif vocabulary is not None and vocabulary_fingerprint(vocabulary) != hyper.get("vocabulary"):
+            _say("note: this vocabulary differs from the one the OTI run associated concepts with")
+        loss = PhiLossConfig(lambda_distil=args.lambda_distil, lambda_gpt=args.lambda_gpt if vocabulary else 0.0,
+                             temperature=args.temperature, top_concepts=args.top_concepts)
+        config = PhiTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                weight_decay=args.weight_decay, loss=loss, dropout=args.dropout, seed=args.seed)
+        # Rank 0 validates; the others only need to know that it does (they receive its metrics).
+        validate = _validator(args, backbone, vocabulary) if dist.is_main() else None
+        if dist.broadcast_object(validate is not None) and validate is None:
+            validate = _no_validation
+        result = run_train_phi(backbone, args.tokens, args.out, config, vocabulary.phrase_bank if vocabulary else None,
+                               validate=validate, resume=args.resume, force=args.force,
+                               progress=not args.no_progress)
+        if dist.is_main():
+            last = result.history[-1] if result.history else {}
+            if args.json:
+                print_json(last)
+            else:
+                print(f"φ after {last.get('epoch', 0)} epochs: " + ", ".join(
+                    f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float)))
+                print(f"wrote {args.out}/phi.pt and {args.out}/history.csv")
+        return 0
+    finally:
+        dist.teardown()

@@ -1,0 +1,51 @@
+"""``searle table``: every method of the paper's tables on one benchmark, printed and written."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import load_backbone_from_args, print_json
+from .evaluate import add_benchmark_options, benchmark_from_args, context_from_args
+
+
+def register(sub) -> None:
+    from ..table import TABLE_METHODS
+
+    t = sub.add_parser("table", help="every method (baselines and SEARLE) on one benchmark: one table, CSV + Markdown")
+    add_benchmark_options(t)
+    t.add_argument("--methods", default=",".join(TABLE_METHODS),
+                   help=f"comma-separated rows, in order (default: {','.join(TABLE_METHODS)})")
+    t.add_argument("--out", default="runs/tables", help="folder for {dataset}-{split}.csv and .md (default: runs/tables)")
+    t.add_argument("--captioner", default=None,
+                   help="Hugging Face captioning model for 'captioning' on real images (default: BLIP base)")
+    t.add_argument("--unlabeled", default=None,
+                   help="image folder the trained baselines learn from on real datasets (the paper: ImageNet1K test)")
+    t.add_argument("--json", action="store_true", help="also print the table as one JSON line")
+    t.set_defaults(func=run_table)
+
+
+def run_table(args: argparse.Namespace) -> int:
+    from ..table import build_table, to_dict, to_text, write_table
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    backbone = load_backbone_from_args(args)
+    bench = benchmark_from_args(args, backbone)
+    ctx = context_from_args(args, backbone)
+    if args.captioner:
+        ctx.extras["captioner"] = args.captioner
+    if args.unlabeled:
+        from ..datasets import ImageFolderSource
+        ctx.extras["unlabeled"] = ImageFolderSource(args.unlabeled)
+    table = build_table(bench, backbone, ctx, methods, progress=not args.json)
+    stem = f"{args.dataset}-{args.split}" + ("-quick" if args.quick and args.dataset == "shapes" else "")
+    csv_path, md_path = write_table(table, Path(args.out), stem)
+    if args.json:
+        print_json(to_dict(table))
+        return 0
+    print()
+    print(f"{args.dataset} {args.split}: {len(bench.queries)} queries, {len(bench.gallery)} gallery images, "
+          f"backbone {args.backbone}")
+    print(to_text(table))
+    print(f"wrote {csv_path} and {md_path}")
+    return 0

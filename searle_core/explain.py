@@ -1,0 +1,214 @@
+"""Looking inside textual inversion: prompts as tokens, what a pseudo-word retrieves, how word-like it
+is, where it travels during OTI, and how OTI's and φ's tokens compare.
+
+The notebooks' teaching figures are computed here (and tested); the notebooks only call and plot.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .backbone import Backbone
+from .inversion.nearest import nearest_words, token_word, whole_word_ids
+from .text_encoding import encode_with_pseudo_tokens
+
+PHOTO_PROMPT = "a photo of $"
+
+
+def readable_tokens(backbone: Backbone, prompt: str) -> list[tuple[int, str]]:
+    """The BPE tokens of a prompt from start- to end-of-text, as ``(id, text)`` pairs.
+
+    Shows that ``$`` is a single ordinary token (id 259 in CLIP's BPE) whose embedding row is the
+    one textual inversion replaces.
+    """
+    ids = backbone.tokenizer([prompt])[0].tolist()
+    end = ids.index(max(ids)) + 1
+    decoder = getattr(backbone.tokenizer, "decoder", None)
+    return [(i, decoder[i].replace("</w>", "") if decoder else str(i)) for i in ids[:end]]
+
+
+def dollar_embedding(backbone: Backbone) -> torch.Tensor:
+    """The token-embedding row of ``$`` itself: the pseudo-word *before* inversion."""
+    return backbone.model.token_embedding.weight[backbone.dollar_token_id].detach().float().cpu()
+
+
+@torch.no_grad()
+def prompt_features(backbone: Backbone, tokens: torch.Tensor, prompt: str = PHOTO_PROMPT,
+                    batch_size: int = 256) -> torch.Tensor:
+    """Normalised features of ``prompt`` with ``$`` = each token: (N, embed_dim) on CPU."""
+    tokens = tokens.reshape(-1, backbone.token_dim)
+    out = []
+    for start in range(0, len(tokens), batch_size):
+        chunk = tokens[start:start + batch_size].to(backbone.device)
+        ids = backbone.tokenize([prompt] * len(chunk))
+        out.append(F.normalize(encode_with_pseudo_tokens(backbone.model, ids, chunk, backbone.dollar_token_id).float(),
+                               dim=-1).cpu())
+    return torch.cat(out)
+
+
+def prompt_image_similarity(backbone: Backbone, tokens: torch.Tensor, image_features: torch.Tensor,
+                            prompt: str = PHOTO_PROMPT) -> np.ndarray:
+    """Cosine between ``prompt`` with token i and image i: (N,). What OTI's L_cos maximises."""
+    text = prompt_features(backbone, tokens, prompt)
+    return (text * F.normalize(image_features.float().cpu(), dim=-1)).sum(-1).numpy()
+
+
+def trajectory_steps(steps: int, every: int) -> list[int]:
+    """The OTI steps at which ``oti(..., trajectory_every=every)`` records the EMA tokens."""
+    return [s for s in range(steps) if s % every == 0 or s == steps - 1]
+
+
+def trajectory_similarity(backbone: Backbone, trajectory: torch.Tensor, image_features: torch.Tensor,
+                          prompt: str = PHOTO_PROMPT) -> np.ndarray:
+    """:func:`prompt_image_similarity` at every recorded OTI step: (T, N) from a (T, N, D) trajectory."""
+    t, n, _ = trajectory.shape
+    sims = prompt_image_similarity(backbone, trajectory.reshape(t * n, -1), image_features.repeat(t, 1), prompt)
+    return sims.reshape(t, n)
+
+
+def self_retrieval_ranks(backbone: Backbone, tokens: torch.Tensor, image_features: torch.Tensor,
+                         gallery_features: torch.Tensor, prompt: str = PHOTO_PROMPT) -> np.ndarray:
+    """Rank (1 = first) of each image when ``prompt`` with its token searches the gallery plus the
+    inverted images themselves: does "a photo of $" find the very image $ came from?
+
+    Args:
+        backbone: the frozen CLIP.
+        tokens: (N, token_dim) one token per image.
+        image_features: (N, embed_dim) the inverted images (added to the search set).
+        gallery_features: (G, embed_dim) distractors.
+        prompt: the prompt with ``$``.
+    """
+    queries = prompt_features(backbone, tokens, prompt)
+    images = F.normalize(image_features.float().cpu(), dim=-1)
+    search = torch.cat([images, F.normalize(gallery_features.float().cpu(), dim=-1)])
+    scores = queries @ search.T
+    own = scores[torch.arange(len(images)), torch.arange(len(images))]
+    return (scores > own[:, None]).sum(1).numpy() + 1
+
+
+def word_rows(backbone: Backbone, allowed_ids: Sequence[int] | None = None) -> tuple[list[int], torch.Tensor]:
+    """Ids and (W, token_dim) embedding rows of the real words searched (default: whole words)."""
+    ids = list(allowed_ids) if allowed_ids is not None else whole_word_ids(backbone)
+    rows = backbone.model.token_embedding.weight[torch.tensor(ids, device=backbone.device)].detach().float().cpu()
+    return ids, rows
+
+
+@torch.no_grad()
+def token_wordness(backbone: Backbone, tokens: torch.Tensor, allowed_ids: Sequence[int] | None = None,
+                   setting: str = "") -> pd.DataFrame:
+    """How word-like each token is.
+
+    Args:
+        backbone: the CLIP whose token-embedding table holds the real words.
+        tokens: (N, token_dim).
+        allowed_ids: the words compared with (default: whole words).
+        setting: a label put in the ``setting`` column (e.g. "with regulariser").
+
+    Returns:
+        One row per token: ``nearest`` (word by cosine), ``cosine`` to it, ``distance`` (L2 to the
+        nearest word row), ``norm`` of the token, and ``setting``.
+    """
+    ids, rows = word_rows(backbone, allowed_ids)
+    tokens = tokens.reshape(-1, rows.shape[1]).float().cpu()
+    cos = F.normalize(tokens, dim=-1) @ F.normalize(rows, dim=-1).T
+    best = cos.max(dim=1)
+    dist = torch.cdist(tokens, rows).min(dim=1).values
+    return pd.DataFrame({"setting": setting, "nearest": [token_word(backbone, ids[j]) for j in best.indices.tolist()],
+                         "cosine": best.values.numpy(), "distance": dist.numpy(), "norm": tokens.norm(dim=1).numpy()})
+
+
+def mean_word_norm(backbone: Backbone, allowed_ids: Sequence[int] | None = None) -> float:
+    """Mean L2 norm of real word embeddings (the scale a word-like token should have)."""
+    return float(word_rows(backbone, allowed_ids)[1].norm(dim=1).mean())
+
+
+def _pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and the top-2 principal directions of the rows of ``x`` (via SVD)."""
+    mean = x.mean(0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    return mean, vt[:2]
+
+
+def project_paths(backbone: Backbone, paths: Sequence[torch.Tensor], allowed_ids: Sequence[int] | None = None,
+                  k: int = 8) -> tuple[np.ndarray, list[str], list[np.ndarray]]:
+    """S*'s paths during OTI and the words nearest to where they end, projected on a shared plane.
+
+    Directions are compared (every vector is L2-normalised first), since nearness to a word is
+    measured by cosine. The plane is the PCA of the words alone: a fixed map of the vocabulary
+    around the token, across which the path moves (fitting it on the path too would spend a
+    component on the path's random start, far from every word).
+
+    Args:
+        backbone: the CLIP.
+        paths: each a (T, token_dim) trajectory of one token (e.g. ``OTIResult.trajectory[:, i]``).
+        allowed_ids: candidate words (default: whole words).
+        k: nearest words kept per path end.
+
+    Returns:
+        ``(words_xy (W, 2), words, [path_xy (T, 2), ...])``.
+    """
+    ends = torch.stack([p[-1] for p in paths])
+    words = list(dict.fromkeys(w for ws in nearest_words(backbone, ends, k, allowed_ids) for w, _ in ws))
+    ids, rows = word_rows(backbone, allowed_ids)
+    by_word = {token_word(backbone, i): r for i, r in zip(ids, rows)}
+    word_x = F.normalize(torch.stack([by_word[w] for w in words]), dim=-1).numpy()
+    path_x = [F.normalize(p.float().cpu(), dim=-1).numpy() for p in paths]
+    mean, axes = _pca_2d(word_x)
+    return (word_x - mean) @ axes.T, words, [(p - mean) @ axes.T for p in path_x]
+
+
+@torch.no_grad()
+def phi_tokens(phi: torch.nn.Module, image_features: torch.Tensor) -> torch.Tensor:
+    """φ's tokens for image features (eval mode, on φ's device), as (N, token_dim) float on CPU."""
+    phi.eval()
+    device = next(phi.parameters()).device
+    return phi(image_features.float().to(device)).float().cpu()
+
+
+def token_agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, float]:
+    """Cosine between two tokens of the same image (e.g. φ's and OTI's), and, as a reference,
+    the mean cosine between tokens of *different* images.
+
+    Returns:
+        ``(same (N,), mismatched_mean)``.
+    """
+    a, b = F.normalize(a.float().cpu(), dim=-1), F.normalize(b.float().cpu(), dim=-1)
+    sims = a @ b.T
+    same = sims.diagonal().numpy()
+    n = len(same)
+    mismatched = float((sims.sum() - sims.diagonal().sum()) / max(1, n * n - n))
+    return same, mismatched
+
+
+def ranking_overlap(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]], k: int = 10) -> float:
+    """Mean share (in %) of the top-``k`` results two methods have in common, per query."""
+    return 100.0 * float(np.mean([len(set(x[:k]) & set(y[:k])) / k for x, y in zip(a, b)]))
+
+
+def seconds_per_image(invert: Callable[[], object], n_images: int, repeat: int = 1) -> float:
+    """Wall time of ``invert()`` (which inverts ``n_images`` images) divided by the image count,
+    best of ``repeat`` runs (the best run is the least disturbed by other work on the machine)."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        invert()
+        best = min(best, time.perf_counter() - start)
+    return best / n_images
+
+
+def search(query_features: torch.Tensor, search_features: torch.Tensor, names: Sequence[str], k: int = 5) -> list[list[str]]:
+    """Top-``k`` names per query by cosine similarity (both sides normalised here)."""
+    scores = F.normalize(query_features.float().cpu(), dim=-1) @ F.normalize(search_features.float().cpu(), dim=-1).T
+    top = scores.topk(min(k, len(names)), dim=1).indices.tolist()
+    return [[names[j] for j in row] for row in top]
+
+
+def ground_truth_hits(rankings: Sequence[Sequence[str]], queries: Sequence) -> int:
+    """How many ground truths the rankings contain in total (over all queries, whole rankings)."""
+    return sum(len(set(r) & set(q.ground_truths)) for r, q in zip(rankings, queries))

@@ -1,0 +1,284 @@
+"""Training φ from OTI tokens (SEARLE, Sec. 4.2): resumable, on one process or under DDP.
+
+Every random choice of an epoch (the shuffle, the phrase draws, the dropout masks) is seeded from
+``(seed, epoch, batch)``, so a run resumed from the checkpoint of epoch ``e`` gives the same φ as an
+uninterrupted one, without depending on where the random streams stood.
+
+Under ``torchrun`` the batch stays the paper's global batch of 256: every rank runs φ (a small MLP)
+on the whole batch with the same dropout masks and computes the NT-Xent distillation over all 256
+pairs, as a single process does, while the expensive part, the text tower of the phrase
+regulariser, is split: each rank encodes its share of the batch's phrases. Rank ``r``'s loss is
+``λ_distil·L_distil + W·λ_gpt·(its phrases' summed loss)/(phrases in the batch)``; DDP averages the
+gradients over the W ranks, which gives exactly the single-process gradient (up to rounding).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..backbone import Backbone
+from ..device import autocast, needs_grad_scaler
+from ..prefix_encoding import PrefixCachedEncoder
+from .losses import nt_xent_loss
+from .phi import Phi, PhiLossConfig
+from .regularizer import PhraseBank, PhraseFeatureCache, PhraseSampler, TokenCache
+
+
+@dataclass(frozen=True)
+class PhiTrainConfig:
+    """φ's training hyper-parameters; the defaults are the paper's.
+
+    Args:
+        epochs: passes over the images.
+        batch_size: images per step (global, over all processes).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        loss: loss weights, temperature and regulariser concepts.
+        dropout: φ's dropout probability.
+        seed: seeds φ's initialisation and every epoch's random choices.
+    """
+
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    loss: PhiLossConfig = PhiLossConfig()
+    dropout: float = 0.5
+    seed: int = 42
+
+
+@dataclass
+class PhiTrainingResult:
+    """The trained φ (eval mode) and one history row per epoch.
+
+    Rows hold ``epoch``, ``distil``, ``gpt``, ``total`` (batch means), ``seconds`` and whatever
+    ``validate`` returned that epoch.
+    """
+
+    phi: Phi
+    history: list[dict] = field(default_factory=list)
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from the run seed and a position (epoch, batch, purpose), stable across runs."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class StablePhraseFeatures:
+    """Plain-phrase features whose values never depend on what was encoded before.
+
+    A phrase's features differ in the last bits with the batch it is encoded in (the truncation
+    length and matrix shapes change), so a cache filled in the order batches happen to run makes a
+    resumed or sharded run drift from an uninterrupted one. Either every phrase the run can draw is
+    encoded up front in a fixed order (small banks: the ``shapes`` world), or each batch encodes its
+    own phrases in a fresh cache (large banks, where a run-long cache would not fit in memory anyway).
+
+    Args:
+        backbone: the frozen CLIP.
+        concepts: per image, the concepts the regulariser draws from.
+        bank: concept -> phrases.
+        limit: largest number of distinct phrases encoded up front.
+    """
+
+    def __init__(self, backbone: Backbone, concepts: list[list[str]], bank: PhraseBank, limit: int = 50_000):
+        self.backbone = backbone
+        used = {c for cs in concepts for c in cs}
+        count = sum(len(bank.get(c, ())) for c in used)
+        self.shared: PhraseFeatureCache | None = None
+        if count <= limit:
+            self.shared = PhraseFeatureCache(backbone)
+            with autocast(backbone.device):
+                self.shared.features(sorted({p for c in used for p in bank.get(c, ())}))
+
+    def cache(self) -> PhraseFeatureCache:
+        """The cache to use for one batch."""
+        return self.shared if self.shared is not None else PhraseFeatureCache(self.backbone)
+
+
+def _history_csv(history: list[dict], path: Path) -> None:
+    """One row per epoch, one column per key that any epoch has (validation may start late)."""
+    import csv
+    import io
+
+    from ..runs.checkpoint import atomic_write_text
+
+    text = io.StringIO()
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    writer = csv.DictWriter(text, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(text.getvalue(), path)
+
+
+def _flatten(metrics: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}/"))
+        else:
+            out[name] = float(value) if isinstance(value, (int, float, torch.Tensor)) else value
+    return out
+
+
+def train_phi(backbone: Backbone, image_features: torch.Tensor, oti_tokens: torch.Tensor,
+              concepts: list[list[str]] | None, phrase_bank: PhraseBank | None,
+              config: PhiTrainConfig = PhiTrainConfig(), validate: Callable[[Phi], dict] | None = None,
+              out_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
+              force: bool = False) -> PhiTrainingResult:
+    """Train φ to map image features to their OTI tokens (distillation + phrase regulariser).
+
+    Args:
+        backbone: the frozen CLIP.
+        image_features: (N, embed_dim) features of the training images (ImageNet1K test in the paper).
+        oti_tokens: (N, token_dim) their OTI tokens.
+        concepts: per image, its concepts best first (the first ``config.loss.top_concepts`` are
+            drawn from); ``None`` disables the regulariser.
+        phrase_bank: concept -> phrases; ``None`` disables the regulariser.
+        config: hyper-parameters.
+        validate: called with φ (eval mode) after every epoch on rank 0; its dict (nested dicts are
+            flattened with ``/``) joins the epoch's history row.
+        out_dir: checkpoint every epoch (φ, optimiser, epoch, history) and write ``history.csv``
+            and the final ``phi.pt`` (the authors' layout) there, atomically.
+        resume: continue from ``out_dir``'s checkpoint (a fresh start if there is none).
+        progress: progress bar with images/s and ETA (rank 0).
+        force: resume even if the hyper-parameters differ from the checkpoint's (the new ones apply).
+
+    Returns:
+        A :class:`PhiTrainingResult` (the same on every rank).
+    """
+    from ..runs import distributed as dist
+    from ..runs.phi_run import PhiCheckpointer
+
+    n = image_features.shape[0]
+    if oti_tokens.shape[0] != n:
+        raise ValueError(f"{n} image feature rows but {oti_tokens.shape[0]} OTI tokens")
+    if concepts is not None and len(concepts) != n:
+        raise ValueError(f"concepts for {len(concepts)} images but features for {n}")
+    device = backbone.device
+    feats = image_features.detach().to(device, torch.float32)
+    targets = oti_tokens.detach().to(device, torch.float32)
+    loss_cfg = config.loss
+    regularise = loss_cfg.lambda_gpt > 0 and concepts is not None and phrase_bank is not None
+    world, rank = dist.world_size(), dist.rank()
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        phi = Phi.for_backbone(backbone, config.dropout).to(device)
+    optimizer = torch.optim.AdamW(phi.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    checkpointer = PhiCheckpointer(out_dir, config, backbone, feats, targets, resume, force) if out_dir else None
+    history: list[dict] = []
+    start_epoch = 0
+    if checkpointer is not None:
+        start_epoch, history = checkpointer.restore(phi, optimizer)
+    model = phi
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(phi, device_ids=[device] if device.type == "cuda" else None)
+    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
+
+    sampler = phrases = None
+    if regularise:
+        top = [c[:loss_cfg.top_concepts] for c in concepts]
+        sampler = PhraseSampler(top, phrase_bank, random.Random(0))
+        phrases = StablePhraseFeatures(backbone, top, phrase_bank)
+    tokenize, encoder = TokenCache(backbone), PrefixCachedEncoder(backbone.model, backbone.dollar_token_id)
+    steps = (n + config.batch_size - 1) // config.batch_size
+    bar = tqdm(total=(config.epochs - start_epoch) * n, desc="φ training", unit="img",
+               disable=not progress or rank != 0, dynamic_ncols=True)
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for epoch in range(start_epoch, config.epochs):
+            began = time.perf_counter()
+            phi.train()
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(config.seed, epoch, "order")))
+            sums = torch.zeros(2, device=device)  # this rank's distil and gpt, summed over steps
+            for b in range(steps):
+                idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
+                # Same dropout masks on every rank: all of them run φ on the whole batch.
+                torch.manual_seed(derive_seed(config.seed, epoch, b, "dropout"))
+                predicted = model(feats[idx.to(device)])
+                with autocast(device):
+                    distil, gpt = _losses(predicted, feats, targets, idx, backbone, loss_cfg, sampler, phrases,
+                                          tokenize, encoder, derive_seed(config.seed, epoch, b, "phrases"), world, rank)
+                total = loss_cfg.lambda_distil * distil + loss_cfg.lambda_gpt * world * gpt
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(total).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    total.backward()
+                    optimizer.step()
+                sums += torch.stack([distil.detach().float(), gpt.detach().float()])  # no sync per step
+                bar.update(len(idx))
+            # Epoch means of the batch losses: gpt shares add up over ranks, distil is W x a rank's.
+            means = dist.all_reduce_sum(sums).double().cpu() / steps / torch.tensor([world, 1])
+            distil_mean, gpt_mean = means.tolist()
+            row = {"epoch": epoch + 1, "distil": distil_mean, "gpt": gpt_mean,
+                   "total": loss_cfg.lambda_distil * distil_mean + loss_cfg.lambda_gpt * gpt_mean,
+                   "seconds": time.perf_counter() - began}
+            if validate is not None:
+                metrics = None
+                if rank == 0:
+                    began = time.perf_counter()
+                    phi.eval()
+                    with torch.no_grad():
+                        metrics = _flatten(validate(phi) or {})
+                    phi.train()
+                    metrics["val_seconds"] = time.perf_counter() - began
+                row.update(dist.broadcast_object(metrics))
+            history.append(row)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{row['total']:.4f}")
+            if checkpointer is not None:
+                checkpointer.save(phi, optimizer, epoch + 1, history)
+    bar.close()
+    phi.eval()
+    if checkpointer is not None:
+        checkpointer.finish(phi, history)
+    return PhiTrainingResult(phi=phi, history=history)
+
+
+def _losses(predicted: torch.Tensor, feats: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor,
+            backbone: Backbone, cfg: PhiLossConfig, sampler: PhraseSampler | None,
+            phrases: StablePhraseFeatures | None, tokenize: TokenCache, encoder: PrefixCachedEncoder,
+            phrase_seed: int, world: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distillation loss over the whole batch, this rank's share of the batch's phrase loss)."""
+    from ..runs.distributed import split_evenly
+
+    device = predicted.device
+    zero = predicted.sum() * 0  # keeps every parameter in the graph (DDP needs it)
+    if cfg.distil_to_image:
+        # Ablation: "a photo of $" vs the image, split across ranks like the regulariser.
+        # Each rank returns W x its share, so that DDP's mean over ranks is the batch mean.
+        rows = split_evenly(list(range(len(idx))), rank, world)
+        distil = zero
+        if rows:
+            text = encoder(tokenize(["a photo of $"] * len(rows)), predicted[rows])
+            image = feats[idx[rows].to(device)]
+            distil = distil + (1 - F.cosine_similarity(text.float(), image.float(), dim=-1)).sum() / len(idx) * world
+    elif cfg.lambda_distil > 0:
+        distil = nt_xent_loss(predicted, targets[idx.to(device)], cfg.temperature)
+    else:
+        distil = zero
+    gpt = zero
+    if sampler is not None and phrases is not None:
+        sampler.rng = random.Random(phrase_seed)
+        draw = sampler.draw(idx.tolist())
+        mine = split_evenly(list(range(len(draw.rows))), rank, world)
+        if mine:
+            pseudo = [draw.pseudo_phrases[i] for i in mine]
+            rows = [draw.rows[i] for i in mine]
+            text = encoder(tokenize(pseudo), predicted[rows])
+            plain = phrases.cache().features([draw.phrases[i] for i in mine])
+            gpt = gpt + (1 - F.cosine_similarity(text.float(), plain.float(), dim=-1)).sum() / len(draw.rows)
+    return distil, gpt

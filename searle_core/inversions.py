@@ -1,0 +1,282 @@
+"""Cached inversions the notebooks share: OTI of a benchmark's reference images, OTI of φ's unlabeled
+images, and φ trained from the latter.
+
+OTI is the expensive step of every notebook (hundreds of text-tower passes per image), and several
+notebooks need the same tokens: the results table, φ's comparison with OTI and the ablations. Each
+result is therefore an artifact (``artifacts.load_or_train``) keyed by everything that determines it,
+so the second notebook that asks loads it in milliseconds, and a changed setting never reuses a
+stale one.
+
+A benchmark OTI run also keeps the EMA tokens at a few intermediate steps and the raw (non-averaged)
+final tokens. OTI's learning rate is constant, so the EMA after 50 steps of a 350-step run is the
+result of a 50-step run (up to the random template and phrase draws): the step and no-EMA ablations
+are read from the full run instead of being recomputed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from . import artifacts
+from .inversion import OTIConfig, oti
+from .inversion.batch import batch_seed
+from .methods import MethodContext, Vocabulary
+from .study import Study
+
+#: Steps at which a benchmark OTI run keeps the EMA tokens (the step ablation reads them).
+SNAPSHOT_STEPS: tuple[int, ...] = (10, 25, 50, 100, 150, 200, 250, 300)
+
+
+@dataclass
+class OTIRun:
+    """OTI tokens of named images.
+
+    Args:
+        names: the images, in order.
+        tokens: (N, token_dim) the EMA tokens (what ``searle-oti`` uses).
+        raw: (N, token_dim) the last raw tokens (the no-EMA ablation).
+        snapshots: step -> (N, token_dim) EMA tokens after that many steps (steps < the run's).
+        seconds: wall time of the OTI when it ran.
+        trained_now: whether this call ran it (else it was loaded).
+    """
+
+    names: list[str]
+    tokens: torch.Tensor
+    raw: torch.Tensor
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
+    seconds: float = 0.0
+    trained_now: bool = False
+
+    def as_dict(self, which: str | int = "ema") -> dict[str, torch.Tensor]:
+        """name -> token: ``"ema"`` (final), ``"raw"``, or a snapshot step."""
+        rows = self.tokens if which == "ema" else self.raw if which == "raw" else self.snapshots[int(which)]
+        return dict(zip(self.names, rows))
+
+
+def _vocabulary_key(vocabulary: Vocabulary | None) -> str | None:
+    return artifacts.vocabulary_id(vocabulary) if vocabulary is not None else None
+
+
+def run_oti(study: Study, names: list[str], features: torch.Tensor, config: OTIConfig,
+            vocabulary: Vocabulary | None, batch_size: int = 32, snapshots: tuple[int, ...] = (),
+            progress: bool = False) -> dict:
+    """OTI over ``names`` in batches seeded like ``invert_images`` (same tokens as ``searle-oti``),
+    keeping raw tokens and EMA snapshots. Returns the artifact dict."""
+    regularise = config.lambda_gpt > 0 and vocabulary is not None
+    concepts = vocabulary.associate(study.backbone, features, config.top_concepts) if regularise else None
+    bank = vocabulary.phrase_bank if regularise else None
+    keep = [s for s in snapshots if s < config.steps]
+    ema, raw, snaps = [], [], {s: [] for s in keep}
+    bar = tqdm(total=len(names), desc="OTI", unit="img", disable=not progress)
+    for start in range(0, len(names), batch_size):
+        batch = names[start:start + batch_size]
+        result = oti(study.backbone, features[start:start + batch_size],
+                     concepts[start:start + batch_size] if concepts else None, bank, config,
+                     seed=batch_seed(study.seed, batch), trajectory_every=1 if keep else 0)
+        ema.append(result.tokens.float().cpu())
+        raw.append(result.raw_tokens.float().cpu())
+        for s in keep:  # trajectory[i] is the EMA after i + 1 updates
+            snaps[s].append(result.trajectory[s - 1].float())
+        bar.update(len(batch))
+    bar.close()
+    return {"names": names, "tokens": torch.cat(ema), "raw": torch.cat(raw),
+            "snapshots": {str(s): torch.cat(v) for s, v in snaps.items()}}
+
+
+def benchmark_oti(study: Study, config: OTIConfig, vocabulary: Vocabulary | None = None, batch_size: int = 32,
+                  progress: bool | None = None) -> OTIRun:
+    """OTI tokens of every reference image of ``study.bench``, cached.
+
+    Args:
+        study: the study.
+        config: OTI settings.
+        vocabulary: the regulariser's vocabulary (default: the study's; ablations pass another).
+        batch_size: images per OTI batch (32 in the paper; part of the key, since batches are seeded).
+        progress: progress bar (default: the study's).
+    """
+    vocabulary = study.vocabulary if vocabulary is None else vocabulary
+    progress = study.progress if progress is None else progress
+    names = study.bench.reference_names()
+    data_id = f"{study.bench.name}-{study.bench.split}-{study.bench.extra.get('cache_key', '')}-refs-" + \
+        artifacts.digest(names)
+    key = {"oti": config, "seed": study.seed, "batch_size": batch_size, "vocabulary": _vocabulary_key(vocabulary),
+           "snapshots": SNAPSHOT_STEPS}
+
+    def train() -> dict:
+        return run_oti(study, names, study.features(names), config, vocabulary, batch_size, SNAPSHOT_STEPS, progress)
+
+    art = artifacts.load_or_train(artifacts.artifact_path("oti-benchmark", study.backbone, data_id, key), train,
+                                  artifacts.describe(study.backbone, data_id, key))
+    c = art.content
+    return OTIRun(list(c["names"]), c["tokens"], c["raw"], {int(k): v for k, v in c["snapshots"].items()},
+                  float(art.meta.get("train_seconds") or 0.0), art.trained_now)
+
+
+def prefill_oti(study: Study, ctx: MethodContext) -> OTIRun:
+    """Put the cached benchmark OTI tokens of ``ctx.oti_config`` in ``ctx`` (``searle-oti`` then
+    skips its inversion) and note their compute time in ``ctx.extras["oti_seconds"]``."""
+    run = benchmark_oti(study, ctx.oti_config, ctx.vocabulary, ctx.oti_batch_size)
+    ctx.tokens["searle-oti"] = run.as_dict()
+    ctx.extras["oti_seconds"] = run.seconds
+    return run
+
+
+def unlabeled_oti(study: Study, config: OTIConfig, limit: int | None = None, batch_size: int = 32,
+                  progress: bool | None = None) -> tuple[OTIRun, torch.Tensor]:
+    """OTI tokens of φ's unlabeled images (the first ``limit`` of them), cached.
+
+    Returns:
+        ``(run, features)``: the tokens and the images' (N, embed_dim) features.
+    """
+    if study.unlabeled is None:
+        raise ValueError("φ trains on unlabeled images: set unlabeled_path (the paper: the ImageNet1K test images)")
+    progress = study.progress if progress is None else progress
+    source, names = study.unlabeled
+    names = list(names)[:limit] if limit else list(names)
+    root = study.world.config.cache_key() if study.world is not None else str(getattr(source, "root", ""))
+    data_id = "unlabeled-" + artifacts.digest(root, names)
+    key = {"oti": config, "seed": study.seed, "batch_size": batch_size,
+           "vocabulary": _vocabulary_key(study.vocabulary)}
+    features = study.features(names, source)
+
+    def train() -> dict:
+        return run_oti(study, names, features, config, study.vocabulary, batch_size, (), progress)
+
+    art = artifacts.load_or_train(artifacts.artifact_path("oti-unlabeled", study.backbone, data_id, key), train,
+                                  artifacts.describe(study.backbone, data_id, key))
+    c = art.content
+    run = OTIRun(list(c["names"]), c["tokens"], c["raw"], {}, float(art.meta.get("train_seconds") or 0.0),
+                 art.trained_now)
+    return run, features
+
+
+
+#: φ's batch on the shapes world: its hundreds of unlabeled images would be one or two batches of the
+#: paper's 256 per epoch, so a small batch gives φ optimiser steps (the contrastive loss still sees
+#: 63 negatives per image).
+WORLD_PHI_BATCH = 64
+
+
+def phi_train_config(study: Study, epochs: int, loss_overrides: dict | None = None):
+    """φ's training config: the paper's, with ``epochs``; on ``shapes`` a batch of
+    :data:`WORLD_PHI_BATCH` and a regulariser drawing from OTI's top-15 concepts
+    (``artifacts.WORLD_PHI_TOP_CONCEPTS``: the paper's top-150 would be every concept of the world's
+    135), with the given ``PhiLossConfig`` changes."""
+    import dataclasses
+
+    from .inversion import PhiLossConfig
+    from .inversion.phi_training import PhiTrainConfig
+
+    if study.world is None:
+        return PhiTrainConfig(epochs=epochs, loss=dataclasses.replace(PhiLossConfig(), **(loss_overrides or {})))
+    loss = PhiLossConfig(top_concepts=artifacts.WORLD_PHI_TOP_CONCEPTS)
+    return PhiTrainConfig(epochs=epochs, batch_size=WORLD_PHI_BATCH,
+                          loss=dataclasses.replace(loss, **(loss_overrides or {})))
+
+
+#: How many times over its training φ is validated (scoring every epoch would cost more than training).
+VALIDATIONS = 10
+
+
+@dataclass
+class TrainedPhi:
+    """φ and how it came to be.
+
+    Args:
+        phi: the network (eval mode, on the backbone's device).
+        history: one row per epoch (losses, seconds, validation metrics when validated).
+        train_seconds: φ's training time when it ran.
+        oti_seconds: the OTI of its unlabeled images (its targets) when it ran.
+        trained_now: whether this call trained φ.
+        n_images: unlabeled images it was trained on.
+    """
+
+    phi: torch.nn.Module
+    history: list[dict]
+    train_seconds: float
+    oti_seconds: float
+    trained_now: bool
+    n_images: int
+
+
+def train_study_phi(study: Study, oti_config: OTIConfig, epochs: int, images: int | None = None,
+                    loss_overrides: dict | None = None, fraction: float = 1.0, validate: bool = True,
+                    progress: bool | None = None) -> TrainedPhi:
+    """φ trained on the OTI tokens of the study's first ``images`` unlabeled images, cached.
+
+    Args:
+        study: the study (its benchmark validates φ after every epoch when ``validate``).
+        oti_config: OTI of the targets (the same as ``searle-oti``'s, so the caches are shared).
+        epochs: φ's epochs.
+        images: how many unlabeled images (``None``: all).
+        loss_overrides: ``PhiLossConfig`` changes (ablations).
+        fraction: train on a seeded, nested subset of this share of the images (data ablation).
+        validate: score ``searle`` with the current φ on the benchmark :data:`VALIDATIONS` times
+            over training, the last epoch included (not part of the cache key: it does not change
+            training; a cached unvalidated φ is retrained).
+        progress: progress bars.
+    """
+    from .ablations import subset_indices
+    from .inversion import load_phi
+    from .inversion.phi_training import train_phi
+    from .pipeline import evaluate
+
+    progress = study.progress if progress is None else progress
+    targets, features = unlabeled_oti(study, oti_config, images, progress=progress)
+    rows = list(range(len(targets.names))) if fraction >= 1.0 else subset_indices(len(targets.names), fraction,
+                                                                                      study.seed)
+    config = phi_train_config(study, epochs, loss_overrides)
+    data_id = "phi-" + artifacts.digest([targets.names[i] for i in rows], float(targets.tokens.abs().sum()))
+    key = {"phi": config, "vocabulary": _vocabulary_key(study.vocabulary), "oti": oti_config}
+
+    every = max(1, epochs // VALIDATIONS)
+    calls = []
+
+    def check(phi) -> dict:
+        calls.append(None)  # train_phi calls this after every epoch; score every ``every``-th and the last
+        if len(calls) % every and len(calls) != epochs:
+            return {}
+        ctx = study.context(oti_steps=oti_config.steps, phi=phi)
+        return evaluate("searle", study.bench, study.backbone, ctx, gallery=study.gallery()).metrics
+
+    def train() -> dict:
+        concepts = study.concepts(features[rows], config.loss.top_concepts)
+        result = train_phi(study.backbone, features[rows], targets.tokens[rows], concepts, study.phrase_bank, config,
+                           validate=check if validate else None, progress=progress)
+        return {"Phi": result.phi.cpu().state_dict(), "meta": {"history": result.history}}
+
+    path = artifacts.artifact_path("phi-study", study.backbone, data_id, key)
+    art = artifacts.load_or_train(path, train, artifacts.describe(study.backbone, data_id, key))
+    history = art.meta.get("history", [])
+    if validate and history and set(history[-1]) <= {"epoch", "distil", "gpt", "total", "seconds"}:
+        # cached by a run without validation: train again, validating this time
+        path.unlink()
+        art = artifacts.load_or_train(path, train, artifacts.describe(study.backbone, data_id, key))
+    phi = load_phi(art.path, study.backbone).to(study.backbone.device).eval()
+    return TrainedPhi(phi, art.meta.get("history", []), float(art.meta.get("train_seconds") or 0.0), targets.seconds,
+                      art.trained_now, len(rows))
+
+
+def study_phi(study: Study, oti_steps: int, epochs: int, images: int | None = None, checkpoint: str = "",
+              validate: bool = True) -> TrainedPhi | None:
+    """The φ a notebook uses for ``searle``: a checkpoint file when given, else one trained here
+    (:func:`train_study_phi`, the same cached φ in every notebook), else ``None`` (real data
+    without unlabeled images)."""
+    from .inversion import load_phi
+
+    if checkpoint:
+        return TrainedPhi(load_phi(checkpoint, study.backbone).to(study.backbone.device).eval(), [], 0.0, 0.0, False, 0)
+    if study.unlabeled is None:
+        return None
+    return train_study_phi(study, study.context(oti_steps=oti_steps).oti_config, epochs, images, validate=validate)
+
+
+def use_phi(ctx: MethodContext, trained: TrainedPhi) -> None:
+    """Give ``searle`` this φ and note its training time (with its targets' OTI) for the table."""
+    ctx.phi = trained.phi
+    if trained.history:
+        ctx.extras.setdefault("train_seconds", {})["searle"] = trained.train_seconds + trained.oti_seconds
+        ctx.extras.setdefault("trained_now", {})["searle"] = trained.trained_now

@@ -1,0 +1,224 @@
+"""``searle paper``: run every notebook in order with papermill, headless, under one profile.
+
+A profile (``notebooks/profiles/<name>.yaml``) gives each notebook its parameters. Each executed
+notebook is written to ``<out>/<profile>/``, beside the JSON of the key numbers it recorded
+(:mod:`searle_core.record`); figures go to the figures folder. The first failing notebook stops the
+run with the failing cell's error, and its partly executed copy stays in the run folder to inspect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from .paths import REPO_ROOT
+
+#: The notebooks, in the order they run (later ones reuse what earlier ones cached).
+NOTEBOOKS: tuple[str, ...] = ("01_textual_inversion", "02_pseudo_word_visualisation", "03_training_phi",
+                              "04_results_tables", "05_ablations")
+#: Parameters the runner sets itself (not in profiles): where figures and recorded numbers go.
+RUNNER_PARAMETERS: tuple[str, ...] = ("figures_dir", "out_dir")
+KERNEL = "python3"
+
+
+def notebooks_dir() -> Path:
+    """The ``notebooks/`` folder of the checkout (the notebooks are not installed with the package)."""
+    return Path(os.environ.get("SEARLE_NOTEBOOKS", REPO_ROOT / "notebooks"))
+
+
+def profiles_dir() -> Path:
+    return notebooks_dir() / "profiles"
+
+
+def list_profiles() -> list[str]:
+    return sorted(p.stem for p in profiles_dir().glob("*.yaml"))
+
+
+@dataclass
+class Profile:
+    """A parsed profile.
+
+    Args:
+        name: its name (file stem).
+        description: one line saying what it is for.
+        figures: default figures folder of this profile (relative to the working directory);
+            ``None``: ``figures/`` inside the run folder.
+        notebooks: notebook stem -> its parameters.
+    """
+
+    name: str
+    description: str
+    figures: str | None
+    notebooks: dict[str, dict]
+
+
+def load_profile(name_or_path: str | os.PathLike) -> Profile:
+    """Read a profile by name (``quick``, ``shapes``, ``paper``) or from a YAML file.
+
+    The YAML has ``description``, optional ``figures`` (default: the run folder's ``figures/``) and
+    ``notebooks: {stem: {param: value}}``;
+    shared settings are written once with YAML anchors and merge keys (``<<: *common``).
+    """
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = profiles_dir() / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no profile {name_or_path!r} (looked for {path}); known: {', '.join(list_profiles())}")
+    data = yaml.safe_load(path.read_text()) or {}
+    notebooks = data.get("notebooks") or {}
+    unknown = sorted(set(notebooks) - set(NOTEBOOKS))
+    if unknown:
+        raise ValueError(f"profile {path.name}: unknown notebooks {unknown}; expected some of {list(NOTEBOOKS)}")
+    figures = data.get("figures")
+    return Profile(path.stem, str(data.get("description", "")), None if figures is None else str(figures),
+                   {k: dict(v or {}) for k, v in notebooks.items()})
+
+
+def notebook_path(stem: str) -> Path:
+    return notebooks_dir() / f"{stem}.ipynb"
+
+
+def notebook_parameters(stem: str) -> dict[str, dict]:
+    """The parameters a notebook declares in its ``parameters`` cell (papermill's inspection)."""
+    import papermill
+
+    return papermill.inspect_notebook(str(notebook_path(stem)))
+
+
+def check_profile(profile: Profile, notebooks: tuple[str, ...] | list[str] = NOTEBOOKS) -> None:
+    """Fail before running anything if a profile sets a parameter a notebook does not declare.
+
+    Raises:
+        ValueError: naming the notebook and the unknown or runner-reserved keys.
+    """
+    for stem in notebooks:
+        declared = set(notebook_parameters(stem))
+        given = set(profile.notebooks.get(stem, {}))
+        unknown, reserved = sorted(given - declared), sorted(given & set(RUNNER_PARAMETERS))
+        if unknown or reserved:
+            raise ValueError(f"profile {profile.name}, notebook {stem}: unknown parameters {unknown} "
+                             f"(declared: {sorted(declared)})" + (f"; {reserved} are set by the runner" if reserved else ""))
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the message names it, the failing cell and the error."""
+
+
+@dataclass
+class NotebookRun:
+    name: str
+    output: Path
+    seconds: float
+    record: dict = field(default_factory=dict)
+
+
+def _failure_message(stem: str, output: Path, err: Exception) -> str:
+    source = (getattr(err, "source", "") or "").strip().splitlines()
+    cell = getattr(err, "exec_count", None)
+    head = f"notebook {stem} failed in cell [{cell}]" if cell is not None else f"notebook {stem} failed"
+    where = f"\n  cell starts: {source[0][:100]}" if source else ""
+    what = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
+    return f"{head}: {what}{where}\n  executed copy: {output}"
+
+
+def run_paper(profile: str | Profile, out: str | os.PathLike = "runs", figures: str | os.PathLike | None = None,
+              notebooks: tuple[str, ...] | list[str] | None = None, kernel: str = KERNEL,
+              log: Callable[[str], None] | None = print) -> list[NotebookRun]:
+    """Run the notebooks of a profile in order.
+
+    Args:
+        profile: a profile name, YAML path or :class:`Profile`.
+        out: run folder root; executed notebooks and their JSON go to ``<out>/<profile>/``.
+        figures: figures folder (default: the profile's ``figures``, else ``<out>/<profile>/figures``).
+        notebooks: run only these (stems, in :data:`NOTEBOOKS` order).
+        kernel: Jupyter kernel name (``python3``: the environment's own ipykernel).
+        log: where progress lines go (``None``: silent).
+
+    Returns:
+        One :class:`NotebookRun` per notebook, with its wall time and recorded numbers.
+
+    Raises:
+        NotebookFailed: at the first failing notebook, with the failing cell's error.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from .record import load_record, record_path
+
+    profile = profile if isinstance(profile, Profile) else load_profile(profile)
+    order = [n for n in NOTEBOOKS if notebooks is None or n in notebooks]
+    check_profile(profile, order)
+    run_dir = (Path(out) / profile.name).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    figures_dir = Path(figures or profile.figures or run_dir / "figures").resolve()
+    runs: list[NotebookRun] = []
+    for stem in order:
+        output = run_dir / f"{stem}.ipynb"
+        record_path(run_dir, stem).unlink(missing_ok=True)  # never report a previous run's numbers
+        params = {**profile.notebooks.get(stem, {}), "figures_dir": str(figures_dir), "out_dir": str(run_dir)}
+        if log:
+            log(f"[{profile.name}] {stem} ...")
+        start = time.perf_counter()
+        try:
+            papermill.execute_notebook(str(notebook_path(stem)), str(output), parameters=params, kernel_name=kernel,
+                                       cwd=str(notebooks_dir()), progress_bar=False, log_output=False)
+        except PapermillExecutionError as err:
+            raise NotebookFailed(_failure_message(stem, output, err)) from None
+        seconds = time.perf_counter() - start
+        try:
+            record = load_record(run_dir, stem)
+        except FileNotFoundError:
+            record = {}
+        runs.append(NotebookRun(stem, output, seconds, record))
+        if log:
+            log(f"[{profile.name}] {stem}: {seconds:.0f} s, {len(record)} numbers recorded")
+    summary = {"profile": profile.name, "figures": str(figures_dir),
+               "notebooks": [{"name": r.name, "seconds": round(r.seconds, 1), "output": str(r.output)} for r in runs]}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return runs
+
+
+def clear_outputs(nb, keep: dict[str, list] | None = None):
+    """Drop every output and execution count; cells tagged ``keep_output`` take theirs from ``keep``
+    (cell id -> outputs) when given. Returns the notebook (changed in place)."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.execution_count = None
+        kept = "keep_output" in cell.metadata.get("tags", []) and keep is not None and cell.get("id") in keep
+        cell.outputs = keep[cell.id] if kept else []
+    return nb
+
+
+def store_checked_outputs(notebooks: tuple[str, ...] | list[str] = NOTEBOOKS, kernel: str = KERNEL,
+                          log: Callable[[str], None] | None = print) -> None:
+    """Run notebooks with their default (quick) parameters and store the outputs nbval checks.
+
+    Only cells tagged ``keep_output`` (the ``# NBVAL_CHECK_OUTPUT`` cells) keep what they printed;
+    every other output is removed, as the repository keeps them. Run it after a change that moves
+    the checked numbers (e.g. a retrained world CLIP), then review the diff.
+    """
+    import tempfile
+
+    import nbformat
+    import papermill
+
+    for stem in notebooks:
+        source = notebook_path(stem)
+        with tempfile.TemporaryDirectory() as tmp:
+            executed_path = Path(tmp) / source.name
+            papermill.execute_notebook(str(source), str(executed_path), kernel_name=kernel, cwd=str(notebooks_dir()),
+                                       progress_bar=False)
+            executed = nbformat.read(executed_path, as_version=4)
+        keep = {c.id: c.outputs for c in executed.cells if c.cell_type == "code"}
+        nb = clear_outputs(nbformat.read(source, as_version=4), keep)
+        nbformat.write(nb, source)
+        if log:
+            log(f"{source.name}: stored the outputs of "
+                f"{sum('keep_output' in c.metadata.get('tags', []) for c in nb.cells)} checked cells")

@@ -1,0 +1,23 @@
+"""Figures of the notebooks: every function draws on a given ``ax`` (or makes one) and returns the figure.
+
+Keeping the drawing here, not in notebook cells, lets the notebooks stay thin and lets tests check
+each figure without running a notebook. Grids that need many axes (retrieval examples, nearest words
+with their images) take ``fig=None`` instead and build their own layout.
+
+- :mod:`.curves`: loss curves, validation per epoch, trajectories, timings.
+- :mod:`.tokens`: nearest words, S*'s 2-D path, how word-like tokens are, OTI vs φ agreement.
+- :mod:`.retrieval`: images, retrieval example grids, results and ablation bars.
+"""
+
+from .common import figure_path, new_axes, save_figure, show_image
+from .curves import plot_ema_vs_raw, plot_oti_losses, plot_phi_history, plot_series, plot_time_per_image, plot_validation
+from .retrieval import RetrievalExample, image_row, plot_ablation, plot_ablation_curve, plot_method_bars, retrieval_grid
+from .tokens import (plot_agreement, plot_nearest_words, plot_token_path, plot_wordness,
+                     nearest_words_grid)
+
+__all__ = [
+    "figure_path", "new_axes", "save_figure", "show_image",
+    "plot_oti_losses", "plot_ema_vs_raw", "plot_series", "plot_phi_history", "plot_validation", "plot_time_per_image",
+    "RetrievalExample", "image_row", "retrieval_grid", "plot_method_bars", "plot_ablation", "plot_ablation_curve",
+    "plot_nearest_words", "nearest_words_grid", "plot_token_path", "plot_wordness", "plot_agreement",
+]

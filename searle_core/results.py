@@ -1,0 +1,210 @@
+"""The results notebook's engine: every method on every (benchmark, backbone) of a profile, the paper's
+numbers beside ours, and the tables written as CSV, Markdown and LaTeX.
+
+Methods a setting cannot run (no φ checkpoint or unlabeled images on a real dataset, no captioning
+model installed) are skipped with the reason written under the table, instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .paper_results import PAPER_TABLE_METRICS, compare_with_paper, results_frame
+from .pipeline import Evaluation, evaluate
+from .inversions import prefill_oti, study_phi, use_phi
+from .study import Study, open_study
+from .table import DISPLAY_NAMES, Table, TableRow, flatten
+
+#: Methods that need a network trained on unlabeled images when no checkpoint is given.
+TRAINED_METHODS = ("searle", "pic2word", "palavra")
+
+
+@dataclass
+class Setting:
+    """One (benchmark, backbone) of the profile, evaluated.
+
+    Args:
+        study: the opened backbone and benchmark.
+        table: the methods' rows (``table.Table``, as ``searle table`` writes it).
+        evaluations: method -> its evaluation (rankings included, for example grids).
+        skipped: method -> why it was not run.
+    """
+
+    study: Study
+    table: Table
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.study.dataset, self.study.backbone.name
+
+
+def _skip_reason(method: str, study: Study, has_phi: bool) -> str | None:
+    if study.world is not None:
+        return None  # the world trains whatever a method needs, offline
+    if method == "searle" and not has_phi:
+        return "no φ: pass phi_checkpoint (the authors' SEARLE_ViT-B32.pt / SEARLE_ViT-L14.pt) or unlabeled_path"
+    if method in ("pic2word", "palavra") and study.unlabeled is None:
+        return "trains on unlabeled images: set unlabeled_path (the paper: ImageNet1K test)"
+    if method == "captioning":
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            return "needs a captioning model: pip install transformers (BLIP base by default)"
+    return None
+
+
+def evaluate_setting(study: Study, methods: list[str], oti_steps: int = 350, phi_checkpoint: str = "",
+                     phi_epochs: int = 100, phi_images: int | None = None, captioner: str = "", log=print) -> Setting:
+    """Every method of ``methods`` on ``study.bench`` with shared gallery features and context.
+
+    Args:
+        study: backbone and benchmark.
+        methods: rows, in order.
+        oti_steps: OTI steps of ``searle-oti`` (and of φ's targets when φ is trained here).
+        phi_checkpoint: φ weights for ``searle``; else φ trained on the study's unlabeled images
+            (``inversions.study_phi``: the same cached φ notebooks 2, 3 and 5 use).
+        phi_epochs: epochs of that φ.
+        phi_images: how many unlabeled images it trains on (``None``: all).
+        captioner: Hugging Face captioning model for ``captioning`` on real images ("" = default).
+        log: where one line per finished method goes (``None``: silent).
+    """
+    ctx = study.context(oti_steps=oti_steps)
+    if "searle" in methods:
+        trained = study_phi(study, oti_steps, phi_epochs, phi_images, phi_checkpoint)
+        if trained is not None:
+            use_phi(ctx, trained)
+    if "searle-oti" in methods:
+        prefill_oti(study, ctx)  # cached across notebooks; the row's time below is the OTI's own
+    if captioner:
+        ctx.extras["captioner"] = captioner
+    start = time.perf_counter()
+    gallery = study.gallery()
+    bench = study.bench
+    table = Table([], bench.name, bench.split, study.backbone.name, len(bench.queries), len(bench.gallery),
+                  time.perf_counter() - start)
+    setting = Setting(study, table)
+    for method in methods:
+        reason = _skip_reason(method, study, ctx.phi is not None)
+        if reason:
+            setting.skipped[method] = reason
+            table.notes.append(f"{DISPLAY_NAMES.get(method, method)}: not run ({reason}).")
+            continue
+        result = evaluate(method, bench, study.backbone, ctx, gallery=gallery)
+        seconds = result.seconds + (ctx.extras.get("oti_seconds", 0.0) if method == "searle-oti" else 0.0)
+        setting.evaluations[method] = result
+        table.rows.append(TableRow(method, flatten(result.metrics), seconds,
+                                   ctx.extras.get("train_seconds", {}).get(method),
+                                   bool(ctx.extras.get("trained_now", {}).get(method))))
+        if log:
+            main = main_metric(bench.name)
+            log(f"{bench.name} {study.backbone.name} {method}: {main} {table.rows[-1].metrics.get(main, math.nan):.2f} "
+                f"({seconds:.1f} s)")
+    if "searle-oti" in setting.evaluations:
+        table.notes.append("SEARLE-OTI's time is that of inverting the references (the tokens are cached and "
+                           "shared by the notebooks).")
+    return setting
+
+
+def run_settings(benchmarks: list[dict], backbones: list[dict], methods: list[str], quick: bool = True,
+                 device: str = "auto", oti_steps: int = 350, phi_epochs: int = 100, phi_images: int | None = None,
+                 concepts_path: str = "", phrases_path: str = "", unlabeled_path: str = "", captioner: str = "",
+                 seed: int = 42, log=print) -> list[Setting]:
+    """:func:`evaluate_setting` for every benchmark × backbone of a profile.
+
+    Args:
+        benchmarks: ``[{"dataset": "circo", "path": "/data/CIRCO", "split": "val"}, ...]``.
+        backbones: ``[{"name": "ViT-B-32", "pretrained": "openai", "phi_checkpoint": ""}, ...]``
+            (``shapes`` pairs only with ``shapes-clip``, real datasets only with the others).
+        methods: table rows.
+        quick, device, oti_steps, phi_epochs, phi_images, concepts_path, phrases_path, unlabeled_path,
+            captioner, seed: as in :func:`~searle_core.study.open_study` and :func:`evaluate_setting`.
+        log: progress lines.
+    """
+    settings = []
+    for b in benchmarks:
+        for bb in backbones:
+            if (b["dataset"] == "shapes") != (bb["name"] == "shapes-clip"):
+                continue  # the world has its own CLIP; real data needs a real one
+            study = open_study(b["dataset"], quick, bb["name"], bb.get("pretrained", "default"), device, b.get("path", ""),
+                               b.get("split", "val"), concepts_path, phrases_path, unlabeled_path, seed)
+            settings.append(evaluate_setting(study, methods, oti_steps, bb.get("phi_checkpoint", ""), phi_epochs,
+                                             phi_images, captioner, log))
+    return settings
+
+
+def main_metric(dataset: str) -> str:
+    """The headline metric of a dataset (the one bar charts and logs show)."""
+    return {"cirr": "Recall@1", "fashioniq": "average/Recall@10"}.get(dataset, "mAP@10")
+
+
+def comparison(settings: list[Setting]) -> pd.DataFrame:
+    """Long table: dataset, split, backbone, method, metric, reproduced, paper, diff (paper-table
+    metrics only for datasets the paper reports; every metric for ``shapes``)."""
+    frames = []
+    for s in settings:
+        frame = results_frame({(s.study.dataset, s.study.backbone.name, m): e.metrics for m, e in s.evaluations.items()})
+        frame.insert(1, "split", s.study.bench.split)
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["dataset", "split", "backbone", "method", "metric", "reproduced", "paper", "diff"])
+    out = compare_with_paper(pd.concat(frames, ignore_index=True))
+    shapes_metrics = [c for c in out.metric.unique() if "/" not in c]  # drop per-aspect breakdowns from the table
+    return out[(out.dataset != "shapes") | out.metric.isin(shapes_metrics)].reset_index(drop=True)
+
+
+def _cell(reproduced: float, paper: float) -> str:
+    if pd.isna(paper):
+        return f"{reproduced:.2f}"
+    return f"{reproduced:.2f} ({paper:.2f}, {reproduced - paper:+.2f})"
+
+
+def wide_table(compared: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """One dataset as printed: rows (backbone, method), a column per metric with cells
+    ``"ours (paper, ours − paper)"`` where the paper reports the number, else ``"ours"``."""
+    part = compared[compared.dataset == dataset]
+    order = PAPER_TABLE_METRICS.get(dataset) or list(dict.fromkeys(part.metric))
+    cells = part.assign(cell=[_cell(r, p) for r, p in zip(part.reproduced, part.paper)])
+    wide = cells.pivot_table(index=["backbone", "method"], columns="metric", values="cell", aggfunc="first", sort=False)
+    wide = wide.reindex(columns=[m for m in order if m in wide.columns]).fillna("–")
+    wide.index = wide.index.set_levels([wide.index.levels[0], [DISPLAY_NAMES.get(m, m) for m in wide.index.levels[1]]])
+    return wide
+
+
+def markdown(wide: pd.DataFrame) -> str:
+    """A GitHub Markdown table (pandas' ``to_markdown`` needs ``tabulate``, which is not a dependency)."""
+    header = ["Backbone", "Method"] + [str(c) for c in wide.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---"] + ["---:"] * len(wide.columns)) + "|"]
+    for (bb, method), row in wide.iterrows():
+        lines.append("| " + " | ".join([str(bb), str(method)] + [str(v) for v in row]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(compared: pd.DataFrame, folder: str | Path) -> list[Path]:
+    """Write ``results.csv`` (long) and per dataset ``results-<dataset>.{md,tex}``; returns the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "results.csv"]
+    compared.to_csv(paths[0], index=False, float_format="%.4f")
+    for dataset in dict.fromkeys(compared.dataset):
+        wide = wide_table(compared, dataset)
+        md, tex = folder / f"results-{dataset}.md", folder / f"results-{dataset}.tex"
+        split = compared[compared.dataset == dataset].split.iloc[0]
+        note = ("" if compared[compared.dataset == dataset].paper.isna().all()
+                else "\nCells: ours (paper, ours − paper). The paper reports CIRR and CIRCO on their test splits.\n")
+        md.write_text(f"**{dataset} {split}**\n\n" + markdown(wide) + note)
+        tex.write_text(wide.to_latex(escape=True, caption=f"{dataset} {split}", label=f"tab:{dataset}"))
+        paths += [md, tex]
+    return paths
+
+
+def headline(setting: Setting) -> dict[str, float]:
+    """Method -> the benchmark's headline metric (see :func:`main_metric`)."""
+    metric = main_metric(setting.study.dataset)
+    return {m: flatten(e.metrics).get(metric, math.nan) for m, e in setting.evaluations.items()}

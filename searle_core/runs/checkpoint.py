@@ -1,0 +1,171 @@
+"""Run folders: atomic writes, and the manifest that says what a run was computed with.
+
+A run that takes GPU-hours is killed sooner or later. Every file of a run folder is therefore
+written to a temporary name in the same folder and renamed over the target (a rename is atomic on
+POSIX file systems), so a kill leaves the previous version or the new one, never half a file. The
+manifest records the hyper-parameters, the code version and the sessions that worked on the run; a
+resumed run compares its hyper-parameters with the manifest's and refuses to mix different ones
+unless told to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..paths import REPO_ROOT
+
+MANIFEST = "manifest.json"
+
+# mkstemp creates files readable by their owner only; run files get the usual umask permissions.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
+    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write text atomically (same rule as :func:`atomic_save`)."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    return _atomic(path, write)
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
+    return atomic_write_text(json.dumps(jsonable(obj), indent=2, sort_keys=True) + "\n", path)
+
+
+def jsonable(obj: Any) -> Any:
+    """Dataclasses, tuples and paths as plain JSON values (hyper-parameters compare as JSON)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, torch.device):
+        return str(obj)
+    return str(obj)
+
+
+def fingerprint(*parts: Any) -> str:
+    """Short sha256 of JSON-able values and tensors (e.g. the image names, the features)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            t = part.detach().cpu().contiguous()
+            digest.update(str((tuple(t.shape), t.dtype)).encode())
+            digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(json.dumps(jsonable(part), sort_keys=True).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def code_version() -> dict:
+    """The package version, the git commit of the checkout (if any) and whether it had local changes."""
+    from .. import __version__
+
+    version = {"package": __version__, "git_commit": None, "git_dirty": None}
+    if (REPO_ROOT / ".git").exists():
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True,
+                                  timeout=10, check=True).stdout.strip()
+        try:
+            version["git_commit"] = git("rev-parse", "HEAD")
+            version["git_dirty"] = bool(git("status", "--porcelain", "--untracked-files=no"))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return version
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def read_manifest(folder: str | os.PathLike) -> dict | None:
+    """The run's manifest, or ``None`` if the folder holds no run yet."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not a valid run manifest ({err}); remove the folder or pass --force") from err
+
+
+def hyperparameter_changes(saved: dict, current: dict) -> list[str]:
+    """Human-readable differences between two hyper-parameter dicts (nested keys joined by '.')."""
+    changes: list[str] = []
+
+    def walk(a: Any, b: Any, key: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{key}.{k}" if key else k)
+        elif a != b:
+            changes.append(f"{key}: {short(a)} in the run, {short(b)} now")
+    walk(jsonable(saved), jsonable(current), "")
+    return changes
+
+
+def short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def check_resume(folder: Path, manifest: dict, hyperparameters: dict, force: bool, what: str) -> list[str]:
+    """Refuse to resume with different hyper-parameters unless ``force``; returns the changes.
+
+    Raises:
+        ValueError: naming the folder and every changed hyper-parameter.
+    """
+    changes = hyperparameter_changes(manifest.get("hyperparameters", {}), hyperparameters)
+    if changes and not force:
+        raise ValueError(f"cannot resume the {what} in {folder}: its hyper-parameters differ from this command's:\n  "
+                         + "\n  ".join(changes)
+                         + "\nUse the same settings, another --out folder, or --force to continue with the new ones "
+                           "(the manifest records the change).")
+    return changes
+
+
+def new_manifest(kind: str, hyperparameters: dict, info: dict | None = None) -> dict:
+    return {"kind": kind, "hyperparameters": jsonable(hyperparameters), "info": jsonable(info or {}),
+            "code_version": code_version(), "created": now(), "sessions": [], "complete": False}
+
+
+def add_session(manifest: dict, world_size: int, resumed: bool, changes: list[str]) -> dict:
+    """Record that a (possibly resumed) session started, with what it changed and its code version."""
+    manifest.setdefault("sessions", []).append({
+        "started": now(), "world_size": world_size, "resumed": resumed, "forced_changes": changes,
+        "code_version": code_version()})
+    return manifest

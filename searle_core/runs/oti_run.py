@@ -1,0 +1,345 @@
+"""Dataset-scale OTI: every image of a dataset inverted in batches, resumable and shardable.
+
+A run folder holds:
+
+- ``manifest.json``: hyper-parameters, code version, sessions, whether the run is complete;
+- ``inputs.pt``: image names, their CLIP features and their top concepts (what φ training needs too);
+- ``chunks/*.pt``: tokens of the batches done so far, appended every ``checkpoint_every`` batches;
+- ``tokens.pt``: at the end, ``{"names", "tokens"}`` of every image, in dataset order;
+- ``log.csv``: at the end, one row per batch: rank, seconds, images/s and the last step's losses.
+
+Batch ``b`` is ``names[b*B:(b+1)*B]`` and is seeded from the run seed and its image names
+(:func:`~searle_core.inversion.batch.batch_seed`), so its tokens do not depend on which batches ran
+before it, on which process ran it, or on an interruption: a resumed run, or one sharded over
+``torchrun`` processes (rank ``r`` takes batches ``r, r+W, ...``), gives the tokens of one
+uninterrupted process (bit for bit on CPU).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..backbone import Backbone
+from ..datasets.base import ImageSource
+from ..inversion import OTIConfig, oti
+from ..inversion.batch import batch_seed
+from ..inversion.phi_training import StablePhraseFeatures
+from ..retrieval.features import image_features, weights_key
+from . import distributed as dist
+from .checkpoint import (MANIFEST, add_session, atomic_save, atomic_write_json, atomic_write_text, check_resume,
+                         fingerprint, new_manifest, read_manifest)
+
+INPUTS, TOKENS, CHUNKS, LOG = "inputs.pt", "tokens.pt", "chunks", "log.csv"
+
+
+@dataclass(frozen=True)
+class OTIRunConfig:
+    """What determines a run's tokens besides the images and the backbone.
+
+    Args:
+        oti: OTI hyper-parameters (the paper's by default).
+        batch_size: images optimised together (32 in the paper).
+        seed: run seed; each batch's seed derives from it and the batch's names.
+        stored_concepts: concepts kept per image in ``inputs.pt`` (φ draws from 150, OTI from 15).
+    """
+
+    oti: OTIConfig = OTIConfig()
+    batch_size: int = 32
+    seed: int = 42
+    stored_concepts: int = 150
+
+
+@dataclass
+class RunInputs:
+    """Names, features and concepts of a run's images (``inputs.pt``)."""
+
+    names: list[str]
+    features: torch.Tensor
+    concepts: list[list[str]] | None
+
+
+@dataclass
+class OTIRunResult:
+    """A finished run: ``tokens[i]`` is the token of ``names[i]``."""
+
+    names: list[str]
+    tokens: torch.Tensor
+    folder: Path
+    manifest: dict
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.tokens))
+
+
+def vocabulary_fingerprint(vocabulary) -> str | None:
+    if vocabulary is None:
+        return None
+    return fingerprint(list(vocabulary.concepts), sorted(vocabulary.phrase_bank.items()))
+
+
+# ---- inputs: features and concepts, computed once per run --------------------------------------
+@torch.no_grad()
+def compute_inputs(backbone: Backbone, source: ImageSource, names: list[str], vocabulary, top_k: int,
+                   batch_size: int = 256, progress: bool = True) -> RunInputs:
+    """Features (sharded over ranks in whole feature batches, so identical to one process) and concepts.
+
+    Args:
+        backbone: the frozen CLIP (its image pipeline sets preprocessing and loader workers).
+        source: where the images come from.
+        names: the images, in run order.
+        vocabulary: a :class:`~searle_core.methods.Vocabulary`, or ``None`` (no regulariser).
+        top_k: concepts kept per image.
+        batch_size: images per feature pass.
+        progress: progress bar (rank 0).
+    """
+    chunks = [names[i:i + batch_size] for i in range(0, len(names), batch_size)]
+    mine = dist.shard_indices(len(chunks))
+    # Each rank encodes whole batches of the single-process grid: same shapes, same numbers.
+    local = image_features(backbone, source, [n for c in mine for n in chunks[c]], batch_size=batch_size,
+                           progress=progress and dist.is_main(), cache=False) if mine else None
+    parts = dist.all_gather_objects((mine, local))
+    rows: dict[int, torch.Tensor] = {}
+    for chunk_ids, feats in parts:
+        start = 0
+        for c in chunk_ids:
+            rows[c] = feats[start:start + len(chunks[c])]
+            start += len(chunks[c])
+    features = torch.cat([rows[c] for c in range(len(chunks))]) if chunks else torch.empty(0, backbone.embed_dim)
+    concepts = None
+    if vocabulary is not None:
+        concepts = None
+        if dist.is_main():
+            # In slices: a 100k x 20k similarity matrix would not fit in memory.
+            concepts = [c for i in range(0, len(names), 4096)
+                        for c in vocabulary.associate(backbone, features[i:i + 4096], top_k)]
+        concepts = dist.broadcast_object(concepts)
+    return RunInputs(names, features, concepts)
+
+
+def save_inputs(inputs: RunInputs, path: Path) -> None:
+    vocab = sorted({c for cs in inputs.concepts or [] for c in cs})
+    index = {c: i for i, c in enumerate(vocab)}
+    width = max((len(cs) for cs in inputs.concepts or []), default=0)
+    table = torch.full((len(inputs.names), width), -1, dtype=torch.int32)
+    for row, cs in enumerate(inputs.concepts or []):
+        table[row, :len(cs)] = torch.tensor([index[c] for c in cs], dtype=torch.int32)
+    atomic_save({"names": inputs.names, "features": inputs.features, "concept_names": vocab,
+                 "concepts": table if inputs.concepts is not None else None}, path)
+
+
+def load_inputs(path: Path) -> RunInputs:
+    data = torch.load(path, weights_only=True)
+    concepts = None
+    if data.get("concepts") is not None:
+        vocab = data["concept_names"]
+        concepts = [[vocab[i] for i in row if i >= 0] for row in data["concepts"].tolist()]
+    return RunInputs(list(data["names"]), data["features"], concepts)
+
+
+# ---- the run ------------------------------------------------------------------------------------
+def _open_run(folder: Path, hyper: dict, info: dict, resume: bool, force: bool) -> dict:
+    """Start or resume the run in ``folder``; returns its manifest (written by rank 0)."""
+    manifest = read_manifest(folder)
+    changes: list[str] = []
+    if manifest is not None and manifest.get("kind") != "oti":
+        raise ValueError(f"{folder} holds a {manifest.get('kind')!r} run, not an OTI run; choose another --out")
+    if manifest is not None and not resume:
+        if not force:
+            raise ValueError(f"{folder} already holds an OTI run; pass --resume to continue it or --force to "
+                             "start over (its tokens are deleted)")
+        dist.barrier()
+        if dist.is_main():
+            for path in [folder / MANIFEST, folder / INPUTS, folder / TOKENS, folder / LOG,
+                         *(folder / CHUNKS).glob("*.pt")]:
+                path.unlink(missing_ok=True)
+        dist.barrier()
+        manifest = None
+    if manifest is not None:
+        changes = check_resume(folder, manifest, hyper, force, "OTI run")
+        manifest["hyperparameters"] = new_manifest("oti", hyper)["hyperparameters"]
+    else:
+        manifest = new_manifest("oti", hyper, info)
+    add_session(manifest, dist.world_size(), resumed=bool(manifest["sessions"]), changes=changes)
+    dist.barrier()
+    if dist.is_main():
+        atomic_write_json(manifest, folder / MANIFEST)
+    dist.barrier()
+    return manifest
+
+
+def _load_chunks(folder: Path, names: list[str], force: bool = False) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """Tokens and batch log rows so far (``force``: tokens of images no longer in the run are dropped)."""
+    known, done, log = set(names), {}, []
+    if (folder / TOKENS).is_file():  # a finished run being resumed: nothing left to do
+        data = torch.load(folder / TOKENS, weights_only=True)
+        done.update((n, t) for n, t in zip(data["names"], data["tokens"]) if n in known)
+    for path in sorted((folder / CHUNKS).glob("*.pt")):
+        part = torch.load(path, weights_only=True)
+        stray = [n for n in part["names"] if n not in known]
+        if stray and not force:
+            raise ValueError(f"{path}: tokens of images that are not in this run ({stray[:3]}...); "
+                             "the folder belongs to another dataset or split: use another --out or --force")
+        done.update((n, t) for n, t in zip(part["names"], part["tokens"]) if n in known)
+        log += part.get("log", [])
+    return done, log
+
+
+def run_oti(backbone: Backbone, source: ImageSource, names: list[str], vocabulary, folder: str | Path,
+            config: OTIRunConfig = OTIRunConfig(), resume: bool = False, force: bool = False,
+            checkpoint_every: int = 10, progress: bool = True, info: dict | None = None,
+            on_batch: Callable[[int, list[str], torch.Tensor], None] | None = None) -> OTIRunResult | None:
+    """Invert every named image into ``folder``, resuming and sharding as described in the module.
+
+    Args:
+        backbone: the frozen CLIP.
+        source: where the images come from.
+        names: the images, in run order (batches are consecutive slices).
+        vocabulary: concepts and phrases for the regulariser (``None`` or ``lambda_gpt=0``: none).
+        folder: the run folder.
+        config: hyper-parameters (compared with the folder's on resume).
+        resume: continue the run in ``folder`` (a fresh start if there is none).
+        force: with ``resume``, accept changed hyper-parameters; without, delete the old run.
+        checkpoint_every: batches between checkpoints (per process).
+        progress: progress bar with images/s and ETA (rank 0, its own share).
+        info: free-form description kept in the manifest (dataset, split, path).
+        on_batch: called after each batch with (batch index, names, tokens), e.g. to log.
+
+    Returns:
+        The tokens of every image on rank 0; ``None`` on the other ranks.
+    """
+    folder = Path(folder)
+    if len(set(names)) != len(names):
+        raise ValueError("image names must be unique: tokens are stored by name")
+    regularise = vocabulary is not None and config.oti.lambda_gpt > 0
+    vocabulary = vocabulary if regularise else None
+    hyper = {"oti": config.oti, "batch_size": config.batch_size, "seed": config.seed,
+             "stored_concepts": config.stored_concepts if regularise else 0,
+             "backbone": backbone.name, "weights": weights_key(backbone),
+             "preprocess": getattr(backbone.preprocess, "preprocess_id", "clip"),
+             "images": len(names), "names": fingerprint(names), "vocabulary": vocabulary_fingerprint(vocabulary)}
+    manifest = _open_run(folder, hyper, info or {}, resume, force)
+
+    inputs = load_inputs(folder / INPUTS) if (folder / INPUTS).is_file() else None
+    if inputs is not None and (inputs.names != names or (inputs.concepts is None) != (vocabulary is None)):
+        inputs = None  # a forced resume over other images or vocabulary: inputs are computed anew
+    if inputs is None:
+        inputs = compute_inputs(backbone, source, names, vocabulary, config.stored_concepts, progress=progress)
+        if dist.is_main():
+            save_inputs(inputs, folder / INPUTS)
+    done, log = _load_chunks(folder, names, force)
+    new = _invert(backbone, inputs, vocabulary.phrase_bank if vocabulary else None, folder, config, done,
+                  checkpoint_every, progress, on_batch)
+
+    parts = dist.gather_objects(new)
+    result = None
+    if dist.is_main():
+        for tokens_part, log_part in parts:
+            done.update(tokens_part)
+            log += log_part
+        missing = [n for n in names if n not in done]
+        if missing:
+            raise RuntimeError(f"{len(missing)} images have no token after every rank finished (first: {missing[0]})")
+        tokens = torch.stack([done[n] for n in names])
+        manifest["complete"] = True
+        atomic_save({"names": names, "tokens": tokens, "hyperparameters": manifest["hyperparameters"],
+                     "code_version": manifest["code_version"]}, folder / TOKENS)
+        atomic_write_json(manifest, folder / MANIFEST)
+        if log:
+            _write_log(log, folder / LOG)
+        for path in (folder / CHUNKS).glob("*.pt"):  # merged into tokens.pt
+            path.unlink()
+        result = OTIRunResult(names, tokens, folder, manifest)
+    dist.barrier()
+    return result
+
+
+def _invert(backbone: Backbone, inputs: RunInputs, bank, folder: Path, config: OTIRunConfig,
+            done: dict[str, torch.Tensor], checkpoint_every: int, progress: bool,
+            on_batch: Callable | None) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """This rank's batches that are not done; returns their tokens and log rows (also written as chunks)."""
+    names, bs = inputs.names, config.batch_size
+    batches = [list(range(s, min(s + bs, len(names)))) for s in range(0, len(names), bs)]
+    todo = [b for b in dist.shard_indices(len(batches)) if not all(names[i] in done for i in batches[b])]
+    phrases = None
+    if bank is not None and inputs.concepts is not None:
+        phrases = StablePhraseFeatures(backbone, [c[:config.oti.top_concepts] for c in inputs.concepts], bank)
+    session = uuid.uuid4().hex[:8]
+    new: dict[str, torch.Tensor] = {}
+    pending: dict[str, torch.Tensor] = {}
+    log: list[dict] = []
+    pending_log: list[dict] = []
+    bar = tqdm(total=sum(len(batches[b]) for b in todo), unit="img", dynamic_ncols=True,
+               desc=f"OTI rank 0/{dist.world_size()}" if dist.world_size() > 1 else "OTI",
+               disable=not progress or not dist.is_main())
+
+    def flush() -> None:
+        if pending:
+            atomic_save({"names": list(pending), "tokens": torch.stack(list(pending.values())), "log": pending_log},
+                        folder / CHUNKS / f"r{dist.rank()}-{session}-{len(new):09d}.pt")
+            pending.clear()
+            pending_log.clear()
+
+    try:
+        for count, b in enumerate(todo, 1):
+            rows = batches[b]
+            batch_names = [names[i] for i in rows]
+            began = time.perf_counter()
+            result = oti(backbone, inputs.features[rows], [inputs.concepts[i] for i in rows] if phrases else None,
+                         bank, config.oti, seed=batch_seed(config.seed, batch_names),
+                         phrase_cache=phrases.cache() if phrases else None)
+            tokens = result.tokens.float().cpu()
+            seconds = time.perf_counter() - began
+            row = {"batch": b, "rank": dist.rank(), "images": len(rows), "seconds": seconds,
+                   "images_per_s": len(rows) / seconds, **{k: v[-1] for k, v in result.history.items() if v}}
+            new.update(zip(batch_names, tokens))
+            pending.update(zip(batch_names, tokens))
+            log.append(row)
+            pending_log.append(row)
+            if count % checkpoint_every == 0:
+                flush()
+            bar.update(len(rows))
+            if on_batch is not None:
+                on_batch(b, batch_names, tokens)
+    finally:
+        flush()  # an interruption keeps every finished batch
+        bar.close()
+    return new, log
+
+
+def _write_log(rows: list[dict], path: Path) -> None:
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(sorted(rows, key=lambda r: r["batch"]))
+    atomic_write_text(text.getvalue(), path)
+
+
+def load_oti_run(folder: str | Path) -> tuple[RunInputs, torch.Tensor, dict]:
+    """A finished run's inputs (names, features, concepts), tokens and manifest.
+
+    Raises:
+        FileNotFoundError: the folder holds no finished OTI run.
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if manifest is None or manifest.get("kind") != "oti":
+        raise FileNotFoundError(f"{folder} holds no OTI run (no {MANIFEST}); create one with "
+                                f"`searle oti --out {folder}`")
+    if not (folder / TOKENS).is_file():
+        raise FileNotFoundError(f"the OTI run in {folder} is not finished (no {TOKENS}); finish it with "
+                                f"`searle oti ... --out {folder} --resume`")
+    inputs = load_inputs(folder / INPUTS)
+    data = torch.load(folder / TOKENS, weights_only=True)
+    if list(data["names"]) != inputs.names:
+        raise ValueError(f"{folder}: {TOKENS} and {INPUTS} list different images; rerun with --force")
+    return inputs, data["tokens"], manifest

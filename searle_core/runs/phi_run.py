@@ -1,0 +1,155 @@
+"""``searle train-phi``: φ from an OTI run's tokens, checkpointed every epoch, validated every epoch.
+
+The φ run folder holds ``manifest.json``, ``checkpoint.pt`` (φ, optimiser, completed epochs,
+history), ``history.csv`` (losses and validation metrics per epoch) and, at the end, ``phi.pt`` in
+the authors' layout (``searle evaluate --method searle --phi-checkpoint DIR/phi.pt``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..backbone import Backbone
+from ..inversion.phi import Phi, save_phi
+from ..inversion.phi_training import PhiTrainConfig, PhiTrainingResult, _history_csv, train_phi
+from ..retrieval.features import weights_key
+from . import distributed as dist
+from .checkpoint import (MANIFEST, add_session, atomic_save, atomic_write_json, check_resume, fingerprint,
+                         new_manifest, read_manifest)
+
+CHECKPOINT, HISTORY, PHI = "checkpoint.pt", "history.csv", "phi.pt"
+
+
+class PhiCheckpointer:
+    """Opens a φ run folder (fresh, resumed or forced) and writes its checkpoints on rank 0.
+
+    Args:
+        folder: the run folder.
+        config: the training hyper-parameters (compared with the folder's on resume).
+        backbone: the frozen CLIP (name and weights are hyper-parameters).
+        features: the training features, fingerprinted with ``tokens``.
+        tokens: the OTI tokens.
+        resume: continue from the folder's checkpoint.
+        force: with ``resume``, accept changed hyper-parameters; without, start over.
+        info: free-form description for the manifest (e.g. the OTI run it trains on).
+    """
+
+    def __init__(self, folder: str | Path, config: PhiTrainConfig, backbone: Backbone, features: torch.Tensor,
+                 tokens: torch.Tensor, resume: bool, force: bool, info: dict | None = None):
+        self.folder = Path(folder)
+        self.device = backbone.device
+        self.hyper = {"phi": config, "backbone": backbone.name, "weights": weights_key(backbone),
+                      "images": int(features.shape[0]), "data": fingerprint(features.float(), tokens.float())}
+        manifest = read_manifest(self.folder)
+        changes: list[str] = []
+        if manifest is not None and manifest.get("kind") != "phi":
+            raise ValueError(f"{self.folder} holds a {manifest.get('kind')!r} run, not a φ run; choose another --out")
+        if manifest is not None and not resume:
+            if not force:
+                raise ValueError(f"{self.folder} already holds a φ run; pass --resume to continue it or --force "
+                                 "to start over (its checkpoint is deleted)")
+            dist.barrier()
+            if dist.is_main():
+                for name in (MANIFEST, CHECKPOINT, HISTORY, PHI):
+                    (self.folder / name).unlink(missing_ok=True)
+            dist.barrier()
+            manifest = None
+        self.resume = manifest is not None
+        if manifest is not None:
+            changes = check_resume(self.folder, manifest, self.hyper, force, "φ training")
+            manifest["hyperparameters"] = new_manifest("phi", self.hyper)["hyperparameters"]
+        else:
+            manifest = new_manifest("phi", self.hyper, info)
+        self.manifest = add_session(manifest, dist.world_size(), resumed=self.resume, changes=changes)
+        dist.barrier()
+        if dist.is_main():
+            atomic_write_json(self.manifest, self.folder / MANIFEST)
+        dist.barrier()
+
+    def restore(self, phi: Phi, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict]]:
+        """Load the checkpoint into φ and the optimiser; returns (completed epochs, history)."""
+        path = self.folder / CHECKPOINT
+        if not self.resume or not path.is_file():
+            return 0, []
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        phi.load_state_dict(state["phi"])
+        optimizer.load_state_dict(state["optimizer"])
+        return int(state["epoch"]), list(state["history"])
+
+    def save(self, phi: Phi, optimizer: torch.optim.Optimizer, epoch: int, history: list[dict]) -> None:
+        if not dist.is_main():
+            return
+        # Every random choice derives from (seed, epoch, batch): the epoch is the whole RNG state.
+        atomic_save({"phi": phi.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                     "history": history, "rng": {"scheme": "derive_seed(seed, epoch, batch, purpose)"},
+                     "hyperparameters": self.manifest["hyperparameters"]}, self.folder / CHECKPOINT)
+        _history_csv(history, self.folder / HISTORY)
+
+    def finish(self, phi: Phi, history: list[dict]) -> None:
+        if dist.is_main():
+            save_phi(phi, self.folder / PHI, history=history, hyperparameters=self.manifest["hyperparameters"])
+            if history:
+                _history_csv(history, self.folder / HISTORY)
+            self.manifest["complete"] = True
+            atomic_write_json(self.manifest, self.folder / MANIFEST)
+        dist.barrier()
+
+
+def benchmark_validator(backbone: Backbone, bench, vocabulary=None, progress: bool = False) -> Callable[[Phi], dict]:
+    """``validate(phi)``: the ``searle`` method's metrics on ``bench`` with the current φ.
+
+    The gallery features are computed once, on the first call.
+    """
+    from ..methods import MethodContext
+    from ..pipeline import evaluate, gallery_features
+
+    gallery: dict = {}
+
+    def validate(phi: Phi) -> dict:
+        if not gallery:
+            gallery.update(gallery_features(backbone, bench, progress=progress))
+        ctx = MethodContext(vocabulary=vocabulary, phi=phi, progress=progress)
+        was_training = phi.training
+        result = evaluate("searle", bench, backbone, ctx, gallery=gallery)
+        phi.train(was_training)
+        return result.metrics
+
+    return validate
+
+
+def run_train_phi(backbone: Backbone, tokens_dir: str | Path, out_dir: str | Path,
+                  config: PhiTrainConfig = PhiTrainConfig(), phrase_bank=None,
+                  validate: Callable[[Phi], dict] | None = None, resume: bool = False, force: bool = False,
+                  progress: bool = True) -> PhiTrainingResult:
+    """Train φ on the tokens of a finished OTI run (``searle oti --out tokens_dir``).
+
+    Args:
+        backbone: the CLIP the OTI run used.
+        tokens_dir: the OTI run folder.
+        out_dir: the φ run folder.
+        config: hyper-parameters (the paper's by default).
+        phrase_bank: concept -> phrases for the regulariser (``None``: no regulariser); the concepts
+            of each image come from the OTI run.
+        validate: per-epoch validation (e.g. :func:`benchmark_validator`).
+        resume: continue from ``out_dir``'s checkpoint.
+        force: see :class:`PhiCheckpointer`.
+        progress: progress bar (rank 0).
+    """
+    from .oti_run import load_oti_run
+
+    inputs, tokens, manifest = load_oti_run(tokens_dir)
+    hyper = manifest.get("hyperparameters", {})
+    if hyper.get("backbone") not in (None, backbone.name) or hyper.get("weights") not in (None, weights_key(backbone)):
+        raise ValueError(f"the OTI run in {tokens_dir} used backbone {hyper.get('backbone')} with weights "
+                         f"{hyper.get('weights')}, not {backbone.name} with {weights_key(backbone)}: φ must be "
+                         "trained with the CLIP its tokens came from")
+    if phrase_bank is not None and inputs.concepts is None:
+        raise ValueError(f"the OTI run in {tokens_dir} stored no concepts (it ran without a vocabulary); "
+                         "train without the regulariser (--lambda-gpt 0) or rerun OTI with one")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return train_phi(backbone, inputs.features, tokens, inputs.concepts if phrase_bank is not None else None,
+                     phrase_bank, config, validate=validate, out_dir=out_dir, resume=resume, progress=progress,
+                     force=force)

@@ -1,0 +1,229 @@
+"""What a notebook works on: one backbone, one benchmark, its vocabulary and its images, opened once.
+
+``open_study(dataset="shapes", quick=True)`` gives the offline world (its CLIP trained and cached on
+first use); ``open_study("circo", dataset_path="/data/CIRCO", backbone="ViT-B-32")`` the same
+structure over a real dataset. Notebooks call only this and the analysis functions, so the same
+notebook runs on the world and on the paper's data by changing its parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+from .backbone import Backbone, load_backbone
+from .datasets.base import CIRBenchmark, CIRQuery, ImageSource
+from .inversion import OTIConfig, Phi
+from .methods import MethodContext, Vocabulary
+from .retrieval.features import image_features
+
+
+@dataclass
+class Study:
+    """A backbone, a benchmark and what inversion needs, with feature look-ups.
+
+    Args:
+        dataset: ``shapes``, ``cirr``, ``fashioniq`` or ``circo``.
+        backbone: the frozen CLIP.
+        bench: the benchmark split studied.
+        vocabulary: concepts and phrases for the regulariser (``None``: regulariser off).
+        allowed_word_ids: token ids nearest-word searches are restricted to (the world CLIP's
+            trained words; ``None``: every whole word of the vocabulary).
+        world: the ``ShapesWorld`` (``shapes`` only).
+        unlabeled: images φ trains on (world pretrain images, or an image folder), with names.
+        seed: run seed.
+        progress: progress bars.
+    """
+
+    dataset: str
+    backbone: Backbone
+    bench: CIRBenchmark
+    vocabulary: Vocabulary | None
+    allowed_word_ids: list[int] | None = None
+    world: object | None = None
+    unlabeled: tuple[ImageSource, list[str]] | None = None
+    seed: int = 42
+    progress: bool = False
+    _gallery: dict | None = field(default=None, repr=False)
+
+    def features(self, names: list[str], source: ImageSource | None = None) -> torch.Tensor:
+        """Normalised (N, embed_dim) image features of named images (cached on disk)."""
+        return image_features(self.backbone, source or self.bench.images, list(names), progress=self.progress)
+
+    def images(self, names: list[str], source: ImageSource | None = None) -> list[Image.Image]:
+        source = source or self.bench.images
+        return [source.load_image(n) for n in names]
+
+    def concepts(self, features: torch.Tensor, top_k: int = 15) -> list[list[str]] | None:
+        """Each image's ``top_k`` concepts, or ``None`` without a vocabulary."""
+        if self.vocabulary is None:
+            return None
+        return self.vocabulary.associate(self.backbone, features, top_k)
+
+    @property
+    def phrase_bank(self) -> dict | None:
+        return self.vocabulary.phrase_bank if self.vocabulary else None
+
+    def caption(self, name: str) -> str:
+        """A readable description of an image: the world's canonical caption, else its name."""
+        if self.world is not None:
+            from .datasets.shapes import caption_for
+            return caption_for(self.world.attributes(name))
+        return name
+
+    def gallery(self) -> dict[str, torch.Tensor]:
+        """Gallery features as ``pipeline.gallery_features`` returns them (computed once)."""
+        if self._gallery is None:
+            from .pipeline import gallery_features
+            self._gallery = gallery_features(self.backbone, self.bench, self.progress)
+        return self._gallery
+
+    def subset(self, max_queries: int | None) -> "Study":
+        """The same study on the first ``max_queries`` queries (same gallery); all if ``None``/0."""
+        import dataclasses
+
+        if not max_queries or max_queries >= len(self.bench.queries):
+            return self
+        bench = dataclasses.replace(self.bench, queries=self.bench.queries[:max_queries])
+        return dataclasses.replace(self, bench=bench, _gallery=self._gallery)
+
+    def search_set(self) -> tuple[torch.Tensor, list[str]]:
+        """The whole gallery as one (features, names) pair (FashionIQ's categories concatenated)."""
+        gallery = self.gallery()
+        by_category = self.bench.extra.get("gallery_by_category")
+        if not by_category:
+            return gallery["all"], list(self.bench.gallery)
+        return torch.cat([gallery[c] for c in by_category]), [n for c in by_category for n in by_category[c]]
+
+    def context(self, oti_steps: int = 350, phi: Phi | None = None, lambda_gpt: float = 0.5,
+                oti_batch_size: int = 32, **oti_overrides) -> MethodContext:
+        """A ``MethodContext`` for ``pipeline.evaluate`` with this study's vocabulary and seed.
+
+        Args:
+            oti_steps: OTI steps (paper: 350).
+            phi: a trained φ for ``searle`` (on ``shapes`` it is trained and cached if omitted).
+            lambda_gpt: regulariser weight (forced to 0 without a vocabulary).
+            oti_batch_size: images per OTI batch.
+            **oti_overrides: other ``OTIConfig`` fields.
+        """
+        config = OTIConfig(steps=oti_steps, lambda_gpt=lambda_gpt if self.vocabulary else 0.0, **oti_overrides)
+        ctx = MethodContext(vocabulary=self.vocabulary, oti_config=config, oti_batch_size=oti_batch_size, phi=phi,
+                            seed=self.seed, progress=self.progress)
+        if self.unlabeled is not None and self.world is None:
+            ctx.extras["unlabeled"] = self.unlabeled
+        return ctx
+
+    def pick_queries(self, n: int, pool: int = 60) -> list[int]:
+        """Indices of ``n`` varied example queries, the same in every run.
+
+        Greedy over the first ``pool`` queries: each pick maximises (a change type not shown yet,
+        then the number of words of its reference's description not shown yet), ties going to the
+        earlier query. On ``shapes`` this shows different changes on different-looking images.
+        """
+        candidates = list(range(min(pool, len(self.bench.queries))))
+        picked, aspects, words = [], set(), set()
+        for _ in range(min(n, len(candidates))):
+            def novelty(i: int) -> tuple[int, int]:
+                q = self.bench.queries[i]
+                return (q.aspect not in aspects, len(set(self.caption(q.reference).split()) - words))
+            best = max((i for i in candidates if i not in picked), key=lambda i: (novelty(i), -i))
+            picked.append(best)
+            aspects.add(self.bench.queries[best].aspect)
+            words |= set(self.caption(self.bench.queries[best].reference).split())
+        return picked
+
+    def query(self, index: int) -> CIRQuery:
+        return self.bench.queries[index]
+
+    def reference_sample(self, n: int, first: list[str] | None = None) -> list[str]:
+        """``n`` reference images: ``first`` (e.g. the shown examples), then others in name order."""
+        first = list(dict.fromkeys(first or []))
+        rest = [r for r in self.bench.reference_names() if r not in set(first)]
+        return (first + rest)[:max(n, len(first))]
+
+    def examples(self, query_indices: list[int], rankings: list[list[str]], k: int = 5, label: str = "",
+                 captions: list[str] | None = None, truths: list[set[str]] | None = None) -> list:
+        """Rows of a retrieval grid (``plotting.retrieval_grid``) for benchmark queries.
+
+        Args:
+            query_indices: which queries (indices into ``bench.queries``).
+            rankings: one ranking per listed query (or per benchmark query: indexed by query index).
+            k: results shown.
+            label: row label (e.g. the method).
+            captions: override the captions shown (default: the queries' relative captions).
+            truths: override what counts as a hit (default: the queries' ground truths).
+        """
+        from .plotting import RetrievalExample
+
+        full = len(rankings) == len(self.bench.queries) and len(query_indices) != len(rankings)
+        rows = []
+        for n, i in enumerate(query_indices):
+            q = self.bench.queries[i]
+            ranking = rankings[i] if full else rankings[n]
+            hits = truths[n] if truths is not None else set(q.ground_truths or ([q.target] if q.target else []))
+            caption = captions[n] if captions is not None else " and ".join(q.captions)
+            rows.append(RetrievalExample(self.bench.images.load_image(q.reference), caption,
+                                         self.images(ranking[:k]), [r in hits for r in ranking[:k]], label))
+        return rows
+
+
+def load_vocabulary(dataset: str, backbone: str, concepts_path: str = "", phrases_path: str = "") -> Vocabulary | None:
+    """The regulariser's vocabulary: the world's for ``shapes``; for real data the Open Images CSV
+    with the authors' phrase pickle (or offline template phrases without one); ``None`` without a CSV."""
+    if dataset == "shapes" or backbone == "shapes-clip":
+        from .world import world_vocabulary
+        return world_vocabulary()
+    if not concepts_path:
+        return None
+    from .phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
+    concepts = load_concepts_csv(concepts_path)
+    bank = filter_phrase_bank(load_phrase_pickle(phrases_path) if phrases_path else template_phrases(concepts))
+    return Vocabulary([c for c in concepts if c in bank], bank)
+
+
+def open_study(dataset: str = "shapes", quick: bool = True, backbone: str = "shapes-clip",
+               pretrained: str = "default", device: str = "auto", dataset_path: str = "", split: str = "val",
+               concepts_path: str = "", phrases_path: str = "", unlabeled_path: str = "", seed: int = 42,
+               progress: bool = False) -> Study:
+    """Open a backbone and a benchmark for a notebook.
+
+    Args:
+        dataset: ``shapes`` (offline world) or ``cirr``, ``fashioniq``, ``circo``.
+        quick: ``shapes``: the CI-sized world and CLIP.
+        backbone: ``shapes-clip`` or an open_clip model (``ViT-B-32``, ``ViT-L-14``).
+        pretrained: weights tag or file (``default``: the world CLIP, or ``openai``).
+        device: ``auto``, ``cpu``, ``cuda``.
+        dataset_path: real datasets: the folder in the authors' layout.
+        split: benchmark split (``val`` has ground truths).
+        concepts_path: real datasets: Open Images V7 class-descriptions CSV.
+        phrases_path: real datasets: the authors' phrase pickle.
+        unlabeled_path: real datasets: the image folder φ trains on (ImageNet1K test).
+        seed: run seed.
+        progress: progress bars.
+    """
+    if dataset == "shapes":
+        from .datasets.shapes import training_vocabulary
+        from .inversion.nearest import word_token_ids
+        from .world import world_setup
+
+        if backbone != "shapes-clip":
+            raise ValueError("the shapes world is studied with its own CLIP: backbone 'shapes-clip'")
+        world, model = world_setup(quick=quick, device=device, progress=progress)
+        bench = world.benchmark(split)
+        return Study(dataset, model, bench, load_vocabulary(dataset, backbone), word_token_ids(model, training_vocabulary()),
+                     world, (world.images, world.pretrain_names()), seed, progress)
+    from .datasets import ImageFolderSource, load_benchmark
+
+    if not dataset_path:
+        raise ValueError(f"dataset {dataset!r} needs dataset_path: its folder in the authors' layout")
+    model = load_backbone(backbone, pretrained, device=device)
+    bench = load_benchmark(dataset, dataset_path, split)
+    unlabeled = None
+    if unlabeled_path:
+        folder = ImageFolderSource(unlabeled_path)
+        unlabeled = (folder, folder.names)
+    return Study(dataset, model, bench, load_vocabulary(dataset, backbone, concepts_path, phrases_path), None, None,
+                 unlabeled, seed, progress)
+

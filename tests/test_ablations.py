@@ -1,0 +1,141 @@
+"""Ablations: the variants are the paper's, each changes exactly one thing, and a tiny run works."""
+
+import logging
+
+import pandas as pd
+import pytest
+import torch
+
+from searle_core import ablations
+from searle_core.methods import Vocabulary
+
+
+def test_oti_variants():
+    rows = ablations.oti_variants(350, (50, 150, 350))
+    names = [v.name for v in rows]
+    assert names == [ablations.FULL, "no phrase regulariser", "templates only", "50 steps", "150 steps", "no EMA"]
+    by_name = {v.name: v for v in rows}
+    assert by_name["no phrase regulariser"].oti == {"lambda_gpt": 0.0}
+    assert by_name["templates only"].phrases == "templates" and by_name["templates only"].oti == {}
+    assert by_name["no EMA"].oti == {"use_ema": False}
+    assert by_name["50 steps"].oti == {"steps": 50}
+    # With a shorter full run (the quick profile), 350 steps is a row of its own.
+    assert "350 steps" in [v.name for v in ablations.oti_variants(150, (50, 150, 350))]
+
+
+def test_phi_variants():
+    rows = ablations.phi_variants((0.01, 0.03, 0.1, 1.0))
+    by_name = {v.name: v for v in rows}
+    assert list(by_name) == [ablations.FULL, "no distillation (cosine to image)", "no phrase regulariser",
+                             "1 % of images", "3 % of images", "10 % of images"]
+    assert by_name["no distillation (cosine to image)"].loss == {"distil_to_image": True}
+    assert by_name["no phrase regulariser"].loss == {"lambda_gpt": 0.0}
+    assert by_name["3 % of images"].data_fraction == 0.03
+    assert all(v.part == "φ" for v in rows)
+
+
+def test_template_vocabulary_keeps_concepts():
+    vocab = Vocabulary(["red circle", "star"], {"red circle": ["a big red circle"], "star": ["a star on gray"]})
+    templated = ablations.template_vocabulary(vocab)
+    assert templated.concepts == vocab.concepts
+    assert templated.phrase_bank == {"red circle": ["a photo of red circle"], "star": ["a photo of star"]}
+    # Every phrase still contains its concept, as the regulariser requires.
+    assert all(c in p for c, ps in templated.phrase_bank.items() for p in ps)
+
+
+def test_subsets_are_nested_and_sized():
+    small, mid, full = (ablations.subset_indices(500, f, seed=42) for f in (0.01, 0.1, 1.0))
+    assert len(small) == 5 and len(mid) == 50 and full == list(range(500))
+    assert set(small) <= set(mid) <= set(full)
+    assert ablations.subset_indices(10, 0.01, 0) != []  # at least one image
+    assert small == ablations.subset_indices(500, 0.01, seed=42)
+
+
+def test_equal_step_epochs():
+    from types import SimpleNamespace
+
+    world_study = SimpleNamespace(world=object(), unlabeled=(None, list(range(500))), seed=0)
+    # 500 images in batches of 64: 8 steps per epoch; 5 images (1 %): 1 step per epoch.
+    assert ablations.equal_step_epochs(world_study, 60, None, 0.01) == 480
+    assert ablations.equal_step_epochs(world_study, 60, 250, 0.1) == 240  # 250 images: 4 steps; 25: 1
+    assert ablations.equal_step_epochs(world_study, 60, 250, 0.5) == 120  # 125 images: 2 steps
+
+
+def test_ablation_curve_and_markdown():
+    table = pd.DataFrame([
+        {"part": "OTI", "variant": ablations.FULL, "mAP@10": 30.0, "steps": 150, "data %": None},
+        {"part": "OTI", "variant": "no EMA", "mAP@10": 29.0, "steps": 150, "data %": None},
+        {"part": "OTI", "variant": "50 steps", "mAP@10": 20.0, "steps": 50, "data %": None},
+        {"part": "φ", "variant": ablations.FULL, "mAP@10": 28.0, "steps": None, "data %": 100.0},
+        {"part": "φ", "variant": "1 % of images", "mAP@10": 10.0, "steps": None, "data %": 1.0},
+        {"part": "φ", "variant": "no phrase regulariser", "mAP@10": 25.0, "steps": None, "data %": 100.0},
+    ])
+    assert ablations.ablation_curve(table, "OTI", "mAP@10") == ([50.0, 150.0], [20.0, 30.0])
+    assert ablations.ablation_curve(table, "φ", "mAP@10") == ([1.0, 100.0], [10.0, 28.0])
+    md = ablations.markdown(table[["part", "variant", "mAP@10"]])
+    assert md.splitlines()[0] == "| part | variant | mAP@10 |"
+    assert "| OTI | no EMA | 29.00 |" in md
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, random_backbone):
+    """A tiny world with a random CLIP; every cache in a temporary folder."""
+    from searle_core.datasets.shapes import ShapesWorld, WorldConfig, training_vocabulary
+    from searle_core.inversion.nearest import word_token_ids
+    from searle_core.study import Study
+    from searle_core.world import world_vocabulary
+
+    logging.getLogger().setLevel(logging.ERROR)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEARLE_DATA", str(tmp_path_factory.mktemp("data")))
+        world = ShapesWorld(WorldConfig.quick(n_pretrain=24, n_val_queries=8, gallery_per_combo=1))
+        yield Study("shapes", random_backbone, world.benchmark("val"), world_vocabulary(n_per_concept=2),
+                    word_token_ids(random_backbone, training_vocabulary()), world,
+                    (world.images, world.pretrain_names()), seed=0)
+
+
+@pytest.mark.slow
+def test_tiny_ablation_run(tiny_study, monkeypatch):
+    calls = []
+    real = ablations.train_study_phi
+
+    def spy(study, oti_config, epochs, images, loss_overrides, fraction, validate):
+        calls.append({"epochs": epochs, "loss": loss_overrides, "fraction": fraction, "validate": validate})
+        return real(study, oti_config, epochs, images, loss_overrides, fraction, validate=validate)
+
+    monkeypatch.setattr(ablations, "train_study_phi", spy)
+    torch.manual_seed(0)
+    table = ablations.run_ablations(tiny_study, oti_steps=12, phi_epochs=2, step_grid=(10, 12, 14),
+                                    fractions=(0.25, 1.0), progress=False)
+    assert list(table.part) == ["OTI"] * 6 + ["φ"] * 4
+    assert list(table.variant[:6]) == [ablations.FULL, "no phrase regulariser", "templates only", "10 steps",
+                                       "14 steps", "no EMA"]
+    assert {"mAP@10", "Recall@1", "seconds"} <= set(table.columns)
+    assert table["mAP@10"].between(0, 100).all()
+    assert table.loc[table.variant == "10 steps", "steps"].item() == 10
+    # The 10-step row is the full run's snapshot (a quarter of its time), 14 steps a run of its own.
+    oti_rows = table[table.part == "OTI"].set_index("variant")
+    full_s, ten_s = oti_rows.loc[ablations.FULL, "seconds"], oti_rows.loc["10 steps", "seconds"]
+    assert ten_s < full_s
+    # φ variants: the loss change reaches φ's training; no validation. 24 images are one batch of 64,
+    # and so are 6: the 25 % φ takes as many steps with as many epochs.
+    assert [c["loss"] for c in calls] == [{}, {"distil_to_image": True}, {"lambda_gpt": 0.0}, {}]
+    assert [c["fraction"] for c in calls] == [1.0, 1.0, 1.0, 0.25]
+    assert calls[3]["epochs"] == 2 and calls[0]["epochs"] == 2
+    assert ablations.equal_step_epochs(tiny_study, 2, None, 0.25) == 2
+    assert not any(c["validate"] for c in calls)
+
+
+@pytest.mark.slow
+def test_snapshots_are_the_ema_of_shorter_runs(tiny_study):
+    """The EMA after k steps of a long run is a k-step run's result (constant lr; draws aside)."""
+    from searle_core import OTIConfig
+    from searle_core.inversions import benchmark_oti
+
+    long = benchmark_oti(tiny_study, OTIConfig(steps=12, lambda_gpt=0.0), tiny_study.vocabulary)
+    short = benchmark_oti(tiny_study, OTIConfig(steps=10, lambda_gpt=0.0), tiny_study.vocabulary)
+    # Without the regulariser the only draws are the templates, drawn first: identical for 10 steps.
+    assert torch.allclose(long.snapshots[10], short.tokens, atol=1e-5)
+    assert not torch.allclose(long.raw, long.tokens)
+    again = benchmark_oti(tiny_study, OTIConfig(steps=12, lambda_gpt=0.0), tiny_study.vocabulary)
+    assert not again.trained_now and torch.equal(again.tokens, long.tokens)

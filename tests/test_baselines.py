@@ -1,0 +1,309 @@
+"""The paper's baselines: loss formulas, saved networks, captioners, and every method end to end."""
+
+import json
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from searle_core import artifacts
+from searle_core.baselines import (CAPTION_PROMPT, HFCaptioner, PalavraConfig, Pic2WordConfig, Pic2WordMapper,
+                                   WorldCaptioner, load_mapper, palavra_contrastive_loss, pic2word_loss)
+from searle_core.baselines.palavra import optimise_tokens, palavra_pretraining_loss
+from searle_core.baselines.pic2word import pic2word_mapper
+from searle_core.inversion import OTIConfig, PhraseFeatureCache, TokenCache, make_sampler
+from searle_core.methods import MethodContext, query_features, reference_features
+from searle_core.retrieval.queries import image_plus_text, text_query_features
+from searle_core.text_encoding import encode_text, encode_with_pseudo_tokens
+
+METHODS = ("image-only", "text-only", "image+text", "captioning", "palavra", "pic2word", "searle-oti", "searle")
+
+
+@pytest.fixture(autouse=True)
+def models_in_tmp(tmp_path, monkeypatch):
+    """Trained networks go to a temporary folder: tests never reuse or pollute the real cache."""
+    monkeypatch.setattr(artifacts, "models_dir", lambda: tmp_path / "models")
+
+
+@pytest.fixture(scope="module")
+def quick_world():
+    from searle_core.world import world_setup
+
+    return world_setup(quick=True, device="cpu", progress=False)
+
+
+def tiny_context(**extras) -> MethodContext:
+    """Every training knob turned down to a few steps: these tests check wiring, not accuracy."""
+    from searle_core.inversion.phi import PhiLossConfig
+    from searle_core.world import world_vocabulary
+
+    defaults = {"pic2word_config": Pic2WordConfig(epochs=1), "palavra_config": PalavraConfig(epochs=1, steps=2)}
+    try:
+        from searle_core.inversion.phi_training import PhiTrainConfig
+        defaults["phi_config"] = PhiTrainConfig(epochs=1, loss=PhiLossConfig(top_concepts=15))
+    except ImportError:  # pragma: no cover - φ training lives in its own module
+        pass
+    return MethodContext(vocabulary=world_vocabulary(), oti_config=OTIConfig(steps=2), progress=False,
+                         extras={**defaults, **extras})
+
+
+# ---- formulas on small tensors ---------------------------------------------------------------------
+def test_image_plus_text_is_the_normalised_sum_of_normalised_features():
+    image = torch.tensor([[3.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
+    text = torch.tensor([[0.0, 5.0, 0.0], [0.0, 0.0, -1.0]])
+    expected = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    expected[0] /= 2 ** 0.5
+    out = image_plus_text(image, text)
+    torch.testing.assert_close(out[0], expected[0])
+    # Opposite unit vectors sum to zero: the result is zero, not NaN.
+    assert torch.isfinite(out).all()
+
+
+def plain_symmetric_ce(a, b, scale):
+    """-(mean log p(match | row) + mean log p(match | column)) / 2, with explicit exp and sums."""
+    a, b = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
+    sims = torch.exp(scale * a @ b.T)
+    rows = torch.diag(sims) / sims.sum(dim=1)
+    cols = torch.diag(sims) / sims.sum(dim=0)
+    return -(rows.log().mean() + cols.log().mean()) / 2
+
+
+def test_pic2word_loss_matches_plain_formula(random_backbone):
+    bb = random_backbone
+    torch.manual_seed(0)
+    mapper = Pic2WordConfig(middle_dim=32).build(bb).eval()
+    feats = F.normalize(torch.randn(5, bb.embed_dim), dim=-1)
+    loss = pic2word_loss(mapper, bb, feats, TokenCache(bb))
+    text = encode_with_pseudo_tokens(bb.model, bb.tokenize(["a photo of $"] * 5), mapper(feats), bb.dollar_token_id)
+    expected = plain_symmetric_ce(feats, text, bb.model.logit_scale.exp())
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
+    loss.backward()
+    assert mapper.fc_out.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in bb.model.parameters())  # CLIP stays frozen
+
+
+def test_every_baseline_prompt_holds_the_pseudo_word_token(random_backbone):
+    from searle_core.baselines.pic2word import PIC2WORD_QUERY_PROMPT, PIC2WORD_TRAIN_PROMPT
+    from searle_core.retrieval.queries import SEARLE_PROMPT
+    from searle_core.templates import TEMPLATES
+
+    prompts = [PIC2WORD_QUERY_PROMPT.format("is red"), PIC2WORD_TRAIN_PROMPT, SEARLE_PROMPT.format("is red")]
+    prompts += [t.format("$") for t in PalavraConfig().templates]
+    assert len(prompts) == 3 + len(TEMPLATES)
+    ids = random_backbone.tokenize(prompts)
+    assert ((ids == random_backbone.dollar_token_id).sum(dim=1) == 1).all()
+    # Why Pic2Word's prompt keeps its space: "$," is one BPE chunk and loses the '$' token.
+    assert not (random_backbone.tokenize(["a photo of $, is red"]) == random_backbone.dollar_token_id).any()
+
+
+def test_mapper_has_pic2words_layout():
+    mapper = Pic2WordMapper(128, 512, 64)
+    assert [k for k in mapper.state_dict()] == ["layers.0.0.weight", "layers.0.0.bias", "layers.1.0.weight",
+                                                "layers.1.0.bias", "fc_out.weight", "fc_out.bias"]
+    assert mapper(torch.randn(3, 128)).shape == (3, 64)
+
+
+def test_palavra_contrastive_loss_matches_plain_formula():
+    torch.manual_seed(0)
+    text, image = torch.randn(4, 8), torch.randn(4, 8)
+    t, x = text / text.norm(dim=1, keepdim=True), image / image.norm(dim=1, keepdim=True)
+    sims = torch.exp(7.0 * t @ x.T)
+    expected = -(torch.diag(sims) / sims.sum(dim=1)).log().mean()  # text i over the batch's images
+    torch.testing.assert_close(palavra_contrastive_loss(text, image, 7.0), expected)
+
+
+def test_palavra_pretraining_loss_is_phrase_cosine(random_backbone):
+    bb = random_backbone
+    from searle_core.inversion import Phi
+
+    torch.manual_seed(0)
+    inverter = Phi.for_backbone(bb).eval()
+    feats = torch.randn(2, bb.embed_dim)
+    bank = {"red circle": ["a red circle on a black background"], "star": ["a photo of a large star"]}
+    sampler = make_sampler([["red circle", "star"], ["star", "red circle"]], bank, top_concepts=1, seed=0)
+    loss = palavra_pretraining_loss(inverter, bb, feats, [0, 1], sampler, PhraseFeatureCache(bb), TokenCache(bb))
+    pseudo = ["a $ on a black background", "a photo of a large $"]
+    plain = ["a red circle on a black background", "a photo of a large star"]
+    with torch.no_grad():
+        tokens = inverter(feats)
+    a = encode_with_pseudo_tokens(bb.model, bb.tokenize(pseudo), tokens, bb.dollar_token_id)
+    b = encode_text(bb.model, bb.tokenize(plain))
+    expected = (1 - (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).mean()
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_palavra_optimisation_lowers_its_contrastive_loss(random_backbone):
+    bb = random_backbone
+    torch.manual_seed(0)
+    feats = F.normalize(torch.randn(4, bb.embed_dim), dim=-1)
+    start = torch.randn(4, bb.token_dim) * 0.02
+    config = PalavraConfig(templates=("a photo of {}",))
+    scale = bb.model.logit_scale.exp()
+
+    def loss_of(tokens):
+        text = encode_with_pseudo_tokens(bb.model, bb.tokenize(["a photo of $"] * 4), tokens, bb.dollar_token_id)
+        return palavra_contrastive_loss(text, feats, scale).item()
+
+    out = optimise_tokens(bb, feats, start, steps=12, config=config, seed=0)
+    assert loss_of(out) < loss_of(start)
+    assert torch.equal(optimise_tokens(bb, feats, start, steps=12, config=config, seed=0), out)  # deterministic
+
+
+# ---- saved networks --------------------------------------------------------------------------------
+def test_saved_mapper_reloads_to_identical_outputs(quick_world, tmp_path):
+    world, bb = quick_world
+    bench = world.benchmark("test")
+    ctx = tiny_context()
+    trained = pic2word_mapper(bb, bench, ctx)
+    files = list((tmp_path / "models").glob("pic2word-*.pt"))
+    assert len(files) == 1 and files[0].with_suffix(".json").is_file()
+    assert ctx.extras["trained_now"]["pic2word"] is True
+    meta = json.loads(files[0].with_suffix(".json").read_text())
+    assert meta["config"]["epochs"] == 1 and meta["backbone"] == "shapes-clip" and len(meta["history"]) == 1
+    again = load_mapper(files[0], bb, Pic2WordConfig(epochs=1))
+    x = torch.randn(7, bb.embed_dim)
+    with torch.no_grad():
+        assert torch.equal(trained(x), again(x))
+    # Second use loads the file instead of training; a different config is a different file.
+    ctx2 = tiny_context()
+    with torch.no_grad():
+        assert torch.equal(pic2word_mapper(bb, bench, ctx2)(x), trained(x))
+    assert ctx2.extras["trained_now"]["pic2word"] is False
+    assert not list((tmp_path / "models").glob(".*tmp"))
+
+
+def test_artifact_names_change_with_weights_data_and_config(random_backbone):
+    from searle_core.backbone import load_backbone
+
+    path = artifacts.artifact_path("pic2word", random_backbone, "data", Pic2WordConfig())
+    assert path == artifacts.artifact_path("pic2word", random_backbone, "data", Pic2WordConfig())
+    assert path.name.startswith("pic2word-shapes-clip-")
+    assert path != artifacts.artifact_path("pic2word", random_backbone, "data", Pic2WordConfig(epochs=2))
+    assert path != artifacts.artifact_path("pic2word", random_backbone, "other-data", Pic2WordConfig())
+    assert path != artifacts.artifact_path("palavra", random_backbone, "data", Pic2WordConfig())
+    torch.manual_seed(1)
+    other_weights = load_backbone("shapes-clip", pretrained=None, device="cpu")
+    assert path != artifacts.artifact_path("pic2word", other_weights, "data", Pic2WordConfig())
+
+
+def test_world_oti_tokens_resume_from_finished_batches(quick_world):
+    world, bb = quick_world
+    config = OTIConfig(steps=1, lambda_gpt=0.0)
+    path = artifacts.artifact_path("oti-tokens", bb, artifacts.world_data_id(world),
+                                   {"oti": config, "seed": 42, "batch_size": 250,
+                                    "vocabulary": artifacts.vocabulary_id(tiny_context().vocabulary)})
+    names = world.pretrain_names()
+    marker = torch.full((bb.token_dim,), 7.0)
+    artifacts.save_atomic({n: marker for n in names[:250]}, path.with_name(f"{path.stem}.partial.pt"))
+    out = artifacts.world_oti_tokens(bb, world, config, batch_size=250, progress=False)
+    assert out.path == path and out.trained_now
+    assert torch.equal(out.content["tokens"][0], marker) and not torch.equal(out.content["tokens"][-1], marker)
+    assert not path.with_name(f"{path.stem}.partial.pt").exists()
+    assert artifacts.world_oti_tokens(bb, world, config, batch_size=250, progress=False).trained_now is False
+
+
+# ---- captioners ------------------------------------------------------------------------------------
+def test_world_captioner_gives_grammar_captions_that_clip_prefers(quick_world):
+    world, bb = quick_world
+    bench = world.benchmark("test")
+    names, feats = reference_features(bb, bench, progress=False)
+    captioner = WorldCaptioner(bb)
+    captions = captioner(feats[:40])
+    assert len(captioner.captions) == 216 and set(captions) <= set(captioner.captions)
+    from searle_core.datasets.shapes import caption_for
+
+    right = sum(c == caption_for(world.attributes(n)) for c, n in zip(captions, names[:40]))
+    assert right >= 10  # the quick CLIP is far above chance (1/216)
+
+
+class StubProcessor:
+    def __call__(self, images, return_tensors, text=None):
+        assert return_tensors == "pt"
+        return {"pixel_values": torch.zeros(len(images), 3, 4, 4)}
+
+    def batch_decode(self, ids, skip_special_tokens):
+        return [f"A  Photo of thing {int(i[0])}.\n" for i in ids]
+
+
+class StubModel:
+    device = "cpu"
+
+    def __init__(self):
+        self.calls = 0
+
+    def generate(self, pixel_values, max_new_tokens):
+        self.calls += 1
+        return torch.arange(len(pixel_values)).unsqueeze(1)
+
+
+def test_hf_captioner_runs_an_injected_model_in_batches():
+    from PIL import Image
+
+    model = StubModel()
+    captioner = HFCaptioner("stub", batch_size=2, model=model, processor=StubProcessor())
+    captions = captioner([Image.new("RGB", (4, 4))] * 3)
+    assert captions == ["a photo of thing 0", "a photo of thing 1", "a photo of thing 0"]
+    assert model.calls == 2
+    assert CAPTION_PROMPT.format(captions[0], "is red") == "a photo of a photo of thing 0 that is red"
+
+
+def test_hf_captioner_without_transformers_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
+    with pytest.raises(RuntimeError, match="pip install 'transformers"):
+        HFCaptioner("Salesforce/blip-image-captioning-base")([])
+
+
+def test_real_benchmark_without_unlabeled_images_says_what_to_pass(random_backbone):
+    from searle_core.baselines.training import unlabeled_images
+    from searle_core.datasets.base import CIRBenchmark, ImageSource
+
+    bench = CIRBenchmark("cirr", "val", [], [], ImageSource())
+    with pytest.raises(ValueError, match="--unlabeled"):
+        unlabeled_images(random_backbone, bench, {}, "pic2word")
+
+
+# ---- every method end to end on the quick world -----------------------------------------------------
+def test_every_method_end_to_end_on_the_quick_world(quick_world):
+    from searle_core.pipeline import evaluate, gallery_features
+
+    world, bb = quick_world
+    bench = world.benchmark("test")
+    ctx = tiny_context()
+    gallery = gallery_features(bb, bench, progress=False)
+    results = {m: evaluate(m, bench, bb, ctx, gallery=gallery) for m in METHODS}
+    for method, result in results.items():
+        feats = result.query_features
+        assert feats.shape == (len(bench.queries), bb.embed_dim), method
+        torch.testing.assert_close(feats.norm(dim=1), torch.ones(len(feats)), msg=method)
+        assert set(result.metrics) == {"mAP@5", "mAP@10", "mAP@25", "mAP@50", "Recall@1", "Recall@5", "Recall@10",
+                                       "Recall@50"}, method
+        assert all(0 <= v <= 100 for v in result.metrics.values()), method
+    # image+text is its formula of the other two rows' ingredients.
+    names, feats = reference_features(bb, bench, progress=False)
+    row = {n: i for i, n in enumerate(names)}
+    image = feats[[row[q.reference] for q in bench.queries]]
+    torch.testing.assert_close(results["image+text"].query_features,
+                               image_plus_text(image, text_query_features(bb, bench.queries)))
+    torch.testing.assert_close(results["image-only"].query_features, image)
+    # captioning splices the world caption into the paper's prompt.
+    caption = ctx.extras["captions"][bench.queries[0].reference]
+    q0 = text_query_features(bb, bench.queries[:1], CAPTION_PROMPT, [caption])
+    torch.testing.assert_close(results["captioning"].query_features[:1], q0)
+    # φ for searle was trained from the world's unlabeled images (OTI tokens cached beside it).
+    assert ctx.phi is not None
+    assert ctx.extras["trained_now"] == {"pic2word": True, "palavra": True, "searle": True}
+    assert {p.name.split("-")[0] for p in artifacts.models_dir().glob("*.pt")} == {"pic2word", "palavra", "oti", "phi"}
+    assert set(ctx.tokens) >= {"searle-oti", "palavra", "pic2word"}
+    # Methods that produce tokens produce different ones.
+    ref = bench.queries[0].reference
+    assert not torch.equal(ctx.tokens["palavra"][ref], ctx.tokens["pic2word"][ref])
+
+
+def test_evaluate_cli_runs_a_baseline(capsys, quick_world):
+    from searle_core.cli import main
+
+    assert main(["evaluate", "--dataset", "shapes", "--split", "test", "--quick", "--method", "captioning",
+                 "--json", "--no-progress", "--device", "cpu"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(metrics) >= {"mAP@10", "Recall@1"}

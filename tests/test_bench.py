@@ -1,0 +1,84 @@
+"""The benchmark's reference recipe and the project's speed-ups compute the same thing (no timings)."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from searle_core.bench import bench_inputs, bench_oti, bench_retrieval, reference_oti
+from searle_core.cli import main
+from searle_core.inversion import OTIConfig, oti
+from searle_core.inversion.regularizer import replace_concept
+from searle_core.prefix_encoding import PrefixCachedEncoder
+from searle_core.templates import TEMPLATES
+from searle_core.text_encoding import encode_with_pseudo_tokens
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a shared CPU, OpenMP threads waiting for each other make small ops far slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_reference_recipe_gives_the_project_tokens(random_backbone):
+    """Same draws, full context, no caching: the tokens agree to rounding after the same steps."""
+    feats, concepts, bank = bench_inputs(random_backbone, 4, phrases_per_concept=8)
+    config = OTIConfig(steps=6)
+    ref = reference_oti(random_backbone, feats, concepts, bank, config, seed=3)
+    ours = oti(random_backbone, feats, concepts, bank, config, seed=3).tokens
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+    other = reference_oti(random_backbone, feats, concepts, bank, config, seed=4)
+    assert (other - ref).abs().max() > 1e-3  # the comparison is not vacuous: the seed matters
+
+
+def test_prefix_encoder_matches_plain_encoding(random_backbone):
+    bb = random_backbone
+    _, _, bank = bench_inputs(bb, 1, phrases_per_concept=4)
+    prompts = [t.format("$") for t in TEMPLATES] + [replace_concept(p, c) for c in list(bank)[:4] for p in bank[c]]
+    prompts += ["$ and $ again", "a $ that is a $ too"]  # several '$': all get the token
+    tokens = bb.tokenize(prompts)
+    pseudo = (torch.randn(len(prompts), bb.token_dim, generator=torch.Generator().manual_seed(0)) * 0.05)
+    encoder = PrefixCachedEncoder(bb.model, bb.dollar_token_id)
+    assert encoder.enabled
+    a = pseudo.clone().requires_grad_()
+    b = pseudo.clone().requires_grad_()
+    ours = encoder(tokens, a)
+    plain = encode_with_pseudo_tokens(bb.model, tokens, b, bb.dollar_token_id, truncate=False)
+    torch.testing.assert_close(ours, plain, atol=1e-5, rtol=1e-5)
+    ours.square().sum().backward()
+    plain.square().sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-4)
+    assert len(encoder) < len(prompts)  # prefixes are shared ("SOT a photo of", "SOT")
+    again = encoder(tokens[:5], pseudo[:5])  # cached prefixes give the same numbers
+    torch.testing.assert_close(again, ours[:5].detach(), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="no pseudo-word"):
+        encoder(bb.tokenize(["no pseudo word"]), pseudo[:1])
+
+
+def test_bench_oti_reports_throughput_and_agreement(random_backbone):
+    result = bench_oti(random_backbone, steps=2, batch_size=3, warmup=False)
+    assert result.images == 3 and result.steps == 2
+    assert result.reference_images_per_s > 0 and result.project_images_per_s > 0
+    assert result.ratio == pytest.approx(result.reference_seconds / result.project_seconds)
+    assert result.max_abs_diff < 1e-5
+
+
+def test_cli_bench_oti_json(capsys):
+    assert main(["bench", "oti", "--backbone", "shapes-clip", "--pretrained", "none", "--device", "cpu",
+                 "--steps", "1", "--batch-size", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"reference_images_per_s", "project_images_per_s", "ratio", "max_abs_diff"} <= set(out)
+    assert all(math.isfinite(out[k]) for k in ("reference_images_per_s", "project_images_per_s", "ratio"))
+
+
+def test_bench_retrieval_and_features_cli(capsys):
+    r = bench_retrieval(gallery_size=500, queries=7, dim=16)
+    assert r["queries"] == 7 and r["retrieval_seconds"] > 0
+    assert main(["bench", "features", "--backbone", "shapes-clip", "--pretrained", "none", "--device", "cpu",
+                 "--images", "3", "--workers", "0", "--gallery", "300", "--queries", "5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["features_images_per_s_workers_0"] > 0 and out["gallery_size"] == 300

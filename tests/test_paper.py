@@ -1,0 +1,138 @@
+"""The paper's numbers as data, the recorder, and the runner's failure path (no world CLIP needed)."""
+
+import json
+
+import nbformat
+import pandas as pd
+import pytest
+
+from searle_core import paper
+from searle_core.paper_results import (PAPER_TABLE_METRICS, compare_with_paper, flatten_metrics, paper_results,
+                                       paper_table, paper_value, results_frame)
+from searle_core.record import Recorder, load_record
+
+
+def test_paper_numbers_match_the_facts():
+    # A few cells of each table, read back from the data file.
+    assert paper_value("cirr", "ViT-B-32", "searle-oti", "Recall@1") == 24.27
+    assert paper_value("cirr", "ViT-L-14", "searle", "Recall_subset@3") == 88.19
+    assert paper_value("fashioniq", "ViT-B-32", "searle", "average/Recall@50") == 42.53
+    assert paper_value("fashioniq", "ViT-L-14", "pic2word", "shirt/Recall@10") == 26.20
+    assert paper_value("circo", "ViT-B-32", "image-only", "mAP@50") == 2.41
+    assert paper_value("circo", "ViT-L-14", "searle", "mAP@10") == 12.73
+    # "–" in the paper: no row.
+    assert paper_value("cirr", "ViT-B-32", "captioning", "Recall@50") is None
+    assert paper_value("circo", "ViT-B-32", "captioning", "mAP@10") == 5.77
+    df = paper_results()
+    assert set(df.dataset) == {"cirr", "fashioniq", "circo"}
+    assert set(df.split) == {"test", "val"}
+    assert len(df) == 174
+    assert not df.duplicated(["dataset", "backbone", "method", "metric"]).any()
+    for dataset, metrics in PAPER_TABLE_METRICS.items():
+        assert set(paper_results(dataset).metric) <= set(metrics)
+        assert list(paper_table(dataset).columns) == metrics
+        assert len(paper_table(dataset)) == 10  # 7 ViT-B/32 rows + 3 ViT-L/14 rows
+
+
+def test_compare_with_paper():
+    metrics = {"mAP@5": 8.0, "mAP@10": 9.0, "Recall@5": 1.0, "semantic_mAP@10": {"negation": 3.0}}
+    assert flatten_metrics(metrics)["semantic_mAP@10/negation"] == 3.0
+    frame = results_frame({("circo", "ViT-B-32", "searle-oti"): metrics, ("shapes", "shapes-clip", "searle"): {"mAP@10": 40.0}})
+    out = compare_with_paper(frame)
+    circo = out[out.dataset == "circo"].set_index("metric")
+    assert list(circo.index) == ["mAP@5", "mAP@10"]  # only the paper table's columns
+    assert circo.loc["mAP@10", "paper"] == 7.83
+    assert circo.loc["mAP@10", "diff"] == pytest.approx(9.0 - 7.83)
+    shapes = out[out.dataset == "shapes"]
+    assert len(shapes) == 1 and pd.isna(shapes.paper.iloc[0]) and pd.isna(shapes["diff"].iloc[0])
+
+
+def test_recorder_writes_json_and_memory_only(tmp_path):
+    rec = Recorder(tmp_path / "run", "03_training_phi.ipynb")
+    import numpy as np
+    import torch
+    assert rec.record("a", np.float32(1.5)) == pytest.approx(1.5)
+    rec.record(b=torch.tensor(2.0), c={"x": float("nan")}, d=[np.int64(3)])
+    values = load_record(tmp_path / "run", "03_training_phi")
+    assert values == {"a": 1.5, "b": 2.0, "c": {"x": None}, "d": [3]}
+    assert json.loads((tmp_path / "run" / "03_training_phi.json").read_text())["notebook"] == "03_training_phi"
+    memory = Recorder("", "x")
+    memory.record("k", 1)
+    assert memory["k"] == 1 and memory.path is None
+    with pytest.raises(FileNotFoundError, match="recorded no numbers"):
+        load_record(tmp_path, "nothing")
+
+
+def test_profiles_parse_and_name_only_known_notebooks():
+    assert {"quick", "shapes", "paper"} <= set(paper.list_profiles())
+    for name in ("quick", "shapes", "paper"):
+        profile = paper.load_profile(name)
+        assert set(profile.notebooks) == set(paper.NOTEBOOKS)
+        assert profile.description
+    with pytest.raises(FileNotFoundError, match="known: "):
+        paper.load_profile("no-such-profile")
+
+
+def _write_notebook(path, cells):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell("x = 1\nfigures_dir = ''\nout_dir = ''")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params] + [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(nb, path)
+
+
+@pytest.mark.slow
+def test_runner_stops_at_the_failing_cell(tmp_path, monkeypatch):
+    """A failing notebook stops the run; the error names the notebook, the cell (its execution count in the
+    executed copy, papermill's injected-parameters cell included) and the exception."""
+    monkeypatch.setenv("SEARLE_NOTEBOOKS", str(tmp_path))
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "t.yaml").write_text(
+        "description: test\nnotebooks:\n  01_textual_inversion: {x: 2}\n  02_pseudo_word_visualisation: {x: 3}\n")
+    _write_notebook(tmp_path / "01_textual_inversion.ipynb",
+                    ["from searle_core.record import Recorder\nRecorder(out_dir, '01_textual_inversion').record('x', x)"])
+    _write_notebook(tmp_path / "02_pseudo_word_visualisation.ipynb", ["y = x + 1", "raise ValueError(f'boom {y}')"])
+    with pytest.raises(paper.NotebookFailed, match=r"02_pseudo_word_visualisation failed in cell \[4\]: ValueError: boom 4"):
+        paper.run_paper("t", out=tmp_path / "runs", figures=tmp_path / "figs", log=None,
+                        notebooks=["01_textual_inversion", "02_pseudo_word_visualisation"])
+    # The first notebook ran with the profile's parameter and recorded it.
+    assert load_record(tmp_path / "runs" / "t", "01_textual_inversion") == {"x": 2}
+    assert (tmp_path / "runs" / "t" / "02_pseudo_word_visualisation.ipynb").is_file()
+    # Unknown profile keys fail before anything runs.
+    (tmp_path / "profiles" / "bad.yaml").write_text("description: bad\nnotebooks:\n  01_textual_inversion: {zzz: 1}\n")
+    with pytest.raises(ValueError, match="unknown parameters \\['zzz'\\]"):
+        paper.run_paper("bad", out=tmp_path / "runs", log=None, notebooks=["01_textual_inversion"])
+
+
+def test_results_tables_written_as_csv_markdown_latex(tmp_path):
+    from types import SimpleNamespace
+
+    from searle_core import results
+
+    def setting(dataset, backbone, metrics_by_method):
+        study = SimpleNamespace(dataset=dataset, backbone=SimpleNamespace(name=backbone),
+                                bench=SimpleNamespace(split="val"))
+        return SimpleNamespace(study=study, evaluations={m: SimpleNamespace(metrics=v) for m, v in metrics_by_method.items()})
+
+    circo = {"mAP@5": 7.0, "mAP@10": 8.0, "mAP@25": 9.0, "mAP@50": 10.0, "Recall@5": 1.0,
+             "semantic_mAP@10": {"negation": 3.0}}
+    settings = [setting("circo", "ViT-B-32", {"image-only": circo, "searle-oti": circo}),
+                setting("shapes", "shapes-clip", {"searle": {"mAP@10": 40.0, "Recall@1": 30.0},
+                                                  "image-only": {"mAP@10": 5.0, "Recall@1": 4.0}})]
+    compared = results.comparison(settings)
+    wide = results.wide_table(compared, "circo")
+    assert list(wide.columns) == ["mAP@5", "mAP@10", "mAP@25", "mAP@50"]
+    assert wide.loc[("ViT-B-32", "SEARLE-OTI"), "mAP@10"] == "8.00 (7.83, +0.17)"
+    assert wide.loc[("ViT-B-32", "Image-only"), "mAP@5"] == "7.00 (1.34, +5.66)"
+    shapes = results.wide_table(compared, "shapes")
+    assert shapes.loc[("shapes-clip", "SEARLE"), "mAP@10"] == "40.00"
+    md = results.markdown(wide)
+    assert md.splitlines()[0] == "| Backbone | Method | mAP@5 | mAP@10 | mAP@25 | mAP@50 |"
+    paths = results.write_comparison(compared, tmp_path)
+    assert sorted(p.name for p in paths) == ["results-circo.md", "results-circo.tex", "results-shapes.md",
+                                             "results-shapes.tex", "results.csv"]
+    assert "\\begin{tabular}" in (tmp_path / "results-circo.tex").read_text()
+    assert "ours (paper, ours − paper)" in (tmp_path / "results-circo.md").read_text()
+    back = pd.read_csv(tmp_path / "results.csv")
+    assert set(back.columns) == {"dataset", "split", "backbone", "method", "metric", "reproduced", "paper", "paper_split", "diff"}

@@ -1,0 +1,145 @@
+"""φ training: the loss is φ's loss, validation joins the history, resume == uninterrupted."""
+
+import csv
+import random
+
+import pytest
+import torch
+
+from searle_core.inversion import PhiLossConfig, PhraseFeatureCache, TokenCache, make_sampler, phi_loss
+from searle_core.inversion.phi_training import PhiTrainConfig, _losses, derive_seed, train_phi
+from searle_core.prefix_encoding import PrefixCachedEncoder
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a shared CPU, OpenMP threads waiting for each other make small ops far slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+BANK = {"circle": ["a circle on a table", "a small circle", "a photo of a circle that is red"],
+        "square": ["a square in the sky", "a photo of a square that is large"],
+        "star": ["a bright star", "a star and a moon"]}
+CONFIG = PhiTrainConfig(epochs=3, batch_size=8, lr=1e-3, loss=PhiLossConfig(top_concepts=2), seed=3)
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def data(random_backbone):
+    gen = torch.Generator().manual_seed(0)
+    n = 20
+    feats = torch.nn.functional.normalize(torch.randn(n, random_backbone.embed_dim, generator=gen), dim=-1)
+    tokens = torch.randn(n, random_backbone.token_dim, generator=gen) * 0.02
+    rng = random.Random(0)
+    concepts = [rng.sample(list(BANK), 3) for _ in range(n)]
+    return feats, tokens, concepts
+
+
+def final_state(result):
+    return {k: v.clone() for k, v in result.phi.state_dict().items()}
+
+
+def test_training_lowers_loss_and_writes_history(random_backbone, data, tmp_path):
+    feats, tokens, concepts = data
+    calls = []
+
+    def validate(phi):
+        calls.append(phi.training)
+        return {"score": float(len(calls)), "per_category": {"dress": 1.0}}
+
+    result = train_phi(random_backbone, feats, tokens, concepts, BANK, CONFIG, validate=validate, out_dir=tmp_path,
+                       progress=False)
+    h = result.history
+    assert [row["epoch"] for row in h] == [1, 2, 3]
+    assert h[-1]["distil"] < h[0]["distil"]
+    for row in h:
+        assert row["total"] == pytest.approx(row["distil"] + 0.75 * row["gpt"], rel=1e-6)
+        assert row["gpt"] > 0
+    assert calls == [False, False, False]  # validated in eval mode, every epoch
+    assert h[2]["score"] == 3.0 and h[0]["per_category/dress"] == 1.0
+    assert not result.phi.training
+    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and float(rows[2]["score"]) == 3.0
+    saved = torch.load(tmp_path / "phi.pt", weights_only=True)
+    assert set(saved["Phi"]) == set(result.phi.state_dict())  # the authors' layout
+
+
+def test_resumed_training_equals_uninterrupted(random_backbone, data, tmp_path):
+    feats, tokens, concepts = data
+    full = train_phi(random_backbone, feats, tokens, concepts, BANK, CONFIG, out_dir=tmp_path / "full", progress=False)
+
+    def fail_in_epoch_2(phi):
+        if fail_in_epoch_2.epochs == 1:
+            raise Interrupted("killed during epoch 2")
+        fail_in_epoch_2.epochs += 1
+        return {}
+    fail_in_epoch_2.epochs = 0
+    with pytest.raises(Interrupted):
+        train_phi(random_backbone, feats, tokens, concepts, BANK, CONFIG, validate=fail_in_epoch_2,
+                  out_dir=tmp_path / "cut", progress=False)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    resumed = train_phi(random_backbone, feats, tokens, concepts, BANK, CONFIG, out_dir=tmp_path / "cut",
+                        resume=True, progress=False)
+    for key, value in final_state(full).items():
+        assert torch.equal(value, resumed.phi.state_dict()[key]), key
+    strip = lambda h: [{k: v for k, v in row.items() if not k.endswith("seconds")} for row in h]  # noqa: E731
+    assert strip(resumed.history) == strip(full.history)
+
+
+def test_resume_refuses_changed_hyperparameters(random_backbone, data, tmp_path):
+    feats, tokens, concepts = data
+    one = PhiTrainConfig(epochs=1, batch_size=8, loss=PhiLossConfig(top_concepts=2))
+    train_phi(random_backbone, feats, tokens, concepts, BANK, one, out_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="--resume .* --force"):
+        train_phi(random_backbone, feats, tokens, concepts, BANK, one, out_dir=tmp_path, progress=False)
+    longer = PhiTrainConfig(epochs=2, batch_size=8, loss=PhiLossConfig(top_concepts=2))
+    with pytest.raises(ValueError, match=r"phi\.epochs: 1 in the run, 2 now"):
+        train_phi(random_backbone, feats, tokens, concepts, BANK, longer, out_dir=tmp_path, resume=True, progress=False)
+    with pytest.raises(ValueError, match="data"):
+        train_phi(random_backbone, feats, tokens * 2, concepts, BANK, one, out_dir=tmp_path, resume=True,
+                  progress=False)
+    result = train_phi(random_backbone, feats, tokens, concepts, BANK, longer, out_dir=tmp_path, resume=True,
+                       force=True, progress=False)
+    assert [row["epoch"] for row in result.history] == [1, 2]  # the first epoch was not redone
+
+
+def test_trainer_loss_is_phi_loss(random_backbone, data):
+    """On one process the trainer's batch loss is the owner's `phi_loss` with the same phrase draws."""
+    feats, tokens, concepts = data
+    bb = random_backbone
+    torch.manual_seed(0)
+    from searle_core.inversion import Phi
+    phi = Phi.for_backbone(bb).eval()
+    idx = torch.tensor([3, 0, 7, 11, 19])
+    cfg = PhiLossConfig(top_concepts=2)
+    sampler = make_sampler(concepts, BANK, cfg.top_concepts, seed=0)
+
+    class Fresh:
+        def cache(self):
+            return PhraseFeatureCache(bb)
+
+    predicted = phi(feats[idx])
+    distil, gpt = _losses(predicted, feats, tokens, idx, bb, cfg, sampler, Fresh(), TokenCache(bb),
+                          PrefixCachedEncoder(bb.model, bb.dollar_token_id), phrase_seed=9, world=1, rank=0)
+    sampler.rng = random.Random(9)
+    expected = phi_loss(phi, bb, feats[idx], tokens[idx], idx.tolist(), sampler, PhraseFeatureCache(bb),
+                        TokenCache(bb), cfg)
+    assert distil.item() == pytest.approx(expected["distil"].item(), abs=1e-6)
+    assert gpt.item() == pytest.approx(expected["gpt"].item(), abs=1e-6)
+
+
+def test_no_regulariser_and_seeds(random_backbone, data):
+    feats, tokens, _ = data
+    cfg = PhiTrainConfig(epochs=1, batch_size=8, seed=1)
+    a = train_phi(random_backbone, feats, tokens, None, None, cfg, progress=False)
+    b = train_phi(random_backbone, feats, tokens, None, None, cfg, progress=False)
+    assert a.history[0]["gpt"] == 0.0
+    assert all(torch.equal(x, y) for x, y in zip(a.phi.state_dict().values(), b.phi.state_dict().values()))
+    assert derive_seed(1, 0, "order") != derive_seed(1, 1, "order")
+    with pytest.raises(ValueError, match="20 image feature rows but 19 OTI tokens"):
+        train_phi(random_backbone, feats, tokens[:19], None, None, cfg, progress=False)

@@ -1,0 +1,101 @@
+"""Every plotting function draws on the axes it is given and returns that figure; saving works."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from searle_core import plotting  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def image(seed=0, size=32):
+    return np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+
+
+def test_curves_draw_on_given_axes():
+    fig, axes = plt.subplots(1, 4)
+    history = {"cos": list(np.linspace(1, 0.2, 50)), "gpt": list(np.linspace(0.8, 0.3, 50)),
+               "total": list(np.linspace(0.9, 0.25, 50))}
+    assert plotting.plot_oti_losses(history, ax=axes[0]) is fig
+    assert len(axes[0].lines) == 3
+    # A phrase loss of zeros (regulariser off) is not drawn.
+    plotting.plot_oti_losses({**history, "gpt": [0.0] * 50}, ax=axes[1])
+    assert len(axes[1].lines) == 2
+    rows = [{"epoch": e, "distil": 2 - e / 10, "gpt": 0.5, "total": 2.5 - e / 10, "mAP@10": 10 + e} for e in range(1, 6)]
+    assert plotting.plot_phi_history(rows, ax=axes[2]) is fig
+    assert plotting.plot_validation(rows, "mAP@10", ax=axes[3], reference={"searle-oti": 14.0}) is fig
+    assert axes[3].lines[0].get_ydata().tolist() == [11, 12, 13, 14, 15]
+
+
+def test_time_per_image_is_log_scaled():
+    fig = plotting.plot_time_per_image({"OTI": 0.5, "φ": 1e-5})
+    assert fig.axes[0].get_xscale() == "log"
+
+
+def test_token_plots():
+    fig, axes = plt.subplots(1, 3)
+    words = [("red", 0.8), ("circle", 0.5), ("blue", 0.1)]
+    assert plotting.plot_nearest_words(words, ax=axes[0]) is fig
+    assert [t.get_text() for t in axes[0].get_yticklabels()] == ["red", "circle", "blue"]
+    words_xy = np.random.default_rng(0).normal(size=(5, 2))
+    path = np.cumsum(np.random.default_rng(1).normal(size=(10, 2)), 0)
+    assert plotting.plot_token_path(words_xy, list("abcde"), path, ax=axes[1], steps=list(range(10))) is fig
+    # A second path on the same axes does not redraw the words.
+    n_texts = len(axes[1].texts)
+    plotting.plot_token_path(words_xy, list("abcde"), path + 1, ax=axes[1], label="no reg", colour="red")
+    assert len(axes[1].texts) == n_texts
+    assert plotting.plot_agreement(np.linspace(0.5, 0.9, 20), ax=axes[2], reference=0.1) is fig
+
+
+def test_nearest_words_grid_and_wordness():
+    words = [[("red", 0.8), ("circle", 0.4)]] * 3
+    fig = plotting.nearest_words_grid([image(i) for i in range(3)], words, titles=["a", "b", "c"], extra_words=words)
+    assert len(fig.axes) == 9
+    table = pd.DataFrame({"setting": ["with"] * 4 + ["without"] * 4, "cosine": np.linspace(0.1, 0.8, 8),
+                          "norm": np.linspace(0.5, 3, 8)})
+    fig = plotting.plot_wordness(table, word_norm=0.6)
+    assert len(fig.axes) == 2
+
+
+def test_retrieval_grid_marks_ground_truths():
+    examples = [plotting.RetrievalExample(image(0), "is blue", [image(i) for i in range(4)], [False, True, False, False],
+                                          label="SEARLE-OTI")] * 2
+    fig = plotting.retrieval_grid(examples, title="examples")
+    assert len(fig.axes) == 10
+    hit_ax = fig.axes[2]  # row 0: query, result 1, result 2 (the hit)
+    assert hit_ax.spines["left"].get_edgecolor()[:3] == pytest.approx(matplotlib.colors.to_rgb(plotting.common.GROUND_TRUTH))
+    assert "✓" in hit_ax.get_title()
+
+
+def test_method_bars_and_ablations():
+    table = pd.DataFrame({"method": ["image-only", "searle-oti"] * 2, "backbone": ["B"] * 2 + ["L"] * 2,
+                          "mAP@10": [5.0, 20.0, 6.0, 22.0], "paper": [1.6, 7.8, np.nan, 11.0]})
+    fig, ax = plt.subplots()
+    assert plotting.plot_method_bars(table, "mAP@10", ax=ax, group="backbone", paper="paper") is fig
+    assert len(ax.patches) == 4
+    abl = pd.DataFrame({"part": ["OTI", "OTI", "φ"], "variant": ["full (paper)", "no EMA", "full (paper)"],
+                        "mAP@10": [20.0, 18.0, 19.0]})
+    fig, ax = plt.subplots()
+    assert plotting.plot_ablation(abl, "mAP@10", ax=ax, baseline="full (paper)") is fig
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["OTI: full (paper)", "OTI: no EMA", "φ: full (paper)"]
+    fig, ax = plt.subplots()
+    assert plotting.plot_ablation_curve([50, 150, 350], [10, 15, 20], ax=ax, reference={"image-only": 5}) is fig
+
+
+def test_save_figure(tmp_path):
+    fig = plotting.plot_time_per_image({"OTI": 0.5, "φ": 1e-5})
+    plotting.save_figure(fig, "", "x")
+    assert not list(tmp_path.iterdir())
+    plotting.save_figure(fig, tmp_path / "figs", "timing")
+    path = plotting.figure_path(tmp_path / "figs", "timing")
+    assert path == tmp_path / "figs" / "timing.png" and path.stat().st_size > 1000

@@ -1,0 +1,78 @@
+"""The results table: rows, columns, CSV and Markdown, and the `searle table` command."""
+
+import csv
+import json
+
+import pytest
+
+from searle_core import artifacts
+from searle_core.table import TABLE_METHODS, Table, TableRow, build_table, flatten, to_dict, to_markdown, write_table
+
+SHAPES_COLUMNS = ["mAP@5", "mAP@10", "mAP@25", "mAP@50", "Recall@1", "Recall@5", "Recall@10", "Recall@50"]
+
+
+@pytest.fixture(autouse=True)
+def models_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setattr(artifacts, "models_dir", lambda: tmp_path / "models")
+
+
+def hand_table() -> Table:
+    rows = [TableRow(m, {c: 10.0 * i + j for j, c in enumerate(SHAPES_COLUMNS)}, seconds=1.5 * i,
+                     train_seconds=42.0 if m in ("pic2word", "palavra", "searle") else None, trained_now=m == "searle")
+            for i, m in enumerate(TABLE_METHODS)]
+    return Table(rows, "shapes", "test", "shapes-clip", 400, 1080, gallery_seconds=0.3)
+
+
+def test_csv_and_markdown_have_every_method_and_metric(tmp_path):
+    table = hand_table()
+    csv_path, md_path = write_table(table, tmp_path / "out")
+    assert (csv_path.name, md_path.name) == ("shapes-test.csv", "shapes-test.md")
+    with csv_path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == list(TABLE_METHODS)
+    assert list(rows[0]) == ["method", "name"] + SHAPES_COLUMNS + ["seconds", "train_seconds"]
+    assert float(rows[2]["mAP@10"]) == 21.0 and rows[0]["train_seconds"] == "" and float(rows[5]["train_seconds"]) == 42
+    assert [r["name"] for r in rows] == ["Image-only", "Text-only", "Image + Text", "Captioning", "PALAVRA",
+                                         "Pic2Word", "SEARLE-OTI", "SEARLE"]
+    md = md_path.read_text().splitlines()
+    header = next(line for line in md if line.startswith("| Method"))
+    assert header == "| Method | " + " | ".join(SHAPES_COLUMNS) + " | Time (s) | Training (s) |"
+    body = [line for line in md if line.startswith("| ") and not line.startswith("| Method")]
+    assert len(body) == 8 and body[-1].startswith("| SEARLE | 70.00 | 71.00")
+    assert "42.0 (cached)" in body[4] and body[-1].endswith("| 10.5 | 42.0 |")
+    assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_nested_metrics_are_flattened_and_json_is_plain():
+    assert flatten({"dress": {"Recall@10": 1.0}, "average": {"Recall@10": 2.0}, "R@1": 3}) == {
+        "dress/Recall@10": 1.0, "average/Recall@10": 2.0, "R@1": 3.0}
+    out = to_dict(hand_table())
+    assert list(out) == list(TABLE_METHODS) and out["searle"]["train_seconds"] == 42.0
+    assert out["image-only"]["train_seconds"] is None
+    json.dumps(out)
+    assert "shapes test: 400 queries, 1080 gallery images" in to_markdown(hand_table())
+
+
+def test_build_table_on_the_quick_world_shares_the_gallery():
+    from searle_core.world import world_setup
+
+    world, bb = world_setup(quick=True, device="cpu", progress=False)
+    bench = world.benchmark("val")
+    table = build_table(bench, bb, methods=["image-only", "text-only", "image+text"], progress=False)
+    assert [r.method for r in table.rows] == ["image-only", "text-only", "image+text"]
+    assert table.columns == SHAPES_COLUMNS
+    assert table.n_queries == len(bench.queries) and table.n_gallery == len(bench.gallery)
+    assert all(r.train_seconds is None for r in table.rows)
+
+
+def test_table_command_writes_csv_and_markdown(tmp_path, capsys):
+    from searle_core.cli import main
+
+    assert main(["table", "--dataset", "shapes", "--split", "test", "--quick", "--device", "cpu", "--no-progress",
+                 "--methods", "image-only,text-only,captioning", "--out", str(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(out) == ["image-only", "text-only", "captioning"]
+    assert (tmp_path / "shapes-test-quick.csv").is_file() and (tmp_path / "shapes-test-quick.md").is_file()
+    assert main(["table", "--quick", "--methods", "image-only,nonsense", "--out", str(tmp_path), "--no-progress",
+                 "--device", "cpu"]) == 2
+    assert "unknown method 'nonsense'" in capsys.readouterr().err
