@@ -202,7 +202,8 @@ def seconds_per_image(invert: Callable[[], object], n_images: int, repeat: int =
     return best / n_images
 
 
-def search(query_features: torch.Tensor, search_features: torch.Tensor, names: Sequence[str], k: int = 5) -> list[list[str]]:
+def search(query_features: torch.Tensor, search_features: torch.Tensor, names: Sequence[str],
+           k: int = 5) -> list[list[str]]:
     """Top-``k`` names per query by cosine similarity (both sides normalised here)."""
     scores = F.normalize(query_features.float().cpu(), dim=-1) @ F.normalize(search_features.float().cpu(), dim=-1).T
     top = scores.topk(min(k, len(names)), dim=1).indices.tolist()

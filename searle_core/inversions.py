@@ -50,6 +50,11 @@ class OTIRun:
     seconds: float = 0.0
     trained_now: bool = False
 
+    def stack(self, names: list[str], which: str | int = "ema") -> torch.Tensor:
+        """(len(names), token_dim) tokens of the named images (see :meth:`as_dict` for ``which``)."""
+        tokens = self.as_dict(which)
+        return torch.stack([tokens[n] for n in names])
+
     def as_dict(self, which: str | int = "ema") -> dict[str, torch.Tensor]:
         """name -> token: ``"ema"`` (final), ``"raw"``, or a snapshot step."""
         rows = self.tokens if which == "ema" else self.raw if which == "raw" else self.snapshots[int(which)]

@@ -103,7 +103,8 @@ def check_profile(profile: Profile, notebooks: tuple[str, ...] | list[str] = NOT
         unknown, reserved = sorted(given - declared), sorted(given & set(RUNNER_PARAMETERS))
         if unknown or reserved:
             raise ValueError(f"profile {profile.name}, notebook {stem}: unknown parameters {unknown} "
-                             f"(declared: {sorted(declared)})" + (f"; {reserved} are set by the runner" if reserved else ""))
+                             f"(declared: {sorted(declared)})"
+                             + (f"; {reserved} are set by the runner" if reserved else ""))
 
 
 class NotebookFailed(RuntimeError):

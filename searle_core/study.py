@@ -212,8 +212,9 @@ def open_study(dataset: str = "shapes", quick: bool = True, backbone: str = "sha
             raise ValueError("the shapes world is studied with its own CLIP: backbone 'shapes-clip'")
         world, model = world_setup(quick=quick, device=device, progress=progress)
         bench = world.benchmark(split)
-        return Study(dataset, model, bench, load_vocabulary(dataset, backbone), word_token_ids(model, training_vocabulary()),
-                     world, (world.images, world.pretrain_names()), seed, progress)
+        return Study(dataset, model, bench, load_vocabulary(dataset, backbone),
+                     word_token_ids(model, training_vocabulary()), world, (world.images, world.pretrain_names()),
+                     seed, progress)
     from .datasets import ImageFolderSource, load_benchmark
 
     if not dataset_path:

@@ -37,7 +37,8 @@ def test_paper_numbers_match_the_facts():
 def test_compare_with_paper():
     metrics = {"mAP@5": 8.0, "mAP@10": 9.0, "Recall@5": 1.0, "semantic_mAP@10": {"negation": 3.0}}
     assert flatten_metrics(metrics)["semantic_mAP@10/negation"] == 3.0
-    frame = results_frame({("circo", "ViT-B-32", "searle-oti"): metrics, ("shapes", "shapes-clip", "searle"): {"mAP@10": 40.0}})
+    frame = results_frame({("circo", "ViT-B-32", "searle-oti"): metrics,
+                           ("shapes", "shapes-clip", "searle"): {"mAP@10": 40.0}})
     out = compare_with_paper(frame)
     circo = out[out.dataset == "circo"].set_index("metric")
     assert list(circo.index) == ["mAP@5", "mAP@10"]  # only the paper table's columns
@@ -113,7 +114,8 @@ def test_results_tables_written_as_csv_markdown_latex(tmp_path):
     def setting(dataset, backbone, metrics_by_method):
         study = SimpleNamespace(dataset=dataset, backbone=SimpleNamespace(name=backbone),
                                 bench=SimpleNamespace(split="val"))
-        return SimpleNamespace(study=study, evaluations={m: SimpleNamespace(metrics=v) for m, v in metrics_by_method.items()})
+        evaluations = {m: SimpleNamespace(metrics=v) for m, v in metrics_by_method.items()}
+        return SimpleNamespace(study=study, evaluations=evaluations)
 
     circo = {"mAP@5": 7.0, "mAP@10": 8.0, "mAP@25": 9.0, "mAP@50": 10.0, "Recall@5": 1.0,
              "semantic_mAP@10": {"negation": 3.0}}
@@ -135,4 +137,13 @@ def test_results_tables_written_as_csv_markdown_latex(tmp_path):
     assert "\\begin{tabular}" in (tmp_path / "results-circo.tex").read_text()
     assert "ours (paper, ours − paper)" in (tmp_path / "results-circo.md").read_text()
     back = pd.read_csv(tmp_path / "results.csv")
-    assert set(back.columns) == {"dataset", "split", "backbone", "method", "metric", "reproduced", "paper", "paper_split", "diff"}
+    assert set(back.columns) == {"dataset", "split", "backbone", "method", "metric", "reproduced", "paper",
+                                 "paper_split", "diff"}
+
+
+def test_cli_paper_is_registered():
+    from searle_core.cli import build_parser
+
+    args = build_parser().parse_args(["paper", "--profile", "quick", "--out", "x", "--only", "01,04"])
+    assert (args.profile, args.out, args.only, args.figures) == ("quick", "x", "01,04", None)
+    assert build_parser().parse_args(["paper"]).profile == "shapes"  # the README's main command

@@ -105,21 +105,22 @@ def plot_method_bars(table: pd.DataFrame, metric: str, ax: Axes | None = None, m
         ys = [float(v.iloc[0]) if len(v) else np.nan for v in values]
         xs = np.arange(len(methods)) + (g - (len(groups) - 1) / 2) * width
         ax.bar(xs, ys, width=width * 0.95, color=[method_colour(m) for m in methods], hatch=hatches[g % 4],
-               edgecolor="white", label=str(name) if name is not None else None)
+               edgecolor="white", label=str(name) if len(groups) > 1 else None)
         for x, y in zip(xs, ys):
             if not np.isnan(y):
                 ax.text(x, y, f"{y:.1f}", ha="center", va="bottom", fontsize=7)
         if paper and paper in part:
             ps = [part.loc[part[method] == m, paper] for m in methods]
-            ps = [float(p.iloc[0]) if len(p) and pd.notna(p.iloc[0]) else np.nan for p in ps]
-            ax.scatter(xs, ps, marker="_", s=200, color="black", zorder=3,
-                       label="paper" if g == 0 else None)
+            ps = np.array([float(p.iloc[0]) if len(p) and pd.notna(p.iloc[0]) else np.nan for p in ps])
+            if np.isfinite(ps).any():
+                ax.scatter(xs, ps, marker="_", s=300, linewidths=2.5, color="black", zorder=3,
+                           label="paper" if not any(c.get_label() == "paper" for c in ax.collections) else None)
     ax.set_xticks(np.arange(len(methods)), [method_label(m) for m in methods], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(ylabel or f"{metric} (%)")
     ax.grid(axis="y", alpha=0.3)
     if title:
         ax.set_title(title)
-    if len(groups) > 1 or paper:
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(frameon=False, fontsize=8)
     return fig
 

@@ -41,7 +41,8 @@ def plot_nearest_words(words: Sequence[tuple[str, float]], ax: Axes | None = Non
 
 
 def nearest_words_grid(images: Sequence, words: Sequence[Sequence[tuple[str, float]]],
-                       titles: Sequence[str] | None = None, extra_words: Sequence[Sequence[tuple[str, float]]] | None = None,
+                       titles: Sequence[str] | None = None,
+                       extra_words: Sequence[Sequence[tuple[str, float]]] | None = None,
                        labels: tuple[str, str] = ("OTI", "φ"), fig: Figure | None = None) -> Figure:
     """One column per image: the image on top, its token's nearest words below (two rows of bars
     when ``extra_words`` gives a second token per image, e.g. φ's beside OTI's).
@@ -124,7 +125,8 @@ def plot_wordness(table: pd.DataFrame, axes: Sequence[Axes] | None = None, setti
     fig = axes[0].figure
     settings = list(dict.fromkeys(table[setting]))
     palette = plt.get_cmap("tab10")
-    labels = {"cosine": "cosine to the nearest real word", "norm": "token norm", "distance": "L2 distance to the nearest word"}
+    labels = {"cosine": "cosine to the nearest real word", "norm": "token norm",
+              "distance": "L2 distance to the nearest word"}
     for ax, column in zip(axes, columns):
         label = labels.get(column, column)
         for i, name in enumerate(settings):
