@@ -185,15 +185,18 @@ def run_paper(profile: str | Profile, out: str | os.PathLike = "runs", figures: 
     return runs
 
 
-def clear_outputs(nb, keep: dict[str, list] | None = None):
+def clear_outputs(nb, keep: dict[str, tuple[int | None, list]] | None = None):
     """Drop every output and execution count; cells tagged ``keep_output`` take theirs from ``keep``
-    (cell id -> outputs) when given. Returns the notebook (changed in place)."""
+    (cell id -> (execution count, outputs)) when given. Returns the notebook (changed in place).
+
+    A kept cell keeps its execution count too: nbval treats a cell with outputs but no count as
+    an unrun cell and fails it.
+    """
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        cell.execution_count = None
         kept = "keep_output" in cell.metadata.get("tags", []) and keep is not None and cell.get("id") in keep
-        cell.outputs = keep[cell.id] if kept else []
+        cell.execution_count, cell.outputs = keep[cell.id] if kept else (None, [])
     return nb
 
 
@@ -217,7 +220,7 @@ def store_checked_outputs(notebooks: tuple[str, ...] | list[str] = NOTEBOOKS, ke
             papermill.execute_notebook(str(source), str(executed_path), kernel_name=kernel, cwd=str(notebooks_dir()),
                                        progress_bar=False)
             executed = nbformat.read(executed_path, as_version=4)
-        keep = {c.id: c.outputs for c in executed.cells if c.cell_type == "code"}
+        keep = {c.id: (c.execution_count, c.outputs) for c in executed.cells if c.cell_type == "code"}
         nb = clear_outputs(nbformat.read(source, as_version=4), keep)
         nbformat.write(nb, source)
         if log:

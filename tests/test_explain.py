@@ -1,0 +1,100 @@
+"""The notebooks' analysis functions on a random-weight CLIP (exact properties, no training)."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from searle_core import explain
+from searle_core.inversion.nearest import word_token_ids
+
+WORDS = ["red", "blue", "circle", "square", "star", "large", "small"]
+
+
+@pytest.fixture(scope="module")
+def clip(random_backbone):
+    return random_backbone
+
+
+def test_readable_tokens_and_dollar(clip):
+    tokens = explain.readable_tokens(clip, "a photo of $ that is blue")
+    assert [t for _, t in tokens][1:-1] == ["a", "photo", "of", "$", "that", "is", "blue"]
+    assert (clip.dollar_token_id, "$") in tokens
+    row = explain.dollar_embedding(clip)
+    assert torch.equal(row, clip.model.token_embedding.weight[clip.dollar_token_id].float())
+
+
+def test_the_dollar_row_gives_the_plain_prompt(clip):
+    """With v* = the embedding of '$' itself, the prompt's features are those of the plain text."""
+    from searle_core.retrieval import text_features
+
+    tokens = explain.dollar_embedding(clip).unsqueeze(0)
+    ours = explain.prompt_features(clip, tokens, "a photo of $")
+    plain = text_features(clip, ["a photo of $"])
+    assert torch.allclose(ours, plain, atol=1e-5)
+
+
+def test_similarity_and_trajectory_shapes(clip):
+    torch.manual_seed(0)
+    tokens = torch.randn(3, clip.token_dim) * 0.02
+    images = F.normalize(torch.randn(3, clip.embed_dim), dim=-1)
+    sims = explain.prompt_image_similarity(clip, tokens, images)
+    assert sims.shape == (3,) and np.all(np.abs(sims) <= 1 + 1e-6)
+    trajectory = torch.stack([tokens, tokens * 2])
+    over_time = explain.trajectory_similarity(clip, trajectory, images)
+    assert over_time.shape == (2, 3)
+    assert np.allclose(over_time[0], sims, atol=1e-5)
+    assert explain.trajectory_steps(10, 4) == [0, 4, 8, 9]
+
+
+def test_self_retrieval_rank_is_one_when_the_image_is_the_prompt(clip):
+    torch.manual_seed(1)
+    tokens = torch.randn(2, clip.token_dim) * 0.02
+    own = explain.prompt_features(clip, tokens)  # make each "image" exactly its prompt's features
+    gallery = F.normalize(torch.randn(20, clip.embed_dim), dim=-1)
+    assert explain.self_retrieval_ranks(clip, tokens, own, gallery).tolist() == [1, 1]
+    # A gallery holding the exact prompt features outranks a blurred copy of the image.
+    assert (explain.self_retrieval_ranks(clip, tokens, own * 0.5 + gallery[:2] * 0.5, own) >= 2).all()
+
+
+def test_wordness_of_real_words(clip):
+    ids = word_token_ids(clip, WORDS)
+    rows = clip.model.token_embedding.weight[ids].detach().float()
+    table = explain.token_wordness(clip, rows, ids, setting="words")
+    assert np.allclose(table.cosine, 1.0, atol=1e-5) and np.allclose(table.distance, 0.0, atol=1e-3)
+    assert sorted(table.nearest) == sorted(WORDS)
+    assert explain.mean_word_norm(clip, ids) == pytest.approx(float(rows.norm(dim=1).mean()), rel=1e-5)
+    noise = explain.token_wordness(clip, torch.randn(4, clip.token_dim), ids)
+    assert (noise.cosine < 0.9).all()
+
+
+def test_project_paths(clip):
+    ids = word_token_ids(clip, WORDS)
+    torch.manual_seed(2)
+    paths = [torch.randn(6, clip.token_dim), torch.randn(6, clip.token_dim)]
+    words_xy, labels, projected = explain.project_paths(clip, paths, ids, k=3)
+    assert words_xy.shape == (len(labels), 2) and 3 <= len(labels) <= 6
+    assert set(labels) <= set(WORDS)
+    assert [p.shape for p in projected] == [(6, 2), (6, 2)]
+
+
+def test_agreement_overlap_search_hits():
+    a = torch.eye(3)
+    same, other = explain.token_agreement(a, a)
+    assert np.allclose(same, 1.0) and other == pytest.approx(0.0)
+    assert explain.ranking_overlap([["a", "b"], ["c", "d"]], [["b", "a"], ["c", "x"]], k=2) == pytest.approx(75.0)
+    names = ["x", "y", "z"]
+    assert explain.search(torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), names, 2) == \
+        [["y", "z"]]
+    queries = [SimpleNamespace(ground_truths=("y",)), SimpleNamespace(ground_truths=("q", "x"))]
+    assert explain.ground_truth_hits([["y", "z"], ["x", "q"]], queries) == 3
+
+
+def test_phi_tokens_and_timing():
+    phi = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Dropout(0.5))
+    x = torch.randn(5, 4)
+    out = explain.phi_tokens(phi, x)
+    assert torch.equal(out, explain.phi_tokens(phi, x))  # eval mode: no dropout
+    assert explain.seconds_per_image(lambda: None, 10) >= 0
