@@ -145,9 +145,9 @@ def test_palavra_optimisation_lowers_its_contrastive_loss(random_backbone):
         text = encode_with_pseudo_tokens(bb.model, bb.tokenize(["a photo of $"] * 4), tokens, bb.dollar_token_id)
         return palavra_contrastive_loss(text, feats, scale).item()
 
-    out = optimise_tokens(bb, feats, start, steps=12, config=config, seed=0)
+    out = optimise_tokens(bb, feats, start, steps=8, config=config, seed=0)
     assert loss_of(out) < loss_of(start)
-    assert torch.equal(optimise_tokens(bb, feats, start, steps=12, config=config, seed=0), out)  # deterministic
+    assert torch.equal(optimise_tokens(bb, feats, start, steps=8, config=config, seed=0), out)  # deterministic
 
 
 # ---- saved networks --------------------------------------------------------------------------------
@@ -265,9 +265,13 @@ def test_real_benchmark_without_unlabeled_images_says_what_to_pass(random_backbo
 
 # ---- every method end to end on the quick world -----------------------------------------------------
 def test_every_method_end_to_end_on_the_quick_world(quick_world):
+    from searle_core.datasets.shapes import ShapesWorld, WorldConfig
     from searle_core.pipeline import evaluate, gallery_features
 
-    world, bb = quick_world
+    # The quick world's CLIP on a smaller copy of its world (fewer unlabeled images and queries):
+    # this test checks the wiring of all eight methods, not their accuracy.
+    _, bb = quick_world
+    world = ShapesWorld(WorldConfig.quick(n_pretrain=96, n_test_queries=48))
     bench = world.benchmark("test")
     ctx = tiny_context()
     gallery = gallery_features(bb, bench, progress=False)

@@ -18,7 +18,7 @@ from .features import text_features
 #: The paper's prompt (CIRR, CIRCO, FashionIQ, shapes).
 SEARLE_PROMPT = "a photo of $ that {}"
 #: Pic2Word's query prompt.
-PIC2WORD_PROMPT = "a photo of $, {}"
+PIC2WORD_PROMPT = "a photo of $ , {}"  # "$," would tokenize as one chunk without the $ token
 
 
 def caption_variants(query: CIRQuery) -> list[str]:
