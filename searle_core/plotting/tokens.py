@@ -95,7 +95,7 @@ def plot_token_path(words_xy: np.ndarray, word_labels: Sequence[str], path_xy: n
     ax.scatter(*path_xy[-1], marker="*", s=160, color=colour, edgecolor="black", lw=0.5, zorder=5)
     if steps is not None:
         ax.annotate(f"step {steps[0]}", path_xy[0], fontsize=7, color=colour, xytext=(4, -10), textcoords="offset points")
-        ax.annotate(f"step {steps[-1]}", path_xy[-1], fontsize=7, color=colour, xytext=(6, -12),
+        ax.annotate(f"step {steps[-1]}", path_xy[-1], fontsize=7, color=colour, xytext=(7, 5),
                     textcoords="offset points")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
@@ -136,8 +136,9 @@ def plot_wordness(table: pd.DataFrame, axes: Sequence[Axes] | None = None, setti
             ax.hlines(values.mean(), i - 0.3, i + 0.3, color="black", lw=2)
         if column == "norm" and word_norm is not None:
             ax.axhline(word_norm, ls="--", color="#777777", lw=1)
-            ax.annotate("mean norm of real words", (len(settings) - 0.5, word_norm), fontsize=7, ha="right",
-                        va="bottom", color="#555555")
+            # x in axes coordinates, y in data: the label stays inside the panel whatever the settings.
+            ax.text(0.02, word_norm, "mean norm of real words", transform=ax.get_yaxis_transform(), fontsize=7,
+                    va="bottom", color="#555555")
         ax.set_xticks(range(len(settings)), settings, fontsize=8)
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
