@@ -130,7 +130,7 @@ def _failure_message(stem: str, output: Path, err: Exception) -> str:
 
 def run_paper(profile: str | Profile, out: str | os.PathLike = "runs", figures: str | os.PathLike | None = None,
               notebooks: tuple[str, ...] | list[str] | None = None, kernel: str = KERNEL,
-              log: Callable[[str], None] | None = print) -> list[NotebookRun]:
+              log: Callable[[str], None] | None = print, progress: bool = False) -> list[NotebookRun]:
     """Run the notebooks of a profile in order.
 
     Args:
@@ -140,6 +140,7 @@ def run_paper(profile: str | Profile, out: str | os.PathLike = "runs", figures: 
         notebooks: run only these (stems, in :data:`NOTEBOOKS` order).
         kernel: Jupyter kernel name (``python3``: the environment's own ipykernel).
         log: where progress lines go (``None``: silent).
+        progress: a progress bar over each notebook's cells (papermill's).
 
     Returns:
         One :class:`NotebookRun` per notebook, with its wall time and recorded numbers.
@@ -168,7 +169,7 @@ def run_paper(profile: str | Profile, out: str | os.PathLike = "runs", figures: 
         start = time.perf_counter()
         try:
             papermill.execute_notebook(str(notebook_path(stem)), str(output), parameters=params, kernel_name=kernel,
-                                       cwd=str(notebooks_dir()), progress_bar=False, log_output=False)
+                                       cwd=str(notebooks_dir()), progress_bar=progress, log_output=False)
         except PapermillExecutionError as err:
             raise NotebookFailed(_failure_message(stem, output, err)) from None
         seconds = time.perf_counter() - start

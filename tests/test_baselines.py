@@ -84,11 +84,11 @@ def test_pic2word_loss_matches_plain_formula(random_backbone):
 
 
 def test_every_baseline_prompt_holds_the_pseudo_word_token(random_backbone):
-    from searle_core.baselines.pic2word import PIC2WORD_QUERY_PROMPT, PIC2WORD_TRAIN_PROMPT
-    from searle_core.retrieval.queries import SEARLE_PROMPT
+    from searle_core.baselines.pic2word import PIC2WORD_TRAIN_PROMPT
+    from searle_core.retrieval.queries import PIC2WORD_PROMPT, SEARLE_PROMPT
     from searle_core.templates import TEMPLATES
 
-    prompts = [PIC2WORD_QUERY_PROMPT.format("is red"), PIC2WORD_TRAIN_PROMPT, SEARLE_PROMPT.format("is red")]
+    prompts = [PIC2WORD_PROMPT.format("is red"), PIC2WORD_TRAIN_PROMPT, SEARLE_PROMPT.format("is red")]
     prompts += [t.format("$") for t in PalavraConfig().templates]
     assert len(prompts) == 3 + len(TEMPLATES)
     ids = random_backbone.tokenize(prompts)

@@ -166,6 +166,14 @@ def test_usage_errors(cirr_standin, capsys):
     assert code == 2 and "cirr and circo only" in err
 
 
+def test_trained_baselines_say_where_their_unlabeled_images_come_from(cirr_standin, tmp_path, capsys):
+    base = ["evaluate", "--dataset", "cirr", "--dataset-path", cirr_standin, "--method", "pic2word", *CLI]
+    code, _, err = searle(capsys, *base)
+    assert code == 2 and "--unlabeled DIR" in err and "Traceback" not in err
+    code, _, err = searle(capsys, *base, "--unlabeled", tmp_path / "missing")
+    assert code == 2 and f"image folder {tmp_path / 'missing'} does not exist" in err
+
+
 def test_corrupt_image_is_a_one_line_error_or_skipped(tmp_path, capsys):
     root = build_cirr(tmp_path / "cirr", n_queries=3, extra_gallery=0)
     victim = read_json(root / "captions/cap.rc2.val.json")[0]["reference"]

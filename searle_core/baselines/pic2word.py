@@ -26,15 +26,12 @@ from ..datasets.base import CIRBenchmark
 from ..device import autocast
 from ..inversion.losses import symmetric_infonce_loss
 from ..inversion.regularizer import TokenCache
-from ..retrieval.queries import pseudo_query_features
+from ..retrieval.queries import PIC2WORD_PROMPT, pseudo_query_features
 from ..prefix_encoding import PrefixCachedEncoder
 from .training import fit, record_training, unlabeled_images
 
 #: The prompt the mapper is trained with.
 PIC2WORD_TRAIN_PROMPT = "a photo of $"
-#: Pic2Word's query prompt, as in its code ("a photo of * , {}"). The space before the comma
-#: matters: CLIP's BPE reads "$," as one chunk, "$" + ",", so "$" would not be token 259.
-PIC2WORD_QUERY_PROMPT = "a photo of $ , {}"
 
 
 class Pic2WordMapper(nn.Module):
@@ -158,4 +155,4 @@ def pic2word_query_features(backbone: Backbone, bench: CIRBenchmark, ctx) -> tor
     with torch.no_grad():
         tokens = mapper(feats.to(backbone.device).float()).float().cpu()
     ctx.tokens.setdefault("pic2word", {}).update(zip(names, tokens))
-    return pseudo_query_features(backbone, bench.queries, ctx.tokens["pic2word"], PIC2WORD_QUERY_PROMPT)
+    return pseudo_query_features(backbone, bench.queries, ctx.tokens["pic2word"], PIC2WORD_PROMPT)

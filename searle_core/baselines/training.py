@@ -58,7 +58,7 @@ def unlabeled_images(backbone: Backbone, bench: CIRBenchmark, extras: dict, meth
     given = extras.get("unlabeled")
     if given is None:
         raise ValueError(f"method {method!r} trains its network on unlabeled images (the paper: the ImageNet1K "
-                         "test images φ is trained on); pass an image folder (`searle table --unlabeled DIR`, or "
+                         "test images φ is trained on); pass an image folder (`--unlabeled DIR` of `searle evaluate` or `searle table`, or "
                          "MethodContext.extras['unlabeled'] = ImageFolderSource(DIR)), or a trained network "
                          f"(MethodContext.extras['{method}_checkpoint'] = path).")
     source, names = given if isinstance(given, tuple) else (given, list(given.names))

@@ -42,6 +42,11 @@ def add_benchmark_options(p: argparse.ArgumentParser, default_split: str = "val"
     p.add_argument("--concepts", default=None, help="concept CSV (Open Images V7 class descriptions)")
     p.add_argument("--phrases", default=None, help="phrase bank pickle {concept: [phrases]}; without it, "
                                                    "offline template phrases are generated")
+    p.add_argument("--captioner", default=None,
+                   help="Hugging Face captioning model for 'captioning' on real images (default: BLIP base)")
+    p.add_argument("--unlabeled", default=None,
+                   help="image folder Pic2Word's mapper and PALAVRA's inverter learn from on real datasets "
+                        "(the paper: ImageNet1K test; φ is trained with `searle train-phi`)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-progress", action="store_true")
 
@@ -144,8 +149,14 @@ def context_from_args(args: argparse.Namespace, backbone):
               "Images V7 class names (--concepts oidv7-class-descriptions.csv) and GPT phrases (--phrases)")
     phi = load_phi(args.phi_checkpoint, backbone) if args.phi_checkpoint else None
     oti_config = OTIConfig(steps=args.oti_steps, lambda_gpt=0.5 if vocab else 0.0)
-    return MethodContext(vocabulary=vocab, oti_config=oti_config, oti_batch_size=args.oti_batch_size, phi=phi,
-                         seed=args.seed, progress=not args.no_progress)
+    ctx = MethodContext(vocabulary=vocab, oti_config=oti_config, oti_batch_size=args.oti_batch_size, phi=phi,
+                        seed=args.seed, progress=not args.no_progress)
+    if getattr(args, "captioner", None):
+        ctx.extras["captioner"] = args.captioner
+    if getattr(args, "unlabeled", None):
+        from ..datasets import ImageFolderSource
+        ctx.extras["unlabeled"] = ImageFolderSource(args.unlabeled)
+    return ctx
 
 
 def _load(args: argparse.Namespace):

@@ -18,6 +18,7 @@ def register(sub) -> None:
     p.add_argument("--store-checked-outputs", action="store_true",
                    help="maintainers: run the notebooks with their defaults and store the outputs of their "
                         "# NBVAL_CHECK_OUTPUT cells (all other outputs removed) instead of a profile run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar over each notebook's cells")
     p.set_defaults(func=run_paper_command)
 
 
@@ -34,7 +35,7 @@ def run_paper_command(args: argparse.Namespace) -> int:
         store_checked_outputs(only or NOTEBOOKS)
         return 0
     start = time.perf_counter()
-    runs = run_paper(args.profile, args.out, args.figures, only)
+    runs = run_paper(args.profile, args.out, args.figures, only, progress=not args.no_progress)
     total = time.perf_counter() - start
     print(f"profile {args.profile}: {len(runs)} notebooks in {total:.0f} s")
     for run in runs:

@@ -17,10 +17,6 @@ def register(sub) -> None:
     t.add_argument("--methods", default=",".join(TABLE_METHODS),
                    help=f"comma-separated rows, in order (default: {','.join(TABLE_METHODS)})")
     t.add_argument("--out", default="runs/tables", help="folder for {dataset}-{split}.csv and .md (default: runs/tables)")
-    t.add_argument("--captioner", default=None,
-                   help="Hugging Face captioning model for 'captioning' on real images (default: BLIP base)")
-    t.add_argument("--unlabeled", default=None,
-                   help="image folder the trained baselines learn from on real datasets (the paper: ImageNet1K test)")
     t.add_argument("--json", action="store_true", help="also print the table as one JSON line")
     t.set_defaults(func=run_table)
 
@@ -32,11 +28,6 @@ def run_table(args: argparse.Namespace) -> int:
     backbone = load_backbone_from_args(args)
     bench = benchmark_from_args(args, backbone)
     ctx = context_from_args(args, backbone)
-    if args.captioner:
-        ctx.extras["captioner"] = args.captioner
-    if args.unlabeled:
-        from ..datasets import ImageFolderSource
-        ctx.extras["unlabeled"] = ImageFolderSource(args.unlabeled)
     table = build_table(bench, backbone, ctx, methods, progress=not args.json)
     stem = f"{args.dataset}-{args.split}" + ("-quick" if args.quick and args.dataset == "shapes" else "")
     csv_path, md_path = write_table(table, Path(args.out), stem)

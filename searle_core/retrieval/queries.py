@@ -17,8 +17,9 @@ from .features import text_features
 
 #: The paper's prompt (CIRR, CIRCO, FashionIQ, shapes).
 SEARLE_PROMPT = "a photo of $ that {}"
-#: Pic2Word's query prompt.
-PIC2WORD_PROMPT = "a photo of $ , {}"  # "$," would tokenize as one chunk without the $ token
+#: Pic2Word's query prompt, as in its code ("a photo of * , {}"). The space before the comma matters:
+#: CLIP's BPE reads "$," as one chunk, so "$" would not be the pseudo-word token.
+PIC2WORD_PROMPT = "a photo of $ , {}"
 
 
 def caption_variants(query: CIRQuery) -> list[str]:
