@@ -1,8 +1,9 @@
 """OTI over many images, in batches, each batch seeded by its own image names.
 
-Seeding a batch from ``(seed, its names)`` instead of a global random stream makes a batch's tokens
-independent of which batches ran before it: an interrupted and resumed run, or a run split across
-processes, gives the same tokens as one uninterrupted run.
+Seeding a batch from ``(seed, its names)`` instead of a global random stream, and reading phrase
+features from a :class:`StablePhraseFeatures` instead of a cache filled in batch order, makes a
+batch's tokens independent of which batches ran before it: an interrupted and resumed run, or a run
+split across processes, gives the same tokens as one uninterrupted run.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..backbone import Backbone
 from .oti import OTIConfig, oti
-from .regularizer import PhraseBank, PhraseFeatureCache
+from .regularizer import PhraseBank, StablePhraseFeatures
 
 
 def batch_seed(seed: int, names: list[str]) -> int:
@@ -50,7 +51,9 @@ def invert_images(backbone: Backbone, features: torch.Tensor, names: list[str],
     if len(features) != len(names):
         raise ValueError(f"{len(features)} feature rows for {len(names)} names")
     tokens = dict(done or {})
-    cache = PhraseFeatureCache(backbone)
+    phrases = None
+    if concepts and phrase_bank is not None and config.lambda_gpt > 0:
+        phrases = StablePhraseFeatures(backbone, [c[:config.top_concepts] for c in concepts], phrase_bank)
     bar = tqdm(total=len(names), desc="OTI", unit="img", disable=not progress)
     for b, start in enumerate(range(0, len(names), batch_size)):
         batch = names[start:start + batch_size]
@@ -58,7 +61,8 @@ def invert_images(backbone: Backbone, features: torch.Tensor, names: list[str],
             bar.update(len(batch))
             continue
         result = oti(backbone, features[start:start + batch_size], concepts[start:start + batch_size] if concepts else None,
-                     phrase_bank, config, seed=batch_seed(seed, batch), phrase_cache=cache)
+                     phrase_bank, config, seed=batch_seed(seed, batch),
+                     phrase_cache=phrases.cache() if phrases else None)
         batch_tokens = result.tokens.float().cpu()
         tokens.update(zip(batch, batch_tokens))
         if on_batch is not None:

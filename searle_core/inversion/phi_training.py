@@ -30,7 +30,7 @@ from ..device import autocast, needs_grad_scaler
 from ..prefix_encoding import PrefixCachedEncoder
 from .losses import nt_xent_loss
 from .phi import Phi, PhiLossConfig
-from .regularizer import PhraseBank, PhraseFeatureCache, PhraseSampler, TokenCache
+from .regularizer import PhraseBank, PhraseSampler, StablePhraseFeatures, TokenCache
 
 
 @dataclass(frozen=True)
@@ -72,37 +72,6 @@ def derive_seed(*parts: object) -> int:
     """A 63-bit seed from the run seed and a position (epoch, batch, purpose), stable across runs."""
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-class StablePhraseFeatures:
-    """Plain-phrase features whose values never depend on what was encoded before.
-
-    A phrase's features differ in the last bits with the batch it is encoded in (the truncation
-    length and matrix shapes change), so a cache filled in the order batches happen to run makes a
-    resumed or sharded run drift from an uninterrupted one. Either every phrase the run can draw is
-    encoded up front in a fixed order (small banks: the ``shapes`` world), or each batch encodes its
-    own phrases in a fresh cache (large banks, where a run-long cache would not fit in memory anyway).
-
-    Args:
-        backbone: the frozen CLIP.
-        concepts: per image, the concepts the regulariser draws from.
-        bank: concept -> phrases.
-        limit: largest number of distinct phrases encoded up front.
-    """
-
-    def __init__(self, backbone: Backbone, concepts: list[list[str]], bank: PhraseBank, limit: int = 50_000):
-        self.backbone = backbone
-        used = {c for cs in concepts for c in cs}
-        count = sum(len(bank.get(c, ())) for c in used)
-        self.shared: PhraseFeatureCache | None = None
-        if count <= limit:
-            self.shared = PhraseFeatureCache(backbone)
-            with autocast(backbone.device):
-                self.shared.features(sorted({p for c in used for p in bank.get(c, ())}))
-
-    def cache(self) -> PhraseFeatureCache:
-        """The cache to use for one batch."""
-        return self.shared if self.shared is not None else PhraseFeatureCache(self.backbone)
 
 
 def _history_csv(history: list[dict], path: Path) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..backbone import Backbone
+from ..device import autocast
 from ..text_encoding import encode_text, normalized
 
 PhraseBank = dict[str, list[str]]
@@ -57,6 +58,37 @@ class PhraseFeatureCache:
             feats = normalized(encode_text(self.backbone.model, self.backbone.tokenize(chunk)))
             self._features.update(zip(chunk, feats))
         return torch.stack([self._features[p] for p in phrases])
+
+
+class StablePhraseFeatures:
+    """Plain-phrase features whose values never depend on what was encoded before.
+
+    A phrase's features differ in the last bits with the batch it is encoded in (the truncation
+    length and matrix shapes change), so a cache filled in the order batches happen to run makes a
+    resumed or sharded run drift from an uninterrupted one. Either every phrase the run can draw is
+    encoded up front in a fixed order (small banks: the ``shapes`` world), or each batch encodes its
+    own phrases in a fresh cache (large banks, where a run-long cache would not fit in memory anyway).
+
+    Args:
+        backbone: the frozen CLIP.
+        concepts: per image, the concepts the regulariser draws from.
+        bank: concept -> phrases.
+        limit: largest number of distinct phrases encoded up front.
+    """
+
+    def __init__(self, backbone: Backbone, concepts: list[list[str]], bank: PhraseBank, limit: int = 50_000):
+        self.backbone = backbone
+        used = {c for cs in concepts for c in cs}
+        count = sum(len(bank.get(c, ())) for c in used)
+        self.shared: PhraseFeatureCache | None = None
+        if count <= limit:
+            self.shared = PhraseFeatureCache(backbone)
+            with autocast(backbone.device):
+                self.shared.features(sorted({p for c in used for p in bank.get(c, ())}))
+
+    def cache(self) -> PhraseFeatureCache:
+        """The cache to use for one batch."""
+        return self.shared if self.shared is not None else PhraseFeatureCache(self.backbone)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from ..backbone import Backbone
 from ..datasets.base import ImageSource
 from ..inversion import OTIConfig, oti
 from ..inversion.batch import batch_seed
-from ..inversion.phi_training import StablePhraseFeatures
+from ..inversion.regularizer import StablePhraseFeatures
 from ..retrieval.features import image_features, weights_key
 from . import distributed as dist
 from .checkpoint import (MANIFEST, add_session, atomic_save, atomic_write_json, atomic_write_text, check_resume,
