@@ -221,7 +221,8 @@ def train_study_phi(study: Study, oti_config: OTIConfig, epochs: int, images: in
         fraction: train on a seeded, nested subset of this share of the images (data ablation).
         validate: score ``searle`` with the current φ on the benchmark :data:`VALIDATIONS` times
             over training, the last epoch included (not part of the cache key: it does not change
-            training; a cached unvalidated φ is retrained).
+            training; a cached φ validated on another benchmark, or not at all, is retrained so its
+            curve is this benchmark's).
         progress: progress bars.
     """
     from .ablations import subset_indices
@@ -247,17 +248,20 @@ def train_study_phi(study: Study, oti_config: OTIConfig, epochs: int, images: in
         ctx = study.context(oti_steps=oti_config.steps, phi=phi)
         return evaluate("searle", study.bench, study.backbone, ctx, gallery=study.gallery()).metrics
 
+    # the validation curve belongs to one benchmark: its queries, not only its name
+    bench_id = artifacts.digest(study.bench.name, study.bench.split, [q.query_id for q in study.bench.queries])
+
     def train() -> dict:
         concepts = study.concepts(features[rows], config.loss.top_concepts)
         result = train_phi(study.backbone, features[rows], targets.tokens[rows], concepts, study.phrase_bank, config,
                            validate=check if validate else None, progress=progress)
-        return {"Phi": result.phi.cpu().state_dict(), "meta": {"history": result.history}}
+        return {"Phi": result.phi.cpu().state_dict(),
+                "meta": {"history": result.history, "validated_on": bench_id if validate else None}}
 
     path = artifacts.artifact_path("phi-study", study.backbone, data_id, key)
     art = artifacts.load_or_train(path, train, artifacts.describe(study.backbone, data_id, key))
-    history = art.meta.get("history", [])
-    if validate and history and set(history[-1]) <= {"epoch", "distil", "gpt", "total", "seconds"}:
-        # cached by a run without validation: train again, validating this time
+    if validate and art.meta.get("validated_on") != bench_id:
+        # cached by a run that validated elsewhere or not at all: train again (same φ), validating here
         path.unlink()
         art = artifacts.load_or_train(path, train, artifacts.describe(study.backbone, data_id, key))
     phi = load_phi(art.path, study.backbone).to(study.backbone.device).eval()
@@ -266,7 +270,7 @@ def train_study_phi(study: Study, oti_config: OTIConfig, epochs: int, images: in
 
 
 def study_phi(study: Study, oti_steps: int, epochs: int, images: int | None = None, checkpoint: str = "",
-              validate: bool = True) -> TrainedPhi | None:
+              validate: bool = False) -> TrainedPhi | None:
     """The φ a notebook uses for ``searle``: a checkpoint file when given, else one trained here
     (:func:`train_study_phi`, the same cached φ in every notebook), else ``None`` (real data
     without unlabeled images)."""

@@ -139,3 +139,26 @@ def test_snapshots_are_the_ema_of_shorter_runs(tiny_study):
     assert not torch.allclose(long.raw, long.tokens)
     again = benchmark_oti(tiny_study, OTIConfig(steps=12, lambda_gpt=0.0), tiny_study.vocabulary)
     assert not again.trained_now and torch.equal(again.tokens, long.tokens)
+
+
+@pytest.mark.slow
+def test_phi_validation_curve_is_the_benchmark_asked_for(tiny_study):
+    """A cached φ validated on another benchmark (or not at all) is retrained to validate on this one."""
+    from searle_core import OTIConfig
+    from searle_core.inversions import train_study_phi
+
+    config = OTIConfig(steps=4)
+    plain = train_study_phi(tiny_study, config, epochs=2, validate=False, progress=False)
+    assert not any("mAP@10" in row for row in plain.history)
+    small = tiny_study.subset(3)
+    on_small = train_study_phi(small, config, epochs=2, progress=False)
+    assert on_small.trained_now and "mAP@10" in on_small.history[-1]
+    on_full = train_study_phi(tiny_study, config, epochs=2, progress=False)
+    assert on_full.trained_now  # the cached curve was the 3-query subset's
+    again = train_study_phi(tiny_study, config, epochs=2, progress=False)
+    assert not again.trained_now and again.history == on_full.history
+    reused = train_study_phi(small, config, epochs=2, validate=False, progress=False)
+    assert not reused.trained_now  # without validation any cached φ of the same recipe serves
+    # Validation does not change training: the retrained φ is the same network.
+    for a, b in zip(plain.phi.state_dict().values(), on_full.phi.state_dict().values()):
+        torch.testing.assert_close(a, b)
