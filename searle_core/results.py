@@ -16,6 +16,7 @@ import pandas as pd
 
 from .paper_results import PAPER_TABLE_METRICS, compare_with_paper, results_frame
 from .pipeline import Evaluation, evaluate
+from .significance import Difference, compare_methods, main_metric  # main_metric: the notebooks read it here
 from .inversions import prefill_oti, study_phi, use_phi
 from .study import Study, open_study
 from .table import DISPLAY_NAMES, Table, TableRow, flatten
@@ -139,11 +140,6 @@ def run_settings(benchmarks: list[dict], backbones: list[dict], methods: list[st
     return settings
 
 
-def main_metric(dataset: str) -> str:
-    """The headline metric of a dataset (the one bar charts and logs show)."""
-    return {"cirr": "Recall@1", "fashioniq": "average/Recall@10"}.get(dataset, "mAP@10")
-
-
 def comparison(settings: list[Setting]) -> pd.DataFrame:
     """Long table: dataset, split, backbone, method, metric, reproduced, paper, diff (paper-table
     metrics only for datasets the paper reports; every metric for ``shapes``)."""
@@ -208,3 +204,13 @@ def headline(setting: Setting) -> dict[str, float]:
     """Method -> the benchmark's headline metric (see :func:`main_metric`)."""
     metric = main_metric(setting.study.dataset)
     return {m: flatten(e.metrics).get(metric, math.nan) for m, e in setting.evaluations.items()}
+
+
+def differences(setting: Setting, reference: str = "searle-oti", n_resamples: int = 10_000,
+                seed: int = 0) -> list[Difference]:
+    """Every method of the setting against ``reference`` on the headline metric, with a paired
+    bootstrap interval over the queries (empty when ``reference`` was not run)."""
+    rankings = {m: e.rankings for m, e in setting.evaluations.items()}
+    if reference not in rankings or len(rankings) < 2:
+        return []
+    return compare_methods(setting.study.bench, rankings, reference, n_resamples=n_resamples, seed=seed)

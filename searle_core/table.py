@@ -65,6 +65,8 @@ class Table:
     n_gallery: int
     gallery_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: method -> its rankings, for per-query comparisons (:mod:`searle_core.significance`).
+    rankings: dict[str, list[list[str]]] = field(default_factory=dict, repr=False)
 
     @property
     def columns(self) -> list[str]:
@@ -121,6 +123,7 @@ def build_table(bench: CIRBenchmark, backbone: Backbone, ctx: MethodContext | No
                        ctx.extras.get("train_seconds", {}).get(method),
                        bool(ctx.extras.get("trained_now", {}).get(method)))
         table.rows.append(row)
+        table.rankings[method] = result.rankings
         if progress:
             print(f"{row.name}: {format_row(row, table.columns[:4])}", flush=True)
     return table

@@ -123,7 +123,8 @@ def test_quick_profile_runs_and_writes_everything(quick_run):
         assert (run_dir / f"{stem}.json").is_file()
     assert sorted(p.stem for p in (out / "figures").glob("*.png")) == sorted(EXPECTED_FIGURES)
     tables = run_dir / "tables"
-    for name in ("results.csv", "results-shapes.md", "results-shapes.tex", "ablations.csv", "ablations.md"):
+    for name in ("results.csv", "results-shapes.md", "results-shapes.tex", "ablations.csv", "ablations.md",
+                 "shapes-val-shapes-clip-vs-searle-oti.md", "shapes-val-shapes-clip-vs-searle-oti.csv"):
         assert (tables / name).is_file(), name
     summary = json.loads((run_dir / "summary.json").read_text())
     assert [n["name"] for n in summary["notebooks"]] == list(NOTEBOOKS)
@@ -150,6 +151,10 @@ def test_quick_profile_numbers(quick_run):
     assert nb4[key.format("searle")] > nb4[key.format("image-only")] + 5
     assert nb4[key.format("text-only")] > 0
     assert nb4["shapes/shapes-clip/skipped"] == []
+    # Image-only is below SEARLE-OTI by more than the luck of the queries.
+    vs = nb4["shapes/shapes-clip/image-only/vs-searle-oti"]
+    assert vs["low"] <= vs["diff"] <= vs["high"] < 0
+    assert vs["diff"] == pytest.approx(nb4[key.format("image-only")] - nb4[key.format("searle-oti")], abs=1e-6)
     # The same OTI tokens and φ reach notebooks 3 and 4 through the caches: identical scores.
     assert nb4[key.format("searle-oti")] == pytest.approx(nb3["searle-oti/mAP@10"], abs=1e-6)
     nb5 = r["05_ablations"]

@@ -76,3 +76,21 @@ def test_table_command_writes_csv_and_markdown(tmp_path, capsys):
     assert main(["table", "--quick", "--methods", "image-only,nonsense", "--out", str(tmp_path), "--no-progress",
                  "--device", "cpu"]) == 2
     assert "unknown method 'nonsense'" in capsys.readouterr().err
+
+
+def test_table_command_compares_every_method_to_one(tmp_path, capsys):
+    from searle_core.cli import main
+
+    assert main(["table", "--dataset", "shapes", "--quick", "--device", "cpu", "--no-progress", "--methods",
+                 "image-only,text-only,image+text", "--compare-to", "image+text", "--bootstrap", "200",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "paired bootstrap over the" in out and "| Method | mAP@10 | − Image + Text | 95 % interval | clear |" in out
+    with (tmp_path / "shapes-val-quick-vs-image+text.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["image-only", "text-only"]
+    table = {r["method"]: float(r["mAP@10"]) for r in csv.DictReader((tmp_path / "shapes-val-quick.csv").open())}
+    for r in rows:  # value and difference agree with the table itself
+        assert float(r["value"]) == pytest.approx(table[r["method"]], abs=1e-3)
+        assert float(r["diff"]) == pytest.approx(table[r["method"]] - table["image+text"], abs=1e-3)
+        assert float(r["low"]) <= float(r["diff"]) <= float(r["high"])

@@ -17,6 +17,10 @@ def register(sub) -> None:
     t.add_argument("--methods", default=",".join(TABLE_METHODS),
                    help=f"comma-separated rows, in order (default: {','.join(TABLE_METHODS)})")
     t.add_argument("--out", default="runs/tables", help="folder for {dataset}-{split}.csv and .md (default: runs/tables)")
+    t.add_argument("--compare-to", default="searle-oti",
+                   help="paired bootstrap of every method against this one on the headline metric "
+                        "(default: searle-oti; 'none' to skip)")
+    t.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples (default: 10000)")
     t.add_argument("--json", action="store_true", help="also print the table as one JSON line")
     t.set_defaults(func=run_table)
 
@@ -31,6 +35,15 @@ def run_table(args: argparse.Namespace) -> int:
     table = build_table(bench, backbone, ctx, methods, progress=not args.json)
     stem = f"{args.dataset}-{args.split}" + ("-quick" if args.quick and args.dataset == "shapes" else "")
     csv_path, md_path = write_table(table, Path(args.out), stem)
+    written = [csv_path, md_path]
+    differences = []
+    if args.compare_to != "none" and args.compare_to in table.rankings and len(table.rankings) > 1:
+        from ..significance import compare_methods, to_markdown, write_differences
+        from ..table import DISPLAY_NAMES
+
+        differences = compare_methods(bench, table.rankings, args.compare_to, n_resamples=args.bootstrap,
+                                      seed=args.seed)
+        written.append(write_differences(differences, Path(args.out) / f"{stem}-vs-{args.compare_to}", DISPLAY_NAMES))
     if args.json:
         print_json(to_dict(table))
         return 0
@@ -38,5 +51,9 @@ def run_table(args: argparse.Namespace) -> int:
     print(f"{args.dataset} {args.split}: {len(bench.queries)} queries, {len(bench.gallery)} gallery images, "
           f"backbone {args.backbone}")
     print(to_text(table))
-    print(f"wrote {csv_path} and {md_path}")
+    if differences:
+        print(f"\npaired bootstrap over the {len(bench.queries)} queries ({args.bootstrap} resamples): "
+              f"'clear' = the interval excludes zero")
+        print(to_markdown(differences, DISPLAY_NAMES))
+    print("wrote " + ", ".join(map(str, written)))
     return 0
