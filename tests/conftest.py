@@ -22,3 +22,20 @@ def random_backbone():
     logging.getLogger().setLevel(logging.ERROR)
     torch.manual_seed(0)
     return load_backbone("shapes-clip", pretrained=None, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, random_backbone):
+    """A tiny world with a random CLIP; every cache in a temporary folder."""
+    from searle_core.datasets.shapes import ShapesWorld, WorldConfig, training_vocabulary
+    from searle_core.inversion.nearest import word_token_ids
+    from searle_core.study import Study
+    from searle_core.world import world_vocabulary
+
+    logging.getLogger().setLevel(logging.ERROR)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEARLE_DATA", str(tmp_path_factory.mktemp("data")))
+        world = ShapesWorld(WorldConfig.quick(n_pretrain=24, n_val_queries=8, gallery_per_combo=1))
+        yield Study("shapes", random_backbone, world.benchmark("val"), world_vocabulary(n_per_concept=2),
+                    word_token_ids(random_backbone, training_vocabulary()), world,
+                    (world.images, world.pretrain_names()), seed=0)
