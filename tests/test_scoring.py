@@ -23,7 +23,7 @@ KEYS = [f"mAP@{k}" for k in (5, 10, 25, 50)] + [f"Recall@{k}" for k in (5, 10, 2
 @pytest.fixture(scope="module")
 def circo_files():
     if not (VAL.is_file() and TEST.is_file() and EXAMPLE.is_file()):
-        pytest.skip(f"CIRCO files under {DATA} absent: /work/shared/data absent or incomplete")
+        pytest.skip(f"CIRCO annotation files not found under {CIRCO} (the ../shared/data folder beside the repository)")
     annotations = json.loads(VAL.read_text())
     example = json.loads(EXAMPLE.read_text())
     return annotations, example
