@@ -73,9 +73,13 @@ def test_table_command_writes_csv_and_markdown(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert list(out) == ["image-only", "text-only", "captioning"]
     assert (tmp_path / "shapes-test-quick.csv").is_file() and (tmp_path / "shapes-test-quick.md").is_file()
+    assert not list(tmp_path.glob("*-vs-*"))  # no SEARLE-OTI row, no --compare-to: no comparison
     assert main(["table", "--quick", "--methods", "image-only,nonsense", "--out", str(tmp_path), "--no-progress",
                  "--device", "cpu"]) == 2
     assert "unknown method 'nonsense'" in capsys.readouterr().err
+    assert main(["table", "--quick", "--methods", "image-only", "--compare-to", "searle", "--out", str(tmp_path),
+                 "--no-progress"]) == 2
+    assert "--compare-to 'searle' is not one of the table's methods (image-only)" in capsys.readouterr().err
 
 
 def test_table_command_compares_every_method_to_one(tmp_path, capsys):

@@ -17,9 +17,9 @@ def register(sub) -> None:
     t.add_argument("--methods", default=",".join(TABLE_METHODS),
                    help=f"comma-separated rows, in order (default: {','.join(TABLE_METHODS)})")
     t.add_argument("--out", default="runs/tables", help="folder for {dataset}-{split}.csv and .md (default: runs/tables)")
-    t.add_argument("--compare-to", default="searle-oti",
+    t.add_argument("--compare-to", default=None,
                    help="paired bootstrap of every method against this one on the headline metric "
-                        "(default: searle-oti; 'none' to skip)")
+                        "(default: searle-oti when the table has it; 'none' to skip)")
     t.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples (default: 10000)")
     t.add_argument("--json", action="store_true", help="also print the table as one JSON line")
     t.set_defaults(func=run_table)
@@ -29,6 +29,12 @@ def run_table(args: argparse.Namespace) -> int:
     from ..table import build_table, to_dict, to_text, write_table
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    reference = args.compare_to or ("searle-oti" if "searle-oti" in methods else "none")
+    if reference != "none" and reference not in methods:
+        raise ValueError(f"--compare-to {args.compare_to!r} is not one of the table's methods ({', '.join(methods)}); "
+                         "name one of them or 'none'")
+    if args.bootstrap < 1:
+        raise ValueError(f"--bootstrap must be at least 1, got {args.bootstrap}")
     backbone = load_backbone_from_args(args)
     bench = benchmark_from_args(args, backbone)
     ctx = context_from_args(args, backbone)
@@ -37,13 +43,13 @@ def run_table(args: argparse.Namespace) -> int:
     csv_path, md_path = write_table(table, Path(args.out), stem)
     written = [csv_path, md_path]
     differences = []
-    if args.compare_to != "none" and args.compare_to in table.rankings and len(table.rankings) > 1:
+    if reference != "none" and len(table.rankings) > 1:
         from ..significance import compare_methods, to_markdown, write_differences
         from ..table import DISPLAY_NAMES
 
-        differences = compare_methods(bench, table.rankings, args.compare_to, n_resamples=args.bootstrap,
+        differences = compare_methods(bench, table.rankings, reference, n_resamples=args.bootstrap,
                                       seed=args.seed)
-        written.append(write_differences(differences, Path(args.out) / f"{stem}-vs-{args.compare_to}", DISPLAY_NAMES))
+        written.append(write_differences(differences, Path(args.out) / f"{stem}-vs-{reference}", DISPLAY_NAMES))
     if args.json:
         print_json(to_dict(table))
         return 0
