@@ -7,7 +7,8 @@ import pytest
 
 from searle_core.datasets.base import CIRBenchmark, CIRQuery
 from searle_core.retrieval.evaluate import benchmark_metrics
-from searle_core.significance import compare_methods, paired_bootstrap, per_query_scores, to_markdown
+from searle_core.significance import (RESAMPLE_CHUNK, compare_methods, paired_bootstrap, per_query_scores,
+                                      to_markdown)
 from searle_core.table import flatten
 
 GALLERY = [f"g{i}" for i in range(30)]
@@ -50,11 +51,14 @@ def test_per_query_scores_average_to_the_dataset_metric(name, metric):
 
 
 def plain_bootstrap(a, b, groups, n_resamples, level, seed):
-    """The same resampling written as loops: same draws, one resample at a time."""
+    """The same resampling written as loops: same draws (in chunks, group by group), one resample at a time."""
     rng = np.random.default_rng(seed)
     d = [x - y for x, y in zip(a, b)]
     members = [[i for i, g in enumerate(groups) if g == u] for u in sorted(set(groups))]
-    draws = [rng.integers(0, len(m), size=(n_resamples, len(m))) for m in members]
+    draws = [[] for _ in members]
+    for start in range(0, n_resamples, RESAMPLE_CHUNK):
+        for k, m in enumerate(members):
+            draws[k] += rng.integers(0, len(m), size=(min(RESAMPLE_CHUNK, n_resamples - start), len(m))).tolist()
     resampled = []
     for r in range(n_resamples):
         per_group = [sum(d[m[j]] for j in draws[k][r]) / len(m) for k, m in enumerate(members)]
@@ -70,8 +74,9 @@ def test_paired_bootstrap_matches_plain_loops(grouped):
     rng = np.random.default_rng(3)
     a, b = rng.random(40) * 100, rng.random(40) * 100
     groups = np.arange(40) % 3 if grouped else np.zeros(40, dtype=int)
-    got = paired_bootstrap(a, b, groups if grouped else None, n_resamples=300, level=0.9, seed=5)
-    want = plain_bootstrap(list(a), list(b), list(groups), 300, 0.9, 5)
+    n = RESAMPLE_CHUNK + 300  # two chunks, the second partial
+    got = paired_bootstrap(a, b, groups if grouped else None, n_resamples=n, level=0.9, seed=5)
+    want = plain_bootstrap(list(a), list(b), list(groups), n, 0.9, 5)
     assert got == pytest.approx(want, abs=1e-9)
 
 
