@@ -27,6 +27,7 @@ import torch
 
 from .backbone import Backbone
 from .paths import cache_dir
+from .runs.checkpoint import jsonable
 
 #: Bumped when a saved format or a training procedure changes, so old files are not reused.
 ARTIFACT_VERSION = 1
@@ -37,22 +38,9 @@ def models_dir() -> Path:
     return cache_dir("models")
 
 
-def plain(value: Any) -> Any:
-    """A JSON-able version of configs (dataclasses, tuples, nested) for keys and metadata."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def digest(*parts: Any, length: int = 12) -> str:
-    """Short stable hash of JSON-able parts (configs are passed through :func:`plain`)."""
-    payload = json.dumps([plain(p) for p in parts], sort_keys=True)
+    """Short stable hash of JSON-able parts (configs are passed through :func:`jsonable`)."""
+    payload = json.dumps([jsonable(p) for p in parts], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:length]
 
 
@@ -112,7 +100,7 @@ def load_or_train(path: Path, train: Callable[[], dict], meta: dict | None = Non
         return Artifact(path, torch.load(path, map_location="cpu", weights_only=True), trained_now=False)
     start = time.perf_counter()
     content = train()
-    content["meta"] = plain({**(meta or {}), **content.get("meta", {}),
+    content["meta"] = jsonable({**(meta or {}), **content.get("meta", {}),
                              "train_seconds": round(time.perf_counter() - start, 2),
                              "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "version": ARTIFACT_VERSION})
     save_atomic(content, path)
@@ -127,7 +115,7 @@ def describe(backbone: Backbone, data_id: str, config: Any) -> dict:
     """The ``meta`` every artifact records about where it comes from."""
     from .retrieval.features import weights_key
 
-    return {"backbone": backbone.name, "weights": weights_key(backbone), "data": data_id, "config": plain(config)}
+    return {"backbone": backbone.name, "weights": weights_key(backbone), "data": data_id, "config": jsonable(config)}
 
 
 # ---- φ for the shapes world ------------------------------------------------------------------------

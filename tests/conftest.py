@@ -14,6 +14,15 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: on a shared CPU, OpenMP threads waiting for each other make small ops far slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def random_backbone():
     """The shapes-clip architecture with random weights: a real open_clip CLIP, built from its config."""

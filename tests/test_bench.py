@@ -15,13 +15,7 @@ from searle_core.templates import TEMPLATES
 from searle_core.text_encoding import encode_with_pseudo_tokens
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared CPU, OpenMP threads waiting for each other make small ops far slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_reference_recipe_gives_the_project_tokens(random_backbone):

@@ -11,13 +11,7 @@ from searle_core.cli import main
 from searle_core.runs.distributed import shard_indices, split_evenly
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared CPU, OpenMP threads waiting for each other make small ops far slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 OTI_ARGS = ["oti", "--dataset", "shapes", "--split", "pretrain", "--quick", "--backbone", "shapes-clip",
             "--pretrained", "none", "--device", "cpu", "--limit", "10", "--batch-size", "3", "--steps", "2",

@@ -14,13 +14,7 @@ from searle_core.runs.checkpoint import atomic_save, hyperparameter_changes
 from searle_core.world import world_vocabulary
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared CPU, OpenMP threads waiting for each other make small ops far slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONFIG = OTIRunConfig(oti=OTIConfig(steps=3), batch_size=3, seed=5)
 

@@ -11,13 +11,7 @@ from searle_core.inversion.phi_training import PhiTrainConfig, _losses, derive_s
 from searle_core.prefix_encoding import PrefixCachedEncoder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared CPU, OpenMP threads waiting for each other make small ops far slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 BANK = {"circle": ["a circle on a table", "a small circle", "a photo of a circle that is red"],
         "square": ["a square in the sky", "a photo of a square that is large"],

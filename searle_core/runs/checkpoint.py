@@ -64,7 +64,7 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def jsonable(obj: Any) -> Any:
-    """Dataclasses, tuples and paths as plain JSON values (hyper-parameters compare as JSON)."""
+    """Dataclasses, tuples and paths as plain JSON values (hyper-parameters compare as JSON; cache keys hash it)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
@@ -73,8 +73,6 @@ def jsonable(obj: Any) -> Any:
         return [jsonable(v) for v in obj]
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
-    if isinstance(obj, torch.device):
-        return str(obj)
     return str(obj)
 
 
@@ -169,3 +167,53 @@ def add_session(manifest: dict, world_size: int, resumed: bool, changes: list[st
         "started": now(), "world_size": world_size, "resumed": resumed, "forced_changes": changes,
         "code_version": code_version()})
     return manifest
+
+
+def open_run(folder: Path, kind: str, hyperparameters: dict, info: dict | None, resume: bool, force: bool,
+             outputs: list[Path], names: tuple[str, str, str]) -> tuple[dict, bool]:
+    """Start or resume the run of ``kind`` in ``folder``; returns its manifest (written by rank 0)
+    and whether it resumes.
+
+    Args:
+        folder: the run folder.
+        kind: the manifest's kind (``oti``, ``phi``).
+        hyperparameters: compared with the folder's on resume.
+        info: free-form description for a new manifest.
+        resume: continue the folder's run.
+        force: with ``resume``, accept changed hyper-parameters; without, delete ``outputs`` and start over.
+        outputs: the files a forced restart deletes (the manifest included).
+        names: how errors name the run ("an OTI run"), what a restart deletes ("its tokens are
+            deleted") and the run in resume errors ("OTI run").
+
+    Raises:
+        ValueError: the folder holds another kind of run, or a run that is neither resumed nor forced.
+    """
+    from . import distributed as dist
+
+    a_run, deleted, label = names
+    manifest = read_manifest(folder)
+    changes: list[str] = []
+    if manifest is not None and manifest.get("kind") != kind:
+        raise ValueError(f"{folder} holds a {manifest.get('kind')!r} run, not {a_run}; choose another --out")
+    if manifest is not None and not resume:
+        if not force:
+            raise ValueError(f"{folder} already holds {a_run}; pass --resume to continue it or --force to start "
+                             f"over ({deleted})")
+        dist.barrier()
+        if dist.is_main():
+            for path in outputs:
+                path.unlink(missing_ok=True)
+        dist.barrier()
+        manifest = None
+    resumed = manifest is not None
+    if resumed:
+        changes = check_resume(folder, manifest, hyperparameters, force, label)
+        manifest["hyperparameters"] = new_manifest(kind, hyperparameters)["hyperparameters"]
+    else:
+        manifest = new_manifest(kind, hyperparameters, info)
+    add_session(manifest, dist.world_size(), resumed=resumed, changes=changes)
+    dist.barrier()
+    if dist.is_main():
+        atomic_write_json(manifest, folder / MANIFEST)
+    dist.barrier()
+    return manifest, resumed

@@ -33,8 +33,8 @@ from ..inversion.batch import batch_seed
 from ..inversion.regularizer import StablePhraseFeatures
 from ..retrieval.features import image_features, weights_key
 from . import distributed as dist
-from .checkpoint import (MANIFEST, add_session, atomic_save, atomic_write_json, atomic_write_text, check_resume,
-                         fingerprint, new_manifest, read_manifest)
+from .checkpoint import (MANIFEST, atomic_save, atomic_write_json, atomic_write_text, fingerprint, open_run,
+                         read_manifest)
 
 INPUTS, TOKENS, CHUNKS, LOG = "inputs.pt", "tokens.pt", "chunks", "log.csv"
 
@@ -144,36 +144,6 @@ def load_inputs(path: Path) -> RunInputs:
 
 
 # ---- the run ------------------------------------------------------------------------------------
-def _open_run(folder: Path, hyper: dict, info: dict, resume: bool, force: bool) -> dict:
-    """Start or resume the run in ``folder``; returns its manifest (written by rank 0)."""
-    manifest = read_manifest(folder)
-    changes: list[str] = []
-    if manifest is not None and manifest.get("kind") != "oti":
-        raise ValueError(f"{folder} holds a {manifest.get('kind')!r} run, not an OTI run; choose another --out")
-    if manifest is not None and not resume:
-        if not force:
-            raise ValueError(f"{folder} already holds an OTI run; pass --resume to continue it or --force to "
-                             "start over (its tokens are deleted)")
-        dist.barrier()
-        if dist.is_main():
-            for path in [folder / MANIFEST, folder / INPUTS, folder / TOKENS, folder / LOG,
-                         *(folder / CHUNKS).glob("*.pt")]:
-                path.unlink(missing_ok=True)
-        dist.barrier()
-        manifest = None
-    if manifest is not None:
-        changes = check_resume(folder, manifest, hyper, force, "OTI run")
-        manifest["hyperparameters"] = new_manifest("oti", hyper)["hyperparameters"]
-    else:
-        manifest = new_manifest("oti", hyper, info)
-    add_session(manifest, dist.world_size(), resumed=bool(manifest["sessions"]), changes=changes)
-    dist.barrier()
-    if dist.is_main():
-        atomic_write_json(manifest, folder / MANIFEST)
-    dist.barrier()
-    return manifest
-
-
 def _load_chunks(folder: Path, names: list[str], force: bool = False) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Tokens and batch log rows so far (``force``: tokens of images no longer in the run are dropped)."""
     known, done, log = set(names), {}, []
@@ -224,7 +194,10 @@ def run_oti(backbone: Backbone, source: ImageSource, names: list[str], vocabular
              "backbone": backbone.name, "weights": weights_key(backbone),
              "preprocess": getattr(backbone.preprocess, "preprocess_id", "clip"),
              "images": len(names), "names": fingerprint(names), "vocabulary": vocabulary_fingerprint(vocabulary)}
-    manifest = _open_run(folder, hyper, info or {}, resume, force)
+    manifest, _ = open_run(folder, "oti", hyper, info or {}, resume, force,
+                           [folder / MANIFEST, folder / INPUTS, folder / TOKENS, folder / LOG,
+                            *(folder / CHUNKS).glob("*.pt")],
+                           ("an OTI run", "its tokens are deleted", "OTI run"))
 
     inputs = load_inputs(folder / INPUTS) if (folder / INPUTS).is_file() else None
     if inputs is not None and (inputs.names != names or (inputs.concepts is None) != (vocabulary is None)):

@@ -17,8 +17,7 @@ from ..inversion.phi import Phi, save_phi
 from ..inversion.phi_training import PhiTrainConfig, PhiTrainingResult, _history_csv, train_phi
 from ..retrieval.features import weights_key
 from . import distributed as dist
-from .checkpoint import (MANIFEST, add_session, atomic_save, atomic_write_json, check_resume, fingerprint,
-                         new_manifest, read_manifest)
+from .checkpoint import MANIFEST, atomic_save, atomic_write_json, fingerprint, open_run
 
 CHECKPOINT, HISTORY, PHI = "checkpoint.pt", "history.csv", "phi.pt"
 
@@ -43,31 +42,10 @@ class PhiCheckpointer:
         self.device = backbone.device
         self.hyper = {"phi": config, "backbone": backbone.name, "weights": weights_key(backbone),
                       "images": int(features.shape[0]), "data": fingerprint(features.float(), tokens.float())}
-        manifest = read_manifest(self.folder)
-        changes: list[str] = []
-        if manifest is not None and manifest.get("kind") != "phi":
-            raise ValueError(f"{self.folder} holds a {manifest.get('kind')!r} run, not a φ run; choose another --out")
-        if manifest is not None and not resume:
-            if not force:
-                raise ValueError(f"{self.folder} already holds a φ run; pass --resume to continue it or --force "
-                                 "to start over (its checkpoint is deleted)")
-            dist.barrier()
-            if dist.is_main():
-                for name in (MANIFEST, CHECKPOINT, HISTORY, PHI):
-                    (self.folder / name).unlink(missing_ok=True)
-            dist.barrier()
-            manifest = None
-        self.resume = manifest is not None
-        if manifest is not None:
-            changes = check_resume(self.folder, manifest, self.hyper, force, "φ training")
-            manifest["hyperparameters"] = new_manifest("phi", self.hyper)["hyperparameters"]
-        else:
-            manifest = new_manifest("phi", self.hyper, info)
-        self.manifest = add_session(manifest, dist.world_size(), resumed=self.resume, changes=changes)
-        dist.barrier()
-        if dist.is_main():
-            atomic_write_json(self.manifest, self.folder / MANIFEST)
-        dist.barrier()
+        self.manifest, self.resume = open_run(
+            self.folder, "phi", self.hyper, info, resume, force,
+            [self.folder / name for name in (MANIFEST, CHECKPOINT, HISTORY, PHI)],
+            ("a φ run", "its checkpoint is deleted", "φ training"))
 
     def restore(self, phi: Phi, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict]]:
         """Load the checkpoint into φ and the optimiser; returns (completed epochs, history)."""
