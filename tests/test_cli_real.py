@@ -176,8 +176,8 @@ def test_trained_baselines_say_where_their_unlabeled_images_come_from(cirr_stand
 
 def test_corrupt_image_is_a_one_line_error_or_skipped(tmp_path, capsys):
     root = build_cirr(tmp_path / "cirr", n_queries=3, extra_gallery=0)
-    victim = read_json(root / "captions/cap.rc2.val.json")[0]["reference"]
-    (root / read_json(root / "image_splits/split.rc2.val.json")[victim]).write_bytes(b"not a png")
+    victim = read_json(root / "cirr/captions/cap.rc2.val.json")[0]["reference"]
+    (root / read_json(root / "cirr/image_splits/split.rc2.val.json")[victim]).write_bytes(b"not a png")
     code, _, err = searle(capsys, "evaluate", "--dataset", "cirr", "--dataset-path", root, "--method", "image-only",
                           *CLI)
     assert code == 2 and "Traceback" not in err

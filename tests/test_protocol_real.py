@@ -159,7 +159,7 @@ def test_corrupt_image_fails_naming_file_and_query_or_is_skipped(tmp_path, cli_b
     root = build_cirr(tmp_path / "cirr", n_queries=3, extra_gallery=0)
     bench = load_cirr(root, "val")
     victim = bench.queries[0].reference
-    rel = read_json(root / "image_splits/split.rc2.val.json")[victim]
+    rel = read_json(root / "cirr/image_splits/split.rc2.val.json")[victim]
     (root / rel).write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     lazy = load_cirr(root, "val")  # "exists" only stats files: decoding fails in the pipeline
     with pytest.raises(ImageLoadError) as err:
