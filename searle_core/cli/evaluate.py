@@ -40,8 +40,9 @@ def add_benchmark_options(p: argparse.ArgumentParser, default_split: str = "val"
     p.add_argument("--oti-steps", type=int, default=350, help="OTI steps (paper: 350)")
     p.add_argument("--oti-batch-size", type=int, default=32)
     p.add_argument("--concepts", default=None, help="concept CSV (Open Images V7 class descriptions)")
-    p.add_argument("--phrases", default=None, help="phrase bank pickle {concept: [phrases]}; without it, "
-                                                   "offline template phrases are generated")
+    p.add_argument("--phrases", default=None,
+                   help="the authors' GPT phrases: GPTNeo27B.zip (read in place), its folder, or a pickle {concept: "
+                        "[phrases]}; without it, offline template phrases (tables label such OTI rows)")
     p.add_argument("--captioner", default=None,
                    help="Hugging Face captioning model for 'captioning' on real images (default: BLIP base)")
     p.add_argument("--unlabeled", default=None,

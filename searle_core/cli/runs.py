@@ -40,7 +40,8 @@ def register(sub) -> None:
     o.add_argument("--batch-size", type=int, default=32, help="images optimised together (paper: 32)")
     o.add_argument("--lambda-gpt", type=float, default=0.5, help="regulariser weight (paper: 0.5; 0: none)")
     o.add_argument("--concepts", default=None, help="concept CSV (Open Images V7 class descriptions)")
-    o.add_argument("--phrases", default=None, help="phrase bank pickle {concept: [phrases]}")
+    o.add_argument("--phrases", default=None,
+                   help="phrase bank: the authors' GPTNeo27B.zip, its folder, or a pickle {concept: [phrases]}")
     o.add_argument("--checkpoint-every", type=int, default=10, help="batches between checkpoints (per process)")
     o.add_argument("--limit", type=int, default=None, help="only the first N images (smoke runs)")
     o.add_argument("--seed", type=int, default=42)
@@ -71,7 +72,8 @@ def register(sub) -> None:
     t.add_argument("--top-concepts", type=int, default=150)
     t.add_argument("--dropout", type=float, default=0.5)
     t.add_argument("--concepts", default=None, help="concept CSV, as given to `searle oti`")
-    t.add_argument("--phrases", default=None, help="phrase bank pickle, as given to `searle oti`")
+    t.add_argument("--phrases", default=None, help="phrase bank (GPTNeo27B.zip, its folder or a pickle), as given to "
+                                                   "`searle oti`")
     t.add_argument("--val-dataset", default=None, choices=VAL_DATASETS,
                    help="validate `searle` on this benchmark every epoch (default: shapes for shapes-clip, else none)")
     t.add_argument("--val-path", default=None, help="folder of the validation benchmark")
