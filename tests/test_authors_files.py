@@ -106,6 +106,7 @@ def test_train_phi_on_the_authors_oti_folder(authors_oti, tmp_path):
     assert inputs.names == [f"test/{n}" for n in order] and torch.equal(imported, tokens)
     assert inputs.features.shape == (12, 128) and all(len(c) == 3 for c in inputs.concepts)
     assert manifest["info"]["authors_hyperparameters"]["clip_model_name"] == "ViT-B/32"
+    assert manifest["hyperparameters"]["preprocess"] == "targetpad"  # their default --preprocess-type
     phi = torch.load(out / "phi.pt", weights_only=True)
     assert "Phi" in phi
     # Resumed: the import is reused as it is, not recomputed.

@@ -207,10 +207,17 @@ def run_train_phi_command(args: argparse.Namespace) -> int:
         backbone = load_backbone_from_args(args)
         vocabulary = vocabulary_from_args(args) if args.lambda_gpt > 0 else None
         if authors:
+            import os
             from pathlib import Path
 
             from ..datasets import ImageFolderSource
+            from ..retrieval.features import configure_images
 
+            # Their features were made with their --preprocess-type (targetpad by default): so are ours.
+            kind = str(recorded.hyperparameters.get("preprocess_type", "targetpad"))
+            # Loader workers pay for their start-up only on many images.
+            workers = min(8, os.cpu_count() or 1) if len(recorded.names) >= 1024 else 0
+            backbone = configure_images(backbone, kind, workers)
             _say(f"the authors' OTI tokens in {args.tokens}: features and concepts of {args.images} "
                  f"-> {Path(args.out) / IMPORTED}")
             args.tokens = str(import_authors_oti(args.tokens, backbone, ImageFolderSource(args.images), vocabulary,
