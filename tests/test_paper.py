@@ -188,3 +188,28 @@ def test_cli_paper_is_registered():
     args = build_parser().parse_args(["paper", "--profile", "quick", "--out", "x", "--only", "01,04"])
     assert (args.profile, args.out, args.only, args.figures) == ("quick", "x", "01,04", None)
     assert build_parser().parse_args(["paper"]).profile == "shapes"  # the README's main command
+
+
+def test_oti_without_gpt_phrases_is_a_named_variant(tmp_path):
+    """Notebooks and CLI: template phrases (no phrases file) or no regulariser is not the paper's OTI."""
+    import pickle
+    import zipfile
+
+    from searle_core.inversion import OTIConfig
+    from searle_core.methods import MethodContext, Vocabulary, regulariser_variant
+    from searle_core.phrases import template_phrases
+    from searle_core.study import load_vocabulary
+
+    bank = {"Dog": ["a photo of Dog that runs"]}
+    assert regulariser_variant(MethodContext(vocabulary=Vocabulary(["Dog"], bank))) is None
+    assert regulariser_variant(MethodContext(vocabulary=Vocabulary(["Dog"], bank, phrases="templates"))) == "templates"
+    assert regulariser_variant(MethodContext()) == "no phrases"
+    no_gpt = MethodContext(vocabulary=Vocabulary(["Dog"], bank), oti_config=OTIConfig(lambda_gpt=0.0))
+    assert regulariser_variant(no_gpt) == "no phrases"
+    csv = tmp_path / "classes.csv"
+    csv.write_text('LabelName,DisplayName\n/m/0,Dog\n/m/1,"Ducks, geese and swans"\n')
+    with zipfile.ZipFile(tmp_path / "GPTNeo27B.zip", "w") as z:
+        z.writestr("GPTNeo27B/concept_to_phrases.pkl", pickle.dumps(template_phrases(["Dog"])))
+    assert load_vocabulary("cirr", "ViT-B-32", str(csv), "").phrases == "templates"
+    given = load_vocabulary("cirr", "ViT-B-32", str(csv), str(tmp_path / "GPTNeo27B.zip"))
+    assert given.phrases == "given" and given.concepts == ["Dog"]
