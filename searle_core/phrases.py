@@ -98,7 +98,8 @@ def _zip_member(archive: zipfile.ZipFile, where: str) -> str:
 
 def _folder_member(folder: Path) -> Path:
     """``folder/concept_to_phrases.pkl`` or ``folder/<exp>/concept_to_phrases.pkl`` (the unzipped release)."""
-    hits = [folder / AUTHORS_PHRASES] if (folder / AUTHORS_PHRASES).is_file() else sorted(folder.glob(f"*/{AUTHORS_PHRASES}"))
+    direct = folder / AUTHORS_PHRASES
+    hits = [direct] if direct.is_file() else sorted(folder.glob(f"*/{AUTHORS_PHRASES}"))
     if len(hits) != 1:
         raise FileNotFoundError(f"{folder}: expected {AUTHORS_PHRASES} in it or in one sub-folder (the authors' "
                                 f"GPTNeo27B/{AUTHORS_PHRASES}), found {len(hits)}")

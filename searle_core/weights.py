@@ -85,10 +85,10 @@ def read_torchscript_weights(path: str, name: str) -> dict[str, torch.Tensor]:
     actual = file_sha256(path)
     if actual != expected:
         raise ValueError(
-            f"--pretrained {path} is a TorchScript archive but not OpenAI's release of {name} (sha256 {actual[:12]}…, "
-            f"expected {(expected or 'none published')[:12]}…). TorchScript archives are programs, so only that "
-            f"release is loaded as one. If you trust this file, convert it once into a plain state dict and pass that "
-            f"instead:\n  {_convert_hint(path)}")
+            f"--pretrained {path} is a TorchScript archive but not OpenAI's release of {name} "
+            f"(sha256 {actual[:12]}…, expected {(expected or 'none published')[:12]}…). TorchScript archives are "
+            f"programs, so only that release is loaded as one. If you trust this file, convert it once into a "
+            f"plain state dict and pass that instead:\n  {_convert_hint(path)}")
     with warnings.catch_warnings():
         # torch 2.x deprecates TorchScript; OpenAI's files exist only in it.
         warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=FutureWarning)

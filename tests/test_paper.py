@@ -170,7 +170,8 @@ def test_results_tables_written_as_csv_markdown_latex(tmp_path):
     circo_md = (tmp_path / "results-circo.md").read_text()
     assert "Cells: ours on val (the paper's number on test). Different splits: no difference" in circo_md
     assert "(templates): OTI's phrase regulariser used offline template phrases" in circo_md
-    assert "ours (paper, ours − paper); ours and the paper's on val" in (tmp_path / "results-fashioniq.md").read_text()
+    fashion_md = (tmp_path / "results-fashioniq.md").read_text()
+    assert "ours (paper, ours − paper); ours and the paper's on val" in fashion_md
     assert "Cells" not in (tmp_path / "results-shapes.md").read_text()
     rows, title = results.headline_rows(compared, "circo")
     assert title == "circo val: mAP@10 (ticks: paper, test)"
