@@ -8,6 +8,7 @@ with open_clip's factory from ``model_configs/`` like any built-in model.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,8 +161,15 @@ def load_backbone(name: str = WORLD_BACKBONE, pretrained: str | None = DEFAULT_W
         # weights_only=True, and only the file says whether it needs QuickGELU.
         state, openai_layout = read_weights_file(pretrained, name)
         quick_gelu = quick_gelu or openai_layout or said_openai
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, device="cpu",
-                                                                     force_quick_gelu=quick_gelu)
+        # open_clip would log "Model initialized randomly": the weights are loaded right after.
+        quiet = logging.Filter()
+        quiet.filter = lambda record: "initialized randomly" not in record.getMessage()
+        logging.getLogger().addFilter(quiet)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, device="cpu",
+                                                                         force_quick_gelu=quick_gelu)
+        finally:
+            logging.getLogger().removeFilter(quiet)
         load_state_into(model, state)
         model = model.to(dev)
     else:
