@@ -63,11 +63,9 @@ def write_test_submissions(settings: list, folder: str | Path, log: Callable[[st
             continue
         bench = load_benchmark(dataset, s.study.bench.extra["root"], TEST_SPLITS[dataset])
         study = dataclasses.replace(s.study, bench=bench, _gallery=None)
-        steps = s.ctx.oti_config.steps if s.ctx is not None else 350
-        ctx = study.context(oti_steps=steps)
-        if s.ctx is not None:
-            ctx.phi = s.ctx.phi
-            ctx.extras.update({k: v for k, v in s.ctx.extras.items() if k in ("captioner", "unlabeled")})
+        # The validation run's context (vocabulary, OTI settings, φ, trained baselines), without its
+        # tokens: those are of the validation references.
+        ctx = study.context() if s.ctx is None else dataclasses.replace(s.ctx, tokens={}, extras=dict(s.ctx.extras))
         if "searle-oti" in s.evaluations:
             prefill_oti(study, ctx)
         gallery = study.gallery()
