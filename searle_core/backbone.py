@@ -8,6 +8,7 @@ with open_clip's factory from ``model_configs/`` like any built-in model.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import open_clip
 import torch
 
 from .device import resolve_device
+from .weights import load_state_into, read_weights_file, split_openai_prefix, tag_uses_quick_gelu
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)
@@ -37,6 +39,7 @@ class Backbone:
         tokenizer: open_clip tokenizer (list of str -> LongTensor of shape (N, context_length)).
         dollar_token_id: token id of ``$``, read from the tokenizer (259 for CLIP's BPE).
         device: where the model lives.
+        quick_gelu: whether the model was built with QuickGELU (OpenAI's weights need it).
     """
 
     name: str
@@ -46,6 +49,7 @@ class Backbone:
     tokenizer: Callable
     dollar_token_id: int
     device: torch.device
+    quick_gelu: bool = False
 
     @property
     def token_dim(self) -> int:
@@ -64,11 +68,15 @@ class Backbone:
 
     @property
     def weights_id(self) -> str:
-        """A string naming the exact weights, for cache keys."""
+        """A string naming the exact weights and activation, for cache keys."""
         if self.pretrained and os.path.isfile(self.pretrained):
             stat = os.stat(self.pretrained)
-            return f"{Path(self.pretrained).name}-{stat.st_size}-{int(stat.st_mtime)}"
-        return str(self.pretrained)
+            key = f"{Path(self.pretrained).name}-{stat.st_size}-{int(stat.st_mtime)}"
+        else:
+            key = str(self.pretrained)
+        # The same weights under the other activation give other features (caches made before
+        # OpenAI weights were built with QuickGELU must not be reused).
+        return key + ("+quickgelu" if self.quick_gelu and "quickgelu" not in self.name else "")
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts).to(self.device)
@@ -103,7 +111,7 @@ def _missing_weights_error(name: str, pretrained: str, err: Exception) -> Runtim
         f"once where the network is reachable (they are then cached), or download the checkpoint file "
         f"yourself (for 'openai' weights: the OpenAI CLIP release of {name}; see "
         f"`open_clip.list_pretrained()`), and pass its path instead of the tag: "
-        f"--pretrained /path/to/{name}.pt")
+        f"--pretrained /path/to/{name}.pt (OpenAI's TorchScript release is read as it is).")
 
 
 DEFAULT_WEIGHTS = "default"
@@ -115,9 +123,12 @@ def load_backbone(name: str = WORLD_BACKBONE, pretrained: str | None = DEFAULT_W
 
     Args:
         name: any open_clip model name, or ``shapes-clip`` (the synthetic world's CLIP).
-        pretrained: open_clip tag (``openai``, ``laion2b_s34b_b79k``, ...) or a local weights file;
-            ``"default"``: the project-trained weights for ``shapes-clip`` (trained on first use
-            and cached under ``data/``) and ``openai`` for other models; ``None``: random weights.
+        pretrained: open_clip tag (``openai``, ``laion2b_s34b_b79k``, ...) or a local weights file
+            (:mod:`searle_core.weights`: OpenAI's TorchScript release, a state dict, safetensors;
+            ``openai:FILE`` says the file holds OpenAI weights); ``"default"``: the project-trained
+            weights for ``shapes-clip`` (trained on first use and cached under ``data/``) and
+            ``openai`` for other models; ``None``: random weights. A tag is built with the activation
+            its pretrained config names, OpenAI weights (tag or file) with QuickGELU.
         device: ``auto``, ``cpu`` or ``cuda[:i]``.
         cache_dir: open_clip download cache, or the world CLIP cache for ``shapes-clip``.
         **world_kwargs: passed to the world CLIP trainer (``shapes-clip`` only), e.g. ``quick=True``.
@@ -134,18 +145,46 @@ def load_backbone(name: str = WORLD_BACKBONE, pretrained: str | None = DEFAULT_W
         pretrained = str(world_clip_weights(cache_dir=cache_dir, **world_kwargs))
     elif pretrained == DEFAULT_WEIGHTS:
         pretrained = "openai"
-    if pretrained and not os.path.isfile(pretrained) and pretrained not in open_clip.list_pretrained_tags_by_model(name):
-        looks_like_path = os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors", ".pth"))
+    said_openai = False
+    if pretrained:
+        pretrained, said_openai = split_openai_prefix(pretrained)
+    if pretrained and not os.path.isfile(pretrained) and (said_openai or pretrained not in
+                                                           open_clip.list_pretrained_tags_by_model(name)):
+        looks_like_path = said_openai or os.sep in pretrained or pretrained.endswith(
+            (".pt", ".bin", ".safetensors", ".pth"))
         what = "no such file" if looks_like_path else "not a known tag for this model"
         raise FileNotFoundError(f"--pretrained {pretrained!r}: {what}. Known tags for {name}: "
                                 f"{open_clip.list_pretrained_tags_by_model(name) or 'none'}; or pass a weights file.")
-    try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained, device=dev, cache_dir=None if cache_dir is None else str(cache_dir))
-    except (OSError, RuntimeError, ValueError) as err:
-        if pretrained and not os.path.isfile(pretrained):
-            raise _missing_weights_error(name, pretrained, err) from err
-        raise
+    quick_gelu = bool(open_clip.get_model_config(name).get("quick_gelu", False))
+    if pretrained and os.path.isfile(pretrained):
+        # Read here, not by open_clip: it cannot read OpenAI's TorchScript release with
+        # weights_only=True, and only the file says whether it needs QuickGELU.
+        state, openai_layout = read_weights_file(pretrained, name)
+        quick_gelu = quick_gelu or openai_layout or said_openai
+        # open_clip would log "Model initialized randomly": the weights are loaded right after.
+        quiet = logging.Filter()
+        quiet.filter = lambda record: "initialized randomly" not in record.getMessage()
+        logging.getLogger().addFilter(quiet)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, device="cpu",
+                                                                         force_quick_gelu=quick_gelu)
+        finally:
+            logging.getLogger().removeFilter(quiet)
+        load_state_into(model, state)
+        model = model.to(dev)
+    else:
+        # A tag gets the activation it was trained with (QuickGELU for openai), so open_clip never
+        # builds a mismatched model and its "QuickGELU mismatch" warning cannot fire.
+        quick_gelu = quick_gelu or (bool(pretrained) and tag_uses_quick_gelu(name, pretrained))
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, device=dev, force_quick_gelu=quick_gelu,
+                cache_dir=None if cache_dir is None else str(cache_dir))
+        except (OSError, RuntimeError, ValueError) as err:
+            if pretrained:
+                raise _missing_weights_error(name, pretrained, err) from err
+            raise
     tokenizer = open_clip.get_tokenizer(name)
     return Backbone(name=name, pretrained=pretrained, model=freeze(model), preprocess=preprocess,
-                    tokenizer=tokenizer, dollar_token_id=find_pseudo_token_id(tokenizer), device=dev)
+                    tokenizer=tokenizer, dollar_token_id=find_pseudo_token_id(tokenizer), device=dev,
+                    quick_gelu=quick_gelu)

@@ -29,11 +29,20 @@ EXTRA_METHODS: dict[str, Callable] = {}
 
 @dataclass
 class Vocabulary:
-    """OTI's and φ's regulariser inputs: concept names and a phrase bank concept -> phrases."""
+    """OTI's and φ's regulariser inputs: concept names and a phrase bank concept -> phrases.
+
+    Args:
+        concepts: concept names.
+        phrase_bank: concept -> phrases.
+        phrases: where the phrases come from: ``"given"`` (a bank the caller supplied: the authors'
+            GPT-Neo phrases, or the shapes world's grammar) or ``"templates"`` (the offline template
+            generator, which is not the paper's regulariser; tables label such rows).
+    """
 
     concepts: list[str]
     phrase_bank: PhraseBank
     _features: dict = field(default_factory=dict, repr=False)
+    phrases: str = "given"
 
     def concept_features(self, backbone: Backbone) -> torch.Tensor:
         key = (backbone.name, backbone.weights_id)
@@ -67,6 +76,17 @@ class MethodContext:
     progress: bool = True
     tokens: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     extras: dict = field(default_factory=dict)
+
+
+def regulariser_variant(ctx: MethodContext) -> str | None:
+    """How the OTI of ``ctx`` differs from the paper's, as a table label; ``None`` when it does not.
+
+    ``"templates"``: the phrase regulariser ran on offline template phrases instead of GPT phrases;
+    ``"no phrases"``: it did not run (λ_gpt = 0, e.g. no concepts given).
+    """
+    if ctx.vocabulary is None or ctx.oti_config.lambda_gpt <= 0:
+        return "no phrases"
+    return "templates" if ctx.vocabulary.phrases == "templates" else None
 
 
 def reference_features(backbone: Backbone, bench: CIRBenchmark, progress: bool = True) -> tuple[list[str], torch.Tensor]:

@@ -2,7 +2,10 @@
 
 The numbers live in ``data_files/paper_results.csv`` (long format: dataset, split, backbone, method,
 metric, value), copied from the SEARLE paper's tables: CIRR test, FashionIQ validation, CIRCO test.
-Nothing else in the project hard-codes them; notebooks and tables read them from here.
+Nothing else in the project hard-codes them; notebooks and tables read them from here. Only a
+number on the same split is a difference to report: a CIRR or CIRCO validation number stands beside
+the paper's test number, labelled, and the test-server files (:mod:`searle_core.submission`) give
+the comparable one.
 """
 
 from __future__ import annotations
@@ -98,16 +101,24 @@ def results_frame(evaluations: dict[tuple[str, str, str], dict]) -> pd.DataFrame
 
 
 def compare_with_paper(reproduced: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
-    """Reproduced numbers with the paper's beside them and the difference (reproduced - paper).
+    """Reproduced numbers with the paper's beside them, and the difference where they are comparable.
+
+    The paper reports CIRR and CIRCO on their test splits (scored by the evaluation servers) and
+    FashionIQ on validation. A difference (reproduced - paper) is given only where the reproduced
+    split is the paper's split; elsewhere ``diff`` is NaN and the paper's number stays, labelled
+    by ``paper_split``. A row with a ``variant`` (not the paper's method, e.g. OTI on template
+    phrases) gets no paper number at all.
 
     Args:
-        reproduced: long format with columns dataset, backbone, method, metric, value.
+        reproduced: long format with columns dataset, backbone, method, metric, value, and
+            optionally ``split`` (without it no difference is computed) and ``variant``.
         metrics: keep these metrics (default: each dataset's paper-table metrics where it has a
             paper table, else every metric).
 
     Returns:
-        One row per (dataset, backbone, method, metric) with ``reproduced``, ``paper`` (NaN where
-        the paper reports nothing or has no such dataset) and ``diff``.
+        One row per input row (of the kept metrics) with ``reproduced``, ``paper`` (NaN where the
+        paper reports nothing, has no such dataset, or the row is a variant), ``paper_split`` and
+        ``diff``.
     """
     paper = _load()[["dataset", "backbone", "method", "metric", "value", "split"]].rename(
         columns={"value": "paper", "split": "paper_split"})
@@ -118,5 +129,9 @@ def compare_with_paper(reproduced: pd.DataFrame, metrics: list[str] | None = Non
         wanted = metrics or PAPER_TABLE_METRICS.get(row.dataset)
         keep.append(wanted is None or row.metric in wanted)
     df = df[np.array(keep, dtype=bool)].copy()
-    df["diff"] = df.reproduced - df.paper
+    if "variant" in df.columns:
+        variant = df.variant.fillna("").astype(str) != ""
+        df.loc[variant, ["paper", "paper_split"]] = np.nan
+    same_split = df.split == df.paper_split if "split" in df.columns else pd.Series(False, index=df.index)
+    df["diff"] = (df.reproduced - df.paper).where(same_split)
     return df.reset_index(drop=True)

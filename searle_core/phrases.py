@@ -21,8 +21,9 @@ import pickle
 import random
 import re
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, BinaryIO, Iterable, Sequence
 
 PhraseBank = dict[str, list[str]]
 
@@ -44,41 +45,101 @@ class UnsafePickleError(pickle.UnpicklingError):
 
 
 class _PhraseUnpickler(pickle.Unpickler):
-    def __init__(self, file: io.BufferedIOBase, source: str) -> None:
+    def __init__(self, file: io.BufferedIOBase, source: str, what: str = "phrase bank") -> None:
         super().__init__(file, encoding="utf-8")
         self.source = source
+        self.what = what
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED_GLOBALS:
             return getattr(builtins, name)
         raise UnsafePickleError(
             f"refusing to load {self.source}: it references the global '{module}.{name}', but a "
-            f"phrase bank may only contain dict, list, str and tuple. The file may be malicious or "
-            f"not a phrase bank; it was not executed."
+            f"{self.what} may only contain dict, list, str and tuple. The file may be malicious or "
+            f"not a {self.what}; it was not executed."
         )
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError(f"refusing to load {self.source}: it uses persistent ids")
 
 
+def load_plain_pickle(path: str | Path, what: str) -> Any:
+    """A pickle of plain data (dict, list, str, tuple, numbers) read without executing anything.
+
+    Args:
+        path: the pickle file (e.g. the authors' ``image_names.pkl``: a list of image names).
+        what: what the file should hold, for error messages.
+
+    Raises:
+        UnsafePickleError: the pickle names any global other than dict/list/str/tuple.
+    """
+    with open(path, "rb") as f:
+        try:
+            return _PhraseUnpickler(f, str(path), what).load()
+        except UnsafePickleError:
+            raise
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+            raise pickle.UnpicklingError(f"{path} is not a readable {what} pickle: {exc}") from exc
+
+
+#: The file name the authors' scripts write and read (``data/GPT_phrases/<exp>/concept_to_phrases.pkl``).
+AUTHORS_PHRASES = "concept_to_phrases.pkl"
+
+
+def _zip_member(archive: zipfile.ZipFile, where: str) -> str:
+    """The phrase pickle inside a zip: ``.../concept_to_phrases.pkl``, else the only ``.pkl`` in it."""
+    names = [n for n in archive.namelist() if not n.endswith("/") and "__MACOSX" not in n]
+    hits = [n for n in names if n.rsplit("/", 1)[-1] == AUTHORS_PHRASES] or [n for n in names if n.endswith(".pkl")]
+    if len(hits) != 1:
+        raise ValueError(f"{where}: expected one {AUTHORS_PHRASES} (or one .pkl) inside the zip, found "
+                         f"{len(hits)}: {hits[:5] or names[:5]}")
+    return hits[0]
+
+
+def _folder_member(folder: Path) -> Path:
+    """``folder/concept_to_phrases.pkl`` or ``folder/<exp>/concept_to_phrases.pkl`` (the unzipped release)."""
+    direct = folder / AUTHORS_PHRASES
+    hits = [direct] if direct.is_file() else sorted(folder.glob(f"*/{AUTHORS_PHRASES}"))
+    if len(hits) != 1:
+        raise FileNotFoundError(f"{folder}: expected {AUTHORS_PHRASES} in it or in one sub-folder (the authors' "
+                                f"GPTNeo27B/{AUTHORS_PHRASES}), found {len(hits)}")
+    return hits[0]
+
+
 def load_phrase_pickle(path: str | Path) -> PhraseBank:
     """Load a ``{concept: [phrases]}`` pickle without executing anything it contains.
 
+    Reads the phrases as the authors distribute them: their ``GPTNeo27B.zip`` read in place (the
+    ``concept_to_phrases.pkl`` inside it, whatever folder the zip puts it in), the unzipped folder
+    (``GPTNeo27B/`` or the folder holding it), or the pickle itself.
+
     Args:
-        path: the pickle file (e.g. the authors' ``concept_to_phrases.pkl``).
+        path: the pickle file (e.g. the authors' ``concept_to_phrases.pkl``), a ``.zip`` holding it,
+            or a folder holding it.
 
     Raises:
         UnsafePickleError: the pickle names any global other than dict/list/str/tuple.
         ValueError: the pickle is valid but not a ``dict[str, list[str]]``.
     """
     path = Path(path)
+    if path.is_dir():
+        path = _folder_member(path)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            member = _zip_member(archive, str(path))
+            with archive.open(member) as f:
+                return _read_bank(f, f"{path}:{member}")
     with open(path, "rb") as f:
-        try:
-            obj = _PhraseUnpickler(f, str(path)).load()
-        except UnsafePickleError:
-            raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
-            raise pickle.UnpicklingError(f"{path} is not a readable phrase pickle: {exc}") from exc
+        return _read_bank(f, str(path))
+
+
+def _read_bank(f: BinaryIO, path: str) -> PhraseBank:
+    try:
+        obj = _PhraseUnpickler(f, path).load()
+    except UnsafePickleError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        raise pickle.UnpicklingError(f"{path} is not a readable phrase pickle: {exc}") from exc
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a dict {{concept: [phrases]}}, got {type(obj).__name__}")
     bank: PhraseBank = {}

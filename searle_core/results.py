@@ -18,8 +18,9 @@ from .paper_results import PAPER_TABLE_METRICS, compare_with_paper, results_fram
 from .pipeline import Evaluation, evaluate
 from .significance import Difference, compare_methods, main_metric  # main_metric: the notebooks read it here
 from .inversions import prefill_oti, study_phi, use_phi
+from .methods import MethodContext, regulariser_variant
 from .study import Study, open_study
-from .table import DISPLAY_NAMES, Table, TableRow, flatten
+from .table import DISPLAY_NAMES, Table, TableRow, display_name, flatten, variant_notes
 
 #: Methods that need a network trained on unlabeled images when no checkpoint is given.
 TRAINED_METHODS = ("searle", "pic2word", "palavra")
@@ -34,16 +35,25 @@ class Setting:
         table: the methods' rows (``table.Table``, as ``searle table`` writes it).
         evaluations: method -> its evaluation (rankings included, for example grids).
         skipped: method -> why it was not run.
+        variants: method -> how it differs from the paper's method (see ``table.TableRow.variant``).
+        ctx: the method context the rows ran with (φ, OTI settings), for the test-server files.
     """
 
     study: Study
     table: Table
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    variants: dict[str, str] = field(default_factory=dict)
+    ctx: MethodContext | None = field(default=None, repr=False)
 
     @property
     def key(self) -> tuple[str, str]:
         return self.study.dataset, self.study.backbone.name
+
+    @property
+    def names(self) -> dict[str, str]:
+        """Method -> printed name, with its variant label (``SEARLE-OTI (templates)``)."""
+        return {m: display_name(m, self.variants.get(m)) for m in [*self.evaluations, *DISPLAY_NAMES]}
 
 
 def _skip_reason(method: str, study: Study, has_phi: bool) -> str | None:
@@ -90,7 +100,13 @@ def evaluate_setting(study: Study, methods: list[str], oti_steps: int = 350, phi
     bench = study.bench
     table = Table([], bench.name, bench.split, study.backbone.name, len(bench.queries), len(bench.gallery),
                   time.perf_counter() - start)
-    setting = Setting(study, table)
+    setting = Setting(study, table, ctx=ctx)
+    # OTI without the authors' GPT phrases is not the paper's OTI; nor is a φ distilled here from it.
+    variant = regulariser_variant(ctx)
+    if variant and study.world is None:
+        setting.variants["searle-oti"] = variant
+        if not phi_checkpoint:
+            setting.variants["searle"] = variant
     for method in methods:
         reason = _skip_reason(method, study, ctx.phi is not None)
         if reason:
@@ -102,7 +118,8 @@ def evaluate_setting(study: Study, methods: list[str], oti_steps: int = 350, phi
         setting.evaluations[method] = result
         table.rows.append(TableRow(method, flatten(result.metrics), seconds,
                                    ctx.extras.get("train_seconds", {}).get(method),
-                                   bool(ctx.extras.get("trained_now", {}).get(method))))
+                                   bool(ctx.extras.get("trained_now", {}).get(method)),
+                                   setting.variants.get(method)))
         if log:
             main = main_metric(bench.name)
             log(f"{bench.name} {study.backbone.name} {method}: {main} {table.rows[-1].metrics.get(main, math.nan):.2f} "
@@ -110,6 +127,7 @@ def evaluate_setting(study: Study, methods: list[str], oti_steps: int = 350, phi
     if "searle-oti" in setting.evaluations:
         table.notes.append("SEARLE-OTI's time is that of inverting the references (the tokens are cached and "
                            "shared by the notebooks).")
+    table.notes += variant_notes(setting.variants.get(m) for m in setting.evaluations)
     return setting
 
 
@@ -147,30 +165,75 @@ def comparison(settings: list[Setting]) -> pd.DataFrame:
     for s in settings:
         frame = results_frame({(s.study.dataset, s.study.backbone.name, m): e.metrics for m, e in s.evaluations.items()})
         frame.insert(1, "split", s.study.bench.split)
+        frame["variant"] = [getattr(s, "variants", {}).get(m, "") for m in frame.method]
         frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=["dataset", "split", "backbone", "method", "metric", "reproduced", "paper", "diff"])
+        return pd.DataFrame(columns=["dataset", "split", "backbone", "method", "metric", "reproduced", "variant",
+                                     "paper", "paper_split", "diff"])
     out = compare_with_paper(pd.concat(frames, ignore_index=True))
     shapes_metrics = [c for c in out.metric.unique() if "/" not in c]  # drop per-aspect breakdowns from the table
     return out[(out.dataset != "shapes") | out.metric.isin(shapes_metrics)].reset_index(drop=True)
 
 
-def _cell(reproduced: float, paper: float) -> str:
+def _cell(reproduced: float, paper: float, diff: float = math.nan, paper_split: str = "") -> str:
     if pd.isna(paper):
         return f"{reproduced:.2f}"
-    return f"{reproduced:.2f} ({paper:.2f}, {reproduced - paper:+.2f})"
+    if pd.isna(diff):  # another split: the paper's number for reference, no difference
+        return f"{reproduced:.2f} (paper {paper_split}: {paper:.2f})"
+    return f"{reproduced:.2f} ({paper:.2f}, {diff:+.2f})"
 
 
 def wide_table(compared: pd.DataFrame, dataset: str) -> pd.DataFrame:
     """One dataset as printed: rows (backbone, method), a column per metric with cells
-    ``"ours (paper, ours − paper)"`` where the paper reports the number, else ``"ours"``."""
+    ``"ours (paper, ours − paper)"`` where the paper reports the number on the same split,
+    ``"ours (paper test: x)"`` where it reports it on another split, else ``"ours"``. Rows that
+    are not the paper's method carry their variant in the name (``SEARLE-OTI (templates)``)."""
     part = compared[compared.dataset == dataset]
     order = PAPER_TABLE_METRICS.get(dataset) or list(dict.fromkeys(part.metric))
-    cells = part.assign(cell=[_cell(r, p) for r, p in zip(part.reproduced, part.paper)])
-    wide = cells.pivot_table(index=["backbone", "method"], columns="metric", values="cell", aggfunc="first", sort=False)
+    variants = part.variant.fillna("") if "variant" in part.columns else [""] * len(part)
+    diffs = part["diff"] if "diff" in part.columns else [math.nan] * len(part)
+    splits = part.paper_split if "paper_split" in part.columns else [""] * len(part)
+    cells = part.assign(cell=[_cell(r, p, d, ps) for r, p, d, ps in zip(part.reproduced, part.paper, diffs, splits)],
+                        name=[display_name(m, v or None) for m, v in zip(part.method, variants)])
+    wide = cells.pivot_table(index=["backbone", "name"], columns="metric", values="cell", aggfunc="first", sort=False)
     wide = wide.reindex(columns=[m for m in order if m in wide.columns]).fillna("–")
-    wide.index = wide.index.set_levels([wide.index.levels[0], [DISPLAY_NAMES.get(m, m) for m in wide.index.levels[1]]])
+    wide.index = wide.index.set_names(["backbone", "method"])
     return wide
+
+
+def table_note(compared: pd.DataFrame, dataset: str) -> str:
+    """What the cells of one dataset's table mean: which split is ours and which the paper's, and
+    what a variant label says (empty when the paper has no such table)."""
+    part = compared[compared.dataset == dataset]
+    notes = []
+    if part.paper.notna().any():
+        ours = ", ".join(dict.fromkeys(part.split))
+        theirs = ", ".join(dict.fromkeys(part.paper_split.dropna()))
+        if part["diff"].notna().any():
+            notes.append(f"Cells: ours (paper, ours − paper); ours and the paper's on {ours}.")
+        else:
+            notes.append(f"Cells: ours on {ours} (the paper's number on {theirs}). Different splits: no difference "
+                         f"is shown; the {theirs} numbers come from the evaluation server, for which the run writes "
+                         "the prediction files (submissions/).")
+    if "variant" in part.columns:
+        notes += variant_notes(v or None for v in part.variant.fillna(""))
+    return " ".join(notes)
+
+
+def headline_rows(compared: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, str]:
+    """The rows of one dataset's bar chart (its headline metric) and the chart's title.
+
+    Rows that are not the paper's method are named with their variant (``SEARLE-OTI (templates)``)
+    and have no paper tick; the title says which split the bars are on and which the ticks.
+    """
+    metric = main_metric(dataset)
+    rows = compared[(compared.dataset == dataset) & (compared.metric == metric)].copy()
+    if "variant" in rows.columns:
+        rows["method"] = [display_name(m, v) if v else m for m, v in zip(rows.method, rows.variant.fillna(""))]
+    title = f"{dataset} {', '.join(dict.fromkeys(rows.split))}: {metric}"
+    if rows.paper.notna().any():
+        title += f" (ticks: paper, {', '.join(dict.fromkeys(rows.paper_split.dropna()))})"
+    return rows, title
 
 
 def markdown(wide: pd.DataFrame) -> str:
@@ -192,9 +255,8 @@ def write_comparison(compared: pd.DataFrame, folder: str | Path) -> list[Path]:
         wide = wide_table(compared, dataset)
         md, tex = folder / f"results-{dataset}.md", folder / f"results-{dataset}.tex"
         split = compared[compared.dataset == dataset].split.iloc[0]
-        note = ("" if compared[compared.dataset == dataset].paper.isna().all()
-                else "\nCells: ours (paper, ours − paper). The paper reports CIRR and CIRCO on their test splits.\n")
-        md.write_text(f"**{dataset} {split}**\n\n" + markdown(wide) + note)
+        note = table_note(compared, dataset)
+        md.write_text(f"**{dataset} {split}**\n\n" + markdown(wide) + (f"\n{note}\n" if note else ""))
         tex.write_text(wide.to_latex(escape=True, caption=f"{dataset} {split}", label=f"tab:{dataset}"))
         paths += [md, tex]
     return paths

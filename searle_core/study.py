@@ -180,7 +180,7 @@ def load_vocabulary(dataset: str, backbone: str, concepts_path: str = "", phrase
     from .phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
     concepts = load_concepts_csv(concepts_path)
     bank = filter_phrase_bank(load_phrase_pickle(phrases_path) if phrases_path else template_phrases(concepts))
-    return Vocabulary([c for c in concepts if c in bank], bank)
+    return Vocabulary([c for c in concepts if c in bank], bank, phrases="given" if phrases_path else "templates")
 
 
 def open_study(dataset: str = "shapes", quick: bool = True, backbone: str = "shapes-clip",

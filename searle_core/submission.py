@@ -134,6 +134,22 @@ def write_cirr_submission(
     )
 
 
+def cirr_subset_rankings(queries: Sequence[CIRQuery], rankings: Sequence[Sequence[str]],
+                         k: int = SUBSET_TOP_K) -> dict[str, list[str]]:
+    """Per pairid, the first ``k`` ``img_set`` members (reference excluded) in ranking order.
+
+    Args:
+        queries: CIRR queries (their ``subset`` is the ``img_set``).
+        rankings: full-gallery rankings, in query order.
+        k: how many to keep (3 for the server's ``recall_subset`` file).
+    """
+    out = {}
+    for q, ranking in zip(queries, rankings):
+        members = set(q.subset or ()) - {q.reference}
+        out[q.query_id] = [n for n in ranking if n in members][:k]
+    return out
+
+
 def _circo_id(name: Any) -> int:
     # The server compares integer COCO ids; gallery names are str(id).
     try:

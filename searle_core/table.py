@@ -27,6 +27,24 @@ DISPLAY_NAMES: dict[str, str] = {
     "palavra": "PALAVRA", "pic2word": "Pic2Word", "searle-oti": "SEARLE-OTI", "searle": "SEARLE",
 }
 TIME_COLUMNS: tuple[str, ...] = ("Time (s)", "Training (s)")
+#: What each variant label means, printed under every table that has such a row.
+VARIANT_NOTES: dict[str, str] = {
+    "templates": "OTI's phrase regulariser used offline template phrases, not the authors' GPT-Neo phrases "
+                 "(pass phrases: their GPTNeo27B.zip): not the paper's OTI, so no paper number is shown beside it",
+    "no phrases": "OTI ran without its phrase regulariser (λ_gpt = 0: no concepts and phrases given): not the "
+                  "paper's OTI, so no paper number is shown beside it",
+}
+
+
+def display_name(method: str, variant: str | None = None) -> str:
+    """The printed name of a row: the paper's name, with the variant when it is not the paper's method."""
+    name = DISPLAY_NAMES.get(method, method)
+    return f"{name} ({variant})" if variant else name
+
+
+def variant_notes(variants) -> list[str]:
+    """One note per distinct variant label among ``variants`` (``None`` entries ignored)."""
+    return [f"({v}): {VARIANT_NOTES.get(v, 'not the method of the paper')}." for v in dict.fromkeys(variants) if v]
 
 
 @dataclass
@@ -40,6 +58,9 @@ class TableRow:
             text encoding); gallery features and training its network excluded.
         train_seconds: time its network took to train (``None``: no trained network).
         trained_now: whether that training happened in this run.
+        variant: how the row differs from the paper's method (``"templates"``: OTI's phrase
+            regulariser on template phrases, not GPT phrases; ``"no phrases"``: without it), shown in
+            its name; such a row is never placed beside the paper's number.
     """
 
     method: str
@@ -47,10 +68,11 @@ class TableRow:
     seconds: float
     train_seconds: float | None = None
     trained_now: bool = False
+    variant: str | None = None
 
     @property
     def name(self) -> str:
-        return DISPLAY_NAMES.get(self.method, self.method)
+        return display_name(self.method, self.variant)
 
 
 @dataclass
@@ -104,7 +126,7 @@ def build_table(bench: CIRBenchmark, backbone: Backbone, ctx: MethodContext | No
     if any(q.target is None for q in bench.queries):
         raise ValueError(f"{bench.name} {bench.split} has no ground truths (a test split): the table needs metrics")
     from . import baselines  # noqa: F401  (registers captioning, pic2word, palavra)
-    from .methods import BASE_METHODS, EXTRA_METHODS
+    from .methods import BASE_METHODS, EXTRA_METHODS, regulariser_variant
 
     known = list(BASE_METHODS) + sorted(EXTRA_METHODS)
     unknown = [m for m in methods if m not in known]
@@ -121,7 +143,8 @@ def build_table(bench: CIRBenchmark, backbone: Backbone, ctx: MethodContext | No
         setup = ctx.extras.get("setup_seconds", {}).pop(method, 0.0)
         row = TableRow(method, flatten(result.metrics), max(0.0, result.seconds - setup),
                        ctx.extras.get("train_seconds", {}).get(method),
-                       bool(ctx.extras.get("trained_now", {}).get(method)))
+                       bool(ctx.extras.get("trained_now", {}).get(method)),
+                       regulariser_variant(ctx) if method == "searle-oti" else None)
         table.rows.append(row)
         table.rankings[method] = result.rankings
         if progress:
@@ -148,8 +171,9 @@ def to_markdown(table: Table) -> str:
     lines += ["| " + " | ".join(_cells(table, row)) + " |" for row in table.rows]
     notes = ["Time: this run's wall time per method, query side only (gallery features, computed once, took "
              f"{table.gallery_seconds:.1f} s). Training: the method's network (φ: with the OTI of its unlabeled "
-             "images); '(cached)': trained by an earlier run and loaded."] + table.notes
-    return "\n".join(lines + [""] + notes) + "\n"
+             "images); '(cached)': trained by an earlier run and loaded."] + table.notes + \
+        variant_notes(r.variant for r in table.rows)
+    return "\n".join(lines + [""] + list(dict.fromkeys(notes))) + "\n"
 
 
 def to_text(table: Table) -> str:
@@ -164,7 +188,8 @@ def to_text(table: Table) -> str:
 def to_dict(table: Table) -> dict:
     """JSON-able: method -> metrics plus ``seconds`` and ``train_seconds``."""
     return {row.method: {**row.metrics, "seconds": round(row.seconds, 2),
-                         "train_seconds": None if row.train_seconds is None else round(row.train_seconds, 2)}
+                         "train_seconds": None if row.train_seconds is None else round(row.train_seconds, 2),
+                         **({"variant": row.variant} if row.variant else {})}
             for row in table.rows}
 
 

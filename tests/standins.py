@@ -57,7 +57,8 @@ def read_json(path: Path):
 
 
 def build_cirr(root: Path, n_queries: int | None = 30, extra_gallery: int = 20, images: bool = True) -> Path:
-    """CIRR val and test1: the first ``n_queries`` queries (all if None), their images plus a few others."""
+    """CIRR val and test1 in the release's layout (``root/cirr/{captions,image_splits}``, images in
+    ``root/{dev,test1}``): the first ``n_queries`` queries (all if None), their images plus a few others."""
     src = need("cirr")
     for split in ("val", "test1"):
         caps = read_json(src / f"captions/cap.rc2.{split}.json")
@@ -67,8 +68,8 @@ def build_cirr(root: Path, n_queries: int | None = 30, extra_gallery: int = 20, 
             needed = {n for c in caps for n in (c["reference"], c.get("target_hard"), *c["img_set"]["members"]) if n}
             others = [n for n in split_map if n not in needed][:extra_gallery]
             split_map = {n: rel for n, rel in split_map.items() if n in needed or n in others}
-        write_json(root / f"captions/cap.rc2.{split}.json", caps)
-        write_json(root / f"image_splits/split.rc2.{split}.json", split_map)
+        write_json(root / f"cirr/captions/cap.rc2.{split}.json", caps)
+        write_json(root / f"cirr/image_splits/split.rc2.{split}.json", split_map)
         if images:
             for name, rel in split_map.items():
                 write_image(root / rel, name)

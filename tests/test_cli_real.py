@@ -7,6 +7,7 @@ Where a number can be recomputed with the library (same seed, same preprocessing
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import pickle
@@ -176,8 +177,8 @@ def test_trained_baselines_say_where_their_unlabeled_images_come_from(cirr_stand
 
 def test_corrupt_image_is_a_one_line_error_or_skipped(tmp_path, capsys):
     root = build_cirr(tmp_path / "cirr", n_queries=3, extra_gallery=0)
-    victim = read_json(root / "captions/cap.rc2.val.json")[0]["reference"]
-    (root / read_json(root / "image_splits/split.rc2.val.json")[victim]).write_bytes(b"not a png")
+    victim = read_json(root / "cirr/captions/cap.rc2.val.json")[0]["reference"]
+    (root / read_json(root / "cirr/image_splits/split.rc2.val.json")[victim]).write_bytes(b"not a png")
     code, _, err = searle(capsys, "evaluate", "--dataset", "cirr", "--dataset-path", root, "--method", "image-only",
                           *CLI)
     assert code == 2 and "Traceback" not in err
@@ -250,3 +251,30 @@ def test_preprocess_option_selects_the_cached_features(cirr_standin, searle_cach
     assert len(created) == 1
     again = evaluate_json(capsys, "cirr", cirr_standin, "image-only", "--preprocess", "clip")
     assert again == clip and set((searle_cache / "cache/features").glob("image-*.pt")) - before == created
+
+
+def test_oti_without_gpt_phrases_is_labelled_in_the_table(cirr_standin, shared_data, tmp_path, capsys):
+    """`searle table` on real data: OTI with template phrases (no --phrases) or without a regulariser
+    (no --concepts) is a labelled variant, not "SEARLE-OTI"; with the authors' phrases (their zip) it is."""
+    import zipfile
+
+    names = load_concepts_csv(shared_data / "concepts/oidv7-class-descriptions.csv")[:20]
+    classes = tmp_path / "classes.csv"
+    classes.write_text("LabelName,DisplayName\n" + "".join(f'/m/{i},"{n}"\n' for i, n in enumerate(names)))
+    with zipfile.ZipFile(tmp_path / "GPTNeo27B.zip", "w") as z:
+        z.writestr("GPTNeo27B/concept_to_phrases.pkl", pickle.dumps(template_phrases(names, n_per_concept=4)))
+    base = ["table", "--dataset", "cirr", "--dataset-path", cirr_standin, "--methods", "image-only,searle-oti",
+            "--bootstrap", "10", *CLI, *OTI]
+    expected = {"templates": ["--concepts", classes], "no phrases": [], None: ["--concepts", classes, "--phrases",
+                                                                               tmp_path / "GPTNeo27B.zip"]}
+    for variant, options in expected.items():
+        out = tmp_path / str(variant)
+        code, printed, err = searle(capsys, *base, *options, "--out", out)
+        assert code == 0, err
+        name = "SEARLE-OTI" + (f" ({variant})" if variant else "")
+        rows = {r["method"]: r["name"] for r in csv.DictReader((out / "cirr-val.csv").open())}
+        assert rows == {"image-only": "Image-only", "searle-oti": name}
+        md = (out / "cirr-val.md").read_text()
+        assert f"| {name} |" in md and f"{name}  " in printed
+        assert (f"({variant}): " in md and "not the paper's OTI" in md) if variant else "not the paper's" not in md
+        assert f"| Recall@1 | − {name} |" in (out / "cirr-val-vs-searle-oti.md").read_text()

@@ -67,12 +67,15 @@ def _link_json(src: Path, dest: Path) -> None:
 # ----------------------------------------------------------------------------------------- CIRR
 
 
-def _make_cirr(root: Path, splits=("val", "test1"), skip_images: tuple[str, ...] = ()) -> Path:
+def _make_cirr(root: Path, splits=("val", "test1"), skip_images: tuple[str, ...] = (), flat: bool = False) -> Path:
+    """The release's tree (``root/cirr/{captions,image_splits}``, images in ``root/{dev,test1}``), or with
+    ``flat`` the annotation folders directly in ``root``."""
     src = _need("cirr")
     tpl = _templates(root / "_tpl")
+    annotations = root if flat else root / "cirr"
     for split in splits:
-        _link_json(src / f"captions/cap.rc2.{split}.json", root / f"captions/cap.rc2.{split}.json")
-        _link_json(src / f"image_splits/split.rc2.{split}.json", root / f"image_splits/split.rc2.{split}.json")
+        _link_json(src / f"captions/cap.rc2.{split}.json", annotations / f"captions/cap.rc2.{split}.json")
+        _link_json(src / f"image_splits/split.rc2.{split}.json", annotations / f"image_splits/split.rc2.{split}.json")
         for name, rel in json.loads((src / f"image_splits/split.rc2.{split}.json").read_text()).items():
             if name not in skip_images:
                 _link(tpl[".png"], root / rel)
@@ -107,8 +110,24 @@ def test_cirr_test_split_alias_has_no_targets(cirr_root):
 def test_cirr_layout_error_prints_expected_tree(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         load_cirr(tmp_path, "val")
-    assert "captions/cap.rc2.val.json" in str(err.value)
+    assert "missing cirr/captions/cap.rc2.val.json, cirr/image_splits/split.rc2.val.json" in str(err.value)
     assert "image_splits/split.rc2.{train,val,test1}.json" in str(err.value)
+    assert "  cirr/\n    captions/" in str(err.value) and "  dev/*.png" in str(err.value)
+
+
+def test_cirr_reads_the_release_tree_its_inner_folder_and_a_flat_tree(cirr_root, tmp_path):
+    """The release (what the SEARLE and CIRR code read): CIRR/cirr/captions/..., images in CIRR/dev/ with
+    split paths relative to CIRR/. The inner cirr/ folder given by itself finds its images beside it."""
+    assert (cirr_root / "cirr/captions/cap.rc2.val.json").is_file() and not (cirr_root / "captions").exists()
+    assert (cirr_root / "dev/dev-244-0-img0.png").is_file()
+    release = load_cirr(cirr_root, "val")
+    assert release.images.path("dev-244-0-img0") == cirr_root / "dev/dev-244-0-img0.png"
+    inner = load_cirr(cirr_root / "cirr", "val")
+    assert inner.images.paths == release.images.paths and inner.queries == release.queries
+    flat_root = _make_cirr(tmp_path / "flat", splits=("val",), flat=True)
+    flat = load_cirr(flat_root, "val")
+    assert flat.images.path("dev-244-0-img0") == flat_root / "dev/dev-244-0-img0.png"
+    assert flat.queries == release.queries and flat.gallery == release.gallery
 
 
 def test_cirr_missing_image_names_file_and_query_then_skip(tmp_path):

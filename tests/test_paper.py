@@ -39,6 +39,7 @@ def test_compare_with_paper():
     assert flatten_metrics(metrics)["semantic_mAP@10/negation"] == 3.0
     frame = results_frame({("circo", "ViT-B-32", "searle-oti"): metrics,
                            ("shapes", "shapes-clip", "searle"): {"mAP@10": 40.0}})
+    frame.insert(1, "split", ["test"] * 4 + ["val"])  # CIRCO scored on test (a server's score), shapes val
     out = compare_with_paper(frame)
     circo = out[out.dataset == "circo"].set_index("metric")
     assert list(circo.index) == ["mAP@5", "mAP@10"]  # only the paper table's columns
@@ -46,6 +47,25 @@ def test_compare_with_paper():
     assert circo.loc["mAP@10", "diff"] == pytest.approx(9.0 - 7.83)
     shapes = out[out.dataset == "shapes"]
     assert len(shapes) == 1 and pd.isna(shapes.paper.iloc[0]) and pd.isna(shapes["diff"].iloc[0])
+
+
+def test_paper_numbers_are_differences_only_on_the_same_split_and_the_same_method():
+    """CIRR and CIRCO: the paper reports test (server) numbers, a run scores val: the paper's number
+    stands beside ours, labelled, with no difference. FashionIQ val against val: a difference. A row
+    that is not the paper's method (OTI on template phrases) gets no paper number at all."""
+    frame = results_frame({("circo", "ViT-B-32", "searle-oti"): {"mAP@10": 9.0},
+                           ("fashioniq", "ViT-B-32", "searle-oti"): {"average/Recall@10": 23.0},
+                           ("fashioniq", "ViT-B-32", "image-only"): {"average/Recall@10": 6.0}})
+    frame.insert(1, "split", "val")
+    frame["variant"] = ["", "templates", ""]
+    out = compare_with_paper(frame).set_index(["dataset", "method"])
+    circo = out.loc[("circo", "searle-oti")]
+    assert (circo.paper, circo.paper_split) == (7.83, "test") and pd.isna(circo["diff"])
+    templates = out.loc[("fashioniq", "searle-oti")]
+    assert pd.isna(templates.paper) and pd.isna(templates["diff"])
+    image_only = out.loc[("fashioniq", "image-only")]
+    assert image_only.paper == 5.90 and image_only["diff"] == pytest.approx(6.0 - 5.90)
+    assert pd.isna(compare_with_paper(frame.drop(columns="split"))["diff"]).all()  # split unknown: none
 
 
 def test_recorder_writes_json_and_memory_only(tmp_path):
@@ -111,34 +131,56 @@ def test_results_tables_written_as_csv_markdown_latex(tmp_path):
 
     from searle_core import results
 
-    def setting(dataset, backbone, metrics_by_method):
+    def setting(dataset, backbone, metrics_by_method, variants=None):
         study = SimpleNamespace(dataset=dataset, backbone=SimpleNamespace(name=backbone),
                                 bench=SimpleNamespace(split="val"))
         evaluations = {m: SimpleNamespace(metrics=v) for m, v in metrics_by_method.items()}
-        return SimpleNamespace(study=study, evaluations=evaluations)
+        return SimpleNamespace(study=study, evaluations=evaluations, variants=variants or {})
 
     circo = {"mAP@5": 7.0, "mAP@10": 8.0, "mAP@25": 9.0, "mAP@50": 10.0, "Recall@5": 1.0,
              "semantic_mAP@10": {"negation": 3.0}}
-    settings = [setting("circo", "ViT-B-32", {"image-only": circo, "searle-oti": circo}),
+    fiq = {"average": {"Recall@10": 20.0, "Recall@50": 40.0}}
+    settings = [setting("circo", "ViT-B-32", {"image-only": circo, "searle-oti": circo, "searle": circo},
+                        {"searle-oti": "templates"}),
+                setting("fashioniq", "ViT-B-32", {"searle": fiq, "searle-oti": fiq}, {"searle-oti": "no phrases"}),
                 setting("shapes", "shapes-clip", {"searle": {"mAP@10": 40.0, "Recall@1": 30.0},
                                                   "image-only": {"mAP@10": 5.0, "Recall@1": 4.0}})]
     compared = results.comparison(settings)
     wide = results.wide_table(compared, "circo")
     assert list(wide.columns) == ["mAP@5", "mAP@10", "mAP@25", "mAP@50"]
-    assert wide.loc[("ViT-B-32", "SEARLE-OTI"), "mAP@10"] == "8.00 (7.83, +0.17)"
-    assert wide.loc[("ViT-B-32", "Image-only"), "mAP@5"] == "7.00 (1.34, +5.66)"
+    # CIRCO val beside the paper's test number: both splits named, no difference.
+    assert wide.loc[("ViT-B-32", "SEARLE"), "mAP@10"] == "8.00 (paper test: 9.94)"
+    assert wide.loc[("ViT-B-32", "Image-only"), "mAP@5"] == "7.00 (paper test: 1.34)"
+    # OTI on template phrases: labelled, and no paper number beside it.
+    assert wide.loc[("ViT-B-32", "SEARLE-OTI (templates)"), "mAP@10"] == "8.00"
+    assert ("ViT-B-32", "SEARLE-OTI") not in wide.index
+    # FashionIQ val against the paper's val: the difference.
+    fashion = results.wide_table(compared, "fashioniq")
+    assert fashion.loc[("ViT-B-32", "SEARLE"), "average/Recall@10"] == "20.00 (22.89, -2.89)"
+    assert fashion.loc[("ViT-B-32", "SEARLE-OTI (no phrases)"), "average/Recall@10"] == "20.00"
     shapes = results.wide_table(compared, "shapes")
     assert shapes.loc[("shapes-clip", "SEARLE"), "mAP@10"] == "40.00"
     md = results.markdown(wide)
     assert md.splitlines()[0] == "| Backbone | Method | mAP@5 | mAP@10 | mAP@25 | mAP@50 |"
     paths = results.write_comparison(compared, tmp_path)
-    assert sorted(p.name for p in paths) == ["results-circo.md", "results-circo.tex", "results-shapes.md",
-                                             "results-shapes.tex", "results.csv"]
+    assert sorted(p.name for p in paths) == ["results-circo.md", "results-circo.tex", "results-fashioniq.md",
+                                             "results-fashioniq.tex", "results-shapes.md", "results-shapes.tex",
+                                             "results.csv"]
     assert "\\begin{tabular}" in (tmp_path / "results-circo.tex").read_text()
-    assert "ours (paper, ours − paper)" in (tmp_path / "results-circo.md").read_text()
+    circo_md = (tmp_path / "results-circo.md").read_text()
+    assert "Cells: ours on val (the paper's number on test). Different splits: no difference" in circo_md
+    assert "(templates): OTI's phrase regulariser used offline template phrases" in circo_md
+    fashion_md = (tmp_path / "results-fashioniq.md").read_text()
+    assert "ours (paper, ours − paper); ours and the paper's on val" in fashion_md
+    assert "Cells" not in (tmp_path / "results-shapes.md").read_text()
+    rows, title = results.headline_rows(compared, "circo")
+    assert title == "circo val: mAP@10 (ticks: paper, test)"
+    assert list(rows.method) == ["image-only", "SEARLE-OTI (templates)", "searle"]
+    assert rows.set_index("method").paper.isna().to_dict() == {"image-only": False, "SEARLE-OTI (templates)": True,
+                                                              "searle": False}
     back = pd.read_csv(tmp_path / "results.csv")
-    assert set(back.columns) == {"dataset", "split", "backbone", "method", "metric", "reproduced", "paper",
-                                 "paper_split", "diff"}
+    assert set(back.columns) == {"dataset", "split", "backbone", "method", "metric", "reproduced", "variant",
+                                 "paper", "paper_split", "diff"}
 
 
 def test_cli_paper_is_registered():
@@ -147,3 +189,28 @@ def test_cli_paper_is_registered():
     args = build_parser().parse_args(["paper", "--profile", "quick", "--out", "x", "--only", "01,04"])
     assert (args.profile, args.out, args.only, args.figures) == ("quick", "x", "01,04", None)
     assert build_parser().parse_args(["paper"]).profile == "shapes"  # the README's main command
+
+
+def test_oti_without_gpt_phrases_is_a_named_variant(tmp_path):
+    """Notebooks and CLI: template phrases (no phrases file) or no regulariser is not the paper's OTI."""
+    import pickle
+    import zipfile
+
+    from searle_core.inversion import OTIConfig
+    from searle_core.methods import MethodContext, Vocabulary, regulariser_variant
+    from searle_core.phrases import template_phrases
+    from searle_core.study import load_vocabulary
+
+    bank = {"Dog": ["a photo of Dog that runs"]}
+    assert regulariser_variant(MethodContext(vocabulary=Vocabulary(["Dog"], bank))) is None
+    assert regulariser_variant(MethodContext(vocabulary=Vocabulary(["Dog"], bank, phrases="templates"))) == "templates"
+    assert regulariser_variant(MethodContext()) == "no phrases"
+    no_gpt = MethodContext(vocabulary=Vocabulary(["Dog"], bank), oti_config=OTIConfig(lambda_gpt=0.0))
+    assert regulariser_variant(no_gpt) == "no phrases"
+    csv = tmp_path / "classes.csv"
+    csv.write_text('LabelName,DisplayName\n/m/0,Dog\n/m/1,"Ducks, geese and swans"\n')
+    with zipfile.ZipFile(tmp_path / "GPTNeo27B.zip", "w") as z:
+        z.writestr("GPTNeo27B/concept_to_phrases.pkl", pickle.dumps(template_phrases(["Dog"])))
+    assert load_vocabulary("cirr", "ViT-B-32", str(csv), "").phrases == "templates"
+    given = load_vocabulary("cirr", "ViT-B-32", str(csv), str(tmp_path / "GPTNeo27B.zip"))
+    assert given.phrases == "given" and given.concepts == ["Dog"]

@@ -159,7 +159,7 @@ def test_corrupt_image_fails_naming_file_and_query_or_is_skipped(tmp_path, cli_b
     root = build_cirr(tmp_path / "cirr", n_queries=3, extra_gallery=0)
     bench = load_cirr(root, "val")
     victim = bench.queries[0].reference
-    rel = read_json(root / "image_splits/split.rc2.val.json")[victim]
+    rel = read_json(root / "cirr/image_splits/split.rc2.val.json")[victim]
     (root / rel).write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     lazy = load_cirr(root, "val")  # "exists" only stats files: decoding fails in the pipeline
     with pytest.raises(ImageLoadError) as err:
@@ -183,3 +183,22 @@ def test_cmyk_image_gives_the_features_of_its_rgb_conversion(circo_standin, cli_
     with torch.no_grad():
         plain = F.normalize(cli_backbone.model.encode_image(pixels).float(), dim=-1)
     torch.testing.assert_close(feats, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_standins_are_built_in_the_authors_layouts(cirr_standin, fiq_standin, circo_standin):
+    """The trees of the SEARLE README (what their datasets.py opens), so every test that uses a stand-in
+    runs the loaders on exactly the layout a user downloads."""
+    cirr_files = ["cirr/captions/cap.rc2.val.json", "cirr/captions/cap.rc2.test1.json",
+                  "cirr/image_splits/split.rc2.val.json", "cirr/image_splits/split.rc2.test1.json"]
+    assert all((cirr_standin / f).is_file() for f in cirr_files)
+    assert not (cirr_standin / "captions").exists() and not (cirr_standin / "image_splits").exists()
+    for split, folder in (("val", "dev"), ("test1", "test1")):
+        for name, rel in read_json(cirr_standin / f"cirr/image_splits/split.rc2.{split}.json").items():
+            assert rel == f"./{folder}/{name}.png" and (cirr_standin / rel).is_file()  # relative to CIRR/
+    for cat in ("dress", "shirt", "toptee"):
+        assert (fiq_standin / f"captions/cap.{cat}.val.json").is_file()
+        for asin in read_json(fiq_standin / f"image_splits/split.{cat}.val.json"):
+            assert (fiq_standin / "images" / f"{asin}.jpg").is_file()
+    info = read_json(circo_standin / "COCO2017_unlabeled/annotations/image_info_unlabeled2017.json")
+    assert (circo_standin / "annotations/val.json").is_file() and (circo_standin / "annotations/test.json").is_file()
+    assert all((circo_standin / "COCO2017_unlabeled/unlabeled2017" / i["file_name"]).is_file() for i in info["images"])

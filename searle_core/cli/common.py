@@ -12,8 +12,10 @@ def add_backbone_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="shapes-clip",
                    help="open_clip model name (ViT-B-32, ViT-L-14, ...) or shapes-clip (default)")
     p.add_argument("--pretrained", default="default",
-                   help="open_clip weights tag or a local weights file (default: openai; shapes-clip: the "
-                        "project-trained weights); 'none': random weights, seeded by --seed (smoke tests)")
+                   help="open_clip weights tag or a local weights file: OpenAI's ViT-B-32.pt / ViT-L-14.pt as "
+                        "released, a state dict, safetensors; openai:FILE marks OpenAI weights (built with QuickGELU) "
+                        "(default: openai; shapes-clip: the project-trained weights); 'none': random weights, seeded "
+                        "by --seed (smoke tests)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
     p.add_argument("--quick", action="store_true",
                    help="CI-sized shapes world and world CLIP (seconds instead of minutes)")

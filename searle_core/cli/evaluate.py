@@ -40,8 +40,9 @@ def add_benchmark_options(p: argparse.ArgumentParser, default_split: str = "val"
     p.add_argument("--oti-steps", type=int, default=350, help="OTI steps (paper: 350)")
     p.add_argument("--oti-batch-size", type=int, default=32)
     p.add_argument("--concepts", default=None, help="concept CSV (Open Images V7 class descriptions)")
-    p.add_argument("--phrases", default=None, help="phrase bank pickle {concept: [phrases]}; without it, "
-                                                   "offline template phrases are generated")
+    p.add_argument("--phrases", default=None,
+                   help="the authors' GPT phrases: GPTNeo27B.zip (read in place), its folder, or a pickle {concept: "
+                        "[phrases]}; without it, offline template phrases (tables label such OTI rows)")
     p.add_argument("--captioner", default=None,
                    help="Hugging Face captioning model for 'captioning' on real images (default: BLIP base)")
     p.add_argument("--unlabeled", default=None,
@@ -134,7 +135,7 @@ def vocabulary_from_args(args: argparse.Namespace):
           f"phrases that do not all contain the concept); phrases from {source}")
     if not names:
         raise ValueError(f"no concept of {args.concepts or args.phrases} has usable phrases in {source}")
-    return Vocabulary(names, {c: kept[c] for c in names})
+    return Vocabulary(names, {c: kept[c] for c in names}, phrases="given" if args.phrases else "templates")
 
 
 def context_from_args(args: argparse.Namespace, backbone):
@@ -196,18 +197,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def cirr_subset_rankings(bench, rankings: list[list[str]], k: int = 3) -> dict[str, list[str]]:
-    """Per pairid, the first ``k`` ``img_set`` members (reference excluded) in ranking order.
+    """Per pairid, the first ``k`` ``img_set`` members (reference excluded) in ranking order
+    (:func:`searle_core.submission.cirr_subset_rankings` on the benchmark's queries)."""
+    from ..submission import cirr_subset_rankings as subset_rankings
 
-    Args:
-        bench: a CIRR benchmark.
-        rankings: full-gallery rankings, in query order.
-        k: how many to keep (3 for the server's ``recall_subset`` file).
-    """
-    out = {}
-    for q, ranking in zip(bench.queries, rankings):
-        members = set(q.subset or ()) - {q.reference}
-        out[q.query_id] = [n for n in ranking if n in members][:k]
-    return out
+    return subset_rankings(bench.queries, rankings, k)
 
 
 @_readable_errors

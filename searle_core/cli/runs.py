@@ -40,7 +40,8 @@ def register(sub) -> None:
     o.add_argument("--batch-size", type=int, default=32, help="images optimised together (paper: 32)")
     o.add_argument("--lambda-gpt", type=float, default=0.5, help="regulariser weight (paper: 0.5; 0: none)")
     o.add_argument("--concepts", default=None, help="concept CSV (Open Images V7 class descriptions)")
-    o.add_argument("--phrases", default=None, help="phrase bank pickle {concept: [phrases]}")
+    o.add_argument("--phrases", default=None,
+                   help="phrase bank: the authors' GPTNeo27B.zip, its folder, or a pickle {concept: [phrases]}")
     o.add_argument("--checkpoint-every", type=int, default=10, help="batches between checkpoints (per process)")
     o.add_argument("--limit", type=int, default=None, help="only the first N images (smoke runs)")
     o.add_argument("--seed", type=int, default=42)
@@ -49,7 +50,12 @@ def register(sub) -> None:
     o.set_defaults(func=run_oti_command)
 
     t = sub.add_parser("train-phi", help="train φ on the tokens of a finished `searle oti` run (torchrun-ready)")
-    t.add_argument("--tokens", required=True, help="the `searle oti` run folder")
+    t.add_argument("--tokens", required=True,
+                   help="the `searle oti` run folder, or an experiment folder of the authors' oti_inversion.py "
+                        "(ema_oti_pseudo_tokens.pt + image_names.pkl; then give --images)")
+    t.add_argument("--images", default=None,
+                   help="with the authors' OTI folder: the image folder it inverted (ImageNet1K/test); its "
+                        "features and concepts are computed once into <out>/oti-import")
     t.add_argument("--out", required=True, help="φ run folder (checkpoint, history.csv, phi.pt)")
     t.add_argument("--resume", action="store_true")
     t.add_argument("--force", action="store_true",
@@ -66,7 +72,8 @@ def register(sub) -> None:
     t.add_argument("--top-concepts", type=int, default=150)
     t.add_argument("--dropout", type=float, default=0.5)
     t.add_argument("--concepts", default=None, help="concept CSV, as given to `searle oti`")
-    t.add_argument("--phrases", default=None, help="phrase bank pickle, as given to `searle oti`")
+    t.add_argument("--phrases", default=None, help="phrase bank (GPTNeo27B.zip, its folder or a pickle), as given to "
+                                                   "`searle oti`")
     t.add_argument("--val-dataset", default=None, choices=VAL_DATASETS,
                    help="validate `searle` on this benchmark every epoch (default: shapes for shapes-clip, else none)")
     t.add_argument("--val-path", default=None, help="folder of the validation benchmark")
@@ -174,10 +181,22 @@ def run_train_phi_command(args: argparse.Namespace) -> int:
     from ..runs.phi_run import run_train_phi
     from .evaluate import vocabulary_from_args
 
-    manifest = read_manifest(args.tokens)
-    if manifest is None:
-        raise FileNotFoundError(f"--tokens {args.tokens}: no OTI run there (no manifest.json); run `searle oti` first")
-    hyper, info = manifest.get("hyperparameters", {}), manifest.get("info", {})
+    from ..runs.authors_oti import IMPORTED, import_authors_oti, is_authors_oti, read_authors_oti
+
+    authors = is_authors_oti(args.tokens)
+    if authors:
+        if not args.images:
+            raise ValueError(f"--tokens {args.tokens} holds the authors' OTI tokens without image features: pass "
+                             "--images, the folder they inverted (ImageNet1K/test)")
+        recorded = read_authors_oti(args.tokens)
+        hyper = {"backbone": recorded.backbone or "ViT-B-32", "weights": "openai"}
+        info = {"dataset": "imagenet"}
+    else:
+        manifest = read_manifest(args.tokens)
+        if manifest is None:
+            raise FileNotFoundError(f"--tokens {args.tokens}: no OTI run there (no manifest.json, nor the authors' "
+                                    "ema_oti_pseudo_tokens.pt + image_names.pkl); run `searle oti` first")
+        hyper, info = manifest.get("hyperparameters", {}), manifest.get("info", {})
     args.backbone = args.backbone or hyper.get("backbone", "shapes-clip")
     if args.pretrained is None:
         weights = str(hyper.get("weights", "default"))
@@ -187,6 +206,24 @@ def run_train_phi_command(args: argparse.Namespace) -> int:
     try:
         backbone = load_backbone_from_args(args)
         vocabulary = vocabulary_from_args(args) if args.lambda_gpt > 0 else None
+        if authors:
+            import os
+            from pathlib import Path
+
+            from ..datasets import ImageFolderSource
+            from ..retrieval.features import configure_images
+
+            # Their features were made with their --preprocess-type (targetpad by default): so are ours.
+            kind = str(recorded.hyperparameters.get("preprocess_type", "targetpad"))
+            # Loader workers pay for their start-up only on many images.
+            workers = min(8, os.cpu_count() or 1) if len(recorded.names) >= 1024 else 0
+            backbone = configure_images(backbone, kind, workers)
+            _say(f"the authors' OTI tokens in {args.tokens}: features and concepts of {args.images} "
+                 f"-> {Path(args.out) / IMPORTED}")
+            args.tokens = str(import_authors_oti(args.tokens, backbone, ImageFolderSource(args.images), vocabulary,
+                                                 Path(args.out) / IMPORTED, args.top_concepts,
+                                                 progress=not args.no_progress))
+            hyper = read_manifest(args.tokens)["hyperparameters"]
         if vocabulary is None and args.lambda_gpt > 0:
             _say("no --concepts/--phrases: φ trains without its regulariser (lambda_gpt 0)")
         elif vocabulary is not None and vocabulary_fingerprint(vocabulary) != hyper.get("vocabulary"):

@@ -47,9 +47,10 @@ def run_table(args: argparse.Namespace) -> int:
         from ..significance import compare_methods, to_markdown, write_differences
         from ..table import DISPLAY_NAMES
 
+        names = {**DISPLAY_NAMES, **{row.method: row.name for row in table.rows}}  # variants labelled
         differences = compare_methods(bench, table.rankings, reference, n_resamples=args.bootstrap,
                                       seed=args.seed)
-        written.append(write_differences(differences, Path(args.out) / f"{stem}-vs-{reference}", DISPLAY_NAMES))
+        written.append(write_differences(differences, Path(args.out) / f"{stem}-vs-{reference}", names))
     if args.json:
         print_json(to_dict(table))
         return 0
@@ -60,6 +61,6 @@ def run_table(args: argparse.Namespace) -> int:
     if differences:
         print(f"\npaired bootstrap over the {len(bench.queries)} queries ({args.bootstrap} resamples): "
               f"'clear' = the interval excludes zero")
-        print(to_markdown(differences, DISPLAY_NAMES))
+        print(to_markdown(differences, names))
     print("wrote " + ", ".join(map(str, written)))
     return 0

@@ -1,9 +1,14 @@
 """CIRR (Liu et al., ICCV 2021) in the authors' release layout.
 
-Queries come from ``captions/cap.rc2.<split>.json``; the gallery is every name in
-``image_splits/split.rc2.<split>.json`` (in file order, as the authors' "classic" dataset). The
-reference image is removed from its own ranking (``exclude_reference=True``). ``subset`` keeps the
-six ``img_set.members`` as released, reference included: Recall_subset must drop it itself.
+Queries come from ``cirr/captions/cap.rc2.<split>.json``; the gallery is every name in
+``cirr/image_splits/split.rc2.<split>.json`` (in file order, as the authors' "classic" dataset),
+whose paths (``./dev/dev-244-0-img0.png``) are relative to the CIRR folder itself. The reference
+image is removed from its own ranking (``exclude_reference=True``). ``subset`` keeps the six
+``img_set.members`` as released, reference included: Recall_subset must drop it itself.
+
+Layouts accepted (:func:`cirr_layout`): the release's, ``CIRR/cirr/{captions,image_splits}`` beside
+``CIRR/{train,dev,test1}`` (what SEARLE's and CIRR's own code read); the same tree given by its inner
+``cirr/`` folder; and a flat tree with ``captions/`` and ``image_splits/`` beside the image folders.
 """
 
 from __future__ import annotations
@@ -15,12 +20,16 @@ from .base import CIRBenchmark, CIRQuery, check_paths
 from .folder import CheckImages, FileImageSource, OnMissing, resolve_missing
 
 CIRR_LAYOUT = """\
-<root>/
-  captions/cap.rc2.{train,val,test1}.json
-  image_splits/split.rc2.{train,val,test1}.json   (name -> "./dev/dev-244-0-img0.png")
+<root>/   (the CIRR folder, as released and as the SEARLE authors' README shows it)
+  cirr/
+    captions/cap.rc2.{train,val,test1}.json
+    image_splits/split.rc2.{train,val,test1}.json   (name -> "./dev/dev-244-0-img0.png", relative to <root>)
   train/<0..99>/*.png
   dev/*.png
-  test1/*.png"""
+  test1/*.png
+(also accepted: --dataset-path <root>/cirr, or captions/ and image_splits/ directly in <root>)"""
+_ANNOTATIONS = "cirr"
+_IMAGE_FOLDERS = ("train", "dev", "test1")
 
 # Users say "test"; the release calls the public test split "test1".
 _SPLIT_ALIASES = {"test": "test1", "dev": "val"}
@@ -32,6 +41,30 @@ def _read_json(path: Path) -> object:
         return json.load(f)
 
 
+def cirr_layout(root: str | Path) -> tuple[Path, Path]:
+    """Where a CIRR folder keeps its annotations and what its split files' paths are relative to.
+
+    Args:
+        root: the CIRR folder (``CIRR/``), its inner ``cirr/`` folder, or a flat folder with
+            ``captions/`` and ``image_splits/`` beside the image folders.
+
+    Returns:
+        ``(annotations, images)``: the folder holding ``captions/`` and ``image_splits/``, and the
+        folder the split files' ``./dev/...`` paths start from. Where neither layout is present,
+        ``(root / "cirr", root)``, so that the missing-file error names the release's layout.
+    """
+    root = Path(root)
+    if (root / _ANNOTATIONS / "captions").is_dir() or (root / _ANNOTATIONS / "image_splits").is_dir():
+        return root / _ANNOTATIONS, root
+    if (root / "captions").is_dir() or (root / "image_splits").is_dir():
+        # The inner cirr/ folder given by itself: the images are beside it, in its parent.
+        has_images = lambda folder: any((folder / d).is_dir() for d in _IMAGE_FOLDERS)  # noqa: E731
+        if root.name == _ANNOTATIONS and not has_images(root) and has_images(root.parent):
+            return root, root.parent
+        return root, root
+    return root / _ANNOTATIONS, root
+
+
 def load_cirr(
     root: str | Path,
     split: str = "val",
@@ -41,7 +74,7 @@ def load_cirr(
     """Load one CIRR split.
 
     Args:
-        root: the CIRR folder (see ``CIRR_LAYOUT``).
+        root: the CIRR folder (see ``CIRR_LAYOUT`` and :func:`cirr_layout`).
         split: ``train``, ``val`` or ``test1`` (``test`` and ``dev`` are accepted aliases).
         on_missing: ``"error"`` fails on a missing/unreadable image naming the query that needs
             it; ``"skip"`` drops it and counts it in ``extra["skipped"]``.
@@ -54,20 +87,23 @@ def load_cirr(
         soft labels per pairid (validation only).
     """
     root = Path(root)
+    annotations_dir, image_root = cirr_layout(root)
     split = _SPLIT_ALIASES.get(split, split)
     if split not in CIRR_SPLITS:
         raise ValueError(f"unknown CIRR split {split!r}; expected one of {', '.join(CIRR_SPLITS)} (or 'test')")
     cap_rel = f"captions/cap.rc2.{split}.json"
     split_rel = f"image_splits/split.rc2.{split}.json"
-    check_paths(root, [cap_rel, split_rel], CIRR_LAYOUT)
+    # Named from the folder the user gave, so the error says "cirr/captions/..." where that is missing.
+    check_paths(root, [(annotations_dir / rel).relative_to(root).as_posix() for rel in (cap_rel, split_rel)],
+                CIRR_LAYOUT)
 
-    name_to_relpath = _read_json(root / split_rel)
+    name_to_relpath = _read_json(annotations_dir / split_rel)
     if not isinstance(name_to_relpath, dict):
-        raise ValueError(f"{root / split_rel}: expected a JSON object name -> relative path")
-    paths = {name: root / rel for name, rel in name_to_relpath.items()}
+        raise ValueError(f"{annotations_dir / split_rel}: expected a JSON object name -> relative path")
+    paths = {name: image_root / rel for name, rel in name_to_relpath.items()}
     gallery = list(name_to_relpath)
 
-    annotations = _read_json(root / cap_rel)
+    annotations = _read_json(annotations_dir / cap_rel)
     queries: list[CIRQuery] = []
     referrers: dict[str, str] = {}
     target_soft: dict[str, dict] = {}
@@ -99,7 +135,7 @@ def load_cirr(
     for q in queries:
         for name in (q.reference, q.target, *(q.subset or ())):
             if name and name not in paths:
-                paths[name] = root / folder / f"{name}.png"
+                paths[name] = image_root / folder / f"{name}.png"
                 referrers[name] = referrers.get(name, "") + f" (not listed in {split_rel})"
 
     source = FileImageSource(paths, referrers, default_referrer=f"gallery entry of {split_rel}")

@@ -1,0 +1,170 @@
+"""OTI tokens written by the authors' ``oti_inversion.py``, as input to ``searle train-phi``.
+
+Their experiment folder (``data/oti_pseudo_tokens/<dataset>/<split>/<exp>/``) holds
+``ema_oti_pseudo_tokens.pt`` (an (N, d) tensor: the EMA tokens, the ones φ is distilled from),
+``image_names.pkl`` (a list of N image names: each file's base name, ``ILSVRC2012_test_00000001.JPEG``),
+``oti_pseudo_tokens.pt`` (the non-EMA tokens), ``hyperparameters.json`` (``clip_model_name``
+``ViT-B/32``, ``dataset_path``, ``split``, ``preprocess_type``, ...) and ``source_code.py``. It has
+neither image features nor concepts: φ training needs both, so :func:`import_authors_oti` computes
+them once from the images (the same features and association as ``searle oti``) and writes an OTI
+run folder of this project holding the authors' tokens, which ``run_train_phi`` then reads.
+
+Trust: the tokens are read with ``torch.load(weights_only=True)`` and the names through the
+restricted unpickler of :mod:`searle_core.phrases` (lists and strings only), so neither file can run
+code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..backbone import Backbone
+from ..datasets.folder import FileImageSource
+from ..phrases import load_plain_pickle
+from ..retrieval.features import weights_key
+from . import distributed as dist
+from .checkpoint import MANIFEST, atomic_save, atomic_write_json, fingerprint, new_manifest, read_manifest
+
+AUTHORS_TOKENS, AUTHORS_NAMES, AUTHORS_HYPERPARAMETERS = ("ema_oti_pseudo_tokens.pt", "image_names.pkl",
+                                                          "hyperparameters.json")
+#: Sub-folder of the φ run folder that holds the imported run.
+IMPORTED = "oti-import"
+
+
+@dataclass
+class AuthorsOTI:
+    """What the authors' OTI folder holds.
+
+    Args:
+        folder: the folder.
+        names: image names, in token order.
+        tokens: (N, d) EMA tokens.
+        hyperparameters: their ``hyperparameters.json`` (empty when absent).
+    """
+
+    folder: Path
+    names: list[str]
+    tokens: torch.Tensor
+    hyperparameters: dict = field(default_factory=dict)
+
+    @property
+    def backbone(self) -> str | None:
+        """The open_clip name of the CLIP they used (``ViT-B/32`` -> ``ViT-B-32``), if recorded."""
+        name = self.hyperparameters.get("clip_model_name")
+        return str(name).replace("/", "-") if name else None
+
+
+def is_authors_oti(folder: str | Path) -> bool:
+    """Whether ``folder`` is an experiment folder of the authors' ``oti_inversion.py`` (not one of ours)."""
+    folder = Path(folder)
+    return (folder / AUTHORS_TOKENS).is_file() and (folder / AUTHORS_NAMES).is_file() and \
+        not (folder / MANIFEST).is_file()
+
+
+def read_authors_oti(folder: str | Path) -> AuthorsOTI:
+    """Read the authors' OTI outputs without executing anything they contain.
+
+    Raises:
+        ValueError: the names are not a list of strings, or do not match the tokens' rows.
+    """
+    folder = Path(folder)
+    names = load_plain_pickle(folder / AUTHORS_NAMES, "list of image names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{folder / AUTHORS_NAMES}: expected a list of image names (str)")
+    tokens = torch.load(folder / AUTHORS_TOKENS, map_location="cpu", weights_only=True)
+    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
+        raise ValueError(f"{folder / AUTHORS_TOKENS}: expected an (N, d) tensor of tokens, got "
+                         f"{getattr(tokens, 'shape', type(tokens).__name__)}")
+    if tokens.shape[0] != len(names):
+        raise ValueError(f"{folder}: {AUTHORS_TOKENS} has {tokens.shape[0]} tokens but {AUTHORS_NAMES} "
+                         f"{len(names)} names")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{folder / AUTHORS_NAMES}: image names repeat; tokens are matched to images by name")
+    hyper_path = folder / AUTHORS_HYPERPARAMETERS
+    hyper = json.loads(hyper_path.read_text(encoding="utf-8")) if hyper_path.is_file() else {}
+    return AuthorsOTI(folder, names, tokens.float(), hyper)
+
+
+def match_names(names: list[str], source: FileImageSource, where: str) -> list[str]:
+    """The source's name of each of the authors' image names (theirs are base names, ours paths
+    relative to the image folder).
+
+    Raises:
+        FileNotFoundError: an image of theirs is not in the folder (the first few are named).
+        ValueError: two files in the folder share a base name the authors' list uses.
+    """
+    by_base: dict[str, list[str]] = {}
+    for ours in source.paths:
+        by_base.setdefault(Path(ours).name, []).append(ours)
+    out, missing = [], []
+    for name in names:
+        if name in source.paths:
+            out.append(name)
+        elif len(by_base.get(name, ())) == 1:
+            out.append(by_base[name][0])
+        elif name in by_base:
+            raise ValueError(f"{where}: image {name!r} matches several files ({by_base[name][:3]}); pass the folder "
+                             "the authors' run read (ImageNet1K/test)")
+        else:
+            missing.append(name)
+    if missing:
+        raise FileNotFoundError(f"{where}: {len(missing)} of its {len(names)} images are not in the image folder "
+                                f"(first: {', '.join(missing[:3])}); pass the folder it inverted with --images")
+    return out
+
+
+def import_authors_oti(folder: str | Path, backbone: Backbone, source: FileImageSource, vocabulary,
+                       out: str | Path, stored_concepts: int = 150, progress: bool = True) -> Path:
+    """Write an OTI run folder holding the authors' tokens, with features and concepts computed here.
+
+    Reused as it is when it already holds the same tokens for the same backbone, vocabulary and
+    preprocessing (a resumed ``train-phi`` does not recompute features).
+
+    Args:
+        folder: the authors' experiment folder.
+        backbone: the CLIP their tokens came from (its weights and preprocessing give the features).
+        source: the images they inverted.
+        vocabulary: concepts for φ's regulariser (``None``: none).
+        out: the run folder to write (``<φ run>/oti-import``).
+        stored_concepts: concepts kept per image (φ draws from 150).
+        progress: progress bars.
+
+    Returns:
+        ``out``, for :func:`~searle_core.runs.phi_run.run_train_phi`.
+    """
+    from .oti_run import INPUTS, TOKENS, compute_inputs, save_inputs, vocabulary_fingerprint
+
+    authors = read_authors_oti(folder)
+    if authors.tokens.shape[1] != backbone.token_dim:
+        raise ValueError(f"{folder}: tokens are {authors.tokens.shape[1]}-d but {backbone.name} has "
+                         f"{backbone.token_dim}-d token embeddings (they were made with "
+                         f"{authors.hyperparameters.get('clip_model_name', 'another CLIP')})")
+    names = match_names(authors.names, source, str(folder))
+    out = Path(out)
+    hyper = {"backbone": backbone.name, "weights": weights_key(backbone),
+             "preprocess": getattr(backbone.preprocess, "preprocess_id", "clip"), "images": len(names),
+             "names": fingerprint(names), "tokens": fingerprint(authors.tokens),
+             "stored_concepts": stored_concepts if vocabulary is not None else 0,
+             "vocabulary": vocabulary_fingerprint(vocabulary), "imported_from": "oti_inversion.py"}
+    manifest = read_manifest(out)
+    if manifest is not None and manifest.get("complete") and manifest.get("hyperparameters") == \
+            new_manifest("oti", hyper)["hyperparameters"]:
+        return out
+    inputs = compute_inputs(backbone, source, names, vocabulary, stored_concepts, progress=progress)
+    if dist.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        info = {"dataset": "imagenet", "path": str(authors.hyperparameters.get("dataset_path", "")),
+                "split": authors.hyperparameters.get("split"), "authors_folder": str(Path(folder).resolve()),
+                "authors_hyperparameters": authors.hyperparameters}
+        manifest = new_manifest("oti", hyper, info)
+        save_inputs(inputs, out / INPUTS)
+        atomic_save({"names": names, "tokens": authors.tokens, "hyperparameters": manifest["hyperparameters"]},
+                    out / TOKENS)
+        manifest["complete"] = True
+        atomic_write_json(manifest, out / MANIFEST)
+    dist.barrier()
+    return out
