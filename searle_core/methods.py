@@ -98,6 +98,10 @@ def phi_reference_tokens(backbone: Backbone, bench: CIRBenchmark, ctx: MethodCon
     names, feats = reference_features(backbone, bench, ctx.progress)
     phi = ctx.phi.to(backbone.device).eval()
     tokens = phi(feats.to(backbone.device)).float().cpu()
+    bad = (~torch.isfinite(tokens).all(dim=1)).nonzero().flatten().tolist()
+    if bad:  # NaN tokens would rank the gallery arbitrarily and still print metrics
+        raise ValueError(f"φ produced NaN or infinite tokens for {len(bad)} reference image(s) (first: "
+                         f"{names[bad[0]]!r}); its checkpoint or the image features are damaged")
     return dict(zip(names, tokens))
 
 

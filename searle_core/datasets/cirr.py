@@ -8,9 +8,9 @@ six ``img_set.members`` as released, reference included: Recall_subset must drop
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..errors import check_annotations, read_json
 from .base import CIRBenchmark, CIRQuery, check_paths
 from .folder import CheckImages, FileImageSource, OnMissing, resolve_missing
 
@@ -28,8 +28,7 @@ CIRR_SPLITS = ("train", "val", "test1")
 
 
 def _read_json(path: Path) -> object:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return read_json(path, "CIRR annotation file")
 
 
 def load_cirr(
@@ -67,7 +66,8 @@ def load_cirr(
     paths = {name: root / rel for name, rel in name_to_relpath.items()}
     gallery = list(name_to_relpath)
 
-    annotations = _read_json(root / cap_rel)
+    annotations = check_annotations(_read_json(root / cap_rel), root / cap_rel,
+                                    ("pairid", "reference", "caption"), "pairid")
     queries: list[CIRQuery] = []
     referrers: dict[str, str] = {}
     target_soft: dict[str, dict] = {}
