@@ -138,9 +138,9 @@ def load_torch_file(path: str | os.PathLike, what: str, map_location: Any = "cpu
             raise InputError(f"{path}: refused to load this {what}: it holds Python objects other than tensors and "
                              "plain containers, which could run code when loaded") from None
         raise InputError(f"{path}: damaged or not a torch file (expected a {what}): {first_line(err)}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, ImportError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch.load fails in many ways on a damaged file (EOFError, IndexError, ...)
         raise InputError(f"{path}: damaged or not a torch file (expected a {what}): {first_line(err)}") from None
 
 

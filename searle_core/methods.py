@@ -129,7 +129,11 @@ def query_features(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: Me
     if method == "searle-oti":
         return pseudo_query_features(backbone, queries, oti_reference_tokens(backbone, bench, ctx), SEARLE_PROMPT)
     if method == "searle":
-        return pseudo_query_features(backbone, queries, phi_reference_tokens(backbone, bench, ctx), SEARLE_PROMPT)
+        tokens = phi_reference_tokens(backbone, bench, ctx)
+        try:
+            return pseudo_query_features(backbone, queries, tokens, SEARLE_PROMPT)
+        except ValueError as err:
+            raise ValueError(f"φ produced unusable tokens: {err}") from None
     if method in EXTRA_METHODS:
         return EXTRA_METHODS[method](backbone, bench, ctx)
     raise ValueError(f"unknown method {method!r}; expected one of {list(BASE_METHODS) + sorted(EXTRA_METHODS)}")

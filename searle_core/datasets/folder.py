@@ -195,7 +195,8 @@ def resolve_missing(
     if on_missing == "error":
         more = f"\n  ... and {len(ordered) - _MAX_LISTED} more" if len(ordered) > _MAX_LISTED else ""
         raise ImageLoadError(
-            f"{len(ordered)} image(s) missing or unreadable:\n" + "\n".join(described[:_MAX_LISTED]) + more
+            f"{len(ordered)} image(s) missing or unreadable, first {described[0].strip()}:\n"
+            + "\n".join(described[:_MAX_LISTED]) + more
             + "\nPass on_missing='skip' to drop them and count them instead.\nExpected layout:\n" + layout
         )
     kept_queries = []

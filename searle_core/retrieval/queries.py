@@ -92,7 +92,13 @@ def pseudo_query_features(backbone: Backbone, queries: list[CIRQuery], tokens: d
         with autocast(backbone.device):
             feats = encode_with_pseudo_tokens(backbone.model, ids, chunk, backbone.dollar_token_id, pseudo_mask=mask)
         out.append(feats.float().cpu())
-    return _average_groups(torch.cat(out), groups)
+    feats = torch.cat(out)
+    bad = (~torch.isfinite(feats).all(dim=1)).nonzero().flatten().tolist()
+    if bad:  # NaN features would rank the gallery arbitrarily; say which token did it
+        token = tokens[rows[bad[0]]]
+        raise ValueError(f"the pseudo-word token of reference image {rows[bad[0]]!r} gives NaN text features "
+                         f"(token norm {float(token.float().norm()):.3g}; {len(bad)} prompt(s) affected)")
+    return _average_groups(feats, groups)
 
 
 def image_plus_text(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
