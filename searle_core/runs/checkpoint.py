@@ -205,10 +205,9 @@ def check_resume(folder: Path, manifest: dict, hyperparameters: dict, force: boo
     """
     changes = hyperparameter_changes(manifest.get("hyperparameters", {}), hyperparameters)
     if changes and not force:
-        raise ValueError(f"cannot resume the {what} in {folder}: its hyper-parameters differ from this command's:\n  "
-                         + "\n  ".join(changes)
-                         + "\nUse the same settings, another --out folder, or --force to continue with the new ones "
-                           "(the manifest records the change).")
+        raise InputError(f"cannot resume the {what} in {folder}: its hyper-parameters differ from this command's ("
+                         + "; ".join(changes) + "); use the same settings, another --out folder, or --resume --force "
+                         "to continue with the new ones (the manifest records both)")
     if changes:
         # Said, not silent: what is already computed keeps its old settings; the manifest keeps both.
         print(f"note: continuing the {what} in {folder} with changed hyper-parameters ({'; '.join(changes)}); "
