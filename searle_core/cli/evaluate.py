@@ -29,7 +29,7 @@ def add_benchmark_options(p: argparse.ArgumentParser, default_split: str = "val"
     p.add_argument("--on-missing", default="error", choices=("error", "skip"),
                    help="a missing or unreadable image: fail naming it (default) or skip it and count it")
     p.add_argument("--check-images", default="exists", choices=("none", "exists", "open"),
-                   help="check images up front: stat them (default), also read their headers, or not at all")
+                   help="check images up front: stat them (default), also decode every one (open), or not at all")
     add_backbone_options(p)
     p.add_argument("--preprocess", default=None, choices=("clip", "targetpad"),
                    help="image preprocessing (default: targetpad for real datasets, as the paper; clip for shapes)")

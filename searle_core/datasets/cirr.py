@@ -44,7 +44,7 @@ def load_cirr(
         split: ``train``, ``val`` or ``test1`` (``test`` and ``dev`` are accepted aliases).
         on_missing: ``"error"`` fails on a missing/unreadable image naming the query that needs
             it; ``"skip"`` drops it and counts it in ``extra["skipped"]``.
-        check_images: ``"exists"`` (stat every file, default), ``"open"`` (also read headers) or
+        check_images: ``"exists"`` (stat every file, default), ``"open"`` (also decode every image) or
             ``"none"`` (trust the layout; errors then surface when an image is loaded).
 
     Returns:
