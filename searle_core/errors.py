@@ -37,12 +37,13 @@ def no_duplicate_keys(label: str) -> Callable[[list[tuple[str, Any]]], dict]:
         label: the file, as error messages name it.
     """
     def hook(pairs: list[tuple[str, Any]]) -> dict:
-        counts = Counter(k for k, _ in pairs)
-        repeated = [k for k, n in counts.items() if n > 1]
-        if repeated:
-            raise InputError(f"{label}: key {repeated[0]!r} appears {counts[repeated[0]]} times in one JSON object; "
+        result = dict(pairs)
+        if len(result) != len(pairs):  # the rare case: find the key to name
+            counts = Counter(k for k, _ in pairs)
+            key = next(k for k, n in counts.items() if n > 1)
+            raise InputError(f"{label}: key {key!r} appears {counts[key]} times in one JSON object; "
                              "expected each key once")
-        return dict(pairs)
+        return result
     return hook
 
 
