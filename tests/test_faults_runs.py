@@ -93,7 +93,8 @@ def test_truncated_chunk_names_the_file_and_is_recoverable(reference, tmp_path, 
     chunk.write_bytes(chunk.read_bytes()[:100])
     before = snapshot(out)
     fails(capsys, [*OTI, "--out", out, "--resume"], chunk, "damaged or not a torch file", "remove it")
-    assert snapshot(out) == {**before, str(out / "manifest.json"): snapshot(out / "manifest.json")[str(out / "manifest.json")]}
+    after = snapshot(out)  # only the manifest changed (it records the session that stopped)
+    assert {k for k in before | after if before.get(k) != after.get(k)} == {str(out / "manifest.json")}
     chunk.unlink()
     status, _, err = searle(capsys, *OTI, "--out", out, "--resume")
     assert status == 0, err
