@@ -240,8 +240,8 @@ def test_phi_producing_nan_tokens(circo, tmp_path, capsys, random_backbone):
     for layer in (0, 3, 6):  # finite weights whose products overflow: infinite or NaN tokens
         state["Phi"][f"layers.{layer}.weight"].fill_(1e30)
     torch.save(state, path)
-    line = fails(capsys, [*EVAL, "--dataset-path", circo, "--method", "searle", "--phi-checkpoint", path], "φ produced",
-                 "NaN", "reference image")
+    line = fails(capsys, [*EVAL, "--dataset-path", circo, "--method", "searle", "--phi-checkpoint", path],
+                 "φ produced", "NaN", "reference image")
     assert "'1'" in line or "'2'" in line or "'3'" in line
 
 

@@ -20,7 +20,8 @@ def register(sub) -> None:
     _common(o)
     o.add_argument("--steps", type=positive_int, default=5, help="OTI steps timed for both recipes")
     o.add_argument("--batch-size", type=positive_int, default=32, help="images optimised together (paper: 32)")
-    o.add_argument("--full-steps", type=positive_int, default=350, help="steps of a real run, to express images/s (paper: 350)")
+    o.add_argument("--full-steps", type=positive_int, default=350,
+                   help="steps of a real run, to express images/s (paper: 350)")
     o.add_argument("--images", type=positive_int, default=100_000,
                    help="images of the projected run (ImageNet1K test: 100,000)")
     o.set_defaults(func=run_bench_oti)
@@ -31,7 +32,8 @@ def register(sub) -> None:
     f.add_argument("--images", type=positive_int, default=64, help="JPEG files written and encoded")
     f.add_argument("--batch-size", type=positive_int, default=32)
     f.add_argument("--workers", default="0,2", help="data-loader worker counts to time, comma-separated")
-    f.add_argument("--gallery", type=positive_int, default=120_000, help="gallery size for the ranking step (CIRCO: ~120k)")
+    f.add_argument("--gallery", type=positive_int, default=120_000,
+                   help="gallery size for the ranking step (CIRCO: ~120k)")
     f.add_argument("--queries", type=positive_int, default=800, help="queries ranked (CIRCO test: 800)")
     f.set_defaults(func=run_bench_features)
 

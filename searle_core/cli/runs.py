@@ -42,7 +42,8 @@ def register(sub) -> None:
     o.add_argument("--lambda-gpt", type=nonnegative_float, default=0.5, help="regulariser weight (paper: 0.5; 0: none)")
     o.add_argument("--concepts", default=None, help="concept CSV (Open Images V7 class descriptions)")
     o.add_argument("--phrases", default=None, help="phrase bank pickle {concept: [phrases]}")
-    o.add_argument("--checkpoint-every", type=positive_int, default=10, help="batches between checkpoints (per process)")
+    o.add_argument("--checkpoint-every", type=positive_int, default=10,
+                   help="batches between checkpoints (per process)")
     o.add_argument("--limit", type=positive_int, default=None, help="only the first N images (smoke runs)")
     o.add_argument("--seed", type=int, default=42)
     o.add_argument("--no-progress", action="store_true")
@@ -62,7 +63,8 @@ def register(sub) -> None:
     t.add_argument("--lr", type=positive_float, default=1e-4)
     t.add_argument("--weight-decay", type=nonnegative_float, default=0.01)
     t.add_argument("--lambda-distil", type=nonnegative_float, default=1.0)
-    t.add_argument("--lambda-gpt", type=nonnegative_float, default=0.75, help="regulariser weight (paper: 0.75; 0: none)")
+    t.add_argument("--lambda-gpt", type=nonnegative_float, default=0.75,
+                   help="regulariser weight (paper: 0.75; 0: none)")
     t.add_argument("--temperature", type=positive_float, default=0.25)
     t.add_argument("--top-concepts", type=positive_int, default=150)
     t.add_argument("--dropout", type=nonnegative_float, default=0.5)

@@ -16,7 +16,8 @@ def register(sub) -> None:
     b = which.add_parser("build", help="render the world, train and cache its CLIP, report zero-shot accuracy")
     b.add_argument("--quick", action="store_true", help="the CI-sized world and CLIP")
     b.add_argument("--device", default="auto")
-    b.add_argument("--samples", type=nonnegative_int, default=12, help="sample images written as PNG (for `searle invert`)")
+    b.add_argument("--samples", type=nonnegative_int, default=12,
+                   help="sample images written as PNG (for `searle invert`)")
     b.add_argument("--out", default=None, help="folder for sample images (default: data/world/samples)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=run_build)
