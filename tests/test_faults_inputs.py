@@ -15,7 +15,7 @@ from PIL import Image
 from faults import CLI, circo_annotations, fails, searle, snapshot, tiny_circo, write_image, write_json
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-EVAL = ["evaluate", "--dataset", "circo", "--method", "image-only", *CLI]
+EVAL = ["evaluate", "--dataset", "circo", "--method", "image-only", *CLI, "--num-workers", "0"]
 
 
 @pytest.fixture(autouse=True)
@@ -130,7 +130,7 @@ def test_truncated_image_skipped_with_on_missing_skip(circo, tmp_path, capsys):
 
 def test_image_too_large_to_decode_safely(circo, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40)  # 16x10 = 160 pixels: over twice the limit
-    status, _, err = searle(capsys, *EVAL, "--dataset-path", circo, "--check-images", "none", "--num-workers", "0")
+    status, _, err = searle(capsys, *EVAL, "--dataset-path", circo, "--check-images", "none")
     assert status == 2
     line = [x for x in err.splitlines() if ": error: " in x][0]
     assert "too large to decode safely" in line and "unlabeled2017/0000000000" in line
