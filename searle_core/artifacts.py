@@ -97,7 +97,9 @@ def load_or_train(path: Path, train: Callable[[], dict], meta: dict | None = Non
         meta: description merged into ``"meta"`` (config, backbone, data).
     """
     if path.is_file():
-        return Artifact(path, torch.load(path, map_location="cpu", weights_only=True), trained_now=False)
+        from .errors import load_torch_file
+
+        return Artifact(path, load_torch_file(path, "cached model (delete it to train it again)"), trained_now=False)
     start = time.perf_counter()
     content = train()
     content["meta"] = jsonable({**(meta or {}), **content.get("meta", {}),

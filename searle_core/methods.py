@@ -118,6 +118,10 @@ def phi_reference_tokens(backbone: Backbone, bench: CIRBenchmark, ctx: MethodCon
     names, feats = reference_features(backbone, bench, ctx.progress)
     phi = ctx.phi.to(backbone.device).eval()
     tokens = phi(feats.to(backbone.device)).float().cpu()
+    bad = (~torch.isfinite(tokens).all(dim=1)).nonzero().flatten().tolist()
+    if bad:  # NaN tokens would rank the gallery arbitrarily and still print metrics
+        raise ValueError(f"φ produced NaN or infinite tokens for {len(bad)} reference image(s) (first: "
+                         f"{names[bad[0]]!r}); its checkpoint or the image features are damaged")
     return dict(zip(names, tokens))
 
 
@@ -145,7 +149,11 @@ def query_features(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: Me
     if method == "searle-oti":
         return pseudo_query_features(backbone, queries, oti_reference_tokens(backbone, bench, ctx), SEARLE_PROMPT)
     if method == "searle":
-        return pseudo_query_features(backbone, queries, phi_reference_tokens(backbone, bench, ctx), SEARLE_PROMPT)
+        tokens = phi_reference_tokens(backbone, bench, ctx)
+        try:
+            return pseudo_query_features(backbone, queries, tokens, SEARLE_PROMPT)
+        except ValueError as err:
+            raise ValueError(f"φ produced unusable tokens: {err}") from None
     if method in EXTRA_METHODS:
         return EXTRA_METHODS[method](backbone, bench, ctx)
     raise ValueError(f"unknown method {method!r}; expected one of {list(BASE_METHODS) + sorted(EXTRA_METHODS)}")

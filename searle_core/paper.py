@@ -17,6 +17,7 @@ from typing import Callable
 
 import yaml
 
+from .errors import InputError, first_line, read_text
 from .paths import REPO_ROOT
 
 #: The notebooks, in the order they run (later ones reuse what earlier ones cached).
@@ -50,12 +51,14 @@ class Profile:
         figures: default figures folder of this profile (relative to the working directory);
             ``None``: ``figures/`` inside the run folder.
         notebooks: notebook stem -> its parameters.
+        path: the YAML file it was read from (named in errors).
     """
 
     name: str
     description: str
     figures: str | None
     notebooks: dict[str, dict]
+    path: str = ""
 
 
 def load_profile(name_or_path: str | os.PathLike) -> Profile:
@@ -70,14 +73,55 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
         path = profiles_dir() / f"{name_or_path}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"no profile {name_or_path!r} (looked for {path}); known: {', '.join(list_profiles())}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = _read_yaml(path)
     notebooks = data.get("notebooks") or {}
+    if not isinstance(notebooks, dict):
+        raise InputError(f"{path}: key 'notebooks' is a {type(notebooks).__name__}, expected a mapping "
+                         "{notebook: {parameter: value}}")
     unknown = sorted(set(notebooks) - set(NOTEBOOKS))
     if unknown:
-        raise ValueError(f"profile {path.name}: unknown notebooks {unknown}; expected some of {list(NOTEBOOKS)}")
+        raise InputError(f"{path}: unknown notebook {unknown[0]!r} under 'notebooks'; expected some of "
+                         f"{', '.join(NOTEBOOKS)}")
+    for stem, params in notebooks.items():
+        if params is not None and not isinstance(params, dict):
+            raise InputError(f"{path}: key 'notebooks.{stem}' is a {type(params).__name__}, expected a mapping "
+                             "{parameter: value}")
+        bad = [k for k in (params or {}) if not isinstance(k, str)]
+        if bad:
+            raise InputError(f"{path}: key {bad[0]!r} under 'notebooks.{stem}' is not a parameter name")
     figures = data.get("figures")
     return Profile(path.stem, str(data.get("description", "")), None if figures is None else str(figures),
-                   {k: dict(v or {}) for k, v in notebooks.items()})
+                   {k: dict(v or {}) for k, v in notebooks.items()}, str(path))
+
+
+#: Top-level keys of a profile; ``common`` and keys starting with ``x-`` hold YAML anchors only.
+PROFILE_KEYS: dict[str, tuple[type, ...]] = {"description": (str,), "figures": (str, type(None)),
+                                             "notebooks": (dict, type(None)), "common": (dict,)}
+
+
+def _read_yaml(path: Path) -> dict:
+    """A profile's YAML, with every top-level key known and of the right type (one-line errors)."""
+    try:
+        data = yaml.safe_load(read_text(path, "YAML profile"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or first_line(err)
+        raise InputError(f"{path}{where}: not valid YAML ({problem})") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a YAML mapping with keys {', '.join(PROFILE_KEYS)}, "
+                         f"got a {type(data).__name__}")
+    for key, value in data.items():
+        if isinstance(key, str) and key.startswith("x-"):
+            continue
+        if key not in PROFILE_KEYS:
+            raise InputError(f"{path}: unknown key {key!r}; expected {', '.join(PROFILE_KEYS)} (or x-NAME for "
+                             "YAML anchors)")
+        if not isinstance(value, PROFILE_KEYS[key]):
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in PROFILE_KEYS[key])
+            raise InputError(f"{path}: key {key!r} is {value!r}, expected {expected}")
+    return data
 
 
 def notebook_path(stem: str) -> Path:
@@ -97,14 +141,46 @@ def check_profile(profile: Profile, notebooks: tuple[str, ...] | list[str] = NOT
     Raises:
         ValueError: naming the notebook and the unknown or runner-reserved keys.
     """
+    where = profile.path or f"profile {profile.name}"
     for stem in notebooks:
-        declared = set(notebook_parameters(stem))
-        given = set(profile.notebooks.get(stem, {}))
-        unknown, reserved = sorted(given - declared), sorted(given & set(RUNNER_PARAMETERS))
+        declared_params = notebook_parameters(stem)
+        declared = set(declared_params)
+        given = profile.notebooks.get(stem, {})
+        unknown, reserved = sorted(set(given) - declared), sorted(set(given) & set(RUNNER_PARAMETERS))
         if unknown or reserved:
-            raise ValueError(f"profile {profile.name}, notebook {stem}: unknown parameters {unknown} "
+            raise InputError(f"{where}: notebooks.{stem}: unknown parameters {unknown} "
                              f"(declared: {sorted(declared)})"
                              + (f"; {reserved} are set by the runner" if reserved else ""))
+        for key, value in given.items():
+            expected = _declared_type(declared_params[key])
+            if not _type_fits(value, expected):
+                raise InputError(f"{where}: notebooks.{stem}.{key} is {value!r}, expected a {expected} (the "
+                                 f"notebook's default is {declared_params[key].get('default')})")
+
+
+def _declared_type(param: dict) -> str:
+    """A parameter's type: papermill's annotation-based name, else the type of its literal default."""
+    import ast
+
+    name = str(param.get("inferred_type_name", "None"))
+    if name != "None":
+        return name
+    try:
+        return type(ast.literal_eval(str(param.get("default")))).__name__
+    except (ValueError, SyntaxError):
+        return "None"
+
+
+def _type_fits(value, declared: str) -> bool:
+    """Whether a profile value fits the type of the notebook's default (papermill's inferred name)."""
+    kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,),
+             "dict": (dict,)}
+    base = declared.split("[")[0].strip().lower()
+    if base not in kinds:
+        return True  # no default to compare with (None, an expression): accept
+    if isinstance(value, bool) and base != "bool":
+        return False
+    return isinstance(value, kinds[base])
 
 
 class NotebookFailed(RuntimeError):

@@ -308,12 +308,16 @@ def load_concepts_csv(path: str | Path) -> list[str]:
     Args:
         path: the CSV file.
     """
+    from .errors import InputError, read_text
+
     path = Path(path)
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f)
+    reader = csv.reader(io.StringIO(read_text(path, "CSV file"), newline=""))
+    try:
         header = next(reader, None)
         if not header or "DisplayName" not in header:
-            raise ValueError(f"{path}: expected a header 'LabelName,DisplayName', got {header}")
+            raise InputError(f"{path}: expected a header 'LabelName,DisplayName', got {header}")
         col = header.index("DisplayName")
-        names = (row[col].strip() for row in reader if len(row) > col)
-        return list(dict.fromkeys(n for n in names if n))
+        names = [row[col].strip() for row in reader if len(row) > col]
+    except csv.Error as err:
+        raise InputError(f"{path}, line {reader.line_num}: not valid CSV ({err})") from None
+    return list(dict.fromkeys(n for n in names if n))

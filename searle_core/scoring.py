@@ -17,7 +17,8 @@ query or field and what was expected:
   50, while a list with *fewer* than ``min_predictions`` ids (50 by default) is rejected, because
   the server's format requires the top 50 and a short list is nearly always a truncation bug. Pass
   ``min_predictions=0`` to score short lists anyway (missing ranks then count as misses);
-* an image id repeated inside one query's list (anywhere in the list) is rejected;
+* an image id repeated inside one query's list (anywhere in the list) is rejected, and so is a
+  query id repeated as a key of the file (JSON would silently keep the last copy);
 * annotations without ``gt_img_ids`` (the test split) are rejected with a message saying that only
   validation can be scored locally.
 
@@ -29,12 +30,12 @@ CIRCO release) is accepted; the semantic breakdown is then empty.
 
 from __future__ import annotations
 
-import json
 import numbers
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .errors import InputError, read_json
 from .metrics import CIRCO_KS, circo_metrics
 
 CIRCO_TOP_K = 50
@@ -54,10 +55,9 @@ def _load_json(source: str | Path | Any, kind: str) -> tuple[Any, str]:
         if not path.is_file():
             raise FileNotFoundError(f"{kind} file {path} does not exist")
         try:
-            with path.open(encoding="utf-8") as handle:
-                return json.load(handle), str(path)
-        except json.JSONDecodeError as error:
-            raise CIRCOScoringError(f"{path}: not valid JSON ({error})") from None
+            return read_json(path, f"{kind} file"), str(path)
+        except InputError as error:  # invalid JSON, non-UTF-8 bytes, a key repeated ("0" twice)
+            raise CIRCOScoringError(str(error)) from None
     return source, f"<{kind} given as a Python object>"
 
 

@@ -52,8 +52,33 @@ def encode_text(model: torch.nn.Module, tokens: torch.Tensor, truncate: bool = T
     return encode_token_embeddings(model, tokens, model.token_embedding(tokens), truncate=truncate)
 
 
+def pseudo_word_mask(tokens: torch.Tensor, pseudo_token_id: int, first: int | None = None,
+                     last: int = 0) -> torch.Tensor:
+    """Where the pseudo-word goes: every ``$`` token, or only the first ``first`` and last ``last``.
+
+    A prompt built from a template and a relative caption holds the template's ``$`` and any
+    dollar sign of the caption ("costs $20 less"). Only the template's are the pseudo-word; counting
+    them from the start (those before the caption) and from the end (those after it) finds them
+    whatever the caption holds.
+
+    Args:
+        tokens: (N, L) token ids.
+        pseudo_token_id: the id of ``$``.
+        first: replace only the first ``first`` occurrences per prompt (``None``: all of them).
+        last: with ``first``, also the last ``last`` occurrences.
+    """
+    is_dollar = tokens == pseudo_token_id
+    if first is None:
+        return is_dollar
+    counted = is_dollar.long()
+    from_start = counted.cumsum(dim=1)
+    from_end = counted.flip(1).cumsum(dim=1).flip(1)
+    return is_dollar & ((from_start <= first) | (from_end <= last))
+
+
 def encode_with_pseudo_tokens(model: torch.nn.Module, tokens: torch.Tensor, pseudo_tokens: torch.Tensor,
-                              pseudo_token_id: int = 259, truncate: bool = True) -> torch.Tensor:
+                              pseudo_token_id: int = 259, truncate: bool = True,
+                              pseudo_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Text features of prompts whose ``$`` embedding rows are replaced by pseudo-word tokens.
 
     Args:
@@ -63,6 +88,8 @@ def encode_with_pseudo_tokens(model: torch.nn.Module, tokens: torch.Tensor, pseu
             Every ``$`` of a prompt receives that prompt's token.
         pseudo_token_id: the id of ``$`` (``Backbone.dollar_token_id``).
         truncate: cut after the longest EOT (exact; set False to run the full context).
+        pseudo_mask: (N, L) which positions receive the pseudo-word (default: every ``$``; see
+            :func:`pseudo_word_mask` for prompts whose caption may hold dollar signs).
 
     Returns:
         (N, embed_dim) unnormalised text features; gradients flow to ``pseudo_tokens``.
@@ -78,7 +105,7 @@ def encode_with_pseudo_tokens(model: torch.nn.Module, tokens: torch.Tensor, pseu
     elif pseudo_tokens.shape[0] != tokens.shape[0]:
         raise ValueError(f"got {pseudo_tokens.shape[0]} pseudo tokens for {tokens.shape[0]} prompts; "
                          "pass one per prompt or a single one to broadcast.")
-    is_pseudo = tokens == pseudo_token_id
+    is_pseudo = tokens == pseudo_token_id if pseudo_mask is None else pseudo_mask.to(tokens.device)
     missing = (~is_pseudo.any(dim=1)).nonzero().flatten().tolist()
     if missing:
         raise ValueError(f"prompts {missing[:10]} contain no pseudo-word token (id {pseudo_token_id}); "

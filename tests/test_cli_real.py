@@ -198,16 +198,16 @@ def test_phi_checkpoints_in_the_authors_layout(cirr_standin, cli_backbone, tmp_p
     library = evaluate("searle", load_cirr(cirr_standin, "val"), cli_backbone, ctx)
     assert list(metrics) == CIRR_KEYS and metrics == pytest.approx(library.metrics)
 
-    state = torch.load(path, weights_only=True)
     seen = {}
 
-    def fake_download(url, map_location=None, weights_only=False, **kw):
-        seen.update(url=url, weights_only=weights_only)
-        return state
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        seen.update(url=url)
+        with open(dst, "wb") as f:
+            f.write(path.read_bytes())
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
     url = "https://example.invalid/weights/SEARLE_shapes.pt"
     assert evaluate_json(capsys, "cirr", cirr_standin, "searle", "--phi-checkpoint", url) == metrics
-    assert seen == {"url": url, "weights_only": True}
+    assert seen == {"url": url}
 
     wide = cli_backbone.embed_dim + 8  # e.g. SEARLE_ViT-L14.pt on a ViT-B-32
     save_phi(Phi(wide, 4 * wide, wide), tmp_path / "wide.pt")

@@ -182,7 +182,7 @@ def test_errors_name_the_file(circo_files, tmp_path):
         score_circo(VAL, bad_file)
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
-    with pytest.raises(CIRCOScoringError, match=rf"{broken}: not valid JSON"):
+    with pytest.raises(CIRCOScoringError, match=rf"{broken}, line 1 column 2: not valid JSON"):
         score_circo(VAL, broken)
     listed = tmp_path / "list.json"
     listed.write_text("[1, 2]")

@@ -122,7 +122,9 @@ def train_pic2word(backbone: Backbone, image_features: torch.Tensor, config: Pic
 
 def load_mapper(path, backbone: Backbone, config: Pic2WordConfig = Pic2WordConfig()) -> Pic2WordMapper:
     """A saved mapper (``{"Pic2WordMapper": state_dict, ...}``) in eval mode on the backbone's device."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from ..errors import load_torch_file
+
+    state = load_torch_file(path, "Pic2Word mapper checkpoint")
     mapper = config.build(backbone)
     mapper.load_state_dict(state["Pic2WordMapper"] if "Pic2WordMapper" in state else state)
     return mapper.to(backbone.device).eval()

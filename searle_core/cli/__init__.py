@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import pickle
 import pkgutil
 import sys
 
@@ -33,8 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        print(f"searle {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        # Run folders keep every finished batch/epoch: say how to continue, not where Python was.
+        resumable = getattr(args, "out", None) is not None and hasattr(args, "resume")
+        hint = f"; resume with --resume (--out {args.out})" if resumable else ""
+        print(f"searle {args.command}: interrupted{hint}", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 else err
+        print(f"searle {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

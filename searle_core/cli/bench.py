@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import positive_int
 from .common import add_backbone_options, load_backbone_from_args, print_json
 
 
@@ -17,21 +18,23 @@ def register(sub) -> None:
 
     o = which.add_parser("oti", help="the project's OTI vs a plain reference recipe: images/s, ratio, max |Δ| tokens")
     _common(o)
-    o.add_argument("--steps", type=int, default=5, help="OTI steps timed for both recipes")
-    o.add_argument("--batch-size", type=int, default=32, help="images optimised together (paper: 32)")
-    o.add_argument("--full-steps", type=int, default=350, help="steps of a real run, to express images/s (paper: 350)")
-    o.add_argument("--images", type=int, default=100_000,
+    o.add_argument("--steps", type=positive_int, default=5, help="OTI steps timed for both recipes")
+    o.add_argument("--batch-size", type=positive_int, default=32, help="images optimised together (paper: 32)")
+    o.add_argument("--full-steps", type=positive_int, default=350,
+                   help="steps of a real run, to express images/s (paper: 350)")
+    o.add_argument("--images", type=positive_int, default=100_000,
                    help="images of the projected run (ImageNet1K test: 100,000)")
     o.set_defaults(func=run_bench_oti)
 
     f = which.add_parser("features", help="gallery feature extraction images/s (with loader workers) and "
                                           "the ranking step on a 120k-image gallery")
     _common(f)
-    f.add_argument("--images", type=int, default=64, help="JPEG files written and encoded")
-    f.add_argument("--batch-size", type=int, default=32)
+    f.add_argument("--images", type=positive_int, default=64, help="JPEG files written and encoded")
+    f.add_argument("--batch-size", type=positive_int, default=32)
     f.add_argument("--workers", default="0,2", help="data-loader worker counts to time, comma-separated")
-    f.add_argument("--gallery", type=int, default=120_000, help="gallery size for the ranking step (CIRCO: ~120k)")
-    f.add_argument("--queries", type=int, default=800, help="queries ranked (CIRCO test: 800)")
+    f.add_argument("--gallery", type=positive_int, default=120_000,
+                   help="gallery size for the ranking step (CIRCO: ~120k)")
+    f.add_argument("--queries", type=positive_int, default=800, help="queries ranked (CIRCO test: 800)")
     f.set_defaults(func=run_bench_features)
 
 
@@ -39,7 +42,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_backbone_options(p)
     # Speed does not depend on the weights: a real-size randomly initialised model works offline.
     p.set_defaults(backbone="ViT-B-32", pretrained="none")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 avoids OpenMP slow-downs on a busy machine)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--json", action="store_true", help="one JSON object on one line")

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import check_writable, nonnegative_int, positive_int
 from .common import add_backbone_options, format_metrics, load_backbone_from_args, print_json
 
 DATASETS = ("shapes", "cirr", "fashioniq", "circo")
@@ -28,17 +29,17 @@ def add_benchmark_options(p: argparse.ArgumentParser, default_split: str = "val"
     p.add_argument("--on-missing", default="error", choices=("error", "skip"),
                    help="a missing or unreadable image: fail naming it (default) or skip it and count it")
     p.add_argument("--check-images", default="exists", choices=("none", "exists", "open"),
-                   help="check images up front: stat them (default), also read their headers, or not at all")
+                   help="check images up front: stat them (default), also decode every one (open), or not at all")
     add_backbone_options(p)
     p.add_argument("--preprocess", default=None, choices=("clip", "targetpad"),
                    help="image preprocessing (default: targetpad for real datasets, as the paper; clip for shapes)")
-    p.add_argument("--num-workers", type=int, default=None,
+    p.add_argument("--num-workers", type=nonnegative_int, default=None,
                    help="data-loader workers decoding images (default: 0 for shapes, up to 8 for image files)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass for features")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass for features")
     p.add_argument("--phi-checkpoint", default=None,
                    help="φ checkpoint, file or http(s) URL (authors' SEARLE_ViT-B32.pt or one of ours)")
-    p.add_argument("--oti-steps", type=int, default=350, help="OTI steps (paper: 350)")
-    p.add_argument("--oti-batch-size", type=int, default=32)
+    p.add_argument("--oti-steps", type=positive_int, default=350, help="OTI steps (paper: 350)")
+    p.add_argument("--oti-batch-size", type=positive_int, default=32)
     p.add_argument("--concepts", default=None, help="concept CSV (Open Images V7 class descriptions)")
     p.add_argument("--phrases", default=None,
                    help="the authors' GPT phrases: GPTNeo27B.zip (read in place), its folder, or a pickle {concept: "
@@ -210,6 +211,9 @@ def run_submission(args: argparse.Namespace) -> int:
 
     if args.dataset not in ("cirr", "circo"):
         raise ValueError("test-server files exist for --dataset cirr and circo only")
+    # Before any feature or OTI step: a read-only --out would otherwise fail only after every query.
+    out = Path(args.out)
+    check_writable(out if args.dataset == "cirr" or out.is_dir() else out.parent, "--out folder")
     backbone, bench, ctx = _load(args)
     result, gallery_s = _evaluate(args, backbone, bench, ctx)
     ids = [q.query_id for q in bench.queries]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import nonnegative_float, nonnegative_int, positive_float, positive_int
 from .common import add_backbone_options, load_backbone_from_args, print_json
 
 OTI_DATASETS = ("shapes", "imagenet", "cirr", "fashioniq", "circo")
@@ -31,19 +32,20 @@ def register(sub) -> None:
     add_backbone_options(o)
     o.add_argument("--preprocess", default=None, choices=("clip", "targetpad"),
                    help="image preprocessing (default: targetpad for real datasets, clip for shapes)")
-    o.add_argument("--num-workers", type=int, default=None, help="data-loader workers for image files")
+    o.add_argument("--num-workers", type=nonnegative_int, default=None, help="data-loader workers for image files")
     o.add_argument("--out", required=True, help="run folder (tokens, features, concepts, manifest)")
     o.add_argument("--resume", action="store_true", help="continue the run in --out")
     o.add_argument("--force", action="store_true",
                    help="with --resume: accept changed hyper-parameters; without: delete the run in --out first")
-    o.add_argument("--steps", type=int, default=350, help="OTI steps per batch (paper: 350)")
-    o.add_argument("--batch-size", type=int, default=32, help="images optimised together (paper: 32)")
-    o.add_argument("--lambda-gpt", type=float, default=0.5, help="regulariser weight (paper: 0.5; 0: none)")
+    o.add_argument("--steps", type=positive_int, default=350, help="OTI steps per batch (paper: 350)")
+    o.add_argument("--batch-size", type=positive_int, default=32, help="images optimised together (paper: 32)")
+    o.add_argument("--lambda-gpt", type=nonnegative_float, default=0.5, help="regulariser weight (paper: 0.5; 0: none)")
     o.add_argument("--concepts", default=None, help="concept CSV (Open Images V7 class descriptions)")
     o.add_argument("--phrases", default=None,
                    help="phrase bank: the authors' GPTNeo27B.zip, its folder, or a pickle {concept: [phrases]}")
-    o.add_argument("--checkpoint-every", type=int, default=10, help="batches between checkpoints (per process)")
-    o.add_argument("--limit", type=int, default=None, help="only the first N images (smoke runs)")
+    o.add_argument("--checkpoint-every", type=positive_int, default=10,
+                   help="batches between checkpoints (per process)")
+    o.add_argument("--limit", type=positive_int, default=None, help="only the first N images (smoke runs)")
     o.add_argument("--seed", type=int, default=42)
     o.add_argument("--no-progress", action="store_true")
     o.add_argument("--json", action="store_true", help="print a one-line JSON summary")
@@ -62,15 +64,16 @@ def register(sub) -> None:
                    help="with --resume: accept changed hyper-parameters; without: delete the run in --out first")
     add_backbone_options(t)
     t.set_defaults(backbone=None, pretrained=None)  # default: the OTI run's
-    t.add_argument("--epochs", type=int, default=100)
-    t.add_argument("--batch-size", type=int, default=256)
-    t.add_argument("--lr", type=float, default=1e-4)
-    t.add_argument("--weight-decay", type=float, default=0.01)
-    t.add_argument("--lambda-distil", type=float, default=1.0)
-    t.add_argument("--lambda-gpt", type=float, default=0.75, help="regulariser weight (paper: 0.75; 0: none)")
-    t.add_argument("--temperature", type=float, default=0.25)
-    t.add_argument("--top-concepts", type=int, default=150)
-    t.add_argument("--dropout", type=float, default=0.5)
+    t.add_argument("--epochs", type=positive_int, default=100)
+    t.add_argument("--batch-size", type=positive_int, default=256)
+    t.add_argument("--lr", type=positive_float, default=1e-4)
+    t.add_argument("--weight-decay", type=nonnegative_float, default=0.01)
+    t.add_argument("--lambda-distil", type=nonnegative_float, default=1.0)
+    t.add_argument("--lambda-gpt", type=nonnegative_float, default=0.75,
+                   help="regulariser weight (paper: 0.75; 0: none)")
+    t.add_argument("--temperature", type=positive_float, default=0.25)
+    t.add_argument("--top-concepts", type=positive_int, default=150)
+    t.add_argument("--dropout", type=nonnegative_float, default=0.5)
     t.add_argument("--concepts", default=None, help="concept CSV, as given to `searle oti`")
     t.add_argument("--phrases", default=None, help="phrase bank (GPTNeo27B.zip, its folder or a pickle), as given to "
                                                    "`searle oti`")
@@ -134,6 +137,9 @@ def run_oti_command(args: argparse.Namespace) -> int:
     try:
         backbone = load_backbone_from_args(args)
         source, names, info = oti_images(args)
+        # What `searle train-phi --tokens` needs to load the same CLIP (a weights id is not an argument).
+        info["backbone_args"] = {"backbone": args.backbone, "pretrained": args.pretrained, "quick": args.quick,
+                                 "seed": args.seed}
         if args.limit is not None:
             names = names[:args.limit]
         vocabulary = vocabulary_from_args(args) if args.lambda_gpt > 0 else None
@@ -197,14 +203,24 @@ def run_train_phi_command(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"--tokens {args.tokens}: no OTI run there (no manifest.json, nor the authors' "
                                     "ema_oti_pseudo_tokens.pt + image_names.pkl); run `searle oti` first")
         hyper, info = manifest.get("hyperparameters", {}), manifest.get("info", {})
-    args.backbone = args.backbone or hyper.get("backbone", "shapes-clip")
+    given = info.get("backbone_args") or {}
+    same_backbone = args.backbone in (None, given.get("backbone", hyper.get("backbone")))
+    args.backbone = args.backbone or given.get("backbone") or hyper.get("backbone", "shapes-clip")
     if args.pretrained is None:
         weights = str(hyper.get("weights", "default"))
-        args.pretrained = "none" if weights.startswith("random-") else weights
+        if same_backbone and "pretrained" in given:
+            args.pretrained = given["pretrained"]
+        else:  # a run from before backbone_args was recorded: a weights id is a tag, "random-…" or a file id
+            args.pretrained = "none" if weights.startswith("random-") else (
+                "default" if args.backbone == "shapes-clip" else weights)
+    if same_backbone and given.get("quick"):
+        args.quick = True
     args.dataset = info.get("dataset", "imagenet")
     args.device = str(dist.setup(args.device))
     try:
-        backbone = load_backbone_from_args(args)
+        # Random weights are drawn under the OTI run's seed: φ must see the CLIP its tokens came from.
+        backbone_args = argparse.Namespace(**{**vars(args), "seed": given.get("seed", args.seed)})
+        backbone = load_backbone_from_args(backbone_args)
         vocabulary = vocabulary_from_args(args) if args.lambda_gpt > 0 else None
         if authors:
             import os

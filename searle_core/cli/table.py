@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import positive_int
 from .common import load_backbone_from_args, print_json
 from .evaluate import add_benchmark_options, benchmark_from_args, context_from_args
 
@@ -20,7 +21,7 @@ def register(sub) -> None:
     t.add_argument("--compare-to", default=None,
                    help="paired bootstrap of every method against this one on the headline metric "
                         "(default: searle-oti when the table has it; 'none' to skip)")
-    t.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples (default: 10000)")
+    t.add_argument("--bootstrap", type=positive_int, default=10_000, help="bootstrap resamples (default: 10000)")
     t.add_argument("--json", action="store_true", help="also print the table as one JSON line")
     t.set_defaults(func=run_table)
 

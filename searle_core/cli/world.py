@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from ..errors import nonnegative_int, positive_int
 from .common import add_backbone_options, load_backbone_from_args, print_json
 
 
@@ -15,7 +16,8 @@ def register(sub) -> None:
     b = which.add_parser("build", help="render the world, train and cache its CLIP, report zero-shot accuracy")
     b.add_argument("--quick", action="store_true", help="the CI-sized world and CLIP")
     b.add_argument("--device", default="auto")
-    b.add_argument("--samples", type=int, default=12, help="sample images written as PNG (for `searle invert`)")
+    b.add_argument("--samples", type=nonnegative_int, default=12,
+                   help="sample images written as PNG (for `searle invert`)")
     b.add_argument("--out", default=None, help="folder for sample images (default: data/world/samples)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=run_build)
@@ -23,8 +25,8 @@ def register(sub) -> None:
     i = sub.add_parser("invert", help="OTI on image files: print each pseudo-word's nearest vocabulary words")
     i.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     add_backbone_options(i)
-    i.add_argument("--steps", type=int, default=350, help="OTI steps (paper: 350)")
-    i.add_argument("--top-k", type=int, default=8, help="nearest words to print")
+    i.add_argument("--steps", type=positive_int, default=350, help="OTI steps (paper: 350)")
+    i.add_argument("--top-k", type=positive_int, default=8, help="nearest words to print")
     i.add_argument("--concepts", default=None, help="concept list CSV (Open Images format) for the regulariser "
                                                     "(real backbones; shapes-clip uses the world's)")
     i.add_argument("--phrases", default=None, help="phrase bank pickle {concept: [phrases]} (real backbones)")

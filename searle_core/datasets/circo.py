@@ -13,9 +13,9 @@ the list because one query counts towards several aspects.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..errors import check_annotations, read_json
 from .base import CIRBenchmark, CIRQuery, check_paths
 from .folder import CheckImages, FileImageSource, OnMissing, resolve_missing
 
@@ -75,16 +75,15 @@ def load_circo(
     check_paths(root, [ann_rel, IMAGE_INFO], CIRCO_LAYOUT)
     images_dir = root / "COCO2017_unlabeled" / "unlabeled2017"
 
-    with open(root / IMAGE_INFO, encoding="utf-8") as f:
-        info = json.load(f)
+    info = read_json(root / IMAGE_INFO, "COCO image-info file")
     if not isinstance(info, dict) or "images" not in info:
         raise ValueError(f"{root / IMAGE_INFO}: expected COCO image-info JSON with an 'images' list")
     paths = {str(img["id"]): images_dir / img["file_name"] for img in info["images"]}
     gallery = list(paths)
     listed = set(gallery)
 
-    with open(root / ann_rel, encoding="utf-8") as f:
-        annotations = json.load(f)
+    annotations = check_annotations(read_json(root / ann_rel, "CIRCO annotation file"), root / ann_rel,
+                                    ("id", "reference_img_id", "relative_caption"), "id")
     queries: list[CIRQuery] = []
     referrers: dict[str, str] = {}
     aspects: dict[str, list[str]] = {}

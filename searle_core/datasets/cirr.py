@@ -13,9 +13,9 @@ Layouts accepted (:func:`cirr_layout`): the release's, ``CIRR/cirr/{captions,ima
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..errors import check_annotations, read_json
 from .base import CIRBenchmark, CIRQuery, check_paths
 from .folder import CheckImages, FileImageSource, OnMissing, resolve_missing
 
@@ -37,8 +37,7 @@ CIRR_SPLITS = ("train", "val", "test1")
 
 
 def _read_json(path: Path) -> object:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return read_json(path, "CIRR annotation file")
 
 
 def cirr_layout(root: str | Path) -> tuple[Path, Path]:
@@ -78,7 +77,7 @@ def load_cirr(
         split: ``train``, ``val`` or ``test1`` (``test`` and ``dev`` are accepted aliases).
         on_missing: ``"error"`` fails on a missing/unreadable image naming the query that needs
             it; ``"skip"`` drops it and counts it in ``extra["skipped"]``.
-        check_images: ``"exists"`` (stat every file, default), ``"open"`` (also read headers) or
+        check_images: ``"exists"`` (stat every file, default), ``"open"`` (also decode every image) or
             ``"none"`` (trust the layout; errors then surface when an image is loaded).
 
     Returns:
@@ -103,7 +102,8 @@ def load_cirr(
     paths = {name: image_root / rel for name, rel in name_to_relpath.items()}
     gallery = list(name_to_relpath)
 
-    annotations = _read_json(annotations_dir / cap_rel)
+    annotations = check_annotations(_read_json(annotations_dir / cap_rel), annotations_dir / cap_rel,
+                                    ("pairid", "reference", "caption"), "pairid")
     queries: list[CIRQuery] = []
     referrers: dict[str, str] = {}
     target_soft: dict[str, dict] = {}

@@ -15,11 +15,11 @@ ranking against the union would not reproduce the paper's numbers.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+from ..errors import check_annotations, read_json
 from .base import CIRBenchmark, CIRQuery, check_paths
 from .folder import CheckImages, FileImageSource, OnMissing, resolve_missing
 
@@ -94,13 +94,13 @@ def load_fashioniq(
     referrers: dict[str, str] = {}
     for cat in categories:
         split_rel = f"image_splits/split.{cat}.{split}.json"
-        with open(root / split_rel, encoding="utf-8") as f:
-            gallery_by_category[cat] = list(dict.fromkeys(json.load(f)))
+        gallery_by_category[cat] = list(dict.fromkeys(read_json(root / split_rel, "FashionIQ split file")))
         for asin in gallery_by_category[cat]:
             referrers.setdefault(asin, f"gallery entry of {split_rel}")
         cap_rel = f"captions/cap.{cat}.{split}.json"
-        with open(root / cap_rel, encoding="utf-8") as f:
-            annotations = json.load(f)
+        annotations = read_json(root / cap_rel, "FashionIQ caption file")
+        # FashionIQ has no query ids: "candidate" and "captions" are what every entry needs.
+        check_annotations(annotations, root / cap_rel, ("candidate", "captions"))
         for index, ann in enumerate(annotations):
             target = ann.get("target")
             qid = f"{cat}-{index}"

@@ -85,9 +85,13 @@ class FileImageSource(ImageSource):
             return to_rgb(image)
         except FileNotFoundError:
             raise ImageLoadError(f"missing image file {path} (image {name!r}, {self.referrer(name)})") from None
+        except Image.DecompressionBombError as exc:
+            raise ImageLoadError(f"image file {path} is too large to decode safely (image {name!r}, "
+                                 f"{self.referrer(name)}): {exc}") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise ImageLoadError(
-                f"unreadable image file {path} (image {name!r}, {self.referrer(name)}): {exc}"
+                f"unreadable image file {path} (image {name!r}, {self.referrer(name)}): {exc} "
+                "(--check-images open finds every such file before work starts; --on-missing skip then drops them)"
             ) from exc
 
 
@@ -121,9 +125,10 @@ class ImageFolderSource(FileImageSource):
 
 
 def find_bad_images(source: FileImageSource, names: Iterable[str], check: CheckImages) -> list[str]:
-    """Names whose file is missing (``"exists"``) or also cannot be identified (``"open"``).
+    """Names whose file is missing (``"exists"``) or also cannot be decoded (``"open"``).
 
-    ``"open"`` reads only the header, which catches garbage files at a fraction of a full decode.
+    ``"open"`` decodes every image in full, as feature extraction will: a truncated file, a
+    decompression bomb or a garbage file is found here, before any feature is computed.
 
     Args:
         source: the image source to check.
@@ -141,9 +146,9 @@ def find_bad_images(source: FileImageSource, names: Iterable[str], check: CheckI
             bad.append(name)
         elif check == "open":
             try:
-                with Image.open(path):
-                    pass
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+                with Image.open(path) as image:
+                    image.load()
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
                 bad.append(name)
     return bad
 
@@ -190,7 +195,8 @@ def resolve_missing(
     if on_missing == "error":
         more = f"\n  ... and {len(ordered) - _MAX_LISTED} more" if len(ordered) > _MAX_LISTED else ""
         raise ImageLoadError(
-            f"{len(ordered)} image(s) missing or unreadable:\n" + "\n".join(described[:_MAX_LISTED]) + more
+            f"{len(ordered)} image(s) missing or unreadable, first {described[0].strip()}:\n"
+            + "\n".join(described[:_MAX_LISTED]) + more
             + "\nPass on_missing='skip' to drop them and count them instead.\nExpected layout:\n" + layout
         )
     kept_queries = []

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from ..backbone import Backbone
+from ..downloads import cached_download
+from ..errors import InputError, first_line, load_torch_file
 from ..text_encoding import encode_with_pseudo_tokens
 from .losses import cosine_loss, nt_xent_loss
 from .regularizer import PhraseFeatureCache, PhraseSampler, TokenCache
@@ -73,22 +75,24 @@ def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_loca
         backbone: if given, φ's widths are checked against it.
     """
     path = str(path)
-    if path.startswith(("http://", "https://")):
-        state = torch.hub.load_state_dict_from_url(path, map_location=map_location, weights_only=True)
-    else:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"φ checkpoint {path!r} not found. The authors' checkpoints are "
-                                    "SEARLE_ViT-B32.pt and SEARLE_ViT-L14.pt (SEARLE repository, release "
-                                    "'weights'); or train one with `searle train-phi`.")
-        state = torch.load(path, map_location=map_location, weights_only=True)
+    # A URL is cached under a key of the whole URL (never answered by another host's file of the same name).
+    local = cached_download(path, "phi") if path.startswith(("http://", "https://")) else path
+    if not os.path.isfile(local):
+        raise FileNotFoundError(f"φ checkpoint {path!r} not found. The authors' checkpoints are "
+                                "SEARLE_ViT-B32.pt and SEARLE_ViT-L14.pt (SEARLE repository, release "
+                                "'weights'); or train one with `searle train-phi`.")
+    state = load_torch_file(local, "φ checkpoint", map_location)
     state = state.get("Phi", state) if isinstance(state, dict) else state
     try:
         w0, w6 = state["layers.0.weight"], state["layers.6.weight"]
-    except (KeyError, TypeError) as err:
-        raise ValueError(f"{path}: not a φ checkpoint: expected a dict with key 'Phi' holding "
-                         "layers.0/3/6.weight|bias") from err
-    phi = Phi(w0.shape[1], w0.shape[0], w6.shape[0])
-    phi.load_state_dict(state)
+        phi = Phi(w0.shape[1], w0.shape[0], w6.shape[0])
+        phi.load_state_dict(state)
+    except (KeyError, TypeError, AttributeError, IndexError, RuntimeError) as err:
+        raise InputError(f"{path}: not a φ checkpoint: expected a dict with key 'Phi' holding "
+                         f"layers.0/3/6.weight|bias ({first_line(err)})") from None
+    bad = [k for k, v in phi.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise InputError(f"{path}: φ's weights {bad[0]} hold NaN or infinite values; the checkpoint is damaged")
     if backbone is not None and (phi.input_dim, phi.output_dim) != (backbone.embed_dim, backbone.token_dim):
         raise ValueError(f"{path}: φ maps {phi.input_dim}-d features to {phi.output_dim}-d tokens, but backbone "
                          f"{backbone.name} has {backbone.embed_dim}-d features and {backbone.token_dim}-d tokens "

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..backbone import Backbone
 from ..datasets.base import CIRQuery
 from ..device import autocast
-from ..text_encoding import encode_with_pseudo_tokens
+from ..text_encoding import encode_with_pseudo_tokens, pseudo_word_mask
 from .features import text_features
 
 #: The paper's prompt (CIRR, CIRCO, FashionIQ, shapes).
@@ -82,14 +82,23 @@ def pseudo_query_features(backbone: Backbone, queries: list[CIRQuery], tokens: d
         groups.append(len(variants))
         prompts += [template.format(v) for v in variants]
         rows += [q.reference] * len(variants)
+    before, _, after = template.partition("{}")
     out = []
     for i in range(0, len(prompts), batch_size):
         chunk = torch.stack([tokens[r] for r in rows[i:i + batch_size]]).to(backbone.device)
+        ids = backbone.tokenize(prompts[i:i + batch_size])
+        # Only the template's "$" is the pseudo-word: a caption's dollar signs ("costs $20 less") stay text.
+        mask = pseudo_word_mask(ids, backbone.dollar_token_id, before.count("$"), after.count("$"))
         with autocast(backbone.device):
-            feats = encode_with_pseudo_tokens(backbone.model, backbone.tokenize(prompts[i:i + batch_size]), chunk,
-                                              backbone.dollar_token_id)
+            feats = encode_with_pseudo_tokens(backbone.model, ids, chunk, backbone.dollar_token_id, pseudo_mask=mask)
         out.append(feats.float().cpu())
-    return _average_groups(torch.cat(out), groups)
+    feats = torch.cat(out)
+    bad = (~torch.isfinite(feats).all(dim=1)).nonzero().flatten().tolist()
+    if bad:  # NaN features would rank the gallery arbitrarily; say which token did it
+        token = tokens[rows[bad[0]]]
+        raise ValueError(f"the pseudo-word token of reference image {rows[bad[0]]!r} gives NaN text features "
+                         f"(token norm {float(token.float().norm()):.3g}; {len(bad)} prompt(s) affected)")
+    return _average_groups(feats, groups)
 
 
 def image_plus_text(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:

@@ -16,12 +16,14 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from ..errors import InputError, read_json
 from ..paths import REPO_ROOT
 
 MANIFEST = "manifest.json"
@@ -111,15 +113,69 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+class DamagedManifest(InputError):
+    """A run folder's manifest cannot be read; ``--force`` (without ``--resume``) starts the run over."""
+
+
 def read_manifest(folder: str | os.PathLike) -> dict | None:
-    """The run's manifest, or ``None`` if the folder holds no run yet."""
+    """The run's manifest, or ``None`` if the folder holds no run yet.
+
+    Raises:
+        DamagedManifest: the manifest is not a JSON object (truncated, edited by hand, not UTF-8).
+    """
     path = Path(folder) / MANIFEST
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not a valid run manifest ({err}); remove the folder or pass --force") from err
+        manifest = read_json(path, "run manifest")
+    except InputError as err:
+        raise DamagedManifest(f"{err}; the run in {folder} cannot be resumed: pass --force without --resume to start "
+                              "it over (its files are deleted)") from None
+    if not isinstance(manifest, dict):
+        raise DamagedManifest(f"{path}: expected a JSON object, got a JSON {type(manifest).__name__}; pass --force "
+                              "without --resume to start the run over")
+    return manifest
+
+
+# ---- one process per run folder ------------------------------------------------------------------
+LOCK = ".lock"
+_LOCKS: dict[Path, int] = {}
+
+
+def lock_run(folder: Path) -> None:
+    """Hold ``folder/.lock`` (an ``flock``) until :func:`unlock_run` or the process ends.
+
+    Two ``--resume`` on one folder would both compute every remaining batch; the second one is
+    refused instead. The kernel drops the lock when its process dies (even by SIGKILL), so a
+    killed run never leaves a stale lock behind.
+
+    Raises:
+        InputError: another process holds the folder's lock.
+    """
+    import fcntl
+
+    key = folder.resolve()
+    if key in _LOCKS:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise InputError(f"{folder / LOCK}: another process (pid {holder}) is working on the run in {folder}; "
+                         "wait for it to finish or stop it, then --resume") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _LOCKS[key] = fd
+
+
+def unlock_run(folder: Path) -> None:
+    """Release the lock taken by :func:`lock_run` (nothing if this process holds none)."""
+    fd = _LOCKS.pop(Path(folder).resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor drops the flock
 
 
 def hyperparameter_changes(saved: dict, current: dict) -> list[str]:
@@ -149,10 +205,13 @@ def check_resume(folder: Path, manifest: dict, hyperparameters: dict, force: boo
     """
     changes = hyperparameter_changes(manifest.get("hyperparameters", {}), hyperparameters)
     if changes and not force:
-        raise ValueError(f"cannot resume the {what} in {folder}: its hyper-parameters differ from this command's:\n  "
-                         + "\n  ".join(changes)
-                         + "\nUse the same settings, another --out folder, or --force to continue with the new ones "
-                           "(the manifest records the change).")
+        raise InputError(f"cannot resume the {what} in {folder}: its hyper-parameters differ from this command's ("
+                         + "; ".join(changes) + "); use the same settings, another --out folder, or --resume --force "
+                         "to continue with the new ones (the manifest records both)")
+    if changes:
+        # Said, not silent: what is already computed keeps its old settings; the manifest keeps both.
+        print(f"note: continuing the {what} in {folder} with changed hyper-parameters ({'; '.join(changes)}); "
+              "results computed so far keep the old ones (manifest.json: 'mixed_hyperparameters')", file=sys.stderr)
     return changes
 
 
@@ -191,7 +250,33 @@ def open_run(folder: Path, kind: str, hyperparameters: dict, info: dict | None, 
     from . import distributed as dist
 
     a_run, deleted, label = names
-    manifest = read_manifest(folder)
+    refused = None
+    if dist.is_main():
+        try:
+            lock_run(folder)
+        except InputError as err:
+            refused = str(err)
+    refused = dist.broadcast_object(refused)  # every rank stops, not only the one that holds no lock
+    if refused:
+        raise InputError(refused)
+    try:
+        return _open_locked(folder, kind, hyperparameters, info, resume, force, outputs, names)
+    except BaseException:
+        unlock_run(folder)
+        raise
+
+
+def _open_locked(folder: Path, kind: str, hyperparameters: dict, info: dict | None, resume: bool, force: bool,
+                 outputs: list[Path], names: tuple[str, str, str]) -> tuple[dict, bool]:
+    from . import distributed as dist
+
+    a_run, deleted, label = names
+    try:
+        manifest = read_manifest(folder)
+    except DamagedManifest:
+        if resume or not force:
+            raise
+        manifest = {"kind": kind}  # a damaged run of any kind: --force deletes it and starts over
     changes: list[str] = []
     if manifest is not None and manifest.get("kind") != kind:
         raise ValueError(f"{folder} holds a {manifest.get('kind')!r} run, not {a_run}; choose another --out")
@@ -208,6 +293,11 @@ def open_run(folder: Path, kind: str, hyperparameters: dict, info: dict | None, 
     resumed = manifest is not None
     if resumed:
         changes = check_resume(folder, manifest, hyperparameters, force, label)
+        if changes:
+            # Keep every earlier setting: results computed before the change were made with them.
+            manifest.setdefault("mixed_hyperparameters", []).append(
+                {"until_session": len(manifest.get("sessions", [])), "hyperparameters": manifest["hyperparameters"],
+                 "changes": changes})
         manifest["hyperparameters"] = new_manifest(kind, hyperparameters)["hyperparameters"]
     else:
         manifest = new_manifest(kind, hyperparameters, info)

@@ -33,8 +33,9 @@ from ..inversion.batch import batch_seed
 from ..inversion.regularizer import StablePhraseFeatures
 from ..retrieval.features import image_features, weights_key
 from . import distributed as dist
+from ..errors import load_torch_file
 from .checkpoint import (MANIFEST, atomic_save, atomic_write_json, atomic_write_text, fingerprint, open_run,
-                         read_manifest)
+                         read_manifest, unlock_run)
 
 INPUTS, TOKENS, CHUNKS, LOG = "inputs.pt", "tokens.pt", "chunks", "log.csv"
 
@@ -135,7 +136,7 @@ def save_inputs(inputs: RunInputs, path: Path) -> None:
 
 
 def load_inputs(path: Path) -> RunInputs:
-    data = torch.load(path, weights_only=True)
+    data = load_torch_file(path, "OTI run inputs file (remove it: it is recomputed on --resume)")
     concepts = None
     if data.get("concepts") is not None:
         vocab = data["concept_names"]
@@ -148,10 +149,10 @@ def _load_chunks(folder: Path, names: list[str], force: bool = False) -> tuple[d
     """Tokens and batch log rows so far (``force``: tokens of images no longer in the run are dropped)."""
     known, done, log = set(names), {}, []
     if (folder / TOKENS).is_file():  # a finished run being resumed: nothing left to do
-        data = torch.load(folder / TOKENS, weights_only=True)
+        data = load_torch_file(folder / TOKENS, "OTI tokens file")
         done.update((n, t) for n, t in zip(data["names"], data["tokens"]) if n in known)
     for path in sorted((folder / CHUNKS).glob("*.pt")):
-        part = torch.load(path, weights_only=True)
+        part = load_torch_file(path, "OTI chunk (remove it: its batches are recomputed on --resume)")
         stray = [n for n in part["names"] if n not in known]
         if stray and not force:
             raise ValueError(f"{path}: tokens of images that are not in this run ({stray[:3]}...); "
@@ -198,7 +199,16 @@ def run_oti(backbone: Backbone, source: ImageSource, names: list[str], vocabular
                            [folder / MANIFEST, folder / INPUTS, folder / TOKENS, folder / LOG,
                             *(folder / CHUNKS).glob("*.pt")],
                            ("an OTI run", "its tokens are deleted", "OTI run"))
+    try:
+        return _run_locked(backbone, source, names, vocabulary, folder, config, manifest, force, checkpoint_every,
+                           progress, on_batch)
+    finally:
+        unlock_run(folder)
 
+
+def _run_locked(backbone: Backbone, source: ImageSource, names: list[str], vocabulary, folder: Path,
+                config: OTIRunConfig, manifest: dict, force: bool, checkpoint_every: int, progress: bool,
+                on_batch: Callable | None) -> OTIRunResult | None:
     inputs = load_inputs(folder / INPUTS) if (folder / INPUTS).is_file() else None
     if inputs is not None and (inputs.names != names or (inputs.concepts is None) != (vocabulary is None)):
         inputs = None  # a forced resume over other images or vocabulary: inputs are computed anew
@@ -312,7 +322,7 @@ def load_oti_run(folder: str | Path) -> tuple[RunInputs, torch.Tensor, dict]:
         raise FileNotFoundError(f"the OTI run in {folder} is not finished (no {TOKENS}); finish it with "
                                 f"`searle oti ... --out {folder} --resume`")
     inputs = load_inputs(folder / INPUTS)
-    data = torch.load(folder / TOKENS, weights_only=True)
+    data = load_torch_file(folder / TOKENS, "OTI tokens file")
     if list(data["names"]) != inputs.names:
         raise ValueError(f"{folder}: {TOKENS} and {INPUTS} list different images; rerun with --force")
     return inputs, data["tokens"], manifest

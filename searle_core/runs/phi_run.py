@@ -17,7 +17,8 @@ from ..inversion.phi import Phi, save_phi
 from ..inversion.phi_training import PhiTrainConfig, PhiTrainingResult, _history_csv, train_phi
 from ..retrieval.features import weights_key
 from . import distributed as dist
-from .checkpoint import MANIFEST, atomic_save, atomic_write_json, fingerprint, open_run
+from ..errors import load_torch_file
+from .checkpoint import MANIFEST, atomic_save, atomic_write_json, fingerprint, open_run, unlock_run
 
 CHECKPOINT, HISTORY, PHI = "checkpoint.pt", "history.csv", "phi.pt"
 
@@ -52,7 +53,7 @@ class PhiCheckpointer:
         path = self.folder / CHECKPOINT
         if not self.resume or not path.is_file():
             return 0, []
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        state = load_torch_file(path, "φ run checkpoint", map_location=self.device)
         phi.load_state_dict(state["phi"])
         optimizer.load_state_dict(state["optimizer"])
         return int(state["epoch"]), list(state["history"])
@@ -128,6 +129,9 @@ def run_train_phi(backbone: Backbone, tokens_dir: str | Path, out_dir: str | Pat
         raise ValueError(f"the OTI run in {tokens_dir} stored no concepts (it ran without a vocabulary); "
                          "train without the regulariser (--lambda-gpt 0) or rerun OTI with one")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return train_phi(backbone, inputs.features, tokens, inputs.concepts if phrase_bank is not None else None,
-                     phrase_bank, config, validate=validate, out_dir=out_dir, resume=resume, progress=progress,
-                     force=force)
+    try:
+        return train_phi(backbone, inputs.features, tokens, inputs.concepts if phrase_bank is not None else None,
+                         phrase_bank, config, validate=validate, out_dir=out_dir, resume=resume,
+                         progress=progress, force=force)
+    finally:
+        unlock_run(Path(out_dir))
