@@ -19,7 +19,8 @@ from .pipeline import Evaluation, evaluate
 from .significance import Difference, compare_methods, main_metric  # main_metric: the notebooks read it here
 from .inversions import prefill_oti, study_phi, use_phi
 from .study import Study, open_study
-from .table import DISPLAY_NAMES, SETTINGS_COLUMNS, Table, flatten, row_settings, run_settings, settings_line, table_row
+from .table import (DISPLAY_NAMES, SETTINGS_COLUMNS, Table, flatten, row_settings, settings_line, settings_record,
+                    table_row)
 
 #: Methods that need a network trained on unlabeled images when no checkpoint is given.
 TRAINED_METHODS = ("searle", "pic2word", "palavra")
@@ -105,7 +106,7 @@ def evaluate_setting(study: Study, methods: list[str], oti_steps: int = 350, phi
             main = main_metric(bench.name)
             log(f"{bench.name} {study.backbone.name} {method}: {main} {table.rows[-1].metrics.get(main, math.nan):.2f} "
                 f"({seconds:.1f} s)")
-    table.settings = run_settings(study.backbone, ctx)
+    table.settings = settings_record(study.backbone, ctx)
     if "searle-oti" in setting.evaluations:
         table.notes.append("SEARLE-OTI's time is that of inverting the references (the tokens are cached and "
                            "shared by the notebooks).")

@@ -222,9 +222,13 @@ def open_study(dataset: str = "shapes", quick: bool = True, backbone: str = "sha
 
         if backbone != "shapes-clip":
             raise ValueError("the shapes world is studied with its own CLIP: backbone 'shapes-clip'")
-        world, model = world_setup(quick=quick, device=device, progress=progress)
-        if random_weights:  # the world CLIP's architecture with seeded random weights (smoke runs)
+        if random_weights:  # the world CLIP's architecture with seeded random weights (smoke runs): no training
+            from .datasets.shapes import ShapesWorld, WorldConfig
+
+            world = ShapesWorld(WorldConfig.quick() if quick else WorldConfig())
             model = open_backbone(backbone, pretrained, device, seed)
+        else:
+            world, model = world_setup(quick=quick, device=device, progress=progress)
         model = configure_for_dataset(model, dataset, preprocess)
         bench = world.benchmark(split)
         return Study(dataset, model, bench, load_vocabulary(dataset, backbone),

@@ -27,7 +27,7 @@ DISPLAY_NAMES: dict[str, str] = {
     "palavra": "PALAVRA", "pic2word": "Pic2Word", "searle-oti": "SEARLE-OTI", "searle": "SEARLE",
 }
 TIME_COLUMNS: tuple[str, ...] = ("Time (s)", "Training (s)")
-#: Settings columns of the CSV files (see :func:`run_settings`).
+#: Settings columns of the CSV files (see :func:`settings_record`).
 SETTINGS_COLUMNS: tuple[str, ...] = ("preprocess", "eval_precision", "train_precision", "phi_epoch", "phi_source")
 
 
@@ -74,7 +74,7 @@ class Table:
     n_gallery: int
     gallery_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
-    #: How the numbers were made (:func:`run_settings`): preprocessing, precisions, φ's epoch.
+    #: How the numbers were made (:func:`settings_record`): preprocessing, precisions, φ's epoch.
     settings: dict = field(default_factory=dict)
     #: method -> its rankings, for per-query comparisons (:mod:`searle_core.significance`).
     rankings: dict[str, list[list[str]]] = field(default_factory=dict, repr=False)
@@ -126,7 +126,7 @@ def table_row(method: str, result, ctx: MethodContext) -> TableRow:
                     bool(ctx.extras.get("trained_now", {}).get(method)))
 
 
-def run_settings(backbone: Backbone, ctx: MethodContext) -> dict:
+def settings_record(backbone: Backbone, ctx: MethodContext) -> dict:
     """What every results file records about how its numbers were made.
 
     ``preprocess``: the image pipeline (``targetpad`` = targetpad 1.25 + the model's bicubic resize,
@@ -189,7 +189,7 @@ def build_table(bench: CIRBenchmark, backbone: Backbone, ctx: MethodContext | No
         table.rankings[method] = result.rankings
         if progress:
             print(f"{row.name}: {format_row(row, table.columns[:4])}", flush=True)
-    table.settings = run_settings(backbone, ctx)  # after the methods: φ may have been trained on first use
+    table.settings = settings_record(backbone, ctx)  # after the methods: φ may have been trained on first use
     return table
 
 
@@ -239,7 +239,7 @@ def write_table(table: Table, out_dir: str | Path, stem: str | None = None) -> t
 
     The CSV has one row per method: ``method``, ``name``, every metric column, ``seconds``,
     ``train_seconds`` (empty when the method trains nothing), then the run's settings
-    (:func:`run_settings`: ``preprocess``, ``eval_precision``, ``train_precision``, and for
+    (:func:`settings_record`: ``preprocess``, ``eval_precision``, ``train_precision``, and for
     ``searle`` ``phi_epoch`` and ``phi_source``).
     """
     out = Path(out_dir)

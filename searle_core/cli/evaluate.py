@@ -200,9 +200,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.metrics)
         return 0
-    from ..table import run_settings, settings_line
+    from ..table import settings_record, settings_line
 
-    settings = run_settings(backbone, ctx)
+    settings = settings_record(backbone, ctx)
     print(f"{args.method} on {args.dataset} {bench.split} ({len(bench.queries)} queries, {len(bench.gallery)} gallery "
           f"images; backbone {args.backbone} ({backbone.pretrained or 'random weights'}), preprocess "
           f"{settings['preprocess']}; gallery features {gallery_s:.1f} s, queries {result.seconds:.1f} s)")
@@ -243,8 +243,8 @@ def run_submission(args: argparse.Namespace) -> int:
                                       queries=bench.queries)
     print(f"{args.method} on {args.dataset} {bench.split}: {len(ids)} queries, {len(bench.gallery)} gallery images "
           f"(gallery features {gallery_s:.1f} s, queries {result.seconds:.1f} s)")
-    from ..table import run_settings, settings_line
+    from ..table import settings_record, settings_line
 
-    print(settings_line(run_settings(backbone, ctx)))
+    print(settings_line(settings_record(backbone, ctx)))
     print("wrote " + ", ".join(map(str, paths)))
     return 0
