@@ -46,6 +46,11 @@ class Setting:
     def key(self) -> tuple[str, str]:
         return self.study.dataset, self.study.backbone.name
 
+    def seconds(self, method: str) -> dict[str, float | None]:
+        """The Time and Training columns of ``method``'s row (``table.query_seconds``: query side only)."""
+        row = next(r for r in self.table.rows if r.method == method)
+        return {"seconds": row.seconds, "train_seconds": row.train_seconds}
+
 
 def _skip_reason(method: str, study: Study, has_phi: bool) -> str | None:
     if study.world is not None:
