@@ -152,7 +152,7 @@ def context_from_args(args: argparse.Namespace, backbone):
 
     vocab = vocabulary_from_args(args)
     wanted = f"{getattr(args, 'method', '')},{getattr(args, 'methods', '')}"
-    if vocab is None and "searle-oti" in wanted:
+    if vocab is None and "searle-oti" in wanted and not getattr(args, "oti_tokens", None):
         _note("no --concepts: OTI runs without its phrase regulariser (λ_gpt = 0); the paper uses the Open "
               "Images V7 class names (--concepts oidv7-class-descriptions.csv) and GPT phrases (--phrases)")
     phi = load_phi(args.phi_checkpoint, backbone) if args.phi_checkpoint else None

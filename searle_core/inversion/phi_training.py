@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..backbone import Backbone
-from ..device import grad_scaler, scaled_step, train_autocast, training_precision
+from ..device import grad_scaler, scaled_step, train_autocast
 from ..prefix_encoding import PrefixCachedEncoder
 from .losses import nt_xent_loss
 from .phi import Phi, PhiLossConfig
@@ -112,7 +112,8 @@ def train_phi(backbone: Backbone, image_features: torch.Tensor, oti_tokens: torc
 
     Args:
         backbone: the frozen CLIP.
-        image_features: (N, embed_dim) features of the training images (ImageNet1K test in the paper).
+        image_features: (N, embed_dim) raw ``encode_image`` features of the training images (ImageNet1K
+            test in the paper): φ's input, not normalised, as in the authors' ``train_phi.py``.
         oti_tokens: (N, token_dim) their OTI tokens.
         concepts: per image, its concepts best first (the first ``config.loss.top_concepts`` are
             drawn from); ``None`` disables the regulariser.
