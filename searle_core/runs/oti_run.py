@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..backbone import Backbone
 from ..datasets.base import ImageSource
+from ..device import training_precision
 from ..inversion import OTIConfig, oti
 from ..inversion.batch import batch_seed
 from ..inversion.regularizer import StablePhraseFeatures
@@ -200,6 +201,7 @@ def run_oti(backbone: Backbone, source: ImageSource, names: list[str], vocabular
              "stored_concepts": config.stored_concepts if regularise else 0,
              "backbone": backbone.name, "weights": weights_key(backbone),
              "preprocess": getattr(backbone.preprocess, "preprocess_id", "clip"),
+             "precision": training_precision(backbone.device, config.oti.precision),
              "images": len(names), "names": fingerprint(names), "vocabulary": vocabulary_fingerprint(vocabulary)}
     manifest, _ = open_run(folder, "oti", hyper, info or {}, resume, force,
                            [folder / MANIFEST, folder / INPUTS, folder / TOKENS, folder / LOG,

@@ -40,7 +40,10 @@ class PhiCheckpointer:
                  tokens: torch.Tensor, resume: bool, force: bool, info: dict | None = None):
         self.folder = Path(folder)
         self.device = backbone.device
+        from ..device import training_precision
+
         self.hyper = {"phi": config, "backbone": backbone.name, "weights": weights_key(backbone),
+                      "precision": training_precision(backbone.device, config.precision),
                       "images": int(features.shape[0]), "data": fingerprint(features.float(), tokens.float())}
         self.manifest, self.resume = open_run(
             self.folder, "phi", self.hyper, info, resume, force,
