@@ -29,8 +29,9 @@ from .backbone import Backbone
 from .paths import cache_dir
 from .runs.checkpoint import jsonable
 
-#: Bumped when a saved format or a training procedure changes, so old files are not reused.
-ARTIFACT_VERSION = 1
+#: Bumped when a saved format or a training procedure changes, so old files are not reused
+#: (2: φ takes raw image features; keys name the preprocessing; OTI/φ precision settings).
+ARTIFACT_VERSION = 2
 
 
 def models_dir() -> Path:
@@ -49,14 +50,23 @@ def artifact_path(kind: str, backbone: Backbone, data_id: str, config: Any) -> P
 
     Args:
         kind: what it is (``phi``, ``pic2word``, ``palavra``, ``oti-tokens``).
-        backbone: the frozen CLIP it belongs to (name and exact weights enter the hash).
+        backbone: the frozen CLIP it belongs to (name, exact weights and image preprocessing enter
+            the hash: a network trained on targetpad features is not one trained on clip features).
         data_id: names the training images (e.g. a world's cache key and the image list's hash).
         config: everything else that determines the result (a dataclass or JSON-able value).
     """
     from .retrieval.features import weights_key  # random weights: a parameter hash, not "None"
 
-    key = digest(ARTIFACT_VERSION, kind, backbone.name, weights_key(backbone), data_id, config)
+    key = digest(ARTIFACT_VERSION, kind, backbone.name, weights_key(backbone), preprocess_key(backbone), data_id,
+                 config)
     return models_dir() / f"{kind}-{backbone.name}-{key}.pt"
+
+
+def preprocess_key(backbone: Backbone) -> str:
+    """The name of the backbone's image preprocessing (``targetpad``, ``clip``, ...)."""
+    from .retrieval.features import preprocess_name
+
+    return preprocess_name(backbone)
 
 
 def save_atomic(obj: dict, path: Path) -> None:
@@ -117,7 +127,8 @@ def describe(backbone: Backbone, data_id: str, config: Any) -> dict:
     """The ``meta`` every artifact records about where it comes from."""
     from .retrieval.features import weights_key
 
-    return {"backbone": backbone.name, "weights": weights_key(backbone), "data": data_id, "config": jsonable(config)}
+    return {"backbone": backbone.name, "weights": weights_key(backbone), "preprocess": preprocess_key(backbone),
+            "data": data_id, "config": jsonable(config)}
 
 
 # ---- φ for the shapes world ------------------------------------------------------------------------
@@ -221,13 +232,13 @@ def world_phi_artifact(backbone: Backbone, world, config=None, oti_config=None, 
 
     def train() -> dict:
         names = targets.content["names"]
-        feats = image_features(backbone, world.images, names, progress=progress)
+        feats = image_features(backbone, world.images, names, progress=progress, normalize=False)  # φ's input: raw
         concepts = vocabulary.associate(backbone, feats, config.loss.top_concepts)
         result = train_phi(backbone, feats, targets.content["tokens"], concepts, vocabulary.phrase_bank, config,
                            progress=progress)
         meta = {"history": result.history[-1:] if result.history else [],
                 "oti_train_seconds": targets.meta.get("train_seconds")}
-        return {"Phi": result.phi.cpu().state_dict(), "meta": meta}
+        return {"Phi": result.phi.cpu().state_dict(), "epoch": config.epochs, "meta": meta}
 
     path = artifact_path("phi", backbone, data_id, key)
     return load_or_train(path, train, describe(backbone, data_id, key))

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbone import Backbone
-from .device import autocast, needs_grad_scaler
+from .device import grad_scaler, scaled_step, train_autocast
 from .inversion import OTIConfig, oti
 from .inversion.losses import cosine_loss
 from .inversion.regularizer import PhraseBank, PhraseFeatureCache, PhraseSampler
@@ -59,7 +59,7 @@ def reference_oti(backbone: Backbone, image_features: torch.Tensor, concepts: li
     tokens = (torch.randn(n, backbone.token_dim, generator=gen) * config.init_std).to(device).requires_grad_()
     ema = tokens.detach().clone()
     optimizer = torch.optim.AdamW([tokens], lr=config.lr, weight_decay=config.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
+    scaler = grad_scaler(device, config.precision)
     template_ids = [[rng.randrange(len(config.templates)) for _ in range(n)] for _ in range(config.steps)]
     regularise = config.lambda_gpt > 0 and concepts is not None and phrase_bank is not None
     draws = []
@@ -69,7 +69,7 @@ def reference_oti(backbone: Backbone, image_features: torch.Tensor, concepts: li
     lam = config.lambda_cos + (config.lambda_gpt if regularise else 0.0)
     for step in range(config.steps):
         prompts = [fill(config.templates[i], "$") for i in template_ids[step]]
-        with autocast(device):
+        with train_autocast(device, config.precision):
             feats = encode_with_pseudo_tokens(model, backbone.tokenize(prompts), tokens,
                                               backbone.dollar_token_id, truncate=False)
             loss = config.lambda_cos * cosine_loss(feats, targets)
@@ -83,13 +83,7 @@ def reference_oti(backbone: Backbone, image_features: torch.Tensor, concepts: li
                 loss = loss + config.lambda_gpt * cosine_loss(pseudo, plain)
             loss = loss / lam
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        scaled_step(loss, optimizer, scaler)
         with torch.no_grad():
             ema.mul_(config.ema_decay).add_(tokens.detach(), alpha=1 - config.ema_decay)
     return (ema if config.use_ema else tokens.detach()).clone()

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .backbone import Backbone
-from .device import autocast
+from .device import eval_precision
 from .paths import cache_dir
 from .retrieval.features import load_cached_tensor, save_tensor_atomic, weights_key
 from .templates import TEMPLATES, fill
@@ -81,7 +81,7 @@ def embed_concepts(backbone: Backbone, concepts: list[str], templates: tuple[str
         for start in range(0, len(concepts), per_batch):
             chunk = concepts[start:start + per_batch]
             prompts = [fill(t, c) for c in chunk for t in templates]
-            with autocast(backbone.device):
+            with eval_precision(backbone.device):
                 feats = encode_text(backbone.model, backbone.tokenize(prompts))
             feats = F.normalize(feats.float(), dim=-1).view(len(chunk), len(templates), -1).mean(dim=1)
             out.append(F.normalize(feats, dim=-1).cpu())

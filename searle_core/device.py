@@ -2,13 +2,27 @@
 
 Everything in the package takes a ``device`` argument ("auto", "cpu", "cuda", "cuda:1", ...) and
 resolves it here, so no module scatters ``.cuda()`` calls.
+
+Precision follows the authors' code: evaluation (image and text features, rankings) runs in full
+fp32 with no autocast; training (OTI, φ, the baselines' networks) runs under fp16 autocast with a
+``GradScaler`` on CUDA. ``bf16`` is an option (no scaler needed); the CPU trains in fp32 unless a
+precision is asked for explicitly.
 """
 
 from __future__ import annotations
 
 import contextlib
+from typing import Literal
 
 import torch
+
+#: Training precisions: ``auto`` (fp16 on CUDA, fp32 on CPU, as the authors), or one named.
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
+#: Evaluation always runs in fp32 (the authors cast features with ``.float()`` and use no autocast).
+EVAL_PRECISION = "fp32"
+
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -26,18 +40,55 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """Mixed precision on CUDA (bf16 where supported, else fp16); full fp32 on CPU.
+def eval_precision(device: torch.device | str):
+    """Full fp32 for evaluation: turns off any autocast a caller left on (features are compared
+    across methods and with the authors' numbers, so they never depend on the caller's context)."""
+    return torch.autocast(device_type=torch.device(device).type, enabled=False)
 
-    CPU autocast would change numbers without making these small matmuls faster, and exactness
-    tests run on CPU, so it stays off there.
+
+def training_precision(device: torch.device | str, precision: str = "auto") -> str:
+    """The precision training runs in: ``fp32``, ``fp16`` or ``bf16``.
+
+    Args:
+        device: where training runs.
+        precision: ``auto`` (CUDA: fp16, the authors' choice; CPU: fp32) or one of
+            ``fp32``/``fp16``/``bf16``.
     """
-    if device.type != "cuda" or not enabled:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "fp16" if torch.device(device).type == "cuda" else "fp32"
+    return precision
+
+
+def train_autocast(device: torch.device, precision: str = "auto"):
+    """The autocast context of a training step (a no-op in fp32).
+
+    Args:
+        device: where the step runs.
+        precision: see :func:`training_precision`.
+    """
+    resolved = training_precision(device, precision)
+    if resolved == "fp32":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    return torch.autocast(device_type=torch.device(device).type, dtype=_DTYPES[resolved])
 
 
-def needs_grad_scaler(device: torch.device) -> bool:
-    """fp16 autocast needs a loss scaler; bf16 and fp32 do not."""
-    return device.type == "cuda" and not torch.cuda.is_bf16_supported()
+def grad_scaler(device: torch.device, precision: str = "auto") -> "torch.amp.GradScaler | None":
+    """A loss scaler for fp16 training on CUDA (the authors' ``GradScaler``); ``None`` otherwise
+    (bf16 and fp32 have fp32's exponent range and need none)."""
+    device = torch.device(device)
+    if training_precision(device, precision) == "fp16" and device.type == "cuda":
+        return torch.amp.GradScaler("cuda")
+    return None
+
+
+def scaled_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler) -> None:
+    """Backward and optimiser step, through ``scaler`` when there is one."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()

@@ -165,7 +165,8 @@ def project_paths(backbone: Backbone, paths: Sequence[torch.Tensor], allowed_ids
 
 @torch.no_grad()
 def phi_tokens(phi: torch.nn.Module, image_features: torch.Tensor) -> torch.Tensor:
-    """φ's tokens for image features (eval mode, on φ's device), as (N, token_dim) float on CPU."""
+    """φ's tokens for raw image features (``Study.raw_features``: φ's input, as in the authors' code),
+    in eval mode on φ's device, as (N, token_dim) float on CPU."""
     phi.eval()
     device = next(phi.parameters()).device
     return phi(image_features.float().to(device)).float().cpu()

@@ -134,7 +134,8 @@ def unlabeled_oti(study: Study, config: OTIConfig, limit: int | None = None, bat
     """OTI tokens of φ's unlabeled images (the first ``limit`` of them), cached.
 
     Returns:
-        ``(run, features)``: the tokens and the images' (N, embed_dim) features.
+        ``(run, features)``: the tokens and the images' raw (N, embed_dim) ``encode_image`` features
+        (φ's input; OTI and the concept association normalise them).
     """
     if study.unlabeled is None:
         raise ValueError("φ trains on unlabeled images: set unlabeled_path (the paper: the ImageNet1K test images)")
@@ -155,7 +156,7 @@ def unlabeled_oti(study: Study, config: OTIConfig, limit: int | None = None, bat
     c = art.content
     run = OTIRun(list(c["names"]), c["tokens"], c["raw"], {}, float(art.meta.get("train_seconds") or 0.0),
                  art.trained_now)
-    return run, features
+    return run, study.raw_features(names, source)
 
 
 
@@ -255,7 +256,7 @@ def train_study_phi(study: Study, oti_config: OTIConfig, epochs: int, images: in
         concepts = study.concepts(features[rows], config.loss.top_concepts)
         result = train_phi(study.backbone, features[rows], targets.tokens[rows], concepts, study.phrase_bank, config,
                            validate=check if validate else None, progress=progress)
-        return {"Phi": result.phi.cpu().state_dict(),
+        return {"Phi": result.phi.cpu().state_dict(), "epoch": epochs,
                 "meta": {"history": result.history, "validated_on": bench_id if validate else None}}
 
     path = artifacts.artifact_path("phi-study", study.backbone, data_id, key)

@@ -15,6 +15,7 @@ import torch
 from .backbone import Backbone
 from .concepts import associate_concepts, embed_concepts
 from .datasets.base import CIRBenchmark
+from .device import eval_precision
 from .inversion import OTIConfig, Phi
 from .inversion.batch import invert_images
 from .inversion.regularizer import PhraseBank
@@ -31,9 +32,14 @@ EXTRA_METHODS: dict[str, Callable] = {}
 class Vocabulary:
     """OTI's and φ's regulariser inputs: concept names and a phrase bank concept -> phrases.
 
+    ``concepts`` is the whole vocabulary: images are associated with concepts over all of it, and
+    concepts without usable phrases (absent from ``phrase_bank``) are skipped afterwards, when
+    phrases are drawn, as in the authors' code; an image may then be regularised with fewer than its
+    15 (OTI) or 150 (φ) concepts.
+
     Args:
-        concepts: concept names.
-        phrase_bank: concept -> phrases.
+        concepts: concept names (the whole vocabulary).
+        phrase_bank: concept -> phrases (only concepts with usable phrases).
         phrases: where the phrases come from: ``"given"`` (a bank the caller supplied: the authors'
             GPT-Neo phrases, or the shapes world's grammar) or ``"templates"`` (the offline template
             generator, which is not the paper's regulariser; tables label such rows).
@@ -115,9 +121,13 @@ def phi_reference_tokens(backbone: Backbone, bench: CIRBenchmark, ctx: MethodCon
     if ctx.phi is None:
         raise ValueError("method 'searle' needs φ: train one (`searle train-phi`) or pass the authors' "
                          "checkpoint with --phi-checkpoint")
-    names, feats = reference_features(backbone, bench, ctx.progress)
+    names = bench.reference_names()
+    # φ takes raw encode_image features (the authors' extract_pseudo_tokens_with_phi), so their
+    # released checkpoints and one trained here are interchangeable.
+    feats = image_features(backbone, bench.images, names, progress=ctx.progress, normalize=False)
     phi = ctx.phi.to(backbone.device).eval()
-    tokens = phi(feats.to(backbone.device)).float().cpu()
+    with eval_precision(backbone.device):
+        tokens = phi(feats.to(backbone.device)).float().cpu()
     bad = (~torch.isfinite(tokens).all(dim=1)).nonzero().flatten().tolist()
     if bad:  # NaN tokens would rank the gallery arbitrarily and still print metrics
         raise ValueError(f"φ produced NaN or infinite tokens for {len(bad)} reference image(s) (first: "

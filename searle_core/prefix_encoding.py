@@ -150,7 +150,9 @@ class PrefixCachedEncoder:
         cast = model.transformer.get_cast_dtype()
         emb = model.token_embedding(ids)
         pseudo = pseudo_tokens.to(emb.dtype).unsqueeze(1).expand_as(emb)
-        x = torch.where((ids == self.pseudo_token_id).unsqueeze(-1), pseudo, emb).to(cast)
+        # The suffix starts at the first '$', the only one that takes the token (later ones stay '$').
+        at_first = (torch.arange(length, device=device) == 0).unsqueeze(0).expand(n, length)
+        x = torch.where(at_first.unsqueeze(-1), pseudo, emb).to(cast)
         x = x + model.positional_embedding[pos].to(cast)
         # Query j of row i sees the row's own prefix (not its padding) and suffix positions <= j.
         see_prefix = torch.arange(longest_prefix, device=device) < first.unsqueeze(1)

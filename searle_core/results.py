@@ -20,7 +20,8 @@ from .significance import Difference, compare_methods, main_metric  # main_metri
 from .inversions import prefill_oti, study_phi, use_phi
 from .methods import MethodContext, regulariser_variant
 from .study import Study, open_study
-from .table import DISPLAY_NAMES, Table, TableRow, display_name, flatten, variant_notes
+from .table import (DISPLAY_NAMES, SETTINGS_COLUMNS, Table, display_name, flatten, row_settings, settings_line,
+                    settings_record, table_row, variant_notes)
 
 #: Methods that need a network trained on unlabeled images when no checkpoint is given.
 TRAINED_METHODS = ("searle", "pic2word", "palavra")
@@ -54,6 +55,11 @@ class Setting:
     def names(self) -> dict[str, str]:
         """Method -> printed name, with its variant label (``SEARLE-OTI (templates)``)."""
         return {m: display_name(m, self.variants.get(m)) for m in [*self.evaluations, *DISPLAY_NAMES]}
+
+    def seconds(self, method: str) -> dict[str, float | None]:
+        """The Time and Training columns of ``method``'s row (``table.query_seconds``: query side only)."""
+        row = next(r for r in self.table.rows if r.method == method)
+        return {"seconds": row.seconds, "train_seconds": row.train_seconds}
 
 
 def _skip_reason(method: str, study: Study, has_phi: bool) -> str | None:
@@ -114,16 +120,15 @@ def evaluate_setting(study: Study, methods: list[str], oti_steps: int = 350, phi
             table.notes.append(f"{DISPLAY_NAMES.get(method, method)}: not run ({reason}).")
             continue
         result = evaluate(method, bench, study.backbone, ctx, gallery=gallery)
-        seconds = result.seconds + (ctx.extras.get("oti_seconds", 0.0) if method == "searle-oti" else 0.0)
         setting.evaluations[method] = result
-        table.rows.append(TableRow(method, flatten(result.metrics), seconds,
-                                   ctx.extras.get("train_seconds", {}).get(method),
-                                   bool(ctx.extras.get("trained_now", {}).get(method)),
-                                   setting.variants.get(method)))
+        # the Time column as `searle table` defines it
+        table.rows.append(table_row(method, result, ctx, setting.variants.get(method)))
+        seconds = table.rows[-1].seconds
         if log:
             main = main_metric(bench.name)
             log(f"{bench.name} {study.backbone.name} {method}: {main} {table.rows[-1].metrics.get(main, math.nan):.2f} "
                 f"({seconds:.1f} s)")
+    table.settings = settings_record(study.backbone, ctx)
     if "searle-oti" in setting.evaluations:
         table.notes.append("SEARLE-OTI's time is that of inverting the references (the tokens are cached and "
                            "shared by the notebooks).")
@@ -166,6 +171,8 @@ def comparison(settings: list[Setting]) -> pd.DataFrame:
         frame = results_frame({(s.study.dataset, s.study.backbone.name, m): e.metrics for m, e in s.evaluations.items()})
         frame.insert(1, "split", s.study.bench.split)
         frame["variant"] = [getattr(s, "variants", {}).get(m, "") for m in frame.method]
+        for i, column in enumerate(SETTINGS_COLUMNS):  # how the numbers were made, on every row
+            frame[column] = [row_settings(s.table.settings, m)[i] for m in frame.method]
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=["dataset", "split", "backbone", "method", "metric", "reproduced", "variant",
@@ -256,10 +263,27 @@ def write_comparison(compared: pd.DataFrame, folder: str | Path) -> list[Path]:
         md, tex = folder / f"results-{dataset}.md", folder / f"results-{dataset}.tex"
         split = compared[compared.dataset == dataset].split.iloc[0]
         note = table_note(compared, dataset)
-        md.write_text(f"**{dataset} {split}**\n\n" + markdown(wide) + (f"\n{note}\n" if note else ""))
+        md.write_text(f"**{dataset} {split}**\n\n" + markdown(wide) + (f"\n{note}\n" if note else "")
+                      + _settings_note(compared[compared.dataset == dataset]))
         tex.write_text(wide.to_latex(escape=True, caption=f"{dataset} {split}", label=f"tab:{dataset}"))
         paths += [md, tex]
     return paths
+
+
+def _settings_note(part: pd.DataFrame) -> str:
+    """One settings line per backbone of a dataset (from the CSV's settings columns)."""
+    if "preprocess" not in part:
+        return ""
+    lines = []
+    for backbone, rows in part.groupby("backbone", sort=False):
+        first = rows.iloc[0]
+        phi = rows[rows.method == "searle"]
+        settings = {k: (None if pd.isna(first[k]) or first[k] == "" else first[k]) for k in SETTINGS_COLUMNS}
+        if len(phi):
+            settings["phi_epoch"] = phi.iloc[0]["phi_epoch"] or None
+            settings["phi_source"] = phi.iloc[0]["phi_source"] or None
+        lines.append(f"{backbone}: {settings_line(settings)}")
+    return "\n" + "\n".join(lines) + "\n"
 
 
 def headline(setting: Setting) -> dict[str, float]:

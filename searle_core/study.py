@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from .backbone import Backbone, load_backbone
+from .backbone import Backbone
 from .datasets.base import CIRBenchmark, CIRQuery, ImageSource
 from .inversion import OTIConfig, Phi
 from .methods import MethodContext, Vocabulary
@@ -51,6 +51,11 @@ class Study:
     def features(self, names: list[str], source: ImageSource | None = None) -> torch.Tensor:
         """Normalised (N, embed_dim) image features of named images (cached on disk)."""
         return image_features(self.backbone, source or self.bench.images, list(names), progress=self.progress)
+
+    def raw_features(self, names: list[str], source: ImageSource | None = None) -> torch.Tensor:
+        """Raw (N, embed_dim) ``encode_image`` features of named images: φ's input, as in the authors' code."""
+        return image_features(self.backbone, source or self.bench.images, list(names), progress=self.progress,
+                              normalize=False)
 
     def images(self, names: list[str], source: ImageSource | None = None) -> list[Image.Image]:
         source = source or self.bench.images
@@ -180,20 +185,23 @@ def load_vocabulary(dataset: str, backbone: str, concepts_path: str = "", phrase
     from .phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
     concepts = load_concepts_csv(concepts_path)
     bank = filter_phrase_bank(load_phrase_pickle(phrases_path) if phrases_path else template_phrases(concepts))
-    return Vocabulary([c for c in concepts if c in bank], bank, phrases="given" if phrases_path else "templates")
+    # Association runs over the whole vocabulary; concepts without usable phrases are skipped afterwards.
+    return Vocabulary(list(concepts), {c: bank[c] for c in concepts if c in bank},
+                      phrases="given" if phrases_path else "templates")
 
 
 def open_study(dataset: str = "shapes", quick: bool = True, backbone: str = "shapes-clip",
                pretrained: str = "default", device: str = "auto", dataset_path: str = "", split: str = "val",
                concepts_path: str = "", phrases_path: str = "", unlabeled_path: str = "", seed: int = 42,
-               progress: bool = False) -> Study:
+               progress: bool = False, preprocess: str | None = None) -> Study:
     """Open a backbone and a benchmark for a notebook.
 
     Args:
         dataset: ``shapes`` (offline world) or ``cirr``, ``fashioniq``, ``circo``.
         quick: ``shapes``: the CI-sized world and CLIP.
         backbone: ``shapes-clip`` or an open_clip model (``ViT-B-32``, ``ViT-L-14``).
-        pretrained: weights tag or file (``default``: the world CLIP, or ``openai``).
+        pretrained: weights tag or file (``default``: the world CLIP, or ``openai``); ``none``:
+            random weights drawn under ``seed``, as ``--pretrained none`` on the command line.
         device: ``auto``, ``cpu``, ``cuda``.
         dataset_path: real datasets: the folder in the authors' layout.
         split: benchmark split (``val`` has ground truths).
@@ -202,7 +210,12 @@ def open_study(dataset: str = "shapes", quick: bool = True, backbone: str = "sha
         unlabeled_path: real datasets: the image folder φ trains on (ImageNet1K test).
         seed: run seed.
         progress: progress bars.
+        preprocess: ``None`` for the dataset's default (:mod:`searle_core.opening`, as the CLI:
+            targetpad 1.25), or ``clip``/``targetpad``.
     """
+    from .opening import RANDOM_WEIGHTS, configure_for_dataset, open_backbone
+
+    random_weights = str(pretrained).lower() in RANDOM_WEIGHTS
     if dataset == "shapes":
         from .datasets.shapes import training_vocabulary
         from .inversion.nearest import word_token_ids
@@ -210,7 +223,14 @@ def open_study(dataset: str = "shapes", quick: bool = True, backbone: str = "sha
 
         if backbone != "shapes-clip":
             raise ValueError("the shapes world is studied with its own CLIP: backbone 'shapes-clip'")
-        world, model = world_setup(quick=quick, device=device, progress=progress)
+        if random_weights:  # the world CLIP's architecture with seeded random weights (smoke runs): no training
+            from .datasets.shapes import ShapesWorld, WorldConfig
+
+            world = ShapesWorld(WorldConfig.quick() if quick else WorldConfig())
+            model = open_backbone(backbone, pretrained, device, seed)
+        else:
+            world, model = world_setup(quick=quick, device=device, progress=progress)
+        model = configure_for_dataset(model, dataset, preprocess)
         bench = world.benchmark(split)
         return Study(dataset, model, bench, load_vocabulary(dataset, backbone),
                      word_token_ids(model, training_vocabulary()), world, (world.images, world.pretrain_names()),
@@ -219,8 +239,8 @@ def open_study(dataset: str = "shapes", quick: bool = True, backbone: str = "sha
 
     if not dataset_path:
         raise ValueError(f"dataset {dataset!r} needs dataset_path: its folder in the authors' layout")
-    model = load_backbone(backbone, pretrained, device=device)
-    bench = load_benchmark(dataset, dataset_path, split)
+    bench = load_benchmark(dataset, dataset_path, split)  # first: a wrong folder fails before a large model loads
+    model = configure_for_dataset(open_backbone(backbone, pretrained, device, seed), dataset, preprocess)
     unlabeled = None
     if unlabeled_path:
         folder = ImageFolderSource(unlabeled_path)

@@ -34,6 +34,8 @@ VARIANT_NOTES: dict[str, str] = {
     "no phrases": "OTI ran without its phrase regulariser (λ_gpt = 0: no concepts and phrases given): not the "
                   "paper's OTI, so no paper number is shown beside it",
 }
+#: Settings columns of the CSV files (see :func:`settings_record`).
+SETTINGS_COLUMNS: tuple[str, ...] = ("preprocess", "eval_precision", "train_precision", "phi_epoch", "phi_source")
 
 
 def display_name(method: str, variant: str | None = None) -> str:
@@ -45,6 +47,13 @@ def display_name(method: str, variant: str | None = None) -> str:
 def variant_notes(variants) -> list[str]:
     """One note per distinct variant label among ``variants`` (``None`` entries ignored)."""
     return [f"({v}): {VARIANT_NOTES.get(v, 'not the method of the paper')}." for v in dict.fromkeys(variants) if v]
+
+
+def row_settings(settings: dict, method: str) -> list[str]:
+    """A row's settings cells: φ's epoch and file only on the ``searle`` row."""
+    phi = method == "searle"
+    return ["" if settings.get(k) is None or (k.startswith("phi_") and not phi) else str(settings[k])
+            for k in SETTINGS_COLUMNS]
 
 
 @dataclass
@@ -87,6 +96,8 @@ class Table:
     n_gallery: int
     gallery_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: How the numbers were made (:func:`settings_record`): preprocessing, precisions, φ's epoch.
+    settings: dict = field(default_factory=dict)
     #: method -> its rankings, for per-query comparisons (:mod:`searle_core.significance`).
     rankings: dict[str, list[list[str]]] = field(default_factory=dict, repr=False)
 
@@ -108,6 +119,69 @@ def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
         else:
             out[f"{prefix}{key}"] = float(value) if value is not None else float("nan")
     return out
+
+
+def query_seconds(method: str, result, ctx: MethodContext) -> float:
+    """The Time column: a method's query-side seconds (inversion, captioning, mapping, text encoding).
+
+    Training or loading its network is excluded (it has its own column): the seconds a baseline
+    spent getting its network (``ctx.extras["setup_seconds"]``) are taken out of ``result.seconds``.
+    SEARLE-OTI's references inverted before the evaluation (the notebooks share them through a
+    cache, ``ctx.extras["oti_seconds"]``) are put back in: they are its query side.
+
+    Args:
+        method: the method's name.
+        result: its :class:`~searle_core.pipeline.Evaluation`.
+        ctx: the context it ran with.
+    """
+    setup = ctx.extras.get("setup_seconds", {}).pop(method, 0.0)
+    seconds = max(0.0, result.seconds - setup)
+    if method == "searle-oti":
+        seconds += ctx.extras.get("oti_seconds", 0.0)
+    return seconds
+
+
+def table_row(method: str, result, ctx: MethodContext, variant: str | None = None) -> TableRow:
+    """One row of the table, as both ``searle table`` and notebook 4 write it.
+
+    Args:
+        method: the method's name.
+        result: its evaluation.
+        ctx: the context it ran with (its timings are read from there).
+        variant: how the row differs from the paper's method (``TableRow.variant``).
+    """
+    return TableRow(method, flatten(result.metrics), query_seconds(method, result, ctx),
+                    ctx.extras.get("train_seconds", {}).get(method),
+                    bool(ctx.extras.get("trained_now", {}).get(method)), variant)
+
+
+def settings_record(backbone: Backbone, ctx: MethodContext) -> dict:
+    """What every results file records about how its numbers were made.
+
+    ``preprocess``: the image pipeline (``targetpad`` = targetpad 1.25 + the model's bicubic resize,
+    centre crop and normalisation); ``eval_precision``: always fp32; ``train_precision``: OTI's and
+    the trained networks' (fp16 autocast + GradScaler on CUDA by default, fp32 on CPU);
+    ``phi_epoch`` and ``phi_source``: the φ that ``searle`` used, when there is one.
+    """
+    from .device import EVAL_PRECISION, training_precision
+    from .retrieval.features import preprocess_name
+
+    phi = ctx.phi
+    return {"preprocess": preprocess_name(backbone), "eval_precision": EVAL_PRECISION,
+            "train_precision": training_precision(backbone.device, ctx.oti_config.precision),
+            "phi_epoch": getattr(phi, "epoch", None) if phi is not None else None,
+            "phi_source": getattr(phi, "source", None) if phi is not None else None}
+
+
+def settings_line(settings: dict) -> str:
+    """The settings as one line under a table."""
+    if not settings:
+        return ""
+    parts = [f"preprocessing {settings.get('preprocess')}", f"evaluation in {settings.get('eval_precision')}",
+             f"training (OTI, networks) in {settings.get('train_precision')}"]
+    if settings.get("phi_source") or settings.get("phi_epoch") is not None:
+        parts.append(f"φ {settings.get('phi_source') or 'trained here'}, epoch {settings.get('phi_epoch', '?')}")
+    return "Settings: " + "; ".join(parts) + "."
 
 
 def build_table(bench: CIRBenchmark, backbone: Backbone, ctx: MethodContext | None = None,
@@ -139,16 +213,12 @@ def build_table(bench: CIRBenchmark, backbone: Backbone, ctx: MethodContext | No
                   time.perf_counter() - start)
     for method in methods:
         result = evaluate(method, bench, backbone, ctx, gallery=gallery)
-        # Training (or loading) a network is reported in its own column, not as query time.
-        setup = ctx.extras.get("setup_seconds", {}).pop(method, 0.0)
-        row = TableRow(method, flatten(result.metrics), max(0.0, result.seconds - setup),
-                       ctx.extras.get("train_seconds", {}).get(method),
-                       bool(ctx.extras.get("trained_now", {}).get(method)),
-                       regulariser_variant(ctx) if method == "searle-oti" else None)
+        row = table_row(method, result, ctx, regulariser_variant(ctx) if method == "searle-oti" else None)
         table.rows.append(row)
         table.rankings[method] = result.rankings
         if progress:
             print(f"{row.name}: {format_row(row, table.columns[:4])}", flush=True)
+    table.settings = settings_record(backbone, ctx)  # after the methods: φ may have been trained on first use
     return table
 
 
@@ -173,6 +243,8 @@ def to_markdown(table: Table) -> str:
              f"{table.gallery_seconds:.1f} s). Training: the method's network (φ: with the OTI of its unlabeled "
              "images); '(cached)': trained by an earlier run and loaded."] + table.notes + \
         variant_notes(r.variant for r in table.rows)
+    if table.settings:
+        notes.append(settings_line(table.settings))
     return "\n".join(lines + [""] + list(dict.fromkeys(notes))) + "\n"
 
 
@@ -197,7 +269,9 @@ def write_table(table: Table, out_dir: str | Path, stem: str | None = None) -> t
     """Write ``{stem}.csv`` and ``{stem}.md`` (default stem ``{dataset}-{split}``) atomically.
 
     The CSV has one row per method: ``method``, ``name``, every metric column, ``seconds``,
-    ``train_seconds`` (empty when the method trains nothing).
+    ``train_seconds`` (empty when the method trains nothing), then the run's settings
+    (:func:`settings_record`: ``preprocess``, ``eval_precision``, ``train_precision``, and for
+    ``searle`` ``phi_epoch`` and ``phi_source``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -206,10 +280,11 @@ def write_table(table: Table, out_dir: str | Path, stem: str | None = None) -> t
     tmp = csv_path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["method", "name"] + table.columns + ["seconds", "train_seconds"])
+        writer.writerow(["method", "name"] + table.columns + ["seconds", "train_seconds"] + list(SETTINGS_COLUMNS))
         for row in table.rows:
             writer.writerow([row.method, row.name] + [f"{row.metrics.get(c, float('nan')):.4f}" for c in table.columns]
-                            + [f"{row.seconds:.2f}", "" if row.train_seconds is None else f"{row.train_seconds:.2f}"])
+                            + [f"{row.seconds:.2f}", "" if row.train_seconds is None else f"{row.train_seconds:.2f}"]
+                            + row_settings(table.settings, row.method))
     tmp.replace(csv_path)
     tmp = md_path.with_suffix(".md.tmp")
     tmp.write_text(to_markdown(table))

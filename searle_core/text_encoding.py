@@ -85,7 +85,9 @@ def encode_with_pseudo_tokens(model: torch.nn.Module, tokens: torch.Tensor, pseu
         model: an open_clip ``CLIP``.
         tokens: (N, L) tokenized prompts, each containing ``$`` at least once.
         pseudo_tokens: (N, width) one token per prompt, or (width,) / (1, width) broadcast to all.
-            Every ``$`` of a prompt receives that prompt's token.
+            The *first* ``$`` of a prompt receives that prompt's token; any later ``$`` keeps the
+            ordinary embedding of the character, as in the authors' ``encode_with_pseudo_tokens``
+            (φ's regulariser replaces every occurrence of a concept by ``$``, so this matters there).
         pseudo_token_id: the id of ``$`` (``Backbone.dollar_token_id``).
         truncate: cut after the longest EOT (exact; set False to run the full context).
         pseudo_mask: (N, L) which positions receive the pseudo-word (default: every ``$``; see
@@ -111,9 +113,10 @@ def encode_with_pseudo_tokens(model: torch.nn.Module, tokens: torch.Tensor, pseu
         raise ValueError(f"prompts {missing[:10]} contain no pseudo-word token (id {pseudo_token_id}); "
                          "write '$' where the pseudo-word goes, e.g. 'a photo of $ that is red'.")
     embeddings = model.token_embedding(tokens)
-    # torch.where keeps the graph to pseudo_tokens for every '$' occurrence in a prompt.
+    first = is_pseudo & (is_pseudo.cumsum(dim=1) == 1)
+    # torch.where keeps the graph to pseudo_tokens at the first '$' of each prompt.
     expanded = pseudo_tokens.to(embeddings.dtype).unsqueeze(1).expand_as(embeddings)
-    embeddings = torch.where(is_pseudo.unsqueeze(-1), expanded, embeddings)
+    embeddings = torch.where(first.unsqueeze(-1), expanded, embeddings)
     return encode_token_embeddings(model, tokens, embeddings, truncate=truncate)
 
 

@@ -33,7 +33,7 @@ def test_prefix_encoder_matches_plain_encoding(random_backbone):
     bb = random_backbone
     _, _, bank = bench_inputs(bb, 1, phrases_per_concept=4)
     prompts = [t.format("$") for t in TEMPLATES] + [replace_concept(p, c) for c in list(bank)[:4] for p in bank[c]]
-    prompts += ["$ and $ again", "a $ that is a $ too"]  # several '$': all get the token
+    prompts += ["$ and $ again", "a $ that is a $ too"]  # several '$': the first gets the token
     tokens = bb.tokenize(prompts)
     pseudo = (torch.randn(len(prompts), bb.token_dim, generator=torch.Generator().manual_seed(0)) * 0.05)
     encoder = PrefixCachedEncoder(bb.model, bb.dollar_token_id)

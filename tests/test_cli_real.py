@@ -71,9 +71,10 @@ def test_cirr_printed_report(cirr_standin, capsys):
     code, out, _ = searle(capsys, "evaluate", "--dataset", "cirr", "--dataset-path", cirr_standin,
                           "--method", "image+text", *CLI)
     assert code == 0
-    header, *rows = out.splitlines()
+    header, *rows, settings = out.splitlines()
     assert header.startswith("image+text on cirr val (30 queries, ") and "preprocess targetpad" in header
     assert [r.split()[0] for r in rows] == CIRR_KEYS
+    assert settings == ("Settings: preprocessing targetpad; evaluation in fp32; training (OTI, networks) in fp32.")
 
 
 def test_fashioniq_every_method_and_one_category(fiq_standin, capsys):
@@ -235,7 +236,7 @@ def test_searle_oti_with_open_images_concepts_and_phrases(cirr_standin, shared_d
     notes = []
     metrics = evaluate_json(capsys, "cirr", cirr_standin, "searle-oti", "--concepts", csv,
                             "--phrases", tmp_path / "phrases.pkl", stderr=notes)
-    assert list(metrics) == CIRR_KEYS and "concepts: 19 of 20 kept" in notes[0]
+    assert list(metrics) == CIRR_KEYS and "associated over all 20; 19 have usable phrases" in notes[0]
 
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"Dog": [os.system]}))
     code, _, err = searle(capsys, "evaluate", "--dataset", "cirr", "--dataset-path", cirr_standin,

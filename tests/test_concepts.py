@@ -103,13 +103,15 @@ def test_cli_vocabulary_drops_concepts_without_matching_phrases(tmp_path, capsys
             "Cat": ["a photo of Cat that purrs", "a photo of a kitten that purrs"]}  # one phrase lacks "Cat"
     pkl = save_phrase_pickle(bank, tmp_path / "phrases.pkl")
     vocab = vocabulary_from_args(_args(concepts=str(csv), phrases=str(pkl)))
-    assert vocab.concepts == ["Dog", "Ducks, geese and swans"]  # Cat: bad phrase; Owl: no phrases
-    assert vocab.phrase_bank == {c: bank[c] for c in vocab.concepts}
-    assert "2 of 4 kept" in capsys.readouterr().err
+    # Association runs over every concept (the authors' order); phrases exist only for the usable ones.
+    assert vocab.concepts == ["Dog", "Ducks, geese and swans", "Cat", "Owl"]
+    assert vocab.phrase_bank == {c: bank[c] for c in ["Dog", "Ducks, geese and swans"]}  # Cat: bad phrase; Owl: none
+    assert "associated over all 4; 2 have usable phrases" in capsys.readouterr().err
     offline = vocabulary_from_args(_args(concepts=str(csv)))
     assert offline.concepts == ["Dog", "Ducks, geese and swans", "Cat", "Owl"]
     assert all(c in p for c in offline.concepts for p in offline.phrase_bank[c])
-    assert vocabulary_from_args(_args(phrases=str(pkl))).concepts == ["Dog", "Ducks, geese and swans"]
+    only_phrases = vocabulary_from_args(_args(phrases=str(pkl)))
+    assert only_phrases.concepts == list(bank) and list(only_phrases.phrase_bank) == ["Dog", "Ducks, geese and swans"]
     assert vocabulary_from_args(_args()) is None
 
 

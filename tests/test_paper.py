@@ -135,7 +135,10 @@ def test_results_tables_written_as_csv_markdown_latex(tmp_path):
         study = SimpleNamespace(dataset=dataset, backbone=SimpleNamespace(name=backbone),
                                 bench=SimpleNamespace(split="val"))
         evaluations = {m: SimpleNamespace(metrics=v) for m, v in metrics_by_method.items()}
-        return SimpleNamespace(study=study, evaluations=evaluations, variants=variants or {})
+        run = {"preprocess": "targetpad", "eval_precision": "fp32", "train_precision": "fp16", "phi_epoch": 20,
+               "phi_source": "phi.pt"}
+        return SimpleNamespace(study=study, evaluations=evaluations, variants=variants or {},
+                               table=SimpleNamespace(settings=run))
 
     circo = {"mAP@5": 7.0, "mAP@10": 8.0, "mAP@25": 9.0, "mAP@50": 10.0, "Recall@5": 1.0,
              "semantic_mAP@10": {"negation": 3.0}}
@@ -180,7 +183,12 @@ def test_results_tables_written_as_csv_markdown_latex(tmp_path):
                                                               "searle": False}
     back = pd.read_csv(tmp_path / "results.csv")
     assert set(back.columns) == {"dataset", "split", "backbone", "method", "metric", "reproduced", "variant",
-                                 "paper", "paper_split", "diff"}
+                                 "paper", "paper_split", "diff", "preprocess", "eval_precision", "train_precision",
+                                 "phi_epoch", "phi_source"}
+    assert set(back.preprocess) == {"targetpad"} and set(back.train_precision) == {"fp16"}
+    assert set(back[back.method == "searle"].phi_epoch) == {20} and back[back.method != "searle"].phi_epoch.isna().all()
+    assert ("shapes-clip: Settings: preprocessing targetpad; evaluation in fp32; training (OTI, networks) in fp16; "
+            "φ phi.pt, epoch 20.") in (tmp_path / "results-shapes.md").read_text()
 
 
 def test_cli_paper_is_registered():

@@ -1,6 +1,7 @@
 """φ training: the loss is φ's loss, validation joins the history, resume == uninterrupted."""
 
 import csv
+import json
 import random
 
 import pytest
@@ -61,6 +62,9 @@ def test_training_lowers_loss_and_writes_history(random_backbone, data, tmp_path
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and float(rows[2]["score"]) == 3.0
     saved = torch.load(tmp_path / "phi.pt", weights_only=True)
     assert set(saved["Phi"]) == set(result.phi.state_dict())  # the authors' layout
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert saved["epoch"] == manifest["epoch"] == 3  # the φ epoch phi.pt holds, as the authors' {"epoch", "Phi"}
+    assert manifest["hyperparameters"]["precision"] == "fp32"  # CPU: fp32 (CUDA: fp16 + GradScaler)
 
 
 def test_resumed_training_equals_uninterrupted(random_backbone, data, tmp_path):

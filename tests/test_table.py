@@ -20,7 +20,9 @@ def hand_table() -> Table:
     rows = [TableRow(m, {c: 10.0 * i + j for j, c in enumerate(SHAPES_COLUMNS)}, seconds=1.5 * i,
                      train_seconds=42.0 if m in ("pic2word", "palavra", "searle") else None, trained_now=m == "searle")
             for i, m in enumerate(TABLE_METHODS)]
-    return Table(rows, "shapes", "test", "shapes-clip", 400, 1080, gallery_seconds=0.3)
+    return Table(rows, "shapes", "test", "shapes-clip", 400, 1080, gallery_seconds=0.3,
+                 settings={"preprocess": "targetpad", "eval_precision": "fp32", "train_precision": "fp16",
+                           "phi_epoch": 100, "phi_source": "SEARLE_ViT-B32.pt"})
 
 
 def test_csv_and_markdown_have_every_method_and_metric(tmp_path):
@@ -30,7 +32,12 @@ def test_csv_and_markdown_have_every_method_and_metric(tmp_path):
     with csv_path.open() as f:
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == list(TABLE_METHODS)
-    assert list(rows[0]) == ["method", "name"] + SHAPES_COLUMNS + ["seconds", "train_seconds"]
+    assert list(rows[0]) == ["method", "name"] + SHAPES_COLUMNS + ["seconds", "train_seconds", "preprocess",
+                                                                    "eval_precision", "train_precision", "phi_epoch",
+                                                                    "phi_source"]
+    # How the numbers were made is on every row; φ's epoch and file only on SEARLE's.
+    assert {(r["preprocess"], r["eval_precision"], r["train_precision"]) for r in rows} == {("targetpad", "fp32", "fp16")}
+    assert [r["phi_epoch"] for r in rows] == [""] * 7 + ["100"] and rows[-1]["phi_source"] == "SEARLE_ViT-B32.pt"
     assert float(rows[2]["mAP@10"]) == 21.0 and rows[0]["train_seconds"] == "" and float(rows[5]["train_seconds"]) == 42
     assert [r["name"] for r in rows] == ["Image-only", "Text-only", "Image + Text", "Captioning", "PALAVRA",
                                          "Pic2Word", "SEARLE-OTI", "SEARLE"]
@@ -40,6 +47,8 @@ def test_csv_and_markdown_have_every_method_and_metric(tmp_path):
     body = [line for line in md if line.startswith("| ") and not line.startswith("| Method")]
     assert len(body) == 8 and body[-1].startswith("| SEARLE | 70.00 | 71.00")
     assert "42.0 (cached)" in body[4] and body[-1].endswith("| 10.5 | 42.0 |")
+    assert ("Settings: preprocessing targetpad; evaluation in fp32; training (OTI, networks) in fp16; "
+            "φ SEARLE_ViT-B32.pt, epoch 100.") in md
     assert not list((tmp_path / "out").glob("*.tmp"))
 
 

@@ -19,7 +19,8 @@ def test_pseudo_token_equals_real_word(random_backbone, truncate):
     tokens = bb.tokenize(PROMPTS)
     pseudo = torch.stack([word_row(bb, w) for w in WORDS])
     got = encode_with_pseudo_tokens(bb.model, tokens, pseudo, bb.dollar_token_id, truncate=truncate)
-    expected = bb.model.encode_text(bb.tokenize([p.replace("$", w) for p, w in zip(PROMPTS, WORDS)]))
+    # Only the first '$' takes the token, as in the authors' encode_with_pseudo_tokens.
+    expected = bb.model.encode_text(bb.tokenize([p.replace("$", w, 1) for p, w in zip(PROMPTS, WORDS)]))
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -44,13 +45,22 @@ def test_broadcast_equals_batch(random_backbone):
     torch.testing.assert_close(broadcast, single, atol=1e-5, rtol=1e-5)
 
 
-def test_gradient_reaches_every_dollar(random_backbone):
+def test_gradient_reaches_the_token_and_not_clip(random_backbone):
     bb = random_backbone
     tokens = bb.tokenize(["$ next to $"])
     pseudo = (torch.randn(1, bb.token_dim) * 0.02).requires_grad_()
     encode_with_pseudo_tokens(bb.model, tokens, pseudo, bb.dollar_token_id).sum().backward()
     assert pseudo.grad is not None and pseudo.grad.abs().sum() > 0
     assert all(p.grad is None for p in bb.model.parameters())
+
+
+def test_only_the_first_dollar_takes_the_token(random_backbone):
+    """The authors' encode_with_pseudo_tokens replaces the first '$' of a prompt; later ones stay '$'."""
+    bb = random_backbone
+    cat = word_row(bb, "cat")
+    got = encode_with_pseudo_tokens(bb.model, bb.tokenize(["a $ next to a $"]), cat, bb.dollar_token_id)
+    torch.testing.assert_close(got, bb.model.encode_text(bb.tokenize(["a cat next to a $"])), atol=1e-5, rtol=1e-5)
+    assert (got - bb.model.encode_text(bb.tokenize(["a cat next to a cat"]))).abs().max() > 1e-3
 
 
 def test_errors(random_backbone):

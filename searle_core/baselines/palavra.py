@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from ..artifacts import artifact_path, describe, load_or_train, vocabulary_id
 from ..backbone import Backbone
 from ..datasets.base import CIRBenchmark
-from ..device import autocast
+from ..device import grad_scaler, scaled_step, train_autocast
 from ..inversion.batch import batch_seed
 from ..inversion.phi import Phi, PhiLossConfig, make_sampler, phi_loss
 from ..inversion.regularizer import PhraseFeatureCache, TokenCache
@@ -140,14 +140,14 @@ def optimise_tokens(backbone: Backbone, image_features: torch.Tensor, initial: t
     # As in OTI: the templates' text before '$' is encoded once, each step runs only the rest.
     encoder = PrefixCachedEncoder(backbone.model, backbone.dollar_token_id)
     scale = backbone.model.logit_scale.exp().float()
+    scaler = grad_scaler(device)  # the same mixed precision as OTI (fp16 + scaler on CUDA, fp32 on CPU)
     for _ in range(steps):
         prompts = tokenize([prompts_all[rng.randrange(len(prompts_all))] for _ in range(len(tokens))])
-        with autocast(device):
+        with train_autocast(device):
             text = encoder(prompts, tokens)
         loss = palavra_contrastive_loss(text, targets, scale)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaled_step(loss, optimizer, scaler)
     return tokens.detach().cpu()
 
 
@@ -188,7 +188,7 @@ def palavra_reference_tokens(backbone: Backbone, bench: CIRBenchmark, ctx) -> di
     config = ctx.extras.get("palavra_config") or PalavraConfig()
     steps = config.steps if config.steps is not None else ctx.oti_config.steps
     inverter = palavra_inverter(backbone, bench, ctx, config)
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(backbone.device.type, enabled=False):
         initial = inverter(feats.to(backbone.device).float()).float().cpu()
     # Balanced batches (e.g. 400 images -> 13 of 30-31), so no batch is left with one or two images.
     n_batches = max(1, math.ceil(len(names) / ctx.oti_batch_size))

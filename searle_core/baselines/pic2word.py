@@ -3,13 +3,29 @@
 The mapper is trained on unlabeled images only: the text features of ``a photo of $`` with
 ``$`` = mapper(image) must pick out their own image among the batch's images, and vice versa
 (CLIP's symmetric contrastive loss with CLIP's own logit scale; CLIP stays frozen). Queries are
-``a photo of $ , {relative caption}`` (Pic2Word's composition prompt, space included).
+``a photo of $ , {relative caption}`` (Pic2Word's composition prompt, space included); on
+FashionIQ ``a photo of $ , {caption 2} and {caption 1}``, one order only, as its ``data.py``.
 
-Layout and recipe follow the authors' ``IM2TEXT``: ``n_layer`` blocks Linear-Dropout-ReLU of
-width ``middle_dim`` (512), then a Linear to the token width; AdamW, lr 1e-4, weight decay 0.1.
-Differences, for a like-for-like table: it trains on the same unlabeled images as φ (the paper's
-Pic2Word used ~3M CC3M images), from the same cached, L2-normalised image features, for the same
-number of epochs and batch size as φ on the world.
+What follows the official code (google-research/composed_image_retrieval: ``model.IM2TEXT``,
+``main.py``, ``params.py``, ``trainer.py``, the README's training command):
+
+- the mapper: ``n_layer`` blocks Linear-Dropout-ReLU of width ``middle_dim`` (512), then a Linear
+  to the token width; its input is the *raw* ``encode_image`` output (normalised only for the loss);
+- AdamW with betas (0.9, 0.98), eps 1e-6 (``params.py`` for ViT models), lr 1e-4 and weight decay
+  0.1 (the README's command), no weight decay on biases and gains (``main.py``'s ``exclude``);
+- a linear warm-up then a cosine decay of the learning rate per step (``cosine_lr``);
+- mixed precision (``--precision amp``: fp16 autocast + GradScaler on CUDA; fp32 on CPU).
+
+What still differs, for a like-for-like table:
+
+- data: the same unlabeled images as φ (the paper's ImageNet1K test images; the world's pretrain
+  images on ``shapes``), not Pic2Word's ~3M CC3M images, and the same preprocessing as every
+  other method (targetpad), not Pic2Word's CLIP transform;
+- length: φ's epochs and batch (100 × 256) instead of 30 epochs at 128 per GPU;
+- warm-up: 10,000 steps in the official run, a small share of its ~hundreds of thousands of steps;
+  here ``warmup_steps`` is capped at a tenth of the run, so a short run is not all warm-up;
+- no distributed feature gathering (its ``--aggregate``): negatives are the batch's;
+- FashionIQ captions go through this project's loader (stripped as SEARLE's are).
 """
 
 from __future__ import annotations
@@ -23,7 +39,7 @@ from torch import nn
 from ..artifacts import artifact_path, describe, load_or_train
 from ..backbone import Backbone
 from ..datasets.base import CIRBenchmark
-from ..device import autocast
+from ..device import eval_precision
 from ..inversion.losses import symmetric_infonce_loss
 from ..inversion.regularizer import TokenCache
 from ..retrieval.queries import PIC2WORD_PROMPT, pseudo_query_features
@@ -72,6 +88,11 @@ class Pic2WordConfig:
         n_layer: mapper hidden blocks.
         dropout: mapper dropout.
         seed: initialisation and shuffling.
+        betas: AdamW betas (the official ones for ViT backbones).
+        eps: AdamW epsilon.
+        warmup_steps: linear warm-up steps before the cosine decay (the official 10,000), capped
+            at a tenth of the run's steps.
+        precision: training precision (``auto``: fp16 + GradScaler on CUDA, fp32 on CPU).
     """
 
     epochs: int = 100
@@ -82,6 +103,10 @@ class Pic2WordConfig:
     n_layer: int = 2
     dropout: float = 0.1
     seed: int = 42
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup_steps: int = 10_000
+    precision: str = "auto"
 
     def build(self, backbone: Backbone) -> Pic2WordMapper:
         return Pic2WordMapper(backbone.embed_dim, self.middle_dim, backbone.token_dim, self.n_layer, self.dropout)
@@ -94,7 +119,8 @@ def pic2word_loss(mapper: nn.Module, backbone: Backbone, image_features: torch.T
     Args:
         mapper: the mapping network.
         backbone: frozen CLIP (its text tower and logit scale).
-        image_features: (N, embed_dim) image features of the batch.
+        image_features: (N, embed_dim) raw image features of the batch (the mapper's input; the loss
+            normalises them).
         tokenize: memoised tokenizer.
         encoder: reuses the encoded "a photo of" prefix across steps (default: a fresh one).
     """
@@ -102,21 +128,23 @@ def pic2word_loss(mapper: nn.Module, backbone: Backbone, image_features: torch.T
     tokens = mapper(image_features)
     prompts = tokenize([PIC2WORD_TRAIN_PROMPT] * len(tokens))
     encoder = encoder or PrefixCachedEncoder(backbone.model, backbone.dollar_token_id)
-    with autocast(backbone.device):
-        text = encoder(prompts, tokens)
+    text = encoder(prompts, tokens)  # under the training autocast of the caller, if any
     return symmetric_infonce_loss(image_features, text.float(), backbone.model.logit_scale.exp().float())
 
 
 def train_pic2word(backbone: Backbone, image_features: torch.Tensor, config: Pic2WordConfig = Pic2WordConfig(),
                    progress: bool = True) -> tuple[Pic2WordMapper, list[dict]]:
-    """Train the mapper on unlabeled image features; returns it (eval mode) and per-epoch losses."""
+    """Train the mapper on raw unlabeled image features; returns it (eval mode) and per-epoch losses."""
     torch.manual_seed(config.seed)
     mapper = config.build(backbone).to(backbone.device)
     tokenize, encoder = TokenCache(backbone), PrefixCachedEncoder(backbone.model, backbone.dollar_token_id)
+    total = config.epochs * ((len(image_features) + config.batch_size - 1) // config.batch_size)
     history = fit(mapper, len(image_features),
                   lambda idx: pic2word_loss(mapper, backbone, image_features[idx], tokenize, encoder),
                   config.epochs, config.batch_size, config.lr, config.weight_decay, config.seed,
-                  "Pic2Word mapper", progress)
+                  "Pic2Word mapper", progress, betas=tuple(config.betas), eps=config.eps,
+                  decay_biases_and_gains=False, warmup_steps=min(config.warmup_steps, max(1, total // 10)),
+                  precision=config.precision)
     return mapper.eval(), history
 
 
@@ -135,7 +163,7 @@ def pic2word_mapper(backbone: Backbone, bench: CIRBenchmark, ctx) -> Pic2WordMap
     config = ctx.extras.get("pic2word_config") or Pic2WordConfig()
     if ctx.extras.get("pic2word_checkpoint"):
         return load_mapper(ctx.extras["pic2word_checkpoint"], backbone, config)
-    data = unlabeled_images(backbone, bench, ctx.extras, "pic2word", ctx.progress)
+    data = unlabeled_images(backbone, bench, ctx.extras, "pic2word", ctx.progress, normalize=False)
 
     def train() -> dict:
         mapper, history = train_pic2word(backbone, data.features, config, ctx.progress)
@@ -149,12 +177,20 @@ def pic2word_mapper(backbone: Backbone, bench: CIRBenchmark, ctx) -> Pic2WordMap
 
 
 def pic2word_query_features(backbone: Backbone, bench: CIRBenchmark, ctx) -> torch.Tensor:
-    """``pic2word``: ``a photo of $ , {caption}`` with ``$`` = mapper(reference features)."""
-    from ..methods import reference_features
+    """``pic2word``: ``a photo of $ , {caption}`` with ``$`` = mapper(raw reference features)."""
+    from ..retrieval.features import image_features
 
     mapper = pic2word_mapper(backbone, bench, ctx)  # may train it: outside no_grad
-    names, feats = reference_features(backbone, bench, ctx.progress)
-    with torch.no_grad():
+    names = bench.reference_names()
+    feats = image_features(backbone, bench.images, names, progress=ctx.progress, normalize=False)
+    with torch.no_grad(), eval_precision(backbone.device):
         tokens = mapper(feats.to(backbone.device).float()).float().cpu()
     ctx.tokens.setdefault("pic2word", {}).update(zip(names, tokens))
-    return pseudo_query_features(backbone, bench.queries, ctx.tokens["pic2word"], PIC2WORD_PROMPT)
+    return pseudo_query_features(backbone, bench.queries, ctx.tokens["pic2word"], PIC2WORD_PROMPT,
+                                 variants=pic2word_captions)
+
+
+def pic2word_captions(query) -> list[str]:
+    """One caption, or FashionIQ's two as ``"{caption 2} and {caption 1}"`` (Pic2Word's ``data.py``)."""
+    caps = list(query.captions)
+    return [f"{caps[1]} and {caps[0]}"] if len(caps) == 2 else caps[:1]

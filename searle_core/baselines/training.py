@@ -7,6 +7,7 @@ CLIP features, so the table compares objectives and not data.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,7 +28,7 @@ class Unlabeled:
     Args:
         data_id: names the images in artifact keys.
         names: the image names.
-        features: (N, embed_dim) normalised CLIP features, row i for ``names[i]``.
+        features: (N, embed_dim) CLIP features (normalised unless asked raw), row i for ``names[i]``.
     """
 
     data_id: str
@@ -41,12 +42,13 @@ def world_of(bench: CIRBenchmark):
 
 
 def unlabeled_images(backbone: Backbone, bench: CIRBenchmark, extras: dict, method: str,
-                     progress: bool = True) -> Unlabeled:
+                     progress: bool = True, normalize: bool = True) -> Unlabeled:
     """The unlabeled images a baseline trains on.
 
     ``shapes``: the world's pretrain images. Real datasets: ``extras["unlabeled"]``, an image
     source with a ``names`` list (e.g. ``ImageFolderSource`` of ImageNet1K ``test/``) or a
-    ``(source, names)`` pair.
+    ``(source, names)`` pair. ``normalize=False`` gives raw ``encode_image`` features (Pic2Word's
+    mapper input, as in its official code).
 
     Raises:
         ValueError: on a real dataset without unlabeled images, saying how to provide them.
@@ -54,7 +56,8 @@ def unlabeled_images(backbone: Backbone, bench: CIRBenchmark, extras: dict, meth
     world = world_of(bench)
     if world is not None:
         names = world.pretrain_names()
-        return Unlabeled(world_data_id(world), names, image_features(backbone, world.images, names, progress=progress))
+        return Unlabeled(world_data_id(world), names,
+                         image_features(backbone, world.images, names, progress=progress, normalize=normalize))
     given = extras.get("unlabeled")
     if given is None:
         raise ValueError(f"method {method!r} trains its network on unlabeled images (the paper: the ImageNet1K "
@@ -65,11 +68,28 @@ def unlabeled_images(backbone: Backbone, bench: CIRBenchmark, extras: dict, meth
     if not isinstance(source, ImageSource):
         raise ValueError(f"extras['unlabeled'] must be an ImageSource (with .names) or (source, names); got {type(source)}")
     data_id = "images-" + digest(type(source).__name__, str(getattr(source, "root", "")), names)
-    return Unlabeled(data_id, names, image_features(backbone, source, names, progress=progress))
+    return Unlabeled(data_id, names, image_features(backbone, source, names, progress=progress, normalize=normalize))
+
+
+def cosine_with_warmup(base_lr: float, warmup: int, total: int) -> Callable[[int], float]:
+    """Learning rate at step ``s``: linear warm-up ``base_lr * (s + 1) / warmup``, then a cosine to 0
+    over the remaining steps (open_clip's ``cosine_lr``, which Pic2Word uses)."""
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return base_lr * (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))) * base_lr
+    return lr_at
+
+
+def _no_decay(name: str, param: nn.Parameter) -> bool:
+    """Biases and norm gains (1-d parameters): open_clip's and Pic2Word's ``gain_or_bias`` group."""
+    return param.ndim < 2 or "bias" in name
 
 
 def fit(module: nn.Module, n: int, loss_fn: Callable[[list[int]], torch.Tensor], epochs: int, batch_size: int,
-        lr: float, weight_decay: float, seed: int, desc: str, progress: bool = True) -> list[dict]:
+        lr: float, weight_decay: float, seed: int, desc: str, progress: bool = True,
+        betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, decay_biases_and_gains: bool = True,
+        warmup_steps: int | None = None, precision: str = "fp32") -> list[dict]:
     """AdamW over shuffled mini-batches of ``n`` examples, with a progress bar over epochs.
 
     Args:
@@ -83,24 +103,48 @@ def fit(module: nn.Module, n: int, loss_fn: Callable[[list[int]], torch.Tensor],
         seed: seeds the shuffling (and dropout, through the global generator).
         desc: progress-bar label.
         progress: show the bar.
+        betas: AdamW betas.
+        eps: AdamW epsilon.
+        decay_biases_and_gains: ``False``: biases and norm gains get no weight decay.
+        warmup_steps: ``None``: constant ``lr``; else linear warm-up over this many steps, then a
+            cosine decay to 0 at the last step.
+        precision: training precision (:mod:`searle_core.device`); ``loss_fn`` runs under its
+            autocast and fp16 on CUDA uses a loss scaler.
 
     Returns:
         Per epoch ``{"epoch", "loss"}`` (mean over the epoch's batches).
     """
+    from ..device import grad_scaler, scaled_step, train_autocast
+
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+    if decay_biases_and_gains:
+        groups = [{"params": list(module.parameters())}]
+    else:
+        named = list(module.named_parameters())
+        groups = [{"params": [p for k, p in named if _no_decay(k, p)], "weight_decay": 0.0},
+                  {"params": [p for k, p in named if not _no_decay(k, p)]}]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
+    steps_per_epoch = (n + batch_size - 1) // batch_size
+    schedule = cosine_with_warmup(lr, warmup_steps, epochs * steps_per_epoch) if warmup_steps is not None else None
+    device = next(module.parameters()).device
+    scaler = grad_scaler(device, precision)
     module.train()
     history = []
+    step = 0
     bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress)
     for epoch in bar:
         order = torch.randperm(n, generator=generator).tolist()
         losses = []
         for start in range(0, n, batch_size):
-            loss = loss_fn(order[start:start + batch_size])
+            if schedule is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = schedule(step)
+            with train_autocast(device, precision):
+                loss = loss_fn(order[start:start + batch_size])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaled_step(loss, optimizer, scaler)
+            step += 1
             losses.append(loss.detach())
         mean = float(torch.stack(losses).mean()) if losses else float("nan")
         history.append({"epoch": epoch + 1, "loss": mean})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 
 
 def add_backbone_options(p: argparse.ArgumentParser) -> None:
@@ -21,47 +20,33 @@ def add_backbone_options(p: argparse.ArgumentParser) -> None:
                    help="CI-sized shapes world and world CLIP (seconds instead of minutes)")
 
 
-RANDOM_WEIGHTS = ("none", "random")
-
-
 def load_backbone_from_args(args: argparse.Namespace):
-    """The backbone named by ``--backbone``/``--pretrained``/``--device`` (and ``--quick``).
+    """The backbone named by ``--backbone``/``--pretrained``/``--device`` (and ``--quick``), with the
+    dataset's image pipeline (:mod:`searle_core.opening`, shared with the notebooks).
 
     ``--pretrained none`` builds the architecture with random weights. They are drawn under the
     command's ``--seed`` (0 without one) in a forked RNG, so two runs build the same model, share
     feature caches, and leave the global random state untouched.
     """
-    import torch
+    from ..opening import open_backbone
 
-    from ..backbone import load_backbone
-
-    if str(args.pretrained).lower() in RANDOM_WEIGHTS:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(getattr(args, "seed", 0))
-            backbone = load_backbone(args.backbone, None, device=args.device)
-    else:
-        kwargs = {"quick": args.quick} if args.backbone == "shapes-clip" and args.pretrained == "default" else {}
-        backbone = load_backbone(args.backbone, args.pretrained, device=args.device, **kwargs)
+    backbone = open_backbone(args.backbone, args.pretrained, args.device, getattr(args, "seed", 0), args.quick)
     return configure_images_from_args(backbone, args)
 
 
 def configure_images_from_args(backbone, args: argparse.Namespace):
     """Apply ``--preprocess`` and ``--num-workers`` (commands with benchmark options) to the backbone.
 
-    Defaults: ``targetpad`` for the real datasets (the paper's choice) and ``clip`` for ``shapes``,
-    whose square synthetic images it would not change; 0 workers for ``shapes`` (images are
-    rendered in memory), up to 8 for image files.
+    The defaults are decided by :func:`searle_core.opening.configure_for_dataset`, which the
+    notebooks use too: ``targetpad`` 1.25 for every dataset (the authors' default; exact and free on
+    the square ``shapes`` renders), 0 workers for ``shapes``, up to 8 for image files.
     """
     if not hasattr(args, "preprocess"):
         return backbone
-    from ..retrieval.features import configure_images
+    from ..opening import configure_for_dataset
 
-    synthetic = getattr(args, "dataset", "shapes") == "shapes"
-    kind = args.preprocess or ("clip" if synthetic else "targetpad")
-    workers = getattr(args, "num_workers", None)
-    if workers is None:
-        workers = 0 if synthetic else min(8, os.cpu_count() or 1)
-    return configure_images(backbone, kind, workers)
+    return configure_for_dataset(backbone, getattr(args, "dataset", "shapes"), args.preprocess,
+                                 getattr(args, "num_workers", None))
 
 
 def print_json(obj) -> None:

@@ -32,7 +32,7 @@ def add_benchmark_options(p: argparse.ArgumentParser, default_split: str = "val"
                    help="check images up front: stat them (default), also decode every one (open), or not at all")
     add_backbone_options(p)
     p.add_argument("--preprocess", default=None, choices=("clip", "targetpad"),
-                   help="image preprocessing (default: targetpad for real datasets, as the paper; clip for shapes)")
+                   help="image preprocessing (default: targetpad, the authors' default, for every dataset)")
     p.add_argument("--num-workers", type=nonnegative_int, default=None,
                    help="data-loader workers decoding images (default: 0 for shapes, up to 8 for image files)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass for features")
@@ -40,6 +40,13 @@ def add_benchmark_options(p: argparse.ArgumentParser, default_split: str = "val"
                    help="φ checkpoint, file or http(s) URL (authors' SEARLE_ViT-B32.pt or one of ours)")
     p.add_argument("--oti-steps", type=positive_int, default=350, help="OTI steps (paper: 350)")
     p.add_argument("--oti-batch-size", type=positive_int, default=32)
+    p.add_argument("--oti-tokens", default=None,
+                   help="use these OTI tokens of the reference images for searle-oti instead of inverting them: a "
+                        "`searle oti` run folder, or the authors' oti_inversion.py output folder "
+                        "(ema_oti_pseudo_tokens.pt + image_names.pkl)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                   help="training precision of OTI and trained networks (default auto: fp16 autocast + GradScaler "
+                        "on CUDA, as the authors; fp32 on CPU). Evaluation is always fp32")
     p.add_argument("--concepts", default=None, help="concept CSV (Open Images V7 class descriptions)")
     p.add_argument("--phrases", default=None,
                    help="the authors' GPT phrases: GPTNeo27B.zip (read in place), its folder, or a pickle {concept: "
@@ -132,11 +139,12 @@ def vocabulary_from_args(args: argparse.Namespace):
     kept = filter_phrase_bank(bank)
     names = [c for c in concepts if c in kept]
     source = args.phrases or "offline template phrases"
-    _note(f"concepts: {len(names)} of {len(concepts)} kept ({len(concepts) - len(names)} without phrases or with "
-          f"phrases that do not all contain the concept); phrases from {source}")
+    _note(f"concepts: images are associated over all {len(concepts)}; {len(names)} have usable phrases "
+          f"({len(concepts) - len(names)} without phrases, or with phrases that do not all contain the concept, are "
+          f"skipped afterwards, as the authors do); phrases from {source}")
     if not names:
         raise ValueError(f"no concept of {args.concepts or args.phrases} has usable phrases in {source}")
-    return Vocabulary(names, {c: kept[c] for c in names}, phrases="given" if args.phrases else "templates")
+    return Vocabulary(list(concepts), {c: kept[c] for c in names}, phrases="given" if args.phrases else "templates")
 
 
 def context_from_args(args: argparse.Namespace, backbone):
@@ -146,13 +154,18 @@ def context_from_args(args: argparse.Namespace, backbone):
 
     vocab = vocabulary_from_args(args)
     wanted = f"{getattr(args, 'method', '')},{getattr(args, 'methods', '')}"
-    if vocab is None and "searle-oti" in wanted:
+    if vocab is None and "searle-oti" in wanted and not getattr(args, "oti_tokens", None):
         _note("no --concepts: OTI runs without its phrase regulariser (λ_gpt = 0); the paper uses the Open "
               "Images V7 class names (--concepts oidv7-class-descriptions.csv) and GPT phrases (--phrases)")
     phi = load_phi(args.phi_checkpoint, backbone) if args.phi_checkpoint else None
-    oti_config = OTIConfig(steps=args.oti_steps, lambda_gpt=0.5 if vocab else 0.0)
+    oti_config = OTIConfig(steps=args.oti_steps, lambda_gpt=0.5 if vocab else 0.0,
+                           precision=getattr(args, "precision", "auto"))
     ctx = MethodContext(vocabulary=vocab, oti_config=oti_config, oti_batch_size=args.oti_batch_size, phi=phi,
                         seed=args.seed, progress=not args.no_progress)
+    if getattr(args, "oti_tokens", None):
+        from ..reference_tokens import load_reference_tokens
+
+        ctx.tokens["searle-oti"] = load_reference_tokens(args.oti_tokens)
     if getattr(args, "captioner", None):
         ctx.extras["captioner"] = args.captioner
     if getattr(args, "unlabeled", None):
@@ -189,11 +202,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.metrics)
         return 0
-    preprocess = getattr(backbone.preprocess, "preprocess_id", "clip")
+    from ..table import settings_record, settings_line
+
+    settings = settings_record(backbone, ctx)
     print(f"{args.method} on {args.dataset} {bench.split} ({len(bench.queries)} queries, {len(bench.gallery)} gallery "
-          f"images; backbone {args.backbone} ({backbone.pretrained or 'random weights'}), preprocess {preprocess}; "
-          f"gallery features {gallery_s:.1f} s, queries {result.seconds:.1f} s)")
+          f"images; backbone {args.backbone} ({backbone.pretrained or 'random weights'}), preprocess "
+          f"{settings['preprocess']}; gallery features {gallery_s:.1f} s, queries {result.seconds:.1f} s)")
     print(format_metrics(result.metrics))
+    print(settings_line(settings))
     return 0
 
 
@@ -225,5 +241,8 @@ def run_submission(args: argparse.Namespace) -> int:
                                       queries=bench.queries)
     print(f"{args.method} on {args.dataset} {bench.split}: {len(ids)} queries, {len(bench.gallery)} gallery images "
           f"(gallery features {gallery_s:.1f} s, queries {result.seconds:.1f} s)")
+    from ..table import settings_record, settings_line
+
+    print(settings_line(settings_record(backbone, ctx)))
     print("wrote " + ", ".join(map(str, paths)))
     return 0

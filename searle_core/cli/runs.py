@@ -31,7 +31,9 @@ def register(sub) -> None:
     o.add_argument("--check-images", default="exists", choices=("none", "exists", "open"))
     add_backbone_options(o)
     o.add_argument("--preprocess", default=None, choices=("clip", "targetpad"),
-                   help="image preprocessing (default: targetpad for real datasets, clip for shapes)")
+                   help="image preprocessing (default: targetpad, the authors' default, for every dataset)")
+    o.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                   help="OTI precision (default auto: fp16 autocast + GradScaler on CUDA, as the authors; fp32 on CPU)")
     o.add_argument("--num-workers", type=nonnegative_int, default=None, help="data-loader workers for image files")
     o.add_argument("--out", required=True, help="run folder (tokens, features, concepts, manifest)")
     o.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -74,6 +76,9 @@ def register(sub) -> None:
     t.add_argument("--temperature", type=positive_float, default=0.25)
     t.add_argument("--top-concepts", type=positive_int, default=150)
     t.add_argument("--dropout", type=nonnegative_float, default=0.5)
+    t.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                   help="φ training precision (default auto: fp16 autocast + GradScaler on CUDA, as the authors; "
+                        "fp32 on CPU)")
     t.add_argument("--concepts", default=None, help="concept CSV, as given to `searle oti`")
     t.add_argument("--phrases", default=None, help="phrase bank (GPTNeo27B.zip, its folder or a pickle), as given to "
                                                    "`searle oti`")
@@ -145,7 +150,8 @@ def run_oti_command(args: argparse.Namespace) -> int:
         vocabulary = vocabulary_from_args(args) if args.lambda_gpt > 0 else None
         if vocabulary is None and args.lambda_gpt > 0:
             _say("no --concepts/--phrases: OTI runs without its regulariser (lambda_gpt 0)")
-        config = OTIRunConfig(oti=OTIConfig(steps=args.steps, lambda_gpt=args.lambda_gpt if vocabulary else 0.0),
+        config = OTIRunConfig(oti=OTIConfig(steps=args.steps, lambda_gpt=args.lambda_gpt if vocabulary else 0.0,
+                                            precision=args.precision),
                               batch_size=args.batch_size, seed=args.seed)
         _say(f"OTI over {len(names)} images of {args.dataset} {info['split'] or ''} with {args.backbone} on "
              f"{dist.world_size()} process(es) -> {args.out}")
@@ -247,7 +253,8 @@ def run_train_phi_command(args: argparse.Namespace) -> int:
         loss = PhiLossConfig(lambda_distil=args.lambda_distil, lambda_gpt=args.lambda_gpt if vocabulary else 0.0,
                              temperature=args.temperature, top_concepts=args.top_concepts)
         config = PhiTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                weight_decay=args.weight_decay, loss=loss, dropout=args.dropout, seed=args.seed)
+                                weight_decay=args.weight_decay, loss=loss, dropout=args.dropout, seed=args.seed,
+                                precision=args.precision)
         # Rank 0 validates; the others only need to know that it does (they receive its metrics).
         validate = _validator(args, backbone, vocabulary) if dist.is_main() else None
         if dist.broadcast_object(validate is not None) and validate is None:

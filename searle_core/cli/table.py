@@ -27,7 +27,7 @@ def register(sub) -> None:
 
 
 def run_table(args: argparse.Namespace) -> int:
-    from ..table import build_table, to_dict, to_text, write_table
+    from ..table import build_table, settings_line, to_dict, to_text, write_table
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     reference = args.compare_to or ("searle-oti" if "searle-oti" in methods else "none")
@@ -59,6 +59,7 @@ def run_table(args: argparse.Namespace) -> int:
     print(f"{args.dataset} {args.split}: {len(bench.queries)} queries, {len(bench.gallery)} gallery images, "
           f"backbone {args.backbone}")
     print(to_text(table))
+    print(settings_line(table.settings))
     if differences:
         print(f"\npaired bootstrap over the {len(bench.queries)} queries ({args.bootstrap} resamples): "
               f"'clear' = the interval excludes zero")

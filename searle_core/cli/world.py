@@ -76,7 +76,9 @@ def run_invert(args: argparse.Namespace) -> int:
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"no such image file(s): {', '.join(missing)}")
-    backbone = load_backbone_from_args(args)
+    from ..opening import configure_for_dataset
+
+    backbone = configure_for_dataset(load_backbone_from_args(args), "images", num_workers=0)  # targetpad
     import torch
     pixels = torch.stack([backbone.preprocess(to_rgb(Image.open(p))) for p in args.images]).to(backbone.device)
     with torch.no_grad():
@@ -93,8 +95,9 @@ def run_invert(args: argparse.Namespace) -> int:
     else:
         note = "nearest whole words of the CLIP vocabulary"
         if args.concepts and args.phrases:
-            from ..phrases import load_concepts_csv, load_phrase_pickle
-            concepts, bank = load_concepts_csv(args.concepts), load_phrase_pickle(args.phrases)
+            from ..phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle
+            # Associated over every concept; those without usable phrases are skipped when drawing.
+            concepts, bank = load_concepts_csv(args.concepts), filter_phrase_bank(load_phrase_pickle(args.phrases))
     per_image = None
     if concepts:
         per_image = associate_concepts(feats, embed_concepts(backbone, concepts), concepts, top_k=15)

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..backbone import Backbone
-from ..device import autocast, needs_grad_scaler
+from ..device import grad_scaler, scaled_step, train_autocast
 from ..prefix_encoding import PrefixCachedEncoder
 from ..templates import TEMPLATES, fill
 from .losses import cosine_loss
@@ -36,7 +36,11 @@ class OTIConfig:
         use_ema: return the EMA (paper) or the last raw tokens (ablation).
         init_std: standard deviation of the random initial tokens.
         templates: prompt templates for the cosine loss, ``{}`` marks the pseudo-word.
-        top_concepts: how many of each image's concepts the regulariser draws from.
+        top_concepts: how many of each image's concepts the regulariser draws from (the first 15
+            of the whole vocabulary's ranking; those without usable phrases are then skipped, so an
+            image may be regularised with fewer, as in the authors' code).
+        precision: ``auto`` (fp16 autocast + GradScaler on CUDA, the authors' recipe; fp32 on CPU),
+            ``fp32``, ``fp16`` or ``bf16`` (see :mod:`searle_core.device`).
     """
 
     steps: int = 350
@@ -49,6 +53,7 @@ class OTIConfig:
     init_std: float = 0.02
     templates: tuple[str, ...] = TEMPLATES
     top_concepts: int = 15
+    precision: str = "auto"
 
 
 @dataclass
@@ -101,7 +106,7 @@ def oti(backbone: Backbone, image_features: torch.Tensor, concepts: list[list[st
     tokens = (torch.randn(n, backbone.token_dim, generator=gen) * config.init_std).to(device).requires_grad_()
     ema = tokens.detach().clone()
     optimizer = torch.optim.AdamW([tokens], lr=config.lr, weight_decay=config.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
+    scaler = grad_scaler(device, config.precision)
     tokenize = TokenCache(backbone)
     encoder = PrefixCachedEncoder(backbone.model, backbone.dollar_token_id)
     template_prompts = [fill(t, "$") for t in config.templates]
@@ -115,8 +120,10 @@ def oti(backbone: Backbone, image_features: torch.Tensor, concepts: list[list[st
         sampler = PhraseSampler([c[:config.top_concepts] for c in concepts], phrase_bank, rng)
         draws = [sampler.draw() for _ in range(config.steps)]
         cache = phrase_cache or PhraseFeatureCache(backbone)
-        # One no-grad pass over every phrase the run will use, instead of re-encoding each step.
-        cache.features(sorted({p for d in draws for p in d.phrases}))
+        # One no-grad pass over every phrase the run will use, instead of re-encoding each step
+        # (under the training autocast, where the authors encode them).
+        with train_autocast(device, config.precision):
+            cache.features(sorted({p for d in draws for p in d.phrases}))
 
     history: dict[str, list[torch.Tensor]] = {"cos": [], "gpt": [], "total": []}
     trajectory = []
@@ -128,7 +135,7 @@ def oti(backbone: Backbone, image_features: torch.Tensor, concepts: list[list[st
         if draw is not None:
             prompts += draw.pseudo_phrases
             rows += draw.rows
-        with autocast(device):
+        with train_autocast(device, config.precision):
             # Templates and pseudo-phrases go through one call; the encoder runs only the part of
             # each prompt from its first '$' on (the prefix is cached) and splits the batch in two
             # passes by length when that saves enough padding.
@@ -140,13 +147,7 @@ def oti(backbone: Backbone, image_features: torch.Tensor, concepts: list[list[st
                 gpt = torch.zeros((), device=device)
             loss = (config.lambda_cos * cos + (config.lambda_gpt * gpt if regularise else 0.0)) / lam
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        scaled_step(loss, optimizer, scaler)
         with torch.no_grad():
             ema.mul_(config.ema_decay).add_(tokens.detach(), alpha=1 - config.ema_decay)
         for key, value in (("cos", cos), ("gpt", gpt), ("total", loss)):

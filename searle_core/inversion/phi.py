@@ -26,6 +26,9 @@ from .regularizer import PhraseFeatureCache, PhraseSampler, TokenCache
 class Phi(nn.Module):
     """MLP image features -> pseudo-word token: Linear-GELU-Dropout ×2, then Linear.
 
+    Its input is the *raw* ``encode_image`` output (not L2-normalised), in training and at
+    inference, as in the authors' ``train_phi.py`` and ``extract_pseudo_tokens_with_phi``.
+
     Args:
         input_dim: CLIP feature width (512 for ViT-B/32, 768 for ViT-L/14).
         hidden_dim: hidden width (4 × input_dim in the paper).
@@ -59,7 +62,7 @@ class Phi(nn.Module):
 
 
 def save_phi(phi: Phi, path: str | os.PathLike, **extra) -> None:
-    """Save in the authors' layout (``{"Phi": state_dict, ...}``), atomically."""
+    """Save in the authors' layout (``{"epoch": n, "Phi": state_dict, ...}``: pass ``epoch``), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -73,6 +76,9 @@ def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_loca
     Args:
         path: local file or URL of e.g. ``SEARLE_ViT-B32.pt``.
         backbone: if given, φ's widths are checked against it.
+
+    The returned φ carries ``epoch`` (the checkpoint's ``"epoch"``, ``None`` if absent) and
+    ``source`` (the path), which results files record.
     """
     path = str(path)
     # A URL is cached under a key of the whole URL (never answered by another host's file of the same name).
@@ -82,6 +88,7 @@ def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_loca
                                 "SEARLE_ViT-B32.pt and SEARLE_ViT-L14.pt (SEARLE repository, release "
                                 "'weights'); or train one with `searle train-phi`.")
     state = load_torch_file(local, "φ checkpoint", map_location)
+    epoch = state.get("epoch") if isinstance(state, dict) and "Phi" in state else None
     state = state.get("Phi", state) if isinstance(state, dict) else state
     try:
         w0, w6 = state["layers.0.weight"], state["layers.6.weight"]
@@ -93,6 +100,9 @@ def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_loca
     bad = [k for k, v in phi.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise InputError(f"{path}: φ's weights {bad[0]} hold NaN or infinite values; the checkpoint is damaged")
+    # Recorded in results files: which φ, trained for how many epochs (the authors' key "epoch").
+    phi.epoch = int(epoch) if isinstance(epoch, (int, float)) or torch.is_tensor(epoch) else None
+    phi.source = path
     if backbone is not None and (phi.input_dim, phi.output_dim) != (backbone.embed_dim, backbone.token_dim):
         raise ValueError(f"{path}: φ maps {phi.input_dim}-d features to {phi.output_dim}-d tokens, but backbone "
                          f"{backbone.name} has {backbone.embed_dim}-d features and {backbone.token_dim}-d tokens "
@@ -128,7 +138,8 @@ def phi_loss(phi: Phi, backbone: Backbone, image_features: torch.Tensor, oti_tok
     Args:
         phi: the network being trained.
         backbone: frozen CLIP (for the regulariser and the image-cosine ablation).
-        image_features: (N, embed_dim) CLIP features of the batch.
+        image_features: (N, embed_dim) raw CLIP features of the batch (``encode_image`` output, not
+            normalised: φ's input in the authors' code).
         oti_tokens: (N, token_dim) OTI tokens of the same images (distillation targets).
         batch_indices: dataset indices of the batch's images (the sampler's rows).
         sampler: draws one phrase per image of the dataset (``None``: no regulariser).
@@ -160,6 +171,8 @@ def phi_loss(phi: Phi, backbone: Backbone, image_features: torch.Tensor, oti_tok
     return {"distil": distil, "gpt": gpt, "total": total}
 
 
-def make_sampler(concepts: list[list[str]], bank, top_concepts: int, seed: int) -> PhraseSampler:
-    """A phrase sampler over each image's top concepts."""
-    return PhraseSampler([c[:top_concepts] for c in concepts], bank, random.Random(seed))
+def make_sampler(concepts: list[list[str]], bank, top_concepts: int, seed: int,
+                 replace_all: bool = False) -> PhraseSampler:
+    """A phrase sampler over each image's top concepts (``replace_all``: every occurrence of the
+    concept becomes ``$``, as φ's regulariser in the authors' code)."""
+    return PhraseSampler([c[:top_concepts] for c in concepts], bank, random.Random(seed), replace_all=replace_all)

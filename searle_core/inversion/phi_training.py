@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..backbone import Backbone
-from ..device import autocast, needs_grad_scaler
+from ..device import grad_scaler, scaled_step, train_autocast
 from ..prefix_encoding import PrefixCachedEncoder
 from .losses import nt_xent_loss
 from .phi import Phi, PhiLossConfig
@@ -45,6 +45,8 @@ class PhiTrainConfig:
         loss: loss weights, temperature and regulariser concepts.
         dropout: φ's dropout probability.
         seed: seeds φ's initialisation and every epoch's random choices.
+        precision: ``auto`` (fp16 autocast + GradScaler on CUDA, as the authors; fp32 on CPU),
+            ``fp32``, ``fp16`` or ``bf16``. φ's forward runs under it too.
     """
 
     epochs: int = 100
@@ -54,6 +56,7 @@ class PhiTrainConfig:
     loss: PhiLossConfig = PhiLossConfig()
     dropout: float = 0.5
     seed: int = 42
+    precision: str = "auto"
 
 
 @dataclass
@@ -109,7 +112,8 @@ def train_phi(backbone: Backbone, image_features: torch.Tensor, oti_tokens: torc
 
     Args:
         backbone: the frozen CLIP.
-        image_features: (N, embed_dim) features of the training images (ImageNet1K test in the paper).
+        image_features: (N, embed_dim) raw ``encode_image`` features of the training images (ImageNet1K
+            test in the paper): φ's input, not normalised, as in the authors' ``train_phi.py``.
         oti_tokens: (N, token_dim) their OTI tokens.
         concepts: per image, its concepts best first (the first ``config.loss.top_concepts`` are
             drawn from); ``None`` disables the regulariser.
@@ -153,16 +157,20 @@ def train_phi(backbone: Backbone, image_features: torch.Tensor, oti_tokens: torc
     model = phi
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(phi, device_ids=[device] if device.type == "cuda" else None)
-    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
+    scaler = grad_scaler(device, config.precision)
 
     sampler = phrases = None
     if regularise:
         top = [c[:loss_cfg.top_concepts] for c in concepts]
-        sampler = PhraseSampler(top, phrase_bank, random.Random(0))
-        phrases = StablePhraseFeatures(backbone, top, phrase_bank)
+        # φ replaces every occurrence of the concept (the authors' train_phi.py); OTI the first.
+        sampler = PhraseSampler(top, phrase_bank, random.Random(0), replace_all=True)
+        phrases = StablePhraseFeatures(backbone, top, phrase_bank, precision=config.precision)
     tokenize, encoder = TokenCache(backbone), PrefixCachedEncoder(backbone.model, backbone.dollar_token_id)
-    steps = (n + config.batch_size - 1) // config.batch_size
-    bar = tqdm(total=(config.epochs - start_epoch) * n, desc="φ training", unit="img",
+    # The last partial batch is dropped (the authors' DataLoader(drop_last=True)); with fewer images
+    # than one batch, the one batch is all of them.
+    steps = max(1, n // config.batch_size)
+    per_epoch = min(n, steps * config.batch_size)
+    bar = tqdm(total=(config.epochs - start_epoch) * per_epoch, desc="φ training", unit="img",
                disable=not progress or rank != 0, dynamic_ncols=True)
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -175,19 +183,13 @@ def train_phi(backbone: Backbone, image_features: torch.Tensor, oti_tokens: torc
                 idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
                 # Same dropout masks on every rank: all of them run φ on the whole batch.
                 torch.manual_seed(derive_seed(config.seed, epoch, b, "dropout"))
-                predicted = model(feats[idx.to(device)])
-                with autocast(device):
+                with train_autocast(device, config.precision):  # φ's forward too, as the authors
+                    predicted = model(feats[idx.to(device)])
                     distil, gpt = _losses(predicted, feats, targets, idx, backbone, loss_cfg, sampler, phrases,
                                           tokenize, encoder, derive_seed(config.seed, epoch, b, "phrases"), world, rank)
                 total = loss_cfg.lambda_distil * distil + loss_cfg.lambda_gpt * world * gpt
                 optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(total).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    total.backward()
-                    optimizer.step()
+                scaled_step(total, optimizer, scaler)
                 sums += torch.stack([distil.detach().float(), gpt.detach().float()])  # no sync per step
                 bar.update(len(idx))
             # Epoch means of the batch losses: gpt shares add up over ranks, distil is W x a rank's.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..backbone import Backbone
-from ..device import autocast
+from ..device import train_autocast
 from ..text_encoding import encode_text, normalized
 
 PhraseBank = dict[str, list[str]]
@@ -31,6 +31,18 @@ def replace_concept(phrase: str, concept: str, pseudo: str = "$") -> str:
         raise ValueError(f"phrase {phrase!r} does not contain its concept {concept!r}")
     # Whitespace is normalised so "a red circle" -> "a $", not "a  $ " (same tokens, tidier text).
     return " ".join(f"{phrase[:at]} {pseudo} {phrase[at + len(concept):]}".split())
+
+
+def replace_every(phrase: str, concept: str, pseudo: str = "$") -> str:
+    """Replace every occurrence of ``concept`` in ``phrase`` by the pseudo-word (φ's regulariser:
+    the authors' ``gpt_phrase.replace(concept, " $ ")``; OTI's replaces only the first).
+
+    Raises:
+        ValueError: if the phrase does not contain the concept.
+    """
+    if concept not in phrase:
+        raise ValueError(f"phrase {phrase!r} does not contain its concept {concept!r}")
+    return " ".join(phrase.replace(concept, f" {pseudo} ").split())
 
 
 class PhraseFeatureCache:
@@ -74,16 +86,18 @@ class StablePhraseFeatures:
         concepts: per image, the concepts the regulariser draws from.
         bank: concept -> phrases.
         limit: largest number of distinct phrases encoded up front.
+        precision: the training precision they are encoded in (see :mod:`searle_core.device`).
     """
 
-    def __init__(self, backbone: Backbone, concepts: list[list[str]], bank: PhraseBank, limit: int = 50_000):
+    def __init__(self, backbone: Backbone, concepts: list[list[str]], bank: PhraseBank, limit: int = 50_000,
+                 precision: str = "auto"):
         self.backbone = backbone
         used = {c for cs in concepts for c in cs}
         count = sum(len(bank.get(c, ())) for c in used)
         self.shared: PhraseFeatureCache | None = None
         if count <= limit:
             self.shared = PhraseFeatureCache(backbone)
-            with autocast(backbone.device):
+            with train_autocast(backbone.device, precision):
                 self.shared.features(sorted({p for c in used for p in bank.get(c, ())}))
 
     def cache(self) -> PhraseFeatureCache:
@@ -110,12 +124,17 @@ class PhraseSampler:
         concepts: for each image, its associated concepts (best first).
         bank: concept -> phrases, every phrase containing its concept.
         rng: the random stream (seeded by the caller for determinism).
+        replace_all: replace every occurrence of the concept (φ, as the authors' ``train_phi.py``)
+            instead of the first (OTI, as their ``oti_inversion.py``).
     """
 
-    def __init__(self, concepts: list[list[str]], bank: PhraseBank, rng: random.Random):
+    def __init__(self, concepts: list[list[str]], bank: PhraseBank, rng: random.Random, replace_all: bool = False):
+        # Concepts were associated over the whole vocabulary; those without usable phrases are
+        # skipped here, so an image may keep fewer than it was given (as in the authors' code).
         self.usable = [[c for c in cs if bank.get(c)] for cs in concepts]
         self.bank = bank
         self.rng = rng
+        self.replace = replace_every if replace_all else replace_concept
 
     def draw(self, rows: list[int] | None = None) -> PhraseDraw:
         """One phrase for each of the given images (all images if ``rows`` is None)."""
@@ -128,7 +147,7 @@ class PhraseSampler:
             phrase = self.rng.choice(self.bank[concept])
             out.rows.append(position)
             out.phrases.append(phrase)
-            out.pseudo_phrases.append(replace_concept(phrase, concept))
+            out.pseudo_phrases.append(self.replace(phrase, concept))
         return out
 
 

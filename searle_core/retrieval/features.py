@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from ..backbone import Backbone
 from ..datasets.base import ImageSource
 from ..datasets.folder import ImageLoadError
-from ..device import autocast
+from ..device import eval_precision
 from ..paths import cache_dir
 from ..preprocess import TARGET_RATIO, PreprocessKind, make_preprocess_from_open_clip
 from ..text_encoding import encode_text
@@ -70,6 +70,11 @@ def configure_images(backbone: Backbone, preprocess: PreprocessKind = "clip", nu
     transform = make_preprocess_from_open_clip(backbone.model, preprocess, target_ratio)
     name = preprocess if preprocess == "clip" or target_ratio == TARGET_RATIO else f"{preprocess}-{target_ratio}"
     return dataclasses.replace(backbone, preprocess=ImagePipeline(transform, name, num_workers))
+
+
+def preprocess_name(backbone: Backbone) -> str:
+    """The name of a backbone's image preprocessing, as cache keys and results files record it."""
+    return getattr(backbone.preprocess, "preprocess_id", None) or "clip"
 
 
 class _ImageDataset(Dataset):
@@ -206,8 +211,12 @@ def _memo_table(source: ImageSource, settings: str) -> dict[str, tuple[torch.Ten
 @torch.no_grad()
 def image_features(backbone: Backbone, source: ImageSource, names: list[str], batch_size: int = 256,
                    preprocess=None, preprocess_id: str | None = None, num_workers: int | None = None,
-                   progress: bool = True, cache: bool | str | Path = True) -> torch.Tensor:
-    """Normalised (N, embed_dim) float32 CPU features of the named images.
+                   progress: bool = True, cache: bool | str | Path = True, normalize: bool = True) -> torch.Tensor:
+    """(N, embed_dim) float32 CPU features of the named images, L2-normalised unless ``normalize`` is off.
+
+    Raw features (``encode_image``'s output, ``normalize=False``) are what φ takes, in training and
+    at inference, as in the authors' code; normalised ones are what rankings compare. Both come from
+    the same cached raw features (normalising is exact and cheap).
 
     Args:
         backbone: the frozen CLIP.
@@ -220,6 +229,7 @@ def image_features(backbone: Backbone, source: ImageSource, names: list[str], ba
         num_workers: data-loader workers (default: the backbone's image pipeline's, else 0).
         progress: progress bar.
         cache: ``True`` for the project cache, a folder, or ``False``.
+        normalize: L2-normalise each row (``False``: raw ``encode_image`` features, φ's input).
     """
     transform = preprocess if preprocess is not None else backbone.preprocess
     if preprocess_id is None:
@@ -233,8 +243,8 @@ def image_features(backbone: Backbone, source: ImageSource, names: list[str], ba
     memo = _memo_table(source, json.dumps([backbone.name, weights_key(backbone), preprocess_id]))
     # An in-memory entry is reused only for the same file state (a file replaced since is encoded anew).
     if memo is not None and names and all(n in memo and memo[n][2] == stamp_of.get(n) for n in names):
-        return torch.stack([memo[n][0][memo[n][1]] for n in names])
-    path = _cache_file("image", cache, key)
+        return _finish(torch.stack([memo[n][0][memo[n][1]] for n in names]), normalize)
+    path = _cache_file("image-raw", cache, key)
     feats = load_cached_tensor(path, len(names))
     if feats is None:
         feats = _compute_image_features(backbone, source, names, batch_size, transform, preprocess_id, num_workers,
@@ -242,14 +252,20 @@ def image_features(backbone: Backbone, source: ImageSource, names: list[str], ba
         save_tensor_atomic(path, feats)
     if memo is not None:
         memo.update((n, (feats, i, stamp_of.get(n))) for i, n in enumerate(names))
-    return feats
+    return _finish(feats, normalize)
+
+
+def _finish(raw: torch.Tensor, normalize: bool) -> torch.Tensor:
+    return F.normalize(raw, dim=-1) if normalize else raw.clone()
 
 
 def _compute_image_features(backbone: Backbone, source: ImageSource, names: list[str], batch_size: int, transform,
                             preprocess_id: str, num_workers: int, progress: bool) -> torch.Tensor:
     model = backbone.model
-    if hasattr(source, "array") and preprocess_id == "clip":
-        # Synthetic images are already arrays at the model's size: skip PIL entirely.
+    if hasattr(source, "array") and preprocess_id in ("clip", "targetpad") and _renders_at_input_size(source, names,
+                                                                                                      model):
+        # Synthetic square images already at the model's size: padding (aspect ratio 1), resize and
+        # crop are identities, so skip PIL entirely.
         cfg = model.visual.preprocess_cfg
         batches = (images_to_tensor(source.array(names[i:i + batch_size]), cfg["mean"], cfg["std"], backbone.device)
                    for i in range(0, len(names), batch_size))
@@ -261,8 +277,8 @@ def _compute_image_features(backbone: Backbone, source: ImageSource, names: list
     total = (len(names) + batch_size - 1) // batch_size
     try:
         for batch in tqdm(batches, total=total, desc="image features", disable=not progress, leave=False):
-            with autocast(backbone.device):
-                out.append(F.normalize(model.encode_image(batch).float(), dim=-1).cpu())
+            with eval_precision(backbone.device):
+                out.append(model.encode_image(batch).float().cpu())  # raw: φ's input; normalised on use
     except ImageLoadError as err:
         # A worker's error arrives wrapped in the worker's traceback text: keep the loader's message,
         # which names the file and the annotation that references it.
@@ -271,6 +287,12 @@ def _compute_image_features(backbone: Backbone, source: ImageSource, names: list
             raise ImageLoadError(message.rsplit("ImageLoadError: ", 1)[1].strip()) from None
         raise
     return torch.cat(out) if out else torch.empty(0, backbone.embed_dim)
+
+
+def _renders_at_input_size(source: ImageSource, names: list[str], model: torch.nn.Module) -> bool:
+    size = getattr(model.visual, "image_size", None)
+    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    return not names or tuple(source.array(names[:1]).shape[1:3]) == size
 
 
 @torch.no_grad()
@@ -296,7 +318,7 @@ def text_features(backbone: Backbone, texts: list[str], batch_size: int = 512,
             return feats
     out = []
     for i in tqdm(range(0, len(texts), batch_size), desc="text features", disable=not progress, leave=False):
-        with autocast(backbone.device):
+        with eval_precision(backbone.device):
             feats = encode_text(backbone.model, backbone.tokenize(texts[i:i + batch_size]))
         out.append(F.normalize(feats.float(), dim=-1).cpu())
     feats = torch.cat(out) if out else torch.empty(0, backbone.embed_dim)

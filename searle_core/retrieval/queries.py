@@ -6,12 +6,14 @@ differences in the tables come from the methods alone.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
 from ..backbone import Backbone
 from ..datasets.base import CIRQuery
-from ..device import autocast
+from ..device import eval_precision
 from ..text_encoding import encode_with_pseudo_tokens, pseudo_word_mask
 from .features import text_features
 
@@ -63,7 +65,8 @@ def text_query_features(backbone: Backbone, queries: list[CIRQuery], template: s
 
 @torch.no_grad()
 def pseudo_query_features(backbone: Backbone, queries: list[CIRQuery], tokens: dict[str, torch.Tensor],
-                          template: str = SEARLE_PROMPT, batch_size: int = 512) -> torch.Tensor:
+                          template: str = SEARLE_PROMPT, batch_size: int = 512,
+                          variants: Callable[[CIRQuery], list[str]] = caption_variants) -> torch.Tensor:
     """Features of ``template`` with ``$`` = the reference's pseudo-word token (SEARLE, OTI, Pic2Word, PALAVRA).
 
     Args:
@@ -72,24 +75,26 @@ def pseudo_query_features(backbone: Backbone, queries: list[CIRQuery], tokens: d
         tokens: reference image name -> (token_dim,) pseudo-word token.
         template: the prompt, with ``$`` and ``{}`` for the relative caption.
         batch_size: prompts per text pass.
+        variants: query -> the caption texts whose features are averaged (default: SEARLE's; both
+            orders of FashionIQ's two captions).
     """
     missing = [q.reference for q in queries if q.reference not in tokens]
     if missing:
         raise KeyError(f"no pseudo-word token for reference images {missing[:5]} ({len(missing)} missing)")
     prompts, rows, groups = [], [], []
     for q in queries:
-        variants = caption_variants(q)
-        groups.append(len(variants))
-        prompts += [template.format(v) for v in variants]
-        rows += [q.reference] * len(variants)
+        texts = variants(q)
+        groups.append(len(texts))
+        prompts += [template.format(v) for v in texts]
+        rows += [q.reference] * len(texts)
     before, _, after = template.partition("{}")
     out = []
     for i in range(0, len(prompts), batch_size):
-        chunk = torch.stack([tokens[r] for r in rows[i:i + batch_size]]).to(backbone.device)
+        chunk = torch.stack([tokens[r] for r in rows[i:i + batch_size]]).to(backbone.device, torch.float32)
         ids = backbone.tokenize(prompts[i:i + batch_size])
         # Only the template's "$" is the pseudo-word: a caption's dollar signs ("costs $20 less") stay text.
         mask = pseudo_word_mask(ids, backbone.dollar_token_id, before.count("$"), after.count("$"))
-        with autocast(backbone.device):
+        with eval_precision(backbone.device):
             feats = encode_with_pseudo_tokens(backbone.model, ids, chunk, backbone.dollar_token_id, pseudo_mask=mask)
         out.append(feats.float().cpu())
     feats = torch.cat(out)

@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..backbone import Backbone
 from ..datasets.base import ImageSource
+from ..device import training_precision
 from ..inversion import OTIConfig, oti
 from ..inversion.batch import batch_seed
 from ..inversion.regularizer import StablePhraseFeatures
@@ -59,11 +61,16 @@ class OTIRunConfig:
 
 @dataclass
 class RunInputs:
-    """Names, features and concepts of a run's images (``inputs.pt``)."""
+    """Names, features and concepts of a run's images (``inputs.pt``).
+
+    ``features`` are raw ``encode_image`` outputs (φ's input, as in the authors' code); ``raw`` is
+    False for runs written before φ took raw features, whose stored features are normalised.
+    """
 
     names: list[str]
     features: torch.Tensor
     concepts: list[list[str]] | None
+    raw: bool = True
 
 
 @dataclass
@@ -104,7 +111,7 @@ def compute_inputs(backbone: Backbone, source: ImageSource, names: list[str], vo
     mine = dist.shard_indices(len(chunks))
     # Each rank encodes whole batches of the single-process grid: same shapes, same numbers.
     local = image_features(backbone, source, [n for c in mine for n in chunks[c]], batch_size=batch_size,
-                           progress=progress and dist.is_main(), cache=False) if mine else None
+                           progress=progress and dist.is_main(), cache=False, normalize=False) if mine else None
     parts = dist.all_gather_objects((mine, local))
     rows: dict[int, torch.Tensor] = {}
     for chunk_ids, feats in parts:
@@ -131,7 +138,8 @@ def save_inputs(inputs: RunInputs, path: Path) -> None:
     table = torch.full((len(inputs.names), width), -1, dtype=torch.int32)
     for row, cs in enumerate(inputs.concepts or []):
         table[row, :len(cs)] = torch.tensor([index[c] for c in cs], dtype=torch.int32)
-    atomic_save({"names": inputs.names, "features": inputs.features, "concept_names": vocab,
+    atomic_save({"names": inputs.names, "features": inputs.features, "features_kind": "raw" if inputs.raw else "normalised",
+                 "concept_names": vocab,
                  "concepts": table if inputs.concepts is not None else None}, path)
 
 
@@ -141,7 +149,7 @@ def load_inputs(path: Path) -> RunInputs:
     if data.get("concepts") is not None:
         vocab = data["concept_names"]
         concepts = [[vocab[i] for i in row if i >= 0] for row in data["concepts"].tolist()]
-    return RunInputs(list(data["names"]), data["features"], concepts)
+    return RunInputs(list(data["names"]), data["features"], concepts, data.get("features_kind") == "raw")
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -194,6 +202,7 @@ def run_oti(backbone: Backbone, source: ImageSource, names: list[str], vocabular
              "stored_concepts": config.stored_concepts if regularise else 0,
              "backbone": backbone.name, "weights": weights_key(backbone),
              "preprocess": getattr(backbone.preprocess, "preprocess_id", "clip"),
+             "precision": training_precision(backbone.device, config.oti.precision),
              "images": len(names), "names": fingerprint(names), "vocabulary": vocabulary_fingerprint(vocabulary)}
     manifest, _ = open_run(folder, "oti", hyper, info or {}, resume, force,
                            [folder / MANIFEST, folder / INPUTS, folder / TOKENS, folder / LOG,
@@ -252,7 +261,8 @@ def _invert(backbone: Backbone, inputs: RunInputs, bank, folder: Path, config: O
     todo = [b for b in dist.shard_indices(len(batches)) if not all(names[i] in done for i in batches[b])]
     phrases = None
     if bank is not None and inputs.concepts is not None:
-        phrases = StablePhraseFeatures(backbone, [c[:config.oti.top_concepts] for c in inputs.concepts], bank)
+        phrases = StablePhraseFeatures(backbone, [c[:config.oti.top_concepts] for c in inputs.concepts], bank,
+                                       precision=config.oti.precision)
     session = uuid.uuid4().hex[:8]
     new: dict[str, torch.Tensor] = {}
     pending: dict[str, torch.Tensor] = {}
@@ -274,7 +284,9 @@ def _invert(backbone: Backbone, inputs: RunInputs, bank, folder: Path, config: O
             rows = batches[b]
             batch_names = [names[i] for i in rows]
             began = time.perf_counter()
-            result = oti(backbone, inputs.features[rows], [inputs.concepts[i] for i in rows] if phrases else None,
+            # OTI's targets are the normalised features, as searle-oti's (cosine ignores the scale).
+            result = oti(backbone, F.normalize(inputs.features[rows].float(), dim=-1),
+                         [inputs.concepts[i] for i in rows] if phrases else None,
                          bank, config.oti, seed=batch_seed(config.seed, batch_names),
                          phrase_cache=phrases.cache() if phrases else None)
             tokens = result.tokens.float().cpu()

@@ -41,7 +41,10 @@ class PhiCheckpointer:
                  tokens: torch.Tensor, resume: bool, force: bool, info: dict | None = None):
         self.folder = Path(folder)
         self.device = backbone.device
+        from ..device import training_precision
+
         self.hyper = {"phi": config, "backbone": backbone.name, "weights": weights_key(backbone),
+                      "precision": training_precision(backbone.device, config.precision),
                       "images": int(features.shape[0]), "data": fingerprint(features.float(), tokens.float())}
         self.manifest, self.resume = open_run(
             self.folder, "phi", self.hyper, info, resume, force,
@@ -69,7 +72,10 @@ class PhiCheckpointer:
 
     def finish(self, phi: Phi, history: list[dict]) -> None:
         if dist.is_main():
-            save_phi(phi, self.folder / PHI, history=history, hyperparameters=self.manifest["hyperparameters"])
+            epoch = int(history[-1]["epoch"]) if history else 0
+            save_phi(phi, self.folder / PHI, epoch=epoch, history=history,
+                     hyperparameters=self.manifest["hyperparameters"])
+            self.manifest["epoch"] = epoch  # the φ epoch phi.pt holds
             if history:
                 _history_csv(history, self.folder / HISTORY)
             self.manifest["complete"] = True
@@ -125,6 +131,9 @@ def run_train_phi(backbone: Backbone, tokens_dir: str | Path, out_dir: str | Pat
         raise ValueError(f"the OTI run in {tokens_dir} used backbone {hyper.get('backbone')} with weights "
                          f"{hyper.get('weights')}, not {backbone.name} with {weights_key(backbone)}: φ must be "
                          "trained with the CLIP its tokens came from")
+    if not inputs.raw:
+        raise ValueError(f"the OTI run in {tokens_dir} stored normalised image features (written before φ took raw "
+                         "encode_image features, as the authors' φ does); rerun `searle oti` into a new folder")
     if phrase_bank is not None and inputs.concepts is None:
         raise ValueError(f"the OTI run in {tokens_dir} stored no concepts (it ran without a vocabulary); "
                          "train without the regulariser (--lambda-gpt 0) or rerun OTI with one")

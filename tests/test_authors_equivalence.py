@@ -1,0 +1,283 @@
+"""The CLI against a plain statement of the authors' SEARLE retrieval, and against the notebooks' engine.
+
+``authors_rankings`` below restates, from the published code (miccunifi/SEARLE ``src/``:
+``data_utils.targetpad_transform``, ``utils.extract_image_features`` /
+``extract_pseudo_tokens_with_phi``, ``encode_with_pseudo_tokens.py``,
+``generate_test_submission.circo_generate_test_dict``), what their CIRCO test submission computes,
+without any of the project's code paths except the CLIP model itself:
+
+- images: TargetPad(1.25) (pad with black, ``int((long / 1.25 - short) / 2)`` per side), bicubic
+  resize of the short side, centre crop, RGB, ToTensor, CLIP normalisation;
+- the gallery: ``encode_image`` in fp32, L2-normalised;
+- SEARLE: φ applied to the *raw* ``encode_image`` output of each reference; SEARLE-OTI: the given tokens;
+- the query ``a photo of $ that {relative caption}``, tokenised to 77, the *first* ``$`` embedding
+  replaced by the token, the text transformer, EOT pooling, projection, L2-normalised;
+- ranking: ``topk(query @ gallery.T, 50)``.
+
+The dataset is a CIRCO-layout test split built from the real annotation file with generated images
+(not square, so targetpad pads them). The backbone is open_clip ``ViT-B-32`` with random weights
+(``--pretrained none``, seed 42), the authors' B/32 architecture; the φ checkpoint is in the authors'
+layout ``{"epoch", "Phi"}``, the OTI tokens in theirs (``ema_oti_pseudo_tokens.pt`` + ``image_names.pkl``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as FT
+from PIL import Image
+from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
+
+from searle_core.cli import main
+from searle_core.inversion import Phi
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SEED = 42
+N_QUERIES = 10
+N_DISTRACTORS = 42  # with the 10 references, 52 gallery images: full top-50 lists
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# ---- a small CIRCO in the authors' layout ---------------------------------------------------------
+def _image(path: Path, key: str, size=(48, 30)) -> None:
+    """A smooth random picture (blurred noise: resizing it is not pure aliasing), the same per key."""
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
+    small = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize(size, Image.BICUBIC)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    small.save(path, quality=95)
+
+
+def build_circo(root: Path, split: str, n_queries: int = N_QUERIES, distractors: int = N_DISTRACTORS) -> Path:
+    """``root/annotations/{split}.json`` (the first queries of the real file) and the COCO unlabeled
+    image-info file and images their references (and, on val, ground truths) plus distractors need."""
+    src = DATA / "circo" / "annotations" / f"{split}.json"
+    if not src.is_file():
+        pytest.skip(f"real CIRCO annotations not found at {src}")
+    anns = json.loads(src.read_text())[:n_queries]
+    ids = list(dict.fromkeys(i for a in anns for i in [a["reference_img_id"], *a.get("gt_img_ids", [])]))
+    ids += [900_000 + i for i in range(distractors)]
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / f"{split}.json").write_text(json.dumps(anns))
+    info = root / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json"
+    info.parent.mkdir(parents=True, exist_ok=True)
+    info.write_text(json.dumps({"images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in ids]}))
+    for i in ids:
+        _image(root / "COCO2017_unlabeled" / "unlabeled2017" / f"{i:012d}.jpg", str(i))
+    return root
+
+
+# ---- the authors' retrieval, restated -----------------------------------------------------------
+class TargetPad:
+    """``data_utils.TargetPad``."""
+
+    def __init__(self, target_ratio: float):
+        self.target_ratio = target_ratio
+
+    def __call__(self, image):
+        w, h = image.size
+        if max(w, h) / min(w, h) < self.target_ratio:
+            return image
+        scaled = max(w, h) / self.target_ratio
+        hp, vp = max(int((scaled - w) / 2), 0), max(int((scaled - h) / 2), 0)
+        return FT.pad(image, [hp, vp, hp, vp], 0, "constant")
+
+
+def targetpad_transform(target_ratio: float, dim: int):
+    """``data_utils.targetpad_transform``."""
+    return Compose([TargetPad(target_ratio), Resize(dim, interpolation=InterpolationMode.BICUBIC), CenterCrop(dim),
+                    lambda im: im.convert("RGB"), ToTensor(), Normalize(CLIP_MEAN, CLIP_STD)])
+
+
+def encode_with_pseudo_tokens(model, text: torch.Tensor, pseudo_tokens: torch.Tensor) -> torch.Tensor:
+    """``encode_with_pseudo_tokens.py`` (num_tokens=1) on an open_clip model (batch-first transformer)."""
+    x = model.token_embedding(text)
+    _, counts = torch.unique((text == 259).nonzero(as_tuple=True)[0], return_counts=True)
+    cum_sum = torch.cat((torch.zeros(1).int(), torch.cumsum(counts, dim=0)[:-1]))
+    first = (text == 259).nonzero()[cum_sum][:, 1]
+    x[torch.arange(x.shape[0]), first] = pseudo_tokens.to(x.dtype)
+    x = x + model.positional_embedding
+    x = model.transformer(x, attn_mask=model.attn_mask)
+    x = model.ln_final(x)
+    return x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ model.text_projection
+
+
+@torch.no_grad()
+def extract_image_features(model, root: Path) -> dict[str, torch.Tensor]:
+    """``utils.extract_image_features`` over every listed image: name -> raw fp32 ``encode_image``."""
+    model = model.float().eval()
+    preprocess = targetpad_transform(1.25, model.visual.image_size[0])
+    info = json.loads((root / "COCO2017_unlabeled/annotations/image_info_unlabeled2017.json").read_text())
+    names = [str(i["id"]) for i in info["images"]]
+    path = {str(i["id"]): root / "COCO2017_unlabeled/unlabeled2017" / i["file_name"] for i in info["images"]}
+    feats = torch.cat([model.encode_image(torch.stack([preprocess(Image.open(path[n])) for n in names[i:i + 32]]))
+                       for i in range(0, len(names), 32)]).float()
+    return dict(zip(names, feats))
+
+
+@torch.no_grad()
+def authors_rankings(model, tokenizer, root: Path, features: dict[str, torch.Tensor], tokens_of=None,
+                     phi: Phi | None = None, normalise_phi_input: bool = False) -> dict[str, list[str]]:
+    """``circo_generate_test_dict`` on ``root``'s test split: query id -> top-50 image ids.
+
+    ``features``: :func:`extract_image_features` (the gallery is every listed image; a reference's
+    raw features are its φ input, as ``extract_pseudo_tokens_with_phi`` computes them).
+    """
+    index_names = list(features)
+    index_features = F.normalize(torch.stack(list(features.values())), dim=-1)
+    anns = json.loads((root / "annotations/test.json").read_text())
+    refs = [str(a["reference_img_id"]) for a in anns]
+    if phi is not None:
+        raw = torch.stack([features[r] for r in refs])
+        tokens = phi.eval()(F.normalize(raw, dim=-1) if normalise_phi_input else raw)
+    else:
+        tokens = torch.stack([tokens_of[r] for r in refs])
+    text = tokenizer([f"a photo of $ that {a['relative_caption']}" for a in anns])
+    predicted = F.normalize(encode_with_pseudo_tokens(model, text, tokens), dim=-1)
+    top = torch.topk(predicted @ index_features.T, dim=-1, k=50).indices
+    return {str(a["id"]): [index_names[i] for i in row] for a, row in zip(anns, top.tolist())}
+
+
+# ---- the test ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def circo_test(tmp_path_factory) -> Path:
+    return build_circo(tmp_path_factory.mktemp("CIRCO"), "test")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """One feature cache for the module: the CLI encodes the gallery once for both methods."""
+    return tmp_path_factory.mktemp("searle_data")
+
+
+@pytest.fixture(scope="module")
+def authors_features(circo_test, b32) -> dict[str, torch.Tensor]:
+    return extract_image_features(b32.model, circo_test)
+
+
+@pytest.fixture(scope="module")
+def b32():
+    """The model ``--backbone ViT-B-32 --pretrained none --seed 42`` loads: the same weights and
+    activation are given to both pipelines (loading weights is the backbone loader's business)."""
+    from searle_core.opening import open_backbone
+
+    return open_backbone("ViT-B-32", "none", "cpu", SEED)
+
+
+def _submission(tmp_path, root, method, *extra) -> dict[str, list[str]]:
+    out = tmp_path / f"{method}.json"
+    code = main(["submission", "--dataset", "circo", "--dataset-path", str(root), "--split", "test",
+                 "--backbone", "ViT-B-32", "--pretrained", "none", "--seed", str(SEED), "--device", "cpu",
+                 "--num-workers", "0", "--no-progress", "--method", method, "--out", str(out), *map(str, extra)])
+    assert code == 0
+    return {q: [str(i) for i in ranked] for q, ranked in json.loads(out.read_text()).items()}  # ids are ints there
+
+
+def _agree(ours: dict, theirs: dict) -> float:
+    assert set(ours) == set(theirs) and all(len(v) == 50 for v in ours.values())
+    assert all(ours[q][0] == theirs[q][0] for q in theirs), "top-1 differs"
+    return float(np.mean([len(set(ours[q][:10]) & set(theirs[q][:10])) / 10 for q in theirs]))
+
+
+def test_searle_submission_equals_the_authors_pipeline(circo_test, b32, authors_features, cache, tmp_path,
+                                                       monkeypatch):
+    monkeypatch.setenv("SEARLE_DATA", str(cache))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        phi = Phi.for_backbone(b32)
+    torch.save({"epoch": 19, "Phi": phi.state_dict()}, tmp_path / "SEARLE_ViT-B32.pt")  # the authors' layout
+    ours = _submission(tmp_path, circo_test, "searle", "--phi-checkpoint", tmp_path / "SEARLE_ViT-B32.pt")
+    theirs = authors_rankings(b32.model, b32.tokenizer, circo_test, authors_features, phi=phi)
+    assert _agree(ours, theirs) >= 0.9
+    # φ's input scale matters: fed normalised features (the old behaviour), the rankings are others.
+    normalised = authors_rankings(b32.model, b32.tokenizer, circo_test, authors_features, phi=phi,
+                                  normalise_phi_input=True)
+    assert any(normalised[q][0] != theirs[q][0] for q in theirs)
+
+
+def test_searle_oti_submission_with_the_authors_tokens(circo_test, b32, authors_features, cache, tmp_path,
+                                                      monkeypatch):
+    monkeypatch.setenv("SEARLE_DATA", str(cache))
+    anns = json.loads((circo_test / "annotations/test.json").read_text())
+    names = list(dict.fromkeys(str(a["reference_img_id"]) for a in anns))
+    tokens = torch.randn(len(names), b32.token_dim, generator=torch.Generator().manual_seed(3)) * 0.5
+    folder = tmp_path / "oti"  # what the authors' oti_inversion.py writes
+    folder.mkdir()
+    torch.save(tokens, folder / "ema_oti_pseudo_tokens.pt")
+    (folder / "image_names.pkl").write_bytes(pickle.dumps(names))
+    ours = _submission(tmp_path, circo_test, "searle-oti", "--oti-tokens", folder)
+    theirs = authors_rankings(b32.model, b32.tokenizer, circo_test, authors_features,
+                              tokens_of=dict(zip(names, tokens)))
+    assert _agree(ours, theirs) >= 0.9
+
+
+# ---- the notebooks' engine against the CLI (defects 5 and 11) -----------------------------------------
+@pytest.fixture(scope="module")
+def circo_val(tmp_path_factory) -> Path:
+    return build_circo(tmp_path_factory.mktemp("CIRCO-val"), "val", n_queries=20, distractors=30)
+
+
+def _cli_table(root: Path, out: Path, capsys, *extra) -> dict:
+    code = main(["table", "--dataset", "circo", "--dataset-path", str(root), "--split", "val", "--backbone",
+                 "shapes-clip", "--device", "cpu", "--num-workers", "0", "--no-progress", "--compare-to", "none",
+                 "--out", str(out), "--json", *map(str, extra)])
+    assert code == 0
+    return json.loads(capsys.readouterr().out.splitlines()[-1])
+
+
+def test_notebook_engine_preprocesses_as_the_cli_with_a_weights_file(circo_val, tmp_path, monkeypatch, capsys):
+    """The observed defect: the same weights gave other image-only numbers in notebook 4 (no targetpad)."""
+    from searle_core import results
+    from searle_core.opening import open_backbone
+    from searle_core.study import open_study
+
+    monkeypatch.setenv("SEARLE_DATA", str(tmp_path / "cache"))
+    torch.save(open_backbone("shapes-clip", "none", "cpu", 5).model.state_dict(), tmp_path / "weights.pt")
+    cli = _cli_table(circo_val, tmp_path / "tables", capsys, "--pretrained", tmp_path / "weights.pt",
+                     "--methods", "image-only")
+    study = open_study("circo", backbone="shapes-clip", pretrained=str(tmp_path / "weights.pt"), device="cpu",
+                       dataset_path=str(circo_val), split="val")
+    row = results.evaluate_setting(study, ["image-only"], log=None).table.rows[0]
+    assert row.metrics == pytest.approx({k: v for k, v in cli["image-only"].items() if "seconds" not in k}, abs=1e-9)
+    clip = open_study("circo", backbone="shapes-clip", pretrained=str(tmp_path / "weights.pt"), device="cpu",
+                      dataset_path=str(circo_val), split="val", preprocess="clip")
+    other = results.evaluate_setting(clip, ["image-only"], log=None).table.rows[0]
+    assert other.metrics != row.metrics  # the stand-in images are not square: the preprocessing shows
+
+
+def test_cli_table_and_notebook_engine_give_the_same_numbers(circo_val, tmp_path, monkeypatch, capsys):
+    """Same method, same settings (random-weights CLIP, seed 42, the dataset's preprocessing): the same
+    numbers from ``searle table`` and from ``open_study`` + ``results.evaluate_setting`` (notebook 4)."""
+    from searle_core import results
+    from searle_core.inversion import save_phi
+    from searle_core.opening import open_backbone
+    from searle_core.study import open_study
+
+    root = circo_val
+    monkeypatch.setenv("SEARLE_DATA", str(tmp_path / "cache"))
+    backbone = open_backbone("shapes-clip", "none", "cpu", SEED)
+    save_phi(Phi.for_backbone(backbone), tmp_path / "phi.pt", epoch=3)
+    methods = ["image-only", "text-only", "image+text", "searle"]
+    cli = _cli_table(root, tmp_path / "tables", capsys, "--pretrained", "none", "--methods", ",".join(methods),
+                     "--phi-checkpoint", tmp_path / "phi.pt")
+    study = open_study("circo", backbone="shapes-clip", pretrained="none", device="cpu", dataset_path=str(root),
+                       split="val", seed=SEED)  # `pretrained: none` is accepted, as on the command line
+    assert study.backbone.preprocess.preprocess_id == "targetpad"
+    setting = results.evaluate_setting(study, methods, phi_checkpoint=str(tmp_path / "phi.pt"), log=None)
+    for row in setting.table.rows:
+        assert row.metrics == pytest.approx({k: v for k, v in cli[row.method].items() if "seconds" not in k},
+                                            abs=1e-9), row.method
+    assert cli["image-only"]["mAP@10"] != cli["image+text"]["mAP@10"]  # not a vacuous comparison
+    assert setting.table.settings == {"preprocess": "targetpad", "eval_precision": "fp32", "train_precision": "fp32",
+                                      "phi_epoch": 3, "phi_source": str(tmp_path / "phi.pt")}
+    written = (tmp_path / "tables" / "circo-val.csv").read_text().splitlines()
+    assert written[0].endswith(",preprocess,eval_precision,train_precision,phi_epoch,phi_source")
+    assert written[-1].endswith(f",targetpad,fp32,fp32,3,{tmp_path / 'phi.pt'}")
