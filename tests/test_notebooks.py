@@ -140,6 +140,10 @@ def test_quick_profile_numbers(quick_run):
     nb2 = r["02_pseudo_word_visualisation"]
     assert nb2["word_cosine_with_regulariser"] > nb2["word_cosine_without"]
     assert nb2["phi_oti_cosine"] > nb2["phi_oti_cosine_other_images"] + 0.1
+    # Over every inverted reference (quick val: 120), the share whose 5 nearest words hold its own words.
+    assert nb2["own_word_images"] >= 50
+    assert set(nb2["own_word_top5"]) == {"shape", "colour", "background"}
+    assert all(0.0 <= v <= 100.0 for v in nb2["own_word_top5"].values())
     nb3 = r["03_training_phi"]
     assert nb3["validation"][-1] >= nb3["validation"][0]
     assert nb3["searle/mAP@10"] > nb3["image-only/mAP@10"]
