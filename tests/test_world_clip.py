@@ -78,3 +78,18 @@ def test_cli_bench_world_json(capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["steps"] == 2 and out["threads"] == 1 and out["train_seconds"] > 0
     assert out["zero_shot"]["images"] == 864 and set(out["zero_shot"]) == {"total", *ATTRIBUTES, "images"}
+
+
+def test_random_weights_give_distinct_image_features(random_backbone):
+    """BatchNorm statistics are measured on noise for random weights: images no longer collapse to one feature."""
+    from searle_core.backbone import calibrate_batch_norm
+
+    images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        feats = torch.nn.functional.normalize(random_backbone.model.encode_image(images), dim=-1)
+    off_diagonal = (feats @ feats.T)[~torch.eye(8, dtype=torch.bool)]
+    assert off_diagonal.mean() < 0.9
+    state = torch.get_rng_state()
+    calibrate_batch_norm(random_backbone.model)
+    assert torch.equal(state, torch.get_rng_state())
+    random_backbone.model.eval()
