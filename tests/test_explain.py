@@ -98,3 +98,30 @@ def test_phi_tokens_and_timing():
     out = explain.phi_tokens(phi, x)
     assert torch.equal(out, explain.phi_tokens(phi, x))  # eval mode: no dropout
     assert explain.seconds_per_image(lambda: None, 10) >= 0
+
+
+def test_own_word_shares_known_answer(clip):
+    """Tokens built from word rows: the share is known exactly."""
+    from searle_core.datasets.shapes import training_vocabulary
+
+    allowed = word_token_ids(clip, training_vocabulary())
+    table = clip.model.token_embedding.weight.detach().float()
+
+    def row(word):
+        return F.normalize(table[word_token_ids(clip, [word])[0]], dim=0)
+
+    images = [{"shape": "circle", "colour": "red", "background": "white", "size": "small"},
+              {"shape": "star", "colour": "blue", "background": "black", "size": "large"},
+              {"shape": "arrow", "colour": "green", "background": "gray", "size": "large"},
+              {"shape": "cross", "colour": "purple", "background": "white", "size": "small"}]
+    # Images 1-2 carry all three own words; image 3 has another shape's word and no background;
+    # image 4 is the pure word "square" (in this seeded random table its other near words are
+    # not its own either).
+    tokens = torch.stack([row("circle") + row("red") + row("white"), row("star") + row("blue") + row("black"),
+                          row("square") + row("green"), row("square")])
+    shares = explain.own_word_shares(clip, tokens, images, allowed, k=3)
+    assert shares == {"shape": 50.0, "colour": 75.0, "background": 50.0, "images": 4}
+    # k=1: only the single nearest word counts; the pure "square" token is that word and nothing else.
+    assert explain.own_word_shares(clip, tokens[3:], images[3:], allowed, k=1)["shape"] == 0.0
+    with pytest.raises(ValueError, match="3 tokens but 4"):
+        explain.own_word_shares(clip, tokens[:3], images, allowed)

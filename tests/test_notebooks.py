@@ -140,13 +140,24 @@ def test_quick_profile_numbers(quick_run):
     nb2 = r["02_pseudo_word_visualisation"]
     assert nb2["word_cosine_with_regulariser"] > nb2["word_cosine_without"]
     assert nb2["phi_oti_cosine"] > nb2["phi_oti_cosine_other_images"] + 0.1
+    # Over every inverted reference (quick val: 120), the share whose 5 nearest words hold its own words.
+    assert nb2["own_word_images"] >= 50
+    assert set(nb2["own_word_top5"]) == {"shape", "colour", "background"}
+    # Recorded with issue 13's world CLIP (quick: 76.9 % zero-shot; OTI 50 steps).
+    for attribute, stored in {"shape": 48.33, "colour": 99.17, "background": 82.5}.items():
+        assert nb2["own_word_top5"][attribute] == pytest.approx(stored, abs=5.0), nb2["own_word_top5"]
     nb3 = r["03_training_phi"]
     assert nb3["validation"][-1] >= nb3["validation"][0]
     assert nb3["searle/mAP@10"] > nb3["image-only/mAP@10"]
     assert nb3["final_distil"] < 5.0
     assert nb3["phi_seconds_per_image"] * 100 < nb3["oti_seconds_per_image"]
+    # Recorded values (issue 13's world CLIP), with room for float differences between machines.
+    assert nb3["searle-oti/mAP@10"] == pytest.approx(57.15, abs=2.0)
+    assert nb3["searle/mAP@10"] == pytest.approx(53.90, abs=3.0)
     nb4 = r["04_results_tables"]
     key = "shapes/shapes-clip/{}/mAP@10"
+    assert nb4[key.format("image+text")] == pytest.approx(48.65, abs=2.0)
+    assert nb4[key.format("image-only")] == pytest.approx(4.66, abs=1.0)
     assert nb4[key.format("searle-oti")] > nb4[key.format("image-only")] + 5
     assert nb4[key.format("searle")] > nb4[key.format("image-only")] + 5
     assert nb4[key.format("text-only")] > 0

@@ -99,3 +99,14 @@ def test_save_figure(tmp_path):
     plotting.save_figure(fig, tmp_path / "figs", "timing")
     path = plotting.figure_path(tmp_path / "figs", "timing")
     assert path == tmp_path / "figs" / "timing.png" and path.stat().st_size > 1000
+
+
+def test_saved_figure_bytes_depend_on_the_figure_only(tmp_path):
+    fig, ax = plt.subplots()
+    plotting.plot_time_per_image({"OTI": 0.5, "φ": 1e-5}, ax=ax)
+    plotting.save_figure(fig, tmp_path / "a", "f")
+    plotting.save_figure(fig, tmp_path / "b", "f")
+    first, second = (tmp_path / "a" / "f.png").read_bytes(), (tmp_path / "b" / "f.png").read_bytes()
+    assert first == second
+    # No matplotlib version (nor any other text chunk) in the file: another environment writes the same bytes.
+    assert b"tEXt" not in first and b"matplotlib" not in first.lower()
