@@ -221,4 +221,5 @@ def test_oti_without_gpt_phrases_is_a_named_variant(tmp_path):
         z.writestr("GPTNeo27B/concept_to_phrases.pkl", pickle.dumps(template_phrases(["Dog"])))
     assert load_vocabulary("cirr", "ViT-B-32", str(csv), "").phrases == "templates"
     given = load_vocabulary("cirr", "ViT-B-32", str(csv), str(tmp_path / "GPTNeo27B.zip"))
-    assert given.phrases == "given" and given.concepts == ["Dog"]
+    assert given.phrases == "given" and given.concepts == ["Dog", "Ducks, geese and swans"]  # the whole vocabulary
+    assert list(given.phrase_bank) == ["Dog"]  # only concepts with usable phrases
