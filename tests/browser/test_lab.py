@@ -8,7 +8,9 @@ caption with a new result grid. A control notebook first shows that both detecto
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -94,49 +96,81 @@ def test_markdown_renders_as_written(stem, lab, page, typeset_s, run_dir):
     assert not broken, f"{stem}: Markdown images that do not load: {broken}"
 
 
+def _run_all(page, n_code: int, timeout_s: float = 900) -> list[str]:
+    """Run → Run All Cells from the menu bar, then wait until no cell is queued or running and every code
+    cell is numbered or the run stopped at an error. Returns the input prompts."""
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        prompts = page.evaluate(_PROMPTS)
+        numbered = [p for p in prompts if any(ch.isdigit() for ch in p)]
+        if not any("*" in p for p in prompts) and (len(numbered) == n_code or _error_outputs(page)):
+            return prompts
+        assert time.monotonic() < deadline, f"Run All Cells still running after {timeout_s:.0f} s: {prompts}"
+        time.sleep(1)
+
+
+def _error_outputs(page) -> list[str]:
+    """Error outputs as JupyterLab shows them (stderr-typed text with a traceback or an ``…Error:`` line)."""
+    texts = [e.inner_text() for e in page.locator(_STDERR).all()]
+    return [t[:300] for t in texts if "Traceback" in t or re.search(r"^\w*Error\b", t, re.M)]
+
+
+def _saved_errors(page, path: Path) -> list[dict]:
+    """Save with Ctrl+S and read the file back: the error outputs the kernel produced."""
+    page.locator(".jp-NotebookPanel .jp-Notebook").first.click(position={"x": 5, "y": 5})
+    page.keyboard.press("Control+s")
+    deadline = time.monotonic() + 30
+    while not any(c.get("outputs") for c in nbformat.read(path, as_version=4).cells):
+        assert time.monotonic() < deadline, f"Ctrl+S did not save {path.name}"
+        time.sleep(0.5)
+    saved = nbformat.read(path, as_version=4)
+    return [o for c in saved.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+
+
+def _wait_for_kernel(page) -> None:
+    """The notebook's own kernel (not a kernel chooser), idle."""
+    kernel = page.locator('.jp-NotebookPanel [data-jp-item-name="kernelName"]')
+    kernel.filter(has_text=paper.KERNEL_DISPLAY_NAME).wait_for()
+    page.wait_for_function("document.querySelector('.jp-NotebookPanel [data-jp-item-name=\"executionProgress\"]')"
+                           "?.textContent.includes('Idle')", timeout=120_000)
+
+
+def test_a_failing_cell_is_seen(lab, page):
+    """The run's error checks fire: a cell that raises stops Run All Cells, shows its traceback, and the
+    saved notebook holds the error output."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": paper.KERNEL, "display_name": paper.KERNEL_DISPLAY_NAME, "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in ("x = 1", "raise ValueError(f'boom {x}')", "y = 2")]
+    nbformat.write(nb, lab.root / "failing.ipynb")
+    _open(page, lab, "failing.ipynb", 3)
+    _wait_for_kernel(page)
+    prompts = _run_all(page, 3, timeout_s=120)
+    assert [p.strip() for p in prompts] == ["[1]:", "[2]:", "[ ]:"]
+    assert any("ValueError: boom 1" in e for e in _error_outputs(page))
+    assert [e["ename"] for e in _saved_errors(page, lab.root / "failing.ipynb")] == ["ValueError"]
+
+
 def test_notebook_1_runs_in_the_ui_and_its_explorer_answers(lab, page, run_dir):
-    from searle_core.paths import data_dir
+    from searle_core.paths import cache_dir
+    from searle_core.world_clip import WORLD_BACKBONE, WorldCLIPConfig
 
     stem = "01_textual_inversion"
     nb = nbformat.read(lab.root / f"{stem}.ipynb", as_version=4)
     n_code = sum(c.cell_type == "code" for c in nb.cells)
-    world_clip_cached = any((data_dir() / "cache" / "world_clip").glob("*")) if (data_dir() / "cache").is_dir() else False
+    # Without the quick world CLIP cached, the run includes training it (1-2 min on a laptop).
+    quick_clip = cache_dir("world_clip") / f"{WORLD_BACKBONE}-{WorldCLIPConfig.quick().cache_key()}.pt"
+    lab.summary["world_clip_cached_before"] = quick_clip.is_file()
     _open(page, lab, f"{stem}.ipynb", len(nb.cells))
-    kernel = page.locator('.jp-NotebookPanel [data-jp-item-name="kernelName"]')
-    kernel.filter(has_text=paper.KERNEL_DISPLAY_NAME).wait_for()  # the notebook's own kernel, not a chooser
-    page.wait_for_function("document.querySelector('.jp-NotebookPanel [data-jp-item-name=\"executionProgress\"]')"
-                           "?.textContent.includes('Idle')", timeout=120_000)
-
+    _wait_for_kernel(page)
     start = time.perf_counter()
-    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-    deadline = time.monotonic() + 900
-    while True:  # done: no cell queued or running, and every cell numbered or the run stopped at an error
-        prompts = page.evaluate(_PROMPTS)
-        running = [p for p in prompts if "*" in p]
-        numbered = [p for p in prompts if any(ch.isdigit() for ch in p)]
-        if not running and (len(numbered) == n_code or page.locator(_STDERR).filter(has_text="Traceback").count()):
-            break
-        assert time.monotonic() < deadline, f"Run All Cells still running after 900 s: {prompts}"
-        time.sleep(1)
-    seconds = time.perf_counter() - start
-    lab.summary["notebook_1_run_all_s"] = round(seconds, 1)
-    lab.summary["world_clip_cached_before"] = world_clip_cached
+    prompts = _run_all(page, n_code)
+    lab.summary["notebook_1_run_all_s"] = round(time.perf_counter() - start, 1)
     page.screenshot(path=str(run_dir / f"{stem}-after-run.png"))
-
-    errors = [e.inner_text()[:300] for e in page.locator(_STDERR).all() if "Traceback" in e.inner_text()
-              or "Error" in e.inner_text().splitlines()[0]]
-    assert not errors, f"error output in notebook 1: {errors}"
-    assert len(numbered) == n_code, f"not every code cell ran: {prompts}"
-    # The saved copy (in the run folder) shows what the kernel produced, error outputs included.
-    page.locator(".jp-NotebookPanel .jp-Notebook").first.click(position={"x": 5, "y": 5})
-    page.keyboard.press("Control+s")
-    deadline = time.monotonic() + 30
-    while not any(c.get("outputs") for c in nbformat.read(lab.root / f"{stem}.ipynb", as_version=4).cells):
-        assert time.monotonic() < deadline, "Ctrl+S did not save notebook 1"
-        time.sleep(0.5)
-    saved = nbformat.read(lab.root / f"{stem}.ipynb", as_version=4)
-    assert not [o for c in saved.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not _error_outputs(page), f"error output in notebook 1: {_error_outputs(page)}"
+    assert all(any(ch.isdigit() for ch in p) for p in prompts), f"not every code cell ran: {prompts}"
+    assert not _saved_errors(page, lab.root / f"{stem}.ipynb")
 
     explorer = page.locator(".jp-OutputArea .widget-vbox").last
     explorer.scroll_into_view_if_needed()
