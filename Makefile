@@ -44,7 +44,7 @@ lab: setup
 browser-setup: $(VENV)/.browser
 
 $(VENV)/.browser: $(VENV)/.installed
-	command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+	command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 	$(PY) -m pip install --quiet -e '.[test,notebooks,browser]'
 	touch $@
 

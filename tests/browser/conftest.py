@@ -27,11 +27,14 @@ import pytest
 from searle_core.paths import REPO_ROOT
 
 RUN_DIR = REPO_ROOT / "runs" / "browser"
-# Settings a person would not need but a test does: every cell attached (no windowing), no news toast.
+# Settings a person would not need but a test does: every cell attached (no windowing), no news toast,
+# no autosave.
 LAB_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
                                                                         "checkForUpdates": False},
+    # Only the test saves (Ctrl+S), so the file on disk is what the run produced and nothing races it.
+    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
 }
 
 
@@ -137,9 +140,13 @@ def page_factory(browser):
 
     yield new_page
     for context in contexts:
-        context.close()
+        context.close()  # a no-op for those a test closed already
 
 
 @pytest.fixture
 def page(page_factory):
-    return page_factory()
+    """A page closed after its test: an open page keeps its notebook open, and JupyterLab there would
+    save it under the next page's feet."""
+    page = page_factory()
+    yield page
+    page.context.close()
