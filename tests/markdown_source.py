@@ -14,8 +14,9 @@ import re
 _FENCED = re.compile(r"^ {0,3}(```+|~~~+).*?^ {0,3}\1[ \t]*$", re.S | re.M)
 _CODE_SPAN = re.compile(r"(`+)(?!`).+?(?<!`)\1(?!`)", re.S)
 _BARE_DOLLAR = re.compile(r"\$")
-# Delimiters JupyterLab's math pass reads besides $ (\(…\), \[…\], environments).
-_OTHER_MATH = re.compile(r"\\\(|\\\[|\\begin\{")
+# Delimiters JupyterLab's math pass reads besides $: \\(…\\) and \\[…\\] with two backslashes in the
+# source (one is a Markdown escape, so \( shows a plain parenthesis), and environments.
+_OTHER_MATH = re.compile(r"\\\\\(|\\\\\[|\\begin\{")
 
 
 def without_code(source: str) -> str:
@@ -29,7 +30,7 @@ def bare_dollar_lines(source: str) -> list[str]:
 
 
 def means_math(source: str) -> bool:
-    """Whether the source writes LaTeX on purpose: ``$``, ``\\(``, ``\\[`` or ``\\begin{`` outside code.
+    """Whether the source writes LaTeX on purpose: ``$``, ``\\\\(``, ``\\\\[`` or ``\\begin{`` outside code.
     Under the rule above, a ``$`` outside code can only be math."""
     text = without_code(source)
     return bool(_BARE_DOLLAR.search(text) or _OTHER_MATH.search(text))

@@ -13,6 +13,8 @@ from searle_core import paper
 from searle_core.paths import REPO_ROOT
 
 DOCUMENTS = ("README.md", "notebooks/README.md", "data/README.md")
+#: Markdown cells (notebook stem, cell id) that write LaTeX on purpose; none so far.
+MATH_CELLS: set[tuple[str, str]] = set()
 
 
 def test_rule_catches_dollars_outside_code_escaped_or_not():
@@ -22,14 +24,16 @@ def test_rule_catches_dollars_outside_code_escaped_or_not():
     assert bare_dollar_lines("`a photo of $ that {caption}`, with `$` = v*, costs `$0`") == []
     assert bare_dollar_lines("``a `$` in code``\n```bash\necho $HOME\n```\n") == []
     assert bare_dollar_lines("costs \\$0 or \\$1")  # JupyterLab renders escaped dollars as math too
-    assert means_math("the loss $\\mathcal{L}$") and means_math("\\(x^2\\)")
+    assert means_math("the loss $\\mathcal{L}$") and means_math("\\\\(x^2\\\\)")
+    assert not means_math("a Markdown escape, \\(y\\), is a plain parenthesis")
     assert not means_math("`a photo of $` and `$5`")
 
 
 @pytest.mark.parametrize("stem", paper.NOTEBOOKS)
 def test_notebook_markdown_has_no_bare_dollar(stem):
     nb = nbformat.read(paper.notebook_path(stem), as_version=4)
-    stray = {cell.id: bare_dollar_lines(cell.source) for cell in nb.cells if cell.cell_type == "markdown"}
+    stray = {cell.id: bare_dollar_lines(cell.source) for cell in nb.cells
+             if cell.cell_type == "markdown" and (stem, cell.id) not in MATH_CELLS}
     assert not {k: v for k, v in stray.items() if v}, f"{stem}: write the pseudo-word as code (notebooks/README.md)"
 
 

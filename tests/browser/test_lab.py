@@ -67,17 +67,18 @@ def typeset_s(lab, page_factory):
                "As the rule writes it: `a photo of $ that {caption}`, with `$` = v\\*, costs `$0` or `$1`.",
                'The old prose: the query "a photo of $ that {caption}", with $ = the OTI token.',
                "Escaped dollars are math in JupyterLab 4 all the same: costs \\$0 or \\$1.",
+               "JupyterLab reads math in parentheses with two backslashes, \\\\(x^2\\\\), not one: \\(y\\).",
                "![loads](control.png) and ![does not](missing.png)"]
     nb.cells = [nbformat.v4.new_markdown_cell(s) for s in sources]
     nbformat.write(nb, lab.root / "control.ipynb")
     page = page_factory()
     _open(page, lab, "control.ipynb", len(sources))
     start = time.monotonic()
-    page.wait_for_function("document.querySelectorAll('.jp-RenderedMarkdown mjx-container').length >= 3", timeout=30_000)
+    page.wait_for_function("document.querySelectorAll('.jp-RenderedMarkdown mjx-container').length >= 4", timeout=30_000)
     seconds = time.monotonic() - start
     state = _markdown_state(page, len(sources), 1.0)
-    assert [c["math"] > 0 for c in state] == [means_math(s) for s in sources] == [True, False, True, True, False]
-    assert [i["loaded"] for i in state[4]["images"]] == [True, False]
+    assert [c["math"] > 0 for c in state] == [means_math(s) for s in sources] == [True, False, True, True, True, False]
+    assert [i["loaded"] for i in state[5]["images"]] == [True, False]
     lab.summary["mathjax_typeset_s"] = round(seconds, 2)
     return max(2.0, 3 * seconds)
 
