@@ -80,6 +80,35 @@ def test_project_paths(clip):
     assert [p.shape for p in projected] == [(6, 2), (6, 2)]
 
 
+# CLIP's byte-level BPE: "ãĢĳ" is the UTF-8 bytes of "】" shown as Latin-1 look-alikes (isalpha() is True
+# for the look-alikes), "ðŁĺĤ" is an emoji; "cafÃ©" is the word "café".
+BYTE_LEVEL = ["ãĢĳ</w>", "ãĢĲ</w>", "ðŁĺĤ</w>", "Ã</w>", "âĿĿ</w>"]
+
+
+def test_whole_words_of_clips_real_vocabulary_are_readable_words(clip):
+    from searle_core.inversion.nearest import token_word, whole_word_ids
+
+    encoder = clip.tokenizer.encoder
+    assert len(encoder) == 49408  # open_clip's BPE vocabulary, the one OpenAI's CLIP models use
+    ids = set(whole_word_ids(clip))
+    assert len(ids) == 33046
+    assert all(token_word(clip, i).isalpha() for i in ids)
+    assert not {encoder[w] for w in BYTE_LEVEL} & ids
+    assert {encoder["cat</w>"], encoder["cafÃ©</w>"]} <= ids
+    assert token_word(clip, encoder["cafÃ©</w>"]) == "café" and token_word(clip, encoder["ãĢĳ</w>"]) == "】"
+
+
+def test_nearest_words_and_token_paths_skip_byte_level_tokens(clip):
+    """A token sitting on a byte-level entry's own row finds real words, not that entry."""
+    rows = clip.model.token_embedding.weight[[clip.tokenizer.encoder[w] for w in BYTE_LEVEL]].detach().float()
+    for words in explain.nearest_words(clip, rows, k=10):
+        assert len(words) == 10 and all(w.isalpha() for w, _ in words), words
+        assert words[0][1] < 0.99  # not the entry itself
+    _, labels, _ = explain.project_paths(clip, [torch.stack([torch.zeros_like(r), r]) for r in rows], k=5)
+    assert labels and all(w.isalpha() for w in labels)
+    assert not set(labels) & {w.replace("</w>", "") for w in BYTE_LEVEL}
+
+
 def test_agreement_overlap_search_hits():
     a = torch.eye(3)
     same, other = explain.token_agreement(a, a)

@@ -57,7 +57,7 @@ def test_one_parameters_cell_of_literals(stem):
 @pytest.mark.parametrize("stem", NOTEBOOKS)
 def test_committed_without_outputs_except_checked_cells(stem):
     nb = load(stem)
-    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert nb.metadata["kernelspec"]["name"] == paper.KERNEL == "searle"
     checked = 0
     for cell in code_cells(nb):
         keep = "keep_output" in cell.metadata.get("tags", [])
@@ -87,15 +87,21 @@ def test_notebooks_are_thin(stem):
         assert len(cell.source.splitlines()) <= 25, f"{stem}: a cell of {len(cell.source.splitlines())} lines"
 
 
-def test_kernel_python3_is_this_environment():
-    """papermill -k python3 and nbval must start this venv's Python, not another one on the PATH."""
-    from jupyter_client.kernelspec import KernelSpecManager
+def test_kernel_searle_is_this_environment():
+    """The project's kernel (papermill -k searle, the notebooks' kernelspec) starts this venv's Python: make
+    setup registers it inside the venv, where it comes before any user-wide kernel of the same name."""
     from jupyter_client.manager import KernelManager
 
-    spec = KernelSpecManager().get_kernel_spec("python3")
-    km = KernelManager(kernel_name="python3")
+    paper.require_kernel()
+    km = KernelManager(kernel_name=paper.KERNEL)
     km.connection_file = "/tmp/unused.json"
-    assert km.format_kernel_cmd()[0] == sys.executable, (spec.resource_dir, spec.argv)
+    assert km.format_kernel_cmd()[0] == sys.executable, km.kernel_spec.resource_dir
+
+
+def test_missing_kernel_is_a_one_line_error_with_the_command():
+    with pytest.raises(RuntimeError, match=r"kernel 'no-such-kernel' is not registered .* ipykernel install "
+                                           r"--sys-prefix --name no-such-kernel"):
+        paper.require_kernel("no-such-kernel")
 
 
 # ---- the quick profile end to end -----------------------------------------------------------------

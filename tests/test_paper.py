@@ -96,7 +96,7 @@ def test_profiles_parse_and_name_only_known_notebooks():
 
 def _write_notebook(path, cells):
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": paper.KERNEL, "display_name": paper.KERNEL_DISPLAY_NAME, "language": "python"}
     params = nbformat.v4.new_code_cell("x = 1\nfigures_dir = ''\nout_dir = ''")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params] + [nbformat.v4.new_code_cell(c) for c in cells]
