@@ -149,21 +149,22 @@ def test_quick_profile_numbers(quick_run):
     # Over every inverted reference (quick val: 120), the share whose 5 nearest words hold its own words.
     assert nb2["own_word_images"] >= 50
     assert set(nb2["own_word_top5"]) == {"shape", "colour", "background"}
-    # Recorded with issue 13's world CLIP (quick: 76.9 % zero-shot; OTI 50 steps).
-    for attribute, stored in {"shape": 48.33, "colour": 99.17, "background": 82.5}.items():
+    # Recorded with the quick world CLIP (420 steps, 87.5 % zero-shot; OTI 50 steps).
+    for attribute, stored in {"shape": 71.67, "colour": 100.0, "background": 80.0}.items():
         assert nb2["own_word_top5"][attribute] == pytest.approx(stored, abs=5.0), nb2["own_word_top5"]
     nb3 = r["03_training_phi"]
     assert nb3["validation"][-1] >= nb3["validation"][0]
     assert nb3["searle/mAP@10"] > nb3["image-only/mAP@10"]
-    assert nb3["final_distil"] < 5.0
+    # An untrained φ's contrastive loss over a batch of 64 is about ln 64 = 4.2: the recorded value, not a bound.
+    assert nb3["final_distil"] == pytest.approx(3.105, abs=0.3)
     assert nb3["phi_seconds_per_image"] * 100 < nb3["oti_seconds_per_image"]
     # Recorded values (issue 13's world CLIP), with room for float differences between machines.
-    assert nb3["searle-oti/mAP@10"] == pytest.approx(57.15, abs=2.0)
-    assert nb3["searle/mAP@10"] == pytest.approx(53.90, abs=3.0)
+    assert nb3["searle-oti/mAP@10"] == pytest.approx(63.08, abs=2.0)
+    assert nb3["searle/mAP@10"] == pytest.approx(58.26, abs=3.0)
     nb4 = r["04_results_tables"]
     key = "shapes/shapes-clip/{}/mAP@10"
-    assert nb4[key.format("image+text")] == pytest.approx(48.65, abs=2.0)
-    assert nb4[key.format("image-only")] == pytest.approx(4.66, abs=1.0)
+    assert nb4[key.format("image+text")] == pytest.approx(57.73, abs=2.0)
+    assert nb4[key.format("image-only")] == pytest.approx(4.25, abs=1.0)
     assert nb4[key.format("searle-oti")] > nb4[key.format("image-only")] + 5
     assert nb4[key.format("searle")] > nb4[key.format("image-only")] + 5
     assert nb4[key.format("text-only")] > 0
