@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= shapes
 
-.PHONY: setup run quick test nbval clean-runs
+.PHONY: setup run quick paper-smoke test nbval clean-runs
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,11 @@ run: setup
 
 quick: setup
 	$(VENV)/bin/searle paper --profile quick
+
+# The paper path at toy size (real annotation layouts, random ViT-B-32 as OpenAI weights, CPU).
+paper-smoke: setup
+	$(PY) tests/paper_smoke_data.py runs/paper-smoke-data
+	$(VENV)/bin/searle paper --profile paper-smoke
 
 test: setup
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
