@@ -22,7 +22,6 @@ from searle_core.paper import NOTEBOOKS, run_paper
 from searle_core.paths import REPO_ROOT
 from searle_core.record import load_record
 
-pytestmark = pytest.mark.slow
 MISMATCH = "QuickGELU mismatch"
 WEIGHTS = DEFAULT / "weights" / "ViT-B-32-random.pt"
 PHI = DEFAULT / "checkpoints" / "SEARLE_ViT-B32-random.pt"
@@ -48,6 +47,7 @@ def smoke(tmp_path_factory):
     return out / "paper-smoke", runs, [str(w.message) for w in caught]
 
 
+@pytest.mark.slow
 def test_every_notebook_runs_and_writes_its_figures_and_tables(smoke):
     run_dir, runs, _ = smoke
     assert [r.name for r in runs] == list(NOTEBOOKS)
@@ -64,6 +64,7 @@ def test_every_notebook_runs_and_writes_its_figures_and_tables(smoke):
     print("\n".join(f"{n['name']}: {n['seconds']} s" for n in summary["notebooks"]))
 
 
+@pytest.mark.slow
 def test_vit_b32_rows_carry_the_papers_numbers(smoke):
     run_dir, _, _ = smoke
     table = pd.read_csv(run_dir / "tables" / "results.csv")
@@ -85,6 +86,7 @@ def test_vit_b32_rows_carry_the_papers_numbers(smoke):
     assert settings["phi_epoch"] == 3  # read from the authors' {"epoch", "Phi"} layout
 
 
+@pytest.mark.slow
 def test_notebook_and_cli_numbers_agree(smoke, capsys):
     """`searle evaluate` on the same toy CIRCO (notebook 4 uses all its queries) gives notebook 4's numbers."""
     from searle_core.cli import main
@@ -107,6 +109,7 @@ def test_notebook_and_cli_numbers_agree(smoke, capsys):
             assert math.isclose(value, record[f"circo/ViT-B-32/{method}/{metric}"], abs_tol=1e-6), (method, metric)
 
 
+@pytest.mark.slow
 def test_openai_layout_file_is_built_with_quick_gelu_and_no_mismatch_warning(smoke):
     from searle_core.backbone import load_backbone
 
@@ -120,3 +123,25 @@ def test_openai_layout_file_is_built_with_quick_gelu_and_no_mismatch_warning(smo
         warnings.simplefilter("error")
         backbone = load_backbone("ViT-B-32", f"openai:{WEIGHTS}", device="cpu")
     assert backbone.quick_gelu and backbone.weights_id.endswith("+quickgelu")
+
+
+def test_baseline_knobs_size_pic2word_and_palavra_training():
+    """Notebook 4's baseline_epochs / baseline_images reach Pic2Word's and PALAVRA's configs; 0 keeps the defaults."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from searle_core.baselines.palavra import PalavraConfig
+    from searle_core.baselines.pic2word import Pic2WordConfig
+    from searle_core.methods import MethodContext
+    from searle_core.results import _size_baselines
+
+    source = SimpleNamespace(names=[f"{i}.jpg" for i in range(10)])
+    ctx = MethodContext()
+    ctx.extras["unlabeled"] = source
+    _size_baselines(ctx, 0, 0)
+    assert "pic2word_config" not in ctx.extras and "palavra_config" not in ctx.extras
+    assert ctx.extras["unlabeled"] is source
+    _size_baselines(ctx, 2, 3)
+    assert ctx.extras["pic2word_config"] == dataclasses.replace(Pic2WordConfig(), epochs=2)
+    assert ctx.extras["palavra_config"] == dataclasses.replace(PalavraConfig(), epochs=2)
+    assert ctx.extras["unlabeled"] == (source, ["0.jpg", "1.jpg", "2.jpg"])
