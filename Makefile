@@ -3,10 +3,17 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= shapes
+# The notebooks' Jupyter kernel: this environment's Python, registered inside the venv (--sys-prefix), so
+# only a Jupyter started from this venv (make lab, papermill, nbval) finds it; elsewhere the notebooks ask
+# for a kernel instead of running in whatever environment is at hand.
+KERNEL := searle
+KERNELSPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
+# Root installs system packages directly (CI); everyone else through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run quick paper-smoke test nbval clean-runs
+.PHONY: setup run figures quick paper-smoke test nbval lab browser-setup browser-test clean-runs
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(KERNELSPEC)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,9 +21,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,notebooks]'
 	touch $@
 
-# The main job on the embedded default: the offline shapes world end to end.
+$(KERNELSPEC): $(VENV)/.installed
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (searle)"
+
+# The main job on the embedded default: the offline shapes world end to end. Everything it writes
+# goes under runs/ (ignored by git), so a fresh clone's `make run` leaves `git status` clean.
 run: setup
 	$(VENV)/bin/searle paper --profile $(PROFILE)
+
+# Refresh the committed figures/ (the README's) from the last `make run`: a deliberate step, since
+# numbers move in the second decimal between machines and so do the pixels that show them.
+figures:
+	test -d runs/$(PROFILE)/figures || { echo "no runs/$(PROFILE)/figures: run 'make run' first"; exit 1; }
+	cp runs/$(PROFILE)/figures/*.png figures/
 
 quick: setup
 	$(VENV)/bin/searle paper --profile quick
@@ -27,7 +44,25 @@ paper-smoke: setup
 	$(VENV)/bin/searle paper --profile paper-smoke
 
 test: setup
-	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider --ignore=tests/browser
+
+# JupyterLab on notebooks/ with the searle kernel (LAB_ARGS: e.g. --no-browser --port 8899).
+# Jupyter refuses to run as root unless told; CI containers and some docker setups are root.
+lab: setup
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(if $(SUDO),,--allow-root) $(LAB_ARGS)
+
+# The notebooks as people see them: JupyterLab in headless Chromium (Debian's chromium, driven by
+# Playwright's Python package; no browser is downloaded). Screenshots go to runs/browser/.
+browser-setup: $(VENV)/.browser
+
+$(VENV)/.browser: $(VENV)/.installed
+	command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+	$(PY) -m pip install --quiet -e '.[test,notebooks,browser]'
+	touch $@
+
+browser-test: setup browser-setup
+	SEARLE_BROWSER_TEST=1 $(PY) -m pytest tests/browser -p no:cacheprovider
+	@cat runs/browser/summary.json
 
 clean-runs:
 	rm -rf runs

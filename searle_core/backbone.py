@@ -97,6 +97,32 @@ def find_pseudo_token_id(tokenizer: Callable, word: str = PSEUDO_WORD) -> int:
     return inner[0]
 
 
+@torch.no_grad()
+def calibrate_batch_norm(model: torch.nn.Module, n_images: int = 64, seed: int = 0) -> torch.nn.Module:
+    """Set the BatchNorm running statistics of a randomly initialised image tower from noise images.
+
+    At their initial statistics (mean 0, variance 1) the BatchNorm layers of a random ResNet tower
+    normalise nothing, and every image gets nearly the same feature (cosine 0.99999 between two
+    images), which makes random weights useless as a stand-in. Statistics measured on noise
+    images give distinct features, as a random ViT has. A private generator leaves the global
+    random state untouched. Models without BatchNorm are returned unchanged.
+    """
+    norms = [m for m in model.visual.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
+    size = model.visual.image_size
+    size = size if isinstance(size, (tuple, list)) else (size, size)
+    noise = torch.randn(n_images, 3, *size, generator=torch.Generator().manual_seed(seed))
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: one pass gives the batch's statistics
+    was_training = model.visual.training
+    model.visual.train()
+    model.visual(noise.to(next(model.visual.parameters()).device))
+    model.visual.train(was_training)
+    return model
+
+
 def freeze(model: torch.nn.Module) -> torch.nn.Module:
     model.eval()
     for p in model.parameters():
@@ -184,6 +210,8 @@ def load_backbone(name: str = WORLD_BACKBONE, pretrained: str | None = DEFAULT_W
             if pretrained:
                 raise _missing_weights_error(name, pretrained, err) from err
             raise
+        if not pretrained:
+            calibrate_batch_norm(model)
     tokenizer = open_clip.get_tokenizer(name)
     return Backbone(name=name, pretrained=pretrained, model=freeze(model), preprocess=preprocess,
                     tokenizer=tokenizer, dollar_token_id=find_pseudo_token_id(tokenizer), device=dev,

@@ -214,3 +214,35 @@ def search(query_features: torch.Tensor, search_features: torch.Tensor, names: S
 def ground_truth_hits(rankings: Sequence[Sequence[str]], queries: Sequence) -> int:
     """How many ground truths the rankings contain in total (over all queries, whole rankings)."""
     return sum(len(set(r) & set(q.ground_truths)) for r, q in zip(rankings, queries))
+
+
+#: The attributes whose own word a pseudo-word should bring (size words are few and generic).
+OWN_WORD_ATTRIBUTES: tuple[str, ...] = ("shape", "colour", "background")
+
+
+def own_word_shares(backbone: Backbone, tokens: torch.Tensor, attributes: Sequence[dict[str, str]],
+                    allowed_ids: Sequence[int] | None = None, k: int = 5,
+                    checked: Sequence[str] = OWN_WORD_ATTRIBUTES) -> dict[str, float]:
+    """Does S* mean its image? % of tokens whose ``k`` nearest words contain the image's own word.
+
+    Args:
+        backbone: the CLIP whose token-embedding table holds the words.
+        tokens: (N, token_dim) one pseudo-word per image.
+        attributes: per image, its attribute values (``ShapesWorld.attributes``), e.g.
+            ``{"shape": "circle", "colour": "red", "background": "white", ...}``.
+        allowed_ids: the words searched (the world CLIP's training words; default: whole words).
+        k: nearest words looked at.
+        checked: attributes reported.
+
+    Returns:
+        ``{attribute: % of images whose own value word is among the k nearest}`` for each of
+        ``checked``, plus ``"images"``: N.
+    """
+    if len(attributes) != len(tokens):
+        raise ValueError(f"own_word_shares: {len(tokens)} tokens but {len(attributes)} attribute rows")
+    nearest = [{w for w, _ in ws} for ws in nearest_words(backbone, tokens, k, list(allowed_ids) if allowed_ids
+                                                          is not None else None)]
+    shares: dict[str, float] = {a: 100.0 * float(np.mean([attrs[a] in words for attrs, words in zip(attributes, nearest)]))
+                                for a in checked}
+    shares["images"] = len(tokens)
+    return shares

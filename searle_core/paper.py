@@ -25,7 +25,29 @@ NOTEBOOKS: tuple[str, ...] = ("01_textual_inversion", "02_pseudo_word_visualisat
                               "04_results_tables", "05_ablations")
 #: Parameters the runner sets itself (not in profiles): where figures and recorded numbers go.
 RUNNER_PARAMETERS: tuple[str, ...] = ("figures_dir", "out_dir")
-KERNEL = "python3"
+#: The notebooks' Jupyter kernel: this environment's Python, registered under the project's name by
+#: ``make setup`` (``ipykernel install --sys-prefix --name searle``). The notebooks' kernelspec names it,
+#: so a Jupyter of another environment asks for a kernel instead of running them there.
+KERNEL = "searle"
+KERNEL_DISPLAY_NAME = "Python (searle)"
+
+
+def require_kernel(kernel: str = KERNEL) -> None:
+    """Fail with the command that registers ``kernel`` when this environment's Jupyter does not know it.
+
+    Raises:
+        RuntimeError: naming the kernel, this environment and the command to run.
+    """
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(kernel)
+    except NoSuchKernel:
+        raise RuntimeError(f"Jupyter kernel {kernel!r} is not registered in this environment ({sys.prefix}): run "
+                           f"`make setup`, or `{sys.executable} -m ipykernel install --sys-prefix --name {kernel} "
+                           f"--display-name '{KERNEL_DISPLAY_NAME}'`") from None
 
 
 def notebooks_dir() -> Path:
@@ -214,7 +236,7 @@ def run_paper(profile: str | Profile, out: str | os.PathLike = "runs", figures: 
         out: run folder root; executed notebooks and their JSON go to ``<out>/<profile>/``.
         figures: figures folder (default: the profile's ``figures``, else ``<out>/<profile>/figures``).
         notebooks: run only these (stems, in :data:`NOTEBOOKS` order).
-        kernel: Jupyter kernel name (``python3``: the environment's own ipykernel).
+        kernel: Jupyter kernel name (default: the project's kernel, see :data:`KERNEL`).
         log: where progress lines go (``None``: silent).
         progress: a progress bar over each notebook's cells (papermill's).
 
@@ -232,6 +254,7 @@ def run_paper(profile: str | Profile, out: str | os.PathLike = "runs", figures: 
     profile = profile if isinstance(profile, Profile) else load_profile(profile)
     order = [n for n in NOTEBOOKS if notebooks is None or n in notebooks]
     check_profile(profile, order)
+    require_kernel(kernel)
     run_dir = (Path(out) / profile.name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     figures_dir = Path(figures or profile.figures or run_dir / "figures").resolve()
@@ -290,6 +313,7 @@ def store_checked_outputs(notebooks: tuple[str, ...] | list[str] = NOTEBOOKS, ke
     import nbformat
     import papermill
 
+    require_kernel(kernel)
     for stem in notebooks:
         source = notebook_path(stem)
         with tempfile.TemporaryDirectory() as tmp:

@@ -80,6 +80,35 @@ def test_project_paths(clip):
     assert [p.shape for p in projected] == [(6, 2), (6, 2)]
 
 
+# CLIP's byte-level BPE: "ãĢĳ" is the UTF-8 bytes of "】" shown as Latin-1 look-alikes (isalpha() is True
+# for the look-alikes), "ðŁĺĤ" is an emoji; "cafÃ©" is the word "café".
+BYTE_LEVEL = ["ãĢĳ</w>", "ãĢĲ</w>", "ðŁĺĤ</w>", "Ã</w>", "âĿĿ</w>"]
+
+
+def test_whole_words_of_clips_real_vocabulary_are_readable_words(clip):
+    from searle_core.inversion.nearest import token_word, whole_word_ids
+
+    encoder = clip.tokenizer.encoder
+    assert len(encoder) == 49408  # open_clip's BPE vocabulary, the one OpenAI's CLIP models use
+    ids = set(whole_word_ids(clip))
+    assert len(ids) == 33046
+    assert all(token_word(clip, i).isalpha() for i in ids)
+    assert not {encoder[w] for w in BYTE_LEVEL} & ids
+    assert {encoder["cat</w>"], encoder["cafÃ©</w>"]} <= ids
+    assert token_word(clip, encoder["cafÃ©</w>"]) == "café" and token_word(clip, encoder["ãĢĳ</w>"]) == "】"
+
+
+def test_nearest_words_and_token_paths_skip_byte_level_tokens(clip):
+    """A token sitting on a byte-level entry's own row finds real words, not that entry."""
+    rows = clip.model.token_embedding.weight[[clip.tokenizer.encoder[w] for w in BYTE_LEVEL]].detach().float()
+    for words in explain.nearest_words(clip, rows, k=10):
+        assert len(words) == 10 and all(w.isalpha() for w, _ in words), words
+        assert words[0][1] < 0.99  # not the entry itself
+    _, labels, _ = explain.project_paths(clip, [torch.stack([torch.zeros_like(r), r]) for r in rows], k=5)
+    assert labels and all(w.isalpha() for w in labels)
+    assert not set(labels) & {w.replace("</w>", "") for w in BYTE_LEVEL}
+
+
 def test_agreement_overlap_search_hits():
     a = torch.eye(3)
     same, other = explain.token_agreement(a, a)
@@ -97,4 +126,40 @@ def test_phi_tokens_and_timing():
     x = torch.randn(5, 4)
     out = explain.phi_tokens(phi, x)
     assert torch.equal(out, explain.phi_tokens(phi, x))  # eval mode: no dropout
-    assert explain.seconds_per_image(lambda: None, 10) >= 0
+
+
+
+def test_seconds_per_image_is_the_best_run_per_image(monkeypatch):
+    """A fake clock: runs of 3, 1 and 2 s over 10 images give 0.1 s per image (the best run)."""
+    ticks = iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0])
+    monkeypatch.setattr(explain.time, "perf_counter", lambda: next(ticks))
+    calls = []
+    assert explain.seconds_per_image(lambda: calls.append(1), 10, repeat=3) == pytest.approx(0.1)
+    assert len(calls) == 3
+
+
+def test_own_word_shares_known_answer(clip):
+    """Tokens built from word rows: the share is known exactly."""
+    from searle_core.datasets.shapes import training_vocabulary
+
+    allowed = word_token_ids(clip, training_vocabulary())
+    table = clip.model.token_embedding.weight.detach().float()
+
+    def row(word):
+        return F.normalize(table[word_token_ids(clip, [word])[0]], dim=0)
+
+    images = [{"shape": "circle", "colour": "red", "background": "white", "size": "small"},
+              {"shape": "star", "colour": "blue", "background": "black", "size": "large"},
+              {"shape": "arrow", "colour": "green", "background": "gray", "size": "large"},
+              {"shape": "cross", "colour": "purple", "background": "white", "size": "small"}]
+    # Images 1-2 carry all three own words; image 3 has another shape's word and no background;
+    # image 4 is the pure word "square" (in this seeded random table its other near words are
+    # not its own either).
+    tokens = torch.stack([row("circle") + row("red") + row("white"), row("star") + row("blue") + row("black"),
+                          row("square") + row("green"), row("square")])
+    shares = explain.own_word_shares(clip, tokens, images, allowed, k=3)
+    assert shares == {"shape": 50.0, "colour": 75.0, "background": 50.0, "images": 4}
+    # k=1: only the single nearest word counts; the pure "square" token is that word and nothing else.
+    assert explain.own_word_shares(clip, tokens[3:], images[3:], allowed, k=1)["shape"] == 0.0
+    with pytest.raises(ValueError, match="3 tokens but 4"):
+        explain.own_word_shares(clip, tokens[:3], images, allowed)

@@ -57,7 +57,7 @@ def test_one_parameters_cell_of_literals(stem):
 @pytest.mark.parametrize("stem", NOTEBOOKS)
 def test_committed_without_outputs_except_checked_cells(stem):
     nb = load(stem)
-    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert nb.metadata["kernelspec"]["name"] == paper.KERNEL == "searle"
     checked = 0
     for cell in code_cells(nb):
         keep = "keep_output" in cell.metadata.get("tags", [])
@@ -87,15 +87,21 @@ def test_notebooks_are_thin(stem):
         assert len(cell.source.splitlines()) <= 25, f"{stem}: a cell of {len(cell.source.splitlines())} lines"
 
 
-def test_kernel_python3_is_this_environment():
-    """papermill -k python3 and nbval must start this venv's Python, not another one on the PATH."""
-    from jupyter_client.kernelspec import KernelSpecManager
+def test_kernel_searle_is_this_environment():
+    """The project's kernel (papermill -k searle, the notebooks' kernelspec) starts this venv's Python: make
+    setup registers it inside the venv, where it comes before any user-wide kernel of the same name."""
     from jupyter_client.manager import KernelManager
 
-    spec = KernelSpecManager().get_kernel_spec("python3")
-    km = KernelManager(kernel_name="python3")
+    paper.require_kernel()
+    km = KernelManager(kernel_name=paper.KERNEL)
     km.connection_file = "/tmp/unused.json"
-    assert km.format_kernel_cmd()[0] == sys.executable, (spec.resource_dir, spec.argv)
+    assert km.format_kernel_cmd()[0] == sys.executable, km.kernel_spec.resource_dir
+
+
+def test_missing_kernel_is_a_one_line_error_with_the_command():
+    with pytest.raises(RuntimeError, match=r"kernel 'no-such-kernel' is not registered .* ipykernel install "
+                                           r"--sys-prefix --name no-such-kernel"):
+        paper.require_kernel("no-such-kernel")
 
 
 # ---- the quick profile end to end -----------------------------------------------------------------
@@ -140,13 +146,24 @@ def test_quick_profile_numbers(quick_run):
     nb2 = r["02_pseudo_word_visualisation"]
     assert nb2["word_cosine_with_regulariser"] > nb2["word_cosine_without"]
     assert nb2["phi_oti_cosine"] > nb2["phi_oti_cosine_other_images"] + 0.1
+    # Over every inverted reference (quick val: 120), the share whose 5 nearest words hold its own words.
+    assert nb2["own_word_images"] >= 50
+    assert set(nb2["own_word_top5"]) == {"shape", "colour", "background"}
+    # Recorded with issue 13's world CLIP (quick: 76.9 % zero-shot; OTI 50 steps).
+    for attribute, stored in {"shape": 48.33, "colour": 99.17, "background": 82.5}.items():
+        assert nb2["own_word_top5"][attribute] == pytest.approx(stored, abs=5.0), nb2["own_word_top5"]
     nb3 = r["03_training_phi"]
     assert nb3["validation"][-1] >= nb3["validation"][0]
     assert nb3["searle/mAP@10"] > nb3["image-only/mAP@10"]
     assert nb3["final_distil"] < 5.0
     assert nb3["phi_seconds_per_image"] * 100 < nb3["oti_seconds_per_image"]
+    # Recorded values (issue 13's world CLIP), with room for float differences between machines.
+    assert nb3["searle-oti/mAP@10"] == pytest.approx(57.15, abs=2.0)
+    assert nb3["searle/mAP@10"] == pytest.approx(53.90, abs=3.0)
     nb4 = r["04_results_tables"]
     key = "shapes/shapes-clip/{}/mAP@10"
+    assert nb4[key.format("image+text")] == pytest.approx(48.65, abs=2.0)
+    assert nb4[key.format("image-only")] == pytest.approx(4.66, abs=1.0)
     assert nb4[key.format("searle-oti")] > nb4[key.format("image-only")] + 5
     assert nb4[key.format("searle")] > nb4[key.format("image-only")] + 5
     assert nb4[key.format("text-only")] > 0

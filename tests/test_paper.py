@@ -96,7 +96,7 @@ def test_profiles_parse_and_name_only_known_notebooks():
 
 def _write_notebook(path, cells):
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": paper.KERNEL, "display_name": paper.KERNEL_DISPLAY_NAME, "language": "python"}
     params = nbformat.v4.new_code_cell("x = 1\nfigures_dir = ''\nout_dir = ''")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params] + [nbformat.v4.new_code_cell(c) for c in cells]
@@ -221,4 +221,5 @@ def test_oti_without_gpt_phrases_is_a_named_variant(tmp_path):
         z.writestr("GPTNeo27B/concept_to_phrases.pkl", pickle.dumps(template_phrases(["Dog"])))
     assert load_vocabulary("cirr", "ViT-B-32", str(csv), "").phrases == "templates"
     given = load_vocabulary("cirr", "ViT-B-32", str(csv), str(tmp_path / "GPTNeo27B.zip"))
-    assert given.phrases == "given" and given.concepts == ["Dog"]
+    assert given.phrases == "given" and given.concepts == ["Dog", "Ducks, geese and swans"]  # the whole vocabulary
+    assert list(given.phrase_bank) == ["Dog"]  # only concepts with usable phrases

@@ -37,6 +37,26 @@ def test_curves_draw_on_given_axes():
     assert axes[3].lines[0].get_ydata().tolist() == [11, 12, 13, 14, 15]
 
 
+@pytest.mark.parametrize("shape", ["rising", "still rising", "falling", "flat, raw below"])
+def test_ema_panel_legend_clears_the_end_values(shape):
+    """The EMA's and the raw token's last values are in the legend, and the legend covers neither the EMA
+    curve's end nor the raw token's marker, whatever the curve does (it used to hide the EMA label)."""
+    steps = np.arange(0, 151, 10)
+    ema = {"rising": 0.9 - 0.3 * np.exp(-steps / 30), "still rising": 0.55 + 0.002 * steps,
+           "falling": 0.9 - 0.002 * steps, "flat, raw below": 0.7 + 0.001 * np.sin(steps)}[shape]
+    raw = float(ema[-1]) - (0.01 if shape != "flat, raw below" else 0.02)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+    plotting.plot_ema_vs_raw(list(steps), list(ema), raw, ax=axes[1])
+    fig.canvas.draw()
+    ax = axes[1]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == [f"EMA token (last step {ema[-1]:.2f})", f"raw token, last step ({raw:.2f})"]
+    assert not ax.texts  # no label beside the points for the legend to cover
+    legend = ax.get_legend().get_window_extent(fig.canvas.get_renderer())
+    for point in [(steps[-1], ema[-1]), (steps[-1], raw)]:
+        assert not legend.contains(*ax.transData.transform(point)), (shape, point)
+
+
 def test_time_per_image_is_log_scaled():
     fig = plotting.plot_time_per_image({"OTI": 0.5, "φ": 1e-5})
     assert fig.axes[0].get_xscale() == "log"
@@ -99,3 +119,14 @@ def test_save_figure(tmp_path):
     plotting.save_figure(fig, tmp_path / "figs", "timing")
     path = plotting.figure_path(tmp_path / "figs", "timing")
     assert path == tmp_path / "figs" / "timing.png" and path.stat().st_size > 1000
+
+
+def test_saved_figure_bytes_depend_on_the_figure_only(tmp_path):
+    fig, ax = plt.subplots()
+    plotting.plot_time_per_image({"OTI": 0.5, "φ": 1e-5}, ax=ax)
+    plotting.save_figure(fig, tmp_path / "a", "f")
+    plotting.save_figure(fig, tmp_path / "b", "f")
+    first, second = (tmp_path / "a" / "f.png").read_bytes(), (tmp_path / "b" / "f.png").read_bytes()
+    assert first == second
+    # No matplotlib version (nor any other text chunk) in the file: another environment writes the same bytes.
+    assert b"tEXt" not in first and b"matplotlib" not in first.lower()

@@ -13,7 +13,8 @@ def register(sub) -> None:
                                                        "(default: shapes, the full offline run)")
     p.add_argument("--out", default="runs", help="run folder root; notebooks go to OUT/PROFILE/ (default: runs)")
     p.add_argument("--figures", default=None,
-                   help="figures folder (default: the profile's: figures/ for shapes, OUT/PROFILE/figures for quick)")
+                   help="figures folder (default: the profile's, else OUT/PROFILE/figures; `make figures` copies the shapes "
+                        "run's into the README's figures/)")
     p.add_argument("--only", default=None, help="comma-separated notebook stems or numbers to run (e.g. 01,04)")
     p.add_argument("--store-checked-outputs", action="store_true",
                    help="maintainers: run the notebooks with their defaults and store the outputs of their "

@@ -19,7 +19,9 @@ def register(sub) -> None:
     b.add_argument("--samples", type=nonnegative_int, default=12,
                    help="sample images written as PNG (for `searle invert`)")
     b.add_argument("--out", default=None, help="folder for sample images (default: data/world/samples)")
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads while training (default: torch's)")
+    b.add_argument("--json", action="store_true", help="also print the accuracy table and training time as one "
+                                                       "JSON line")
     b.set_defaults(func=run_build)
 
     i = sub.add_parser("invert", help="OTI on image files: print each pseudo-word's nearest vocabulary words")
@@ -38,8 +40,11 @@ def run_build(args: argparse.Namespace) -> int:
     from ..datasets.shapes import ShapesWorld, WorldConfig
     from ..paths import data_dir
     from ..world import world_setup
-    from ..world_clip import zero_shot_accuracy
+    from ..world_clip import format_report, held_out_names, training_log, zero_shot_report
 
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     start = time.perf_counter()
     world = ShapesWorld(WorldConfig.quick() if args.quick else WorldConfig())
     val = world.benchmark("val")
@@ -50,9 +55,10 @@ def run_build(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     world, backbone = world_setup(args.quick, args.device)
     train_s = time.perf_counter() - start
-    acc = zero_shot_accuracy(backbone, world, val.gallery)
+    report = zero_shot_report(backbone, world, held_out_names(world))
+    log = training_log(backbone.pretrained)
     print(f"shapes-clip: {backbone.pretrained} ({train_s:.1f} s; cached after the first build)")
-    print(f"zero-shot accuracy over all attribute combinations (val gallery): {acc:.1f} %")
+    print(format_report(report, log))
     out = Path(args.out) if args.out else data_dir() / "world" / "samples"
     out.mkdir(parents=True, exist_ok=True)
     names = val.reference_names()[:args.samples]
@@ -61,7 +67,9 @@ def run_build(args: argparse.Namespace) -> int:
     if names:
         print(f"{len(names)} sample images in {out} (try: searle invert {out / names[0]}.png)".replace(".png.png", ".png"))
     if args.json:
-        print_json({"zero_shot_accuracy": acc, "train_seconds": train_s, "weights": backbone.pretrained})
+        print_json({"zero_shot_accuracy": report["total"], "zero_shot": report,
+                    "train_seconds": log["seconds"] if log else None, "threads": log.get("threads") if log else None,
+                    "weights": backbone.pretrained})
     return 0
 
 

@@ -8,12 +8,26 @@ import torch.nn.functional as F
 from ..backbone import Backbone
 
 
+def _text(backbone: Backbone, entry: str) -> str | None:
+    """The text a byte-level BPE entry stands for ("cat</w>" -> "cat", "cafÃ©</w>" -> "café"), or ``None``
+    when its bytes are not whole UTF-8 characters (a piece of a multi-byte character, such as "ãĢ")."""
+    byte_decoder = getattr(backbone.tokenizer, "byte_decoder", None)
+    entry = entry.replace("</w>", "")
+    if byte_decoder is None:
+        return entry
+    try:
+        return bytes(byte_decoder[c] for c in entry).decode("utf-8")
+    except (KeyError, UnicodeDecodeError):
+        return None
+
+
 def token_word(backbone: Backbone, token_id: int) -> str:
-    """Readable text of a BPE token ("cat</w>" -> "cat")."""
+    """Readable text of a BPE token ("cat</w>" -> "cat"; byte-level entries decoded to their characters)."""
     decoder = getattr(backbone.tokenizer, "decoder", None)
     if decoder is None:
         raise ValueError(f"the tokenizer of {backbone.name} has no BPE decoder table")
-    return decoder[token_id].replace("</w>", "")
+    text = _text(backbone, decoder[token_id])
+    return decoder[token_id].replace("</w>", "") if text is None else text
 
 
 def word_token_ids(backbone: Backbone, words: list[str]) -> list[int]:
@@ -28,9 +42,20 @@ def word_token_ids(backbone: Backbone, words: list[str]) -> list[int]:
 
 
 def whole_word_ids(backbone: Backbone) -> list[int]:
-    """Every vocabulary entry that is a whole alphabetic word (ends a word, letters only)."""
+    """Every vocabulary entry that is a whole word: it ends a word and its text is letters only.
+
+    CLIP's BPE is byte-level: an entry such as "ãĢij" is the three UTF-8 bytes of "】" shown as
+    Latin-1 look-alikes, and "ãĢ" is part of a character. Read as characters, the first is not a
+    letter and the second is not text, so neither is a word; "cafÃ©" (café) is.
+    """
     decoder = backbone.tokenizer.decoder
-    return [i for i, w in decoder.items() if w.endswith("</w>") and w[:-4].isalpha()]
+    ids = []
+    for i, entry in decoder.items():
+        if entry.endswith("</w>"):
+            text = _text(backbone, entry)
+            if text is not None and text.isalpha():
+                ids.append(i)
+    return ids
 
 
 @torch.no_grad()

@@ -53,9 +53,16 @@ def figure_path(figures_dir: str | os.PathLike, name: str) -> Path:
     return Path(figures_dir) / f"{name}.png"
 
 
+#: PNG metadata written with every figure: none. Matplotlib's default names its own version
+#: ("Software"), so the same figure would get different bytes under another matplotlib.
+PNG_METADATA: dict[str, None] = {"Software": None}
+
+
 def save_figure(fig: Figure, figures_dir: str | os.PathLike | None, name: str, dpi: int = 150) -> None:
     """Save ``fig`` as ``<figures_dir>/<name>.png``; an empty ``figures_dir`` saves nothing.
 
+    The bytes depend on the figure only (no version or date in the file): saving the same figure
+    twice, or in another environment with the same drawing, gives the same file.
     Returns ``None`` on purpose: as the last line of a notebook cell it then prints nothing.
 
     Args:
@@ -68,7 +75,7 @@ def save_figure(fig: Figure, figures_dir: str | os.PathLike | None, name: str, d
         return
     path = figure_path(figures_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white", metadata=PNG_METADATA)
 
 
 def show_image(ax: Axes, image: Image.Image | np.ndarray, title: str | None = None, border: str | None = None,

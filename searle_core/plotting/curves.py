@@ -78,12 +78,14 @@ def plot_ema_vs_raw(steps: Sequence[int], ema: Sequence[float], raw_final: float
         ax: axes.
         ylabel, title: labels.
     """
-    fig = plot_series({"EMA": ema}, ax, x=steps, xlabel="OTI step", ylabel=ylabel, title=title)
+    # The end values live in the legend entries rather than in labels beside the points: a label there
+    # collided with the legend (and with the raw marker, which sits close to the EMA's end).
+    fig = plot_series({"EMA": ema}, ax, x=steps, xlabel="OTI step", ylabel=ylabel, title=title,
+                      labels={"EMA": f"EMA token (last step {ema[-1]:.2f})"})
     ax = ax or fig.axes[0]
     ax.scatter([steps[-1]], [raw_final], marker="D", s=40, color=SERIES_COLOURS["raw"], edgecolor="black", zorder=4,
                label=f"raw token, last step ({raw_final:.2f})")
-    ax.annotate(f"EMA {ema[-1]:.2f}", (steps[-1], ema[-1]), fontsize=8, xytext=(-40, -14), textcoords="offset points")
-    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    ax.legend(frameon=False, fontsize=8, loc="best")
     return fig
 
 

@@ -88,14 +88,15 @@ def _draw_clauses(
     return [clauses[i] for i in rng.permutation(len(clauses))]
 
 
-def describe(attrs: dict[str, str], rng: np.random.Generator) -> str:
+def describe(attrs: dict[str, str], rng: np.random.Generator, include_p: float = _INCLUDE_P) -> str:
     """A random true caption of an image, mentioning a random non-empty subset of its attributes.
 
     Args:
         attrs: the image's attributes.
         rng: randomness for subset, phrasing and prefix.
+        include_p: chance that each attribute is mentioned (1.0: every attribute, in random phrasing).
     """
-    keep = [a for a in ATTRIBUTES if rng.random() < _INCLUDE_P]
+    keep = [a for a in ATTRIBUTES if rng.random() < include_p]
     if not keep:
         keep = [ATTRIBUTES[int(rng.integers(len(ATTRIBUTES)))]]
     values = {a: attrs[a] for a in keep}
