@@ -11,7 +11,7 @@ KERNELSPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 # Root installs system packages directly (CI); everyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run figures quick test nbval lab browser-setup browser-test clean-runs
+.PHONY: setup run figures quick paper-smoke test nbval lab browser-setup browser-test clean-runs
 
 setup: $(VENV)/.installed $(KERNELSPEC)
 
@@ -37,6 +37,11 @@ figures:
 
 quick: setup
 	$(VENV)/bin/searle paper --profile quick
+
+# The paper path at toy size (real annotation layouts, random ViT-B-32 as OpenAI weights, CPU).
+paper-smoke: setup
+	$(PY) tests/paper_smoke_data.py runs/paper-smoke-data
+	$(VENV)/bin/searle paper --profile paper-smoke
 
 test: setup
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider --ignore=tests/browser

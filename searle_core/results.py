@@ -78,7 +78,8 @@ def _skip_reason(method: str, study: Study, has_phi: bool) -> str | None:
 
 
 def evaluate_setting(study: Study, methods: list[str], oti_steps: int = 350, phi_checkpoint: str = "",
-                     phi_epochs: int = 100, phi_images: int | None = None, captioner: str = "", log=print) -> Setting:
+                     phi_epochs: int = 100, phi_images: int | None = None, captioner: str = "", log=print,
+                     baseline_epochs: int = 0, baseline_images: int = 0) -> Setting:
     """Every method of ``methods`` on ``study.bench`` with shared gallery features and context.
 
     Args:
@@ -91,8 +92,11 @@ def evaluate_setting(study: Study, methods: list[str], oti_steps: int = 350, phi
         phi_images: how many unlabeled images it trains on (``None``: all).
         captioner: Hugging Face captioning model for ``captioning`` on real images ("" = default).
         log: where one line per finished method goes (``None``: silent).
+        baseline_epochs: epochs of Pic2Word's and PALAVRA's training here (0: their configs' defaults).
+        baseline_images: unlabeled images they train on (0: all of the study's unlabeled images).
     """
     ctx = study.context(oti_steps=oti_steps)
+    _size_baselines(ctx, baseline_epochs, baseline_images)
     if "searle" in methods:
         trained = study_phi(study, oti_steps, phi_epochs, phi_images, phi_checkpoint)
         if trained is not None:
@@ -136,10 +140,27 @@ def evaluate_setting(study: Study, methods: list[str], oti_steps: int = 350, phi
     return setting
 
 
+def _size_baselines(ctx, epochs: int, images: int) -> None:
+    """Smaller Pic2Word / PALAVRA training (a smoke run's knobs); 0 keeps the default."""
+    import dataclasses
+
+    from .baselines.palavra import PalavraConfig
+    from .baselines.pic2word import Pic2WordConfig
+
+    if epochs:
+        ctx.extras["pic2word_config"] = dataclasses.replace(Pic2WordConfig(), epochs=epochs)
+        ctx.extras["palavra_config"] = dataclasses.replace(PalavraConfig(), epochs=epochs)
+    given = ctx.extras.get("unlabeled")
+    if images and given is not None:
+        source, names = given if isinstance(given, tuple) else (given, list(given.names))
+        ctx.extras["unlabeled"] = (source, names[:images])
+
+
 def run_settings(benchmarks: list[dict], backbones: list[dict], methods: list[str], quick: bool = True,
                  device: str = "auto", oti_steps: int = 350, phi_epochs: int = 100, phi_images: int | None = None,
                  concepts_path: str = "", phrases_path: str = "", unlabeled_path: str = "", captioner: str = "",
-                 seed: int = 42, log=print) -> list[Setting]:
+                 seed: int = 42, log=print, max_queries: int = 0, baseline_epochs: int = 0,
+                 baseline_images: int = 0) -> list[Setting]:
     """:func:`evaluate_setting` for every benchmark × backbone of a profile.
 
     Args:
@@ -150,6 +171,8 @@ def run_settings(benchmarks: list[dict], backbones: list[dict], methods: list[st
         quick, device, oti_steps, phi_epochs, phi_images, concepts_path, phrases_path, unlabeled_path,
             captioner, seed: as in :func:`~searle_core.study.open_study` and :func:`evaluate_setting`.
         log: progress lines.
+        max_queries: score each benchmark on its first queries only (0: all).
+        baseline_epochs, baseline_images: as in :func:`evaluate_setting`.
     """
     settings = []
     for b in benchmarks:
@@ -158,8 +181,8 @@ def run_settings(benchmarks: list[dict], backbones: list[dict], methods: list[st
                 continue  # the world has its own CLIP; real data needs a real one
             study = open_study(b["dataset"], quick, bb["name"], bb.get("pretrained", "default"), device, b.get("path", ""),
                                b.get("split", "val"), concepts_path, phrases_path, unlabeled_path, seed)
-            settings.append(evaluate_setting(study, methods, oti_steps, bb.get("phi_checkpoint", ""), phi_epochs,
-                                             phi_images, captioner, log))
+            settings.append(evaluate_setting(study.subset(max_queries), methods, oti_steps, bb.get("phi_checkpoint", ""),
+                                             phi_epochs, phi_images, captioner, log, baseline_epochs, baseline_images))
     return settings
 
 

@@ -48,3 +48,8 @@ def tiny_study(tmp_path_factory, random_backbone):
         yield Study("shapes", random_backbone, world.benchmark("val"), world_vocabulary(n_per_concept=2),
                     word_token_ids(random_backbone, training_vocabulary()), world,
                     (world.images, world.pretrain_names()), seed=0)
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests (notebooks, the paper-smoke run) after the fast tier, so a quick failure shows first."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)  # stable: order kept within tiers
