@@ -228,7 +228,8 @@ def _failure_message(stem: str, output: Path, err: Exception) -> str:
 
 def run_paper(profile: str | Profile, out: str | os.PathLike = "runs", figures: str | os.PathLike | None = None,
               notebooks: tuple[str, ...] | list[str] | None = None, kernel: str = KERNEL,
-              log: Callable[[str], None] | None = print, progress: bool = False) -> list[NotebookRun]:
+              log: Callable[[str], None] | None = print, progress: bool = False,
+              cell_timeout: int | None = None) -> list[NotebookRun]:
     """Run the notebooks of a profile in order.
 
     Args:
@@ -239,6 +240,8 @@ def run_paper(profile: str | Profile, out: str | os.PathLike = "runs", figures: 
         kernel: Jupyter kernel name (default: the project's kernel, see :data:`KERNEL`).
         log: where progress lines go (``None``: silent).
         progress: a progress bar over each notebook's cells (papermill's).
+        cell_timeout: seconds one cell may run before the notebook fails (``None``: no limit), so
+            that a kernel that stops answering fails a run instead of hanging it.
 
     Returns:
         One :class:`NotebookRun` per notebook, with its wall time and recorded numbers.
@@ -268,9 +271,13 @@ def run_paper(profile: str | Profile, out: str | os.PathLike = "runs", figures: 
         start = time.perf_counter()
         try:
             papermill.execute_notebook(str(notebook_path(stem)), str(output), parameters=params, kernel_name=kernel,
-                                       cwd=str(notebooks_dir()), progress_bar=progress, log_output=False)
+                                       cwd=str(notebooks_dir()), progress_bar=progress, log_output=False,
+                                       execution_timeout=cell_timeout)
         except PapermillExecutionError as err:
             raise NotebookFailed(_failure_message(stem, output, err)) from None
+        except TimeoutError as err:  # nbclient's CellTimeoutError: a cell ran past cell_timeout
+            raise NotebookFailed(f"{stem}: a cell ran longer than {cell_timeout} s ({err}); the partly executed "
+                                 f"copy is {output}") from None
         seconds = time.perf_counter() - start
         try:
             record = load_record(run_dir, stem)

@@ -114,7 +114,7 @@ EXPECTED_FIGURES = ("01_images", "01_oti_losses", "01_self_retrieval", "01_compo
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("paper")
-    runs = paper.run_paper("quick", out=out, figures=out / "figures", log=None)
+    runs = paper.run_paper("quick", out=out, figures=out / "figures", log=None, cell_timeout=900)
     return out, {r.name: r.record for r in runs}
 
 

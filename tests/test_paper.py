@@ -1,6 +1,7 @@
 """The paper's numbers as data, the recorder, and the runner's failure path (no world CLIP needed)."""
 
 import json
+import time
 
 import nbformat
 import pandas as pd
@@ -124,6 +125,19 @@ def test_runner_stops_at_the_failing_cell(tmp_path, monkeypatch):
     (tmp_path / "profiles" / "bad.yaml").write_text("description: bad\nnotebooks:\n  01_textual_inversion: {zzz: 1}\n")
     with pytest.raises(ValueError, match="unknown parameters \\['zzz'\\]"):
         paper.run_paper("bad", out=tmp_path / "runs", log=None, notebooks=["01_textual_inversion"])
+
+
+@pytest.mark.slow
+def test_a_cell_past_the_timeout_fails_the_run(tmp_path, monkeypatch):
+    """A kernel that stops answering (a cell that never ends) fails the run instead of hanging it."""
+    monkeypatch.setenv("SEARLE_NOTEBOOKS", str(tmp_path))
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "t.yaml").write_text("description: test\nnotebooks:\n  01_textual_inversion: {x: 2}\n")
+    _write_notebook(tmp_path / "01_textual_inversion.ipynb", ["import time\ntime.sleep(600)"])
+    start = time.perf_counter()
+    with pytest.raises(paper.NotebookFailed, match=r"01_textual_inversion: a cell ran longer than 3 s"):
+        paper.run_paper("t", out=tmp_path / "runs", log=None, notebooks=["01_textual_inversion"], cell_timeout=3)
+    assert time.perf_counter() - start < 120
 
 
 def test_results_tables_written_as_csv_markdown_latex(tmp_path):

@@ -43,7 +43,7 @@ def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("paper-smoke")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        runs = run_paper("paper-smoke", out=out, log=None)
+        runs = run_paper("paper-smoke", out=out, log=None, cell_timeout=600)  # a hung kernel fails, not hangs
     return out / "paper-smoke", runs, [str(w.message) for w in caught]
 
 

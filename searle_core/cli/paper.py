@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from ..errors import positive_int
+
 
 def register(sub) -> None:
     p = sub.add_parser("paper", help="run all notebooks with papermill under a profile (quick, shapes, paper): "
@@ -20,6 +22,8 @@ def register(sub) -> None:
                    help="maintainers: run the notebooks with their defaults and store the outputs of their "
                         "# NBVAL_CHECK_OUTPUT cells (all other outputs removed) instead of a profile run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar over each notebook's cells")
+    p.add_argument("--cell-timeout", type=positive_int, default=None,
+                   help="seconds one cell may run before its notebook fails (default: no limit)")
     p.set_defaults(func=run_paper_command)
 
 
@@ -36,7 +40,8 @@ def run_paper_command(args: argparse.Namespace) -> int:
         store_checked_outputs(only or NOTEBOOKS)
         return 0
     start = time.perf_counter()
-    runs = run_paper(args.profile, args.out, args.figures, only, progress=not args.no_progress)
+    runs = run_paper(args.profile, args.out, args.figures, only, progress=not args.no_progress,
+                     cell_timeout=args.cell_timeout)
     total = time.perf_counter() - start
     print(f"profile {args.profile}: {len(runs)} notebooks in {total:.0f} s")
     for run in runs:
