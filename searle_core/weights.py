@@ -23,7 +23,6 @@ with the one line that converts it into a plain state dict, to run once where th
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 import zipfile
@@ -32,6 +31,8 @@ from pathlib import Path
 import open_clip
 import torch
 from open_clip.factory import load_state_dict
+
+from .downloads import sha256_of
 
 OPENAI_PREFIX = "openai:"
 #: Entries of OpenAI's TorchScript state dict that are not open_clip parameters.
@@ -62,14 +63,6 @@ def openai_sha256(name: str) -> str | None:
     return url.split("/")[-2] if "openaipublic" in url else None
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _convert_hint(path: str) -> str:
     return (f"python -c \"import torch; torch.save(torch.jit.load('{path}', map_location='cpu').state_dict(), "
             f"'{Path(path).stem}-state-dict.pt')\"")
@@ -82,7 +75,7 @@ def read_torchscript_weights(path: str, name: str) -> dict[str, torch.Tensor]:
         ValueError: the archive is not OpenAI's release of ``name`` (its SHA-256 differs).
     """
     expected = openai_sha256(name)
-    actual = file_sha256(path)
+    actual = sha256_of(path)
     if actual != expected:
         raise ValueError(
             f"--pretrained {path} is a TorchScript archive but not OpenAI's release of {name} "

@@ -117,7 +117,7 @@ def test_openai_torchscript_release_and_state_dicts_load_as_quick_gelu(tmp_path,
     assert "torch.jit.load" in str(err.value) and "state_dict()" in str(err.value)
 
     # OpenAI's release (its SHA-256 is the published one): read with torch.jit.load, as clip.load does.
-    monkeypatch.setattr(weights, "openai_sha256", lambda name: weights.file_sha256(archive))
+    monkeypatch.setattr(weights, "openai_sha256", lambda name: weights.sha256_of(archive))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         backbone = load_backbone("shapes-clip", str(archive), device="cpu")
