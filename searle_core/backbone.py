@@ -116,10 +116,16 @@ def calibrate_batch_norm(model: torch.nn.Module, n_images: int = 64, seed: int =
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average: one pass gives the batch's statistics
-    was_training = model.visual.training
+    was_training, threads = model.visual.training, torch.get_num_threads()
     model.visual.train()
-    model.visual(noise.to(next(model.visual.parameters()).device))
-    model.visual.train(was_training)
+    # One thread: the statistics (and so the weights' fingerprint, which names feature caches) must
+    # not depend on how many threads the caller happens to run with.
+    torch.set_num_threads(1)
+    try:
+        model.visual(noise.to(next(model.visual.parameters()).device))
+    finally:
+        torch.set_num_threads(threads)
+        model.visual.train(was_training)
     return model
 
 
