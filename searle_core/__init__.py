@@ -5,17 +5,18 @@ backbone (open_clip loading, ``$``) → text_encoding (pseudo-token text feature
 synthetic ``shapes`` world) beside it; ``cli`` and the notebooks on top.
 """
 
-from .backbone import Backbone, load_backbone
-from .concepts import associate_concepts, embed_concepts
-from .inversion import OTIConfig, OTIResult, Phi, PhiLossConfig, load_phi, oti, phi_loss, save_phi
-from .metrics import (circo_metrics, cirr_metrics, fashioniq_metrics, map_at_k, rank_by_scores, recall_at_k,
+from searle_core.backbone import Backbone, load_backbone
+from searle_core.concepts import associate_concepts, embed_concepts
+from searle_core.inversion import OTIConfig, OTIResult, Phi, PhiLossConfig, load_phi, oti, phi_loss, save_phi
+from searle_core.metrics import (circo_metrics, cirr_metrics, fashioniq_metrics, map_at_k, rank_by_scores, recall_at_k,
                       recall_subset_at_k)
-from .methods import MethodContext, Vocabulary
-from .pipeline import Evaluation, evaluate
-from .templates import TEMPLATES
-from .text_encoding import encode_text, encode_with_pseudo_tokens
+from searle_core.retrieval.methods import MethodContext
+from searle_core.concepts import Vocabulary
+from searle_core.retrieval.evaluate import Evaluation, evaluate
+from searle_core.templates import TEMPLATES
+from searle_core.text_encoding import encode_text, encode_with_pseudo_tokens
 
-__version__ = "0.1.0"
+from searle_core.version import __version__  # noqa: E402  (recorded in manifests)
 
 __all__ = [
     "Backbone", "load_backbone", "encode_text", "encode_with_pseudo_tokens", "TEMPLATES",

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .backbone import Backbone
-from .device import eval_precision
-from .paths import cache_dir
-from .retrieval.features import load_cached_tensor, save_tensor_atomic, weights_key
-from .templates import TEMPLATES, fill
-from .text_encoding import encode_text
+from searle_core.backbone import Backbone
+from searle_core.device import eval_precision
+from searle_core.inversion.regularizer import PhraseBank
+from searle_core.paths import cache_dir
+from searle_core.retrieval.features import load_cached_tensor, save_tensor_atomic, weights_key
+from searle_core.templates import TEMPLATES, fill
+from searle_core.text_encoding import encode_text
 
 #: Concepts kept per image (the authors store this many), and how many OTI and φ draw from.
 STORED_TOP_K = 250
@@ -116,3 +118,35 @@ def associate_concepts(image_features: torch.Tensor, concept_features: torch.Ten
         names = list(dict.fromkeys(concepts[i] for i in row))
         result.append(names[:top_k])
     return result
+
+
+@dataclass
+class Vocabulary:
+    """OTI's and φ's regulariser inputs: concept names and a phrase bank concept -> phrases.
+
+    ``concepts`` is the whole vocabulary: images are associated with concepts over all of it, and
+    concepts without usable phrases (absent from ``phrase_bank``) are skipped afterwards, when
+    phrases are drawn, as in the authors' code; an image may then be regularised with fewer than its
+    15 (OTI) or 150 (φ) concepts.
+
+    Args:
+        concepts: concept names (the whole vocabulary).
+        phrase_bank: concept -> phrases (only concepts with usable phrases).
+        phrases: where the phrases come from: ``"given"`` (a bank the caller supplied: the authors'
+            GPT-Neo phrases, or the shapes world's grammar) or ``"templates"`` (the offline template
+            generator, which is not the paper's regulariser; tables label such rows).
+    """
+
+    concepts: list[str]
+    phrase_bank: PhraseBank
+    _features: dict = field(default_factory=dict, repr=False)
+    phrases: str = "given"
+
+    def concept_features(self, backbone: Backbone) -> torch.Tensor:
+        key = (backbone.name, backbone.weights_id)
+        if key not in self._features:
+            self._features[key] = embed_concepts(backbone, self.concepts)
+        return self._features[key]
+
+    def associate(self, backbone: Backbone, features: torch.Tensor, top_k: int) -> list[list[str]]:
+        return associate_concepts(features, self.concept_features(backbone), self.concepts, top_k)

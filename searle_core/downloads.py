@@ -13,8 +13,8 @@ import os
 import urllib.parse
 from pathlib import Path
 
-from .errors import InputError
-from .paths import cache_dir
+from searle_core.errors import InputError
+from searle_core.paths import cache_dir
 
 #: SHA-256 of known release files, by URL. The authors' φ checkpoints are
 #: ``https://github.com/miccunifi/SEARLE/releases/download/weights/SEARLE_ViT-B32.pt`` and

@@ -1,7 +1,7 @@
 """Opening a backbone for a dataset: its weights and its image preprocessing, decided in one place.
 
 The CLI (``searle evaluate``, ``searle table``, ``searle submission``, ``searle oti``) and the
-notebooks' engine (:func:`searle_core.study.open_study`) both call :func:`open_backbone`, so the same
+notebooks' engine (:func:`searle_core.notebook.study.open_study`) both call :func:`open_backbone`, so the same
 settings give the same features and the same numbers whichever way a table is made.
 
 - Weights: an open_clip tag or file, the world CLIP, or ``none`` (random weights drawn under the
@@ -18,9 +18,9 @@ import os
 
 import torch
 
-from .backbone import Backbone, load_backbone
-from .preprocess import PreprocessKind
-from .retrieval.features import configure_images
+from searle_core.backbone import Backbone, load_backbone
+from searle_core.preprocess import PreprocessKind
+from searle_core.retrieval.features import configure_images
 
 #: ``--pretrained`` values that mean seeded random weights.
 RANDOM_WEIGHTS = ("none", "random")

@@ -308,7 +308,7 @@ def load_concepts_csv(path: str | Path) -> list[str]:
     Args:
         path: the CSV file.
     """
-    from .errors import InputError, read_text
+    from searle_core.errors import InputError, read_text
 
     path = Path(path)
     reader = csv.reader(io.StringIO(read_text(path, "CSV file"), newline=""))

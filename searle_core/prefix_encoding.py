@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .text_encoding import encode_with_pseudo_tokens
+from searle_core.text_encoding import encode_with_pseudo_tokens
 
 # Splitting a batch into two passes of different suffix lengths pays when it saves this share of
 # the padded positions and enough arithmetic to cover a second pass's fixed per-operation costs

@@ -17,7 +17,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
-from .datasets.base import to_rgb
+from searle_core.datasets.base import to_rgb
 
 # OpenAI CLIP's normalisation constants (also open_clip's defaults).
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)

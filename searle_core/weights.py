@@ -32,7 +32,7 @@ import open_clip
 import torch
 from open_clip.factory import load_state_dict
 
-from .downloads import sha256_of
+from searle_core.downloads import sha256_of
 
 OPENAI_PREFIX = "openai:"
 #: Entries of OpenAI's TorchScript state dict that are not open_clip parameters.

@@ -38,8 +38,8 @@ def tiny_study(tmp_path_factory, random_backbone):
     """A tiny world with a random CLIP; every cache in a temporary folder."""
     from searle_core.datasets.shapes import ShapesWorld, WorldConfig, training_vocabulary
     from searle_core.inversion.nearest import word_token_ids
-    from searle_core.study import Study
-    from searle_core.world import world_vocabulary
+    from searle_core.notebook.study import Study
+    from searle_core.datasets.shapes.opening import world_vocabulary
 
     logging.getLogger().setLevel(logging.ERROR)
     with pytest.MonkeyPatch.context() as mp:

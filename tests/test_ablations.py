@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from searle_core import ablations
-from searle_core.methods import Vocabulary
+from searle_core.notebook import ablations
+from searle_core.concepts import Vocabulary
 
 
 def test_oti_variants():
@@ -111,7 +111,7 @@ def test_tiny_ablation_run(tiny_study, monkeypatch):
 def test_snapshots_are_the_ema_of_shorter_runs(tiny_study):
     """The EMA after k steps of a long run is a k-step run's result (constant lr; draws aside)."""
     from searle_core import OTIConfig
-    from searle_core.inversions import benchmark_oti
+    from searle_core.notebook.inversions import benchmark_oti
 
     long = benchmark_oti(tiny_study, OTIConfig(steps=12, lambda_gpt=0.0), tiny_study.vocabulary)
     short = benchmark_oti(tiny_study, OTIConfig(steps=10, lambda_gpt=0.0), tiny_study.vocabulary)
@@ -126,7 +126,7 @@ def test_snapshots_are_the_ema_of_shorter_runs(tiny_study):
 def test_phi_validation_curve_is_the_benchmark_asked_for(tiny_study):
     """A cached φ validated on another benchmark (or not at all) is retrained to validate on this one."""
     from searle_core import OTIConfig
-    from searle_core.inversions import train_study_phi
+    from searle_core.notebook.inversions import train_study_phi
 
     config = OTIConfig(steps=4)
     plain = train_study_phi(tiny_study, config, epochs=2, validate=False, progress=False)

@@ -235,9 +235,9 @@ def _cli_table(root: Path, out: Path, capsys, *extra) -> dict:
 
 def test_notebook_engine_preprocesses_as_the_cli_with_a_weights_file(circo_val, tmp_path, monkeypatch, capsys):
     """The observed defect: the same weights gave other image-only numbers in notebook 4 (no targetpad)."""
-    from searle_core import results
+    from searle_core.notebook import results
     from searle_core.opening import open_backbone
-    from searle_core.study import open_study
+    from searle_core.notebook.study import open_study
 
     monkeypatch.setenv("SEARLE_DATA", str(tmp_path / "cache"))
     torch.save(open_backbone("shapes-clip", "none", "cpu", 5).model.state_dict(), tmp_path / "weights.pt")
@@ -256,10 +256,10 @@ def test_notebook_engine_preprocesses_as_the_cli_with_a_weights_file(circo_val, 
 def test_cli_table_and_notebook_engine_give_the_same_numbers(circo_val, tmp_path, monkeypatch, capsys):
     """Same method, same settings (random-weights CLIP, seed 42, the dataset's preprocessing): the same
     numbers from ``searle table`` and from ``open_study`` + ``results.evaluate_setting`` (notebook 4)."""
-    from searle_core import results
+    from searle_core.notebook import results
     from searle_core.inversion import save_phi
     from searle_core.opening import open_backbone
-    from searle_core.study import open_study
+    from searle_core.notebook.study import open_study
 
     root = circo_val
     monkeypatch.setenv("SEARLE_DATA", str(tmp_path / "cache"))

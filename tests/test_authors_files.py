@@ -20,8 +20,8 @@ from PIL import Image
 
 from searle_core.cli import main
 from searle_core.phrases import UnsafePickleError, load_phrase_pickle, template_phrases
-from searle_core.runs import load_oti_run
-from searle_core.runs.authors_oti import is_authors_oti, read_authors_oti
+from searle_core.jobs import load_oti_run
+from searle_core.jobs.authors_oti import is_authors_oti, read_authors_oti
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

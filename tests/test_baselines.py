@@ -7,13 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from searle_core import artifacts
+from searle_core.jobs import trained
 from searle_core.baselines import (CAPTION_PROMPT, HFCaptioner, PalavraConfig, Pic2WordConfig, Pic2WordMapper,
                                    WorldCaptioner, load_mapper, palavra_contrastive_loss, pic2word_loss)
 from searle_core.baselines.palavra import optimise_tokens, palavra_pretraining_loss
 from searle_core.baselines.pic2word import pic2word_mapper
 from searle_core.inversion import OTIConfig, PhraseFeatureCache, TokenCache, make_sampler
-from searle_core.methods import MethodContext, query_features, reference_features
+from searle_core.retrieval.methods import MethodContext, query_features, reference_features
 from searle_core.retrieval.queries import image_plus_text, text_query_features
 from searle_core.text_encoding import encode_text, encode_with_pseudo_tokens
 
@@ -23,12 +23,12 @@ METHODS = ("image-only", "text-only", "image+text", "captioning", "palavra", "pi
 @pytest.fixture(autouse=True)
 def models_in_tmp(tmp_path, monkeypatch):
     """Trained networks go to a temporary folder: tests never reuse or pollute the real cache."""
-    monkeypatch.setattr(artifacts, "models_dir", lambda: tmp_path / "models")
+    monkeypatch.setattr(trained, "models_dir", lambda: tmp_path / "models")
 
 
 @pytest.fixture(scope="module")
 def quick_world():
-    from searle_core.world import world_setup
+    from searle_core.datasets.shapes.opening import world_setup
 
     return world_setup(quick=True, device="cpu", progress=False)
 
@@ -36,7 +36,7 @@ def quick_world():
 def tiny_context(**extras) -> MethodContext:
     """Every training knob turned down to a few steps: these tests check wiring, not accuracy."""
     from searle_core.inversion.phi import PhiLossConfig
-    from searle_core.world import world_vocabulary
+    from searle_core.datasets.shapes.opening import world_vocabulary
 
     defaults = {"pic2word_config": Pic2WordConfig(epochs=1), "palavra_config": PalavraConfig(epochs=1, steps=2)}
     try:
@@ -176,31 +176,31 @@ def test_saved_mapper_reloads_to_identical_outputs(quick_world, tmp_path):
 def test_artifact_names_change_with_weights_data_and_config(random_backbone):
     from searle_core.backbone import load_backbone
 
-    path = artifacts.artifact_path("pic2word", random_backbone, "data", Pic2WordConfig())
-    assert path == artifacts.artifact_path("pic2word", random_backbone, "data", Pic2WordConfig())
+    path = trained.artifact_path("pic2word", random_backbone, "data", Pic2WordConfig())
+    assert path == trained.artifact_path("pic2word", random_backbone, "data", Pic2WordConfig())
     assert path.name.startswith("pic2word-shapes-clip-")
-    assert path != artifacts.artifact_path("pic2word", random_backbone, "data", Pic2WordConfig(epochs=2))
-    assert path != artifacts.artifact_path("pic2word", random_backbone, "other-data", Pic2WordConfig())
-    assert path != artifacts.artifact_path("palavra", random_backbone, "data", Pic2WordConfig())
+    assert path != trained.artifact_path("pic2word", random_backbone, "data", Pic2WordConfig(epochs=2))
+    assert path != trained.artifact_path("pic2word", random_backbone, "other-data", Pic2WordConfig())
+    assert path != trained.artifact_path("palavra", random_backbone, "data", Pic2WordConfig())
     torch.manual_seed(1)
     other_weights = load_backbone("shapes-clip", pretrained=None, device="cpu")
-    assert path != artifacts.artifact_path("pic2word", other_weights, "data", Pic2WordConfig())
+    assert path != trained.artifact_path("pic2word", other_weights, "data", Pic2WordConfig())
 
 
 def test_world_oti_tokens_resume_from_finished_batches(quick_world):
     world, bb = quick_world
     config = OTIConfig(steps=1, lambda_gpt=0.0)
-    path = artifacts.artifact_path("oti-tokens", bb, artifacts.world_data_id(world),
+    path = trained.artifact_path("oti-tokens", bb, trained.world_data_id(world),
                                    {"oti": config, "seed": 42, "batch_size": 250,
-                                    "vocabulary": artifacts.vocabulary_id(tiny_context().vocabulary)})
+                                    "vocabulary": trained.vocabulary_id(tiny_context().vocabulary)})
     names = world.pretrain_names()
     marker = torch.full((bb.token_dim,), 7.0)
-    artifacts.save_atomic({n: marker for n in names[:250]}, path.with_name(f"{path.stem}.partial.pt"))
-    out = artifacts.world_oti_tokens(bb, world, config, batch_size=250, progress=False)
+    trained.save_atomic({n: marker for n in names[:250]}, path.with_name(f"{path.stem}.partial.pt"))
+    out = trained.world_oti_tokens(bb, world, config, batch_size=250, progress=False)
     assert out.path == path and out.trained_now
     assert torch.equal(out.content["tokens"][0], marker) and not torch.equal(out.content["tokens"][-1], marker)
     assert not path.with_name(f"{path.stem}.partial.pt").exists()
-    assert artifacts.world_oti_tokens(bb, world, config, batch_size=250, progress=False).trained_now is False
+    assert trained.world_oti_tokens(bb, world, config, batch_size=250, progress=False).trained_now is False
 
 
 # ---- captioners ------------------------------------------------------------------------------------
@@ -266,7 +266,7 @@ def test_real_benchmark_without_unlabeled_images_says_what_to_pass(random_backbo
 # ---- every method end to end on the quick world -----------------------------------------------------
 def test_every_method_end_to_end_on_the_quick_world(quick_world):
     from searle_core.datasets.shapes import ShapesWorld, WorldConfig
-    from searle_core.pipeline import evaluate, gallery_features
+    from searle_core.retrieval.evaluate import evaluate, gallery_features
 
     # The quick world's CLIP on a smaller copy of its world (fewer unlabeled images and queries):
     # this test checks the wiring of all eight methods, not their accuracy.
@@ -297,7 +297,7 @@ def test_every_method_end_to_end_on_the_quick_world(quick_world):
     # φ for searle was trained from the world's unlabeled images (OTI tokens cached beside it).
     assert ctx.phi is not None
     assert ctx.extras["trained_now"] == {"pic2word": True, "palavra": True, "searle": True}
-    assert {p.name.split("-")[0] for p in artifacts.models_dir().glob("*.pt")} == {"pic2word", "palavra", "oti", "phi"}
+    assert {p.name.split("-")[0] for p in trained.models_dir().glob("*.pt")} == {"pic2word", "palavra", "oti", "phi"}
     assert set(ctx.tokens) >= {"searle-oti", "palavra", "pic2word"}
     # Methods that produce tokens produce different ones.
     ref = bench.queries[0].reference

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from searle_core.bench import bench_inputs, bench_oti, bench_retrieval, reference_oti
+from searle_core.speed import bench_inputs, bench_oti, bench_retrieval, reference_oti
 from searle_core.cli import main
 from searle_core.inversion import OTIConfig, oti
 from searle_core.inversion.regularizer import replace_concept

@@ -25,7 +25,7 @@ from searle_core.datasets import (
     query_aspects,
     split_fashioniq_by_category,
 )
-from searle_core.submission import (
+from searle_core.report.submission import (
     circo_submission,
     cirr_submission,
     write_circo_submission,

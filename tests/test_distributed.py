@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from searle_core.cli import main
-from searle_core.runs.distributed import shard_indices, split_evenly
+from searle_core.distributed import shard_indices, split_evenly
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from searle_core import explain
+from searle_core.notebook import explain
 from searle_core.inversion.nearest import word_token_ids
 
 WORDS = ["red", "blue", "circle", "square", "star", "large", "small"]

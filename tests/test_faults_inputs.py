@@ -334,7 +334,7 @@ def test_bad_profile(tmp_path, capsys, text, culprits):
 
 
 def test_profiles_of_the_repository_are_valid():
-    from searle_core.paper import check_profile, list_profiles, load_profile
+    from searle_core.notebook.paper import check_profile, list_profiles, load_profile
 
     for name in list_profiles():
         check_profile(load_profile(name))
@@ -365,11 +365,11 @@ def test_bad_numbers_are_argument_errors(tmp_path, capsys, argv, flag):
 def test_submission_to_an_unwritable_folder_fails_before_any_work(circo, tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
-    import searle_core.pipeline
+    import searle_core.retrieval.evaluate
 
     def never(*a, **k):
         raise AssertionError("features computed before the output folder was checked")
-    monkeypatch.setattr(searle_core.pipeline, "gallery_features", never)
+    monkeypatch.setattr(searle_core.retrieval.evaluate, "gallery_features", never)
     fails(capsys, ["submission", "--dataset", "circo", "--dataset-path", circo, "--split", "test", "--method",
                    "searle-oti", "--out", blocker / "sub/circo.json", *CLI], blocker / "sub", "not writable")
     assert blocker.read_text() == "a file, not a folder"

@@ -22,7 +22,7 @@ from searle_core.datasets.base import CIRQuery
 from searle_core.errors import InputError
 from searle_core.retrieval.features import configure_images, image_features
 from searle_core.retrieval.queries import SEARLE_PROMPT, pseudo_query_features
-from searle_core.scoring import CIRCOScoringError, score_circo
+from searle_core.metrics.circo_server import CIRCOScoringError, score_circo
 from searle_core.text_encoding import encode_token_embeddings
 
 
@@ -101,7 +101,7 @@ def test_phi_url_cache_is_keyed_by_the_whole_url(tmp_path, monkeypatch, random_b
 
 # ---- 3. profiles ---------------------------------------------------------------------------------
 def test_mistyped_profile_key_is_an_error_before_anything_runs(tmp_path, capsys):
-    from searle_core.paper import load_profile
+    from searle_core.notebook.paper import load_profile
 
     profile = tmp_path / "mine.yaml"
     profile.write_text("description: mine\nnotebook:\n  01_textual_inversion: {oti_steps: 5}\n")

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from searle_core.interactive import query_explorer, typed_query
+from searle_core.notebook.interactive import query_explorer, typed_query
 from searle_core.text_encoding import encode_with_pseudo_tokens
 
 

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from markdown_source import bare_dollar_lines, means_math
-from searle_core import paper
+from searle_core.notebook import paper
 from searle_core.paths import REPO_ROOT
 
 DOCUMENTS = ("README.md", "notebooks/README.md", "data/README.md")

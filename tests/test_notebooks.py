@@ -10,7 +10,7 @@ import sys
 import nbformat
 import pytest
 
-from searle_core import paper
+from searle_core.notebook import paper
 
 NOTEBOOKS = paper.NOTEBOOKS
 PROFILES = ("quick", "shapes", "paper")

@@ -9,9 +9,10 @@ import torch
 from searle_core.datasets.shapes import ShapesWorld, WorldConfig
 from searle_core.inversion import OTIConfig, oti
 from searle_core.inversion.batch import batch_seed
-from searle_core.runs import OTIRunConfig, load_oti_run, run_oti
-from searle_core.runs.checkpoint import atomic_save, hyperparameter_changes
-from searle_core.world import world_vocabulary
+from searle_core.jobs import OTIRunConfig, load_oti_run, run_oti
+from searle_core.jobs.run_folder import hyperparameter_changes
+from searle_core.files import atomic_save
+from searle_core.datasets.shapes.opening import world_vocabulary
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

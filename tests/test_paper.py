@@ -7,10 +7,10 @@ import nbformat
 import pandas as pd
 import pytest
 
-from searle_core import paper
-from searle_core.paper_results import (PAPER_TABLE_METRICS, compare_with_paper, flatten_metrics, paper_results,
+from searle_core.notebook import paper
+from searle_core.report.paper_numbers import (PAPER_TABLE_METRICS, compare_with_paper, flatten_metrics, paper_results,
                                        paper_table, paper_value, results_frame)
-from searle_core.record import Recorder, load_record
+from searle_core.notebook.record import Recorder, load_record
 
 
 def test_paper_numbers_match_the_facts():
@@ -113,7 +113,7 @@ def test_runner_stops_at_the_failing_cell(tmp_path, monkeypatch):
     (tmp_path / "profiles" / "t.yaml").write_text(
         "description: test\nnotebooks:\n  01_textual_inversion: {x: 2}\n  02_pseudo_word_visualisation: {x: 3}\n")
     _write_notebook(tmp_path / "01_textual_inversion.ipynb",
-                    ["from searle_core.record import Recorder\nRecorder(out_dir, '01_textual_inversion').record('x', x)"])
+                    ["from searle_core.notebook.record import Recorder\nRecorder(out_dir, '01_textual_inversion').record('x', x)"])
     _write_notebook(tmp_path / "02_pseudo_word_visualisation.ipynb", ["y = x + 1", "raise ValueError(f'boom {y}')"])
     with pytest.raises(paper.NotebookFailed, match=r"02_pseudo_word_visualisation failed in cell \[4\]: ValueError: boom 4"):
         paper.run_paper("t", out=tmp_path / "runs", figures=tmp_path / "figs", log=None,
@@ -143,7 +143,7 @@ def test_a_cell_past_the_timeout_fails_the_run(tmp_path, monkeypatch):
 def test_results_tables_written_as_csv_markdown_latex(tmp_path):
     from types import SimpleNamespace
 
-    from searle_core import results
+    from searle_core.notebook import results
 
     def setting(dataset, backbone, metrics_by_method, variants=None):
         study = SimpleNamespace(dataset=dataset, backbone=SimpleNamespace(name=backbone),
@@ -219,9 +219,10 @@ def test_oti_without_gpt_phrases_is_a_named_variant(tmp_path):
     import zipfile
 
     from searle_core.inversion import OTIConfig
-    from searle_core.methods import MethodContext, Vocabulary, regulariser_variant
+    from searle_core.retrieval.methods import MethodContext, regulariser_variant
+    from searle_core.concepts import Vocabulary
     from searle_core.phrases import template_phrases
-    from searle_core.study import load_vocabulary
+    from searle_core.notebook.study import load_vocabulary
 
     bank = {"Dog": ["a photo of Dog that runs"]}
     assert regulariser_variant(MethodContext(vocabulary=Vocabulary(["Dog"], bank))) is None

@@ -18,7 +18,8 @@ from searle_core import device as dev
 from searle_core.inversion import OTIConfig, Phi, load_phi, save_phi
 from searle_core.inversion.phi_training import PhiTrainConfig, train_phi
 from searle_core.inversion.regularizer import PhraseSampler, replace_every
-from searle_core.methods import MethodContext, Vocabulary, phi_reference_tokens
+from searle_core.retrieval.methods import MethodContext, phi_reference_tokens
+from searle_core.concepts import Vocabulary
 from searle_core.retrieval.features import configure_images, image_features, text_features
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -105,7 +106,7 @@ def test_phi_is_given_raw_encode_image_features(tiny_study):
 
 
 def test_phi_trains_on_raw_features(tiny_study, monkeypatch):
-    from searle_core import inversions
+    from searle_core.notebook import inversions
     from searle_core.inversion import phi_training
 
     seen = {}
@@ -122,8 +123,8 @@ def test_phi_trains_on_raw_features(tiny_study, monkeypatch):
 
 
 def test_oti_run_stores_raw_features_and_train_phi_refuses_old_runs(tiny_study, tmp_path):
-    from searle_core.runs.oti_run import compute_inputs, load_inputs, save_inputs
-    from searle_core.runs.phi_run import run_train_phi
+    from searle_core.jobs.oti_run import compute_inputs, load_inputs, save_inputs
+    from searle_core.jobs.phi_run import run_train_phi
 
     study = tiny_study
     names = study.bench.reference_names()[:4]
@@ -187,7 +188,7 @@ def test_concepts_are_associated_over_the_whole_vocabulary(random_backbone):
 
 def test_notebook_vocabulary_keeps_every_concept(tmp_path):
     from searle_core.phrases import save_phrase_pickle
-    from searle_core.study import load_vocabulary
+    from searle_core.notebook.study import load_vocabulary
 
     csv = tmp_path / "classes.csv"
     csv.write_text("LabelName,DisplayName\n/m/1,Dog\n/m/2,Cat\n/m/3,Owl\n")
@@ -197,7 +198,7 @@ def test_notebook_vocabulary_keeps_every_concept(tmp_path):
 
 
 def test_phi_epoch_is_read_from_checkpoints_and_recorded(random_backbone, tmp_path):
-    from searle_core.table import settings_record
+    from searle_core.report.table import settings_record
 
     bb = random_backbone
     save_phi(Phi.for_backbone(bb), tmp_path / "phi.pt", epoch=37)
@@ -234,7 +235,7 @@ def test_targetpad_is_exact_on_the_square_shapes_renders(tiny_study):
 
 
 def test_trained_network_keys_name_the_preprocessing(random_backbone):
-    from searle_core.artifacts import artifact_path, describe
+    from searle_core.jobs.trained import artifact_path, describe
 
     clip, pad = configure_images(random_backbone, "clip"), configure_images(random_backbone, "targetpad")
     assert artifact_path("phi", clip, "data", {}) != artifact_path("phi", pad, "data", {})
@@ -246,17 +247,18 @@ def test_trained_network_keys_name_the_preprocessing(random_backbone):
 # ---- the Time column (defect 10) -----------------------------------------------------------------
 def test_one_time_definition_for_the_cli_table_and_notebook_4(tiny_study, monkeypatch):
     """A baseline that spent 7 s of its 10 s getting its network has 3 s of query time, in both."""
-    from searle_core import pipeline, results
-    from searle_core.pipeline import Evaluation
-    from searle_core.table import build_table
+    from searle_core.retrieval import evaluate as pipeline_module
+    from searle_core.notebook import results
+    from searle_core.retrieval.evaluate import Evaluation
+    from searle_core.report.table import build_table
 
     def fake_evaluate(method, bench, backbone, ctx, gallery=None):
         ctx.extras.setdefault("setup_seconds", {})[method] = 7.0
         ctx.extras.setdefault("train_seconds", {})[method] = 40.0
         return Evaluation(method, {"mAP@10": 1.0}, [], torch.zeros(0), 10.0)
 
-    monkeypatch.setattr(pipeline, "evaluate", fake_evaluate)
-    monkeypatch.setattr(pipeline, "gallery_features", lambda *a, **k: {})
+    monkeypatch.setattr(pipeline_module, "evaluate", fake_evaluate)
+    monkeypatch.setattr(pipeline_module, "gallery_features", lambda *a, **k: {})
     monkeypatch.setattr(results, "evaluate", fake_evaluate)
     monkeypatch.setattr(tiny_study, "gallery", lambda: {})
     cli = build_table(tiny_study.bench, tiny_study.backbone, MethodContext(progress=False), ["pic2word"],

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 
 from paper_smoke_data import DEFAULT, build
-from searle_core.paper import NOTEBOOKS, run_paper
+from searle_core.notebook.paper import NOTEBOOKS, run_paper
 from searle_core.paths import REPO_ROOT
-from searle_core.record import load_record
+from searle_core.notebook.record import load_record
 
 MISMATCH = "QuickGELU mismatch"
 WEIGHTS = DEFAULT / "weights" / "ViT-B-32-random.pt"
@@ -132,8 +132,8 @@ def test_baseline_knobs_size_pic2word_and_palavra_training():
 
     from searle_core.baselines.palavra import PalavraConfig
     from searle_core.baselines.pic2word import Pic2WordConfig
-    from searle_core.methods import MethodContext
-    from searle_core.results import _size_baselines
+    from searle_core.retrieval.methods import MethodContext
+    from searle_core.notebook.results import _size_baselines
 
     source = SimpleNamespace(names=[f"{i}.jpg" for i in range(10)])
     ctx = MethodContext()

@@ -9,6 +9,7 @@ import torch
 
 from searle_core.inversion import PhiLossConfig, PhraseFeatureCache, TokenCache, make_sampler, phi_loss
 from searle_core.inversion.phi_training import PhiTrainConfig, _losses, derive_seed, train_phi
+from searle_core.jobs.phi_run import train_phi_in_folder
 from searle_core.prefix_encoding import PrefixCachedEncoder
 
 
@@ -47,7 +48,7 @@ def test_training_lowers_loss_and_writes_history(random_backbone, data, tmp_path
         calls.append(phi.training)
         return {"score": float(len(calls)), "per_category": {"dress": 1.0}}
 
-    result = train_phi(random_backbone, feats, tokens, concepts, BANK, CONFIG, validate=validate, out_dir=tmp_path,
+    result = train_phi_in_folder(random_backbone, feats, tokens, concepts, BANK, CONFIG, validate=validate, out_dir=tmp_path,
                        progress=False)
     h = result.history
     assert [row["epoch"] for row in h] == [1, 2, 3]
@@ -69,7 +70,7 @@ def test_training_lowers_loss_and_writes_history(random_backbone, data, tmp_path
 
 def test_resumed_training_equals_uninterrupted(random_backbone, data, tmp_path):
     feats, tokens, concepts = data
-    full = train_phi(random_backbone, feats, tokens, concepts, BANK, CONFIG, out_dir=tmp_path / "full", progress=False)
+    full = train_phi_in_folder(random_backbone, feats, tokens, concepts, BANK, CONFIG, out_dir=tmp_path / "full", progress=False)
 
     def fail_in_epoch_2(phi):
         if fail_in_epoch_2.epochs == 1:
@@ -78,10 +79,10 @@ def test_resumed_training_equals_uninterrupted(random_backbone, data, tmp_path):
         return {}
     fail_in_epoch_2.epochs = 0
     with pytest.raises(Interrupted):
-        train_phi(random_backbone, feats, tokens, concepts, BANK, CONFIG, validate=fail_in_epoch_2,
+        train_phi_in_folder(random_backbone, feats, tokens, concepts, BANK, CONFIG, validate=fail_in_epoch_2,
                   out_dir=tmp_path / "cut", progress=False)
     assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["epoch"] == 1
-    resumed = train_phi(random_backbone, feats, tokens, concepts, BANK, CONFIG, out_dir=tmp_path / "cut",
+    resumed = train_phi_in_folder(random_backbone, feats, tokens, concepts, BANK, CONFIG, out_dir=tmp_path / "cut",
                         resume=True, progress=False)
     for key, value in final_state(full).items():
         assert torch.equal(value, resumed.phi.state_dict()[key]), key
@@ -92,16 +93,16 @@ def test_resumed_training_equals_uninterrupted(random_backbone, data, tmp_path):
 def test_resume_refuses_changed_hyperparameters(random_backbone, data, tmp_path):
     feats, tokens, concepts = data
     one = PhiTrainConfig(epochs=1, batch_size=8, loss=PhiLossConfig(top_concepts=2))
-    train_phi(random_backbone, feats, tokens, concepts, BANK, one, out_dir=tmp_path, progress=False)
+    train_phi_in_folder(random_backbone, feats, tokens, concepts, BANK, one, out_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="--resume .* --force"):
-        train_phi(random_backbone, feats, tokens, concepts, BANK, one, out_dir=tmp_path, progress=False)
+        train_phi_in_folder(random_backbone, feats, tokens, concepts, BANK, one, out_dir=tmp_path, progress=False)
     longer = PhiTrainConfig(epochs=2, batch_size=8, loss=PhiLossConfig(top_concepts=2))
     with pytest.raises(ValueError, match=r"phi\.epochs: 1 in the run, 2 now"):
-        train_phi(random_backbone, feats, tokens, concepts, BANK, longer, out_dir=tmp_path, resume=True, progress=False)
+        train_phi_in_folder(random_backbone, feats, tokens, concepts, BANK, longer, out_dir=tmp_path, resume=True, progress=False)
     with pytest.raises(ValueError, match="data"):
-        train_phi(random_backbone, feats, tokens * 2, concepts, BANK, one, out_dir=tmp_path, resume=True,
+        train_phi_in_folder(random_backbone, feats, tokens * 2, concepts, BANK, one, out_dir=tmp_path, resume=True,
                   progress=False)
-    result = train_phi(random_backbone, feats, tokens, concepts, BANK, longer, out_dir=tmp_path, resume=True,
+    result = train_phi_in_folder(random_backbone, feats, tokens, concepts, BANK, longer, out_dir=tmp_path, resume=True,
                        force=True, progress=False)
     assert [row["epoch"] for row in result.history] == [1, 2]  # the first epoch was not redone
 

@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from searle_core.datasets import ImageLoadError, load_circo, load_cirr, load_fashioniq
-from searle_core.methods import MethodContext
+from searle_core.retrieval.methods import MethodContext
 from searle_core.metrics import cirr_metrics
-from searle_core.pipeline import evaluate, gallery_features
+from searle_core.retrieval.evaluate import evaluate, gallery_features
 from searle_core.retrieval.queries import pseudo_query_features, text_query_features
-from searle_core.scoring import score_circo
-from searle_core.submission import write_circo_submission
+from searle_core.metrics.circo_server import score_circo
+from searle_core.report.submission import write_circo_submission
 from searle_core.text_encoding import encode_with_pseudo_tokens
 from standins import (CMYK_ID, DATA, build_circo, build_cirr, build_fashioniq, circo_standin,  # noqa: F401
                       cirr_standin, cli_backbone, fiq_standin, protocol_env, read_json, searle_cache)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from searle_core.metrics import CIRCO_SEMANTIC_ASPECTS
-from searle_core.scoring import CIRCOScoringError, format_circo_scores, score_circo
+from searle_core.metrics.circo_server import CIRCOScoringError, format_circo_scores, score_circo
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CIRCO = DATA / "circo"

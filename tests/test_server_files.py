@@ -8,12 +8,12 @@ import json
 import pytest
 
 from searle_core.datasets import load_circo, load_cirr
-from searle_core.methods import MethodContext
-from searle_core.pipeline import evaluate
-from searle_core.results import evaluate_setting
-from searle_core.server_files import write_test_submissions
-from searle_core.study import Study
-from searle_core.submission import cirr_subset_rankings
+from searle_core.retrieval.methods import MethodContext
+from searle_core.retrieval.evaluate import evaluate
+from searle_core.notebook.results import evaluate_setting
+from searle_core.report.server_files import write_test_submissions
+from searle_core.notebook.study import Study
+from searle_core.report.submission import cirr_subset_rankings
 
 from standins import circo_standin, cirr_standin, cli_backbone, protocol_env, read_json, searle_cache  # noqa: F401
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from searle_core.datasets.base import CIRBenchmark, CIRQuery
-from searle_core.retrieval.evaluate import benchmark_metrics
-from searle_core.significance import (RESAMPLE_CHUNK, compare_methods, paired_bootstrap, per_query_scores,
+from searle_core.retrieval.ranking import benchmark_metrics
+from searle_core.metrics.significance import (RESAMPLE_CHUNK, compare_methods, paired_bootstrap, per_query_scores,
                                       to_markdown)
-from searle_core.table import flatten
+from searle_core.report.table import flatten
 
 GALLERY = [f"g{i}" for i in range(30)]
 

@@ -5,15 +5,15 @@ import json
 
 import pytest
 
-from searle_core import artifacts
-from searle_core.table import TABLE_METHODS, Table, TableRow, build_table, flatten, to_dict, to_markdown, write_table
+from searle_core.jobs import trained
+from searle_core.report.table import TABLE_METHODS, Table, TableRow, build_table, flatten, to_dict, to_markdown, write_table
 
 SHAPES_COLUMNS = ["mAP@5", "mAP@10", "mAP@25", "mAP@50", "Recall@1", "Recall@5", "Recall@10", "Recall@50"]
 
 
 @pytest.fixture(autouse=True)
 def models_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setattr(artifacts, "models_dir", lambda: tmp_path / "models")
+    monkeypatch.setattr(trained, "models_dir", lambda: tmp_path / "models")
 
 
 def hand_table() -> Table:
@@ -63,7 +63,7 @@ def test_nested_metrics_are_flattened_and_json_is_plain():
 
 
 def test_build_table_on_the_quick_world_shares_the_gallery():
-    from searle_core.world import world_setup
+    from searle_core.datasets.shapes.opening import world_setup
 
     world, bb = world_setup(quick=True, device="cpu", progress=False)
     bench = world.benchmark("val")

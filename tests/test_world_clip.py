@@ -10,7 +10,7 @@ import torch
 
 from searle_core.datasets.shapes import ATTRIBUTES, ShapesWorld, WorldConfig
 from searle_core.text_encoding import encode_text
-from searle_core.world_clip import (WorldCLIPConfig, _CompactEmbedding, _vocabulary_ids, format_report,
+from searle_core.datasets.shapes.clip import (WorldCLIPConfig, _CompactEmbedding, _vocabulary_ids, format_report,
                                     mentioned_attributes, training_batch, zero_shot_report)
 
 

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 
 from searle_core.cli import main
 from searle_core.inversion import OTIConfig
-from searle_core.methods import MethodContext
-from searle_core.pipeline import evaluate, gallery_features
+from searle_core.retrieval.methods import MethodContext
+from searle_core.retrieval.evaluate import evaluate, gallery_features
 from searle_core.retrieval.features import image_features
 from searle_core.text_encoding import encode_with_pseudo_tokens
-from searle_core.world import world_setup, world_vocabulary
-from searle_core.world_clip import zero_shot_report
+from searle_core.datasets.shapes.opening import world_setup, world_vocabulary
+from searle_core.datasets.shapes.clip import zero_shot_report
 
 OTI_STEPS = 100
 # Zero-shot over 216 combinations (chance 0.46 %) on the quick val gallery (432 renders), per attribute.

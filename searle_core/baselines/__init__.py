@@ -1,7 +1,7 @@
 """The paper's baselines beside SEARLE, in the same harness: same features, prompts, rankings, metrics.
 
 Importing this package registers ``captioning``, ``pic2word`` and ``palavra`` in
-:data:`searle_core.methods.EXTRA_METHODS`. :func:`prepare` fills what a method needs before it
+:data:`searle_core.retrieval.methods.EXTRA_METHODS`. :func:`prepare` fills what a method needs before it
 runs; today: φ for ``searle`` on the ``shapes`` world (trained on first use, then cached).
 
 - :mod:`.captioning`: ``$`` replaced by a caption of the reference image.
@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import time
 
-from ..methods import EXTRA_METHODS
-from .captioning import CAPTION_PROMPT, DEFAULT_CAPTIONER, HFCaptioner, WorldCaptioner, captioning_query_features
-from .palavra import PalavraConfig, palavra_contrastive_loss, palavra_query_features
-from .pic2word import Pic2WordConfig, Pic2WordMapper, load_mapper, pic2word_loss, pic2word_query_features
-from .training import record_training, world_of
+from searle_core.retrieval.methods import EXTRA_METHODS
+from searle_core.baselines.captioning import CAPTION_PROMPT, DEFAULT_CAPTIONER, HFCaptioner, WorldCaptioner, captioning_query_features
+from searle_core.baselines.palavra import PalavraConfig, palavra_contrastive_loss, palavra_query_features
+from searle_core.baselines.pic2word import Pic2WordConfig, Pic2WordMapper, load_mapper, pic2word_loss, pic2word_query_features
+from searle_core.baselines.training import record_training, world_of
 
 EXTRA_METHODS.update({
     "captioning": captioning_query_features,
@@ -30,7 +30,7 @@ EXTRA_METHODS.update({
 def prepare(method: str, backbone, bench, ctx) -> None:
     """Fill ``ctx`` with what ``method`` needs and the caller did not give.
 
-    ``searle`` on ``shapes`` without φ: the world's φ (:func:`searle_core.artifacts.world_phi`),
+    ``searle`` on ``shapes`` without φ: the world's φ (:func:`searle_core.jobs.trained.world_phi`),
     trained on first use from OTI tokens of the world's unlabeled images with ``ctx``'s OTI
     settings, vocabulary and seed (``ctx.extras["phi_config"]`` overrides φ's training config).
     """
@@ -39,8 +39,8 @@ def prepare(method: str, backbone, bench, ctx) -> None:
     world = world_of(bench)
     if world is None:
         return  # real datasets: methods.py says how to get φ
-    from ..artifacts import world_phi_artifact
-    from ..inversion import load_phi
+    from searle_core.jobs.trained import world_phi_artifact
+    from searle_core.inversion import load_phi
 
     start = time.perf_counter()
     artifact = world_phi_artifact(backbone, world, config=ctx.extras.get("phi_config"), oti_config=ctx.oti_config,

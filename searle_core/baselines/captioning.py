@@ -21,13 +21,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..artifacts import digest
-from ..backbone import Backbone
-from ..datasets.base import CIRBenchmark
-from ..paths import cache_dir
-from ..retrieval.features import text_features
-from ..retrieval.queries import SEARLE_PROMPT, text_query_features
-from .training import world_of
+from searle_core.jobs.trained import digest
+from searle_core.backbone import Backbone
+from searle_core.datasets.base import CIRBenchmark
+from searle_core.paths import cache_dir
+from searle_core.retrieval.features import text_features
+from searle_core.retrieval.queries import SEARLE_PROMPT, text_query_features
+from searle_core.baselines.training import world_of
 
 #: ``$`` of the paper's prompt becomes the caption: "a photo of {caption} that {relative caption}".
 CAPTION_PROMPT = SEARLE_PROMPT.replace("$", "{}")
@@ -43,8 +43,8 @@ class WorldCaptioner:
     """
 
     def __init__(self, backbone: Backbone):
-        from ..datasets.shapes import all_combos, caption_for
-        from ..datasets.shapes.world import decode
+        from searle_core.datasets.shapes import all_combos, caption_for
+        from searle_core.datasets.shapes.attributes import decode
 
         self.captions = [caption_for(decode(c)) for c in all_combos()]
         self.features = text_features(backbone, self.captions)
@@ -74,7 +74,7 @@ class HFCaptioner:
         self.model, self.processor = model, processor
 
     def _load(self) -> None:
-        from ..device import resolve_device
+        from searle_core.device import resolve_device
 
         try:
             import transformers
@@ -135,7 +135,7 @@ def _hf_captions(bench: CIRBenchmark, names: list[str], captioner: Callable, pro
 
 def reference_captions(backbone: Backbone, bench: CIRBenchmark, ctx) -> dict[str, str]:
     """A caption of every reference image (kept in ``ctx.extras['captions']``)."""
-    from ..methods import reference_features
+    from searle_core.retrieval.methods import reference_features
 
     names = bench.reference_names()
     known = ctx.extras.setdefault("captions", {})

@@ -39,17 +39,17 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..artifacts import artifact_path, describe, load_or_train, vocabulary_id
-from ..backbone import Backbone
-from ..datasets.base import CIRBenchmark
-from ..device import grad_scaler, scaled_step, train_autocast
-from ..inversion.batch import batch_seed
-from ..inversion.phi import Phi, PhiLossConfig, make_sampler, phi_loss
-from ..inversion.regularizer import PhraseFeatureCache, TokenCache
-from ..prefix_encoding import PrefixCachedEncoder
-from ..retrieval.queries import SEARLE_PROMPT, pseudo_query_features
-from ..templates import TEMPLATES, fill
-from .training import fit, record_training, unlabeled_images
+from searle_core.jobs.trained import artifact_path, describe, load_or_train, vocabulary_id
+from searle_core.backbone import Backbone
+from searle_core.datasets.base import CIRBenchmark
+from searle_core.device import grad_scaler, scaled_step, train_autocast
+from searle_core.inversion.batch import batch_seed
+from searle_core.inversion.phi import Phi, PhiLossConfig, make_sampler, phi_loss
+from searle_core.inversion.regularizer import PhraseFeatureCache, TokenCache
+from searle_core.prefix_encoding import PrefixCachedEncoder
+from searle_core.retrieval.queries import SEARLE_PROMPT, pseudo_query_features
+from searle_core.templates import TEMPLATES, fill
+from searle_core.baselines.training import fit, record_training, unlabeled_images
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def optimise_tokens(backbone: Backbone, image_features: torch.Tensor, initial: t
 
 def palavra_inverter(backbone: Backbone, bench: CIRBenchmark, ctx, config: PalavraConfig) -> Phi:
     """The pre-trained inverter: ``extras['palavra_checkpoint']``, else cached or trained on first use."""
-    from ..inversion import load_phi
+    from searle_core.inversion import load_phi
 
     if ctx.extras.get("palavra_checkpoint"):
         return load_phi(ctx.extras["palavra_checkpoint"], backbone).to(backbone.device)
@@ -179,7 +179,7 @@ def palavra_inverter(backbone: Backbone, bench: CIRBenchmark, ctx, config: Palav
 
 def palavra_reference_tokens(backbone: Backbone, bench: CIRBenchmark, ctx) -> dict[str, torch.Tensor]:
     """PALAVRA tokens of every reference image (inverter, then per-image contrastive optimisation)."""
-    from ..methods import reference_features
+    from searle_core.retrieval.methods import reference_features
 
     names, feats = reference_features(backbone, bench, ctx.progress)
     known = ctx.tokens.setdefault("palavra", {})

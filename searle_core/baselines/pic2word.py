@@ -36,15 +36,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..artifacts import artifact_path, describe, load_or_train
-from ..backbone import Backbone
-from ..datasets.base import CIRBenchmark
-from ..device import eval_precision
-from ..inversion.losses import symmetric_infonce_loss
-from ..inversion.regularizer import TokenCache
-from ..retrieval.queries import PIC2WORD_PROMPT, pseudo_query_features
-from ..prefix_encoding import PrefixCachedEncoder
-from .training import fit, record_training, unlabeled_images
+from searle_core.jobs.trained import artifact_path, describe, load_or_train
+from searle_core.backbone import Backbone
+from searle_core.datasets.base import CIRBenchmark
+from searle_core.device import eval_precision
+from searle_core.inversion.losses import symmetric_infonce_loss
+from searle_core.inversion.regularizer import TokenCache
+from searle_core.retrieval.queries import PIC2WORD_PROMPT, pseudo_query_features
+from searle_core.prefix_encoding import PrefixCachedEncoder
+from searle_core.baselines.training import fit, record_training, unlabeled_images
 
 #: The prompt the mapper is trained with.
 PIC2WORD_TRAIN_PROMPT = "a photo of $"
@@ -150,7 +150,7 @@ def train_pic2word(backbone: Backbone, image_features: torch.Tensor, config: Pic
 
 def load_mapper(path, backbone: Backbone, config: Pic2WordConfig = Pic2WordConfig()) -> Pic2WordMapper:
     """A saved mapper (``{"Pic2WordMapper": state_dict, ...}``) in eval mode on the backbone's device."""
-    from ..errors import load_torch_file
+    from searle_core.errors import load_torch_file
 
     state = load_torch_file(path, "Pic2Word mapper checkpoint")
     mapper = config.build(backbone)
@@ -178,7 +178,7 @@ def pic2word_mapper(backbone: Backbone, bench: CIRBenchmark, ctx) -> Pic2WordMap
 
 def pic2word_query_features(backbone: Backbone, bench: CIRBenchmark, ctx) -> torch.Tensor:
     """``pic2word``: ``a photo of $ , {caption}`` with ``$`` = mapper(raw reference features)."""
-    from ..retrieval.features import image_features
+    from searle_core.retrieval.features import image_features
 
     mapper = pic2word_mapper(backbone, bench, ctx)  # may train it: outside no_grad
     names = bench.reference_names()

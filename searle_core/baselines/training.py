@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..artifacts import Artifact, digest, world_data_id
-from ..backbone import Backbone
-from ..datasets.base import CIRBenchmark, ImageSource
-from ..retrieval.features import image_features
+from searle_core.jobs.trained import Artifact, digest, world_data_id
+from searle_core.backbone import Backbone
+from searle_core.datasets.base import CIRBenchmark, ImageSource
+from searle_core.retrieval.features import image_features
 
 
 @dataclass
@@ -114,7 +114,7 @@ def fit(module: nn.Module, n: int, loss_fn: Callable[[list[int]], torch.Tensor],
     Returns:
         Per epoch ``{"epoch", "loss"}`` (mean over the epoch's batches).
     """
-    from ..device import grad_scaler, scaled_step, train_autocast
+    from searle_core.device import grad_scaler, scaled_step, train_autocast
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import positive_int
-from .common import add_backbone_options, load_backbone_from_args, print_json
+from searle_core.errors import positive_int
+from searle_core.cli.common import add_backbone_options, load_backbone_from_args, print_json
 
 
 def register(sub) -> None:
@@ -66,7 +66,7 @@ def _setup(args: argparse.Namespace):
 
 
 def run_bench_oti(args: argparse.Namespace) -> int:
-    from ..bench import bench_oti
+    from searle_core.speed import bench_oti
 
     backbone = _setup(args)
     result = bench_oti(backbone, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
@@ -92,7 +92,7 @@ def run_bench_oti(args: argparse.Namespace) -> int:
 def run_bench_features(args: argparse.Namespace) -> int:
     import tempfile
 
-    from ..bench import bench_feature_extraction, bench_retrieval, write_bench_images
+    from searle_core.speed import bench_feature_extraction, bench_retrieval, write_bench_images
 
     backbone = _setup(args)
     workers = tuple(int(w) for w in args.workers.split(",") if w.strip())
@@ -119,9 +119,9 @@ def run_bench_world(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..backbone import load_backbone
-    from ..datasets.shapes import ShapesWorld
-    from ..world_clip import (WorldCLIPConfig, format_report, held_out_names, training_log, world_clip_weights,
+    from searle_core.backbone import load_backbone
+    from searle_core.datasets.shapes import ShapesWorld
+    from searle_core.datasets.shapes.clip import (WorldCLIPConfig, format_report, held_out_names, training_log, world_clip_weights,
                               zero_shot_report)
 
     if args.threads:

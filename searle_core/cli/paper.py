@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..errors import positive_int
+from searle_core.errors import positive_int
 
 
 def register(sub) -> None:
@@ -28,7 +28,7 @@ def register(sub) -> None:
 
 
 def run_paper_command(args: argparse.Namespace) -> int:
-    from ..paper import NOTEBOOKS, run_paper, store_checked_outputs
+    from searle_core.notebook.paper import NOTEBOOKS, run_paper, store_checked_outputs
 
     only = None
     if args.only:

@@ -11,17 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import CIRBenchmark, CIRQuery, ImageSource, check_paths, to_rgb
-from .circo import CIRCO_ASPECTS, CIRCO_LAYOUT, load_circo, query_aspects
-from .cirr import CIRR_LAYOUT, load_cirr
-from .fashioniq import (
+from searle_core.datasets.base import CIRBenchmark, CIRQuery, ImageSource, check_paths, to_rgb
+from searle_core.datasets.circo import CIRCO_ASPECTS, CIRCO_LAYOUT, load_circo, query_aspects
+from searle_core.datasets.cirr import CIRR_LAYOUT, load_cirr
+from searle_core.datasets.fashioniq import (
     FASHIONIQ_CATEGORIES,
     FASHIONIQ_LAYOUT,
     load_fashioniq,
     split_fashioniq_by_category,
     strip_caption,
 )
-from .folder import (
+from searle_core.datasets.folder import (
     IMAGE_EXTENSIONS,
     FileImageSource,
     ImageFolderSource,
@@ -46,7 +46,7 @@ def load_benchmark(name: str, root: str | Path | None = None, split: str = "val"
     """
     key = name.lower()
     if key == "shapes":
-        from .shapes import ShapesWorld, WorldConfig
+        from searle_core.datasets.shapes import ShapesWorld, WorldConfig
 
         world = kw.get("world") or ShapesWorld(WorldConfig.quick() if kw.get("quick") else WorldConfig())
         return world.benchmark(split)

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import check_annotations, read_json
-from .base import CIRBenchmark, CIRQuery, check_paths
-from .folder import CheckImages, FileImageSource, OnMissing, resolve_missing
+from searle_core.errors import check_annotations, read_json
+from searle_core.datasets.base import CIRBenchmark, CIRQuery, check_paths
+from searle_core.datasets.folder import CheckImages, FileImageSource, OnMissing, resolve_missing
 
 CIRCO_SPLITS = ("val", "test")
 CIRCO_ASPECTS = (

@@ -19,9 +19,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import check_annotations, read_json
-from .base import CIRBenchmark, CIRQuery, check_paths
-from .folder import CheckImages, FileImageSource, OnMissing, resolve_missing
+from searle_core.errors import check_annotations, read_json
+from searle_core.datasets.base import CIRBenchmark, CIRQuery, check_paths
+from searle_core.datasets.folder import CheckImages, FileImageSource, OnMissing, resolve_missing
 
 FASHIONIQ_CATEGORIES = ("dress", "shirt", "toptee")
 FASHIONIQ_SPLITS = ("train", "val", "test")

@@ -21,7 +21,7 @@ from typing import Iterable, Literal, Mapping, Sequence
 
 from PIL import Image, UnidentifiedImageError
 
-from .base import CIRQuery, ImageSource, to_rgb
+from searle_core.datasets.base import CIRQuery, ImageSource, to_rgb
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 OnMissing = Literal["error", "skip"]

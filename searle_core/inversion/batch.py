@@ -14,9 +14,9 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..backbone import Backbone
-from .oti import OTIConfig, oti
-from .regularizer import PhraseBank, StablePhraseFeatures
+from searle_core.backbone import Backbone
+from searle_core.inversion.oti import OTIConfig, oti
+from searle_core.inversion.regularizer import PhraseBank, StablePhraseFeatures
 
 
 def batch_seed(seed: int, names: list[str]) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..backbone import Backbone
+from searle_core.backbone import Backbone
 
 
 def _text(backbone: Backbone, entry: str) -> str | None:

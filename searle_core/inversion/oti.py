@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..backbone import Backbone
-from ..device import grad_scaler, scaled_step, train_autocast
-from ..prefix_encoding import PrefixCachedEncoder
-from ..templates import TEMPLATES, fill
-from .losses import cosine_loss
-from .regularizer import PhraseBank, PhraseFeatureCache, PhraseSampler, TokenCache
+from searle_core.backbone import Backbone
+from searle_core.device import grad_scaler, scaled_step, train_autocast
+from searle_core.prefix_encoding import PrefixCachedEncoder
+from searle_core.templates import TEMPLATES, fill
+from searle_core.inversion.losses import cosine_loss
+from searle_core.inversion.regularizer import PhraseBank, PhraseFeatureCache, PhraseSampler, TokenCache
 
 
 @dataclass(frozen=True)

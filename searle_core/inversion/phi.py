@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..backbone import Backbone
-from ..downloads import cached_download
-from ..errors import InputError, first_line, load_torch_file
-from ..text_encoding import encode_with_pseudo_tokens
-from .losses import cosine_loss, nt_xent_loss
-from .regularizer import PhraseFeatureCache, PhraseSampler, TokenCache
+from searle_core.backbone import Backbone
+from searle_core.downloads import cached_download
+from searle_core.errors import InputError, first_line, load_torch_file
+from searle_core.text_encoding import encode_with_pseudo_tokens
+from searle_core.inversion.losses import cosine_loss, nt_xent_loss
+from searle_core.inversion.regularizer import PhraseFeatureCache, PhraseSampler, TokenCache
 
 
 class Phi(nn.Module):

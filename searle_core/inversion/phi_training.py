@@ -19,18 +19,21 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..backbone import Backbone
-from ..device import grad_scaler, scaled_step, train_autocast
-from ..prefix_encoding import PrefixCachedEncoder
-from .losses import nt_xent_loss
-from .phi import Phi, PhiLossConfig
-from .regularizer import PhraseBank, PhraseSampler, StablePhraseFeatures, TokenCache
+from searle_core import distributed as dist
+from searle_core.backbone import Backbone
+from searle_core.device import grad_scaler, scaled_step, train_autocast
+from searle_core.distributed import split_evenly
+from searle_core.files import atomic_write_text
+from searle_core.prefix_encoding import PrefixCachedEncoder
+from searle_core.inversion.losses import nt_xent_loss
+from searle_core.inversion.phi import Phi, PhiLossConfig
+from searle_core.inversion.regularizer import PhraseBank, PhraseSampler, StablePhraseFeatures, TokenCache
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ def _history_csv(history: list[dict], path: Path) -> None:
     import csv
     import io
 
-    from ..runs.checkpoint import atomic_write_text
+    from searle_core.files import atomic_write_text
 
     text = io.StringIO()
     keys = list(dict.fromkeys(k for row in history for k in row))
@@ -103,11 +106,20 @@ def _flatten(metrics: dict, prefix: str = "") -> dict:
     return out
 
 
+class Checkpointer(Protocol):
+    """Where φ's training is saved every epoch and restored from (a run folder, in ``searle_core.jobs``)."""
+
+    def restore(self, phi: Phi, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict]]: ...
+
+    def save(self, phi: Phi, optimizer: torch.optim.Optimizer, epochs_done: int, history: list[dict]) -> None: ...
+
+    def finish(self, phi: Phi, history: list[dict]) -> None: ...
+
+
 def train_phi(backbone: Backbone, image_features: torch.Tensor, oti_tokens: torch.Tensor,
               concepts: list[list[str]] | None, phrase_bank: PhraseBank | None,
               config: PhiTrainConfig = PhiTrainConfig(), validate: Callable[[Phi], dict] | None = None,
-              out_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-              force: bool = False) -> PhiTrainingResult:
+              checkpointer: "Checkpointer | None" = None, progress: bool = True) -> PhiTrainingResult:
     """Train φ to map image features to their OTI tokens (distillation + phrase regulariser).
 
     Args:
@@ -121,18 +133,14 @@ def train_phi(backbone: Backbone, image_features: torch.Tensor, oti_tokens: torc
         config: hyper-parameters.
         validate: called with φ (eval mode) after every epoch on rank 0; its dict (nested dicts are
             flattened with ``/``) joins the epoch's history row.
-        out_dir: checkpoint every epoch (φ, optimiser, epoch, history) and write ``history.csv``
-            and the final ``phi.pt`` (the authors' layout) there, atomically.
-        resume: continue from ``out_dir``'s checkpoint (a fresh start if there is none).
+        checkpointer: restores φ and the optimiser at the start and saves them every epoch (a run
+            folder: :class:`searle_core.jobs.phi_run.PhiCheckpointer`, or
+            :func:`searle_core.jobs.phi_run.train_phi_in_folder`); ``None``: nothing is written.
         progress: progress bar with images/s and ETA (rank 0).
-        force: resume even if the hyper-parameters differ from the checkpoint's (the new ones apply).
 
     Returns:
         A :class:`PhiTrainingResult` (the same on every rank).
     """
-    from ..runs import distributed as dist
-    from ..runs.phi_run import PhiCheckpointer
-
     n = image_features.shape[0]
     if oti_tokens.shape[0] != n:
         raise ValueError(f"{n} image feature rows but {oti_tokens.shape[0]} OTI tokens")
@@ -149,7 +157,6 @@ def train_phi(backbone: Backbone, image_features: torch.Tensor, oti_tokens: torc
         torch.manual_seed(config.seed)
         phi = Phi.for_backbone(backbone, config.dropout).to(device)
     optimizer = torch.optim.AdamW(phi.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    checkpointer = PhiCheckpointer(out_dir, config, backbone, feats, targets, resume, force) if out_dir else None
     history: list[dict] = []
     start_epoch = 0
     if checkpointer is not None:
@@ -224,7 +231,6 @@ def _losses(predicted: torch.Tensor, feats: torch.Tensor, targets: torch.Tensor,
             phrases: StablePhraseFeatures | None, tokenize: TokenCache, encoder: PrefixCachedEncoder,
             phrase_seed: int, world: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(distillation loss over the whole batch, this rank's share of the batch's phrase loss)."""
-    from ..runs.distributed import split_evenly
 
     device = predicted.device
     zero = predicted.sum() * 0  # keeps every parameter in the graph (DDP needs it)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..backbone import Backbone
-from ..device import train_autocast
-from ..text_encoding import encode_text, normalized
+from searle_core.backbone import Backbone
+from searle_core.device import train_autocast
+from searle_core.text_encoding import encode_text, normalized
 
 PhraseBank = dict[str, list[str]]
 

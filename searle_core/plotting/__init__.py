@@ -9,10 +9,10 @@ with their images) take ``fig=None`` instead and build their own layout.
 - :mod:`.retrieval`: images, retrieval example grids, results and ablation bars.
 """
 
-from .common import figure_path, new_axes, save_figure, show_image
-from .curves import plot_ema_vs_raw, plot_oti_losses, plot_phi_history, plot_series, plot_time_per_image, plot_validation
-from .retrieval import RetrievalExample, image_row, plot_ablation, plot_ablation_curve, plot_method_bars, retrieval_grid
-from .tokens import (plot_agreement, plot_nearest_words, plot_token_path, plot_wordness,
+from searle_core.plotting.common import figure_path, new_axes, save_figure, show_image
+from searle_core.plotting.curves import plot_ema_vs_raw, plot_oti_losses, plot_phi_history, plot_series, plot_time_per_image, plot_validation
+from searle_core.plotting.retrieval import RetrievalExample, image_row, plot_ablation, plot_ablation_curve, plot_method_bars, retrieval_grid
+from searle_core.plotting.tokens import (plot_agreement, plot_nearest_words, plot_token_path, plot_wordness,
                      nearest_words_grid)
 
 __all__ = [

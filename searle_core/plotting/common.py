@@ -35,7 +35,7 @@ def method_colour(method: str) -> str:
 
 def method_label(method: str) -> str:
     """The paper's name of a method ("searle-oti" -> "SEARLE-OTI")."""
-    from ..table import DISPLAY_NAMES
+    from searle_core.report.table import DISPLAY_NAMES
 
     return DISPLAY_NAMES.get(method, method)
 

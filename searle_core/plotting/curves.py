@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .common import SERIES_COLOURS, method_colour, method_label, new_axes
+from searle_core.plotting.common import SERIES_COLOURS, method_colour, method_label, new_axes
 
 _LOSS_LABELS = {"cos": "L_cos (template ↔ image)", "gpt": "L_gpt (phrase regulariser)",
                 "total": "total (weighted mean)", "distil": "L_distil (contrastive to OTI tokens)"}

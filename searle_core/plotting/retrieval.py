@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .common import GROUND_TRUTH, MISS, method_colour, method_label, new_axes, show_image, wrap
+from searle_core.plotting.common import GROUND_TRUTH, MISS, method_colour, method_label, new_axes, show_image, wrap
 
 
 @dataclass

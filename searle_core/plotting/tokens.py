@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .common import SERIES_COLOURS, new_axes, show_image
+from searle_core.plotting.common import SERIES_COLOURS, new_axes, show_image
 
 
 def plot_nearest_words(words: Sequence[tuple[str, float]], ax: Axes | None = None, title: str | None = None,

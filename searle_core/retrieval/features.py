@@ -27,14 +27,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..backbone import Backbone
-from ..datasets.base import ImageSource
-from ..datasets.folder import ImageLoadError
-from ..device import eval_precision
-from ..paths import cache_dir
-from ..preprocess import TARGET_RATIO, PreprocessKind, make_preprocess_from_open_clip
-from ..text_encoding import encode_text
-from ..world_clip import images_to_tensor
+from searle_core.backbone import Backbone
+from searle_core.datasets.base import ImageSource
+from searle_core.datasets.folder import ImageLoadError
+from searle_core.device import eval_precision
+from searle_core.paths import cache_dir
+from searle_core.preprocess import TARGET_RATIO, PreprocessKind, make_preprocess_from_open_clip
+from searle_core.text_encoding import encode_text
+from searle_core.datasets.shapes.clip import images_to_tensor
 
 
 class ImagePipeline:

@@ -11,11 +11,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..backbone import Backbone
-from ..datasets.base import CIRQuery
-from ..device import eval_precision
-from ..text_encoding import encode_with_pseudo_tokens, pseudo_word_mask
-from .features import text_features
+from searle_core.backbone import Backbone
+from searle_core.datasets.base import CIRQuery
+from searle_core.device import eval_precision
+from searle_core.text_encoding import encode_with_pseudo_tokens, pseudo_word_mask
+from searle_core.retrieval.features import text_features
 
 #: The paper's prompt (CIRR, CIRCO, FashionIQ, shapes).
 SEARLE_PROMPT = "a photo of $ that {}"

@@ -16,7 +16,7 @@ import nbformat
 import pytest
 
 from markdown_source import means_math
-from searle_core import paper
+from searle_core.notebook import paper
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -155,7 +155,7 @@ def test_a_failing_cell_is_seen(lab, page):
 
 def test_notebook_1_runs_in_the_ui_and_its_explorer_answers(lab, page, run_dir):
     from searle_core.paths import cache_dir
-    from searle_core.world_clip import WORLD_BACKBONE, WorldCLIPConfig
+    from searle_core.datasets.shapes.clip import WORLD_BACKBONE, WorldCLIPConfig
 
     stem = "01_textual_inversion"
     nb = nbformat.read(lab.root / f"{stem}.ipynb", as_version=4)

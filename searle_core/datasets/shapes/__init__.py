@@ -4,7 +4,7 @@ Coloured shapes on plain backgrounds, with captions, a CIR benchmark, concepts a
 the same structures as the real datasets, so the whole SEARLE pipeline runs on it in minutes.
 """
 
-from .benchmark import (
+from searle_core.datasets.shapes.benchmark import (
     ASPECTS,
     ONE_CHANGE_ASPECTS,
     TWO_CHANGE_ASPECTS,
@@ -13,7 +13,7 @@ from .benchmark import (
     queries_by_aspect,
     target_attributes,
 )
-from .grammar import (
+from searle_core.datasets.shapes.grammar import (
     CONCEPT_ATTRIBUTES,
     caption_for,
     concept_phrase,
@@ -24,7 +24,7 @@ from .grammar import (
     relative_caption,
     training_vocabulary,
 )
-from .world import (
+from searle_core.datasets.shapes.attributes import (
     ATTRIBUTES,
     BACKGROUNDS,
     COLOURS,
@@ -33,10 +33,12 @@ from .world import (
     SPLITS,
     VALUES,
     WORLD_VERSION,
+    all_combos,
+)
+from searle_core.datasets.shapes.world import (
     ShapesImages,
     ShapesWorld,
     WorldConfig,
-    all_combos,
 )
 
 __all__ = [

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..base import CIRBenchmark, CIRQuery
-from .grammar import relative_caption
-from .world import ATTRIBUTES, QUERY_STREAM, VALUES, decode
+from searle_core.datasets.base import CIRBenchmark, CIRQuery
+from searle_core.datasets.shapes.grammar import relative_caption
+from searle_core.datasets.shapes.attributes import ATTRIBUTES, QUERY_STREAM, VALUES, decode
 
-if TYPE_CHECKING:  # pragma: no cover - import cycle at runtime (world builds benchmarks lazily)
-    from .world import ShapesWorld
+if TYPE_CHECKING:  # pragma: no cover - for annotations only: the world builds its benchmarks with this module
+    from searle_core.datasets.shapes.world import ShapesWorld
 
 #: One-change aspects, in :data:`ATTRIBUTES` order.
 ONE_CHANGE_ASPECTS: tuple[str, ...] = ATTRIBUTES

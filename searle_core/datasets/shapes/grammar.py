@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .world import ATTRIBUTES, BACKGROUNDS, COLOURS, SHAPES, SIZES, VALUES
+from searle_core.datasets.shapes.attributes import ATTRIBUTES, BACKGROUNDS, COLOURS, SHAPES, SIZES, VALUES
 
 # "a photo of" dominates, as in the query prompt "a photo of $ that ..."; the others add variety.
 PREFIXES: tuple[str, ...] = ("", "a photo of ", "an image of ", "a picture of ", "a drawing of ")

@@ -1,4 +1,4 @@
-"""The ``shapes`` world: attributes, configuration and the deterministic world object.
+"""The ``shapes`` world: its configuration and the deterministic world object.
 
 Every image is described by four attributes (shape, colour, size, background) plus a little
 position and size jitter. All of them are drawn up front, per *pool* of images (pretraining set,
@@ -10,56 +10,24 @@ identical queries in any process, and asking for one image never depends on what
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from PIL import Image
 
-from ..base import CIRBenchmark, ImageSource
-from . import render
-
-#: Bumped whenever rendering or sampling changes, so caches keyed on ``cache_key()`` go stale.
-WORLD_VERSION = 2
-
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "arrow")
-# Saturated colours, far from each other and from every background (no grey, white or black).
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (225, 30, 30),
-    "green": (30, 170, 50),
-    "blue": (35, 75, 235),
-    "yellow": (245, 215, 10),
-    "purple": (150, 45, 190),
-    "orange": (250, 135, 0),
-}
-SIZES: tuple[str, ...] = ("small", "large")
-BACKGROUNDS: dict[str, tuple[int, int, int]] = {
-    "white": (255, 255, 255),
-    "black": (0, 0, 0),
-    "gray": (128, 128, 128),
-}
-#: Attribute order used everywhere: combos, codes, aspect names ("colour+shape"), captions.
-ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "background")
-VALUES: dict[str, tuple[str, ...]] = {
-    "colour": tuple(COLOURS),
-    "shape": SHAPES,
-    "size": SIZES,
-    "background": tuple(BACKGROUNDS),
-}
+from searle_core.datasets.base import CIRBenchmark, ImageSource
+from searle_core.datasets.shapes import render
+from searle_core.datasets.shapes.attributes import (_POOL_STREAM, _TRAINING_STREAM, ATTRIBUTES, BACKGROUNDS, COLOURS,
+                                                  SHAPES, SIZES, SPLITS, VALUES, WORLD_VERSION, all_combos, decode)
+from searle_core.datasets.shapes.benchmark import build_benchmark, filter_aspect
+from searle_core.datasets.shapes.grammar import describe
 
 # Half-extent of a shape as a fraction of the image side, before jitter. Small shapes span ~40%
 # of the image and large ~68%, and the +-10% size jitter keeps the two classes well apart.
 _SIZE_FRACTION = {"small": 0.20, "large": 0.34}
 _SCALE_JITTER = 0.10  # relative size jitter
 _SHIFT_JITTER = 0.09  # position jitter, fraction of the image side (~3 px at 32x32)
-
-# Independent random streams per pool; the numbers only need to be distinct and never change.
-_POOL_STREAM = {"pretrain": 1, "val": 2, "val_ref": 3, "test": 4, "test_ref": 5}
-QUERY_STREAM = {"val": 6, "test": 7}
-_TRAINING_STREAM = 8
-SPLITS: tuple[str, ...] = ("val", "test")
-
 
 @dataclass(frozen=True)
 class WorldConfig:
@@ -115,21 +83,6 @@ class WorldConfig:
         """Short stable hash of the config and :data:`WORLD_VERSION` (e.g. for feature caches)."""
         payload = json.dumps({"version": WORLD_VERSION, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
-def all_combos() -> list[tuple[int, ...]]:
-    """Every attribute combination as value indices, in :data:`ATTRIBUTES` order."""
-    return list(itertools.product(*(range(len(VALUES[a])) for a in ATTRIBUTES)))
-
-
-def decode(codes: np.ndarray | tuple[int, ...]) -> dict[str, str]:
-    """Attribute dict of one row of value indices (``ATTRIBUTES`` order)."""
-    return {a: VALUES[a][int(c)] for a, c in zip(ATTRIBUTES, codes)}
-
-
-def encode(attrs: dict[str, str]) -> tuple[int, ...]:
-    """Value indices of an attribute dict (inverse of :func:`decode`)."""
-    return tuple(VALUES[a].index(attrs[a]) for a in ATTRIBUTES)
 
 
 def random_codes(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -284,8 +237,6 @@ class ShapesWorld:
             aspect: keep only queries of this change type (``"colour"``, ``"colour+shape"``, or
                 ``"one"`` / ``"two"`` for all one- or two-change queries); ``None`` keeps all.
         """
-        from .benchmark import build_benchmark, filter_aspect  # benchmark imports this module
-
         split = self._split(split)
         if split not in self._benchmarks:
             self._benchmarks[split] = build_benchmark(self, split)
@@ -307,8 +258,6 @@ class ShapesWorld:
         Returns:
             ``(n, S, S, 3)`` uint8 images and their ``n`` captions (and codes).
         """
-        from .grammar import describe  # grammar imports the attribute tables from this module
-
         rng = (
             rng_or_seed
             if isinstance(rng_or_seed, np.random.Generator)

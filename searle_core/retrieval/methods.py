@@ -12,52 +12,19 @@ from typing import Callable
 
 import torch
 
-from .backbone import Backbone
-from .concepts import associate_concepts, embed_concepts
-from .datasets.base import CIRBenchmark
-from .device import eval_precision
-from .inversion import OTIConfig, Phi
-from .inversion.batch import invert_images
-from .inversion.regularizer import PhraseBank
-from .retrieval.features import image_features
-from .retrieval.queries import SEARLE_PROMPT, image_plus_text, pseudo_query_features, text_query_features
+from searle_core.backbone import Backbone
+from searle_core.concepts import Vocabulary
+from searle_core.datasets.base import CIRBenchmark
+from searle_core.device import eval_precision
+from searle_core.inversion import OTIConfig, Phi
+from searle_core.inversion.batch import invert_images
+from searle_core.retrieval.features import image_features
+from searle_core.retrieval.queries import SEARLE_PROMPT, image_plus_text, pseudo_query_features, text_query_features
 
 BASE_METHODS = ("image-only", "text-only", "image+text", "searle-oti", "searle")
 #: Methods registered by the baseline modules: name -> query-feature function with the
 #: signature of :func:`query_features`.
 EXTRA_METHODS: dict[str, Callable] = {}
-
-
-@dataclass
-class Vocabulary:
-    """OTI's and φ's regulariser inputs: concept names and a phrase bank concept -> phrases.
-
-    ``concepts`` is the whole vocabulary: images are associated with concepts over all of it, and
-    concepts without usable phrases (absent from ``phrase_bank``) are skipped afterwards, when
-    phrases are drawn, as in the authors' code; an image may then be regularised with fewer than its
-    15 (OTI) or 150 (φ) concepts.
-
-    Args:
-        concepts: concept names (the whole vocabulary).
-        phrase_bank: concept -> phrases (only concepts with usable phrases).
-        phrases: where the phrases come from: ``"given"`` (a bank the caller supplied: the authors'
-            GPT-Neo phrases, or the shapes world's grammar) or ``"templates"`` (the offline template
-            generator, which is not the paper's regulariser; tables label such rows).
-    """
-
-    concepts: list[str]
-    phrase_bank: PhraseBank
-    _features: dict = field(default_factory=dict, repr=False)
-    phrases: str = "given"
-
-    def concept_features(self, backbone: Backbone) -> torch.Tensor:
-        key = (backbone.name, backbone.weights_id)
-        if key not in self._features:
-            self._features[key] = embed_concepts(backbone, self.concepts)
-        return self._features[key]
-
-    def associate(self, backbone: Backbone, features: torch.Tensor, top_k: int) -> list[list[str]]:
-        return associate_concepts(features, self.concept_features(backbone), self.concepts, top_k)
 
 
 @dataclass
@@ -144,7 +111,7 @@ def query_features(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: Me
         bench: the benchmark whose queries are encoded.
         ctx: resources the method may use.
     """
-    from .baselines import prepare  # registers captioning, pic2word, palavra (lazy: avoids an import cycle)
+    from searle_core.baselines import prepare  # registers captioning, pic2word, palavra (lazy: avoids an import cycle)
     prepare(method, backbone, bench, ctx)  # e.g. φ for searle on the shapes world, trained on first use
     queries = bench.queries
     if method in ("image-only", "image+text"):

@@ -4,7 +4,7 @@ The numbers live in ``data_files/paper_results.csv`` (long format: dataset, spli
 metric, value), copied from the SEARLE paper's tables: CIRR test, FashionIQ validation, CIRCO test.
 Nothing else in the project hard-codes them; notebooks and tables read them from here. Only a
 number on the same split is a difference to report: a CIRR or CIRCO validation number stands beside
-the paper's test number, labelled, and the test-server files (:mod:`searle_core.submission`) give
+the paper's test number, labelled, and the test-server files (:mod:`searle_core.report.submission`) give
 the comparable one.
 """
 

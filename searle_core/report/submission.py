@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .datasets.base import CIRQuery
+from searle_core.datasets.base import CIRQuery
 
 TOP_K = 50
 SUBSET_TOP_K = 3

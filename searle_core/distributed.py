@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..device import resolve_device
+from searle_core.device import resolve_device
 
 # OTI batches are long (minutes): waiting ranks must not time out while rank 0 merges or extracts.
 _TIMEOUT = datetime.timedelta(hours=2)

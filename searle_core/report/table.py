@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backbone import Backbone
-from .datasets.base import CIRBenchmark
-from .methods import MethodContext
+from searle_core.backbone import Backbone
+from searle_core.datasets.base import CIRBenchmark
+from searle_core.retrieval.methods import MethodContext
 
 #: The rows of the paper's tables, in its order.
 TABLE_METHODS: tuple[str, ...] = ("image-only", "text-only", "image+text", "captioning", "palavra", "pic2word",
@@ -98,7 +98,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
     #: How the numbers were made (:func:`settings_record`): preprocessing, precisions, φ's epoch.
     settings: dict = field(default_factory=dict)
-    #: method -> its rankings, for per-query comparisons (:mod:`searle_core.significance`).
+    #: method -> its rankings, for per-query comparisons (:mod:`searle_core.metrics.significance`).
     rankings: dict[str, list[list[str]]] = field(default_factory=dict, repr=False)
 
     @property
@@ -131,7 +131,7 @@ def query_seconds(method: str, result, ctx: MethodContext) -> float:
 
     Args:
         method: the method's name.
-        result: its :class:`~searle_core.pipeline.Evaluation`.
+        result: its :class:`~searle_core.retrieval.evaluate.Evaluation`.
         ctx: the context it ran with.
     """
     setup = ctx.extras.get("setup_seconds", {}).pop(method, 0.0)
@@ -163,8 +163,8 @@ def settings_record(backbone: Backbone, ctx: MethodContext) -> dict:
     the trained networks' (fp16 autocast + GradScaler on CUDA by default, fp32 on CPU);
     ``phi_epoch`` and ``phi_source``: the φ that ``searle`` used, when there is one.
     """
-    from .device import EVAL_PRECISION, training_precision
-    from .retrieval.features import preprocess_name
+    from searle_core.device import EVAL_PRECISION, training_precision
+    from searle_core.retrieval.features import preprocess_name
 
     phi = ctx.phi
     return {"preprocess": preprocess_name(backbone), "eval_precision": EVAL_PRECISION,
@@ -195,12 +195,12 @@ def build_table(bench: CIRBenchmark, backbone: Backbone, ctx: MethodContext | No
         methods: rows, in order.
         progress: print each method's result as it finishes.
     """
-    from .pipeline import evaluate, gallery_features
+    from searle_core.retrieval.evaluate import evaluate, gallery_features
 
     if any(q.target is None for q in bench.queries):
         raise ValueError(f"{bench.name} {bench.split} has no ground truths (a test split): the table needs metrics")
-    from . import baselines  # noqa: F401  (registers captioning, pic2word, palavra)
-    from .methods import BASE_METHODS, EXTRA_METHODS, regulariser_variant
+    from searle_core import baselines  # noqa: F401  (registers captioning, pic2word, palavra)
+    from searle_core.retrieval.methods import BASE_METHODS, EXTRA_METHODS, regulariser_variant
 
     known = list(BASE_METHODS) + sorted(EXTRA_METHODS)
     unknown = [m for m in methods if m not in known]

@@ -12,13 +12,14 @@ from typing import Callable
 
 import torch
 
-from ..backbone import Backbone
-from ..inversion.phi import Phi, save_phi
-from ..inversion.phi_training import PhiTrainConfig, PhiTrainingResult, _history_csv, train_phi
-from ..retrieval.features import weights_key
-from . import distributed as dist
-from ..errors import load_torch_file
-from .checkpoint import MANIFEST, atomic_save, atomic_write_json, fingerprint, open_run, unlock_run
+from searle_core.backbone import Backbone
+from searle_core.inversion.phi import Phi, save_phi
+from searle_core.inversion.phi_training import PhiTrainConfig, PhiTrainingResult, _history_csv, train_phi
+from searle_core.retrieval.features import weights_key
+from searle_core import distributed as dist
+from searle_core.errors import load_torch_file
+from searle_core.jobs.run_folder import MANIFEST, fingerprint, open_run, unlock_run
+from searle_core.files import atomic_save, atomic_write_json
 
 CHECKPOINT, HISTORY, PHI = "checkpoint.pt", "history.csv", "phi.pt"
 
@@ -41,7 +42,7 @@ class PhiCheckpointer:
                  tokens: torch.Tensor, resume: bool, force: bool, info: dict | None = None):
         self.folder = Path(folder)
         self.device = backbone.device
-        from ..device import training_precision
+        from searle_core.device import training_precision
 
         self.hyper = {"phi": config, "backbone": backbone.name, "weights": weights_key(backbone),
                       "precision": training_precision(backbone.device, config.precision),
@@ -88,8 +89,8 @@ def benchmark_validator(backbone: Backbone, bench, vocabulary=None, progress: bo
 
     The gallery features are computed once, on the first call.
     """
-    from ..methods import MethodContext
-    from ..pipeline import evaluate, gallery_features
+    from searle_core.retrieval.methods import MethodContext
+    from searle_core.retrieval.evaluate import evaluate, gallery_features
 
     gallery: dict = {}
 
@@ -103,6 +104,27 @@ def benchmark_validator(backbone: Backbone, bench, vocabulary=None, progress: bo
         return result.metrics
 
     return validate
+
+
+def train_phi_in_folder(backbone: Backbone, image_features: torch.Tensor, oti_tokens: torch.Tensor,
+                        concepts: list[list[str]] | None, phrase_bank, config: PhiTrainConfig,
+                        out_dir: str | Path, validate: Callable[[Phi], dict] | None = None, resume: bool = False,
+                        force: bool = False, progress: bool = True, info: dict | None = None) -> PhiTrainingResult:
+    """:func:`~searle_core.inversion.phi_training.train_phi` checkpointed in a run folder every epoch.
+
+    Args:
+        backbone, image_features, oti_tokens, concepts, phrase_bank, config, validate, progress: as
+            :func:`~searle_core.inversion.phi_training.train_phi`.
+        out_dir: the run folder: the checkpoint (φ, optimiser, epoch, history), ``history.csv`` and
+            the final ``phi.pt`` (the authors' layout), each written atomically.
+        resume: continue from ``out_dir``'s checkpoint (a fresh start if there is none).
+        force: resume even if the hyper-parameters differ from the checkpoint's (the new ones apply).
+        info: free-form description for the manifest.
+    """
+    checkpointer = PhiCheckpointer(out_dir, config, backbone, image_features.float(), oti_tokens.float(), resume,
+                                   force, info)
+    return train_phi(backbone, image_features, oti_tokens, concepts, phrase_bank, config, validate=validate,
+                     checkpointer=checkpointer, progress=progress)
 
 
 def run_train_phi(backbone: Backbone, tokens_dir: str | Path, out_dir: str | Path,
@@ -123,7 +145,7 @@ def run_train_phi(backbone: Backbone, tokens_dir: str | Path, out_dir: str | Pat
         force: see :class:`PhiCheckpointer`.
         progress: progress bar (rank 0).
     """
-    from .oti_run import load_oti_run
+    from searle_core.jobs.oti_run import load_oti_run
 
     inputs, tokens, manifest = load_oti_run(tokens_dir)
     hyper = manifest.get("hyperparameters", {})
@@ -139,8 +161,8 @@ def run_train_phi(backbone: Backbone, tokens_dir: str | Path, out_dir: str | Pat
                          "train without the regulariser (--lambda-gpt 0) or rerun OTI with one")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     try:
-        return train_phi(backbone, inputs.features, tokens, inputs.concepts if phrase_bank is not None else None,
-                         phrase_bank, config, validate=validate, out_dir=out_dir, resume=resume,
-                         progress=progress, force=force)
+        return train_phi_in_folder(backbone, inputs.features, tokens,
+                                   inputs.concepts if phrase_bank is not None else None, phrase_bank, config,
+                                   out_dir, validate=validate, resume=resume, force=force, progress=progress)
     finally:
         unlock_run(Path(out_dir))

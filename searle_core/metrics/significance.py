@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets.base import CIRBenchmark
-from .metrics import average_precision_at_k
+from searle_core.datasets.base import CIRBenchmark
+from searle_core.metrics import average_precision_at_k
 
 
 #: Resamples drawn at a time. It is part of the seeded draw order: changing it moves the intervals slightly.
@@ -78,7 +78,7 @@ def per_query_scores(bench: CIRBenchmark, rankings: list[list[str]], metric: str
         raise ValueError(f"{len(rankings)} rankings for {len(bench.queries)} queries of {bench.name} {bench.split}")
     k = int(k_text)
     if bench.name == "cirr":
-        from .retrieval.evaluate import cirr_scoring_rankings
+        from searle_core.retrieval.ranking import cirr_scoring_rankings
         rankings = cirr_scoring_rankings(bench, rankings)
     scores = np.empty(len(rankings))
     for i, (ranking, q) in enumerate(zip(rankings, bench.queries)):

@@ -1,4 +1,4 @@
-"""Run folders: atomic writes, and the manifest that says what a run was computed with.
+"""Run folders: the manifest that says what a run was computed with.
 
 A run that takes GPU-hours is killed sooner or later. Every file of a run folder is therefore
 written to a temporary name in the same folder and renamed over the target (a rename is atomic on
@@ -10,73 +10,22 @@ unless told to.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import hashlib
 import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from ..errors import InputError, read_json
-from ..paths import REPO_ROOT
+from searle_core.errors import InputError, read_json
+from searle_core.files import UMASK, atomic_write_json, jsonable
+from searle_core.paths import REPO_ROOT
 
 MANIFEST = "manifest.json"
-
-# mkstemp creates files readable by their owner only; run files get the usual umask permissions.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
-
-
-def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
-    """Write text atomically (same rule as :func:`atomic_save`)."""
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    return _atomic(path, write)
-
-
-def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
-    return atomic_write_text(json.dumps(jsonable(obj), indent=2, sort_keys=True) + "\n", path)
-
-
-def jsonable(obj: Any) -> Any:
-    """Dataclasses, tuples and paths as plain JSON values (hyper-parameters compare as JSON; cache keys hash it)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
-
 
 def fingerprint(*parts: Any) -> str:
     """Short sha256 of JSON-able values and tensors (e.g. the image names, the features)."""
@@ -94,7 +43,7 @@ def fingerprint(*parts: Any) -> str:
 
 def code_version() -> dict:
     """The package version, the git commit of the checkout (if any) and whether it had local changes."""
-    from .. import __version__
+    from searle_core.version import __version__
 
     version = {"package": __version__, "git_commit": None, "git_dirty": None}
     if (REPO_ROOT / ".git").exists():
@@ -158,7 +107,7 @@ def lock_run(folder: Path) -> None:
     if key in _LOCKS:
         return
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666 & ~UMASK)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -247,7 +196,7 @@ def open_run(folder: Path, kind: str, hyperparameters: dict, info: dict | None, 
     Raises:
         ValueError: the folder holds another kind of run, or a run that is neither resumed nor forced.
     """
-    from . import distributed as dist
+    from searle_core import distributed as dist
 
     a_run, deleted, label = names
     refused = None
@@ -268,7 +217,7 @@ def open_run(folder: Path, kind: str, hyperparameters: dict, info: dict | None, 
 
 def _open_locked(folder: Path, kind: str, hyperparameters: dict, info: dict | None, resume: bool, force: bool,
                  outputs: list[Path], names: tuple[str, str, str]) -> tuple[dict, bool]:
-    from . import distributed as dist
+    from searle_core import distributed as dist
 
     a_run, deleted, label = names
     try:

@@ -27,17 +27,17 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..backbone import Backbone
-from ..datasets.base import ImageSource
-from ..device import training_precision
-from ..inversion import OTIConfig, oti
-from ..inversion.batch import batch_seed
-from ..inversion.regularizer import StablePhraseFeatures
-from ..retrieval.features import image_features, weights_key
-from . import distributed as dist
-from ..errors import load_torch_file
-from .checkpoint import (MANIFEST, atomic_save, atomic_write_json, atomic_write_text, fingerprint, open_run,
-                         read_manifest, unlock_run)
+from searle_core.backbone import Backbone
+from searle_core.datasets.base import ImageSource
+from searle_core.device import training_precision
+from searle_core.inversion import OTIConfig, oti
+from searle_core.inversion.batch import batch_seed
+from searle_core.inversion.regularizer import StablePhraseFeatures
+from searle_core.retrieval.features import image_features, weights_key
+from searle_core import distributed as dist
+from searle_core.errors import load_torch_file
+from searle_core.jobs.run_folder import MANIFEST, fingerprint, open_run, read_manifest, unlock_run
+from searle_core.files import atomic_save, atomic_write_json, atomic_write_text
 
 INPUTS, TOKENS, CHUNKS, LOG = "inputs.pt", "tokens.pt", "chunks", "log.csv"
 
@@ -102,7 +102,7 @@ def compute_inputs(backbone: Backbone, source: ImageSource, names: list[str], vo
         backbone: the frozen CLIP (its image pipeline sets preprocessing and loader workers).
         source: where the images come from.
         names: the images, in run order.
-        vocabulary: a :class:`~searle_core.methods.Vocabulary`, or ``None`` (no regulariser).
+        vocabulary: a :class:`~searle_core.retrieval.methods.Vocabulary`, or ``None`` (no regulariser).
         top_k: concepts kept per image.
         batch_size: images per feature pass.
         progress: progress bar (rank 0).

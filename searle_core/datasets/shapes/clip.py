@@ -48,11 +48,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .datasets.shapes import (ATTRIBUTES, VALUES, ShapesWorld, WorldConfig, all_combos, caption_for, describe,
+from searle_core.datasets.shapes import (ATTRIBUTES, VALUES, ShapesWorld, WorldConfig, all_combos, caption_for, describe,
                               training_vocabulary)
-from .datasets.shapes.world import WORLD_VERSION, decode, random_codes, random_jitter, render_codes
-from .paths import cache_dir as project_cache_dir
-from .text_encoding import encode_text
+from searle_core.datasets.shapes.attributes import WORLD_VERSION, decode
+from searle_core.datasets.shapes.world import random_codes, random_jitter, render_codes
+from searle_core.paths import cache_dir as project_cache_dir
+from searle_core.text_encoding import encode_text
 
 WORLD_BACKBONE = "shapes-clip"
 

@@ -22,12 +22,13 @@ from pathlib import Path
 
 import torch
 
-from ..backbone import Backbone
-from ..datasets.folder import FileImageSource
-from ..phrases import load_plain_pickle
-from ..retrieval.features import weights_key
-from . import distributed as dist
-from .checkpoint import MANIFEST, atomic_save, atomic_write_json, fingerprint, new_manifest, read_manifest
+from searle_core.backbone import Backbone
+from searle_core.datasets.folder import FileImageSource
+from searle_core.phrases import load_plain_pickle
+from searle_core.retrieval.features import weights_key
+from searle_core import distributed as dist
+from searle_core.jobs.run_folder import MANIFEST, fingerprint, new_manifest, read_manifest
+from searle_core.files import atomic_save, atomic_write_json
 
 AUTHORS_TOKENS, AUTHORS_NAMES, AUTHORS_HYPERPARAMETERS = ("ema_oti_pseudo_tokens.pt", "image_names.pkl",
                                                           "hyperparameters.json")
@@ -134,9 +135,9 @@ def import_authors_oti(folder: str | Path, backbone: Backbone, source: FileImage
         progress: progress bars.
 
     Returns:
-        ``out``, for :func:`~searle_core.runs.phi_run.run_train_phi`.
+        ``out``, for :func:`~searle_core.jobs.phi_run.run_train_phi`.
     """
-    from .oti_run import INPUTS, TOKENS, compute_inputs, save_inputs, vocabulary_fingerprint
+    from searle_core.jobs.oti_run import INPUTS, TOKENS, compute_inputs, save_inputs, vocabulary_fingerprint
 
     authors = read_authors_oti(folder)
     if authors.tokens.shape[1] != backbone.token_dim:

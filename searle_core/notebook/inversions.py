@@ -3,7 +3,7 @@ images, and φ trained from the latter.
 
 OTI is the expensive step of every notebook (hundreds of text-tower passes per image), and several
 notebooks need the same tokens: the results table, φ's comparison with OTI and the ablations. Each
-result is therefore an artifact (``artifacts.load_or_train``) keyed by everything that determines it,
+result is therefore an artifact (``trained.load_or_train``) keyed by everything that determines it,
 so the second notebook that asks loads it in milliseconds, and a changed setting never reuses a
 stale one.
 
@@ -15,16 +15,18 @@ are read from the full run instead of being recomputed.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
-from . import artifacts
-from .inversion import OTIConfig, oti
-from .inversion.batch import batch_seed
-from .methods import MethodContext, Vocabulary
-from .study import Study
+from searle_core.jobs import trained
+from searle_core.inversion import OTIConfig, oti
+from searle_core.inversion.batch import batch_seed
+from searle_core.retrieval.methods import MethodContext
+from searle_core.concepts import Vocabulary
+from searle_core.notebook.study import Study
 
 #: Steps at which a benchmark OTI run keeps the EMA tokens (the step ablation reads them).
 SNAPSHOT_STEPS: tuple[int, ...] = (10, 25, 50, 100, 150, 200, 250, 300)
@@ -62,7 +64,7 @@ class OTIRun:
 
 
 def _vocabulary_key(vocabulary: Vocabulary | None) -> str | None:
-    return artifacts.vocabulary_id(vocabulary) if vocabulary is not None else None
+    return trained.vocabulary_id(vocabulary) if vocabulary is not None else None
 
 
 def run_oti(study: Study, names: list[str], features: torch.Tensor, config: OTIConfig,
@@ -106,15 +108,15 @@ def benchmark_oti(study: Study, config: OTIConfig, vocabulary: Vocabulary | None
     progress = study.progress if progress is None else progress
     names = study.bench.reference_names()
     data_id = f"{study.bench.name}-{study.bench.split}-{study.bench.extra.get('cache_key', '')}-refs-" + \
-        artifacts.digest(names)
+        trained.digest(names)
     key = {"oti": config, "seed": study.seed, "batch_size": batch_size, "vocabulary": _vocabulary_key(vocabulary),
            "snapshots": SNAPSHOT_STEPS}
 
     def train() -> dict:
         return run_oti(study, names, study.features(names), config, vocabulary, batch_size, SNAPSHOT_STEPS, progress)
 
-    art = artifacts.load_or_train(artifacts.artifact_path("oti-benchmark", study.backbone, data_id, key), train,
-                                  artifacts.describe(study.backbone, data_id, key))
+    art = trained.load_or_train(trained.artifact_path("oti-benchmark", study.backbone, data_id, key), train,
+                                  trained.describe(study.backbone, data_id, key))
     c = art.content
     return OTIRun(list(c["names"]), c["tokens"], c["raw"], {int(k): v for k, v in c["snapshots"].items()},
                   float(art.meta.get("train_seconds") or 0.0), art.trained_now)
@@ -143,7 +145,7 @@ def unlabeled_oti(study: Study, config: OTIConfig, limit: int | None = None, bat
     source, names = study.unlabeled
     names = list(names)[:limit] if limit else list(names)
     root = study.world.config.cache_key() if study.world is not None else str(getattr(source, "root", ""))
-    data_id = "unlabeled-" + artifacts.digest(root, names)
+    data_id = "unlabeled-" + trained.digest(root, names)
     key = {"oti": config, "seed": study.seed, "batch_size": batch_size,
            "vocabulary": _vocabulary_key(study.vocabulary)}
     features = study.features(names, source)
@@ -151,8 +153,8 @@ def unlabeled_oti(study: Study, config: OTIConfig, limit: int | None = None, bat
     def train() -> dict:
         return run_oti(study, names, features, config, study.vocabulary, batch_size, (), progress)
 
-    art = artifacts.load_or_train(artifacts.artifact_path("oti-unlabeled", study.backbone, data_id, key), train,
-                                  artifacts.describe(study.backbone, data_id, key))
+    art = trained.load_or_train(trained.artifact_path("oti-unlabeled", study.backbone, data_id, key), train,
+                                  trained.describe(study.backbone, data_id, key))
     c = art.content
     run = OTIRun(list(c["names"]), c["tokens"], c["raw"], {}, float(art.meta.get("train_seconds") or 0.0),
                  art.trained_now)
@@ -169,16 +171,16 @@ WORLD_PHI_BATCH = 64
 def phi_train_config(study: Study, epochs: int, loss_overrides: dict | None = None):
     """φ's training config: the paper's, with ``epochs``; on ``shapes`` a batch of
     :data:`WORLD_PHI_BATCH` and a regulariser drawing from OTI's top-15 concepts
-    (``artifacts.WORLD_PHI_TOP_CONCEPTS``: the paper's top-150 would be every concept of the world's
+    (``trained.WORLD_PHI_TOP_CONCEPTS``: the paper's top-150 would be every concept of the world's
     135), with the given ``PhiLossConfig`` changes."""
     import dataclasses
 
-    from .inversion import PhiLossConfig
-    from .inversion.phi_training import PhiTrainConfig
+    from searle_core.inversion import PhiLossConfig
+    from searle_core.inversion.phi_training import PhiTrainConfig
 
     if study.world is None:
         return PhiTrainConfig(epochs=epochs, loss=dataclasses.replace(PhiLossConfig(), **(loss_overrides or {})))
-    loss = PhiLossConfig(top_concepts=artifacts.WORLD_PHI_TOP_CONCEPTS)
+    loss = PhiLossConfig(top_concepts=trained.WORLD_PHI_TOP_CONCEPTS)
     return PhiTrainConfig(epochs=epochs, batch_size=WORLD_PHI_BATCH,
                           loss=dataclasses.replace(loss, **(loss_overrides or {})))
 
@@ -226,17 +228,16 @@ def train_study_phi(study: Study, oti_config: OTIConfig, epochs: int, images: in
             curve is this benchmark's).
         progress: progress bars.
     """
-    from .ablations import subset_indices
-    from .inversion import load_phi
-    from .inversion.phi_training import train_phi
-    from .pipeline import evaluate
+    from searle_core.inversion import load_phi
+    from searle_core.inversion.phi_training import train_phi
+    from searle_core.retrieval.evaluate import evaluate
 
     progress = study.progress if progress is None else progress
     targets, features = unlabeled_oti(study, oti_config, images, progress=progress)
     rows = list(range(len(targets.names))) if fraction >= 1.0 else subset_indices(len(targets.names), fraction,
                                                                                       study.seed)
     config = phi_train_config(study, epochs, loss_overrides)
-    data_id = "phi-" + artifacts.digest([targets.names[i] for i in rows], float(targets.tokens.abs().sum()))
+    data_id = "phi-" + trained.digest([targets.names[i] for i in rows], float(targets.tokens.abs().sum()))
     key = {"phi": config, "vocabulary": _vocabulary_key(study.vocabulary), "oti": oti_config}
 
     every = max(1, epochs // VALIDATIONS)
@@ -250,7 +251,7 @@ def train_study_phi(study: Study, oti_config: OTIConfig, epochs: int, images: in
         return evaluate("searle", study.bench, study.backbone, ctx, gallery=study.gallery()).metrics
 
     # the validation curve belongs to one benchmark: its queries, not only its name
-    bench_id = artifacts.digest(study.bench.name, study.bench.split, [q.query_id for q in study.bench.queries])
+    bench_id = trained.digest(study.bench.name, study.bench.split, [q.query_id for q in study.bench.queries])
 
     def train() -> dict:
         concepts = study.concepts(features[rows], config.loss.top_concepts)
@@ -259,12 +260,12 @@ def train_study_phi(study: Study, oti_config: OTIConfig, epochs: int, images: in
         return {"Phi": result.phi.cpu().state_dict(), "epoch": epochs,
                 "meta": {"history": result.history, "validated_on": bench_id if validate else None}}
 
-    path = artifacts.artifact_path("phi-study", study.backbone, data_id, key)
-    art = artifacts.load_or_train(path, train, artifacts.describe(study.backbone, data_id, key))
+    path = trained.artifact_path("phi-study", study.backbone, data_id, key)
+    art = trained.load_or_train(path, train, trained.describe(study.backbone, data_id, key))
     if validate and art.meta.get("validated_on") != bench_id:
         # cached by a run that validated elsewhere or not at all: train again (same φ), validating here
         path.unlink()
-        art = artifacts.load_or_train(path, train, artifacts.describe(study.backbone, data_id, key))
+        art = trained.load_or_train(path, train, trained.describe(study.backbone, data_id, key))
     phi = load_phi(art.path, study.backbone).to(study.backbone.device).eval()
     return TrainedPhi(phi, art.meta.get("history", []), float(art.meta.get("train_seconds") or 0.0), targets.seconds,
                       art.trained_now, len(rows))
@@ -275,7 +276,7 @@ def study_phi(study: Study, oti_steps: int, epochs: int, images: int | None = No
     """The φ a notebook uses for ``searle``: a checkpoint file when given, else one trained here
     (:func:`train_study_phi`, the same cached φ in every notebook), else ``None`` (real data
     without unlabeled images)."""
-    from .inversion import load_phi
+    from searle_core.inversion import load_phi
 
     if checkpoint:
         return TrainedPhi(load_phi(checkpoint, study.backbone).to(study.backbone.device).eval(), [], 0.0, 0.0, False, 0)
@@ -290,3 +291,11 @@ def use_phi(ctx: MethodContext, trained: TrainedPhi) -> None:
     if trained.history:
         ctx.extras.setdefault("train_seconds", {})["searle"] = trained.train_seconds + trained.oti_seconds
         ctx.extras.setdefault("trained_now", {})["searle"] = trained.trained_now
+
+
+def subset_indices(n: int, fraction: float, seed: int) -> list[int]:
+    """A seeded random subset of ``max(1, round(n * fraction))`` indices, sorted; nested across
+    fractions (the 1 % images are among the 3 %), so curves compare more data, not other data."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return sorted(order[:max(1, round(n * fraction))])

@@ -35,8 +35,8 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .errors import InputError, read_json
-from .metrics import CIRCO_KS, circo_metrics
+from searle_core.errors import InputError, read_json
+from searle_core.metrics import CIRCO_KS, circo_metrics
 
 CIRCO_TOP_K = 50
 CIRCO_SERVER_URL = "https://circo.micc.unifi.it/"

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from .datasets.base import CIRQuery
-from .explain import search
-from .plotting import RetrievalExample, retrieval_grid
-from .retrieval.queries import SEARLE_PROMPT, pseudo_query_features
+from searle_core.datasets.base import CIRQuery
+from searle_core.notebook.explain import search
+from searle_core.plotting import RetrievalExample, retrieval_grid
+from searle_core.retrieval.queries import SEARLE_PROMPT, pseudo_query_features
 
 
 def typed_query(study, name: str, token: torch.Tensor, caption: str, k: int = 5,
@@ -20,7 +20,7 @@ def typed_query(study, name: str, token: torch.Tensor, caption: str, k: int = 5,
     """The top-``k`` gallery images for "a photo of $ that {caption}" with ``$`` = ``token``.
 
     Args:
-        study: the backbone and the gallery (``searle_core.study.Study``).
+        study: the backbone and the gallery (``searle_core.notebook.study.Study``).
         name: the reference image (shown on the left; its token is ``token``).
         token: (token_dim,) the reference's pseudo-word token (OTI or φ).
         caption: the relative caption, e.g. "is blue".

@@ -2,7 +2,7 @@
 
 A profile (``notebooks/profiles/<name>.yaml``) gives each notebook its parameters. Each executed
 notebook is written to ``<out>/<profile>/``, beside the JSON of the key numbers it recorded
-(:mod:`searle_core.record`); figures go to the figures folder. The first failing notebook stops the
+(:mod:`searle_core.notebook.record`); figures go to the figures folder. The first failing notebook stops the
 run with the failing cell's error, and its partly executed copy stays in the run folder to inspect.
 """
 
@@ -17,8 +17,8 @@ from typing import Callable
 
 import yaml
 
-from .errors import InputError, first_line, read_text
-from .paths import REPO_ROOT
+from searle_core.errors import InputError, first_line, read_text
+from searle_core.paths import REPO_ROOT
 
 #: The notebooks, in the order they run (later ones reuse what earlier ones cached).
 NOTEBOOKS: tuple[str, ...] = ("01_textual_inversion", "02_pseudo_word_visualisation", "03_training_phi",
@@ -252,7 +252,7 @@ def run_paper(profile: str | Profile, out: str | os.PathLike = "runs", figures: 
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from .record import load_record, record_path
+    from searle_core.notebook.record import load_record, record_path
 
     profile = profile if isinstance(profile, Profile) else load_profile(profile)
     order = [n for n in NOTEBOOKS if notebooks is None or n in notebooks]

@@ -3,7 +3,7 @@
 The paper's CIRR and CIRCO numbers are test-split numbers, which only the datasets' evaluation
 servers can score. For each evaluated (benchmark, backbone) of CIRR or CIRCO, this runs the same
 methods, with the same φ and OTI settings, on the test split of the same dataset folder (CIRR
-``test1``, CIRCO ``test``) and writes the files the servers take (:mod:`searle_core.submission`),
+``test1``, CIRCO ``test``) and writes the files the servers take (:mod:`searle_core.report.submission`),
 with an ``UPLOAD.md`` saying where they go. Files of a row that is not the paper's method carry its
 variant in the name (``searle-oti-templates``).
 """
@@ -14,7 +14,7 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
-from .submission import cirr_subset_rankings, write_circo_submission, write_cirr_submission
+from searle_core.report.submission import cirr_subset_rankings, write_circo_submission, write_cirr_submission
 
 #: The split each server scores.
 TEST_SPLITS: dict[str, str] = {"cirr": "test1", "circo": "test"}
@@ -44,16 +44,16 @@ def write_test_submissions(settings: list, folder: str | Path, log: Callable[[st
     """Server files for every CIRR / CIRCO setting of a results run (others are skipped).
 
     Args:
-        settings: :class:`~searle_core.results.Setting` objects (their methods, φ and OTI settings).
+        settings: :class:`~searle_core.notebook.results.Setting` objects (their methods, φ and OTI settings).
         folder: where ``cirr/<backbone>/...``, ``circo/<backbone>/...`` and ``UPLOAD.md`` go.
         log: one line per written method (``None``: silent).
 
     Returns:
         The paths written (empty when no setting is on CIRR or CIRCO).
     """
-    from .datasets import load_benchmark
-    from .inversions import prefill_oti
-    from .pipeline import evaluate
+    from searle_core.datasets import load_benchmark
+    from searle_core.notebook.inversions import prefill_oti
+    from searle_core.retrieval.evaluate import evaluate
 
     folder = Path(folder)
     written: list[Path] = []

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .backbone import Backbone, load_backbone
-from .datasets.shapes import ShapesWorld, WorldConfig, concepts, phrase_bank
-from .methods import Vocabulary
-from .world_clip import WorldCLIPConfig
+from searle_core.backbone import Backbone, load_backbone
+from searle_core.datasets.shapes import ShapesWorld, WorldConfig, concepts, phrase_bank
+from searle_core.concepts import Vocabulary
+from searle_core.datasets.shapes.clip import WorldCLIPConfig
 
 
 def world_vocabulary(n_per_concept: int = 16, seed: int = 0) -> Vocabulary:

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .paper_results import PAPER_TABLE_METRICS, compare_with_paper, results_frame
-from .pipeline import Evaluation, evaluate
-from .significance import Difference, compare_methods, main_metric  # main_metric: the notebooks read it here
-from .inversions import prefill_oti, study_phi, use_phi
-from .methods import MethodContext, regulariser_variant
-from .study import Study, open_study
-from .table import (DISPLAY_NAMES, SETTINGS_COLUMNS, Table, display_name, flatten, row_settings, settings_line,
+from searle_core.report.paper_numbers import PAPER_TABLE_METRICS, compare_with_paper, results_frame
+from searle_core.retrieval.evaluate import Evaluation, evaluate
+from searle_core.metrics.significance import Difference, compare_methods, main_metric  # main_metric: the notebooks read it here
+from searle_core.notebook.inversions import prefill_oti, study_phi, use_phi
+from searle_core.retrieval.methods import MethodContext, regulariser_variant
+from searle_core.notebook.study import Study, open_study
+from searle_core.report.table import (DISPLAY_NAMES, SETTINGS_COLUMNS, Table, display_name, flatten, row_settings, settings_line,
                     settings_record, table_row, variant_notes)
 
 #: Methods that need a network trained on unlabeled images when no checkpoint is given.
@@ -144,8 +144,8 @@ def _size_baselines(ctx, epochs: int, images: int) -> None:
     """Smaller Pic2Word / PALAVRA training (a smoke run's knobs); 0 keeps the default."""
     import dataclasses
 
-    from .baselines.palavra import PalavraConfig
-    from .baselines.pic2word import Pic2WordConfig
+    from searle_core.baselines.palavra import PalavraConfig
+    from searle_core.baselines.pic2word import Pic2WordConfig
 
     if epochs:
         ctx.extras["pic2word_config"] = dataclasses.replace(Pic2WordConfig(), epochs=epochs)
@@ -169,7 +169,7 @@ def run_settings(benchmarks: list[dict], backbones: list[dict], methods: list[st
             (``shapes`` pairs only with ``shapes-clip``, real datasets only with the others).
         methods: table rows.
         quick, device, oti_steps, phi_epochs, phi_images, concepts_path, phrases_path, unlabeled_path,
-            captioner, seed: as in :func:`~searle_core.study.open_study` and :func:`evaluate_setting`.
+            captioner, seed: as in :func:`~searle_core.notebook.study.open_study` and :func:`evaluate_setting`.
         log: progress lines.
         max_queries: score each benchmark on its first queries only (0: all).
         baseline_epochs, baseline_images: as in :func:`evaluate_setting`.

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .inversions import SNAPSHOT_STEPS, benchmark_oti, phi_train_config, train_study_phi
-from .methods import Vocabulary
-from .pipeline import evaluate
-from .study import Study
-from .table import flatten
+from searle_core.notebook.inversions import SNAPSHOT_STEPS, benchmark_oti, phi_train_config, subset_indices, train_study_phi
+from searle_core.concepts import Vocabulary
+from searle_core.retrieval.evaluate import evaluate
+from searle_core.notebook.study import Study
+from searle_core.report.table import flatten
 
 #: The regulariser's phrases of the "templates only" ablation: one plain template per concept.
 TEMPLATE_ONLY_PHRASES: tuple[str, ...] = ("a photo of {}",)
@@ -77,14 +77,6 @@ def phi_variants(fractions: tuple[float, ...] | list[float] = (0.01, 0.03, 0.1, 
 def template_vocabulary(vocabulary: Vocabulary, templates: tuple[str, ...] = TEMPLATE_ONLY_PHRASES) -> Vocabulary:
     """The same concepts with each concept's phrases replaced by ``templates`` filled with it."""
     return Vocabulary(list(vocabulary.concepts), {c: [t.format(c) for t in templates] for c in vocabulary.concepts})
-
-
-def subset_indices(n: int, fraction: float, seed: int) -> list[int]:
-    """A seeded random subset of ``max(1, round(n * fraction))`` indices, sorted; nested across
-    fractions (the 1 % images are among the 3 %), so curves compare more data, not other data."""
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    return sorted(order[:max(1, round(n * fraction))])
 
 
 def _oti_tokens(study: Study, variant: Variant, oti_steps: int) -> tuple[dict, float]:

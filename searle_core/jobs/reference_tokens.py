@@ -23,14 +23,14 @@ def load_reference_tokens(path: str | Path) -> dict[str, torch.Tensor]:
         FileNotFoundError: the folder holds neither.
         ValueError: the names and tokens do not match up.
     """
-    from .runs.authors_oti import AUTHORS_NAMES, AUTHORS_TOKENS, is_authors_oti, read_authors_oti
+    from searle_core.jobs.authors_oti import AUTHORS_NAMES, AUTHORS_TOKENS, is_authors_oti, read_authors_oti
 
     folder = Path(path)
     if is_authors_oti(folder):
         authors = read_authors_oti(folder)
         names, tokens = authors.names, authors.tokens
     elif (folder / "manifest.json").is_file():
-        from .runs.oti_run import load_oti_run
+        from searle_core.jobs.oti_run import load_oti_run
 
         inputs, tokens, _ = load_oti_run(folder)
         names = inputs.names

@@ -14,9 +14,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .backbone import Backbone
-from .inversion.nearest import nearest_words, token_word, whole_word_ids
-from .text_encoding import encode_with_pseudo_tokens
+from searle_core.backbone import Backbone
+from searle_core.inversion.nearest import nearest_words, token_word, whole_word_ids
+from searle_core.text_encoding import encode_with_pseudo_tokens
 
 PHOTO_PROMPT = "a photo of $"
 

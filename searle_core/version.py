@@ -1,0 +1,3 @@
+"""The package version (recorded in run manifests)."""
+
+__version__ = "0.1.0"
