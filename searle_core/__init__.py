@@ -12,7 +12,8 @@ from searle_core.metrics import (circo_metrics, cirr_metrics, fashioniq_metrics,
                       recall_subset_at_k)
 from searle_core.retrieval.methods import MethodContext
 from searle_core.concepts import Vocabulary
-from searle_core.retrieval.evaluate import Evaluation, evaluate
+from searle_core.retrieval.evaluate import Evaluation
+from searle_core.jobs.evaluation import evaluate
 from searle_core.templates import TEMPLATES
 from searle_core.text_encoding import encode_text, encode_with_pseudo_tokens
 

@@ -8,6 +8,7 @@ version or the new one, never half a file. Every file the package writes that an
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
@@ -78,3 +79,9 @@ def jsonable(obj: Any) -> Any:
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
     """Write bytes atomically (same rule as :func:`atomic_write`)."""
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def digest(*parts: Any, length: int = 12) -> str:
+    """Short stable hash of JSON-able parts (configs are passed through :func:`jsonable`)."""
+    payload = json.dumps([jsonable(p) for p in parts], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:length]

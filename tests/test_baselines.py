@@ -11,7 +11,7 @@ from searle_core.jobs import trained
 from searle_core.baselines import (CAPTION_PROMPT, HFCaptioner, PalavraConfig, Pic2WordConfig, Pic2WordMapper,
                                    WorldCaptioner, load_mapper, palavra_contrastive_loss, pic2word_loss)
 from searle_core.baselines.palavra import optimise_tokens, palavra_pretraining_loss
-from searle_core.baselines.pic2word import pic2word_mapper
+from searle_core.jobs.evaluation import pic2word_network as pic2word_mapper
 from searle_core.inversion import OTIConfig, PhraseFeatureCache, TokenCache, make_sampler
 from searle_core.retrieval.methods import MethodContext, query_features, reference_features
 from searle_core.retrieval.queries import image_plus_text, text_query_features
@@ -266,7 +266,8 @@ def test_real_benchmark_without_unlabeled_images_says_what_to_pass(random_backbo
 # ---- every method end to end on the quick world -----------------------------------------------------
 def test_every_method_end_to_end_on_the_quick_world(quick_world):
     from searle_core.datasets.shapes import ShapesWorld, WorldConfig
-    from searle_core.retrieval.evaluate import evaluate, gallery_features
+    from searle_core.retrieval.evaluate import gallery_features
+    from searle_core.jobs.evaluation import evaluate
 
     # The quick world's CLIP on a smaller copy of its world (fewer unlabeled images and queries):
     # this test checks the wiring of all eight methods, not their accuracy.

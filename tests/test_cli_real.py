@@ -22,7 +22,7 @@ from searle_core.datasets import load_cirr
 from searle_core.inversion import Phi, load_phi, save_phi
 from searle_core.retrieval.methods import MethodContext
 from searle_core.phrases import load_concepts_csv, save_phrase_pickle, template_phrases
-from searle_core.retrieval.evaluate import evaluate
+from searle_core.jobs.evaluation import evaluate
 from standins import (CLI, CMYK_ID, DATA, build_cirr, circo_standin, cirr_standin, cli_backbone,  # noqa: F401
                       fiq_standin, protocol_env, read_json, searle_cache)
 

@@ -247,7 +247,8 @@ def test_trained_network_keys_name_the_preprocessing(random_backbone):
 # ---- the Time column (defect 10) -----------------------------------------------------------------
 def test_one_time_definition_for_the_cli_table_and_notebook_4(tiny_study, monkeypatch):
     """A baseline that spent 7 s of its 10 s getting its network has 3 s of query time, in both."""
-    from searle_core.retrieval import evaluate as pipeline_module
+    from searle_core.jobs import evaluation as pipeline_module
+    from searle_core.retrieval import evaluate as core_evaluate
     from searle_core.notebook import results
     from searle_core.retrieval.evaluate import Evaluation
     from searle_core.report.table import build_table
@@ -258,7 +259,7 @@ def test_one_time_definition_for_the_cli_table_and_notebook_4(tiny_study, monkey
         return Evaluation(method, {"mAP@10": 1.0}, [], torch.zeros(0), 10.0)
 
     monkeypatch.setattr(pipeline_module, "evaluate", fake_evaluate)
-    monkeypatch.setattr(pipeline_module, "gallery_features", lambda *a, **k: {})
+    monkeypatch.setattr(core_evaluate, "gallery_features", lambda *a, **k: {})
     monkeypatch.setattr(results, "evaluate", fake_evaluate)
     monkeypatch.setattr(tiny_study, "gallery", lambda: {})
     cli = build_table(tiny_study.bench, tiny_study.backbone, MethodContext(progress=False), ["pic2word"],

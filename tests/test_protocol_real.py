@@ -19,7 +19,8 @@ from PIL import Image
 from searle_core.datasets import ImageLoadError, load_circo, load_cirr, load_fashioniq
 from searle_core.retrieval.methods import MethodContext
 from searle_core.metrics import cirr_metrics
-from searle_core.retrieval.evaluate import evaluate, gallery_features
+from searle_core.retrieval.evaluate import gallery_features
+from searle_core.jobs.evaluation import evaluate
 from searle_core.retrieval.queries import pseudo_query_features, text_query_features
 from searle_core.metrics.circo_server import score_circo
 from searle_core.report.submission import write_circo_submission

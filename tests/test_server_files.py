@@ -9,7 +9,7 @@ import pytest
 
 from searle_core.datasets import load_circo, load_cirr
 from searle_core.retrieval.methods import MethodContext
-from searle_core.retrieval.evaluate import evaluate
+from searle_core.jobs.evaluation import evaluate
 from searle_core.notebook.results import evaluate_setting
 from searle_core.report.server_files import write_test_submissions
 from searle_core.notebook.study import Study

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from searle_core.cli import main
 from searle_core.inversion import OTIConfig
 from searle_core.retrieval.methods import MethodContext
-from searle_core.retrieval.evaluate import evaluate, gallery_features
+from searle_core.retrieval.evaluate import gallery_features
+from searle_core.jobs.evaluation import evaluate
 from searle_core.retrieval.features import image_features
 from searle_core.text_encoding import encode_with_pseudo_tokens
 from searle_core.datasets.shapes.opening import world_setup, world_vocabulary

@@ -21,11 +21,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from searle_core.jobs.trained import digest
 from searle_core.backbone import Backbone
 from searle_core.datasets.base import CIRBenchmark
+from searle_core.files import atomic_write_text, digest
 from searle_core.paths import cache_dir
-from searle_core.retrieval.features import text_features
+from searle_core.retrieval.features import reference_features, text_features
 from searle_core.retrieval.queries import SEARLE_PROMPT, text_query_features
 from searle_core.baselines.training import world_of
 
@@ -127,16 +127,12 @@ def _hf_captions(bench: CIRBenchmark, names: list[str], captioner: Callable, pro
     for start in tqdm(range(0, len(names), step), desc="captioning", disable=not progress):
         captions += captioner([bench.images.load_image(n) for n in names[start:start + step]])
     if path is not None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(captions))
-        tmp.replace(path)
+        atomic_write_text(json.dumps(captions), path)
     return captions
 
 
 def reference_captions(backbone: Backbone, bench: CIRBenchmark, ctx) -> dict[str, str]:
     """A caption of every reference image (kept in ``ctx.extras['captions']``)."""
-    from searle_core.retrieval.methods import reference_features
-
     names = bench.reference_names()
     known = ctx.extras.setdefault("captions", {})
     todo = [n for n in names if n not in known]

@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from searle_core.jobs.trained import artifact_path, describe, load_or_train, vocabulary_id
 from searle_core.backbone import Backbone
 from searle_core.datasets.base import CIRBenchmark
 from searle_core.device import grad_scaler, scaled_step, train_autocast
@@ -47,9 +45,10 @@ from searle_core.inversion.batch import batch_seed
 from searle_core.inversion.phi import Phi, PhiLossConfig, make_sampler, phi_loss
 from searle_core.inversion.regularizer import PhraseFeatureCache, TokenCache
 from searle_core.prefix_encoding import PrefixCachedEncoder
+from searle_core.retrieval.features import reference_features
 from searle_core.retrieval.queries import SEARLE_PROMPT, pseudo_query_features
 from searle_core.templates import TEMPLATES, fill
-from searle_core.baselines.training import fit, record_training, unlabeled_images
+from searle_core.baselines.training import fit
 
 
 @dataclass(frozen=True)
@@ -151,43 +150,18 @@ def optimise_tokens(backbone: Backbone, image_features: torch.Tensor, initial: t
     return tokens.detach().cpu()
 
 
-def palavra_inverter(backbone: Backbone, bench: CIRBenchmark, ctx, config: PalavraConfig) -> Phi:
-    """The pre-trained inverter: ``extras['palavra_checkpoint']``, else cached or trained on first use."""
-    from searle_core.inversion import load_phi
-
-    if ctx.extras.get("palavra_checkpoint"):
-        return load_phi(ctx.extras["palavra_checkpoint"], backbone).to(backbone.device)
-    if ctx.vocabulary is None:
-        raise ValueError("palavra pre-trains its inverter on phrases about each image's concept: it needs a "
-                         "vocabulary (--concepts and --phrases, or the shapes world's)")
-    data = unlabeled_images(backbone, bench, ctx.extras, "palavra", ctx.progress)
-    key = {"palavra": config.pretraining(), "vocabulary": vocabulary_id(ctx.vocabulary)}
-
-    def train() -> dict:
-        concepts = ctx.vocabulary.associate(backbone, data.features, config.top_concepts)
-        inverter, history = train_inverter(backbone, data.features, concepts, ctx.vocabulary.phrase_bank, config,
-                                           ctx.progress)
-        # Saved in φ's layout ("Phi"), so load_phi reads it.
-        return {"Phi": inverter.cpu().state_dict(), "meta": {"history": history}}
-
-    start = time.perf_counter()
-    artifact = load_or_train(artifact_path("palavra", backbone, data.data_id, key), train,
-                             describe(backbone, data.data_id, key))
-    record_training(ctx.extras, "palavra", artifact, time.perf_counter() - start)
-    return load_phi(artifact.path, backbone).to(backbone.device)
-
-
 def palavra_reference_tokens(backbone: Backbone, bench: CIRBenchmark, ctx) -> dict[str, torch.Tensor]:
     """PALAVRA tokens of every reference image (inverter, then per-image contrastive optimisation)."""
-    from searle_core.retrieval.methods import reference_features
-
     names, feats = reference_features(backbone, bench, ctx.progress)
     known = ctx.tokens.setdefault("palavra", {})
     if all(n in known for n in names):
         return known
     config = ctx.extras.get("palavra_config") or PalavraConfig()
     steps = config.steps if config.steps is not None else ctx.oti_config.steps
-    inverter = palavra_inverter(backbone, bench, ctx, config)
+    inverter = ctx.networks.get("palavra")
+    if inverter is None:
+        raise ValueError("method 'palavra' needs its pre-trained inverter in MethodContext.networks['palavra']: "
+                         "load one (load_phi) or let searle_core.jobs.evaluation.prepare train it")
     with torch.no_grad(), torch.autocast(backbone.device.type, enabled=False):
         initial = inverter(feats.to(backbone.device).float()).float().cpu()
     # Balanced batches (e.g. 400 images -> 13 of 30-31), so no batch is left with one or two images.

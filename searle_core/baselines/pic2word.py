@@ -30,13 +30,11 @@ What still differs, for a like-for-like table:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from searle_core.jobs.trained import artifact_path, describe, load_or_train
 from searle_core.backbone import Backbone
 from searle_core.datasets.base import CIRBenchmark
 from searle_core.device import eval_precision
@@ -44,7 +42,8 @@ from searle_core.inversion.losses import symmetric_infonce_loss
 from searle_core.inversion.regularizer import TokenCache
 from searle_core.retrieval.queries import PIC2WORD_PROMPT, pseudo_query_features
 from searle_core.prefix_encoding import PrefixCachedEncoder
-from searle_core.baselines.training import fit, record_training, unlabeled_images
+from searle_core.retrieval.features import image_features
+from searle_core.baselines.training import fit
 
 #: The prompt the mapper is trained with.
 PIC2WORD_TRAIN_PROMPT = "a photo of $"
@@ -158,29 +157,12 @@ def load_mapper(path, backbone: Backbone, config: Pic2WordConfig = Pic2WordConfi
     return mapper.to(backbone.device).eval()
 
 
-def pic2word_mapper(backbone: Backbone, bench: CIRBenchmark, ctx) -> Pic2WordMapper:
-    """The mapper for ``backbone``: ``extras['pic2word_checkpoint']``, else cached or trained on first use."""
-    config = ctx.extras.get("pic2word_config") or Pic2WordConfig()
-    if ctx.extras.get("pic2word_checkpoint"):
-        return load_mapper(ctx.extras["pic2word_checkpoint"], backbone, config)
-    data = unlabeled_images(backbone, bench, ctx.extras, "pic2word", ctx.progress, normalize=False)
-
-    def train() -> dict:
-        mapper, history = train_pic2word(backbone, data.features, config, ctx.progress)
-        return {"Pic2WordMapper": mapper.cpu().state_dict(), "meta": {"history": history}}
-
-    start = time.perf_counter()
-    artifact = load_or_train(artifact_path("pic2word", backbone, data.data_id, config), train,
-                             describe(backbone, data.data_id, config))
-    record_training(ctx.extras, "pic2word", artifact, time.perf_counter() - start)
-    return load_mapper(artifact.path, backbone, config)
-
-
 def pic2word_query_features(backbone: Backbone, bench: CIRBenchmark, ctx) -> torch.Tensor:
     """``pic2word``: ``a photo of $ , {caption}`` with ``$`` = mapper(raw reference features)."""
-    from searle_core.retrieval.features import image_features
-
-    mapper = pic2word_mapper(backbone, bench, ctx)  # may train it: outside no_grad
+    mapper = ctx.networks.get("pic2word")
+    if mapper is None:
+        raise ValueError("method 'pic2word' needs its mapper in MethodContext.networks['pic2word']: load one "
+                         "(load_mapper) or let searle_core.jobs.evaluation.prepare train it")
     names = bench.reference_names()
     feats = image_features(backbone, bench.images, names, progress=ctx.progress, normalize=False)
     with torch.no_grad(), eval_precision(backbone.device):

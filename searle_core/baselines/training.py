@@ -1,4 +1,4 @@
-"""What the trained baselines share: their unlabeled images, a training loop and time bookkeeping.
+"""What the trained baselines share: their unlabeled images and a training loop.
 
 Pic2Word's mapper and PALAVRA's inverter are trained on the *same* unlabeled images as φ (the
 paper's ImageNet1K test images; on ``shapes`` the world's pretrain images), from the same cached
@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from searle_core.jobs.trained import Artifact, digest, world_data_id
 from searle_core.backbone import Backbone
 from searle_core.datasets.base import CIRBenchmark, ImageSource
+from searle_core.files import digest
 from searle_core.retrieval.features import image_features
 
 
@@ -34,6 +34,11 @@ class Unlabeled:
     data_id: str
     names: list[str]
     features: torch.Tensor
+
+
+def world_data_id(world) -> str:
+    """Names a world's unlabeled (pretrain) images: the world config hash and their count."""
+    return f"shapes-{world.config.cache_key()}-pretrain-{len(world.pretrain_names())}"
 
 
 def world_of(bench: CIRBenchmark):
@@ -151,20 +156,3 @@ def fit(module: nn.Module, n: int, loss_fn: Callable[[list[int]], torch.Tensor],
         bar.set_postfix(loss=f"{mean:.4f}")
     module.eval()
     return history
-
-
-def record_training(extras: dict, method: str, artifact: Artifact, spent: float,
-                    train_seconds: float | None = None) -> None:
-    """Note, for the table, what ``method``'s network cost.
-
-    Args:
-        extras: ``MethodContext.extras``.
-        method: the method's name.
-        artifact: its network (trained in this call or loaded).
-        spent: wall time this call spent getting it (training or loading), kept out of query time.
-        train_seconds: the network's training time (default: the artifact's recorded time).
-    """
-    total = train_seconds if train_seconds is not None else (artifact.meta.get("train_seconds") or 0.0)
-    extras.setdefault("train_seconds", {})[method] = float(total)
-    extras.setdefault("trained_now", {})[method] = artifact.trained_now
-    extras.setdefault("setup_seconds", {})[method] = float(spent)

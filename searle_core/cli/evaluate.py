@@ -183,7 +183,8 @@ def _load(args: argparse.Namespace):
 
 def _evaluate(args: argparse.Namespace, backbone, bench, ctx):
     """Gallery features (timed apart), then ``args.method``; returns (result, gallery seconds)."""
-    from searle_core.retrieval.evaluate import evaluate, gallery_features
+    from searle_core.retrieval.evaluate import gallery_features
+    from searle_core.jobs.evaluation import evaluate
 
     start = time.perf_counter()
     gallery = gallery_features(backbone, bench, ctx.progress, batch_size=args.batch_size)

@@ -90,7 +90,8 @@ def benchmark_validator(backbone: Backbone, bench, vocabulary=None, progress: bo
     The gallery features are computed once, on the first call.
     """
     from searle_core.retrieval.methods import MethodContext
-    from searle_core.retrieval.evaluate import evaluate, gallery_features
+    from searle_core.retrieval.evaluate import gallery_features
+    from searle_core.jobs.evaluation import evaluate
 
     gallery: dict = {}
 

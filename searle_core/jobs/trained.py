@@ -14,8 +14,6 @@ the authors' φ layout, so :func:`~searle_core.inversion.load_phi` reads ours to
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -26,8 +24,9 @@ from typing import Any, Callable
 import torch
 
 from searle_core.backbone import Backbone
+from searle_core.baselines.training import world_data_id
 from searle_core.paths import cache_dir
-from searle_core.files import jsonable
+from searle_core.files import digest, jsonable
 
 #: Bumped when a saved format or a training procedure changes, so old files are not reused
 #: (2: φ takes raw image features; keys name the preprocessing; OTI/φ precision settings).
@@ -37,12 +36,6 @@ ARTIFACT_VERSION = 2
 def models_dir() -> Path:
     """Where artifacts live (tests point this at a temporary folder)."""
     return cache_dir("models")
-
-
-def digest(*parts: Any, length: int = 12) -> str:
-    """Short stable hash of JSON-able parts (configs are passed through :func:`jsonable`)."""
-    payload = json.dumps([jsonable(p) for p in parts], sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:length]
 
 
 def artifact_path(kind: str, backbone: Backbone, data_id: str, config: Any) -> Path:
@@ -142,11 +135,6 @@ WORLD_PHI_EPOCHS = 100
 #: 0.7% of its vocabulary; top-150 of the world's 135 would be every concept, true or not, so the
 #: world uses OTI's top-15 (which holds an image's 6 true concepts and their nearest neighbours).
 WORLD_PHI_TOP_CONCEPTS = 15
-
-
-def world_data_id(world) -> str:
-    """Names a world's unlabeled (pretrain) images: the world config hash and their count."""
-    return f"shapes-{world.config.cache_key()}-pretrain-{len(world.pretrain_names())}"
 
 
 def vocabulary_id(vocabulary) -> str:
@@ -249,3 +237,20 @@ def world_phi(backbone: Backbone, world, **kwargs) -> "torch.nn.Module":
     from searle_core.inversion import load_phi
 
     return load_phi(world_phi_artifact(backbone, world, **kwargs).path, backbone)
+
+
+def record_training(extras: dict, method: str, artifact: Artifact, spent: float,
+                    train_seconds: float | None = None) -> None:
+    """Note, for the table, what ``method``'s network cost.
+
+    Args:
+        extras: ``MethodContext.extras``.
+        method: the method's name.
+        artifact: its network (trained in this call or loaded).
+        spent: wall time this call spent getting it (training or loading), kept out of query time.
+        train_seconds: the network's training time (default: the artifact's recorded time).
+    """
+    total = train_seconds if train_seconds is not None else (artifact.meta.get("train_seconds") or 0.0)
+    extras.setdefault("train_seconds", {})[method] = float(total)
+    extras.setdefault("trained_now", {})[method] = artifact.trained_now
+    extras.setdefault("setup_seconds", {})[method] = float(spent)

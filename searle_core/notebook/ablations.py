@@ -22,7 +22,7 @@ import pandas as pd
 
 from searle_core.notebook.inversions import SNAPSHOT_STEPS, benchmark_oti, phi_train_config, subset_indices, train_study_phi
 from searle_core.concepts import Vocabulary
-from searle_core.retrieval.evaluate import evaluate
+from searle_core.jobs.evaluation import evaluate
 from searle_core.notebook.study import Study
 from searle_core.report.table import flatten
 

@@ -230,7 +230,7 @@ def train_study_phi(study: Study, oti_config: OTIConfig, epochs: int, images: in
     """
     from searle_core.inversion import load_phi
     from searle_core.inversion.phi_training import train_phi
-    from searle_core.retrieval.evaluate import evaluate
+    from searle_core.jobs.evaluation import evaluate
 
     progress = study.progress if progress is None else progress
     targets, features = unlabeled_oti(study, oti_config, images, progress=progress)

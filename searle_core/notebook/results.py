@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from searle_core.report.paper_numbers import PAPER_TABLE_METRICS, compare_with_paper, results_frame
-from searle_core.retrieval.evaluate import Evaluation, evaluate
+from searle_core.retrieval.evaluate import Evaluation
+from searle_core.jobs.evaluation import evaluate
 from searle_core.metrics.significance import Difference, compare_methods, main_metric  # main_metric: the notebooks read it here
 from searle_core.notebook.inversions import prefill_oti, study_phi, use_phi
 from searle_core.retrieval.methods import MethodContext, regulariser_variant

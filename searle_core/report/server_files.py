@@ -53,7 +53,7 @@ def write_test_submissions(settings: list, folder: str | Path, log: Callable[[st
     """
     from searle_core.datasets import load_benchmark
     from searle_core.notebook.inversions import prefill_oti
-    from searle_core.retrieval.evaluate import evaluate
+    from searle_core.jobs.evaluation import evaluate
 
     folder = Path(folder)
     written: list[Path] = []

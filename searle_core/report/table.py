@@ -195,7 +195,8 @@ def build_table(bench: CIRBenchmark, backbone: Backbone, ctx: MethodContext | No
         methods: rows, in order.
         progress: print each method's result as it finishes.
     """
-    from searle_core.retrieval.evaluate import evaluate, gallery_features
+    from searle_core.retrieval.evaluate import gallery_features
+    from searle_core.jobs.evaluation import evaluate
 
     if any(q.target is None for q in bench.queries):
         raise ValueError(f"{bench.name} {bench.split} has no ground truths (a test split): the table needs metrics")

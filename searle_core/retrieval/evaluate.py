@@ -1,4 +1,7 @@
-"""The paper's pipeline end to end: features -> query features of a method -> rankings -> metrics."""
+"""The paper's pipeline end to end: features -> query features of a method -> rankings -> metrics.
+
+:func:`run_method` is the core's; :func:`searle_core.jobs.evaluation.evaluate` first trains or loads the
+network a method needs (φ, Pic2Word's mapper, PALAVRA's inverter), then calls it."""
 
 from __future__ import annotations
 
@@ -53,9 +56,10 @@ def gallery_features(backbone: Backbone, bench: CIRBenchmark, progress: bool = T
     return {"all": image_features(backbone, bench.images, bench.gallery, progress=progress, **kwargs)}
 
 
-def evaluate(method: str, bench: CIRBenchmark, backbone: Backbone, ctx: MethodContext | None = None,
-             gallery: dict[str, torch.Tensor] | None = None) -> Evaluation:
-    """Run ``method`` on ``bench`` and score it.
+def run_method(method: str, bench: CIRBenchmark, backbone: Backbone, ctx: MethodContext | None = None,
+               gallery: dict[str, torch.Tensor] | None = None) -> Evaluation:
+    """Run ``method`` on ``bench`` and score it, with the networks ``ctx`` holds (see
+    :func:`searle_core.jobs.evaluation.evaluate`, which trains or loads them first).
 
     Args:
         method: ``image-only``, ``text-only``, ``image+text``, ``searle-oti``, ``searle``, or a baseline.

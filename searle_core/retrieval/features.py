@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from searle_core.backbone import Backbone
-from searle_core.datasets.base import ImageSource
+from searle_core.datasets.base import CIRBenchmark, ImageSource
 from searle_core.datasets.folder import ImageLoadError
 from searle_core.device import eval_precision
 from searle_core.paths import cache_dir
@@ -324,3 +324,9 @@ def text_features(backbone: Backbone, texts: list[str], batch_size: int = 512,
     feats = torch.cat(out) if out else torch.empty(0, backbone.embed_dim)
     save_tensor_atomic(path, feats)
     return feats
+
+
+def reference_features(backbone: Backbone, bench: CIRBenchmark, progress: bool = True) -> tuple[list[str], torch.Tensor]:
+    """The benchmark's reference image names and their normalised features (cached like every image feature)."""
+    names = bench.reference_names()
+    return names, image_features(backbone, bench.images, names, progress=progress)

@@ -2,7 +2,9 @@
 
 ``image-only``, ``text-only``, ``image+text`` need only features; ``searle-oti`` inverts each
 reference image with OTI; ``searle`` uses φ's tokens. The baselines ``captioning``, ``pic2word``
-and ``palavra`` plug in through :data:`EXTRA_METHODS` (see their modules).
+and ``palavra`` are :data:`EXTRA_METHODS` (see their modules). A method that needs a trained network
+(φ, Pic2Word's mapper, PALAVRA's inverter) takes it from the :class:`MethodContext`; training or
+loading it is the job of :func:`searle_core.jobs.evaluation.prepare`, above the core.
 """
 
 from __future__ import annotations
@@ -13,18 +15,24 @@ from typing import Callable
 import torch
 
 from searle_core.backbone import Backbone
+from searle_core.baselines.captioning import captioning_query_features
+from searle_core.baselines.palavra import palavra_query_features
+from searle_core.baselines.pic2word import pic2word_query_features
 from searle_core.concepts import Vocabulary
 from searle_core.datasets.base import CIRBenchmark
 from searle_core.device import eval_precision
 from searle_core.inversion import OTIConfig, Phi
 from searle_core.inversion.batch import invert_images
-from searle_core.retrieval.features import image_features
+from searle_core.retrieval.features import image_features, reference_features
 from searle_core.retrieval.queries import SEARLE_PROMPT, image_plus_text, pseudo_query_features, text_query_features
 
 BASE_METHODS = ("image-only", "text-only", "image+text", "searle-oti", "searle")
-#: Methods registered by the baseline modules: name -> query-feature function with the
-#: signature of :func:`query_features`.
-EXTRA_METHODS: dict[str, Callable] = {}
+#: The baselines: name -> query-feature function ``(backbone, bench, ctx) -> (Q, D)`` features.
+EXTRA_METHODS: dict[str, Callable] = {
+    "captioning": captioning_query_features,
+    "palavra": palavra_query_features,
+    "pic2word": pic2word_query_features,
+}
 
 
 @dataclass
@@ -36,6 +44,8 @@ class MethodContext:
         oti_config: OTI hyper-parameters.
         oti_batch_size: images per OTI batch.
         phi: a trained φ (``searle``).
+        networks: the baselines' trained networks by method (``"pic2word"``: the mapper,
+            ``"palavra"``: the pre-trained inverter), filled by :func:`searle_core.jobs.evaluation.prepare`.
         seed: run seed.
         progress: progress bars.
         tokens: pseudo-word tokens computed so far, by method (reused, e.g. by notebooks).
@@ -45,6 +55,7 @@ class MethodContext:
     oti_config: OTIConfig = OTIConfig()
     oti_batch_size: int = 32
     phi: Phi | None = None
+    networks: dict[str, torch.nn.Module] = field(default_factory=dict)
     seed: int = 42
     progress: bool = True
     tokens: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
@@ -60,11 +71,6 @@ def regulariser_variant(ctx: MethodContext) -> str | None:
     if ctx.vocabulary is None or ctx.oti_config.lambda_gpt <= 0:
         return "no phrases"
     return "templates" if ctx.vocabulary.phrases == "templates" else None
-
-
-def reference_features(backbone: Backbone, bench: CIRBenchmark, progress: bool = True) -> tuple[list[str], torch.Tensor]:
-    names = bench.reference_names()
-    return names, image_features(backbone, bench.images, names, progress=progress)
 
 
 def oti_reference_tokens(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> dict[str, torch.Tensor]:
@@ -111,8 +117,6 @@ def query_features(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: Me
         bench: the benchmark whose queries are encoded.
         ctx: resources the method may use.
     """
-    from searle_core.baselines import prepare  # registers captioning, pic2word, palavra (lazy: avoids an import cycle)
-    prepare(method, backbone, bench, ctx)  # e.g. φ for searle on the shapes world, trained on first use
     queries = bench.queries
     if method in ("image-only", "image+text"):
         names, feats = reference_features(backbone, bench, ctx.progress)
