@@ -19,6 +19,7 @@ import torch
 
 from searle_core.device import resolve_device
 from searle_core.weights import load_state_into, read_weights_file, split_openai_prefix, tag_uses_quick_gelu
+from searle_core.datasets.shapes.clip import world_clip_weights
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)
@@ -173,7 +174,6 @@ def load_backbone(name: str = WORLD_BACKBONE, pretrained: str | None = DEFAULT_W
         raise ValueError(f"unknown backbone {name!r}: expected '{WORLD_BACKBONE}' or an open_clip model name "
                          f"such as ViT-B-32 or ViT-L-14 (see open_clip.list_models()).")
     if pretrained == DEFAULT_WEIGHTS and name == WORLD_BACKBONE:
-        from searle_core.datasets.shapes.clip import world_clip_weights
         pretrained = str(world_clip_weights(cache_dir=cache_dir, **world_kwargs))
     elif pretrained == DEFAULT_WEIGHTS:
         pretrained = "openai"

@@ -24,6 +24,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Sequence
+from searle_core.errors import InputError, read_text
 
 PhraseBank = dict[str, list[str]]
 
@@ -308,7 +309,6 @@ def load_concepts_csv(path: str | Path) -> list[str]:
     Args:
         path: the CSV file.
     """
-    from searle_core.errors import InputError, read_text
 
     path = Path(path)
     reader = csv.reader(io.StringIO(read_text(path, "CSV file"), newline=""))

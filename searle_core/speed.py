@@ -25,6 +25,10 @@ from searle_core.inversion.losses import cosine_loss
 from searle_core.inversion.regularizer import PhraseBank, PhraseFeatureCache, PhraseSampler
 from searle_core.templates import fill
 from searle_core.text_encoding import encode_text, encode_with_pseudo_tokens
+from searle_core.phrases import template_phrases
+from searle_core.datasets import ImageFolderSource
+from searle_core.retrieval.features import configure_images, image_features
+from searle_core.retrieval.ranking import rank_gallery
 
 #: Everyday concepts for the benchmark's offline phrase bank (no network, no GPT needed).
 BENCH_CONCEPTS: tuple[str, ...] = (
@@ -113,7 +117,6 @@ def bench_inputs(backbone: Backbone, n_images: int, seed: int = 0, phrases_per_c
                  concepts_per_image: int = 15) -> tuple[torch.Tensor, list[list[str]], PhraseBank]:
     """Synthetic but realistic inputs: random unit image features, each image with its own concepts
     from :data:`BENCH_CONCEPTS`, and an offline bank of "a photo of <concept> that ..." phrases."""
-    from searle_core.phrases import template_phrases
 
     gen = torch.Generator().manual_seed(seed)
     feats = F.normalize(torch.randn(n_images, backbone.embed_dim, generator=gen), dim=-1)
@@ -192,8 +195,6 @@ def bench_feature_extraction(backbone: Backbone, folder, workers: tuple[int, ...
                              preprocess: str = "targetpad") -> dict[int, float]:
     """Images/s of :func:`~searle_core.retrieval.features.image_features` from JPEG files, per
     data-loader worker count (decoding + targetpad + the image tower)."""
-    from searle_core.datasets import ImageFolderSource
-    from searle_core.retrieval.features import configure_images, image_features
 
     out = {}
     with torch.no_grad():  # warm-up: first-call allocations should not count against workers=0
@@ -214,7 +215,6 @@ def bench_retrieval(gallery_size: int = 120_000, queries: int = 800, dim: int = 
                     seed: int = 0) -> dict[str, float]:
     """Seconds and queries/s of ranking ``queries`` against a synthetic gallery of ``gallery_size``
     normalised features (CIRCO's gallery has about 120k images), top-``k`` names per query."""
-    from searle_core.retrieval.ranking import rank_gallery
 
     gen = torch.Generator().manual_seed(seed)
     gallery = F.normalize(torch.randn(gallery_size, dim, generator=gen), dim=-1)

@@ -115,7 +115,7 @@ def test_phi_trains_on_raw_features(tiny_study, monkeypatch):
         seen["features"] = image_features.clone()
         return phi_training.PhiTrainingResult(Phi.for_backbone(backbone).eval(), [])
 
-    monkeypatch.setattr(phi_training, "train_phi", spy)
+    monkeypatch.setattr(inversions, "train_phi", spy)  # where it is called
     trained = inversions.train_study_phi(tiny_study, OTIConfig(steps=1), epochs=1, images=6, validate=False)
     names = list(tiny_study.unlabeled[1])[:6]
     torch.testing.assert_close(seen["features"], tiny_study.raw_features(names, tiny_study.unlabeled[0]))
@@ -247,19 +247,18 @@ def test_trained_network_keys_name_the_preprocessing(random_backbone):
 # ---- the Time column (defect 10) -----------------------------------------------------------------
 def test_one_time_definition_for_the_cli_table_and_notebook_4(tiny_study, monkeypatch):
     """A baseline that spent 7 s of its 10 s getting its network has 3 s of query time, in both."""
-    from searle_core.jobs import evaluation as pipeline_module
-    from searle_core.retrieval import evaluate as core_evaluate
     from searle_core.notebook import results
-    from searle_core.retrieval.evaluate import Evaluation
+    from searle_core.report import table as table_module
     from searle_core.report.table import build_table
+    from searle_core.retrieval.evaluate import Evaluation
 
     def fake_evaluate(method, bench, backbone, ctx, gallery=None):
         ctx.extras.setdefault("setup_seconds", {})[method] = 7.0
         ctx.extras.setdefault("train_seconds", {})[method] = 40.0
         return Evaluation(method, {"mAP@10": 1.0}, [], torch.zeros(0), 10.0)
 
-    monkeypatch.setattr(pipeline_module, "evaluate", fake_evaluate)
-    monkeypatch.setattr(core_evaluate, "gallery_features", lambda *a, **k: {})
+    monkeypatch.setattr(table_module, "evaluate", fake_evaluate)
+    monkeypatch.setattr(table_module, "gallery_features", lambda *a, **k: {})
     monkeypatch.setattr(results, "evaluate", fake_evaluate)
     monkeypatch.setattr(tiny_study, "gallery", lambda: {})
     cli = build_table(tiny_study.bench, tiny_study.backbone, MethodContext(progress=False), ["pic2word"],

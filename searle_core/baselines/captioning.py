@@ -28,6 +28,9 @@ from searle_core.paths import cache_dir
 from searle_core.retrieval.features import reference_features, text_features
 from searle_core.retrieval.queries import SEARLE_PROMPT, text_query_features
 from searle_core.baselines.training import world_of
+from searle_core.datasets.shapes import all_combos, caption_for
+from searle_core.datasets.shapes.attributes import decode
+from searle_core.device import resolve_device
 
 #: ``$`` of the paper's prompt becomes the caption: "a photo of {caption} that {relative caption}".
 CAPTION_PROMPT = SEARLE_PROMPT.replace("$", "{}")
@@ -43,8 +46,6 @@ class WorldCaptioner:
     """
 
     def __init__(self, backbone: Backbone):
-        from searle_core.datasets.shapes import all_combos, caption_for
-        from searle_core.datasets.shapes.attributes import decode
 
         self.captions = [caption_for(decode(c)) for c in all_combos()]
         self.features = text_features(backbone, self.captions)
@@ -74,7 +75,6 @@ class HFCaptioner:
         self.model, self.processor = model, processor
 
     def _load(self) -> None:
-        from searle_core.device import resolve_device
 
         try:
             import transformers

@@ -44,6 +44,7 @@ from searle_core.retrieval.queries import PIC2WORD_PROMPT, pseudo_query_features
 from searle_core.prefix_encoding import PrefixCachedEncoder
 from searle_core.retrieval.features import image_features
 from searle_core.baselines.training import fit
+from searle_core.errors import load_torch_file
 
 #: The prompt the mapper is trained with.
 PIC2WORD_TRAIN_PROMPT = "a photo of $"
@@ -149,7 +150,6 @@ def train_pic2word(backbone: Backbone, image_features: torch.Tensor, config: Pic
 
 def load_mapper(path, backbone: Backbone, config: Pic2WordConfig = Pic2WordConfig()) -> Pic2WordMapper:
     """A saved mapper (``{"Pic2WordMapper": state_dict, ...}``) in eval mode on the backbone's device."""
-    from searle_core.errors import load_torch_file
 
     state = load_torch_file(path, "Pic2Word mapper checkpoint")
     mapper = config.build(backbone)

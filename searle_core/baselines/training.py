@@ -19,6 +19,7 @@ from searle_core.backbone import Backbone
 from searle_core.datasets.base import CIRBenchmark, ImageSource
 from searle_core.files import digest
 from searle_core.retrieval.features import image_features
+from searle_core.device import grad_scaler, scaled_step, train_autocast
 
 
 @dataclass
@@ -119,7 +120,6 @@ def fit(module: nn.Module, n: int, loss_fn: Callable[[list[int]], torch.Tensor],
     Returns:
         Per epoch ``{"epoch", "loss"}`` (mean over the epoch's batches).
     """
-    from searle_core.device import grad_scaler, scaled_step, train_autocast
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)

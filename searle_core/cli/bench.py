@@ -11,6 +11,10 @@ import argparse
 
 from searle_core.errors import positive_int
 from searle_core.cli.common import add_backbone_options, load_backbone_from_args, print_json
+from searle_core.speed import bench_oti, bench_feature_extraction, bench_retrieval, write_bench_images
+from searle_core.backbone import load_backbone
+from searle_core.datasets.shapes import ShapesWorld
+from searle_core.datasets.shapes.clip import WorldCLIPConfig, format_report, held_out_names, training_log, world_clip_weights, zero_shot_report
 
 
 def register(sub) -> None:
@@ -66,7 +70,6 @@ def _setup(args: argparse.Namespace):
 
 
 def run_bench_oti(args: argparse.Namespace) -> int:
-    from searle_core.speed import bench_oti
 
     backbone = _setup(args)
     result = bench_oti(backbone, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
@@ -92,7 +95,6 @@ def run_bench_oti(args: argparse.Namespace) -> int:
 def run_bench_features(args: argparse.Namespace) -> int:
     import tempfile
 
-    from searle_core.speed import bench_feature_extraction, bench_retrieval, write_bench_images
 
     backbone = _setup(args)
     workers = tuple(int(w) for w in args.workers.split(",") if w.strip())
@@ -119,10 +121,6 @@ def run_bench_world(args: argparse.Namespace) -> int:
 
     import torch
 
-    from searle_core.backbone import load_backbone
-    from searle_core.datasets.shapes import ShapesWorld
-    from searle_core.datasets.shapes.clip import (WorldCLIPConfig, format_report, held_out_names, training_log, world_clip_weights,
-                              zero_shot_report)
 
     if args.threads:
         torch.set_num_threads(args.threads)

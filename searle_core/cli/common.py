@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from searle_core.opening import open_backbone, configure_for_dataset
 
 
 def add_backbone_options(p: argparse.ArgumentParser) -> None:
@@ -28,7 +29,6 @@ def load_backbone_from_args(args: argparse.Namespace):
     command's ``--seed`` (0 without one) in a forked RNG, so two runs build the same model, share
     feature caches, and leave the global random state untouched.
     """
-    from searle_core.opening import open_backbone
 
     backbone = open_backbone(args.backbone, args.pretrained, args.device, getattr(args, "seed", 0), args.quick)
     return configure_images_from_args(backbone, args)
@@ -43,7 +43,6 @@ def configure_images_from_args(backbone, args: argparse.Namespace):
     """
     if not hasattr(args, "preprocess"):
         return backbone
-    from searle_core.opening import configure_for_dataset
 
     return configure_for_dataset(backbone, getattr(args, "dataset", "shapes"), args.preprocess,
                                  getattr(args, "num_workers", None))

@@ -16,6 +16,17 @@ from pathlib import Path
 
 from searle_core.errors import check_writable, nonnegative_int, positive_int
 from searle_core.cli.common import add_backbone_options, format_metrics, load_backbone_from_args, print_json
+from searle_core.retrieval.methods import BASE_METHODS, MethodContext
+from searle_core.datasets import load_benchmark, ImageLoadError, ImageFolderSource
+from searle_core.concepts import Vocabulary
+from searle_core.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
+from searle_core.inversion import OTIConfig, load_phi
+from searle_core.retrieval.evaluate import gallery_features
+from searle_core.jobs.evaluation import evaluate
+from searle_core.report.table import settings_record, settings_line
+from searle_core.report.submission import cirr_subset_rankings as subset_rankings, write_circo_submission, write_cirr_submission
+from searle_core.jobs.reference_tokens import load_reference_tokens
+from searle_core.datasets.shapes.opening import world_vocabulary
 
 DATASETS = ("shapes", "cirr", "fashioniq", "circo")
 
@@ -61,7 +72,6 @@ def add_benchmark_options(p: argparse.ArgumentParser, default_split: str = "val"
 
 
 def register(sub) -> None:
-    from searle_core.retrieval.methods import BASE_METHODS
 
     e = sub.add_parser("evaluate", help="run one method on a benchmark and print its metrics")
     add_benchmark_options(e)
@@ -85,7 +95,6 @@ def _readable_errors(func):
     """Turn image and pickle errors into the CLI's one-line errors (exit code 2), not tracebacks."""
     @functools.wraps(func)
     def wrapper(args: argparse.Namespace) -> int:
-        from searle_core.datasets import ImageLoadError
 
         try:
             return func(args)
@@ -101,7 +110,6 @@ def benchmark_from_args(args: argparse.Namespace, backbone=None):
         args: parsed options of a command with :func:`add_benchmark_options`.
         backbone: unused (kept for callers that pass it): loading a benchmark needs no model.
     """
-    from searle_core.datasets import load_benchmark
 
     if args.dataset == "shapes":
         return load_benchmark("shapes", split=args.split, quick=args.quick)
@@ -124,12 +132,9 @@ def benchmark_from_args(args: argparse.Namespace, backbone=None):
 
 def vocabulary_from_args(args: argparse.Namespace):
     """OTI's regulariser inputs: ``--concepts``/``--phrases``, else the shapes world's, else none."""
-    from searle_core.concepts import Vocabulary
-    from searle_core.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
 
     if not args.concepts and not args.phrases:
         if args.dataset == "shapes":
-            from searle_core.datasets.shapes.opening import world_vocabulary
             return world_vocabulary()
         return None
     bank = load_phrase_pickle(args.phrases) if args.phrases else None
@@ -149,8 +154,6 @@ def vocabulary_from_args(args: argparse.Namespace):
 
 def context_from_args(args: argparse.Namespace, backbone):
     """Method resources from the options: vocabulary, φ, OTI settings, seed, progress."""
-    from searle_core.inversion import OTIConfig, load_phi
-    from searle_core.retrieval.methods import MethodContext
 
     vocab = vocabulary_from_args(args)
     wanted = f"{getattr(args, 'method', '')},{getattr(args, 'methods', '')}"
@@ -163,13 +166,11 @@ def context_from_args(args: argparse.Namespace, backbone):
     ctx = MethodContext(vocabulary=vocab, oti_config=oti_config, oti_batch_size=args.oti_batch_size, phi=phi,
                         seed=args.seed, progress=not args.no_progress)
     if getattr(args, "oti_tokens", None):
-        from searle_core.jobs.reference_tokens import load_reference_tokens
 
         ctx.tokens["searle-oti"] = load_reference_tokens(args.oti_tokens)
     if getattr(args, "captioner", None):
         ctx.extras["captioner"] = args.captioner
     if getattr(args, "unlabeled", None):
-        from searle_core.datasets import ImageFolderSource
         ctx.extras["unlabeled"] = ImageFolderSource(args.unlabeled)
     return ctx
 
@@ -183,8 +184,6 @@ def _load(args: argparse.Namespace):
 
 def _evaluate(args: argparse.Namespace, backbone, bench, ctx):
     """Gallery features (timed apart), then ``args.method``; returns (result, gallery seconds)."""
-    from searle_core.retrieval.evaluate import gallery_features
-    from searle_core.jobs.evaluation import evaluate
 
     start = time.perf_counter()
     gallery = gallery_features(backbone, bench, ctx.progress, batch_size=args.batch_size)
@@ -203,7 +202,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.metrics)
         return 0
-    from searle_core.report.table import settings_record, settings_line
 
     settings = settings_record(backbone, ctx)
     print(f"{args.method} on {args.dataset} {bench.split} ({len(bench.queries)} queries, {len(bench.gallery)} gallery "
@@ -217,14 +215,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def cirr_subset_rankings(bench, rankings: list[list[str]], k: int = 3) -> dict[str, list[str]]:
     """Per pairid, the first ``k`` ``img_set`` members (reference excluded) in ranking order
     (:func:`searle_core.report.submission.cirr_subset_rankings` on the benchmark's queries)."""
-    from searle_core.report.submission import cirr_subset_rankings as subset_rankings
 
     return subset_rankings(bench.queries, rankings, k)
 
 
 @_readable_errors
 def run_submission(args: argparse.Namespace) -> int:
-    from searle_core.report.submission import write_circo_submission, write_cirr_submission
 
     if args.dataset not in ("cirr", "circo"):
         raise ValueError("test-server files exist for --dataset cirr and circo only")
@@ -242,7 +238,6 @@ def run_submission(args: argparse.Namespace) -> int:
                                       queries=bench.queries)
     print(f"{args.method} on {args.dataset} {bench.split}: {len(ids)} queries, {len(bench.gallery)} gallery images "
           f"(gallery features {gallery_s:.1f} s, queries {result.seconds:.1f} s)")
-    from searle_core.report.table import settings_record, settings_line
 
     print(settings_line(settings_record(backbone, ctx)))
     print("wrote " + ", ".join(map(str, paths)))

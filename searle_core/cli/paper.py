@@ -6,6 +6,7 @@ import argparse
 import time
 
 from searle_core.errors import positive_int
+from searle_core.notebook.paper import NOTEBOOKS, run_paper, store_checked_outputs
 
 
 def register(sub) -> None:
@@ -28,7 +29,6 @@ def register(sub) -> None:
 
 
 def run_paper_command(args: argparse.Namespace) -> int:
-    from searle_core.notebook.paper import NOTEBOOKS, run_paper, store_checked_outputs
 
     only = None
     if args.only:

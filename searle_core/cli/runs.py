@@ -13,6 +13,17 @@ import sys
 
 from searle_core.errors import nonnegative_float, nonnegative_int, positive_float, positive_int
 from searle_core.cli.common import add_backbone_options, load_backbone_from_args, print_json
+from searle_core import distributed as dist
+from searle_core.cli.evaluate import benchmark_from_args, vocabulary_from_args
+from searle_core.inversion import OTIConfig, PhiLossConfig
+from searle_core.jobs import OTIRunConfig, run_oti, read_manifest
+from searle_core.jobs.phi_run import benchmark_validator, run_train_phi
+from searle_core.inversion.phi_training import PhiTrainConfig
+from searle_core.jobs.oti_run import vocabulary_fingerprint
+from searle_core.jobs.authors_oti import IMPORTED, import_authors_oti, is_authors_oti, read_authors_oti
+from searle_core.datasets.shapes import ShapesWorld, WorldConfig
+from searle_core.datasets import ImageFolderSource
+from searle_core.retrieval.features import configure_images
 
 OTI_DATASETS = ("shapes", "imagenet", "cirr", "fashioniq", "circo")
 VAL_DATASETS = ("shapes", "cirr", "fashioniq", "circo", "none")
@@ -93,7 +104,6 @@ def register(sub) -> None:
 
 
 def _say(message: str) -> None:
-    from searle_core import distributed as dist
 
     if dist.is_main():
         print(message, file=sys.stderr)
@@ -105,7 +115,6 @@ def oti_images(args: argparse.Namespace) -> tuple[object, list[str], dict]:
 
     info = {"dataset": args.dataset, "split": args.split, "path": args.dataset_path}
     if args.dataset == "shapes":
-        from searle_core.datasets.shapes import ShapesWorld, WorldConfig
 
         world = ShapesWorld(WorldConfig.quick() if args.quick else WorldConfig())
         split = args.split or "pretrain"
@@ -116,7 +125,6 @@ def oti_images(args: argparse.Namespace) -> tuple[object, list[str], dict]:
     if not args.dataset_path:
         raise ValueError(f"--dataset {args.dataset} needs --dataset-path")
     if args.dataset == "imagenet":
-        from searle_core.datasets import ImageFolderSource
 
         root = Path(args.dataset_path)
         if args.split and (root / args.split).is_dir():
@@ -125,7 +133,6 @@ def oti_images(args: argparse.Namespace) -> tuple[object, list[str], dict]:
             raise FileNotFoundError(f"--split {args.split}: no folder {root / args.split}")
         source = ImageFolderSource(root)
         return source, source.names, info
-    from searle_core.cli.evaluate import benchmark_from_args
 
     args.split = args.split or "val"
     info["split"] = args.split
@@ -134,10 +141,6 @@ def oti_images(args: argparse.Namespace) -> tuple[object, list[str], dict]:
 
 
 def run_oti_command(args: argparse.Namespace) -> int:
-    from searle_core.inversion import OTIConfig
-    from searle_core import distributed as dist
-    from searle_core.jobs import OTIRunConfig, run_oti
-    from searle_core.cli.evaluate import vocabulary_from_args
 
     args.device = str(dist.setup(args.device))
     try:
@@ -168,14 +171,12 @@ def run_oti_command(args: argparse.Namespace) -> int:
 
 
 def _validator(args: argparse.Namespace, backbone, vocabulary):
-    from searle_core.jobs.phi_run import benchmark_validator
 
     dataset = args.val_dataset or ("shapes" if backbone.name == "shapes-clip" else "none")
     if dataset == "none":
         return None
     if dataset == "shapes" and backbone.name != "shapes-clip":
         raise ValueError("--val-dataset shapes needs the shapes-clip backbone; pick a real benchmark or none")
-    from searle_core.cli.evaluate import benchmark_from_args
 
     val_args = argparse.Namespace(dataset=dataset, dataset_path=args.val_path, split=args.val_split,
                                   quick=args.quick, on_missing="error", check_images="exists", category=None)
@@ -187,15 +188,7 @@ def _no_validation(phi) -> dict:
 
 
 def run_train_phi_command(args: argparse.Namespace) -> int:
-    from searle_core.inversion import PhiLossConfig
-    from searle_core.inversion.phi_training import PhiTrainConfig
-    from searle_core import distributed as dist
-    from searle_core.jobs import read_manifest
-    from searle_core.jobs.oti_run import vocabulary_fingerprint
-    from searle_core.jobs.phi_run import run_train_phi
-    from searle_core.cli.evaluate import vocabulary_from_args
 
-    from searle_core.jobs.authors_oti import IMPORTED, import_authors_oti, is_authors_oti, read_authors_oti
 
     authors = is_authors_oti(args.tokens)
     if authors:
@@ -234,8 +227,6 @@ def run_train_phi_command(args: argparse.Namespace) -> int:
             import os
             from pathlib import Path
 
-            from searle_core.datasets import ImageFolderSource
-            from searle_core.retrieval.features import configure_images
 
             # Their features were made with their --preprocess-type (targetpad by default): so are ours.
             kind = str(recorded.hyperparameters.get("preprocess_type", "targetpad"))

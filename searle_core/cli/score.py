@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from searle_core.cli.common import print_json
+from searle_core.metrics.circo_server import format_circo_scores, score_circo
 
 
 def register(sub) -> None:
@@ -18,7 +19,6 @@ def register(sub) -> None:
 
 
 def run_circo(args: argparse.Namespace) -> int:
-    from searle_core.metrics.circo_server import format_circo_scores, score_circo
 
     scores = score_circo(args.annotations, args.predictions)
     print_json(scores) if args.json else print(format_circo_scores(scores))

@@ -8,10 +8,11 @@ from pathlib import Path
 from searle_core.errors import positive_int
 from searle_core.cli.common import load_backbone_from_args, print_json
 from searle_core.cli.evaluate import add_benchmark_options, benchmark_from_args, context_from_args
+from searle_core.report.table import TABLE_METHODS, build_table, settings_line, to_dict, to_text, write_table, DISPLAY_NAMES
+from searle_core.metrics.significance import compare_methods, to_markdown, write_differences
 
 
 def register(sub) -> None:
-    from searle_core.report.table import TABLE_METHODS
 
     t = sub.add_parser("table", help="every method (baselines and SEARLE) on one benchmark: one table, CSV + Markdown")
     add_benchmark_options(t)
@@ -27,7 +28,6 @@ def register(sub) -> None:
 
 
 def run_table(args: argparse.Namespace) -> int:
-    from searle_core.report.table import build_table, settings_line, to_dict, to_text, write_table
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     reference = args.compare_to or ("searle-oti" if "searle-oti" in methods else "none")
@@ -45,8 +45,6 @@ def run_table(args: argparse.Namespace) -> int:
     written = [csv_path, md_path]
     differences = []
     if reference != "none" and len(table.rankings) > 1:
-        from searle_core.metrics.significance import compare_methods, to_markdown, write_differences
-        from searle_core.report.table import DISPLAY_NAMES
 
         names = {**DISPLAY_NAMES, **{row.method: row.name for row in table.rows}}  # variants labelled
         differences = compare_methods(bench, table.rankings, reference, n_resamples=args.bootstrap,

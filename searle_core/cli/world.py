@@ -8,6 +8,16 @@ from pathlib import Path
 
 from searle_core.errors import nonnegative_int, positive_int
 from searle_core.cli.common import add_backbone_options, load_backbone_from_args, print_json
+from searle_core.datasets.shapes import ShapesWorld, WorldConfig, training_vocabulary
+from searle_core.paths import data_dir
+from searle_core.datasets.shapes.opening import world_setup, world_vocabulary
+from searle_core.datasets.shapes.clip import format_report, held_out_names, training_log, zero_shot_report
+from searle_core.concepts import associate_concepts, embed_concepts
+from searle_core.datasets.base import to_rgb
+from searle_core.inversion import OTIConfig, oti
+from searle_core.inversion.nearest import nearest_words, word_token_ids
+from searle_core.opening import configure_for_dataset
+from searle_core.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle
 
 
 def register(sub) -> None:
@@ -37,10 +47,6 @@ def register(sub) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from searle_core.datasets.shapes import ShapesWorld, WorldConfig
-    from searle_core.paths import data_dir
-    from searle_core.datasets.shapes.opening import world_setup
-    from searle_core.datasets.shapes.clip import format_report, held_out_names, training_log, zero_shot_report
 
     if args.threads:
         import torch
@@ -76,15 +82,10 @@ def run_build(args: argparse.Namespace) -> int:
 def run_invert(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from searle_core.concepts import associate_concepts, embed_concepts
-    from searle_core.datasets.base import to_rgb
-    from searle_core.inversion import OTIConfig, oti
-    from searle_core.inversion.nearest import nearest_words, word_token_ids
 
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"no such image file(s): {', '.join(missing)}")
-    from searle_core.opening import configure_for_dataset
 
     backbone = configure_for_dataset(load_backbone_from_args(args), "images", num_workers=0)  # targetpad
     import torch
@@ -93,8 +94,6 @@ def run_invert(args: argparse.Namespace) -> int:
         feats = backbone.model.encode_image(pixels).float()
     concepts = bank = allowed = None
     if args.backbone == "shapes-clip":
-        from searle_core.datasets.shapes import training_vocabulary
-        from searle_core.datasets.shapes.opening import world_vocabulary
 
         vocab = world_vocabulary()
         concepts, bank = vocab.concepts, vocab.phrase_bank
@@ -103,7 +102,6 @@ def run_invert(args: argparse.Namespace) -> int:
     else:
         note = "nearest whole words of the CLIP vocabulary"
         if args.concepts and args.phrases:
-            from searle_core.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle
             # Associated over every concept; those without usable phrases are skipped when drawing.
             concepts, bank = load_concepts_csv(args.concepts), filter_phrase_bank(load_phrase_pickle(args.phrases))
     per_image = None

@@ -29,6 +29,7 @@ from searle_core.datasets.folder import (
     find_bad_images,
     resolve_missing,
 )
+from searle_core.datasets.shapes import ShapesWorld, WorldConfig
 
 _LOADERS = {"cirr": load_cirr, "fashioniq": load_fashioniq, "circo": load_circo}
 KNOWN_BENCHMARKS: tuple[str, ...] = ("cirr", "fashioniq", "circo", "shapes")
@@ -46,7 +47,6 @@ def load_benchmark(name: str, root: str | Path | None = None, split: str = "val"
     """
     key = name.lower()
     if key == "shapes":
-        from searle_core.datasets.shapes import ShapesWorld, WorldConfig
 
         world = kw.get("world") or ShapesWorld(WorldConfig.quick() if kw.get("quick") else WorldConfig())
         return world.benchmark(split)

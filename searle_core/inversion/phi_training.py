@@ -85,7 +85,6 @@ def _history_csv(history: list[dict], path: Path) -> None:
     import csv
     import io
 
-    from searle_core.files import atomic_write_text
 
     text = io.StringIO()
     keys = list(dict.fromkeys(k for row in history for k in row))

@@ -29,6 +29,7 @@ from searle_core.retrieval.features import weights_key
 from searle_core import distributed as dist
 from searle_core.jobs.run_folder import MANIFEST, fingerprint, new_manifest, read_manifest
 from searle_core.files import atomic_save, atomic_write_json
+from searle_core.jobs.oti_run import INPUTS, TOKENS, compute_inputs, save_inputs, vocabulary_fingerprint
 
 AUTHORS_TOKENS, AUTHORS_NAMES, AUTHORS_HYPERPARAMETERS = ("ema_oti_pseudo_tokens.pt", "image_names.pkl",
                                                           "hyperparameters.json")
@@ -137,7 +138,6 @@ def import_authors_oti(folder: str | Path, backbone: Backbone, source: FileImage
     Returns:
         ``out``, for :func:`~searle_core.jobs.phi_run.run_train_phi`.
     """
-    from searle_core.jobs.oti_run import INPUTS, TOKENS, compute_inputs, save_inputs, vocabulary_fingerprint
 
     authors = read_authors_oti(folder)
     if authors.tokens.shape[1] != backbone.token_dim:

@@ -20,6 +20,11 @@ from searle_core import distributed as dist
 from searle_core.errors import load_torch_file
 from searle_core.jobs.run_folder import MANIFEST, fingerprint, open_run, unlock_run
 from searle_core.files import atomic_save, atomic_write_json
+from searle_core.retrieval.methods import MethodContext
+from searle_core.retrieval.evaluate import gallery_features
+from searle_core.jobs.evaluation import evaluate
+from searle_core.jobs.oti_run import load_oti_run
+from searle_core.device import training_precision
 
 CHECKPOINT, HISTORY, PHI = "checkpoint.pt", "history.csv", "phi.pt"
 
@@ -42,7 +47,6 @@ class PhiCheckpointer:
                  tokens: torch.Tensor, resume: bool, force: bool, info: dict | None = None):
         self.folder = Path(folder)
         self.device = backbone.device
-        from searle_core.device import training_precision
 
         self.hyper = {"phi": config, "backbone": backbone.name, "weights": weights_key(backbone),
                       "precision": training_precision(backbone.device, config.precision),
@@ -89,9 +93,6 @@ def benchmark_validator(backbone: Backbone, bench, vocabulary=None, progress: bo
 
     The gallery features are computed once, on the first call.
     """
-    from searle_core.retrieval.methods import MethodContext
-    from searle_core.retrieval.evaluate import gallery_features
-    from searle_core.jobs.evaluation import evaluate
 
     gallery: dict = {}
 
@@ -146,7 +147,6 @@ def run_train_phi(backbone: Backbone, tokens_dir: str | Path, out_dir: str | Pat
         force: see :class:`PhiCheckpointer`.
         progress: progress bar (rank 0).
     """
-    from searle_core.jobs.oti_run import load_oti_run
 
     inputs, tokens, manifest = load_oti_run(tokens_dir)
     hyper = manifest.get("hyperparameters", {})

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from searle_core.jobs.authors_oti import AUTHORS_NAMES, AUTHORS_TOKENS, is_authors_oti, read_authors_oti
+from searle_core.jobs.oti_run import load_oti_run
 
 
 def load_reference_tokens(path: str | Path) -> dict[str, torch.Tensor]:
@@ -23,14 +25,12 @@ def load_reference_tokens(path: str | Path) -> dict[str, torch.Tensor]:
         FileNotFoundError: the folder holds neither.
         ValueError: the names and tokens do not match up.
     """
-    from searle_core.jobs.authors_oti import AUTHORS_NAMES, AUTHORS_TOKENS, is_authors_oti, read_authors_oti
 
     folder = Path(path)
     if is_authors_oti(folder):
         authors = read_authors_oti(folder)
         names, tokens = authors.names, authors.tokens
     elif (folder / "manifest.json").is_file():
-        from searle_core.jobs.oti_run import load_oti_run
 
         inputs, tokens, _ = load_oti_run(folder)
         names = inputs.names

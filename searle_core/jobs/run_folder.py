@@ -24,6 +24,8 @@ import torch
 from searle_core.errors import InputError, read_json
 from searle_core.files import UMASK, atomic_write_json, jsonable
 from searle_core.paths import REPO_ROOT
+from searle_core.version import __version__
+from searle_core import distributed as dist
 
 MANIFEST = "manifest.json"
 
@@ -43,7 +45,6 @@ def fingerprint(*parts: Any) -> str:
 
 def code_version() -> dict:
     """The package version, the git commit of the checkout (if any) and whether it had local changes."""
-    from searle_core.version import __version__
 
     version = {"package": __version__, "git_commit": None, "git_dirty": None}
     if (REPO_ROOT / ".git").exists():
@@ -196,7 +197,6 @@ def open_run(folder: Path, kind: str, hyperparameters: dict, info: dict | None, 
     Raises:
         ValueError: the folder holds another kind of run, or a run that is neither resumed nor forced.
     """
-    from searle_core import distributed as dist
 
     a_run, deleted, label = names
     refused = None
@@ -217,7 +217,6 @@ def open_run(folder: Path, kind: str, hyperparameters: dict, info: dict | None, 
 
 def _open_locked(folder: Path, kind: str, hyperparameters: dict, info: dict | None, resume: bool, force: bool,
                  outputs: list[Path], names: tuple[str, str, str]) -> tuple[dict, bool]:
-    from searle_core import distributed as dist
 
     a_run, deleted, label = names
     try:

@@ -27,6 +27,13 @@ from searle_core.backbone import Backbone
 from searle_core.baselines.training import world_data_id
 from searle_core.paths import cache_dir
 from searle_core.files import digest, jsonable
+from searle_core.retrieval.features import weights_key, preprocess_name, image_features
+from searle_core.inversion import OTIConfig, load_phi
+from searle_core.inversion.batch import invert_images
+from searle_core.datasets.shapes.opening import world_vocabulary
+from searle_core.inversion.phi import PhiLossConfig
+from searle_core.inversion.phi_training import PhiTrainConfig, train_phi
+from searle_core.errors import load_torch_file
 
 #: Bumped when a saved format or a training procedure changes, so old files are not reused
 #: (2: φ takes raw image features; keys name the preprocessing; OTI/φ precision settings).
@@ -48,7 +55,6 @@ def artifact_path(kind: str, backbone: Backbone, data_id: str, config: Any) -> P
         data_id: names the training images (e.g. a world's cache key and the image list's hash).
         config: everything else that determines the result (a dataclass or JSON-able value).
     """
-    from searle_core.retrieval.features import weights_key  # random weights: a parameter hash, not "None"
 
     key = digest(ARTIFACT_VERSION, kind, backbone.name, weights_key(backbone), preprocess_key(backbone), data_id,
                  config)
@@ -57,7 +63,6 @@ def artifact_path(kind: str, backbone: Backbone, data_id: str, config: Any) -> P
 
 def preprocess_key(backbone: Backbone) -> str:
     """The name of the backbone's image preprocessing (``targetpad``, ``clip``, ...)."""
-    from searle_core.retrieval.features import preprocess_name
 
     return preprocess_name(backbone)
 
@@ -100,7 +105,6 @@ def load_or_train(path: Path, train: Callable[[], dict], meta: dict | None = Non
         meta: description merged into ``"meta"`` (config, backbone, data).
     """
     if path.is_file():
-        from searle_core.errors import load_torch_file
 
         return Artifact(path, load_torch_file(path, "cached model (delete it to train it again)"), trained_now=False)
     start = time.perf_counter()
@@ -118,7 +122,6 @@ def load_or_train(path: Path, train: Callable[[], dict], meta: dict | None = Non
 
 def describe(backbone: Backbone, data_id: str, config: Any) -> dict:
     """The ``meta`` every artifact records about where it comes from."""
-    from searle_core.retrieval.features import weights_key
 
     return {"backbone": backbone.name, "weights": weights_key(backbone), "preprocess": preprocess_key(backbone),
             "data": data_id, "config": jsonable(config)}
@@ -158,10 +161,6 @@ def world_oti_tokens(backbone: Backbone, world, oti_config=None, vocabulary=None
     Returns:
         An :class:`Artifact` whose content has ``names`` and ``tokens`` (N, token_dim).
     """
-    from searle_core.inversion import OTIConfig
-    from searle_core.inversion.batch import invert_images
-    from searle_core.retrieval.features import image_features
-    from searle_core.datasets.shapes.opening import world_vocabulary
 
     oti_config = oti_config or OTIConfig()
     vocabulary = vocabulary or world_vocabulary()
@@ -207,10 +206,6 @@ def world_phi_artifact(backbone: Backbone, world, config=None, oti_config=None, 
         oti_batch_size: images per OTI batch.
         progress: progress bars (OTI over images, then φ's epochs).
     """
-    from searle_core.inversion.phi import PhiLossConfig
-    from searle_core.inversion.phi_training import PhiTrainConfig, train_phi
-    from searle_core.retrieval.features import image_features
-    from searle_core.datasets.shapes.opening import world_vocabulary
 
     config = config or PhiTrainConfig(epochs=WORLD_PHI_EPOCHS, loss=PhiLossConfig(top_concepts=WORLD_PHI_TOP_CONCEPTS))
     vocabulary = vocabulary or world_vocabulary()
@@ -234,7 +229,6 @@ def world_phi_artifact(backbone: Backbone, world, config=None, oti_config=None, 
 
 def world_phi(backbone: Backbone, world, **kwargs) -> "torch.nn.Module":
     """φ for the world (see :func:`world_phi_artifact` for the arguments), in eval mode."""
-    from searle_core.inversion import load_phi
 
     return load_phi(world_phi_artifact(backbone, world, **kwargs).path, backbone)
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from searle_core.datasets.base import CIRBenchmark
 from searle_core.metrics import average_precision_at_k
+from searle_core.retrieval.ranking import cirr_scoring_rankings
 
 
 #: Resamples drawn at a time. It is part of the seeded draw order: changing it moves the intervals slightly.
@@ -78,7 +79,6 @@ def per_query_scores(bench: CIRBenchmark, rankings: list[list[str]], metric: str
         raise ValueError(f"{len(rankings)} rankings for {len(bench.queries)} queries of {bench.name} {bench.split}")
     k = int(k_text)
     if bench.name == "cirr":
-        from searle_core.retrieval.ranking import cirr_scoring_rankings
         rankings = cirr_scoring_rankings(bench, rankings)
     scores = np.empty(len(rankings))
     for i, (ranking, q) in enumerate(zip(rankings, bench.queries)):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 from dataclasses import dataclass, field
 
 import pandas as pd

@@ -27,6 +27,9 @@ from searle_core.inversion.batch import batch_seed
 from searle_core.retrieval.methods import MethodContext
 from searle_core.concepts import Vocabulary
 from searle_core.notebook.study import Study
+from searle_core.inversion import PhiLossConfig, load_phi
+from searle_core.inversion.phi_training import PhiTrainConfig, train_phi
+from searle_core.jobs.evaluation import evaluate
 
 #: Steps at which a benchmark OTI run keeps the EMA tokens (the step ablation reads them).
 SNAPSHOT_STEPS: tuple[int, ...] = (10, 25, 50, 100, 150, 200, 250, 300)
@@ -175,8 +178,6 @@ def phi_train_config(study: Study, epochs: int, loss_overrides: dict | None = No
     135), with the given ``PhiLossConfig`` changes."""
     import dataclasses
 
-    from searle_core.inversion import PhiLossConfig
-    from searle_core.inversion.phi_training import PhiTrainConfig
 
     if study.world is None:
         return PhiTrainConfig(epochs=epochs, loss=dataclasses.replace(PhiLossConfig(), **(loss_overrides or {})))
@@ -228,9 +229,6 @@ def train_study_phi(study: Study, oti_config: OTIConfig, epochs: int, images: in
             curve is this benchmark's).
         progress: progress bars.
     """
-    from searle_core.inversion import load_phi
-    from searle_core.inversion.phi_training import train_phi
-    from searle_core.jobs.evaluation import evaluate
 
     progress = study.progress if progress is None else progress
     targets, features = unlabeled_oti(study, oti_config, images, progress=progress)
@@ -276,7 +274,6 @@ def study_phi(study: Study, oti_steps: int, epochs: int, images: int | None = No
     """The φ a notebook uses for ``searle``: a checkpoint file when given, else one trained here
     (:func:`train_study_phi`, the same cached φ in every notebook), else ``None`` (real data
     without unlabeled images)."""
-    from searle_core.inversion import load_phi
 
     if checkpoint:
         return TrainedPhi(load_phi(checkpoint, study.backbone).to(study.backbone.device).eval(), [], 0.0, 0.0, False, 0)

@@ -19,6 +19,7 @@ import yaml
 
 from searle_core.errors import InputError, first_line, read_text
 from searle_core.paths import REPO_ROOT
+from searle_core.notebook.record import load_record, record_path
 
 #: The notebooks, in the order they run (later ones reuse what earlier ones cached).
 NOTEBOOKS: tuple[str, ...] = ("01_textual_inversion", "02_pseudo_word_visualisation", "03_training_phi",
@@ -252,7 +253,6 @@ def run_paper(profile: str | Profile, out: str | os.PathLike = "runs", figures: 
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from searle_core.notebook.record import load_record, record_path
 
     profile = profile if isinstance(profile, Profile) else load_profile(profile)
     order = [n for n in NOTEBOOKS if notebooks is None or n in notebooks]

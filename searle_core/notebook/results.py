@@ -23,6 +23,8 @@ from searle_core.retrieval.methods import MethodContext, regulariser_variant
 from searle_core.notebook.study import Study, open_study
 from searle_core.report.table import (DISPLAY_NAMES, SETTINGS_COLUMNS, Table, display_name, flatten, row_settings, settings_line,
                     settings_record, table_row, variant_notes)
+from searle_core.baselines.palavra import PalavraConfig
+from searle_core.baselines.pic2word import Pic2WordConfig
 
 #: Methods that need a network trained on unlabeled images when no checkpoint is given.
 TRAINED_METHODS = ("searle", "pic2word", "palavra")
@@ -145,8 +147,6 @@ def _size_baselines(ctx, epochs: int, images: int) -> None:
     """Smaller Pic2Word / PALAVRA training (a smoke run's knobs); 0 keeps the default."""
     import dataclasses
 
-    from searle_core.baselines.palavra import PalavraConfig
-    from searle_core.baselines.pic2word import Pic2WordConfig
 
     if epochs:
         ctx.extras["pic2word_config"] = dataclasses.replace(Pic2WordConfig(), epochs=epochs)

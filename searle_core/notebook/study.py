@@ -19,6 +19,14 @@ from searle_core.inversion import OTIConfig, Phi
 from searle_core.retrieval.methods import MethodContext
 from searle_core.concepts import Vocabulary
 from searle_core.retrieval.features import image_features
+from searle_core.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
+from searle_core.opening import RANDOM_WEIGHTS, configure_for_dataset, open_backbone
+from searle_core.datasets import ImageFolderSource, load_benchmark
+from searle_core.plotting import RetrievalExample
+from searle_core.datasets.shapes.opening import world_vocabulary, world_setup
+from searle_core.datasets.shapes import training_vocabulary, caption_for, ShapesWorld, WorldConfig
+from searle_core.inversion.nearest import word_token_ids
+from searle_core.retrieval.evaluate import gallery_features
 
 
 @dataclass
@@ -75,14 +83,12 @@ class Study:
     def caption(self, name: str) -> str:
         """A readable description of an image: the world's canonical caption, else its name."""
         if self.world is not None:
-            from searle_core.datasets.shapes import caption_for
             return caption_for(self.world.attributes(name))
         return name
 
     def gallery(self) -> dict[str, torch.Tensor]:
         """Gallery features as ``pipeline.gallery_features`` returns them (computed once)."""
         if self._gallery is None:
-            from searle_core.retrieval.evaluate import gallery_features
             self._gallery = gallery_features(self.backbone, self.bench, self.progress)
         return self._gallery
 
@@ -161,7 +167,6 @@ class Study:
             captions: override the captions shown (default: the queries' relative captions).
             truths: override what counts as a hit (default: the queries' ground truths).
         """
-        from searle_core.plotting import RetrievalExample
 
         full = len(rankings) == len(self.bench.queries) and len(query_indices) != len(rankings)
         rows = []
@@ -179,11 +184,9 @@ def load_vocabulary(dataset: str, backbone: str, concepts_path: str = "", phrase
     """The regulariser's vocabulary: the world's for ``shapes``; for real data the Open Images CSV
     with the authors' phrase pickle (or offline template phrases without one); ``None`` without a CSV."""
     if dataset == "shapes" or backbone == "shapes-clip":
-        from searle_core.datasets.shapes.opening import world_vocabulary
         return world_vocabulary()
     if not concepts_path:
         return None
-    from searle_core.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
     concepts = load_concepts_csv(concepts_path)
     bank = filter_phrase_bank(load_phrase_pickle(phrases_path) if phrases_path else template_phrases(concepts))
     # Association runs over the whole vocabulary; concepts without usable phrases are skipped afterwards.
@@ -214,18 +217,13 @@ def open_study(dataset: str = "shapes", quick: bool = True, backbone: str = "sha
         preprocess: ``None`` for the dataset's default (:mod:`searle_core.opening`, as the CLI:
             targetpad 1.25), or ``clip``/``targetpad``.
     """
-    from searle_core.opening import RANDOM_WEIGHTS, configure_for_dataset, open_backbone
 
     random_weights = str(pretrained).lower() in RANDOM_WEIGHTS
     if dataset == "shapes":
-        from searle_core.datasets.shapes import training_vocabulary
-        from searle_core.inversion.nearest import word_token_ids
-        from searle_core.datasets.shapes.opening import world_setup
 
         if backbone != "shapes-clip":
             raise ValueError("the shapes world is studied with its own CLIP: backbone 'shapes-clip'")
         if random_weights:  # the world CLIP's architecture with seeded random weights (smoke runs): no training
-            from searle_core.datasets.shapes import ShapesWorld, WorldConfig
 
             world = ShapesWorld(WorldConfig.quick() if quick else WorldConfig())
             model = open_backbone(backbone, pretrained, device, seed)
@@ -236,7 +234,6 @@ def open_study(dataset: str = "shapes", quick: bool = True, backbone: str = "sha
         return Study(dataset, model, bench, load_vocabulary(dataset, backbone),
                      word_token_ids(model, training_vocabulary()), world, (world.images, world.pretrain_names()),
                      seed, progress)
-    from searle_core.datasets import ImageFolderSource, load_benchmark
 
     if not dataset_path:
         raise ValueError(f"dataset {dataset!r} needs dataset_path: its folder in the authors' layout")

@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
+from searle_core.report.table import DISPLAY_NAMES
 
 #: One colour per method everywhere, so a reader learns them once (colour-blind safe tab10 order).
 METHOD_COLOURS: dict[str, str] = {
@@ -35,7 +36,6 @@ def method_colour(method: str) -> str:
 
 def method_label(method: str) -> str:
     """The paper's name of a method ("searle-oti" -> "SEARLE-OTI")."""
-    from searle_core.report.table import DISPLAY_NAMES
 
     return DISPLAY_NAMES.get(method, method)
 

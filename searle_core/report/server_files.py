@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Callable
 
 from searle_core.report.submission import cirr_subset_rankings, write_circo_submission, write_cirr_submission
+from searle_core.datasets import load_benchmark
+from searle_core.notebook.inversions import prefill_oti
+from searle_core.jobs.evaluation import evaluate
 
 #: The split each server scores.
 TEST_SPLITS: dict[str, str] = {"cirr": "test1", "circo": "test"}
@@ -51,9 +54,6 @@ def write_test_submissions(settings: list, folder: str | Path, log: Callable[[st
     Returns:
         The paths written (empty when no setting is on CIRR or CIRCO).
     """
-    from searle_core.datasets import load_benchmark
-    from searle_core.notebook.inversions import prefill_oti
-    from searle_core.jobs.evaluation import evaluate
 
     folder = Path(folder)
     written: list[Path] = []

@@ -17,6 +17,11 @@ from pathlib import Path
 from searle_core.backbone import Backbone
 from searle_core.datasets.base import CIRBenchmark
 from searle_core.retrieval.methods import MethodContext
+from searle_core.device import EVAL_PRECISION, training_precision
+from searle_core.retrieval.features import preprocess_name
+from searle_core.retrieval.evaluate import gallery_features
+from searle_core.jobs.evaluation import evaluate
+from searle_core.retrieval.methods import BASE_METHODS, EXTRA_METHODS, regulariser_variant
 
 #: The rows of the paper's tables, in its order.
 TABLE_METHODS: tuple[str, ...] = ("image-only", "text-only", "image+text", "captioning", "palavra", "pic2word",
@@ -163,8 +168,6 @@ def settings_record(backbone: Backbone, ctx: MethodContext) -> dict:
     the trained networks' (fp16 autocast + GradScaler on CUDA by default, fp32 on CPU);
     ``phi_epoch`` and ``phi_source``: the φ that ``searle`` used, when there is one.
     """
-    from searle_core.device import EVAL_PRECISION, training_precision
-    from searle_core.retrieval.features import preprocess_name
 
     phi = ctx.phi
     return {"preprocess": preprocess_name(backbone), "eval_precision": EVAL_PRECISION,
@@ -195,13 +198,9 @@ def build_table(bench: CIRBenchmark, backbone: Backbone, ctx: MethodContext | No
         methods: rows, in order.
         progress: print each method's result as it finishes.
     """
-    from searle_core.retrieval.evaluate import gallery_features
-    from searle_core.jobs.evaluation import evaluate
 
     if any(q.target is None for q in bench.queries):
         raise ValueError(f"{bench.name} {bench.split} has no ground truths (a test split): the table needs metrics")
-    from searle_core import baselines  # noqa: F401  (registers captioning, pic2word, palavra)
-    from searle_core.retrieval.methods import BASE_METHODS, EXTRA_METHODS, regulariser_variant
 
     known = list(BASE_METHODS) + sorted(EXTRA_METHODS)
     unknown = [m for m in methods if m not in known]
