@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from searle_core.files import atomic_save
 from searle_core.jobs import trained
 from searle_core.baselines import (CAPTION_PROMPT, HFCaptioner, PalavraConfig, Pic2WordConfig, Pic2WordMapper,
                                    WorldCaptioner, load_mapper, palavra_contrastive_loss, pic2word_loss)
@@ -35,16 +36,10 @@ def quick_world():
 
 def tiny_context(**extras) -> MethodContext:
     """Every training knob turned down to a few steps: these tests check wiring, not accuracy."""
-    from searle_core.inversion.phi import PhiLossConfig
     from searle_core.datasets.shapes.opening import world_vocabulary
 
     defaults = {"pic2word_config": Pic2WordConfig(epochs=1), "palavra_config": PalavraConfig(epochs=1, steps=2)}
-    try:
-        from searle_core.inversion.phi_training import PhiTrainConfig
-        defaults["phi_config"] = PhiTrainConfig(epochs=1, loss=PhiLossConfig(top_concepts=15))
-    except ImportError:  # pragma: no cover - φ training lives in its own module
-        pass
-    return MethodContext(vocabulary=world_vocabulary(), oti_config=OTIConfig(steps=2), progress=False,
+    return MethodContext(vocabulary=world_vocabulary(), oti_config=OTIConfig(steps=2), progress=False, phi_epochs=1,
                          extras={**defaults, **extras})
 
 
@@ -187,20 +182,22 @@ def test_artifact_names_change_with_weights_data_and_config(random_backbone):
     assert path != trained.artifact_path("pic2word", other_weights, "data", Pic2WordConfig())
 
 
-def test_world_oti_tokens_resume_from_finished_batches(quick_world):
+def test_unlabeled_oti_tokens_resume_from_finished_batches(quick_world):
     world, bb = quick_world
     config = OTIConfig(steps=1, lambda_gpt=0.0)
-    path = trained.artifact_path("oti-tokens", bb, trained.world_data_id(world),
-                                   {"oti": config, "seed": 42, "batch_size": 250,
-                                    "vocabulary": trained.vocabulary_id(tiny_context().vocabulary)})
     names = world.pretrain_names()
+    unlabeled = trained.Unlabeled(world.images, names, world.config.cache_key())
+    path = trained.artifact_path("oti-unlabeled", bb, unlabeled.data_id,
+                                 {"oti": config, "seed": 42, "batch_size": 250, "vocabulary": None})
     marker = torch.full((bb.token_dim,), 7.0)
-    trained.save_atomic({n: marker for n in names[:250]}, path.with_name(f"{path.stem}.partial.pt"))
-    out = trained.world_oti_tokens(bb, world, config, batch_size=250, progress=False)
+    atomic_save({n: marker for n in names[:250]}, path.with_name(f"{path.stem}.partial.pt"))
+    vocabulary = tiny_context().vocabulary
+    out = trained.unlabeled_oti_tokens(bb, unlabeled, config, vocabulary, batch_size=250, progress=False)
     assert out.path == path and out.trained_now
     assert torch.equal(out.content["tokens"][0], marker) and not torch.equal(out.content["tokens"][-1], marker)
     assert not path.with_name(f"{path.stem}.partial.pt").exists()
-    assert trained.world_oti_tokens(bb, world, config, batch_size=250, progress=False).trained_now is False
+    assert trained.unlabeled_oti_tokens(bb, unlabeled, config, vocabulary, batch_size=250,
+                                        progress=False).trained_now is False
 
 
 # ---- captioners ------------------------------------------------------------------------------------

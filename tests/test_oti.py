@@ -105,11 +105,11 @@ def test_invert_images_resumed_equals_uninterrupted(random_backbone):
     cfg = OTIConfig(steps=6, templates=CONFIG.templates)
     seen = []
     full = invert_images(random_backbone, feats, names, concepts, BANK, cfg, batch_size=2, progress=False,
-                         on_batch=lambda b, batch, tokens: seen.append(b))
+                         on_batch=lambda batch: seen.append(batch.index))
     assert seen == [0, 1, 2]
     first = {n: full[n] for n in names[:2]}
     resumed_batches = []
     resumed = invert_images(random_backbone, feats, names, concepts, BANK, cfg, batch_size=2, progress=False,
-                            done=first, on_batch=lambda b, batch, tokens: resumed_batches.append(b))
+                            done=first, on_batch=lambda batch: resumed_batches.append(batch.index))
     assert resumed_batches == [1, 2]
     assert all(torch.equal(full[n], resumed[n]) for n in names)

@@ -106,8 +106,9 @@ def test_phi_is_given_raw_encode_image_features(tiny_study):
 
 
 def test_phi_trains_on_raw_features(tiny_study, monkeypatch):
-    from searle_core.notebook import inversions
     from searle_core.inversion import phi_training
+    from searle_core.jobs import trained as trained_module
+    from searle_core.notebook import inversions
 
     seen = {}
 
@@ -115,7 +116,7 @@ def test_phi_trains_on_raw_features(tiny_study, monkeypatch):
         seen["features"] = image_features.clone()
         return phi_training.PhiTrainingResult(Phi.for_backbone(backbone).eval(), [])
 
-    monkeypatch.setattr(inversions, "train_phi", spy)  # where it is called
+    monkeypatch.setattr(trained_module, "train_phi", spy)  # where the one φ recipe calls it
     trained = inversions.train_study_phi(tiny_study, OTIConfig(steps=1), epochs=1, images=6, validate=False)
     names = list(tiny_study.unlabeled[1])[:6]
     torch.testing.assert_close(seen["features"], tiny_study.raw_features(names, tiny_study.unlabeled[0]))

@@ -14,6 +14,7 @@ gradients over the W ranks, which gives exactly the single-process gradient (up 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import time
@@ -60,6 +61,52 @@ class PhiTrainConfig:
     dropout: float = 0.5
     seed: int = 42
     precision: str = "auto"
+
+
+#: Concepts φ's regulariser draws from on the world. The paper's top-150 of 20,931 concepts is
+#: 0.7% of its vocabulary; top-150 of the world's 135 would be every concept, true or not, so the
+#: world uses OTI's top-15 (which holds an image's 6 true concepts and their nearest neighbours).
+WORLD_PHI_TOP_CONCEPTS = 15
+#: φ's batch on the shapes world: its hundreds of unlabeled images would be one or two batches of the
+#: paper's 256 per epoch, so a small batch gives φ optimiser steps (the contrastive loss still sees
+#: 63 negatives per image).
+WORLD_PHI_BATCH = 64
+#: φ's epochs and unlabeled images on the world by default, for ``searle evaluate``/``table`` and the
+#: ``shapes`` profile alike (a test holds them equal), so the CLI and notebook 4 train the same φ.
+#: 40 epochs of 8 batches of 64: the level of the OTI tokens it distils on the default world, in a
+#: minute or two of one CPU core after the targets' OTI.
+WORLD_PHI_EPOCHS = 40
+WORLD_PHI_IMAGES = 500
+
+
+@dataclass(frozen=True)
+class PhiRecipe:
+    """How φ is trained from unlabeled images: the same for the CLI, the tables and every notebook.
+
+    Args:
+        epochs: φ's epochs (the paper: 100).
+        images: train on the first this many unlabeled images (0: all of them).
+        world: the ``shapes`` world's sizes (:data:`WORLD_PHI_BATCH`, :data:`WORLD_PHI_TOP_CONCEPTS`)
+            instead of the paper's batch of 256 and top-150 concepts.
+    """
+
+    epochs: int = 100
+    images: int = 0
+    world: bool = False
+
+    @classmethod
+    def for_world(cls, epochs: int | None = None, images: int | None = None) -> "PhiRecipe":
+        """The ``shapes`` world's recipe (defaults :data:`WORLD_PHI_EPOCHS`, :data:`WORLD_PHI_IMAGES`)."""
+        return cls(WORLD_PHI_EPOCHS if epochs is None else epochs, WORLD_PHI_IMAGES if images is None else images,
+                   world=True)
+
+    def train_config(self, loss_overrides: dict | None = None) -> PhiTrainConfig:
+        """φ's training config: the paper's with these epochs (and the world's sizes), plus ablation changes."""
+        if not self.world:
+            return PhiTrainConfig(epochs=self.epochs, loss=dataclasses.replace(PhiLossConfig(), **(loss_overrides or {})))
+        loss = PhiLossConfig(top_concepts=WORLD_PHI_TOP_CONCEPTS)
+        return PhiTrainConfig(epochs=self.epochs, batch_size=WORLD_PHI_BATCH,
+                              loss=dataclasses.replace(loss, **(loss_overrides or {})))
 
 
 @dataclass

@@ -20,30 +20,32 @@ from searle_core.baselines.pic2word import Pic2WordConfig, Pic2WordMapper, load_
 from searle_core.baselines.training import unlabeled_images, world_of
 from searle_core.datasets.base import CIRBenchmark
 from searle_core.inversion import Phi, load_phi
-from searle_core.jobs.trained import (artifact_path, describe, load_or_train, record_training, vocabulary_id,
-                                      world_phi_artifact)
+from searle_core.datasets.shapes.opening import world_vocabulary
+from searle_core.inversion.phi_training import PhiRecipe
+from searle_core.jobs.trained import (Unlabeled, artifact_path, describe, load_or_train, record_training, unlabeled_phi,
+                                      vocabulary_id)
 from searle_core.retrieval.evaluate import Evaluation, run_method
 from searle_core.retrieval.methods import MethodContext
 
 
 def world_phi(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> Phi | None:
-    """φ for ``searle`` on the ``shapes`` world, trained on first use (``None`` on real datasets).
+    """φ for ``searle`` on the ``shapes`` world (``None`` on real datasets), trained on first use.
 
-    Trained from OTI tokens of the world's unlabeled images with ``ctx``'s OTI settings, vocabulary
-    and seed; ``ctx.extras["phi_config"]`` overrides φ's training config.
+    :func:`searle_core.jobs.trained.unlabeled_phi` with the world's recipe sized by ``ctx.phi_epochs``
+    and ``ctx.phi_images``, from OTI tokens of the world's unlabeled images with ``ctx``'s OTI settings,
+    vocabulary and seed: the φ notebooks 2-5 train with the same settings.
     """
     world = world_of(bench)
     if world is None:
         return None  # real datasets: retrieval.methods says how to get φ
     start = time.perf_counter()
-    artifact = world_phi_artifact(backbone, world, config=ctx.extras.get("phi_config"), oti_config=ctx.oti_config,
-                                  vocabulary=ctx.vocabulary, seed=ctx.seed, oti_batch_size=ctx.oti_batch_size,
-                                  progress=ctx.progress)
+    unlabeled = Unlabeled(world.images, world.pretrain_names(), world.config.cache_key())
+    trained = unlabeled_phi(backbone, unlabeled, PhiRecipe.for_world(ctx.phi_epochs, ctx.phi_images), ctx.oti_config,
+                            ctx.vocabulary or world_vocabulary(), ctx.seed, ctx.oti_batch_size, ctx.progress)
     # φ's cost includes the OTI of its unlabeled images (its distillation targets).
-    meta = artifact.meta
-    record_training(ctx.extras, "searle", artifact, time.perf_counter() - start,
-                    (meta.get("train_seconds") or 0.0) + (meta.get("oti_train_seconds") or 0.0))
-    return load_phi(artifact.path, backbone)
+    record_training(ctx.extras, "searle", trained.artifact, time.perf_counter() - start,
+                    trained.train_seconds + trained.oti_seconds)
+    return trained.phi
 
 
 def pic2word_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> Pic2WordMapper:

@@ -17,7 +17,6 @@ uninterrupted process (bit for bit on CPU).
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +24,12 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from searle_core.backbone import Backbone
 from searle_core.datasets.base import ImageSource
 from searle_core.device import training_precision
-from searle_core.inversion import OTIConfig, oti
-from searle_core.inversion.batch import batch_seed
-from searle_core.inversion.regularizer import StablePhraseFeatures
+from searle_core.inversion import OTIConfig
+from searle_core.inversion.batch import InvertedBatch, invert_images
 from searle_core.retrieval.features import image_features, weights_key
 from searle_core import distributed as dist
 from searle_core.errors import load_torch_file
@@ -259,18 +256,11 @@ def _invert(backbone: Backbone, inputs: RunInputs, bank, folder: Path, config: O
     names, bs = inputs.names, config.batch_size
     batches = [list(range(s, min(s + bs, len(names)))) for s in range(0, len(names), bs)]
     todo = [b for b in dist.shard_indices(len(batches)) if not all(names[i] in done for i in batches[b])]
-    phrases = None
-    if bank is not None and inputs.concepts is not None:
-        phrases = StablePhraseFeatures(backbone, [c[:config.oti.top_concepts] for c in inputs.concepts], bank,
-                                       precision=config.oti.precision)
     session = uuid.uuid4().hex[:8]
     new: dict[str, torch.Tensor] = {}
     pending: dict[str, torch.Tensor] = {}
     log: list[dict] = []
     pending_log: list[dict] = []
-    bar = tqdm(total=sum(len(batches[b]) for b in todo), unit="img", dynamic_ncols=True,
-               desc=f"OTI rank 0/{dist.world_size()}" if dist.world_size() > 1 else "OTI",
-               disable=not progress or not dist.is_main())
 
     def flush() -> None:
         if pending:
@@ -279,32 +269,27 @@ def _invert(backbone: Backbone, inputs: RunInputs, bank, folder: Path, config: O
             pending.clear()
             pending_log.clear()
 
+    def record(batch: InvertedBatch) -> None:
+        row = {"batch": batch.index, "rank": dist.rank(), "images": len(batch.names), "seconds": batch.seconds,
+               "images_per_s": len(batch.names) / batch.seconds,
+               **{k: v[-1] for k, v in batch.result.history.items() if v}}
+        new.update(zip(batch.names, batch.tokens))
+        pending.update(zip(batch.names, batch.tokens))
+        log.append(row)
+        pending_log.append(row)
+        if len(log) % checkpoint_every == 0:
+            flush()
+        if on_batch is not None:
+            on_batch(batch.index, batch.names, batch.tokens)
+
     try:
-        for count, b in enumerate(todo, 1):
-            rows = batches[b]
-            batch_names = [names[i] for i in rows]
-            began = time.perf_counter()
-            # OTI's targets are the normalised features, as searle-oti's (cosine ignores the scale).
-            result = oti(backbone, F.normalize(inputs.features[rows].float(), dim=-1),
-                         [inputs.concepts[i] for i in rows] if phrases else None,
-                         bank, config.oti, seed=batch_seed(config.seed, batch_names),
-                         phrase_cache=phrases.cache() if phrases else None)
-            tokens = result.tokens.float().cpu()
-            seconds = time.perf_counter() - began
-            row = {"batch": b, "rank": dist.rank(), "images": len(rows), "seconds": seconds,
-                   "images_per_s": len(rows) / seconds, **{k: v[-1] for k, v in result.history.items() if v}}
-            new.update(zip(batch_names, tokens))
-            pending.update(zip(batch_names, tokens))
-            log.append(row)
-            pending_log.append(row)
-            if count % checkpoint_every == 0:
-                flush()
-            bar.update(len(rows))
-            if on_batch is not None:
-                on_batch(b, batch_names, tokens)
+        # OTI's targets are the normalised features, as searle-oti's (cosine ignores the scale).
+        invert_images(backbone, F.normalize(inputs.features.float(), dim=-1), names,
+                      inputs.concepts if bank is not None else None, bank, config.oti, bs, config.seed,
+                      progress=progress and dist.is_main(), done=done, on_batch=record, batches=todo,
+                      desc=f"OTI rank 0/{dist.world_size()}" if dist.world_size() > 1 else "OTI")
     finally:
         flush()  # an interruption keeps every finished batch
-        bar.close()
     return new, log
 
 

@@ -15,7 +15,6 @@ the authors' φ layout, so :func:`~searle_core.inversion.load_phi` reads ours to
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,20 +23,19 @@ from typing import Any, Callable
 import torch
 
 from searle_core.backbone import Backbone
-from searle_core.baselines.training import world_data_id
+from searle_core.datasets.base import ImageSource
 from searle_core.paths import cache_dir
-from searle_core.files import digest, jsonable
+from searle_core.files import atomic_save, atomic_write_text, digest, jsonable
 from searle_core.retrieval.features import weights_key, preprocess_name, image_features
 from searle_core.inversion import OTIConfig, load_phi
-from searle_core.inversion.batch import invert_images
-from searle_core.datasets.shapes.opening import world_vocabulary
-from searle_core.inversion.phi import PhiLossConfig
-from searle_core.inversion.phi_training import PhiTrainConfig, train_phi
+from searle_core.inversion.batch import InvertedBatch, invert_images
+from searle_core.inversion.phi_training import PhiRecipe, train_phi
 from searle_core.errors import load_torch_file
 
 #: Bumped when a saved format or a training procedure changes, so old files are not reused
-#: (2: φ takes raw image features; keys name the preprocessing; OTI/φ precision settings).
-ARTIFACT_VERSION = 2
+#: (2: φ takes raw image features; keys name the preprocessing; OTI/φ precision settings;
+#: 3: one OTI loop and one φ recipe for the CLI and the notebooks).
+ARTIFACT_VERSION = 3
 
 
 def models_dir() -> Path:
@@ -65,15 +63,6 @@ def preprocess_key(backbone: Backbone) -> str:
     """The name of the backbone's image preprocessing (``targetpad``, ``clip``, ...)."""
 
     return preprocess_name(backbone)
-
-
-def save_atomic(obj: dict, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename (atomic on POSIX)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A per-process temporary name, so two processes training the same artifact never share one.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -112,11 +101,8 @@ def load_or_train(path: Path, train: Callable[[], dict], meta: dict | None = Non
     content["meta"] = jsonable({**(meta or {}), **content.get("meta", {}),
                              "train_seconds": round(time.perf_counter() - start, 2),
                              "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "version": ARTIFACT_VERSION})
-    save_atomic(content, path)
-    sidecar = path.with_suffix(".json")
-    tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(content["meta"], indent=1))
-    os.replace(tmp, sidecar)
+    atomic_save(content, path)
+    atomic_write_text(json.dumps(content["meta"], indent=1), path.with_suffix(".json"))
     return Artifact(path, content, trained_now=True)
 
 
@@ -127,33 +113,40 @@ def describe(backbone: Backbone, data_id: str, config: Any) -> dict:
             "data": data_id, "config": jsonable(config)}
 
 
-# ---- φ for the shapes world ------------------------------------------------------------------------
-#: φ's epochs on the shapes world: the paper's 100. The default world's 2,000 unlabeled images are
-#: 8 batches of 256 per epoch, 800 steps in all: a few minutes on one CPU core (the OTI of those
-#: images, φ's targets, costs more than φ itself); the quick world's 500 images take about a
-#: minute. Measured on the quick world: 40 epochs left φ (and Pic2Word) visibly under-trained,
-#: 100 reached the level of the OTI tokens it distils, 300 did not improve φ further.
-WORLD_PHI_EPOCHS = 100
-#: Concepts φ's regulariser draws from on the world. The paper's top-150 of 20,931 concepts is
-#: 0.7% of its vocabulary; top-150 of the world's 135 would be every concept, true or not, so the
-#: world uses OTI's top-15 (which holds an image's 6 true concepts and their nearest neighbours).
-WORLD_PHI_TOP_CONCEPTS = 15
-
-
+# ---- φ from unlabeled images: the one recipe ------------------------------------------------------
 def vocabulary_id(vocabulary) -> str:
     """Hash of a vocabulary's concepts and phrases (the regulariser's inputs)."""
     return digest(vocabulary.concepts, sorted(vocabulary.phrase_bank.items()))
 
 
-def world_oti_tokens(backbone: Backbone, world, oti_config=None, vocabulary=None, seed: int = 42,
-                     batch_size: int = 32, progress: bool = True) -> Artifact:
-    """OTI tokens of the world's unlabeled images (φ's distillation targets), cached.
+@dataclass
+class Unlabeled:
+    """The unlabeled images φ trains on (the paper: ImageNet1K test; ``shapes``: the pretrain images).
 
     Args:
-        backbone: the world CLIP.
-        world: a ``ShapesWorld``; its ``pretrain_names()`` are the unlabeled images.
-        oti_config: OTI settings (default: the paper's); the same OTI as ``searle-oti``.
-        vocabulary: concepts and phrases for OTI's regulariser (default: the world's).
+        source: where they are read.
+        names: which of them, in order.
+        source_id: names the source in cache keys (a world's cache key, a folder's path).
+    """
+
+    source: ImageSource
+    names: list[str]
+    source_id: str
+
+    @property
+    def data_id(self) -> str:
+        return "unlabeled-" + digest(self.source_id, self.names)
+
+
+def unlabeled_oti_tokens(backbone: Backbone, unlabeled: Unlabeled, oti_config: OTIConfig, vocabulary,
+                         seed: int = 42, batch_size: int = 32, progress: bool = True) -> Artifact:
+    """OTI tokens of unlabeled images (φ's distillation targets), cached; an interrupted run resumes.
+
+    Args:
+        backbone: the frozen CLIP.
+        unlabeled: the images.
+        oti_config: OTI settings (the same OTI as ``searle-oti``, through ``invert_images``).
+        vocabulary: concepts and phrases for OTI's regulariser (``None``: none).
         seed: OTI seed.
         batch_size: images per OTI batch.
         progress: progress bar over images.
@@ -161,76 +154,106 @@ def world_oti_tokens(backbone: Backbone, world, oti_config=None, vocabulary=None
     Returns:
         An :class:`Artifact` whose content has ``names`` and ``tokens`` (N, token_dim).
     """
-
-    oti_config = oti_config or OTIConfig()
-    vocabulary = vocabulary or world_vocabulary()
-    config = {"oti": oti_config, "seed": seed, "batch_size": batch_size, "vocabulary": vocabulary_id(vocabulary)}
-    data_id = world_data_id(world)
-
-    path = artifact_path("oti-tokens", backbone, data_id, config)
+    regularise = oti_config.lambda_gpt > 0 and vocabulary is not None
+    config = {"oti": oti_config, "seed": seed, "batch_size": batch_size,
+              "vocabulary": vocabulary_id(vocabulary) if regularise else None}
+    path = artifact_path("oti-unlabeled", backbone, unlabeled.data_id, config)
     # Batches done so far are saved as they finish: an interrupted run resumes where it stopped
     # (batches are seeded by their image names, so the result is the same as an uninterrupted run).
     partial = path.with_name(f"{path.stem}.partial.pt")
 
     def train() -> dict:
-        names = world.pretrain_names()
-        feats = image_features(backbone, world.images, names, progress=progress)
-        concepts = vocabulary.associate(backbone, feats, oti_config.top_concepts) if oti_config.lambda_gpt > 0 else None
-        done = torch.load(partial, weights_only=True) if partial.is_file() else {}
+        names = unlabeled.names
+        feats = image_features(backbone, unlabeled.source, names, progress=progress)
+        concepts = vocabulary.associate(backbone, feats, oti_config.top_concepts) if regularise else None
+        done = load_torch_file(partial, "partial OTI run (delete it to start over)") if partial.is_file() else {}
 
-        def checkpoint(_: int, batch: list[str], batch_tokens: torch.Tensor) -> None:
-            done.update(zip(batch, batch_tokens))
-            save_atomic(dict(done), partial)
+        def checkpoint(batch: InvertedBatch) -> None:
+            done.update(zip(batch.names, batch.tokens))
+            atomic_save(dict(done), partial)
 
-        tokens = invert_images(backbone, feats, names, concepts, vocabulary.phrase_bank, oti_config, batch_size,
-                               seed, progress, done=dict(done), on_batch=checkpoint)
+        tokens = invert_images(backbone, feats, names, concepts, vocabulary.phrase_bank if regularise else None,
+                               oti_config, batch_size, seed, progress, done=dict(done), on_batch=checkpoint)
         return {"names": names, "tokens": torch.stack([tokens[n] for n in names])}
 
-    artifact = load_or_train(path, train, describe(backbone, data_id, config))
+    artifact = load_or_train(path, train, describe(backbone, unlabeled.data_id, config))
     partial.unlink(missing_ok=True)
     return artifact
 
 
-def world_phi_artifact(backbone: Backbone, world, config=None, oti_config=None, vocabulary=None, seed: int = 42,
-                       oti_batch_size: int = 32, progress: bool = True) -> Artifact:
-    """φ trained on the world's unlabeled images from their OTI tokens, cached (the paper's recipe).
+@dataclass
+class TrainedPhi:
+    """φ and how it came to be.
 
     Args:
-        backbone: the world CLIP.
-        world: a ``ShapesWorld``.
-        config: a ``PhiTrainConfig`` (default: the paper's, with :data:`WORLD_PHI_EPOCHS` epochs and
-            :data:`WORLD_PHI_TOP_CONCEPTS` regulariser concepts).
-        oti_config: OTI settings of the distillation targets (as ``searle-oti`` uses).
-        vocabulary: concepts and phrases (default: the world's).
-        seed: OTI seed (φ's own seed is ``config.seed``).
-        oti_batch_size: images per OTI batch.
-        progress: progress bars (OTI over images, then φ's epochs).
+        phi: the network (eval mode, on the backbone's device).
+        history: one row per epoch (losses, seconds, validation metrics when validated).
+        train_seconds: φ's training time when it ran.
+        oti_seconds: the OTI of its unlabeled images (its targets) when it ran.
+        trained_now: whether this call trained φ.
+        n_images: unlabeled images it was trained on.
+        artifact: its cached file.
     """
 
-    config = config or PhiTrainConfig(epochs=WORLD_PHI_EPOCHS, loss=PhiLossConfig(top_concepts=WORLD_PHI_TOP_CONCEPTS))
-    vocabulary = vocabulary or world_vocabulary()
-    targets = world_oti_tokens(backbone, world, oti_config, vocabulary, seed, oti_batch_size, progress)
-    data_id = f"{world_data_id(world)}-oti-{targets.path.stem}"
-    key = {"phi": config, "vocabulary": vocabulary_id(vocabulary)}
+    phi: torch.nn.Module
+    history: list[dict]
+    train_seconds: float
+    oti_seconds: float
+    trained_now: bool
+    n_images: int
+    artifact: Artifact | None = None
+
+
+def unlabeled_phi(backbone: Backbone, unlabeled: Unlabeled, recipe: PhiRecipe, oti_config: OTIConfig, vocabulary,
+                  seed: int = 42, oti_batch_size: int = 32, progress: bool = True,
+                  loss_overrides: dict | None = None, rows: list[int] | None = None,
+                  validate: Callable | None = None, validated_on: str | None = None) -> TrainedPhi:
+    """φ distilled from the OTI tokens of unlabeled images (SEARLE, Sec. 4.2), cached: the one φ recipe.
+
+    Args:
+        backbone: the frozen CLIP.
+        unlabeled: the images (``recipe.images`` > 0 keeps the first that many).
+        recipe: epochs and sizes.
+        oti_config: OTI of the targets (the same as ``searle-oti``'s, so the caches are shared).
+        vocabulary: concepts and phrases (OTI's and φ's regularisers).
+        seed: OTI seed (φ's own seed is its training config's).
+        oti_batch_size: images per OTI batch.
+        progress: progress bars (OTI over images, then φ's epochs).
+        loss_overrides: ``PhiLossConfig`` changes (ablations).
+        rows: train on these rows of the images only (the data ablation's nested subsets).
+        validate: called with φ after every epoch; its metrics join the history (not part of the cache
+            key: it does not change training).
+        validated_on: names what ``validate`` scores; a cached φ validated on something else (or not at
+            all) is trained again (the same φ) so that its curve is this one's.
+    """
+    if recipe.images:
+        unlabeled = Unlabeled(unlabeled.source, list(unlabeled.names)[:recipe.images], unlabeled.source_id)
+    targets = unlabeled_oti_tokens(backbone, unlabeled, oti_config, vocabulary, seed, oti_batch_size, progress)
+    names = list(targets.content["names"])
+    rows = list(range(len(names))) if rows is None else rows
+    config = recipe.train_config(loss_overrides)
+    data_id = "phi-" + digest([names[i] for i in rows], targets.path.stem)
+    key = {"phi": config, "vocabulary": vocabulary_id(vocabulary) if vocabulary is not None else None,
+           "oti": oti_config}
 
     def train() -> dict:
-        names = targets.content["names"]
-        feats = image_features(backbone, world.images, names, progress=progress, normalize=False)  # φ's input: raw
-        concepts = vocabulary.associate(backbone, feats, config.loss.top_concepts)
-        result = train_phi(backbone, feats, targets.content["tokens"], concepts, vocabulary.phrase_bank, config,
-                           progress=progress)
-        meta = {"history": result.history[-1:] if result.history else [],
-                "oti_train_seconds": targets.meta.get("train_seconds")}
-        return {"Phi": result.phi.cpu().state_dict(), "epoch": config.epochs, "meta": meta}
+        feats = image_features(backbone, unlabeled.source, [names[i] for i in rows], progress=progress,
+                               normalize=False)  # φ's input: raw encode_image features
+        concepts = vocabulary.associate(backbone, feats, config.loss.top_concepts) if vocabulary is not None else None
+        result = train_phi(backbone, feats, targets.content["tokens"][rows], concepts,
+                           vocabulary.phrase_bank if vocabulary is not None else None, config,
+                           validate=validate, progress=progress)
+        return {"Phi": result.phi.cpu().state_dict(), "epoch": config.epochs,
+                "meta": {"history": result.history, "validated_on": validated_on if validate else None}}
 
     path = artifact_path("phi", backbone, data_id, key)
-    return load_or_train(path, train, describe(backbone, data_id, key))
-
-
-def world_phi(backbone: Backbone, world, **kwargs) -> "torch.nn.Module":
-    """φ for the world (see :func:`world_phi_artifact` for the arguments), in eval mode."""
-
-    return load_phi(world_phi_artifact(backbone, world, **kwargs).path, backbone)
+    artifact = load_or_train(path, train, describe(backbone, data_id, key))
+    if validate is not None and artifact.meta.get("validated_on") != validated_on:
+        path.unlink()
+        artifact = load_or_train(path, train, describe(backbone, data_id, key))
+    phi = load_phi(artifact.path, backbone).to(backbone.device).eval()
+    return TrainedPhi(phi, artifact.meta.get("history", []), float(artifact.meta.get("train_seconds") or 0.0),
+                      float(targets.meta.get("train_seconds") or 0.0), artifact.trained_now, len(rows), artifact)
 
 
 def record_training(extras: dict, method: str, artifact: Artifact, spent: float,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from searle_core.notebook.inversions import SNAPSHOT_STEPS, benchmark_oti, phi_train_config, subset_indices, train_study_phi
+from searle_core.notebook.inversions import SNAPSHOT_STEPS, benchmark_oti, phi_recipe, subset_indices, train_study_phi
 from searle_core.concepts import Vocabulary
 from searle_core.jobs.evaluation import evaluate
 from searle_core.notebook.study import Study
@@ -104,7 +104,7 @@ def _oti_tokens(study: Study, variant: Variant, oti_steps: int) -> tuple[dict, f
 
 def equal_step_epochs(study: Study, epochs: int, images: int | None, fraction: float) -> int:
     """Epochs that give φ on ``fraction`` of the images as many optimiser steps as ``epochs`` on all."""
-    batch = phi_train_config(study, epochs).batch_size
+    batch = phi_recipe(study, epochs).train_config().batch_size
     n = min(images or len(study.unlabeled[1]), len(study.unlabeled[1]))
     steps = epochs * math.ceil(n / batch)
     return max(1, math.ceil(steps / math.ceil(len(subset_indices(n, fraction, study.seed)) / batch)))

@@ -19,16 +19,16 @@ import random
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from searle_core.jobs import trained
-from searle_core.inversion import OTIConfig, oti
-from searle_core.inversion.batch import batch_seed
+from searle_core.inversion import OTIConfig
+from searle_core.inversion.batch import InvertedBatch, invert_images
 from searle_core.retrieval.methods import MethodContext
 from searle_core.concepts import Vocabulary
 from searle_core.notebook.study import Study
-from searle_core.inversion import PhiLossConfig, load_phi
-from searle_core.inversion.phi_training import PhiTrainConfig, train_phi
+from searle_core.inversion import load_phi
+from searle_core.inversion.phi_training import PhiRecipe
+from searle_core.jobs.trained import TrainedPhi, Unlabeled
 from searle_core.jobs.evaluation import evaluate
 
 #: Steps at which a benchmark OTI run keeps the EMA tokens (the step ablation reads them).
@@ -73,27 +73,29 @@ def _vocabulary_key(vocabulary: Vocabulary | None) -> str | None:
 def run_oti(study: Study, names: list[str], features: torch.Tensor, config: OTIConfig,
             vocabulary: Vocabulary | None, batch_size: int = 32, snapshots: tuple[int, ...] = (),
             progress: bool = False) -> dict:
-    """OTI over ``names`` in batches seeded like ``invert_images`` (same tokens as ``searle-oti``),
-    keeping raw tokens and EMA snapshots. Returns the artifact dict."""
+    """OTI over ``names`` with :func:`~searle_core.inversion.batch.invert_images` (the tokens of
+    ``searle-oti``), keeping each image's raw tokens and its EMA tokens at the ``snapshots`` steps.
+
+    Returns:
+        The artifact dict: ``names``, ``tokens`` and ``raw`` (N, token_dim), ``snapshots`` {step: (N, token_dim)}.
+    """
     regularise = config.lambda_gpt > 0 and vocabulary is not None
     concepts = vocabulary.associate(study.backbone, features, config.top_concepts) if regularise else None
-    bank = vocabulary.phrase_bank if regularise else None
     keep = [s for s in snapshots if s < config.steps]
-    ema, raw, snaps = [], [], {s: [] for s in keep}
-    bar = tqdm(total=len(names), desc="OTI", unit="img", disable=not progress)
-    for start in range(0, len(names), batch_size):
-        batch = names[start:start + batch_size]
-        result = oti(study.backbone, features[start:start + batch_size],
-                     concepts[start:start + batch_size] if concepts else None, bank, config,
-                     seed=batch_seed(study.seed, batch), trajectory_every=1 if keep else 0)
-        ema.append(result.tokens.float().cpu())
-        raw.append(result.raw_tokens.float().cpu())
+    raw: dict[str, torch.Tensor] = {}
+    snaps: dict[int, dict[str, torch.Tensor]] = {s: {} for s in keep}
+
+    def collect(batch: InvertedBatch) -> None:
+        raw.update(zip(batch.names, batch.result.raw_tokens.float().cpu()))
         for s in keep:  # trajectory[i] is the EMA after i + 1 updates
-            snaps[s].append(result.trajectory[s - 1].float())
-        bar.update(len(batch))
-    bar.close()
-    return {"names": names, "tokens": torch.cat(ema), "raw": torch.cat(raw),
-            "snapshots": {str(s): torch.cat(v) for s, v in snaps.items()}}
+            snaps[s].update(zip(batch.names, batch.result.trajectory[s - 1].float().cpu()))
+
+    tokens = invert_images(study.backbone, features, names, concepts, vocabulary.phrase_bank if regularise else None,
+                           config, batch_size, study.seed, progress, on_batch=collect,
+                           trajectory_every=1 if keep else 0)
+    return {"names": names, "tokens": torch.stack([tokens[n] for n in names]),
+            "raw": torch.stack([raw[n] for n in names]),
+            "snapshots": {str(s): torch.stack([v[n] for n in names]) for s, v in snaps.items()}}
 
 
 def benchmark_oti(study: Study, config: OTIConfig, vocabulary: Vocabulary | None = None, batch_size: int = 32,
@@ -134,87 +136,52 @@ def prefill_oti(study: Study, ctx: MethodContext) -> OTIRun:
     return run
 
 
+def study_unlabeled(study: Study, limit: int | None = None) -> Unlabeled:
+    """The study's unlabeled images (the first ``limit`` of them), as φ's recipe takes them."""
+    if study.unlabeled is None:
+        raise ValueError("φ trains on unlabeled images: set unlabeled_path (the paper: the ImageNet1K test images)")
+    source, names = study.unlabeled
+    names = list(names)[:limit] if limit else list(names)
+    root = study.world.config.cache_key() if study.world is not None else str(getattr(source, "root", ""))
+    return Unlabeled(source, names, root)
+
+
 def unlabeled_oti(study: Study, config: OTIConfig, limit: int | None = None, batch_size: int = 32,
                   progress: bool | None = None) -> tuple[OTIRun, torch.Tensor]:
-    """OTI tokens of φ's unlabeled images (the first ``limit`` of them), cached.
+    """OTI tokens of φ's unlabeled images (the first ``limit`` of them): the targets φ distils, cached
+    (:func:`searle_core.jobs.trained.unlabeled_oti_tokens`, the same file ``searle table`` uses).
 
     Returns:
         ``(run, features)``: the tokens and the images' raw (N, embed_dim) ``encode_image`` features
         (φ's input; OTI and the concept association normalise them).
     """
-    if study.unlabeled is None:
-        raise ValueError("φ trains on unlabeled images: set unlabeled_path (the paper: the ImageNet1K test images)")
     progress = study.progress if progress is None else progress
-    source, names = study.unlabeled
-    names = list(names)[:limit] if limit else list(names)
-    root = study.world.config.cache_key() if study.world is not None else str(getattr(source, "root", ""))
-    data_id = "unlabeled-" + trained.digest(root, names)
-    key = {"oti": config, "seed": study.seed, "batch_size": batch_size,
-           "vocabulary": _vocabulary_key(study.vocabulary)}
-    features = study.features(names, source)
-
-    def train() -> dict:
-        return run_oti(study, names, features, config, study.vocabulary, batch_size, (), progress)
-
-    art = trained.load_or_train(trained.artifact_path("oti-unlabeled", study.backbone, data_id, key), train,
-                                  trained.describe(study.backbone, data_id, key))
+    unlabeled = study_unlabeled(study, limit)
+    art = trained.unlabeled_oti_tokens(study.backbone, unlabeled, config, study.vocabulary, study.seed, batch_size,
+                                       progress)
     c = art.content
-    run = OTIRun(list(c["names"]), c["tokens"], c["raw"], {}, float(art.meta.get("train_seconds") or 0.0),
+    run = OTIRun(list(c["names"]), c["tokens"], c["tokens"], {}, float(art.meta.get("train_seconds") or 0.0),
                  art.trained_now)
-    return run, study.raw_features(names, source)
+    return run, study.raw_features(unlabeled.names, unlabeled.source)
 
 
-
-#: φ's batch on the shapes world: its hundreds of unlabeled images would be one or two batches of the
-#: paper's 256 per epoch, so a small batch gives φ optimiser steps (the contrastive loss still sees
-#: 63 negatives per image).
-WORLD_PHI_BATCH = 64
-
-
-def phi_train_config(study: Study, epochs: int, loss_overrides: dict | None = None):
-    """φ's training config: the paper's, with ``epochs``; on ``shapes`` a batch of
-    :data:`WORLD_PHI_BATCH` and a regulariser drawing from OTI's top-15 concepts
-    (``trained.WORLD_PHI_TOP_CONCEPTS``: the paper's top-150 would be every concept of the world's
-    135), with the given ``PhiLossConfig`` changes."""
-    import dataclasses
-
-
-    if study.world is None:
-        return PhiTrainConfig(epochs=epochs, loss=dataclasses.replace(PhiLossConfig(), **(loss_overrides or {})))
-    loss = PhiLossConfig(top_concepts=trained.WORLD_PHI_TOP_CONCEPTS)
-    return PhiTrainConfig(epochs=epochs, batch_size=WORLD_PHI_BATCH,
-                          loss=dataclasses.replace(loss, **(loss_overrides or {})))
+def phi_recipe(study: Study, epochs: int, images: int | None = None) -> PhiRecipe:
+    """φ's recipe in a study: the world's on ``shapes``, else the paper's, with these epochs and images."""
+    if study.world is not None:
+        return PhiRecipe.for_world(epochs, images or 0)
+    return PhiRecipe(epochs, images or 0)
 
 
 #: How many times over its training φ is validated (scoring every epoch would cost more than training).
 VALIDATIONS = 10
 
 
-@dataclass
-class TrainedPhi:
-    """φ and how it came to be.
-
-    Args:
-        phi: the network (eval mode, on the backbone's device).
-        history: one row per epoch (losses, seconds, validation metrics when validated).
-        train_seconds: φ's training time when it ran.
-        oti_seconds: the OTI of its unlabeled images (its targets) when it ran.
-        trained_now: whether this call trained φ.
-        n_images: unlabeled images it was trained on.
-    """
-
-    phi: torch.nn.Module
-    history: list[dict]
-    train_seconds: float
-    oti_seconds: float
-    trained_now: bool
-    n_images: int
-
-
 def train_study_phi(study: Study, oti_config: OTIConfig, epochs: int, images: int | None = None,
                     loss_overrides: dict | None = None, fraction: float = 1.0, validate: bool = True,
                     progress: bool | None = None) -> TrainedPhi:
-    """φ trained on the OTI tokens of the study's first ``images`` unlabeled images, cached.
+    """φ trained on the OTI tokens of the study's first ``images`` unlabeled images, cached: the one
+    recipe (:func:`searle_core.jobs.trained.unlabeled_phi`), so ``searle table`` with the same settings
+    trains (or reuses) the same φ.
 
     Args:
         study: the study (its benchmark validates φ after every epoch when ``validate``).
@@ -224,20 +191,14 @@ def train_study_phi(study: Study, oti_config: OTIConfig, epochs: int, images: in
         loss_overrides: ``PhiLossConfig`` changes (ablations).
         fraction: train on a seeded, nested subset of this share of the images (data ablation).
         validate: score ``searle`` with the current φ on the benchmark :data:`VALIDATIONS` times
-            over training, the last epoch included (not part of the cache key: it does not change
-            training; a cached φ validated on another benchmark, or not at all, is retrained so its
-            curve is this benchmark's).
+            over training, the last epoch included (a cached φ validated on another benchmark, or not
+            at all, is retrained so its curve is this benchmark's).
         progress: progress bars.
     """
-
     progress = study.progress if progress is None else progress
-    targets, features = unlabeled_oti(study, oti_config, images, progress=progress)
-    rows = list(range(len(targets.names))) if fraction >= 1.0 else subset_indices(len(targets.names), fraction,
-                                                                                      study.seed)
-    config = phi_train_config(study, epochs, loss_overrides)
-    data_id = "phi-" + trained.digest([targets.names[i] for i in rows], float(targets.tokens.abs().sum()))
-    key = {"phi": config, "vocabulary": _vocabulary_key(study.vocabulary), "oti": oti_config}
-
+    unlabeled = study_unlabeled(study, images)
+    n = len(unlabeled.names)
+    rows = None if fraction >= 1.0 else subset_indices(n, fraction, study.seed)
     every = max(1, epochs // VALIDATIONS)
     calls = []
 
@@ -250,23 +211,9 @@ def train_study_phi(study: Study, oti_config: OTIConfig, epochs: int, images: in
 
     # the validation curve belongs to one benchmark: its queries, not only its name
     bench_id = trained.digest(study.bench.name, study.bench.split, [q.query_id for q in study.bench.queries])
-
-    def train() -> dict:
-        concepts = study.concepts(features[rows], config.loss.top_concepts)
-        result = train_phi(study.backbone, features[rows], targets.tokens[rows], concepts, study.phrase_bank, config,
-                           validate=check if validate else None, progress=progress)
-        return {"Phi": result.phi.cpu().state_dict(), "epoch": epochs,
-                "meta": {"history": result.history, "validated_on": bench_id if validate else None}}
-
-    path = trained.artifact_path("phi-study", study.backbone, data_id, key)
-    art = trained.load_or_train(path, train, trained.describe(study.backbone, data_id, key))
-    if validate and art.meta.get("validated_on") != bench_id:
-        # cached by a run that validated elsewhere or not at all: train again (same φ), validating here
-        path.unlink()
-        art = trained.load_or_train(path, train, trained.describe(study.backbone, data_id, key))
-    phi = load_phi(art.path, study.backbone).to(study.backbone.device).eval()
-    return TrainedPhi(phi, art.meta.get("history", []), float(art.meta.get("train_seconds") or 0.0), targets.seconds,
-                      art.trained_now, len(rows))
+    return trained.unlabeled_phi(study.backbone, unlabeled, phi_recipe(study, epochs), oti_config, study.vocabulary,
+                                 study.seed, progress=progress, loss_overrides=loss_overrides, rows=rows,
+                                 validate=check if validate else None, validated_on=bench_id if validate else None)
 
 
 def study_phi(study: Study, oti_steps: int, epochs: int, images: int | None = None, checkpoint: str = "",
@@ -282,12 +229,12 @@ def study_phi(study: Study, oti_steps: int, epochs: int, images: int | None = No
     return train_study_phi(study, study.context(oti_steps=oti_steps).oti_config, epochs, images, validate=validate)
 
 
-def use_phi(ctx: MethodContext, trained: TrainedPhi) -> None:
+def use_phi(ctx: MethodContext, phi: TrainedPhi) -> None:
     """Give ``searle`` this φ and note its training time (with its targets' OTI) for the table."""
-    ctx.phi = trained.phi
-    if trained.history:
-        ctx.extras.setdefault("train_seconds", {})["searle"] = trained.train_seconds + trained.oti_seconds
-        ctx.extras.setdefault("trained_now", {})["searle"] = trained.trained_now
+    ctx.phi = phi.phi
+    if phi.history:
+        ctx.extras.setdefault("train_seconds", {})["searle"] = phi.train_seconds + phi.oti_seconds
+        ctx.extras.setdefault("trained_now", {})["searle"] = phi.trained_now
 
 
 def subset_indices(n: int, fraction: float, seed: int) -> list[int]:

@@ -44,6 +44,9 @@ class MethodContext:
         oti_config: OTI hyper-parameters.
         oti_batch_size: images per OTI batch.
         phi: a trained φ (``searle``).
+        phi_epochs: φ's epochs when it is trained here (``searle`` on ``shapes``; default: the world's
+            recipe, :class:`~searle_core.inversion.phi_training.PhiRecipe`).
+        phi_images: the unlabeled images it trains on (0: all; default: the world's recipe).
         networks: the baselines' trained networks by method (``"pic2word"``: the mapper,
             ``"palavra"``: the pre-trained inverter), filled by :func:`searle_core.jobs.evaluation.prepare`.
         seed: run seed.
@@ -55,6 +58,8 @@ class MethodContext:
     oti_config: OTIConfig = OTIConfig()
     oti_batch_size: int = 32
     phi: Phi | None = None
+    phi_epochs: int | None = None
+    phi_images: int | None = None
     networks: dict[str, torch.nn.Module] = field(default_factory=dict)
     seed: int = 42
     progress: bool = True
