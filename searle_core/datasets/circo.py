@@ -17,20 +17,11 @@ from pathlib import Path
 
 from searle_core.errors import check_annotations, read_json
 from searle_core.datasets.base import CIRBenchmark, CIRQuery, check_paths
+from searle_core.metrics import CIRCO_SEMANTIC_ASPECTS
 from searle_core.datasets.folder import CheckImages, FileImageSource, OnMissing, resolve_missing
 
 CIRCO_SPLITS = ("val", "test")
-CIRCO_ASPECTS = (
-    "cardinality",
-    "addition",
-    "negation",
-    "direct_addressing",
-    "compare_change",
-    "comparative_statement",
-    "statement_with_conjunction",
-    "spatial_relations_background",
-    "viewpoint",
-)
+CIRCO_ASPECTS = CIRCO_SEMANTIC_ASPECTS  # the annotation's 9 semantic aspects (one list, in metrics)
 IMAGE_INFO = "COCO2017_unlabeled/annotations/image_info_unlabeled2017.json"
 CIRCO_LAYOUT = """\
 <root>/
