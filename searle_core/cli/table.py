@@ -39,7 +39,7 @@ def run_table(args: argparse.Namespace) -> int:
     backbone = load_backbone_from_args(args)
     bench = benchmark_from_args(args, backbone)
     ctx = context_from_args(args, backbone)
-    table = build_table(bench, backbone, ctx, methods, progress=not args.json)
+    table = build_table(bench, backbone, ctx, methods, progress=not args.json, phi_distilled=not args.phi_checkpoint)
     stem = f"{args.dataset}-{args.split}" + ("-quick" if args.quick and args.dataset == "shapes" else "")
     csv_path, md_path = write_table(table, Path(args.out), stem)
     written = [csv_path, md_path]
