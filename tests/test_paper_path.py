@@ -250,7 +250,7 @@ def test_one_time_definition_for_the_cli_table_and_notebook_4(tiny_study, monkey
     from searle_core.retrieval import evaluate as pipeline_module
     from searle_core.notebook import results
     from searle_core.retrieval.evaluate import Evaluation
-    from searle_core.report.table import build_table
+    from searle_core.report.evaluation import evaluate_methods
 
     def fake_evaluate(method, bench, backbone, ctx, gallery=None):
         ctx.extras.setdefault("setup_seconds", {})[method] = 7.0
@@ -259,10 +259,8 @@ def test_one_time_definition_for_the_cli_table_and_notebook_4(tiny_study, monkey
 
     monkeypatch.setattr(pipeline_module, "evaluate", fake_evaluate)
     monkeypatch.setattr(pipeline_module, "gallery_features", lambda *a, **k: {})
-    monkeypatch.setattr(results, "evaluate", fake_evaluate)
     monkeypatch.setattr(tiny_study, "gallery", lambda: {})
-    cli = build_table(tiny_study.bench, tiny_study.backbone, MethodContext(progress=False), ["pic2word"],
-                      progress=False)
+    cli = evaluate_methods(tiny_study.bench, tiny_study.backbone, ["pic2word"], MethodContext(progress=False), None)
     notebook = results.evaluate_setting(tiny_study, ["pic2word"], log=None)
     for table in (cli, notebook.table):
         assert (table.rows[0].seconds, table.rows[0].train_seconds) == (3.0, 40.0)

@@ -27,7 +27,8 @@ def register(sub) -> None:
 
 
 def run_table(args: argparse.Namespace) -> int:
-    from searle_core.report.table import build_table, settings_line, to_dict, to_text, write_table
+    from searle_core.report.evaluation import evaluate_methods
+    from searle_core.report.table import settings_line, to_dict, to_text, write_table
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     reference = args.compare_to or ("searle-oti" if "searle-oti" in methods else "none")
@@ -39,7 +40,8 @@ def run_table(args: argparse.Namespace) -> int:
     backbone = load_backbone_from_args(args)
     bench = benchmark_from_args(args, backbone)
     ctx = context_from_args(args, backbone)
-    table = build_table(bench, backbone, ctx, methods, progress=not args.json, phi_distilled=not args.phi_checkpoint)
+    table = evaluate_methods(bench, backbone, methods, ctx, log=None if args.json else print,
+                             phi_distilled=not args.phi_checkpoint)
     stem = f"{args.dataset}-{args.split}" + ("-quick" if args.quick and args.dataset == "shapes" else "")
     csv_path, md_path = write_table(table, Path(args.out), stem)
     written = [csv_path, md_path]

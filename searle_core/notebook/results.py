@@ -20,8 +20,9 @@ from searle_core.metrics.significance import Difference, compare_methods, main_m
 from searle_core.notebook.inversions import prefill_oti, study_phi, use_phi
 from searle_core.retrieval.methods import MethodContext
 from searle_core.notebook.study import Study, open_study
-from searle_core.report.table import (DISPLAY_NAMES, SETTINGS_COLUMNS, Table, build_table, display_name, flatten,
-                                      row_settings, settings_line, variant_notes)
+from searle_core.report.evaluation import evaluate_methods, method_variants
+from searle_core.report.table import (DISPLAY_NAMES, SETTINGS_COLUMNS, Table, display_name, flatten, row_settings,
+                                      settings_line, variant_notes)
 
 #: Methods that need a network trained on unlabeled images when no checkpoint is given.
 TRAINED_METHODS = ("searle", "pic2word", "palavra")
@@ -57,7 +58,7 @@ class Setting:
         return {m: display_name(m, self.variants.get(m)) for m in [*self.evaluations, *DISPLAY_NAMES]}
 
     def seconds(self, method: str) -> dict[str, float | None]:
-        """The Time and Training columns of ``method``'s row (``table.query_seconds``: query side only)."""
+        """The Time and Training columns of ``method``'s row (``evaluation.query_seconds``: query side only)."""
         row = next(r for r in self.table.rows if r.method == method)
         return {"seconds": row.seconds, "train_seconds": row.train_seconds}
 
@@ -80,7 +81,9 @@ def _skip_reason(method: str, study: Study, has_phi: bool) -> str | None:
 def evaluate_setting(study: Study, methods: list[str], oti_steps: int = 350, phi_checkpoint: str = "",
                      phi_epochs: int = 100, phi_images: int | None = None, captioner: str = "", log=print,
                      baseline_epochs: int = 0, baseline_images: int = 0) -> Setting:
-    """Every method of ``methods`` on ``study.bench`` with shared gallery features and context.
+    """Every method of ``methods`` on ``study.bench`` with shared gallery features and context: the
+    study's context, φ and cached OTI tokens prepared, then ``report.evaluation.evaluate_methods``, the
+    loop ``searle table`` runs.
 
     Args:
         study: backbone and benchmark.
@@ -107,10 +110,9 @@ def evaluate_setting(study: Study, methods: list[str], oti_steps: int = 350, phi
         ctx.extras["captioner"] = captioner
     skip = {m: reason for m in methods if (reason := _skip_reason(m, study, ctx.phi is not None))}
     prefix = f"{study.bench.name} {study.backbone.name} "
-    table = build_table(study.bench, study.backbone, ctx, methods, (lambda line: log(prefix + line)) if log else False,
-                        gallery=study.gallery, skip=skip, phi_distilled=not phi_checkpoint)
-    return Setting(study, table, table.evaluations, table.skipped,
-                   {row.method: row.variant for row in table.rows if row.variant}, ctx)
+    table = evaluate_methods(study.bench, study.backbone, methods, ctx, (lambda line: log(prefix + line)) if log else None,
+                             gallery=study.gallery, skip=skip, phi_distilled=not phi_checkpoint)
+    return Setting(study, table, table.evaluations, table.skipped, method_variants(ctx, not phi_checkpoint), ctx)
 
 
 def _size_baselines(ctx, epochs: int, images: int) -> None:
