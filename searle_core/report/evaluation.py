@@ -15,6 +15,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from searle_core import baselines  # noqa: F401  (registers captioning, pic2word, palavra)
 from searle_core.backbone import Backbone
 from searle_core.datasets.base import CIRBenchmark
 from searle_core.retrieval import evaluate as pipeline  # looked up per call: `evaluate` may move, tests replace it
@@ -55,8 +56,6 @@ def evaluate_methods(bench: CIRBenchmark, backbone: Backbone, methods: Sequence[
     """
     if any(q.target is None for q in bench.queries):
         raise ValueError(f"{bench.name} {bench.split} has no ground truths (a test split): the table needs metrics")
-    from searle_core import baselines  # noqa: F401  (registers captioning, pic2word, palavra)
-
     known = list(BASE_METHODS) + sorted(EXTRA_METHODS)
     unknown = [m for m in methods if m not in known]
     if unknown:  # before any method runs, not after an hour of OTI
