@@ -22,6 +22,7 @@ layout ``{"epoch", "Phi"}``, the OTI tokens in theirs (``ema_oti_pseudo_tokens.p
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import pickle
@@ -225,12 +226,34 @@ def circo_val(tmp_path_factory) -> Path:
     return build_circo(tmp_path_factory.mktemp("CIRCO-val"), "val", n_queries=20, distractors=30)
 
 
-def _cli_table(root: Path, out: Path, capsys, *extra) -> dict:
-    code = main(["table", "--dataset", "circo", "--dataset-path", str(root), "--split", "val", "--backbone",
-                 "shapes-clip", "--device", "cpu", "--num-workers", "0", "--no-progress", "--compare-to", "none",
-                 "--out", str(out), "--json", *map(str, extra)])
+def _cli_table(out: Path, capsys, *args) -> dict:
+    """``searle table --json`` in process on a random-weights ``shapes-clip``: method -> its JSON row."""
+    code = main(["table", "--backbone", "shapes-clip", "--device", "cpu", "--num-workers", "0", "--no-progress",
+                 "--compare-to", "none", "--out", str(out), "--json", *map(str, args)])
     assert code == 0
     return json.loads(capsys.readouterr().out.splitlines()[-1])
+
+
+def _circo_args(root: Path) -> list[str]:
+    return ["--dataset", "circo", "--dataset-path", str(root), "--split", "val"]
+
+
+def _assert_same_rows(cli: dict, table) -> None:
+    """The notebook engine's rows are the CLI's: same methods in order, metrics, variant labels."""
+    assert [row.method for row in table.rows] == list(cli)
+    for row in table.rows:
+        theirs = {k: v for k, v in cli[row.method].items() if k not in ("seconds", "train_seconds", "variant")}
+        assert row.metrics == pytest.approx(theirs, abs=1e-9), row.method
+        assert row.variant == cli[row.method].get("variant"), row.method
+
+
+def _without_times(csv_path: Path) -> list[list[str]]:
+    """A written table's CSV rows without the columns that hold this run's seconds."""
+    import csv
+
+    rows = list(csv.reader(csv_path.open()))
+    keep = [i for i, column in enumerate(rows[0]) if column not in ("seconds", "train_seconds")]
+    return [[row[i] for i in keep] for row in rows]
 
 
 def test_notebook_engine_preprocesses_as_the_cli_with_a_weights_file(circo_val, tmp_path, monkeypatch, capsys):
@@ -241,21 +264,22 @@ def test_notebook_engine_preprocesses_as_the_cli_with_a_weights_file(circo_val, 
 
     monkeypatch.setenv("SEARLE_DATA", str(tmp_path / "cache"))
     torch.save(open_backbone("shapes-clip", "none", "cpu", 5).model.state_dict(), tmp_path / "weights.pt")
-    cli = _cli_table(circo_val, tmp_path / "tables", capsys, "--pretrained", tmp_path / "weights.pt",
+    cli = _cli_table(tmp_path / "tables", capsys, *_circo_args(circo_val), "--pretrained", tmp_path / "weights.pt",
                      "--methods", "image-only")
     study = open_study("circo", backbone="shapes-clip", pretrained=str(tmp_path / "weights.pt"), device="cpu",
                        dataset_path=str(circo_val), split="val")
-    row = results.evaluate_setting(study, ["image-only"], log=None).table.rows[0]
-    assert row.metrics == pytest.approx({k: v for k, v in cli["image-only"].items() if "seconds" not in k}, abs=1e-9)
+    table = results.evaluate_setting(study, ["image-only"], log=None).table
+    _assert_same_rows(cli, table)
     clip = open_study("circo", backbone="shapes-clip", pretrained=str(tmp_path / "weights.pt"), device="cpu",
                       dataset_path=str(circo_val), split="val", preprocess="clip")
     other = results.evaluate_setting(clip, ["image-only"], log=None).table.rows[0]
-    assert other.metrics != row.metrics  # the stand-in images are not square: the preprocessing shows
+    assert other.metrics != table.rows[0].metrics  # the stand-in images are not square: the preprocessing shows
 
 
 def test_cli_table_and_notebook_engine_give_the_same_numbers(circo_val, tmp_path, monkeypatch, capsys):
-    """Same method, same settings (random-weights CLIP, seed 42, the dataset's preprocessing): the same
-    numbers from ``searle table`` and from ``open_study`` + ``results.evaluate_setting`` (notebook 4)."""
+    """Same methods, same settings (random-weights CLIP, seed 42, the dataset's preprocessing, 3 OTI
+    steps without concepts, a given φ): the same rows from ``searle table`` and from ``open_study`` +
+    ``results.evaluate_setting`` (notebook 4), which both run ``report.evaluation.evaluate_methods``."""
     from searle_core.notebook import results
     from searle_core.inversion import save_phi
     from searle_core.opening import open_backbone
@@ -265,19 +289,53 @@ def test_cli_table_and_notebook_engine_give_the_same_numbers(circo_val, tmp_path
     monkeypatch.setenv("SEARLE_DATA", str(tmp_path / "cache"))
     backbone = open_backbone("shapes-clip", "none", "cpu", SEED)
     save_phi(Phi.for_backbone(backbone), tmp_path / "phi.pt", epoch=3)
-    methods = ["image-only", "text-only", "image+text", "searle"]
-    cli = _cli_table(root, tmp_path / "tables", capsys, "--pretrained", "none", "--methods", ",".join(methods),
-                     "--phi-checkpoint", tmp_path / "phi.pt")
+    methods = ["image-only", "text-only", "image+text", "searle-oti", "searle"]
+    cli = _cli_table(tmp_path / "tables", capsys, *_circo_args(root), "--pretrained", "none", "--methods",
+                     ",".join(methods), "--oti-steps", 3, "--phi-checkpoint", tmp_path / "phi.pt")
     study = open_study("circo", backbone="shapes-clip", pretrained="none", device="cpu", dataset_path=str(root),
                        split="val", seed=SEED)  # `pretrained: none` is accepted, as on the command line
     assert study.backbone.preprocess.preprocess_id == "targetpad"
-    setting = results.evaluate_setting(study, methods, phi_checkpoint=str(tmp_path / "phi.pt"), log=None)
-    for row in setting.table.rows:
-        assert row.metrics == pytest.approx({k: v for k, v in cli[row.method].items() if "seconds" not in k},
-                                            abs=1e-9), row.method
+    # `searle table` without --concepts runs OTI without phrases; open_study gives a shapes-clip backbone the
+    # world's phrases on any dataset (study.load_vocabulary), so the same setting here is no vocabulary.
+    study = dataclasses.replace(study, vocabulary=None)
+    setting = results.evaluate_setting(study, methods, oti_steps=3, phi_checkpoint=str(tmp_path / "phi.pt"), log=None)
+    _assert_same_rows(cli, setting.table)
+    assert cli["searle-oti"]["variant"] == "no phrases" and "variant" not in cli["searle"]  # no concepts; φ given
     assert cli["image-only"]["mAP@10"] != cli["image+text"]["mAP@10"]  # not a vacuous comparison
     assert setting.table.settings == {"preprocess": "targetpad", "eval_precision": "fp32", "train_precision": "fp32",
                                       "phi_epoch": 3, "phi_source": str(tmp_path / "phi.pt")}
     written = (tmp_path / "tables" / "circo-val.csv").read_text().splitlines()
     assert written[0].endswith(",preprocess,eval_precision,train_precision,phi_epoch,phi_source")
     assert written[-1].endswith(f",targetpad,fp32,fp32,3,{tmp_path / 'phi.pt'}")
+
+
+def test_cli_table_and_notebook_engine_agree_on_the_shapes_world(tmp_path, monkeypatch, capsys):
+    """Issue 12's equality on the quick world with a random-weights CLIP: image-only, text-only,
+    image+text, SEARLE-OTI at 2 and at 6 steps (with the world's phrase regulariser) and SEARLE with a
+    given φ give the same numbers and the same written CSV through ``searle table`` and through notebook
+    4's engine, each computing its own features (two caches)."""
+    from searle_core.inversion import save_phi
+    from searle_core.notebook import results
+    from searle_core.notebook.study import open_study
+    from searle_core.opening import open_backbone
+    from searle_core.report.table import write_table
+
+    save_phi(Phi.for_backbone(open_backbone("shapes-clip", "none", "cpu", SEED)), tmp_path / "phi.pt", epoch=2)
+    methods = ["image-only", "text-only", "image+text", "searle-oti", "searle"]
+    oti = {}
+    for steps in (2, 6):
+        monkeypatch.setenv("SEARLE_DATA", str(tmp_path / f"cli-{steps}"))
+        cli = _cli_table(tmp_path / f"cli-{steps}", capsys, "--dataset", "shapes", "--split", "val", "--quick",
+                         "--pretrained", "none", "--seed", SEED, "--methods", ",".join(methods), "--oti-steps", steps,
+                         "--phi-checkpoint", tmp_path / "phi.pt")
+        monkeypatch.setenv("SEARLE_DATA", str(tmp_path / f"notebook-{steps}"))
+        study = open_study("shapes", quick=True, pretrained="none", device="cpu", seed=SEED)
+        setting = results.evaluate_setting(study, methods, oti_steps=steps, phi_checkpoint=str(tmp_path / "phi.pt"),
+                                           log=None)
+        assert setting.ctx.oti_config.steps == steps and setting.ctx.oti_config.lambda_gpt == 0.5
+        _assert_same_rows(cli, setting.table)
+        notebook_csv = write_table(setting.table, tmp_path / f"notebook-{steps}", "shapes-val-quick")[0]
+        assert _without_times(notebook_csv) == _without_times(tmp_path / f"cli-{steps}" / "shapes-val-quick.csv")
+        assert cli["image-only"]["mAP@10"] != cli["image+text"]["mAP@10"] != cli["searle-oti"]["mAP@10"]
+        oti[steps] = cli["searle-oti"]
+    assert oti[2] != oti[6]  # the step count reached both paths

@@ -14,7 +14,7 @@ from searle_core.baselines import (CAPTION_PROMPT, HFCaptioner, PalavraConfig, P
 from searle_core.baselines.palavra import optimise_tokens, palavra_pretraining_loss
 from searle_core.jobs.evaluation import pic2word_network as pic2word_mapper
 from searle_core.inversion import OTIConfig, PhraseFeatureCache, TokenCache, make_sampler
-from searle_core.retrieval.methods import MethodContext, query_features, reference_features
+from searle_core.retrieval.methods import MethodContext, reference_features
 from searle_core.retrieval.queries import image_plus_text, text_query_features
 from searle_core.text_encoding import encode_text, encode_with_pseudo_tokens
 

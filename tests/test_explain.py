@@ -121,6 +121,23 @@ def test_agreement_overlap_search_hits():
     assert explain.ground_truth_hits([["y", "z"], ["x", "q"]], queries) == 3
 
 
+def test_search_breaks_ties_as_the_evaluated_pipeline():
+    """Equal scores come in gallery order, as ``rank_gallery`` ranks them (``topk`` did not: notebook 1's
+    rankings could differ from the evaluated ones)."""
+    from searle_core.retrieval.ranking import rank_gallery
+
+    names = [f"g{i}" for i in range(8)]
+    gallery = torch.tensor([[1.0, 0.0]] * 5 + [[0.0, 1.0]] * 3)  # five tied best, three tied worst
+    query = torch.tensor([[2.0, 0.0], [0.0, 0.5]])  # not unit length: normalised first
+    ranked = explain.search(query, gallery, names, k=6)
+    assert ranked == [names[:6], names[5:] + names[:3]]
+    assert ranked == rank_gallery(F.normalize(query, dim=-1), gallery, names, 6)
+    features = F.normalize(torch.randn(4, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
+    unit = explain.search(features, features, names[:4], k=4)  # unit features are ranked as given, bit for bit
+    assert unit == rank_gallery(features, features, names[:4], 4) and [r[0] for r in unit] == names[:4]
+    assert explain.search(query, gallery, names, k=20)[0] == names  # k capped at the gallery
+
+
 def test_phi_tokens_and_timing():
     phi = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Dropout(0.5))
     x = torch.randn(5, 4)

@@ -23,6 +23,27 @@ def test_typed_query_is_the_plain_computation(tiny_study):
         typed_query(tiny_study, name, token, "   ")
 
 
+def test_typed_query_breaks_ties_as_the_evaluated_pipeline(tiny_study, monkeypatch):
+    """A gallery of images with equal scores: the explorer shows them in the order the benchmark's
+    rankings (``rank_gallery``) put them, gallery order."""
+    from searle_core.retrieval.ranking import rank_gallery
+    from searle_core.retrieval.queries import SEARLE_PROMPT, pseudo_query_features
+    from searle_core.datasets.base import CIRQuery
+
+    gallery, names = tiny_study.search_set()
+    # six images with one unit feature, e_0: every query scores each exactly its first coordinate
+    tied = F.one_hot(torch.zeros(6, dtype=torch.long), gallery.shape[1]).float()
+    monkeypatch.setattr(tiny_study, "search_set", lambda: (tied, names[:6]))
+    name = tiny_study.bench.reference_names()[0]
+    token = torch.randn(tiny_study.backbone.token_dim, generator=torch.Generator().manual_seed(1))
+    example = typed_query(tiny_study, name, token, "is blue", k=5)
+    query = pseudo_query_features(tiny_study.backbone, [CIRQuery("typed", name, ("is blue",), None, ())],
+                                  {name: token}, SEARLE_PROMPT)
+    expected = rank_gallery(query, tied, names[:6], 5)[0]
+    assert expected == names[:5]
+    assert [im.tobytes() for im in example.results] == [im.tobytes() for im in tiny_study.images(expected)]
+
+
 def test_explorer_widget_builds_headless(tiny_study):
     pytest.importorskip("ipywidgets")
     names = tiny_study.bench.reference_names()[:3]

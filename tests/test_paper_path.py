@@ -249,8 +249,8 @@ def test_trained_network_keys_name_the_preprocessing(random_backbone):
 def test_one_time_definition_for_the_cli_table_and_notebook_4(tiny_study, monkeypatch):
     """A baseline that spent 7 s of its 10 s getting its network has 3 s of query time, in both."""
     from searle_core.notebook import results
-    from searle_core.report import table as table_module
-    from searle_core.report.table import build_table
+    from searle_core.report import evaluation as evaluation_module
+    from searle_core.report.evaluation import evaluate_methods
     from searle_core.retrieval.evaluate import Evaluation
 
     def fake_evaluate(method, bench, backbone, ctx, gallery=None):
@@ -258,12 +258,10 @@ def test_one_time_definition_for_the_cli_table_and_notebook_4(tiny_study, monkey
         ctx.extras.setdefault("train_seconds", {})[method] = 40.0
         return Evaluation(method, {"mAP@10": 1.0}, [], torch.zeros(0), 10.0)
 
-    monkeypatch.setattr(table_module, "evaluate", fake_evaluate)
-    monkeypatch.setattr(table_module, "gallery_features", lambda *a, **k: {})
-    monkeypatch.setattr(results, "evaluate", fake_evaluate)
+    monkeypatch.setattr(evaluation_module, "evaluate", fake_evaluate)
+    monkeypatch.setattr(evaluation_module, "gallery_features", lambda *a, **k: {})
     monkeypatch.setattr(tiny_study, "gallery", lambda: {})
-    cli = build_table(tiny_study.bench, tiny_study.backbone, MethodContext(progress=False), ["pic2word"],
-                      progress=False)
+    cli = evaluate_methods(tiny_study.bench, tiny_study.backbone, ["pic2word"], MethodContext(progress=False), None)
     notebook = results.evaluate_setting(tiny_study, ["pic2word"], log=None)
     for table in (cli, notebook.table):
         assert (table.rows[0].seconds, table.rows[0].train_seconds) == (3.0, 40.0)

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from searle_core.jobs import trained
-from searle_core.report.table import TABLE_METHODS, Table, TableRow, build_table, flatten, to_dict, to_markdown, write_table
+from searle_core.report.evaluation import evaluate_methods
+from searle_core.report.table import TABLE_METHODS, Table, TableRow, flatten, to_dict, to_markdown, write_table
 
 SHAPES_COLUMNS = ["mAP@5", "mAP@10", "mAP@25", "mAP@50", "Recall@1", "Recall@5", "Recall@10", "Recall@50"]
 
@@ -62,12 +63,12 @@ def test_nested_metrics_are_flattened_and_json_is_plain():
     assert "shapes test: 400 queries, 1080 gallery images" in to_markdown(hand_table())
 
 
-def test_build_table_on_the_quick_world_shares_the_gallery():
+def test_evaluate_methods_on_the_quick_world_shares_the_gallery():
     from searle_core.datasets.shapes.opening import world_setup
 
     world, bb = world_setup(quick=True, device="cpu", progress=False)
     bench = world.benchmark("val")
-    table = build_table(bench, bb, methods=["image-only", "text-only", "image+text"], progress=False)
+    table = evaluate_methods(bench, bb, ["image-only", "text-only", "image+text"], log=None)
     assert [r.method for r in table.rows] == ["image-only", "text-only", "image+text"]
     assert table.columns == SHAPES_COLUMNS
     assert table.n_queries == len(bench.queries) and table.n_gallery == len(bench.gallery)
@@ -107,3 +108,62 @@ def test_table_command_compares_every_method_to_one(tmp_path, capsys):
         assert float(r["value"]) == pytest.approx(table[r["method"]], abs=1e-3)
         assert float(r["diff"]) == pytest.approx(table[r["method"]] - table["image+text"], abs=1e-3)
         assert float(r["low"]) <= float(r["diff"]) <= float(r["high"])
+
+
+def test_markdown_is_the_shared_writer_output():
+    """The exact Markdown the README quotes: one writer (``searle_core.markdown``) for every table."""
+    from searle_core.markdown import markdown_table
+
+    table = Table([TableRow("image-only", {"mAP@5": 1.234, "mAP@10": 2.5}, 0.31),
+                   TableRow("searle-oti", {"mAP@5": 11.0}, 12.0, 40.0, False, "templates")],
+                  "shapes", "val", "shapes-clip", 40, 100, 0.5, notes=["a note"])
+    assert to_markdown(table).splitlines()[:6] == [
+        "shapes val: 40 queries, 100 gallery images, backbone shapes-clip", "",
+        "| Method | mAP@5 | mAP@10 | Time (s) | Training (s) |", "|---|---:|---:|---:|---:|",
+        "| Image-only | 1.23 | 2.50 | 0.3 |  |", "| SEARLE-OTI (templates) | 11.00 | nan | 12.0 | 40.0 (cached) |"]
+    assert to_markdown(table).splitlines()[6] == "" and to_markdown(table).splitlines()[7].startswith("Time: this run's")
+    assert markdown_table(["a", "b", "c"], [[1, "x", 2.5]], [True, False, True]) == \
+        "| a | b | c |\n|---:|---|---:|\n| 1 | x | 2.5 |\n"
+    with pytest.raises(ValueError, match="a row of 2 cells under 3 columns"):
+        markdown_table(["a", "b", "c"], [[1, 2]])
+    with pytest.raises(ValueError, match="2 alignments for 3 columns"):
+        markdown_table(["a", "b", "c"], [], [True, False])
+
+
+def test_one_loop_skips_labels_and_notes_as_both_callers_need(tiny_study, monkeypatch):
+    """``evaluate_methods``' bookkeeping without running a method: skipped methods get a note and no
+    row; OTI without phrases labels SEARLE-OTI, and SEARLE only when its φ was distilled here; the
+    gallery may come from a function (a notebook's cache), called once; a line per finished method."""
+    import torch
+
+    from searle_core.report import evaluation as pipeline
+    from searle_core.retrieval.evaluate import Evaluation
+    from searle_core.retrieval.methods import MethodContext
+
+    ran, galleries, lines = [], [], []
+
+    def fake_evaluate(method, bench, backbone, ctx, gallery=None):
+        ran.append((method, gallery))
+        return Evaluation(method, {"mAP@10": float(len(ran))}, [["x"]], torch.zeros(1, 2), 1.0)
+
+    monkeypatch.setattr(pipeline, "evaluate", fake_evaluate)
+    ctx = MethodContext(progress=False)  # no vocabulary: OTI without phrases
+    ctx.extras["oti_seconds"] = 5.0  # tokens prefilled, as notebook 4 does
+    methods = ["image-only", "pic2word", "searle-oti", "searle"]
+    table = evaluate_methods(tiny_study.bench, tiny_study.backbone, methods, ctx, lines.append,
+                             gallery=lambda: galleries.append(1) or {"all": "G"}, skip={"pic2word": "no images"},
+                             phi_distilled=True)
+    assert [m for m, _ in ran] == ["image-only", "searle-oti", "searle"] and all(g == {"all": "G"} for _, g in ran)
+    assert galleries == [1] and table.skipped == {"pic2word": "no images"} and list(table.evaluations) == list(table.rankings)
+    assert [(r.method, r.variant, r.seconds) for r in table.rows] == [
+        ("image-only", None, 1.0), ("searle-oti", "no phrases", 6.0), ("searle", "no phrases", 1.0)]
+    assert lines == ["Image-only: mAP@10 1.00 (1.0 s)", "SEARLE-OTI (no phrases): mAP@10 2.00 (6.0 s)",
+                     "SEARLE (no phrases): mAP@10 3.00 (1.0 s)"]
+    assert table.notes[0] == "Pic2Word: not run (no images)." and table.notes[1].startswith("SEARLE-OTI's time is")
+    assert table.notes[2].startswith("(no phrases): OTI ran without its phrase regulariser") and len(table.notes) == 3
+    given = evaluate_methods(tiny_study.bench, tiny_study.backbone, ["searle-oti", "searle"], MethodContext(progress=False),
+                             None, gallery={"all": "G"})  # φ from a checkpoint keeps the paper's name
+    assert [r.variant for r in given.rows] == ["no phrases", None] and len(given.notes) == 1
+    with pytest.raises(ValueError, match="unknown method 'nonsense'"):
+        evaluate_methods(tiny_study.bench, tiny_study.backbone, ["image-only", "nonsense"], ctx, None, gallery={})
+    assert len(ran) == 5  # the unknown method stopped the table before any method ran

@@ -8,8 +8,9 @@ from pathlib import Path
 from searle_core.errors import positive_int
 from searle_core.cli.common import load_backbone_from_args, print_json
 from searle_core.cli.evaluate import add_benchmark_options, benchmark_from_args, context_from_args
-from searle_core.report.table import TABLE_METHODS, build_table, settings_line, to_dict, to_text, write_table, DISPLAY_NAMES
+from searle_core.report.table import TABLE_METHODS, settings_line, to_dict, to_text, write_table, DISPLAY_NAMES
 from searle_core.metrics.significance import compare_methods, to_markdown, write_differences
+from searle_core.report.evaluation import evaluate_methods
 
 
 def register(sub) -> None:
@@ -39,7 +40,8 @@ def run_table(args: argparse.Namespace) -> int:
     backbone = load_backbone_from_args(args)
     bench = benchmark_from_args(args, backbone)
     ctx = context_from_args(args, backbone)
-    table = build_table(bench, backbone, ctx, methods, progress=not args.json)
+    table = evaluate_methods(bench, backbone, methods, ctx, log=None if args.json else print,
+                             phi_distilled=not args.phi_checkpoint)
     stem = f"{args.dataset}-{args.split}" + ("-quick" if args.quick and args.dataset == "shapes" else "")
     csv_path, md_path = write_table(table, Path(args.out), stem)
     written = [csv_path, md_path]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from searle_core.datasets.base import CIRBenchmark
+from searle_core.markdown import markdown_table
 from searle_core.metrics import average_precision_at_k
 from searle_core.retrieval.ranking import cirr_scoring_rankings
 
@@ -168,12 +169,10 @@ def to_markdown(differences: list[Difference], names: dict[str, str] | None = No
     names = names or {}
     first = differences[0]
     ref = names.get(first.reference, first.reference)
-    lines = [f"| Method | {first.metric} | − {ref} | {100 * first.level:g} % interval | clear |",
-             "|---|---:|---:|---|---|"]
-    for d in differences:
-        lines.append(f"| {names.get(d.method, d.method)} | {d.value:.2f} | {d.diff:+.2f} | [{d.low:+.2f}, {d.high:+.2f}] "
-                     f"| {'yes' if d.clear else 'no'} |")
-    return "\n".join(lines) + "\n"
+    header = ["Method", first.metric, f"− {ref}", f"{100 * first.level:g} % interval", "clear"]
+    rows = [[names.get(d.method, d.method), f"{d.value:.2f}", f"{d.diff:+.2f}", f"[{d.low:+.2f}, {d.high:+.2f}]",
+             "yes" if d.clear else "no"] for d in differences]
+    return markdown_table(header, rows, [False, True, True, False, False])
 
 
 def write_differences(differences: list[Difference], path: str | Path, names: dict[str, str] | None = None) -> Path:

@@ -22,6 +22,7 @@ import pandas as pd
 from searle_core.notebook.inversions import SNAPSHOT_STEPS, benchmark_oti, phi_recipe, subset_indices, train_study_phi
 from searle_core.concepts import Vocabulary
 from searle_core.jobs.evaluation import evaluate
+from searle_core.markdown import markdown_table
 from searle_core.notebook.study import Study
 from searle_core.report.table import flatten
 
@@ -194,7 +195,5 @@ def markdown(table: pd.DataFrame, digits: int = 2) -> str:
     """The ablation table as GitHub Markdown (numbers rounded to ``digits``)."""
     def fmt(v) -> str:
         return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |",
-             "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---" for c in table.columns) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+    return markdown_table(table.columns, ([fmt(v) for v in row] for row in table.itertuples(index=False)),
+                          [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns])

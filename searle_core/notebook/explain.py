@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from searle_core.backbone import Backbone
 from searle_core.inversion.nearest import nearest_words, token_word, whole_word_ids
+from searle_core.retrieval.ranking import rank_gallery
 from searle_core.text_encoding import encode_with_pseudo_tokens
 
 PHOTO_PROMPT = "a photo of $"
@@ -203,12 +204,26 @@ def seconds_per_image(invert: Callable[[], object], n_images: int, repeat: int =
     return best / n_images
 
 
+def _unit_rows(features: torch.Tensor) -> torch.Tensor:
+    """``features`` as float on CPU with unit rows: normalised here only when they are not already,
+    so the pipeline's (normalised) features are ranked bit for bit as the pipeline ranks them."""
+    features = features.float().cpu()
+    norms = features.norm(dim=-1)
+    return features if torch.allclose(norms, torch.ones_like(norms), atol=1e-5) else F.normalize(features, dim=-1)
+
+
 def search(query_features: torch.Tensor, search_features: torch.Tensor, names: Sequence[str],
            k: int = 5) -> list[list[str]]:
-    """Top-``k`` names per query by cosine similarity (both sides normalised here)."""
-    scores = F.normalize(query_features.float().cpu(), dim=-1) @ F.normalize(search_features.float().cpu(), dim=-1).T
-    top = scores.topk(min(k, len(names)), dim=1).indices.tolist()
-    return [[names[j] for j in row] for row in top]
+    """Top-``k`` names per query by cosine similarity, ranked by the evaluated pipeline's ranker
+    (:func:`~searle_core.retrieval.ranking.rank_gallery`: equal scores in gallery order).
+
+    Args:
+        query_features: (Q, D) query features (normalised here if they are not).
+        search_features: (G, D) features of the searched images (normalised here if they are not).
+        names: the G names.
+        k: results per query (at most G).
+    """
+    return rank_gallery(_unit_rows(query_features), _unit_rows(search_features), list(names), min(k, len(names)))
 
 
 def ground_truth_hits(rankings: Sequence[Sequence[str]], queries: Sequence) -> int:

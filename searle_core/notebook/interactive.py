@@ -17,7 +17,8 @@ from searle_core.retrieval.queries import SEARLE_PROMPT, pseudo_query_features
 
 def typed_query(study, name: str, token: torch.Tensor, caption: str, k: int = 5,
                 label: str = "SEARLE-OTI") -> RetrievalExample:
-    """The top-``k`` gallery images for "a photo of $ that {caption}" with ``$`` = ``token``.
+    """The top-``k`` gallery images for "a photo of $ that {caption}" with ``$`` = ``token``, ranked
+    by the evaluated pipeline's ranker (``explain.search``: equal scores in gallery order).
 
     Args:
         study: the backbone and the gallery (``searle_core.notebook.study.Study``).

@@ -8,7 +8,6 @@ model installed) are skipped with the reason written under the table, instead of
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,13 +15,14 @@ import pandas as pd
 
 from searle_core.report.paper_numbers import PAPER_TABLE_METRICS, compare_with_paper, results_frame
 from searle_core.retrieval.evaluate import Evaluation
-from searle_core.jobs.evaluation import evaluate
+from searle_core.markdown import markdown_table
 from searle_core.metrics.significance import Difference, compare_methods, main_metric  # main_metric: the notebooks read it here
 from searle_core.notebook.inversions import prefill_oti, study_phi, use_phi
-from searle_core.retrieval.methods import MethodContext, regulariser_variant
+from searle_core.retrieval.methods import MethodContext
 from searle_core.notebook.study import Study, open_study
-from searle_core.report.table import (DISPLAY_NAMES, SETTINGS_COLUMNS, Table, display_name, flatten, row_settings, settings_line,
-                    settings_record, table_row, variant_notes)
+from searle_core.report.evaluation import evaluate_methods, method_variants
+from searle_core.report.table import (DISPLAY_NAMES, SETTINGS_COLUMNS, Table, display_name, flatten, row_settings,
+                                      settings_line, variant_notes)
 from searle_core.baselines.palavra import PalavraConfig
 from searle_core.baselines.pic2word import Pic2WordConfig
 
@@ -60,7 +60,7 @@ class Setting:
         return {m: display_name(m, self.variants.get(m)) for m in [*self.evaluations, *DISPLAY_NAMES]}
 
     def seconds(self, method: str) -> dict[str, float | None]:
-        """The Time and Training columns of ``method``'s row (``table.query_seconds``: query side only)."""
+        """The Time and Training columns of ``method``'s row (``evaluation.query_seconds``: query side only)."""
         row = next(r for r in self.table.rows if r.method == method)
         return {"seconds": row.seconds, "train_seconds": row.train_seconds}
 
@@ -83,7 +83,9 @@ def _skip_reason(method: str, study: Study, has_phi: bool) -> str | None:
 def evaluate_setting(study: Study, methods: list[str], oti_steps: int = 350, phi_checkpoint: str = "",
                      phi_epochs: int = 100, phi_images: int | None = None, captioner: str = "", log=print,
                      baseline_epochs: int = 0, baseline_images: int = 0) -> Setting:
-    """Every method of ``methods`` on ``study.bench`` with shared gallery features and context.
+    """Every method of ``methods`` on ``study.bench`` with shared gallery features and context: the
+    study's context, φ and cached OTI tokens prepared, then ``report.evaluation.evaluate_methods``, the
+    loop ``searle table`` runs.
 
     Args:
         study: backbone and benchmark.
@@ -105,42 +107,14 @@ def evaluate_setting(study: Study, methods: list[str], oti_steps: int = 350, phi
         if trained is not None:
             use_phi(ctx, trained)
     if "searle-oti" in methods:
-        prefill_oti(study, ctx)  # cached across notebooks; the row's time below is the OTI's own
+        prefill_oti(study, ctx)  # cached across notebooks; the row's time is the OTI's own (query_seconds)
     if captioner:
         ctx.extras["captioner"] = captioner
-    start = time.perf_counter()
-    gallery = study.gallery()
-    bench = study.bench
-    table = Table([], bench.name, bench.split, study.backbone.name, len(bench.queries), len(bench.gallery),
-                  time.perf_counter() - start)
-    setting = Setting(study, table, ctx=ctx)
-    # OTI without the authors' GPT phrases is not the paper's OTI; nor is a φ distilled here from it.
-    variant = regulariser_variant(ctx)
-    if variant and study.world is None:
-        setting.variants["searle-oti"] = variant
-        if not phi_checkpoint:
-            setting.variants["searle"] = variant
-    for method in methods:
-        reason = _skip_reason(method, study, ctx.phi is not None)
-        if reason:
-            setting.skipped[method] = reason
-            table.notes.append(f"{DISPLAY_NAMES.get(method, method)}: not run ({reason}).")
-            continue
-        result = evaluate(method, bench, study.backbone, ctx, gallery=gallery)
-        setting.evaluations[method] = result
-        # the Time column as `searle table` defines it
-        table.rows.append(table_row(method, result, ctx, setting.variants.get(method)))
-        seconds = table.rows[-1].seconds
-        if log:
-            main = main_metric(bench.name)
-            log(f"{bench.name} {study.backbone.name} {method}: {main} {table.rows[-1].metrics.get(main, math.nan):.2f} "
-                f"({seconds:.1f} s)")
-    table.settings = settings_record(study.backbone, ctx)
-    if "searle-oti" in setting.evaluations:
-        table.notes.append("SEARLE-OTI's time is that of inverting the references (the tokens are cached and "
-                           "shared by the notebooks).")
-    table.notes += variant_notes(setting.variants.get(m) for m in setting.evaluations)
-    return setting
+    skip = {m: reason for m in methods if (reason := _skip_reason(m, study, ctx.phi is not None))}
+    prefix = f"{study.bench.name} {study.backbone.name} "
+    table = evaluate_methods(study.bench, study.backbone, methods, ctx, (lambda line: log(prefix + line)) if log else None,
+                             gallery=study.gallery, skip=skip, phi_distilled=not phi_checkpoint)
+    return Setting(study, table, table.evaluations, table.skipped, method_variants(ctx, not phi_checkpoint), ctx)
 
 
 def _size_baselines(ctx, epochs: int, images: int) -> None:
@@ -268,12 +242,10 @@ def headline_rows(compared: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, s
 
 
 def markdown(wide: pd.DataFrame) -> str:
-    """A GitHub Markdown table (pandas' ``to_markdown`` needs ``tabulate``, which is not a dependency)."""
-    header = ["Backbone", "Method"] + [str(c) for c in wide.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---"] + ["---:"] * len(wide.columns)) + "|"]
-    for (bb, method), row in wide.iterrows():
-        lines.append("| " + " | ".join([str(bb), str(method)] + [str(v) for v in row]) + " |")
-    return "\n".join(lines) + "\n"
+    """One dataset's :func:`wide_table` as a GitHub Markdown table (backbone and method left-aligned)."""
+    return markdown_table(["Backbone", "Method", *wide.columns],
+                          ([bb, method, *row] for (bb, method), row in wide.iterrows()),
+                          [False, False] + [True] * len(wide.columns))
 
 
 def write_comparison(compared: pd.DataFrame, folder: str | Path) -> list[Path]:

@@ -10,18 +10,15 @@ can be read beside accuracy.
 from __future__ import annotations
 
 import csv
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from searle_core.backbone import Backbone
-from searle_core.datasets.base import CIRBenchmark
+from searle_core.markdown import markdown_table
+from searle_core.retrieval.evaluate import Evaluation
 from searle_core.retrieval.methods import MethodContext
 from searle_core.device import EVAL_PRECISION, training_precision
 from searle_core.retrieval.features import preprocess_name
-from searle_core.retrieval.evaluate import gallery_features
-from searle_core.jobs.evaluation import evaluate
-from searle_core.retrieval.methods import BASE_METHODS, EXTRA_METHODS, regulariser_variant
 
 #: The rows of the paper's tables, in its order.
 TABLE_METHODS: tuple[str, ...] = ("image-only", "text-only", "image+text", "captioning", "palavra", "pic2word",
@@ -105,6 +102,10 @@ class Table:
     settings: dict = field(default_factory=dict)
     #: method -> its rankings, for per-query comparisons (:mod:`searle_core.metrics.significance`).
     rankings: dict[str, list[list[str]]] = field(default_factory=dict, repr=False)
+    #: method -> its evaluation (metrics, rankings, query features), for the notebooks' figures.
+    evaluations: dict[str, Evaluation] = field(default_factory=dict, repr=False)
+    #: method -> why it was not run (``evaluation.evaluate_methods``' ``skip``).
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def columns(self) -> list[str]:
@@ -124,40 +125,6 @@ def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
         else:
             out[f"{prefix}{key}"] = float(value) if value is not None else float("nan")
     return out
-
-
-def query_seconds(method: str, result, ctx: MethodContext) -> float:
-    """The Time column: a method's query-side seconds (inversion, captioning, mapping, text encoding).
-
-    Training or loading its network is excluded (it has its own column): the seconds a baseline
-    spent getting its network (``ctx.extras["setup_seconds"]``) are taken out of ``result.seconds``.
-    SEARLE-OTI's references inverted before the evaluation (the notebooks share them through a
-    cache, ``ctx.extras["oti_seconds"]``) are put back in: they are its query side.
-
-    Args:
-        method: the method's name.
-        result: its :class:`~searle_core.retrieval.evaluate.Evaluation`.
-        ctx: the context it ran with.
-    """
-    setup = ctx.extras.get("setup_seconds", {}).pop(method, 0.0)
-    seconds = max(0.0, result.seconds - setup)
-    if method == "searle-oti":
-        seconds += ctx.extras.get("oti_seconds", 0.0)
-    return seconds
-
-
-def table_row(method: str, result, ctx: MethodContext, variant: str | None = None) -> TableRow:
-    """One row of the table, as both ``searle table`` and notebook 4 write it.
-
-    Args:
-        method: the method's name.
-        result: its evaluation.
-        ctx: the context it ran with (its timings are read from there).
-        variant: how the row differs from the paper's method (``TableRow.variant``).
-    """
-    return TableRow(method, flatten(result.metrics), query_seconds(method, result, ctx),
-                    ctx.extras.get("train_seconds", {}).get(method),
-                    bool(ctx.extras.get("trained_now", {}).get(method)), variant)
 
 
 def settings_record(backbone: Backbone, ctx: MethodContext) -> dict:
@@ -187,41 +154,6 @@ def settings_line(settings: dict) -> str:
     return "Settings: " + "; ".join(parts) + "."
 
 
-def build_table(bench: CIRBenchmark, backbone: Backbone, ctx: MethodContext | None = None,
-                methods: tuple[str, ...] | list[str] = TABLE_METHODS, progress: bool = True) -> Table:
-    """Evaluate every method on ``bench`` with shared gallery features.
-
-    Args:
-        bench: a benchmark with ground truths.
-        backbone: the frozen CLIP.
-        ctx: shared method resources (one context, so tokens and captions are reused).
-        methods: rows, in order.
-        progress: print each method's result as it finishes.
-    """
-
-    if any(q.target is None for q in bench.queries):
-        raise ValueError(f"{bench.name} {bench.split} has no ground truths (a test split): the table needs metrics")
-
-    known = list(BASE_METHODS) + sorted(EXTRA_METHODS)
-    unknown = [m for m in methods if m not in known]
-    if unknown:  # before any method runs, not after an hour of OTI
-        raise ValueError(f"unknown method {unknown[0]!r}; expected some of {', '.join(known)}")
-    ctx = ctx or MethodContext()
-    start = time.perf_counter()
-    gallery = gallery_features(backbone, bench, ctx.progress)
-    table = Table([], bench.name, bench.split, backbone.name, len(bench.queries), len(bench.gallery),
-                  time.perf_counter() - start)
-    for method in methods:
-        result = evaluate(method, bench, backbone, ctx, gallery=gallery)
-        row = table_row(method, result, ctx, regulariser_variant(ctx) if method == "searle-oti" else None)
-        table.rows.append(row)
-        table.rankings[method] = result.rankings
-        if progress:
-            print(f"{row.name}: {format_row(row, table.columns[:4])}", flush=True)
-    table.settings = settings_record(backbone, ctx)  # after the methods: φ may have been trained on first use
-    return table
-
-
 def format_row(row: TableRow, columns: list[str]) -> str:
     parts = [f"{c} {row.metrics.get(c, float('nan')):.2f}" for c in columns]
     return ", ".join(parts) + f" ({row.seconds:.1f} s)"
@@ -236,16 +168,14 @@ def to_markdown(table: Table) -> str:
     """The table in Markdown, with a caption line saying what it was measured on."""
     header = ["Method"] + table.columns + list(TIME_COLUMNS)
     lines = [f"{table.dataset} {table.split}: {table.n_queries} queries, {table.n_gallery} gallery images, "
-             f"backbone {table.backbone}", "",
-             "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    lines += ["| " + " | ".join(_cells(table, row)) + " |" for row in table.rows]
+             f"backbone {table.backbone}", "", markdown_table(header, (_cells(table, row) for row in table.rows))]
     notes = ["Time: this run's wall time per method, query side only (gallery features, computed once, took "
              f"{table.gallery_seconds:.1f} s). Training: the method's network (φ: with the OTI of its unlabeled "
              "images); '(cached)': trained by an earlier run and loaded."] + table.notes + \
         variant_notes(r.variant for r in table.rows)
     if table.settings:
         notes.append(settings_line(table.settings))
-    return "\n".join(lines + [""] + list(dict.fromkeys(notes))) + "\n"
+    return "\n".join(lines + list(dict.fromkeys(notes))) + "\n"
 
 
 def to_text(table: Table) -> str:
