@@ -15,6 +15,7 @@ from pathlib import Path
 
 from searle_core.errors import InputError
 from searle_core.paths import cache_dir
+from searle_core.files import atomic_write
 
 #: SHA-256 of known release files, by URL. The authors' φ checkpoints are
 #: ``https://github.com/miccunifi/SEARLE/releases/download/weights/SEARLE_ViT-B32.pt`` and
@@ -52,13 +53,10 @@ def cached_download(url: str, kind: str = "downloads", known: dict[str, str] | N
     path = cache_dir(kind) / f"{key}-{name}"
     expected = known.get(url)
     if not path.is_file():
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
         try:
-            torch.hub.download_url_to_file(url, str(tmp), progress=False)
+            atomic_write(path, lambda tmp: torch.hub.download_url_to_file(url, tmp, progress=False))
         except Exception as err:  # urllib raises URLError, HTTPError, socket errors, ValueError...
-            tmp.unlink(missing_ok=True)
             raise InputError(f"could not download {url}: {err}") from None
-        os.replace(tmp, path)
     if expected is not None:
         actual = sha256_of(path)
         if actual != expected:

@@ -16,15 +16,14 @@ from __future__ import annotations
 import builtins
 import csv
 import io
-import os
 import pickle
 import random
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Sequence
 from searle_core.errors import InputError, read_text
+from searle_core.files import atomic_write_bytes
 
 PhraseBank = dict[str, list[str]]
 
@@ -160,18 +159,8 @@ def save_phrase_pickle(bank: PhraseBank, path: str | Path) -> Path:
         bank: ``{concept: [phrases]}``.
         path: destination file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     plain = {str(c): [str(p) for p in ps] for c, ps in bank.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(plain, f, protocol=4)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(pickle.dumps(plain, protocol=4), path)
 
 
 def clean_generated_phrase(text: str) -> str:

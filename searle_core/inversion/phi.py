@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,7 +20,7 @@ from searle_core.errors import InputError, first_line, load_torch_file
 from searle_core.text_encoding import encode_with_pseudo_tokens
 from searle_core.inversion.losses import cosine_loss, nt_xent_loss
 from searle_core.inversion.regularizer import PhraseFeatureCache, PhraseSampler, TokenCache
-
+from searle_core.files import atomic_save
 
 class Phi(nn.Module):
     """MLP image features -> pseudo-word token: Linear-GELU-Dropout ×2, then Linear.
@@ -60,15 +59,9 @@ class Phi(nn.Module):
     def output_dim(self) -> int:
         return self.layers[6].out_features
 
-
 def save_phi(phi: Phi, path: str | os.PathLike, **extra) -> None:
     """Save in the authors' layout (``{"epoch": n, "Phi": state_dict, ...}``: pass ``epoch``), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"Phi": phi.state_dict(), **extra}, tmp)
-    os.replace(tmp, path)
-
+    atomic_save({"Phi": phi.state_dict(), **extra}, path)
 
 def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_location="cpu") -> Phi:
     """Load φ from a file in the authors' layout, a plain state dict, or an ``http(s)`` URL.
@@ -109,7 +102,6 @@ def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_loca
                          "(SEARLE_ViT-B32.pt goes with ViT-B-32, SEARLE_ViT-L14.pt with ViT-L-14).")
     return phi.eval()
 
-
 @dataclass(frozen=True)
 class PhiLossConfig:
     """φ's loss: λ_distil · NT-Xent(φ(x), OTI tokens) + λ_gpt · phrase regulariser.
@@ -128,7 +120,6 @@ class PhiLossConfig:
     temperature: float = 0.25
     distil_to_image: bool = False
     top_concepts: int = 150
-
 
 def phi_loss(phi: Phi, backbone: Backbone, image_features: torch.Tensor, oti_tokens: torch.Tensor | None,
              batch_indices: list[int], sampler: PhraseSampler | None, cache: PhraseFeatureCache | None,
@@ -169,7 +160,6 @@ def phi_loss(phi: Phi, backbone: Backbone, image_features: torch.Tensor, oti_tok
             gpt = cosine_loss(feats, cache.features(draw.phrases))
     total = config.lambda_distil * distil + config.lambda_gpt * gpt
     return {"distil": distil, "gpt": gpt, "total": total}
-
 
 def make_sampler(concepts: list[list[str]], bank, top_concepts: int, seed: int,
                  replace_all: bool = False) -> PhraseSampler:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from searle_core.files import atomic_write_text
 
 
 def _plain(value: Any) -> Any:
@@ -62,10 +63,8 @@ class Recorder:
             values = {key: value, **values}
         self.values.update({k: _plain(v) for k, v in values.items()})
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps({"notebook": self.notebook, "values": self.values}, indent=1, sort_keys=True))
-            os.replace(tmp, self.path)
+            atomic_write_text(json.dumps({"notebook": self.notebook, "values": self.values}, indent=1, sort_keys=True),
+                              self.path)
         return value
 
     def __getitem__(self, key: str) -> Any:

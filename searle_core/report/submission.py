@@ -17,12 +17,11 @@ interrupted run never leaves a half-written submission.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from searle_core.datasets.base import CIRQuery
+from searle_core.files import atomic_write_text
 
 TOP_K = 50
 SUBSET_TOP_K = 3
@@ -35,19 +34,7 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
         path: destination file; its folder is created if needed.
         obj: anything ``json.dump`` accepts.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows within one filesystem
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(json.dumps(obj), path)
 
 
 def _top_k(query_id: str, ranking: Sequence[Any], k: int) -> list:

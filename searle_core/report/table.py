@@ -10,6 +10,7 @@ can be read beside accuracy.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from searle_core.retrieval.evaluate import Evaluation
 from searle_core.retrieval.methods import MethodContext
 from searle_core.device import EVAL_PRECISION, training_precision
 from searle_core.retrieval.features import preprocess_name
+from searle_core.files import atomic_write_text
 
 #: The rows of the paper's tables, in its order.
 TABLE_METHODS: tuple[str, ...] = ("image-only", "text-only", "image+text", "captioning", "palavra", "pic2word",
@@ -207,16 +209,13 @@ def write_table(table: Table, out_dir: str | Path, stem: str | None = None) -> t
     out.mkdir(parents=True, exist_ok=True)
     stem = stem or f"{table.dataset}-{table.split}"
     csv_path, md_path = out / f"{stem}.csv", out / f"{stem}.md"
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "name"] + table.columns + ["seconds", "train_seconds"] + list(SETTINGS_COLUMNS))
-        for row in table.rows:
-            writer.writerow([row.method, row.name] + [f"{row.metrics.get(c, float('nan')):.4f}" for c in table.columns]
-                            + [f"{row.seconds:.2f}", "" if row.train_seconds is None else f"{row.train_seconds:.2f}"]
-                            + row_settings(table.settings, row.method))
-    tmp.replace(csv_path)
-    tmp = md_path.with_suffix(".md.tmp")
-    tmp.write_text(to_markdown(table))
-    tmp.replace(md_path)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["method", "name"] + table.columns + ["seconds", "train_seconds"] + list(SETTINGS_COLUMNS))
+    for row in table.rows:
+        writer.writerow([row.method, row.name] + [f"{row.metrics.get(c, float('nan')):.4f}" for c in table.columns]
+                        + [f"{row.seconds:.2f}", "" if row.train_seconds is None else f"{row.train_seconds:.2f}"]
+                        + row_settings(table.settings, row.method))
+    atomic_write_text(text.getvalue(), csv_path)
+    atomic_write_text(to_markdown(table), md_path)
     return csv_path, md_path

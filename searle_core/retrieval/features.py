@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import weakref
 from pathlib import Path
 from typing import Callable
@@ -35,6 +34,7 @@ from searle_core.paths import cache_dir
 from searle_core.preprocess import TARGET_RATIO, PreprocessKind, make_preprocess_from_open_clip
 from searle_core.text_encoding import encode_text
 from searle_core.datasets.shapes.clip import images_to_tensor
+from searle_core.files import atomic_save
 
 
 class ImagePipeline:
@@ -184,15 +184,7 @@ def save_tensor_atomic(path: Path | None, tensor: torch.Tensor) -> None:
     """
     if path is None:
         return
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(tensor, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is shared like any torch.save file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_save(tensor, path)
 
 
 # Features computed in this process, per image source and settings: name -> (tensor, row, file stamp). The

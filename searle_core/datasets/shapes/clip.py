@@ -54,6 +54,7 @@ from searle_core.datasets.shapes.attributes import WORLD_VERSION, decode
 from searle_core.datasets.shapes.world import random_codes, random_jitter, render_codes
 from searle_core.paths import cache_dir as project_cache_dir
 from searle_core.text_encoding import encode_text
+from searle_core.files import atomic_save, atomic_write_text
 
 WORLD_BACKBONE = "shapes-clip"
 
@@ -265,10 +266,8 @@ def world_clip_weights(cache_dir: str | os.PathLike | None = None, quick: bool =
     path = folder / f"{WORLD_BACKBONE}-{config.cache_key()}.pt"
     if not path.is_file():
         state, log = train_world_clip(config, progress=progress)
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # a killed run never leaves a half-written cache entry
-        path.with_suffix(".json").write_text(json.dumps(log))
+        atomic_save(state, path)  # a killed run never leaves a half-written cache entry
+        atomic_write_text(json.dumps(log), path.with_suffix(".json"))
     return path
 
 
