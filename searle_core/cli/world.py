@@ -8,6 +8,7 @@ from pathlib import Path
 
 from searle_core.errors import nonnegative_int, positive_int
 from searle_core.cli.common import add_backbone_options, load_backbone_from_args, print_json
+from searle_core.settings import add_setting
 
 
 def register(sub) -> None:
@@ -27,12 +28,12 @@ def register(sub) -> None:
     i = sub.add_parser("invert", help="OTI on image files: print each pseudo-word's nearest vocabulary words")
     i.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     add_backbone_options(i)
-    i.add_argument("--steps", type=positive_int, default=350, help="OTI steps (paper: 350)")
+    add_setting(i, "oti_steps", type=positive_int, renamed=("--steps",))
     i.add_argument("--top-k", type=positive_int, default=8, help="nearest words to print")
-    i.add_argument("--concepts", default=None, help="concept list CSV (Open Images format) for the regulariser "
-                                                    "(real backbones; shapes-clip uses the world's)")
-    i.add_argument("--phrases", default=None, help="phrase bank pickle {concept: [phrases]} (real backbones)")
-    i.add_argument("--seed", type=int, default=42)
+    add_setting(i, "concepts", default=None, help="concept list CSV (Open Images format) for the regulariser "
+                                                  "(real backbones; shapes-clip uses the world's)")
+    add_setting(i, "phrases", default=None, help="phrase bank pickle {concept: [phrases]} (real backbones)")
+    add_setting(i, "seed")
     i.set_defaults(func=run_invert)
 
 
@@ -109,7 +110,7 @@ def run_invert(args: argparse.Namespace) -> int:
     per_image = None
     if concepts:
         per_image = associate_concepts(feats, embed_concepts(backbone, concepts), concepts, top_k=15)
-    result = oti(backbone, feats, per_image, bank, OTIConfig(steps=args.steps), seed=args.seed, progress=True)
+    result = oti(backbone, feats, per_image, bank, OTIConfig(steps=args.oti_steps), seed=args.seed, progress=True)
     print(f"({note})")
     for path, words in zip(args.images, nearest_words(backbone, result.tokens, args.top_k, allowed)):
         print(f"{path}: " + ", ".join(f"{w} ({s:.2f})" for w, s in words))
