@@ -199,3 +199,9 @@ def test_main_accepts_a_former_spelling_end_to_end(capsys):
     err = capsys.readouterr().err
     assert err.splitlines()[0] == "searle: --epochs is deprecated, use --phi-epochs"
     assert "no OTI run there" in err
+
+
+def test_study_settings_agree_with_its_fields():
+    study = Study("cirr", None, None, None, seed=5, progress=True)
+    assert (study.settings.dataset, study.settings.seed, study.settings.progress) == ("cirr", 5, True)
+    assert study.context().seed == 5

@@ -10,6 +10,7 @@ changing its parameters.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -54,6 +55,10 @@ class Study:
     settings: RunSettings = field(default_factory=RunSettings)
     _gallery: dict | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        # One value each: a study built field by field (tests) carries its seed in its settings too.
+        self.settings = dataclasses.replace(self.settings, dataset=self.dataset, seed=self.seed, progress=self.progress)
+
     def features(self, names: list[str], source: ImageSource | None = None) -> torch.Tensor:
         """Normalised (N, embed_dim) image features of named images (cached on disk)."""
         return image_features(self.backbone, source or self.bench.images, list(names), progress=self.progress)
@@ -93,8 +98,6 @@ class Study:
 
     def subset(self, max_queries: int | None) -> "Study":
         """The same study on the first ``max_queries`` queries (same gallery); all if ``None``/0."""
-        import dataclasses
-
         if not max_queries or max_queries >= len(self.bench.queries):
             return self
         bench = dataclasses.replace(self.bench, queries=self.bench.queries[:max_queries])
