@@ -205,3 +205,21 @@ def test_study_settings_agree_with_its_fields():
     study = Study("cirr", None, None, None, seed=5, progress=True)
     assert (study.settings.dataset, study.settings.seed, study.settings.progress) == ("cirr", 5, True)
     assert study.context().seed == 5
+
+
+def test_cli_settings_open_the_same_study_and_numbers(capsys, tmp_path, monkeypatch):
+    """``searle evaluate`` and the notebook engine opened with the CLI's settings score alike."""
+    import json
+
+    from searle_core.retrieval.evaluate import evaluate
+    from searle_core.retrieval.features import preprocess_name
+
+    monkeypatch.setenv("SEARLE_DATA", str(tmp_path))
+    argv = ["evaluate", "--quick", "--pretrained", "none", "--device", "cpu", "--method", "image+text", "--seed", "3",
+            "--no-progress"]
+    assert main([*argv, "--json"]) == 0
+    from_cli = json.loads(capsys.readouterr().out)
+    study = open_study(settings=settings_from_args(build_parser().parse_args(argv)))
+    assert study.settings.quick and study.settings.seed == 3 and preprocess_name(study.backbone) == "targetpad"
+    result = evaluate("image+text", study.bench, study.backbone, study.context(), gallery=study.gallery())
+    assert result.metrics == pytest.approx(from_cli, abs=1e-9)
