@@ -7,21 +7,33 @@ import json
 import math
 from searle_core.opening import open_backbone, configure_for_dataset
 
+from searle_core.settings import RunSettings, add_setting, from_namespace
+
 
 def add_backbone_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backbone", default="shapes-clip",
-                   help="open_clip model name (ViT-B-32, ViT-L-14, ...) or shapes-clip (default)")
-    p.add_argument("--pretrained", default="default",
-                   help="open_clip weights tag or a local weights file: OpenAI's ViT-B-32.pt / ViT-L-14.pt as "
-                        "released, a state dict, safetensors; openai:FILE marks OpenAI weights (built with QuickGELU) "
-                        "(default: openai; shapes-clip: the project-trained weights); 'none': random weights, seeded "
-                        "by --seed (smoke tests)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
-    p.add_argument("--quick", action="store_true",
-                   help="CI-sized shapes world and world CLIP (seconds instead of minutes)")
+    """``--backbone``, ``--pretrained``, ``--device``, ``--quick``: the fields of :class:`RunSettings`."""
+    add_setting(p, "backbone", help="open_clip model name (ViT-B-32, ViT-L-14, ...) or shapes-clip (default)")
+    add_setting(p, "pretrained",
+                help="open_clip weights tag or a local weights file: OpenAI's ViT-B-32.pt / ViT-L-14.pt as "
+                     "released, a state dict, safetensors; openai:FILE marks OpenAI weights (built with QuickGELU) "
+                     "(default: openai; shapes-clip: the project-trained weights); 'none': random weights, seeded "
+                     "by --seed (smoke tests)")
+    add_setting(p, "device")
+    add_setting(p, "quick", help="CI-sized shapes world and world CLIP (seconds instead of minutes)")
 
 
-def load_backbone_from_args(args: argparse.Namespace):
+def settings_from_args(args: argparse.Namespace | RunSettings) -> RunSettings:
+    """The run settings of a command's options (every option named as a :class:`RunSettings` field).
+
+    Settings pass through unchanged, so helpers shared with other code take either.
+    """
+    if isinstance(args, RunSettings):
+        return args
+    # A command without --seed (``searle bench``) draws random weights under seed 0, as it always has.
+    return from_namespace(args) if hasattr(args, "seed") else from_namespace(args, seed=0)
+
+
+def load_backbone_from_args(args: argparse.Namespace | RunSettings):
     """The backbone named by ``--backbone``/``--pretrained``/``--device`` (and ``--quick``), with the
     dataset's image pipeline (:mod:`searle_core.opening`, shared with the notebooks).
 
@@ -30,22 +42,23 @@ def load_backbone_from_args(args: argparse.Namespace):
     feature caches, and leave the global random state untouched.
     """
 
-    backbone = open_backbone(args.backbone, args.pretrained, args.device, getattr(args, "seed", 0), args.quick)
-    return configure_images_from_args(backbone, args)
+    s = settings_from_args(args)
+    backbone = open_backbone(s.backbone, s.pretrained, s.device, s.seed, s.quick)
+    if isinstance(args, argparse.Namespace) and not hasattr(args, "preprocess"):
+        return backbone  # a command without image options (`searle invert` sets its own)
+    return configure_images_from_args(backbone, s)
 
 
-def configure_images_from_args(backbone, args: argparse.Namespace):
-    """Apply ``--preprocess`` and ``--num-workers`` (commands with benchmark options) to the backbone.
+def configure_images_from_args(backbone, args: argparse.Namespace | RunSettings):
+    """Apply ``--preprocess`` and ``--num-workers`` to the backbone.
 
     The defaults are decided by :func:`searle_core.opening.configure_for_dataset`, which the
     notebooks use too: ``targetpad`` 1.25 for every dataset (the authors' default; exact and free on
     the square ``shapes`` renders), 0 workers for ``shapes``, up to 8 for image files.
     """
-    if not hasattr(args, "preprocess"):
-        return backbone
 
-    return configure_for_dataset(backbone, getattr(args, "dataset", "shapes"), args.preprocess,
-                                 getattr(args, "num_workers", None))
+    s = settings_from_args(args)
+    return configure_for_dataset(backbone, s.dataset, s.preprocess or None, s.num_workers)
 
 
 def print_json(obj) -> None:

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from searle_core.errors import check_writable, nonnegative_int, positive_int
-from searle_core.cli.common import add_backbone_options, format_metrics, load_backbone_from_args, print_json
 from searle_core.retrieval.methods import BASE_METHODS, MethodContext
 from searle_core.datasets import load_benchmark, ImageLoadError, ImageFolderSource
 from searle_core.concepts import Vocabulary
@@ -27,47 +26,54 @@ from searle_core.report.table import settings_record, settings_line
 from searle_core.report.submission import cirr_subset_rankings as subset_rankings, write_circo_submission, write_cirr_submission
 from searle_core.jobs.reference_tokens import load_reference_tokens
 from searle_core.datasets.shapes.opening import world_vocabulary
+from searle_core.cli.common import (add_backbone_options, format_metrics, load_backbone_from_args, print_json,
+                                    settings_from_args)
+from searle_core.settings import RunSettings, add_setting
+from searle_core.inversion.phi_training import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES
 
 DATASETS = ("shapes", "cirr", "fashioniq", "circo")
 
 
 def add_benchmark_options(p: argparse.ArgumentParser, default_split: str = "val") -> None:
-    p.add_argument("--dataset", default="shapes", choices=DATASETS)
-    p.add_argument("--dataset-path", default=None, help="dataset folder in the authors' layout (real datasets)")
-    p.add_argument("--split", default=default_split)
-    p.add_argument("--category", default=None,
-                   help="FashionIQ categories, comma-separated (default: dress,shirt,toptee)")
+    """The options of a run on a benchmark, each a :class:`~searle_core.settings.RunSettings` field."""
+    add_setting(p, "dataset", choices=DATASETS)
+    add_setting(p, "dataset_path", default=None, help="dataset folder in the authors' layout (real datasets)")
+    add_setting(p, "split", default=default_split)
+    add_setting(p, "category", default=None)
     p.add_argument("--on-missing", default="error", choices=("error", "skip"),
                    help="a missing or unreadable image: fail naming it (default) or skip it and count it")
     p.add_argument("--check-images", default="exists", choices=("none", "exists", "open"),
                    help="check images up front: stat them (default), also decode every one (open), or not at all")
     add_backbone_options(p)
-    p.add_argument("--preprocess", default=None, choices=("clip", "targetpad"),
-                   help="image preprocessing (default: targetpad, the authors' default, for every dataset)")
-    p.add_argument("--num-workers", type=nonnegative_int, default=None,
-                   help="data-loader workers decoding images (default: 0 for shapes, up to 8 for image files)")
+    add_setting(p, "preprocess", default=None, choices=("clip", "targetpad"),
+                help="image preprocessing (default: targetpad, the authors' default, for every dataset)")
+    add_setting(p, "num_workers", type=nonnegative_int)
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass for features")
-    p.add_argument("--phi-checkpoint", default=None,
-                   help="φ checkpoint, file or http(s) URL (authors' SEARLE_ViT-B32.pt or one of ours)")
-    p.add_argument("--oti-steps", type=positive_int, default=350, help="OTI steps (paper: 350)")
-    p.add_argument("--oti-batch-size", type=positive_int, default=32)
-    p.add_argument("--oti-tokens", default=None,
-                   help="use these OTI tokens of the reference images for searle-oti instead of inverting them: a "
-                        "`searle oti` run folder, or the authors' oti_inversion.py output folder "
-                        "(ema_oti_pseudo_tokens.pt + image_names.pkl)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
-                   help="training precision of OTI and trained networks (default auto: fp16 autocast + GradScaler "
-                        "on CUDA, as the authors; fp32 on CPU). Evaluation is always fp32")
-    p.add_argument("--concepts", default=None, help="concept CSV (Open Images V7 class descriptions)")
-    p.add_argument("--phrases", default=None,
-                   help="the authors' GPT phrases: GPTNeo27B.zip (read in place), its folder, or a pickle {concept: "
-                        "[phrases]}; without it, offline template phrases (tables label such OTI rows)")
-    p.add_argument("--captioner", default=None,
-                   help="Hugging Face captioning model for 'captioning' on real images (default: BLIP base)")
-    p.add_argument("--unlabeled", default=None,
-                   help="image folder Pic2Word's mapper and PALAVRA's inverter learn from on real datasets "
-                        "(the paper: ImageNet1K test; φ is trained with `searle train-phi`)")
-    p.add_argument("--seed", type=int, default=42)
+    add_setting(p, "phi_checkpoint", default=None,
+                help="φ checkpoint, file or http(s) URL (authors' SEARLE_ViT-B32.pt or one of ours)")
+    add_setting(p, "oti_steps", type=positive_int)
+    add_setting(p, "phi_epochs", type=positive_int, default=None,
+                help="φ's epochs when `searle` trains it here, on shapes (default: the world's recipe, "
+                     f"{WORLD_PHI_EPOCHS}, as the shapes profile)")
+    add_setting(p, "phi_images", type=nonnegative_int, default=None,
+                help=f"unlabeled images that φ trains on (0: all; default on shapes: {WORLD_PHI_IMAGES})")
+    add_setting(p, "oti_batch_size", type=positive_int)
+    add_setting(p, "oti_tokens", default=None,
+                help="use these OTI tokens of the reference images for searle-oti instead of inverting them: a "
+                     "`searle oti` run folder, or the authors' oti_inversion.py output folder "
+                     "(ema_oti_pseudo_tokens.pt + image_names.pkl)")
+    add_setting(p, "precision", choices=("auto", "fp32", "fp16", "bf16"),
+                help="training precision of OTI and trained networks (default auto: fp16 autocast + GradScaler "
+                     "on CUDA, as the authors; fp32 on CPU). Evaluation is always fp32")
+    add_setting(p, "concepts", default=None)
+    add_setting(p, "phrases", default=None,
+                help="the authors' GPT phrases: GPTNeo27B.zip (read in place), its folder, or a pickle {concept: "
+                     "[phrases]}; without it, offline template phrases (tables label such OTI rows)")
+    add_setting(p, "captioner", default=None)
+    add_setting(p, "unlabeled", default=None,
+                help="image folder Pic2Word's mapper and PALAVRA's inverter learn from on real datasets "
+                     "(the paper: ImageNet1K test; φ is trained with `searle train-phi`)")
+    add_setting(p, "seed")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -103,76 +109,86 @@ def _readable_errors(func):
     return wrapper
 
 
-def benchmark_from_args(args: argparse.Namespace, backbone=None):
+def benchmark_from_args(args: argparse.Namespace | RunSettings, backbone=None):
     """The benchmark named by ``--dataset``/``--dataset-path``/``--split`` and the image options.
 
     Args:
-        args: parsed options of a command with :func:`add_benchmark_options`.
+        args: parsed options of a command with :func:`add_benchmark_options`, or run settings
+            (then images are checked as the defaults say: ``exists``, and a missing one is an error).
         backbone: unused (kept for callers that pass it): loading a benchmark needs no model.
     """
 
-    if args.dataset == "shapes":
-        return load_benchmark("shapes", split=args.split, quick=args.quick)
-    if not args.dataset_path:
-        raise ValueError(f"--dataset {args.dataset} needs --dataset-path (the folder with its annotations and images)")
+    s = settings_from_args(args)
+    if s.dataset == "shapes":
+        return load_benchmark("shapes", split=s.split, quick=s.quick)
+    if not s.dataset_path:
+        raise ValueError(f"--dataset {s.dataset} needs --dataset-path (the folder with its annotations and images)")
     kw = {"on_missing": getattr(args, "on_missing", "error"), "check_images": getattr(args, "check_images", "exists")}
-    if getattr(args, "category", None):
-        if args.dataset != "fashioniq":
+    if s.category:
+        if s.dataset != "fashioniq":
             raise ValueError("--category applies to --dataset fashioniq only")
-        kw["category"] = [c.strip() for c in args.category.split(",") if c.strip()]
-    bench = load_benchmark(args.dataset, args.dataset_path, args.split, **kw)
+        kw["category"] = [c.strip() for c in s.category.split(",") if c.strip()]
+    bench = load_benchmark(s.dataset, s.dataset_path, s.split, **kw)
     skipped = bench.extra.get("skipped") or {}
     if skipped.get("images"):
         _note(f"skipped {skipped['images']} missing or unreadable image(s): {skipped['queries']} queries and "
               f"{skipped['gallery']} gallery images dropped (first: {', '.join(skipped['files'][:3])})")
     if not bench.queries:
-        raise ValueError(f"{args.dataset} {args.split} in {args.dataset_path} has no queries left")
+        raise ValueError(f"{s.dataset} {s.split} in {s.dataset_path} has no queries left")
     return bench
 
 
-def vocabulary_from_args(args: argparse.Namespace):
+def vocabulary_from_args(args: argparse.Namespace | RunSettings):
     """OTI's regulariser inputs: ``--concepts``/``--phrases``, else the shapes world's, else none."""
 
-    if not args.concepts and not args.phrases:
-        if args.dataset == "shapes":
+    s = settings_from_args(args)
+    if not s.concepts and not s.phrases:
+        if s.dataset == "shapes":
             return world_vocabulary()
         return None
-    bank = load_phrase_pickle(args.phrases) if args.phrases else None
-    concepts = load_concepts_csv(args.concepts) if args.concepts else list(bank)
+    bank = load_phrase_pickle(s.phrases) if s.phrases else None
+    concepts = load_concepts_csv(s.concepts) if s.concepts else list(bank)
     if bank is None:
         bank = template_phrases(concepts)
     kept = filter_phrase_bank(bank)
     names = [c for c in concepts if c in kept]
-    source = args.phrases or "offline template phrases"
+    source = s.phrases or "offline template phrases"
     _note(f"concepts: images are associated over all {len(concepts)}; {len(names)} have usable phrases "
           f"({len(concepts) - len(names)} without phrases, or with phrases that do not all contain the concept, are "
           f"skipped afterwards, as the authors do); phrases from {source}")
     if not names:
-        raise ValueError(f"no concept of {args.concepts or args.phrases} has usable phrases in {source}")
-    return Vocabulary(list(concepts), {c: kept[c] for c in names}, phrases="given" if args.phrases else "templates")
+        raise ValueError(f"no concept of {s.concepts or s.phrases} has usable phrases in {source}")
+    return Vocabulary(list(concepts), {c: kept[c] for c in names}, phrases="given" if s.phrases else "templates")
 
 
-def context_from_args(args: argparse.Namespace, backbone):
-    """Method resources from the options: vocabulary, φ, OTI settings, seed, progress."""
+def context_from_args(args: argparse.Namespace | RunSettings, backbone):
+    """Method resources from the settings: vocabulary, φ, OTI settings, seed, progress, and the
+    captioner and unlabeled images of the baselines."""
 
-    vocab = vocabulary_from_args(args)
+    s = settings_from_args(args)
+    vocab = vocabulary_from_args(s)
     wanted = f"{getattr(args, 'method', '')},{getattr(args, 'methods', '')}"
-    if vocab is None and "searle-oti" in wanted and not getattr(args, "oti_tokens", None):
+    if vocab is None and "searle-oti" in wanted and not s.oti_tokens:
         _note("no --concepts: OTI runs without its phrase regulariser (λ_gpt = 0); the paper uses the Open "
               "Images V7 class names (--concepts oidv7-class-descriptions.csv) and GPT phrases (--phrases)")
-    phi = load_phi(args.phi_checkpoint, backbone) if args.phi_checkpoint else None
-    oti_config = OTIConfig(steps=args.oti_steps, lambda_gpt=0.5 if vocab else 0.0,
-                           precision=getattr(args, "precision", "auto"))
-    ctx = MethodContext(vocabulary=vocab, oti_config=oti_config, oti_batch_size=args.oti_batch_size, phi=phi,
-                        seed=args.seed, progress=not args.no_progress)
-    if getattr(args, "oti_tokens", None):
-
-        ctx.tokens["searle-oti"] = load_reference_tokens(args.oti_tokens)
-    if getattr(args, "captioner", None):
-        ctx.extras["captioner"] = args.captioner
-    if getattr(args, "unlabeled", None):
-        ctx.extras["unlabeled"] = ImageFolderSource(args.unlabeled)
+    phi = load_phi(s.phi_checkpoint, backbone) if s.phi_checkpoint else None
+    oti_config = OTIConfig(steps=s.oti_steps, lambda_gpt=0.5 if vocab else 0.0, precision=s.precision)
+    ctx = MethodContext(vocabulary=vocab, oti_config=oti_config, oti_batch_size=s.oti_batch_size, phi=phi,
+                        seed=s.seed, progress=s.progress, phi_epochs=_given(args, "phi_epochs"),
+                        phi_images=_given(args, "phi_images"))
+    if s.oti_tokens:
+        ctx.tokens["searle-oti"] = load_reference_tokens(s.oti_tokens)
+    # MethodContext keeps these two in ``extras`` (the baselines read them there).
+    if s.captioner:
+        ctx.extras["captioner"] = s.captioner
+    if s.unlabeled:
+        ctx.extras["unlabeled"] = ImageFolderSource(s.unlabeled)
     return ctx
+
+
+def _given(args: argparse.Namespace | RunSettings, name: str) -> int | None:
+    """A φ size the user set (``None``: the recipe's default for the dataset, the shapes profile's on shapes)."""
+    return getattr(args, name, None) if isinstance(args, argparse.Namespace) else getattr(args, name)
 
 
 def _load(args: argparse.Namespace):

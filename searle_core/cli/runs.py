@@ -3,7 +3,7 @@
     searle oti --dataset imagenet --dataset-path ImageNet1K/test --backbone ViT-B-32 --out runs/oti-b32
     torchrun --nproc_per_node=8 -m searle_core oti ... --out runs/oti-b32 --resume
     searle train-phi --tokens runs/oti-b32 --backbone ViT-B-32 --out runs/phi-b32 \\
-        --val-dataset circo --val-path CIRCO --concepts oidv7-class-descriptions.csv --phrases phrases.pkl
+        --val-dataset circo --val-dataset-path CIRCO --concepts oidv7-class-descriptions.csv --phrases phrases.pkl
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from searle_core.jobs.authors_oti import IMPORTED, import_authors_oti, is_author
 from searle_core.datasets.shapes import ShapesWorld, WorldConfig
 from searle_core.datasets import ImageFolderSource
 from searle_core.retrieval.features import configure_images
+from searle_core.settings import add_renamed, add_setting
+from searle_core.settings import RunSettings
 
 OTI_DATASETS = ("shapes", "imagenet", "cirr", "fashioniq", "circo")
 VAL_DATASETS = ("shapes", "cirr", "fashioniq", "circo", "none")
@@ -31,35 +33,34 @@ VAL_DATASETS = ("shapes", "cirr", "fashioniq", "circo", "none")
 
 def register(sub) -> None:
     o = sub.add_parser("oti", help="OTI over every image of a dataset into a resumable run folder (torchrun-ready)")
-    o.add_argument("--dataset", default="shapes", choices=OTI_DATASETS,
-                   help="shapes (split pretrain: the unlabeled world images), imagenet (any image folder), or a "
-                        "benchmark (its queries' reference images)")
-    o.add_argument("--dataset-path", default=None, help="dataset folder (imagenet: the folder of images)")
-    o.add_argument("--split", default=None, help="shapes: pretrain (default), val, test; benchmarks: val (default), "
-                                                 "test; imagenet: a sub-folder of --dataset-path (default: all)")
-    o.add_argument("--category", default=None, help="FashionIQ categories, comma-separated")
+    add_setting(o, "dataset", choices=OTI_DATASETS,
+                help="shapes (split pretrain: the unlabeled world images), imagenet (any image folder), or a "
+                     "benchmark (its queries' reference images)")
+    add_setting(o, "dataset_path", default=None, help="dataset folder (imagenet: the folder of images)")
+    add_setting(o, "split", default=None, help="shapes: pretrain (default), val, test; benchmarks: val (default), "
+                                               "test; imagenet: a sub-folder of --dataset-path (default: all)")
+    add_setting(o, "category", default=None)
     o.add_argument("--on-missing", default="error", choices=("error", "skip"))
     o.add_argument("--check-images", default="exists", choices=("none", "exists", "open"))
     add_backbone_options(o)
-    o.add_argument("--preprocess", default=None, choices=("clip", "targetpad"),
-                   help="image preprocessing (default: targetpad, the authors' default, for every dataset)")
-    o.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
-                   help="OTI precision (default auto: fp16 autocast + GradScaler on CUDA, as the authors; fp32 on CPU)")
-    o.add_argument("--num-workers", type=nonnegative_int, default=None, help="data-loader workers for image files")
+    add_setting(o, "preprocess", default=None, choices=("clip", "targetpad"),
+                help="image preprocessing (default: targetpad, the authors' default, for every dataset)")
+    add_setting(o, "precision", choices=("auto", "fp32", "fp16", "bf16"),
+                help="OTI precision (default auto: fp16 autocast + GradScaler on CUDA, as the authors; fp32 on CPU)")
+    add_setting(o, "num_workers", type=nonnegative_int, help="data-loader workers for image files")
     o.add_argument("--out", required=True, help="run folder (tokens, features, concepts, manifest)")
     o.add_argument("--resume", action="store_true", help="continue the run in --out")
     o.add_argument("--force", action="store_true",
                    help="with --resume: accept changed hyper-parameters; without: delete the run in --out first")
-    o.add_argument("--steps", type=positive_int, default=350, help="OTI steps per batch (paper: 350)")
-    o.add_argument("--batch-size", type=positive_int, default=32, help="images optimised together (paper: 32)")
+    add_setting(o, "oti_steps", type=positive_int, renamed=("--steps",), help="OTI steps per batch (paper: 350)")
+    add_setting(o, "oti_batch_size", type=positive_int, renamed=("--batch-size",))
     o.add_argument("--lambda-gpt", type=nonnegative_float, default=0.5, help="regulariser weight (paper: 0.5; 0: none)")
-    o.add_argument("--concepts", default=None, help="concept CSV (Open Images V7 class descriptions)")
-    o.add_argument("--phrases", default=None,
-                   help="phrase bank: the authors' GPTNeo27B.zip, its folder, or a pickle {concept: [phrases]}")
+    add_setting(o, "concepts", default=None)
+    add_setting(o, "phrases", default=None)
     o.add_argument("--checkpoint-every", type=positive_int, default=10,
                    help="batches between checkpoints (per process)")
     o.add_argument("--limit", type=positive_int, default=None, help="only the first N images (smoke runs)")
-    o.add_argument("--seed", type=int, default=42)
+    add_setting(o, "seed")
     o.add_argument("--no-progress", action="store_true")
     o.add_argument("--json", action="store_true", help="print a one-line JSON summary")
     o.set_defaults(func=run_oti_command)
@@ -77,7 +78,7 @@ def register(sub) -> None:
                    help="with --resume: accept changed hyper-parameters; without: delete the run in --out first")
     add_backbone_options(t)
     t.set_defaults(backbone=None, pretrained=None)  # default: the OTI run's
-    t.add_argument("--epochs", type=positive_int, default=100)
+    add_setting(t, "phi_epochs", type=positive_int, renamed=("--epochs",))
     t.add_argument("--batch-size", type=positive_int, default=256)
     t.add_argument("--lr", type=positive_float, default=1e-4)
     t.add_argument("--weight-decay", type=nonnegative_float, default=0.01)
@@ -90,14 +91,15 @@ def register(sub) -> None:
     t.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                    help="φ training precision (default auto: fp16 autocast + GradScaler on CUDA, as the authors; "
                         "fp32 on CPU)")
-    t.add_argument("--concepts", default=None, help="concept CSV, as given to `searle oti`")
-    t.add_argument("--phrases", default=None, help="phrase bank (GPTNeo27B.zip, its folder or a pickle), as given to "
-                                                   "`searle oti`")
+    add_setting(t, "concepts", default=None, help="concept CSV, as given to `searle oti`")
+    add_setting(t, "phrases", default=None, help="phrase bank (GPTNeo27B.zip, its folder or a pickle), as given to "
+                                                 "`searle oti`")
     t.add_argument("--val-dataset", default=None, choices=VAL_DATASETS,
                    help="validate `searle` on this benchmark every epoch (default: shapes for shapes-clip, else none)")
-    t.add_argument("--val-path", default=None, help="folder of the validation benchmark")
+    t.add_argument("--val-dataset-path", default=None, help="folder of the validation benchmark")
+    add_renamed(t, "--val-path", "val_dataset_path", "--val-dataset-path")
     t.add_argument("--val-split", default="val")
-    t.add_argument("--seed", type=int, default=42)
+    add_setting(t, "seed")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--json", action="store_true", help="print the last history row as one JSON line")
     t.set_defaults(func=run_train_phi_command)
@@ -154,9 +156,9 @@ def run_oti_command(args: argparse.Namespace) -> int:
         vocabulary = vocabulary_from_args(args) if args.lambda_gpt > 0 else None
         if vocabulary is None and args.lambda_gpt > 0:
             _say("no --concepts/--phrases: OTI runs without its regulariser (lambda_gpt 0)")
-        config = OTIRunConfig(oti=OTIConfig(steps=args.steps, lambda_gpt=args.lambda_gpt if vocabulary else 0.0,
+        config = OTIRunConfig(oti=OTIConfig(steps=args.oti_steps, lambda_gpt=args.lambda_gpt if vocabulary else 0.0,
                                             precision=args.precision),
-                              batch_size=args.batch_size, seed=args.seed)
+                              batch_size=args.oti_batch_size, seed=args.seed)
         _say(f"OTI over {len(names)} images of {args.dataset} {info['split'] or ''} with {args.backbone} on "
              f"{dist.world_size()} process(es) -> {args.out}")
         result = run_oti(backbone, source, names, vocabulary, args.out, config, resume=args.resume, force=args.force,
@@ -178,9 +180,9 @@ def _validator(args: argparse.Namespace, backbone, vocabulary):
     if dataset == "shapes" and backbone.name != "shapes-clip":
         raise ValueError("--val-dataset shapes needs the shapes-clip backbone; pick a real benchmark or none")
 
-    val_args = argparse.Namespace(dataset=dataset, dataset_path=args.val_path, split=args.val_split,
-                                  quick=args.quick, on_missing="error", check_images="exists", category=None)
-    return benchmark_validator(backbone, benchmark_from_args(val_args), vocabulary)
+
+    val = RunSettings(dataset=dataset, dataset_path=args.val_dataset_path or "", split=args.val_split, quick=args.quick)
+    return benchmark_validator(backbone, benchmark_from_args(val), vocabulary)
 
 
 def _no_validation(phi) -> dict:
@@ -245,7 +247,7 @@ def run_train_phi_command(args: argparse.Namespace) -> int:
             _say("note: this vocabulary differs from the one the OTI run associated concepts with")
         loss = PhiLossConfig(lambda_distil=args.lambda_distil, lambda_gpt=args.lambda_gpt if vocabulary else 0.0,
                              temperature=args.temperature, top_concepts=args.top_concepts)
-        config = PhiTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        config = PhiTrainConfig(epochs=args.phi_epochs, batch_size=args.batch_size, lr=args.lr,
                                 weight_decay=args.weight_decay, loss=loss, dropout=args.dropout, seed=args.seed,
                                 precision=args.precision)
         # Rank 0 validates; the others only need to know that it does (they receive its metrics).

@@ -18,6 +18,7 @@ from searle_core.inversion import OTIConfig, oti
 from searle_core.inversion.nearest import nearest_words, word_token_ids
 from searle_core.opening import configure_for_dataset
 from searle_core.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle
+from searle_core.settings import add_setting
 
 
 def register(sub) -> None:
@@ -37,12 +38,12 @@ def register(sub) -> None:
     i = sub.add_parser("invert", help="OTI on image files: print each pseudo-word's nearest vocabulary words")
     i.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     add_backbone_options(i)
-    i.add_argument("--steps", type=positive_int, default=350, help="OTI steps (paper: 350)")
+    add_setting(i, "oti_steps", type=positive_int, renamed=("--steps",))
     i.add_argument("--top-k", type=positive_int, default=8, help="nearest words to print")
-    i.add_argument("--concepts", default=None, help="concept list CSV (Open Images format) for the regulariser "
-                                                    "(real backbones; shapes-clip uses the world's)")
-    i.add_argument("--phrases", default=None, help="phrase bank pickle {concept: [phrases]} (real backbones)")
-    i.add_argument("--seed", type=int, default=42)
+    add_setting(i, "concepts", default=None, help="concept list CSV (Open Images format) for the regulariser "
+                                                  "(real backbones; shapes-clip uses the world's)")
+    add_setting(i, "phrases", default=None, help="phrase bank pickle {concept: [phrases]} (real backbones)")
+    add_setting(i, "seed")
     i.set_defaults(func=run_invert)
 
 
@@ -107,7 +108,7 @@ def run_invert(args: argparse.Namespace) -> int:
     per_image = None
     if concepts:
         per_image = associate_concepts(feats, embed_concepts(backbone, concepts), concepts, top_k=15)
-    result = oti(backbone, feats, per_image, bank, OTIConfig(steps=args.steps), seed=args.seed, progress=True)
+    result = oti(backbone, feats, per_image, bank, OTIConfig(steps=args.oti_steps), seed=args.seed, progress=True)
     print(f"({note})")
     for path, words in zip(args.images, nearest_words(backbone, result.tokens, args.top_k, allowed)):
         print(f"{path}: " + ", ".join(f"{w} ({s:.2f})" for w, s in words))

@@ -16,15 +16,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
+from searle_core.notebook.record import Recorder
 from searle_core.notebook.inversions import SNAPSHOT_STEPS, benchmark_oti, phi_recipe, subset_indices, train_study_phi
 from searle_core.concepts import Vocabulary
 from searle_core.jobs.evaluation import evaluate
 from searle_core.markdown import markdown_table
 from searle_core.notebook.study import Study
 from searle_core.report.table import flatten
+from searle_core.files import atomic_write_text
 
 #: The regulariser's phrases of the "templates only" ablation: one plain template per concept.
 TEMPLATE_ONLY_PHRASES: tuple[str, ...] = ("a photo of {}",)
@@ -140,18 +143,20 @@ def run_variant(study: Study, variant: Variant, oti_steps: int, phi_epochs: int,
     return {**flatten(result.metrics), "seconds": trained.train_seconds + result.seconds}
 
 
-def run_ablations(study: Study, oti_steps: int, phi_epochs: int, step_grid: tuple[int, ...] | list[int] = (50, 150, 350),
+def run_ablations(study: Study, oti_steps: int | None = None, phi_epochs: int | None = None,
+                  step_grid: tuple[int, ...] | list[int] = (50, 150, 350),
                   fractions: tuple[float, ...] | list[float] = (0.01, 0.03, 0.1, 1.0), phi_images: int | None = None,
                   parts: tuple[str, ...] = ("OTI", "φ"), equal_steps: bool = True, progress: bool = True) -> pd.DataFrame:
     """Every ablation row of ``parts`` on ``study.bench``.
 
     Args:
         study: backbone, benchmark, vocabulary (the world or a real dataset).
-        oti_steps: steps of the full OTI (paper: 350).
-        phi_epochs: epochs of the full φ.
+        oti_steps: steps of the full OTI (default: the study's ``oti_steps`` setting; paper: 350).
+        phi_epochs: epochs of the full φ (default: the study's ``phi_epochs`` setting).
         step_grid: OTI step counts compared.
         fractions: shares of φ's unlabeled images compared.
-        phi_images: unlabeled images of the full φ (``None``: all).
+        phi_images: unlabeled images of the full φ (default: the study's ``phi_images`` setting;
+            0 or ``None`` there: all).
         parts: which parts to run.
         equal_steps: see :func:`run_variant`.
         progress: print each row as it finishes.
@@ -160,6 +165,9 @@ def run_ablations(study: Study, oti_steps: int, phi_epochs: int, step_grid: tupl
         One row per variant: ``part``, ``variant``, the benchmark's metrics, ``seconds``, and for
         the step and data rows their numeric ``steps`` / ``data %``.
     """
+    oti_steps = study.settings.oti_steps if oti_steps is None else oti_steps
+    phi_epochs = study.settings.phi_epochs if phi_epochs is None else phi_epochs
+    phi_images = (study.settings.phi_images or None) if phi_images is None else (phi_images or None)
     variants = (oti_variants(oti_steps, step_grid) if "OTI" in parts else []) + \
                (phi_variants(fractions) if "φ" in parts else [])
     rows = []
@@ -197,3 +205,37 @@ def markdown(table: pd.DataFrame, digits: int = 2) -> str:
         return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
     return markdown_table(table.columns, ([fmt(v) for v in row] for row in table.itertuples(index=False)),
                           [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns])
+
+
+#: Where the ablation table is written, inside a run folder.
+TABLE_STEM = "tables/ablations"
+
+
+def shown_columns(table: pd.DataFrame) -> list[str]:
+    """The columns worth reading: variant, metrics and seconds (not the per-aspect ``a/b`` metrics,
+    nor the numeric ``steps`` / ``data %`` the curves are drawn from)."""
+    return [c for c in table.columns if c not in ("steps", "data %") and "/" not in c]
+
+
+def write_table(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Write ``<out_dir>/tables/ablations.csv`` (every column) and ``.md`` (:func:`shown_columns`).
+
+    Returns:
+        The two paths.
+    """
+
+    stem = Path(out_dir) / TABLE_STEM
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    csv, md = stem.with_suffix(".csv"), stem.with_suffix(".md")
+    atomic_write_text(table.to_csv(index=False, float_format="%.4f"), csv)
+    atomic_write_text(markdown(table[shown_columns(table)]), md)
+    return [csv, md]
+
+
+def record_table(rec: Recorder, table: pd.DataFrame, metric: str, image_only: float) -> None:
+    """Record each row's ``metric`` and seconds as ``<part>/<variant>/<metric>`` and
+    ``<part>/<variant>/seconds``, and image-only's as ``image-only/<metric>``."""
+    for _, row in table.iterrows():
+        rec.record(f"{row.part}/{row.variant}/{metric}", row[metric])
+        rec.record(f"{row.part}/{row.variant}/seconds", row["seconds"])
+    rec.record(f"image-only/{metric}", image_only)

@@ -139,7 +139,7 @@ def prefill_oti(study: Study, ctx: MethodContext) -> OTIRun:
 def study_unlabeled(study: Study, limit: int | None = None) -> Unlabeled:
     """The study's unlabeled images (the first ``limit`` of them), as φ's recipe takes them."""
     if study.unlabeled is None:
-        raise ValueError("φ trains on unlabeled images: set unlabeled_path (the paper: the ImageNet1K test images)")
+        raise ValueError("φ trains on unlabeled images: set unlabeled (the paper: the ImageNet1K test images)")
     source, names = study.unlabeled
     names = list(names)[:limit] if limit else list(names)
     root = study.world.config.cache_key() if study.world is not None else str(getattr(source, "root", ""))

@@ -20,6 +20,7 @@ import yaml
 from searle_core.errors import InputError, first_line, read_text
 from searle_core.paths import REPO_ROOT
 from searle_core.notebook.record import load_record, record_path
+from searle_core.settings import RENAMED_PARAMETERS
 
 #: The notebooks, in the order they run (later ones reuse what earlier ones cached).
 NOTEBOOKS: tuple[str, ...] = ("01_textual_inversion", "02_pseudo_word_visualisation", "03_training_phi",
@@ -171,8 +172,11 @@ def check_profile(profile: Profile, notebooks: tuple[str, ...] | list[str] = NOT
         given = profile.notebooks.get(stem, {})
         unknown, reserved = sorted(set(given) - declared), sorted(set(given) & set(RUNNER_PARAMETERS))
         if unknown or reserved:
+            renamed = [f"{k} is now {RENAMED_PARAMETERS[k]}" for k in unknown
+                       if k in RENAMED_PARAMETERS and RENAMED_PARAMETERS[k] in declared]
             raise InputError(f"{where}: notebooks.{stem}: unknown parameters {unknown} "
-                             f"(declared: {sorted(declared)})"
+                             + (f"({'; '.join(renamed)}) " if renamed else "")
+                             + f"(declared: {sorted(declared)})"
                              + (f"; {reserved} are set by the runner" if reserved else ""))
         for key, value in given.items():
             expected = _declared_type(declared_params[key])

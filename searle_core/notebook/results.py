@@ -69,9 +69,9 @@ def _skip_reason(method: str, study: Study, has_phi: bool) -> str | None:
     if study.world is not None:
         return None  # the world trains whatever a method needs, offline
     if method == "searle" and not has_phi:
-        return "no φ: pass phi_checkpoint (the authors' SEARLE_ViT-B32.pt / SEARLE_ViT-L14.pt) or unlabeled_path"
+        return "no φ: pass phi_checkpoint (the authors' SEARLE_ViT-B32.pt / SEARLE_ViT-L14.pt) or unlabeled"
     if method in ("pic2word", "palavra") and study.unlabeled is None:
-        return "trains on unlabeled images: set unlabeled_path (the paper: ImageNet1K test)"
+        return "trains on unlabeled images: set unlabeled (the paper: ImageNet1K test)"
     if method == "captioning":
         try:
             import transformers  # noqa: F401
@@ -131,31 +131,36 @@ def _size_baselines(ctx, epochs: int, images: int) -> None:
         ctx.extras["unlabeled"] = (source, names[:images])
 
 
-def run_settings(benchmarks: list[dict], backbones: list[dict], methods: list[str], quick: bool = True,
+def run_settings(benchmarks: list[dict], backbones: list[dict], methods: list[str], *, quick: bool = True,
                  device: str = "auto", oti_steps: int = 350, phi_epochs: int = 100, phi_images: int | None = None,
-                 concepts_path: str = "", phrases_path: str = "", unlabeled_path: str = "", captioner: str = "",
+                 concepts: str = "", phrases: str = "", unlabeled: str = "", captioner: str = "",
                  seed: int = 42, log=print, max_queries: int = 0, baseline_epochs: int = 0,
                  baseline_images: int = 0) -> list[Setting]:
     """:func:`evaluate_setting` for every benchmark × backbone of a profile.
 
     Args:
-        benchmarks: ``[{"dataset": "circo", "path": "/data/CIRCO", "split": "val"}, ...]``.
+        benchmarks: ``[{"dataset": "circo", "dataset_path": "/data/CIRCO", "split": "val"}, ...]``.
         backbones: ``[{"name": "ViT-B-32", "pretrained": "openai", "phi_checkpoint": ""}, ...]``
             (``shapes`` pairs only with ``shapes-clip``, real datasets only with the others).
         methods: table rows.
-        quick, device, oti_steps, phi_epochs, phi_images, concepts_path, phrases_path, unlabeled_path,
+        quick, device, oti_steps, phi_epochs, phi_images, concepts, phrases, unlabeled,
             captioner, seed: as in :func:`~searle_core.notebook.study.open_study` and :func:`evaluate_setting`.
         log: progress lines.
         max_queries: score each benchmark on its first queries only (0: all).
         baseline_epochs, baseline_images: as in :func:`evaluate_setting`.
     """
+    for i, b in enumerate(benchmarks):
+        if "path" in b:
+            raise ValueError(f"benchmarks[{i}]: 'path' is now called 'dataset_path' ({b})")
     settings = []
     for b in benchmarks:
         for bb in backbones:
             if (b["dataset"] == "shapes") != (bb["name"] == "shapes-clip"):
                 continue  # the world has its own CLIP; real data needs a real one
-            study = open_study(b["dataset"], quick, bb["name"], bb.get("pretrained", "default"), device, b.get("path", ""),
-                               b.get("split", "val"), concepts_path, phrases_path, unlabeled_path, seed)
+            study = open_study(dataset=b["dataset"], quick=quick, backbone=bb["name"],
+                               pretrained=bb.get("pretrained", "default"), device=device,
+                               dataset_path=b.get("dataset_path", ""), split=b.get("split", "val"), concepts=concepts,
+                               phrases=phrases, unlabeled=unlabeled, seed=seed)
             settings.append(evaluate_setting(study.subset(max_queries), methods, oti_steps, bb.get("phi_checkpoint", ""),
                                              phi_epochs, phi_images, captioner, log, baseline_epochs, baseline_images))
     return settings

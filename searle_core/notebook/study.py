@@ -1,13 +1,16 @@
 """What a notebook works on: one backbone, one benchmark, its vocabulary and its images, opened once.
 
 ``open_study(dataset="shapes", quick=True)`` gives the offline world (its CLIP trained and cached on
-first use); ``open_study("circo", dataset_path="/data/CIRCO", backbone="ViT-B-32")`` the same
-structure over a real dataset. Notebooks call only this and the analysis functions, so the same
-notebook runs on the world and on the paper's data by changing its parameters.
+first use); ``open_study(dataset="circo", dataset_path="/data/CIRCO", backbone="ViT-B-32")`` the same
+structure over a real dataset. Its keywords are the run settings (:class:`searle_core.settings.RunSettings`),
+named as the notebooks' parameters, the profiles' keys and the CLI's flags. Notebooks call only this
+and the analysis functions, so the same notebook runs on the world and on the paper's data by
+changing its parameters.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +30,7 @@ from searle_core.datasets.shapes.opening import world_vocabulary, world_setup
 from searle_core.datasets.shapes import training_vocabulary, caption_for, ShapesWorld, WorldConfig
 from searle_core.inversion.nearest import word_token_ids
 from searle_core.retrieval.evaluate import gallery_features
+from searle_core.settings import RunSettings, from_parameters
 
 
 @dataclass
@@ -44,6 +48,7 @@ class Study:
         unlabeled: images φ trains on (world pretrain images, or an image folder), with names.
         seed: run seed.
         progress: progress bars.
+        settings: the run settings it was opened with (OTI steps, φ's epochs and images, ...).
     """
 
     dataset: str
@@ -55,7 +60,12 @@ class Study:
     unlabeled: tuple[ImageSource, list[str]] | None = None
     seed: int = 42
     progress: bool = False
+    settings: RunSettings = field(default_factory=RunSettings)
     _gallery: dict | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # One value each: a study built field by field (tests) carries its seed in its settings too.
+        self.settings = dataclasses.replace(self.settings, dataset=self.dataset, seed=self.seed, progress=self.progress)
 
     def features(self, names: list[str], source: ImageSource | None = None) -> torch.Tensor:
         """Normalised (N, embed_dim) image features of named images (cached on disk)."""
@@ -94,8 +104,6 @@ class Study:
 
     def subset(self, max_queries: int | None) -> "Study":
         """The same study on the first ``max_queries`` queries (same gallery); all if ``None``/0."""
-        import dataclasses
-
         if not max_queries or max_queries >= len(self.bench.queries):
             return self
         bench = dataclasses.replace(self.bench, queries=self.bench.queries[:max_queries])
@@ -109,17 +117,20 @@ class Study:
             return gallery["all"], list(self.bench.gallery)
         return torch.cat([gallery[c] for c in by_category]), [n for c in by_category for n in by_category[c]]
 
-    def context(self, oti_steps: int = 350, phi: Phi | None = None, lambda_gpt: float = 0.5,
-                oti_batch_size: int = 32, **oti_overrides) -> MethodContext:
-        """A ``MethodContext`` for ``pipeline.evaluate`` with this study's vocabulary and seed.
+    def context(self, oti_steps: int | None = None, phi: Phi | None = None, lambda_gpt: float = 0.5,
+                oti_batch_size: int | None = None, **oti_overrides) -> MethodContext:
+        """A ``MethodContext`` for ``retrieval.evaluate`` with this study's vocabulary, seed and settings.
 
         Args:
-            oti_steps: OTI steps (paper: 350).
+            oti_steps: OTI steps (default: the study's ``oti_steps`` setting).
             phi: a trained φ for ``searle`` (on ``shapes`` it is trained and cached if omitted).
             lambda_gpt: regulariser weight (forced to 0 without a vocabulary).
-            oti_batch_size: images per OTI batch.
+            oti_batch_size: images per OTI batch (default: the study's ``oti_batch_size`` setting).
             **oti_overrides: other ``OTIConfig`` fields.
         """
+        oti_steps = self.settings.oti_steps if oti_steps is None else oti_steps
+        oti_batch_size = self.settings.oti_batch_size if oti_batch_size is None else oti_batch_size
+        oti_overrides.setdefault("precision", self.settings.precision)
         config = OTIConfig(steps=oti_steps, lambda_gpt=lambda_gpt if self.vocabulary else 0.0, **oti_overrides)
         ctx = MethodContext(vocabulary=self.vocabulary, oti_config=config, oti_batch_size=oti_batch_size, phi=phi,
                             seed=self.seed, progress=self.progress)
@@ -180,25 +191,31 @@ class Study:
         return rows
 
 
-def load_vocabulary(dataset: str, backbone: str, concepts_path: str = "", phrases_path: str = "") -> Vocabulary | None:
+def load_vocabulary(dataset: str, backbone: str, concepts: str = "", phrases: str = "") -> Vocabulary | None:
     """The regulariser's vocabulary: the world's for ``shapes``; for real data the Open Images CSV
-    with the authors' phrase pickle (or offline template phrases without one); ``None`` without a CSV."""
+    ``concepts`` with the authors' phrases ``phrases`` (or offline template phrases without them);
+    ``None`` without a CSV."""
     if dataset == "shapes" or backbone == "shapes-clip":
         return world_vocabulary()
-    if not concepts_path:
+    if not concepts:
         return None
-    concepts = load_concepts_csv(concepts_path)
-    bank = filter_phrase_bank(load_phrase_pickle(phrases_path) if phrases_path else template_phrases(concepts))
+    names = load_concepts_csv(concepts)
+    bank = filter_phrase_bank(load_phrase_pickle(phrases) if phrases else template_phrases(names))
     # Association runs over the whole vocabulary; concepts without usable phrases are skipped afterwards.
-    return Vocabulary(list(concepts), {c: bank[c] for c in concepts if c in bank},
-                      phrases="given" if phrases_path else "templates")
+    return Vocabulary(list(names), {c: bank[c] for c in names if c in bank}, phrases="given" if phrases else "templates")
 
 
-def open_study(dataset: str = "shapes", quick: bool = True, backbone: str = "shapes-clip",
-               pretrained: str = "default", device: str = "auto", dataset_path: str = "", split: str = "val",
-               concepts_path: str = "", phrases_path: str = "", unlabeled_path: str = "", seed: int = 42,
-               progress: bool = False, preprocess: str | None = None) -> Study:
+def open_study(dataset: str | None = None, quick: bool | None = None, backbone: str | None = None,
+               pretrained: str | None = None, device: str | None = None, dataset_path: str | None = None,
+               split: str | None = None, concepts: str | None = None, phrases: str | None = None,
+               unlabeled: str | None = None, seed: int | None = None, progress: bool = False,
+               preprocess: str | None = None, *, settings: RunSettings | None = None, **more) -> Study:
     """Open a backbone and a benchmark for a notebook.
+
+    Every argument is a run setting (:class:`~searle_core.settings.RunSettings`, where each is
+    described), named as the notebooks' parameters, the profiles' keys and the CLI's flags; one left
+    out (``None``) keeps ``settings``' value, else the default of the quick world (``quick=True``).
+    The settings are kept as ``study.settings``: ``study.context()`` takes its OTI settings from them.
 
     Args:
         dataset: ``shapes`` (offline world) or ``cirr``, ``fashioniq``, ``circo``.
@@ -209,40 +226,53 @@ def open_study(dataset: str = "shapes", quick: bool = True, backbone: str = "sha
         device: ``auto``, ``cpu``, ``cuda``.
         dataset_path: real datasets: the folder in the authors' layout.
         split: benchmark split (``val`` has ground truths).
-        concepts_path: real datasets: Open Images V7 class-descriptions CSV.
-        phrases_path: real datasets: the authors' phrase pickle.
-        unlabeled_path: real datasets: the image folder φ trains on (ImageNet1K test).
+        concepts: real datasets: Open Images V7 class-descriptions CSV.
+        phrases: real datasets: the authors' phrases (``GPTNeo27B.zip`` or a pickle).
+        unlabeled: real datasets: the image folder φ trains on (ImageNet1K test).
         seed: run seed.
         progress: progress bars.
-        preprocess: ``None`` for the dataset's default (:mod:`searle_core.opening`, as the CLI:
+        preprocess: empty/``None`` for the dataset's default (:mod:`searle_core.opening`, as the CLI:
             targetpad 1.25), or ``clip``/``targetpad``.
+        settings: settings to start from (e.g. a profile's or the CLI's).
+        **more: other settings by name: ``oti_steps``, ``oti_batch_size``, ``precision``,
+            ``phi_checkpoint``, ``phi_epochs``, ``phi_images``, ...
+
+    Raises:
+        TypeError: an argument that is not a setting (a renamed one is named with its new name).
     """
 
-    random_weights = str(pretrained).lower() in RANDOM_WEIGHTS
-    if dataset == "shapes":
+    given = dict(dataset=dataset, quick=quick, backbone=backbone, pretrained=pretrained, device=device,
+                 dataset_path=dataset_path, split=split, concepts=concepts, phrases=phrases, unlabeled=unlabeled,
+                 seed=seed, preprocess=preprocess, **more)
+    s = from_parameters({**given, "progress": progress}, base=settings or RunSettings(quick=True))
+    random_weights = str(s.pretrained).lower() in RANDOM_WEIGHTS
+    if s.dataset == "shapes":
 
-        if backbone != "shapes-clip":
+        if s.backbone != "shapes-clip":
             raise ValueError("the shapes world is studied with its own CLIP: backbone 'shapes-clip'")
         if random_weights:  # the world CLIP's architecture with seeded random weights (smoke runs): no training
 
-            world = ShapesWorld(WorldConfig.quick() if quick else WorldConfig())
-            model = open_backbone(backbone, pretrained, device, seed)
+            world = ShapesWorld(WorldConfig.quick() if s.quick else WorldConfig())
+            model = open_backbone(s.backbone, s.pretrained, s.device, s.seed)
         else:
-            world, model = world_setup(quick=quick, device=device, progress=progress)
-        model = configure_for_dataset(model, dataset, preprocess)
-        bench = world.benchmark(split)
-        return Study(dataset, model, bench, load_vocabulary(dataset, backbone),
+            world, model = world_setup(quick=s.quick, device=s.device, progress=s.progress)
+        model = configure_for_dataset(model, s.dataset, s.preprocess or None, s.num_workers)
+        bench = world.benchmark(s.split)
+        return Study(s.dataset, model, bench, load_vocabulary(s.dataset, s.backbone),
                      word_token_ids(model, training_vocabulary()), world, (world.images, world.pretrain_names()),
-                     seed, progress)
+                     s.seed, s.progress, s)
 
-    if not dataset_path:
-        raise ValueError(f"dataset {dataset!r} needs dataset_path: its folder in the authors' layout")
-    bench = load_benchmark(dataset, dataset_path, split)  # first: a wrong folder fails before a large model loads
-    model = configure_for_dataset(open_backbone(backbone, pretrained, device, seed), dataset, preprocess)
-    unlabeled = None
-    if unlabeled_path:
-        folder = ImageFolderSource(unlabeled_path)
-        unlabeled = (folder, folder.names)
-    return Study(dataset, model, bench, load_vocabulary(dataset, backbone, concepts_path, phrases_path), None, None,
-                 unlabeled, seed, progress)
-
+    if not s.dataset_path:
+        raise ValueError(f"dataset {s.dataset!r} needs dataset_path: its folder in the authors' layout")
+    # First: a wrong folder fails before a large model loads.
+    bench = load_benchmark(s.dataset, s.dataset_path, s.split,
+                           **({"category": [c.strip() for c in s.category.split(",") if c.strip()]}
+                              if s.category else {}))
+    model = configure_for_dataset(open_backbone(s.backbone, s.pretrained, s.device, s.seed), s.dataset,
+                                  s.preprocess or None, s.num_workers)
+    unlabeled_images = None
+    if s.unlabeled:
+        folder = ImageFolderSource(s.unlabeled)
+        unlabeled_images = (folder, folder.names)
+    return Study(s.dataset, model, bench, load_vocabulary(s.dataset, s.backbone, s.concepts, s.phrases), None, None,
+                 unlabeled_images, s.seed, s.progress, s)
