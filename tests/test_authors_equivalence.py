@@ -22,7 +22,6 @@ layout ``{"epoch", "Phi"}``, the OTI tokens in theirs (``ema_oti_pseudo_tokens.p
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import pickle
@@ -295,9 +294,8 @@ def test_cli_table_and_notebook_engine_give_the_same_numbers(circo_val, tmp_path
     study = open_study("circo", backbone="shapes-clip", pretrained="none", device="cpu", dataset_path=str(root),
                        split="val", seed=SEED)  # `pretrained: none` is accepted, as on the command line
     assert study.backbone.preprocess.preprocess_id == "targetpad"
-    # `searle table` without --concepts runs OTI without phrases; open_study gives a shapes-clip backbone the
-    # world's phrases on any dataset (study.load_vocabulary), so the same setting here is no vocabulary.
-    study = dataclasses.replace(study, vocabulary=None)
+    # Without concepts both run OTI without phrases (a shapes-clip backbone on CIRCO gets no world phrases).
+    assert study.vocabulary is None
     setting = results.evaluate_setting(study, methods, oti_steps=3, phi_checkpoint=str(tmp_path / "phi.pt"), log=None)
     _assert_same_rows(cli, setting.table)
     assert cli["searle-oti"]["variant"] == "no phrases" and "variant" not in cli["searle"]  # no concepts; φ given

@@ -195,7 +195,7 @@ def load_vocabulary(dataset: str, backbone: str, concepts: str = "", phrases: st
     """The regulariser's vocabulary: the world's for ``shapes``; for real data the Open Images CSV
     ``concepts`` with the authors' phrases ``phrases`` (or offline template phrases without them);
     ``None`` without a CSV."""
-    if dataset == "shapes" or backbone == "shapes-clip":
+    if dataset == "shapes":  # the world's own concepts; a real dataset needs its CSV, whatever the backbone
         return world_vocabulary()
     if not concepts:
         return None
