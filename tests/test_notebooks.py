@@ -239,22 +239,26 @@ def test_quick_run_prints_the_checked_outputs(quick_run, stem):
 # ---- the quick run's numbers against their stored values -------------------------------------------
 STORED_NUMBERS = Path(__file__).parent / "data" / "quick_profile_numbers.json"
 
-#: Absolute tolerance per kind of recorded number. Measured: the quick run on one and on two OpenMP
-#: threads (each training its own world CLIP, its own OTI tokens and φ, in an empty SEARLE_DATA) differs
-#: by at most DIFF_POINTS points of mAP/Recall (DIFF_COSINE in cosines, DIFF_RANK in ranks); the
-#: tolerances leave room for other machines' BLAS, about 3x what was measured, and stay far below the
-#: gaps the notebooks report (SEARLE-OTI vs image-only: 59 points; φ vs OTI token cosine, same image vs
-#: others: 0.6).
-TOLERANCES = {
-    "exact": 0,        # settings echoed back (steps, epochs, sizes): any change is a change of profile
-    "points": 3.0,     # mAP@k, Recall@k, shares in % (120 queries: one query's hit moves Recall by 0.83)
-    "cosine": 0.03,    # cosines between tokens or prompt and image features
-    "norm": 0.03,      # token norms (about 0.3-0.6)
-    "loss": 0.1,       # final training losses
-    "rank": 50,        # an image's rank among the gallery's 864 before OTI (1 after)
-    "count": 2,        # hits in a top-k, images whose nearest words hold their own
+#: Tolerance per kind of recorded number: (absolute, relative to the stored value). Measured by running
+#: the quick profile on one and on two OpenMP threads, each from an empty SEARLE_DATA: the two world CLIPs
+#: then differ (float sums in another order over 420 steps leave weights up to 3.75 apart), and so do
+#: every OTI token, φ and trained baseline after them. Largest difference between the two runs, per kind:
+#: mAP 3.5 points (Pic2Word's mAP@5; its difference to SEARLE-OTI 4.0), shares 5.0 points (PALAVRA's
+#: Recall@1: 6 of 120 queries), cosines 0.005, norms 0.003, losses 0.034, the mean rank before OTI 30 of
+#: 279 (11 %), hits 1. Each tolerance is about twice that, for other machines' BLAS and core counts, and
+#: stays well below the gaps the notebooks report (SEARLE-OTI vs image-only: 59 points of mAP@10; φ-OTI
+#: cosine, same image vs other images: 0.63). At one thread count the run repeats to the last digit.
+TOLERANCES: dict[str, tuple[float, float]] = {
+    "exact": (0, 0),        # settings echoed back (steps, epochs, sizes): a change is a change of profile
+    "map": (8.0, 0),        # mAP@k and differences of mAP@k, in points
+    "share": (10.0, 0),     # Recall@k and shares in %: one of 120 queries or images is 0.83 points
+    "cosine": (0.02, 0),    # cosines between tokens, or between prompt and image features
+    "norm": (0.01, 0),      # token norms (0.3-0.6)
+    "loss": (0.1, 0),       # final training losses
+    "rank": (1, 0.3),       # mean rank of 4 images in the gallery of 864: 279 before OTI, 1 after
+    "count": (2, 0),        # hits in a top-5, images whose nearest words hold their own
 }
-_EXACT = {"n_images", "n_tokens", "n_unlabeled", "oti_steps", "phi_epochs", "settings/phi_epoch"}
+_EXACT = {"n_images", "n_tokens", "n_unlabeled", "oti_steps", "phi_epochs"}
 
 
 def kind_of(key: str) -> str:
@@ -262,16 +266,16 @@ def kind_of(key: str) -> str:
     leaf = key.rsplit("/", 1)[-1]
     if key in _EXACT or key.endswith("/settings/phi_epoch"):
         return "exact"
-    if re.search(r"(mAP|Recall)@\d+$", key) or "vs-searle-oti/" in key or key.startswith(("own_word_top5/",
-                                                                                          "validation/")) \
-            or leaf == "top10_overlap":
-        return "points"
+    if re.search(r"mAP@\d+$", key) or "vs-searle-oti/" in key or key.startswith("validation/"):
+        return "map"
+    if re.search(r"Recall@\d+$", key) or key.startswith("own_word_top5/") or leaf == "top10_overlap":
+        return "share"
+    if leaf.startswith("final_"):
+        return "loss"
     if "cos" in leaf:
         return "cosine"
     if "norm" in leaf:
         return "norm"
-    if leaf.startswith("final_"):
-        return "loss"
     if "rank" in leaf:
         return "rank"
     if "hits" in leaf or leaf == "own_word_images":
@@ -326,10 +330,11 @@ def test_quick_profile_numbers(quick_run, request):
             off.append(f"{stem}: recorded keys changed: new {sorted(set(got[stem]) - set(stored[stem]))}, "
                        f"gone {sorted(set(stored[stem]) - set(got[stem]))}")
         for key in sorted(set(got[stem]) & set(stored[stem])):
-            tolerance = TOLERANCES[kind_of(key)]
+            absolute, relative = TOLERANCES[kind_of(key)]
+            tolerance = absolute + relative * abs(stored[stem][key])
             if abs(got[stem][key] - stored[stem][key]) > tolerance:
                 off.append(f"{stem}: {key} = {got[stem][key]:.4g}, stored {stored[stem][key]:.4g} "
-                           f"(± {tolerance}, {kind_of(key)})")
+                           f"(± {tolerance:.3g}, {kind_of(key)})")
     assert not off, ("recorded numbers moved from tests/data/quick_profile_numbers.json (if on purpose: "
                      "--store-quick-numbers, then review the diff):\n" + "\n".join(off))
 
