@@ -247,7 +247,8 @@ STORED_NUMBERS = Path(__file__).parent / "data" / "quick_profile_numbers.json"
 #: Recall@1: 6 of 120 queries), cosines 0.005, norms 0.003, losses 0.034, the mean rank before OTI 30 of
 #: 279 (11 %), hits 1. Each tolerance is about twice that, for other machines' BLAS and core counts, and
 #: stays well below the gaps the notebooks report (SEARLE-OTI vs image-only: 59 points of mAP@10; φ-OTI
-#: cosine, same image vs other images: 0.63). At one thread count the run repeats to the last digit.
+#: cosine, same image vs other images: 0.63). With the same world CLIP weights, a run on two threads
+#: gave the stored (one-thread) numbers to the last digit: the spread comes from training that CLIP.
 TOLERANCES: dict[str, tuple[float, float]] = {
     "exact": (0, 0),        # settings echoed back (steps, epochs, sizes): a change is a change of profile
     "map": (8.0, 0),        # mAP@k and differences of mAP@k, in points
