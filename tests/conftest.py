@@ -1,5 +1,7 @@
 import contextlib
+import importlib
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,17 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)  # stable: order kept within tiers
 
 
+def _world_clip_module():
+    import searle_core.backbone  # noqa: F401  (loads the module that defines the world CLIP's weights)
+
+    for name in ("searle_core.datasets.shapes.clip", "searle_core.world_clip"):
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+    raise ModuleNotFoundError("searle_core's world CLIP module (world_clip_weights): update tests/conftest.py")
+
+
 @contextlib.contextmanager
 def _world_clip_refused(item: pytest.Item):
     """While a fast-tier test (and the fixtures it sets up) runs, the world CLIP's default weights can be
@@ -67,9 +80,9 @@ def _world_clip_refused(item: pytest.Item):
     if item.get_closest_marker("slow"):
         yield
         return
-    from searle_core import world_clip
-
-    original, refused = world_clip.world_clip_weights, []
+    # The function lives in searle_core.world_clip or (after the package's move) datasets.shapes.clip, and
+    # modules may hold it under their own name (from ... import): replace it everywhere it is bound.
+    original, refused = _world_clip_module().world_clip_weights, []
 
     def refuse(cache_dir=None, *args, **kwargs):
         if cache_dir is None:
@@ -80,7 +93,9 @@ def _world_clip_refused(item: pytest.Item):
 
     refuse.refused = refused  # a test of this check clears it
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(world_clip, "world_clip_weights", refuse)
+        for name, module in list(sys.modules.items()):
+            if name.startswith("searle_core") and getattr(module, "world_clip_weights", None) is original:
+                mp.setattr(module, "world_clip_weights", refuse)
         yield
     if refused:  # the test caught the error (a CLI that returns 2, say) and went on: it still fails
         raise RuntimeError(refused[0])

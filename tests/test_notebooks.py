@@ -27,6 +27,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from conftest import _world_clip_module
 from searle_core import paper
 
 NOTEBOOKS = paper.NOTEBOOKS
@@ -130,14 +131,14 @@ EXPECTED_FIGURES = ("01_images", "01_oti_losses", "01_self_retrieval", "01_compo
 def test_the_fast_tier_cannot_load_the_world_clip():
     """conftest refuses the world CLIP's default weights to tests not marked slow (the fast tier stays
     fast on a fresh clone, where loading them means training them), and says what to do."""
-    from searle_core import world_clip
-    from searle_core.backbone import load_backbone
+    from searle_core import backbone
 
+    load_backbone, world_clip_weights = backbone.load_backbone, _world_clip_module().world_clip_weights
     with pytest.raises(RuntimeError, match=r"test_notebooks.py::test_the_fast_tier_cannot_load_the_world_clip "
                                            r"trains or loads the world CLIP .*mark it @pytest.mark.slow"):
         load_backbone("shapes-clip", device="cpu", quick=True)
-    assert world_clip.world_clip_weights.refused  # caught here, it would still fail this test at its end
-    world_clip.world_clip_weights.refused.clear()
+    assert world_clip_weights.refused  # caught here, it would still fail this test at its end
+    world_clip_weights.refused.clear()
 
 
 # ---- nbval's check, done on the quick run's executed notebooks ------------------------------------
