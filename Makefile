@@ -11,7 +11,7 @@ KERNELSPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 # Root installs system packages directly (CI); everyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run figures quick paper-smoke test nbval lab browser-setup browser-test clean-runs
+.PHONY: setup run figures quick paper-smoke test test-fast nbval lab browser-setup browser-test clean-runs
 
 setup: $(VENV)/.installed $(KERNELSPEC)
 
@@ -43,8 +43,19 @@ paper-smoke: setup
 	$(PY) tests/paper_smoke_data.py runs/paper-smoke-data
 	$(VENV)/bin/searle paper --profile paper-smoke
 
+# The fast tier first, then the slow one (world CLIP, notebooks): conftest orders them. The notebooks run
+# once, through papermill's quick profile (tests/test_notebooks.py), which also checks nbval's cells.
 test: setup
-	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider --ignore=tests/browser
+	$(PY) -m pytest tests -p no:cacheprovider --ignore=tests/browser
+
+# The fast tier alone (seconds to a few minutes: no world CLIP, no notebook).
+test-fast: setup
+	$(PY) -m pytest tests -m "not slow" -p no:cacheprovider --ignore=tests/browser
+
+# nbval itself: each notebook executed with its defaults, its # NBVAL_CHECK_OUTPUT cells compared.
+# make test makes the same comparison on its quick run instead of executing the notebooks twice.
+nbval: setup
+	$(PY) -m pytest notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
 # JupyterLab on notebooks/ with the searle kernel (LAB_ARGS: e.g. --no-browser --port 8899).
 # Jupyter refuses to run as root unless told; CI containers and some docker setups are root.

@@ -187,6 +187,7 @@ def _agree(ours: dict, theirs: dict) -> float:
     return float(np.mean([len(set(ours[q][:10]) & set(theirs[q][:10])) / 10 for q in theirs]))
 
 
+@pytest.mark.slow
 def test_searle_submission_equals_the_authors_pipeline(circo_test, b32, authors_features, cache, tmp_path,
                                                        monkeypatch):
     monkeypatch.setenv("SEARLE_DATA", str(cache))

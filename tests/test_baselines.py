@@ -146,6 +146,7 @@ def test_palavra_optimisation_lowers_its_contrastive_loss(random_backbone):
 
 
 # ---- saved networks --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_saved_mapper_reloads_to_identical_outputs(quick_world, tmp_path):
     world, bb = quick_world
     bench = world.benchmark("test")
@@ -182,6 +183,7 @@ def test_artifact_names_change_with_weights_data_and_config(random_backbone):
     assert path != trained.artifact_path("pic2word", other_weights, "data", Pic2WordConfig())
 
 
+@pytest.mark.slow
 def test_unlabeled_oti_tokens_resume_from_finished_batches(quick_world):
     world, bb = quick_world
     config = OTIConfig(steps=1, lambda_gpt=0.0)
@@ -201,6 +203,7 @@ def test_unlabeled_oti_tokens_resume_from_finished_batches(quick_world):
 
 
 # ---- captioners ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_world_captioner_gives_grammar_captions_that_clip_prefers(quick_world):
     world, bb = quick_world
     bench = world.benchmark("test")
@@ -261,6 +264,7 @@ def test_real_benchmark_without_unlabeled_images_says_what_to_pass(random_backbo
 
 
 # ---- every method end to end on the quick world -----------------------------------------------------
+@pytest.mark.slow
 def test_every_method_end_to_end_on_the_quick_world(quick_world):
     from searle_core.datasets.shapes import ShapesWorld, WorldConfig
     from searle_core.retrieval.evaluate import gallery_features
@@ -302,6 +306,7 @@ def test_every_method_end_to_end_on_the_quick_world(quick_world):
     assert not torch.equal(ctx.tokens["palavra"][ref], ctx.tokens["pic2word"][ref])
 
 
+@pytest.mark.slow
 def test_evaluate_cli_runs_a_baseline(capsys, quick_world):
     from searle_core.cli import main
 

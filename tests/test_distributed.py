@@ -62,6 +62,7 @@ def runs(tmp_path_factory):
     return tmp
 
 
+@pytest.mark.slow
 def test_torchrun_oti_equals_single_process(runs):
     one = torch.load(runs / "oti-1" / "tokens.pt", weights_only=True)
     two = torch.load(runs / "oti-2" / "tokens.pt", weights_only=True)
@@ -74,6 +75,7 @@ def test_torchrun_oti_equals_single_process(runs):
     assert not list((runs / "oti-2" / "chunks").glob("*.pt"))  # every rank's chunks merged and removed
 
 
+@pytest.mark.slow
 def test_torchrun_phi_matches_single_process(runs):
     """DDP gives the single-process gradient: same batch, same dropout masks on every rank, the
     phrase regulariser split over ranks. Only the order of floating-point sums differs."""

@@ -231,6 +231,7 @@ def _kill_repeatedly(argv, tmp_path, progress, targets, rng) -> int:
     return kills
 
 
+@pytest.mark.slow
 def test_oti_killed_at_random_points_resumes_to_identical_tokens(tmp_path, capsys):
     status, _, err = searle(capsys, *KILL_OTI, "--out", tmp_path / "whole")
     assert status == 0, err
@@ -244,6 +245,7 @@ def test_oti_killed_at_random_points_resumes_to_identical_tokens(tmp_path, capsy
     assert len(json.loads((out / "manifest.json").read_text())["sessions"]) == kills + 1
 
 
+@pytest.mark.slow
 def test_train_phi_killed_at_random_points_resumes_to_identical_weights(reference, tmp_path, capsys):
     tokens = tmp_path / "reference"
     whole = [*KILL_PHI, "--tokens", tokens, "--out", tmp_path / "whole"]

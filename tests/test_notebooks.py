@@ -1,15 +1,33 @@
 """The notebooks: their parameters match the profiles, they are committed thin and without outputs
-(except nbval's checked cells), and the quick profile runs end to end through papermill with the
-recorded numbers where they should be."""
+(except the checked cells), and the quick profile runs end to end through papermill, once, with the
+recorded numbers where they should be.
+
+The quick run (``quick_run``, slow tier) is the only execution of the notebooks in ``make test``. It
+does nbval's job too: each cell tagged ``keep_output`` (``# NBVAL_CHECK_OUTPUT``) must print what the
+committed notebook stores, compared as ``pytest --nbval-lax`` compares it (``make nbval`` still runs
+nbval itself). papermill injects the quick profile, which equals the parameters cell's defaults
+(``test_one_parameters_cell_of_literals``), plus ``figures_dir`` and ``out_dir``, which no checked cell
+prints; so the stored outputs, written by ``searle paper --store-checked-outputs`` from the defaults,
+are what the quick run must print.
+
+Every number the quick run records is asserted within a tolerance of its stored value in
+``tests/data/quick_profile_numbers.json`` (tolerances per kind of number in ``TOLERANCES``, with
+why). After a change that moves them on purpose, store them again and review the diff:
+
+    .venv/bin/python -m pytest tests/test_notebooks.py -k quick_profile_numbers --store-quick-numbers
+"""
 
 import ast
+import difflib
 import json
 import re
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
 
+from conftest import _world_clip_module
 from searle_core.notebook import paper
 
 NOTEBOOKS = paper.NOTEBOOKS
@@ -104,13 +122,83 @@ def test_missing_kernel_is_a_one_line_error_with_the_command():
         paper.require_kernel("no-such-kernel")
 
 
-# ---- the quick profile end to end -----------------------------------------------------------------
 EXPECTED_FIGURES = ("01_images", "01_oti_losses", "01_self_retrieval", "01_composed_before_after",
                     "02_nearest_words", "02_token_paths", "02_wordness", "02_oti_vs_phi_words", "02_oti_vs_phi_agreement",
                     "03_phi_training", "03_oti_vs_phi_agreement", "03_time_per_image",
                     "04_methods_shapes", "04_examples_shapes_shapes-clip", "05_ablations")
 
 
+def test_the_fast_tier_cannot_load_the_world_clip():
+    """conftest refuses the world CLIP's default weights to tests not marked slow (the fast tier stays
+    fast on a fresh clone, where loading them means training them), and says what to do."""
+    from searle_core import backbone
+
+    load_backbone, world_clip_weights = backbone.load_backbone, _world_clip_module().world_clip_weights
+    with pytest.raises(RuntimeError, match=r"test_notebooks.py::test_the_fast_tier_cannot_load_the_world_clip "
+                                           r"trains or loads the world CLIP .*mark it @pytest.mark.slow"):
+        load_backbone("shapes-clip", device="cpu", quick=True)
+    assert world_clip_weights.refused  # caught here, it would still fail this test at its end
+    world_clip_weights.refused.clear()
+
+
+# ---- nbval's check, done on the quick run's executed notebooks ------------------------------------
+_OVERWRITTEN = re.compile(r"[^\n]*\r(?!\n)")  # text a carriage return overwrote (a progress bar's old line)
+
+
+def printed(outputs) -> dict[str, str]:
+    """What a cell printed, per stream, normalised as nbval-lax compares it: streams of one name joined,
+    text a carriage return overwrote dropped; and trailing whitespace stripped from each line and the end."""
+    streams: dict[str, str] = {}
+    for output in outputs:
+        if output.output_type == "stream":
+            streams[output.name] = streams.get(output.name, "") + output.text
+        else:
+            streams[output.output_type] = streams.get(output.output_type, "") + json.dumps(output.get("data", {}))
+    return {name: "\n".join(line.rstrip() for line in _OVERWRITTEN.sub("", text).rstrip().splitlines())
+            for name, text in streams.items()}
+
+
+def checked_output_mismatches(stem: str, committed, executed) -> list[str]:
+    """One message per ``keep_output`` cell of ``committed`` whose stored output ``executed`` (the same
+    notebook run by papermill, cells matched by id) does not print, with a diff."""
+    ran = {cell.get("id"): cell for cell in code_cells(executed)}
+    problems = []
+    for index, cell in enumerate(committed.cells):
+        if cell.cell_type != "code" or "keep_output" not in cell.metadata.get("tags", []):
+            continue
+        where = f"{stem}, cell {index} (id {cell.get('id')}: {cell.source.splitlines()[1:2]})"
+        twin = ran.get(cell.get("id"))
+        if twin is None or twin.source != cell.source:
+            problems.append(f"{where}: not in the executed notebook with the same source")
+            continue
+        stored, got = printed(cell.outputs), printed(twin.outputs)
+        if stored != got:
+            diff = difflib.unified_diff(
+                [f"{name}: {line}" for name, text in stored.items() for line in text.splitlines()],
+                [f"{name}: {line}" for name, text in got.items() for line in text.splitlines()],
+                "stored", "printed by the quick run", lineterm="")
+            problems.append(f"{where} printed other text than its stored output:\n" + "\n".join(diff))
+    return problems
+
+
+def test_a_changed_checked_output_is_reported_with_its_notebook_cell_and_diff():
+    committed = load("05_ablations")
+    executed = nbformat.from_dict(json.loads(json.dumps(committed)))
+    assert checked_output_mismatches("05_ablations", committed, executed) == []
+    cell = next(c for c in code_cells(executed) if "keep_output" in c.metadata.get("tags", []))
+    cell.outputs[0].text = cell.outputs[0].text.rstrip() + "   \n"  # trailing spaces: not a difference
+    assert checked_output_mismatches("05_ablations", committed, executed) == []
+    cell.outputs[0].text = cell.outputs[0].text.replace("True", "False")
+    [problem] = checked_output_mismatches("05_ablations", committed, executed)
+    index = committed.cells.index(next(c for c in committed.cells if c.get("id") == cell.id))
+    assert problem.startswith(f"05_ablations, cell {index} (id {cell.id}: ")
+    assert "-stdout: full OTI and full φ both beat image-only on mAP@10: True" in problem
+    assert "+stdout: full OTI and full φ both beat image-only on mAP@10: False" in problem
+    cell.outputs.append(nbformat.v4.new_output("stream", name="stderr", text="a warning\n"))
+    assert "+stderr: a warning" in checked_output_mismatches("05_ablations", committed, executed)[0]
+
+
+# ---- the quick profile end to end -----------------------------------------------------------------
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("paper")
@@ -136,47 +224,145 @@ def test_quick_profile_runs_and_writes_everything(quick_run):
     assert [n["name"] for n in summary["notebooks"]] == list(NOTEBOOKS)
 
 
+
+
 @pytest.mark.slow
-def test_quick_profile_numbers(quick_run):
+@pytest.mark.parametrize("stem", NOTEBOOKS)
+def test_quick_run_prints_the_checked_outputs(quick_run, stem):
+    """nbval-lax's check, on the one run: if a change moves a checked line on purpose, store the outputs
+    again (``searle paper --store-checked-outputs``) and review the notebook's diff."""
+    out, _ = quick_run
+    executed = nbformat.read(out / "quick" / f"{stem}.ipynb", as_version=4)
+    problems = checked_output_mismatches(stem, load(stem), executed)
+    assert not problems, "\n\n".join(problems)
+
+
+# ---- the quick run's numbers against their stored values -------------------------------------------
+STORED_NUMBERS = Path(__file__).parent / "data" / "quick_profile_numbers.json"
+
+#: Tolerance per kind of recorded number: (absolute, relative to the stored value). Measured by running
+#: the quick profile on one and on two OpenMP threads, each from an empty SEARLE_DATA: the two world CLIPs
+#: then differ (float sums in another order over 420 steps leave weights up to 3.75 apart), and so do
+#: every OTI token, φ and trained baseline after them. Largest difference between the two runs, per kind:
+#: mAP 3.5 points (Pic2Word's mAP@5; its difference to SEARLE-OTI 4.0), shares 5.0 points (PALAVRA's
+#: Recall@1: 6 of 120 queries), cosines 0.005, norms 0.003, losses 0.034, the mean rank before OTI 30 of
+#: 279 (11 %), hits 1. Each tolerance is about twice that, for other machines' BLAS and core counts, and
+#: stays well below the gaps the notebooks report (SEARLE-OTI vs image-only: 59 points of mAP@10; φ-OTI
+#: cosine, same image vs other images: 0.63). With the same world CLIP weights, a run on two threads
+#: gave the stored (one-thread) numbers to the last digit: the spread comes from training that CLIP.
+TOLERANCES: dict[str, tuple[float, float]] = {
+    "exact": (0, 0),        # settings echoed back (steps, epochs, sizes): a change is a change of profile
+    "map": (8.0, 0),        # mAP@k and differences of mAP@k, in points
+    "share": (10.0, 0),     # Recall@k and shares in %: one of 120 queries or images is 0.83 points
+    "cosine": (0.02, 0),    # cosines between tokens, or between prompt and image features
+    "norm": (0.01, 0),      # token norms (0.3-0.6)
+    "loss": (0.1, 0),       # final training losses
+    "rank": (1, 0.3),       # mean rank of 4 images in the gallery of 864: 279 before OTI, 1 after
+    "count": (2, 0),        # hits in a top-5, images whose nearest words hold their own
+}
+_EXACT = {"n_images", "n_tokens", "n_unlabeled", "oti_steps", "phi_epochs"}
+
+
+def kind_of(key: str) -> str:
+    """The kind of a recorded number (see ``TOLERANCES``) from its key (nested keys joined by ``/``)."""
+    leaf = key.rsplit("/", 1)[-1]
+    if key in _EXACT or key.endswith("/settings/phi_epoch"):
+        return "exact"
+    if re.search(r"mAP@\d+$", key) or "vs-searle-oti/" in key or key.startswith("validation/"):
+        return "map"
+    if re.search(r"Recall@\d+$", key) or key.startswith("own_word_top5/") or leaf == "top10_overlap":
+        return "share"
+    if leaf.startswith("final_"):
+        return "loss"
+    if "cos" in leaf:
+        return "cosine"
+    if "norm" in leaf:
+        return "norm"
+    if "rank" in leaf:
+        return "rank"
+    if "hits" in leaf or leaf == "own_word_images":
+        return "count"
+    raise KeyError(f"recorded number {key!r}: give it a kind in tests/test_notebooks.py::kind_of")
+
+
+def recorded_numbers(record: dict, prefix: str = "") -> dict[str, float]:
+    """The numbers of a notebook's record, flattened (``a/b``, list items by index); timings (they say
+    how fast this machine is) and text left out."""
+    numbers = {}
+    items = record.items() if isinstance(record, dict) else enumerate(record)
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if "seconds" in str(key):
+            continue
+        if isinstance(value, (dict, list)):
+            numbers.update(recorded_numbers(value, f"{name}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers[name] = value
+    return numbers
+
+
+def test_every_kind_of_number_has_a_tolerance_and_timings_are_left_out():
+    numbers = recorded_numbers({"searle/mAP@10": 58.2, "searle/seconds": 0.1, "oti_seconds_per_image": 0.05,
+                                "vs": {"diff": -4.8}, "validation": [31.3, 49.1], "metric": "mAP@10", "ok": True,
+                                "train_seconds": None})
+    assert numbers == {"searle/mAP@10": 58.2, "vs/diff": -4.8, "validation/0": 31.3, "validation/1": 49.1}
+    stored = json.loads(STORED_NUMBERS.read_text())["numbers"]
+    assert list(stored) == list(NOTEBOOKS)
+    assert {kind_of(key) for values in stored.values() for key in values} <= set(TOLERANCES)
+    with pytest.raises(KeyError, match="'new_thing': give it a kind"):
+        kind_of("new_thing")
+
+
+@pytest.mark.slow
+def test_quick_profile_numbers(quick_run, request):
     _, r = quick_run
+    got = {stem: recorded_numbers(r[stem]) for stem in NOTEBOOKS}
+    if request.config.getoption("--store-quick-numbers"):
+        STORED_NUMBERS.parent.mkdir(exist_ok=True)
+        STORED_NUMBERS.write_text(json.dumps({
+            "about": "The numbers the quick profile's notebooks record (searle paper --profile quick), asserted "
+                     "within the tolerances of tests/test_notebooks.py::TOLERANCES. Stored by: pytest "
+                     "tests/test_notebooks.py -k quick_profile_numbers --store-quick-numbers",
+            "numbers": {stem: {k: round(v, 4) for k, v in values.items()} for stem, values in got.items()}},
+            indent=1, ensure_ascii=False) + "\n")
+    stored = json.loads(STORED_NUMBERS.read_text())["numbers"]
+    off = []
+    for stem in NOTEBOOKS:
+        if set(got[stem]) != set(stored[stem]):
+            off.append(f"{stem}: recorded keys changed: new {sorted(set(got[stem]) - set(stored[stem]))}, "
+                       f"gone {sorted(set(stored[stem]) - set(got[stem]))}")
+        for key in sorted(set(got[stem]) & set(stored[stem])):
+            absolute, relative = TOLERANCES[kind_of(key)]
+            tolerance = absolute + relative * abs(stored[stem][key])
+            if abs(got[stem][key] - stored[stem][key]) > tolerance:
+                off.append(f"{stem}: {key} = {got[stem][key]:.4g}, stored {stored[stem][key]:.4g} "
+                           f"(± {tolerance:.3g}, {kind_of(key)})")
+    assert not off, ("recorded numbers moved from tests/data/quick_profile_numbers.json (if on purpose: "
+                     "--store-quick-numbers, then review the diff):\n" + "\n".join(off))
+
+    # The orderings that are the notebooks' claims, whatever the stored values.
     nb1 = r["01_textual_inversion"]
     assert nb1["self_rank_after"] < nb1["self_rank_before"]
-    assert nb1["cos_prompt_image_ema"] > 0.5
-    assert nb1["composed_hits_after"] >= nb1["composed_hits_before"]
+    assert nb1["composed_hits_after"] > nb1["composed_hits_before"]
     nb2 = r["02_pseudo_word_visualisation"]
     assert nb2["word_cosine_with_regulariser"] > nb2["word_cosine_without"]
     assert nb2["phi_oti_cosine"] > nb2["phi_oti_cosine_other_images"] + 0.1
-    # Over every inverted reference (quick val: 120), the share whose 5 nearest words hold its own words.
-    assert nb2["own_word_images"] >= 50
     assert set(nb2["own_word_top5"]) == {"shape", "colour", "background"}
-    # Recorded with the quick world CLIP (420 steps, 87.5 % zero-shot; OTI 50 steps).
-    for attribute, stored in {"shape": 71.67, "colour": 100.0, "background": 80.0}.items():
-        assert nb2["own_word_top5"][attribute] == pytest.approx(stored, abs=5.0), nb2["own_word_top5"]
     nb3 = r["03_training_phi"]
-    assert nb3["validation"][-1] >= nb3["validation"][0]
     assert nb3["searle/mAP@10"] > nb3["image-only/mAP@10"]
-    # An untrained φ's contrastive loss over a batch of 64 is about ln 64 = 4.2: the recorded value, not a bound.
-    assert nb3["final_distil"] == pytest.approx(3.105, abs=0.3)
     assert nb3["phi_seconds_per_image"] * 100 < nb3["oti_seconds_per_image"]
-    # Recorded values (issue 13's world CLIP), with room for float differences between machines.
-    assert nb3["searle-oti/mAP@10"] == pytest.approx(63.08, abs=2.0)
-    assert nb3["searle/mAP@10"] == pytest.approx(58.26, abs=3.0)
     nb4 = r["04_results_tables"]
     key = "shapes/shapes-clip/{}/mAP@10"
-    assert nb4[key.format("image+text")] == pytest.approx(57.73, abs=2.0)
-    assert nb4[key.format("image-only")] == pytest.approx(4.25, abs=1.0)
-    assert nb4[key.format("searle-oti")] > nb4[key.format("image-only")] + 5
-    assert nb4[key.format("searle")] > nb4[key.format("image-only")] + 5
-    assert nb4[key.format("text-only")] > 0
     assert nb4["shapes/shapes-clip/skipped"] == []
     # Image-only is below SEARLE-OTI by more than the luck of the queries.
     vs = nb4["shapes/shapes-clip/image-only/vs-searle-oti"]
     assert vs["low"] <= vs["diff"] <= vs["high"] < 0
     assert vs["diff"] == pytest.approx(nb4[key.format("image-only")] - nb4[key.format("searle-oti")], abs=1e-6)
-    # The same OTI tokens and φ reach notebooks 3 and 4 through the caches: identical scores.
+    # The same OTI tokens and φ reach notebooks 3, 4 and 5 through the caches: identical scores.
     assert nb4[key.format("searle-oti")] == pytest.approx(nb3["searle-oti/mAP@10"], abs=1e-6)
+    assert nb4[key.format("searle")] == pytest.approx(nb3["searle/mAP@10"], abs=1e-6)
     nb5 = r["05_ablations"]
+    assert nb5["OTI/full (paper)/mAP@10"] == pytest.approx(nb4[key.format("searle-oti")], abs=1e-6)
+    assert nb5["φ/full (paper)/mAP@10"] == pytest.approx(nb4[key.format("searle")], abs=1e-6)
     assert nb5["OTI/full (paper)/mAP@10"] > nb5["image-only/mAP@10"]
     assert nb5["φ/full (paper)/mAP@10"] > nb5["image-only/mAP@10"]
-    assert nb5["OTI/full (paper)/mAP@10"] == pytest.approx(nb4[key.format("searle-oti")], abs=1e-6)
-    assert nb5["φ/1 % of images/mAP@10"] <= nb5["φ/full (paper)/mAP@10"] + 2.0

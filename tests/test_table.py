@@ -63,6 +63,7 @@ def test_nested_metrics_are_flattened_and_json_is_plain():
     assert "shapes test: 400 queries, 1080 gallery images" in to_markdown(hand_table())
 
 
+@pytest.mark.slow
 def test_evaluate_methods_on_the_quick_world_shares_the_gallery():
     from searle_core.datasets.shapes.opening import world_setup
 
@@ -75,6 +76,7 @@ def test_evaluate_methods_on_the_quick_world_shares_the_gallery():
     assert all(r.train_seconds is None for r in table.rows)
 
 
+@pytest.mark.slow
 def test_table_command_writes_csv_and_markdown(tmp_path, capsys):
     from searle_core.cli import main
 
@@ -92,6 +94,7 @@ def test_table_command_writes_csv_and_markdown(tmp_path, capsys):
     assert "--compare-to 'searle' is not one of the table's methods (image-only)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_table_command_compares_every_method_to_one(tmp_path, capsys):
     from searle_core.cli import main
 

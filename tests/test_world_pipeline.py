@@ -45,6 +45,7 @@ def quick_results(world_and_clip):
     return {m: evaluate(m, bench, backbone, ctx, gallery) for m in ("image-only", "text-only", "image+text", "searle-oti")}
 
 
+@pytest.mark.slow
 def test_world_clip_zero_shot(world_and_clip):
     world, backbone = world_and_clip
     report = zero_shot_report(backbone, world, world.gallery_names("val"))
@@ -53,6 +54,7 @@ def test_world_clip_zero_shot(world_and_clip):
         assert report[attribute] == pytest.approx(stored, abs=ZERO_SHOT_TOL), report
 
 
+@pytest.mark.slow
 def test_world_clip_is_deterministic_and_cached(world_and_clip):
     _, backbone = world_and_clip
     again = world_setup(quick=True, device="cpu", progress=False)[1]
@@ -61,6 +63,7 @@ def test_world_clip_is_deterministic_and_cached(world_and_clip):
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_oti_tokens_retrieve_their_own_image(world_and_clip):
     world, backbone = world_and_clip
     names = world.benchmark("val").reference_names()[:32]
@@ -80,6 +83,7 @@ def test_oti_tokens_retrieve_their_own_image(world_and_clip):
     assert sum(hits) >= OWN_IMAGE_HITS - 2
 
 
+@pytest.mark.slow
 def test_composed_query_map_as_recorded(quick_results):
     measured = {m: r.metrics["mAP@10"] for m, r in quick_results.items()}
     for method, stored in MAP10.items():
@@ -88,11 +92,13 @@ def test_composed_query_map_as_recorded(quick_results):
     assert all(measured["searle-oti"] >= measured[b] + 20 for b in ("image-only", "text-only")), measured
 
 
+@pytest.mark.slow
 def test_metric_keys(quick_results):
     assert list(quick_results["image-only"].metrics) == [
         "mAP@5", "mAP@10", "mAP@25", "mAP@50", "Recall@1", "Recall@5", "Recall@10", "Recall@50"]
 
 
+@pytest.mark.slow
 def test_cli_evaluate_json(world_and_clip, capsys):
     assert main(["evaluate", "--dataset", "shapes", "--quick", "--method", "image+text", "--json", "--no-progress"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
@@ -100,6 +106,7 @@ def test_cli_evaluate_json(world_and_clip, capsys):
     assert set(metrics) == {"mAP@5", "mAP@10", "mAP@25", "mAP@50", "Recall@1", "Recall@5", "Recall@10", "Recall@50"}
 
 
+@pytest.mark.slow
 def test_cli_world_build_and_invert(world_and_clip, tmp_path, capsys):
     assert main(["world", "build", "--quick", "--samples", "2", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
