@@ -180,3 +180,14 @@ def test_own_word_shares_known_answer(clip):
     assert explain.own_word_shares(clip, tokens[3:], images[3:], allowed, k=1)["shape"] == 0.0
     with pytest.raises(ValueError, match="3 tokens but 4"):
         explain.own_word_shares(clip, tokens[:3], images, allowed)
+
+
+def test_search_takes_a_name_given_twice_once():
+    """Notebook 1 searches its references together with the gallery; on CIRCO a reference is also a
+    gallery image, so its name comes twice: it is one image, ranked once at its first place."""
+    import torch
+
+    from searle_core.notebook.explain import search
+
+    feats = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    assert search(torch.tensor([[1.0, 0.1]]), feats, ["ref", "other", "ref"], k=3) == [["ref", "other"]]

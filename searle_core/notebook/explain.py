@@ -220,10 +220,13 @@ def search(query_features: torch.Tensor, search_features: torch.Tensor, names: S
     Args:
         query_features: (Q, D) query features (normalised here if they are not).
         search_features: (G, D) features of the searched images (normalised here if they are not).
-        names: the G names.
-        k: results per query (at most G).
+        names: the G names; a name given twice (the same image, e.g. a reference that is also in the
+            gallery) is searched once, at its first place.
+        k: results per query (at most the number of distinct names).
     """
-    return rank_gallery(_unit_rows(query_features), _unit_rows(search_features), list(names), min(k, len(names)))
+    first = sorted({name: i for i, name in reversed(list(enumerate(names)))}.values())  # first place of each
+    unique = [names[i] for i in first]
+    return rank_gallery(_unit_rows(query_features), _unit_rows(search_features[first]), unique, min(k, len(unique)))
 
 
 def ground_truth_hits(rankings: Sequence[Sequence[str]], queries: Sequence) -> int:
