@@ -2,10 +2,11 @@
 
 :func:`evaluate_methods` computes the gallery features once, runs each method through
 ``jobs.evaluation.evaluate`` (which trains or loads a method's network first) and keeps one
-:class:`~searle_core.report.table.TableRow` per method with the same bookkeeping for both callers: the Time column (:func:`query_seconds`), the variant
-labels (:func:`method_variants`), the notes under the table (skipped methods, SEARLE-OTI's cached
-time, variants) and the settings record. The CLI and the notebook differ only in how they build
-the context (flags or a study) and what they do with the table.
+:class:`~searle_core.report.table.TableRow` per method with the same bookkeeping for both callers:
+the Time column (:func:`query_seconds`), the variant labels (:func:`method_variants`), the notes
+under the table (skipped methods, SEARLE-OTI's cached time, variants) and the settings record. The
+CLI and the notebook differ only in how they build the context (flags or a study) and what they do
+with the table.
 """
 
 from __future__ import annotations
