@@ -1,5 +1,4 @@
 import contextlib
-import importlib
 import logging
 import sys
 from pathlib import Path
@@ -61,7 +60,9 @@ def pytest_collection_modifyitems(items):
 
 def _world_clip_module():
     """The module that trains and loads the world CLIP's weights (``world_clip_weights``)."""
-    return importlib.import_module("searle_core.datasets.shapes.clip")
+    import searle_core.datasets.shapes.clip as clip
+
+    return clip
 
 
 @contextlib.contextmanager

@@ -188,7 +188,7 @@ def test_unlabeled_oti_tokens_resume_from_finished_batches(quick_world):
     world, bb = quick_world
     config = OTIConfig(steps=1, lambda_gpt=0.0)
     names = world.pretrain_names()
-    unlabeled = trained.Unlabeled(world.images, names, world.config.cache_key())
+    unlabeled = trained.UnlabeledImages(world.images, names, world.config.cache_key())
     path = trained.artifact_path("oti-unlabeled", bb, unlabeled.data_id,
                                  {"oti": config, "seed": 42, "batch_size": 250, "vocabulary": None})
     marker = torch.full((bb.token_dim,), 7.0)

@@ -1,6 +1,7 @@
 """The repository's top level is the design card's: notebooks/, searle_core/, data/ (only its README
 committed), figures/, environment.yml, tests/."""
 
+import ast
 import shutil
 import subprocess
 
@@ -30,8 +31,6 @@ def test_data_keeps_only_its_readme_in_git():
 
 
 # ---- the package's import graph (issue 12) ---------------------------------------------------------
-import ast  # noqa: E402
-
 PACKAGE = REPO_ROOT / "searle_core"
 #: Above the core: they may import the core, never the other way round.
 UPPER = ("searle_core.jobs", "searle_core.report", "searle_core.notebook", "searle_core.plotting",

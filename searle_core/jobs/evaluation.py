@@ -22,7 +22,7 @@ from searle_core.datasets.base import CIRBenchmark
 from searle_core.inversion import Phi, load_phi
 from searle_core.datasets.shapes.opening import world_vocabulary
 from searle_core.inversion.phi_training import PhiRecipe
-from searle_core.jobs.trained import (Unlabeled, artifact_path, describe, load_or_train, record_training, unlabeled_phi,
+from searle_core.jobs.trained import (UnlabeledImages, artifact_path, describe, load_or_train, record_training, unlabeled_phi,
                                       vocabulary_id)
 from searle_core.retrieval.evaluate import Evaluation, run_method
 from searle_core.retrieval.methods import MethodContext
@@ -39,7 +39,7 @@ def world_phi(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> Ph
     if world is None:
         return None  # real datasets: retrieval.methods says how to get φ
     start = time.perf_counter()
-    unlabeled = Unlabeled(world.images, world.pretrain_names(), world.config.cache_key())
+    unlabeled = UnlabeledImages(world.images, world.pretrain_names(), world.config.cache_key())
     trained = unlabeled_phi(backbone, unlabeled, PhiRecipe.for_world(ctx.phi_epochs, ctx.phi_images), ctx.oti_config,
                             ctx.vocabulary or world_vocabulary(), ctx.seed, ctx.oti_batch_size, ctx.progress)
     # φ's cost includes the OTI of its unlabeled images (its distillation targets).

@@ -120,7 +120,7 @@ def vocabulary_id(vocabulary) -> str:
 
 
 @dataclass
-class Unlabeled:
+class UnlabeledImages:
     """The unlabeled images φ trains on (the paper: ImageNet1K test; ``shapes``: the pretrain images).
 
     Args:
@@ -138,7 +138,7 @@ class Unlabeled:
         return "unlabeled-" + digest(self.source_id, self.names)
 
 
-def unlabeled_oti_tokens(backbone: Backbone, unlabeled: Unlabeled, oti_config: OTIConfig, vocabulary,
+def unlabeled_oti_tokens(backbone: Backbone, unlabeled: UnlabeledImages, oti_config: OTIConfig, vocabulary,
                          seed: int = 42, batch_size: int = 32, progress: bool = True) -> Artifact:
     """OTI tokens of unlabeled images (φ's distillation targets), cached; an interrupted run resumes.
 
@@ -204,7 +204,7 @@ class TrainedPhi:
     artifact: Artifact | None = None
 
 
-def unlabeled_phi(backbone: Backbone, unlabeled: Unlabeled, recipe: PhiRecipe, oti_config: OTIConfig, vocabulary,
+def unlabeled_phi(backbone: Backbone, unlabeled: UnlabeledImages, recipe: PhiRecipe, oti_config: OTIConfig, vocabulary,
                   seed: int = 42, oti_batch_size: int = 32, progress: bool = True,
                   loss_overrides: dict | None = None, rows: list[int] | None = None,
                   validate: Callable | None = None, validated_on: str | None = None) -> TrainedPhi:
@@ -227,7 +227,7 @@ def unlabeled_phi(backbone: Backbone, unlabeled: Unlabeled, recipe: PhiRecipe, o
             all) is trained again (the same φ) so that its curve is this one's.
     """
     if recipe.images:
-        unlabeled = Unlabeled(unlabeled.source, list(unlabeled.names)[:recipe.images], unlabeled.source_id)
+        unlabeled = UnlabeledImages(unlabeled.source, list(unlabeled.names)[:recipe.images], unlabeled.source_id)
     targets = unlabeled_oti_tokens(backbone, unlabeled, oti_config, vocabulary, seed, oti_batch_size, progress)
     names = list(targets.content["names"])
     rows = list(range(len(names))) if rows is None else rows

@@ -28,7 +28,7 @@ from searle_core.concepts import Vocabulary
 from searle_core.notebook.study import Study
 from searle_core.inversion import load_phi
 from searle_core.inversion.phi_training import PhiRecipe
-from searle_core.jobs.trained import TrainedPhi, Unlabeled
+from searle_core.jobs.trained import TrainedPhi, UnlabeledImages
 from searle_core.jobs.evaluation import evaluate
 
 #: Steps at which a benchmark OTI run keeps the EMA tokens (the step ablation reads them).
@@ -42,7 +42,7 @@ class OTIRun:
     Args:
         names: the images, in order.
         tokens: (N, token_dim) the EMA tokens (what ``searle-oti`` uses).
-        raw: (N, token_dim) the last raw tokens (the no-EMA ablation).
+        raw: (N, token_dim) the last raw tokens (the no-EMA ablation); kept by benchmark runs only.
         snapshots: step -> (N, token_dim) EMA tokens after that many steps (steps < the run's).
         seconds: wall time of the OTI when it ran.
         trained_now: whether this call ran it (else it was loaded).
@@ -50,7 +50,7 @@ class OTIRun:
 
     names: list[str]
     tokens: torch.Tensor
-    raw: torch.Tensor
+    raw: torch.Tensor | None = None
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
     seconds: float = 0.0
     trained_now: bool = False
@@ -62,6 +62,8 @@ class OTIRun:
 
     def as_dict(self, which: str | int = "ema") -> dict[str, torch.Tensor]:
         """name -> token: ``"ema"`` (final), ``"raw"``, or a snapshot step."""
+        if which == "raw" and self.raw is None:
+            raise ValueError("this OTI run kept no raw tokens (only benchmark runs do)")
         rows = self.tokens if which == "ema" else self.raw if which == "raw" else self.snapshots[int(which)]
         return dict(zip(self.names, rows))
 
@@ -136,14 +138,14 @@ def prefill_oti(study: Study, ctx: MethodContext) -> OTIRun:
     return run
 
 
-def study_unlabeled(study: Study, limit: int | None = None) -> Unlabeled:
+def study_unlabeled(study: Study, limit: int | None = None) -> UnlabeledImages:
     """The study's unlabeled images (the first ``limit`` of them), as φ's recipe takes them."""
     if study.unlabeled is None:
         raise ValueError("φ trains on unlabeled images: set unlabeled (the paper: the ImageNet1K test images)")
     source, names = study.unlabeled
     names = list(names)[:limit] if limit else list(names)
     root = study.world.config.cache_key() if study.world is not None else str(getattr(source, "root", ""))
-    return Unlabeled(source, names, root)
+    return UnlabeledImages(source, names, root)
 
 
 def unlabeled_oti(study: Study, config: OTIConfig, limit: int | None = None, batch_size: int = 32,
@@ -160,8 +162,8 @@ def unlabeled_oti(study: Study, config: OTIConfig, limit: int | None = None, bat
     art = trained.unlabeled_oti_tokens(study.backbone, unlabeled, config, study.vocabulary, study.seed, batch_size,
                                        progress)
     c = art.content
-    run = OTIRun(list(c["names"]), c["tokens"], c["tokens"], {}, float(art.meta.get("train_seconds") or 0.0),
-                 art.trained_now)
+    run = OTIRun(list(c["names"]), c["tokens"], seconds=float(art.meta.get("train_seconds") or 0.0),
+                 trained_now=art.trained_now)
     return run, study.raw_features(unlabeled.names, unlabeled.source)
 
 
