@@ -11,7 +11,7 @@ KERNELSPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 # Root installs system packages directly (CI); everyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run figures quick paper-smoke test test-fast nbval lab browser-setup browser-test clean-runs
+.PHONY: setup run figures quick paper-smoke test test-fast lint format nbval lab browser-setup browser-test clean-runs
 
 setup: $(VENV)/.installed $(KERNELSPEC)
 
@@ -51,6 +51,16 @@ test: setup
 # The fast tier alone (seconds to a few minutes: no world CLIP, no notebook).
 test-fast: setup
 	$(PY) -m pytest tests -m "not slow" -p no:cacheprovider --ignore=tests/browser
+
+# ruff: lint and format check of the package and the tests (configured in pyproject.toml).
+lint: setup
+	$(VENV)/bin/ruff check searle_core tests
+	$(VENV)/bin/ruff format --check searle_core tests
+
+# Apply ruff's formatting and safe fixes.
+format: setup
+	$(VENV)/bin/ruff check --fix searle_core tests
+	$(VENV)/bin/ruff format searle_core tests
 
 # nbval itself: each notebook executed with its defaults, its # NBVAL_CHECK_OUTPUT cells compared.
 # make test makes the same comparison on its quick run instead of executing the notebooks twice.

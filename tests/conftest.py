@@ -28,7 +28,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def random_backbone():
     """The shapes-clip architecture with random weights: a real open_clip CLIP, built from its config."""
-    from searle_core.backbone import load_backbone
+    from searle_core.clip.backbone import load_backbone
 
     logging.getLogger().setLevel(logging.ERROR)
     torch.manual_seed(0)
@@ -38,18 +38,25 @@ def random_backbone():
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory, random_backbone):
     """A tiny world with a random CLIP; every cache in a temporary folder."""
-    from searle_core.datasets.shapes import ShapesWorld, WorldConfig, training_vocabulary
     from searle_core.inversion.nearest import word_token_ids
     from searle_core.notebook.study import Study
-    from searle_core.datasets.shapes.opening import world_vocabulary
+    from searle_core.world import ShapesWorld, WorldConfig, training_vocabulary
+    from searle_core.world.setup import world_vocabulary
 
     logging.getLogger().setLevel(logging.ERROR)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SEARLE_DATA", str(tmp_path_factory.mktemp("data")))
         world = ShapesWorld(WorldConfig.quick(n_pretrain=24, n_val_queries=8, gallery_per_combo=1))
-        yield Study("shapes", random_backbone, world.benchmark("val"), world_vocabulary(n_per_concept=2),
-                    word_token_ids(random_backbone, training_vocabulary()), world,
-                    (world.images, world.pretrain_names()), seed=0)
+        yield Study(
+            "shapes",
+            random_backbone,
+            world.benchmark("val"),
+            world_vocabulary(n_per_concept=2),
+            word_token_ids(random_backbone, training_vocabulary()),
+            world,
+            (world.images, world.pretrain_names()),
+            seed=0,
+        )
 
 
 def pytest_collection_modifyitems(items):
@@ -60,7 +67,7 @@ def pytest_collection_modifyitems(items):
 
 def _world_clip_module():
     """The module that trains and loads the world CLIP's weights (``world_clip_weights``)."""
-    import searle_core.datasets.shapes.clip as clip
+    import searle_core.world.world_clip as clip
 
     return clip
 
@@ -80,8 +87,10 @@ def _world_clip_refused(item: pytest.Item):
 
     def refuse(cache_dir=None, *args, **kwargs):
         if cache_dir is None:
-            refused.append(f"{item.nodeid} trains or loads the world CLIP (the default shapes-clip weights): "
-                           f"mark it @pytest.mark.slow")
+            refused.append(
+                f"{item.nodeid} trains or loads the world CLIP (the default shapes-clip weights): "
+                f"mark it @pytest.mark.slow"
+            )
             raise RuntimeError(refused[-1])
         return original(cache_dir, *args, **kwargs)
 
@@ -108,6 +117,9 @@ def pytest_runtest_call(item):
 
 
 def pytest_addoption(parser):
-    parser.addoption("--store-quick-numbers", action="store_true",
-                     help="write the quick profile's recorded numbers to tests/data/quick_profile_numbers.json "
-                          "(tests/test_notebooks.py::test_quick_profile_numbers) instead of only checking them")
+    parser.addoption(
+        "--store-quick-numbers",
+        action="store_true",
+        help="write the quick profile's recorded numbers to tests/data/quick_profile_numbers.json "
+        "(tests/test_notebooks.py::test_quick_profile_numbers) instead of only checking them",
+    )

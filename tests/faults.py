@@ -77,16 +77,30 @@ def write_json(path: Path, obj) -> Path:
 
 
 def circo_annotations(n: int = 3, gallery: int = 8) -> list[dict]:
-    return [{"id": q, "reference_img_id": 1 + q, "target_img_id": 1 + (q + 1) % gallery,
-             "gt_img_ids": [1 + (q + 1) % gallery, 1 + (q + 2) % gallery], "relative_caption": f"is number {q}",
-             "shared_concept": "thing", "semantic_aspects": ["addition"]} for q in range(n)]
+    return [
+        {
+            "id": q,
+            "reference_img_id": 1 + q,
+            "target_img_id": 1 + (q + 1) % gallery,
+            "gt_img_ids": [1 + (q + 1) % gallery, 1 + (q + 2) % gallery],
+            "relative_caption": f"is number {q}",
+            "shared_concept": "thing",
+            "semantic_aspects": ["addition"],
+        }
+        for q in range(n)
+    ]
 
 
 def tiny_circo(root: Path, n: int = 3, gallery: int = 8, annotations: list[dict] | None = None) -> Path:
     """A CIRCO folder: ``n`` val queries over ``gallery`` images with ids 1..gallery."""
     write_json(root / "annotations/val.json", circo_annotations(n, gallery) if annotations is None else annotations)
-    write_json(root / "annotations/test.json", [{"id": q, "reference_img_id": 1 + q, "relative_caption": "is red",
-                                                 "shared_concept": "thing"} for q in range(n)])
+    write_json(
+        root / "annotations/test.json",
+        [
+            {"id": q, "reference_img_id": 1 + q, "relative_caption": "is red", "shared_concept": "thing"}
+            for q in range(n)
+        ],
+    )
     listing = [{"id": i, "file_name": f"{i:012d}.jpg"} for i in range(1, gallery + 1)]
     write_json(root / "COCO2017_unlabeled/annotations/image_info_unlabeled2017.json", {"images": listing})
     for i in range(1, gallery + 1):
@@ -99,10 +113,17 @@ def tiny_cirr(root: Path, n: int = 3, gallery: int = 8, pairids: list[int] | Non
     ``n`` val queries over ``gallery`` dev images."""
     names = [f"dev-{i}-0-img0" for i in range(gallery)]
     pairids = list(range(n)) if pairids is None else pairids
-    caps = [{"pairid": p, "reference": names[q], "target_hard": names[(q + 1) % gallery], "caption": "is red",
-             "target_soft": {names[(q + 1) % gallery]: 1.0},
-             "img_set": {"id": q, "members": names[q:q + 6] if q + 6 <= gallery else names[:6]}}
-            for q, p in zip(range(n), pairids)]
+    caps = [
+        {
+            "pairid": p,
+            "reference": names[q],
+            "target_hard": names[(q + 1) % gallery],
+            "caption": "is red",
+            "target_soft": {names[(q + 1) % gallery]: 1.0},
+            "img_set": {"id": q, "members": names[q : q + 6] if q + 6 <= gallery else names[:6]},
+        }
+        for q, p in zip(range(n), pairids)
+    ]
     write_json(root / "cirr/captions/cap.rc2.val.json", caps)
     write_json(root / "cirr/image_splits/split.rc2.val.json", {n_: f"./dev/{n_}.png" for n_ in names})
     for i, name in enumerate(names):

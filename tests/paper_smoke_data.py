@@ -25,8 +25,8 @@ from standins import DATA, build_cirr, build_fashioniq, read_json, write_image, 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "runs" / "paper-smoke-data"
 SEED = 42
-N_QUERIES = 4          # per split (FashionIQ: per category)
-N_CONCEPTS = 40        # association costs concepts × 24 templates text encodings
+N_QUERIES = 4  # per split (FashionIQ: per category)
+N_CONCEPTS = 40  # association costs concepts × 24 templates text encodings
 N_UNLABELED = 16
 CIRCO_DISTRACTORS = range(1, 61)  # ≥ 50 gallery images: 50-long rankings exist
 
@@ -76,15 +76,21 @@ def write_vocabulary(root: Path, n: int = N_CONCEPTS) -> tuple[Path, Path]:
     """The first ``n`` one-word concepts of the real class descriptions, and three phrases each."""
     with open(DATA / "concepts" / "oidv7-class-descriptions.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["DisplayName"].isalpha() and r["DisplayName"].islower()]
-    rows = rows[::max(1, len(rows) // n)][:n]
+    rows = rows[:: max(1, len(rows) // n)][:n]
     concepts = root / "concepts" / "oidv7-class-descriptions.csv"
     concepts.parent.mkdir(parents=True, exist_ok=True)
     with open(concepts, "w", newline="") as f:
         writer = csv.DictWriter(f, ["LabelName", "DisplayName"])
         writer.writeheader()
         writer.writerows(rows)
-    bank = {r["DisplayName"]: [f"a photo of a {r['DisplayName']} on a table", f"a {r['DisplayName']} in the street",
-                               f"two people looking at a {r['DisplayName']}"] for r in rows}
+    bank = {
+        r["DisplayName"]: [
+            f"a photo of a {r['DisplayName']} on a table",
+            f"a {r['DisplayName']} in the street",
+            f"two people looking at a {r['DisplayName']}",
+        ]
+        for r in rows
+    }
     phrases = root / "phrases" / "concept_to_phrases.pkl"
     phrases.parent.mkdir(parents=True, exist_ok=True)
     phrases.write_bytes(pickle.dumps(bank))

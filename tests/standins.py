@@ -111,8 +111,9 @@ def build_circo(root: Path, images: bool = True, cmyk: int | None = CMYK_ID) -> 
     write_json(root / "COCO2017_unlabeled/annotations/image_info_unlabeled2017.json", {"images": listing})
     if images:
         for i in ids:
-            write_image(root / "COCO2017_unlabeled/unlabeled2017" / f"{i:012d}.jpg", str(i),
-                        "CMYK" if i == cmyk else "RGB")
+            write_image(
+                root / "COCO2017_unlabeled/unlabeled2017" / f"{i:012d}.jpg", str(i), "CMYK" if i == cmyk else "RGB"
+            )
     return root
 
 
@@ -159,8 +160,8 @@ def circo_standin(tmp_path_factory) -> Path:
 
 
 def _make_cli_backbone():
-    from searle_core.backbone import load_backbone
-    from searle_core.retrieval.features import configure_images
+    from searle_core.clip.backbone import load_backbone
+    from searle_core.datasets.features import configure_images
 
     logging.getLogger().setLevel(logging.ERROR)
     with torch.random.fork_rng(devices=[]):

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
+from searle_core.inversion.concepts import Vocabulary
 from searle_core.notebook import ablations
-from searle_core.concepts import Vocabulary
 
 
 def test_oti_variants():
@@ -24,8 +24,14 @@ def test_oti_variants():
 def test_phi_variants():
     rows = ablations.phi_variants((0.01, 0.03, 0.1, 1.0))
     by_name = {v.name: v for v in rows}
-    assert list(by_name) == [ablations.FULL, "no distillation (cosine to image)", "no phrase regulariser",
-                             "1 % of images", "3 % of images", "10 % of images"]
+    assert list(by_name) == [
+        ablations.FULL,
+        "no distillation (cosine to image)",
+        "no phrase regulariser",
+        "1 % of images",
+        "3 % of images",
+        "10 % of images",
+    ]
     assert by_name["no distillation (cosine to image)"].loss == {"distil_to_image": True}
     assert by_name["no phrase regulariser"].loss == {"lambda_gpt": 0.0}
     assert by_name["3 % of images"].data_fraction == 0.03
@@ -60,14 +66,16 @@ def test_equal_step_epochs():
 
 
 def test_ablation_curve_and_markdown():
-    table = pd.DataFrame([
-        {"part": "OTI", "variant": ablations.FULL, "mAP@10": 30.0, "steps": 150, "data %": None},
-        {"part": "OTI", "variant": "no EMA", "mAP@10": 29.0, "steps": 150, "data %": None},
-        {"part": "OTI", "variant": "50 steps", "mAP@10": 20.0, "steps": 50, "data %": None},
-        {"part": "φ", "variant": ablations.FULL, "mAP@10": 28.0, "steps": None, "data %": 100.0},
-        {"part": "φ", "variant": "1 % of images", "mAP@10": 10.0, "steps": None, "data %": 1.0},
-        {"part": "φ", "variant": "no phrase regulariser", "mAP@10": 25.0, "steps": None, "data %": 100.0},
-    ])
+    table = pd.DataFrame(
+        [
+            {"part": "OTI", "variant": ablations.FULL, "mAP@10": 30.0, "steps": 150, "data %": None},
+            {"part": "OTI", "variant": "no EMA", "mAP@10": 29.0, "steps": 150, "data %": None},
+            {"part": "OTI", "variant": "50 steps", "mAP@10": 20.0, "steps": 50, "data %": None},
+            {"part": "φ", "variant": ablations.FULL, "mAP@10": 28.0, "steps": None, "data %": 100.0},
+            {"part": "φ", "variant": "1 % of images", "mAP@10": 10.0, "steps": None, "data %": 1.0},
+            {"part": "φ", "variant": "no phrase regulariser", "mAP@10": 25.0, "steps": None, "data %": 100.0},
+        ]
+    )
     assert ablations.ablation_curve(table, "OTI", "mAP@10") == ([50.0, 150.0], [20.0, 30.0])
     assert ablations.ablation_curve(table, "φ", "mAP@10") == ([1.0, 100.0], [10.0, 28.0])
     md = ablations.markdown(table[["part", "variant", "mAP@10"]])
@@ -86,11 +94,18 @@ def test_tiny_ablation_run(tiny_study, monkeypatch):
 
     monkeypatch.setattr(ablations, "train_study_phi", spy)
     torch.manual_seed(0)
-    table = ablations.run_ablations(tiny_study, oti_steps=12, phi_epochs=2, step_grid=(10, 12, 14),
-                                    fractions=(0.25, 1.0), progress=False)
+    table = ablations.run_ablations(
+        tiny_study, oti_steps=12, phi_epochs=2, step_grid=(10, 12, 14), fractions=(0.25, 1.0), progress=False
+    )
     assert list(table.part) == ["OTI"] * 6 + ["φ"] * 4
-    assert list(table.variant[:6]) == [ablations.FULL, "no phrase regulariser", "templates only", "10 steps",
-                                       "14 steps", "no EMA"]
+    assert list(table.variant[:6]) == [
+        ablations.FULL,
+        "no phrase regulariser",
+        "templates only",
+        "10 steps",
+        "14 steps",
+        "no EMA",
+    ]
     assert {"mAP@10", "Recall@1", "seconds"} <= set(table.columns)
     assert table["mAP@10"].between(0, 100).all()
     assert table.loc[table.variant == "10 steps", "steps"].item() == 10

@@ -93,8 +93,16 @@ class TargetPad:
 
 def targetpad_transform(target_ratio: float, dim: int):
     """``data_utils.targetpad_transform``."""
-    return Compose([TargetPad(target_ratio), Resize(dim, interpolation=InterpolationMode.BICUBIC), CenterCrop(dim),
-                    lambda im: im.convert("RGB"), ToTensor(), Normalize(CLIP_MEAN, CLIP_STD)])
+    return Compose(
+        [
+            TargetPad(target_ratio),
+            Resize(dim, interpolation=InterpolationMode.BICUBIC),
+            CenterCrop(dim),
+            lambda im: im.convert("RGB"),
+            ToTensor(),
+            Normalize(CLIP_MEAN, CLIP_STD),
+        ]
+    )
 
 
 def encode_with_pseudo_tokens(model, text: torch.Tensor, pseudo_tokens: torch.Tensor) -> torch.Tensor:
@@ -118,14 +126,25 @@ def extract_image_features(model, root: Path) -> dict[str, torch.Tensor]:
     info = json.loads((root / "COCO2017_unlabeled/annotations/image_info_unlabeled2017.json").read_text())
     names = [str(i["id"]) for i in info["images"]]
     path = {str(i["id"]): root / "COCO2017_unlabeled/unlabeled2017" / i["file_name"] for i in info["images"]}
-    feats = torch.cat([model.encode_image(torch.stack([preprocess(Image.open(path[n])) for n in names[i:i + 32]]))
-                       for i in range(0, len(names), 32)]).float()
+    feats = torch.cat(
+        [
+            model.encode_image(torch.stack([preprocess(Image.open(path[n])) for n in names[i : i + 32]]))
+            for i in range(0, len(names), 32)
+        ]
+    ).float()
     return dict(zip(names, feats))
 
 
 @torch.no_grad()
-def authors_rankings(model, tokenizer, root: Path, features: dict[str, torch.Tensor], tokens_of=None,
-                     phi: Phi | None = None, normalise_phi_input: bool = False) -> dict[str, list[str]]:
+def authors_rankings(
+    model,
+    tokenizer,
+    root: Path,
+    features: dict[str, torch.Tensor],
+    tokens_of=None,
+    phi: Phi | None = None,
+    normalise_phi_input: bool = False,
+) -> dict[str, list[str]]:
     """``circo_generate_test_dict`` on ``root``'s test split: query id -> top-50 image ids.
 
     ``features``: :func:`extract_image_features` (the gallery is every listed image; a reference's
@@ -167,16 +186,40 @@ def authors_features(circo_test, b32) -> dict[str, torch.Tensor]:
 def b32():
     """The model ``--backbone ViT-B-32 --pretrained none --seed 42`` loads: the same weights and
     activation are given to both pipelines (loading weights is the backbone loader's business)."""
-    from searle_core.opening import open_backbone
+    from searle_core.datasets.backbone_setup import open_backbone
 
     return open_backbone("ViT-B-32", "none", "cpu", SEED)
 
 
 def _submission(tmp_path, root, method, *extra) -> dict[str, list[str]]:
     out = tmp_path / f"{method}.json"
-    code = main(["submission", "--dataset", "circo", "--dataset-path", str(root), "--split", "test",
-                 "--backbone", "ViT-B-32", "--pretrained", "none", "--seed", str(SEED), "--device", "cpu",
-                 "--num-workers", "0", "--no-progress", "--method", method, "--out", str(out), *map(str, extra)])
+    code = main(
+        [
+            "submission",
+            "--dataset",
+            "circo",
+            "--dataset-path",
+            str(root),
+            "--split",
+            "test",
+            "--backbone",
+            "ViT-B-32",
+            "--pretrained",
+            "none",
+            "--seed",
+            str(SEED),
+            "--device",
+            "cpu",
+            "--num-workers",
+            "0",
+            "--no-progress",
+            "--method",
+            method,
+            "--out",
+            str(out),
+            *map(str, extra),
+        ]
+    )
     assert code == 0
     return {q: [str(i) for i in ranked] for q, ranked in json.loads(out.read_text()).items()}  # ids are ints there
 
@@ -188,8 +231,7 @@ def _agree(ours: dict, theirs: dict) -> float:
 
 
 @pytest.mark.slow
-def test_searle_submission_equals_the_authors_pipeline(circo_test, b32, authors_features, cache, tmp_path,
-                                                       monkeypatch):
+def test_searle_submission_equals_the_authors_pipeline(circo_test, b32, authors_features, cache, tmp_path, monkeypatch):
     monkeypatch.setenv("SEARLE_DATA", str(cache))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(7)
@@ -199,13 +241,13 @@ def test_searle_submission_equals_the_authors_pipeline(circo_test, b32, authors_
     theirs = authors_rankings(b32.model, b32.tokenizer, circo_test, authors_features, phi=phi)
     assert _agree(ours, theirs) >= 0.9
     # φ's input scale matters: fed normalised features (the old behaviour), the rankings are others.
-    normalised = authors_rankings(b32.model, b32.tokenizer, circo_test, authors_features, phi=phi,
-                                  normalise_phi_input=True)
+    normalised = authors_rankings(
+        b32.model, b32.tokenizer, circo_test, authors_features, phi=phi, normalise_phi_input=True
+    )
     assert any(normalised[q][0] != theirs[q][0] for q in theirs)
 
 
-def test_searle_oti_submission_with_the_authors_tokens(circo_test, b32, authors_features, cache, tmp_path,
-                                                      monkeypatch):
+def test_searle_oti_submission_with_the_authors_tokens(circo_test, b32, authors_features, cache, tmp_path, monkeypatch):
     monkeypatch.setenv("SEARLE_DATA", str(cache))
     anns = json.loads((circo_test / "annotations/test.json").read_text())
     names = list(dict.fromkeys(str(a["reference_img_id"]) for a in anns))
@@ -215,8 +257,9 @@ def test_searle_oti_submission_with_the_authors_tokens(circo_test, b32, authors_
     torch.save(tokens, folder / "ema_oti_pseudo_tokens.pt")
     (folder / "image_names.pkl").write_bytes(pickle.dumps(names))
     ours = _submission(tmp_path, circo_test, "searle-oti", "--oti-tokens", folder)
-    theirs = authors_rankings(b32.model, b32.tokenizer, circo_test, authors_features,
-                              tokens_of=dict(zip(names, tokens)))
+    theirs = authors_rankings(
+        b32.model, b32.tokenizer, circo_test, authors_features, tokens_of=dict(zip(names, tokens))
+    )
     assert _agree(ours, theirs) >= 0.9
 
 
@@ -228,8 +271,24 @@ def circo_val(tmp_path_factory) -> Path:
 
 def _cli_table(out: Path, capsys, *args) -> dict:
     """``searle table --json`` in process on a random-weights ``shapes-clip``: method -> its JSON row."""
-    code = main(["table", "--backbone", "shapes-clip", "--device", "cpu", "--num-workers", "0", "--no-progress",
-                 "--compare-to", "none", "--out", str(out), "--json", *map(str, args)])
+    code = main(
+        [
+            "table",
+            "--backbone",
+            "shapes-clip",
+            "--device",
+            "cpu",
+            "--num-workers",
+            "0",
+            "--no-progress",
+            "--compare-to",
+            "none",
+            "--out",
+            str(out),
+            "--json",
+            *map(str, args),
+        ]
+    )
     assert code == 0
     return json.loads(capsys.readouterr().out.splitlines()[-1])
 
@@ -258,20 +317,40 @@ def _without_times(csv_path: Path) -> list[list[str]]:
 
 def test_notebook_engine_preprocesses_as_the_cli_with_a_weights_file(circo_val, tmp_path, monkeypatch, capsys):
     """The observed defect: the same weights gave other image-only numbers in notebook 4 (no targetpad)."""
+    from searle_core.datasets.backbone_setup import open_backbone
     from searle_core.notebook import results
-    from searle_core.opening import open_backbone
     from searle_core.notebook.study import open_study
 
     monkeypatch.setenv("SEARLE_DATA", str(tmp_path / "cache"))
     torch.save(open_backbone("shapes-clip", "none", "cpu", 5).model.state_dict(), tmp_path / "weights.pt")
-    cli = _cli_table(tmp_path / "tables", capsys, *_circo_args(circo_val), "--pretrained", tmp_path / "weights.pt",
-                     "--methods", "image-only")
-    study = open_study("circo", backbone="shapes-clip", pretrained=str(tmp_path / "weights.pt"), device="cpu",
-                       dataset_path=str(circo_val), split="val")
+    cli = _cli_table(
+        tmp_path / "tables",
+        capsys,
+        *_circo_args(circo_val),
+        "--pretrained",
+        tmp_path / "weights.pt",
+        "--methods",
+        "image-only",
+    )
+    study = open_study(
+        "circo",
+        backbone="shapes-clip",
+        pretrained=str(tmp_path / "weights.pt"),
+        device="cpu",
+        dataset_path=str(circo_val),
+        split="val",
+    )
     table = results.evaluate_setting(study, ["image-only"], log=None).table
     _assert_same_rows(cli, table)
-    clip = open_study("circo", backbone="shapes-clip", pretrained=str(tmp_path / "weights.pt"), device="cpu",
-                      dataset_path=str(circo_val), split="val", preprocess="clip")
+    clip = open_study(
+        "circo",
+        backbone="shapes-clip",
+        pretrained=str(tmp_path / "weights.pt"),
+        device="cpu",
+        dataset_path=str(circo_val),
+        split="val",
+        preprocess="clip",
+    )
     other = results.evaluate_setting(clip, ["image-only"], log=None).table.rows[0]
     assert other.metrics != table.rows[0].metrics  # the stand-in images are not square: the preprocessing shows
 
@@ -280,9 +359,9 @@ def test_cli_table_and_notebook_engine_give_the_same_numbers(circo_val, tmp_path
     """Same methods, same settings (random-weights CLIP, seed 42, the dataset's preprocessing, 3 OTI
     steps without concepts, a given φ): the same rows from ``searle table`` and from ``open_study`` +
     ``results.evaluate_setting`` (notebook 4), which both run ``report.evaluation.evaluate_methods``."""
-    from searle_core.notebook import results
+    from searle_core.datasets.backbone_setup import open_backbone
     from searle_core.inversion import save_phi
-    from searle_core.opening import open_backbone
+    from searle_core.notebook import results
     from searle_core.notebook.study import open_study
 
     root = circo_val
@@ -290,10 +369,22 @@ def test_cli_table_and_notebook_engine_give_the_same_numbers(circo_val, tmp_path
     backbone = open_backbone("shapes-clip", "none", "cpu", SEED)
     save_phi(Phi.for_backbone(backbone), tmp_path / "phi.pt", epoch=3)
     methods = ["image-only", "text-only", "image+text", "searle-oti", "searle"]
-    cli = _cli_table(tmp_path / "tables", capsys, *_circo_args(root), "--pretrained", "none", "--methods",
-                     ",".join(methods), "--oti-steps", 3, "--phi-checkpoint", tmp_path / "phi.pt")
-    study = open_study("circo", backbone="shapes-clip", pretrained="none", device="cpu", dataset_path=str(root),
-                       split="val", seed=SEED)  # `pretrained: none` is accepted, as on the command line
+    cli = _cli_table(
+        tmp_path / "tables",
+        capsys,
+        *_circo_args(root),
+        "--pretrained",
+        "none",
+        "--methods",
+        ",".join(methods),
+        "--oti-steps",
+        3,
+        "--phi-checkpoint",
+        tmp_path / "phi.pt",
+    )
+    study = open_study(
+        "circo", backbone="shapes-clip", pretrained="none", device="cpu", dataset_path=str(root), split="val", seed=SEED
+    )  # `pretrained: none` is accepted, as on the command line
     assert study.backbone.preprocess.preprocess_id == "targetpad"
     # Without concepts both run OTI without phrases (a shapes-clip backbone on CIRCO gets no world phrases).
     assert study.vocabulary is None
@@ -301,8 +392,13 @@ def test_cli_table_and_notebook_engine_give_the_same_numbers(circo_val, tmp_path
     _assert_same_rows(cli, setting.table)
     assert cli["searle-oti"]["variant"] == "no phrases" and "variant" not in cli["searle"]  # no concepts; φ given
     assert cli["image-only"]["mAP@10"] != cli["image+text"]["mAP@10"]  # not a vacuous comparison
-    assert setting.table.settings == {"preprocess": "targetpad", "eval_precision": "fp32", "train_precision": "fp32",
-                                      "phi_epoch": 3, "phi_source": str(tmp_path / "phi.pt")}
+    assert setting.table.settings == {
+        "preprocess": "targetpad",
+        "eval_precision": "fp32",
+        "train_precision": "fp32",
+        "phi_epoch": 3,
+        "phi_source": str(tmp_path / "phi.pt"),
+    }
     written = (tmp_path / "tables" / "circo-val.csv").read_text().splitlines()
     assert written[0].endswith(",preprocess,eval_precision,train_precision,phi_epoch,phi_source")
     assert written[-1].endswith(f",targetpad,fp32,fp32,3,{tmp_path / 'phi.pt'}")
@@ -313,10 +409,10 @@ def test_cli_table_and_notebook_engine_agree_on_the_shapes_world(tmp_path, monke
     image+text, SEARLE-OTI at 2 and at 6 steps (with the world's phrase regulariser) and SEARLE with a
     given φ give the same numbers and the same written CSV through ``searle table`` and through notebook
     4's engine, each computing its own features (two caches)."""
+    from searle_core.datasets.backbone_setup import open_backbone
     from searle_core.inversion import save_phi
     from searle_core.notebook import results
     from searle_core.notebook.study import open_study
-    from searle_core.opening import open_backbone
     from searle_core.report.table import write_table
 
     save_phi(Phi.for_backbone(open_backbone("shapes-clip", "none", "cpu", SEED)), tmp_path / "phi.pt", epoch=2)
@@ -324,13 +420,30 @@ def test_cli_table_and_notebook_engine_agree_on_the_shapes_world(tmp_path, monke
     oti = {}
     for steps in (2, 6):
         monkeypatch.setenv("SEARLE_DATA", str(tmp_path / f"cli-{steps}"))
-        cli = _cli_table(tmp_path / f"cli-{steps}", capsys, "--dataset", "shapes", "--split", "val", "--quick",
-                         "--pretrained", "none", "--seed", SEED, "--methods", ",".join(methods), "--oti-steps", steps,
-                         "--phi-checkpoint", tmp_path / "phi.pt")
+        cli = _cli_table(
+            tmp_path / f"cli-{steps}",
+            capsys,
+            "--dataset",
+            "shapes",
+            "--split",
+            "val",
+            "--quick",
+            "--pretrained",
+            "none",
+            "--seed",
+            SEED,
+            "--methods",
+            ",".join(methods),
+            "--oti-steps",
+            steps,
+            "--phi-checkpoint",
+            tmp_path / "phi.pt",
+        )
         monkeypatch.setenv("SEARLE_DATA", str(tmp_path / f"notebook-{steps}"))
         study = open_study("shapes", quick=True, pretrained="none", device="cpu", seed=SEED)
-        setting = results.evaluate_setting(study, methods, oti_steps=steps, phi_checkpoint=str(tmp_path / "phi.pt"),
-                                           log=None)
+        setting = results.evaluate_setting(
+            study, methods, oti_steps=steps, phi_checkpoint=str(tmp_path / "phi.pt"), log=None
+        )
         assert setting.ctx.oti_config.steps == steps and setting.ctx.oti_config.lambda_gpt == 0.5
         _assert_same_rows(cli, setting.table)
         notebook_csv = write_table(setting.table, tmp_path / f"notebook-{steps}", "shapes-val-quick")[0]

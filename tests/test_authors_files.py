@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from searle_core.cli import main
-from searle_core.phrases import UnsafePickleError, load_phrase_pickle, template_phrases
+from searle_core.inversion.phrases import UnsafePickleError, load_phrase_pickle, template_phrases
 from searle_core.jobs import load_oti_run
 from searle_core.jobs.authors_oti import is_authors_oti, read_authors_oti
 
@@ -51,6 +51,7 @@ def test_gpt_phrases_read_from_the_release_zip_its_folder_or_the_pickle(tmp_path
     class Exploit:
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
     write_release_zip(tmp_path / "evil.zip", {"Dog": [Exploit()]})
     with pytest.raises(UnsafePickleError, match="evil.zip:GPTNeo27B/concept_to_phrases.pkl"):
         load_phrase_pickle(tmp_path / "evil.zip")
@@ -81,8 +82,9 @@ def authors_oti(tmp_path):
     torch.save(tokens + 1, folder / "oti_pseudo_tokens.pt")  # not the EMA ones: not what φ learns from
     with open(folder / "image_names.pkl", "wb") as f:
         pickle.dump(order, f)
-    (folder / "hyperparameters.json").write_text(json.dumps({"clip_model_name": "ViT-B/32", "split": "test",
-                                                             "dataset_path": "/data/ImageNet1K"}))
+    (folder / "hyperparameters.json").write_text(
+        json.dumps({"clip_model_name": "ViT-B/32", "split": "test", "dataset_path": "/data/ImageNet1K"})
+    )
     return folder, order, tokens, tmp_path / "ImageNet1K"
 
 
@@ -96,10 +98,34 @@ def test_train_phi_on_the_authors_oti_folder(authors_oti, tmp_path):
     csv.write_text("LabelName,DisplayName\n" + "".join(f'/m/{i},"{c}"\n' for i, c in enumerate(CONCEPTS)))
     write_release_zip(tmp_path / "GPTNeo27B.zip", template_phrases(CONCEPTS, n_per_concept=3))
     out = tmp_path / "phi"
-    args = ["train-phi", "--tokens", str(folder), "--images", str(images), "--backbone", "shapes-clip",
-            "--pretrained", "none", "--device", "cpu", "--epochs", "2", "--batch-size", "4", "--top-concepts", "3",
-            "--val-dataset", "none", "--no-progress", "--concepts", str(csv), "--phrases",
-            str(tmp_path / "GPTNeo27B.zip"), "--out", str(out)]
+    args = [
+        "train-phi",
+        "--tokens",
+        str(folder),
+        "--images",
+        str(images),
+        "--backbone",
+        "shapes-clip",
+        "--pretrained",
+        "none",
+        "--device",
+        "cpu",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--top-concepts",
+        "3",
+        "--val-dataset",
+        "none",
+        "--no-progress",
+        "--concepts",
+        str(csv),
+        "--phrases",
+        str(tmp_path / "GPTNeo27B.zip"),
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     inputs, imported, manifest = load_oti_run(out / "oti-import")
     # Their names (base names) matched to the folder's files (paths under --images), in their order.
@@ -117,9 +143,26 @@ def test_train_phi_on_the_authors_oti_folder(authors_oti, tmp_path):
 
 def test_authors_oti_errors_name_the_file(authors_oti, tmp_path, capsys):
     folder, order, tokens, images = authors_oti
-    base = ["train-phi", "--tokens", str(folder), "--backbone", "shapes-clip", "--pretrained", "none", "--device",
-            "cpu", "--epochs", "1", "--val-dataset", "none", "--no-progress", "--lambda-gpt", "0",
-            "--out", str(tmp_path / "phi")]
+    base = [
+        "train-phi",
+        "--tokens",
+        str(folder),
+        "--backbone",
+        "shapes-clip",
+        "--pretrained",
+        "none",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--val-dataset",
+        "none",
+        "--no-progress",
+        "--lambda-gpt",
+        "0",
+        "--out",
+        str(tmp_path / "phi"),
+    ]
     assert main(base) == 2 and "pass --images" in capsys.readouterr().err
     os.remove(images / "test" / order[0])
     assert main(base + ["--images", str(images)]) == 2
@@ -128,6 +171,7 @@ def test_authors_oti_errors_name_the_file(authors_oti, tmp_path, capsys):
     class Exploit:
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
     with open(folder / "image_names.pkl", "wb") as f:
         pickle.dump([Exploit()], f)
     with pytest.raises(UnsafePickleError, match="image_names.pkl"):

@@ -13,8 +13,8 @@ import open_clip
 import pytest
 import torch
 
-from searle_core import weights
-from searle_core.backbone import load_backbone
+from searle_core.clip import weights
+from searle_core.clip.backbone import load_backbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,7 +34,7 @@ def assert_same(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> Non
         torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
 
 
-def fake_hub_cache(root, monkeypatch, name: str = "ViT-B-32") -> "object":
+def fake_hub_cache(root, monkeypatch, name: str = "ViT-B-32") -> object:
     """Random weights where ``hf_hub_download`` finds open_clip's file for ``name``/``openai`` offline."""
     import huggingface_hub.constants as hub
     from safetensors.torch import save_file

@@ -7,16 +7,26 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from searle_core.files import atomic_save
-from searle_core.jobs import trained
-from searle_core.baselines import (CAPTION_PROMPT, HFCaptioner, PalavraConfig, Pic2WordConfig, Pic2WordMapper,
-                                   WorldCaptioner, load_mapper, palavra_contrastive_loss, pic2word_loss)
+from searle_core.baselines import (
+    CAPTION_PROMPT,
+    HFCaptioner,
+    PalavraConfig,
+    Pic2WordConfig,
+    Pic2WordMapper,
+    load_mapper,
+    palavra_contrastive_loss,
+    pic2word_loss,
+)
 from searle_core.baselines.palavra import optimise_tokens, palavra_pretraining_loss
-from searle_core.jobs.evaluation import pic2word_network as pic2word_mapper
+from searle_core.clip.text_encoding import encode_text, encode_with_pseudo_tokens
+from searle_core.datasets.features import reference_features
+from searle_core.infra.files import atomic_save
 from searle_core.inversion import OTIConfig, PhraseFeatureCache, TokenCache, make_sampler
-from searle_core.retrieval.methods import MethodContext, reference_features
+from searle_core.jobs import trained
+from searle_core.jobs.prepare import pic2word_network
+from searle_core.methods.context import MethodContext
 from searle_core.retrieval.queries import image_plus_text, text_query_features
-from searle_core.text_encoding import encode_text, encode_with_pseudo_tokens
+from searle_core.world.captioner import WorldCaptioner
 
 METHODS = ("image-only", "text-only", "image+text", "captioning", "palavra", "pic2word", "searle-oti", "searle")
 
@@ -29,18 +39,23 @@ def models_in_tmp(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def quick_world():
-    from searle_core.datasets.shapes.opening import world_setup
+    from searle_core.world.setup import world_setup
 
     return world_setup(quick=True, device="cpu", progress=False)
 
 
-def tiny_context(**extras) -> MethodContext:
+def tiny_context(**fields) -> MethodContext:
     """Every training knob turned down to a few steps: these tests check wiring, not accuracy."""
-    from searle_core.datasets.shapes.opening import world_vocabulary
+    from searle_core.world.setup import world_vocabulary
 
     defaults = {"pic2word_config": Pic2WordConfig(epochs=1), "palavra_config": PalavraConfig(epochs=1, steps=2)}
-    return MethodContext(vocabulary=world_vocabulary(), oti_config=OTIConfig(steps=2), progress=False, phi_epochs=1,
-                         extras={**defaults, **extras})
+    return MethodContext(
+        vocabulary=world_vocabulary(),
+        oti_config=OTIConfig(steps=2),
+        progress=False,
+        phi_epochs=1,
+        **{**defaults, **fields},
+    )
 
 
 # ---- formulas on small tensors ---------------------------------------------------------------------
@@ -48,7 +63,7 @@ def test_image_plus_text_is_the_normalised_sum_of_normalised_features():
     image = torch.tensor([[3.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
     text = torch.tensor([[0.0, 5.0, 0.0], [0.0, 0.0, -1.0]])
     expected = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
-    expected[0] /= 2 ** 0.5
+    expected[0] /= 2**0.5
     out = image_plus_text(image, text)
     torch.testing.assert_close(out[0], expected[0])
     # Opposite unit vectors sum to zero: the result is zero, not NaN.
@@ -80,8 +95,8 @@ def test_pic2word_loss_matches_plain_formula(random_backbone):
 
 def test_every_baseline_prompt_holds_the_pseudo_word_token(random_backbone):
     from searle_core.baselines.pic2word import PIC2WORD_TRAIN_PROMPT
+    from searle_core.clip.templates import TEMPLATES
     from searle_core.retrieval.queries import PIC2WORD_PROMPT, SEARLE_PROMPT
-    from searle_core.templates import TEMPLATES
 
     prompts = [PIC2WORD_PROMPT.format("is red"), PIC2WORD_TRAIN_PROMPT, SEARLE_PROMPT.format("is red")]
     prompts += [t.format("$") for t in PalavraConfig().templates]
@@ -94,8 +109,14 @@ def test_every_baseline_prompt_holds_the_pseudo_word_token(random_backbone):
 
 def test_mapper_has_pic2words_layout():
     mapper = Pic2WordMapper(128, 512, 64)
-    assert [k for k in mapper.state_dict()] == ["layers.0.0.weight", "layers.0.0.bias", "layers.1.0.weight",
-                                                "layers.1.0.bias", "fc_out.weight", "fc_out.bias"]
+    assert list(mapper.state_dict()) == [
+        "layers.0.0.weight",
+        "layers.0.0.bias",
+        "layers.1.0.weight",
+        "layers.1.0.bias",
+        "fc_out.weight",
+        "fc_out.bias",
+    ]
     assert mapper(torch.randn(3, 128)).shape == (3, 64)
 
 
@@ -151,10 +172,10 @@ def test_saved_mapper_reloads_to_identical_outputs(quick_world, tmp_path):
     world, bb = quick_world
     bench = world.benchmark("test")
     ctx = tiny_context()
-    trained = pic2word_mapper(bb, bench, ctx)
+    trained, setup = pic2word_network(bb, bench, ctx)
     files = list((tmp_path / "models").glob("pic2word-*.pt"))
     assert len(files) == 1 and files[0].with_suffix(".json").is_file()
-    assert ctx.extras["trained_now"]["pic2word"] is True
+    assert setup.trained_now is True and setup.method == "pic2word"
     meta = json.loads(files[0].with_suffix(".json").read_text())
     assert meta["config"]["epochs"] == 1 and meta["backbone"] == "shapes-clip" and len(meta["history"]) == 1
     again = load_mapper(files[0], bb, Pic2WordConfig(epochs=1))
@@ -164,13 +185,14 @@ def test_saved_mapper_reloads_to_identical_outputs(quick_world, tmp_path):
     # Second use loads the file instead of training; a different config is a different file.
     ctx2 = tiny_context()
     with torch.no_grad():
-        assert torch.equal(pic2word_mapper(bb, bench, ctx2)(x), trained(x))
-    assert ctx2.extras["trained_now"]["pic2word"] is False
+        again_mapper, again_setup = pic2word_network(bb, bench, ctx2)
+        assert torch.equal(again_mapper(x), trained(x))
+    assert again_setup.trained_now is False
     assert not list((tmp_path / "models").glob(".*tmp"))
 
 
 def test_artifact_names_change_with_weights_data_and_config(random_backbone):
-    from searle_core.backbone import load_backbone
+    from searle_core.clip.backbone import load_backbone
 
     path = trained.artifact_path("pic2word", random_backbone, "data", Pic2WordConfig())
     assert path == trained.artifact_path("pic2word", random_backbone, "data", Pic2WordConfig())
@@ -189,17 +211,20 @@ def test_unlabeled_oti_tokens_resume_from_finished_batches(quick_world):
     config = OTIConfig(steps=1, lambda_gpt=0.0)
     names = world.pretrain_names()
     unlabeled = trained.UnlabeledImages(world.images, names, world.config.cache_key())
-    path = trained.artifact_path("oti-unlabeled", bb, unlabeled.data_id,
-                                 {"oti": config, "seed": 42, "batch_size": 250, "vocabulary": None})
+    path = trained.artifact_path(
+        "oti-unlabeled", bb, unlabeled.data_id, {"oti": config, "seed": 42, "batch_size": 250, "vocabulary": None}
+    )
     marker = torch.full((bb.token_dim,), 7.0)
-    atomic_save({n: marker for n in names[:250]}, path.with_name(f"{path.stem}.partial.pt"))
+    atomic_save(dict.fromkeys(names[:250], marker), path.with_name(f"{path.stem}.partial.pt"))
     vocabulary = tiny_context().vocabulary
     out = trained.unlabeled_oti_tokens(bb, unlabeled, config, vocabulary, batch_size=250, progress=False)
     assert out.path == path and out.trained_now
     assert torch.equal(out.content["tokens"][0], marker) and not torch.equal(out.content["tokens"][-1], marker)
     assert not path.with_name(f"{path.stem}.partial.pt").exists()
-    assert trained.unlabeled_oti_tokens(bb, unlabeled, config, vocabulary, batch_size=250,
-                                        progress=False).trained_now is False
+    assert (
+        trained.unlabeled_oti_tokens(bb, unlabeled, config, vocabulary, batch_size=250, progress=False).trained_now
+        is False
+    )
 
 
 # ---- captioners ------------------------------------------------------------------------------------
@@ -211,7 +236,7 @@ def test_world_captioner_gives_grammar_captions_that_clip_prefers(quick_world):
     captioner = WorldCaptioner(bb)
     captions = captioner(feats[:40])
     assert len(captioner.captions) == 216 and set(captions) <= set(captioner.captions)
-    from searle_core.datasets.shapes import caption_for
+    from searle_core.world import caption_for
 
     right = sum(c == caption_for(world.attributes(n)) for c, n in zip(captions, names[:40]))
     assert right >= 10  # the quick CLIP is far above chance (1/216)
@@ -260,15 +285,15 @@ def test_real_benchmark_without_unlabeled_images_says_what_to_pass(random_backbo
 
     bench = CIRBenchmark("cirr", "val", [], [], ImageSource())
     with pytest.raises(ValueError, match="--unlabeled"):
-        unlabeled_images(random_backbone, bench, {}, "pic2word")
+        unlabeled_images(random_backbone, bench, None, "pic2word")
 
 
 # ---- every method end to end on the quick world -----------------------------------------------------
 @pytest.mark.slow
 def test_every_method_end_to_end_on_the_quick_world(quick_world):
-    from searle_core.datasets.shapes import ShapesWorld, WorldConfig
-    from searle_core.retrieval.evaluate import gallery_features
-    from searle_core.jobs.evaluation import evaluate
+    from searle_core.jobs.prepare import evaluate
+    from searle_core.methods.pipeline import gallery_features
+    from searle_core.world import ShapesWorld, WorldConfig
 
     # The quick world's CLIP on a smaller copy of its world (fewer unlabeled images and queries):
     # this test checks the wiring of all eight methods, not their accuracy.
@@ -282,23 +307,36 @@ def test_every_method_end_to_end_on_the_quick_world(quick_world):
         feats = result.query_features
         assert feats.shape == (len(bench.queries), bb.embed_dim), method
         torch.testing.assert_close(feats.norm(dim=1), torch.ones(len(feats)), msg=method)
-        assert set(result.metrics) == {"mAP@5", "mAP@10", "mAP@25", "mAP@50", "Recall@1", "Recall@5", "Recall@10",
-                                       "Recall@50"}, method
+        assert set(result.metrics) == {
+            "mAP@5",
+            "mAP@10",
+            "mAP@25",
+            "mAP@50",
+            "Recall@1",
+            "Recall@5",
+            "Recall@10",
+            "Recall@50",
+        }, method
         assert all(0 <= v <= 100 for v in result.metrics.values()), method
     # image+text is its formula of the other two rows' ingredients.
     names, feats = reference_features(bb, bench, progress=False)
     row = {n: i for i, n in enumerate(names)}
     image = feats[[row[q.reference] for q in bench.queries]]
-    torch.testing.assert_close(results["image+text"].query_features,
-                               image_plus_text(image, text_query_features(bb, bench.queries)))
+    torch.testing.assert_close(
+        results["image+text"].query_features, image_plus_text(image, text_query_features(bb, bench.queries))
+    )
     torch.testing.assert_close(results["image-only"].query_features, image)
     # captioning splices the world caption into the paper's prompt.
-    caption = ctx.extras["captions"][bench.queries[0].reference]
+    caption = ctx.captions[bench.queries[0].reference]
     q0 = text_query_features(bb, bench.queries[:1], CAPTION_PROMPT, [caption])
     torch.testing.assert_close(results["captioning"].query_features[:1], q0)
     # φ for searle was trained from the world's unlabeled images (OTI tokens cached beside it).
     assert ctx.phi is not None
-    assert ctx.extras["trained_now"] == {"pic2word": True, "palavra": True, "searle": True}
+    assert {m: r.setup.trained_now for m, r in results.items() if r.setup} == {
+        "pic2word": True,
+        "palavra": True,
+        "searle": True,
+    }
     assert {p.name.split("-")[0] for p in trained.models_dir().glob("*.pt")} == {"pic2word", "palavra", "oti", "phi"}
     assert set(ctx.tokens) >= {"searle-oti", "palavra", "pic2word"}
     # Methods that produce tokens produce different ones.
@@ -310,7 +348,24 @@ def test_every_method_end_to_end_on_the_quick_world(quick_world):
 def test_evaluate_cli_runs_a_baseline(capsys, quick_world):
     from searle_core.cli import main
 
-    assert main(["evaluate", "--dataset", "shapes", "--split", "test", "--quick", "--method", "captioning",
-                 "--json", "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--dataset",
+                "shapes",
+                "--split",
+                "test",
+                "--quick",
+                "--method",
+                "captioning",
+                "--json",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(metrics) >= {"mAP@10", "Recall@1"}

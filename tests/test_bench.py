@@ -6,14 +6,13 @@ import math
 import pytest
 import torch
 
-from searle_core.speed import bench_inputs, bench_oti, bench_retrieval, reference_oti
 from searle_core.cli import main
+from searle_core.clip.prefix_encoding import PrefixCachedEncoder
+from searle_core.clip.templates import TEMPLATES
+from searle_core.clip.text_encoding import encode_with_pseudo_tokens
 from searle_core.inversion import OTIConfig, oti
-from searle_core.inversion.regularizer import replace_concept
-from searle_core.prefix_encoding import PrefixCachedEncoder
-from searle_core.templates import TEMPLATES
-from searle_core.text_encoding import encode_with_pseudo_tokens
-
+from searle_core.inversion.regulariser import replace_concept
+from searle_core.jobs.timing import bench_inputs, bench_oti, bench_retrieval, reference_oti
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,7 +34,7 @@ def test_prefix_encoder_matches_plain_encoding(random_backbone):
     prompts = [t.format("$") for t in TEMPLATES] + [replace_concept(p, c) for c in list(bank)[:4] for p in bank[c]]
     prompts += ["$ and $ again", "a $ that is a $ too"]  # several '$': the first gets the token
     tokens = bb.tokenize(prompts)
-    pseudo = (torch.randn(len(prompts), bb.token_dim, generator=torch.Generator().manual_seed(0)) * 0.05)
+    pseudo = torch.randn(len(prompts), bb.token_dim, generator=torch.Generator().manual_seed(0)) * 0.05
     encoder = PrefixCachedEncoder(bb.model, bb.dollar_token_id)
     assert encoder.enabled
     a = pseudo.clone().requires_grad_()
@@ -62,8 +61,26 @@ def test_bench_oti_reports_throughput_and_agreement(random_backbone):
 
 
 def test_cli_bench_oti_json(capsys):
-    assert main(["bench", "oti", "--backbone", "shapes-clip", "--pretrained", "none", "--device", "cpu",
-                 "--steps", "1", "--batch-size", "2", "--json"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "oti",
+                "--backbone",
+                "shapes-clip",
+                "--pretrained",
+                "none",
+                "--device",
+                "cpu",
+                "--steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"reference_images_per_s", "project_images_per_s", "ratio", "max_abs_diff"} <= set(out)
     assert all(math.isfinite(out[k]) for k in ("reference_images_per_s", "project_images_per_s", "ratio"))
@@ -72,7 +89,29 @@ def test_cli_bench_oti_json(capsys):
 def test_bench_retrieval_and_features_cli(capsys):
     r = bench_retrieval(gallery_size=500, queries=7, dim=16)
     assert r["queries"] == 7 and r["retrieval_seconds"] > 0
-    assert main(["bench", "features", "--backbone", "shapes-clip", "--pretrained", "none", "--device", "cpu",
-                 "--images", "3", "--workers", "0", "--gallery", "300", "--queries", "5", "--json"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "features",
+                "--backbone",
+                "shapes-clip",
+                "--pretrained",
+                "none",
+                "--device",
+                "cpu",
+                "--images",
+                "3",
+                "--workers",
+                "0",
+                "--gallery",
+                "300",
+                "--queries",
+                "5",
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["features_images_per_s_workers_0"] > 0 and out["gallery_size"] == 300

@@ -15,24 +15,44 @@ import pickle
 import pytest
 import torch
 from PIL import Image
+from standins import (  # noqa: F401
+    CLI,
+    CMYK_ID,
+    DATA,
+    build_cirr,
+    circo_standin,
+    cirr_standin,
+    cli_backbone,
+    fiq_standin,
+    protocol_env,
+    read_json,
+    searle_cache,
+)
 
 from searle_core.cli import main
 from searle_core.cli.evaluate import cirr_subset_rankings
 from searle_core.datasets import load_cirr
 from searle_core.inversion import Phi, load_phi, save_phi
-from searle_core.retrieval.methods import MethodContext
-from searle_core.phrases import load_concepts_csv, save_phrase_pickle, template_phrases
-from searle_core.jobs.evaluation import evaluate
-from standins import (CLI, CMYK_ID, DATA, build_cirr, circo_standin, cirr_standin, cli_backbone,  # noqa: F401
-                      fiq_standin, protocol_env, read_json, searle_cache)
+from searle_core.inversion.phrases import load_concepts_csv, save_phrase_pickle, template_phrases
+from searle_core.jobs.prepare import evaluate
+from searle_core.methods.context import MethodContext
 
 pytestmark = pytest.mark.usefixtures("protocol_env")
 
 METHODS = ("image-only", "text-only", "image+text", "searle-oti")
 OTI = ["--oti-steps", "2"]
 CIRR_KEYS = ["Recall@1", "Recall@5", "Recall@10", "Recall@50", "Recall_subset@1", "Recall_subset@2", "Recall_subset@3"]
-CIRCO_KEYS = ["mAP@5", "mAP@10", "mAP@25", "mAP@50", "Recall@5", "Recall@10", "Recall@25", "Recall@50",
-              "semantic_mAP@10"]
+CIRCO_KEYS = [
+    "mAP@5",
+    "mAP@10",
+    "mAP@25",
+    "mAP@50",
+    "Recall@5",
+    "Recall@10",
+    "Recall@25",
+    "Recall@50",
+    "semantic_mAP@10",
+]
 
 
 def searle(capsys, *argv) -> tuple[int, str, str]:
@@ -43,8 +63,20 @@ def searle(capsys, *argv) -> tuple[int, str, str]:
 
 def evaluate_json(capsys, dataset: str, root, method: str, *extra, stderr: list | None = None) -> dict:
     """``searle evaluate --json``: the parsed metrics (stderr appended to ``stderr`` if given)."""
-    code, out, err = searle(capsys, "evaluate", "--dataset", dataset, "--dataset-path", root, "--method", method,
-                            "--json", *CLI, *OTI, *extra)
+    code, out, err = searle(
+        capsys,
+        "evaluate",
+        "--dataset",
+        dataset,
+        "--dataset-path",
+        root,
+        "--method",
+        method,
+        "--json",
+        *CLI,
+        *OTI,
+        *extra,
+    )
     assert code == 0, err
     if stderr is not None:
         stderr.append(err)
@@ -68,8 +100,9 @@ def test_cirr_every_method(cirr_standin, cli_backbone, capsys):
 
 
 def test_cirr_printed_report(cirr_standin, capsys):
-    code, out, _ = searle(capsys, "evaluate", "--dataset", "cirr", "--dataset-path", cirr_standin,
-                          "--method", "image+text", *CLI)
+    code, out, _ = searle(
+        capsys, "evaluate", "--dataset", "cirr", "--dataset-path", cirr_standin, "--method", "image+text", *CLI
+    )
     assert code == 0
     header, *rows, settings = out.splitlines()
     assert header.startswith("image+text on cirr val (30 queries, ") and "preprocess targetpad" in header
@@ -93,34 +126,77 @@ def test_circo_every_method_with_a_cmyk_reference(circo_standin, capsys):
     for method in METHODS:
         metrics = evaluate_json(capsys, "circo", circo_standin, method)
         assert list(metrics) == CIRCO_KEYS and all(0 <= v <= 100 for v in _percentages(metrics))
-        assert set(metrics["semantic_mAP@10"]) <= {"cardinality", "addition", "negation", "direct_addressing",
-                                                   "compare_change", "comparative_statement",
-                                                   "statement_with_conjunction", "spatial_relations_background",
-                                                   "viewpoint"}
+        assert set(metrics["semantic_mAP@10"]) <= {
+            "cardinality",
+            "addition",
+            "negation",
+            "direct_addressing",
+            "compare_change",
+            "comparative_statement",
+            "statement_with_conjunction",
+            "spatial_relations_background",
+            "viewpoint",
+        }
 
 
 def test_circo_submissions_match_the_server_format(circo_standin, tmp_path, capsys):
-    code, out, err = searle(capsys, "submission", "--dataset", "circo", "--dataset-path", circo_standin,
-                            "--method", "image-only", "--out", tmp_path / "test.json", *CLI)
+    code, out, err = searle(
+        capsys,
+        "submission",
+        "--dataset",
+        "circo",
+        "--dataset-path",
+        circo_standin,
+        "--method",
+        "image-only",
+        "--out",
+        tmp_path / "test.json",
+        *CLI,
+    )
     assert code == 0, err
     assert f"wrote {tmp_path / 'test.json'}" in out
     example = read_json(DATA / "circo/submission_val_example.json")
     written = read_json(tmp_path / "test.json")
-    listed = {img["id"] for img in read_json(
-        circo_standin / "COCO2017_unlabeled/annotations/image_info_unlabeled2017.json")["images"]}
+    listed = {
+        img["id"]
+        for img in read_json(circo_standin / "COCO2017_unlabeled/annotations/image_info_unlabeled2017.json")["images"]
+    }
     assert len(written) == 800 and list(written) == [str(i) for i in range(800)]
     for submission in (written, example):
-        assert all(k.isdigit() and len(v) == 50 == len(set(v)) and all(type(i) is int for i in v)
-                   for k, v in submission.items())
+        assert all(
+            k.isdigit() and len(v) == 50 == len(set(v)) and all(type(i) is int for i in v)
+            for k, v in submission.items()
+        )
     assert all(set(v) <= listed for v in written.values())
 
     # Validation: the written file, scored like the server, gives the metrics `evaluate` prints.
-    code, _, err = searle(capsys, "submission", "--dataset", "circo", "--dataset-path", circo_standin, "--split", "val",
-                          "--method", "image+text", "--out", tmp_path / "val.json", *CLI)
+    code, _, err = searle(
+        capsys,
+        "submission",
+        "--dataset",
+        "circo",
+        "--dataset-path",
+        circo_standin,
+        "--split",
+        "val",
+        "--method",
+        "image+text",
+        "--out",
+        tmp_path / "val.json",
+        *CLI,
+    )
     assert code == 0, err
     assert list(read_json(tmp_path / "val.json")) == list(example)
-    code, out, _ = searle(capsys, "score", "circo", "--annotations", circo_standin / "annotations/val.json",
-                          "--predictions", tmp_path / "val.json", "--json")
+    code, out, _ = searle(
+        capsys,
+        "score",
+        "circo",
+        "--annotations",
+        circo_standin / "annotations/val.json",
+        "--predictions",
+        tmp_path / "val.json",
+        "--json",
+    )
     scored = json.loads(out)
     printed = evaluate_json(capsys, "circo", circo_standin, "image+text")
     assert {k: scored[k] for k in CIRCO_KEYS[:-1]} == pytest.approx({k: printed[k] for k in CIRCO_KEYS[:-1]})
@@ -128,8 +204,21 @@ def test_circo_submissions_match_the_server_format(circo_standin, tmp_path, caps
 
 
 def test_cirr_submission_files(cirr_standin, cli_backbone, tmp_path, capsys):
-    code, out, err = searle(capsys, "submission", "--dataset", "cirr", "--dataset-path", cirr_standin,
-                            "--method", "text-only", "--name", "run1", "--out", tmp_path, *CLI)
+    code, out, err = searle(
+        capsys,
+        "submission",
+        "--dataset",
+        "cirr",
+        "--dataset-path",
+        cirr_standin,
+        "--method",
+        "text-only",
+        "--name",
+        "run1",
+        "--out",
+        tmp_path,
+        *CLI,
+    )
     assert code == 0, err
     recall = read_json(tmp_path / "recall_submission_run1.json")
     subset = read_json(tmp_path / "recall_subset_submission_run1.json")
@@ -145,9 +234,14 @@ def test_cirr_submission_files(cirr_standin, cli_backbone, tmp_path, capsys):
         assert set(subset[q.query_id]) <= set(q.subset) and subset[q.query_id] == expected_subset[q.query_id]
 
 
-@pytest.mark.parametrize("dataset, marker", [("cirr", "image_splits/split.rc2.{train,val,test1}.json"),
-                                             ("fashioniq", "images/<asin>.jpg"),
-                                             ("circo", "COCO2017_unlabeled/")])
+@pytest.mark.parametrize(
+    "dataset, marker",
+    [
+        ("cirr", "image_splits/split.rc2.{train,val,test1}.json"),
+        ("fashioniq", "images/<asin>.jpg"),
+        ("circo", "COCO2017_unlabeled/"),
+    ],
+)
 def test_layout_errors_print_the_expected_layout(dataset, marker, tmp_path, capsys):
     code, out, err = searle(capsys, "evaluate", "--dataset", dataset, "--dataset-path", tmp_path, *CLI)
     assert code == 2 and out == ""
@@ -157,14 +251,17 @@ def test_layout_errors_print_the_expected_layout(dataset, marker, tmp_path, caps
 def test_usage_errors(cirr_standin, capsys):
     code, _, err = searle(capsys, "evaluate", "--dataset", "circo", *CLI)
     assert code == 2 and "needs --dataset-path" in err
-    code, _, err = searle(capsys, "evaluate", "--dataset", "cirr", "--dataset-path", cirr_standin, "--split", "test",
-                          *CLI)
+    code, _, err = searle(
+        capsys, "evaluate", "--dataset", "cirr", "--dataset-path", cirr_standin, "--split", "test", *CLI
+    )
     assert code == 2 and "use `searle submission`" in err
-    code, _, err = searle(capsys, "evaluate", "--dataset", "cirr", "--dataset-path", cirr_standin,
-                          "--method", "searle", *CLI)
+    code, _, err = searle(
+        capsys, "evaluate", "--dataset", "cirr", "--dataset-path", cirr_standin, "--method", "searle", *CLI
+    )
     assert code == 2 and "--phi-checkpoint" in err
-    code, _, err = searle(capsys, "submission", "--dataset", "fashioniq", "--dataset-path", cirr_standin,
-                          "--out", "x.json", *CLI)
+    code, _, err = searle(
+        capsys, "submission", "--dataset", "fashioniq", "--dataset-path", cirr_standin, "--out", "x.json", *CLI
+    )
     assert code == 2 and "cirr and circo only" in err
 
 
@@ -180,12 +277,27 @@ def test_corrupt_image_is_a_one_line_error_or_skipped(tmp_path, capsys):
     root = build_cirr(tmp_path / "cirr", n_queries=3, extra_gallery=0)
     victim = read_json(root / "cirr/captions/cap.rc2.val.json")[0]["reference"]
     (root / read_json(root / "cirr/image_splits/split.rc2.val.json")[victim]).write_bytes(b"not a png")
-    code, _, err = searle(capsys, "evaluate", "--dataset", "cirr", "--dataset-path", root, "--method", "image-only",
-                          *CLI)
+    code, _, err = searle(
+        capsys, "evaluate", "--dataset", "cirr", "--dataset-path", root, "--method", "image-only", *CLI
+    )
     assert code == 2 and "Traceback" not in err
     assert f"{victim}.png" in err and "pairid" in err
-    code, out, err = searle(capsys, "evaluate", "--dataset", "cirr", "--dataset-path", root, "--method", "image-only",
-                            "--check-images", "open", "--on-missing", "skip", "--json", *CLI)
+    code, out, err = searle(
+        capsys,
+        "evaluate",
+        "--dataset",
+        "cirr",
+        "--dataset-path",
+        root,
+        "--method",
+        "image-only",
+        "--check-images",
+        "open",
+        "--on-missing",
+        "skip",
+        "--json",
+        *CLI,
+    )
     assert code == 0 and "skipped 1 missing or unreadable image(s)" in err and list(json.loads(out)) == CIRR_KEYS
 
 
@@ -205,6 +317,7 @@ def test_phi_checkpoints_in_the_authors_layout(cirr_standin, cli_backbone, tmp_p
         seen.update(url=url)
         with open(dst, "wb") as f:
             f.write(path.read_bytes())
+
     monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
     url = "https://example.invalid/weights/SEARLE_shapes.pt"
     assert evaluate_json(capsys, "cirr", cirr_standin, "searle", "--phi-checkpoint", url) == metrics
@@ -212,17 +325,40 @@ def test_phi_checkpoints_in_the_authors_layout(cirr_standin, cli_backbone, tmp_p
 
     wide = cli_backbone.embed_dim + 8  # e.g. SEARLE_ViT-L14.pt on a ViT-B-32
     save_phi(Phi(wide, 4 * wide, wide), tmp_path / "wide.pt")
-    code, _, err = searle(capsys, "evaluate", "--dataset", "cirr", "--dataset-path", cirr_standin, "--method", "searle",
-                          "--phi-checkpoint", tmp_path / "wide.pt", *CLI)
+    code, _, err = searle(
+        capsys,
+        "evaluate",
+        "--dataset",
+        "cirr",
+        "--dataset-path",
+        cirr_standin,
+        "--method",
+        "searle",
+        "--phi-checkpoint",
+        tmp_path / "wide.pt",
+        *CLI,
+    )
     assert code == 2 and f"φ maps {wide}-d features to {wide}-d tokens" in err
     assert f"{cli_backbone.embed_dim}-d features and {cli_backbone.token_dim}-d tokens" in err
 
     class Exploit:
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
     torch.save({"Phi": Exploit()}, tmp_path / "evil.pt")
-    code, _, err = searle(capsys, "evaluate", "--dataset", "cirr", "--dataset-path", cirr_standin, "--method", "searle",
-                          "--phi-checkpoint", tmp_path / "evil.pt", *CLI)
+    code, _, err = searle(
+        capsys,
+        "evaluate",
+        "--dataset",
+        "cirr",
+        "--dataset-path",
+        cirr_standin,
+        "--method",
+        "searle",
+        "--phi-checkpoint",
+        tmp_path / "evil.pt",
+        *CLI,
+    )
     assert code == 2 and "Traceback" not in err and not (tmp_path / "pwned").exists()
 
 
@@ -234,13 +370,34 @@ def test_searle_oti_with_open_images_concepts_and_phrases(cirr_standin, shared_d
     bank[names[0]] = ["a photo of something else entirely"]  # does not contain its concept: dropped
     save_phrase_pickle(bank, tmp_path / "phrases.pkl")
     notes = []
-    metrics = evaluate_json(capsys, "cirr", cirr_standin, "searle-oti", "--concepts", csv,
-                            "--phrases", tmp_path / "phrases.pkl", stderr=notes)
+    metrics = evaluate_json(
+        capsys,
+        "cirr",
+        cirr_standin,
+        "searle-oti",
+        "--concepts",
+        csv,
+        "--phrases",
+        tmp_path / "phrases.pkl",
+        stderr=notes,
+    )
     assert list(metrics) == CIRR_KEYS and "associated over all 20; 19 have usable phrases" in notes[0]
 
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"Dog": [os.system]}))
-    code, _, err = searle(capsys, "evaluate", "--dataset", "cirr", "--dataset-path", cirr_standin,
-                          "--method", "searle-oti", "--phrases", tmp_path / "evil.pkl", *CLI, *OTI)
+    code, _, err = searle(
+        capsys,
+        "evaluate",
+        "--dataset",
+        "cirr",
+        "--dataset-path",
+        cirr_standin,
+        "--method",
+        "searle-oti",
+        "--phrases",
+        tmp_path / "evil.pkl",
+        *CLI,
+        *OTI,
+    )
     assert code == 2 and "refusing to load" in err and "Traceback" not in err
 
 
@@ -264,10 +421,24 @@ def test_oti_without_gpt_phrases_is_labelled_in_the_table(cirr_standin, shared_d
     classes.write_text("LabelName,DisplayName\n" + "".join(f'/m/{i},"{n}"\n' for i, n in enumerate(names)))
     with zipfile.ZipFile(tmp_path / "GPTNeo27B.zip", "w") as z:
         z.writestr("GPTNeo27B/concept_to_phrases.pkl", pickle.dumps(template_phrases(names, n_per_concept=4)))
-    base = ["table", "--dataset", "cirr", "--dataset-path", cirr_standin, "--methods", "image-only,searle-oti",
-            "--bootstrap", "10", *CLI, *OTI]
-    expected = {"templates": ["--concepts", classes], "no phrases": [], None: ["--concepts", classes, "--phrases",
-                                                                               tmp_path / "GPTNeo27B.zip"]}
+    base = [
+        "table",
+        "--dataset",
+        "cirr",
+        "--dataset-path",
+        cirr_standin,
+        "--methods",
+        "image-only,searle-oti",
+        "--bootstrap",
+        "10",
+        *CLI,
+        *OTI,
+    ]
+    expected = {
+        "templates": ["--concepts", classes],
+        "no phrases": [],
+        None: ["--concepts", classes, "--phrases", tmp_path / "GPTNeo27B.zip"],
+    }
     for variant, options in expected.items():
         out = tmp_path / str(variant)
         code, printed, err = searle(capsys, *base, *options, "--out", out)

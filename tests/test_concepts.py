@@ -9,12 +9,18 @@ import pickle
 import pytest
 import torch
 import torch.nn.functional as F
-
-from searle_core.concepts import (OTI_TOP_K, PHI_TOP_K, STORED_TOP_K, associate_concepts, concept_cache_key,
-                                  embed_concepts)
-from searle_core.phrases import UnsafePickleError, load_concepts_csv, save_phrase_pickle
-from searle_core.templates import TEMPLATES
 from standins import protocol_env, searle_cache  # noqa: F401
+
+from searle_core.clip.templates import TEMPLATES
+from searle_core.inversion.concepts import (
+    OTI_TOP_K,
+    PHI_TOP_K,
+    STORED_TOP_K,
+    associate_concepts,
+    concept_cache_key,
+    embed_concepts,
+)
+from searle_core.inversion.phrases import UnsafePickleError, load_concepts_csv, save_phrase_pickle
 
 pytestmark = pytest.mark.usefixtures("protocol_env")  # one torch thread, a tmp SEARLE_DATA
 
@@ -46,12 +52,14 @@ def test_embedding_is_the_normalised_mean_over_the_24_templates(open_images, ran
     torch.testing.assert_close(batched, got, atol=1e-5, rtol=1e-5)
 
 
-def test_large_vocabularies_are_batched_with_a_bar_and_cached(open_images, random_backbone, tmp_path, monkeypatch,
-                                                              capsys):
+def test_large_vocabularies_are_batched_with_a_bar_and_cached(
+    open_images, random_backbone, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setenv("SEARLE_DATA", str(tmp_path))
     one = ("{}",)  # one template keeps 1,000 concepts cheap; the logic is the same for 24
     calls = []
-    import searle_core.concepts as concepts_module
+    import searle_core.inversion.concepts as concepts_module
+
     real = concepts_module.encode_text
     monkeypatch.setattr(concepts_module, "encode_text", lambda *a, **k: calls.append(1) or real(*a, **k))
     feats = embed_concepts(random_backbone, open_images[:1000], templates=one, batch_size=256)
@@ -63,11 +71,14 @@ def test_large_vocabularies_are_batched_with_a_bar_and_cached(open_images, rando
     assert len(calls) == 4  # the second call read the cache
     embed_concepts(random_backbone, open_images[:999], templates=one, progress=False)  # small: not cached
     assert len(list((tmp_path / "cache/concepts").glob("*.pt"))) == 1
-    keys = {concept_cache_key(random_backbone, open_images[:1000], one),
-            concept_cache_key(random_backbone, open_images[:1000], TEMPLATES),
-            concept_cache_key(random_backbone, open_images[1:1001], one)}
+    keys = {
+        concept_cache_key(random_backbone, open_images[:1000], one),
+        concept_cache_key(random_backbone, open_images[:1000], TEMPLATES),
+        concept_cache_key(random_backbone, open_images[1:1001], one),
+    }
     torch.manual_seed(1)
-    from searle_core.backbone import load_backbone
+    from searle_core.clip.backbone import load_backbone
+
     other = load_backbone("shapes-clip", pretrained=None, device="cpu")
     keys.add(concept_cache_key(other, open_images[:1000], one))
     assert len(keys) == 4  # templates, list and weights each change the key
@@ -98,9 +109,11 @@ def test_cli_vocabulary_drops_concepts_without_matching_phrases(tmp_path, capsys
 
     csv = tmp_path / "classes.csv"
     csv.write_text('LabelName,DisplayName\n/m/1,Dog\n/m/2,"Ducks, geese and swans"\n/m/3,Cat\n/m/4,Owl\n')
-    bank = {"Dog": ["a photo of Dog that runs", "a photo of Dog that sleeps"],
-            "Ducks, geese and swans": ["a photo of Ducks, geese and swans that swim"],
-            "Cat": ["a photo of Cat that purrs", "a photo of a kitten that purrs"]}  # one phrase lacks "Cat"
+    bank = {
+        "Dog": ["a photo of Dog that runs", "a photo of Dog that sleeps"],
+        "Ducks, geese and swans": ["a photo of Ducks, geese and swans that swim"],
+        "Cat": ["a photo of Cat that purrs", "a photo of a kitten that purrs"],
+    }  # one phrase lacks "Cat"
     pkl = save_phrase_pickle(bank, tmp_path / "phrases.pkl")
     vocab = vocabulary_from_args(_args(concepts=str(csv), phrases=str(pkl)))
     # Association runs over every concept (the authors' order); phrases exist only for the usable ones.

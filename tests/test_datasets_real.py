@@ -215,8 +215,9 @@ def test_fashioniq_layout_error(tmp_path):
 # ---------------------------------------------------------------------------------------- CIRCO
 
 
-def _make_circo(root: Path, corrupt: str | None = None, missing: str | None = None,
-                unlisted: str | None = None) -> Path:
+def _make_circo(
+    root: Path, corrupt: str | None = None, missing: str | None = None, unlisted: str | None = None
+) -> Path:
     src = _need("circo")
     tpl = _templates(root / "_tpl")
     ids: dict[int, None] = {}
@@ -294,7 +295,9 @@ def test_circo_corrupt_image_error_and_skip(tmp_path):
 
 def test_circo_missing_and_unlisted_ids(tmp_path):
     root = _make_circo(tmp_path / "m", missing="271520")  # reference of query 0
-    with pytest.raises(ImageLoadError, match=r"000000271520\.jpg.*reference_img_id of annotations/val\.json query id 0"):
+    with pytest.raises(
+        ImageLoadError, match=r"000000271520\.jpg.*reference_img_id of annotations/val\.json query id 0"
+    ):
         load_circo(root, "val")
     bench = load_circo(root, "val", on_missing="skip")
     assert bench.extra["skipped"]["queries"] >= 1 and "0" not in {q.query_id for q in bench.queries}

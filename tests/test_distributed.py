@@ -8,16 +8,50 @@ import pytest
 import torch
 
 from searle_core.cli import main
-from searle_core.distributed import shard_indices, split_evenly
-
+from searle_core.infra.distributed import shard_indices, split_evenly
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-OTI_ARGS = ["oti", "--dataset", "shapes", "--split", "pretrain", "--quick", "--backbone", "shapes-clip",
-            "--pretrained", "none", "--device", "cpu", "--limit", "10", "--batch-size", "3", "--steps", "2",
-            "--checkpoint-every", "1", "--no-progress"]
-PHI_ARGS = ["train-phi", "--device", "cpu", "--quick", "--epochs", "2", "--batch-size", "4", "--lr", "1e-3",
-            "--top-concepts", "5", "--val-dataset", "none", "--no-progress"]
+OTI_ARGS = [
+    "oti",
+    "--dataset",
+    "shapes",
+    "--split",
+    "pretrain",
+    "--quick",
+    "--backbone",
+    "shapes-clip",
+    "--pretrained",
+    "none",
+    "--device",
+    "cpu",
+    "--limit",
+    "10",
+    "--batch-size",
+    "3",
+    "--steps",
+    "2",
+    "--checkpoint-every",
+    "1",
+    "--no-progress",
+]
+PHI_ARGS = [
+    "train-phi",
+    "--device",
+    "cpu",
+    "--quick",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "4",
+    "--lr",
+    "1e-3",
+    "--top-concepts",
+    "5",
+    "--val-dataset",
+    "none",
+    "--no-progress",
+]
 
 
 def torchrun(commands: list[list[str]], tmp_path) -> None:
@@ -25,17 +59,20 @@ def torchrun(commands: list[list[str]], tmp_path) -> None:
     in the same two processes (gloo on CPU; one launch, so the imports are paid once)."""
     script = tmp_path / "commands.py"
     # The script owns the process group, so the commands share it instead of re-creating one each.
-    script.write_text("import sys\nimport torch.distributed as dist\nfrom searle_core.cli import main\n"
-                      "dist.init_process_group('gloo')\n"
-                      f"for args in {commands!r}:\n    if main(args):\n        sys.exit(1)\n"
-                      "dist.destroy_process_group()\n")
+    script.write_text(
+        "import sys\nimport torch.distributed as dist\nfrom searle_core.cli import main\n"
+        "dist.init_process_group('gloo')\n"
+        f"for args in {commands!r}:\n    if main(args):\n        sys.exit(1)\n"
+        "dist.destroy_process_group()\n"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
     log = tmp_path / "torchrun.log"
     with open(log, "w") as out:
         try:
-            code = subprocess.run(cmd, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-                                  timeout=300).returncode
+            code = subprocess.run(
+                cmd, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, timeout=300
+            ).returncode
         except subprocess.TimeoutExpired:
             code = "timeout"
     assert code == 0, f"torchrun: {code}\n" + log.read_text()[-4000:]
@@ -57,8 +94,13 @@ def runs(tmp_path_factory):
     single(OTI_ARGS + ["--out", str(tmp / "oti-1")])
     single(PHI_ARGS + ["--tokens", str(tmp / "oti-1"), "--out", str(tmp / "phi-1")])
     # φ under torchrun trains on the single-process tokens: the comparison isolates DDP.
-    torchrun([OTI_ARGS + ["--out", str(tmp / "oti-2")],
-              PHI_ARGS + ["--tokens", str(tmp / "oti-1"), "--out", str(tmp / "phi-2")]], tmp)
+    torchrun(
+        [
+            OTI_ARGS + ["--out", str(tmp / "oti-2")],
+            PHI_ARGS + ["--tokens", str(tmp / "oti-1"), "--out", str(tmp / "phi-2")],
+        ],
+        tmp,
+    )
     return tmp
 
 

@@ -11,7 +11,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from searle_core.paths import REPO_ROOT
+from searle_core.infra.paths import REPO_ROOT
 
 EXTRAS = ("notebooks", "test")
 
@@ -54,6 +54,8 @@ def test_pip_pins_equal_pyproject():
     editable = [p for p in pip if p.startswith("-e")]
     listed = [_key(p) for p in pip if not p.startswith("-e")]
     assert len(listed) == len(set(listed)), "environment.yml lists a requirement twice"
-    assert set(listed) == wanted, (f"only in environment.yml: {sorted(set(listed) - wanted)}; "
-                                   f"only in pyproject.toml: {sorted(wanted - set(listed))}")
+    assert set(listed) == wanted, (
+        f"only in environment.yml: {sorted(set(listed) - wanted)}; "
+        f"only in pyproject.toml: {sorted(wanted - set(listed))}"
+    )
     assert editable == [f"-e .[{','.join(EXTRAS)}]"]

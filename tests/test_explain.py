@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from searle_core.notebook import explain
 from searle_core.inversion.nearest import word_token_ids
+from searle_core.notebook import explain
 
 WORDS = ["red", "blue", "circle", "square", "star", "large", "small"]
 
@@ -115,8 +115,9 @@ def test_agreement_overlap_search_hits():
     assert np.allclose(same, 1.0) and other == pytest.approx(0.0)
     assert explain.ranking_overlap([["a", "b"], ["c", "d"]], [["b", "a"], ["c", "x"]], k=2) == pytest.approx(75.0)
     names = ["x", "y", "z"]
-    assert explain.search(torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), names, 2) == \
-        [["y", "z"]]
+    assert explain.search(torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), names, 2) == [
+        ["y", "z"]
+    ]
     queries = [SimpleNamespace(ground_truths=("y",)), SimpleNamespace(ground_truths=("q", "x"))]
     assert explain.ground_truth_hits([["y", "z"], ["x", "q"]], queries) == 3
 
@@ -145,7 +146,6 @@ def test_phi_tokens_and_timing():
     assert torch.equal(out, explain.phi_tokens(phi, x))  # eval mode: no dropout
 
 
-
 def test_seconds_per_image_is_the_best_run_per_image(monkeypatch):
     """A fake clock: runs of 3, 1 and 2 s over 10 images give 0.1 s per image (the best run)."""
     ticks = iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0])
@@ -157,7 +157,7 @@ def test_seconds_per_image_is_the_best_run_per_image(monkeypatch):
 
 def test_own_word_shares_known_answer(clip):
     """Tokens built from word rows: the share is known exactly."""
-    from searle_core.datasets.shapes import training_vocabulary
+    from searle_core.world import training_vocabulary
 
     allowed = word_token_ids(clip, training_vocabulary())
     table = clip.model.token_embedding.weight.detach().float()
@@ -165,15 +165,23 @@ def test_own_word_shares_known_answer(clip):
     def row(word):
         return F.normalize(table[word_token_ids(clip, [word])[0]], dim=0)
 
-    images = [{"shape": "circle", "colour": "red", "background": "white", "size": "small"},
-              {"shape": "star", "colour": "blue", "background": "black", "size": "large"},
-              {"shape": "arrow", "colour": "green", "background": "gray", "size": "large"},
-              {"shape": "cross", "colour": "purple", "background": "white", "size": "small"}]
+    images = [
+        {"shape": "circle", "colour": "red", "background": "white", "size": "small"},
+        {"shape": "star", "colour": "blue", "background": "black", "size": "large"},
+        {"shape": "arrow", "colour": "green", "background": "gray", "size": "large"},
+        {"shape": "cross", "colour": "purple", "background": "white", "size": "small"},
+    ]
     # Images 1-2 carry all three own words; image 3 has another shape's word and no background;
     # image 4 is the pure word "square" (in this seeded random table its other near words are
     # not its own either).
-    tokens = torch.stack([row("circle") + row("red") + row("white"), row("star") + row("blue") + row("black"),
-                          row("square") + row("green"), row("square")])
+    tokens = torch.stack(
+        [
+            row("circle") + row("red") + row("white"),
+            row("star") + row("blue") + row("black"),
+            row("square") + row("green"),
+            row("square"),
+        ]
+    )
     shares = explain.own_word_shares(clip, tokens, images, allowed, k=3)
     assert shares == {"shape": 50.0, "colour": 75.0, "background": 50.0, "images": 4}
     # k=1: only the single nearest word counts; the pure "square" token is that word and nothing else.

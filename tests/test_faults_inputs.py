@@ -10,9 +10,8 @@ import pickle
 
 import pytest
 import torch
-from PIL import Image
-
 from faults import CLI, circo_annotations, fails, searle, snapshot, tiny_circo, write_image, write_json
+from PIL import Image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EVAL = ["evaluate", "--dataset", "circo", "--method", "image-only", *CLI, "--num-workers", "0"]
@@ -83,8 +82,13 @@ def test_fashioniq_caption_without_captions_field(tmp_path, capsys):
     bad = root / "captions/cap.shirt.val.json"
     write_json(bad, [{"candidate": "a1", "target": "a2", "caption": "x"}])
     before = snapshot(root)
-    fails(capsys, ["evaluate", "--dataset", "fashioniq", "--dataset-path", root, "--method", "image-only", *CLI],
-          bad, "annotation #0", "'captions'")
+    fails(
+        capsys,
+        ["evaluate", "--dataset", "fashioniq", "--dataset-path", root, "--method", "image-only", *CLI],
+        bad,
+        "annotation #0",
+        "'captions'",
+    )
     assert snapshot(root) == before
 
 
@@ -95,8 +99,12 @@ def test_cirr_caption_without_pairid(tmp_path, capsys):
     caps = json.loads((root / "cirr/captions/cap.rc2.val.json").read_text())
     del caps[0]["pairid"]
     write_json(root / "cirr/captions/cap.rc2.val.json", caps)
-    fails(capsys, ["evaluate", "--dataset", "cirr", "--dataset-path", root, "--method", "image-only", *CLI],
-          root / "cirr/captions/cap.rc2.val.json", "'pairid'")
+    fails(
+        capsys,
+        ["evaluate", "--dataset", "cirr", "--dataset-path", root, "--method", "image-only", *CLI],
+        root / "cirr/captions/cap.rc2.val.json",
+        "'pairid'",
+    )
 
 
 def test_dataset_folder_that_does_not_exist(tmp_path, capsys):
@@ -121,8 +129,9 @@ def test_truncated_image_skipped_with_on_missing_skip(circo, tmp_path, capsys):
     victim = circo / "COCO2017_unlabeled/unlabeled2017/000000000008.jpg"
     write_image(victim, 8, size=(64, 64))
     _truncate(victim)
-    status, out, err = searle(capsys, *EVAL, "--dataset-path", circo, "--check-images", "open", "--on-missing", "skip",
-                              "--json")
+    status, out, err = searle(
+        capsys, *EVAL, "--dataset-path", circo, "--check-images", "open", "--on-missing", "skip", "--json"
+    )
     assert status == 0, err
     assert "skipped 1 missing or unreadable image(s)" in err and str(victim) in err
     assert "mAP@10" in json.loads(out)
@@ -190,8 +199,9 @@ def _phi(tmp_path, random_backbone, name="phi.pt"):
 
 
 def _searle_fails(capsys, tmp_path, circo, checkpoint, *culprits):
-    return _evaluate_fails(capsys, tmp_path, circo, *culprits, extra=["--method", "searle", "--phi-checkpoint",
-                                                                       checkpoint])
+    return _evaluate_fails(
+        capsys, tmp_path, circo, *culprits, extra=["--method", "searle", "--phi-checkpoint", checkpoint]
+    )
 
 
 def test_truncated_phi_checkpoint(circo, tmp_path, capsys, random_backbone):
@@ -218,6 +228,7 @@ def test_phi_checkpoint_that_runs_code_is_refused(circo, tmp_path, capsys):
     class Exploit:
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
     path = tmp_path / "evil.pt"
     torch.save({"Phi": Exploit()}, path)
     _searle_fails(capsys, tmp_path, circo, path, path, "refused to load this φ checkpoint")
@@ -240,8 +251,13 @@ def test_phi_producing_nan_tokens(circo, tmp_path, capsys, random_backbone):
     for layer in (0, 3, 6):  # finite weights whose products overflow: infinite or NaN tokens
         state["Phi"][f"layers.{layer}.weight"].fill_(1e30)
     torch.save(state, path)
-    line = fails(capsys, [*EVAL, "--dataset-path", circo, "--method", "searle", "--phi-checkpoint", path],
-                 "φ produced", "NaN", "reference image")
+    line = fails(
+        capsys,
+        [*EVAL, "--dataset-path", circo, "--method", "searle", "--phi-checkpoint", path],
+        "φ produced",
+        "NaN",
+        "reference image",
+    )
     assert "'1'" in line or "'2'" in line or "'3'" in line
 
 
@@ -256,14 +272,16 @@ def test_damaged_feature_cache_is_recomputed(circo, tmp_path, capsys):
 
 # ---- phrase banks and concept lists --------------------------------------------------------------
 def _vocab_fails(capsys, tmp_path, circo, extra, *culprits):
-    return _evaluate_fails(capsys, tmp_path, circo, *culprits, extra=["--method", "searle-oti", "--oti-steps", "1",
-                                                                       *extra])
+    return _evaluate_fails(
+        capsys, tmp_path, circo, *culprits, extra=["--method", "searle-oti", "--oti-steps", "1", *extra]
+    )
 
 
 def test_phrase_pickle_that_runs_code_is_refused(circo, tmp_path, capsys):
     class Exploit:
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
     path = tmp_path / "phrases.pkl"
     path.write_bytes(pickle.dumps({"cat": Exploit()}))
     _vocab_fails(capsys, tmp_path, circo, ["--phrases", path], path, "posix.system")
@@ -295,7 +313,7 @@ def test_concept_csv_not_utf8(circo, tmp_path, capsys):
 
 
 def test_concepts_without_usable_phrases(circo, tmp_path, capsys):
-    from searle_core.phrases import save_phrase_pickle
+    from searle_core.inversion.phrases import save_phrase_pickle
 
     concepts = tmp_path / "classes.csv"
     concepts.write_text("LabelName,DisplayName\n/m/01,Cat\n")
@@ -314,18 +332,32 @@ notebooks:
 """
 
 
-@pytest.mark.parametrize("text, culprits", [
-    (PROFILE_OK.replace("01_textual_inversion", "01_textual_inversions"), ["'01_textual_inversions'"]),
-    (PROFILE_OK.replace("oti_steps: 5", "oti_steps: fifty"), ["notebooks.01_textual_inversion.oti_steps", "'fifty'",
-                                                              "expected a int"]),
-    (PROFILE_OK.replace("quick: true", "quick: 1"), ["notebooks.01_textual_inversion.quick", "expected a bool"]),
-    (PROFILE_OK.replace("oti_steps: 5", "oti_step: 5"), ["unknown parameters ['oti_step']"]),
-    (PROFILE_OK.replace("    oti_steps: 5", "\toti_steps: 5"), ["line 7", "not valid YAML"]),
-    (PROFILE_OK.replace("description: mine", "description: [mine"), ["line ", "not valid YAML"]),
-    (PROFILE_OK.replace("description: mine", "description: {a: 1}"), ["key 'description'"]),
-    ("- a\n- b\n", ["expected a YAML mapping"]),
-], ids=["unknown-notebook", "wrong-type", "int-for-bool", "unknown-parameter", "tab-indent", "unclosed-bracket",
-        "description-mapping", "not-a-mapping"])
+@pytest.mark.parametrize(
+    "text, culprits",
+    [
+        (PROFILE_OK.replace("01_textual_inversion", "01_textual_inversions"), ["'01_textual_inversions'"]),
+        (
+            PROFILE_OK.replace("oti_steps: 5", "oti_steps: fifty"),
+            ["notebooks.01_textual_inversion.oti_steps", "'fifty'", "expected a int"],
+        ),
+        (PROFILE_OK.replace("quick: true", "quick: 1"), ["notebooks.01_textual_inversion.quick", "expected a bool"]),
+        (PROFILE_OK.replace("oti_steps: 5", "oti_step: 5"), ["unknown parameters ['oti_step']"]),
+        (PROFILE_OK.replace("    oti_steps: 5", "\toti_steps: 5"), ["line 7", "not valid YAML"]),
+        (PROFILE_OK.replace("description: mine", "description: [mine"), ["line ", "not valid YAML"]),
+        (PROFILE_OK.replace("description: mine", "description: {a: 1}"), ["key 'description'"]),
+        ("- a\n- b\n", ["expected a YAML mapping"]),
+    ],
+    ids=[
+        "unknown-notebook",
+        "wrong-type",
+        "int-for-bool",
+        "unknown-parameter",
+        "tab-indent",
+        "unclosed-bracket",
+        "description-mapping",
+        "not-a-mapping",
+    ],
+)
 def test_bad_profile(tmp_path, capsys, text, culprits):
     profile = tmp_path / "mine.yaml"
     profile.write_text(text)
@@ -334,27 +366,31 @@ def test_bad_profile(tmp_path, capsys, text, culprits):
 
 
 def test_profiles_of_the_repository_are_valid():
-    from searle_core.notebook.paper import check_profile, list_profiles, load_profile
+    from searle_core.notebook.papermill_runner import check_profile, list_profiles, load_profile
 
     for name in list_profiles():
         check_profile(load_profile(name))
 
 
 # ---- arguments -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("argv, flag", [
-    (["evaluate", "--batch-size", "0"], "--batch-size"),
-    (["evaluate", "--oti-steps", "-1"], "--oti-steps"),
-    (["evaluate", "--num-workers", "-2"], "--num-workers"),
-    (["oti", "--steps", "0", "--out", "OUT"], "--steps"),
-    (["oti", "--limit", "-495", "--out", "OUT"], "--limit"),
-    (["oti", "--batch-size", "ten", "--out", "OUT"], "--batch-size"),
-    (["oti", "--checkpoint-every", "0", "--out", "OUT"], "--checkpoint-every"),
-    (["oti", "--lambda-gpt", "-0.5", "--out", "OUT"], "--lambda-gpt"),
-    (["train-phi", "--tokens", "T", "--epochs", "0", "--out", "OUT"], "--epochs"),
-    (["train-phi", "--tokens", "T", "--lr", "0", "--out", "OUT"], "--lr"),
-    (["train-phi", "--tokens", "T", "--temperature", "nan", "--out", "OUT"], "--temperature"),
-    (["table", "--bootstrap", "0"], "--bootstrap"),
-], ids=lambda x: x if isinstance(x, str) else None)
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["evaluate", "--batch-size", "0"], "--batch-size"),
+        (["evaluate", "--oti-steps", "-1"], "--oti-steps"),
+        (["evaluate", "--num-workers", "-2"], "--num-workers"),
+        (["oti", "--steps", "0", "--out", "OUT"], "--steps"),
+        (["oti", "--limit", "-495", "--out", "OUT"], "--limit"),
+        (["oti", "--batch-size", "ten", "--out", "OUT"], "--batch-size"),
+        (["oti", "--checkpoint-every", "0", "--out", "OUT"], "--checkpoint-every"),
+        (["oti", "--lambda-gpt", "-0.5", "--out", "OUT"], "--lambda-gpt"),
+        (["train-phi", "--tokens", "T", "--epochs", "0", "--out", "OUT"], "--epochs"),
+        (["train-phi", "--tokens", "T", "--lr", "0", "--out", "OUT"], "--lr"),
+        (["train-phi", "--tokens", "T", "--temperature", "nan", "--out", "OUT"], "--temperature"),
+        (["table", "--bootstrap", "0"], "--bootstrap"),
+    ],
+    ids=lambda x: x if isinstance(x, str) else None,
+)
 def test_bad_numbers_are_argument_errors(tmp_path, capsys, argv, flag):
     argv = [str(tmp_path / a) if a in ("OUT", "T") else a for a in argv]
     status, out, err = searle(capsys, *argv)
@@ -365,11 +401,29 @@ def test_bad_numbers_are_argument_errors(tmp_path, capsys, argv, flag):
 def test_submission_to_an_unwritable_folder_fails_before_any_work(circo, tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
-    import searle_core.retrieval.evaluate
+    import searle_core.methods.pipeline
 
     def never(*a, **k):
         raise AssertionError("features computed before the output folder was checked")
-    monkeypatch.setattr(searle_core.retrieval.evaluate, "gallery_features", never)
-    fails(capsys, ["submission", "--dataset", "circo", "--dataset-path", circo, "--split", "test", "--method",
-                   "searle-oti", "--out", blocker / "sub/circo.json", *CLI], blocker / "sub", "not writable")
+
+    monkeypatch.setattr(searle_core.methods.pipeline, "gallery_features", never)
+    fails(
+        capsys,
+        [
+            "submission",
+            "--dataset",
+            "circo",
+            "--dataset-path",
+            circo,
+            "--split",
+            "test",
+            "--method",
+            "searle-oti",
+            "--out",
+            blocker / "sub/circo.json",
+            *CLI,
+        ],
+        blocker / "sub",
+        "not writable",
+    )
     assert blocker.read_text() == "a file, not a folder"

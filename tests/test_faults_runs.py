@@ -20,12 +20,24 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from faults import CLI, error_line, fails, searle, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-OTI = ["oti", "--quick", *CLI, "--limit", "12", "--steps", "3", "--batch-size", "4", "--checkpoint-every", "1",
-       "--seed", "5"]
+OTI = [
+    "oti",
+    "--quick",
+    *CLI,
+    "--limit",
+    "12",
+    "--steps",
+    "3",
+    "--batch-size",
+    "4",
+    "--checkpoint-every",
+    "1",
+    "--seed",
+    "5",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -57,6 +69,7 @@ def _interrupted_run(tmp_path, capsys, monkeypatch, after: int = 2) -> Path:
             raise KeyboardInterrupt
         calls.append(1)
         return real(*args, **kwargs)
+
     monkeypatch.setattr(oti_run, "oti", oti_then_ctrl_c)
     out = tmp_path / "run"
     status, _, err = searle(capsys, *OTI, "--out", out)
@@ -145,14 +158,31 @@ def test_out_that_is_a_file(tmp_path, capsys):
 
 
 def test_folder_of_another_kind_of_run(reference, tmp_path, capsys):
-    fails(capsys, ["train-phi", "--tokens", tmp_path / "reference", "--out", tmp_path / "reference", "--epochs", "1",
-                   "--no-progress"], tmp_path / "reference", "'oti' run")
+    fails(
+        capsys,
+        [
+            "train-phi",
+            "--tokens",
+            tmp_path / "reference",
+            "--out",
+            tmp_path / "reference",
+            "--epochs",
+            "1",
+            "--no-progress",
+        ],
+        tmp_path / "reference",
+        "'oti' run",
+    )
 
 
 def test_train_phi_on_a_folder_without_a_run(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    fails(capsys, ["train-phi", "--tokens", tmp_path / "empty", "--out", tmp_path / "phi"], tmp_path / "empty",
-          "no manifest.json")
+    fails(
+        capsys,
+        ["train-phi", "--tokens", tmp_path / "empty", "--out", tmp_path / "phi"],
+        tmp_path / "empty",
+        "no manifest.json",
+    )
     assert not (tmp_path / "phi").exists()
 
 
@@ -160,8 +190,23 @@ def test_train_phi_takes_the_backbone_from_the_oti_run(tmp_path, capsys):
     # Random weights drawn under --seed 7: train-phi's own --seed (42) must not change the CLIP.
     out = tmp_path / "oti7"
     assert searle(capsys, *[a if a != "5" else "7" for a in OTI], "--out", out)[0] == 0
-    status, _, err = searle(capsys, "train-phi", "--tokens", out, "--out", tmp_path / "phi", "--epochs", "1",
-                            "--batch-size", "4", "--device", "cpu", "--no-progress", "--val-dataset", "none")
+    status, _, err = searle(
+        capsys,
+        "train-phi",
+        "--tokens",
+        out,
+        "--out",
+        tmp_path / "phi",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--val-dataset",
+        "none",
+    )
     assert status == 0, err
     assert (tmp_path / "phi/phi.pt").is_file()
 
@@ -169,28 +214,50 @@ def test_train_phi_takes_the_backbone_from_the_oti_run(tmp_path, capsys):
 @pytest.mark.parametrize("recorded", [True, False], ids=["backbone-args", "old-manifest"])
 def test_train_phi_loads_the_world_clip_a_quick_run_used(tmp_path, capsys, monkeypatch, recorded):
     import searle_core.cli.runs as runs
+    from searle_core.infra.errors import InputError
 
     folder = tmp_path / "oti"
     folder.mkdir()
     info = {"dataset": "shapes", "split": "pretrain"}
     if recorded:
         info["backbone_args"] = {"backbone": "shapes-clip", "pretrained": "default", "quick": True, "seed": 42}
-    (folder / "manifest.json").write_text(json.dumps({
-        "kind": "oti", "info": info, "hyperparameters": {"backbone": "shapes-clip",
-                                                         "weights": "shapes-clip-0123abcd.pt-4096-1700000000"}}))
+    (folder / "manifest.json").write_text(
+        json.dumps(
+            {
+                "kind": "oti",
+                "info": info,
+                "hyperparameters": {"backbone": "shapes-clip", "weights": "shapes-clip-0123abcd.pt-4096-1700000000"},
+            }
+        )
+    )
     seen = {}
 
     def stop(args):
         seen.update(backbone=args.backbone, pretrained=args.pretrained, quick=args.quick)
-        raise RuntimeError("stopped after choosing the backbone")
+        raise InputError("stopped after choosing the backbone")  # a user error: the CLI's one-line path
+
     monkeypatch.setattr(runs, "load_backbone_from_args", stop)
     fails(capsys, ["train-phi", "--tokens", folder, "--out", tmp_path / "phi"], "stopped after choosing")
     assert seen == {"backbone": "shapes-clip", "pretrained": "default", "quick": recorded}
 
 
 def test_train_phi_resume_with_a_changed_setting(reference, tmp_path, capsys):
-    phi = ["train-phi", "--tokens", tmp_path / "reference", "--out", tmp_path / "phi", "--epochs", "2",
-           "--batch-size", "4", "--device", "cpu", "--no-progress", "--val-dataset", "none"]
+    phi = [
+        "train-phi",
+        "--tokens",
+        tmp_path / "reference",
+        "--out",
+        tmp_path / "phi",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--val-dataset",
+        "none",
+    ]
     assert searle(capsys, *phi)[0] == 0
     before = snapshot(tmp_path / "phi")
     fails(capsys, [*phi, "--resume", "--lr", "0.001"], "phi.lr: 0.0001 in the run, 0.001 now")
@@ -198,15 +265,42 @@ def test_train_phi_resume_with_a_changed_setting(reference, tmp_path, capsys):
 
 
 # ---- SIGKILL at random points --------------------------------------------------------------------
-KILL_OTI = ["oti", "--quick", *CLI, "--limit", "28", "--steps", "40", "--batch-size", "4", "--checkpoint-every", "1",
-            "--seed", "3"]
-KILL_PHI = ["train-phi", "--epochs", "40", "--batch-size", "4", "--device", "cpu", "--no-progress",
-            "--val-dataset", "none"]
+KILL_OTI = [
+    "oti",
+    "--quick",
+    *CLI,
+    "--limit",
+    "28",
+    "--steps",
+    "40",
+    "--batch-size",
+    "4",
+    "--checkpoint-every",
+    "1",
+    "--seed",
+    "3",
+]
+KILL_PHI = [
+    "train-phi",
+    "--epochs",
+    "40",
+    "--batch-size",
+    "4",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--val-dataset",
+    "none",
+]
 
 
 def _env(tmp_path) -> dict:
-    return {**os.environ, "SEARLE_DATA": str(tmp_path / "searle_data"), "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return {
+        **os.environ,
+        "SEARLE_DATA": str(tmp_path / "searle_data"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
 
 
 def _kill_repeatedly(argv, tmp_path, progress, targets, rng) -> int:
@@ -214,8 +308,12 @@ def _kill_repeatedly(argv, tmp_path, progress, targets, rng) -> int:
     delay; finally let it finish. Returns how many kills landed."""
     kills = 0
     for target in [*targets, None]:
-        proc = subprocess.Popen([sys.executable, "-m", "searle_core", *map(str, argv), "--resume"], env=_env(tmp_path),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "searle_core", *map(str, argv), "--resume"],
+            env=_env(tmp_path),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         if target is None:
             _, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err.decode()
@@ -239,6 +337,7 @@ def test_oti_killed_at_random_points_resumes_to_identical_tokens(tmp_path, capsy
 
     def chunks() -> int:
         return len(list((out / "chunks").glob("*.pt"))) if (out / "chunks").is_dir() else 0
+
     kills = _kill_repeatedly([*KILL_OTI, "--out", out], tmp_path, chunks, [1, 4], random.Random(14))
     assert kills >= 2
     assert torch.equal(_tokens(out), _tokens(tmp_path / "whole"))
@@ -256,8 +355,10 @@ def test_train_phi_killed_at_random_points_resumes_to_identical_weights(referenc
     def epochs() -> int:
         history = out / "history.csv"
         return max(0, len(history.read_text().splitlines()) - 1) if history.is_file() else 0
-    kills = _kill_repeatedly([*KILL_PHI, "--tokens", tokens, "--out", out], tmp_path, epochs, [3, 20],
-                             random.Random(41))
+
+    kills = _kill_repeatedly(
+        [*KILL_PHI, "--tokens", tokens, "--out", out], tmp_path, epochs, [3, 20], random.Random(41)
+    )
     assert kills >= 2
     got = torch.load(out / "phi.pt", weights_only=True)["Phi"]
     want = torch.load(tmp_path / "whole/phi.pt", weights_only=True)["Phi"]

@@ -15,15 +15,15 @@ import os
 
 import pytest
 import torch
-
 from faults import CLI, fails, snapshot, tiny_circo, tiny_cirr, write_image, write_json
+
+from searle_core.clip.text_encoding import encode_token_embeddings
 from searle_core.datasets import FileImageSource, load_circo, load_cirr
 from searle_core.datasets.base import CIRQuery
-from searle_core.errors import InputError
-from searle_core.retrieval.features import configure_images, image_features
-from searle_core.retrieval.queries import SEARLE_PROMPT, pseudo_query_features
+from searle_core.datasets.features import configure_images, image_features
+from searle_core.infra.errors import InputError
 from searle_core.metrics.circo_server import CIRCOScoringError, score_circo
-from searle_core.text_encoding import encode_token_embeddings
+from searle_core.retrieval.queries import SEARLE_PROMPT, pseudo_query_features
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +60,7 @@ def _phi_file(path, backbone):
 
 
 def test_phi_url_cache_is_keyed_by_the_whole_url(tmp_path, monkeypatch, random_backbone):
-    from searle_core import downloads
+    from searle_core.infra import downloads
     from searle_core.inversion import load_phi
 
     good = _phi_file(tmp_path / "good.pt", random_backbone)
@@ -78,6 +78,7 @@ def test_phi_url_cache_is_keyed_by_the_whole_url(tmp_path, monkeypatch, random_b
         dst_bytes = good.read_bytes()
         with open(dst, "wb") as f:
             f.write(dst_bytes)
+
     monkeypatch.setattr(torch.hub, "download_url_to_file", download)
     bad_url = "https://does-not-exist.invalid/SEARLE_ViT-B32.pt"
     with pytest.raises(InputError, match=f"could not download {bad_url}"):
@@ -101,7 +102,7 @@ def test_phi_url_cache_is_keyed_by_the_whole_url(tmp_path, monkeypatch, random_b
 
 # ---- 3. profiles ---------------------------------------------------------------------------------
 def test_mistyped_profile_key_is_an_error_before_anything_runs(tmp_path, capsys):
-    from searle_core.notebook.paper import load_profile
+    from searle_core.notebook.papermill_runner import load_profile
 
     profile = tmp_path / "mine.yaml"
     profile.write_text("description: mine\nnotebook:\n  01_textual_inversion: {oti_steps: 5}\n")
@@ -120,16 +121,35 @@ def test_repeated_circo_id_is_rejected_on_load(tmp_path, capsys):
     write_json(ann_file, anns)
     with pytest.raises(InputError, match=rf"{ann_file}: id 1 appears 2 times"):
         load_circo(tmp_path / "circo", "val")
-    fails(capsys, ["evaluate", "--dataset", "circo", "--dataset-path", tmp_path / "circo", "--method", "image-only",
-                   *CLI], ann_file, "id 1")
+    fails(
+        capsys,
+        ["evaluate", "--dataset", "circo", "--dataset-path", tmp_path / "circo", "--method", "image-only", *CLI],
+        ann_file,
+        "id 1",
+    )
     # The test split too: `searle submission` used to write one query fewer.
     test_file = tmp_path / "circo/annotations/test.json"
     test = json.loads(test_file.read_text())
     test[1]["id"] = 0
     write_json(test_file, test)
     before = snapshot(tmp_path)
-    fails(capsys, ["submission", "--dataset", "circo", "--dataset-path", tmp_path / "circo", "--method",
-                   "image-only", "--out", tmp_path / "sub/circo.json", *CLI], test_file, "id 0")
+    fails(
+        capsys,
+        [
+            "submission",
+            "--dataset",
+            "circo",
+            "--dataset-path",
+            tmp_path / "circo",
+            "--method",
+            "image-only",
+            "--out",
+            tmp_path / "sub/circo.json",
+            *CLI,
+        ],
+        test_file,
+        "id 0",
+    )
     assert snapshot(tmp_path) == before and not (tmp_path / "sub/circo.json").exists()
 
 
@@ -142,13 +162,16 @@ def test_repeated_cirr_pairid_is_rejected_on_load(tmp_path):
 
 # ---- 5. repeated keys in a prediction file -------------------------------------------------------
 def test_prediction_file_with_a_repeated_key_is_rejected(tmp_path, capsys):
-    anns = write_json(tmp_path / "val.json", [{"id": 0, "reference_img_id": 1, "target_img_id": 2,
-                                               "gt_img_ids": [2], "relative_caption": "x"},
-                                              {"id": 1, "reference_img_id": 3, "target_img_id": 4,
-                                               "gt_img_ids": [4], "relative_caption": "y"}])
+    anns = write_json(
+        tmp_path / "val.json",
+        [
+            {"id": 0, "reference_img_id": 1, "target_img_id": 2, "gt_img_ids": [2], "relative_caption": "x"},
+            {"id": 1, "reference_img_id": 3, "target_img_id": 4, "gt_img_ids": [4], "relative_caption": "y"},
+        ],
+    )
     good, bad = list(range(100, 150)), list(range(200, 250))
     preds = tmp_path / "preds.json"
-    preds.write_text('{"0": %s, "1": %s, "0": %s}' % (json.dumps(good), json.dumps(good), json.dumps(bad)))
+    preds.write_text(f'{{"0": {json.dumps(good)}, "1": {json.dumps(good)}, "0": {json.dumps(bad)}}}')
     with pytest.raises(CIRCOScoringError, match=rf"{preds}: key '0' appears 2 times"):
         score_circo(anns, preds)
     fails(capsys, ["score", "circo", "--annotations", anns, "--predictions", preds], preds, "'0'")
@@ -172,4 +195,3 @@ def test_dollar_in_a_caption_stays_text(random_backbone):
             embeddings[row, first] = token
         want = torch.nn.functional.normalize(encode_token_embeddings(model, ids, embeddings).float(), dim=-1)
     assert torch.allclose(got, want, atol=1e-6)
-

@@ -7,11 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from standins import protocol_env, searle_cache  # noqa: F401
 
 from searle_core.datasets import ImageFolderSource, ImageLoadError
-from searle_core.retrieval.features import (ImagePipeline, configure_images, image_features, text_features,
-                                            weights_key)
-from standins import protocol_env, searle_cache  # noqa: F401
+from searle_core.datasets.features import ImagePipeline, configure_images, image_features, text_features, weights_key
 
 pytestmark = pytest.mark.usefixtures("protocol_env")  # one torch thread, a tmp SEARLE_DATA
 
@@ -28,10 +27,12 @@ def folder(tmp_path_factory):
 @pytest.fixture
 def no_model(monkeypatch, random_backbone):
     """After this fixture, any image or text forward pass fails the test."""
+
     def boom(*args, **kwargs):
         raise AssertionError("the model ran although the features were cached")
+
     monkeypatch.setattr(random_backbone.model, "encode_image", boom)
-    monkeypatch.setattr("searle_core.retrieval.features.encode_text", boom)
+    monkeypatch.setattr("searle_core.datasets.features.encode_text", boom)
 
 
 def test_image_features_are_cached_on_disk_and_reused(folder, random_backbone, tmp_path, request):
@@ -64,7 +65,7 @@ def test_cache_key_names_preprocessing_file_list_and_weights(folder, random_back
 
 
 def test_random_weights_are_fingerprinted(random_backbone):
-    from searle_core.backbone import load_backbone
+    from searle_core.clip.backbone import load_backbone
 
     assert random_backbone.pretrained is None and weights_key(random_backbone).startswith("random-")
     torch.manual_seed(0)
@@ -97,8 +98,13 @@ def test_workers_and_in_memory_reuse_of_a_gallery(folder, random_backbone, tmp_p
     source = ImageFolderSource(folder)
     backbone = configure_images(random_backbone, "targetpad", num_workers=1)  # the pipeline pickles to a worker
     gallery = image_features(backbone, source, source.names, batch_size=4, cache=False, progress=False)
-    plain = image_features(configure_images(random_backbone, "targetpad"), ImageFolderSource(folder), source.names,
-                           cache=False, progress=False)
+    plain = image_features(
+        configure_images(random_backbone, "targetpad"),
+        ImageFolderSource(folder),
+        source.names,
+        cache=False,
+        progress=False,
+    )
     torch.testing.assert_close(gallery, plain)
     request.getfixturevalue("no_model")
     # The methods ask for reference images separately: served from the gallery just computed.

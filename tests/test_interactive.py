@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from searle_core.clip.text_encoding import encode_with_pseudo_tokens
 from searle_core.notebook.interactive import query_explorer, typed_query
-from searle_core.text_encoding import encode_with_pseudo_tokens
 
 
 def test_typed_query_is_the_plain_computation(tiny_study):
@@ -13,7 +13,9 @@ def test_typed_query_is_the_plain_computation(tiny_study):
     name = tiny_study.bench.reference_names()[0]
     token = torch.randn(bb.token_dim, generator=torch.Generator().manual_seed(0))
     example = typed_query(tiny_study, name, token, "  is blue ", k=4)
-    text = encode_with_pseudo_tokens(bb.model, bb.tokenize(["a photo of $ that is blue"]), token[None], bb.dollar_token_id)
+    text = encode_with_pseudo_tokens(
+        bb.model, bb.tokenize(["a photo of $ that is blue"]), token[None], bb.dollar_token_id
+    )
     gallery, names = tiny_study.search_set()
     scores = F.normalize(text.float(), dim=-1) @ F.normalize(gallery.float(), dim=-1).T
     expected = [names[j] for j in scores[0].topk(4).indices.tolist()]
@@ -26,9 +28,9 @@ def test_typed_query_is_the_plain_computation(tiny_study):
 def test_typed_query_breaks_ties_as_the_evaluated_pipeline(tiny_study, monkeypatch):
     """A gallery of images with equal scores: the explorer shows them in the order the benchmark's
     rankings (``rank_gallery``) put them, gallery order."""
-    from searle_core.retrieval.ranking import rank_gallery
-    from searle_core.retrieval.queries import SEARLE_PROMPT, pseudo_query_features
     from searle_core.datasets.base import CIRQuery
+    from searle_core.retrieval.queries import SEARLE_PROMPT, pseudo_query_features
+    from searle_core.retrieval.ranking import rank_gallery
 
     gallery, names = tiny_study.search_set()
     # six images with one unit feature, e_0: every query scores each exactly its first coordinate
@@ -37,8 +39,9 @@ def test_typed_query_breaks_ties_as_the_evaluated_pipeline(tiny_study, monkeypat
     name = tiny_study.bench.reference_names()[0]
     token = torch.randn(tiny_study.backbone.token_dim, generator=torch.Generator().manual_seed(1))
     example = typed_query(tiny_study, name, token, "is blue", k=5)
-    query = pseudo_query_features(tiny_study.backbone, [CIRQuery("typed", name, ("is blue",), None, ())],
-                                  {name: token}, SEARLE_PROMPT)
+    query = pseudo_query_features(
+        tiny_study.backbone, [CIRQuery("typed", name, ("is blue",), None, ())], {name: token}, SEARLE_PROMPT
+    )
     expected = rank_gallery(query, tied, names[:6], 5)[0]
     assert expected == names[:5]
     assert [im.tobytes() for im in example.results] == [im.tobytes() for im in tiny_study.images(expected)]

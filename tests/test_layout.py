@@ -7,14 +7,15 @@ import subprocess
 
 import pytest
 
-from searle_core.paths import REPO_ROOT, data_dir
+from searle_core.infra.paths import REPO_ROOT, data_dir
 
 
-def test_top_level_layout():
+def test_top_level_layout(monkeypatch):
+    monkeypatch.delenv("SEARLE_DATA", raising=False)
     for folder in ("notebooks", "searle_core", "data", "figures", "tests"):
         assert (REPO_ROOT / folder).is_dir(), folder
     assert (REPO_ROOT / "environment.yml").is_file() and (REPO_ROOT / "data" / "README.md").is_file()
-    assert data_dir() == REPO_ROOT / "data" or data_dir().is_absolute()
+    assert data_dir() == REPO_ROOT / "data"  # a checkout keeps what it computes in its own data/
 
 
 def test_data_keeps_only_its_readme_in_git():
@@ -24,17 +25,40 @@ def test_data_keeps_only_its_readme_in_git():
     def ignored(path: str) -> bool:
         return subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=REPO_ROOT).returncode == 0
 
-    for path in ("data/cache/world_clip/x.pt", "data/world/samples/a.png", "data/CIRR/dev/d.png",
-                 "data/checkpoints/SEARLE_ViT-B32.pt", "runs/browser/explorer-after.png"):
+    for path in (
+        "data/cache/world_clip/x.pt",
+        "data/world/samples/a.png",
+        "data/CIRR/dev/d.png",
+        "data/checkpoints/SEARLE_ViT-B32.pt",
+        "runs/browser/explorer-after.png",
+    ):
         assert ignored(path), path
     assert not ignored("data/README.md")
 
 
-# ---- the package's import graph (issue 12) ---------------------------------------------------------
+# ---- the package's layers -------------------------------------------------------------------------
 PACKAGE = REPO_ROOT / "searle_core"
-#: Above the core: they may import the core, never the other way round.
-UPPER = ("searle_core.jobs", "searle_core.report", "searle_core.notebook", "searle_core.plotting",
-         "searle_core.cli", "searle_core.speed", "searle_core.__main__")
+#: The layers, bottom to top. A module may import its own layer and the layers below it, never one above
+#: (``if TYPE_CHECKING`` imports included). ``searle_core/__init__.py``, the public API, sits on top.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("infrastructure", ("searle_core.infra",)),
+    ("CLIP: loading, preprocessing, pseudo-token encoding", ("searle_core.clip",)),
+    ("datasets and their image features", ("searle_core.datasets",)),
+    ("metrics", ("searle_core.metrics",)),
+    ("inversion: OTI, phi, concepts and phrases", ("searle_core.inversion",)),
+    ("retrieval: queries, methods, ranking", ("searle_core.retrieval",)),
+    ("baselines", ("searle_core.baselines",)),
+    ("methods: context, registry, one method run end to end", ("searle_core.methods",)),
+    ("the offline shapes world", ("searle_core.world",)),
+    ("jobs: trained networks, run folders", ("searle_core.jobs",)),
+    ("reports", ("searle_core.report",)),
+    ("plotting", ("searle_core.plotting",)),
+    ("notebook engine", ("searle_core.notebook",)),
+    ("CLI", ("searle_core.cli", "searle_core.__main__")),
+    ("public API", ("searle_core",)),
+)
+MAX_MODULE_LINES = 400
+MAX_TOP_LEVEL_MODULES = 12
 
 
 def _module_name(path) -> str:
@@ -43,7 +67,7 @@ def _module_name(path) -> str:
 
 
 def import_graph() -> tuple[dict[str, set[str]], list[tuple[str, int]]]:
-    """Module -> the package modules it imports (``if TYPE_CHECKING`` blocks left out), and every
+    """Module -> the package modules it imports (``if TYPE_CHECKING`` blocks included), and every
     import of the package made inside a function (module, line)."""
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     edges: dict[str, set[str]] = {m: set() for m in modules}
@@ -51,15 +75,22 @@ def import_graph() -> tuple[dict[str, set[str]], list[tuple[str, int]]]:
     for name, path in modules.items():
         tree = ast.parse(path.read_text())
         package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-        typing_only = {id(n) for top in tree.body if isinstance(top, ast.If) and "TYPE_CHECKING" in ast.dump(top.test)
-                       for n in ast.walk(top)}
-        top_level = {id(n) for n in tree.body}
+        # Imports at module level, including those under a top-level ``if`` (TYPE_CHECKING) or ``try``.
+        top_level = {
+            id(n)
+            for top in tree.body
+            for n in ast.walk(top)
+            if not isinstance(top, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        }
         for node in ast.walk(tree):
-            if not isinstance(node, (ast.Import, ast.ImportFrom)) or id(node) in typing_only:
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
                 continue
             if isinstance(node, ast.ImportFrom):
-                base = ".".join(package[:len(package) - node.level + 1] + [node.module or ""]) if node.level \
+                base = (
+                    ".".join(package[: len(package) - node.level + 1] + [node.module or ""])
+                    if node.level
                     else node.module or ""
+                )
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
             else:
                 targets = [a.name for a in node.names]
@@ -70,45 +101,94 @@ def import_graph() -> tuple[dict[str, set[str]], list[tuple[str, int]]]:
     return edges, inner
 
 
-def _is_upper(module: str) -> bool:
-    return module == "searle_core" or any(module == u or module.startswith(u + ".") for u in UPPER)
+def layer_of(module: str) -> int:
+    """The index in :data:`LAYERS` of the layer ``module`` belongs to (the longest matching prefix)."""
+    best, best_len = None, -1
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_len:
+                best, best_len = index, len(prefix)
+    if best is None:
+        raise AssertionError(f"{module} belongs to no layer: add it to LAYERS or move it into one")
+    return best
 
 
-def test_the_core_never_imports_jobs_reports_notebooks_or_the_cli():
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    return sorted(
+        f"{m} ({LAYERS[layer_of(m)][0]}) -> {t} ({LAYERS[layer_of(t)][0]})"
+        for m, ts in edges.items()
+        for t in ts
+        if layer_of(t) > layer_of(m)
+    )
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+
+    def visit(module: str, path: list[str]) -> list[str] | None:
+        state[module] = 1
+        for target in sorted(edges[module]):
+            if state.get(target) == 1:
+                return path[path.index(target) :] + [target]
+            if target not in state:
+                found = visit(target, path + [target])
+                if found:
+                    return found
+        state[module] = 2
+        return None
+
+    for module in sorted(edges):
+        if module not in state:
+            found = visit(module, [module])
+            if found:
+                return found
+    return None
+
+
+def test_every_module_is_in_a_layer_and_imports_only_downward():
     edges, _ = import_graph()
-    wrong = sorted(f"{m} -> {t}" for m, ts in edges.items() if not _is_upper(m) for t in ts if _is_upper(t))
-    assert not wrong, wrong
+    wrong = upward_imports(edges)
+    assert not wrong, "imports that run back up:\n" + "\n".join(wrong)
 
 
 def test_no_import_cycle_and_imports_at_the_top():
     edges, inner = import_graph()
     assert not inner, f"imports of searle_core inside functions: {inner[:5]}"
-    state: dict[str, int] = {}
-
-    def visit(module: str, path: list[str]) -> None:
-        state[module] = 1
-        for target in sorted(edges[module]):
-            if state.get(target) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(path[path.index(target):] + [target]))
-            if target not in state:
-                visit(target, path + [target])
-        state[module] = 2
-
-    for module in sorted(edges):
-        if module not in state:
-            visit(module, [module])
+    cycle = find_cycle(edges)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_the_graph_check_sees_a_cycle(tmp_path, monkeypatch):
-    """The checker itself: two modules importing each other are reported."""
+def test_modules_are_short_and_the_top_level_is_small():
+    long = sorted(
+        f"{p.relative_to(REPO_ROOT)}: {n}"
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    )
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, top
+
+
+def test_the_checks_see_an_upward_import_and_a_cycle(tmp_path, monkeypatch):
+    """The checker itself: a planted upward import (under TYPE_CHECKING), a cycle and an inner import
+    are each reported."""
     package = tmp_path / "searle_core"
-    package.mkdir()
+    for folder in ("infra", "clip"):
+        (package / folder).mkdir(parents=True)
+        (package / folder / "__init__.py").write_text("")
     (package / "__init__.py").write_text("")
-    (package / "a.py").write_text("from searle_core import b\n")
-    (package / "b.py").write_text("def f():\n    from searle_core import a\n")
+    (package / "infra" / "a.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from searle_core.clip import b\n"
+    )
+    (package / "clip" / "b.py").write_text("def f():\n    from searle_core.clip import c\n")
+    (package / "clip" / "c.py").write_text("from searle_core.clip import d\n")
+    (package / "clip" / "d.py").write_text("from searle_core.clip import c\n")
     monkeypatch.setitem(globals(), "REPO_ROOT", tmp_path)
     monkeypatch.setitem(globals(), "PACKAGE", package)
-    with pytest.raises(AssertionError, match="import"):
-        test_no_import_cycle_and_imports_at_the_top()
     edges, inner = import_graph()
-    assert edges["searle_core.a"] == {"searle_core.b"} and inner == [("searle_core.b", 2)]
+    assert edges["searle_core.infra.a"] == {"searle_core.clip.b"} and inner == [("searle_core.clip.b", 2)]
+    with pytest.raises(AssertionError, match="run back up"):
+        test_every_module_is_in_a_layer_and_imports_only_downward()
+    with pytest.raises(AssertionError, match="inside functions"):
+        test_no_import_cycle_and_imports_at_the_top()
+    assert find_cycle(edges) == ["searle_core.clip.c", "searle_core.clip.d", "searle_core.clip.c"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from searle_core.metrics import (
-    CIRCO_SEMANTIC_ASPECTS,
+    CIRCO_ASPECTS,
     average_precision_at_k,
     circo_metrics,
     cirr_metrics,
@@ -95,8 +95,13 @@ def test_cirr_metrics_bundle():
         ["ref", "ref"],
     )
     assert list(scores) == [
-        "Recall@1", "Recall@5", "Recall@10", "Recall@50",
-        "Recall_subset@1", "Recall_subset@2", "Recall_subset@3",
+        "Recall@1",
+        "Recall@5",
+        "Recall@10",
+        "Recall@50",
+        "Recall_subset@1",
+        "Recall_subset@2",
+        "Recall_subset@3",
     ]
     # a: reference dropped, target first. b: without reference, target is 5th.
     assert scores["Recall@1"] == pytest.approx(50.0)
@@ -235,8 +240,15 @@ def test_circo_metrics_keys_values_and_aspects():
     aspects = [["negation", "cardinality"], "cardinality", ["my_aspect", "negation"]]
     out = circo_metrics(rankings, gts, targets, aspects)
     assert list(out) == [
-        "mAP@5", "mAP@10", "mAP@25", "mAP@50",
-        "Recall@5", "Recall@10", "Recall@25", "Recall@50", "semantic_mAP@10",
+        "mAP@5",
+        "mAP@10",
+        "mAP@25",
+        "mAP@50",
+        "Recall@5",
+        "Recall@10",
+        "Recall@25",
+        "Recall@50",
+        "semantic_mAP@10",
     ]
     ap0 = (1 / 2 + 2 / 5) / 2
     for k in (5, 10, 25, 50):
@@ -261,10 +273,10 @@ def test_circo_metrics_recall_uses_target_only_and_custom_ks():
 
 
 def test_circo_aspect_order_follows_official_list():
-    aspects = [[a] for a in reversed(CIRCO_SEMANTIC_ASPECTS)]
+    aspects = [[a] for a in reversed(CIRCO_ASPECTS)]
     rankings = [["t"] for _ in aspects]
     out = circo_metrics(rankings, [["t"]] * 9, ["t"] * 9, aspects)
-    assert tuple(out["semantic_mAP@10"]) == CIRCO_SEMANTIC_ASPECTS
+    assert tuple(out["semantic_mAP@10"]) == CIRCO_ASPECTS
     assert all(v == 100.0 for v in out["semantic_mAP@10"].values())
 
 

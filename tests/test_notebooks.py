@@ -26,9 +26,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from conftest import _world_clip_module
-from searle_core.notebook import paper
+
+from searle_core.notebook import papermill_runner as paper
 
 NOTEBOOKS = paper.NOTEBOOKS
 PROFILES = ("quick", "shapes", "paper")
@@ -54,7 +54,8 @@ def test_profile_keys_are_the_notebook_parameters(profile, stem):
     given = set(paper.load_profile(profile).notebooks[stem])
     assert given | set(paper.RUNNER_PARAMETERS) == declared, (
         f"{profile}.yaml / {stem}: missing {sorted(declared - given - set(paper.RUNNER_PARAMETERS))}, "
-        f"unknown {sorted(given - declared)}")
+        f"unknown {sorted(given - declared)}"
+    )
 
 
 @pytest.mark.parametrize("stem", NOTEBOOKS)
@@ -117,25 +118,44 @@ def test_kernel_searle_is_this_environment():
 
 
 def test_missing_kernel_is_a_one_line_error_with_the_command():
-    with pytest.raises(RuntimeError, match=r"kernel 'no-such-kernel' is not registered .* ipykernel install "
-                                           r"--sys-prefix --name no-such-kernel"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"kernel 'no-such-kernel' is not registered .* ipykernel install "
+        r"--sys-prefix --name no-such-kernel",
+    ):
         paper.require_kernel("no-such-kernel")
 
 
-EXPECTED_FIGURES = ("01_images", "01_oti_losses", "01_self_retrieval", "01_composed_before_after",
-                    "02_nearest_words", "02_token_paths", "02_wordness", "02_oti_vs_phi_words", "02_oti_vs_phi_agreement",
-                    "03_phi_training", "03_oti_vs_phi_agreement", "03_time_per_image",
-                    "04_methods_shapes", "04_examples_shapes_shapes-clip", "05_ablations")
+EXPECTED_FIGURES = (
+    "01_images",
+    "01_oti_losses",
+    "01_self_retrieval",
+    "01_composed_before_after",
+    "02_nearest_words",
+    "02_token_paths",
+    "02_wordness",
+    "02_oti_vs_phi_words",
+    "02_oti_vs_phi_agreement",
+    "03_phi_training",
+    "03_oti_vs_phi_agreement",
+    "03_time_per_image",
+    "04_methods_shapes",
+    "04_examples_shapes_shapes-clip",
+    "05_ablations",
+)
 
 
 def test_the_fast_tier_cannot_load_the_world_clip():
     """conftest refuses the world CLIP's default weights to tests not marked slow (the fast tier stays
     fast on a fresh clone, where loading them means training them), and says what to do."""
-    from searle_core import backbone
+    from searle_core.clip import backbone
 
     load_backbone, world_clip_weights = backbone.load_backbone, _world_clip_module().world_clip_weights
-    with pytest.raises(RuntimeError, match=r"test_notebooks.py::test_the_fast_tier_cannot_load_the_world_clip "
-                                           r"trains or loads the world CLIP .*mark it @pytest.mark.slow"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"test_notebooks.py::test_the_fast_tier_cannot_load_the_world_clip "
+        r"trains or loads the world CLIP .*mark it @pytest.mark.slow",
+    ):
         load_backbone("shapes-clip", device="cpu", quick=True)
     assert world_clip_weights.refused  # caught here, it would still fail this test at its end
     world_clip_weights.refused.clear()
@@ -154,8 +174,10 @@ def printed(outputs) -> dict[str, str]:
             streams[output.name] = streams.get(output.name, "") + output.text
         else:
             streams[output.output_type] = streams.get(output.output_type, "") + json.dumps(output.get("data", {}))
-    return {name: "\n".join(line.rstrip() for line in _OVERWRITTEN.sub("", text).rstrip().splitlines())
-            for name, text in streams.items()}
+    return {
+        name: "\n".join(line.rstrip() for line in _OVERWRITTEN.sub("", text).rstrip().splitlines())
+        for name, text in streams.items()
+    }
 
 
 def checked_output_mismatches(stem: str, committed, executed) -> list[str]:
@@ -176,7 +198,10 @@ def checked_output_mismatches(stem: str, committed, executed) -> list[str]:
             diff = difflib.unified_diff(
                 [f"{name}: {line}" for name, text in stored.items() for line in text.splitlines()],
                 [f"{name}: {line}" for name, text in got.items() for line in text.splitlines()],
-                "stored", "printed by the quick run", lineterm="")
+                "stored",
+                "printed by the quick run",
+                lineterm="",
+            )
             problems.append(f"{where} printed other text than its stored output:\n" + "\n".join(diff))
     return problems
 
@@ -217,13 +242,18 @@ def test_quick_profile_runs_and_writes_everything(quick_run):
         assert (run_dir / f"{stem}.json").is_file()
     assert sorted(p.stem for p in (out / "figures").glob("*.png")) == sorted(EXPECTED_FIGURES)
     tables = run_dir / "tables"
-    for name in ("results.csv", "results-shapes.md", "results-shapes.tex", "ablations.csv", "ablations.md",
-                 "shapes-val-shapes-clip-vs-searle-oti.md", "shapes-val-shapes-clip-vs-searle-oti.csv"):
+    for name in (
+        "results.csv",
+        "results-shapes.md",
+        "results-shapes.tex",
+        "ablations.csv",
+        "ablations.md",
+        "shapes-val-shapes-clip-vs-searle-oti.md",
+        "shapes-val-shapes-clip-vs-searle-oti.csv",
+    ):
         assert (tables / name).is_file(), name
     summary = json.loads((run_dir / "summary.json").read_text())
     assert [n["name"] for n in summary["notebooks"]] == list(NOTEBOOKS)
-
-
 
 
 @pytest.mark.slow
@@ -251,14 +281,14 @@ STORED_NUMBERS = Path(__file__).parent / "data" / "quick_profile_numbers.json"
 #: cosine, same image vs other images: 0.63). With the same world CLIP weights, a run on two threads
 #: gave the stored (one-thread) numbers to the last digit: the spread comes from training that CLIP.
 TOLERANCES: dict[str, tuple[float, float]] = {
-    "exact": (0, 0),        # settings echoed back (steps, epochs, sizes): a change is a change of profile
-    "map": (8.0, 0),        # mAP@k and differences of mAP@k, in points
-    "share": (10.0, 0),     # Recall@k and shares in %: one of 120 queries or images is 0.83 points
-    "cosine": (0.02, 0),    # cosines between tokens, or between prompt and image features
-    "norm": (0.01, 0),      # token norms (0.3-0.6)
-    "loss": (0.1, 0),       # final training losses
-    "rank": (1, 0.3),       # mean rank of 4 images in the gallery of 864: 279 before OTI, 1 after
-    "count": (2, 0),        # hits in a top-5, images whose nearest words hold their own
+    "exact": (0, 0),  # settings echoed back (steps, epochs, sizes): a change is a change of profile
+    "map": (8.0, 0),  # mAP@k and differences of mAP@k, in points
+    "share": (10.0, 0),  # Recall@k and shares in %: one of 120 queries or images is 0.83 points
+    "cosine": (0.02, 0),  # cosines between tokens, or between prompt and image features
+    "norm": (0.01, 0),  # token norms (0.3-0.6)
+    "loss": (0.1, 0),  # final training losses
+    "rank": (1, 0.3),  # mean rank of 4 images in the gallery of 864: 279 before OTI, 1 after
+    "count": (2, 0),  # hits in a top-5, images whose nearest words hold their own
 }
 _EXACT = {"n_images", "n_tokens", "n_unlabeled", "oti_steps", "phi_epochs"}
 
@@ -302,9 +332,18 @@ def recorded_numbers(record: dict, prefix: str = "") -> dict[str, float]:
 
 
 def test_every_kind_of_number_has_a_tolerance_and_timings_are_left_out():
-    numbers = recorded_numbers({"searle/mAP@10": 58.2, "searle/seconds": 0.1, "oti_seconds_per_image": 0.05,
-                                "vs": {"diff": -4.8}, "validation": [31.3, 49.1], "metric": "mAP@10", "ok": True,
-                                "train_seconds": None})
+    numbers = recorded_numbers(
+        {
+            "searle/mAP@10": 58.2,
+            "searle/seconds": 0.1,
+            "oti_seconds_per_image": 0.05,
+            "vs": {"diff": -4.8},
+            "validation": [31.3, 49.1],
+            "metric": "mAP@10",
+            "ok": True,
+            "train_seconds": None,
+        }
+    )
     assert numbers == {"searle/mAP@10": 58.2, "vs/diff": -4.8, "validation/0": 31.3, "validation/1": 49.1}
     stored = json.loads(STORED_NUMBERS.read_text())["numbers"]
     assert list(stored) == list(NOTEBOOKS)
@@ -319,26 +358,39 @@ def test_quick_profile_numbers(quick_run, request):
     got = {stem: recorded_numbers(r[stem]) for stem in NOTEBOOKS}
     if request.config.getoption("--store-quick-numbers"):
         STORED_NUMBERS.parent.mkdir(exist_ok=True)
-        STORED_NUMBERS.write_text(json.dumps({
-            "about": "The numbers the quick profile's notebooks record (searle paper --profile quick), asserted "
-                     "within the tolerances of tests/test_notebooks.py::TOLERANCES. Stored by: pytest "
-                     "tests/test_notebooks.py -k quick_profile_numbers --store-quick-numbers",
-            "numbers": {stem: {k: round(v, 4) for k, v in values.items()} for stem, values in got.items()}},
-            indent=1, ensure_ascii=False) + "\n")
+        STORED_NUMBERS.write_text(
+            json.dumps(
+                {
+                    "about": "The numbers the quick profile's notebooks record (searle paper --profile quick), "
+                    "asserted within the tolerances of tests/test_notebooks.py::TOLERANCES. Stored by: pytest "
+                    "tests/test_notebooks.py -k quick_profile_numbers --store-quick-numbers",
+                    "numbers": {stem: {k: round(v, 4) for k, v in values.items()} for stem, values in got.items()},
+                },
+                indent=1,
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
     stored = json.loads(STORED_NUMBERS.read_text())["numbers"]
     off = []
     for stem in NOTEBOOKS:
         if set(got[stem]) != set(stored[stem]):
-            off.append(f"{stem}: recorded keys changed: new {sorted(set(got[stem]) - set(stored[stem]))}, "
-                       f"gone {sorted(set(stored[stem]) - set(got[stem]))}")
+            off.append(
+                f"{stem}: recorded keys changed: new {sorted(set(got[stem]) - set(stored[stem]))}, "
+                f"gone {sorted(set(stored[stem]) - set(got[stem]))}"
+            )
         for key in sorted(set(got[stem]) & set(stored[stem])):
             absolute, relative = TOLERANCES[kind_of(key)]
             tolerance = absolute + relative * abs(stored[stem][key])
             if abs(got[stem][key] - stored[stem][key]) > tolerance:
-                off.append(f"{stem}: {key} = {got[stem][key]:.4g}, stored {stored[stem][key]:.4g} "
-                           f"(± {tolerance:.3g}, {kind_of(key)})")
-    assert not off, ("recorded numbers moved from tests/data/quick_profile_numbers.json (if on purpose: "
-                     "--store-quick-numbers, then review the diff):\n" + "\n".join(off))
+                off.append(
+                    f"{stem}: {key} = {got[stem][key]:.4g}, stored {stored[stem][key]:.4g} "
+                    f"(± {tolerance:.3g}, {kind_of(key)})"
+                )
+    assert not off, (
+        "recorded numbers moved from tests/data/quick_profile_numbers.json (if on purpose: "
+        "--store-quick-numbers, then review the diff):\n" + "\n".join(off)
+    )
 
     # The orderings that are the notebooks' claims, whatever the stored values.
     nb1 = r["01_textual_inversion"]

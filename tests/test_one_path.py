@@ -8,11 +8,12 @@ import yaml
 from searle_core.inversion import OTIConfig
 from searle_core.inversion.phi_training import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES
 from searle_core.jobs import trained
-from searle_core.jobs.evaluation import prepare
 from searle_core.jobs.oti_run import OTIRunConfig, run_oti
+from searle_core.jobs.prepare import prepare
+from searle_core.methods.context import MethodContext
+from searle_core.methods.registry import oti_reference_tokens
 from searle_core.notebook import inversions
-from searle_core.notebook.paper import profiles_dir
-from searle_core.retrieval.methods import MethodContext, oti_reference_tokens
+from searle_core.notebook.papermill_runner import profiles_dir
 
 
 @pytest.fixture(autouse=True)
@@ -24,13 +25,21 @@ def test_searle_oti_notebooks_and_searle_oti_runs_invert_through_one_loop(tiny_s
     """The tokens of searle-oti (CLI, tables), of the notebooks' cached benchmark run and of a
     dataset-scale ``searle oti`` run are bitwise equal: one loop, one seeding, one phrase cache."""
     config = OTIConfig(steps=3)
-    ctx = MethodContext(vocabulary=tiny_study.vocabulary, oti_config=config, oti_batch_size=4, seed=tiny_study.seed,
-                        progress=False)
+    ctx = MethodContext(
+        vocabulary=tiny_study.vocabulary, oti_config=config, oti_batch_size=4, seed=tiny_study.seed, progress=False
+    )
     method = oti_reference_tokens(tiny_study.backbone, tiny_study.bench, ctx)
     notebook = inversions.benchmark_oti(tiny_study, config, batch_size=4, progress=False).as_dict()
     names = tiny_study.bench.reference_names()
-    run = run_oti(tiny_study.backbone, tiny_study.bench.images, names, tiny_study.vocabulary, tmp_path / "run",
-                  OTIRunConfig(oti=config, batch_size=4, seed=tiny_study.seed), progress=False).as_dict()
+    run = run_oti(
+        tiny_study.backbone,
+        tiny_study.bench.images,
+        names,
+        tiny_study.vocabulary,
+        tmp_path / "run",
+        OTIRunConfig(oti=config, batch_size=4, seed=tiny_study.seed),
+        progress=False,
+    ).as_dict()
     for name in names:
         assert torch.equal(method[name], notebook[name]), name
         assert torch.equal(method[name], run[name]), name
@@ -40,8 +49,14 @@ def test_searle_table_and_the_notebooks_train_the_same_phi(tiny_study):
     """``searle`` on shapes (prepare, used by `searle evaluate`/`searle table`) and notebooks 2-5
     (train_study_phi) with the same OTI, epochs and images get the same cached φ file and weights."""
     config = OTIConfig(steps=1)
-    ctx = MethodContext(vocabulary=tiny_study.vocabulary, oti_config=config, seed=tiny_study.seed, progress=False,
-                        phi_epochs=2, phi_images=12)
+    ctx = MethodContext(
+        vocabulary=tiny_study.vocabulary,
+        oti_config=config,
+        seed=tiny_study.seed,
+        progress=False,
+        phi_epochs=2,
+        phi_images=12,
+    )
     prepare("searle", tiny_study.backbone, tiny_study.bench, ctx)
     notebook = inversions.train_study_phi(tiny_study, config, epochs=2, images=12, validate=False, progress=False)
     assert notebook.trained_now is False  # the CLI's φ was reused: same recipe, same key

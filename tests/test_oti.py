@@ -4,13 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from searle_core.clip.text_encoding import encode_with_pseudo_tokens
 from searle_core.inversion import OTIConfig, oti, replace_concept
 from searle_core.inversion.losses import cosine_loss
-from searle_core.inversion.regularizer import PhraseSampler
-from searle_core.text_encoding import encode_text, encode_with_pseudo_tokens
+from searle_core.inversion.regulariser import PhraseSampler
 
-BANK = {"red circle": ["a red circle on a white background", "a photo of a red circle that is small"],
-        "circle": ["a circle that is drawn", "a large circle"]}
+BANK = {
+    "red circle": ["a red circle on a white background", "a photo of a red circle that is small"],
+    "circle": ["a circle that is drawn", "a large circle"],
+}
 CONFIG = OTIConfig(steps=40, templates=("a photo of a {}", "{}", "this is a {}"))
 
 
@@ -27,8 +29,14 @@ def test_oti_lowers_loss_and_returns_ema(random_backbone, image_features):
     assert sum(h["total"][-5:]) < sum(h["total"][:5])
     assert sum(h["cos"][-5:]) < sum(h["cos"][:5])
     assert not torch.allclose(res.tokens, res.raw_tokens)  # the EMA lags the raw tokens
-    raw = oti(random_backbone, image_features, [["red circle"]] * 3, BANK,
-              OTIConfig(**{**CONFIG.__dict__, "use_ema": False}), seed=0)
+    raw = oti(
+        random_backbone,
+        image_features,
+        [["red circle"]] * 3,
+        BANK,
+        OTIConfig(**{**CONFIG.__dict__, "use_ema": False}),
+        seed=0,
+    )
     torch.testing.assert_close(raw.tokens, raw.raw_tokens)
 
 
@@ -78,7 +86,10 @@ def test_oti_first_step_matches_plain_formula(random_backbone, image_features):
 
 
 def test_replace_concept():
-    assert replace_concept("a photo of a red circle that is red circle", "red circle") == "a photo of a $ that is red circle"
+    assert (
+        replace_concept("a photo of a red circle that is red circle", "red circle")
+        == "a photo of a $ that is red circle"
+    )
     with pytest.raises(ValueError, match="does not contain"):
         replace_concept("a square", "circle")
 
@@ -104,12 +115,31 @@ def test_invert_images_resumed_equals_uninterrupted(random_backbone):
     concepts = [["red circle", "circle"], ["circle"], ["red circle"], ["circle", "red circle"], ["circle"]]
     cfg = OTIConfig(steps=6, templates=CONFIG.templates)
     seen = []
-    full = invert_images(random_backbone, feats, names, concepts, BANK, cfg, batch_size=2, progress=False,
-                         on_batch=lambda batch: seen.append(batch.index))
+    full = invert_images(
+        random_backbone,
+        feats,
+        names,
+        concepts,
+        BANK,
+        cfg,
+        batch_size=2,
+        progress=False,
+        on_batch=lambda batch: seen.append(batch.index),
+    )
     assert seen == [0, 1, 2]
     first = {n: full[n] for n in names[:2]}
     resumed_batches = []
-    resumed = invert_images(random_backbone, feats, names, concepts, BANK, cfg, batch_size=2, progress=False,
-                            done=first, on_batch=lambda batch: resumed_batches.append(batch.index))
+    resumed = invert_images(
+        random_backbone,
+        feats,
+        names,
+        concepts,
+        BANK,
+        cfg,
+        batch_size=2,
+        progress=False,
+        done=first,
+        on_batch=lambda batch: resumed_batches.append(batch.index),
+    )
     assert resumed_batches == [1, 2]
     assert all(torch.equal(full[n], resumed[n]) for n in names)

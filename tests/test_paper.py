@@ -7,10 +7,17 @@ import nbformat
 import pandas as pd
 import pytest
 
-from searle_core.notebook import paper
-from searle_core.report.paper_numbers import (PAPER_TABLE_METRICS, compare_with_paper, flatten_metrics, paper_results,
-                                       paper_table, paper_value, results_frame)
+from searle_core.notebook import papermill_runner as paper
 from searle_core.notebook.record import Recorder, load_record
+from searle_core.report.paper_numbers import (
+    PAPER_TABLE_METRICS,
+    compare_with_paper,
+    flatten_metrics,
+    paper_results,
+    paper_table,
+    paper_value,
+    results_frame,
+)
 
 
 def test_paper_numbers_match_the_facts():
@@ -38,8 +45,9 @@ def test_paper_numbers_match_the_facts():
 def test_compare_with_paper():
     metrics = {"mAP@5": 8.0, "mAP@10": 9.0, "Recall@5": 1.0, "semantic_mAP@10": {"negation": 3.0}}
     assert flatten_metrics(metrics)["semantic_mAP@10/negation"] == 3.0
-    frame = results_frame({("circo", "ViT-B-32", "searle-oti"): metrics,
-                           ("shapes", "shapes-clip", "searle"): {"mAP@10": 40.0}})
+    frame = results_frame(
+        {("circo", "ViT-B-32", "searle-oti"): metrics, ("shapes", "shapes-clip", "searle"): {"mAP@10": 40.0}}
+    )
     frame.insert(1, "split", ["test"] * 4 + ["val"])  # CIRCO scored on test (a server's score), shapes val
     out = compare_with_paper(frame)
     circo = out[out.dataset == "circo"].set_index("metric")
@@ -54,9 +62,13 @@ def test_paper_numbers_are_differences_only_on_the_same_split_and_the_same_metho
     """CIRR and CIRCO: the paper reports test (server) numbers, a run scores val: the paper's number
     stands beside ours, labelled, with no difference. FashionIQ val against val: a difference. A row
     that is not the paper's method (OTI on template phrases) gets no paper number at all."""
-    frame = results_frame({("circo", "ViT-B-32", "searle-oti"): {"mAP@10": 9.0},
-                           ("fashioniq", "ViT-B-32", "searle-oti"): {"average/Recall@10": 23.0},
-                           ("fashioniq", "ViT-B-32", "image-only"): {"average/Recall@10": 6.0}})
+    frame = results_frame(
+        {
+            ("circo", "ViT-B-32", "searle-oti"): {"mAP@10": 9.0},
+            ("fashioniq", "ViT-B-32", "searle-oti"): {"average/Recall@10": 23.0},
+            ("fashioniq", "ViT-B-32", "image-only"): {"average/Recall@10": 6.0},
+        }
+    )
     frame.insert(1, "split", "val")
     frame["variant"] = ["", "templates", ""]
     out = compare_with_paper(frame).set_index(["dataset", "method"])
@@ -73,6 +85,7 @@ def test_recorder_writes_json_and_memory_only(tmp_path):
     rec = Recorder(tmp_path / "run", "03_training_phi.ipynb")
     import numpy as np
     import torch
+
     assert rec.record("a", np.float32(1.5)) == pytest.approx(1.5)
     rec.record(b=torch.tensor(2.0), c={"x": float("nan")}, d=[np.int64(3)])
     values = load_record(tmp_path / "run", "03_training_phi")
@@ -111,13 +124,23 @@ def test_runner_stops_at_the_failing_cell(tmp_path, monkeypatch):
     monkeypatch.setenv("SEARLE_NOTEBOOKS", str(tmp_path))
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "t.yaml").write_text(
-        "description: test\nnotebooks:\n  01_textual_inversion: {x: 2}\n  02_pseudo_word_visualisation: {x: 3}\n")
-    _write_notebook(tmp_path / "01_textual_inversion.ipynb",
-                    ["from searle_core.notebook.record import Recorder\nRecorder(out_dir, '01_textual_inversion').record('x', x)"])
+        "description: test\nnotebooks:\n  01_textual_inversion: {x: 2}\n  02_pseudo_word_visualisation: {x: 3}\n"
+    )
+    _write_notebook(
+        tmp_path / "01_textual_inversion.ipynb",
+        ["from searle_core.notebook.record import Recorder\nRecorder(out_dir, '01_textual_inversion').record('x', x)"],
+    )
     _write_notebook(tmp_path / "02_pseudo_word_visualisation.ipynb", ["y = x + 1", "raise ValueError(f'boom {y}')"])
-    with pytest.raises(paper.NotebookFailed, match=r"02_pseudo_word_visualisation failed in cell \[4\]: ValueError: boom 4"):
-        paper.run_paper("t", out=tmp_path / "runs", figures=tmp_path / "figs", log=None,
-                        notebooks=["01_textual_inversion", "02_pseudo_word_visualisation"])
+    with pytest.raises(
+        paper.NotebookFailed, match=r"02_pseudo_word_visualisation failed in cell \[4\]: ValueError: boom 4"
+    ):
+        paper.run_paper(
+            "t",
+            out=tmp_path / "runs",
+            figures=tmp_path / "figs",
+            log=None,
+            notebooks=["01_textual_inversion", "02_pseudo_word_visualisation"],
+        )
     # The first notebook ran with the profile's parameter and recorded it.
     assert load_record(tmp_path / "runs" / "t", "01_textual_inversion") == {"x": 2}
     assert (tmp_path / "runs" / "t" / "02_pseudo_word_visualisation.ipynb").is_file()
@@ -146,22 +169,44 @@ def test_results_tables_written_as_csv_markdown_latex(tmp_path):
     from searle_core.notebook import results
 
     def setting(dataset, backbone, metrics_by_method, variants=None):
-        study = SimpleNamespace(dataset=dataset, backbone=SimpleNamespace(name=backbone),
-                                bench=SimpleNamespace(split="val"))
+        study = SimpleNamespace(
+            dataset=dataset, backbone=SimpleNamespace(name=backbone), bench=SimpleNamespace(split="val")
+        )
         evaluations = {m: SimpleNamespace(metrics=v) for m, v in metrics_by_method.items()}
-        run = {"preprocess": "targetpad", "eval_precision": "fp32", "train_precision": "fp16", "phi_epoch": 20,
-               "phi_source": "phi.pt"}
-        return SimpleNamespace(study=study, evaluations=evaluations, variants=variants or {},
-                               table=SimpleNamespace(settings=run))
+        run = {
+            "preprocess": "targetpad",
+            "eval_precision": "fp32",
+            "train_precision": "fp16",
+            "phi_epoch": 20,
+            "phi_source": "phi.pt",
+        }
+        return SimpleNamespace(
+            study=study, evaluations=evaluations, variants=variants or {}, table=SimpleNamespace(settings=run)
+        )
 
-    circo = {"mAP@5": 7.0, "mAP@10": 8.0, "mAP@25": 9.0, "mAP@50": 10.0, "Recall@5": 1.0,
-             "semantic_mAP@10": {"negation": 3.0}}
+    circo = {
+        "mAP@5": 7.0,
+        "mAP@10": 8.0,
+        "mAP@25": 9.0,
+        "mAP@50": 10.0,
+        "Recall@5": 1.0,
+        "semantic_mAP@10": {"negation": 3.0},
+    }
     fiq = {"average": {"Recall@10": 20.0, "Recall@50": 40.0}}
-    settings = [setting("circo", "ViT-B-32", {"image-only": circo, "searle-oti": circo, "searle": circo},
-                        {"searle-oti": "templates"}),
-                setting("fashioniq", "ViT-B-32", {"searle": fiq, "searle-oti": fiq}, {"searle-oti": "no phrases"}),
-                setting("shapes", "shapes-clip", {"searle": {"mAP@10": 40.0, "Recall@1": 30.0},
-                                                  "image-only": {"mAP@10": 5.0, "Recall@1": 4.0}})]
+    settings = [
+        setting(
+            "circo",
+            "ViT-B-32",
+            {"image-only": circo, "searle-oti": circo, "searle": circo},
+            {"searle-oti": "templates"},
+        ),
+        setting("fashioniq", "ViT-B-32", {"searle": fiq, "searle-oti": fiq}, {"searle-oti": "no phrases"}),
+        setting(
+            "shapes",
+            "shapes-clip",
+            {"searle": {"mAP@10": 40.0, "Recall@1": 30.0}, "image-only": {"mAP@10": 5.0, "Recall@1": 4.0}},
+        ),
+    ]
     compared = results.comparison(settings)
     wide = results.wide_table(compared, "circo")
     assert list(wide.columns) == ["mAP@5", "mAP@10", "mAP@25", "mAP@50"]
@@ -180,9 +225,15 @@ def test_results_tables_written_as_csv_markdown_latex(tmp_path):
     md = results.markdown(wide)
     assert md.splitlines()[0] == "| Backbone | Method | mAP@5 | mAP@10 | mAP@25 | mAP@50 |"
     paths = results.write_comparison(compared, tmp_path)
-    assert sorted(p.name for p in paths) == ["results-circo.md", "results-circo.tex", "results-fashioniq.md",
-                                             "results-fashioniq.tex", "results-shapes.md", "results-shapes.tex",
-                                             "results.csv"]
+    assert sorted(p.name for p in paths) == [
+        "results-circo.md",
+        "results-circo.tex",
+        "results-fashioniq.md",
+        "results-fashioniq.tex",
+        "results-shapes.md",
+        "results-shapes.tex",
+        "results.csv",
+    ]
     assert "\\begin{tabular}" in (tmp_path / "results-circo.tex").read_text()
     circo_md = (tmp_path / "results-circo.md").read_text()
     assert "Cells: ours on val (the paper's number on test). Different splits: no difference" in circo_md
@@ -193,16 +244,35 @@ def test_results_tables_written_as_csv_markdown_latex(tmp_path):
     rows, title = results.headline_rows(compared, "circo")
     assert title == "circo val: mAP@10 (ticks: paper, test)"
     assert list(rows.method) == ["image-only", "SEARLE-OTI (templates)", "searle"]
-    assert rows.set_index("method").paper.isna().to_dict() == {"image-only": False, "SEARLE-OTI (templates)": True,
-                                                              "searle": False}
+    assert rows.set_index("method").paper.isna().to_dict() == {
+        "image-only": False,
+        "SEARLE-OTI (templates)": True,
+        "searle": False,
+    }
     back = pd.read_csv(tmp_path / "results.csv")
-    assert set(back.columns) == {"dataset", "split", "backbone", "method", "metric", "reproduced", "variant",
-                                 "paper", "paper_split", "diff", "preprocess", "eval_precision", "train_precision",
-                                 "phi_epoch", "phi_source"}
+    assert set(back.columns) == {
+        "dataset",
+        "split",
+        "backbone",
+        "method",
+        "metric",
+        "reproduced",
+        "variant",
+        "paper",
+        "paper_split",
+        "diff",
+        "preprocess",
+        "eval_precision",
+        "train_precision",
+        "phi_epoch",
+        "phi_source",
+    }
     assert set(back.preprocess) == {"targetpad"} and set(back.train_precision) == {"fp16"}
     assert set(back[back.method == "searle"].phi_epoch) == {20} and back[back.method != "searle"].phi_epoch.isna().all()
-    assert ("shapes-clip: Settings: preprocessing targetpad; evaluation in fp32; training (OTI, networks) in fp16; "
-            "φ phi.pt, epoch 20.") in (tmp_path / "results-shapes.md").read_text()
+    assert (
+        "shapes-clip: Settings: preprocessing targetpad; evaluation in fp32; training (OTI, networks) in fp16; "
+        "φ phi.pt, epoch 20."
+    ) in (tmp_path / "results-shapes.md").read_text()
 
 
 def test_cli_paper_is_registered():
@@ -219,9 +289,10 @@ def test_oti_without_gpt_phrases_is_a_named_variant(tmp_path):
     import zipfile
 
     from searle_core.inversion import OTIConfig
-    from searle_core.retrieval.methods import MethodContext, regulariser_variant
-    from searle_core.concepts import Vocabulary
-    from searle_core.phrases import template_phrases
+    from searle_core.inversion.concepts import Vocabulary
+    from searle_core.inversion.phrases import template_phrases
+    from searle_core.methods.context import MethodContext
+    from searle_core.methods.registry import regulariser_variant
     from searle_core.notebook.study import load_vocabulary
 
     bank = {"Dog": ["a photo of Dog that runs"]}

@@ -14,13 +14,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from searle_core import device as dev
+from searle_core.datasets.features import configure_images, image_features, text_features
+from searle_core.infra import device as dev
 from searle_core.inversion import OTIConfig, Phi, load_phi, save_phi
+from searle_core.inversion.concepts import Vocabulary
 from searle_core.inversion.phi_training import PhiTrainConfig, train_phi
-from searle_core.inversion.regularizer import PhraseSampler, replace_every
-from searle_core.retrieval.methods import MethodContext, phi_reference_tokens
-from searle_core.concepts import Vocabulary
-from searle_core.retrieval.features import configure_images, image_features, text_features
+from searle_core.inversion.regulariser import PhraseSampler, replace_every
+from searle_core.methods.context import MethodContext
+from searle_core.methods.registry import phi_reference_tokens
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,7 +47,7 @@ def test_training_precision_dispatch():
 
 def test_evaluation_is_fp32_even_under_a_callers_autocast(tiny_study, monkeypatch):
     """Features, query features and φ's tokens ignore any autocast left on (the authors: .float(), no amp)."""
-    from searle_core.retrieval import features
+    from searle_core.datasets import features
 
     study, bb = tiny_study, tiny_study.backbone
     names = study.bench.reference_names()[:4]
@@ -56,9 +57,11 @@ def test_evaluation_is_fp32_even_under_a_callers_autocast(tiny_study, monkeypatc
 
     def everything():
         features._MEMO.clear()
-        return (image_features(bb, study.bench.images, names, progress=False, cache=False),
-                text_features(bb, ["a red circle", "a photo of a blue square on a white background"]),
-                torch.stack(list(phi_reference_tokens(bb, study.bench, ctx).values())))
+        return (
+            image_features(bb, study.bench.images, names, progress=False, cache=False),
+            text_features(bb, ["a red circle", "a photo of a blue square on a white background"]),
+            torch.stack(list(phi_reference_tokens(bb, study.bench, ctx).values())),
+        )
 
     plain = everything()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -79,10 +82,19 @@ def test_oti_and_phi_train_in_the_precision_asked(tiny_study, monkeypatch):
     # φ's forward runs under the training autocast too (the authors' train_phi.py).
     seen = []
     forward = Phi.forward
-    monkeypatch.setattr(Phi, "forward", lambda self, x: seen.append(torch.is_autocast_enabled("cpu")) or forward(self, x))
+    monkeypatch.setattr(
+        Phi, "forward", lambda self, x: seen.append(torch.is_autocast_enabled("cpu")) or forward(self, x)
+    )
     raw = torch.randn(8, bb.embed_dim) * 5
-    train_phi(bb, raw, torch.randn(8, bb.token_dim), None, None,
-              PhiTrainConfig(epochs=1, batch_size=4, precision="bf16"), progress=False)
+    train_phi(
+        bb,
+        raw,
+        torch.randn(8, bb.token_dim),
+        None,
+        None,
+        PhiTrainConfig(epochs=1, batch_size=4, precision="bf16"),
+        progress=False,
+    )
     assert seen == [True, True]
 
 
@@ -95,8 +107,9 @@ def test_phi_is_given_raw_encode_image_features(tiny_study):
     assert raw.norm(dim=-1).sub(1).abs().max() > 0.1  # raw features are not unit vectors...
     torch.testing.assert_close(F.normalize(raw, dim=-1), normalised)  # ...and normalise to the gallery's
     with torch.no_grad():
-        expected = bb.model.encode_image(torch.stack([bb.preprocess(study.bench.images.load_image(n))
-                                                      for n in names[:2]])).float()
+        expected = bb.model.encode_image(
+            torch.stack([bb.preprocess(study.bench.images.load_image(n)) for n in names[:2]])
+        ).float()
     torch.testing.assert_close(raw[:2], expected, atol=1e-4, rtol=1e-4)
     phi = Phi.for_backbone(bb).eval()
     tokens = phi_reference_tokens(bb, study.bench, MethodContext(phi=phi, progress=False))
@@ -124,7 +137,7 @@ def test_phi_trains_on_raw_features(tiny_study, monkeypatch):
 
 
 def test_oti_run_stores_raw_features_and_train_phi_refuses_old_runs(tiny_study, tmp_path):
-    from searle_core.jobs.oti_run import compute_inputs, load_inputs, save_inputs
+    from searle_core.jobs.oti_inputs import compute_inputs, load_inputs, save_inputs
     from searle_core.jobs.phi_run import run_train_phi
 
     study = tiny_study
@@ -149,12 +162,26 @@ def test_phi_drops_the_last_partial_batch(random_backbone, monkeypatch):
     forward = Phi.forward
     monkeypatch.setattr(Phi, "forward", lambda self, x: sizes.append(len(x)) or forward(self, x))
     bb = random_backbone
-    train_phi(bb, torch.randn(10, bb.embed_dim), torch.randn(10, bb.token_dim), None, None,
-              PhiTrainConfig(epochs=2, batch_size=4), progress=False)
+    train_phi(
+        bb,
+        torch.randn(10, bb.embed_dim),
+        torch.randn(10, bb.token_dim),
+        None,
+        None,
+        PhiTrainConfig(epochs=2, batch_size=4),
+        progress=False,
+    )
     assert sizes == [4, 4, 4, 4]  # 10 images: two full batches per epoch, the last 2 dropped
     sizes.clear()
-    train_phi(bb, torch.randn(3, bb.embed_dim), torch.randn(3, bb.token_dim), None, None,
-              PhiTrainConfig(epochs=1, batch_size=4), progress=False)
+    train_phi(
+        bb,
+        torch.randn(3, bb.embed_dim),
+        torch.randn(3, bb.token_dim),
+        None,
+        None,
+        PhiTrainConfig(epochs=1, batch_size=4),
+        progress=False,
+    )
     assert sizes == [3]  # fewer images than a batch: one batch of all of them
 
 
@@ -169,8 +196,15 @@ def test_phi_regulariser_replaces_every_occurrence_oti_the_first(random_backbone
     draw = PhraseSampler.draw
     monkeypatch.setattr(PhraseSampler, "draw", lambda self, rows=None: drawn.append(d := draw(self, rows)) or d)
     bb = random_backbone
-    train_phi(bb, torch.randn(4, bb.embed_dim), torch.randn(4, bb.token_dim), [["red circle"]] * 4, bank,
-              PhiTrainConfig(epochs=1, batch_size=4), progress=False)
+    train_phi(
+        bb,
+        torch.randn(4, bb.embed_dim),
+        torch.randn(4, bb.token_dim),
+        [["red circle"]] * 4,
+        bank,
+        PhiTrainConfig(epochs=1, batch_size=4),
+        progress=False,
+    )
     assert drawn and {p for d in drawn for p in d.pseudo_phrases} == {"a $ next to a $"}
 
 
@@ -188,7 +222,7 @@ def test_concepts_are_associated_over_the_whole_vocabulary(random_backbone):
 
 
 def test_notebook_vocabulary_keeps_every_concept(tmp_path):
-    from searle_core.phrases import save_phrase_pickle
+    from searle_core.inversion.phrases import save_phrase_pickle
     from searle_core.notebook.study import load_vocabulary
 
     csv = tmp_path / "classes.csv"
@@ -208,14 +242,19 @@ def test_phi_epoch_is_read_from_checkpoints_and_recorded(random_backbone, tmp_pa
     torch.save(Phi.for_backbone(bb).state_dict(), tmp_path / "plain.pt")
     assert load_phi(tmp_path / "plain.pt", bb).epoch is None
     settings = settings_record(configure_images(bb, "targetpad"), MethodContext(phi=phi))
-    assert settings == {"preprocess": "targetpad", "eval_precision": "fp32", "train_precision": "fp32",
-                        "phi_epoch": 37, "phi_source": str(tmp_path / "phi.pt")}
+    assert settings == {
+        "preprocess": "targetpad",
+        "eval_precision": "fp32",
+        "train_precision": "fp32",
+        "phi_epoch": 37,
+        "phi_source": str(tmp_path / "phi.pt"),
+    }
 
 
 # ---- preprocessing (defect 5) ------------------------------------------------------------------
 def test_one_preprocessing_decision_for_every_dataset(random_backbone):
-    from searle_core.opening import configure_for_dataset
-    from searle_core.retrieval.features import preprocess_name
+    from searle_core.datasets.backbone_setup import configure_for_dataset
+    from searle_core.datasets.features import preprocess_name
 
     for dataset in ("shapes", "cirr", "fashioniq", "circo", "imagenet"):
         assert preprocess_name(configure_for_dataset(random_backbone, dataset)) == "targetpad"
@@ -225,13 +264,21 @@ def test_one_preprocessing_decision_for_every_dataset(random_backbone):
 
 def test_targetpad_is_exact_on_the_square_shapes_renders(tiny_study):
     """The array fast path the world uses equals the full PIL targetpad pipeline."""
-    from searle_core.preprocess import make_preprocess_from_open_clip
+    from searle_core.clip.preprocess import make_preprocess_from_open_clip
 
     bb = configure_images(tiny_study.backbone, "targetpad")
     names = tiny_study.bench.gallery[:6]
     fast = image_features(bb, tiny_study.bench.images, names, progress=False, cache=False, normalize=False)
-    pil = image_features(bb, tiny_study.bench.images, names, progress=False, cache=False, normalize=False,
-                         preprocess=make_preprocess_from_open_clip(bb.model, "targetpad"), preprocess_id="pil")
+    pil = image_features(
+        bb,
+        tiny_study.bench.images,
+        names,
+        progress=False,
+        cache=False,
+        normalize=False,
+        preprocess=make_preprocess_from_open_clip(bb.model, "targetpad"),
+        preprocess_id="pil",
+    )
     torch.testing.assert_close(fast, pil, atol=1e-5, rtol=1e-5)
 
 
@@ -248,15 +295,21 @@ def test_trained_network_keys_name_the_preprocessing(random_backbone):
 # ---- the Time column (defect 10) -----------------------------------------------------------------
 def test_one_time_definition_for_the_cli_table_and_notebook_4(tiny_study, monkeypatch):
     """A baseline that spent 7 s of its 10 s getting its network has 3 s of query time, in both."""
+    from searle_core.methods.context import NetworkSetup
+    from searle_core.methods.pipeline import MethodResult
     from searle_core.notebook import results
-    from searle_core.report import evaluation as evaluation_module
-    from searle_core.report.evaluation import evaluate_methods
-    from searle_core.retrieval.evaluate import Evaluation
+    from searle_core.report import comparison as evaluation_module
+    from searle_core.report.comparison import evaluate_methods
 
     def fake_evaluate(method, bench, backbone, ctx, gallery=None):
-        ctx.extras.setdefault("setup_seconds", {})[method] = 7.0
-        ctx.extras.setdefault("train_seconds", {})[method] = 40.0
-        return Evaluation(method, {"mAP@10": 1.0}, [], torch.zeros(0), 10.0)
+        return MethodResult(
+            method,
+            {"mAP@10": 1.0},
+            [],
+            torch.zeros(0),
+            10.0,
+            setup=NetworkSetup(method, setup_seconds=7.0, train_seconds=40.0, trained_now=True),
+        )
 
     monkeypatch.setattr(evaluation_module, "evaluate", fake_evaluate)
     monkeypatch.setattr(evaluation_module, "gallery_features", lambda *a, **k: {})

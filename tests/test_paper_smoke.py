@@ -16,23 +16,38 @@ import warnings
 import nbformat
 import pandas as pd
 import pytest
-
 from paper_smoke_data import DEFAULT, build
-from searle_core.notebook.paper import NOTEBOOKS, run_paper
-from searle_core.paths import REPO_ROOT
+
+from searle_core.infra.paths import REPO_ROOT
+from searle_core.notebook.papermill_runner import NOTEBOOKS, run_paper
 from searle_core.notebook.record import load_record
 
 MISMATCH = "QuickGELU mismatch"
 WEIGHTS = DEFAULT / "weights" / "ViT-B-32-random.pt"
 PHI = DEFAULT / "checkpoints" / "SEARLE_ViT-B32-random.pt"
 
-FIGURES = ["01_images", "01_oti_losses", "01_self_retrieval", "01_composed_before_after", "02_nearest_words",
-           "02_token_paths", "02_wordness", "02_oti_vs_phi_words", "02_oti_vs_phi_agreement", "03_phi_training",
-           "03_oti_vs_phi_agreement", "03_time_per_image", "04_methods_cirr", "04_methods_fashioniq",
-           "04_methods_circo", "04_examples_cirr_ViT-B-32", "04_examples_fashioniq_ViT-B-32",
-           "04_examples_circo_ViT-B-32", "05_ablations"]
-TABLES = ["results.csv", "results-cirr.md", "results-fashioniq.md", "results-circo.md", "ablations.csv",
-          "ablations.md"]
+FIGURES = [
+    "01_images",
+    "01_oti_losses",
+    "01_self_retrieval",
+    "01_composed_before_after",
+    "02_nearest_words",
+    "02_token_paths",
+    "02_wordness",
+    "02_oti_vs_phi_words",
+    "02_oti_vs_phi_agreement",
+    "03_phi_training",
+    "03_oti_vs_phi_agreement",
+    "03_time_per_image",
+    "04_methods_cirr",
+    "04_methods_fashioniq",
+    "04_methods_circo",
+    "04_examples_cirr_ViT-B-32",
+    "04_examples_fashioniq_ViT-B-32",
+    "04_examples_circo_ViT-B-32",
+    "05_ablations",
+]
+TABLES = ["results.csv", "results-cirr.md", "results-fashioniq.md", "results-circo.md", "ablations.csv", "ablations.md"]
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +108,20 @@ def test_notebook_and_cli_numbers_agree(smoke, capsys):
 
     run_dir, _, _ = smoke
     record = load_record(run_dir, "04_results_tables")
-    common = ["--dataset", "circo", "--dataset-path", str(DEFAULT / "CIRCO"), "--backbone", "ViT-B-32",
-              "--pretrained", f"openai:{WEIGHTS}", "--device", "cpu", "--no-progress", "--json"]
+    common = [
+        "--dataset",
+        "circo",
+        "--dataset-path",
+        str(DEFAULT / "CIRCO"),
+        "--backbone",
+        "ViT-B-32",
+        "--pretrained",
+        f"openai:{WEIGHTS}",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--json",
+    ]
     for method, extra in (("image-only", []), ("searle", ["--phi-checkpoint", str(PHI)])):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -102,8 +129,9 @@ def test_notebook_and_cli_numbers_agree(smoke, capsys):
         out, err = capsys.readouterr()
         assert MISMATCH not in out + err and not [w for w in caught if MISMATCH in str(w.message)]
         cli = json.loads(out.strip().splitlines()[-1])
-        compared = {k: v for k, v in cli.items() if f"circo/ViT-B-32/{method}/{k}" in record
-                    and isinstance(v, (int, float))}
+        compared = {
+            k: v for k, v in cli.items() if f"circo/ViT-B-32/{method}/{k}" in record and isinstance(v, (int, float))
+        }
         assert {"mAP@5", "mAP@50"} <= set(compared), (method, cli)
         for metric, value in compared.items():
             assert math.isclose(value, record[f"circo/ViT-B-32/{method}/{metric}"], abs_tol=1e-6), (method, metric)
@@ -111,7 +139,7 @@ def test_notebook_and_cli_numbers_agree(smoke, capsys):
 
 @pytest.mark.slow
 def test_openai_layout_file_is_built_with_quick_gelu_and_no_mismatch_warning(smoke):
-    from searle_core.backbone import load_backbone
+    from searle_core.clip.backbone import load_backbone
 
     run_dir, _, caught = smoke
     assert not [m for m in caught if MISMATCH in m]
@@ -132,16 +160,16 @@ def test_baseline_knobs_size_pic2word_and_palavra_training():
 
     from searle_core.baselines.palavra import PalavraConfig
     from searle_core.baselines.pic2word import Pic2WordConfig
-    from searle_core.retrieval.methods import MethodContext
+    from searle_core.methods.context import MethodContext
     from searle_core.notebook.results import _size_baselines
 
     source = SimpleNamespace(names=[f"{i}.jpg" for i in range(10)])
     ctx = MethodContext()
-    ctx.extras["unlabeled"] = source
+    ctx.unlabeled = source
     _size_baselines(ctx, 0, 0)
-    assert "pic2word_config" not in ctx.extras and "palavra_config" not in ctx.extras
-    assert ctx.extras["unlabeled"] is source
+    assert ctx.pic2word_config is None and ctx.palavra_config is None
+    assert ctx.unlabeled is source
     _size_baselines(ctx, 2, 3)
-    assert ctx.extras["pic2word_config"] == dataclasses.replace(Pic2WordConfig(), epochs=2)
-    assert ctx.extras["palavra_config"] == dataclasses.replace(PalavraConfig(), epochs=2)
-    assert ctx.extras["unlabeled"] == (source, ["0.jpg", "1.jpg", "2.jpg"])
+    assert ctx.pic2word_config == dataclasses.replace(Pic2WordConfig(), epochs=2)
+    assert ctx.palavra_config == dataclasses.replace(PalavraConfig(), epochs=2)
+    assert ctx.unlabeled == (source, ["0.jpg", "1.jpg", "2.jpg"])

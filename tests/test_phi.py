@@ -2,7 +2,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from searle_core.inversion import Phi, PhiLossConfig, TokenCache, PhraseFeatureCache, load_phi, make_sampler, phi_loss, save_phi
+from searle_core.inversion import (
+    Phi,
+    PhiLossConfig,
+    PhraseFeatureCache,
+    TokenCache,
+    load_phi,
+    make_sampler,
+    phi_loss,
+    save_phi,
+)
 from searle_core.inversion.losses import nt_xent_loss, symmetric_infonce_loss
 
 
@@ -21,7 +30,9 @@ def reference_nt_xent(v1, v2, temperature):
 def test_nt_xent_matches_plain_formula(temperature):
     torch.manual_seed(0)
     a, b = torch.randn(6, 16), torch.randn(6, 16)
-    torch.testing.assert_close(nt_xent_loss(a, b, temperature), reference_nt_xent(a, b, temperature), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        nt_xent_loss(a, b, temperature), reference_nt_xent(a, b, temperature), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_symmetric_infonce_matches_plain_formula():

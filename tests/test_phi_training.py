@@ -7,17 +7,18 @@ import random
 import pytest
 import torch
 
+from searle_core.clip.prefix_encoding import PrefixCachedEncoder
 from searle_core.inversion import PhiLossConfig, PhraseFeatureCache, TokenCache, make_sampler, phi_loss
 from searle_core.inversion.phi_training import PhiTrainConfig, _losses, derive_seed, train_phi
 from searle_core.jobs.phi_run import train_phi_in_folder
-from searle_core.prefix_encoding import PrefixCachedEncoder
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-BANK = {"circle": ["a circle on a table", "a small circle", "a photo of a circle that is red"],
-        "square": ["a square in the sky", "a photo of a square that is large"],
-        "star": ["a bright star", "a star and a moon"]}
+BANK = {
+    "circle": ["a circle on a table", "a small circle", "a photo of a circle that is red"],
+    "square": ["a square in the sky", "a photo of a square that is large"],
+    "star": ["a bright star", "a star and a moon"],
+}
 CONFIG = PhiTrainConfig(epochs=3, batch_size=8, lr=1e-3, loss=PhiLossConfig(top_concepts=2), seed=3)
 
 
@@ -48,8 +49,9 @@ def test_training_lowers_loss_and_writes_history(random_backbone, data, tmp_path
         calls.append(phi.training)
         return {"score": float(len(calls)), "per_category": {"dress": 1.0}}
 
-    result = train_phi_in_folder(random_backbone, feats, tokens, concepts, BANK, CONFIG, validate=validate, out_dir=tmp_path,
-                       progress=False)
+    result = train_phi_in_folder(
+        random_backbone, feats, tokens, concepts, BANK, CONFIG, validate=validate, out_dir=tmp_path, progress=False
+    )
     h = result.history
     assert [row["epoch"] for row in h] == [1, 2, 3]
     assert h[-1]["distil"] < h[0]["distil"]
@@ -70,20 +72,33 @@ def test_training_lowers_loss_and_writes_history(random_backbone, data, tmp_path
 
 def test_resumed_training_equals_uninterrupted(random_backbone, data, tmp_path):
     feats, tokens, concepts = data
-    full = train_phi_in_folder(random_backbone, feats, tokens, concepts, BANK, CONFIG, out_dir=tmp_path / "full", progress=False)
+    full = train_phi_in_folder(
+        random_backbone, feats, tokens, concepts, BANK, CONFIG, out_dir=tmp_path / "full", progress=False
+    )
 
     def fail_in_epoch_2(phi):
         if fail_in_epoch_2.epochs == 1:
             raise Interrupted("killed during epoch 2")
         fail_in_epoch_2.epochs += 1
         return {}
+
     fail_in_epoch_2.epochs = 0
     with pytest.raises(Interrupted):
-        train_phi_in_folder(random_backbone, feats, tokens, concepts, BANK, CONFIG, validate=fail_in_epoch_2,
-                  out_dir=tmp_path / "cut", progress=False)
+        train_phi_in_folder(
+            random_backbone,
+            feats,
+            tokens,
+            concepts,
+            BANK,
+            CONFIG,
+            validate=fail_in_epoch_2,
+            out_dir=tmp_path / "cut",
+            progress=False,
+        )
     assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["epoch"] == 1
-    resumed = train_phi_in_folder(random_backbone, feats, tokens, concepts, BANK, CONFIG, out_dir=tmp_path / "cut",
-                        resume=True, progress=False)
+    resumed = train_phi_in_folder(
+        random_backbone, feats, tokens, concepts, BANK, CONFIG, out_dir=tmp_path / "cut", resume=True, progress=False
+    )
     for key, value in final_state(full).items():
         assert torch.equal(value, resumed.phi.state_dict()[key]), key
     strip = lambda h: [{k: v for k, v in row.items() if not k.endswith("seconds")} for row in h]  # noqa: E731
@@ -98,12 +113,25 @@ def test_resume_refuses_changed_hyperparameters(random_backbone, data, tmp_path)
         train_phi_in_folder(random_backbone, feats, tokens, concepts, BANK, one, out_dir=tmp_path, progress=False)
     longer = PhiTrainConfig(epochs=2, batch_size=8, loss=PhiLossConfig(top_concepts=2))
     with pytest.raises(ValueError, match=r"phi\.epochs: 1 in the run, 2 now"):
-        train_phi_in_folder(random_backbone, feats, tokens, concepts, BANK, longer, out_dir=tmp_path, resume=True, progress=False)
+        train_phi_in_folder(
+            random_backbone, feats, tokens, concepts, BANK, longer, out_dir=tmp_path, resume=True, progress=False
+        )
     with pytest.raises(ValueError, match="data"):
-        train_phi_in_folder(random_backbone, feats, tokens * 2, concepts, BANK, one, out_dir=tmp_path, resume=True,
-                  progress=False)
-    result = train_phi_in_folder(random_backbone, feats, tokens, concepts, BANK, longer, out_dir=tmp_path, resume=True,
-                       force=True, progress=False)
+        train_phi_in_folder(
+            random_backbone, feats, tokens * 2, concepts, BANK, one, out_dir=tmp_path, resume=True, progress=False
+        )
+    result = train_phi_in_folder(
+        random_backbone,
+        feats,
+        tokens,
+        concepts,
+        BANK,
+        longer,
+        out_dir=tmp_path,
+        resume=True,
+        force=True,
+        progress=False,
+    )
     assert [row["epoch"] for row in result.history] == [1, 2]  # the first epoch was not redone
 
 
@@ -113,6 +141,7 @@ def test_trainer_loss_is_phi_loss(random_backbone, data):
     bb = random_backbone
     torch.manual_seed(0)
     from searle_core.inversion import Phi
+
     phi = Phi.for_backbone(bb).eval()
     idx = torch.tensor([3, 0, 7, 11, 19])
     cfg = PhiLossConfig(top_concepts=2)
@@ -123,11 +152,25 @@ def test_trainer_loss_is_phi_loss(random_backbone, data):
             return PhraseFeatureCache(bb)
 
     predicted = phi(feats[idx])
-    distil, gpt = _losses(predicted, feats, tokens, idx, bb, cfg, sampler, Fresh(), TokenCache(bb),
-                          PrefixCachedEncoder(bb.model, bb.dollar_token_id), phrase_seed=9, world=1, rank=0)
+    distil, gpt = _losses(
+        predicted,
+        feats,
+        tokens,
+        idx,
+        bb,
+        cfg,
+        sampler,
+        Fresh(),
+        TokenCache(bb),
+        PrefixCachedEncoder(bb.model, bb.dollar_token_id),
+        phrase_seed=9,
+        world=1,
+        rank=0,
+    )
     sampler.rng = random.Random(9)
-    expected = phi_loss(phi, bb, feats[idx], tokens[idx], idx.tolist(), sampler, PhraseFeatureCache(bb),
-                        TokenCache(bb), cfg)
+    expected = phi_loss(
+        phi, bb, feats[idx], tokens[idx], idx.tolist(), sampler, PhraseFeatureCache(bb), TokenCache(bb), cfg
+    )
     assert distil.item() == pytest.approx(expected["distil"].item(), abs=1e-6)
     assert gpt.item() == pytest.approx(expected["gpt"].item(), abs=1e-6)
 

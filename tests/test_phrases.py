@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from searle_core.phrases import (
+from searle_core.inversion.phrases import (
     UnsafePickleError,
     filter_phrase_bank,
     generate_phrases_hf,
@@ -132,7 +132,10 @@ def test_generate_phrases_hf_uses_paper_settings():
     assert list(bank) == ["dog", "cat"] and tok.prompt == "a photo of cat that"
     kw = model.kwargs
     assert (kw["num_return_sequences"], kw["max_length"], kw["temperature"], kw["no_repeat_ngram_size"]) == (
-        256, 35, 0.5, 2,
+        256,
+        35,
+        0.5,
+        2,
     )
     assert kw["do_sample"] is True
     assert len(bank["dog"]) == 256 and bank["dog"][0] == "a photo of dog that runs. fast. home 0"
@@ -155,8 +158,9 @@ def test_concepts_csv_real_file():
 
 def test_concepts_csv_dedupes_in_order(tmp_path):
     path = tmp_path / "c.csv"
-    path.write_text('\ufeffLabelName,DisplayName\n/m/1,Dog\n/m/2,"Cat, wild"\n/m/3, Dog \n/m/4,\n/m/5,dog\n',
-                    encoding="utf-8")
+    path.write_text(
+        '\ufeffLabelName,DisplayName\n/m/1,Dog\n/m/2,"Cat, wild"\n/m/3, Dog \n/m/4,\n/m/5,dog\n', encoding="utf-8"
+    )
     assert load_concepts_csv(path) == ["Dog", "Cat, wild", "dog"]
     path.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="DisplayName"):

@@ -24,14 +24,19 @@ def image(seed=0, size=32):
 
 def test_curves_draw_on_given_axes():
     fig, axes = plt.subplots(1, 4)
-    history = {"cos": list(np.linspace(1, 0.2, 50)), "gpt": list(np.linspace(0.8, 0.3, 50)),
-               "total": list(np.linspace(0.9, 0.25, 50))}
+    history = {
+        "cos": list(np.linspace(1, 0.2, 50)),
+        "gpt": list(np.linspace(0.8, 0.3, 50)),
+        "total": list(np.linspace(0.9, 0.25, 50)),
+    }
     assert plotting.plot_oti_losses(history, ax=axes[0]) is fig
     assert len(axes[0].lines) == 3
     # A phrase loss of zeros (regulariser off) is not drawn.
     plotting.plot_oti_losses({**history, "gpt": [0.0] * 50}, ax=axes[1])
     assert len(axes[1].lines) == 2
-    rows = [{"epoch": e, "distil": 2 - e / 10, "gpt": 0.5, "total": 2.5 - e / 10, "mAP@10": 10 + e} for e in range(1, 6)]
+    rows = [
+        {"epoch": e, "distil": 2 - e / 10, "gpt": 0.5, "total": 2.5 - e / 10, "mAP@10": 10 + e} for e in range(1, 6)
+    ]
     assert plotting.plot_phi_history(rows, ax=axes[2]) is fig
     assert plotting.plot_validation(rows, "mAP@10", ax=axes[3], reference={"searle-oti": 14.0}) is fig
     assert axes[3].lines[0].get_ydata().tolist() == [11, 12, 13, 14, 15]
@@ -42,8 +47,12 @@ def test_ema_panel_legend_clears_the_end_values(shape):
     """The EMA's and the raw token's last values are in the legend, and the legend covers neither the EMA
     curve's end nor the raw token's marker, whatever the curve does (it used to hide the EMA label)."""
     steps = np.arange(0, 151, 10)
-    ema = {"rising": 0.9 - 0.3 * np.exp(-steps / 30), "still rising": 0.55 + 0.002 * steps,
-           "falling": 0.9 - 0.002 * steps, "flat, raw below": 0.7 + 0.001 * np.sin(steps)}[shape]
+    ema = {
+        "rising": 0.9 - 0.3 * np.exp(-steps / 30),
+        "still rising": 0.55 + 0.002 * steps,
+        "falling": 0.9 - 0.002 * steps,
+        "flat, raw below": 0.7 + 0.001 * np.sin(steps),
+    }[shape]
     raw = float(ema[-1]) - (0.01 if shape != "flat, raw below" else 0.02)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
     plotting.plot_ema_vs_raw(list(steps), list(ema), raw, ax=axes[1])
@@ -81,30 +90,47 @@ def test_nearest_words_grid_and_wordness():
     words = [[("red", 0.8), ("circle", 0.4)]] * 3
     fig = plotting.nearest_words_grid([image(i) for i in range(3)], words, titles=["a", "b", "c"], extra_words=words)
     assert len(fig.axes) == 9
-    table = pd.DataFrame({"setting": ["with"] * 4 + ["without"] * 4, "cosine": np.linspace(0.1, 0.8, 8),
-                          "norm": np.linspace(0.5, 3, 8)})
+    table = pd.DataFrame(
+        {"setting": ["with"] * 4 + ["without"] * 4, "cosine": np.linspace(0.1, 0.8, 8), "norm": np.linspace(0.5, 3, 8)}
+    )
     fig = plotting.plot_wordness(table, word_norm=0.6)
     assert len(fig.axes) == 2
 
 
 def test_retrieval_grid_marks_ground_truths():
-    examples = [plotting.RetrievalExample(image(0), "is blue", [image(i) for i in range(4)], [False, True, False, False],
-                                          label="SEARLE-OTI")] * 2
+    examples = [
+        plotting.RetrievalExample(
+            image(0), "is blue", [image(i) for i in range(4)], [False, True, False, False], label="SEARLE-OTI"
+        )
+    ] * 2
     fig = plotting.retrieval_grid(examples, title="examples")
     assert len(fig.axes) == 10
     hit_ax = fig.axes[2]  # row 0: query, result 1, result 2 (the hit)
-    assert hit_ax.spines["left"].get_edgecolor()[:3] == pytest.approx(matplotlib.colors.to_rgb(plotting.common.GROUND_TRUTH))
+    assert hit_ax.spines["left"].get_edgecolor()[:3] == pytest.approx(
+        matplotlib.colors.to_rgb(plotting.common.GROUND_TRUTH)
+    )
     assert "✓" in hit_ax.get_title()
 
 
 def test_method_bars_and_ablations():
-    table = pd.DataFrame({"method": ["image-only", "searle-oti"] * 2, "backbone": ["B"] * 2 + ["L"] * 2,
-                          "mAP@10": [5.0, 20.0, 6.0, 22.0], "paper": [1.6, 7.8, np.nan, 11.0]})
+    table = pd.DataFrame(
+        {
+            "method": ["image-only", "searle-oti"] * 2,
+            "backbone": ["B"] * 2 + ["L"] * 2,
+            "mAP@10": [5.0, 20.0, 6.0, 22.0],
+            "paper": [1.6, 7.8, np.nan, 11.0],
+        }
+    )
     fig, ax = plt.subplots()
     assert plotting.plot_method_bars(table, "mAP@10", ax=ax, group="backbone", paper="paper") is fig
     assert len(ax.patches) == 4
-    abl = pd.DataFrame({"part": ["OTI", "OTI", "φ"], "variant": ["full (paper)", "no EMA", "full (paper)"],
-                        "mAP@10": [20.0, 18.0, 19.0]})
+    abl = pd.DataFrame(
+        {
+            "part": ["OTI", "OTI", "φ"],
+            "variant": ["full (paper)", "no EMA", "full (paper)"],
+            "mAP@10": [20.0, 18.0, 19.0],
+        }
+    )
     fig, ax = plt.subplots()
     assert plotting.plot_ablation(abl, "mAP@10", ax=ax, baseline="full (paper)") is fig
     assert [t.get_text() for t in ax.get_yticklabels()] == ["OTI: full (paper)", "OTI: no EMA", "φ: full (paper)"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from searle_core.preprocess import (
+from searle_core.clip.preprocess import (
     CLIP_MEAN,
     CLIP_STD,
     TargetPad,

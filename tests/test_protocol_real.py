@@ -15,18 +15,30 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from standins import (  # noqa: F401
+    CMYK_ID,
+    DATA,
+    build_circo,
+    build_cirr,
+    build_fashioniq,
+    circo_standin,
+    cirr_standin,
+    cli_backbone,
+    fiq_standin,
+    protocol_env,
+    read_json,
+    searle_cache,
+)
 
+from searle_core.clip.text_encoding import encode_with_pseudo_tokens
 from searle_core.datasets import ImageLoadError, load_circo, load_cirr, load_fashioniq
-from searle_core.retrieval.methods import MethodContext
+from searle_core.jobs.prepare import evaluate
+from searle_core.methods.context import MethodContext
+from searle_core.methods.pipeline import gallery_features
 from searle_core.metrics import cirr_metrics
-from searle_core.retrieval.evaluate import gallery_features
-from searle_core.jobs.evaluation import evaluate
-from searle_core.retrieval.queries import pseudo_query_features, text_query_features
 from searle_core.metrics.circo_server import score_circo
 from searle_core.report.submission import write_circo_submission
-from searle_core.text_encoding import encode_with_pseudo_tokens
-from standins import (CMYK_ID, DATA, build_circo, build_cirr, build_fashioniq, circo_standin,  # noqa: F401
-                      cirr_standin, cli_backbone, fiq_standin, protocol_env, read_json, searle_cache)
+from searle_core.retrieval.queries import pseudo_query_features, text_query_features
 
 pytestmark = pytest.mark.usefixtures("protocol_env")
 
@@ -42,7 +54,10 @@ def test_full_counts_of_the_real_annotation_files(tmp_path):
     fiq = build_fashioniq(tmp_path / "fiq", n_queries=None, images=False)
     bench = load_fashioniq(fiq, "val", check_images="none")
     assert {c: sum(q.category == c for q in bench.queries) for c in ("dress", "shirt", "toptee")} == {
-        "dress": 2017, "shirt": 2038, "toptee": 1961}
+        "dress": 2017,
+        "shirt": 2038,
+        "toptee": 1961,
+    }
     circo = build_circo(tmp_path / "circo", images=False)
     assert len(load_circo(circo, "val", check_images="none").queries) == 220
     test = load_circo(circo, "test", check_images="none")
@@ -57,8 +72,8 @@ def test_cirr_excludes_the_reference_and_scores_like_a_plain_computation(cirr_st
     g = gallery["all"]
     row = {n: i for i, n in enumerate(bench.gallery)}
     scores = (g[[row[q.reference] for q in bench.queries]] @ g.T).numpy()
-    hits = {k: 0 for k in (1, 5, 10, 50)}
-    subset_hits = {k: 0 for k in (1, 2, 3)}
+    hits = dict.fromkeys((1, 5, 10, 50), 0)
+    subset_hits = dict.fromkeys((1, 2, 3), 0)
     for i, q in enumerate(bench.queries):
         ref = row[q.reference]
         assert scores[i].argmax() == ref  # without the exclusion every query would retrieve its reference
@@ -79,8 +94,12 @@ def test_cirr_excludes_the_reference_and_scores_like_a_plain_computation(cirr_st
     plain_metrics.update({f"Recall_subset@{k}": 100 * v / n for k, v in subset_hits.items()})
     assert list(result.metrics) == CIRR_KEYS
     assert result.metrics == pytest.approx(plain_metrics)
-    full = cirr_metrics(result.rankings, [q.target for q in bench.queries], [q.subset for q in bench.queries],
-                        [q.reference for q in bench.queries])  # scored on the whole rankings
+    full = cirr_metrics(
+        result.rankings,
+        [q.target for q in bench.queries],
+        [q.subset for q in bench.queries],
+        [q.reference for q in bench.queries],
+    )  # scored on the whole rankings
     assert full == pytest.approx(result.metrics)
 
 
@@ -100,8 +119,9 @@ def test_fashioniq_averages_both_caption_orders(fiq_standin, cli_backbone):
         c1, c2 = q.captions
         both = _plain_text(cli_backbone, [f"{c1} and {c2}", f"{c2} and {c1}"])
         plain.append(F.normalize(both.mean(0), dim=-1))
-    torch.testing.assert_close(text_query_features(cli_backbone, queries, cache=False), torch.stack(plain),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        text_query_features(cli_backbone, queries, cache=False), torch.stack(plain), atol=1e-5, rtol=1e-5
+    )
 
     torch.manual_seed(0)
     tokens = {q.reference: 0.02 * torch.randn(cli_backbone.token_dim) for q in queries}
@@ -110,12 +130,17 @@ def test_fashioniq_averages_both_caption_orders(fiq_standin, cli_backbone):
         c1, c2 = q.captions
         prompts = [f"a photo of $ that {c1} and {c2}", f"a photo of $ that {c2} and {c1}"]
         with torch.no_grad():
-            feats = encode_with_pseudo_tokens(cli_backbone.model, cli_backbone.tokenize(prompts),
-                                              torch.stack([tokens[q.reference]] * 2), cli_backbone.dollar_token_id,
-                                              truncate=False)
+            feats = encode_with_pseudo_tokens(
+                cli_backbone.model,
+                cli_backbone.tokenize(prompts),
+                torch.stack([tokens[q.reference]] * 2),
+                cli_backbone.dollar_token_id,
+                truncate=False,
+            )
         expected.append(F.normalize(F.normalize(feats, dim=-1).mean(0), dim=-1))
-    torch.testing.assert_close(pseudo_query_features(cli_backbone, queries, tokens), torch.stack(expected),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        pseudo_query_features(cli_backbone, queries, tokens), torch.stack(expected), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_fashioniq_ranks_each_category_against_its_own_gallery(fiq_standin, cli_backbone):
@@ -128,8 +153,11 @@ def test_fashioniq_ranks_each_category_against_its_own_gallery(fiq_standin, cli_
     metrics = result.metrics
     assert list(metrics) == ["dress", "shirt", "toptee", "average"]
     for k in ("Recall@10", "Recall@50"):
-        by_hand = {c: 100 * np.mean([q.target in r[:int(k[7:])] for q, r in zip(bench.queries, result.rankings)
-                                     if q.category == c]) for c in ("dress", "shirt", "toptee")}
+        by_hand = {
+            c: 100
+            * np.mean([q.target in r[: int(k[7:])] for q, r in zip(bench.queries, result.rankings) if q.category == c])
+            for c in ("dress", "shirt", "toptee")
+        }
         assert {c: metrics[c][k] for c in by_hand} == pytest.approx(by_hand)
         assert metrics["average"][k] == pytest.approx(np.mean(list(by_hand.values())))
 
@@ -144,8 +172,9 @@ def test_circo_full_validation_scored_like_the_server(circo_standin, cli_backbon
     both = evaluate("image+text", bench, cli_backbone, ctx, gallery)  # same gallery, reused
     assert text.metrics != both.metrics
     assert all(len(r) == 50 == len(set(r)) for r in both.rankings)
-    path = write_circo_submission(tmp_path / "val.json", {q.query_id: r for q, r in zip(bench.queries, both.rankings)},
-                                  bench.queries)
+    path = write_circo_submission(
+        tmp_path / "val.json", {q.query_id: r for q, r in zip(bench.queries, both.rankings)}, bench.queries
+    )
     example = read_json(DATA / "circo/submission_val_example.json")
     written = json.loads(path.read_text())
     assert list(written) == list(example)
@@ -174,7 +203,7 @@ def test_corrupt_image_fails_naming_file_and_query_or_is_skipped(tmp_path, cli_b
 
 
 def test_cmyk_image_gives_the_features_of_its_rgb_conversion(circo_standin, cli_backbone):
-    from searle_core.retrieval.features import image_features
+    from searle_core.datasets.features import image_features
 
     bench = load_circo(circo_standin, "val", check_images="none")
     path = bench.images.path(str(CMYK_ID))
@@ -189,8 +218,12 @@ def test_cmyk_image_gives_the_features_of_its_rgb_conversion(circo_standin, cli_
 def test_standins_are_built_in_the_authors_layouts(cirr_standin, fiq_standin, circo_standin):
     """The trees of the SEARLE README (what their datasets.py opens), so every test that uses a stand-in
     runs the loaders on exactly the layout a user downloads."""
-    cirr_files = ["cirr/captions/cap.rc2.val.json", "cirr/captions/cap.rc2.test1.json",
-                  "cirr/image_splits/split.rc2.val.json", "cirr/image_splits/split.rc2.test1.json"]
+    cirr_files = [
+        "cirr/captions/cap.rc2.val.json",
+        "cirr/captions/cap.rc2.test1.json",
+        "cirr/image_splits/split.rc2.val.json",
+        "cirr/image_splits/split.rc2.test1.json",
+    ]
     assert all((cirr_standin / f).is_file() for f in cirr_files)
     assert not (cirr_standin / "captions").exists() and not (cirr_standin / "image_splits").exists()
     for split, folder in (("val", "dev"), ("test1", "test1")):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from searle_core.metrics import CIRCO_SEMANTIC_ASPECTS
+from searle_core.metrics import CIRCO_ASPECTS
 from searle_core.metrics.circo_server import CIRCOScoringError, format_circo_scores, score_circo
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -58,7 +58,7 @@ def test_example_submission_keys_ranges_and_official_arithmetic(circo_files):
         assert isinstance(scores[key], float) and 0.0 <= scores[key] <= 100.0
     # mAP@K and Recall@K can only grow with K on a fixed top-50 list
     assert scores["Recall@5"] <= scores["Recall@10"] <= scores["Recall@25"] <= scores["Recall@50"]
-    assert list(scores["semantic_mAP@10"]) == list(CIRCO_SEMANTIC_ASPECTS)
+    assert list(scores["semantic_mAP@10"]) == list(CIRCO_ASPECTS)
     assert all(0.0 <= v <= 100.0 for v in scores["semantic_mAP@10"].values())
     official = _official_scores(annotations, example)
     for key in KEYS:

@@ -6,32 +6,43 @@ from __future__ import annotations
 import json
 
 import pytest
+from standins import circo_standin, cirr_standin, cli_backbone, protocol_env, read_json, searle_cache  # noqa: F401
 
 from searle_core.datasets import load_circo, load_cirr
-from searle_core.retrieval.methods import MethodContext
-from searle_core.jobs.evaluation import evaluate
+from searle_core.jobs.prepare import evaluate
+from searle_core.methods.context import MethodContext
 from searle_core.notebook.results import evaluate_setting
-from searle_core.report.server_files import write_test_submissions
+from searle_core.notebook.server_files import write_test_submissions
 from searle_core.notebook.study import Study
 from searle_core.report.submission import cirr_subset_rankings
-
-from standins import circo_standin, cirr_standin, cli_backbone, protocol_env, read_json, searle_cache  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("protocol_env")
 
 
 def test_every_method_of_a_setting_gets_its_server_files(cirr_standin, circo_standin, cli_backbone, tmp_path):
-    cirr = evaluate_setting(Study("cirr", cli_backbone, load_cirr(cirr_standin, "val"), None),
-                            ["image-only", "searle-oti"], oti_steps=2, log=None)
-    circo = evaluate_setting(Study("circo", cli_backbone, load_circo(circo_standin, "val"), None),
-                             ["image-only", "text-only"], oti_steps=2, log=None)
+    cirr = evaluate_setting(
+        Study("cirr", cli_backbone, load_cirr(cirr_standin, "val"), None),
+        ["image-only", "searle-oti"],
+        oti_steps=2,
+        log=None,
+    )
+    circo = evaluate_setting(
+        Study("circo", cli_backbone, load_circo(circo_standin, "val"), None),
+        ["image-only", "text-only"],
+        oti_steps=2,
+        log=None,
+    )
     assert cirr.variants == {"searle-oti": "no phrases", "searle": "no phrases"}  # no concepts given
     written = write_test_submissions([cirr, circo], tmp_path, log=None)
     folder = tmp_path / "cirr" / "shapes-clip"
     assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == sorted(
-        [f"cirr/shapes-clip/{kind}_submission_{stem}.json" for kind in ("recall", "recall_subset")
-         for stem in ("image-only", "searle-oti-no-phrases")]
-        + ["circo/shapes-clip/image-only.json", "circo/shapes-clip/text-only.json", "UPLOAD.md"])
+        [
+            f"cirr/shapes-clip/{kind}_submission_{stem}.json"
+            for kind in ("recall", "recall_subset")
+            for stem in ("image-only", "searle-oti-no-phrases")
+        ]
+        + ["circo/shapes-clip/image-only.json", "circo/shapes-clip/text-only.json", "UPLOAD.md"]
+    )
 
     test1 = load_cirr(cirr_standin, "test")
     direct = evaluate("image-only", test1, cli_backbone, MethodContext(progress=False))
@@ -40,8 +51,9 @@ def test_every_method_of_a_setting_gets_its_server_files(cirr_standin, circo_sta
     assert recall == {q.query_id: r[:50] for q, r in zip(test1.queries, direct.rankings)}
     subset = read_json(folder / "recall_subset_submission_image-only.json")
     assert subset["metric"] == "recall_subset"
-    assert {k: v for k, v in subset.items() if k not in ("version", "metric")} == \
-        cirr_subset_rankings(test1.queries, direct.rankings)
+    assert {k: v for k, v in subset.items() if k not in ("version", "metric")} == cirr_subset_rankings(
+        test1.queries, direct.rankings
+    )
     oti = read_json(folder / "recall_submission_searle-oti-no-phrases.json")
     assert len(oti) == len(test1.queries) + 2 and all(len(v) == 50 for k, v in oti.items() if k.isdigit())
 
@@ -57,6 +69,7 @@ def test_every_method_of_a_setting_gets_its_server_files(cirr_standin, circo_sta
 def test_settings_without_a_test_server_write_nothing(tmp_path):
     from types import SimpleNamespace
 
-    shapes = SimpleNamespace(study=SimpleNamespace(dataset="shapes", bench=SimpleNamespace(extra={})),
-                             evaluations={"image-only": None})
+    shapes = SimpleNamespace(
+        study=SimpleNamespace(dataset="shapes", bench=SimpleNamespace(extra={})), evaluations={"image-only": None}
+    )
     assert write_test_submissions([shapes], tmp_path, log=None) == [] and not any(tmp_path.iterdir())

@@ -1,5 +1,5 @@
 """One name per setting: the CLI's flags, the profiles' keys and the notebooks' parameters are the
-fields of :class:`searle_core.settings.RunSettings` (``_`` as ``-`` on the command line), and the
+fields of :class:`searle_core.infra.settings.RunSettings` (``_`` as ``-`` on the command line), and the
 former CLI spellings still work with a one-line note."""
 
 import argparse
@@ -12,11 +12,19 @@ import pytest
 
 from searle_core.cli import build_parser, main
 from searle_core.cli.common import settings_from_args
-from searle_core.notebook import ablations, paper, steps
+from searle_core.infra.settings import (
+    RENAMED_FLAGS,
+    RENAMED_PARAMETERS,
+    SETTINGS,
+    RenamedFlag,
+    RunSettings,
+    flag,
+    from_parameters,
+)
+from searle_core.notebook import ablations, steps
+from searle_core.notebook import papermill_runner as paper
 from searle_core.notebook.record import Recorder, load_record
 from searle_core.notebook.study import Study, open_study
-from searle_core.settings import (RENAMED_FLAGS, RENAMED_PARAMETERS, SETTINGS, RenamedFlag, RunSettings, flag,
-                                  from_parameters)
 
 #: Commands outside this issue's settings: ``searle bench`` times recipes (its ``--steps`` are the
 #: steps timed, and ``bench world --steps`` the world CLIP's optimiser steps).
@@ -41,8 +49,12 @@ def setting_commands():
 
 
 def notebook_stems():
-    return [pytest.param(s, marks=pytest.mark.xfail(strict=True, reason="notebook 4: renamed on its own branch"))
-            if s in NOT_RENAMED_YET else s for s in paper.NOTEBOOKS]
+    return [
+        pytest.param(s, marks=pytest.mark.xfail(strict=True, reason="notebook 4: renamed on its own branch"))
+        if s in NOT_RENAMED_YET
+        else s
+        for s in paper.NOTEBOOKS
+    ]
 
 
 def test_settings_commands_are_found():
@@ -70,8 +82,12 @@ def test_every_setting_flag_is_its_field_name(name, parser):
 
 def test_every_cli_flag_of_a_setting_exists():
     """Each setting but what only notebooks set is a flag of some command, spelled as its field."""
-    spelled = {a.dest for _, p in setting_commands() for a in p._actions
-               if a.dest in SETTINGS and not isinstance(a, RenamedFlag)}
+    spelled = {
+        a.dest
+        for _, p in setting_commands()
+        for a in p._actions
+        if a.dest in SETTINGS and not isinstance(a, RenamedFlag)
+    }
     assert set(SETTINGS) - spelled == {"progress"}  # progress: --no-progress
 
 
@@ -94,15 +110,20 @@ def test_notebook_passes_its_settings_to_open_study_by_name(stem):
     source = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("%"))
     # Notebook 4 opens one study per benchmark and backbone of its lists, through results.run_settings.
     callee = "run_settings" if stem == "04_results_tables" else "open_study"
-    calls = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)
-             and getattr(n.func, "id", getattr(n.func, "attr", "")) == callee]
+    calls = [
+        n
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", "")) == callee
+    ]
     lists = ["benchmarks", "backbones", "methods"] if callee == "run_settings" else []
-    assert len(calls) == 1 and [ast.unparse(a) for a in calls[0].args] == lists, \
+    assert len(calls) == 1 and [ast.unparse(a) for a in calls[0].args] == lists, (
         f"one {callee} call, with keyword arguments only"
+    )
     passed = {k.arg: k.value for k in calls[0].keywords}
     settings_declared = set(paper.notebook_parameters(stem)) & set(SETTINGS)
-    assert all(isinstance(v, ast.Name) and v.id == k for k, v in passed.items() if k in settings_declared), \
-        ast.unparse(calls[0])
+    assert all(isinstance(v, ast.Name) and v.id == k for k, v in passed.items() if k in settings_declared), ast.unparse(
+        calls[0]
+    )
     assert set(passed) & set(SETTINGS) == settings_declared
 
 
@@ -116,28 +137,79 @@ def test_profile_keys_are_setting_names(profile):
 
 
 def test_cli_and_notebook_build_the_same_settings():
-    args = build_parser().parse_args(["evaluate", "--dataset", "circo", "--dataset-path", "/d/CIRCO", "--split", "test",
-                                      "--backbone", "ViT-B-32", "--pretrained", "none", "--device", "cpu",
-                                      "--concepts", "c.csv", "--phrases", "p.pkl", "--unlabeled", "/d/in",
-                                      "--oti-steps", "7", "--oti-batch-size", "5", "--phi-checkpoint", "phi.pt",
-                                      "--seed", "3", "--precision", "fp32", "--no-progress"])
+    args = build_parser().parse_args(
+        [
+            "evaluate",
+            "--dataset",
+            "circo",
+            "--dataset-path",
+            "/d/CIRCO",
+            "--split",
+            "test",
+            "--backbone",
+            "ViT-B-32",
+            "--pretrained",
+            "none",
+            "--device",
+            "cpu",
+            "--concepts",
+            "c.csv",
+            "--phrases",
+            "p.pkl",
+            "--unlabeled",
+            "/d/in",
+            "--oti-steps",
+            "7",
+            "--oti-batch-size",
+            "5",
+            "--phi-checkpoint",
+            "phi.pt",
+            "--seed",
+            "3",
+            "--precision",
+            "fp32",
+            "--no-progress",
+        ]
+    )
     from_cli = settings_from_args(args)
-    from_notebook = from_parameters(dict(dataset="circo", dataset_path="/d/CIRCO", split="test", backbone="ViT-B-32",
-                                         pretrained="none", device="cpu", concepts="c.csv", phrases="p.pkl",
-                                         unlabeled="/d/in", oti_steps=7, oti_batch_size=5, phi_checkpoint="phi.pt",
-                                         seed=3, precision="fp32", progress=False))
+    from_notebook = from_parameters(
+        dict(  # noqa: C408  (keyword form, as a notebook's parameters cell reads)
+            dataset="circo",
+            dataset_path="/d/CIRCO",
+            split="test",
+            backbone="ViT-B-32",
+            pretrained="none",
+            device="cpu",
+            concepts="c.csv",
+            phrases="p.pkl",
+            unlabeled="/d/in",
+            oti_steps=7,
+            oti_batch_size=5,
+            phi_checkpoint="phi.pt",
+            seed=3,
+            precision="fp32",
+            progress=False,
+        )
+    )
     assert from_cli == from_notebook
     assert from_cli.oti_steps == 7 and from_cli.concepts == "c.csv" and not from_cli.progress
 
 
-@pytest.mark.parametrize("argv,dest,value,new", [
-    (["oti", "--out", "o", "--steps", "3"], "oti_steps", 3, "--oti-steps"),
-    (["oti", "--out", "o", "--batch-size", "4"], "oti_batch_size", 4, "--oti-batch-size"),
-    (["invert", "x.png", "--steps", "30"], "oti_steps", 30, "--oti-steps"),
-    (["train-phi", "--tokens", "t", "--out", "o", "--epochs", "2"], "phi_epochs", 2, "--phi-epochs"),
-    (["train-phi", "--tokens", "t", "--out", "o", "--val-path", "CIRCO"], "val_dataset_path", "CIRCO",
-     "--val-dataset-path"),
-])
+@pytest.mark.parametrize(
+    "argv,dest,value,new",
+    [
+        (["oti", "--out", "o", "--steps", "3"], "oti_steps", 3, "--oti-steps"),
+        (["oti", "--out", "o", "--batch-size", "4"], "oti_batch_size", 4, "--oti-batch-size"),
+        (["invert", "x.png", "--steps", "30"], "oti_steps", 30, "--oti-steps"),
+        (["train-phi", "--tokens", "t", "--out", "o", "--epochs", "2"], "phi_epochs", 2, "--phi-epochs"),
+        (
+            ["train-phi", "--tokens", "t", "--out", "o", "--val-path", "CIRCO"],
+            "val_dataset_path",
+            "CIRCO",
+            "--val-dataset-path",
+        ),
+    ],
+)
 def test_former_spelling_still_works_with_a_note(capsys, argv, dest, value, new):
     args = build_parser().parse_args(argv)
     assert getattr(args, dest) == value
@@ -175,8 +247,9 @@ def test_profile_check_names_the_new_name():
 
 
 def test_study_context_takes_its_oti_settings():
-    study = Study("shapes", None, None, None, settings=RunSettings(oti_steps=7, oti_batch_size=5, precision="fp32",
-                                                                     seed=3))
+    study = Study(
+        "shapes", None, None, None, settings=RunSettings(oti_steps=7, oti_batch_size=5, precision="fp32", seed=3)
+    )
     ctx = study.context()
     assert (ctx.oti_config.steps, ctx.oti_batch_size, ctx.oti_config.precision) == (7, 5, "fp32")
     assert ctx.oti_config.lambda_gpt == 0.0  # no vocabulary: no regulariser
@@ -185,17 +258,33 @@ def test_study_context_takes_its_oti_settings():
 
 def test_record_keys_and_table_files_are_built_in_the_package(tmp_path):
     assert steps.method_metrics("searle", {"mAP@10": 1.5, "dress": {"Recall@10": 2}}) == {
-        "searle/mAP@10": 1.5, "searle/dress/Recall@10": 2.0}
-    table = pd.DataFrame([{"part": "OTI", "variant": ablations.FULL, "mAP@10": 70.0, "shape/mAP@10": 1.0,
-                           "seconds": 2.0, "steps": 50, "data %": None}])
+        "searle/mAP@10": 1.5,
+        "searle/dress/Recall@10": 2.0,
+    }
+    table = pd.DataFrame(
+        [
+            {
+                "part": "OTI",
+                "variant": ablations.FULL,
+                "mAP@10": 70.0,
+                "shape/mAP@10": 1.0,
+                "seconds": 2.0,
+                "steps": 50,
+                "data %": None,
+            }
+        ]
+    )
     assert ablations.shown_columns(table) == ["part", "variant", "mAP@10", "seconds"]
     csv, md = ablations.write_table(table, tmp_path)
     assert (csv, md) == (tmp_path / "tables" / "ablations.csv", tmp_path / "tables" / "ablations.md")
     assert "shape/mAP@10" in csv.read_text() and "shape/mAP@10" not in md.read_text()
     rec = Recorder(tmp_path, "05_ablations")
     ablations.record_table(rec, table, "mAP@10", 12.5)
-    assert load_record(tmp_path, "05_ablations") == {f"OTI/{ablations.FULL}/mAP@10": 70.0,
-                                                     f"OTI/{ablations.FULL}/seconds": 2.0, "image-only/mAP@10": 12.5}
+    assert load_record(tmp_path, "05_ablations") == {
+        f"OTI/{ablations.FULL}/mAP@10": 70.0,
+        f"OTI/{ablations.FULL}/seconds": 2.0,
+        "image-only/mAP@10": 12.5,
+    }
 
 
 def test_main_accepts_a_former_spelling_end_to_end(capsys):
@@ -216,12 +305,23 @@ def test_cli_settings_open_the_same_study_and_numbers(capsys, tmp_path, monkeypa
     """``searle evaluate`` and the notebook engine opened with the CLI's settings score alike."""
     import json
 
-    from searle_core.jobs.evaluation import evaluate
-    from searle_core.retrieval.features import preprocess_name
+    from searle_core.datasets.features import preprocess_name
+    from searle_core.jobs.prepare import evaluate
 
     monkeypatch.setenv("SEARLE_DATA", str(tmp_path))
-    argv = ["evaluate", "--quick", "--pretrained", "none", "--device", "cpu", "--method", "image+text", "--seed", "3",
-            "--no-progress"]
+    argv = [
+        "evaluate",
+        "--quick",
+        "--pretrained",
+        "none",
+        "--device",
+        "cpu",
+        "--method",
+        "image+text",
+        "--seed",
+        "3",
+        "--no-progress",
+    ]
     assert main([*argv, "--json"]) == 0
     from_cli = json.loads(capsys.readouterr().out)
     study = open_study(settings=settings_from_args(build_parser().parse_args(argv)))

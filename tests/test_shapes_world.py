@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from searle_core.datasets.base import CIRBenchmark, CIRQuery
-from searle_core.datasets.shapes import (
+from searle_core.world import (
     ASPECTS,
     ATTRIBUTES,
     BACKGROUNDS,
@@ -35,10 +35,10 @@ from searle_core.datasets.shapes import (
     phrase_bank,
     queries_by_aspect,
     relative_caption,
+    render,
     training_vocabulary,
 )
-from searle_core.datasets.shapes import render
-from searle_core.datasets.shapes.world import random_codes, random_jitter, render_codes
+from searle_core.world.shapes_world import random_codes, random_jitter, render_codes
 
 REPO = Path(__file__).resolve().parents[1]
 N_COMBOS = len(SHAPES) * len(COLOURS) * len(SIZES) * len(BACKGROUNDS)
@@ -105,16 +105,14 @@ def test_same_config_is_identical_and_other_seed_differs(quick: ShapesWorld) -> 
     assert np.array_equal(images, images2) and captions == captions2
     other = ShapesWorld(WorldConfig.quick(seed=1))
     assert not np.array_equal(quick.array(names), other.array(names))
-    assert [q.captions for q in quick.benchmark("val").queries] != [
-        q.captions for q in other.benchmark("val").queries
-    ]
+    assert [q.captions for q in quick.benchmark("val").queries] != [q.captions for q in other.benchmark("val").queries]
 
 
 def test_identical_in_a_fresh_process(quick: ShapesWorld) -> None:
     code = (
         "import sys; sys.path.insert(0, 'tests');"
         "from test_shapes_world import _fingerprint;"
-        "from searle_core.datasets.shapes import ShapesWorld, WorldConfig;"
+        "from searle_core.world import ShapesWorld, WorldConfig;"
         "print(_fingerprint(ShapesWorld(WorldConfig.quick())))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "123", "PYTHONPATH": str(REPO)}

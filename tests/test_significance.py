@@ -6,10 +6,15 @@ import numpy as np
 import pytest
 
 from searle_core.datasets.base import CIRBenchmark, CIRQuery
-from searle_core.retrieval.ranking import benchmark_metrics
-from searle_core.metrics.significance import (RESAMPLE_CHUNK, compare_methods, paired_bootstrap, per_query_scores,
-                                      to_markdown)
+from searle_core.metrics.significance import (
+    RESAMPLE_CHUNK,
+    compare_methods,
+    paired_bootstrap,
+    per_query_scores,
+    to_markdown,
+)
 from searle_core.report.table import flatten
+from searle_core.retrieval.ranking import benchmark_metrics
 
 GALLERY = [f"g{i}" for i in range(30)]
 
@@ -21,10 +26,18 @@ def bench(name: str, n: int = 24, seed: int = 0) -> CIRBenchmark:
         ref = rng.choice(GALLERY)
         truths = rng.sample([g for g in GALLERY if g != ref], 3 if name in ("shapes", "circo") else 1)
         others = [g for g in GALLERY if g not in truths and g != ref]
-        queries.append(CIRQuery(f"q{i}", ref, ("is red",), truths[0], tuple(truths),
-                                subset=tuple([ref, truths[0]] + rng.sample(others, 4)) if name == "cirr" else None,
-                                aspect="color" if name == "circo" else None,
-                                category=("dress", "shirt", "toptee")[i % 3] if name == "fashioniq" else None))
+        queries.append(
+            CIRQuery(
+                f"q{i}",
+                ref,
+                ("is red",),
+                truths[0],
+                tuple(truths),
+                subset=tuple([ref, truths[0]] + rng.sample(others, 4)) if name == "cirr" else None,
+                aspect="color" if name == "circo" else None,
+                category=("dress", "shirt", "toptee")[i % 3] if name == "fashioniq" else None,
+            )
+        )
     return CIRBenchmark(name, "val", queries, list(GALLERY), images=None, exclude_reference=name == "cirr")
 
 
@@ -38,9 +51,18 @@ def random_rankings(b: CIRBenchmark, seed: int) -> list[list[str]]:
     return out
 
 
-@pytest.mark.parametrize("name, metric", [("shapes", "mAP@10"), ("shapes", "Recall@5"), ("circo", "mAP@25"),
-                                          ("cirr", "Recall@1"), ("cirr", "Recall@5"),
-                                          ("fashioniq", "average/Recall@10"), ("fashioniq", "average/Recall@50")])
+@pytest.mark.parametrize(
+    "name, metric",
+    [
+        ("shapes", "mAP@10"),
+        ("shapes", "Recall@5"),
+        ("circo", "mAP@25"),
+        ("cirr", "Recall@1"),
+        ("cirr", "Recall@5"),
+        ("fashioniq", "average/Recall@10"),
+        ("fashioniq", "average/Recall@50"),
+    ],
+)
 def test_per_query_scores_average_to_the_dataset_metric(name, metric):
     b = bench(name)
     rankings = random_rankings(b, seed=1)

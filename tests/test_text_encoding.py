@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from searle_core.text_encoding import encode_text, encode_with_pseudo_tokens
+from searle_core.clip.text_encoding import encode_text, encode_with_pseudo_tokens
 
 PROMPTS = ["a photo of $ that is red", "$", "this is a photo of a big $ on a table next to a $"]
 WORDS = ["cat", "dog", "tree"]
@@ -40,7 +40,9 @@ def test_broadcast_equals_batch(random_backbone):
     one = torch.randn(bb.token_dim)
     broadcast = encode_with_pseudo_tokens(bb.model, tokens, one, bb.dollar_token_id)
     batch = encode_with_pseudo_tokens(bb.model, tokens, one.expand(3, -1).clone(), bb.dollar_token_id)
-    single = torch.cat([encode_with_pseudo_tokens(bb.model, tokens[i:i + 1], one, bb.dollar_token_id) for i in range(3)])
+    single = torch.cat(
+        [encode_with_pseudo_tokens(bb.model, tokens[i : i + 1], one, bb.dollar_token_id) for i in range(3)]
+    )
     torch.testing.assert_close(broadcast, batch)
     torch.testing.assert_close(broadcast, single, atol=1e-5, rtol=1e-5)
 

@@ -8,10 +8,17 @@ import open_clip
 import pytest
 import torch
 
-from searle_core.datasets.shapes import ATTRIBUTES, ShapesWorld, WorldConfig
-from searle_core.text_encoding import encode_text
-from searle_core.datasets.shapes.clip import (WorldCLIPConfig, _CompactEmbedding, _vocabulary_ids, format_report,
-                                    mentioned_attributes, training_batch, zero_shot_report)
+from searle_core.clip.text_encoding import encode_text
+from searle_core.world import ATTRIBUTES, ShapesWorld, WorldConfig
+from searle_core.world.world_clip import (
+    WorldCLIPConfig,
+    _CompactEmbedding,
+    _vocabulary_ids,
+    format_report,
+    mentioned_attributes,
+    training_batch,
+    zero_shot_report,
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +31,7 @@ def test_groups_differ_in_exactly_one_attribute_each_a_different_one(world):
     images, captions, codes = training_batch(world, config, np.random.default_rng(0))
     assert images.shape == (40, 32, 32, 3) and len(captions) == 40
     for g in range(0, 40, 5):
-        base, members = codes[g], codes[g + 1:g + 5]
+        base, members = codes[g], codes[g + 1 : g + 5]
         changed = [(m != base).nonzero()[0].tolist() for m in members]
         assert all(len(c) == 1 for c in changed)
         assert sorted(c[0] for c in changed) == list(range(len(ATTRIBUTES)))  # each attribute once per group
@@ -63,8 +70,9 @@ def test_zero_shot_report_per_attribute(random_backbone, world):
     assert report["images"] == 50 and set(report) == {"total", *ATTRIBUTES, "images"}
     assert all(report["total"] <= report[a] <= 100 for a in ATTRIBUTES)
     assert report == zero_shot_report(random_backbone, world, names)  # batching changes nothing
-    text = format_report(report, {"seconds": 12.3, "threads": 2, "losses": [1.0] * 20,
-                                  "config": {"steps": 10, "batch_size": 8}})
+    text = format_report(
+        report, {"seconds": 12.3, "threads": 2, "losses": [1.0] * 20, "config": {"steps": 10, "batch_size": 8}}
+    )
     assert "shape" in text and "trained in 12 s (10 steps of 8, 2 torch threads" in text
 
 
@@ -82,7 +90,7 @@ def test_cli_bench_world_json(capsys):
 
 def test_random_weights_give_distinct_image_features(random_backbone):
     """BatchNorm statistics are measured on noise for random weights: images no longer collapse to one feature."""
-    from searle_core.backbone import calibrate_batch_norm
+    from searle_core.clip.backbone import calibrate_batch_norm
 
     images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():

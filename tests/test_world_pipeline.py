@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from searle_core.cli import main
+from searle_core.clip.text_encoding import encode_with_pseudo_tokens
+from searle_core.datasets.features import image_features
 from searle_core.inversion import OTIConfig
-from searle_core.retrieval.methods import MethodContext
-from searle_core.retrieval.evaluate import gallery_features
-from searle_core.jobs.evaluation import evaluate
-from searle_core.retrieval.features import image_features
-from searle_core.text_encoding import encode_with_pseudo_tokens
-from searle_core.datasets.shapes.opening import world_setup, world_vocabulary
-from searle_core.datasets.shapes.clip import zero_shot_report
+from searle_core.jobs.prepare import evaluate
+from searle_core.methods.context import MethodContext
+from searle_core.methods.pipeline import gallery_features
+from searle_core.world.setup import world_setup, world_vocabulary
+from searle_core.world.world_clip import zero_shot_report
 
 OTI_STEPS = 100
 # Zero-shot over 216 combinations (chance 0.46 %) on the quick val gallery (432 renders), per attribute.
@@ -42,7 +42,9 @@ def quick_results(world_and_clip):
     bench = world.benchmark("val")
     ctx = MethodContext(vocabulary=world_vocabulary(), oti_config=OTIConfig(steps=OTI_STEPS), progress=False)
     gallery = gallery_features(backbone, bench, progress=False)
-    return {m: evaluate(m, bench, backbone, ctx, gallery) for m in ("image-only", "text-only", "image+text", "searle-oti")}
+    return {
+        m: evaluate(m, bench, backbone, ctx, gallery) for m in ("image-only", "text-only", "image+text", "searle-oti")
+    }
 
 
 @pytest.mark.slow
@@ -74,8 +76,9 @@ def test_oti_tokens_retrieve_their_own_image(world_and_clip):
     concepts = vocab.associate(backbone, feats, 15)
     tokens = oti(backbone, feats, concepts, vocab.phrase_bank, OTIConfig(steps=OTI_STEPS), seed=0).tokens
     with torch.no_grad():
-        text = encode_with_pseudo_tokens(backbone.model, backbone.tokenize(["a photo of $"] * len(names)), tokens,
-                                         backbone.dollar_token_id)
+        text = encode_with_pseudo_tokens(
+            backbone.model, backbone.tokenize(["a photo of $"] * len(names)), tokens, backbone.dollar_token_id
+        )
     sims = F.normalize(text, dim=-1) @ feats.T
     # Images with identical attributes are interchangeable, so a hit is any image of the same combination.
     codes = [tuple(c) for c in world.codes(names).tolist()]
@@ -95,12 +98,22 @@ def test_composed_query_map_as_recorded(quick_results):
 @pytest.mark.slow
 def test_metric_keys(quick_results):
     assert list(quick_results["image-only"].metrics) == [
-        "mAP@5", "mAP@10", "mAP@25", "mAP@50", "Recall@1", "Recall@5", "Recall@10", "Recall@50"]
+        "mAP@5",
+        "mAP@10",
+        "mAP@25",
+        "mAP@50",
+        "Recall@1",
+        "Recall@5",
+        "Recall@10",
+        "Recall@50",
+    ]
 
 
 @pytest.mark.slow
 def test_cli_evaluate_json(world_and_clip, capsys):
-    assert main(["evaluate", "--dataset", "shapes", "--quick", "--method", "image+text", "--json", "--no-progress"]) == 0
+    assert (
+        main(["evaluate", "--dataset", "shapes", "--quick", "--method", "image+text", "--json", "--no-progress"]) == 0
+    )
     line = capsys.readouterr().out.strip().splitlines()[-1]
     metrics = json.loads(line)
     assert set(metrics) == {"mAP@5", "mAP@10", "mAP@25", "mAP@50", "Recall@1", "Recall@5", "Recall@10", "Recall@50"}

@@ -2,13 +2,14 @@
 
 Query = ``a photo of {caption} that {relative caption}``. Two captioners:
 
-- ``shapes``: :class:`WorldCaptioner`, the world's best caption under the world CLIP: the
+- a dataset's own captioner (``CIRBenchmark.captioner``): on ``shapes``, the world's best caption under the world CLIP
+  (:class:`searle_core.world.captioner.WorldCaptioner`): the
   canonical grammar caption (``caption_for``, e.g. "a small red circle on a black background") of
   the attribute combination whose caption scores highest against the reference image, over all
   216 combinations. It is the perfect captioner *as far as the CLIP can tell*, so the baseline
   measures what a caption can carry, not a captioner's errors beyond CLIP's own.
 - real images: :class:`HFCaptioner`, a Hugging Face image-captioning model (default
-  :data:`DEFAULT_CAPTIONER`; set ``MethodContext.extras["captioner"]`` to another model name or to
+  :data:`DEFAULT_CAPTIONER`; set ``MethodContext.captioner`` to another model name or to
   any callable ``list[PIL.Image] -> list[str]``). ``transformers`` is an optional dependency,
   imported only here. Captions are cached per model and image list under ``cache/captions``.
 """
@@ -16,43 +17,23 @@ Query = ``a photo of {caption} that {relative caption}``. Two captioners:
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
-from searle_core.backbone import Backbone
+from searle_core.clip.backbone import Backbone
 from searle_core.datasets.base import CIRBenchmark
-from searle_core.files import atomic_write_text, digest
-from searle_core.paths import cache_dir
-from searle_core.retrieval.features import reference_features, text_features
+from searle_core.datasets.features import reference_features
+from searle_core.infra.device import resolve_device
+from searle_core.infra.errors import InputError
+from searle_core.infra.files import atomic_write_text, digest
+from searle_core.infra.paths import cache_dir
 from searle_core.retrieval.queries import SEARLE_PROMPT, text_query_features
-from searle_core.baselines.training import world_of
-from searle_core.datasets.shapes import all_combos, caption_for
-from searle_core.datasets.shapes.attributes import decode
-from searle_core.device import resolve_device
 
 #: ``$`` of the paper's prompt becomes the caption: "a photo of {caption} that {relative caption}".
 CAPTION_PROMPT = SEARLE_PROMPT.replace("$", "{}")
 #: The Hugging Face captioner used when none is configured (BLIP base, COCO captioning).
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
-
-
-class WorldCaptioner:
-    """Best grammar caption of each image under a CLIP, over every attribute combination.
-
-    Args:
-        backbone: the CLIP that scores captions against images.
-    """
-
-    def __init__(self, backbone: Backbone):
-
-        self.captions = [caption_for(decode(c)) for c in all_combos()]
-        self.features = text_features(backbone, self.captions)
-
-    def __call__(self, image_features: torch.Tensor) -> list[str]:
-        scores = F.normalize(image_features.float(), dim=-1) @ self.features.T
-        return [self.captions[i] for i in scores.argmax(dim=1).tolist()]
 
 
 class HFCaptioner:
@@ -68,9 +49,22 @@ class HFCaptioner:
         processor: its processor (with ``model``).
     """
 
-    def __init__(self, model_name: str = DEFAULT_CAPTIONER, device: str = "auto", batch_size: int = 16,
-                 max_new_tokens: int = 30, prompt: str | None = None, model=None, processor=None):
-        self.model_name, self.batch_size, self.max_new_tokens, self.prompt = model_name, batch_size, max_new_tokens, prompt
+    def __init__(
+        self,
+        model_name: str = DEFAULT_CAPTIONER,
+        device: str = "auto",
+        batch_size: int = 16,
+        max_new_tokens: int = 30,
+        prompt: str | None = None,
+        model=None,
+        processor=None,
+    ):
+        self.model_name, self.batch_size, self.max_new_tokens, self.prompt = (
+            model_name,
+            batch_size,
+            max_new_tokens,
+            prompt,
+        )
         self.device = device
         self.model, self.processor = model, processor
 
@@ -79,18 +73,21 @@ class HFCaptioner:
         try:
             import transformers
         except ImportError as err:
-            raise RuntimeError(f"the captioning baseline on real images needs the optional dependency "
-                               f"'transformers' to run {self.model_name!r}: pip install 'transformers>=4.40' "
-                               "(or pass your own captioner callable in MethodContext.extras['captioner'])") from err
-        auto_model = (getattr(transformers, "AutoModelForVision2Seq", None)
-                      or getattr(transformers, "AutoModelForImageTextToText"))
+            raise InputError(
+                f"the captioning baseline on real images needs the optional dependency "
+                f"'transformers' to run {self.model_name!r}: pip install 'transformers>=4.40' "
+                "(or pass your own captioner callable in MethodContext.captioner)"
+            ) from err
+        auto_model = getattr(transformers, "AutoModelForVision2Seq", None) or transformers.AutoModelForImageTextToText
         try:
             self.processor = transformers.AutoProcessor.from_pretrained(self.model_name)
             self.model = auto_model.from_pretrained(self.model_name)
         except (OSError, ValueError) as err:
-            raise RuntimeError(f"could not load the captioning model {self.model_name!r}: {err}\nIt is downloaded "
-                               "from the Hugging Face Hub on first use (needs network access once), or pass a "
-                               "local folder holding the model as the captioner name.") from err
+            raise InputError(
+                f"could not load the captioning model {self.model_name!r}: {err}\nIt is downloaded "
+                "from the Hugging Face Hub on first use (needs network access once), or pass a "
+                "local folder holding the model as the captioner name."
+            ) from err
         self.device = resolve_device(self.device)
         self.model = self.model.to(self.device).eval()
 
@@ -100,10 +97,12 @@ class HFCaptioner:
             self._load()
         out = []
         for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
+            chunk = images[start : start + self.batch_size]
             kwargs = {"text": [self.prompt] * len(chunk)} if self.prompt else {}
             inputs = self.processor(images=chunk, return_tensors="pt", **kwargs)
-            inputs = {k: v.to(getattr(self.model, "device", "cpu")) if hasattr(v, "to") else v for k, v in inputs.items()}
+            inputs = {
+                k: v.to(getattr(self.model, "device", "cpu")) if hasattr(v, "to") else v for k, v in inputs.items()
+            }
             ids = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens)
             out += self.processor.batch_decode(ids, skip_special_tokens=True)
         return [clean_caption(c) for c in out]
@@ -125,33 +124,47 @@ def _hf_captions(bench: CIRBenchmark, names: list[str], captioner: Callable, pro
         return json.loads(path.read_text())
     captions, step = [], getattr(captioner, "batch_size", 16)
     for start in tqdm(range(0, len(names), step), desc="captioning", disable=not progress):
-        captions += captioner([bench.images.load_image(n) for n in names[start:start + step]])
+        captions += captioner([bench.images.load_image(n) for n in names[start : start + step]])
     if path is not None:
         atomic_write_text(json.dumps(captions), path)
     return captions
 
 
-def reference_captions(backbone: Backbone, bench: CIRBenchmark, ctx) -> dict[str, str]:
-    """A caption of every reference image (kept in ``ctx.extras['captions']``)."""
+def reference_captions(
+    backbone: Backbone,
+    bench: CIRBenchmark,
+    captioner: str | Callable | None,
+    known: dict[str, str],
+    progress: bool = True,
+) -> dict[str, str]:
+    """A caption of every reference image.
+
+    Args:
+        backbone: the frozen CLIP.
+        bench: the benchmark; a dataset that brings its own captioner (``bench.captioner``, the
+            offline world's) uses it.
+        captioner: a Hugging Face model name or a callable ``list[PIL.Image] -> list[str]``
+            (``None``: :data:`DEFAULT_CAPTIONER`).
+        known: captions made before, by image name; filled in place.
+        progress: progress bars.
+    """
     names = bench.reference_names()
-    known = ctx.extras.setdefault("captions", {})
     todo = [n for n in names if n not in known]
     if not todo:
         return known
-    if world_of(bench) is not None:
-        _, feats = reference_features(backbone, bench, ctx.progress)
+    if bench.captioner is not None:
+        _, feats = reference_features(backbone, bench, progress)
         row = {n: i for i, n in enumerate(names)}
-        captions = WorldCaptioner(backbone)(feats[[row[n] for n in todo]])
+        captions = bench.captioner(backbone, feats[[row[n] for n in todo]])
     else:
-        captioner = ctx.extras.get("captioner") or DEFAULT_CAPTIONER
+        captioner = captioner or DEFAULT_CAPTIONER
         if isinstance(captioner, str):
             captioner = HFCaptioner(captioner, device=str(backbone.device))
-        captions = _hf_captions(bench, todo, captioner, ctx.progress)
+        captions = _hf_captions(bench, todo, captioner, progress)
     known.update(zip(todo, captions))
     return known
 
 
-def captioning_query_features(backbone: Backbone, bench: CIRBenchmark, ctx) -> torch.Tensor:
+def captioning_query_features(backbone: Backbone, bench: CIRBenchmark, captions: dict[str, str]) -> torch.Tensor:
     """``captioning``: features of ``a photo of {caption} that {relative caption}``."""
-    captions = reference_captions(backbone, bench, ctx)
     return text_query_features(backbone, bench.queries, CAPTION_PROMPT, [captions[q.reference] for q in bench.queries])

@@ -38,17 +38,18 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from searle_core.backbone import Backbone
+from searle_core.baselines.training import fit
+from searle_core.clip.backbone import Backbone
+from searle_core.clip.prefix_encoding import PrefixCachedEncoder
+from searle_core.clip.templates import TEMPLATES, fill
 from searle_core.datasets.base import CIRBenchmark
-from searle_core.device import grad_scaler, scaled_step, train_autocast
+from searle_core.datasets.features import reference_features
+from searle_core.infra.device import grad_scaler, scaled_step, train_autocast
+from searle_core.infra.errors import InputError
 from searle_core.inversion.batch import batch_seed
 from searle_core.inversion.phi import Phi, PhiLossConfig, make_sampler, phi_loss
-from searle_core.inversion.regularizer import PhraseFeatureCache, TokenCache
-from searle_core.prefix_encoding import PrefixCachedEncoder
-from searle_core.retrieval.features import reference_features
+from searle_core.inversion.regulariser import PhraseFeatureCache, TokenCache
 from searle_core.retrieval.queries import SEARLE_PROMPT, pseudo_query_features
-from searle_core.templates import TEMPLATES, fill
-from searle_core.baselines.training import fit
 
 
 @dataclass(frozen=True)
@@ -83,42 +84,72 @@ class PalavraConfig:
 
     def pretraining(self) -> dict:
         """The fields that determine the inverter (its artifact key)."""
-        return {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "dropout",
-                                              "top_concepts", "seed")}
+        return {
+            k: getattr(self, k)
+            for k in ("epochs", "batch_size", "lr", "weight_decay", "dropout", "top_concepts", "seed")
+        }
 
 
-def palavra_contrastive_loss(text_features: torch.Tensor, image_features: torch.Tensor,
-                             logit_scale: torch.Tensor | float) -> torch.Tensor:
+def palavra_contrastive_loss(
+    text_features: torch.Tensor, image_features: torch.Tensor, logit_scale: torch.Tensor | float
+) -> torch.Tensor:
     """Cross-entropy of text i over the batch's images, image i being its positive."""
     logits = logit_scale * F.normalize(text_features.float(), dim=-1) @ F.normalize(image_features.float(), dim=-1).T
     return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
 
 
-def palavra_pretraining_loss(inverter: Phi, backbone: Backbone, image_features: torch.Tensor, batch_indices: list[int],
-                             sampler, cache: PhraseFeatureCache, tokenize: TokenCache) -> torch.Tensor:
+def palavra_pretraining_loss(
+    inverter: Phi,
+    backbone: Backbone,
+    image_features: torch.Tensor,
+    batch_indices: list[int],
+    sampler,
+    cache: PhraseFeatureCache,
+    tokenize: TokenCache,
+) -> torch.Tensor:
     """Stage 1: phrases of the image's concept with the concept replaced by the predicted token keep
     their features (φ's phrase term alone: no distillation, weight 1)."""
     config = PhiLossConfig(lambda_distil=0.0, lambda_gpt=1.0)
     return phi_loss(inverter, backbone, image_features, None, batch_indices, sampler, cache, tokenize, config)["total"]
 
 
-def train_inverter(backbone: Backbone, image_features: torch.Tensor, concepts: list[list[str]], phrase_bank: dict,
-                   config: PalavraConfig = PalavraConfig(), progress: bool = True) -> tuple[Phi, list[dict]]:
+def train_inverter(
+    backbone: Backbone,
+    image_features: torch.Tensor,
+    concepts: list[list[str]],
+    phrase_bank: dict,
+    config: PalavraConfig = PalavraConfig(),
+    progress: bool = True,
+) -> tuple[Phi, list[dict]]:
     """Pre-train the inverter on unlabeled image features and their concepts."""
     torch.manual_seed(config.seed)
     inverter = Phi.for_backbone(backbone, config.dropout).to(backbone.device)
     sampler = make_sampler(concepts, phrase_bank, config.top_concepts, config.seed)
     cache, tokenize = PhraseFeatureCache(backbone), TokenCache(backbone)
     feats = image_features.to(backbone.device).float()
-    history = fit(inverter, len(feats),
-                  lambda idx: palavra_pretraining_loss(inverter, backbone, feats[idx], idx, sampler, cache, tokenize),
-                  config.epochs, config.batch_size, config.lr, config.weight_decay, config.seed,
-                  "PALAVRA inverter", progress)
+    history = fit(
+        inverter,
+        len(feats),
+        lambda idx: palavra_pretraining_loss(inverter, backbone, feats[idx], idx, sampler, cache, tokenize),
+        config.epochs,
+        config.batch_size,
+        config.lr,
+        config.weight_decay,
+        config.seed,
+        "PALAVRA inverter",
+        progress,
+    )
     return inverter.eval(), history
 
 
-def optimise_tokens(backbone: Backbone, image_features: torch.Tensor, initial: torch.Tensor, steps: int,
-                    config: PalavraConfig = PalavraConfig(), seed: int = 0) -> torch.Tensor:
+def optimise_tokens(
+    backbone: Backbone,
+    image_features: torch.Tensor,
+    initial: torch.Tensor,
+    steps: int,
+    config: PalavraConfig = PalavraConfig(),
+    seed: int = 0,
+) -> torch.Tensor:
     """Stage 2 for one batch: contrastive per-image optimisation from the inverter's tokens.
 
     Args:
@@ -150,34 +181,55 @@ def optimise_tokens(backbone: Backbone, image_features: torch.Tensor, initial: t
     return tokens.detach().cpu()
 
 
-def palavra_reference_tokens(backbone: Backbone, bench: CIRBenchmark, ctx) -> dict[str, torch.Tensor]:
-    """PALAVRA tokens of every reference image (inverter, then per-image contrastive optimisation)."""
-    names, feats = reference_features(backbone, bench, ctx.progress)
-    known = ctx.tokens.setdefault("palavra", {})
+def palavra_reference_tokens(
+    backbone: Backbone,
+    bench: CIRBenchmark,
+    inverter: torch.nn.Module | None,
+    config: PalavraConfig,
+    oti_steps: int,
+    batch_size: int,
+    seed: int,
+    known: dict[str, torch.Tensor],
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """PALAVRA tokens of every reference image (inverter, then per-image contrastive optimisation).
+
+    Args:
+        backbone: the frozen CLIP.
+        bench: the benchmark whose reference images are inverted.
+        inverter: the pre-trained inverter (``None``: only ``known`` tokens can be used).
+        config: PALAVRA's settings; ``config.steps`` ``None`` takes ``oti_steps``.
+        oti_steps: OTI's step count, the default of the per-image optimisation.
+        batch_size: images optimised together.
+        seed: run seed (each batch's seed is drawn from it and the batch's names).
+        known: tokens computed before, by image name; filled in place.
+        progress: progress bar.
+    """
+    names, feats = reference_features(backbone, bench, progress)
     if all(n in known for n in names):
         return known
-    config = ctx.extras.get("palavra_config") or PalavraConfig()
-    steps = config.steps if config.steps is not None else ctx.oti_config.steps
-    inverter = ctx.networks.get("palavra")
+    steps = config.steps if config.steps is not None else oti_steps
     if inverter is None:
-        raise ValueError("method 'palavra' needs its pre-trained inverter in MethodContext.networks['palavra']: "
-                         "load one (load_phi) or let searle_core.jobs.evaluation.prepare train it")
+        raise InputError(
+            "method 'palavra' needs its pre-trained inverter in MethodContext.networks['palavra']: "
+            "load one (load_phi) or let searle_core.jobs.prepare.prepare train it"
+        )
     with torch.no_grad(), torch.autocast(backbone.device.type, enabled=False):
         initial = inverter(feats.to(backbone.device).float()).float().cpu()
     # Balanced batches (e.g. 400 images -> 13 of 30-31), so no batch is left with one or two images.
-    n_batches = max(1, math.ceil(len(names) / ctx.oti_batch_size))
+    n_batches = max(1, math.ceil(len(names) / batch_size))
     bounds = [round(i * len(names) / n_batches) for i in range(n_batches + 1)]
-    tokens = known
-    bar = tqdm(total=len(names), desc="PALAVRA", unit="img", disable=not ctx.progress)
+    bar = tqdm(total=len(names), desc="PALAVRA", unit="img", disable=not progress)
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        out = optimise_tokens(backbone, feats[lo:hi], initial[lo:hi], steps, config,
-                              seed=batch_seed(ctx.seed, names[lo:hi]))
-        tokens.update(zip(names[lo:hi], out))
+        out = optimise_tokens(
+            backbone, feats[lo:hi], initial[lo:hi], steps, config, seed=batch_seed(seed, names[lo:hi])
+        )
+        known.update(zip(names[lo:hi], out))
         bar.update(hi - lo)
     bar.close()
-    return tokens
+    return known
 
 
-def palavra_query_features(backbone: Backbone, bench: CIRBenchmark, ctx) -> torch.Tensor:
+def palavra_query_features(backbone: Backbone, bench: CIRBenchmark, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
     """``palavra``: the paper's prompt ``a photo of $ that {caption}`` with PALAVRA's tokens."""
-    return pseudo_query_features(backbone, bench.queries, palavra_reference_tokens(backbone, bench, ctx), SEARLE_PROMPT)
+    return pseudo_query_features(backbone, bench.queries, tokens, SEARLE_PROMPT)

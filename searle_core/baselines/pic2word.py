@@ -35,16 +35,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from searle_core.backbone import Backbone
-from searle_core.datasets.base import CIRBenchmark
-from searle_core.device import eval_precision
-from searle_core.inversion.losses import symmetric_infonce_loss
-from searle_core.inversion.regularizer import TokenCache
-from searle_core.retrieval.queries import PIC2WORD_PROMPT, pseudo_query_features
-from searle_core.prefix_encoding import PrefixCachedEncoder
-from searle_core.retrieval.features import image_features
 from searle_core.baselines.training import fit
-from searle_core.errors import load_torch_file
+from searle_core.clip.backbone import Backbone
+from searle_core.clip.prefix_encoding import PrefixCachedEncoder
+from searle_core.datasets.base import CIRBenchmark
+from searle_core.datasets.features import image_features
+from searle_core.infra.device import eval_precision
+from searle_core.infra.errors import InputError, load_torch_file
+from searle_core.inversion.losses import symmetric_infonce_loss
+from searle_core.inversion.regulariser import TokenCache
+from searle_core.retrieval.queries import PIC2WORD_PROMPT, pseudo_query_features
 
 #: The prompt the mapper is trained with.
 PIC2WORD_TRAIN_PROMPT = "a photo of $"
@@ -61,8 +61,9 @@ class Pic2WordMapper(nn.Module):
         dropout: dropout after each hidden Linear (0.1).
     """
 
-    def __init__(self, embed_dim: int, middle_dim: int = 512, output_dim: int = 512, n_layer: int = 2,
-                 dropout: float = 0.1):
+    def __init__(
+        self, embed_dim: int, middle_dim: int = 512, output_dim: int = 512, n_layer: int = 2, dropout: float = 0.1
+    ):
         super().__init__()
         blocks, dim = [], embed_dim
         for _ in range(n_layer):
@@ -112,8 +113,13 @@ class Pic2WordConfig:
         return Pic2WordMapper(backbone.embed_dim, self.middle_dim, backbone.token_dim, self.n_layer, self.dropout)
 
 
-def pic2word_loss(mapper: nn.Module, backbone: Backbone, image_features: torch.Tensor, tokenize: TokenCache,
-                  encoder: PrefixCachedEncoder | None = None) -> torch.Tensor:
+def pic2word_loss(
+    mapper: nn.Module,
+    backbone: Backbone,
+    image_features: torch.Tensor,
+    tokenize: TokenCache,
+    encoder: PrefixCachedEncoder | None = None,
+) -> torch.Tensor:
     """Symmetric contrastive loss between images and ``a photo of $`` with ``$`` = mapper(image).
 
     Args:
@@ -132,19 +138,31 @@ def pic2word_loss(mapper: nn.Module, backbone: Backbone, image_features: torch.T
     return symmetric_infonce_loss(image_features, text.float(), backbone.model.logit_scale.exp().float())
 
 
-def train_pic2word(backbone: Backbone, image_features: torch.Tensor, config: Pic2WordConfig = Pic2WordConfig(),
-                   progress: bool = True) -> tuple[Pic2WordMapper, list[dict]]:
+def train_pic2word(
+    backbone: Backbone, image_features: torch.Tensor, config: Pic2WordConfig = Pic2WordConfig(), progress: bool = True
+) -> tuple[Pic2WordMapper, list[dict]]:
     """Train the mapper on raw unlabeled image features; returns it (eval mode) and per-epoch losses."""
     torch.manual_seed(config.seed)
     mapper = config.build(backbone).to(backbone.device)
     tokenize, encoder = TokenCache(backbone), PrefixCachedEncoder(backbone.model, backbone.dollar_token_id)
     total = config.epochs * ((len(image_features) + config.batch_size - 1) // config.batch_size)
-    history = fit(mapper, len(image_features),
-                  lambda idx: pic2word_loss(mapper, backbone, image_features[idx], tokenize, encoder),
-                  config.epochs, config.batch_size, config.lr, config.weight_decay, config.seed,
-                  "Pic2Word mapper", progress, betas=tuple(config.betas), eps=config.eps,
-                  decay_biases_and_gains=False, warmup_steps=min(config.warmup_steps, max(1, total // 10)),
-                  precision=config.precision)
+    history = fit(
+        mapper,
+        len(image_features),
+        lambda idx: pic2word_loss(mapper, backbone, image_features[idx], tokenize, encoder),
+        config.epochs,
+        config.batch_size,
+        config.lr,
+        config.weight_decay,
+        config.seed,
+        "Pic2Word mapper",
+        progress,
+        betas=tuple(config.betas),
+        eps=config.eps,
+        decay_biases_and_gains=False,
+        warmup_steps=min(config.warmup_steps, max(1, total // 10)),
+        precision=config.precision,
+    )
     return mapper.eval(), history
 
 
@@ -157,19 +175,26 @@ def load_mapper(path, backbone: Backbone, config: Pic2WordConfig = Pic2WordConfi
     return mapper.to(backbone.device).eval()
 
 
-def pic2word_query_features(backbone: Backbone, bench: CIRBenchmark, ctx) -> torch.Tensor:
-    """``pic2word``: ``a photo of $ , {caption}`` with ``$`` = mapper(raw reference features)."""
-    mapper = ctx.networks.get("pic2word")
+@torch.no_grad()
+def pic2word_reference_tokens(
+    backbone: Backbone, bench: CIRBenchmark, mapper: torch.nn.Module | None, progress: bool = True
+) -> dict[str, torch.Tensor]:
+    """``$`` of every reference image: the mapper applied to its raw ``encode_image`` features."""
     if mapper is None:
-        raise ValueError("method 'pic2word' needs its mapper in MethodContext.networks['pic2word']: load one "
-                         "(load_mapper) or let searle_core.jobs.evaluation.prepare train it")
+        raise InputError(
+            "method 'pic2word' needs its mapper in MethodContext.networks['pic2word']: load one "
+            "(load_mapper) or let searle_core.jobs.prepare.prepare train it"
+        )
     names = bench.reference_names()
-    feats = image_features(backbone, bench.images, names, progress=ctx.progress, normalize=False)
-    with torch.no_grad(), eval_precision(backbone.device):
+    feats = image_features(backbone, bench.images, names, progress=progress, normalize=False)
+    with eval_precision(backbone.device):
         tokens = mapper(feats.to(backbone.device).float()).float().cpu()
-    ctx.tokens.setdefault("pic2word", {}).update(zip(names, tokens))
-    return pseudo_query_features(backbone, bench.queries, ctx.tokens["pic2word"], PIC2WORD_PROMPT,
-                                 variants=pic2word_captions)
+    return dict(zip(names, tokens))
+
+
+def pic2word_query_features(backbone: Backbone, bench: CIRBenchmark, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``pic2word``: ``a photo of $ , {caption}`` with ``$`` = mapper(raw reference features)."""
+    return pseudo_query_features(backbone, bench.queries, tokens, PIC2WORD_PROMPT, variants=pic2word_captions)
 
 
 def pic2word_captions(query) -> list[str]:

@@ -8,22 +8,23 @@ CLIP features, so the table compares objectives and not data.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from searle_core.backbone import Backbone
-from searle_core.datasets.base import CIRBenchmark, ImageSource
-from searle_core.files import digest
-from searle_core.retrieval.features import image_features
-from searle_core.device import grad_scaler, scaled_step, train_autocast
+from searle_core.clip.backbone import Backbone
+from searle_core.datasets.base import CIRBenchmark, ImageSource, UnlabeledImages
+from searle_core.datasets.features import image_features
+from searle_core.infra.device import grad_scaler, scaled_step, train_autocast
+from searle_core.infra.errors import InputError
+from searle_core.infra.files import digest
 
 
 @dataclass
-class Unlabeled:
+class UnlabeledFeatures:
     """Unlabeled training images as features.
 
     Args:
@@ -37,53 +38,60 @@ class Unlabeled:
     features: torch.Tensor
 
 
-def world_data_id(world) -> str:
-    """Names a world's unlabeled (pretrain) images: the world config hash and their count."""
-    return f"shapes-{world.config.cache_key()}-pretrain-{len(world.pretrain_names())}"
+def unlabeled_images(
+    backbone: Backbone,
+    bench: CIRBenchmark,
+    given: UnlabeledImages | ImageSource | tuple[ImageSource, list[str]] | None,
+    method: str,
+    progress: bool = True,
+    normalize: bool = True,
+) -> UnlabeledFeatures:
+    """The unlabeled images a baseline trains on, as features.
 
-
-def world_of(bench: CIRBenchmark):
-    """The ``ShapesWorld`` behind a ``shapes`` benchmark, else ``None``."""
-    return getattr(bench.images, "world", None) if bench.name == "shapes" else None
-
-
-def unlabeled_images(backbone: Backbone, bench: CIRBenchmark, extras: dict, method: str,
-                     progress: bool = True, normalize: bool = True) -> Unlabeled:
-    """The unlabeled images a baseline trains on.
-
-    ``shapes``: the world's pretrain images. Real datasets: ``extras["unlabeled"]``, an image
-    source with a ``names`` list (e.g. ``ImageFolderSource`` of ImageNet1K ``test/``) or a
-    ``(source, names)`` pair. ``normalize=False`` gives raw ``encode_image`` features (Pic2Word's
+    A dataset that brings its own (``bench.unlabeled``: the offline world's pre-training images) uses
+    them. Real datasets: ``given`` (``MethodContext.unlabeled``), an image source with a ``names``
+    list (e.g. ``ImageFolderSource`` of ImageNet1K ``test/``), a ``(source, names)`` pair or an
+    :class:`UnlabeledImages`. ``normalize=False`` gives raw ``encode_image`` features (Pic2Word's
     mapper input, as in its official code).
 
     Raises:
         ValueError: on a real dataset without unlabeled images, saying how to provide them.
     """
-    world = world_of(bench)
-    if world is not None:
-        names = world.pretrain_names()
-        return Unlabeled(world_data_id(world), names,
-                         image_features(backbone, world.images, names, progress=progress, normalize=normalize))
-    given = extras.get("unlabeled")
+    if bench.unlabeled is not None:
+        given = bench.unlabeled
+    if isinstance(given, UnlabeledImages):
+        return UnlabeledFeatures(
+            given.data_id,
+            given.names,
+            image_features(backbone, given.source, given.names, progress=progress, normalize=normalize),
+        )
     if given is None:
-        raise ValueError(f"method {method!r} trains its network on unlabeled images (the paper: the ImageNet1K "
-                         "test images φ is trained on); pass an image folder (`--unlabeled DIR` of `searle evaluate` or `searle table`, or "
-                         "MethodContext.extras['unlabeled'] = ImageFolderSource(DIR)), or a trained network "
-                         f"(MethodContext.extras['{method}_checkpoint'] = path).")
+        raise InputError(
+            f"method {method!r} trains its network on unlabeled images (the paper: the ImageNet1K "
+            "test images φ is trained on); pass an image folder (`--unlabeled DIR` of `searle evaluate` "
+            "or `searle table`, or MethodContext.unlabeled = ImageFolderSource(DIR)), or a trained "
+            f"network (MethodContext.checkpoints['{method}'] = path)."
+        )
     source, names = given if isinstance(given, tuple) else (given, list(given.names))
     if not isinstance(source, ImageSource):
-        raise ValueError(f"extras['unlabeled'] must be an ImageSource (with .names) or (source, names); got {type(source)}")
+        raise InputError(
+            f"MethodContext.unlabeled must be an ImageSource (with .names) or (source, names); got {type(source)}"
+        )
     data_id = "images-" + digest(type(source).__name__, str(getattr(source, "root", "")), names)
-    return Unlabeled(data_id, names, image_features(backbone, source, names, progress=progress, normalize=normalize))
+    return UnlabeledFeatures(
+        data_id, names, image_features(backbone, source, names, progress=progress, normalize=normalize)
+    )
 
 
 def cosine_with_warmup(base_lr: float, warmup: int, total: int) -> Callable[[int], float]:
     """Learning rate at step ``s``: linear warm-up ``base_lr * (s + 1) / warmup``, then a cosine to 0
     over the remaining steps (open_clip's ``cosine_lr``, which Pic2Word uses)."""
+
     def lr_at(step: int) -> float:
         if step < warmup:
             return base_lr * (step + 1) / warmup
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))) * base_lr
+
     return lr_at
 
 
@@ -92,10 +100,23 @@ def _no_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim < 2 or "bias" in name
 
 
-def fit(module: nn.Module, n: int, loss_fn: Callable[[list[int]], torch.Tensor], epochs: int, batch_size: int,
-        lr: float, weight_decay: float, seed: int, desc: str, progress: bool = True,
-        betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, decay_biases_and_gains: bool = True,
-        warmup_steps: int | None = None, precision: str = "fp32") -> list[dict]:
+def fit(
+    module: nn.Module,
+    n: int,
+    loss_fn: Callable[[list[int]], torch.Tensor],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    desc: str,
+    progress: bool = True,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    decay_biases_and_gains: bool = True,
+    warmup_steps: int | None = None,
+    precision: str = "fp32",
+) -> list[dict]:
     """AdamW over shuffled mini-batches of ``n`` examples, with a progress bar over epochs.
 
     Args:
@@ -114,7 +135,7 @@ def fit(module: nn.Module, n: int, loss_fn: Callable[[list[int]], torch.Tensor],
         decay_biases_and_gains: ``False``: biases and norm gains get no weight decay.
         warmup_steps: ``None``: constant ``lr``; else linear warm-up over this many steps, then a
             cosine decay to 0 at the last step.
-        precision: training precision (:mod:`searle_core.device`); ``loss_fn`` runs under its
+        precision: training precision (:mod:`searle_core.infra.device`); ``loss_fn`` runs under its
             autocast and fp16 on CUDA uses a loss scaler.
 
     Returns:
@@ -127,8 +148,10 @@ def fit(module: nn.Module, n: int, loss_fn: Callable[[list[int]], torch.Tensor],
         groups = [{"params": list(module.parameters())}]
     else:
         named = list(module.named_parameters())
-        groups = [{"params": [p for k, p in named if _no_decay(k, p)], "weight_decay": 0.0},
-                  {"params": [p for k, p in named if not _no_decay(k, p)]}]
+        groups = [
+            {"params": [p for k, p in named if _no_decay(k, p)], "weight_decay": 0.0},
+            {"params": [p for k, p in named if not _no_decay(k, p)]},
+        ]
     optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
     steps_per_epoch = (n + batch_size - 1) // batch_size
     schedule = cosine_with_warmup(lr, warmup_steps, epochs * steps_per_epoch) if warmup_steps is not None else None
@@ -146,7 +169,7 @@ def fit(module: nn.Module, n: int, loss_fn: Callable[[list[int]], torch.Tensor],
                 for group in optimizer.param_groups:
                     group["lr"] = schedule(step)
             with train_autocast(device, precision):
-                loss = loss_fn(order[start:start + batch_size])
+                loss = loss_fn(order[start : start + batch_size])
             optimizer.zero_grad(set_to_none=True)
             scaled_step(loss, optimizer, scaler)
             step += 1

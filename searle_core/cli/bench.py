@@ -1,20 +1,27 @@
 """``searle bench oti``, ``features`` and ``world``: speed measurements (benchmarks, not tests).
 
-    searle bench oti --backbone ViT-B-32 --pretrained none --device cpu --steps 3 --threads 1
-    searle bench features --backbone ViT-B-32 --pretrained none --device cpu --images 64 --workers 0,2
-    searle bench world --quick --threads 2      # train the world CLIP afresh: accuracy table + time
+searle bench oti --backbone ViT-B-32 --pretrained none --device cpu --steps 3 --threads 1
+searle bench features --backbone ViT-B-32 --pretrained none --device cpu --images 64 --workers 0,2
+searle bench world --quick --threads 2      # train the world CLIP afresh: accuracy table + time
 """
 
 from __future__ import annotations
 
 import argparse
 
-from searle_core.errors import positive_int
 from searle_core.cli.common import add_backbone_options, load_backbone_from_args, print_json
-from searle_core.speed import bench_oti, bench_feature_extraction, bench_retrieval, write_bench_images
-from searle_core.backbone import load_backbone
-from searle_core.datasets.shapes import ShapesWorld
-from searle_core.datasets.shapes.clip import WorldCLIPConfig, format_report, held_out_names, training_log, world_clip_weights, zero_shot_report
+from searle_core.clip.backbone import load_backbone
+from searle_core.infra.errors import positive_int
+from searle_core.jobs.timing import bench_feature_extraction, bench_oti, bench_retrieval, write_bench_images
+from searle_core.world import ShapesWorld
+from searle_core.world.world_clip import (
+    WorldCLIPConfig,
+    format_report,
+    held_out_names,
+    training_log,
+    world_clip_weights,
+    zero_shot_report,
+)
 
 
 def register(sub) -> None:
@@ -25,25 +32,33 @@ def register(sub) -> None:
     _common(o)
     o.add_argument("--steps", type=positive_int, default=5, help="OTI steps timed for both recipes")
     o.add_argument("--batch-size", type=positive_int, default=32, help="images optimised together (paper: 32)")
-    o.add_argument("--full-steps", type=positive_int, default=350,
-                   help="steps of a real run, to express images/s (paper: 350)")
-    o.add_argument("--images", type=positive_int, default=100_000,
-                   help="images of the projected run (ImageNet1K test: 100,000)")
+    o.add_argument(
+        "--full-steps", type=positive_int, default=350, help="steps of a real run, to express images/s (paper: 350)"
+    )
+    o.add_argument(
+        "--images", type=positive_int, default=100_000, help="images of the projected run (ImageNet1K test: 100,000)"
+    )
     o.set_defaults(func=run_bench_oti)
 
-    f = which.add_parser("features", help="gallery feature extraction images/s (with loader workers) and "
-                                          "the ranking step on a 120k-image gallery")
+    f = which.add_parser(
+        "features",
+        help="gallery feature extraction images/s (with loader workers) and the ranking step on a 120k-image gallery",
+    )
     _common(f)
     f.add_argument("--images", type=positive_int, default=64, help="JPEG files written and encoded")
     f.add_argument("--batch-size", type=positive_int, default=32)
     f.add_argument("--workers", default="0,2", help="data-loader worker counts to time, comma-separated")
-    f.add_argument("--gallery", type=positive_int, default=120_000,
-                   help="gallery size for the ranking step (CIRCO: ~120k)")
+    f.add_argument(
+        "--gallery", type=positive_int, default=120_000, help="gallery size for the ranking step (CIRCO: ~120k)"
+    )
     f.add_argument("--queries", type=positive_int, default=800, help="queries ranked (CIRCO test: 800)")
     f.set_defaults(func=run_bench_features)
 
-    w = which.add_parser("world", help="train the world CLIP afresh (never from the cache): zero-shot accuracy "
-                                       "per attribute on held-out renders, and the training time")
+    w = which.add_parser(
+        "world",
+        help="train the world CLIP afresh (never from the cache): zero-shot accuracy "
+        "per attribute on held-out renders, and the training time",
+    )
     w.add_argument("--quick", action="store_true", help="the CI-sized recipe")
     w.add_argument("--steps", type=int, default=None, help="override the recipe's optimiser steps")
     w.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -55,8 +70,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_backbone_options(p)
     # Speed does not depend on the weights: a real-size randomly initialised model works offline.
     p.set_defaults(backbone="ViT-B-32", pretrained="none")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 avoids OpenMP slow-downs on a busy machine)")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch CPU threads (default: torch's choice; 1 avoids OpenMP slow-downs on a busy machine)",
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--json", action="store_true", help="one JSON object on one line")
 
@@ -72,16 +91,19 @@ def _setup(args: argparse.Namespace):
 def run_bench_oti(args: argparse.Namespace) -> int:
 
     backbone = _setup(args)
-    result = bench_oti(backbone, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                       full_steps=args.full_steps)
+    result = bench_oti(
+        backbone, steps=args.steps, batch_size=args.batch_size, seed=args.seed, full_steps=args.full_steps
+    )
     out = result.as_dict()
     out["threads"] = __import__("torch").get_num_threads()
     out["projected_hours"] = args.images / result.project_images_per_s / 3600
     if args.json:
         print_json(out)
         return 0
-    print(f"OTI, {result.backbone} on {result.device} ({out['threads']} threads), batch {result.images}, "
-          f"{result.steps} steps timed; images/s of a {args.full_steps}-step run:")
+    print(
+        f"OTI, {result.backbone} on {result.device} ({out['threads']} threads), batch {result.images}, "
+        f"{result.steps} steps timed; images/s of a {args.full_steps}-step run:"
+    )
     print(f"  reference recipe  {result.reference_images_per_s:10.4f} images/s  ({result.reference_seconds:.1f} s)")
     print(f"  project           {result.project_images_per_s:10.4f} images/s  ({result.project_seconds:.1f} s)")
     print(f"  ratio             {result.ratio:10.2f} x")
@@ -95,15 +117,19 @@ def run_bench_oti(args: argparse.Namespace) -> int:
 def run_bench_features(args: argparse.Namespace) -> int:
     import tempfile
 
-
     backbone = _setup(args)
     workers = tuple(int(w) for w in args.workers.split(",") if w.strip())
     with tempfile.TemporaryDirectory(prefix="searle-bench-") as folder:
         write_bench_images(folder, args.images, seed=args.seed)
         per_workers = bench_feature_extraction(backbone, folder, workers, args.batch_size)
     retrieval = bench_retrieval(args.gallery, args.queries, backbone.embed_dim, seed=args.seed)
-    out = {"backbone": backbone.name, "device": str(backbone.device), "images": args.images,
-           **{f"features_images_per_s_workers_{w}": v for w, v in per_workers.items()}, **retrieval}
+    out = {
+        "backbone": backbone.name,
+        "device": str(backbone.device),
+        "images": args.images,
+        **{f"features_images_per_s_workers_{w}": v for w, v in per_workers.items()},
+        **retrieval,
+    }
     if args.json:
         print_json(out)
         return 0
@@ -121,7 +147,6 @@ def run_bench_world(args: argparse.Namespace) -> int:
 
     import torch
 
-
     if args.threads:
         torch.set_num_threads(args.threads)
     config = WorldCLIPConfig.quick() if args.quick else WorldCLIPConfig()
@@ -134,8 +159,16 @@ def run_bench_world(args: argparse.Namespace) -> int:
         world = ShapesWorld(config.world)
         report = zero_shot_report(backbone, world, held_out_names(world))
     if args.json:
-        print_json({"zero_shot": report, "train_seconds": log["seconds"], "threads": log["threads"],
-                    "steps": config.steps, "batch_size": config.batch_size, "quick": args.quick})
+        print_json(
+            {
+                "zero_shot": report,
+                "train_seconds": log["seconds"],
+                "threads": log["threads"],
+                "steps": config.steps,
+                "batch_size": config.batch_size,
+                "quick": args.quick,
+            }
+        )
         return 0
     print(f"world CLIP ({'quick' if args.quick else 'default'} recipe), trained afresh on the CPU:")
     print(format_report(report, log))

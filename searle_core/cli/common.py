@@ -5,19 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from searle_core.opening import open_backbone, configure_for_dataset
 
-from searle_core.settings import RunSettings, add_setting, from_namespace
+from searle_core.datasets.backbone_setup import configure_for_dataset, open_backbone
+from searle_core.infra.settings import RunSettings, add_setting, from_namespace
 
 
 def add_backbone_options(p: argparse.ArgumentParser) -> None:
     """``--backbone``, ``--pretrained``, ``--device``, ``--quick``: the fields of :class:`RunSettings`."""
     add_setting(p, "backbone", help="open_clip model name (ViT-B-32, ViT-L-14, ...) or shapes-clip (default)")
-    add_setting(p, "pretrained",
-                help="open_clip weights tag or a local weights file: OpenAI's ViT-B-32.pt / ViT-L-14.pt as "
-                     "released, a state dict, safetensors; openai:FILE marks OpenAI weights (built with QuickGELU) "
-                     "(default: openai; shapes-clip: the project-trained weights); 'none': random weights, seeded "
-                     "by --seed (smoke tests)")
+    add_setting(
+        p,
+        "pretrained",
+        help="open_clip weights tag or a local weights file: OpenAI's ViT-B-32.pt / ViT-L-14.pt as "
+        "released, a state dict, safetensors; openai:FILE marks OpenAI weights (built with QuickGELU) "
+        "(default: openai; shapes-clip: the project-trained weights); 'none': random weights, seeded "
+        "by --seed (smoke tests)",
+    )
     add_setting(p, "device")
     add_setting(p, "quick", help="CI-sized shapes world and world CLIP (seconds instead of minutes)")
 
@@ -35,7 +38,7 @@ def settings_from_args(args: argparse.Namespace | RunSettings) -> RunSettings:
 
 def load_backbone_from_args(args: argparse.Namespace | RunSettings):
     """The backbone named by ``--backbone``/``--pretrained``/``--device`` (and ``--quick``), with the
-    dataset's image pipeline (:mod:`searle_core.opening`, shared with the notebooks).
+    dataset's image pipeline (:mod:`searle_core.datasets.backbone_setup`, shared with the notebooks).
 
     ``--pretrained none`` builds the architecture with random weights. They are drawn under the
     command's ``--seed`` (0 without one) in a forked RNG, so two runs build the same model, share
@@ -52,7 +55,7 @@ def load_backbone_from_args(args: argparse.Namespace | RunSettings):
 def configure_images_from_args(backbone, args: argparse.Namespace | RunSettings):
     """Apply ``--preprocess`` and ``--num-workers`` to the backbone.
 
-    The defaults are decided by :func:`searle_core.opening.configure_for_dataset`, which the
+    The defaults are decided by :func:`searle_core.datasets.backbone_setup.configure_for_dataset`, which the
     notebooks use too: ``targetpad`` 1.25 for every dataset (the authors' default; exact and free on
     the square ``shapes`` renders), 0 workers for ``shapes``, up to 8 for image files.
     """
@@ -63,12 +66,14 @@ def configure_images_from_args(backbone, args: argparse.Namespace | RunSettings)
 
 def print_json(obj) -> None:
     """One JSON object on one line; NaN becomes null so every JSON parser reads it."""
+
     def clean(x):
         if isinstance(x, float) and math.isnan(x):
             return None
         if isinstance(x, dict):
             return {k: clean(v) for k, v in x.items()}
         return x
+
     print(json.dumps(clean(obj)))
 
 

@@ -14,65 +14,115 @@ import sys
 import time
 from pathlib import Path
 
-from searle_core.errors import check_writable, nonnegative_int, positive_int
-from searle_core.retrieval.methods import BASE_METHODS, MethodContext
-from searle_core.datasets import load_benchmark, ImageLoadError, ImageFolderSource
-from searle_core.concepts import Vocabulary
-from searle_core.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
+from searle_core.cli.common import (
+    add_backbone_options,
+    format_metrics,
+    load_backbone_from_args,
+    print_json,
+    settings_from_args,
+)
+from searle_core.datasets import ImageFolderSource, ImageLoadError, load_benchmark
+from searle_core.infra.errors import InputError, check_writable, nonnegative_int, positive_int
+from searle_core.infra.settings import RunSettings, add_setting
 from searle_core.inversion import OTIConfig, load_phi
-from searle_core.retrieval.evaluate import gallery_features
-from searle_core.jobs.evaluation import evaluate
-from searle_core.report.table import settings_record, settings_line
-from searle_core.report.submission import cirr_subset_rankings as subset_rankings, write_circo_submission, write_cirr_submission
-from searle_core.jobs.reference_tokens import load_reference_tokens
-from searle_core.datasets.shapes.opening import world_vocabulary
-from searle_core.cli.common import (add_backbone_options, format_metrics, load_backbone_from_args, print_json,
-                                    settings_from_args)
-from searle_core.settings import RunSettings, add_setting
+from searle_core.inversion.concepts import Vocabulary
 from searle_core.inversion.phi_training import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES
+from searle_core.inversion.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
+from searle_core.jobs.prepare import evaluate
+from searle_core.jobs.reference_tokens import load_reference_tokens
+from searle_core.methods.context import MethodContext
+from searle_core.methods.pipeline import gallery_features
+from searle_core.methods.registry import BASE_METHODS
+from searle_core.report.submission import cirr_subset_rankings as subset_rankings
+from searle_core.report.submission import write_circo_submission, write_cirr_submission
+from searle_core.report.table import settings_line, settings_record
+from searle_core.world.setup import world_vocabulary
 
 DATASETS = ("shapes", "cirr", "fashioniq", "circo")
 
 
 def add_benchmark_options(p: argparse.ArgumentParser, default_split: str = "val") -> None:
-    """The options of a run on a benchmark, each a :class:`~searle_core.settings.RunSettings` field."""
+    """The options of a run on a benchmark, each a :class:`~searle_core.infra.settings.RunSettings` field."""
     add_setting(p, "dataset", choices=DATASETS)
     add_setting(p, "dataset_path", default=None, help="dataset folder in the authors' layout (real datasets)")
     add_setting(p, "split", default=default_split)
     add_setting(p, "category", default=None)
-    p.add_argument("--on-missing", default="error", choices=("error", "skip"),
-                   help="a missing or unreadable image: fail naming it (default) or skip it and count it")
-    p.add_argument("--check-images", default="exists", choices=("none", "exists", "open"),
-                   help="check images up front: stat them (default), also decode every one (open), or not at all")
+    p.add_argument(
+        "--on-missing",
+        default="error",
+        choices=("error", "skip"),
+        help="a missing or unreadable image: fail naming it (default) or skip it and count it",
+    )
+    p.add_argument(
+        "--check-images",
+        default="exists",
+        choices=("none", "exists", "open"),
+        help="check images up front: stat them (default), also decode every one (open), or not at all",
+    )
     add_backbone_options(p)
-    add_setting(p, "preprocess", default=None, choices=("clip", "targetpad"),
-                help="image preprocessing (default: targetpad, the authors' default, for every dataset)")
+    add_setting(
+        p,
+        "preprocess",
+        default=None,
+        choices=("clip", "targetpad"),
+        help="image preprocessing (default: targetpad, the authors' default, for every dataset)",
+    )
     add_setting(p, "num_workers", type=nonnegative_int)
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass for features")
-    add_setting(p, "phi_checkpoint", default=None,
-                help="φ checkpoint, file or http(s) URL (authors' SEARLE_ViT-B32.pt or one of ours)")
+    add_setting(
+        p,
+        "phi_checkpoint",
+        default=None,
+        help="φ checkpoint, file or http(s) URL (authors' SEARLE_ViT-B32.pt or one of ours)",
+    )
     add_setting(p, "oti_steps", type=positive_int)
-    add_setting(p, "phi_epochs", type=positive_int, default=None,
-                help="φ's epochs when `searle` trains it here, on shapes (default: the world's recipe, "
-                     f"{WORLD_PHI_EPOCHS}, as the shapes profile)")
-    add_setting(p, "phi_images", type=nonnegative_int, default=None,
-                help=f"unlabeled images that φ trains on (0: all; default on shapes: {WORLD_PHI_IMAGES})")
+    add_setting(
+        p,
+        "phi_epochs",
+        type=positive_int,
+        default=None,
+        help="φ's epochs when `searle` trains it here, on shapes (default: the world's recipe, "
+        f"{WORLD_PHI_EPOCHS}, as the shapes profile)",
+    )
+    add_setting(
+        p,
+        "phi_images",
+        type=nonnegative_int,
+        default=None,
+        help=f"unlabeled images that φ trains on (0: all; default on shapes: {WORLD_PHI_IMAGES})",
+    )
     add_setting(p, "oti_batch_size", type=positive_int)
-    add_setting(p, "oti_tokens", default=None,
-                help="use these OTI tokens of the reference images for searle-oti instead of inverting them: a "
-                     "`searle oti` run folder, or the authors' oti_inversion.py output folder "
-                     "(ema_oti_pseudo_tokens.pt + image_names.pkl)")
-    add_setting(p, "precision", choices=("auto", "fp32", "fp16", "bf16"),
-                help="training precision of OTI and trained networks (default auto: fp16 autocast + GradScaler "
-                     "on CUDA, as the authors; fp32 on CPU). Evaluation is always fp32")
+    add_setting(
+        p,
+        "oti_tokens",
+        default=None,
+        help="use these OTI tokens of the reference images for searle-oti instead of inverting them: a "
+        "`searle oti` run folder, or the authors' oti_inversion.py output folder "
+        "(ema_oti_pseudo_tokens.pt + image_names.pkl)",
+    )
+    add_setting(
+        p,
+        "precision",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        help="training precision of OTI and trained networks (default auto: fp16 autocast + GradScaler "
+        "on CUDA, as the authors; fp32 on CPU). Evaluation is always fp32",
+    )
     add_setting(p, "concepts", default=None)
-    add_setting(p, "phrases", default=None,
-                help="the authors' GPT phrases: GPTNeo27B.zip (read in place), its folder, or a pickle {concept: "
-                     "[phrases]}; without it, offline template phrases (tables label such OTI rows)")
+    add_setting(
+        p,
+        "phrases",
+        default=None,
+        help="the authors' GPT phrases: GPTNeo27B.zip (read in place), its folder, or a pickle {concept: "
+        "[phrases]}; without it, offline template phrases (tables label such OTI rows)",
+    )
     add_setting(p, "captioner", default=None)
-    add_setting(p, "unlabeled", default=None,
-                help="image folder Pic2Word's mapper and PALAVRA's inverter learn from on real datasets "
-                     "(the paper: ImageNet1K test; φ is trained with `searle train-phi`)")
+    add_setting(
+        p,
+        "unlabeled",
+        default=None,
+        help="image folder Pic2Word's mapper and PALAVRA's inverter learn from on real datasets "
+        "(the paper: ImageNet1K test; φ is trained with `searle train-phi`)",
+    )
     add_setting(p, "seed")
     p.add_argument("--no-progress", action="store_true")
 
@@ -99,13 +149,15 @@ def _note(message: str) -> None:
 
 def _readable_errors(func):
     """Turn image and pickle errors into the CLI's one-line errors (exit code 2), not tracebacks."""
+
     @functools.wraps(func)
     def wrapper(args: argparse.Namespace) -> int:
 
         try:
             return func(args)
         except (ImageLoadError, pickle.UnpicklingError) as err:
-            raise RuntimeError(str(err)) from err
+            raise InputError(str(err)) from err
+
     return wrapper
 
 
@@ -122,19 +174,21 @@ def benchmark_from_args(args: argparse.Namespace | RunSettings, backbone=None):
     if s.dataset == "shapes":
         return load_benchmark("shapes", split=s.split, quick=s.quick)
     if not s.dataset_path:
-        raise ValueError(f"--dataset {s.dataset} needs --dataset-path (the folder with its annotations and images)")
+        raise InputError(f"--dataset {s.dataset} needs --dataset-path (the folder with its annotations and images)")
     kw = {"on_missing": getattr(args, "on_missing", "error"), "check_images": getattr(args, "check_images", "exists")}
     if s.category:
         if s.dataset != "fashioniq":
-            raise ValueError("--category applies to --dataset fashioniq only")
+            raise InputError("--category applies to --dataset fashioniq only")
         kw["category"] = [c.strip() for c in s.category.split(",") if c.strip()]
     bench = load_benchmark(s.dataset, s.dataset_path, s.split, **kw)
     skipped = bench.extra.get("skipped") or {}
     if skipped.get("images"):
-        _note(f"skipped {skipped['images']} missing or unreadable image(s): {skipped['queries']} queries and "
-              f"{skipped['gallery']} gallery images dropped (first: {', '.join(skipped['files'][:3])})")
+        _note(
+            f"skipped {skipped['images']} missing or unreadable image(s): {skipped['queries']} queries and "
+            f"{skipped['gallery']} gallery images dropped (first: {', '.join(skipped['files'][:3])})"
+        )
     if not bench.queries:
-        raise ValueError(f"{s.dataset} {s.split} in {s.dataset_path} has no queries left")
+        raise InputError(f"{s.dataset} {s.split} in {s.dataset_path} has no queries left")
     return bench
 
 
@@ -153,11 +207,13 @@ def vocabulary_from_args(args: argparse.Namespace | RunSettings):
     kept = filter_phrase_bank(bank)
     names = [c for c in concepts if c in kept]
     source = s.phrases or "offline template phrases"
-    _note(f"concepts: images are associated over all {len(concepts)}; {len(names)} have usable phrases "
-          f"({len(concepts) - len(names)} without phrases, or with phrases that do not all contain the concept, are "
-          f"skipped afterwards, as the authors do); phrases from {source}")
+    _note(
+        f"concepts: images are associated over all {len(concepts)}; {len(names)} have usable phrases "
+        f"({len(concepts) - len(names)} without phrases, or with phrases that do not all contain the concept, are "
+        f"skipped afterwards, as the authors do); phrases from {source}"
+    )
     if not names:
-        raise ValueError(f"no concept of {s.concepts or s.phrases} has usable phrases in {source}")
+        raise InputError(f"no concept of {s.concepts or s.phrases} has usable phrases in {source}")
     return Vocabulary(list(concepts), {c: kept[c] for c in names}, phrases="given" if s.phrases else "templates")
 
 
@@ -169,20 +225,28 @@ def context_from_args(args: argparse.Namespace | RunSettings, backbone):
     vocab = vocabulary_from_args(s)
     wanted = f"{getattr(args, 'method', '')},{getattr(args, 'methods', '')}"
     if vocab is None and "searle-oti" in wanted and not s.oti_tokens:
-        _note("no --concepts: OTI runs without its phrase regulariser (λ_gpt = 0); the paper uses the Open "
-              "Images V7 class names (--concepts oidv7-class-descriptions.csv) and GPT phrases (--phrases)")
+        _note(
+            "no --concepts: OTI runs without its phrase regulariser (λ_gpt = 0); the paper uses the Open "
+            "Images V7 class names (--concepts oidv7-class-descriptions.csv) and GPT phrases (--phrases)"
+        )
     phi = load_phi(s.phi_checkpoint, backbone) if s.phi_checkpoint else None
     oti_config = OTIConfig(steps=s.oti_steps, lambda_gpt=0.5 if vocab else 0.0, precision=s.precision)
-    ctx = MethodContext(vocabulary=vocab, oti_config=oti_config, oti_batch_size=s.oti_batch_size, phi=phi,
-                        seed=s.seed, progress=s.progress, phi_epochs=_given(args, "phi_epochs"),
-                        phi_images=_given(args, "phi_images"))
+    ctx = MethodContext(
+        vocabulary=vocab,
+        oti_config=oti_config,
+        oti_batch_size=s.oti_batch_size,
+        phi=phi,
+        seed=s.seed,
+        progress=s.progress,
+        phi_epochs=_given(args, "phi_epochs"),
+        phi_images=_given(args, "phi_images"),
+    )
     if s.oti_tokens:
-        ctx.tokens["searle-oti"] = load_reference_tokens(s.oti_tokens)
-    # MethodContext keeps these two in ``extras`` (the baselines read them there).
+        ctx.give_tokens("searle-oti", load_reference_tokens(s.oti_tokens))
     if s.captioner:
-        ctx.extras["captioner"] = s.captioner
+        ctx.captioner = s.captioner
     if s.unlabeled:
-        ctx.extras["unlabeled"] = ImageFolderSource(s.unlabeled)
+        ctx.unlabeled = ImageFolderSource(s.unlabeled)
     return ctx
 
 
@@ -211,18 +275,23 @@ def _evaluate(args: argparse.Namespace, backbone, bench, ctx):
 def run_evaluate(args: argparse.Namespace) -> int:
     backbone, bench, ctx = _load(args)
     if any(q.target is None for q in bench.queries):
-        hint = ("FashionIQ is scored on its validation split (--split val), as in the paper"
-                if args.dataset == "fashioniq" else "use `searle submission` for the evaluation server")
-        raise ValueError(f"{args.dataset} {bench.split} has no ground truths (a test split): {hint}")
+        hint = (
+            "FashionIQ is scored on its validation split (--split val), as in the paper"
+            if args.dataset == "fashioniq"
+            else "use `searle submission` for the evaluation server"
+        )
+        raise InputError(f"{args.dataset} {bench.split} has no ground truths (a test split): {hint}")
     result, gallery_s = _evaluate(args, backbone, bench, ctx)
     if args.json:
         print_json(result.metrics)
         return 0
 
     settings = settings_record(backbone, ctx)
-    print(f"{args.method} on {args.dataset} {bench.split} ({len(bench.queries)} queries, {len(bench.gallery)} gallery "
-          f"images; backbone {args.backbone} ({backbone.pretrained or 'random weights'}), preprocess "
-          f"{settings['preprocess']}; gallery features {gallery_s:.1f} s, queries {result.seconds:.1f} s)")
+    print(
+        f"{args.method} on {args.dataset} {bench.split} ({len(bench.queries)} queries, {len(bench.gallery)} gallery "
+        f"images; backbone {args.backbone} ({backbone.pretrained or 'random weights'}), preprocess "
+        f"{settings['preprocess']}; gallery features {gallery_s:.1f} s, queries {result.seconds:.1f} s)"
+    )
     print(format_metrics(result.metrics))
     print(settings_line(settings))
     return 0
@@ -239,7 +308,7 @@ def cirr_subset_rankings(bench, rankings: list[list[str]], k: int = 3) -> dict[s
 def run_submission(args: argparse.Namespace) -> int:
 
     if args.dataset not in ("cirr", "circo"):
-        raise ValueError("test-server files exist for --dataset cirr and circo only")
+        raise InputError("test-server files exist for --dataset cirr and circo only")
     # Before any feature or OTI step: a read-only --out would otherwise fail only after every query.
     out = Path(args.out)
     check_writable(out if args.dataset == "cirr" or out.is_dir() else out.parent, "--out folder")
@@ -249,11 +318,17 @@ def run_submission(args: argparse.Namespace) -> int:
     if args.dataset == "circo":
         paths = [write_circo_submission(args.out, dict(zip(ids, result.rankings)), bench.queries)]
     else:
-        paths = write_cirr_submission(Path(args.out), dict(zip(ids, result.rankings)),
-                                      cirr_subset_rankings(bench, result.rankings), name=args.name or args.method,
-                                      queries=bench.queries)
-    print(f"{args.method} on {args.dataset} {bench.split}: {len(ids)} queries, {len(bench.gallery)} gallery images "
-          f"(gallery features {gallery_s:.1f} s, queries {result.seconds:.1f} s)")
+        paths = write_cirr_submission(
+            Path(args.out),
+            dict(zip(ids, result.rankings)),
+            cirr_subset_rankings(bench, result.rankings),
+            name=args.name or args.method,
+            queries=bench.queries,
+        )
+    print(
+        f"{args.method} on {args.dataset} {bench.split}: {len(ids)} queries, {len(bench.gallery)} gallery images "
+        f"(gallery features {gallery_s:.1f} s, queries {result.seconds:.1f} s)"
+    )
 
     print(settings_line(settings_record(backbone, ctx)))
     print("wrote " + ", ".join(map(str, paths)))

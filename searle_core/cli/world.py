@@ -6,19 +6,19 @@ import argparse
 import time
 from pathlib import Path
 
-from searle_core.errors import nonnegative_int, positive_int
 from searle_core.cli.common import add_backbone_options, load_backbone_from_args, print_json
-from searle_core.datasets.shapes import ShapesWorld, WorldConfig, training_vocabulary
-from searle_core.paths import data_dir
-from searle_core.datasets.shapes.opening import world_setup, world_vocabulary
-from searle_core.datasets.shapes.clip import format_report, held_out_names, training_log, zero_shot_report
-from searle_core.concepts import associate_concepts, embed_concepts
+from searle_core.datasets.backbone_setup import configure_for_dataset
 from searle_core.datasets.base import to_rgb
+from searle_core.infra.errors import nonnegative_int, positive_int
+from searle_core.infra.paths import data_dir
+from searle_core.infra.settings import add_setting
 from searle_core.inversion import OTIConfig, oti
+from searle_core.inversion.concepts import associate_concepts, embed_concepts
 from searle_core.inversion.nearest import nearest_words, word_token_ids
-from searle_core.opening import configure_for_dataset
-from searle_core.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle
-from searle_core.settings import add_setting
+from searle_core.inversion.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle
+from searle_core.world import ShapesWorld, WorldConfig, training_vocabulary
+from searle_core.world.setup import world_setup, world_vocabulary
+from searle_core.world.world_clip import format_report, held_out_names, training_log, zero_shot_report
 
 
 def register(sub) -> None:
@@ -27,12 +27,14 @@ def register(sub) -> None:
     b = which.add_parser("build", help="render the world, train and cache its CLIP, report zero-shot accuracy")
     b.add_argument("--quick", action="store_true", help="the CI-sized world and CLIP")
     b.add_argument("--device", default="auto")
-    b.add_argument("--samples", type=nonnegative_int, default=12,
-                   help="sample images written as PNG (for `searle invert`)")
+    b.add_argument(
+        "--samples", type=nonnegative_int, default=12, help="sample images written as PNG (for `searle invert`)"
+    )
     b.add_argument("--out", default=None, help="folder for sample images (default: data/world/samples)")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads while training (default: torch's)")
-    b.add_argument("--json", action="store_true", help="also print the accuracy table and training time as one "
-                                                       "JSON line")
+    b.add_argument(
+        "--json", action="store_true", help="also print the accuracy table and training time as one JSON line"
+    )
     b.set_defaults(func=run_build)
 
     i = sub.add_parser("invert", help="OTI on image files: print each pseudo-word's nearest vocabulary words")
@@ -40,8 +42,12 @@ def register(sub) -> None:
     add_backbone_options(i)
     add_setting(i, "oti_steps", type=positive_int, renamed=("--steps",))
     i.add_argument("--top-k", type=positive_int, default=8, help="nearest words to print")
-    add_setting(i, "concepts", default=None, help="concept list CSV (Open Images format) for the regulariser "
-                                                  "(real backbones; shapes-clip uses the world's)")
+    add_setting(
+        i,
+        "concepts",
+        default=None,
+        help="concept list CSV (Open Images format) for the regulariser (real backbones; shapes-clip uses the world's)",
+    )
     add_setting(i, "phrases", default=None, help="phrase bank pickle {concept: [phrases]} (real backbones)")
     add_setting(i, "seed")
     i.set_defaults(func=run_invert)
@@ -51,14 +57,17 @@ def run_build(args: argparse.Namespace) -> int:
 
     if args.threads:
         import torch
+
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     world = ShapesWorld(WorldConfig.quick() if args.quick else WorldConfig())
     val = world.benchmark("val")
     test = world.benchmark("test")
     render_s = time.perf_counter() - start
-    print(f"world: {len(world.pretrain_names())} unlabeled images, val {len(val.queries)} queries / "
-          f"{len(val.gallery)} gallery, test {len(test.queries)} / {len(test.gallery)} ({render_s:.1f} s)")
+    print(
+        f"world: {len(world.pretrain_names())} unlabeled images, val {len(val.queries)} queries / "
+        f"{len(val.gallery)} gallery, test {len(test.queries)} / {len(test.gallery)} ({render_s:.1f} s)"
+    )
     start = time.perf_counter()
     world, backbone = world_setup(args.quick, args.device)
     train_s = time.perf_counter() - start
@@ -68,21 +77,28 @@ def run_build(args: argparse.Namespace) -> int:
     print(format_report(report, log))
     out = Path(args.out) if args.out else data_dir() / "world" / "samples"
     out.mkdir(parents=True, exist_ok=True)
-    names = val.reference_names()[:args.samples]
+    names = val.reference_names()[: args.samples]
     for name in names:
         world.images.load_image(name).save(out / f"{name}.png")
     if names:
-        print(f"{len(names)} sample images in {out} (try: searle invert {out / names[0]}.png)".replace(".png.png", ".png"))
+        print(
+            f"{len(names)} sample images in {out} (try: searle invert {out / names[0]}.png)".replace(".png.png", ".png")
+        )
     if args.json:
-        print_json({"zero_shot_accuracy": report["total"], "zero_shot": report,
-                    "train_seconds": log["seconds"] if log else None, "threads": log.get("threads") if log else None,
-                    "weights": backbone.pretrained})
+        print_json(
+            {
+                "zero_shot_accuracy": report["total"],
+                "zero_shot": report,
+                "train_seconds": log["seconds"] if log else None,
+                "threads": log.get("threads") if log else None,
+                "weights": backbone.pretrained,
+            }
+        )
     return 0
 
 
 def run_invert(args: argparse.Namespace) -> int:
     from PIL import Image
-
 
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
@@ -90,12 +106,12 @@ def run_invert(args: argparse.Namespace) -> int:
 
     backbone = configure_for_dataset(load_backbone_from_args(args), "images", num_workers=0)  # targetpad
     import torch
+
     pixels = torch.stack([backbone.preprocess(to_rgb(Image.open(p))) for p in args.images]).to(backbone.device)
     with torch.no_grad():
         feats = backbone.model.encode_image(pixels).float()
     concepts = bank = allowed = None
     if args.backbone == "shapes-clip":
-
         vocab = world_vocabulary()
         concepts, bank = vocab.concepts, vocab.phrase_bank
         allowed = word_token_ids(backbone, training_vocabulary())

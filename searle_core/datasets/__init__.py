@@ -8,6 +8,7 @@ FashionIQ ``category``). A plain folder of images (ImageNet1K test) is an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,31 @@ from searle_core.datasets.folder import (
     find_bad_images,
     resolve_missing,
 )
-from searle_core.datasets.shapes import ShapesWorld, WorldConfig
+from searle_core.infra.errors import InputError
 
-_LOADERS = {"cirr": load_cirr, "fashioniq": load_fashioniq, "circo": load_circo}
-KNOWN_BENCHMARKS: tuple[str, ...] = ("cirr", "fashioniq", "circo", "shapes")
+#: Loaders by benchmark name: ``(root, split, **kw) -> CIRBenchmark``. The offline world registers
+#: ``shapes`` (:mod:`searle_core.world`), whose ``root`` is unused.
+_LOADERS: dict[str, Callable[..., CIRBenchmark]] = {"cirr": load_cirr, "fashioniq": load_fashioniq, "circo": load_circo}
+#: Benchmarks that are generated, not read from a folder.
+_GENERATED: set[str] = set()
+
+
+def register_benchmark(name: str, loader: Callable[..., CIRBenchmark], generated: bool = False) -> None:
+    """Make ``load_benchmark(name, ...)`` call ``loader(root, split, **kw)``.
+
+    Args:
+        name: the benchmark's name (lower case).
+        loader: builds the benchmark.
+        generated: it needs no dataset folder (``root`` may be ``None``).
+    """
+    _LOADERS[name] = loader
+    if generated:
+        _GENERATED.add(name)
+
+
+def known_benchmarks() -> tuple[str, ...]:
+    """The names :func:`load_benchmark` takes."""
+    return tuple(_LOADERS)
 
 
 def load_benchmark(name: str, root: str | Path | None = None, split: str = "val", **kw: Any) -> CIRBenchmark:
@@ -46,14 +68,10 @@ def load_benchmark(name: str, root: str | Path | None = None, split: str = "val"
             for ``shapes``: ``world`` (a ``ShapesWorld``) or ``quick`` (bool)).
     """
     key = name.lower()
-    if key == "shapes":
-
-        world = kw.get("world") or ShapesWorld(WorldConfig.quick() if kw.get("quick") else WorldConfig())
-        return world.benchmark(split)
-    if root is None:
-        raise ValueError(f"dataset {name!r} needs --dataset-path: the folder holding its annotations and images")
     if key not in _LOADERS:
-        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(KNOWN_BENCHMARKS)}")
+        raise InputError(f"unknown benchmark {name!r}; known: {', '.join(known_benchmarks())}")
+    if root is None and key not in _GENERATED:
+        raise InputError(f"dataset {name!r} needs --dataset-path: the folder holding its annotations and images")
     return _LOADERS[key](root, split, **kw)
 
 
@@ -72,7 +90,8 @@ __all__ = [
     "FileImageSource",
     "ImageFolderSource",
     "ImageLoadError",
-    "KNOWN_BENCHMARKS",
+    "known_benchmarks",
+    "register_benchmark",
     "find_bad_images",
     "load_benchmark",
     "load_circo",

@@ -8,11 +8,16 @@ new dataset needs nothing but a class that fills them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
+import torch
 from PIL import Image
+
+from searle_core.clip.backbone import Backbone
+from searle_core.clip.preprocess import to_rgb  # noqa: F401  (re-exported: the datasets' conversion)
+from searle_core.infra.files import digest
 
 
 @dataclass(frozen=True)
@@ -42,10 +47,48 @@ class CIRQuery:
 
 
 class ImageSource:
-    """Something that turns an image name into an RGB PIL image."""
+    """Something that turns an image name into an RGB PIL image.
+
+    Two optional hooks let a source that is not a folder of files (the offline world) serve the
+    feature pipeline directly; files need neither.
+    """
 
     def load_image(self, name: str) -> Image.Image:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def content_id(self) -> str | None:
+        """A key naming every image this source can give (feature caches use it instead of file
+        stamps); ``None``: the images are files, keyed by their stamps."""
+        return None
+
+    def model_input(
+        self, names: list[str], size: tuple[int, int], mean, std, device: torch.device
+    ) -> torch.Tensor | None:
+        """The images as the model's normalised input of ``size``, when the source can give them
+        without PIL (images made at that size, so padding, resize and crop are identities); else
+        ``None``, and the images go through the PIL preprocessing."""
+        return None
+
+
+@dataclass(frozen=True)
+class UnlabeledImages:
+    """Unlabeled images that networks train on (φ, Pic2Word's mapper, PALAVRA's inverter; the paper:
+    ImageNet1K test; ``shapes``: the world's pre-training images).
+
+    Args:
+        source: where they are read.
+        names: which of them, in order.
+        source_id: names the source in cache keys (a world's cache key, a folder's path).
+    """
+
+    source: ImageSource
+    names: list[str]
+    source_id: str
+
+    @property
+    def data_id(self) -> str:
+        """Names the images in the keys of what is trained on them."""
+        return "unlabeled-" + digest(self.source_id, self.names)
 
 
 @dataclass
@@ -59,6 +102,11 @@ class CIRBenchmark:
         gallery: the classic view: names of every image that can be retrieved.
         images: where the images come from.
         exclude_reference: whether a query's reference image is removed from its ranking (CIRR).
+        extra: per-dataset annotations (CIRCO aspects, FashionIQ galleries by category).
+        unlabeled: unlabeled images the dataset brings for training networks (the offline world's
+            pre-training images); ``None``: the caller gives them (``MethodContext.unlabeled``).
+        captioner: a captioner the dataset brings, ``(backbone, reference image features) -> captions``
+            (the offline world's best grammar caption); ``None``: a captioning model is used.
     """
 
     name: str
@@ -68,26 +116,11 @@ class CIRBenchmark:
     images: ImageSource
     exclude_reference: bool = False
     extra: dict = field(default_factory=dict)
+    unlabeled: UnlabeledImages | None = None
+    captioner: Callable[[Backbone, torch.Tensor], list[str]] | None = None
 
     def reference_names(self) -> list[str]:
         return sorted({q.reference for q in self.queries})
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode (palette, CMYK, RGBA, greyscale, 16-bit) to RGB.
-
-    Transparent pixels are composited on white so an RGBA logo does not turn black.
-    """
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.split()[-1])
-        return background
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        image = image.point(lambda v: v / 256).convert("L")
-    return image.convert("RGB")
 
 
 def check_paths(root: Path, required: Sequence[str], layout: str) -> None:
@@ -95,6 +128,5 @@ def check_paths(root: Path, required: Sequence[str], layout: str) -> None:
     missing = [p for p in required if not (root / p).exists()]
     if missing:
         raise FileNotFoundError(
-            f"dataset folder {root} is incomplete: missing {', '.join(missing)}.\n"
-            f"Expected layout:\n{layout}"
+            f"dataset folder {root} is incomplete: missing {', '.join(missing)}.\nExpected layout:\n{layout}"
         )

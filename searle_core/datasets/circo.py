@@ -15,13 +15,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from searle_core.errors import check_annotations, read_json
 from searle_core.datasets.base import CIRBenchmark, CIRQuery, check_paths
-from searle_core.metrics import CIRCO_SEMANTIC_ASPECTS
 from searle_core.datasets.folder import CheckImages, FileImageSource, OnMissing, resolve_missing
+from searle_core.infra.errors import InputError, check_annotations, read_json
 
 CIRCO_SPLITS = ("val", "test")
-CIRCO_ASPECTS = CIRCO_SEMANTIC_ASPECTS  # the annotation's 9 semantic aspects (one list, in metrics)
+CIRCO_ASPECTS: tuple[str, ...] = (
+    "cardinality",
+    "addition",
+    "negation",
+    "direct_addressing",
+    "compare_change",
+    "comparative_statement",
+    "statement_with_conjunction",
+    "spatial_relations_background",
+    "viewpoint",
+)
+"""The nine semantic aspects of CIRCO's annotations, in the order the official evaluator reports them."""
 IMAGE_INFO = "COCO2017_unlabeled/annotations/image_info_unlabeled2017.json"
 CIRCO_LAYOUT = """\
 <root>/
@@ -61,20 +71,24 @@ def load_circo(
     """
     root = Path(root)
     if split not in CIRCO_SPLITS:
-        raise ValueError(f"unknown CIRCO split {split!r}; expected one of {', '.join(CIRCO_SPLITS)}")
+        raise InputError(f"unknown CIRCO split {split!r}; expected one of {', '.join(CIRCO_SPLITS)}")
     ann_rel = f"annotations/{split}.json"
     check_paths(root, [ann_rel, IMAGE_INFO], CIRCO_LAYOUT)
     images_dir = root / "COCO2017_unlabeled" / "unlabeled2017"
 
     info = read_json(root / IMAGE_INFO, "COCO image-info file")
     if not isinstance(info, dict) or "images" not in info:
-        raise ValueError(f"{root / IMAGE_INFO}: expected COCO image-info JSON with an 'images' list")
+        raise InputError(f"{root / IMAGE_INFO}: expected COCO image-info JSON with an 'images' list")
     paths = {str(img["id"]): images_dir / img["file_name"] for img in info["images"]}
     gallery = list(paths)
     listed = set(gallery)
 
-    annotations = check_annotations(read_json(root / ann_rel, "CIRCO annotation file"), root / ann_rel,
-                                    ("id", "reference_img_id", "relative_caption"), "id")
+    annotations = check_annotations(
+        read_json(root / ann_rel, "CIRCO annotation file"),
+        root / ann_rel,
+        ("id", "reference_img_id", "relative_caption"),
+        "id",
+    )
     queries: list[CIRQuery] = []
     referrers: dict[str, str] = {}
     aspects: dict[str, list[str]] = {}

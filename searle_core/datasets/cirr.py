@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from searle_core.errors import check_annotations, read_json
 from searle_core.datasets.base import CIRBenchmark, CIRQuery, check_paths
 from searle_core.datasets.folder import CheckImages, FileImageSource, OnMissing, resolve_missing
+from searle_core.infra.errors import InputError, check_annotations, read_json
 
 CIRR_LAYOUT = """\
 <root>/   (the CIRR folder, as released and as the SEARLE authors' README shows it)
@@ -89,21 +89,23 @@ def load_cirr(
     annotations_dir, image_root = cirr_layout(root)
     split = _SPLIT_ALIASES.get(split, split)
     if split not in CIRR_SPLITS:
-        raise ValueError(f"unknown CIRR split {split!r}; expected one of {', '.join(CIRR_SPLITS)} (or 'test')")
+        raise InputError(f"unknown CIRR split {split!r}; expected one of {', '.join(CIRR_SPLITS)} (or 'test')")
     cap_rel = f"captions/cap.rc2.{split}.json"
     split_rel = f"image_splits/split.rc2.{split}.json"
     # Named from the folder the user gave, so the error says "cirr/captions/..." where that is missing.
-    check_paths(root, [(annotations_dir / rel).relative_to(root).as_posix() for rel in (cap_rel, split_rel)],
-                CIRR_LAYOUT)
+    check_paths(
+        root, [(annotations_dir / rel).relative_to(root).as_posix() for rel in (cap_rel, split_rel)], CIRR_LAYOUT
+    )
 
     name_to_relpath = _read_json(annotations_dir / split_rel)
     if not isinstance(name_to_relpath, dict):
-        raise ValueError(f"{annotations_dir / split_rel}: expected a JSON object name -> relative path")
+        raise InputError(f"{annotations_dir / split_rel}: expected a JSON object name -> relative path")
     paths = {name: image_root / rel for name, rel in name_to_relpath.items()}
     gallery = list(name_to_relpath)
 
-    annotations = check_annotations(_read_json(annotations_dir / cap_rel), annotations_dir / cap_rel,
-                                    ("pairid", "reference", "caption"), "pairid")
+    annotations = check_annotations(
+        _read_json(annotations_dir / cap_rel), annotations_dir / cap_rel, ("pairid", "reference", "caption"), "pairid"
+    )
     queries: list[CIRQuery] = []
     referrers: dict[str, str] = {}
     target_soft: dict[str, dict] = {}

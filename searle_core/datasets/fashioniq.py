@@ -15,13 +15,13 @@ ranking against the union would not reproduce the paper's numbers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
-from searle_core.errors import check_annotations, read_json
 from searle_core.datasets.base import CIRBenchmark, CIRQuery, check_paths
 from searle_core.datasets.folder import CheckImages, FileImageSource, OnMissing, resolve_missing
+from searle_core.infra.errors import InputError, check_annotations, read_json
 
 FASHIONIQ_CATEGORIES = ("dress", "shirt", "toptee")
 FASHIONIQ_SPLITS = ("train", "val", "test")
@@ -75,14 +75,14 @@ def load_fashioniq(
     """
     root = Path(root)
     if split not in FASHIONIQ_SPLITS:
-        raise ValueError(f"unknown FashionIQ split {split!r}; expected one of {', '.join(FASHIONIQ_SPLITS)}")
+        raise InputError(f"unknown FashionIQ split {split!r}; expected one of {', '.join(FASHIONIQ_SPLITS)}")
     if category is None:
         categories = list(FASHIONIQ_CATEGORIES)
     else:
         categories = [category] if isinstance(category, str) else list(category)
     unknown = [c for c in categories if c not in FASHIONIQ_CATEGORIES]
     if unknown or not categories:
-        raise ValueError(f"unknown FashionIQ category {unknown}; expected some of {', '.join(FASHIONIQ_CATEGORIES)}")
+        raise InputError(f"unknown FashionIQ category {unknown}; expected some of {', '.join(FASHIONIQ_CATEGORIES)}")
 
     required = [f"captions/cap.{c}.{split}.json" for c in categories]
     required += [f"image_splits/split.{c}.{split}.json" for c in categories] + ["images"]
@@ -122,9 +122,7 @@ def load_fashioniq(
     gallery = list(dict.fromkeys(a for cat in categories for a in gallery_by_category[cat]))
     names = set(gallery) | {q.reference for q in queries} | {q.target for q in queries if q.target}
     source = FileImageSource({a: _image_path(images_dir, a) for a in names}, referrers)
-    queries, gallery, skipped = resolve_missing(
-        queries, gallery, source, check_images, on_missing, FASHIONIQ_LAYOUT
-    )
+    queries, gallery, skipped = resolve_missing(queries, gallery, source, check_images, on_missing, FASHIONIQ_LAYOUT)
     if skipped["images"]:
         kept = set(gallery)
         gallery_by_category = {c: [a for a in g if a in kept] for c, g in gallery_by_category.items()}

@@ -15,13 +15,15 @@ A folder of images (ImageNet1K ``test/``, the images for phi training) needs not
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Literal, Mapping, Sequence
+from typing import Literal
 
 from PIL import Image, UnidentifiedImageError
 
 from searle_core.datasets.base import CIRQuery, ImageSource, to_rgb
+from searle_core.infra.errors import InputError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 OnMissing = Literal["error", "skip"]
@@ -86,8 +88,9 @@ class FileImageSource(ImageSource):
         except FileNotFoundError:
             raise ImageLoadError(f"missing image file {path} (image {name!r}, {self.referrer(name)})") from None
         except Image.DecompressionBombError as exc:
-            raise ImageLoadError(f"image file {path} is too large to decode safely (image {name!r}, "
-                                 f"{self.referrer(name)}): {exc}") from None
+            raise ImageLoadError(
+                f"image file {path} is too large to decode safely (image {name!r}, {self.referrer(name)}): {exc}"
+            ) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise ImageLoadError(
                 f"unreadable image file {path} (image {name!r}, {self.referrer(name)}): {exc} "
@@ -138,7 +141,7 @@ def find_bad_images(source: FileImageSource, names: Iterable[str], check: CheckI
     if check == "none":
         return []
     if check not in ("exists", "open"):
-        raise ValueError(f"check_images must be 'none', 'exists' or 'open', got {check!r}")
+        raise InputError(f"check_images must be 'none', 'exists' or 'open', got {check!r}")
     bad = []
     for name in dict.fromkeys(names):
         path = source.paths.get(name)
@@ -182,7 +185,7 @@ def resolve_missing(
         ``gallery`` entries dropped and lists the first bad ``files``.
     """
     if on_missing not in ("error", "skip"):
-        raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
+        raise InputError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
     needed = list(gallery)
     for q in queries:
         needed += [q.reference, *([q.target] if q.target else []), *q.ground_truths, *(q.subset or ())]
@@ -196,8 +199,10 @@ def resolve_missing(
         more = f"\n  ... and {len(ordered) - _MAX_LISTED} more" if len(ordered) > _MAX_LISTED else ""
         raise ImageLoadError(
             f"{len(ordered)} image(s) missing or unreadable, first {described[0].strip()}:\n"
-            + "\n".join(described[:_MAX_LISTED]) + more
-            + "\nPass on_missing='skip' to drop them and count them instead.\nExpected layout:\n" + layout
+            + "\n".join(described[:_MAX_LISTED])
+            + more
+            + "\nPass on_missing='skip' to drop them and count them instead.\nExpected layout:\n"
+            + layout
         )
     kept_queries = []
     for q in queries:

@@ -10,10 +10,23 @@ The backbone is frozen: inversion only ever optimises tokens (OTI) or φ's weigh
 from searle_core.inversion.losses import cosine_loss, nt_xent_loss, symmetric_infonce_loss
 from searle_core.inversion.oti import OTIConfig, OTIResult, oti
 from searle_core.inversion.phi import Phi, PhiLossConfig, load_phi, make_sampler, phi_loss, save_phi
-from searle_core.inversion.regularizer import PhraseFeatureCache, PhraseSampler, TokenCache, replace_concept
+from searle_core.inversion.regulariser import PhraseFeatureCache, PhraseSampler, TokenCache, replace_concept
 
 __all__ = [
-    "OTIConfig", "OTIResult", "oti", "Phi", "PhiLossConfig", "phi_loss", "load_phi", "save_phi", "make_sampler",
-    "PhraseFeatureCache", "PhraseSampler", "TokenCache", "replace_concept",
-    "cosine_loss", "nt_xent_loss", "symmetric_infonce_loss",
+    "OTIConfig",
+    "OTIResult",
+    "oti",
+    "Phi",
+    "PhiLossConfig",
+    "phi_loss",
+    "load_phi",
+    "save_phi",
+    "make_sampler",
+    "PhraseFeatureCache",
+    "PhraseSampler",
+    "TokenCache",
+    "replace_concept",
+    "cosine_loss",
+    "nt_xent_loss",
+    "symmetric_infonce_loss",
 ]

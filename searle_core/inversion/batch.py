@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from searle_core.backbone import Backbone
+from searle_core.clip.backbone import Backbone
+from searle_core.infra.errors import InputError
 from searle_core.inversion.oti import OTIConfig, OTIResult, oti
-from searle_core.inversion.regularizer import PhraseBank, StablePhraseFeatures
+from searle_core.inversion.regulariser import PhraseBank, StablePhraseFeatures
 
 
 def batch_seed(seed: int, names: list[str]) -> int:
@@ -49,12 +50,22 @@ class InvertedBatch:
     seconds: float
 
 
-def invert_images(backbone: Backbone, features: torch.Tensor, names: list[str],
-                  concepts: list[list[str]] | None, phrase_bank: PhraseBank | None,
-                  config: OTIConfig = OTIConfig(), batch_size: int = 32, seed: int = 42, progress: bool = True,
-                  done: dict[str, torch.Tensor] | None = None,
-                  on_batch: Callable[[InvertedBatch], None] | None = None, batches: list[int] | None = None,
-                  trajectory_every: int = 0, desc: str = "OTI") -> dict[str, torch.Tensor]:
+def invert_images(
+    backbone: Backbone,
+    features: torch.Tensor,
+    names: list[str],
+    concepts: list[list[str]] | None,
+    phrase_bank: PhraseBank | None,
+    config: OTIConfig = OTIConfig(),
+    batch_size: int = 32,
+    seed: int = 42,
+    progress: bool = True,
+    done: dict[str, torch.Tensor] | None = None,
+    on_batch: Callable[[InvertedBatch], None] | None = None,
+    batches: list[int] | None = None,
+    trajectory_every: int = 0,
+    desc: str = "OTI",
+) -> dict[str, torch.Tensor]:
     """OTI tokens for every named image.
 
     Args:
@@ -77,26 +88,39 @@ def invert_images(backbone: Backbone, features: torch.Tensor, names: list[str],
         name -> (token_dim,) CPU token, for ``done`` and the batches run.
     """
     if len(features) != len(names):
-        raise ValueError(f"{len(features)} feature rows for {len(names)} names")
+        raise InputError(f"{len(features)} feature rows for {len(names)} names")
     tokens = dict(done or {})
     phrases = None
     if concepts and phrase_bank is not None and config.lambda_gpt > 0:
-        phrases = StablePhraseFeatures(backbone, [c[:config.top_concepts] for c in concepts], phrase_bank,
-                                       precision=config.precision)
+        phrases = StablePhraseFeatures(
+            backbone, [c[: config.top_concepts] for c in concepts], phrase_bank, precision=config.precision
+        )
     starts = list(range(0, len(names), batch_size))
     todo = range(len(starts)) if batches is None else batches
-    bar = tqdm(total=sum(len(names[starts[b]:starts[b] + batch_size]) for b in todo), desc=desc, unit="img",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=sum(len(names[starts[b] : starts[b] + batch_size]) for b in todo),
+        desc=desc,
+        unit="img",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     for b in todo:
         start = starts[b]
-        batch = names[start:start + batch_size]
+        batch = names[start : start + batch_size]
         if all(n in tokens for n in batch):
             bar.update(len(batch))
             continue
         began = time.perf_counter()
-        result = oti(backbone, features[start:start + batch_size], concepts[start:start + batch_size] if phrases else None,
-                     phrase_bank, config, seed=batch_seed(seed, batch), trajectory_every=trajectory_every,
-                     phrase_cache=phrases.cache() if phrases else None)
+        result = oti(
+            backbone,
+            features[start : start + batch_size],
+            concepts[start : start + batch_size] if phrases else None,
+            phrase_bank,
+            config,
+            seed=batch_seed(seed, batch),
+            trajectory_every=trajectory_every,
+            phrase_cache=phrases.cache() if phrases else None,
+        )
         batch_tokens = result.tokens.float().cpu()
         tokens.update(zip(batch, batch_tokens))
         if on_batch is not None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from searle_core.backbone import Backbone
+from searle_core.clip.backbone import Backbone
+from searle_core.infra.errors import InputError
 
 
 def _text(backbone: Backbone, entry: str) -> str | None:
@@ -25,7 +26,7 @@ def token_word(backbone: Backbone, token_id: int) -> str:
     """Readable text of a BPE token ("cat</w>" -> "cat"; byte-level entries decoded to their characters)."""
     decoder = getattr(backbone.tokenizer, "decoder", None)
     if decoder is None:
-        raise ValueError(f"the tokenizer of {backbone.name} has no BPE decoder table")
+        raise InputError(f"the tokenizer of {backbone.name} has no BPE decoder table")
     text = _text(backbone, decoder[token_id])
     return decoder[token_id].replace("</w>", "") if text is None else text
 
@@ -59,8 +60,9 @@ def whole_word_ids(backbone: Backbone) -> list[int]:
 
 
 @torch.no_grad()
-def nearest_words(backbone: Backbone, tokens: torch.Tensor, k: int = 10,
-                  allowed_ids: list[int] | None = None) -> list[list[tuple[str, float]]]:
+def nearest_words(
+    backbone: Backbone, tokens: torch.Tensor, k: int = 10, allowed_ids: list[int] | None = None
+) -> list[list[tuple[str, float]]]:
     """For each token, the ``k`` vocabulary words with the highest cosine similarity.
 
     Args:
@@ -74,5 +76,7 @@ def nearest_words(backbone: Backbone, tokens: torch.Tensor, k: int = 10,
     table = F.normalize(backbone.model.token_embedding.weight[ids.to(backbone.device)].float(), dim=-1)
     sims = F.normalize(tokens.to(table).reshape(-1, table.shape[1]), dim=-1) @ table.T
     top = sims.topk(min(k, len(ids)), dim=1)
-    return [[(token_word(backbone, int(ids[j])), float(s)) for s, j in zip(vals, idx)]
-            for vals, idx in zip(top.values.cpu(), top.indices.cpu())]
+    return [
+        [(token_word(backbone, int(ids[j])), float(s)) for s, j in zip(vals, idx)]
+        for vals, idx in zip(top.values.cpu(), top.indices.cpu())
+    ]

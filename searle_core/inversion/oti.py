@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from searle_core.backbone import Backbone
-from searle_core.device import grad_scaler, scaled_step, train_autocast
-from searle_core.prefix_encoding import PrefixCachedEncoder
-from searle_core.templates import TEMPLATES, fill
+from searle_core.clip.backbone import Backbone
+from searle_core.clip.prefix_encoding import PrefixCachedEncoder
+from searle_core.clip.templates import TEMPLATES, fill
+from searle_core.infra.device import grad_scaler, scaled_step, train_autocast
+from searle_core.infra.errors import InputError
 from searle_core.inversion.losses import cosine_loss
-from searle_core.inversion.regularizer import PhraseBank, PhraseFeatureCache, PhraseSampler, TokenCache
+from searle_core.inversion.regulariser import PhraseBank, PhraseFeatureCache, PhraseSampler, TokenCache
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class OTIConfig:
             of the whole vocabulary's ranking; those without usable phrases are then skipped, so an
             image may be regularised with fewer, as in the authors' code).
         precision: ``auto`` (fp16 autocast + GradScaler on CUDA, the authors' recipe; fp32 on CPU),
-            ``fp32``, ``fp16`` or ``bf16`` (see :mod:`searle_core.device`).
+            ``fp32``, ``fp16`` or ``bf16`` (see :mod:`searle_core.infra.device`).
     """
 
     steps: int = 350
@@ -77,10 +78,17 @@ def _draw_templates(rng: random.Random, n_templates: int, steps: int, n: int) ->
     return [[rng.randrange(n_templates) for _ in range(n)] for _ in range(steps)]
 
 
-def oti(backbone: Backbone, image_features: torch.Tensor, concepts: list[list[str]] | None = None,
-        phrase_bank: PhraseBank | None = None, config: OTIConfig = OTIConfig(), seed: int = 42,
-        progress: bool = False, trajectory_every: int = 0,
-        phrase_cache: PhraseFeatureCache | None = None) -> OTIResult:
+def oti(
+    backbone: Backbone,
+    image_features: torch.Tensor,
+    concepts: list[list[str]] | None = None,
+    phrase_bank: PhraseBank | None = None,
+    config: OTIConfig = OTIConfig(),
+    seed: int = 42,
+    progress: bool = False,
+    trajectory_every: int = 0,
+    phrase_cache: PhraseFeatureCache | None = None,
+) -> OTIResult:
     """Invert a batch of images into pseudo-word tokens.
 
     Args:
@@ -116,8 +124,8 @@ def oti(backbone: Backbone, image_features: torch.Tensor, concepts: list[list[st
     draws = []
     if regularise:
         if len(concepts) != n:
-            raise ValueError(f"got concepts for {len(concepts)} images but features for {n}")
-        sampler = PhraseSampler([c[:config.top_concepts] for c in concepts], phrase_bank, rng)
+            raise InputError(f"got concepts for {len(concepts)} images but features for {n}")
+        sampler = PhraseSampler([c[: config.top_concepts] for c in concepts], phrase_bank, rng)
         draws = [sampler.draw() for _ in range(config.steps)]
         cache = phrase_cache or PhraseFeatureCache(backbone)
         # One no-grad pass over every phrase the run will use, instead of re-encoding each step

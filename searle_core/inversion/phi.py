@@ -14,13 +14,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from searle_core.backbone import Backbone
-from searle_core.downloads import cached_download
-from searle_core.errors import InputError, first_line, load_torch_file
-from searle_core.text_encoding import encode_with_pseudo_tokens
+from searle_core.clip.backbone import Backbone
+from searle_core.clip.text_encoding import encode_with_pseudo_tokens
+from searle_core.infra.downloads import cached_download
+from searle_core.infra.errors import InputError, first_line, load_torch_file
+from searle_core.infra.files import atomic_save
 from searle_core.inversion.losses import cosine_loss, nt_xent_loss
-from searle_core.inversion.regularizer import PhraseFeatureCache, PhraseSampler, TokenCache
-from searle_core.files import atomic_save
+from searle_core.inversion.regulariser import PhraseFeatureCache, PhraseSampler, TokenCache
+
 
 class Phi(nn.Module):
     """MLP image features -> pseudo-word token: Linear-GELU-Dropout ×2, then Linear.
@@ -38,13 +39,17 @@ class Phi(nn.Module):
     def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, dropout: float = 0.5):
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Linear(input_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(hidden_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(input_dim, hidden_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
             nn.Linear(hidden_dim, output_dim),
         )
 
     @classmethod
-    def for_backbone(cls, backbone: Backbone, dropout: float = 0.5) -> "Phi":
+    def for_backbone(cls, backbone: Backbone, dropout: float = 0.5) -> Phi:
         """The paper's φ for a backbone: feature width → 4× → token width."""
         return cls(backbone.embed_dim, 4 * backbone.embed_dim, backbone.token_dim, dropout)
 
@@ -59,9 +64,11 @@ class Phi(nn.Module):
     def output_dim(self) -> int:
         return self.layers[6].out_features
 
+
 def save_phi(phi: Phi, path: str | os.PathLike, **extra) -> None:
     """Save in the authors' layout (``{"epoch": n, "Phi": state_dict, ...}``: pass ``epoch``), atomically."""
     atomic_save({"Phi": phi.state_dict(), **extra}, path)
+
 
 def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_location="cpu") -> Phi:
     """Load φ from a file in the authors' layout, a plain state dict, or an ``http(s)`` URL.
@@ -77,9 +84,11 @@ def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_loca
     # A URL is cached under a key of the whole URL (never answered by another host's file of the same name).
     local = cached_download(path, "phi") if path.startswith(("http://", "https://")) else path
     if not os.path.isfile(local):
-        raise FileNotFoundError(f"φ checkpoint {path!r} not found. The authors' checkpoints are "
-                                "SEARLE_ViT-B32.pt and SEARLE_ViT-L14.pt (SEARLE repository, release "
-                                "'weights'); or train one with `searle train-phi`.")
+        raise FileNotFoundError(
+            f"φ checkpoint {path!r} not found. The authors' checkpoints are "
+            "SEARLE_ViT-B32.pt and SEARLE_ViT-L14.pt (SEARLE repository, release "
+            "'weights'); or train one with `searle train-phi`."
+        )
     state = load_torch_file(local, "φ checkpoint", map_location)
     epoch = state.get("epoch") if isinstance(state, dict) and "Phi" in state else None
     state = state.get("Phi", state) if isinstance(state, dict) else state
@@ -88,8 +97,10 @@ def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_loca
         phi = Phi(w0.shape[1], w0.shape[0], w6.shape[0])
         phi.load_state_dict(state)
     except (KeyError, TypeError, AttributeError, IndexError, RuntimeError) as err:
-        raise InputError(f"{path}: not a φ checkpoint: expected a dict with key 'Phi' holding "
-                         f"layers.0/3/6.weight|bias ({first_line(err)})") from None
+        raise InputError(
+            f"{path}: not a φ checkpoint: expected a dict with key 'Phi' holding "
+            f"layers.0/3/6.weight|bias ({first_line(err)})"
+        ) from None
     bad = [k for k, v in phi.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise InputError(f"{path}: φ's weights {bad[0]} hold NaN or infinite values; the checkpoint is damaged")
@@ -97,10 +108,13 @@ def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_loca
     phi.epoch = int(epoch) if isinstance(epoch, (int, float)) or torch.is_tensor(epoch) else None
     phi.source = path
     if backbone is not None and (phi.input_dim, phi.output_dim) != (backbone.embed_dim, backbone.token_dim):
-        raise ValueError(f"{path}: φ maps {phi.input_dim}-d features to {phi.output_dim}-d tokens, but backbone "
-                         f"{backbone.name} has {backbone.embed_dim}-d features and {backbone.token_dim}-d tokens "
-                         "(SEARLE_ViT-B32.pt goes with ViT-B-32, SEARLE_ViT-L14.pt with ViT-L-14).")
+        raise InputError(
+            f"{path}: φ maps {phi.input_dim}-d features to {phi.output_dim}-d tokens, but backbone "
+            f"{backbone.name} has {backbone.embed_dim}-d features and {backbone.token_dim}-d tokens "
+            "(SEARLE_ViT-B32.pt goes with ViT-B-32, SEARLE_ViT-L14.pt with ViT-L-14)."
+        )
     return phi.eval()
+
 
 @dataclass(frozen=True)
 class PhiLossConfig:
@@ -121,9 +135,18 @@ class PhiLossConfig:
     distil_to_image: bool = False
     top_concepts: int = 150
 
-def phi_loss(phi: Phi, backbone: Backbone, image_features: torch.Tensor, oti_tokens: torch.Tensor | None,
-             batch_indices: list[int], sampler: PhraseSampler | None, cache: PhraseFeatureCache | None,
-             tokenize: TokenCache, config: PhiLossConfig = PhiLossConfig()) -> dict[str, torch.Tensor]:
+
+def phi_loss(
+    phi: Phi,
+    backbone: Backbone,
+    image_features: torch.Tensor,
+    oti_tokens: torch.Tensor | None,
+    batch_indices: list[int],
+    sampler: PhraseSampler | None,
+    cache: PhraseFeatureCache | None,
+    tokenize: TokenCache,
+    config: PhiLossConfig = PhiLossConfig(),
+) -> dict[str, torch.Tensor]:
     """One batch of φ's training loss (the training-step kernel).
 
     Args:
@@ -155,14 +178,17 @@ def phi_loss(phi: Phi, backbone: Backbone, image_features: torch.Tensor, oti_tok
     if config.lambda_gpt > 0 and sampler is not None:
         draw = sampler.draw(batch_indices)
         if draw.rows:
-            feats = encode_with_pseudo_tokens(backbone.model, tokenize(draw.pseudo_phrases), predicted[draw.rows],
-                                              backbone.dollar_token_id)
+            feats = encode_with_pseudo_tokens(
+                backbone.model, tokenize(draw.pseudo_phrases), predicted[draw.rows], backbone.dollar_token_id
+            )
             gpt = cosine_loss(feats, cache.features(draw.phrases))
     total = config.lambda_distil * distil + config.lambda_gpt * gpt
     return {"distil": distil, "gpt": gpt, "total": total}
 
-def make_sampler(concepts: list[list[str]], bank, top_concepts: int, seed: int,
-                 replace_all: bool = False) -> PhraseSampler:
+
+def make_sampler(
+    concepts: list[list[str]], bank, top_concepts: int, seed: int, replace_all: bool = False
+) -> PhraseSampler:
     """A phrase sampler over each image's top concepts (``replace_all``: every occurrence of the
     concept becomes ``$``, as φ's regulariser in the authors' code)."""
     return PhraseSampler([c[:top_concepts] for c in concepts], bank, random.Random(seed), replace_all=replace_all)

@@ -18,23 +18,25 @@ import dataclasses
 import hashlib
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from searle_core import distributed as dist
-from searle_core.backbone import Backbone
-from searle_core.device import grad_scaler, scaled_step, train_autocast
-from searle_core.distributed import split_evenly
-from searle_core.files import atomic_write_text
-from searle_core.prefix_encoding import PrefixCachedEncoder
+from searle_core.clip.backbone import Backbone
+from searle_core.clip.prefix_encoding import PrefixCachedEncoder
+from searle_core.infra import distributed as dist
+from searle_core.infra.device import grad_scaler, scaled_step, train_autocast
+from searle_core.infra.distributed import split_evenly
+from searle_core.infra.errors import InputError
+from searle_core.infra.files import atomic_write_text
 from searle_core.inversion.losses import nt_xent_loss
 from searle_core.inversion.phi import Phi, PhiLossConfig
-from searle_core.inversion.regularizer import PhraseBank, PhraseSampler, StablePhraseFeatures, TokenCache
+from searle_core.inversion.regulariser import PhraseBank, PhraseSampler, StablePhraseFeatures, TokenCache
 
 
 @dataclass(frozen=True)
@@ -95,18 +97,22 @@ class PhiRecipe:
     world: bool = False
 
     @classmethod
-    def for_world(cls, epochs: int | None = None, images: int | None = None) -> "PhiRecipe":
+    def for_world(cls, epochs: int | None = None, images: int | None = None) -> PhiRecipe:
         """The ``shapes`` world's recipe (defaults :data:`WORLD_PHI_EPOCHS`, :data:`WORLD_PHI_IMAGES`)."""
-        return cls(WORLD_PHI_EPOCHS if epochs is None else epochs, WORLD_PHI_IMAGES if images is None else images,
-                   world=True)
+        return cls(
+            WORLD_PHI_EPOCHS if epochs is None else epochs, WORLD_PHI_IMAGES if images is None else images, world=True
+        )
 
     def train_config(self, loss_overrides: dict | None = None) -> PhiTrainConfig:
         """φ's training config: the paper's with these epochs (and the world's sizes), plus ablation changes."""
         if not self.world:
-            return PhiTrainConfig(epochs=self.epochs, loss=dataclasses.replace(PhiLossConfig(), **(loss_overrides or {})))
+            return PhiTrainConfig(
+                epochs=self.epochs, loss=dataclasses.replace(PhiLossConfig(), **(loss_overrides or {}))
+            )
         loss = PhiLossConfig(top_concepts=WORLD_PHI_TOP_CONCEPTS)
-        return PhiTrainConfig(epochs=self.epochs, batch_size=WORLD_PHI_BATCH,
-                              loss=dataclasses.replace(loss, **(loss_overrides or {})))
+        return PhiTrainConfig(
+            epochs=self.epochs, batch_size=WORLD_PHI_BATCH, loss=dataclasses.replace(loss, **(loss_overrides or {}))
+        )
 
 
 @dataclass
@@ -131,7 +137,6 @@ def _history_csv(history: list[dict], path: Path) -> None:
     """One row per epoch, one column per key that any epoch has (validation may start late)."""
     import csv
     import io
-
 
     text = io.StringIO()
     keys = list(dict.fromkeys(k for row in history for k in row))
@@ -162,10 +167,17 @@ class Checkpointer(Protocol):
     def finish(self, phi: Phi, history: list[dict]) -> None: ...
 
 
-def train_phi(backbone: Backbone, image_features: torch.Tensor, oti_tokens: torch.Tensor,
-              concepts: list[list[str]] | None, phrase_bank: PhraseBank | None,
-              config: PhiTrainConfig = PhiTrainConfig(), validate: Callable[[Phi], dict] | None = None,
-              checkpointer: "Checkpointer | None" = None, progress: bool = True) -> PhiTrainingResult:
+def train_phi(
+    backbone: Backbone,
+    image_features: torch.Tensor,
+    oti_tokens: torch.Tensor,
+    concepts: list[list[str]] | None,
+    phrase_bank: PhraseBank | None,
+    config: PhiTrainConfig = PhiTrainConfig(),
+    validate: Callable[[Phi], dict] | None = None,
+    checkpointer: Checkpointer | None = None,
+    progress: bool = True,
+) -> PhiTrainingResult:
     """Train φ to map image features to their OTI tokens (distillation + phrase regulariser).
 
     Args:
@@ -189,9 +201,9 @@ def train_phi(backbone: Backbone, image_features: torch.Tensor, oti_tokens: torc
     """
     n = image_features.shape[0]
     if oti_tokens.shape[0] != n:
-        raise ValueError(f"{n} image feature rows but {oti_tokens.shape[0]} OTI tokens")
+        raise InputError(f"{n} image feature rows but {oti_tokens.shape[0]} OTI tokens")
     if concepts is not None and len(concepts) != n:
-        raise ValueError(f"concepts for {len(concepts)} images but features for {n}")
+        raise InputError(f"concepts for {len(concepts)} images but features for {n}")
     device = backbone.device
     feats = image_features.detach().to(device, torch.float32)
     targets = oti_tokens.detach().to(device, torch.float32)
@@ -214,7 +226,7 @@ def train_phi(backbone: Backbone, image_features: torch.Tensor, oti_tokens: torc
 
     sampler = phrases = None
     if regularise:
-        top = [c[:loss_cfg.top_concepts] for c in concepts]
+        top = [c[: loss_cfg.top_concepts] for c in concepts]
         # φ replaces every occurrence of the concept (the authors' train_phi.py); OTI the first.
         sampler = PhraseSampler(top, phrase_bank, random.Random(0), replace_all=True)
         phrases = StablePhraseFeatures(backbone, top, phrase_bank, precision=config.precision)
@@ -223,8 +235,13 @@ def train_phi(backbone: Backbone, image_features: torch.Tensor, oti_tokens: torc
     # than one batch, the one batch is all of them.
     steps = max(1, n // config.batch_size)
     per_epoch = min(n, steps * config.batch_size)
-    bar = tqdm(total=(config.epochs - start_epoch) * per_epoch, desc="φ training", unit="img",
-               disable=not progress or rank != 0, dynamic_ncols=True)
+    bar = tqdm(
+        total=(config.epochs - start_epoch) * per_epoch,
+        desc="φ training",
+        unit="img",
+        disable=not progress or rank != 0,
+        dynamic_ncols=True,
+    )
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for epoch in range(start_epoch, config.epochs):
@@ -233,13 +250,26 @@ def train_phi(backbone: Backbone, image_features: torch.Tensor, oti_tokens: torc
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(config.seed, epoch, "order")))
             sums = torch.zeros(2, device=device)  # this rank's distil and gpt, summed over steps
             for b in range(steps):
-                idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
+                idx = perm[b * config.batch_size : (b + 1) * config.batch_size]
                 # Same dropout masks on every rank: all of them run φ on the whole batch.
                 torch.manual_seed(derive_seed(config.seed, epoch, b, "dropout"))
                 with train_autocast(device, config.precision):  # φ's forward too, as the authors
                     predicted = model(feats[idx.to(device)])
-                    distil, gpt = _losses(predicted, feats, targets, idx, backbone, loss_cfg, sampler, phrases,
-                                          tokenize, encoder, derive_seed(config.seed, epoch, b, "phrases"), world, rank)
+                    distil, gpt = _losses(
+                        predicted,
+                        feats,
+                        targets,
+                        idx,
+                        backbone,
+                        loss_cfg,
+                        sampler,
+                        phrases,
+                        tokenize,
+                        encoder,
+                        derive_seed(config.seed, epoch, b, "phrases"),
+                        world,
+                        rank,
+                    )
                 total = loss_cfg.lambda_distil * distil + loss_cfg.lambda_gpt * world * gpt
                 optimizer.zero_grad(set_to_none=True)
                 scaled_step(total, optimizer, scaler)
@@ -248,9 +278,13 @@ def train_phi(backbone: Backbone, image_features: torch.Tensor, oti_tokens: torc
             # Epoch means of the batch losses: gpt shares add up over ranks, distil is W x a rank's.
             means = dist.all_reduce_sum(sums).double().cpu() / steps / torch.tensor([world, 1])
             distil_mean, gpt_mean = means.tolist()
-            row = {"epoch": epoch + 1, "distil": distil_mean, "gpt": gpt_mean,
-                   "total": loss_cfg.lambda_distil * distil_mean + loss_cfg.lambda_gpt * gpt_mean,
-                   "seconds": time.perf_counter() - began}
+            row = {
+                "epoch": epoch + 1,
+                "distil": distil_mean,
+                "gpt": gpt_mean,
+                "total": loss_cfg.lambda_distil * distil_mean + loss_cfg.lambda_gpt * gpt_mean,
+                "seconds": time.perf_counter() - began,
+            }
             if validate is not None:
                 metrics = None
                 if rank == 0:
@@ -272,10 +306,21 @@ def train_phi(backbone: Backbone, image_features: torch.Tensor, oti_tokens: torc
     return PhiTrainingResult(phi=phi, history=history)
 
 
-def _losses(predicted: torch.Tensor, feats: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor,
-            backbone: Backbone, cfg: PhiLossConfig, sampler: PhraseSampler | None,
-            phrases: StablePhraseFeatures | None, tokenize: TokenCache, encoder: PrefixCachedEncoder,
-            phrase_seed: int, world: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _losses(
+    predicted: torch.Tensor,
+    feats: torch.Tensor,
+    targets: torch.Tensor,
+    idx: torch.Tensor,
+    backbone: Backbone,
+    cfg: PhiLossConfig,
+    sampler: PhraseSampler | None,
+    phrases: StablePhraseFeatures | None,
+    tokenize: TokenCache,
+    encoder: PrefixCachedEncoder,
+    phrase_seed: int,
+    world: int,
+    rank: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(distillation loss over the whole batch, this rank's share of the batch's phrase loss)."""
 
     device = predicted.device

@@ -8,10 +8,19 @@ under torchrun) and the cache of trained networks.
 - :mod:`.authors_oti`, :mod:`.reference_tokens`: tokens written by the authors' code, as inputs.
 """
 
+from searle_core.infra.files import atomic_save, atomic_write_json
+from searle_core.jobs.oti_inputs import RunInputs
+from searle_core.jobs.oti_run import OTIRunConfig, OTIRunResult, load_oti_run, run_oti
 from searle_core.jobs.run_folder import code_version, read_manifest
 
-from searle_core.files import atomic_save, atomic_write_json
-from searle_core.jobs.oti_run import OTIRunConfig, OTIRunResult, RunInputs, load_oti_run, run_oti
-
-__all__ = ["OTIRunConfig", "OTIRunResult", "RunInputs", "atomic_save", "atomic_write_json", "code_version",
-           "load_oti_run", "read_manifest", "run_oti"]
+__all__ = [
+    "OTIRunConfig",
+    "OTIRunResult",
+    "RunInputs",
+    "atomic_save",
+    "atomic_write_json",
+    "code_version",
+    "load_oti_run",
+    "read_manifest",
+    "run_oti",
+]

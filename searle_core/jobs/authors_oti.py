@@ -10,7 +10,7 @@ them once from the images (the same features and association as ``searle oti``) 
 run folder of this project holding the authors' tokens, which ``run_train_phi`` then reads.
 
 Trust: the tokens are read with ``torch.load(weights_only=True)`` and the names through the
-restricted unpickler of :mod:`searle_core.phrases` (lists and strings only), so neither file can run
+restricted unpickler of :mod:`searle_core.inversion.phrases` (lists and strings only), so neither file can run
 code.
 """
 
@@ -22,17 +22,21 @@ from pathlib import Path
 
 import torch
 
-from searle_core.backbone import Backbone
+from searle_core.clip.backbone import Backbone, weights_key
 from searle_core.datasets.folder import FileImageSource
-from searle_core.phrases import load_plain_pickle
-from searle_core.retrieval.features import weights_key
-from searle_core import distributed as dist
+from searle_core.infra import distributed as dist
+from searle_core.infra.errors import InputError
+from searle_core.infra.files import atomic_save, atomic_write_json
+from searle_core.inversion.phrases import load_plain_pickle
+from searle_core.jobs.oti_inputs import INPUTS, compute_inputs, save_inputs, vocabulary_fingerprint
+from searle_core.jobs.oti_run import TOKENS
 from searle_core.jobs.run_folder import MANIFEST, fingerprint, new_manifest, read_manifest
-from searle_core.files import atomic_save, atomic_write_json
-from searle_core.jobs.oti_run import INPUTS, TOKENS, compute_inputs, save_inputs, vocabulary_fingerprint
 
-AUTHORS_TOKENS, AUTHORS_NAMES, AUTHORS_HYPERPARAMETERS = ("ema_oti_pseudo_tokens.pt", "image_names.pkl",
-                                                          "hyperparameters.json")
+AUTHORS_TOKENS, AUTHORS_NAMES, AUTHORS_HYPERPARAMETERS = (
+    "ema_oti_pseudo_tokens.pt",
+    "image_names.pkl",
+    "hyperparameters.json",
+)
 #: Sub-folder of the φ run folder that holds the imported run.
 IMPORTED = "oti-import"
 
@@ -63,8 +67,9 @@ class AuthorsOTI:
 def is_authors_oti(folder: str | Path) -> bool:
     """Whether ``folder`` is an experiment folder of the authors' ``oti_inversion.py`` (not one of ours)."""
     folder = Path(folder)
-    return (folder / AUTHORS_TOKENS).is_file() and (folder / AUTHORS_NAMES).is_file() and \
-        not (folder / MANIFEST).is_file()
+    return (
+        (folder / AUTHORS_TOKENS).is_file() and (folder / AUTHORS_NAMES).is_file() and not (folder / MANIFEST).is_file()
+    )
 
 
 def read_authors_oti(folder: str | Path) -> AuthorsOTI:
@@ -76,16 +81,19 @@ def read_authors_oti(folder: str | Path) -> AuthorsOTI:
     folder = Path(folder)
     names = load_plain_pickle(folder / AUTHORS_NAMES, "list of image names")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"{folder / AUTHORS_NAMES}: expected a list of image names (str)")
+        raise InputError(f"{folder / AUTHORS_NAMES}: expected a list of image names (str)")
     tokens = torch.load(folder / AUTHORS_TOKENS, map_location="cpu", weights_only=True)
     if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
-        raise ValueError(f"{folder / AUTHORS_TOKENS}: expected an (N, d) tensor of tokens, got "
-                         f"{getattr(tokens, 'shape', type(tokens).__name__)}")
+        raise InputError(
+            f"{folder / AUTHORS_TOKENS}: expected an (N, d) tensor of tokens, got "
+            f"{getattr(tokens, 'shape', type(tokens).__name__)}"
+        )
     if tokens.shape[0] != len(names):
-        raise ValueError(f"{folder}: {AUTHORS_TOKENS} has {tokens.shape[0]} tokens but {AUTHORS_NAMES} "
-                         f"{len(names)} names")
+        raise InputError(
+            f"{folder}: {AUTHORS_TOKENS} has {tokens.shape[0]} tokens but {AUTHORS_NAMES} {len(names)} names"
+        )
     if len(set(names)) != len(names):
-        raise ValueError(f"{folder / AUTHORS_NAMES}: image names repeat; tokens are matched to images by name")
+        raise InputError(f"{folder / AUTHORS_NAMES}: image names repeat; tokens are matched to images by name")
     hyper_path = folder / AUTHORS_HYPERPARAMETERS
     hyper = json.loads(hyper_path.read_text(encoding="utf-8")) if hyper_path.is_file() else {}
     return AuthorsOTI(folder, names, tokens.float(), hyper)
@@ -109,18 +117,29 @@ def match_names(names: list[str], source: FileImageSource, where: str) -> list[s
         elif len(by_base.get(name, ())) == 1:
             out.append(by_base[name][0])
         elif name in by_base:
-            raise ValueError(f"{where}: image {name!r} matches several files ({by_base[name][:3]}); pass the folder "
-                             "the authors' run read (ImageNet1K/test)")
+            raise InputError(
+                f"{where}: image {name!r} matches several files ({by_base[name][:3]}); pass the folder "
+                "the authors' run read (ImageNet1K/test)"
+            )
         else:
             missing.append(name)
     if missing:
-        raise FileNotFoundError(f"{where}: {len(missing)} of its {len(names)} images are not in the image folder "
-                                f"(first: {', '.join(missing[:3])}); pass the folder it inverted with --images")
+        raise FileNotFoundError(
+            f"{where}: {len(missing)} of its {len(names)} images are not in the image folder "
+            f"(first: {', '.join(missing[:3])}); pass the folder it inverted with --images"
+        )
     return out
 
 
-def import_authors_oti(folder: str | Path, backbone: Backbone, source: FileImageSource, vocabulary,
-                       out: str | Path, stored_concepts: int = 150, progress: bool = True) -> Path:
+def import_authors_oti(
+    folder: str | Path,
+    backbone: Backbone,
+    source: FileImageSource,
+    vocabulary,
+    out: str | Path,
+    stored_concepts: int = 150,
+    progress: bool = True,
+) -> Path:
     """Write an OTI run folder holding the authors' tokens, with features and concepts computed here.
 
     Reused as it is when it already holds the same tokens for the same backbone, vocabulary and
@@ -141,30 +160,46 @@ def import_authors_oti(folder: str | Path, backbone: Backbone, source: FileImage
 
     authors = read_authors_oti(folder)
     if authors.tokens.shape[1] != backbone.token_dim:
-        raise ValueError(f"{folder}: tokens are {authors.tokens.shape[1]}-d but {backbone.name} has "
-                         f"{backbone.token_dim}-d token embeddings (they were made with "
-                         f"{authors.hyperparameters.get('clip_model_name', 'another CLIP')})")
+        raise InputError(
+            f"{folder}: tokens are {authors.tokens.shape[1]}-d but {backbone.name} has "
+            f"{backbone.token_dim}-d token embeddings (they were made with "
+            f"{authors.hyperparameters.get('clip_model_name', 'another CLIP')})"
+        )
     names = match_names(authors.names, source, str(folder))
     out = Path(out)
-    hyper = {"backbone": backbone.name, "weights": weights_key(backbone),
-             "preprocess": getattr(backbone.preprocess, "preprocess_id", "clip"), "images": len(names),
-             "names": fingerprint(names), "tokens": fingerprint(authors.tokens),
-             "stored_concepts": stored_concepts if vocabulary is not None else 0,
-             "vocabulary": vocabulary_fingerprint(vocabulary), "imported_from": "oti_inversion.py"}
+    hyper = {
+        "backbone": backbone.name,
+        "weights": weights_key(backbone),
+        "preprocess": getattr(backbone.preprocess, "preprocess_id", "clip"),
+        "images": len(names),
+        "names": fingerprint(names),
+        "tokens": fingerprint(authors.tokens),
+        "stored_concepts": stored_concepts if vocabulary is not None else 0,
+        "vocabulary": vocabulary_fingerprint(vocabulary),
+        "imported_from": "oti_inversion.py",
+    }
     manifest = read_manifest(out)
-    if manifest is not None and manifest.get("complete") and manifest.get("hyperparameters") == \
-            new_manifest("oti", hyper)["hyperparameters"]:
+    if (
+        manifest is not None
+        and manifest.get("complete")
+        and manifest.get("hyperparameters") == new_manifest("oti", hyper)["hyperparameters"]
+    ):
         return out
     inputs = compute_inputs(backbone, source, names, vocabulary, stored_concepts, progress=progress)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
-        info = {"dataset": "imagenet", "path": str(authors.hyperparameters.get("dataset_path", "")),
-                "split": authors.hyperparameters.get("split"), "authors_folder": str(Path(folder).resolve()),
-                "authors_hyperparameters": authors.hyperparameters}
+        info = {
+            "dataset": "imagenet",
+            "path": str(authors.hyperparameters.get("dataset_path", "")),
+            "split": authors.hyperparameters.get("split"),
+            "authors_folder": str(Path(folder).resolve()),
+            "authors_hyperparameters": authors.hyperparameters,
+        }
         manifest = new_manifest("oti", hyper, info)
         save_inputs(inputs, out / INPUTS)
-        atomic_save({"names": names, "tokens": authors.tokens, "hyperparameters": manifest["hyperparameters"]},
-                    out / TOKENS)
+        atomic_save(
+            {"names": names, "tokens": authors.tokens, "hyperparameters": manifest["hyperparameters"]}, out / TOKENS
+        )
         manifest["complete"] = True
         atomic_write_json(manifest, out / MANIFEST)
     dist.barrier()

@@ -18,25 +18,32 @@ uninterrupted process (bit for bit on CPU).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from searle_core.backbone import Backbone
+from searle_core.clip.backbone import Backbone, weights_key
 from searle_core.datasets.base import ImageSource
-from searle_core.device import training_precision
+from searle_core.infra import distributed as dist
+from searle_core.infra.device import training_precision
+from searle_core.infra.errors import InputError, load_torch_file
+from searle_core.infra.files import atomic_save, atomic_write_json, atomic_write_text
 from searle_core.inversion import OTIConfig
 from searle_core.inversion.batch import InvertedBatch, invert_images
-from searle_core.retrieval.features import image_features, weights_key
-from searle_core import distributed as dist
-from searle_core.errors import load_torch_file
+from searle_core.jobs.oti_inputs import (
+    INPUTS,
+    RunInputs,
+    compute_inputs,
+    load_inputs,
+    save_inputs,
+    vocabulary_fingerprint,
+)
 from searle_core.jobs.run_folder import MANIFEST, fingerprint, open_run, read_manifest, unlock_run
-from searle_core.files import atomic_save, atomic_write_json, atomic_write_text
 
-INPUTS, TOKENS, CHUNKS, LOG = "inputs.pt", "tokens.pt", "chunks", "log.csv"
+TOKENS, CHUNKS, LOG = "tokens.pt", "chunks", "log.csv"
 
 
 @dataclass(frozen=True)
@@ -57,20 +64,6 @@ class OTIRunConfig:
 
 
 @dataclass
-class RunInputs:
-    """Names, features and concepts of a run's images (``inputs.pt``).
-
-    ``features`` are raw ``encode_image`` outputs (φ's input, as in the authors' code); ``raw`` is
-    False for runs written before φ took raw features, whose stored features are normalised.
-    """
-
-    names: list[str]
-    features: torch.Tensor
-    concepts: list[list[str]] | None
-    raw: bool = True
-
-
-@dataclass
 class OTIRunResult:
     """A finished run: ``tokens[i]`` is the token of ``names[i]``."""
 
@@ -83,73 +76,6 @@ class OTIRunResult:
         return dict(zip(self.names, self.tokens))
 
 
-def vocabulary_fingerprint(vocabulary) -> str | None:
-    if vocabulary is None:
-        return None
-    return fingerprint(list(vocabulary.concepts), sorted(vocabulary.phrase_bank.items()))
-
-
-# ---- inputs: features and concepts, computed once per run --------------------------------------
-@torch.no_grad()
-def compute_inputs(backbone: Backbone, source: ImageSource, names: list[str], vocabulary, top_k: int,
-                   batch_size: int = 256, progress: bool = True) -> RunInputs:
-    """Features (sharded over ranks in whole feature batches, so identical to one process) and concepts.
-
-    Args:
-        backbone: the frozen CLIP (its image pipeline sets preprocessing and loader workers).
-        source: where the images come from.
-        names: the images, in run order.
-        vocabulary: a :class:`~searle_core.retrieval.methods.Vocabulary`, or ``None`` (no regulariser).
-        top_k: concepts kept per image.
-        batch_size: images per feature pass.
-        progress: progress bar (rank 0).
-    """
-    chunks = [names[i:i + batch_size] for i in range(0, len(names), batch_size)]
-    mine = dist.shard_indices(len(chunks))
-    # Each rank encodes whole batches of the single-process grid: same shapes, same numbers.
-    local = image_features(backbone, source, [n for c in mine for n in chunks[c]], batch_size=batch_size,
-                           progress=progress and dist.is_main(), cache=False, normalize=False) if mine else None
-    parts = dist.all_gather_objects((mine, local))
-    rows: dict[int, torch.Tensor] = {}
-    for chunk_ids, feats in parts:
-        start = 0
-        for c in chunk_ids:
-            rows[c] = feats[start:start + len(chunks[c])]
-            start += len(chunks[c])
-    features = torch.cat([rows[c] for c in range(len(chunks))]) if chunks else torch.empty(0, backbone.embed_dim)
-    concepts = None
-    if vocabulary is not None:
-        concepts = None
-        if dist.is_main():
-            # In slices: a 100k x 20k similarity matrix would not fit in memory.
-            concepts = [c for i in range(0, len(names), 4096)
-                        for c in vocabulary.associate(backbone, features[i:i + 4096], top_k)]
-        concepts = dist.broadcast_object(concepts)
-    return RunInputs(names, features, concepts)
-
-
-def save_inputs(inputs: RunInputs, path: Path) -> None:
-    vocab = sorted({c for cs in inputs.concepts or [] for c in cs})
-    index = {c: i for i, c in enumerate(vocab)}
-    width = max((len(cs) for cs in inputs.concepts or []), default=0)
-    table = torch.full((len(inputs.names), width), -1, dtype=torch.int32)
-    for row, cs in enumerate(inputs.concepts or []):
-        table[row, :len(cs)] = torch.tensor([index[c] for c in cs], dtype=torch.int32)
-    atomic_save({"names": inputs.names, "features": inputs.features, "features_kind": "raw" if inputs.raw else "normalised",
-                 "concept_names": vocab,
-                 "concepts": table if inputs.concepts is not None else None}, path)
-
-
-def load_inputs(path: Path) -> RunInputs:
-    data = load_torch_file(path, "OTI run inputs file (remove it: it is recomputed on --resume)")
-    concepts = None
-    if data.get("concepts") is not None:
-        vocab = data["concept_names"]
-        concepts = [[vocab[i] for i in row if i >= 0] for row in data["concepts"].tolist()]
-    return RunInputs(list(data["names"]), data["features"], concepts, data.get("features_kind") == "raw")
-
-
-# ---- the run ------------------------------------------------------------------------------------
 def _load_chunks(folder: Path, names: list[str], force: bool = False) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Tokens and batch log rows so far (``force``: tokens of images no longer in the run are dropped)."""
     known, done, log = set(names), {}, []
@@ -160,17 +86,29 @@ def _load_chunks(folder: Path, names: list[str], force: bool = False) -> tuple[d
         part = load_torch_file(path, "OTI chunk (remove it: its batches are recomputed on --resume)")
         stray = [n for n in part["names"] if n not in known]
         if stray and not force:
-            raise ValueError(f"{path}: tokens of images that are not in this run ({stray[:3]}...); "
-                             "the folder belongs to another dataset or split: use another --out or --force")
+            raise InputError(
+                f"{path}: tokens of images that are not in this run ({stray[:3]}...); "
+                "the folder belongs to another dataset or split: use another --out or --force"
+            )
         done.update((n, t) for n, t in zip(part["names"], part["tokens"]) if n in known)
         log += part.get("log", [])
     return done, log
 
 
-def run_oti(backbone: Backbone, source: ImageSource, names: list[str], vocabulary, folder: str | Path,
-            config: OTIRunConfig = OTIRunConfig(), resume: bool = False, force: bool = False,
-            checkpoint_every: int = 10, progress: bool = True, info: dict | None = None,
-            on_batch: Callable[[int, list[str], torch.Tensor], None] | None = None) -> OTIRunResult | None:
+def run_oti(
+    backbone: Backbone,
+    source: ImageSource,
+    names: list[str],
+    vocabulary,
+    folder: str | Path,
+    config: OTIRunConfig = OTIRunConfig(),
+    resume: bool = False,
+    force: bool = False,
+    checkpoint_every: int = 10,
+    progress: bool = True,
+    info: dict | None = None,
+    on_batch: Callable[[int, list[str], torch.Tensor], None] | None = None,
+) -> OTIRunResult | None:
     """Invert every named image into ``folder``, resuming and sharding as described in the module.
 
     Args:
@@ -192,29 +130,53 @@ def run_oti(backbone: Backbone, source: ImageSource, names: list[str], vocabular
     """
     folder = Path(folder)
     if len(set(names)) != len(names):
-        raise ValueError("image names must be unique: tokens are stored by name")
+        raise InputError("image names must be unique: tokens are stored by name")
     regularise = vocabulary is not None and config.oti.lambda_gpt > 0
     vocabulary = vocabulary if regularise else None
-    hyper = {"oti": config.oti, "batch_size": config.batch_size, "seed": config.seed,
-             "stored_concepts": config.stored_concepts if regularise else 0,
-             "backbone": backbone.name, "weights": weights_key(backbone),
-             "preprocess": getattr(backbone.preprocess, "preprocess_id", "clip"),
-             "precision": training_precision(backbone.device, config.oti.precision),
-             "images": len(names), "names": fingerprint(names), "vocabulary": vocabulary_fingerprint(vocabulary)}
-    manifest, _ = open_run(folder, "oti", hyper, info or {}, resume, force,
-                           [folder / MANIFEST, folder / INPUTS, folder / TOKENS, folder / LOG,
-                            *(folder / CHUNKS).glob("*.pt")],
-                           ("an OTI run", "its tokens are deleted", "OTI run"))
+    hyper = {
+        "oti": config.oti,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "stored_concepts": config.stored_concepts if regularise else 0,
+        "backbone": backbone.name,
+        "weights": weights_key(backbone),
+        "preprocess": getattr(backbone.preprocess, "preprocess_id", "clip"),
+        "precision": training_precision(backbone.device, config.oti.precision),
+        "images": len(names),
+        "names": fingerprint(names),
+        "vocabulary": vocabulary_fingerprint(vocabulary),
+    }
+    manifest, _ = open_run(
+        folder,
+        "oti",
+        hyper,
+        info or {},
+        resume,
+        force,
+        [folder / MANIFEST, folder / INPUTS, folder / TOKENS, folder / LOG, *(folder / CHUNKS).glob("*.pt")],
+        ("an OTI run", "its tokens are deleted", "OTI run"),
+    )
     try:
-        return _run_locked(backbone, source, names, vocabulary, folder, config, manifest, force, checkpoint_every,
-                           progress, on_batch)
+        return _run_locked(
+            backbone, source, names, vocabulary, folder, config, manifest, force, checkpoint_every, progress, on_batch
+        )
     finally:
         unlock_run(folder)
 
 
-def _run_locked(backbone: Backbone, source: ImageSource, names: list[str], vocabulary, folder: Path,
-                config: OTIRunConfig, manifest: dict, force: bool, checkpoint_every: int, progress: bool,
-                on_batch: Callable | None) -> OTIRunResult | None:
+def _run_locked(
+    backbone: Backbone,
+    source: ImageSource,
+    names: list[str],
+    vocabulary,
+    folder: Path,
+    config: OTIRunConfig,
+    manifest: dict,
+    force: bool,
+    checkpoint_every: int,
+    progress: bool,
+    on_batch: Callable | None,
+) -> OTIRunResult | None:
     inputs = load_inputs(folder / INPUTS) if (folder / INPUTS).is_file() else None
     if inputs is not None and (inputs.names != names or (inputs.concepts is None) != (vocabulary is None)):
         inputs = None  # a forced resume over other images or vocabulary: inputs are computed anew
@@ -223,8 +185,17 @@ def _run_locked(backbone: Backbone, source: ImageSource, names: list[str], vocab
         if dist.is_main():
             save_inputs(inputs, folder / INPUTS)
     done, log = _load_chunks(folder, names, force)
-    new = _invert(backbone, inputs, vocabulary.phrase_bank if vocabulary else None, folder, config, done,
-                  checkpoint_every, progress, on_batch)
+    new = _invert(
+        backbone,
+        inputs,
+        vocabulary.phrase_bank if vocabulary else None,
+        folder,
+        config,
+        done,
+        checkpoint_every,
+        progress,
+        on_batch,
+    )
 
     parts = dist.gather_objects(new)
     result = None
@@ -237,8 +208,15 @@ def _run_locked(backbone: Backbone, source: ImageSource, names: list[str], vocab
             raise RuntimeError(f"{len(missing)} images have no token after every rank finished (first: {missing[0]})")
         tokens = torch.stack([done[n] for n in names])
         manifest["complete"] = True
-        atomic_save({"names": names, "tokens": tokens, "hyperparameters": manifest["hyperparameters"],
-                     "code_version": manifest["code_version"]}, folder / TOKENS)
+        atomic_save(
+            {
+                "names": names,
+                "tokens": tokens,
+                "hyperparameters": manifest["hyperparameters"],
+                "code_version": manifest["code_version"],
+            },
+            folder / TOKENS,
+        )
         atomic_write_json(manifest, folder / MANIFEST)
         if log:
             _write_log(log, folder / LOG)
@@ -249,9 +227,17 @@ def _run_locked(backbone: Backbone, source: ImageSource, names: list[str], vocab
     return result
 
 
-def _invert(backbone: Backbone, inputs: RunInputs, bank, folder: Path, config: OTIRunConfig,
-            done: dict[str, torch.Tensor], checkpoint_every: int, progress: bool,
-            on_batch: Callable | None) -> tuple[dict[str, torch.Tensor], list[dict]]:
+def _invert(
+    backbone: Backbone,
+    inputs: RunInputs,
+    bank,
+    folder: Path,
+    config: OTIRunConfig,
+    done: dict[str, torch.Tensor],
+    checkpoint_every: int,
+    progress: bool,
+    on_batch: Callable | None,
+) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """This rank's batches that are not done; returns their tokens and log rows (also written as chunks)."""
     names, bs = inputs.names, config.batch_size
     batches = [list(range(s, min(s + bs, len(names)))) for s in range(0, len(names), bs)]
@@ -264,15 +250,22 @@ def _invert(backbone: Backbone, inputs: RunInputs, bank, folder: Path, config: O
 
     def flush() -> None:
         if pending:
-            atomic_save({"names": list(pending), "tokens": torch.stack(list(pending.values())), "log": pending_log},
-                        folder / CHUNKS / f"r{dist.rank()}-{session}-{len(new):09d}.pt")
+            atomic_save(
+                {"names": list(pending), "tokens": torch.stack(list(pending.values())), "log": pending_log},
+                folder / CHUNKS / f"r{dist.rank()}-{session}-{len(new):09d}.pt",
+            )
             pending.clear()
             pending_log.clear()
 
     def record(batch: InvertedBatch) -> None:
-        row = {"batch": batch.index, "rank": dist.rank(), "images": len(batch.names), "seconds": batch.seconds,
-               "images_per_s": len(batch.names) / batch.seconds,
-               **{k: v[-1] for k, v in batch.result.history.items() if v}}
+        row = {
+            "batch": batch.index,
+            "rank": dist.rank(),
+            "images": len(batch.names),
+            "seconds": batch.seconds,
+            "images_per_s": len(batch.names) / batch.seconds,
+            **{k: v[-1] for k, v in batch.result.history.items() if v},
+        }
         new.update(zip(batch.names, batch.tokens))
         pending.update(zip(batch.names, batch.tokens))
         log.append(row)
@@ -284,10 +277,21 @@ def _invert(backbone: Backbone, inputs: RunInputs, bank, folder: Path, config: O
 
     try:
         # OTI's targets are the normalised features, as searle-oti's (cosine ignores the scale).
-        invert_images(backbone, F.normalize(inputs.features.float(), dim=-1), names,
-                      inputs.concepts if bank is not None else None, bank, config.oti, bs, config.seed,
-                      progress=progress and dist.is_main(), done=done, on_batch=record, batches=todo,
-                      desc=f"OTI rank 0/{dist.world_size()}" if dist.world_size() > 1 else "OTI")
+        invert_images(
+            backbone,
+            F.normalize(inputs.features.float(), dim=-1),
+            names,
+            inputs.concepts if bank is not None else None,
+            bank,
+            config.oti,
+            bs,
+            config.seed,
+            progress=progress and dist.is_main(),
+            done=done,
+            on_batch=record,
+            batches=todo,
+            desc=f"OTI rank 0/{dist.world_size()}" if dist.world_size() > 1 else "OTI",
+        )
     finally:
         flush()  # an interruption keeps every finished batch
     return new, log
@@ -313,13 +317,16 @@ def load_oti_run(folder: str | Path) -> tuple[RunInputs, torch.Tensor, dict]:
     folder = Path(folder)
     manifest = read_manifest(folder)
     if manifest is None or manifest.get("kind") != "oti":
-        raise FileNotFoundError(f"{folder} holds no OTI run (no {MANIFEST}); create one with "
-                                f"`searle oti --out {folder}`")
+        raise FileNotFoundError(
+            f"{folder} holds no OTI run (no {MANIFEST}); create one with `searle oti --out {folder}`"
+        )
     if not (folder / TOKENS).is_file():
-        raise FileNotFoundError(f"the OTI run in {folder} is not finished (no {TOKENS}); finish it with "
-                                f"`searle oti ... --out {folder} --resume`")
+        raise FileNotFoundError(
+            f"the OTI run in {folder} is not finished (no {TOKENS}); finish it with "
+            f"`searle oti ... --out {folder} --resume`"
+        )
     inputs = load_inputs(folder / INPUTS)
     data = load_torch_file(folder / TOKENS, "OTI tokens file")
     if list(data["names"]) != inputs.names:
-        raise ValueError(f"{folder}: {TOKENS} and {INPUTS} list different images; rerun with --force")
+        raise InputError(f"{folder}: {TOKENS} and {INPUTS} list different images; rerun with --force")
     return inputs, data["tokens"], manifest

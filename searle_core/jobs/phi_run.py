@@ -7,24 +7,23 @@ the authors' layout (``searle evaluate --method searle --phi-checkpoint DIR/phi.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from searle_core.backbone import Backbone
+from searle_core.clip.backbone import Backbone, weights_key
+from searle_core.infra import distributed as dist
+from searle_core.infra.device import training_precision
+from searle_core.infra.errors import InputError, load_torch_file
+from searle_core.infra.files import atomic_save, atomic_write_json
 from searle_core.inversion.phi import Phi, save_phi
 from searle_core.inversion.phi_training import PhiTrainConfig, PhiTrainingResult, _history_csv, train_phi
-from searle_core.retrieval.features import weights_key
-from searle_core import distributed as dist
-from searle_core.errors import load_torch_file
-from searle_core.jobs.run_folder import MANIFEST, fingerprint, open_run, unlock_run
-from searle_core.files import atomic_save, atomic_write_json
-from searle_core.retrieval.methods import MethodContext
-from searle_core.retrieval.evaluate import gallery_features
-from searle_core.jobs.evaluation import evaluate
 from searle_core.jobs.oti_run import load_oti_run
-from searle_core.device import training_precision
+from searle_core.jobs.prepare import evaluate
+from searle_core.jobs.run_folder import MANIFEST, fingerprint, open_run, unlock_run
+from searle_core.methods.context import MethodContext
+from searle_core.methods.pipeline import gallery_features
 
 CHECKPOINT, HISTORY, PHI = "checkpoint.pt", "history.csv", "phi.pt"
 
@@ -43,18 +42,38 @@ class PhiCheckpointer:
         info: free-form description for the manifest (e.g. the OTI run it trains on).
     """
 
-    def __init__(self, folder: str | Path, config: PhiTrainConfig, backbone: Backbone, features: torch.Tensor,
-                 tokens: torch.Tensor, resume: bool, force: bool, info: dict | None = None):
+    def __init__(
+        self,
+        folder: str | Path,
+        config: PhiTrainConfig,
+        backbone: Backbone,
+        features: torch.Tensor,
+        tokens: torch.Tensor,
+        resume: bool,
+        force: bool,
+        info: dict | None = None,
+    ):
         self.folder = Path(folder)
         self.device = backbone.device
 
-        self.hyper = {"phi": config, "backbone": backbone.name, "weights": weights_key(backbone),
-                      "precision": training_precision(backbone.device, config.precision),
-                      "images": int(features.shape[0]), "data": fingerprint(features.float(), tokens.float())}
+        self.hyper = {
+            "phi": config,
+            "backbone": backbone.name,
+            "weights": weights_key(backbone),
+            "precision": training_precision(backbone.device, config.precision),
+            "images": int(features.shape[0]),
+            "data": fingerprint(features.float(), tokens.float()),
+        }
         self.manifest, self.resume = open_run(
-            self.folder, "phi", self.hyper, info, resume, force,
+            self.folder,
+            "phi",
+            self.hyper,
+            info,
+            resume,
+            force,
             [self.folder / name for name in (MANIFEST, CHECKPOINT, HISTORY, PHI)],
-            ("a φ run", "its checkpoint is deleted", "φ training"))
+            ("a φ run", "its checkpoint is deleted", "φ training"),
+        )
 
     def restore(self, phi: Phi, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict]]:
         """Load the checkpoint into φ and the optimiser; returns (completed epochs, history)."""
@@ -70,16 +89,25 @@ class PhiCheckpointer:
         if not dist.is_main():
             return
         # Every random choice derives from (seed, epoch, batch): the epoch is the whole RNG state.
-        atomic_save({"phi": phi.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                     "history": history, "rng": {"scheme": "derive_seed(seed, epoch, batch, purpose)"},
-                     "hyperparameters": self.manifest["hyperparameters"]}, self.folder / CHECKPOINT)
+        atomic_save(
+            {
+                "phi": phi.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "history": history,
+                "rng": {"scheme": "derive_seed(seed, epoch, batch, purpose)"},
+                "hyperparameters": self.manifest["hyperparameters"],
+            },
+            self.folder / CHECKPOINT,
+        )
         _history_csv(history, self.folder / HISTORY)
 
     def finish(self, phi: Phi, history: list[dict]) -> None:
         if dist.is_main():
             epoch = int(history[-1]["epoch"]) if history else 0
-            save_phi(phi, self.folder / PHI, epoch=epoch, history=history,
-                     hyperparameters=self.manifest["hyperparameters"])
+            save_phi(
+                phi, self.folder / PHI, epoch=epoch, history=history, hyperparameters=self.manifest["hyperparameters"]
+            )
             self.manifest["epoch"] = epoch  # the φ epoch phi.pt holds
             if history:
                 _history_csv(history, self.folder / HISTORY)
@@ -108,10 +136,20 @@ def benchmark_validator(backbone: Backbone, bench, vocabulary=None, progress: bo
     return validate
 
 
-def train_phi_in_folder(backbone: Backbone, image_features: torch.Tensor, oti_tokens: torch.Tensor,
-                        concepts: list[list[str]] | None, phrase_bank, config: PhiTrainConfig,
-                        out_dir: str | Path, validate: Callable[[Phi], dict] | None = None, resume: bool = False,
-                        force: bool = False, progress: bool = True, info: dict | None = None) -> PhiTrainingResult:
+def train_phi_in_folder(
+    backbone: Backbone,
+    image_features: torch.Tensor,
+    oti_tokens: torch.Tensor,
+    concepts: list[list[str]] | None,
+    phrase_bank,
+    config: PhiTrainConfig,
+    out_dir: str | Path,
+    validate: Callable[[Phi], dict] | None = None,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    info: dict | None = None,
+) -> PhiTrainingResult:
     """:func:`~searle_core.inversion.phi_training.train_phi` checkpointed in a run folder every epoch.
 
     Args:
@@ -123,16 +161,33 @@ def train_phi_in_folder(backbone: Backbone, image_features: torch.Tensor, oti_to
         force: resume even if the hyper-parameters differ from the checkpoint's (the new ones apply).
         info: free-form description for the manifest.
     """
-    checkpointer = PhiCheckpointer(out_dir, config, backbone, image_features.float(), oti_tokens.float(), resume,
-                                   force, info)
-    return train_phi(backbone, image_features, oti_tokens, concepts, phrase_bank, config, validate=validate,
-                     checkpointer=checkpointer, progress=progress)
+    checkpointer = PhiCheckpointer(
+        out_dir, config, backbone, image_features.float(), oti_tokens.float(), resume, force, info
+    )
+    return train_phi(
+        backbone,
+        image_features,
+        oti_tokens,
+        concepts,
+        phrase_bank,
+        config,
+        validate=validate,
+        checkpointer=checkpointer,
+        progress=progress,
+    )
 
 
-def run_train_phi(backbone: Backbone, tokens_dir: str | Path, out_dir: str | Path,
-                  config: PhiTrainConfig = PhiTrainConfig(), phrase_bank=None,
-                  validate: Callable[[Phi], dict] | None = None, resume: bool = False, force: bool = False,
-                  progress: bool = True) -> PhiTrainingResult:
+def run_train_phi(
+    backbone: Backbone,
+    tokens_dir: str | Path,
+    out_dir: str | Path,
+    config: PhiTrainConfig = PhiTrainConfig(),
+    phrase_bank=None,
+    validate: Callable[[Phi], dict] | None = None,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> PhiTrainingResult:
     """Train φ on the tokens of a finished OTI run (``searle oti --out tokens_dir``).
 
     Args:
@@ -151,19 +206,35 @@ def run_train_phi(backbone: Backbone, tokens_dir: str | Path, out_dir: str | Pat
     inputs, tokens, manifest = load_oti_run(tokens_dir)
     hyper = manifest.get("hyperparameters", {})
     if hyper.get("backbone") not in (None, backbone.name) or hyper.get("weights") not in (None, weights_key(backbone)):
-        raise ValueError(f"the OTI run in {tokens_dir} used backbone {hyper.get('backbone')} with weights "
-                         f"{hyper.get('weights')}, not {backbone.name} with {weights_key(backbone)}: φ must be "
-                         "trained with the CLIP its tokens came from")
+        raise InputError(
+            f"the OTI run in {tokens_dir} used backbone {hyper.get('backbone')} with weights "
+            f"{hyper.get('weights')}, not {backbone.name} with {weights_key(backbone)}: φ must be "
+            "trained with the CLIP its tokens came from"
+        )
     if not inputs.raw:
-        raise ValueError(f"the OTI run in {tokens_dir} stored normalised image features (written before φ took raw "
-                         "encode_image features, as the authors' φ does); rerun `searle oti` into a new folder")
+        raise InputError(
+            f"the OTI run in {tokens_dir} stored normalised image features (written before φ took raw "
+            "encode_image features, as the authors' φ does); rerun `searle oti` into a new folder"
+        )
     if phrase_bank is not None and inputs.concepts is None:
-        raise ValueError(f"the OTI run in {tokens_dir} stored no concepts (it ran without a vocabulary); "
-                         "train without the regulariser (--lambda-gpt 0) or rerun OTI with one")
+        raise InputError(
+            f"the OTI run in {tokens_dir} stored no concepts (it ran without a vocabulary); "
+            "train without the regulariser (--lambda-gpt 0) or rerun OTI with one"
+        )
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     try:
-        return train_phi_in_folder(backbone, inputs.features, tokens,
-                                   inputs.concepts if phrase_bank is not None else None, phrase_bank, config,
-                                   out_dir, validate=validate, resume=resume, force=force, progress=progress)
+        return train_phi_in_folder(
+            backbone,
+            inputs.features,
+            tokens,
+            inputs.concepts if phrase_bank is not None else None,
+            phrase_bank,
+            config,
+            out_dir,
+            validate=validate,
+            resume=resume,
+            force=force,
+            progress=progress,
+        )
     finally:
         unlock_run(Path(out_dir))

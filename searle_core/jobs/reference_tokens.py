@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
+from searle_core.infra.errors import InputError
 from searle_core.jobs.authors_oti import AUTHORS_NAMES, AUTHORS_TOKENS, is_authors_oti, read_authors_oti
 from searle_core.jobs.oti_run import load_oti_run
 
@@ -31,13 +33,16 @@ def load_reference_tokens(path: str | Path) -> dict[str, torch.Tensor]:
         authors = read_authors_oti(folder)
         names, tokens = authors.names, authors.tokens
     elif (folder / "manifest.json").is_file():
-
         inputs, tokens, _ = load_oti_run(folder)
         names = inputs.names
     else:
-        raise FileNotFoundError(f"--oti-tokens {folder}: expected a `searle oti` run folder (manifest.json, tokens.pt) "
-                                f"or the authors' OTI output ({AUTHORS_TOKENS} + {AUTHORS_NAMES})")
+        raise FileNotFoundError(
+            f"--oti-tokens {folder}: expected a `searle oti` run folder (manifest.json, tokens.pt) "
+            f"or the authors' OTI output ({AUTHORS_TOKENS} + {AUTHORS_NAMES})"
+        )
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.shape[0] != len(names):
-        raise ValueError(f"{folder}: {len(names)} image names but tokens of shape "
-                         f"{tuple(getattr(tokens, 'shape', ()))}; expected ({len(names)}, token width)")
+        raise InputError(
+            f"{folder}: {len(names)} image names but tokens of shape "
+            f"{tuple(getattr(tokens, 'shape', ()))}; expected ({len(names)}, token width)"
+        )
     return dict(zip(map(str, names), tokens.float()))

@@ -21,13 +21,14 @@ from typing import Any
 
 import torch
 
-from searle_core.errors import InputError, read_json
-from searle_core.files import UMASK, atomic_write_json, jsonable
-from searle_core.paths import REPO_ROOT
-from searle_core.version import __version__
-from searle_core import distributed as dist
+from searle_core.infra import distributed as dist
+from searle_core.infra.errors import InputError, read_json
+from searle_core.infra.files import UMASK, atomic_write_json, jsonable
+from searle_core.infra.paths import REPO_ROOT
+from searle_core.infra.version import __version__
 
 MANIFEST = "manifest.json"
+
 
 def fingerprint(*parts: Any) -> str:
     """Short sha256 of JSON-able values and tensors (e.g. the image names, the features)."""
@@ -48,9 +49,12 @@ def code_version() -> dict:
 
     version = {"package": __version__, "git_commit": None, "git_dirty": None}
     if (REPO_ROOT / ".git").exists():
+
         def git(*args: str) -> str:
-            return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True,
-                                  timeout=10, check=True).stdout.strip()
+            return subprocess.run(
+                ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+
         try:
             version["git_commit"] = git("rev-parse", "HEAD")
             version["git_dirty"] = bool(git("status", "--porcelain", "--untracked-files=no"))
@@ -60,7 +64,7 @@ def code_version() -> dict:
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 class DamagedManifest(InputError):
@@ -79,11 +83,15 @@ def read_manifest(folder: str | os.PathLike) -> dict | None:
     try:
         manifest = read_json(path, "run manifest")
     except InputError as err:
-        raise DamagedManifest(f"{err}; the run in {folder} cannot be resumed: pass --force without --resume to start "
-                              "it over (its files are deleted)") from None
+        raise DamagedManifest(
+            f"{err}; the run in {folder} cannot be resumed: pass --force without --resume to start "
+            "it over (its files are deleted)"
+        ) from None
     if not isinstance(manifest, dict):
-        raise DamagedManifest(f"{path}: expected a JSON object, got a JSON {type(manifest).__name__}; pass --force "
-                              "without --resume to start the run over")
+        raise DamagedManifest(
+            f"{path}: expected a JSON object, got a JSON {type(manifest).__name__}; pass --force "
+            "without --resume to start the run over"
+        )
     return manifest
 
 
@@ -114,8 +122,10 @@ def lock_run(folder: Path) -> None:
     except BlockingIOError:
         holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
-        raise InputError(f"{folder / LOCK}: another process (pid {holder}) is working on the run in {folder}; "
-                         "wait for it to finish or stop it, then --resume") from None
+        raise InputError(
+            f"{folder / LOCK}: another process (pid {holder}) is working on the run in {folder}; "
+            "wait for it to finish or stop it, then --resume"
+        ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     _LOCKS[key] = fd
@@ -138,13 +148,14 @@ def hyperparameter_changes(saved: dict, current: dict) -> list[str]:
                 walk(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{key}.{k}" if key else k)
         elif a != b:
             changes.append(f"{key}: {short(a)} in the run, {short(b)} now")
+
     walk(jsonable(saved), jsonable(current), "")
     return changes
 
 
 def short(value: Any, limit: int = 80) -> str:
     text = json.dumps(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_resume(folder: Path, manifest: dict, hyperparameters: dict, force: bool, what: str) -> list[str]:
@@ -155,31 +166,58 @@ def check_resume(folder: Path, manifest: dict, hyperparameters: dict, force: boo
     """
     changes = hyperparameter_changes(manifest.get("hyperparameters", {}), hyperparameters)
     if changes and not force:
-        raise InputError(f"cannot resume the {what} in {folder}: its hyper-parameters differ from this command's ("
-                         + "; ".join(changes) + "); use the same settings, another --out folder, or --resume --force "
-                         "to continue with the new ones (the manifest records both)")
+        raise InputError(
+            f"cannot resume the {what} in {folder}: its hyper-parameters differ from this command's ("
+            + "; ".join(changes)
+            + "); use the same settings, another --out folder, or --resume --force "
+            "to continue with the new ones (the manifest records both)"
+        )
     if changes:
         # Said, not silent: what is already computed keeps its old settings; the manifest keeps both.
-        print(f"note: continuing the {what} in {folder} with changed hyper-parameters ({'; '.join(changes)}); "
-              "results computed so far keep the old ones (manifest.json: 'mixed_hyperparameters')", file=sys.stderr)
+        print(
+            f"note: continuing the {what} in {folder} with changed hyper-parameters ({'; '.join(changes)}); "
+            "results computed so far keep the old ones (manifest.json: 'mixed_hyperparameters')",
+            file=sys.stderr,
+        )
     return changes
 
 
 def new_manifest(kind: str, hyperparameters: dict, info: dict | None = None) -> dict:
-    return {"kind": kind, "hyperparameters": jsonable(hyperparameters), "info": jsonable(info or {}),
-            "code_version": code_version(), "created": now(), "sessions": [], "complete": False}
+    return {
+        "kind": kind,
+        "hyperparameters": jsonable(hyperparameters),
+        "info": jsonable(info or {}),
+        "code_version": code_version(),
+        "created": now(),
+        "sessions": [],
+        "complete": False,
+    }
 
 
 def add_session(manifest: dict, world_size: int, resumed: bool, changes: list[str]) -> dict:
     """Record that a (possibly resumed) session started, with what it changed and its code version."""
-    manifest.setdefault("sessions", []).append({
-        "started": now(), "world_size": world_size, "resumed": resumed, "forced_changes": changes,
-        "code_version": code_version()})
+    manifest.setdefault("sessions", []).append(
+        {
+            "started": now(),
+            "world_size": world_size,
+            "resumed": resumed,
+            "forced_changes": changes,
+            "code_version": code_version(),
+        }
+    )
     return manifest
 
 
-def open_run(folder: Path, kind: str, hyperparameters: dict, info: dict | None, resume: bool, force: bool,
-             outputs: list[Path], names: tuple[str, str, str]) -> tuple[dict, bool]:
+def open_run(
+    folder: Path,
+    kind: str,
+    hyperparameters: dict,
+    info: dict | None,
+    resume: bool,
+    force: bool,
+    outputs: list[Path],
+    names: tuple[str, str, str],
+) -> tuple[dict, bool]:
     """Start or resume the run of ``kind`` in ``folder``; returns its manifest (written by rank 0)
     and whether it resumes.
 
@@ -215,8 +253,16 @@ def open_run(folder: Path, kind: str, hyperparameters: dict, info: dict | None, 
         raise
 
 
-def _open_locked(folder: Path, kind: str, hyperparameters: dict, info: dict | None, resume: bool, force: bool,
-                 outputs: list[Path], names: tuple[str, str, str]) -> tuple[dict, bool]:
+def _open_locked(
+    folder: Path,
+    kind: str,
+    hyperparameters: dict,
+    info: dict | None,
+    resume: bool,
+    force: bool,
+    outputs: list[Path],
+    names: tuple[str, str, str],
+) -> tuple[dict, bool]:
 
     a_run, deleted, label = names
     try:
@@ -227,11 +273,12 @@ def _open_locked(folder: Path, kind: str, hyperparameters: dict, info: dict | No
         manifest = {"kind": kind}  # a damaged run of any kind: --force deletes it and starts over
     changes: list[str] = []
     if manifest is not None and manifest.get("kind") != kind:
-        raise ValueError(f"{folder} holds a {manifest.get('kind')!r} run, not {a_run}; choose another --out")
+        raise InputError(f"{folder} holds a {manifest.get('kind')!r} run, not {a_run}; choose another --out")
     if manifest is not None and not resume:
         if not force:
-            raise ValueError(f"{folder} already holds {a_run}; pass --resume to continue it or --force to start "
-                             f"over ({deleted})")
+            raise InputError(
+                f"{folder} already holds {a_run}; pass --resume to continue it or --force to start over ({deleted})"
+            )
         dist.barrier()
         if dist.is_main():
             for path in outputs:
@@ -244,8 +291,12 @@ def _open_locked(folder: Path, kind: str, hyperparameters: dict, info: dict | No
         if changes:
             # Keep every earlier setting: results computed before the change were made with them.
             manifest.setdefault("mixed_hyperparameters", []).append(
-                {"until_session": len(manifest.get("sessions", [])), "hyperparameters": manifest["hyperparameters"],
-                 "changes": changes})
+                {
+                    "until_session": len(manifest.get("sessions", [])),
+                    "hyperparameters": manifest["hyperparameters"],
+                    "changes": changes,
+                }
+            )
         manifest["hyperparameters"] = new_manifest(kind, hyperparameters)["hyperparameters"]
     else:
         manifest = new_manifest(kind, hyperparameters, info)

@@ -16,21 +16,22 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from searle_core.backbone import Backbone
-from searle_core.datasets.base import ImageSource
-from searle_core.paths import cache_dir
-from searle_core.files import atomic_save, atomic_write_text, digest, jsonable
-from searle_core.retrieval.features import weights_key, preprocess_name, image_features
+from searle_core.clip.backbone import Backbone, weights_key
+from searle_core.datasets.base import UnlabeledImages
+from searle_core.datasets.features import image_features, preprocess_name
+from searle_core.infra.errors import load_torch_file
+from searle_core.infra.files import atomic_save, atomic_write_text, digest, jsonable
+from searle_core.infra.paths import cache_dir
 from searle_core.inversion import OTIConfig, load_phi
 from searle_core.inversion.batch import InvertedBatch, invert_images
 from searle_core.inversion.phi_training import PhiRecipe, train_phi
-from searle_core.errors import load_torch_file
 
 #: Bumped when a saved format or a training procedure changes, so old files are not reused
 #: (2: φ takes raw image features; keys name the preprocessing; OTI/φ precision settings;
@@ -54,8 +55,9 @@ def artifact_path(kind: str, backbone: Backbone, data_id: str, config: Any) -> P
         config: everything else that determines the result (a dataclass or JSON-able value).
     """
 
-    key = digest(ARTIFACT_VERSION, kind, backbone.name, weights_key(backbone), preprocess_key(backbone), data_id,
-                 config)
+    key = digest(
+        ARTIFACT_VERSION, kind, backbone.name, weights_key(backbone), preprocess_key(backbone), data_id, config
+    )
     return models_dir() / f"{kind}-{backbone.name}-{key}.pt"
 
 
@@ -94,13 +96,18 @@ def load_or_train(path: Path, train: Callable[[], dict], meta: dict | None = Non
         meta: description merged into ``"meta"`` (config, backbone, data).
     """
     if path.is_file():
-
         return Artifact(path, load_torch_file(path, "cached model (delete it to train it again)"), trained_now=False)
     start = time.perf_counter()
     content = train()
-    content["meta"] = jsonable({**(meta or {}), **content.get("meta", {}),
-                             "train_seconds": round(time.perf_counter() - start, 2),
-                             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "version": ARTIFACT_VERSION})
+    content["meta"] = jsonable(
+        {
+            **(meta or {}),
+            **content.get("meta", {}),
+            "train_seconds": round(time.perf_counter() - start, 2),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "version": ARTIFACT_VERSION,
+        }
+    )
     atomic_save(content, path)
     atomic_write_text(json.dumps(content["meta"], indent=1), path.with_suffix(".json"))
     return Artifact(path, content, trained_now=True)
@@ -109,8 +116,13 @@ def load_or_train(path: Path, train: Callable[[], dict], meta: dict | None = Non
 def describe(backbone: Backbone, data_id: str, config: Any) -> dict:
     """The ``meta`` every artifact records about where it comes from."""
 
-    return {"backbone": backbone.name, "weights": weights_key(backbone), "preprocess": preprocess_key(backbone),
-            "data": data_id, "config": jsonable(config)}
+    return {
+        "backbone": backbone.name,
+        "weights": weights_key(backbone),
+        "preprocess": preprocess_key(backbone),
+        "data": data_id,
+        "config": jsonable(config),
+    }
 
 
 # ---- φ from unlabeled images: the one recipe ------------------------------------------------------
@@ -119,27 +131,15 @@ def vocabulary_id(vocabulary) -> str:
     return digest(vocabulary.concepts, sorted(vocabulary.phrase_bank.items()))
 
 
-@dataclass
-class UnlabeledImages:
-    """The unlabeled images φ trains on (the paper: ImageNet1K test; ``shapes``: the pretrain images).
-
-    Args:
-        source: where they are read.
-        names: which of them, in order.
-        source_id: names the source in cache keys (a world's cache key, a folder's path).
-    """
-
-    source: ImageSource
-    names: list[str]
-    source_id: str
-
-    @property
-    def data_id(self) -> str:
-        return "unlabeled-" + digest(self.source_id, self.names)
-
-
-def unlabeled_oti_tokens(backbone: Backbone, unlabeled: UnlabeledImages, oti_config: OTIConfig, vocabulary,
-                         seed: int = 42, batch_size: int = 32, progress: bool = True) -> Artifact:
+def unlabeled_oti_tokens(
+    backbone: Backbone,
+    unlabeled: UnlabeledImages,
+    oti_config: OTIConfig,
+    vocabulary,
+    seed: int = 42,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> Artifact:
     """OTI tokens of unlabeled images (φ's distillation targets), cached; an interrupted run resumes.
 
     Args:
@@ -155,8 +155,12 @@ def unlabeled_oti_tokens(backbone: Backbone, unlabeled: UnlabeledImages, oti_con
         An :class:`Artifact` whose content has ``names`` and ``tokens`` (N, token_dim).
     """
     regularise = oti_config.lambda_gpt > 0 and vocabulary is not None
-    config = {"oti": oti_config, "seed": seed, "batch_size": batch_size,
-              "vocabulary": vocabulary_id(vocabulary) if regularise else None}
+    config = {
+        "oti": oti_config,
+        "seed": seed,
+        "batch_size": batch_size,
+        "vocabulary": vocabulary_id(vocabulary) if regularise else None,
+    }
     path = artifact_path("oti-unlabeled", backbone, unlabeled.data_id, config)
     # Batches done so far are saved as they finish: an interrupted run resumes where it stopped
     # (batches are seeded by their image names, so the result is the same as an uninterrupted run).
@@ -172,8 +176,19 @@ def unlabeled_oti_tokens(backbone: Backbone, unlabeled: UnlabeledImages, oti_con
             done.update(zip(batch.names, batch.tokens))
             atomic_save(dict(done), partial)
 
-        tokens = invert_images(backbone, feats, names, concepts, vocabulary.phrase_bank if regularise else None,
-                               oti_config, batch_size, seed, progress, done=dict(done), on_batch=checkpoint)
+        tokens = invert_images(
+            backbone,
+            feats,
+            names,
+            concepts,
+            vocabulary.phrase_bank if regularise else None,
+            oti_config,
+            batch_size,
+            seed,
+            progress,
+            done=dict(done),
+            on_batch=checkpoint,
+        )
         return {"names": names, "tokens": torch.stack([tokens[n] for n in names])}
 
     artifact = load_or_train(path, train, describe(backbone, unlabeled.data_id, config))
@@ -204,10 +219,20 @@ class TrainedPhi:
     artifact: Artifact | None = None
 
 
-def unlabeled_phi(backbone: Backbone, unlabeled: UnlabeledImages, recipe: PhiRecipe, oti_config: OTIConfig, vocabulary,
-                  seed: int = 42, oti_batch_size: int = 32, progress: bool = True,
-                  loss_overrides: dict | None = None, rows: list[int] | None = None,
-                  validate: Callable | None = None, validated_on: str | None = None) -> TrainedPhi:
+def unlabeled_phi(
+    backbone: Backbone,
+    unlabeled: UnlabeledImages,
+    recipe: PhiRecipe,
+    oti_config: OTIConfig,
+    vocabulary,
+    seed: int = 42,
+    oti_batch_size: int = 32,
+    progress: bool = True,
+    loss_overrides: dict | None = None,
+    rows: list[int] | None = None,
+    validate: Callable | None = None,
+    validated_on: str | None = None,
+) -> TrainedPhi:
     """φ distilled from the OTI tokens of unlabeled images (SEARLE, Sec. 4.2), cached: the one φ recipe.
 
     Args:
@@ -227,24 +252,38 @@ def unlabeled_phi(backbone: Backbone, unlabeled: UnlabeledImages, recipe: PhiRec
             all) is trained again (the same φ) so that its curve is this one's.
     """
     if recipe.images:
-        unlabeled = UnlabeledImages(unlabeled.source, list(unlabeled.names)[:recipe.images], unlabeled.source_id)
+        unlabeled = UnlabeledImages(unlabeled.source, list(unlabeled.names)[: recipe.images], unlabeled.source_id)
     targets = unlabeled_oti_tokens(backbone, unlabeled, oti_config, vocabulary, seed, oti_batch_size, progress)
     names = list(targets.content["names"])
     rows = list(range(len(names))) if rows is None else rows
     config = recipe.train_config(loss_overrides)
     data_id = "phi-" + digest([names[i] for i in rows], targets.path.stem)
-    key = {"phi": config, "vocabulary": vocabulary_id(vocabulary) if vocabulary is not None else None,
-           "oti": oti_config}
+    key = {
+        "phi": config,
+        "vocabulary": vocabulary_id(vocabulary) if vocabulary is not None else None,
+        "oti": oti_config,
+    }
 
     def train() -> dict:
-        feats = image_features(backbone, unlabeled.source, [names[i] for i in rows], progress=progress,
-                               normalize=False)  # φ's input: raw encode_image features
+        feats = image_features(
+            backbone, unlabeled.source, [names[i] for i in rows], progress=progress, normalize=False
+        )  # φ's input: raw encode_image features
         concepts = vocabulary.associate(backbone, feats, config.loss.top_concepts) if vocabulary is not None else None
-        result = train_phi(backbone, feats, targets.content["tokens"][rows], concepts,
-                           vocabulary.phrase_bank if vocabulary is not None else None, config,
-                           validate=validate, progress=progress)
-        return {"Phi": result.phi.cpu().state_dict(), "epoch": config.epochs,
-                "meta": {"history": result.history, "validated_on": validated_on if validate else None}}
+        result = train_phi(
+            backbone,
+            feats,
+            targets.content["tokens"][rows],
+            concepts,
+            vocabulary.phrase_bank if vocabulary is not None else None,
+            config,
+            validate=validate,
+            progress=progress,
+        )
+        return {
+            "Phi": result.phi.cpu().state_dict(),
+            "epoch": config.epochs,
+            "meta": {"history": result.history, "validated_on": validated_on if validate else None},
+        }
 
     path = artifact_path("phi", backbone, data_id, key)
     artifact = load_or_train(path, train, describe(backbone, data_id, key))
@@ -252,22 +291,12 @@ def unlabeled_phi(backbone: Backbone, unlabeled: UnlabeledImages, recipe: PhiRec
         path.unlink()
         artifact = load_or_train(path, train, describe(backbone, data_id, key))
     phi = load_phi(artifact.path, backbone).to(backbone.device).eval()
-    return TrainedPhi(phi, artifact.meta.get("history", []), float(artifact.meta.get("train_seconds") or 0.0),
-                      float(targets.meta.get("train_seconds") or 0.0), artifact.trained_now, len(rows), artifact)
-
-
-def record_training(extras: dict, method: str, artifact: Artifact, spent: float,
-                    train_seconds: float | None = None) -> None:
-    """Note, for the table, what ``method``'s network cost.
-
-    Args:
-        extras: ``MethodContext.extras``.
-        method: the method's name.
-        artifact: its network (trained in this call or loaded).
-        spent: wall time this call spent getting it (training or loading), kept out of query time.
-        train_seconds: the network's training time (default: the artifact's recorded time).
-    """
-    total = train_seconds if train_seconds is not None else (artifact.meta.get("train_seconds") or 0.0)
-    extras.setdefault("train_seconds", {})[method] = float(total)
-    extras.setdefault("trained_now", {})[method] = artifact.trained_now
-    extras.setdefault("setup_seconds", {})[method] = float(spent)
+    return TrainedPhi(
+        phi,
+        artifact.meta.get("history", []),
+        float(artifact.meta.get("train_seconds") or 0.0),
+        float(targets.meta.get("train_seconds") or 0.0),
+        artifact.trained_now,
+        len(rows),
+        artifact,
+    )

@@ -25,27 +25,18 @@ Protocols (as in the authors' code and the official evaluators):
 
 from __future__ import annotations
 
-from typing import Hashable, Iterable, Mapping, Sequence, Union
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-ImageName = Union[str, int]
+from searle_core.datasets.base import CIRBenchmark
+from searle_core.datasets.circo import CIRCO_ASPECTS
+from searle_core.datasets.fashioniq import FASHIONIQ_CATEGORIES
+from searle_core.infra.errors import InputError
+
+ImageName = str | int
 Ranking = Sequence[ImageName]
 
-CIRCO_SEMANTIC_ASPECTS: tuple[str, ...] = (
-    "cardinality",
-    "addition",
-    "negation",
-    "direct_addressing",
-    "compare_change",
-    "comparative_statement",
-    "statement_with_conjunction",
-    "spatial_relations_background",
-    "viewpoint",
-)
-"""The nine CIRCO semantic aspects, in the order the official evaluator reports them."""
-
-FASHIONIQ_CATEGORIES: tuple[str, ...] = ("dress", "shirt", "toptee")
 
 CIRCO_KS: tuple[int, ...] = (5, 10, 25, 50)
 CIRR_KS: tuple[int, ...] = (1, 5, 10, 50)
@@ -58,9 +49,9 @@ FASHIONIQ_KS: tuple[int, ...] = (10, 50)
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_k(k: int) -> int:
+def check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise InputError(f"k must be a positive integer, got {k!r}")
     return int(k)
 
 
@@ -70,7 +61,7 @@ def _check_unique(ranking: Ranking, query: Hashable) -> None:
     for position, item in enumerate(ranking):
         first = seen.setdefault(item, position)
         if first != position:
-            raise ValueError(
+            raise InputError(
                 f"query {query}: duplicate prediction {item!r} at ranks {first + 1} and "
                 f"{position + 1}; each image may appear at most once in a ranking"
             )
@@ -78,10 +69,10 @@ def _check_unique(ranking: Ranking, query: Hashable) -> None:
 
 def _check_lengths(n_rankings: int, **others: Sequence) -> None:
     if n_rankings == 0:
-        raise ValueError("no queries: metrics are undefined for an empty list of rankings")
+        raise InputError("no queries: metrics are undefined for an empty list of rankings")
     for name, values in others.items():
         if len(values) != n_rankings:
-            raise ValueError(f"got {n_rankings} rankings but {len(values)} {name}")
+            raise InputError(f"got {n_rankings} rankings but {len(values)} {name}")
 
 
 def _hit_at_k(ranking: Ranking, target: ImageName, k: int) -> bool:
@@ -104,7 +95,7 @@ def recall_at_k(rankings: Sequence[Ranking], targets: Sequence[ImageName], k: in
     Returns:
         Recall@k in percent.
     """
-    k = _check_k(k)
+    k = check_k(k)
     _check_lengths(len(rankings), targets=targets)
     hits = 0
     for index, (ranking, target) in enumerate(zip(rankings, targets)):
@@ -124,7 +115,7 @@ def recall_any_at_k(rankings: Sequence[Ranking], ground_truths_list: Sequence[It
         ground_truths_list: per query, every image that satisfies it.
         k: cut-off rank.
     """
-    k = _check_k(k)
+    k = check_k(k)
     _check_lengths(len(rankings), ground_truths_list=ground_truths_list)
     hits = 0
     for index, (ranking, gts) in enumerate(zip(rankings, ground_truths_list)):
@@ -158,12 +149,10 @@ def recall_subset_at_k(
         absent from the restricted list (missing ranks are misses), so pass rankings that contain
         every subset member to get the official value (:func:`cirr_metrics` enforces this).
     """
-    k = _check_k(k)
+    k = check_k(k)
     _check_lengths(len(rankings), targets=targets, subsets=subsets, references=references)
     hits = 0
-    for index, (ranking, target, subset, reference) in enumerate(
-        zip(rankings, targets, subsets, references)
-    ):
+    for index, (ranking, target, subset, reference) in enumerate(zip(rankings, targets, subsets, references)):
         _check_unique(ranking, f"index {index}")
         members = set(subset)
         members.discard(reference)
@@ -192,11 +181,11 @@ def average_precision_at_k(ranking: Ranking, ground_truths: Iterable[ImageName],
     Returns:
         AP@k as a fraction in ``[0, 1]`` (not a percentage).
     """
-    k = _check_k(k)
+    k = check_k(k)
     _check_unique(ranking, "(single ranking)")
     gts = set(ground_truths)
     if not gts:
-        raise ValueError("average precision needs at least one ground truth, got none")
+        raise InputError("average precision needs at least one ground truth, got none")
     hits = 0
     total = 0.0
     for position, item in enumerate(list(ranking)[:k], start=1):
@@ -206,9 +195,7 @@ def average_precision_at_k(ranking: Ranking, ground_truths: Iterable[ImageName],
     return total / min(len(gts), k)
 
 
-def map_at_k(
-    rankings: Sequence[Ranking], ground_truths_list: Sequence[Iterable[ImageName]], k: int
-) -> float:
+def map_at_k(rankings: Sequence[Ranking], ground_truths_list: Sequence[Iterable[ImageName]], k: int) -> float:
     """CIRCO mAP@k: mean of :func:`average_precision_at_k` over queries.
 
     Args:
@@ -219,7 +206,7 @@ def map_at_k(
     Returns:
         mAP@k in percent.
     """
-    k = _check_k(k)
+    k = check_k(k)
     _check_lengths(len(rankings), ground_truths=ground_truths_list)
     total = 0.0
     for index, (ranking, gts) in enumerate(zip(rankings, ground_truths_list)):
@@ -258,10 +245,8 @@ def circo_metrics(
         percent. ``semantic_mAP@10`` lists the nine official aspects in their official order, then
         any other aspect name in order of first appearance; an aspect without queries is omitted.
     """
-    _check_lengths(
-        len(rankings), ground_truths=ground_truths_list, targets=targets, aspects=aspects_list
-    )
-    ks = [_check_k(k) for k in ks]
+    _check_lengths(len(rankings), ground_truths=ground_truths_list, targets=targets, aspects=aspects_list)
+    ks = [check_k(k) for k in ks]
     for index, ranking in enumerate(rankings):
         _check_unique(ranking, f"index {index}")
     gts_list = [list(gts) for gts in ground_truths_list]
@@ -276,8 +261,8 @@ def circo_metrics(
         ap10 = average_precision_at_k(ranking, gts, 10)
         for aspect in _aspects_of(aspects):
             per_aspect.setdefault(aspect, []).append(ap10)
-    order = [a for a in CIRCO_SEMANTIC_ASPECTS if a in per_aspect]
-    order += [a for a in per_aspect if a not in CIRCO_SEMANTIC_ASPECTS]
+    order = [a for a in CIRCO_ASPECTS if a in per_aspect]
+    order += [a for a in per_aspect if a not in CIRCO_ASPECTS]
     scores["semantic_mAP@10"] = {a: 100.0 * float(np.mean(per_aspect[a])) for a in order}
     return scores
 
@@ -303,29 +288,23 @@ def fashioniq_metrics(
         ``average`` is the unweighted mean over the categories present, as in the paper.
     """
     if not rankings_by_category:
-        raise ValueError("no FashionIQ category given")
+        raise InputError("no FashionIQ category given")
     if set(rankings_by_category) != set(targets_by_category):
-        raise ValueError(
-            f"categories differ: rankings for {sorted(rankings_by_category)}, "
-            f"targets for {sorted(targets_by_category)}"
+        raise InputError(
+            f"categories differ: rankings for {sorted(rankings_by_category)}, targets for {sorted(targets_by_category)}"
         )
     if "average" in rankings_by_category:
-        raise ValueError("'average' is reserved for the mean over categories")
+        raise InputError("'average' is reserved for the mean over categories")
     order = [c for c in FASHIONIQ_CATEGORIES if c in rankings_by_category]
     order += [c for c in rankings_by_category if c not in FASHIONIQ_CATEGORIES]
     scores: dict = {}
     for category in order:
         rankings, targets = rankings_by_category[category], targets_by_category[category]
         try:
-            scores[category] = {
-                f"Recall@{k}": recall_at_k(rankings, targets, k) for k in FASHIONIQ_KS
-            }
+            scores[category] = {f"Recall@{k}": recall_at_k(rankings, targets, k) for k in FASHIONIQ_KS}
         except ValueError as error:
-            raise ValueError(f"FashionIQ category {category!r}: {error}") from None
-    scores["average"] = {
-        f"Recall@{k}": float(np.mean([scores[c][f"Recall@{k}"] for c in order]))
-        for k in FASHIONIQ_KS
-    }
+            raise InputError(f"FashionIQ category {category!r}: {error}") from None
+    scores["average"] = {f"Recall@{k}": float(np.mean([scores[c][f"Recall@{k}"] for c in order])) for k in FASHIONIQ_KS}
     return scores
 
 
@@ -362,7 +341,7 @@ def cirr_metrics(
         present = set(kept)
         missing = [m for m in subset if m != reference and m not in present]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"query index {index}: ranking ({len(kept)} names without the reference) lacks "
                 f"img_set member(s) {missing[:3]!r}, so Recall_subset is undetermined; pass the "
                 f"full-gallery ranking (rank_by_scores with k=len(gallery))"
@@ -370,84 +349,25 @@ def cirr_metrics(
         cleaned.append(kept)
     scores = {f"Recall@{k}": recall_at_k(cleaned, targets, k) for k in CIRR_KS}
     for k in CIRR_SUBSET_KS:
-        scores[f"Recall_subset@{k}"] = recall_subset_at_k(
-            cleaned, targets, subset_lists, references, k
-        )
+        scores[f"Recall_subset@{k}"] = recall_subset_at_k(cleaned, targets, subset_lists, references, k)
     return scores
 
 
-# --------------------------------------------------------------------------------------------------
-# from similarity scores to rankings
-# --------------------------------------------------------------------------------------------------
+def cirr_scoring_rankings(bench: CIRBenchmark, rankings: list[list[str]], k: int = max(CIRR_KS)) -> list[list[str]]:
+    """Each full-gallery ranking cut to its top ``k`` plus its remaining ``img_set`` members, in order.
 
-
-def _top_k_indices(row: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest entries of ``row``, larger first, ties by lower index."""
-    n = row.shape[0]
-    negated = -row
-    if k >= n:
-        return np.argsort(negated, kind="stable")
-    part = np.argpartition(negated, k - 1)[:k]
-    threshold = row[part].min()  # the k-th largest value
-    greater = np.flatnonzero(row > threshold)
-    equal = np.flatnonzero(row == threshold)[: k - greater.size]
-    candidates = np.concatenate([greater, equal])  # each part in index order
-    return candidates[np.argsort(negated[candidates], kind="stable")]
-
-
-def rank_by_scores(
-    scores: np.ndarray,
-    names: Sequence[ImageName],
-    k: int,
-    exclude: Sequence[ImageName | None] | None = None,
-) -> list[list[ImageName]]:
-    """Turn a (queries x gallery) similarity matrix into top-``k`` rankings of gallery names.
-
-    Higher score = better. The order is deterministic: **equal scores are ordered by gallery index,
-    lower index first** (a stable sort), including at the k-th rank boundary. Selection uses
-    ``argpartition`` and then sorts only the ``k`` kept entries, so a 120k-image gallery is cheap.
+    Recall@K (K <= ``k``) reads the top ``k`` only and Recall_subset the members' relative order, so
+    the metrics are those of the full rankings; scoring 55 names instead of the whole gallery per
+    query makes CIRR's validation metrics take a second instead of a minute.
 
     Args:
-        scores: similarity matrix of shape ``(n_queries, n_gallery)``; NaN is rejected.
-        names: the gallery names, ``names[j]`` for column ``j`` (must be unique).
-        k: how many names to keep per query (capped at the gallery size, minus one when a name is
-            excluded).
-        exclude: optional, one entry per query: a gallery name to remove from that query's ranking
-            (CIRR removes the reference image), or ``None``. A name not in the gallery removes
-            nothing.
-
-    Returns:
-        One list of ``min(k, available)`` names per query, best first.
+        bench: a CIRR benchmark.
+        rankings: its full-gallery rankings, in query order.
+        k: the longest Recall@K cut-off.
     """
-    k = _check_k(k)
-    scores = np.asarray(scores)
-    if scores.ndim != 2:
-        raise ValueError(f"scores must be a 2-D (queries x gallery) matrix, got shape {scores.shape}")
-    if not np.issubdtype(scores.dtype, np.floating):
-        scores = scores.astype(np.float64)  # negating unsigned or boolean scores would wrap
-    names = list(names)
-    if scores.shape[1] != len(names):
-        raise ValueError(f"scores have {scores.shape[1]} gallery columns but {len(names)} names")
-    if np.isnan(scores).any():
-        bad = int(np.flatnonzero(np.isnan(scores).any(axis=1))[0])
-        raise ValueError(f"scores contain NaN (first in query row {bad})")
-    if exclude is not None and len(exclude) != scores.shape[0]:
-        raise ValueError(f"exclude has {len(exclude)} entries for {scores.shape[0]} queries")
-    column: dict[ImageName, int] = {}
-    for j, name in enumerate(names):
-        if column.setdefault(name, j) != j:
-            raise ValueError(f"gallery name {name!r} appears twice (columns {column[name]} and {j})")
-
-    rankings: list[list[ImageName]] = []
-    for i in range(scores.shape[0]):
-        row = scores[i]
-        excluded = None if exclude is None or exclude[i] is None else column.get(exclude[i])
-        if excluded is None:
-            top = _top_k_indices(row, min(k, row.shape[0]))
-        else:
-            # rank the other columns, then shift the indices past the removed one back
-            rest = np.delete(row, excluded)
-            top = _top_k_indices(rest, min(k, rest.shape[0]))
-            top = top + (top >= excluded)
-        rankings.append([names[j] for j in top])
-    return rankings
+    out = []
+    for q, ranking in zip(bench.queries, rankings):
+        head = list(ranking[:k])
+        members = set(q.subset or ()) - {q.reference} - set(head)
+        out.append(head + ([n for n in ranking[k:] if n in members] if members else []))
+    return out

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import numbers
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from searle_core.errors import InputError, read_json
+from searle_core.infra.errors import InputError, read_json
 from searle_core.metrics import CIRCO_KS, circo_metrics
 
 CIRCO_TOP_K = 50
@@ -44,7 +45,7 @@ _INT_STRING = re.compile(r"\s*[+-]?\d+\s*")
 _SHOW = 5  # how many offending ids an error message lists
 
 
-class CIRCOScoringError(ValueError):
+class CIRCOScoringError(InputError):
     """A CIRCO annotation or prediction file that cannot be scored."""
 
 
@@ -94,9 +95,7 @@ def _read_annotations(annotations: str | Path | list) -> tuple[list[dict], str]:
             raise CIRCOScoringError(f"{where}: missing field 'id' (expected an integer query id)")
         query_id = _as_int(annotation["id"])
         if query_id is None:
-            raise CIRCOScoringError(
-                f"{where}: field 'id' is {annotation['id']!r}, expected an integer query id"
-            )
+            raise CIRCOScoringError(f"{where}: field 'id' is {annotation['id']!r}, expected an integer query id")
         where = f"{label}: annotation id {query_id}"
         if query_id in seen:
             raise CIRCOScoringError(f"{where}: field 'id' repeats; expected unique query ids")
@@ -112,18 +111,14 @@ def _read_annotations(annotations: str | Path | list) -> tuple[list[dict], str]:
         gts = [_as_int(g) for g in raw_gts] if isinstance(raw_gts, list) else [None]
         if not gts or any(g is None for g in gts):
             raise CIRCOScoringError(
-                f"{where}: field 'gt_img_ids' is {raw_gts!r}, expected a non-empty list of "
-                f"integer image ids"
+                f"{where}: field 'gt_img_ids' is {raw_gts!r}, expected a non-empty list of integer image ids"
             )
         if "target_img_id" not in annotation:
-            raise CIRCOScoringError(
-                f"{where}: missing field 'target_img_id' (expected an integer image id)"
-            )
+            raise CIRCOScoringError(f"{where}: missing field 'target_img_id' (expected an integer image id)")
         target = _as_int(annotation["target_img_id"])
         if target is None:
             raise CIRCOScoringError(
-                f"{where}: field 'target_img_id' is {annotation['target_img_id']!r}, expected an "
-                f"integer image id"
+                f"{where}: field 'target_img_id' is {annotation['target_img_id']!r}, expected an integer image id"
             )
         aspects = annotation.get("semantic_aspects", [])
         if not isinstance(aspects, list) or not all(isinstance(a, str) for a in aspects):
@@ -140,8 +135,7 @@ def _read_predictions(
     content, label = _load_json(predictions, "predictions")
     if not isinstance(content, Mapping):
         raise CIRCOScoringError(
-            f"{label}: expected a JSON object {{query id: [top-{CIRCO_TOP_K} image ids]}}, got "
-            f"{type(content).__name__}"
+            f"{label}: expected a JSON object {{query id: [top-{CIRCO_TOP_K} image ids]}}, got {type(content).__name__}"
         )
     known = set(query_ids)
     id_range = f"{min(query_ids)}..{max(query_ids)}"
@@ -153,9 +147,7 @@ def _read_predictions(
             unknown.append(repr(key))
             continue
         if query_id in by_id:
-            raise CIRCOScoringError(
-                f"{label}: query id {query_id} appears under two keys; expected one key per query"
-            )
+            raise CIRCOScoringError(f"{label}: query id {query_id} appears under two keys; expected one key per query")
         by_id[query_id] = values
     if unknown:
         raise CIRCOScoringError(
@@ -175,8 +167,7 @@ def _read_predictions(
         where = f"{label}: query {query_id}"
         if not isinstance(values, (list, tuple)):
             raise CIRCOScoringError(
-                f"{where}: value is {type(values).__name__}, expected a list of "
-                f"{CIRCO_TOP_K} image ids"
+                f"{where}: value is {type(values).__name__}, expected a list of {CIRCO_TOP_K} image ids"
             )
         ids = [_as_int(v) for v in values]
         bad = [v for v, i in zip(values, ids) if i is None]
@@ -187,8 +178,7 @@ def _read_predictions(
             )
         if len(ids) < min_predictions:
             raise CIRCOScoringError(
-                f"{where}: {len(ids)} image ids, expected the top {CIRCO_TOP_K} (at least "
-                f"{min_predictions})"
+                f"{where}: {len(ids)} image ids, expected the top {CIRCO_TOP_K} (at least {min_predictions})"
             )
         first: dict[int, int] = {}
         for position, image_id in enumerate(ids):
@@ -254,8 +244,7 @@ def format_circo_scores(scores: Mapping[str, Any]) -> str:
     lines = ["CIRCO scores (percent)", f"{'':<8}" + "".join(f"{'@' + str(k):>{width}}" for k in ks)]
     for metric in ("mAP", "Recall"):
         cells = "".join(
-            f"{scores[f'{metric}@{k}']:>{width}.2f}" if f"{metric}@{k}" in scores else f"{'-':>{width}}"
-            for k in ks
+            f"{scores[f'{metric}@{k}']:>{width}.2f}" if f"{metric}@{k}" in scores else f"{'-':>{width}}" for k in ks
         )
         lines.append(f"{metric:<8}{cells}")
     lines.append("mAP uses every ground truth (gt_img_ids); Recall only the target_img_id.")

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from searle_core.datasets.base import CIRBenchmark
-from searle_core.markdown import markdown_table
+from searle_core.infra.errors import InputError
+from searle_core.infra.markdown import markdown_table
 from searle_core.metrics import average_precision_at_k
-from searle_core.retrieval.ranking import cirr_scoring_rankings
-
+from searle_core.metrics.benchmarks import cirr_scoring_rankings
 
 #: Resamples drawn at a time. It is part of the seeded draw order: changing it moves the intervals slightly.
 RESAMPLE_CHUNK = 1000
@@ -59,8 +59,9 @@ def main_metric(dataset: str) -> str:
     return {"cirr": "Recall@1", "fashioniq": "average/Recall@10"}.get(dataset, "mAP@10")
 
 
-def per_query_scores(bench: CIRBenchmark, rankings: list[list[str]], metric: str | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def per_query_scores(
+    bench: CIRBenchmark, rankings: list[list[str]], metric: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Each query's share of the metric (percent) and its group (FashionIQ category, else 0).
 
     The metric is the mean of its groups' means of these scores, as the dataset computes it.
@@ -75,9 +76,9 @@ def per_query_scores(bench: CIRBenchmark, rankings: list[list[str]], metric: str
     name = metric.split("/")[-1]
     kind, _, k_text = name.partition("@")
     if kind not in ("mAP", "Recall") or not k_text.isdigit():
-        raise ValueError(f"metric {metric!r}: expected mAP@K, Recall@K or average/Recall@K")
+        raise InputError(f"metric {metric!r}: expected mAP@K, Recall@K or average/Recall@K")
     if len(rankings) != len(bench.queries):
-        raise ValueError(f"{len(rankings)} rankings for {len(bench.queries)} queries of {bench.name} {bench.split}")
+        raise InputError(f"{len(rankings)} rankings for {len(bench.queries)} queries of {bench.name} {bench.split}")
     k = int(k_text)
     if bench.name == "cirr":
         rankings = cirr_scoring_rankings(bench, rankings)
@@ -85,7 +86,7 @@ def per_query_scores(bench: CIRBenchmark, rankings: list[list[str]], metric: str
     for i, (ranking, q) in enumerate(zip(rankings, bench.queries)):
         truths = q.ground_truths or ([q.target] if q.target is not None else [])
         if not truths:
-            raise ValueError(f"query {q.query_id} of {bench.name} {bench.split} has no ground truth to score")
+            raise InputError(f"query {q.query_id} of {bench.name} {bench.split} has no ground truth to score")
         if kind == "mAP":
             scores[i] = 100.0 * average_precision_at_k(ranking, truths, k)
         else:
@@ -95,8 +96,14 @@ def per_query_scores(bench: CIRBenchmark, rankings: list[list[str]], metric: str
     return scores, np.array([names[c] for c in categories])
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = None, n_resamples: int = 10_000,
-                     level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+def paired_bootstrap(
+    a: np.ndarray,
+    b: np.ndarray,
+    groups: np.ndarray | None = None,
+    n_resamples: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
     """Difference of the metric of ``a`` and ``b`` (mean of group means) and its percentile interval.
 
     Args:
@@ -112,9 +119,11 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = N
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
-        raise ValueError(f"paired scores must be two 1-D arrays of the same non-zero length, got {a.shape} and {b.shape}")
+        raise InputError(
+            f"paired scores must be two 1-D arrays of the same non-zero length, got {a.shape} and {b.shape}"
+        )
     if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+        raise InputError(f"level must be in (0, 1), got {level}")
     groups = np.zeros(len(a), dtype=int) if groups is None else np.asarray(groups)
     d = a - b
     rng = np.random.default_rng(seed)
@@ -126,21 +135,27 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = N
         size = min(RESAMPLE_CHUNK, n_resamples - start)
         for m in members:
             picks = m[rng.integers(0, len(m), size=(size, len(m)))]
-            resampled[start:start + size] += d[picks].mean(axis=1)
+            resampled[start : start + size] += d[picks].mean(axis=1)
     resampled /= len(members)
     tail = (1 - level) / 2
     low, high = np.quantile(resampled, [tail, 1 - tail])
     return observed, float(low), float(high)
 
 
-def compare_methods(bench: CIRBenchmark, rankings: dict[str, list[list[str]]], reference: str = "searle-oti",
-                    metric: str | None = None, n_resamples: int = 10_000, level: float = 0.95,
-                    seed: int = 0) -> list[Difference]:
+def compare_methods(
+    bench: CIRBenchmark,
+    rankings: dict[str, list[list[str]]],
+    reference: str = "searle-oti",
+    metric: str | None = None,
+    n_resamples: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> list[Difference]:
     """Every method against ``reference`` on the same queries.
 
     Args:
         bench: the benchmark.
-        rankings: method -> its rankings (``Evaluation.rankings``); must include ``reference``.
+        rankings: method -> its rankings (``MethodResult.rankings``); must include ``reference``.
         reference: the method the others are compared with.
         metric: the compared metric (default: the dataset's headline metric).
         n_resamples: bootstrap resamples.
@@ -148,7 +163,7 @@ def compare_methods(bench: CIRBenchmark, rankings: dict[str, list[list[str]]], r
         seed: resampling seed (the same resamples for every method).
     """
     if reference not in rankings:
-        raise ValueError(f"reference method {reference!r} is not among the compared ones: {', '.join(rankings)}")
+        raise InputError(f"reference method {reference!r} is not among the compared ones: {', '.join(rankings)}")
     metric = metric or main_metric(bench.name)
     ref, groups = per_query_scores(bench, rankings[reference], metric)
     out = []
@@ -170,8 +185,16 @@ def to_markdown(differences: list[Difference], names: dict[str, str] | None = No
     first = differences[0]
     ref = names.get(first.reference, first.reference)
     header = ["Method", first.metric, f"− {ref}", f"{100 * first.level:g} % interval", "clear"]
-    rows = [[names.get(d.method, d.method), f"{d.value:.2f}", f"{d.diff:+.2f}", f"[{d.low:+.2f}, {d.high:+.2f}]",
-             "yes" if d.clear else "no"] for d in differences]
+    rows = [
+        [
+            names.get(d.method, d.method),
+            f"{d.value:.2f}",
+            f"{d.diff:+.2f}",
+            f"[{d.low:+.2f}, {d.high:+.2f}]",
+            "yes" if d.clear else "no",
+        ]
+        for d in differences
+    ]
     return markdown_table(header, rows, [False, True, True, False, False])
 
 
@@ -186,6 +209,17 @@ def write_differences(differences: list[Difference], path: str | Path, names: di
         writer = csv.writer(f)
         writer.writerow(["method", "reference", "metric", "value", "diff", "low", "high", "level", "clear"])
         for d in differences:
-            writer.writerow([d.method, d.reference, d.metric, f"{d.value:.4f}", f"{d.diff:.4f}", f"{d.low:.4f}",
-                             f"{d.high:.4f}", d.level, d.clear])
+            writer.writerow(
+                [
+                    d.method,
+                    d.reference,
+                    d.metric,
+                    f"{d.value:.4f}",
+                    f"{d.diff:.4f}",
+                    f"{d.low:.4f}",
+                    f"{d.high:.4f}",
+                    d.level,
+                    d.clear,
+                ]
+            )
     return path

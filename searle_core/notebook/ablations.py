@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from searle_core.notebook.record import Recorder
+from searle_core.infra.files import atomic_write_text
+from searle_core.infra.markdown import markdown_table
+from searle_core.inversion.concepts import Vocabulary
+from searle_core.jobs.prepare import evaluate
 from searle_core.notebook.inversions import SNAPSHOT_STEPS, benchmark_oti, phi_recipe, subset_indices, train_study_phi
-from searle_core.concepts import Vocabulary
-from searle_core.jobs.evaluation import evaluate
-from searle_core.markdown import markdown_table
+from searle_core.notebook.record import Recorder
 from searle_core.notebook.study import Study
 from searle_core.report.table import flatten
-from searle_core.files import atomic_write_text
 
 #: The regulariser's phrases of the "templates only" ablation: one plain template per concept.
 TEMPLATE_ONLY_PHRASES: tuple[str, ...] = ("a photo of {}",)
@@ -62,8 +62,11 @@ def oti_variants(steps: int, step_grid: tuple[int, ...] | list[int] = (50, 150, 
         steps: the full method's steps (a grid entry equal to it is the full row itself).
         step_grid: the step counts compared.
     """
-    rows = [Variant("OTI", FULL), Variant("OTI", "no phrase regulariser", oti={"lambda_gpt": 0.0}),
-            Variant("OTI", "templates only", phrases="templates")]
+    rows = [
+        Variant("OTI", FULL),
+        Variant("OTI", "no phrase regulariser", oti={"lambda_gpt": 0.0}),
+        Variant("OTI", "templates only", phrases="templates"),
+    ]
     rows += [Variant("OTI", f"{s} steps", oti={"steps": int(s)}) for s in step_grid if int(s) != steps]
     rows.append(Variant("OTI", "no EMA", oti={"use_ema": False}))
     return rows
@@ -71,8 +74,11 @@ def oti_variants(steps: int, step_grid: tuple[int, ...] | list[int] = (50, 150, 
 
 def phi_variants(fractions: tuple[float, ...] | list[float] = (0.01, 0.03, 0.1, 1.0)) -> list[Variant]:
     """The φ rows: full, no distillation (cosine to the image), no regulariser, each data fraction."""
-    rows = [Variant("φ", FULL), Variant("φ", "no distillation (cosine to image)", loss={"distil_to_image": True}),
-            Variant("φ", "no phrase regulariser", loss={"lambda_gpt": 0.0})]
+    rows = [
+        Variant("φ", FULL),
+        Variant("φ", "no distillation (cosine to image)", loss={"distil_to_image": True}),
+        Variant("φ", "no phrase regulariser", loss={"lambda_gpt": 0.0}),
+    ]
     rows += [Variant("φ", f"{100 * f:g} % of images", data_fraction=float(f)) for f in fractions if float(f) < 1.0]
     return rows
 
@@ -114,8 +120,14 @@ def equal_step_epochs(study: Study, epochs: int, images: int | None, fraction: f
     return max(1, math.ceil(steps / math.ceil(len(subset_indices(n, fraction, study.seed)) / batch)))
 
 
-def run_variant(study: Study, variant: Variant, oti_steps: int, phi_epochs: int, phi_images: int | None = None,
-                equal_steps: bool = True) -> dict:
+def run_variant(
+    study: Study,
+    variant: Variant,
+    oti_steps: int,
+    phi_epochs: int,
+    phi_images: int | None = None,
+    equal_steps: bool = True,
+) -> dict:
     """Evaluate one variant; returns its flat metrics plus ``seconds`` (OTI or φ training, as run).
 
     Args:
@@ -136,17 +148,25 @@ def run_variant(study: Study, variant: Variant, oti_steps: int, phi_epochs: int,
     epochs = phi_epochs
     if equal_steps and variant.data_fraction < 1.0:
         epochs = equal_step_epochs(study, phi_epochs, phi_images, variant.data_fraction)
-    trained = train_study_phi(study, ctx.oti_config, epochs, phi_images, variant.loss, variant.data_fraction,
-                              validate=False)
+    trained = train_study_phi(
+        study, ctx.oti_config, epochs, phi_images, variant.loss, variant.data_fraction, validate=False
+    )
     ctx.phi = trained.phi
     result = evaluate("searle", study.bench, study.backbone, ctx, gallery=study.gallery())
     return {**flatten(result.metrics), "seconds": trained.train_seconds + result.seconds}
 
 
-def run_ablations(study: Study, oti_steps: int | None = None, phi_epochs: int | None = None,
-                  step_grid: tuple[int, ...] | list[int] = (50, 150, 350),
-                  fractions: tuple[float, ...] | list[float] = (0.01, 0.03, 0.1, 1.0), phi_images: int | None = None,
-                  parts: tuple[str, ...] = ("OTI", "φ"), equal_steps: bool = True, progress: bool = True) -> pd.DataFrame:
+def run_ablations(
+    study: Study,
+    oti_steps: int | None = None,
+    phi_epochs: int | None = None,
+    step_grid: tuple[int, ...] | list[int] = (50, 150, 350),
+    fractions: tuple[float, ...] | list[float] = (0.01, 0.03, 0.1, 1.0),
+    phi_images: int | None = None,
+    parts: tuple[str, ...] = ("OTI", "φ"),
+    equal_steps: bool = True,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Every ablation row of ``parts`` on ``study.bench``.
 
     Args:
@@ -168,18 +188,29 @@ def run_ablations(study: Study, oti_steps: int | None = None, phi_epochs: int | 
     oti_steps = study.settings.oti_steps if oti_steps is None else oti_steps
     phi_epochs = study.settings.phi_epochs if phi_epochs is None else phi_epochs
     phi_images = (study.settings.phi_images or None) if phi_images is None else (phi_images or None)
-    variants = (oti_variants(oti_steps, step_grid) if "OTI" in parts else []) + \
-               (phi_variants(fractions) if "φ" in parts else [])
+    variants = (oti_variants(oti_steps, step_grid) if "OTI" in parts else []) + (
+        phi_variants(fractions) if "φ" in parts else []
+    )
     rows = []
     for variant in variants:
         metrics = run_variant(study, variant, oti_steps, phi_epochs, phi_images, equal_steps)
         steps = variant.oti.get("steps", oti_steps) if variant.part == "OTI" else None
-        rows.append({"part": variant.part, "variant": variant.name, **metrics, "steps": steps,
-                     "data %": 100 * variant.data_fraction if variant.part == "φ" else None})
+        rows.append(
+            {
+                "part": variant.part,
+                "variant": variant.name,
+                **metrics,
+                "steps": steps,
+                "data %": 100 * variant.data_fraction if variant.part == "φ" else None,
+            }
+        )
         if progress:
             key = next((k for k in ("mAP@10", "Recall@1", "average/Recall@10") if k in metrics), None)
-            print(f"{variant.part}: {variant.name}: {key} {metrics.get(key, float('nan')):.2f} "
-                  f"({metrics['seconds']:.1f} s)", flush=True)
+            print(
+                f"{variant.part}: {variant.name}: {key} {metrics.get(key, float('nan')):.2f} "
+                f"({metrics['seconds']:.1f} s)",
+                flush=True,
+            )
     return pd.DataFrame(rows)
 
 
@@ -201,10 +232,15 @@ def ablation_curve(table: pd.DataFrame, part: str, metric: str) -> tuple[list[fl
 
 def markdown(table: pd.DataFrame, digits: int = 2) -> str:
     """The ablation table as GitHub Markdown (numbers rounded to ``digits``)."""
+
     def fmt(v) -> str:
         return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-    return markdown_table(table.columns, ([fmt(v) for v in row] for row in table.itertuples(index=False)),
-                          [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns])
+
+    return markdown_table(
+        table.columns,
+        ([fmt(v) for v in row] for row in table.itertuples(index=False)),
+        [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns],
+    )
 
 
 #: Where the ablation table is written, inside a run folder.

@@ -7,17 +7,18 @@ The notebooks' teaching figures are computed here (and tested); the notebooks on
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from searle_core.backbone import Backbone
+from searle_core.clip.backbone import Backbone
+from searle_core.clip.text_encoding import encode_with_pseudo_tokens
+from searle_core.infra.errors import InputError
 from searle_core.inversion.nearest import nearest_words, token_word, whole_word_ids
 from searle_core.retrieval.ranking import rank_gallery
-from searle_core.text_encoding import encode_with_pseudo_tokens
 
 PHOTO_PROMPT = "a photo of $"
 
@@ -40,21 +41,26 @@ def dollar_embedding(backbone: Backbone) -> torch.Tensor:
 
 
 @torch.no_grad()
-def prompt_features(backbone: Backbone, tokens: torch.Tensor, prompt: str = PHOTO_PROMPT,
-                    batch_size: int = 256) -> torch.Tensor:
+def prompt_features(
+    backbone: Backbone, tokens: torch.Tensor, prompt: str = PHOTO_PROMPT, batch_size: int = 256
+) -> torch.Tensor:
     """Normalised features of ``prompt`` with ``$`` = each token: (N, embed_dim) on CPU."""
     tokens = tokens.reshape(-1, backbone.token_dim)
     out = []
     for start in range(0, len(tokens), batch_size):
-        chunk = tokens[start:start + batch_size].to(backbone.device)
+        chunk = tokens[start : start + batch_size].to(backbone.device)
         ids = backbone.tokenize([prompt] * len(chunk))
-        out.append(F.normalize(encode_with_pseudo_tokens(backbone.model, ids, chunk, backbone.dollar_token_id).float(),
-                               dim=-1).cpu())
+        out.append(
+            F.normalize(
+                encode_with_pseudo_tokens(backbone.model, ids, chunk, backbone.dollar_token_id).float(), dim=-1
+            ).cpu()
+        )
     return torch.cat(out)
 
 
-def prompt_image_similarity(backbone: Backbone, tokens: torch.Tensor, image_features: torch.Tensor,
-                            prompt: str = PHOTO_PROMPT) -> np.ndarray:
+def prompt_image_similarity(
+    backbone: Backbone, tokens: torch.Tensor, image_features: torch.Tensor, prompt: str = PHOTO_PROMPT
+) -> np.ndarray:
     """Cosine between ``prompt`` with token i and image i: (N,). What OTI's L_cos maximises."""
     text = prompt_features(backbone, tokens, prompt)
     return (text * F.normalize(image_features.float().cpu(), dim=-1)).sum(-1).numpy()
@@ -65,16 +71,22 @@ def trajectory_steps(steps: int, every: int) -> list[int]:
     return [s for s in range(steps) if s % every == 0 or s == steps - 1]
 
 
-def trajectory_similarity(backbone: Backbone, trajectory: torch.Tensor, image_features: torch.Tensor,
-                          prompt: str = PHOTO_PROMPT) -> np.ndarray:
+def trajectory_similarity(
+    backbone: Backbone, trajectory: torch.Tensor, image_features: torch.Tensor, prompt: str = PHOTO_PROMPT
+) -> np.ndarray:
     """:func:`prompt_image_similarity` at every recorded OTI step: (T, N) from a (T, N, D) trajectory."""
     t, n, _ = trajectory.shape
     sims = prompt_image_similarity(backbone, trajectory.reshape(t * n, -1), image_features.repeat(t, 1), prompt)
     return sims.reshape(t, n)
 
 
-def self_retrieval_ranks(backbone: Backbone, tokens: torch.Tensor, image_features: torch.Tensor,
-                         gallery_features: torch.Tensor, prompt: str = PHOTO_PROMPT) -> np.ndarray:
+def self_retrieval_ranks(
+    backbone: Backbone,
+    tokens: torch.Tensor,
+    image_features: torch.Tensor,
+    gallery_features: torch.Tensor,
+    prompt: str = PHOTO_PROMPT,
+) -> np.ndarray:
     """Rank (1 = first) of each image when ``prompt`` with its token searches the gallery plus the
     inverted images themselves: does "a photo of $" find the very image $ came from?
 
@@ -101,8 +113,9 @@ def word_rows(backbone: Backbone, allowed_ids: Sequence[int] | None = None) -> t
 
 
 @torch.no_grad()
-def token_wordness(backbone: Backbone, tokens: torch.Tensor, allowed_ids: Sequence[int] | None = None,
-                   setting: str = "") -> pd.DataFrame:
+def token_wordness(
+    backbone: Backbone, tokens: torch.Tensor, allowed_ids: Sequence[int] | None = None, setting: str = ""
+) -> pd.DataFrame:
     """How word-like each token is.
 
     Args:
@@ -120,8 +133,15 @@ def token_wordness(backbone: Backbone, tokens: torch.Tensor, allowed_ids: Sequen
     cos = F.normalize(tokens, dim=-1) @ F.normalize(rows, dim=-1).T
     best = cos.max(dim=1)
     dist = torch.cdist(tokens, rows).min(dim=1).values
-    return pd.DataFrame({"setting": setting, "nearest": [token_word(backbone, ids[j]) for j in best.indices.tolist()],
-                         "cosine": best.values.numpy(), "distance": dist.numpy(), "norm": tokens.norm(dim=1).numpy()})
+    return pd.DataFrame(
+        {
+            "setting": setting,
+            "nearest": [token_word(backbone, ids[j]) for j in best.indices.tolist()],
+            "cosine": best.values.numpy(),
+            "distance": dist.numpy(),
+            "norm": tokens.norm(dim=1).numpy(),
+        }
+    )
 
 
 def mean_word_norm(backbone: Backbone, allowed_ids: Sequence[int] | None = None) -> float:
@@ -136,8 +156,9 @@ def _pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, vt[:2]
 
 
-def project_paths(backbone: Backbone, paths: Sequence[torch.Tensor], allowed_ids: Sequence[int] | None = None,
-                  k: int = 8) -> tuple[np.ndarray, list[str], list[np.ndarray]]:
+def project_paths(
+    backbone: Backbone, paths: Sequence[torch.Tensor], allowed_ids: Sequence[int] | None = None, k: int = 8
+) -> tuple[np.ndarray, list[str], list[np.ndarray]]:
     """S*'s paths during OTI and the words nearest to where they end, projected on a shared plane.
 
     Directions are compared (every vector is L2-normalised first), since nearness to a word is
@@ -212,8 +233,9 @@ def _unit_rows(features: torch.Tensor) -> torch.Tensor:
     return features if torch.allclose(norms, torch.ones_like(norms), atol=1e-5) else F.normalize(features, dim=-1)
 
 
-def search(query_features: torch.Tensor, search_features: torch.Tensor, names: Sequence[str],
-           k: int = 5) -> list[list[str]]:
+def search(
+    query_features: torch.Tensor, search_features: torch.Tensor, names: Sequence[str], k: int = 5
+) -> list[list[str]]:
     """Top-``k`` names per query by cosine similarity, ranked by the evaluated pipeline's ranker
     (:func:`~searle_core.retrieval.ranking.rank_gallery`: equal scores in gallery order).
 
@@ -238,9 +260,14 @@ def ground_truth_hits(rankings: Sequence[Sequence[str]], queries: Sequence) -> i
 OWN_WORD_ATTRIBUTES: tuple[str, ...] = ("shape", "colour", "background")
 
 
-def own_word_shares(backbone: Backbone, tokens: torch.Tensor, attributes: Sequence[dict[str, str]],
-                    allowed_ids: Sequence[int] | None = None, k: int = 5,
-                    checked: Sequence[str] = OWN_WORD_ATTRIBUTES) -> dict[str, float]:
+def own_word_shares(
+    backbone: Backbone,
+    tokens: torch.Tensor,
+    attributes: Sequence[dict[str, str]],
+    allowed_ids: Sequence[int] | None = None,
+    k: int = 5,
+    checked: Sequence[str] = OWN_WORD_ATTRIBUTES,
+) -> dict[str, float]:
     """Does S* mean its image? % of tokens whose ``k`` nearest words contain the image's own word.
 
     Args:
@@ -257,10 +284,13 @@ def own_word_shares(backbone: Backbone, tokens: torch.Tensor, attributes: Sequen
         ``checked``, plus ``"images"``: N.
     """
     if len(attributes) != len(tokens):
-        raise ValueError(f"own_word_shares: {len(tokens)} tokens but {len(attributes)} attribute rows")
-    nearest = [{w for w, _ in ws} for ws in nearest_words(backbone, tokens, k, list(allowed_ids) if allowed_ids
-                                                          is not None else None)]
-    shares: dict[str, float] = {a: 100.0 * float(np.mean([attrs[a] in words for attrs, words in zip(attributes, nearest)]))
-                                for a in checked}
+        raise InputError(f"own_word_shares: {len(tokens)} tokens but {len(attributes)} attribute rows")
+    nearest = [
+        {w for w, _ in ws}
+        for ws in nearest_words(backbone, tokens, k, list(allowed_ids) if allowed_ids is not None else None)
+    ]
+    shares: dict[str, float] = {
+        a: 100.0 * float(np.mean([attrs[a] in words for attrs, words in zip(attributes, nearest)])) for a in checked
+    }
     shares["images"] = len(tokens)
     return shares

@@ -10,13 +10,15 @@ from __future__ import annotations
 import torch
 
 from searle_core.datasets.base import CIRQuery
+from searle_core.infra.errors import InputError
 from searle_core.notebook.explain import search
 from searle_core.plotting import RetrievalExample, retrieval_grid
 from searle_core.retrieval.queries import SEARLE_PROMPT, pseudo_query_features
 
 
-def typed_query(study, name: str, token: torch.Tensor, caption: str, k: int = 5,
-                label: str = "SEARLE-OTI") -> RetrievalExample:
+def typed_query(
+    study, name: str, token: torch.Tensor, caption: str, k: int = 5, label: str = "SEARLE-OTI"
+) -> RetrievalExample:
     """The top-``k`` gallery images for "a photo of $ that {caption}" with ``$`` = ``token``, ranked
     by the evaluated pipeline's ranker (``explain.search``: equal scores in gallery order).
 
@@ -33,7 +35,7 @@ def typed_query(study, name: str, token: torch.Tensor, caption: str, k: int = 5,
     """
     caption = caption.strip()
     if not caption:
-        raise ValueError("type a relative caption, e.g. 'is blue'")
+        raise InputError("type a relative caption, e.g. 'is blue'")
     query = CIRQuery("typed", name, (caption,), None, ())
     features = pseudo_query_features(study.backbone, [query], {name: token}, SEARLE_PROMPT)
     gallery, names = study.search_set()
@@ -41,8 +43,9 @@ def typed_query(study, name: str, token: torch.Tensor, caption: str, k: int = 5,
     return RetrievalExample(study.images([name])[0], caption, study.images(top), [False] * len(top), label)
 
 
-def query_explorer(study, names: list[str], tokens: torch.Tensor, k: int = 5, caption: str = "is blue",
-                   labels: list[str] | None = None):
+def query_explorer(
+    study, names: list[str], tokens: torch.Tensor, k: int = 5, caption: str = "is blue", labels: list[str] | None = None
+):
     """A dropdown of reference images, a caption box and the results, redrawn on each change.
 
     Args:
@@ -60,7 +63,7 @@ def query_explorer(study, names: list[str], tokens: torch.Tensor, k: int = 5, ca
     import matplotlib.pyplot as plt
 
     if len(names) != len(tokens):
-        raise ValueError(f"{len(names)} names for {len(tokens)} tokens")
+        raise InputError(f"{len(names)} names for {len(tokens)} tokens")
     try:
         import ipywidgets as widgets
         from IPython.display import display

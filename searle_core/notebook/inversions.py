@@ -20,16 +20,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-from searle_core.jobs import trained
-from searle_core.inversion import OTIConfig
+from searle_core.datasets.base import UnlabeledImages
+from searle_core.infra.errors import InputError
+from searle_core.inversion import OTIConfig, load_phi
 from searle_core.inversion.batch import InvertedBatch, invert_images
-from searle_core.retrieval.methods import MethodContext
-from searle_core.concepts import Vocabulary
-from searle_core.notebook.study import Study
-from searle_core.inversion import load_phi
+from searle_core.inversion.concepts import Vocabulary
 from searle_core.inversion.phi_training import PhiRecipe
-from searle_core.jobs.trained import TrainedPhi, UnlabeledImages
-from searle_core.jobs.evaluation import evaluate
+from searle_core.jobs import trained
+from searle_core.jobs.prepare import evaluate
+from searle_core.jobs.trained import TrainedPhi
+from searle_core.methods.context import MethodContext, NetworkSetup
+from searle_core.notebook.study import Study
 
 #: Steps at which a benchmark OTI run keeps the EMA tokens (the step ablation reads them).
 SNAPSHOT_STEPS: tuple[int, ...] = (10, 25, 50, 100, 150, 200, 250, 300)
@@ -63,7 +64,7 @@ class OTIRun:
     def as_dict(self, which: str | int = "ema") -> dict[str, torch.Tensor]:
         """name -> token: ``"ema"`` (final), ``"raw"``, or a snapshot step."""
         if which == "raw" and self.raw is None:
-            raise ValueError("this OTI run kept no raw tokens (only benchmark runs do)")
+            raise InputError("this OTI run kept no raw tokens (only benchmark runs do)")
         rows = self.tokens if which == "ema" else self.raw if which == "raw" else self.snapshots[int(which)]
         return dict(zip(self.names, rows))
 
@@ -72,9 +73,16 @@ def _vocabulary_key(vocabulary: Vocabulary | None) -> str | None:
     return trained.vocabulary_id(vocabulary) if vocabulary is not None else None
 
 
-def run_oti(study: Study, names: list[str], features: torch.Tensor, config: OTIConfig,
-            vocabulary: Vocabulary | None, batch_size: int = 32, snapshots: tuple[int, ...] = (),
-            progress: bool = False) -> dict:
+def run_oti(
+    study: Study,
+    names: list[str],
+    features: torch.Tensor,
+    config: OTIConfig,
+    vocabulary: Vocabulary | None,
+    batch_size: int = 32,
+    snapshots: tuple[int, ...] = (),
+    progress: bool = False,
+) -> dict:
     """OTI over ``names`` with :func:`~searle_core.inversion.batch.invert_images` (the tokens of
     ``searle-oti``), keeping each image's raw tokens and its EMA tokens at the ``snapshots`` steps.
 
@@ -92,16 +100,34 @@ def run_oti(study: Study, names: list[str], features: torch.Tensor, config: OTIC
         for s in keep:  # trajectory[i] is the EMA after i + 1 updates
             snaps[s].update(zip(batch.names, batch.result.trajectory[s - 1].float().cpu()))
 
-    tokens = invert_images(study.backbone, features, names, concepts, vocabulary.phrase_bank if regularise else None,
-                           config, batch_size, study.seed, progress, on_batch=collect,
-                           trajectory_every=1 if keep else 0)
-    return {"names": names, "tokens": torch.stack([tokens[n] for n in names]),
-            "raw": torch.stack([raw[n] for n in names]),
-            "snapshots": {str(s): torch.stack([v[n] for n in names]) for s, v in snaps.items()}}
+    tokens = invert_images(
+        study.backbone,
+        features,
+        names,
+        concepts,
+        vocabulary.phrase_bank if regularise else None,
+        config,
+        batch_size,
+        study.seed,
+        progress,
+        on_batch=collect,
+        trajectory_every=1 if keep else 0,
+    )
+    return {
+        "names": names,
+        "tokens": torch.stack([tokens[n] for n in names]),
+        "raw": torch.stack([raw[n] for n in names]),
+        "snapshots": {str(s): torch.stack([v[n] for n in names]) for s, v in snaps.items()},
+    }
 
 
-def benchmark_oti(study: Study, config: OTIConfig, vocabulary: Vocabulary | None = None, batch_size: int = 32,
-                  progress: bool | None = None) -> OTIRun:
+def benchmark_oti(
+    study: Study,
+    config: OTIConfig,
+    vocabulary: Vocabulary | None = None,
+    batch_size: int = 32,
+    progress: bool | None = None,
+) -> OTIRun:
     """OTI tokens of every reference image of ``study.bench``, cached.
 
     Args:
@@ -114,42 +140,57 @@ def benchmark_oti(study: Study, config: OTIConfig, vocabulary: Vocabulary | None
     vocabulary = study.vocabulary if vocabulary is None else vocabulary
     progress = study.progress if progress is None else progress
     names = study.bench.reference_names()
-    data_id = f"{study.bench.name}-{study.bench.split}-{study.bench.extra.get('cache_key', '')}-refs-" + \
-        trained.digest(names)
-    key = {"oti": config, "seed": study.seed, "batch_size": batch_size, "vocabulary": _vocabulary_key(vocabulary),
-           "snapshots": SNAPSHOT_STEPS}
+    data_id = f"{study.bench.name}-{study.bench.split}-{study.bench.extra.get('cache_key', '')}-refs-" + trained.digest(
+        names
+    )
+    key = {
+        "oti": config,
+        "seed": study.seed,
+        "batch_size": batch_size,
+        "vocabulary": _vocabulary_key(vocabulary),
+        "snapshots": SNAPSHOT_STEPS,
+    }
 
     def train() -> dict:
         return run_oti(study, names, study.features(names), config, vocabulary, batch_size, SNAPSHOT_STEPS, progress)
 
-    art = trained.load_or_train(trained.artifact_path("oti-benchmark", study.backbone, data_id, key), train,
-                                  trained.describe(study.backbone, data_id, key))
+    art = trained.load_or_train(
+        trained.artifact_path("oti-benchmark", study.backbone, data_id, key),
+        train,
+        trained.describe(study.backbone, data_id, key),
+    )
     c = art.content
-    return OTIRun(list(c["names"]), c["tokens"], c["raw"], {int(k): v for k, v in c["snapshots"].items()},
-                  float(art.meta.get("train_seconds") or 0.0), art.trained_now)
+    return OTIRun(
+        list(c["names"]),
+        c["tokens"],
+        c["raw"],
+        {int(k): v for k, v in c["snapshots"].items()},
+        float(art.meta.get("train_seconds") or 0.0),
+        art.trained_now,
+    )
 
 
 def prefill_oti(study: Study, ctx: MethodContext) -> OTIRun:
-    """Put the cached benchmark OTI tokens of ``ctx.oti_config`` in ``ctx`` (``searle-oti`` then
-    skips its inversion) and note their compute time in ``ctx.extras["oti_seconds"]``."""
+    """Give ``ctx`` the cached benchmark OTI tokens of ``ctx.oti_config`` (``searle-oti`` then skips
+    its inversion), with their compute time."""
     run = benchmark_oti(study, ctx.oti_config, ctx.vocabulary, ctx.oti_batch_size)
-    ctx.tokens["searle-oti"] = run.as_dict()
-    ctx.extras["oti_seconds"] = run.seconds
+    ctx.give_tokens("searle-oti", run.as_dict(), seconds=run.seconds)
     return run
 
 
 def study_unlabeled(study: Study, limit: int | None = None) -> UnlabeledImages:
     """The study's unlabeled images (the first ``limit`` of them), as φ's recipe takes them."""
     if study.unlabeled is None:
-        raise ValueError("φ trains on unlabeled images: set unlabeled (the paper: the ImageNet1K test images)")
+        raise InputError("φ trains on unlabeled images: set unlabeled (the paper: the ImageNet1K test images)")
     source, names = study.unlabeled
     names = list(names)[:limit] if limit else list(names)
     root = study.world.config.cache_key() if study.world is not None else str(getattr(source, "root", ""))
     return UnlabeledImages(source, names, root)
 
 
-def unlabeled_oti(study: Study, config: OTIConfig, limit: int | None = None, batch_size: int = 32,
-                  progress: bool | None = None) -> tuple[OTIRun, torch.Tensor]:
+def unlabeled_oti(
+    study: Study, config: OTIConfig, limit: int | None = None, batch_size: int = 32, progress: bool | None = None
+) -> tuple[OTIRun, torch.Tensor]:
     """OTI tokens of φ's unlabeled images (the first ``limit`` of them): the targets φ distils, cached
     (:func:`searle_core.jobs.trained.unlabeled_oti_tokens`, the same file ``searle table`` uses).
 
@@ -159,11 +200,13 @@ def unlabeled_oti(study: Study, config: OTIConfig, limit: int | None = None, bat
     """
     progress = study.progress if progress is None else progress
     unlabeled = study_unlabeled(study, limit)
-    art = trained.unlabeled_oti_tokens(study.backbone, unlabeled, config, study.vocabulary, study.seed, batch_size,
-                                       progress)
+    art = trained.unlabeled_oti_tokens(
+        study.backbone, unlabeled, config, study.vocabulary, study.seed, batch_size, progress
+    )
     c = art.content
-    run = OTIRun(list(c["names"]), c["tokens"], seconds=float(art.meta.get("train_seconds") or 0.0),
-                 trained_now=art.trained_now)
+    run = OTIRun(
+        list(c["names"]), c["tokens"], seconds=float(art.meta.get("train_seconds") or 0.0), trained_now=art.trained_now
+    )
     return run, study.raw_features(unlabeled.names, unlabeled.source)
 
 
@@ -178,9 +221,16 @@ def phi_recipe(study: Study, epochs: int, images: int | None = None) -> PhiRecip
 VALIDATIONS = 10
 
 
-def train_study_phi(study: Study, oti_config: OTIConfig, epochs: int, images: int | None = None,
-                    loss_overrides: dict | None = None, fraction: float = 1.0, validate: bool = True,
-                    progress: bool | None = None) -> TrainedPhi:
+def train_study_phi(
+    study: Study,
+    oti_config: OTIConfig,
+    epochs: int,
+    images: int | None = None,
+    loss_overrides: dict | None = None,
+    fraction: float = 1.0,
+    validate: bool = True,
+    progress: bool | None = None,
+) -> TrainedPhi:
     """φ trained on the OTI tokens of the study's first ``images`` unlabeled images, cached: the one
     recipe (:func:`searle_core.jobs.trained.unlabeled_phi`), so ``searle table`` with the same settings
     trains (or reuses) the same φ.
@@ -213,13 +263,24 @@ def train_study_phi(study: Study, oti_config: OTIConfig, epochs: int, images: in
 
     # the validation curve belongs to one benchmark: its queries, not only its name
     bench_id = trained.digest(study.bench.name, study.bench.split, [q.query_id for q in study.bench.queries])
-    return trained.unlabeled_phi(study.backbone, unlabeled, phi_recipe(study, epochs), oti_config, study.vocabulary,
-                                 study.seed, progress=progress, loss_overrides=loss_overrides, rows=rows,
-                                 validate=check if validate else None, validated_on=bench_id if validate else None)
+    return trained.unlabeled_phi(
+        study.backbone,
+        unlabeled,
+        phi_recipe(study, epochs),
+        oti_config,
+        study.vocabulary,
+        study.seed,
+        progress=progress,
+        loss_overrides=loss_overrides,
+        rows=rows,
+        validate=check if validate else None,
+        validated_on=bench_id if validate else None,
+    )
 
 
-def study_phi(study: Study, oti_steps: int, epochs: int, images: int | None = None, checkpoint: str = "",
-              validate: bool = False) -> TrainedPhi | None:
+def study_phi(
+    study: Study, oti_steps: int, epochs: int, images: int | None = None, checkpoint: str = "", validate: bool = False
+) -> TrainedPhi | None:
     """The φ a notebook uses for ``searle``: a checkpoint file when given, else one trained here
     (:func:`train_study_phi`, the same cached φ in every notebook), else ``None`` (real data
     without unlabeled images)."""
@@ -232,11 +293,9 @@ def study_phi(study: Study, oti_steps: int, epochs: int, images: int | None = No
 
 
 def use_phi(ctx: MethodContext, phi: TrainedPhi) -> None:
-    """Give ``searle`` this φ and note its training time (with its targets' OTI) for the table."""
-    ctx.phi = phi.phi
-    if phi.history:
-        ctx.extras.setdefault("train_seconds", {})["searle"] = phi.train_seconds + phi.oti_seconds
-        ctx.extras.setdefault("trained_now", {})["searle"] = phi.trained_now
+    """Give ``searle`` this φ with its training time (with its targets' OTI) for the table."""
+    setup = NetworkSetup("searle", 0.0, phi.train_seconds + phi.oti_seconds, phi.trained_now) if phi.history else None
+    ctx.give_network("searle", phi.phi, setup)
 
 
 def subset_indices(n: int, fraction: float, seed: int) -> list[int]:
@@ -244,4 +303,4 @@ def subset_indices(n: int, fraction: float, seed: int) -> list[int]:
     fractions (the 1 % images are among the 3 %), so curves compare more data, not other data."""
     order = list(range(n))
     random.Random(seed).shuffle(order)
-    return sorted(order[:max(1, round(n * fraction))])
+    return sorted(order[: max(1, round(n * fraction))])

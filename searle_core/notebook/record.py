@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from searle_core.files import atomic_write_text
+
+from searle_core.infra.files import atomic_write_text
 
 
 def _plain(value: Any) -> Any:
@@ -63,8 +64,9 @@ class Recorder:
             values = {key: value, **values}
         self.values.update({k: _plain(v) for k, v in values.items()})
         if self.path is not None:
-            atomic_write_text(json.dumps({"notebook": self.notebook, "values": self.values}, indent=1, sort_keys=True),
-                              self.path)
+            atomic_write_text(
+                json.dumps({"notebook": self.notebook, "values": self.values}, indent=1, sort_keys=True), self.path
+            )
         return value
 
     def __getitem__(self, key: str) -> Any:

@@ -13,18 +13,31 @@ from pathlib import Path
 
 import pandas as pd
 
-from searle_core.report.paper_numbers import PAPER_TABLE_METRICS, compare_with_paper, results_frame
-from searle_core.retrieval.evaluate import Evaluation
-from searle_core.markdown import markdown_table
-from searle_core.metrics.significance import Difference, compare_methods, main_metric  # main_metric: the notebooks read it here
-from searle_core.notebook.inversions import prefill_oti, study_phi, use_phi
-from searle_core.retrieval.methods import MethodContext
-from searle_core.notebook.study import Study, open_study
-from searle_core.report.evaluation import evaluate_methods, method_variants
-from searle_core.report.table import (DISPLAY_NAMES, SETTINGS_COLUMNS, Table, display_name, flatten, row_settings,
-                                      settings_line, variant_notes)
 from searle_core.baselines.palavra import PalavraConfig
 from searle_core.baselines.pic2word import Pic2WordConfig
+from searle_core.infra.errors import InputError
+from searle_core.infra.markdown import markdown_table
+from searle_core.methods.context import MethodContext
+from searle_core.methods.pipeline import MethodResult
+from searle_core.metrics.significance import (  # main_metric: the notebooks read it here
+    Difference,
+    compare_methods,
+    main_metric,
+)
+from searle_core.notebook.inversions import prefill_oti, study_phi, use_phi
+from searle_core.notebook.study import Study, open_study
+from searle_core.report.comparison import evaluate_methods, method_variants
+from searle_core.report.paper_numbers import PAPER_TABLE_METRICS, compare_with_paper, results_frame
+from searle_core.report.table import (
+    DISPLAY_NAMES,
+    SETTINGS_COLUMNS,
+    Table,
+    display_name,
+    flatten,
+    row_settings,
+    settings_line,
+    variant_notes,
+)
 
 #: Methods that need a network trained on unlabeled images when no checkpoint is given.
 TRAINED_METHODS = ("searle", "pic2word", "palavra")
@@ -45,7 +58,7 @@ class Setting:
 
     study: Study
     table: Table
-    evaluations: dict[str, Evaluation] = field(default_factory=dict)
+    evaluations: dict[str, MethodResult] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     variants: dict[str, str] = field(default_factory=dict)
     ctx: MethodContext | None = field(default=None, repr=False)
@@ -80,9 +93,18 @@ def _skip_reason(method: str, study: Study, has_phi: bool) -> str | None:
     return None
 
 
-def evaluate_setting(study: Study, methods: list[str], oti_steps: int = 350, phi_checkpoint: str = "",
-                     phi_epochs: int = 100, phi_images: int | None = None, captioner: str = "", log=print,
-                     baseline_epochs: int = 0, baseline_images: int = 0) -> Setting:
+def evaluate_setting(
+    study: Study,
+    methods: list[str],
+    oti_steps: int = 350,
+    phi_checkpoint: str = "",
+    phi_epochs: int = 100,
+    phi_images: int | None = None,
+    captioner: str = "",
+    log=print,
+    baseline_epochs: int = 0,
+    baseline_images: int = 0,
+) -> Setting:
     """Every method of ``methods`` on ``study.bench`` with shared gallery features and context: the
     study's context, φ and cached OTI tokens prepared, then ``report.evaluation.evaluate_methods``, the
     loop ``searle table`` runs.
@@ -109,11 +131,19 @@ def evaluate_setting(study: Study, methods: list[str], oti_steps: int = 350, phi
     if "searle-oti" in methods:
         prefill_oti(study, ctx)  # cached across notebooks; the row's time is the OTI's own (query_seconds)
     if captioner:
-        ctx.extras["captioner"] = captioner
+        ctx.captioner = captioner
     skip = {m: reason for m in methods if (reason := _skip_reason(m, study, ctx.phi is not None))}
     prefix = f"{study.bench.name} {study.backbone.name} "
-    table = evaluate_methods(study.bench, study.backbone, methods, ctx, (lambda line: log(prefix + line)) if log else None,
-                             gallery=study.gallery, skip=skip, phi_distilled=not phi_checkpoint)
+    table = evaluate_methods(
+        study.bench,
+        study.backbone,
+        methods,
+        ctx,
+        (lambda line: log(prefix + line)) if log else None,
+        gallery=study.gallery,
+        skip=skip,
+        phi_distilled=not phi_checkpoint,
+    )
     return Setting(study, table, table.evaluations, table.skipped, method_variants(ctx, not phi_checkpoint), ctx)
 
 
@@ -121,21 +151,35 @@ def _size_baselines(ctx, epochs: int, images: int) -> None:
     """Smaller Pic2Word / PALAVRA training (a smoke run's knobs); 0 keeps the default."""
     import dataclasses
 
-
     if epochs:
-        ctx.extras["pic2word_config"] = dataclasses.replace(Pic2WordConfig(), epochs=epochs)
-        ctx.extras["palavra_config"] = dataclasses.replace(PalavraConfig(), epochs=epochs)
-    given = ctx.extras.get("unlabeled")
+        ctx.pic2word_config = dataclasses.replace(Pic2WordConfig(), epochs=epochs)
+        ctx.palavra_config = dataclasses.replace(PalavraConfig(), epochs=epochs)
+    given = ctx.unlabeled
     if images and given is not None:
         source, names = given if isinstance(given, tuple) else (given, list(given.names))
-        ctx.extras["unlabeled"] = (source, names[:images])
+        ctx.unlabeled = (source, names[:images])
 
 
-def run_settings(benchmarks: list[dict], backbones: list[dict], methods: list[str], *, quick: bool = True,
-                 device: str = "auto", oti_steps: int = 350, phi_epochs: int = 100, phi_images: int | None = None,
-                 concepts: str = "", phrases: str = "", unlabeled: str = "", captioner: str = "",
-                 seed: int = 42, log=print, max_queries: int = 0, baseline_epochs: int = 0,
-                 baseline_images: int = 0) -> list[Setting]:
+def run_settings(
+    benchmarks: list[dict],
+    backbones: list[dict],
+    methods: list[str],
+    *,
+    quick: bool = True,
+    device: str = "auto",
+    oti_steps: int = 350,
+    phi_epochs: int = 100,
+    phi_images: int | None = None,
+    concepts: str = "",
+    phrases: str = "",
+    unlabeled: str = "",
+    captioner: str = "",
+    seed: int = 42,
+    log=print,
+    max_queries: int = 0,
+    baseline_epochs: int = 0,
+    baseline_images: int = 0,
+) -> list[Setting]:
     """:func:`evaluate_setting` for every benchmark × backbone of a profile.
 
     Args:
@@ -151,18 +195,39 @@ def run_settings(benchmarks: list[dict], backbones: list[dict], methods: list[st
     """
     for i, b in enumerate(benchmarks):
         if "path" in b:
-            raise ValueError(f"benchmarks[{i}]: 'path' is now called 'dataset_path' ({b})")
+            raise InputError(f"benchmarks[{i}]: 'path' is now called 'dataset_path' ({b})")
     settings = []
     for b in benchmarks:
         for bb in backbones:
             if (b["dataset"] == "shapes") != (bb["name"] == "shapes-clip"):
                 continue  # the world has its own CLIP; real data needs a real one
-            study = open_study(dataset=b["dataset"], quick=quick, backbone=bb["name"],
-                               pretrained=bb.get("pretrained", "default"), device=device,
-                               dataset_path=b.get("dataset_path", ""), split=b.get("split", "val"), concepts=concepts,
-                               phrases=phrases, unlabeled=unlabeled, seed=seed)
-            settings.append(evaluate_setting(study.subset(max_queries), methods, oti_steps, bb.get("phi_checkpoint", ""),
-                                             phi_epochs, phi_images, captioner, log, baseline_epochs, baseline_images))
+            study = open_study(
+                dataset=b["dataset"],
+                quick=quick,
+                backbone=bb["name"],
+                pretrained=bb.get("pretrained", "default"),
+                device=device,
+                dataset_path=b.get("dataset_path", ""),
+                split=b.get("split", "val"),
+                concepts=concepts,
+                phrases=phrases,
+                unlabeled=unlabeled,
+                seed=seed,
+            )
+            settings.append(
+                evaluate_setting(
+                    study.subset(max_queries),
+                    methods,
+                    oti_steps,
+                    bb.get("phi_checkpoint", ""),
+                    phi_epochs,
+                    phi_images,
+                    captioner,
+                    log,
+                    baseline_epochs,
+                    baseline_images,
+                )
+            )
     return settings
 
 
@@ -171,15 +236,29 @@ def comparison(settings: list[Setting]) -> pd.DataFrame:
     metrics only for datasets the paper reports; every metric for ``shapes``)."""
     frames = []
     for s in settings:
-        frame = results_frame({(s.study.dataset, s.study.backbone.name, m): e.metrics for m, e in s.evaluations.items()})
+        frame = results_frame(
+            {(s.study.dataset, s.study.backbone.name, m): e.metrics for m, e in s.evaluations.items()}
+        )
         frame.insert(1, "split", s.study.bench.split)
         frame["variant"] = [getattr(s, "variants", {}).get(m, "") for m in frame.method]
         for i, column in enumerate(SETTINGS_COLUMNS):  # how the numbers were made, on every row
             frame[column] = [row_settings(s.table.settings, m)[i] for m in frame.method]
         frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=["dataset", "split", "backbone", "method", "metric", "reproduced", "variant",
-                                     "paper", "paper_split", "diff"])
+        return pd.DataFrame(
+            columns=[
+                "dataset",
+                "split",
+                "backbone",
+                "method",
+                "metric",
+                "reproduced",
+                "variant",
+                "paper",
+                "paper_split",
+                "diff",
+            ]
+        )
     out = compare_with_paper(pd.concat(frames, ignore_index=True))
     shapes_metrics = [c for c in out.metric.unique() if "/" not in c]  # drop per-aspect breakdowns from the table
     return out[(out.dataset != "shapes") | out.metric.isin(shapes_metrics)].reset_index(drop=True)
@@ -203,8 +282,10 @@ def wide_table(compared: pd.DataFrame, dataset: str) -> pd.DataFrame:
     variants = part.variant.fillna("") if "variant" in part.columns else [""] * len(part)
     diffs = part["diff"] if "diff" in part.columns else [math.nan] * len(part)
     splits = part.paper_split if "paper_split" in part.columns else [""] * len(part)
-    cells = part.assign(cell=[_cell(r, p, d, ps) for r, p, d, ps in zip(part.reproduced, part.paper, diffs, splits)],
-                        name=[display_name(m, v or None) for m, v in zip(part.method, variants)])
+    cells = part.assign(
+        cell=[_cell(r, p, d, ps) for r, p, d, ps in zip(part.reproduced, part.paper, diffs, splits)],
+        name=[display_name(m, v or None) for m, v in zip(part.method, variants)],
+    )
     wide = cells.pivot_table(index=["backbone", "name"], columns="metric", values="cell", aggfunc="first", sort=False)
     wide = wide.reindex(columns=[m for m in order if m in wide.columns]).fillna("–")
     wide.index = wide.index.set_names(["backbone", "method"])
@@ -222,9 +303,11 @@ def table_note(compared: pd.DataFrame, dataset: str) -> str:
         if part["diff"].notna().any():
             notes.append(f"Cells: ours (paper, ours − paper); ours and the paper's on {ours}.")
         else:
-            notes.append(f"Cells: ours on {ours} (the paper's number on {theirs}). Different splits: no difference "
-                         f"is shown; the {theirs} numbers come from the evaluation server, for which the run writes "
-                         "the prediction files (submissions/).")
+            notes.append(
+                f"Cells: ours on {ours} (the paper's number on {theirs}). Different splits: no difference "
+                f"is shown; the {theirs} numbers come from the evaluation server, for which the run writes "
+                "the prediction files (submissions/)."
+            )
     if "variant" in part.columns:
         notes += variant_notes(v or None for v in part.variant.fillna(""))
     return " ".join(notes)
@@ -248,9 +331,11 @@ def headline_rows(compared: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, s
 
 def markdown(wide: pd.DataFrame) -> str:
     """One dataset's :func:`wide_table` as a GitHub Markdown table (backbone and method left-aligned)."""
-    return markdown_table(["Backbone", "Method", *wide.columns],
-                          ([bb, method, *row] for (bb, method), row in wide.iterrows()),
-                          [False, False] + [True] * len(wide.columns))
+    return markdown_table(
+        ["Backbone", "Method", *wide.columns],
+        ([bb, method, *row] for (bb, method), row in wide.iterrows()),
+        [False, False] + [True] * len(wide.columns),
+    )
 
 
 def write_comparison(compared: pd.DataFrame, folder: str | Path) -> list[Path]:
@@ -264,8 +349,12 @@ def write_comparison(compared: pd.DataFrame, folder: str | Path) -> list[Path]:
         md, tex = folder / f"results-{dataset}.md", folder / f"results-{dataset}.tex"
         split = compared[compared.dataset == dataset].split.iloc[0]
         note = table_note(compared, dataset)
-        md.write_text(f"**{dataset} {split}**\n\n" + markdown(wide) + (f"\n{note}\n" if note else "")
-                      + _settings_note(compared[compared.dataset == dataset]))
+        md.write_text(
+            f"**{dataset} {split}**\n\n"
+            + markdown(wide)
+            + (f"\n{note}\n" if note else "")
+            + _settings_note(compared[compared.dataset == dataset])
+        )
         tex.write_text(wide.to_latex(escape=True, caption=f"{dataset} {split}", label=f"tab:{dataset}"))
         paths += [md, tex]
     return paths
@@ -293,8 +382,9 @@ def headline(setting: Setting) -> dict[str, float]:
     return {m: flatten(e.metrics).get(metric, math.nan) for m, e in setting.evaluations.items()}
 
 
-def differences(setting: Setting, reference: str = "searle-oti", n_resamples: int = 10_000,
-                seed: int = 0) -> list[Difference]:
+def differences(
+    setting: Setting, reference: str = "searle-oti", n_resamples: int = 10_000, seed: int = 0
+) -> list[Difference]:
     """Every method of the setting against ``reference`` on the headline metric, with a paired
     bootstrap interval over the queries (empty when ``reference`` was not run)."""
     rankings = {m: e.rankings for m, e in setting.evaluations.items()}

@@ -2,7 +2,7 @@
 
 ``open_study(dataset="shapes", quick=True)`` gives the offline world (its CLIP trained and cached on
 first use); ``open_study(dataset="circo", dataset_path="/data/CIRCO", backbone="ViT-B-32")`` the same
-structure over a real dataset. Its keywords are the run settings (:class:`searle_core.settings.RunSettings`),
+structure over a real dataset. Its keywords are the run settings (:class:`searle_core.infra.settings.RunSettings`),
 named as the notebooks' parameters, the profiles' keys and the CLI's flags. Notebooks call only this
 and the analysis functions, so the same notebook runs on the world and on the paper's data by
 changing its parameters.
@@ -16,21 +16,22 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from searle_core.backbone import Backbone
-from searle_core.datasets.base import CIRBenchmark, CIRQuery, ImageSource
-from searle_core.inversion import OTIConfig, Phi
-from searle_core.retrieval.methods import MethodContext
-from searle_core.concepts import Vocabulary
-from searle_core.retrieval.features import image_features
-from searle_core.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
-from searle_core.opening import RANDOM_WEIGHTS, configure_for_dataset, open_backbone
+from searle_core.clip.backbone import Backbone
 from searle_core.datasets import ImageFolderSource, load_benchmark
-from searle_core.plotting import RetrievalExample
-from searle_core.datasets.shapes.opening import world_vocabulary, world_setup
-from searle_core.datasets.shapes import training_vocabulary, caption_for, ShapesWorld, WorldConfig
+from searle_core.datasets.backbone_setup import RANDOM_WEIGHTS, configure_for_dataset, open_backbone
+from searle_core.datasets.base import CIRBenchmark, CIRQuery, ImageSource
+from searle_core.datasets.features import image_features
+from searle_core.infra.errors import InputError
+from searle_core.infra.settings import RunSettings, from_parameters
+from searle_core.inversion import OTIConfig, Phi
+from searle_core.inversion.concepts import Vocabulary
 from searle_core.inversion.nearest import word_token_ids
-from searle_core.retrieval.evaluate import gallery_features
-from searle_core.settings import RunSettings, from_parameters
+from searle_core.inversion.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
+from searle_core.methods.context import MethodContext
+from searle_core.methods.pipeline import gallery_features
+from searle_core.plotting import RetrievalExample
+from searle_core.world import ShapesWorld, WorldConfig, caption_for, training_vocabulary
+from searle_core.world.setup import world_setup, world_vocabulary
 
 
 @dataclass
@@ -73,8 +74,9 @@ class Study:
 
     def raw_features(self, names: list[str], source: ImageSource | None = None) -> torch.Tensor:
         """Raw (N, embed_dim) ``encode_image`` features of named images: φ's input, as in the authors' code."""
-        return image_features(self.backbone, source or self.bench.images, list(names), progress=self.progress,
-                              normalize=False)
+        return image_features(
+            self.backbone, source or self.bench.images, list(names), progress=self.progress, normalize=False
+        )
 
     def images(self, names: list[str], source: ImageSource | None = None) -> list[Image.Image]:
         source = source or self.bench.images
@@ -102,7 +104,7 @@ class Study:
             self._gallery = gallery_features(self.backbone, self.bench, self.progress)
         return self._gallery
 
-    def subset(self, max_queries: int | None) -> "Study":
+    def subset(self, max_queries: int | None) -> Study:
         """The same study on the first ``max_queries`` queries (same gallery); all if ``None``/0."""
         if not max_queries or max_queries >= len(self.bench.queries):
             return self
@@ -117,8 +119,14 @@ class Study:
             return gallery["all"], list(self.bench.gallery)
         return torch.cat([gallery[c] for c in by_category]), [n for c in by_category for n in by_category[c]]
 
-    def context(self, oti_steps: int | None = None, phi: Phi | None = None, lambda_gpt: float = 0.5,
-                oti_batch_size: int | None = None, **oti_overrides) -> MethodContext:
+    def context(
+        self,
+        oti_steps: int | None = None,
+        phi: Phi | None = None,
+        lambda_gpt: float = 0.5,
+        oti_batch_size: int | None = None,
+        **oti_overrides,
+    ) -> MethodContext:
         """A ``MethodContext`` for ``retrieval.evaluate`` with this study's vocabulary, seed and settings.
 
         Args:
@@ -132,10 +140,16 @@ class Study:
         oti_batch_size = self.settings.oti_batch_size if oti_batch_size is None else oti_batch_size
         oti_overrides.setdefault("precision", self.settings.precision)
         config = OTIConfig(steps=oti_steps, lambda_gpt=lambda_gpt if self.vocabulary else 0.0, **oti_overrides)
-        ctx = MethodContext(vocabulary=self.vocabulary, oti_config=config, oti_batch_size=oti_batch_size, phi=phi,
-                            seed=self.seed, progress=self.progress)
+        ctx = MethodContext(
+            vocabulary=self.vocabulary,
+            oti_config=config,
+            oti_batch_size=oti_batch_size,
+            phi=phi,
+            seed=self.seed,
+            progress=self.progress,
+        )
         if self.unlabeled is not None and self.world is None:
-            ctx.extras["unlabeled"] = self.unlabeled
+            ctx.unlabeled = self.unlabeled
         return ctx
 
     def pick_queries(self, n: int, pool: int = 60) -> list[int]:
@@ -148,9 +162,12 @@ class Study:
         candidates = list(range(min(pool, len(self.bench.queries))))
         picked, aspects, words = [], set(), set()
         for _ in range(min(n, len(candidates))):
+
             def novelty(i: int) -> tuple[int, int]:
                 q = self.bench.queries[i]
-                return (q.aspect not in aspects, len(set(self.caption(q.reference).split()) - words))
+                # The sets grow in place between picks; each pick reads them as they are now.
+                return (q.aspect not in aspects, len(set(self.caption(q.reference).split()) - words))  # noqa: B023
+
             best = max((i for i in candidates if i not in picked), key=lambda i: (novelty(i), -i))
             picked.append(best)
             aspects.add(self.bench.queries[best].aspect)
@@ -164,10 +181,17 @@ class Study:
         """``n`` reference images: ``first`` (e.g. the shown examples), then others in name order."""
         first = list(dict.fromkeys(first or []))
         rest = [r for r in self.bench.reference_names() if r not in set(first)]
-        return (first + rest)[:max(n, len(first))]
+        return (first + rest)[: max(n, len(first))]
 
-    def examples(self, query_indices: list[int], rankings: list[list[str]], k: int = 5, label: str = "",
-                 captions: list[str] | None = None, truths: list[set[str]] | None = None) -> list:
+    def examples(
+        self,
+        query_indices: list[int],
+        rankings: list[list[str]],
+        k: int = 5,
+        label: str = "",
+        captions: list[str] | None = None,
+        truths: list[set[str]] | None = None,
+    ) -> list:
         """Rows of a retrieval grid (``plotting.retrieval_grid``) for benchmark queries.
 
         Args:
@@ -186,8 +210,15 @@ class Study:
             ranking = rankings[i] if full else rankings[n]
             hits = truths[n] if truths is not None else set(q.ground_truths or ([q.target] if q.target else []))
             caption = captions[n] if captions is not None else " and ".join(q.captions)
-            rows.append(RetrievalExample(self.bench.images.load_image(q.reference), caption,
-                                         self.images(ranking[:k]), [r in hits for r in ranking[:k]], label))
+            rows.append(
+                RetrievalExample(
+                    self.bench.images.load_image(q.reference),
+                    caption,
+                    self.images(ranking[:k]),
+                    [r in hits for r in ranking[:k]],
+                    label,
+                )
+            )
         return rows
 
 
@@ -202,17 +233,32 @@ def load_vocabulary(dataset: str, backbone: str, concepts: str = "", phrases: st
     names = load_concepts_csv(concepts)
     bank = filter_phrase_bank(load_phrase_pickle(phrases) if phrases else template_phrases(names))
     # Association runs over the whole vocabulary; concepts without usable phrases are skipped afterwards.
-    return Vocabulary(list(names), {c: bank[c] for c in names if c in bank}, phrases="given" if phrases else "templates")
+    return Vocabulary(
+        list(names), {c: bank[c] for c in names if c in bank}, phrases="given" if phrases else "templates"
+    )
 
 
-def open_study(dataset: str | None = None, quick: bool | None = None, backbone: str | None = None,
-               pretrained: str | None = None, device: str | None = None, dataset_path: str | None = None,
-               split: str | None = None, concepts: str | None = None, phrases: str | None = None,
-               unlabeled: str | None = None, seed: int | None = None, progress: bool = False,
-               preprocess: str | None = None, *, settings: RunSettings | None = None, **more) -> Study:
+def open_study(
+    dataset: str | None = None,
+    quick: bool | None = None,
+    backbone: str | None = None,
+    pretrained: str | None = None,
+    device: str | None = None,
+    dataset_path: str | None = None,
+    split: str | None = None,
+    concepts: str | None = None,
+    phrases: str | None = None,
+    unlabeled: str | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+    preprocess: str | None = None,
+    *,
+    settings: RunSettings | None = None,
+    **more,
+) -> Study:
     """Open a backbone and a benchmark for a notebook.
 
-    Every argument is a run setting (:class:`~searle_core.settings.RunSettings`, where each is
+    Every argument is a run setting (:class:`~searle_core.infra.settings.RunSettings`, where each is
     described), named as the notebooks' parameters, the profiles' keys and the CLI's flags; one left
     out (``None``) keeps ``settings``' value, else the default of the quick world (``quick=True``).
     The settings are kept as ``study.settings``: ``study.context()`` takes its OTI settings from them.
@@ -231,7 +277,7 @@ def open_study(dataset: str | None = None, quick: bool | None = None, backbone: 
         unlabeled: real datasets: the image folder φ trains on (ImageNet1K test).
         seed: run seed.
         progress: progress bars.
-        preprocess: empty/``None`` for the dataset's default (:mod:`searle_core.opening`, as the CLI:
+        preprocess: empty/``None`` for the dataset's default (:mod:`searle_core.datasets.backbone_setup`, as the CLI:
             targetpad 1.25), or ``clip``/``targetpad``.
         settings: settings to start from (e.g. a profile's or the CLI's).
         **more: other settings by name: ``oti_steps``, ``oti_batch_size``, ``precision``,
@@ -241,38 +287,71 @@ def open_study(dataset: str | None = None, quick: bool | None = None, backbone: 
         TypeError: an argument that is not a setting (a renamed one is named with its new name).
     """
 
-    given = dict(dataset=dataset, quick=quick, backbone=backbone, pretrained=pretrained, device=device,
-                 dataset_path=dataset_path, split=split, concepts=concepts, phrases=phrases, unlabeled=unlabeled,
-                 seed=seed, preprocess=preprocess, **more)
+    given = dict(
+        dataset=dataset,
+        quick=quick,
+        backbone=backbone,
+        pretrained=pretrained,
+        device=device,
+        dataset_path=dataset_path,
+        split=split,
+        concepts=concepts,
+        phrases=phrases,
+        unlabeled=unlabeled,
+        seed=seed,
+        preprocess=preprocess,
+        **more,
+    )
     s = from_parameters({**given, "progress": progress}, base=settings or RunSettings(quick=True))
     random_weights = str(s.pretrained).lower() in RANDOM_WEIGHTS
     if s.dataset == "shapes":
-
         if s.backbone != "shapes-clip":
-            raise ValueError("the shapes world is studied with its own CLIP: backbone 'shapes-clip'")
+            raise InputError("the shapes world is studied with its own CLIP: backbone 'shapes-clip'")
         if random_weights:  # the world CLIP's architecture with seeded random weights (smoke runs): no training
-
             world = ShapesWorld(WorldConfig.quick() if s.quick else WorldConfig())
             model = open_backbone(s.backbone, s.pretrained, s.device, s.seed)
         else:
             world, model = world_setup(quick=s.quick, device=s.device, progress=s.progress)
         model = configure_for_dataset(model, s.dataset, s.preprocess or None, s.num_workers)
         bench = world.benchmark(s.split)
-        return Study(s.dataset, model, bench, load_vocabulary(s.dataset, s.backbone),
-                     word_token_ids(model, training_vocabulary()), world, (world.images, world.pretrain_names()),
-                     s.seed, s.progress, s)
+        return Study(
+            s.dataset,
+            model,
+            bench,
+            load_vocabulary(s.dataset, s.backbone),
+            word_token_ids(model, training_vocabulary()),
+            world,
+            (world.images, world.pretrain_names()),
+            s.seed,
+            s.progress,
+            s,
+        )
 
     if not s.dataset_path:
-        raise ValueError(f"dataset {s.dataset!r} needs dataset_path: its folder in the authors' layout")
+        raise InputError(f"dataset {s.dataset!r} needs dataset_path: its folder in the authors' layout")
     # First: a wrong folder fails before a large model loads.
-    bench = load_benchmark(s.dataset, s.dataset_path, s.split,
-                           **({"category": [c.strip() for c in s.category.split(",") if c.strip()]}
-                              if s.category else {}))
-    model = configure_for_dataset(open_backbone(s.backbone, s.pretrained, s.device, s.seed), s.dataset,
-                                  s.preprocess or None, s.num_workers)
+    bench = load_benchmark(
+        s.dataset,
+        s.dataset_path,
+        s.split,
+        **({"category": [c.strip() for c in s.category.split(",") if c.strip()]} if s.category else {}),
+    )
+    model = configure_for_dataset(
+        open_backbone(s.backbone, s.pretrained, s.device, s.seed), s.dataset, s.preprocess or None, s.num_workers
+    )
     unlabeled_images = None
     if s.unlabeled:
         folder = ImageFolderSource(s.unlabeled)
         unlabeled_images = (folder, folder.names)
-    return Study(s.dataset, model, bench, load_vocabulary(s.dataset, s.backbone, s.concepts, s.phrases), None, None,
-                 unlabeled_images, s.seed, s.progress, s)
+    return Study(
+        s.dataset,
+        model,
+        bench,
+        load_vocabulary(s.dataset, s.backbone, s.concepts, s.phrases),
+        None,
+        None,
+        unlabeled_images,
+        s.seed,
+        s.progress,
+        s,
+    )

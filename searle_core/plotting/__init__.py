@@ -10,14 +10,50 @@ with their images) take ``fig=None`` instead and build their own layout.
 """
 
 from searle_core.plotting.common import figure_path, new_axes, save_figure, show_image
-from searle_core.plotting.curves import plot_ema_vs_raw, plot_oti_losses, plot_phi_history, plot_series, plot_time_per_image, plot_validation
-from searle_core.plotting.retrieval import RetrievalExample, image_row, plot_ablation, plot_ablation_curve, plot_method_bars, retrieval_grid
-from searle_core.plotting.tokens import (plot_agreement, plot_nearest_words, plot_token_path, plot_wordness,
-                     nearest_words_grid)
+from searle_core.plotting.curves import (
+    plot_ema_vs_raw,
+    plot_oti_losses,
+    plot_phi_history,
+    plot_series,
+    plot_time_per_image,
+    plot_validation,
+)
+from searle_core.plotting.retrieval import (
+    RetrievalExample,
+    image_row,
+    plot_ablation,
+    plot_ablation_curve,
+    plot_method_bars,
+    retrieval_grid,
+)
+from searle_core.plotting.tokens import (
+    nearest_words_grid,
+    plot_agreement,
+    plot_nearest_words,
+    plot_token_path,
+    plot_wordness,
+)
 
 __all__ = [
-    "figure_path", "new_axes", "save_figure", "show_image",
-    "plot_oti_losses", "plot_ema_vs_raw", "plot_series", "plot_phi_history", "plot_validation", "plot_time_per_image",
-    "RetrievalExample", "image_row", "retrieval_grid", "plot_method_bars", "plot_ablation", "plot_ablation_curve",
-    "plot_nearest_words", "nearest_words_grid", "plot_token_path", "plot_wordness", "plot_agreement",
+    "figure_path",
+    "new_axes",
+    "save_figure",
+    "show_image",
+    "plot_oti_losses",
+    "plot_ema_vs_raw",
+    "plot_series",
+    "plot_phi_history",
+    "plot_validation",
+    "plot_time_per_image",
+    "RetrievalExample",
+    "image_row",
+    "retrieval_grid",
+    "plot_method_bars",
+    "plot_ablation",
+    "plot_ablation_curve",
+    "plot_nearest_words",
+    "nearest_words_grid",
+    "plot_token_path",
+    "plot_wordness",
+    "plot_agreement",
 ]

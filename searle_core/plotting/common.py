@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
+
 from searle_core.report.table import DISPLAY_NAMES
 
 #: One colour per method everywhere, so a reader learns them once (colour-blind safe tab10 order).
@@ -24,8 +25,16 @@ METHOD_COLOURS: dict[str, str] = {
     "searle": "#ff7f0e",
 }
 #: Colours of loss terms and of the two kinds of token.
-SERIES_COLOURS: dict[str, str] = {"cos": "#1f77b4", "gpt": "#2ca02c", "total": "#222222", "distil": "#d62728",
-                                  "OTI": "#1f77b4", "φ": "#ff7f0e", "raw": "#9ecae1", "EMA": "#08519c"}
+SERIES_COLOURS: dict[str, str] = {
+    "cos": "#1f77b4",
+    "gpt": "#2ca02c",
+    "total": "#222222",
+    "distil": "#d62728",
+    "OTI": "#1f77b4",
+    "φ": "#ff7f0e",
+    "raw": "#9ecae1",
+    "EMA": "#08519c",
+}
 GROUND_TRUTH = "#2ca02c"
 MISS = "#d9d9d9"
 
@@ -78,8 +87,9 @@ def save_figure(fig: Figure, figures_dir: str | os.PathLike | None, name: str, d
     fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white", metadata=PNG_METADATA)
 
 
-def show_image(ax: Axes, image: Image.Image | np.ndarray, title: str | None = None, border: str | None = None,
-               fontsize: float = 8) -> Figure:
+def show_image(
+    ax: Axes, image: Image.Image | np.ndarray, title: str | None = None, border: str | None = None, fontsize: float = 8
+) -> Figure:
     """Draw an image without ticks; ``border`` colours a thick frame (e.g. a ground truth).
 
     Small synthetic images are drawn with nearest-neighbour sampling so their pixels stay crisp.

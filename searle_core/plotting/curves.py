@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -10,8 +10,12 @@ from matplotlib.figure import Figure
 
 from searle_core.plotting.common import SERIES_COLOURS, method_colour, method_label, new_axes
 
-_LOSS_LABELS = {"cos": "L_cos (template ↔ image)", "gpt": "L_gpt (phrase regulariser)",
-                "total": "total (weighted mean)", "distil": "L_distil (contrastive to OTI tokens)"}
+_LOSS_LABELS = {
+    "cos": "L_cos (template ↔ image)",
+    "gpt": "L_gpt (phrase regulariser)",
+    "total": "total (weighted mean)",
+    "distil": "L_distil (contrastive to OTI tokens)",
+}
 
 
 def _smooth(values: Sequence[float], window: int) -> np.ndarray:
@@ -20,14 +24,22 @@ def _smooth(values: Sequence[float], window: int) -> np.ndarray:
     if window <= 1 or len(values) < window:
         return values
     kernel = np.ones(window) / window
-    head = np.cumsum(values[:window - 1]) / np.arange(1, window)
+    head = np.cumsum(values[: window - 1]) / np.arange(1, window)
     return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
 
 
-def plot_series(series: Mapping[str, Sequence[float]], ax: Axes | None = None, x: Sequence[float] | None = None,
-                xlabel: str = "step", ylabel: str = "", title: str | None = None, smooth: int = 1,
-                colours: Mapping[str, str] | None = None, logy: bool = False,
-                labels: Mapping[str, str] | None = None) -> Figure:
+def plot_series(
+    series: Mapping[str, Sequence[float]],
+    ax: Axes | None = None,
+    x: Sequence[float] | None = None,
+    xlabel: str = "step",
+    ylabel: str = "",
+    title: str | None = None,
+    smooth: int = 1,
+    colours: Mapping[str, str] | None = None,
+    logy: bool = False,
+    labels: Mapping[str, str] | None = None,
+) -> Figure:
     """Several named curves on one axes.
 
     Args:
@@ -57,8 +69,9 @@ def plot_series(series: Mapping[str, Sequence[float]], ax: Axes | None = None, x
     return fig
 
 
-def plot_oti_losses(history: Mapping[str, Sequence[float]], ax: Axes | None = None, smooth: int = 10,
-                    title: str = "OTI losses per step") -> Figure:
+def plot_oti_losses(
+    history: Mapping[str, Sequence[float]], ax: Axes | None = None, smooth: int = 10, title: str = "OTI losses per step"
+) -> Figure:
     """OTI's ``cos``, ``gpt`` and ``total`` losses (an ``OTIResult.history``) against the step.
 
     A phrase loss that is all zeros (regulariser off) is left out instead of drawn as a flat line.
@@ -67,8 +80,14 @@ def plot_oti_losses(history: Mapping[str, Sequence[float]], ax: Axes | None = No
     return plot_series(series, ax, xlabel="OTI step", ylabel="loss (1 − cosine)", title=title, smooth=smooth)
 
 
-def plot_ema_vs_raw(steps: Sequence[int], ema: Sequence[float], raw_final: float, ax: Axes | None = None,
-                    ylabel: str = "cos(“a photo of $”, image)", title: str = "the EMA token along OTI") -> Figure:
+def plot_ema_vs_raw(
+    steps: Sequence[int],
+    ema: Sequence[float],
+    raw_final: float,
+    ax: Axes | None = None,
+    ylabel: str = "cos(“a photo of $”, image)",
+    title: str = "the EMA token along OTI",
+) -> Figure:
     """How well the EMA token's prompt matches its image along OTI, and where the last raw token ends.
 
     Args:
@@ -80,27 +99,58 @@ def plot_ema_vs_raw(steps: Sequence[int], ema: Sequence[float], raw_final: float
     """
     # The end values live in the legend entries rather than in labels beside the points: a label there
     # collided with the legend (and with the raw marker, which sits close to the EMA's end).
-    fig = plot_series({"EMA": ema}, ax, x=steps, xlabel="OTI step", ylabel=ylabel, title=title,
-                      labels={"EMA": f"EMA token (last step {ema[-1]:.2f})"})
+    fig = plot_series(
+        {"EMA": ema},
+        ax,
+        x=steps,
+        xlabel="OTI step",
+        ylabel=ylabel,
+        title=title,
+        labels={"EMA": f"EMA token (last step {ema[-1]:.2f})"},
+    )
     ax = ax or fig.axes[0]
-    ax.scatter([steps[-1]], [raw_final], marker="D", s=40, color=SERIES_COLOURS["raw"], edgecolor="black", zorder=4,
-               label=f"raw token, last step ({raw_final:.2f})")
+    ax.scatter(
+        [steps[-1]],
+        [raw_final],
+        marker="D",
+        s=40,
+        color=SERIES_COLOURS["raw"],
+        edgecolor="black",
+        zorder=4,
+        label=f"raw token, last step ({raw_final:.2f})",
+    )
     ax.legend(frameon=False, fontsize=8, loc="best")
     return fig
 
 
-def plot_phi_history(history: Sequence[Mapping[str, float]], ax: Axes | None = None,
-                     keys: Sequence[str] = ("distil", "gpt", "total"), title: str = "φ training losses") -> Figure:
+def plot_phi_history(
+    history: Sequence[Mapping[str, float]],
+    ax: Axes | None = None,
+    keys: Sequence[str] = ("distil", "gpt", "total"),
+    title: str = "φ training losses",
+) -> Figure:
     """φ's losses per epoch from ``PhiTrainingResult.history`` rows (keys missing from rows are skipped)."""
     epochs = [row["epoch"] for row in history]
     series = {k: [row[k] for row in history] for k in keys if history and k in history[0]}
     series = {k: v for k, v in series.items() if np.any(np.asarray(v, dtype=float) != 0)}
-    return plot_series(series, ax, x=epochs, xlabel="epoch", ylabel="loss", title=title,
-                       labels={"total": "total (λ_distil·L_distil + λ_gpt·L_gpt)"})
+    return plot_series(
+        series,
+        ax,
+        x=epochs,
+        xlabel="epoch",
+        ylabel="loss",
+        title=title,
+        labels={"total": "total (λ_distil·L_distil + λ_gpt·L_gpt)"},
+    )
 
 
-def plot_validation(history: Sequence[Mapping[str, float]], metric: str, ax: Axes | None = None,
-                    reference: Mapping[str, float] | None = None, title: str | None = None) -> Figure:
+def plot_validation(
+    history: Sequence[Mapping[str, float]],
+    metric: str,
+    ax: Axes | None = None,
+    reference: Mapping[str, float] | None = None,
+    title: str | None = None,
+) -> Figure:
     """A validation metric of φ per epoch, with horizontal lines for reference methods.
 
     Args:
@@ -112,8 +162,14 @@ def plot_validation(history: Sequence[Mapping[str, float]], metric: str, ax: Axe
     """
     fig, ax = new_axes(ax)
     rows = [r for r in history if r.get(metric) is not None]
-    ax.plot([r["epoch"] for r in rows], [r[metric] for r in rows], marker="o", ms=3, color=SERIES_COLOURS["φ"],
-            label="φ (SEARLE)")
+    ax.plot(
+        [r["epoch"] for r in rows],
+        [r[metric] for r in rows],
+        marker="o",
+        ms=3,
+        color=SERIES_COLOURS["φ"],
+        label="φ (SEARLE)",
+    )
     for name, value in (reference or {}).items():
         ax.axhline(value, ls="--", lw=1.2, color=method_colour(name), label=method_label(name))
     ax.set_xlabel("epoch")
@@ -124,8 +180,9 @@ def plot_validation(history: Sequence[Mapping[str, float]], metric: str, ax: Axe
     return fig
 
 
-def plot_time_per_image(seconds: Mapping[str, float], ax: Axes | None = None,
-                        title: str = "time to invert one image") -> Figure:
+def plot_time_per_image(
+    seconds: Mapping[str, float], ax: Axes | None = None, title: str = "time to invert one image"
+) -> Figure:
     """Bars of seconds per image (log scale: OTI and φ differ by orders of magnitude)."""
     fig, ax = new_axes(ax, figsize=(5, 2.6))
     names = list(seconds)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -35,8 +35,9 @@ class RetrievalExample:
     result_titles: Sequence[str] = field(default_factory=list)
 
 
-def image_row(images: Sequence[object], titles: Sequence[str] | None = None, fig: Figure | None = None,
-              cell: float = 1.8) -> Figure:
+def image_row(
+    images: Sequence[object], titles: Sequence[str] | None = None, fig: Figure | None = None, cell: float = 1.8
+) -> Figure:
     """Images side by side with wrapped titles (e.g. the images about to be inverted)."""
     fig = fig or plt.figure(figsize=(cell * len(images), cell * 1.35), layout="constrained")
     axes = fig.subplots(1, len(images), squeeze=False)[0]
@@ -45,8 +46,9 @@ def image_row(images: Sequence[object], titles: Sequence[str] | None = None, fig
     return fig
 
 
-def retrieval_grid(examples: Sequence[RetrievalExample], fig: Figure | None = None, title: str | None = None,
-                   cell: float = 1.3) -> Figure:
+def retrieval_grid(
+    examples: Sequence[RetrievalExample], fig: Figure | None = None, title: str | None = None, cell: float = 1.3
+) -> Figure:
     """Rows of query image + caption, then the top-k results with ground truths framed in green.
 
     Args:
@@ -71,16 +73,26 @@ def retrieval_grid(examples: Sequence[RetrievalExample], fig: Figure | None = No
             hit = bool(example.hits[j])
             sub = example.result_titles[j] if j < len(example.result_titles) else ""
             show_image(ax, example.results[j], border=GROUND_TRUTH if hit else MISS)
-            ax.set_title(f"{j + 1}{' ✓' if hit else ''}{(' ' + sub) if sub else ''}", fontsize=7.5,
-                         color=GROUND_TRUTH if hit else "#444444")
+            ax.set_title(
+                f"{j + 1}{' ✓' if hit else ''}{(' ' + sub) if sub else ''}",
+                fontsize=7.5,
+                color=GROUND_TRUTH if hit else "#444444",
+            )
     if title:
         fig.suptitle(title + "  (green frame: ground truth)", fontsize=10)
     return fig
 
 
-def plot_method_bars(table: pd.DataFrame, metric: str, ax: Axes | None = None, method: str = "method",
-                     group: str | None = None, paper: str | None = None, title: str | None = None,
-                     ylabel: str | None = None) -> Figure:
+def plot_method_bars(
+    table: pd.DataFrame,
+    metric: str,
+    ax: Axes | None = None,
+    method: str = "method",
+    group: str | None = None,
+    paper: str | None = None,
+    title: str | None = None,
+    ylabel: str | None = None,
+) -> Figure:
     """Bars of one metric per method (grouped by e.g. backbone), paper values as black ticks.
 
     Args:
@@ -104,8 +116,15 @@ def plot_method_bars(table: pd.DataFrame, metric: str, ax: Axes | None = None, m
         values = [part.loc[part[method] == m, metric] for m in methods]
         ys = [float(v.iloc[0]) if len(v) else np.nan for v in values]
         xs = np.arange(len(methods)) + (g - (len(groups) - 1) / 2) * width
-        ax.bar(xs, ys, width=width * 0.95, color=[method_colour(m) for m in methods], hatch=hatches[g % 4],
-               edgecolor="white", label=str(name) if len(groups) > 1 else None)
+        ax.bar(
+            xs,
+            ys,
+            width=width * 0.95,
+            color=[method_colour(m) for m in methods],
+            hatch=hatches[g % 4],
+            edgecolor="white",
+            label=str(name) if len(groups) > 1 else None,
+        )
         for x, y in zip(xs, ys):
             if not np.isnan(y):
                 ax.text(x, y, f"{y:.1f}", ha="center", va="bottom", fontsize=7)
@@ -113,8 +132,16 @@ def plot_method_bars(table: pd.DataFrame, metric: str, ax: Axes | None = None, m
             ps = [part.loc[part[method] == m, paper] for m in methods]
             ps = np.array([float(p.iloc[0]) if len(p) and pd.notna(p.iloc[0]) else np.nan for p in ps])
             if np.isfinite(ps).any():
-                ax.scatter(xs, ps, marker="_", s=300, linewidths=2.5, color="black", zorder=3,
-                           label="paper" if not any(c.get_label() == "paper" for c in ax.collections) else None)
+                ax.scatter(
+                    xs,
+                    ps,
+                    marker="_",
+                    s=300,
+                    linewidths=2.5,
+                    color="black",
+                    zorder=3,
+                    label="paper" if not any(c.get_label() == "paper" for c in ax.collections) else None,
+                )
     ax.set_xticks(np.arange(len(methods)), [method_label(m) for m in methods], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(ylabel or f"{metric} (%)")
     ax.grid(axis="y", alpha=0.3)
@@ -125,8 +152,9 @@ def plot_method_bars(table: pd.DataFrame, metric: str, ax: Axes | None = None, m
     return fig
 
 
-def plot_ablation(table: pd.DataFrame, metric: str, ax: Axes | None = None, baseline: str | None = None,
-                  title: str | None = None) -> Figure:
+def plot_ablation(
+    table: pd.DataFrame, metric: str, ax: Axes | None = None, baseline: str | None = None, title: str | None = None
+) -> Figure:
     """Horizontal bars of one metric per ablation variant, grouped by part (OTI, φ).
 
     Args:
@@ -163,9 +191,18 @@ def plot_ablation(table: pd.DataFrame, metric: str, ax: Axes | None = None, base
     return fig
 
 
-def plot_ablation_curve(x: Sequence[float], y: Sequence[float], ax: Axes | None = None, xlabel: str = "",
-                        metric: str = "", label: str | None = None, colour: str | None = None, logx: bool = False,
-                        reference: dict[str, float] | None = None, title: str | None = None) -> Figure:
+def plot_ablation_curve(
+    x: Sequence[float],
+    y: Sequence[float],
+    ax: Axes | None = None,
+    xlabel: str = "",
+    metric: str = "",
+    label: str | None = None,
+    colour: str | None = None,
+    logx: bool = False,
+    reference: dict[str, float] | None = None,
+    title: str | None = None,
+) -> Figure:
     """One metric against an ablated quantity (OTI steps, % of φ's training images).
 
     Args:

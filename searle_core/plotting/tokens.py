@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -13,8 +13,12 @@ from matplotlib.figure import Figure
 from searle_core.plotting.common import SERIES_COLOURS, new_axes, show_image
 
 
-def plot_nearest_words(words: Sequence[tuple[str, float]], ax: Axes | None = None, title: str | None = None,
-                       colour: str = SERIES_COLOURS["OTI"]) -> Figure:
+def plot_nearest_words(
+    words: Sequence[tuple[str, float]],
+    ax: Axes | None = None,
+    title: str | None = None,
+    colour: str = SERIES_COLOURS["OTI"],
+) -> Figure:
     """Horizontal bars of a token's nearest vocabulary words and their cosine similarity.
 
     Args:
@@ -40,10 +44,14 @@ def plot_nearest_words(words: Sequence[tuple[str, float]], ax: Axes | None = Non
     return fig
 
 
-def nearest_words_grid(images: Sequence, words: Sequence[Sequence[tuple[str, float]]],
-                       titles: Sequence[str] | None = None,
-                       extra_words: Sequence[Sequence[tuple[str, float]]] | None = None,
-                       labels: tuple[str, str] = ("OTI", "φ"), fig: Figure | None = None) -> Figure:
+def nearest_words_grid(
+    images: Sequence,
+    words: Sequence[Sequence[tuple[str, float]]],
+    titles: Sequence[str] | None = None,
+    extra_words: Sequence[Sequence[tuple[str, float]]] | None = None,
+    labels: tuple[str, str] = ("OTI", "φ"),
+    fig: Figure | None = None,
+) -> Figure:
     """One column per image: the image on top, its token's nearest words below (two rows of bars
     when ``extra_words`` gives a second token per image, e.g. φ's beside OTI's).
 
@@ -61,17 +69,32 @@ def nearest_words_grid(images: Sequence, words: Sequence[Sequence[tuple[str, flo
     axes = fig.subplots(rows, n, squeeze=False, gridspec_kw={"height_ratios": [0.9] + [1.2] * (rows - 1)})
     for i in range(n):
         show_image(axes[0, i], images[i], titles[i] if titles else None)
-        plot_nearest_words(words[i], axes[1, i], title=f"{labels[0]} token" if extra_words is not None else None,
-                           colour=SERIES_COLOURS.get(labels[0], SERIES_COLOURS["OTI"]))
+        plot_nearest_words(
+            words[i],
+            axes[1, i],
+            title=f"{labels[0]} token" if extra_words is not None else None,
+            colour=SERIES_COLOURS.get(labels[0], SERIES_COLOURS["OTI"]),
+        )
         if extra_words is not None:
-            plot_nearest_words(extra_words[i], axes[2, i], title=f"{labels[1]} token",
-                               colour=SERIES_COLOURS.get(labels[1], SERIES_COLOURS["φ"]))
+            plot_nearest_words(
+                extra_words[i],
+                axes[2, i],
+                title=f"{labels[1]} token",
+                colour=SERIES_COLOURS.get(labels[1], SERIES_COLOURS["φ"]),
+            )
     return fig
 
 
-def plot_token_path(words_xy: np.ndarray, word_labels: Sequence[str], path_xy: np.ndarray, ax: Axes | None = None,
-                    title: str | None = None, label: str = "S*", colour: str = SERIES_COLOURS["EMA"],
-                    steps: Sequence[int] | None = None) -> Figure:
+def plot_token_path(
+    words_xy: np.ndarray,
+    word_labels: Sequence[str],
+    path_xy: np.ndarray,
+    ax: Axes | None = None,
+    title: str | None = None,
+    label: str = "S*",
+    colour: str = SERIES_COLOURS["EMA"],
+    steps: Sequence[int] | None = None,
+) -> Figure:
     """S*'s path during OTI projected in 2-D among the vocabulary words nearest to it.
 
     Args:
@@ -94,9 +117,12 @@ def plot_token_path(words_xy: np.ndarray, word_labels: Sequence[str], path_xy: n
     ax.scatter(*path_xy[0], marker="o", s=40, facecolor="white", edgecolor=colour, zorder=4)
     ax.scatter(*path_xy[-1], marker="*", s=160, color=colour, edgecolor="black", lw=0.5, zorder=5)
     if steps is not None:
-        ax.annotate(f"step {steps[0]}", path_xy[0], fontsize=7, color=colour, xytext=(4, -10), textcoords="offset points")
-        ax.annotate(f"step {steps[-1]}", path_xy[-1], fontsize=7, color=colour, xytext=(7, 5),
-                    textcoords="offset points")
+        ax.annotate(
+            f"step {steps[0]}", path_xy[0], fontsize=7, color=colour, xytext=(4, -10), textcoords="offset points"
+        )
+        ax.annotate(
+            f"step {steps[-1]}", path_xy[-1], fontsize=7, color=colour, xytext=(7, 5), textcoords="offset points"
+        )
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_xticks([])
@@ -107,8 +133,13 @@ def plot_token_path(words_xy: np.ndarray, word_labels: Sequence[str], path_xy: n
     return fig
 
 
-def plot_wordness(table: pd.DataFrame, axes: Sequence[Axes] | None = None, setting: str = "setting",
-                  word_norm: float | None = None, columns: Sequence[str] = ("cosine", "norm")) -> Figure:
+def plot_wordness(
+    table: pd.DataFrame,
+    axes: Sequence[Axes] | None = None,
+    setting: str = "setting",
+    word_norm: float | None = None,
+    columns: Sequence[str] = ("cosine", "norm"),
+) -> Figure:
     """How word-like tokens are, per setting: cosine to the nearest real word, and the token's norm.
 
     Args:
@@ -125,8 +156,11 @@ def plot_wordness(table: pd.DataFrame, axes: Sequence[Axes] | None = None, setti
     fig = axes[0].figure
     settings = list(dict.fromkeys(table[setting]))
     palette = plt.get_cmap("tab10")
-    labels = {"cosine": "cosine to the nearest real word", "norm": "token norm",
-              "distance": "L2 distance to the nearest word"}
+    labels = {
+        "cosine": "cosine to the nearest real word",
+        "norm": "token norm",
+        "distance": "L2 distance to the nearest word",
+    }
     for ax, column in zip(axes, columns):
         label = labels.get(column, column)
         for i, name in enumerate(settings):
@@ -137,17 +171,29 @@ def plot_wordness(table: pd.DataFrame, axes: Sequence[Axes] | None = None, setti
         if column == "norm" and word_norm is not None:
             ax.axhline(word_norm, ls="--", color="#777777", lw=1)
             # x in axes coordinates, y in data: the label stays inside the panel whatever the settings.
-            ax.text(0.02, word_norm, "mean norm of real words", transform=ax.get_yaxis_transform(), fontsize=7,
-                    va="bottom", color="#555555")
+            ax.text(
+                0.02,
+                word_norm,
+                "mean norm of real words",
+                transform=ax.get_yaxis_transform(),
+                fontsize=7,
+                va="bottom",
+                color="#555555",
+            )
         ax.set_xticks(range(len(settings)), settings, fontsize=8)
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
     return fig
 
 
-def plot_agreement(values: Sequence[float], ax: Axes | None = None, xlabel: str = "cosine(φ token, OTI token)",
-                   title: str = "OTI vs φ tokens, same images", reference: float | None = None,
-                   reference_label: str = "random pairs") -> Figure:
+def plot_agreement(
+    values: Sequence[float],
+    ax: Axes | None = None,
+    xlabel: str = "cosine(φ token, OTI token)",
+    title: str = "OTI vs φ tokens, same images",
+    reference: float | None = None,
+    reference_label: str = "random pairs",
+) -> Figure:
     """Histogram of a per-image agreement score, with an optional reference line (e.g. the mean over
     mismatched pairs, which shows what "no agreement" looks like)."""
     fig, ax = new_axes(ax, figsize=(5, 3))

@@ -34,8 +34,7 @@ PAPER_METHOD_NAMES: dict[tuple[str, str], str] = {
 
 #: The metrics (columns) of each paper table, in the paper's order.
 PAPER_TABLE_METRICS: dict[str, list[str]] = {
-    "cirr": ["Recall@1", "Recall@5", "Recall@10", "Recall@50", "Recall_subset@1", "Recall_subset@2",
-             "Recall_subset@3"],
+    "cirr": ["Recall@1", "Recall@5", "Recall@10", "Recall@50", "Recall_subset@1", "Recall_subset@2", "Recall_subset@3"],
     "fashioniq": [f"{c}/Recall@{k}" for c in ("shirt", "dress", "toptee", "average") for k in (10, 50)],
     "circo": ["mAP@5", "mAP@10", "mAP@25", "mAP@50"],
 }
@@ -95,8 +94,11 @@ def results_frame(evaluations: dict[tuple[str, str, str], dict]) -> pd.DataFrame
         evaluations: ``{(dataset, backbone, method): metrics}`` with metrics as returned by
             ``pipeline.evaluate`` (nested dicts are flattened).
     """
-    rows = [{"dataset": d, "backbone": b, "method": m, "metric": k, "value": v}
-            for (d, b, m), metrics in evaluations.items() for k, v in flatten_metrics(metrics).items()]
+    rows = [
+        {"dataset": d, "backbone": b, "method": m, "metric": k, "value": v}
+        for (d, b, m), metrics in evaluations.items()
+        for k, v in flatten_metrics(metrics).items()
+    ]
     return pd.DataFrame(rows, columns=["dataset", "backbone", "method", "metric", "value"])
 
 
@@ -121,9 +123,11 @@ def compare_with_paper(reproduced: pd.DataFrame, metrics: list[str] | None = Non
         ``diff``.
     """
     paper = _load()[["dataset", "backbone", "method", "metric", "value", "split"]].rename(
-        columns={"value": "paper", "split": "paper_split"})
+        columns={"value": "paper", "split": "paper_split"}
+    )
     df = reproduced.rename(columns={"value": "reproduced"}).merge(
-        paper, on=["dataset", "backbone", "method", "metric"], how="left")
+        paper, on=["dataset", "backbone", "method", "metric"], how="left"
+    )
     keep = []
     for _, row in df.iterrows():
         wanted = metrics or PAPER_TABLE_METRICS.get(row.dataset)

@@ -17,11 +17,13 @@ interrupted run never leaves a half-written submission.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from searle_core.datasets.base import CIRQuery
-from searle_core.files import atomic_write_text
+from searle_core.infra.errors import InputError
+from searle_core.infra.files import atomic_write_text
 
 TOP_K = 50
 SUBSET_TOP_K = 3
@@ -41,9 +43,9 @@ def _top_k(query_id: str, ranking: Sequence[Any], k: int) -> list:
     """First ``k`` entries of a ranking, checked for length and uniqueness."""
     top = list(ranking)[:k]
     if len(top) < k:
-        raise ValueError(f"query {query_id}: ranking has {len(top)} entries, the server needs {k}")
+        raise InputError(f"query {query_id}: ranking has {len(top)} entries, the server needs {k}")
     if len({str(x) for x in top}) < k:
-        raise ValueError(f"query {query_id}: duplicate image in the top {k}")
+        raise InputError(f"query {query_id}: duplicate image in the top {k}")
     return top
 
 
@@ -54,7 +56,7 @@ def _check_keys(predictions: Mapping[str, Any], queries: Sequence[CIRQuery] | No
     got = {str(k) for k in predictions}
     missing, extra = expected - got, got - expected
     if missing or extra:
-        raise ValueError(
+        raise InputError(
             f"{what}: {len(missing)} query id(s) without predictions (e.g. {sorted(missing)[:5]}) and "
             f"{len(extra)} unknown id(s) (e.g. {sorted(extra)[:5]}); the server needs every query"
         )
@@ -82,17 +84,17 @@ def cirr_submission(
         top = _top_k(str(pairid), ranking, TOP_K)
         q = by_id.get(str(pairid))
         if q is not None and q.reference in top:
-            raise ValueError(f"pairid {pairid}: reference {q.reference} is in its own top {TOP_K}")
+            raise InputError(f"pairid {pairid}: reference {q.reference} is in its own top {TOP_K}")
         recall[str(pairid)] = [str(x) for x in top]
     for pairid, ranking in subset_predictions.items():
         top = _top_k(str(pairid), ranking, SUBSET_TOP_K)
         q = by_id.get(str(pairid))
         if q is not None:
             if q.reference in top:
-                raise ValueError(f"pairid {pairid}: reference {q.reference} is in its subset ranking")
+                raise InputError(f"pairid {pairid}: reference {q.reference} is in its subset ranking")
             outside = [x for x in top if q.subset is not None and x not in q.subset]
             if outside:
-                raise ValueError(f"pairid {pairid}: {outside} not in the query's img_set")
+                raise InputError(f"pairid {pairid}: {outside} not in the query's img_set")
         subset[str(pairid)] = [str(x) for x in top]
     return recall, subset
 
@@ -121,8 +123,9 @@ def write_cirr_submission(
     )
 
 
-def cirr_subset_rankings(queries: Sequence[CIRQuery], rankings: Sequence[Sequence[str]],
-                         k: int = SUBSET_TOP_K) -> dict[str, list[str]]:
+def cirr_subset_rankings(
+    queries: Sequence[CIRQuery], rankings: Sequence[Sequence[str]], k: int = SUBSET_TOP_K
+) -> dict[str, list[str]]:
     """Per pairid, the first ``k`` ``img_set`` members (reference excluded) in ranking order.
 
     Args:
@@ -142,7 +145,7 @@ def _circo_id(name: Any) -> int:
     try:
         return int(name)
     except (TypeError, ValueError):
-        raise ValueError(f"CIRCO image name {name!r} is not an integer image id") from None
+        raise InputError(f"CIRCO image name {name!r} is not an integer image id") from None
 
 
 def circo_submission(

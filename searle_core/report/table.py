@@ -14,29 +14,43 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from searle_core.backbone import Backbone
-from searle_core.markdown import markdown_table
-from searle_core.retrieval.evaluate import Evaluation
-from searle_core.retrieval.methods import MethodContext
-from searle_core.device import EVAL_PRECISION, training_precision
-from searle_core.retrieval.features import preprocess_name
-from searle_core.files import atomic_write_text
+from searle_core.clip.backbone import Backbone
+from searle_core.datasets.features import preprocess_name
+from searle_core.infra.device import EVAL_PRECISION, training_precision
+from searle_core.infra.files import atomic_write_text
+from searle_core.infra.markdown import markdown_table
+from searle_core.methods.context import MethodContext
+from searle_core.methods.pipeline import MethodResult
 
 #: The rows of the paper's tables, in its order.
-TABLE_METHODS: tuple[str, ...] = ("image-only", "text-only", "image+text", "captioning", "palavra", "pic2word",
-                                  "searle-oti", "searle")
+TABLE_METHODS: tuple[str, ...] = (
+    "image-only",
+    "text-only",
+    "image+text",
+    "captioning",
+    "palavra",
+    "pic2word",
+    "searle-oti",
+    "searle",
+)
 #: Printed names, as in the paper.
 DISPLAY_NAMES: dict[str, str] = {
-    "image-only": "Image-only", "text-only": "Text-only", "image+text": "Image + Text", "captioning": "Captioning",
-    "palavra": "PALAVRA", "pic2word": "Pic2Word", "searle-oti": "SEARLE-OTI", "searle": "SEARLE",
+    "image-only": "Image-only",
+    "text-only": "Text-only",
+    "image+text": "Image + Text",
+    "captioning": "Captioning",
+    "palavra": "PALAVRA",
+    "pic2word": "Pic2Word",
+    "searle-oti": "SEARLE-OTI",
+    "searle": "SEARLE",
 }
 TIME_COLUMNS: tuple[str, ...] = ("Time (s)", "Training (s)")
 #: What each variant label means, printed under every table that has such a row.
 VARIANT_NOTES: dict[str, str] = {
     "templates": "OTI's phrase regulariser used offline template phrases, not the authors' GPT-Neo phrases "
-                 "(pass phrases: their GPTNeo27B.zip): not the paper's OTI, so no paper number is shown beside it",
+    "(pass phrases: their GPTNeo27B.zip): not the paper's OTI, so no paper number is shown beside it",
     "no phrases": "OTI ran without its phrase regulariser (λ_gpt = 0: no concepts and phrases given): not the "
-                  "paper's OTI, so no paper number is shown beside it",
+    "paper's OTI, so no paper number is shown beside it",
 }
 #: Settings columns of the CSV files (see :func:`settings_record`).
 SETTINGS_COLUMNS: tuple[str, ...] = ("preprocess", "eval_precision", "train_precision", "phi_epoch", "phi_source")
@@ -56,8 +70,10 @@ def variant_notes(variants) -> list[str]:
 def row_settings(settings: dict, method: str) -> list[str]:
     """A row's settings cells: φ's epoch and file only on the ``searle`` row."""
     phi = method == "searle"
-    return ["" if settings.get(k) is None or (k.startswith("phi_") and not phi) else str(settings[k])
-            for k in SETTINGS_COLUMNS]
+    return [
+        "" if settings.get(k) is None or (k.startswith("phi_") and not phi) else str(settings[k])
+        for k in SETTINGS_COLUMNS
+    ]
 
 
 @dataclass
@@ -105,7 +121,7 @@ class Table:
     #: method -> its rankings, for per-query comparisons (:mod:`searle_core.metrics.significance`).
     rankings: dict[str, list[list[str]]] = field(default_factory=dict, repr=False)
     #: method -> its evaluation (metrics, rankings, query features), for the notebooks' figures.
-    evaluations: dict[str, Evaluation] = field(default_factory=dict, repr=False)
+    evaluations: dict[str, MethodResult] = field(default_factory=dict, repr=False)
     #: method -> why it was not run (``evaluation.evaluate_methods``' ``skip``).
     skipped: dict[str, str] = field(default_factory=dict)
 
@@ -139,18 +155,24 @@ def settings_record(backbone: Backbone, ctx: MethodContext) -> dict:
     """
 
     phi = ctx.phi
-    return {"preprocess": preprocess_name(backbone), "eval_precision": EVAL_PRECISION,
-            "train_precision": training_precision(backbone.device, ctx.oti_config.precision),
-            "phi_epoch": getattr(phi, "epoch", None) if phi is not None else None,
-            "phi_source": getattr(phi, "source", None) if phi is not None else None}
+    return {
+        "preprocess": preprocess_name(backbone),
+        "eval_precision": EVAL_PRECISION,
+        "train_precision": training_precision(backbone.device, ctx.oti_config.precision),
+        "phi_epoch": getattr(phi, "epoch", None) if phi is not None else None,
+        "phi_source": getattr(phi, "source", None) if phi is not None else None,
+    }
 
 
 def settings_line(settings: dict) -> str:
     """The settings as one line under a table."""
     if not settings:
         return ""
-    parts = [f"preprocessing {settings.get('preprocess')}", f"evaluation in {settings.get('eval_precision')}",
-             f"training (OTI, networks) in {settings.get('train_precision')}"]
+    parts = [
+        f"preprocessing {settings.get('preprocess')}",
+        f"evaluation in {settings.get('eval_precision')}",
+        f"training (OTI, networks) in {settings.get('train_precision')}",
+    ]
     if settings.get("phi_source") or settings.get("phi_epoch") is not None:
         parts.append(f"φ {settings.get('phi_source') or 'trained here'}, epoch {settings.get('phi_epoch', '?')}")
     return "Settings: " + "; ".join(parts) + "."
@@ -163,18 +185,29 @@ def format_row(row: TableRow, columns: list[str]) -> str:
 
 def _cells(table: Table, row: TableRow) -> list[str]:
     train = "" if row.train_seconds is None else f"{row.train_seconds:.1f}" + ("" if row.trained_now else " (cached)")
-    return [row.name] + [f"{row.metrics.get(c, float('nan')):.2f}" for c in table.columns] + [f"{row.seconds:.1f}", train]
+    return (
+        [row.name] + [f"{row.metrics.get(c, float('nan')):.2f}" for c in table.columns] + [f"{row.seconds:.1f}", train]
+    )
 
 
 def to_markdown(table: Table) -> str:
     """The table in Markdown, with a caption line saying what it was measured on."""
     header = ["Method"] + table.columns + list(TIME_COLUMNS)
-    lines = [f"{table.dataset} {table.split}: {table.n_queries} queries, {table.n_gallery} gallery images, "
-             f"backbone {table.backbone}", "", markdown_table(header, (_cells(table, row) for row in table.rows))]
-    notes = ["Time: this run's wall time per method, query side only (gallery features, computed once, took "
-             f"{table.gallery_seconds:.1f} s). Training: the method's network (φ: with the OTI of its unlabeled "
-             "images); '(cached)': trained by an earlier run and loaded."] + table.notes + \
-        variant_notes(r.variant for r in table.rows)
+    lines = [
+        f"{table.dataset} {table.split}: {table.n_queries} queries, {table.n_gallery} gallery images, "
+        f"backbone {table.backbone}",
+        "",
+        markdown_table(header, (_cells(table, row) for row in table.rows)),
+    ]
+    notes = (
+        [
+            "Time: this run's wall time per method, query side only (gallery features, computed once, took "
+            f"{table.gallery_seconds:.1f} s). Training: the method's network (φ: with the OTI of its unlabeled "
+            "images); '(cached)': trained by an earlier run and loaded."
+        ]
+        + table.notes
+        + variant_notes(r.variant for r in table.rows)
+    )
     if table.settings:
         notes.append(settings_line(table.settings))
     return "\n".join(lines + list(dict.fromkeys(notes))) + "\n"
@@ -191,10 +224,15 @@ def to_text(table: Table) -> str:
 
 def to_dict(table: Table) -> dict:
     """JSON-able: method -> metrics plus ``seconds`` and ``train_seconds``."""
-    return {row.method: {**row.metrics, "seconds": round(row.seconds, 2),
-                         "train_seconds": None if row.train_seconds is None else round(row.train_seconds, 2),
-                         **({"variant": row.variant} if row.variant else {})}
-            for row in table.rows}
+    return {
+        row.method: {
+            **row.metrics,
+            "seconds": round(row.seconds, 2),
+            "train_seconds": None if row.train_seconds is None else round(row.train_seconds, 2),
+            **({"variant": row.variant} if row.variant else {}),
+        }
+        for row in table.rows
+    }
 
 
 def write_table(table: Table, out_dir: str | Path, stem: str | None = None) -> tuple[Path, Path]:
@@ -213,9 +251,12 @@ def write_table(table: Table, out_dir: str | Path, stem: str | None = None) -> t
     writer = csv.writer(text)
     writer.writerow(["method", "name"] + table.columns + ["seconds", "train_seconds"] + list(SETTINGS_COLUMNS))
     for row in table.rows:
-        writer.writerow([row.method, row.name] + [f"{row.metrics.get(c, float('nan')):.4f}" for c in table.columns]
-                        + [f"{row.seconds:.2f}", "" if row.train_seconds is None else f"{row.train_seconds:.2f}"]
-                        + row_settings(table.settings, row.method))
+        writer.writerow(
+            [row.method, row.name]
+            + [f"{row.metrics.get(c, float('nan')):.4f}" for c in table.columns]
+            + [f"{row.seconds:.2f}", "" if row.train_seconds is None else f"{row.train_seconds:.2f}"]
+            + row_settings(table.settings, row.method)
+        )
     atomic_write_text(text.getvalue(), csv_path)
     atomic_write_text(to_markdown(table), md_path)
     return csv_path, md_path

@@ -6,16 +6,17 @@ differences in the tables come from the methods alone.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from searle_core.backbone import Backbone
+from searle_core.clip.backbone import Backbone
+from searle_core.clip.text_encoding import encode_with_pseudo_tokens, pseudo_word_mask
 from searle_core.datasets.base import CIRQuery
-from searle_core.device import eval_precision
-from searle_core.text_encoding import encode_with_pseudo_tokens, pseudo_word_mask
-from searle_core.retrieval.features import text_features
+from searle_core.datasets.features import text_features
+from searle_core.infra.device import eval_precision
+from searle_core.infra.errors import InputError
 
 #: The paper's prompt (CIRR, CIRCO, FashionIQ, shapes).
 SEARLE_PROMPT = "a photo of $ that {}"
@@ -32,20 +33,25 @@ def caption_variants(query: CIRQuery) -> list[str]:
         return caps
     if len(caps) == 2:
         return [f"{caps[0]} and {caps[1]}", f"{caps[1]} and {caps[0]}"]
-    raise ValueError(f"query {query.query_id}: expected one or two relative captions, got {len(caps)}")
+    raise InputError(f"query {query.query_id}: expected one or two relative captions, got {len(caps)}")
 
 
 def _average_groups(features: torch.Tensor, groups: list[int]) -> torch.Tensor:
     """Mean of normalised features per query (groups[i] = how many prompts query i has), re-normalised."""
     out, start = [], 0
     for size in groups:
-        out.append(F.normalize(features[start:start + size], dim=-1).mean(dim=0))
+        out.append(F.normalize(features[start : start + size], dim=-1).mean(dim=0))
         start += size
     return F.normalize(torch.stack(out), dim=-1)
 
 
-def text_query_features(backbone: Backbone, queries: list[CIRQuery], template: str = "{}",
-                        fillers: list[str] | None = None, cache: bool = True) -> torch.Tensor:
+def text_query_features(
+    backbone: Backbone,
+    queries: list[CIRQuery],
+    template: str = "{}",
+    fillers: list[str] | None = None,
+    cache: bool = True,
+) -> torch.Tensor:
     """Features of ``template.format(caption)`` per query (Text-only, Captioning).
 
     Args:
@@ -64,9 +70,14 @@ def text_query_features(backbone: Backbone, queries: list[CIRQuery], template: s
 
 
 @torch.no_grad()
-def pseudo_query_features(backbone: Backbone, queries: list[CIRQuery], tokens: dict[str, torch.Tensor],
-                          template: str = SEARLE_PROMPT, batch_size: int = 512,
-                          variants: Callable[[CIRQuery], list[str]] = caption_variants) -> torch.Tensor:
+def pseudo_query_features(
+    backbone: Backbone,
+    queries: list[CIRQuery],
+    tokens: dict[str, torch.Tensor],
+    template: str = SEARLE_PROMPT,
+    batch_size: int = 512,
+    variants: Callable[[CIRQuery], list[str]] = caption_variants,
+) -> torch.Tensor:
     """Features of ``template`` with ``$`` = the reference's pseudo-word token (SEARLE, OTI, Pic2Word, PALAVRA).
 
     Args:
@@ -80,7 +91,7 @@ def pseudo_query_features(backbone: Backbone, queries: list[CIRQuery], tokens: d
     """
     missing = [q.reference for q in queries if q.reference not in tokens]
     if missing:
-        raise KeyError(f"no pseudo-word token for reference images {missing[:5]} ({len(missing)} missing)")
+        raise InputError(f"no pseudo-word token for reference images {missing[:5]} ({len(missing)} missing)")
     prompts, rows, groups = [], [], []
     for q in queries:
         texts = variants(q)
@@ -90,8 +101,8 @@ def pseudo_query_features(backbone: Backbone, queries: list[CIRQuery], tokens: d
     before, _, after = template.partition("{}")
     out = []
     for i in range(0, len(prompts), batch_size):
-        chunk = torch.stack([tokens[r] for r in rows[i:i + batch_size]]).to(backbone.device, torch.float32)
-        ids = backbone.tokenize(prompts[i:i + batch_size])
+        chunk = torch.stack([tokens[r] for r in rows[i : i + batch_size]]).to(backbone.device, torch.float32)
+        ids = backbone.tokenize(prompts[i : i + batch_size])
         # Only the template's "$" is the pseudo-word: a caption's dollar signs ("costs $20 less") stay text.
         mask = pseudo_word_mask(ids, backbone.dollar_token_id, before.count("$"), after.count("$"))
         with eval_precision(backbone.device):
@@ -101,13 +112,13 @@ def pseudo_query_features(backbone: Backbone, queries: list[CIRQuery], tokens: d
     bad = (~torch.isfinite(feats).all(dim=1)).nonzero().flatten().tolist()
     if bad:  # NaN features would rank the gallery arbitrarily; say which token did it
         token = tokens[rows[bad[0]]]
-        raise ValueError(f"the pseudo-word token of reference image {rows[bad[0]]!r} gives NaN text features "
-                         f"(token norm {float(token.float().norm()):.3g}; {len(bad)} prompt(s) affected)")
+        raise InputError(
+            f"the pseudo-word token of reference image {rows[bad[0]]!r} gives NaN text features "
+            f"(token norm {float(token.float().norm()):.3g}; {len(bad)} prompt(s) affected)"
+        )
     return _average_groups(feats, groups)
 
 
 def image_plus_text(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     """Image + Text baseline: the normalised sum of the two normalised features."""
     return F.normalize(F.normalize(image, dim=-1) + F.normalize(text, dim=-1), dim=-1)
-
-

@@ -5,15 +5,28 @@ from __future__ import annotations
 import torch
 
 from searle_core.datasets.base import CIRBenchmark
-from searle_core.metrics import (CIRR_KS, circo_metrics, cirr_metrics, fashioniq_metrics, map_at_k, rank_by_scores,
-                       recall_any_at_k)
+from searle_core.metrics import (
+    circo_metrics,
+    cirr_metrics,
+    fashioniq_metrics,
+    map_at_k,
+    rank_by_scores,
+    recall_any_at_k,
+)
+from searle_core.metrics.benchmarks import cirr_scoring_rankings
 
 SHAPES_MAP_KS = (5, 10, 25, 50)
 SHAPES_RECALL_KS = (1, 5, 10, 50)
 
 
-def rank_gallery(query_features: torch.Tensor, gallery_features: torch.Tensor, gallery: list[str], k: int,
-                 exclude: list[str | None] | None = None, chunk: int = 1024) -> list[list[str]]:
+def rank_gallery(
+    query_features: torch.Tensor,
+    gallery_features: torch.Tensor,
+    gallery: list[str],
+    k: int,
+    exclude: list[str | None] | None = None,
+    chunk: int = 1024,
+) -> list[list[str]]:
     """Top-``k`` gallery names per query by cosine similarity (features are normalised).
 
     Args:
@@ -26,8 +39,8 @@ def rank_gallery(query_features: torch.Tensor, gallery_features: torch.Tensor, g
     """
     rankings = []
     for start in range(0, len(query_features), chunk):
-        scores = (query_features[start:start + chunk].float() @ gallery_features.float().T).numpy()
-        part = None if exclude is None else exclude[start:start + chunk]
+        scores = (query_features[start : start + chunk].float() @ gallery_features.float().T).numpy()
+        part = None if exclude is None else exclude[start : start + chunk]
         rankings += rank_by_scores(scores, gallery, k, exclude=part)
     return rankings
 
@@ -39,8 +52,9 @@ def _aspects(bench: CIRBenchmark, q) -> list[str]:
     return [a for a in (q.aspect or "").split(",") if a]
 
 
-def benchmark_rankings(bench: CIRBenchmark, query_features: torch.Tensor, gallery_features: dict[str, torch.Tensor],
-                       k: int = 50) -> list[list[str]]:
+def benchmark_rankings(
+    bench: CIRBenchmark, query_features: torch.Tensor, gallery_features: dict[str, torch.Tensor], k: int = 50
+) -> list[list[str]]:
     """Rankings of every query against its gallery (FashionIQ: its category's gallery).
 
     Args:
@@ -68,38 +82,28 @@ def benchmark_metrics(bench: CIRBenchmark, rankings: list[list[str]]) -> dict:
     """The dataset's metrics, in percent, keyed as printed."""
     queries = bench.queries
     if bench.name == "cirr":
-        return cirr_metrics(cirr_scoring_rankings(bench, rankings), [q.target for q in queries],
-                            [q.subset for q in queries], [q.reference for q in queries])
+        return cirr_metrics(
+            cirr_scoring_rankings(bench, rankings),
+            [q.target for q in queries],
+            [q.subset for q in queries],
+            [q.reference for q in queries],
+        )
     if bench.name == "fashioniq":
         cats = sorted({q.category for q in queries})
-        return fashioniq_metrics({c: [r for r, q in zip(rankings, queries) if q.category == c] for c in cats},
-                                 {c: [q.target for q in queries if q.category == c] for c in cats})
+        return fashioniq_metrics(
+            {c: [r for r, q in zip(rankings, queries) if q.category == c] for c in cats},
+            {c: [q.target for q in queries if q.category == c] for c in cats},
+        )
     if bench.name == "circo":
-        return circo_metrics(rankings, [q.ground_truths for q in queries], [q.target for q in queries],
-                             [_aspects(bench, q) for q in queries])
+        return circo_metrics(
+            rankings,
+            [q.ground_truths for q in queries],
+            [q.target for q in queries],
+            [_aspects(bench, q) for q in queries],
+        )
     gts = [q.ground_truths for q in queries]
     out = {f"mAP@{k}": map_at_k(rankings, gts, k) for k in SHAPES_MAP_KS}
     out.update({f"Recall@{k}": recall_any_at_k(rankings, gts, k) for k in SHAPES_RECALL_KS})
-    return out
-
-
-def cirr_scoring_rankings(bench: CIRBenchmark, rankings: list[list[str]], k: int = max(CIRR_KS)) -> list[list[str]]:
-    """Each full-gallery ranking cut to its top ``k`` plus its remaining ``img_set`` members, in order.
-
-    Recall@K (K <= ``k``) reads the top ``k`` only and Recall_subset the members' relative order, so
-    the metrics are those of the full rankings; scoring 55 names instead of the whole gallery per
-    query makes CIRR's validation metrics take a second instead of a minute.
-
-    Args:
-        bench: a CIRR benchmark.
-        rankings: its full-gallery rankings, in query order.
-        k: the longest Recall@K cut-off.
-    """
-    out = []
-    for q, ranking in zip(bench.queries, rankings):
-        head = list(ranking[:k])
-        members = set(q.subset or ()) - {q.reference} - set(head)
-        out.append(head + ([n for n in ranking[k:] if n in members] if members else []))
     return out
 
 
@@ -114,6 +118,7 @@ def per_aspect_map(bench: CIRBenchmark, rankings: list[list[str]], k: int = 10) 
     for i, q in enumerate(bench.queries):
         for a in _aspects(bench, q):
             groups.setdefault(a, []).append(i)
-    return {a: map_at_k([rankings[i] for i in idx], [bench.queries[i].ground_truths for i in idx], k)
-            for a, idx in sorted(groups.items())}
-
+    return {
+        a: map_at_k([rankings[i] for i in idx], [bench.queries[i].ground_truths for i in idx], k)
+        for a, idx in sorted(groups.items())
+    }

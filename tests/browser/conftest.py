@@ -24,15 +24,14 @@ from pathlib import Path
 
 import pytest
 
-from searle_core.paths import REPO_ROOT
+from searle_core.infra.paths import REPO_ROOT
 
 RUN_DIR = REPO_ROOT / "runs" / "browser"
 # Settings a person would not need but a test does: every cell attached (no windowing), no news toast,
 # no autosave.
 LAB_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
-                                                                        "checkForUpdates": False},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
     # Only the test saves (Ctrl+S), so the file on disk is what the run produced and nothing races it.
     "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
 }
@@ -79,10 +78,20 @@ def lab(run_dir):
         (settings / name).write_text(json.dumps(values))
     port, token = _free_port(), secrets.token_hex(16)
     log = open(run_dir / "lab.log", "w")
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-           "--ServerApp.port_retries=0",
-           "--ServerApp.allow_root=True", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-           f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={run_dir / 'lab-workspaces'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        "--ServerApp.allow_root=True",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        f"--LabApp.user_settings_dir={settings}",
+        f"--LabApp.workspaces_dir={run_dir / 'lab-workspaces'}",
+    ]
     start = time.perf_counter()
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root)
     served = Lab(root, port, token)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from markdown_source import means_math
-from searle_core.notebook import paper
+
+from searle_core.notebook import papermill_runner as paper
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,8 +26,11 @@ _MARKDOWN_STATE = """() => Array.from(document.querySelectorAll('.jp-NotebookPan
   .map(c => ({rendered: c.querySelector('.jp-RenderedMarkdown') !== null,
               math: c.querySelectorAll('.jp-RenderedMarkdown mjx-container, .jp-RenderedMarkdown .MathJax').length,
               images: Array.from(c.querySelectorAll('.jp-RenderedMarkdown img'))
-                .map(i => ({src: i.getAttribute('src'), complete: i.complete, loaded: i.complete && i.naturalWidth > 0}))}))"""
-_PROMPTS = "() => Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')).map(e => e.textContent)"
+                .map(i => ({src: i.getAttribute('src'), complete: i.complete,
+                            loaded: i.complete && i.naturalWidth > 0}))}))"""
+_PROMPTS = (
+    "() => Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')).map(e => e.textContent)"
+)
 _STDERR = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
 CAPTION = "is on a white background"
 
@@ -43,7 +46,9 @@ def _markdown_state(page, n_markdown: int, settle_s: float) -> list[dict]:
     deadline = time.monotonic() + 60
     while True:
         state = page.evaluate(_MARKDOWN_STATE)
-        done = len(state) == n_markdown and all(c["rendered"] and all(i["complete"] for i in c["images"]) for c in state)
+        done = len(state) == n_markdown and all(
+            c["rendered"] and all(i["complete"] for i in c["images"]) for c in state
+        )
         if done or time.monotonic() > deadline:
             break
         time.sleep(0.25)
@@ -63,18 +68,22 @@ def typeset_s(lab, page_factory):
     Image.new("RGB", (8, 8), "red").save(lab.root / "control.png")
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": paper.KERNEL, "display_name": paper.KERNEL_DISPLAY_NAME, "language": "python"}
-    sources = ["Intended math: $x^2 + y^2$.",
-               "As the rule writes it: `a photo of $ that {caption}`, with `$` = v\\*, costs `$0` or `$1`.",
-               'The old prose: the query "a photo of $ that {caption}", with $ = the OTI token.',
-               "Escaped dollars are math in JupyterLab 4 all the same: costs \\$0 or \\$1.",
-               "JupyterLab reads math in parentheses with two backslashes, \\\\(x^2\\\\), not one: \\(y\\).",
-               "![loads](control.png) and ![does not](missing.png)"]
+    sources = [
+        "Intended math: $x^2 + y^2$.",
+        "As the rule writes it: `a photo of $ that {caption}`, with `$` = v\\*, costs `$0` or `$1`.",
+        'The old prose: the query "a photo of $ that {caption}", with $ = the OTI token.',
+        "Escaped dollars are math in JupyterLab 4 all the same: costs \\$0 or \\$1.",
+        "JupyterLab reads math in parentheses with two backslashes, \\\\(x^2\\\\), not one: \\(y\\).",
+        "![loads](control.png) and ![does not](missing.png)",
+    ]
     nb.cells = [nbformat.v4.new_markdown_cell(s) for s in sources]
     nbformat.write(nb, lab.root / "control.ipynb")
     page = page_factory()
     _open(page, lab, "control.ipynb", len(sources))
     start = time.monotonic()
-    page.wait_for_function("document.querySelectorAll('.jp-RenderedMarkdown mjx-container').length >= 4", timeout=30_000)
+    page.wait_for_function(
+        "document.querySelectorAll('.jp-RenderedMarkdown mjx-container').length >= 4", timeout=30_000
+    )
     seconds = time.monotonic() - start
     state = _markdown_state(page, len(sources), 1.0)
     assert [c["math"] > 0 for c in state] == [means_math(s) for s in sources] == [True, False, True, True, True, False]
@@ -90,9 +99,14 @@ def test_markdown_renders_as_written(stem, lab, page, typeset_s, run_dir):
     _open(page, lab, f"{stem}.ipynb", len(nb.cells))
     state = _markdown_state(page, len(markdown), typeset_s)
     page.screenshot(path=str(run_dir / f"{stem}.png"))
-    wrong_math = [(c.id, s["math"], c.source.splitlines()[0]) for c, s in zip(markdown, state)
-                  if (s["math"] > 0) != means_math(c.source)]
-    assert not wrong_math, f"{stem}: Markdown cells whose rendered LaTeX differs from what the source means: {wrong_math}"
+    wrong_math = [
+        (c.id, s["math"], c.source.splitlines()[0])
+        for c, s in zip(markdown, state)
+        if (s["math"] > 0) != means_math(c.source)
+    ]
+    assert not wrong_math, (
+        f"{stem}: Markdown cells whose rendered LaTeX differs from what the source means: {wrong_math}"
+    )
     broken = [(c.id, i["src"]) for c, s in zip(markdown, state) for i in s["images"] if not i["loaded"]]
     assert not broken, f"{stem}: Markdown images that do not load: {broken}"
 
@@ -134,8 +148,11 @@ def _wait_for_kernel(page) -> None:
     """The notebook's own kernel (not a kernel chooser), idle."""
     kernel = page.locator('.jp-NotebookPanel [data-jp-item-name="kernelName"]')
     kernel.filter(has_text=paper.KERNEL_DISPLAY_NAME).wait_for()
-    page.wait_for_function("document.querySelector('.jp-NotebookPanel [data-jp-item-name=\"executionProgress\"]')"
-                           "?.textContent.includes('Idle')", timeout=120_000)
+    page.wait_for_function(
+        "document.querySelector('.jp-NotebookPanel [data-jp-item-name=\"executionProgress\"]')"
+        "?.textContent.includes('Idle')",
+        timeout=120_000,
+    )
 
 
 def test_a_failing_cell_is_seen(lab, page):
@@ -154,8 +171,8 @@ def test_a_failing_cell_is_seen(lab, page):
 
 
 def test_notebook_1_runs_in_the_ui_and_its_explorer_answers(lab, page, run_dir):
-    from searle_core.paths import cache_dir
-    from searle_core.datasets.shapes.clip import WORLD_BACKBONE, WorldCLIPConfig
+    from searle_core.infra.paths import cache_dir
+    from searle_core.world.world_clip import WORLD_BACKBONE, WorldCLIPConfig
 
     stem = "01_textual_inversion"
     nb = nbformat.read(lab.root / f"{stem}.ipynb", as_version=4)
@@ -184,9 +201,12 @@ def test_notebook_1_runs_in_the_ui_and_its_explorer_answers(lab, page, run_dir):
     typed = time.perf_counter()
     box.fill(CAPTION)
     box.press("Enter")
-    page.wait_for_function("([el, old]) => { const img = el.querySelector('.widget-output img');"
-                           " return img && img.getAttribute('src') !== old && img.complete; }",
-                           arg=[explorer.element_handle(), before], timeout=60_000)
+    page.wait_for_function(
+        "([el, old]) => { const img = el.querySelector('.widget-output img');"
+        " return img && img.getAttribute('src') !== old && img.complete; }",
+        arg=[explorer.element_handle(), before],
+        timeout=60_000,
+    )
     lab.summary["explorer_redraw_s"] = round(time.perf_counter() - typed, 2)
     explorer.screenshot(path=str(run_dir / "explorer-after.png"))
     assert not explorer.locator(_STDERR).count(), explorer.inner_text()

@@ -1,0 +1,141 @@
+"""CLIP text features of prompts whose ``$`` rows hold pseudo-word tokens.
+
+CLIP's text transformer is causal and its feature is read at the end-of-text (EOT) position, so
+positions after the longest EOT in a batch never influence the result: running the transformer on
+``tokens[:, :max_eot + 1]`` is exact, and for short prompts it is several times cheaper than the
+77-token context. Every text pass of the package goes through :func:`encode_token_embeddings`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from searle_core.infra.errors import InputError
+
+
+def eot_positions(tokens: torch.Tensor) -> torch.Tensor:
+    """Position of the end-of-text token of each prompt (CLIP's EOT has the largest id)."""
+    return tokens.argmax(dim=-1)
+
+
+def encode_token_embeddings(
+    model: torch.nn.Module, tokens: torch.Tensor, embeddings: torch.Tensor, truncate: bool = True
+) -> torch.Tensor:
+    """Run CLIP's text tower on given input embeddings; pool at EOT and project.
+
+    Args:
+        model: an open_clip ``CLIP`` (causal text tower with argmax pooling).
+        tokens: (N, L) token ids, used for the EOT positions.
+        embeddings: (N, L, width) input token embeddings (possibly edited).
+        truncate: cut the context after the longest EOT (exact for a causal tower).
+
+    Returns:
+        (N, embed_dim) unnormalised text features.
+    """
+    if getattr(model, "text_pool_type", "argmax") != "argmax":
+        raise InputError(
+            f"pseudo-token encoding needs a CLIP whose text features are read at the EOT "
+            f"token (text_pool_type 'argmax'); this model uses {model.text_pool_type!r}."
+        )
+    eot = eot_positions(tokens)
+    length = int(eot.max()) + 1 if truncate else tokens.shape[1]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = embeddings[:, :length].to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None
+    x = model.transformer(x, attn_mask=mask)
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0], device=x.device), eot]
+    proj = model.text_projection
+    if proj is None:
+        return x
+    return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+
+
+def encode_text(model: torch.nn.Module, tokens: torch.Tensor, truncate: bool = True) -> torch.Tensor:
+    """``model.encode_text`` with the exact causal truncation (unnormalised features)."""
+    return encode_token_embeddings(model, tokens, model.token_embedding(tokens), truncate=truncate)
+
+
+def pseudo_word_mask(
+    tokens: torch.Tensor, pseudo_token_id: int, first: int | None = None, last: int = 0
+) -> torch.Tensor:
+    """Where the pseudo-word goes: every ``$`` token, or only the first ``first`` and last ``last``.
+
+    A prompt built from a template and a relative caption holds the template's ``$`` and any
+    dollar sign of the caption ("costs $20 less"). Only the template's are the pseudo-word; counting
+    them from the start (those before the caption) and from the end (those after it) finds them
+    whatever the caption holds.
+
+    Args:
+        tokens: (N, L) token ids.
+        pseudo_token_id: the id of ``$``.
+        first: replace only the first ``first`` occurrences per prompt (``None``: all of them).
+        last: with ``first``, also the last ``last`` occurrences.
+    """
+    is_dollar = tokens == pseudo_token_id
+    if first is None:
+        return is_dollar
+    counted = is_dollar.long()
+    from_start = counted.cumsum(dim=1)
+    from_end = counted.flip(1).cumsum(dim=1).flip(1)
+    return is_dollar & ((from_start <= first) | (from_end <= last))
+
+
+def encode_with_pseudo_tokens(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    pseudo_tokens: torch.Tensor,
+    pseudo_token_id: int = 259,
+    truncate: bool = True,
+    pseudo_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Text features of prompts whose ``$`` embedding rows are replaced by pseudo-word tokens.
+
+    Args:
+        model: an open_clip ``CLIP``.
+        tokens: (N, L) tokenized prompts, each containing ``$`` at least once.
+        pseudo_tokens: (N, width) one token per prompt, or (width,) / (1, width) broadcast to all.
+            The *first* ``$`` of a prompt receives that prompt's token; any later ``$`` keeps the
+            ordinary embedding of the character, as in the authors' ``encode_with_pseudo_tokens``
+            (φ's regulariser replaces every occurrence of a concept by ``$``, so this matters there).
+        pseudo_token_id: the id of ``$`` (``Backbone.dollar_token_id``).
+        truncate: cut after the longest EOT (exact; set False to run the full context).
+        pseudo_mask: (N, L) which positions receive the pseudo-word (default: every ``$``; see
+            :func:`pseudo_word_mask` for prompts whose caption may hold dollar signs).
+
+    Returns:
+        (N, embed_dim) unnormalised text features; gradients flow to ``pseudo_tokens``.
+    """
+    width = model.token_embedding.weight.shape[1]
+    if pseudo_tokens.dim() == 1:
+        pseudo_tokens = pseudo_tokens.unsqueeze(0)
+    if pseudo_tokens.dim() != 2 or pseudo_tokens.shape[1] != width:
+        raise InputError(
+            f"pseudo_tokens must have shape (N, {width}) or ({width},) for this model's "
+            f"token embeddings; got {tuple(pseudo_tokens.shape)}."
+        )
+    if pseudo_tokens.shape[0] == 1:
+        pseudo_tokens = pseudo_tokens.expand(tokens.shape[0], -1)
+    elif pseudo_tokens.shape[0] != tokens.shape[0]:
+        raise InputError(
+            f"got {pseudo_tokens.shape[0]} pseudo tokens for {tokens.shape[0]} prompts; "
+            "pass one per prompt or a single one to broadcast."
+        )
+    is_pseudo = tokens == pseudo_token_id if pseudo_mask is None else pseudo_mask.to(tokens.device)
+    missing = (~is_pseudo.any(dim=1)).nonzero().flatten().tolist()
+    if missing:
+        raise InputError(
+            f"prompts {missing[:10]} contain no pseudo-word token (id {pseudo_token_id}); "
+            "write '$' where the pseudo-word goes, e.g. 'a photo of $ that is red'."
+        )
+    embeddings = model.token_embedding(tokens)
+    first = is_pseudo & (is_pseudo.cumsum(dim=1) == 1)
+    # torch.where keeps the graph to pseudo_tokens at the first '$' of each prompt.
+    expanded = pseudo_tokens.to(embeddings.dtype).unsqueeze(1).expand_as(embeddings)
+    embeddings = torch.where(first.unsqueeze(-1), expanded, embeddings)
+    return encode_token_embeddings(model, tokens, embeddings, truncate=truncate)
+
+
+def normalized(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x.float(), dim=-1)

@@ -1,0 +1,159 @@
+"""Concept association: which vocabulary concepts an image shows (OTI's and φ's regulariser input).
+
+A concept is embedded as the mean of its L2-normalised text features over the 24 templates,
+re-normalised; each image keeps its most similar concepts (250 stored in the paper; OTI draws from
+the first 15, φ from the first 150). Real runs use the Open Images V7 class names (20,931 of them,
+about half a million prompts: minutes on a GPU, far longer on a CPU), so the embeddings are computed
+in batches behind a progress bar and cached on disk keyed by backbone, weights, templates and the
+concept list. The ``shapes`` world has its own small vocabulary in the same structure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from searle_core.clip.backbone import Backbone, weights_key
+from searle_core.clip.templates import TEMPLATES, fill
+from searle_core.clip.text_encoding import encode_text
+from searle_core.infra.cache import load_cached_tensor, save_tensor_atomic
+from searle_core.infra.device import eval_precision
+from searle_core.infra.errors import InputError
+from searle_core.infra.paths import cache_dir
+from searle_core.inversion.regulariser import PhraseBank
+
+#: Concepts kept per image (the authors store this many), and how many OTI and φ draw from.
+STORED_TOP_K = 250
+OTI_TOP_K = 15
+PHI_TOP_K = 150
+
+# Below this many concepts, embedding is cheaper than a cache file is worth (the shapes world).
+_AUTO_CACHE_MIN = 1000
+
+
+def concept_cache_key(backbone: Backbone, concepts: list[str], templates: tuple[str, ...] = TEMPLATES) -> str:
+    """Key naming what concept embeddings depend on: backbone, weights, templates, the list.
+
+    Args:
+        backbone: the frozen CLIP.
+        concepts: concept names, in order.
+        templates: prompt templates.
+    """
+    digest = hashlib.sha256("\0".join(concepts).encode()).hexdigest()
+    payload = json.dumps([backbone.name, weights_key(backbone), list(templates), digest])
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def embed_concepts(
+    backbone: Backbone,
+    concepts: list[str],
+    templates: tuple[str, ...] = TEMPLATES,
+    batch_size: int = 1024,
+    progress: bool | None = None,
+    cache: bool | str | Path | None = None,
+) -> torch.Tensor:
+    """(len(concepts), embed_dim) normalised concept embeddings (mean over templates).
+
+    Args:
+        backbone: the frozen CLIP.
+        concepts: concept names.
+        templates: prompt templates with ``{}`` for the concept.
+        batch_size: prompts per text pass (whole concepts per batch, at least one).
+        progress: progress bar over concepts (``None``: only for large vocabularies).
+        cache: ``True`` for the project cache, a folder, ``False``, or ``None`` (cache only
+            vocabularies of at least 1,000 concepts).
+    """
+    if not concepts:
+        raise InputError("the concept vocabulary is empty")
+    large = len(concepts) >= _AUTO_CACHE_MIN
+    cache = large if cache is None else cache
+    progress = large if progress is None else progress
+    path = None
+    if cache:
+        folder = cache_dir("concepts") if cache is True else Path(cache)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"concepts-{concept_cache_key(backbone, list(concepts), tuple(templates))}.pt"
+        feats = load_cached_tensor(path, len(concepts))
+        if feats is not None:
+            return feats
+    out = []
+    per_batch = max(1, batch_size // len(templates))
+    with tqdm(total=len(concepts), desc="embedding concepts", unit="concept", disable=not progress) as bar:
+        for start in range(0, len(concepts), per_batch):
+            chunk = concepts[start : start + per_batch]
+            prompts = [fill(t, c) for c in chunk for t in templates]
+            with eval_precision(backbone.device):
+                feats = encode_text(backbone.model, backbone.tokenize(prompts))
+            feats = F.normalize(feats.float(), dim=-1).view(len(chunk), len(templates), -1).mean(dim=1)
+            out.append(F.normalize(feats, dim=-1).cpu())
+            bar.update(len(chunk))
+    feats = torch.cat(out)
+    save_tensor_atomic(path, feats)
+    return feats
+
+
+def associate_concepts(
+    image_features: torch.Tensor, concept_features: torch.Tensor, concepts: list[str], top_k: int = STORED_TOP_K
+) -> list[list[str]]:
+    """Each image's ``top_k`` most similar concepts, best first, without repeated names.
+
+    The first ``n`` of an image's top 250 are its top ``n``: OTI's 15 and φ's 150 are prefixes of
+    the stored list.
+
+    Args:
+        image_features: (N, D) image features (normalised here).
+        concept_features: (C, D) from :func:`embed_concepts`.
+        concepts: the C concept names (a repeated name counts once, at its best similarity).
+        top_k: how many to keep (250 stored in the paper; OTI uses 15, φ 150).
+    """
+    if len(concepts) != concept_features.shape[0]:
+        raise InputError(f"{len(concepts)} concept names for {concept_features.shape[0]} concept embeddings")
+    sims = F.normalize(image_features.float().cpu(), dim=-1) @ concept_features.float().T
+    # Ask for as many extra as there are repeated names, so dropping repeats still leaves top_k.
+    repeats = len(concepts) - len(set(concepts))
+    k = min(len(concepts), top_k + repeats)
+    idx = sims.topk(k, dim=1).indices.tolist()
+    result = []
+    for row in idx:
+        names = list(dict.fromkeys(concepts[i] for i in row))
+        result.append(names[:top_k])
+    return result
+
+
+@dataclass
+class Vocabulary:
+    """OTI's and φ's regulariser inputs: concept names and a phrase bank concept -> phrases.
+
+    ``concepts`` is the whole vocabulary: images are associated with concepts over all of it, and
+    concepts without usable phrases (absent from ``phrase_bank``) are skipped afterwards, when
+    phrases are drawn, as in the authors' code; an image may then be regularised with fewer than its
+    15 (OTI) or 150 (φ) concepts.
+
+    Args:
+        concepts: concept names (the whole vocabulary).
+        phrase_bank: concept -> phrases (only concepts with usable phrases).
+        phrases: where the phrases come from: ``"given"`` (a bank the caller supplied: the authors'
+            GPT-Neo phrases, or the shapes world's grammar) or ``"templates"`` (the offline template
+            generator, which is not the paper's regulariser; tables label such rows).
+    """
+
+    concepts: list[str]
+    phrase_bank: PhraseBank
+    _features: dict = field(default_factory=dict, repr=False)
+    phrases: str = "given"
+
+    def concept_features(self, backbone: Backbone) -> torch.Tensor:
+        key = (backbone.name, backbone.weights_id)
+        if key not in self._features:
+            self._features[key] = embed_concepts(backbone, self.concepts)
+        return self._features[key]
+
+    def associate(self, backbone: Backbone, features: torch.Tensor, top_k: int) -> list[list[str]]:
+        return associate_concepts(features, self.concept_features(backbone), self.concepts, top_k)

@@ -1,0 +1,61 @@
+"""The CLI's error policy: bad input is one line naming it; a bug shows its traceback; ``--debug`` and
+``SEARLE_DEBUG=1`` show the traceback of every error."""
+
+import subprocess
+import sys
+
+import pytest
+
+from searle_core import cli
+from searle_core.cli import score
+from searle_core.infra.errors import InputError
+
+
+def _missing(tmp_path) -> list[str]:
+    return ["score", "circo", "--annotations", str(tmp_path / "nope.json"), "--predictions", str(tmp_path / "p.json")]
+
+
+def test_bad_input_is_one_line_naming_the_file(tmp_path, capsys):
+    assert cli.main(_missing(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope.json" in err and "Traceback" not in err
+
+
+def test_a_broken_call_shows_its_traceback(tmp_path, monkeypatch):
+    """A torch shape error inside a command is a bug, not the user's input: it is not swallowed."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x512 and 768x768)")
+
+    monkeypatch.setattr(score, "score_circo", broken)
+    with pytest.raises(RuntimeError, match="mat1 and mat2"):
+        cli.main(_missing(tmp_path))
+
+
+def test_a_plain_value_error_from_a_library_is_a_bug_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(score, "score_circo", lambda *a: int("x"))
+    with pytest.raises(ValueError, match="invalid literal"):
+        cli.main(_missing(tmp_path))
+
+
+def test_debug_shows_the_traceback_of_bad_input(tmp_path, monkeypatch):
+    def bad(*args, **kwargs):
+        raise InputError("predictions file p.json: query 3 is not a list")
+
+    monkeypatch.setattr(score, "score_circo", bad)
+    assert cli.main(_missing(tmp_path)) == 2  # without --debug: one line
+    with pytest.raises(InputError):
+        cli.main(["--debug", *_missing(tmp_path)])
+    monkeypatch.setenv("SEARLE_DEBUG", "1")
+    with pytest.raises(InputError):
+        cli.main(_missing(tmp_path))
+
+
+@pytest.mark.slow
+def test_the_command_prints_a_traceback_under_searle_debug(tmp_path):
+    """The installed entry point, as a user runs it: one line, or the whole stack with SEARLE_DEBUG=1."""
+    run = [sys.executable, "-m", "searle_core", *_missing(tmp_path)]
+    plain = subprocess.run(run, capture_output=True, text=True)
+    debug = subprocess.run(run, capture_output=True, text=True, env={**__import__("os").environ, "SEARLE_DEBUG": "1"})
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr and "nope.json" in plain.stderr
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
