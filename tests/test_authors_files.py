@@ -100,7 +100,7 @@ def test_train_phi_on_the_authors_oti_folder(authors_oti, tmp_path):
     out = tmp_path / "phi"
     args = [
         "train-phi",
-        "--tokens",
+        "--oti-tokens",
         str(folder),
         "--images",
         str(images),
@@ -145,7 +145,7 @@ def test_authors_oti_errors_name_the_file(authors_oti, tmp_path, capsys):
     folder, order, tokens, images = authors_oti
     base = [
         "train-phi",
-        "--tokens",
+        "--oti-tokens",
         str(folder),
         "--backbone",
         "shapes-clip",

@@ -100,7 +100,7 @@ def test_bench_retrieval_and_features_cli(capsys):
                 "none",
                 "--device",
                 "cpu",
-                "--images",
+                "--n-images",
                 "3",
                 "--workers",
                 "0",

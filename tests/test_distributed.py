@@ -25,7 +25,7 @@ OTI_ARGS = [
     "none",
     "--device",
     "cpu",
-    "--limit",
+    "--max-images",
     "10",
     "--batch-size",
     "3",
@@ -92,12 +92,12 @@ def single(args: list[str]) -> None:
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
     single(OTI_ARGS + ["--out", str(tmp / "oti-1")])
-    single(PHI_ARGS + ["--tokens", str(tmp / "oti-1"), "--out", str(tmp / "phi-1")])
+    single(PHI_ARGS + ["--oti-tokens", str(tmp / "oti-1"), "--out", str(tmp / "phi-1")])
     # φ under torchrun trains on the single-process tokens: the comparison isolates DDP.
     torchrun(
         [
             OTI_ARGS + ["--out", str(tmp / "oti-2")],
-            PHI_ARGS + ["--tokens", str(tmp / "oti-1"), "--out", str(tmp / "phi-2")],
+            PHI_ARGS + ["--oti-tokens", str(tmp / "oti-1"), "--out", str(tmp / "phi-2")],
         ],
         tmp,
     )

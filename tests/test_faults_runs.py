@@ -27,7 +27,7 @@ OTI = [
     "oti",
     "--quick",
     *CLI,
-    "--limit",
+    "--max-images",
     "12",
     "--steps",
     "3",
@@ -162,7 +162,7 @@ def test_folder_of_another_kind_of_run(reference, tmp_path, capsys):
         capsys,
         [
             "train-phi",
-            "--tokens",
+            "--oti-tokens",
             tmp_path / "reference",
             "--out",
             tmp_path / "reference",
@@ -179,7 +179,7 @@ def test_train_phi_on_a_folder_without_a_run(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     fails(
         capsys,
-        ["train-phi", "--tokens", tmp_path / "empty", "--out", tmp_path / "phi"],
+        ["train-phi", "--oti-tokens", tmp_path / "empty", "--out", tmp_path / "phi"],
         tmp_path / "empty",
         "no manifest.json",
     )
@@ -193,7 +193,7 @@ def test_train_phi_takes_the_backbone_from_the_oti_run(tmp_path, capsys):
     status, _, err = searle(
         capsys,
         "train-phi",
-        "--tokens",
+        "--oti-tokens",
         out,
         "--out",
         tmp_path / "phi",
@@ -237,14 +237,14 @@ def test_train_phi_loads_the_world_clip_a_quick_run_used(tmp_path, capsys, monke
         raise InputError("stopped after choosing the backbone")  # a user error: the CLI's one-line path
 
     monkeypatch.setattr(runs, "load_backbone_from_args", stop)
-    fails(capsys, ["train-phi", "--tokens", folder, "--out", tmp_path / "phi"], "stopped after choosing")
+    fails(capsys, ["train-phi", "--oti-tokens", folder, "--out", tmp_path / "phi"], "stopped after choosing")
     assert seen == {"backbone": "shapes-clip", "pretrained": "default", "quick": recorded}
 
 
 def test_train_phi_resume_with_a_changed_setting(reference, tmp_path, capsys):
     phi = [
         "train-phi",
-        "--tokens",
+        "--oti-tokens",
         tmp_path / "reference",
         "--out",
         tmp_path / "phi",
@@ -269,7 +269,7 @@ KILL_OTI = [
     "oti",
     "--quick",
     *CLI,
-    "--limit",
+    "--max-images",
     "28",
     "--steps",
     "40",
@@ -347,7 +347,7 @@ def test_oti_killed_at_random_points_resumes_to_identical_tokens(tmp_path, capsy
 @pytest.mark.slow
 def test_train_phi_killed_at_random_points_resumes_to_identical_weights(reference, tmp_path, capsys):
     tokens = tmp_path / "reference"
-    whole = [*KILL_PHI, "--tokens", tokens, "--out", tmp_path / "whole"]
+    whole = [*KILL_PHI, "--oti-tokens", tokens, "--out", tmp_path / "whole"]
     status, _, err = searle(capsys, *whole)
     assert status == 0, err
     out = tmp_path / "killed"
@@ -357,7 +357,7 @@ def test_train_phi_killed_at_random_points_resumes_to_identical_weights(referenc
         return max(0, len(history.read_text().splitlines()) - 1) if history.is_file() else 0
 
     kills = _kill_repeatedly(
-        [*KILL_PHI, "--tokens", tokens, "--out", out], tmp_path, epochs, [3, 20], random.Random(41)
+        [*KILL_PHI, "--oti-tokens", tokens, "--out", out], tmp_path, epochs, [3, 20], random.Random(41)
     )
     assert kills >= 2
     got = torch.load(out / "phi.pt", weights_only=True)["Phi"]

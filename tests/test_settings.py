@@ -201,9 +201,9 @@ def test_cli_and_notebook_build_the_same_settings():
         (["oti", "--out", "o", "--steps", "3"], "oti_steps", 3, "--oti-steps"),
         (["oti", "--out", "o", "--batch-size", "4"], "oti_batch_size", 4, "--oti-batch-size"),
         (["invert", "x.png", "--steps", "30"], "oti_steps", 30, "--oti-steps"),
-        (["train-phi", "--tokens", "t", "--out", "o", "--epochs", "2"], "phi_epochs", 2, "--phi-epochs"),
+        (["train-phi", "--oti-tokens", "t", "--out", "o", "--epochs", "2"], "phi_epochs", 2, "--phi-epochs"),
         (
-            ["train-phi", "--tokens", "t", "--out", "o", "--val-path", "CIRCO"],
+            ["train-phi", "--oti-tokens", "t", "--out", "o", "--val-path", "CIRCO"],
             "val_dataset_path",
             "CIRCO",
             "--val-dataset-path",
@@ -289,7 +289,7 @@ def test_record_keys_and_table_files_are_built_in_the_package(tmp_path):
 
 def test_main_accepts_a_former_spelling_end_to_end(capsys):
     """Through ``main``: the note, then the command's own one-line error (no run folder)."""
-    assert main(["train-phi", "--tokens", "/nonexistent-run", "--out", "/nonexistent-out", "--epochs", "1"]) == 2
+    assert main(["train-phi", "--oti-tokens", "/nonexistent-run", "--out", "/nonexistent-out", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert err.splitlines()[0] == "searle: --epochs is deprecated, use --phi-epochs"
     assert "no OTI run there" in err

@@ -12,6 +12,7 @@ import argparse
 from searle_core.cli.common import add_backbone_options, load_backbone_from_args, print_json
 from searle_core.clip.backbone import load_backbone
 from searle_core.infra.errors import positive_int
+from searle_core.infra.settings import add_renamed
 from searle_core.jobs.timing import bench_feature_extraction, bench_oti, bench_retrieval, write_bench_images
 from searle_core.world import ShapesWorld
 from searle_core.world.world_clip import (
@@ -36,8 +37,9 @@ def register(sub) -> None:
         "--full-steps", type=positive_int, default=350, help="steps of a real run, to express images/s (paper: 350)"
     )
     o.add_argument(
-        "--images", type=positive_int, default=100_000, help="images of the projected run (ImageNet1K test: 100,000)"
+        "--n-images", type=positive_int, default=100_000, help="images of the projected run (ImageNet1K test: 100,000)"
     )
+    add_renamed(o, "--images", "n_images", "--n-images", type=positive_int)
     o.set_defaults(func=run_bench_oti)
 
     f = which.add_parser(
@@ -45,7 +47,8 @@ def register(sub) -> None:
         help="gallery feature extraction images/s (with loader workers) and the ranking step on a 120k-image gallery",
     )
     _common(f)
-    f.add_argument("--images", type=positive_int, default=64, help="JPEG files written and encoded")
+    f.add_argument("--n-images", type=positive_int, default=64, help="JPEG files written and encoded")
+    add_renamed(f, "--images", "n_images", "--n-images", type=positive_int)
     f.add_argument("--batch-size", type=positive_int, default=32)
     f.add_argument("--workers", default="0,2", help="data-loader worker counts to time, comma-separated")
     f.add_argument(
@@ -96,7 +99,7 @@ def run_bench_oti(args: argparse.Namespace) -> int:
     )
     out = result.as_dict()
     out["threads"] = __import__("torch").get_num_threads()
-    out["projected_hours"] = args.images / result.project_images_per_s / 3600
+    out["projected_hours"] = args.n_images / result.project_images_per_s / 3600
     if args.json:
         print_json(out)
         return 0
@@ -110,7 +113,7 @@ def run_bench_oti(args: argparse.Namespace) -> int:
     print(f"  max |Δ| tokens    {result.max_abs_diff:10.2e}")
     if result.peak_memory_mb is not None:
         print(f"  peak GPU memory   {result.peak_memory_mb:10.0f} MiB")
-    print(f"  projected time for {args.images} images: {out['projected_hours']:.1f} h on one such device")
+    print(f"  projected time for {args.n_images} images: {out['projected_hours']:.1f} h on one such device")
     return 0
 
 
@@ -120,20 +123,20 @@ def run_bench_features(args: argparse.Namespace) -> int:
     backbone = _setup(args)
     workers = tuple(int(w) for w in args.workers.split(",") if w.strip())
     with tempfile.TemporaryDirectory(prefix="searle-bench-") as folder:
-        write_bench_images(folder, args.images, seed=args.seed)
+        write_bench_images(folder, args.n_images, seed=args.seed)
         per_workers = bench_feature_extraction(backbone, folder, workers, args.batch_size)
     retrieval = bench_retrieval(args.gallery, args.queries, backbone.embed_dim, seed=args.seed)
     out = {
         "backbone": backbone.name,
         "device": str(backbone.device),
-        "images": args.images,
+        "images": args.n_images,
         **{f"features_images_per_s_workers_{w}": v for w, v in per_workers.items()},
         **retrieval,
     }
     if args.json:
         print_json(out)
         return 0
-    print(f"gallery features, {backbone.name} on {backbone.device}, {args.images} JPEGs (500x375, targetpad):")
+    print(f"gallery features, {backbone.name} on {backbone.device}, {args.n_images} JPEGs (500x375, targetpad):")
     for w, v in per_workers.items():
         print(f"  {w} loader workers  {v:8.1f} images/s")
     print(f"ranking {args.queries} queries against {args.gallery} gallery features ({retrieval['dim']}-d, top 50):")

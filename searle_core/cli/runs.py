@@ -80,15 +80,18 @@ def register(sub) -> None:
     o.add_argument(
         "--checkpoint-every", type=positive_int, default=10, help="batches between checkpoints (per process)"
     )
-    o.add_argument("--limit", type=positive_int, default=None, help="only the first N images (smoke runs)")
+    o.add_argument("--max-images", type=positive_int, default=None, help="only the first N images (smoke runs)")
+    add_renamed(o, "--limit", "max_images", "--max-images", type=positive_int)
     add_setting(o, "seed")
     o.add_argument("--no-progress", action="store_true")
     o.add_argument("--json", action="store_true", help="print a one-line JSON summary")
     o.set_defaults(func=run_oti_command)
 
     t = sub.add_parser("train-phi", help="train φ on the tokens of a finished `searle oti` run (torchrun-ready)")
-    t.add_argument(
-        "--tokens",
+    add_setting(
+        t,
+        "oti_tokens",
+        renamed=("--tokens",),
         required=True,
         help="the `searle oti` run folder, or an experiment folder of the authors' oti_inversion.py "
         "(ema_oti_pseudo_tokens.pt + image_names.pkl; then give --images)",
@@ -192,8 +195,8 @@ def run_oti_command(args: argparse.Namespace) -> int:
             "quick": args.quick,
             "seed": args.seed,
         }
-        if args.limit is not None:
-            names = names[: args.limit]
+        if args.max_images is not None:
+            names = names[: args.max_images]
         vocabulary = vocabulary_from_args(args) if args.lambda_gpt > 0 else None
         if vocabulary is None and args.lambda_gpt > 0:
             _say("no --concepts/--phrases: OTI runs without its regulariser (lambda_gpt 0)")
@@ -252,21 +255,21 @@ def _no_validation(phi) -> dict:
 
 def run_train_phi_command(args: argparse.Namespace) -> int:
 
-    authors = is_authors_oti(args.tokens)
+    authors = is_authors_oti(args.oti_tokens)
     if authors:
         if not args.images:
             raise InputError(
-                f"--tokens {args.tokens} holds the authors' OTI tokens without image features: pass "
+                f"--oti-tokens {args.oti_tokens} holds the authors' OTI tokens without image features: pass "
                 "--images, the folder they inverted (ImageNet1K/test)"
             )
-        recorded = read_authors_oti(args.tokens)
+        recorded = read_authors_oti(args.oti_tokens)
         hyper = {"backbone": recorded.backbone or "ViT-B-32", "weights": "openai"}
         info = {"dataset": "imagenet"}
     else:
-        manifest = read_manifest(args.tokens)
+        manifest = read_manifest(args.oti_tokens)
         if manifest is None:
             raise FileNotFoundError(
-                f"--tokens {args.tokens}: no OTI run there (no manifest.json, nor the authors' "
+                f"--oti-tokens {args.oti_tokens}: no OTI run there (no manifest.json, nor the authors' "
                 "ema_oti_pseudo_tokens.pt + image_names.pkl); run `searle oti` first"
             )
         hyper, info = manifest.get("hyperparameters", {}), manifest.get("info", {})
@@ -300,12 +303,12 @@ def run_train_phi_command(args: argparse.Namespace) -> int:
             workers = min(8, os.cpu_count() or 1) if len(recorded.names) >= 1024 else 0
             backbone = configure_images(backbone, kind, workers)
             _say(
-                f"the authors' OTI tokens in {args.tokens}: features and concepts of {args.images} "
+                f"the authors' OTI tokens in {args.oti_tokens}: features and concepts of {args.images} "
                 f"-> {Path(args.out) / IMPORTED}"
             )
-            args.tokens = str(
+            args.oti_tokens = str(
                 import_authors_oti(
-                    args.tokens,
+                    args.oti_tokens,
                     backbone,
                     ImageFolderSource(args.images),
                     vocabulary,
@@ -314,7 +317,7 @@ def run_train_phi_command(args: argparse.Namespace) -> int:
                     progress=not args.no_progress,
                 )
             )
-            hyper = read_manifest(args.tokens)["hyperparameters"]
+            hyper = read_manifest(args.oti_tokens)["hyperparameters"]
         if vocabulary is None and args.lambda_gpt > 0:
             _say("no --concepts/--phrases: φ trains without its regulariser (lambda_gpt 0)")
         elif vocabulary is not None and vocabulary_fingerprint(vocabulary) != hyper.get("vocabulary"):
@@ -341,7 +344,7 @@ def run_train_phi_command(args: argparse.Namespace) -> int:
             validate = _no_validation
         result = run_train_phi(
             backbone,
-            args.tokens,
+            args.oti_tokens,
             args.out,
             config,
             vocabulary.phrase_bank if vocabulary else None,

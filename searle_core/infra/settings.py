@@ -90,7 +90,9 @@ class RunSettings:
         32, "images OTI optimises together (the paper: 32)", old_flags=("--batch-size",)
     )  # `searle oti` only: elsewhere it is the features'
 
-    oti_tokens: str = _setting("", "OTI tokens computed earlier: a `searle oti` run folder or the authors' output")
+    oti_tokens: str = _setting(
+        "", "OTI tokens computed earlier: a `searle oti` run folder or the authors' output", old_flags=("--tokens",)
+    )
     phi_checkpoint: str = _setting("", "φ's weights, file or URL (the authors' SEARLE_ViT-B32.pt); empty: trained here")
     phi_epochs: int = _setting(100, "φ's training epochs (the paper: 100)", old_flags=("--epochs",))
     phi_images: int = _setting(0, "unlabeled images φ trains on (0: all)")
@@ -123,8 +125,9 @@ RENAMED_PARAMETERS: dict[str, str] = {
 RENAMED_FLAGS: dict[str, str] = {
     old: f.name for f in dataclasses.fields(RunSettings) for old in f.metadata.get("old_flags", ())
 }
-#: Former spellings of options that are not run settings (``searle train-phi``'s validation benchmark).
-RENAMED_FLAGS["--val-path"] = "val_dataset_path"
+#: Former spellings of options that are not run settings (``searle train-phi``'s validation benchmark,
+#: ``searle oti``'s first N images, the image counts of ``searle bench``).
+RENAMED_FLAGS.update({"--val-path": "val_dataset_path", "--limit": "max_images", "--images": "n_images"})
 
 
 def check_names(names, what: str = "parameter") -> None:

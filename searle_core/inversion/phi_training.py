@@ -133,7 +133,7 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def _history_csv(history: list[dict], path: Path) -> None:
+def write_history_csv(history: list[dict], path: Path) -> None:
     """One row per epoch, one column per key that any epoch has (validation may start late)."""
     import csv
     import io

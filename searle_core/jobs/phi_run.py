@@ -18,7 +18,7 @@ from searle_core.infra.device import training_precision
 from searle_core.infra.errors import InputError, load_torch_file
 from searle_core.infra.files import atomic_save, atomic_write_json
 from searle_core.inversion.phi import Phi, save_phi
-from searle_core.inversion.phi_training import PhiTrainConfig, PhiTrainingResult, _history_csv, train_phi
+from searle_core.inversion.phi_training import PhiTrainConfig, PhiTrainingResult, train_phi, write_history_csv
 from searle_core.jobs.oti_run import load_oti_run
 from searle_core.jobs.prepare import evaluate
 from searle_core.jobs.run_folder import MANIFEST, fingerprint, open_run, unlock_run
@@ -100,7 +100,7 @@ class PhiCheckpointer:
             },
             self.folder / CHECKPOINT,
         )
-        _history_csv(history, self.folder / HISTORY)
+        write_history_csv(history, self.folder / HISTORY)
 
     def finish(self, phi: Phi, history: list[dict]) -> None:
         if dist.is_main():
@@ -110,7 +110,7 @@ class PhiCheckpointer:
             )
             self.manifest["epoch"] = epoch  # the φ epoch phi.pt holds
             if history:
-                _history_csv(history, self.folder / HISTORY)
+                write_history_csv(history, self.folder / HISTORY)
             self.manifest["complete"] = True
             atomic_write_json(self.manifest, self.folder / MANIFEST)
         dist.barrier()

@@ -73,7 +73,7 @@ def _vocabulary_key(vocabulary: Vocabulary | None) -> str | None:
     return trained.vocabulary_id(vocabulary) if vocabulary is not None else None
 
 
-def run_oti(
+def invert_with_trajectories(
     study: Study,
     names: list[str],
     features: torch.Tensor,
@@ -152,7 +152,9 @@ def benchmark_oti(
     }
 
     def train() -> dict:
-        return run_oti(study, names, study.features(names), config, vocabulary, batch_size, SNAPSHOT_STEPS, progress)
+        return invert_with_trajectories(
+            study, names, study.features(names), config, vocabulary, batch_size, SNAPSHOT_STEPS, progress
+        )
 
     art = trained.load_or_train(
         trained.artifact_path("oti-benchmark", study.backbone, data_id, key),
@@ -178,20 +180,20 @@ def prefill_oti(study: Study, ctx: MethodContext) -> OTIRun:
     return run
 
 
-def study_unlabeled(study: Study, limit: int | None = None) -> UnlabeledImages:
-    """The study's unlabeled images (the first ``limit`` of them), as φ's recipe takes them."""
+def study_unlabeled(study: Study, max_images: int | None = None) -> UnlabeledImages:
+    """The study's unlabeled images (the first ``max_images`` of them), as φ's recipe takes them."""
     if study.unlabeled is None:
         raise InputError("φ trains on unlabeled images: set unlabeled (the paper: the ImageNet1K test images)")
     source, names = study.unlabeled
-    names = list(names)[:limit] if limit else list(names)
+    names = list(names)[:max_images] if max_images else list(names)
     root = study.world.config.cache_key() if study.world is not None else str(getattr(source, "root", ""))
     return UnlabeledImages(source, names, root)
 
 
 def unlabeled_oti(
-    study: Study, config: OTIConfig, limit: int | None = None, batch_size: int = 32, progress: bool | None = None
+    study: Study, config: OTIConfig, max_images: int | None = None, batch_size: int = 32, progress: bool | None = None
 ) -> tuple[OTIRun, torch.Tensor]:
-    """OTI tokens of φ's unlabeled images (the first ``limit`` of them): the targets φ distils, cached
+    """OTI tokens of φ's unlabeled images (the first ``max_images`` of them): the targets φ distils, cached
     (:func:`searle_core.jobs.trained.unlabeled_oti_tokens`, the same file ``searle table`` uses).
 
     Returns:
@@ -199,7 +201,7 @@ def unlabeled_oti(
         (φ's input; OTI and the concept association normalise them).
     """
     progress = study.progress if progress is None else progress
-    unlabeled = study_unlabeled(study, limit)
+    unlabeled = study_unlabeled(study, max_images)
     art = trained.unlabeled_oti_tokens(
         study.backbone, unlabeled, config, study.vocabulary, study.seed, batch_size, progress
     )
