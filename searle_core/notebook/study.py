@@ -57,7 +57,7 @@ class Study:
     bench: CIRBenchmark
     vocabulary: Vocabulary | None
     allowed_word_ids: list[int] | None = None
-    world: object | None = None
+    world: ShapesWorld | None = None
     unlabeled: tuple[ImageSource, list[str]] | None = None
     seed: int = 42
     progress: bool = False
