@@ -1,7 +1,8 @@
 """Real-annotation tests for the CIRR, FashionIQ and CIRCO loaders, image folders and submissions.
 
-The annotation files are the authors' releases in ``/work/shared/data`` (not copied into the
-project); images are 8x8 stand-ins hard-linked under the names the annotations reference.
+The annotation files are the authors' releases in the ``../shared/data`` folder beside the repository
+(not copied into the project); images are 8x8 stand-ins hard-linked under the names the annotations
+reference.
 """
 
 from __future__ import annotations
