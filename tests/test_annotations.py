@@ -156,11 +156,18 @@ def test_download_from_a_local_server_checks_each_file(http_folder, tmp_path, ca
     assert not (tmp_path / "again").exists() or leftovers(tmp_path / "again") == []
 
 
-@pytest.mark.parametrize("sends", [b"", b"HTTP/1.0 200 OK\r\nContent-Length: 1000\r\n\r\n[{\"pairid\""],
-                         ids=["nothing", "part-of-the-body"])
-def test_a_server_that_stops_answering_times_out_and_leaves_nothing(release, tmp_path, monkeypatch, sends):
+PART = b"HTTP/1.0 200 OK\r\nContent-Length: 1000\r\n\r\n[{\"pairid\""
+
+
+@pytest.mark.parametrize("sends, closes, error", [(b"", False, "no answer within 0.5 s"),
+                                                  (PART, False, "no answer within 0.5 s"),
+                                                  (PART, True, "received 10 of 1000 bytes")],
+                         ids=["nothing", "part-of-the-body", "part-of-the-body-then-closes"])
+def test_a_server_that_stops_answering_times_out_and_leaves_nothing(release, tmp_path, monkeypatch, sends,
+                                                                   closes, error):
     """The server accepts the connection, sends ``sends`` (nothing, or headers and the first bytes of the
-    body), then nothing more: the read times out, and no file, whole or partial, is left."""
+    body), then nothing more: the read times out (or fails, if the server closes the connection), and
+    no file, whole or partial, is left."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -171,6 +178,8 @@ def test_a_server_that_stops_answering_times_out_and_leaves_nothing(release, tmp
         held.append(connection)
         connection.recv(65536)  # the request
         connection.sendall(sends)
+        if closes:
+            connection.close()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -180,7 +189,7 @@ def test_a_server_that_stops_answering_times_out_and_leaves_nothing(release, tmp
     dest = tmp_path / "dest"
     start = time.monotonic()
     try:
-        with pytest.raises(annotations.AnnotationError, match="no answer within 0.5 s") as e:
+        with pytest.raises(annotations.AnnotationError, match=error) as e:
             annotations.fetch_file(name, dest, timeout=0.5)
     finally:
         elapsed = time.monotonic() - start

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import os
 import socket
 import sys
@@ -109,17 +110,22 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _write_checked(stream: BinaryIO, target: Path, expected: str, origin: str) -> None:
-    """Stream into a temporary file beside ``target``, check its SHA-256, then move it into place.
-    Whatever goes wrong (a wrong hash, a timeout, an interrupt), the temporary file is removed."""
+def _write_checked(stream: BinaryIO, target: Path, expected: str, origin: str, size: int | None = None) -> None:
+    """Stream into a temporary file beside ``target``, check its size (if announced) and SHA-256, then
+    move it into place. Whatever goes wrong (a wrong hash, a timeout, an interrupt), the temporary file
+    is removed."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
-        digest = hashlib.sha256()
+        digest, received = hashlib.sha256(), 0
         with os.fdopen(fd, "wb") as out:
             for chunk in iter(lambda: stream.read(_CHUNK), b""):
                 digest.update(chunk)
                 out.write(chunk)
+                received += len(chunk)
+        if size is not None and received != size:
+            raise AnnotationError(f"{origin}: received {received} of {size} bytes, the connection closed early "
+                                  f"(not written)")
         actual = digest.hexdigest()
         if actual != expected:
             raise AnnotationError(f"{origin}: SHA-256 {actual}, expected {expected} (not written)")
@@ -152,7 +158,8 @@ def fetch_file(name: str, dest: str | os.PathLike, source: str | os.PathLike | N
     url = URLS[name]
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            _write_checked(response, target, expected, url)
+            length = response.headers.get("Content-Length")
+            _write_checked(response, target, expected, url, int(length) if length and length.isdigit() else None)
     except AnnotationError:
         raise
     except urllib.error.HTTPError as e:
@@ -164,8 +171,8 @@ def fetch_file(name: str, dest: str | os.PathLike, source: str | os.PathLike | N
         if isinstance(reason, (TimeoutError, socket.timeout)):
             raise AnnotationError(f"{url}: no answer within {timeout:g} s ({reason or 'timed out'})") from None
         raise AnnotationError(f"{url}: {reason}") from None
-    except OSError as e:  # the connection dropped mid-read, say
-        raise AnnotationError(f"{url}: {e}") from None
+    except (OSError, http.client.HTTPException) as e:  # the connection dropped mid-read, say
+        raise AnnotationError(f"{url}: {type(e).__name__}: {e}") from None
     return "fetched"
 
 
