@@ -22,7 +22,8 @@ EXPECTED = sorted(
     + [f"cirr/image_splits/split.rc2.{s}.json" for s in ("test1", "val")]
     + [f"fashioniq/{kind}/{stem}.{c}.{s}.json" for kind, stem in (("captions", "cap"), ("image_splits", "split"))
        for c in ("dress", "shirt", "toptee") for s in ("test", "val")]
-    + ["circo/annotations/test.json", "circo/annotations/val.json", "concepts/oidv7-class-descriptions.csv"])
+    + ["circo/annotations/test.json", "circo/annotations/val.json", "circo/submission_val_example.json",
+       "concepts/oidv7-class-descriptions.csv"])
 
 
 def sha(data: bytes) -> str:
@@ -61,7 +62,8 @@ def test_the_tables_pin_exactly_the_files_the_tests_read_with_their_hashes(real_
     wrong = {name: h for name, h in annotations.SHA256.items() if annotations.sha256_of(real_data / name) != h}
     assert not wrong, f"hashes in searle_core/infra/annotations.py differ from the files in {real_data}: {wrong}"
     for name, url in annotations.URLS.items():  # pinned: a 40-digit commit, or the V7 release's path
-        assert url.startswith("https://") and url.endswith("/" + name.split("/", 1)[1])
+        assert url.startswith("https://") and url.endswith(
+            "/submission_examples/submission_val.json" if "submission" in name else "/" + name.split("/", 1)[1])
         if "githubusercontent" in url:
             assert len(url.split("/")[5]) == 40, url
 
