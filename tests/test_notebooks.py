@@ -255,7 +255,9 @@ STORED_NUMBERS = Path(__file__).parent / "data" / "quick_profile_numbers.json"
 #:   and, relative, 15 % on small scores (φ on 1 % of images: 1.03 of 6.84; OTI after 10 steps: 1.38
 #:   of 9.66; image-only mAP@10: 0.32 of 4.25); differences of mAP 2.4; shares 4.2 points (PALAVRA's
 #:   Recall@5 of 75; image-only's Recall@10: 2.5 of 20), losses 0.034, cosines 0.006, norms 0.003, the
-#:   mean rank before OTI 7.5, hits 1.
+#:   mean rank before OTI 7.5, hits 1. On that machine, one vs two threads (notebooks 1-3): mAP 3.1
+#:   (φ's validation mAP@10 of 58), shares 5.8 (own-word top-5 shape of 72), the mean rank before OTI
+#:   42 of 279 (15 %), cosines 0.009, losses 0.016, hits 1.
 #: So the spread of a score has a part that scales with it and a floor of about a point (a few queries
 #: ranked differently). Each tolerance is about twice the largest spread measured at that size, and
 #: stays well below the gaps the notebooks report (SEARLE-OTI vs image-only: 59 points of mAP@10; φ-OTI
