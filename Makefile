@@ -11,7 +11,7 @@ KERNELSPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 # Root installs system packages directly (CI); everyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run figures quick paper-smoke test test-fast lint format nbval lab browser-setup browser-test clean-runs
+.PHONY: setup run figures quick paper-smoke annotations test test-fast lint format nbval lab browser-setup browser-test clean-runs
 
 setup: $(VENV)/.installed $(KERNELSPEC)
 
@@ -42,6 +42,13 @@ quick: setup
 paper-smoke: setup
 	$(PY) tests/paper_smoke_data.py runs/paper-smoke-data
 	$(VENV)/bin/searle paper --profile paper-smoke
+
+# The public CIRR, FashionIQ and CIRCO annotation files and the Open Images V7 class list, at pinned
+# versions, checked by SHA-256, into data/annotations (git-ignored); the real-data tests read them there
+# when no ../shared/data folder sits beside the repository. Offline, from a local copy in the same layout:
+# $(PY) -m searle_core.infra.annotations --dest data/annotations --from DIR
+annotations: setup
+	$(PY) -m searle_core.infra.annotations --dest data/annotations
 
 # The fast tier first, then the slow one (world CLIP, notebooks): conftest orders them. The notebooks run
 # once, through papermill's quick profile (tests/test_notebooks.py), which also checks nbval's cells.

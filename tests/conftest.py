@@ -6,13 +6,30 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+#: Where tests look for the real annotation files (the authors' CIRR, FashionIQ and CIRCO releases and the
+#: Open Images class list), in this order: a ../shared/data folder beside the repository, then what
+#: ``make annotations`` fetches into data/annotations.
+ANNOTATION_FOLDERS = (REPO.parent / "shared" / "data", REPO / "data" / "annotations")
+
+
+def annotations_dir(folders=ANNOTATION_FOLDERS) -> Path:
+    """The first of ``folders`` that exists; the first one if none does (a test then skips, naming it)."""
+    return next((folder for folder in folders if folder.is_dir()), folders[0])
+
+
+def missing_annotations(path) -> str:
+    """The skip reason of a test whose real annotation file or folder is absent."""
+    return f"real annotation files not found at {path}: run `make annotations` (fetches them into data/annotations)"
+
+
+SHARED_DATA = annotations_dir()
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real annotation files not found at {SHARED_DATA} (the ../shared/data folder beside the repo)")
+        pytest.skip(missing_annotations(SHARED_DATA))
     return SHARED_DATA
 
 

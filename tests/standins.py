@@ -1,7 +1,8 @@
 """Stand-in datasets for the protocol tests: the real annotation files, generated images.
 
-The annotation files are the authors' releases in ``../shared/data`` (read, never copied into the
-project; reduced copies are written under pytest's tmp folders). Images are tiny noise pictures,
+The annotation files are the authors' releases in ``../shared/data``, else ``data/annotations`` (``make
+annotations``; tests/conftest.py's ``annotations_dir``), read, never copied into the project (reduced
+copies are written under pytest's tmp folders). Images are tiny noise pictures,
 distinct per name (seeded by the name) and 16x10 so that ``targetpad`` actually pads them.
 
 Test modules import the fixtures they use. pytest makes one instance of a fixture per module that
@@ -20,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA, missing_annotations
 from PIL import Image
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA  # ../shared/data, else data/annotations (tests/conftest.py: annotations_dir)
 SIZE = (16, 10)
 SEED = 42  # the CLI's default --seed, which also seeds --pretrained none
 # Options every CLI call of the tests shares: the random-weights small CLIP on the CPU, quietly.
@@ -34,7 +36,7 @@ CMYK_ID = 271520  # reference of CIRCO val query 0, stored as a CMYK JPEG
 def need(sub: str) -> Path:
     path = DATA / sub
     if not path.exists():
-        pytest.skip(f"real annotation files not found at {path} (the ../shared/data folder beside the repo)")
+        pytest.skip(missing_annotations(path))
     return path
 
 

@@ -32,13 +32,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as FT
+from conftest import SHARED_DATA, missing_annotations
 from PIL import Image
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
 from searle_core.cli import main
 from searle_core.inversion import Phi
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA  # ../shared/data, else data/annotations (tests/conftest.py: annotations_dir)
 SEED = 42
 N_QUERIES = 10
 N_DISTRACTORS = 42  # with the 10 references, 52 gallery images: full top-50 lists
@@ -61,7 +62,7 @@ def build_circo(root: Path, split: str, n_queries: int = N_QUERIES, distractors:
     image-info file and images their references (and, on val, ground truths) plus distractors need."""
     src = DATA / "circo" / "annotations" / f"{split}.json"
     if not src.is_file():
-        pytest.skip(f"real CIRCO annotations not found at {src}")
+        pytest.skip(missing_annotations(src))
     anns = json.loads(src.read_text())[:n_queries]
     ids = list(dict.fromkeys(i for a in anns for i in [a["reference_img_id"], *a.get("gt_img_ids", [])]))
     ids += [900_000 + i for i in range(distractors)]

@@ -1,7 +1,8 @@
 """Real-annotation tests for the CIRR, FashionIQ and CIRCO loaders, image folders and submissions.
 
-The annotation files are the authors' releases in ``/work/shared/data`` (not copied into the
-project); images are 8x8 stand-ins hard-linked under the names the annotations reference.
+The annotation files are the authors' releases in the ``../shared/data`` folder beside the repository
+(not copied into the project); images are 8x8 stand-ins hard-linked under the names the annotations
+reference.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA, missing_annotations
 from PIL import Image
 
 from searle_core.datasets import (
@@ -32,13 +34,13 @@ from searle_core.report.submission import (
     write_cirr_submission,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 
 
 def _need(sub: str) -> Path:
     path = DATA / sub
     if not path.exists():
-        pytest.skip(f"real annotation files not found at {path} (shared/data is not part of the repo)")
+        pytest.skip(missing_annotations(path))
     return path
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED_DATA, missing_annotations
 
 from searle_core.inversion.phrases import (
     UnsafePickleError,
@@ -21,7 +22,7 @@ from searle_core.inversion.phrases import (
     template_phrases,
 )
 
-CONCEPTS_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "concepts" / "oidv7-class-descriptions.csv"
+CONCEPTS_CSV = SHARED_DATA / "concepts" / "oidv7-class-descriptions.csv"
 
 
 class _Exploit:
@@ -149,7 +150,7 @@ def test_generate_phrases_hf_explains_missing_transformers(monkeypatch):
 
 def test_concepts_csv_real_file():
     if not CONCEPTS_CSV.exists():
-        pytest.skip(f"Open Images concept list not found at {CONCEPTS_CSV}")
+        pytest.skip(missing_annotations(CONCEPTS_CSV))
     names = load_concepts_csv(CONCEPTS_CSV)
     assert len(names) == 20931 and len(set(names)) == 20931
     assert names[0] == "'Nduja"

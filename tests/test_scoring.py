@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, missing_annotations
 
 from searle_core.metrics import CIRCO_ASPECTS
 from searle_core.metrics.circo_server import CIRCOScoringError, format_circo_scores, score_circo
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 CIRCO = DATA / "circo"
 VAL = CIRCO / "annotations" / "val.json"
 TEST = CIRCO / "annotations" / "test.json"
@@ -23,7 +23,7 @@ KEYS = [f"mAP@{k}" for k in (5, 10, 25, 50)] + [f"Recall@{k}" for k in (5, 10, 2
 @pytest.fixture(scope="module")
 def circo_files():
     if not (VAL.is_file() and TEST.is_file() and EXAMPLE.is_file()):
-        pytest.skip(f"CIRCO annotation files not found under {CIRCO} (the ../shared/data folder beside the repository)")
+        pytest.skip(missing_annotations(CIRCO))
     annotations = json.loads(VAL.read_text())
     example = json.loads(EXAMPLE.read_text())
     return annotations, example
