@@ -11,66 +11,34 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
+import open_audit
 import pytest
 from faults import CLI, fails, searle, snapshot, tiny_circo, tiny_cirr, write_image, write_json
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EVAL = ["evaluate", "--method", "image-only", *CLI, "--num-workers", "0"]
 
-# ---- the open audit hook ---------------------------------------------------------------------------
-# sys.addaudithook is process-wide and cannot be removed: the hook is a no-op unless a test records.
-_RECORDING = False
-_OPENED: list[str] = []
-
-
-def _audit(event: str, args: tuple) -> None:
-    if _RECORDING and event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
-        _OPENED.append(os.path.abspath(os.fsdecode(args[0])))
-
-
-sys.addaudithook(_audit)
-# Files anyone may open: Python, its libraries, this repository's code and tests, the kernel's views.
-_CODE = [
-    sys.prefix,
-    sys.base_prefix,
-    sys.exec_prefix,
-    str(Path(__file__).resolve().parents[1]),
-    "/proc",
-    "/sys",
-    "/dev",
-]
-
-
-def _under(path: str, root: str | Path) -> bool:
-    root = os.path.abspath(root)
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
 
 @pytest.fixture(autouse=True)
 def opened(tmp_path, monkeypatch):
     """Every file opened during the test; afterwards, asserts all lie in the test's folder or the code's."""
-    global _RECORDING
     monkeypatch.setenv("SEARLE_DATA", str(tmp_path / "searle_data"))
-    _OPENED.clear()
-    _RECORDING = True
+    recorded = open_audit.start()
     try:
-        yield _OPENED
+        yield recorded
     finally:
-        _RECORDING = False
-    outside = [
-        p for p in _OPENED if _under(p, tmp_path / "outside") or not any(_under(p, c) for c in [tmp_path, *_CODE])
-    ]
-    assert not outside, f"opened outside the dataset, run folders and cache: {outside[:5]}"
+        open_audit.stop()
+    stray = open_audit.outside([tmp_path], forbidden=[tmp_path / "outside"])
+    assert not stray, f"opened outside the dataset, run folders and cache: {stray[:5]}"
 
 
 @pytest.fixture
 def secret(tmp_path) -> Path:
     """A file outside every dataset root: no test may open it (after this fixture wrote it)."""
     path = write_image(tmp_path / "outside" / "secret.png", 7)
-    _OPENED.remove(str(path))
+    open_audit.OPENED.remove(str(path))
     return path
 
 
@@ -141,7 +109,8 @@ def test_symlinks_placed_inside_the_dataset_keep_working(tmp_path, capsys, opene
     """A linked image folder (dev -> elsewhere) and a linked file are the user's choice: they load."""
     root = tiny_cirr(tmp_path / "cirr")
     real = tmp_path / "disk" / "dev"
-    (root / "dev").rename(real.parent.mkdir(parents=True) or real)
+    real.parent.mkdir()
+    (root / "dev").rename(real)
     (root / "dev").symlink_to(real, target_is_directory=True)
     linked = real / "dev-3-0-img0.png"
     linked.rename(tmp_path / "disk" / "moved.png")
@@ -149,7 +118,7 @@ def test_symlinks_placed_inside_the_dataset_keep_working(tmp_path, capsys, opene
     status, out, err = searle(capsys, *EVAL, "--dataset", "cirr", "--dataset-path", root, "--json")
     assert status == 0, err
     assert "Recall@1" in json.loads(out)
-    assert str(tmp_path / "disk" / "moved.png") in opened or str(root / "dev/dev-3-0-img0.png") in opened
+    assert str(root / "dev/dev-3-0-img0.png") in opened  # through both links
 
 
 # ---- 2. ids, captions, repeats, JSON that parses into something else ---------------------------------
