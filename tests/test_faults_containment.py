@@ -139,6 +139,24 @@ def test_cirr_pairid_that_is_not_an_integer(raw, culprit, tmp_path, capsys):
     assert "[1]" in line or "#1" in line  # the entry
 
 
+def test_cirr_test1_pairid_never_reaches_the_server_file(tmp_path, capsys):
+    """The issue's case: test1's ``pairid`` of ``NaN`` gave the server file the key ``"nan"``."""
+    root = tiny_cirr(tmp_path / "cirr")
+    names = [f"test1-{i}-0-img0" for i in range(52)]  # the server file needs 50 per query
+    caps = [
+        {"pairid": p, "reference": names[q], "caption": "is red", "img_set": {"id": q, "members": names[q : q + 6]}}
+        for q, p in enumerate([0, 1, "@"])
+    ]
+    caps_file = root / "cirr/captions/cap.rc2.test1.json"
+    caps_file.write_text(json.dumps(caps).replace('"@"', "NaN"))
+    write_json(root / "cirr/image_splits/split.rc2.test1.json", {n: f"./test1/{n}.png" for n in names})
+    for i, name in enumerate(names):
+        write_image(root / "test1" / f"{name}.png", i)
+    argv = ["submission", "--dataset", "cirr", "--dataset-path", root, "--split", "test1", *EVAL[1:]]
+    fails(capsys, [*argv, "--out", tmp_path / "sub"], caps_file, "[2].pairid", "NaN")
+    assert not (tmp_path / "sub").exists() or not list((tmp_path / "sub").rglob("*.json"))
+
+
 @pytest.mark.parametrize("raw,kind", [("null", "null"), ("42", "int"), ('{"text": "is red"}', "dict")])
 def test_cirr_caption_that_is_not_text(raw, kind, tmp_path, capsys):
     caps = _cirr_caption_field(tmp_path / "cirr", "caption", raw)
@@ -229,3 +247,8 @@ def test_feature_cache_not_fooled_by_a_restored_timestamp(tmp_path, random_backb
     fresh = image_features(backbone, FileImageSource(paths), names, progress=False, cache=False)
     assert not torch.allclose(old, fresh)
     assert torch.equal(image_features(backbone, FileImageSource(paths), names, progress=False), fresh)
+
+
+def test_cirr_img_set_that_is_not_an_object(tmp_path, capsys):
+    caps = _cirr_caption_field(tmp_path / "cirr", "img_set", '["dev-0-0-img0"]')
+    fails(capsys, [*EVAL, "--dataset", "cirr", "--dataset-path", tmp_path / "cirr"], caps, "pairid 1", "img_set")

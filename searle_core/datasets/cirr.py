@@ -118,7 +118,10 @@ def load_cirr(
     for ann, pairid in zip(annotations, pairids):
         entry = f"pairid {pairid}"
         target = ann.get("target_hard")
-        members = tuple(ann.get("img_set", {}).get("members", ())) or None
+        img_set = ann.get("img_set", {})
+        if not isinstance(img_set, dict) or not isinstance(img_set.get("members", []), list):
+            raise InputError(f"{cap_file}: {entry} has img_set {img_set!r}; expected an object with a 'members' list")
+        members = tuple(img_set.get("members", ())) or None
         for field, value in (
             ("reference", ann["reference"]),
             ("target_hard", target),
