@@ -252,3 +252,18 @@ def test_feature_cache_not_fooled_by_a_restored_timestamp(tmp_path, random_backb
 def test_cirr_img_set_that_is_not_an_object(tmp_path, capsys):
     caps = _cirr_caption_field(tmp_path / "cirr", "img_set", '["dev-0-0-img0"]')
     fails(capsys, [*EVAL, "--dataset", "cirr", "--dataset-path", tmp_path / "cirr"], caps, "pairid 1", "img_set")
+
+
+def test_the_checks_accept_what_the_releases_hold(tmp_path):
+    """Test splits without ground truths, ids given as digit strings, paths with ``./``: all load."""
+    from searle_core.datasets import load_circo, load_cirr
+
+    circo = load_circo(tiny_circo(tmp_path / "circo"), "test")
+    assert [q.ground_truths for q in circo.queries] == [(), (), ()] and len(circo.gallery) == 8
+    root = tiny_cirr(tmp_path / "cirr")
+    caps = json.loads((root / "cirr/captions/cap.rc2.val.json").read_text())
+    caps[0]["pairid"] = "0"
+    write_json(root / "cirr/captions/cap.rc2.val.json", caps)
+    cirr = load_cirr(root, "val")
+    assert [q.query_id for q in cirr.queries] == ["0", "1", "2"]
+    assert cirr.images.path("dev-1-0-img0") == root / "dev" / "dev-1-0-img0.png"

@@ -117,7 +117,7 @@ def load_circo(
         target = (
             check_int_id(ann["target_img_id"], ann_file, entry, "target_img_id") if "target_img_id" in ann else None
         )
-        gt_list = ann.get("gt_img_ids", ())
+        gt_list = ann.get("gt_img_ids", [])
         if not isinstance(gt_list, list):
             raise InputError(f"{ann_file}: {entry} has gt_img_ids {gt_list!r}; expected a list of image ids")
         gts = tuple(check_int_id(g, ann_file, entry, "gt_img_ids entry") for g in gt_list)

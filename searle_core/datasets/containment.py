@@ -50,7 +50,7 @@ def contained_path(root: str | os.PathLike, entry: object, annotation: str | os.
     # The common case, checked cheaply (CIRCO lists 123k files): no "..", not absolute, plain text.
     plain = entry and entry.isascii() and ".." not in entry and "\x00" not in entry
     if plain and not entry.startswith(("/", "\\")):
-        return Path(root) / entry
+        return (root if isinstance(root, Path) else Path(root)) / entry
     shown = _describe(entry)
     if not entry or "\x00" in entry:
         raise InputError(f"{annotation}: {where} names the path {shown}; expected a relative image path")
