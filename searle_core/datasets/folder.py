@@ -213,7 +213,7 @@ def resolve_missing(
             f"{len(ordered)} image(s) missing or unreadable, first {described[0].strip()}:\n"
             + "\n".join(described[:_MAX_LISTED])
             + more
-            + "\nPass on_missing='skip' to drop them and count them instead.\nExpected layout:\n"
+            + "\nPass --on-missing skip (on_missing='skip') to drop them and count them instead.\nExpected layout:\n"
             + layout
         )
     kept_queries = []
