@@ -15,6 +15,7 @@ from searle_core.cli.common import add_backbone_options, load_backbone_from_args
 from searle_core.cli.evaluate import benchmark_from_args, vocabulary_from_args
 from searle_core.datasets import ImageFolderSource
 from searle_core.datasets.features import configure_images
+from searle_core.datasets.folder import check_folder_images
 from searle_core.infra import distributed as dist
 from searle_core.infra.errors import InputError, nonnegative_float, nonnegative_int, positive_float, positive_int
 from searle_core.infra.settings import RunSettings, add_renamed, add_setting
@@ -174,7 +175,13 @@ def oti_images(args: argparse.Namespace) -> tuple[object, list[str], dict]:
         elif args.split:
             raise FileNotFoundError(f"--split {args.split}: no folder {root / args.split}")
         source = ImageFolderSource(root)
-        return source, source.names, info
+        # The same up-front check a benchmark gets: unreadable files fail now, or are dropped and said.
+        names, skipped = check_folder_images(source, args.check_images, args.on_missing)
+        if skipped["images"]:
+            _say(
+                f"skipped {skipped['images']} missing or unreadable image(s) (first: {', '.join(skipped['files'][:3])})"
+            )
+        return source, names, info
 
     args.split = args.split or "val"
     info["split"] = args.split

@@ -16,8 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from searle_core.datasets.base import CIRBenchmark, CIRQuery, check_paths
+from searle_core.datasets.containment import (
+    check_caption,
+    check_int_id,
+    contained_path,
+    read_dataset_json,
+    refuse_repeats,
+)
 from searle_core.datasets.folder import CheckImages, FileImageSource, OnMissing, resolve_missing
-from searle_core.infra.errors import InputError, check_annotations, read_json
+from searle_core.infra.errors import InputError, check_annotations, check_unique
 
 CIRCO_SPLITS = ("val", "test")
 CIRCO_ASPECTS: tuple[str, ...] = (
@@ -76,28 +83,45 @@ def load_circo(
     check_paths(root, [ann_rel, IMAGE_INFO], CIRCO_LAYOUT)
     images_dir = root / "COCO2017_unlabeled" / "unlabeled2017"
 
-    info = read_json(root / IMAGE_INFO, "COCO image-info file")
-    if not isinstance(info, dict) or "images" not in info:
-        raise InputError(f"{root / IMAGE_INFO}: expected COCO image-info JSON with an 'images' list")
-    paths = {str(img["id"]): images_dir / img["file_name"] for img in info["images"]}
+    info_file = root / IMAGE_INFO
+    info = read_dataset_json(info_file, "COCO image-info file")
+    if not isinstance(info, dict) or not isinstance(info.get("images"), list):
+        raise InputError(f"{info_file}: expected COCO image-info JSON with an 'images' list")
+    images = check_annotations(info["images"], info_file, ("id", "file_name"))
+    ids = [check_int_id(img["id"], info_file, f"image #{i}", "id") for i, img in enumerate(images)]
+    refuse_repeats(ids, info_file, "image id")  # a repeat would silently point an id at another file
+    # file_name is annotation text: it must name a file inside unlabeled2017/ (checked before opening).
+    paths = {
+        i: contained_path(images_dir, img["file_name"], info_file, f"image id {i} file_name")
+        for i, img in zip(ids, images)
+    }
     gallery = list(paths)
     listed = set(gallery)
 
+    ann_file = root / ann_rel
     annotations = check_annotations(
-        read_json(root / ann_rel, "CIRCO annotation file"),
-        root / ann_rel,
+        read_dataset_json(ann_file, "CIRCO annotation file"),
+        ann_file,
         ("id", "reference_img_id", "relative_caption"),
         "id",
     )
+    qids = [check_int_id(ann["id"], ann_file, f"annotation #{i}", "id") for i, ann in enumerate(annotations)]
+    check_unique(qids, ann_file, "id")
     queries: list[CIRQuery] = []
     referrers: dict[str, str] = {}
     aspects: dict[str, list[str]] = {}
     shared: dict[str, str] = {}
-    for ann in annotations:
-        qid = str(ann["id"])
-        reference = str(ann["reference_img_id"])
-        target = str(ann["target_img_id"]) if "target_img_id" in ann else None
-        gts = tuple(str(g) for g in ann.get("gt_img_ids", ()))
+    for ann, qid in zip(annotations, qids):
+        entry = f"query id {qid}"
+        reference = check_int_id(ann["reference_img_id"], ann_file, entry, "reference_img_id")
+        target = (
+            check_int_id(ann["target_img_id"], ann_file, entry, "target_img_id") if "target_img_id" in ann else None
+        )
+        gt_list = ann.get("gt_img_ids", [])
+        if not isinstance(gt_list, list):
+            raise InputError(f"{ann_file}: {entry} has gt_img_ids {gt_list!r}; expected a list of image ids")
+        gts = tuple(check_int_id(g, ann_file, entry, "gt_img_ids entry") for g in gt_list)
+        refuse_repeats(gts, f"{ann_file}: {entry}", "gt_img_ids entry")
         if target is not None and target not in gts:
             gts = (target, *gts)  # the target is always a ground truth
         query_aspect_list = list(ann.get("semantic_aspects", ()))
@@ -105,7 +129,7 @@ def load_circo(
             CIRQuery(
                 query_id=qid,
                 reference=reference,
-                captions=(ann["relative_caption"],),
+                captions=(check_caption(ann["relative_caption"], ann_file, entry, "relative_caption"),),
                 target=target,
                 ground_truths=gts,
                 aspect=",".join(query_aspect_list) or None,

@@ -16,8 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from searle_core.datasets.base import CIRBenchmark, CIRQuery, check_paths
+from searle_core.datasets.containment import check_caption, check_int_id, contained_path, read_dataset_json
 from searle_core.datasets.folder import CheckImages, FileImageSource, OnMissing, resolve_missing
-from searle_core.infra.errors import InputError, check_annotations, read_json
+from searle_core.infra.errors import InputError, check_annotations, check_unique
 
 CIRR_LAYOUT = """\
 <root>/   (the CIRR folder, as released and as the SEARLE authors' README shows it)
@@ -37,7 +38,7 @@ CIRR_SPLITS = ("train", "val", "test1")
 
 
 def _read_json(path: Path) -> object:
-    return read_json(path, "CIRR annotation file")
+    return read_dataset_json(path, "CIRR annotation file")
 
 
 def cirr_layout(root: str | Path) -> tuple[Path, Path]:
@@ -100,24 +101,39 @@ def load_cirr(
     name_to_relpath = _read_json(annotations_dir / split_rel)
     if not isinstance(name_to_relpath, dict):
         raise InputError(f"{annotations_dir / split_rel}: expected a JSON object name -> relative path")
-    paths = {name: image_root / rel for name, rel in name_to_relpath.items()}
+    # Every path the split file names must stay inside the CIRR folder (checked before any is opened).
+    split_file = annotations_dir / split_rel
+    paths = {
+        name: contained_path(image_root, rel, split_file, f"entry {name!r}") for name, rel in name_to_relpath.items()
+    }
     gallery = list(name_to_relpath)
 
-    annotations = check_annotations(
-        _read_json(annotations_dir / cap_rel), annotations_dir / cap_rel, ("pairid", "reference", "caption"), "pairid"
-    )
+    cap_file = annotations_dir / cap_rel
+    annotations = check_annotations(_read_json(cap_file), cap_file, ("pairid", "reference", "caption"), "pairid")
+    pairids = [check_int_id(ann["pairid"], cap_file, f"annotation #{i}", "pairid") for i, ann in enumerate(annotations)]
+    check_unique(pairids, cap_file, "pairid")  # again: "12" and 12 are one id
     queries: list[CIRQuery] = []
     referrers: dict[str, str] = {}
     target_soft: dict[str, dict] = {}
-    for ann in annotations:
-        pairid = str(ann["pairid"])
+    for ann, pairid in zip(annotations, pairids):
+        entry = f"pairid {pairid}"
         target = ann.get("target_hard")
-        members = tuple(ann.get("img_set", {}).get("members", ())) or None
+        img_set = ann.get("img_set", {})
+        if not isinstance(img_set, dict) or not isinstance(img_set.get("members", []), list):
+            raise InputError(f"{cap_file}: {entry} has img_set {img_set!r}; expected an object with a 'members' list")
+        members = tuple(img_set.get("members", ())) or None
+        for field, value in (
+            ("reference", ann["reference"]),
+            ("target_hard", target),
+            *(("img_set member", m) for m in members or ()),
+        ):
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"{cap_file}: {entry} has {field} {value!r}; expected an image name (a string)")
         queries.append(
             CIRQuery(
                 query_id=pairid,
                 reference=ann["reference"],
-                captions=(ann["caption"],),
+                captions=(check_caption(ann["caption"], cap_file, entry, "caption"),),
                 target=target,
                 ground_truths=(target,) if target else (),
                 subset=members,
@@ -132,13 +148,16 @@ def load_cirr(
         if "target_soft" in ann:
             target_soft[pairid] = dict(ann["target_soft"])
 
-    # Query images absent from the split file get a best guess path so the error names a file.
-    folder = {"train": "train", "val": "dev", "test1": "test1"}[split]
-    for q in queries:
-        for name in (q.reference, q.target, *(q.subset or ())):
-            if name and name not in paths:
-                paths[name] = image_root / folder / f"{name}.png"
-                referrers[name] = referrers.get(name, "") + f" (not listed in {split_rel})"
+    # The release's split file lists every image its captions use; one that does not is another
+    # split's (cap.rc2.val.json beside split.rc2.test1.json): the targets and img_set members could
+    # never be ranked, and Recall_subset would fail only at scoring.
+    unlisted = [n for q in queries for n in (q.reference, q.target, *(q.subset or ())) if n and n not in paths]
+    if unlisted:
+        raise InputError(
+            f"{cap_file}: {len(set(unlisted))} image name(s) its captions use are not in {split_file} "
+            f"(first: {unlisted[0]!r}, {referrers[unlisted[0]]}); expected the captions and the split file of "
+            f"the same split (cap.rc2.{split}.json with split.rc2.{split}.json, as released)"
+        )
 
     source = FileImageSource(paths, referrers, default_referrer=f"gallery entry of {split_rel}")
     queries, gallery, skipped = resolve_missing(queries, gallery, source, check_images, on_missing, CIRR_LAYOUT)

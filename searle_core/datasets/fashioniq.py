@@ -20,8 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from searle_core.datasets.base import CIRBenchmark, CIRQuery, check_paths
+from searle_core.datasets.containment import check_caption, contained_path, read_dataset_json, refuse_repeats
 from searle_core.datasets.folder import CheckImages, FileImageSource, OnMissing, resolve_missing
-from searle_core.infra.errors import InputError, check_annotations, read_json
+from searle_core.infra.errors import InputError, check_annotations
 
 FASHIONIQ_CATEGORIES = ("dress", "shirt", "toptee")
 FASHIONIQ_SPLITS = ("train", "val", "test")
@@ -43,12 +44,13 @@ def strip_caption(caption: str) -> str:
     return caption.strip(_STRIP)
 
 
-def _image_path(images_dir: Path, asin: str) -> Path:
+def _image_path(root: Path, asin: str, referrer: str) -> Path:
+    # The asin is annotation text: "<asin>.jpg" must name a file inside images/ before it is looked at.
+    jpg = contained_path(root / "images", f"{asin}.jpg", root, f"asin {asin!r} ({referrer})")
     # Prefer .jpg (the common release); fall back to .png where only that exists.
-    jpg = images_dir / f"{asin}.jpg"
     if jpg.exists():
         return jpg
-    png = images_dir / f"{asin}.png"
+    png = jpg.with_suffix(".png")
     return png if png.exists() else jpg
 
 
@@ -87,28 +89,44 @@ def load_fashioniq(
     required = [f"captions/cap.{c}.{split}.json" for c in categories]
     required += [f"image_splits/split.{c}.{split}.json" for c in categories] + ["images"]
     check_paths(root, required, FASHIONIQ_LAYOUT)
-    images_dir = root / "images"
 
     queries: list[CIRQuery] = []
     gallery_by_category: dict[str, list[str]] = {}
     referrers: dict[str, str] = {}
     for cat in categories:
         split_rel = f"image_splits/split.{cat}.{split}.json"
-        gallery_by_category[cat] = list(dict.fromkeys(read_json(root / split_rel, "FashionIQ split file")))
+        split_file = root / split_rel
+        listing = read_dataset_json(split_file, "FashionIQ split file")
+        if not isinstance(listing, list):
+            raise InputError(f"{split_file}: expected a JSON list of asins, got a JSON {type(listing).__name__}")
+        for i, asin in enumerate(listing):
+            if not isinstance(asin, str):
+                raise InputError(f"{split_file}: entry #{i} is {asin!r}; expected an asin (a string)")
+        refuse_repeats(listing, split_file, "asin")  # the release lists each once
+        gallery_by_category[cat] = list(listing)
         for asin in gallery_by_category[cat]:
             referrers.setdefault(asin, f"gallery entry of {split_rel}")
         cap_rel = f"captions/cap.{cat}.{split}.json"
-        annotations = read_json(root / cap_rel, "FashionIQ caption file")
+        cap_file = root / cap_rel
+        annotations = read_dataset_json(cap_file, "FashionIQ caption file")
         # FashionIQ has no query ids: "candidate" and "captions" are what every entry needs.
-        check_annotations(annotations, root / cap_rel, ("candidate", "captions"))
+        check_annotations(annotations, cap_file, ("candidate", "captions"))
         for index, ann in enumerate(annotations):
             target = ann.get("target")
             qid = f"{cat}-{index}"
+            entry = f"annotation #{index}"
+            for field, value in (("candidate", ann["candidate"]), ("target", target)):
+                if value is not None and not isinstance(value, str):
+                    raise InputError(f"{cap_file}: {entry} has {field} {value!r}; expected an asin (a string)")
+            if not isinstance(ann["captions"], list):
+                raise InputError(f"{cap_file}: {entry} has captions {ann['captions']!r}; expected a list of strings")
             queries.append(
                 CIRQuery(
                     query_id=qid,
                     reference=ann["candidate"],
-                    captions=tuple(strip_caption(c) for c in ann["captions"]),
+                    captions=tuple(
+                        strip_caption(check_caption(c, cap_file, entry, "captions")) for c in ann["captions"]
+                    ),
                     target=target,
                     ground_truths=(target,) if target else (),
                     category=cat,
@@ -121,7 +139,7 @@ def load_fashioniq(
 
     gallery = list(dict.fromkeys(a for cat in categories for a in gallery_by_category[cat]))
     names = set(gallery) | {q.reference for q in queries} | {q.target for q in queries if q.target}
-    source = FileImageSource({a: _image_path(images_dir, a) for a in names}, referrers)
+    source = FileImageSource({a: _image_path(root, a, referrers[a]) for a in names}, referrers)
     queries, gallery, skipped = resolve_missing(queries, gallery, source, check_images, on_missing, FASHIONIQ_LAYOUT)
     if skipped["images"]:
         kept = set(gallery)

@@ -95,11 +95,15 @@ def feature_cache_key(backbone: Backbone, source_id: str, names: list[str], prep
 
 
 def file_stamps(source: ImageSource, names: list[str]) -> list[str] | None:
-    """Per name, the file's absolute path, size and modification time (``None``: not a file source).
+    """Per name, the file's absolute path, size, modification and inode change times (``None``: not a
+    file source).
 
     A file replaced in place (same name, new content) changes its size or mtime, so the features
-    cached for the old content are never served for the new one. One ``stat`` per file: about a
-    second for CIRCO's 123k-image gallery, far below encoding it.
+    cached for the old content are never served for the new one. Copy tools that keep timestamps
+    (``cp -p``, ``rsync -a``, ``tar x``) restore the mtime but cannot set the inode change time
+    (``st_ctime_ns``), so that is in the stamp too: other pixels of the same size under a restored
+    mtime are recomputed. (The price: a ``chmod`` or ``touch`` also recomputes.) One ``stat`` per
+    file: about a second for CIRCO's 123k-image gallery, far below encoding it.
     """
     paths = getattr(source, "paths", None)
     if not isinstance(paths, dict):
@@ -113,14 +117,14 @@ def file_stamps(source: ImageSource, names: list[str]) -> list[str] | None:
         path = os.path.abspath(paths[n])
         try:
             st = os.stat(path)
-            stamps.append(f"{path}\t{st.st_size}\t{st.st_mtime_ns}")
+            stamps.append(f"{path}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}")
         except OSError:
             stamps.append(f"{path}\t-")
     return stamps
 
 
 def _source_id(source: ImageSource, names: list[str], stamps: list[str] | None = None) -> str:
-    """Where the images come from: the source's own content key, or every file's path, size and mtime."""
+    """Where the images come from: the source's own content key, or every file's stamp (path, size, times)."""
     content = source.content_id()
     if content is not None:
         return content

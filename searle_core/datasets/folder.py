@@ -33,6 +33,9 @@ CheckImages = Literal["none", "exists", "open"]
 _MAX_LISTED = 5
 
 
+_HINT = "--check-images open finds every such file before work starts; --on-missing skip then drops them"
+
+
 class ImageLoadError(OSError):
     """A benchmark image is missing or cannot be decoded."""
 
@@ -44,6 +47,7 @@ class FileImageSource(ImageSource):
         paths: where each image name lives on disk.
         referrers: for some names, which annotation references them (used in error messages).
         default_referrer: what to say for names without an entry in ``referrers``.
+        hint: what an unreadable file's error advises (the commands that check images up front).
     """
 
     def __init__(
@@ -51,10 +55,12 @@ class FileImageSource(ImageSource):
         paths: Mapping[str, Path],
         referrers: Mapping[str, str] | None = None,
         default_referrer: str = "",
+        hint: str = _HINT,
     ) -> None:
         self.paths: dict[str, Path] = dict(paths)
         self.referrers: dict[str, str] = dict(referrers or {})
         self.default_referrer = default_referrer
+        self.hint = hint
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -74,6 +80,12 @@ class FileImageSource(ImageSource):
         return self.referrers.get(name, self.default_referrer) or "no annotation recorded"
 
     def load_image(self, name: str) -> Image.Image:
+        """The image ``name`` as RGB, decoded as stored.
+
+        EXIF orientation is ignored, as in the authors' code (``PIL.Image.open`` then ``convert``,
+        no ``ImageOps.exif_transpose``): a photo a viewer shows rotated by its EXIF tag reaches CLIP
+        unrotated (docs/data-layouts.md).
+        """
         path = self.path(name)
         try:
             image = Image.open(path)
@@ -92,9 +104,9 @@ class FileImageSource(ImageSource):
                 f"image file {path} is too large to decode safely (image {name!r}, {self.referrer(name)}): {exc}"
             ) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            hint = f" ({self.hint})" if self.hint else ""
             raise ImageLoadError(
-                f"unreadable image file {path} (image {name!r}, {self.referrer(name)}): {exc} "
-                "(--check-images open finds every such file before work starts; --on-missing skip then drops them)"
+                f"unreadable image file {path} (image {name!r}, {self.referrer(name)}): {exc}{hint}"
             ) from exc
 
 
@@ -201,7 +213,7 @@ def resolve_missing(
             f"{len(ordered)} image(s) missing or unreadable, first {described[0].strip()}:\n"
             + "\n".join(described[:_MAX_LISTED])
             + more
-            + "\nPass on_missing='skip' to drop them and count them instead.\nExpected layout:\n"
+            + "\nPass --on-missing skip (on_missing='skip') to drop them and count them instead.\nExpected layout:\n"
             + layout
         )
     kept_queries = []
@@ -218,3 +230,20 @@ def resolve_missing(
         files=[str(source.paths.get(n, n)) for n in ordered[:20]],
     )
     return kept_queries, kept_gallery, skipped
+
+
+def check_folder_images(source: ImageFolderSource, check: CheckImages, on_missing: OnMissing) -> tuple[list[str], dict]:
+    """An image folder's names after the up-front check a benchmark gets (``--check-images``,
+    ``--on-missing``): unreadable files fail naming them, or are dropped and counted.
+
+    Args:
+        source: the folder.
+        check: ``"none"``, ``"exists"`` or ``"open"`` (decode every file).
+        on_missing: ``"error"`` or ``"skip"``.
+
+    Returns:
+        ``(names, skipped)``, ``skipped`` as :func:`resolve_missing` counts it.
+    """
+    layout = f"{source.root}/ with image files ({', '.join(IMAGE_EXTENSIONS)}) in it or in sub-folders"
+    _, names, skipped = resolve_missing([], list(source.names), source, check, on_missing, layout)
+    return names, skipped

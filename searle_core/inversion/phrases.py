@@ -24,6 +24,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from open_clip.tokenizer import SimpleTokenizer
+
 from searle_core.infra.errors import InputError, read_text
 from searle_core.infra.files import atomic_write_bytes
 
@@ -155,7 +157,39 @@ def _read_bank(f: BinaryIO, path: str) -> PhraseBank:
         if not all(isinstance(p, str) for p in phrases):
             raise InputError(f"{path}: phrases of {concept!r} are not all strings")
         bank[concept] = list(phrases)
+    _check_concepts_within_context(bank, path)
     return bank
+
+
+# CLIP reads 77 tokens: start, at most 75 of text, end. The regulariser replaces a phrase's concept
+# by "$" and needs that token in the window, so the text before the concept may take at most 74.
+_CONTEXT_LENGTH = 77
+_MAX_PREFIX_TOKENS = _CONTEXT_LENGTH - 3
+
+
+def _check_concepts_within_context(bank: PhraseBank, path: str) -> None:
+    """Refuse a phrase whose concept starts past CLIP's 77-token window: it would fail hours into a run.
+
+    Every CLIP BPE token covers at least one byte, so a prefix of at most 74 non-space bytes cannot
+    overflow; only longer ones (none in the authors' bank) are tokenised.
+    """
+    tokenizer = None
+    for concept, phrases in bank.items():
+        for phrase in phrases:
+            at = phrase.find(concept)
+            if at < 0:
+                continue  # filter_phrase_bank drops such concepts, as the paper does
+            prefix = phrase[:at]
+            if len("".join(prefix.split()).encode("utf-8")) <= _MAX_PREFIX_TOKENS:
+                continue
+            tokenizer = tokenizer or SimpleTokenizer()
+            n = len(tokenizer.encode(prefix))
+            if n > _MAX_PREFIX_TOKENS:
+                raise InputError(
+                    f"{path}: a phrase of concept {concept!r} has {n} tokens before the concept, so it falls "
+                    f"past CLIP's {_CONTEXT_LENGTH}-token window ({phrase[:60]!r}...); expected the concept "
+                    f"within the first {_MAX_PREFIX_TOKENS} tokens (shorten or drop the phrase)"
+                )
 
 
 def save_phrase_pickle(bank: PhraseBank, path: str | Path) -> Path:

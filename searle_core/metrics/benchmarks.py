@@ -343,8 +343,8 @@ def cirr_metrics(
         if missing:
             raise InputError(
                 f"query index {index}: ranking ({len(kept)} names without the reference) lacks "
-                f"img_set member(s) {missing[:3]!r}, so Recall_subset is undetermined; pass the "
-                f"full-gallery ranking (rank_by_scores with k=len(gallery))"
+                f"img_set member(s) {missing[:3]!r}, so Recall_subset is undetermined; expected a "
+                f"full-gallery ranking, over a gallery (the CIRR split file) that lists every img_set member"
             )
         cleaned.append(kept)
     scores = {f"Recall@{k}": recall_at_k(cleaned, targets, k) for k in CIRR_KS}
