@@ -8,7 +8,6 @@ from pathlib import Path
 
 from searle_core.cli.common import add_backbone_options, load_backbone_from_args, print_json
 from searle_core.datasets.backbone_setup import configure_for_dataset
-from searle_core.datasets.base import to_rgb
 from searle_core.infra.errors import nonnegative_int, positive_int
 from searle_core.infra.paths import data_dir
 from searle_core.infra.settings import add_setting
@@ -107,7 +106,7 @@ def run_invert(args: argparse.Namespace) -> int:
     backbone = configure_for_dataset(load_backbone_from_args(args), "images", num_workers=0)  # targetpad
     import torch
 
-    pixels = torch.stack([backbone.preprocess(to_rgb(Image.open(p))) for p in args.images]).to(backbone.device)
+    pixels = torch.stack([backbone.preprocess(Image.open(p)) for p in args.images]).to(backbone.device)
     with torch.no_grad():
         feats = backbone.model.encode_image(pixels).float()
     concepts = bank = allowed = None
