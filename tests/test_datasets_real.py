@@ -26,6 +26,7 @@ from searle_core.datasets import (
     load_fashioniq,
     query_aspects,
     split_fashioniq_by_category,
+    to_rgb,
 )
 from searle_core.report.submission import (
     circo_submission,
@@ -328,13 +329,15 @@ def test_image_folder_modes_and_corrupt_files(tmp_path):
     assert source.names == sorted(
         ["rgb.jpg", "sub/cmyk.jpg", "pal.png", "rgba.png", "ILSVRC2012_test_00000001.JPEG", "corrupt.png"]
     )
-    for name in source.names:
-        if name != "corrupt.png":
-            assert source.load_image(name).mode == "RGB"
-    assert source.load_image("pal.png").getpixel((0, 0)) == (0, 0, 255)
-    assert source.load_image("rgba.png").getpixel((0, 0)) == (255, 255, 255)  # transparent -> white
-    assert source.load_image("ILSVRC2012_test_00000001.JPEG").getpixel((0, 0)) == (77, 77, 77)
-    r, g, b = source.load_image("sub/cmyk.jpg").getpixel((0, 0))
+    # Decoded in their own modes (the preprocessing converts after the crop, as the authors' does).
+    modes = {name: source.load_image(name).mode for name in source.names if name != "corrupt.png"}
+    assert modes == {"rgb.jpg": "RGB", "sub/cmyk.jpg": "CMYK", "pal.png": "P", "rgba.png": "RGBA"} | {
+        "ILSVRC2012_test_00000001.JPEG": "L"
+    }
+    assert to_rgb(source.load_image("pal.png")).getpixel((0, 0)) == (0, 0, 255)
+    assert to_rgb(source.load_image("rgba.png")).getpixel((0, 0)) == (255, 0, 0)  # alpha dropped, as theirs
+    assert to_rgb(source.load_image("ILSVRC2012_test_00000001.JPEG")).getpixel((0, 0)) == (77, 77, 77)
+    r, g, b = to_rgb(source.load_image("sub/cmyk.jpg")).getpixel((0, 0))
     assert r > 200 and g < 60 and b < 60  # CMYK (0, 255, 255, 0) is red
     with pytest.raises(ImageLoadError, match="corrupt.png"):
         source.load_image("corrupt.png")

@@ -92,6 +92,8 @@ def test_resumed_run_equals_uninterrupted(
     assert resumed_calls == expected  # only the batches not done before the interruption
     assert result.names == uninterrupted.names == names
     assert torch.equal(result.tokens, uninterrupted.tokens)
+    raw = [torch.load(f / "tokens.pt", weights_only=True)["raw_tokens"] for f in (tmp_path, uninterrupted.folder)]
+    assert torch.equal(*raw)  # the non-EMA tokens survive the interruption too
     assert not list((tmp_path / "chunks").glob("*.pt"))  # merged into tokens.pt
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["complete"] and [s["resumed"] for s in manifest["sessions"]] == [False, True]
@@ -114,6 +116,10 @@ def test_run_tokens_are_plain_oti_of_each_batch(random_backbone, uninterrupted, 
         seed=seed,
     )
     torch.testing.assert_close(tokens[rows], direct.tokens, atol=1e-6, rtol=0)
+    # The non-EMA tokens are kept too (the authors' oti_pseudo_tokens.pt beside the EMA ones).
+    raw = torch.load(uninterrupted.folder / "tokens.pt", weights_only=True)["raw_tokens"]
+    torch.testing.assert_close(raw[rows], direct.raw_tokens, atol=1e-6, rtol=0)
+    assert not torch.allclose(raw, tokens)
     assert tokens.shape == (10, random_backbone.token_dim)
     assert len(inputs.concepts[0]) > CONFIG.oti.top_concepts  # φ's longer concept lists are stored too
 

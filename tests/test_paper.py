@@ -81,6 +81,35 @@ def test_paper_numbers_are_differences_only_on_the_same_split_and_the_same_metho
     assert pd.isna(compare_with_paper(frame.drop(columns="split"))["diff"]).all()  # split unknown: none
 
 
+def test_reimplemented_baselines_show_the_original_models_number_without_a_difference():
+    """FashionIQ val against the paper's val: SEARLE and image-only get a difference; Pic2Word, PALAVRA
+    and Captioning (re-implemented: other training data, another captioner) get the paper's number
+    labelled as the original model's, and none."""
+    from searle_core.notebook import results
+
+    frame = results_frame(
+        {
+            ("fashioniq", "ViT-B-32", "searle"): {"average/Recall@10": 26.0},
+            ("fashioniq", "ViT-B-32", "image-only"): {"average/Recall@10": 6.0},
+            ("fashioniq", "ViT-B-32", "captioning"): {"average/Recall@10": 12.0},
+            ("fashioniq", "ViT-B-32", "palavra"): {"average/Recall@10": 18.0},
+            ("fashioniq", "ViT-L-14", "pic2word"): {"average/Recall@10": 22.0},
+        }
+    )
+    frame.insert(1, "split", "val")
+    out = compare_with_paper(frame).set_index("method")
+    assert out.loc["searle", "diff"] == pytest.approx(26.0 - out.loc["searle", "paper"])
+    assert out.loc["image-only", "diff"] == pytest.approx(6.0 - 5.90)
+    assert list(out.loc[["searle", "image-only"], "paper_label"]) == ["paper", "paper"]
+    for method, name, number in (("captioning", "Captioning", 13.98), ("palavra", "PALAVRA", 19.76)):
+        assert out.loc[method, "paper"] == number and pd.isna(out.loc[method, "diff"])
+        assert out.loc[method, "paper_label"] == f"original {name}"
+    assert out.loc["pic2word", "paper"] == 24.70 and pd.isna(out.loc["pic2word", "diff"])
+    cells = results.wide_table(compare_with_paper(frame), "fashioniq")["average/Recall@10"]
+    assert cells[("ViT-L-14", "Pic2Word")] == "22.00 (original Pic2Word val: 24.70)"
+    assert "original model's" in results.table_note(compare_with_paper(frame), "fashioniq")
+
+
 def test_recorder_writes_json_and_memory_only(tmp_path):
     rec = Recorder(tmp_path / "run", "03_training_phi.ipynb")
     import numpy as np
@@ -260,6 +289,7 @@ def test_results_tables_written_as_csv_markdown_latex(tmp_path):
         "variant",
         "paper",
         "paper_split",
+        "paper_label",
         "diff",
         "preprocess",
         "eval_precision",

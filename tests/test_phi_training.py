@@ -101,8 +101,51 @@ def test_resumed_training_equals_uninterrupted(random_backbone, data, tmp_path):
     )
     for key, value in final_state(full).items():
         assert torch.equal(value, resumed.phi.state_dict()[key]), key
+    last = torch.load(tmp_path / "cut" / "phi_last.pt", weights_only=True)
+    assert last["epoch"] == 3 and all(torch.equal(v, last["Phi"][k]) for k, v in final_state(full).items())
     strip = lambda h: [{k: v for k, v in row.items() if not k.endswith("seconds")} for row in h]  # noqa: E731
     assert strip(resumed.history) == strip(full.history)
+
+
+def test_epoch_files_in_the_authors_layout_and_run_epoch_checkpoints(random_backbone, data, tmp_path):
+    """``phi_5.pt`` and ``phi_10.pt`` (every 5 epochs), ``phi_last.pt`` (every epoch), each
+    ``{"epoch", "Phi"}``; ``--phi-checkpoint RUN:5`` loads the φ of epoch 5, which is the φ of a
+    5-epoch run; the validation history is in the folder; a resumed run writes them too."""
+    import dataclasses
+
+    from searle_core.inversion.phi import load_phi
+
+    feats, tokens, concepts = data
+    config = dataclasses.replace(CONFIG, epochs=11)
+    run = tmp_path / "run"
+    train_phi_in_folder(
+        random_backbone, feats, tokens, concepts, BANK, config, out_dir=run, progress=False, validate=lambda p: {"s": 1}
+    )
+    assert sorted(p.name for p in run.glob("phi*.pt")) == ["phi.pt", "phi_10.pt", "phi_5.pt", "phi_last.pt"]
+    for name, epoch in (("phi_5.pt", 5), ("phi_10.pt", 10), ("phi_last.pt", 11)):
+        saved = torch.load(run / name, weights_only=True)
+        assert set(saved) == {"epoch", "Phi"} and saved["epoch"] == epoch, name
+    five = train_phi_in_folder(
+        random_backbone,
+        feats,
+        tokens,
+        concepts,
+        BANK,
+        dataclasses.replace(config, epochs=5),
+        out_dir=tmp_path / "5",
+        progress=False,
+    )
+    at_five = load_phi(f"{run}:5", random_backbone)
+    assert at_five.epoch == 5 and at_five.source == str(run / "phi_5.pt")
+    for key, value in five.phi.state_dict().items():
+        assert torch.equal(value, at_five.state_dict()[key]), key
+    assert load_phi(f"{run}:last").epoch == 11 and load_phi(str(run)).epoch == 11
+    with pytest.raises(FileNotFoundError, match="phi_10.pt, phi_5.pt, phi_last.pt"):
+        load_phi(f"{run}:7")
+    with pytest.raises(ValueError, match="a number or 'last'"):
+        load_phi(f"{run}:best")
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 12)) and all(r["s"] == "1.0" for r in rows)
 
 
 def test_resume_refuses_changed_hyperparameters(random_backbone, data, tmp_path):

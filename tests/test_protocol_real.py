@@ -165,7 +165,7 @@ def test_fashioniq_ranks_each_category_against_its_own_gallery(fiq_standin, cli_
 def test_circo_full_validation_scored_like_the_server(circo_standin, cli_backbone, tmp_path):
     bench = load_circo(circo_standin, "val")
     assert len(bench.queries) == 220
-    assert bench.images.load_image(str(CMYK_ID)).mode == "RGB"  # stored as CMYK
+    assert bench.images.load_image(str(CMYK_ID)).mode == "CMYK"  # converted after the crop, as theirs
     ctx = MethodContext(progress=False)
     gallery = gallery_features(cli_backbone, bench, progress=False)
     text = evaluate("text-only", bench, cli_backbone, ctx, gallery)
@@ -202,14 +202,14 @@ def test_corrupt_image_fails_naming_file_and_query_or_is_skipped(tmp_path, cli_b
     assert all(victim not in r for r in result.rankings) and list(result.metrics) == CIRR_KEYS
 
 
-def test_cmyk_image_gives_the_features_of_its_rgb_conversion(circo_standin, cli_backbone):
+def test_cmyk_image_gives_the_features_of_the_file_as_opened(circo_standin, cli_backbone):
     from searle_core.datasets.features import image_features
 
     bench = load_circo(circo_standin, "val", check_images="none")
     path = bench.images.path(str(CMYK_ID))
     assert Image.open(path).mode == "CMYK"
     feats = image_features(cli_backbone, bench.images, [str(CMYK_ID)], cache=False, progress=False)
-    pixels = cli_backbone.preprocess(Image.open(path).convert("RGB"))[None]
+    pixels = cli_backbone.preprocess(Image.open(path))[None]  # padded as CMYK, converted last
     with torch.no_grad():
         plain = F.normalize(cli_backbone.model.encode_image(pixels).float(), dim=-1)
     torch.testing.assert_close(feats, plain, atol=1e-5, rtol=1e-5)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 
 from searle_core.clip.backbone import Backbone
+from searle_core.clip.preprocess import to_rgb
 from searle_core.datasets.base import CIRBenchmark
 from searle_core.datasets.features import reference_features
 from searle_core.infra.device import resolve_device
@@ -124,7 +125,7 @@ def _hf_captions(bench: CIRBenchmark, names: list[str], captioner: Callable, pro
         return json.loads(path.read_text())
     captions, step = [], getattr(captioner, "batch_size", 16)
     for start in tqdm(range(0, len(names), step), desc="captioning", disable=not progress):
-        captions += captioner([bench.images.load_image(n) for n in names[start : start + step]])
+        captions += captioner([to_rgb(bench.images.load_image(n)) for n in names[start : start + step]])
     if path is not None:
         atomic_write_text(json.dumps(captions), path)
     return captions

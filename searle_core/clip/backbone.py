@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,15 @@ from pathlib import Path
 import open_clip
 import torch
 
-from searle_core.clip.weights import load_state_into, read_weights_file, split_openai_prefix, tag_uses_quick_gelu
+from searle_core.clip.weights import (
+    gelu_file_notice,
+    load_state_into,
+    named_or_configured_openai,
+    read_weights_file,
+    released_by_openai_with_quick_gelu,
+    split_openai_prefix,
+    tag_uses_quick_gelu,
+)
 from searle_core.infra.device import resolve_device
 from searle_core.infra.errors import InputError
 
@@ -219,7 +228,10 @@ def load_backbone(
         # Read here, not by open_clip: it cannot read OpenAI's TorchScript release with
         # weights_only=True, and only the file says whether it needs QuickGELU.
         state, openai_layout = read_weights_file(pretrained, name)
-        quick_gelu = quick_gelu or openai_layout or said_openai
+        quick_gelu = quick_gelu or openai_layout or said_openai or named_or_configured_openai(pretrained)
+        if not quick_gelu and released_by_openai_with_quick_gelu(name):
+            # Silent otherwise: GELU loads OpenAI's weights without complaint and gives other features.
+            print(gelu_file_notice(name, pretrained), file=sys.stderr)
         # open_clip would log "Model initialized randomly": the weights are loaded right after.
         quiet = logging.Filter()
         quiet.filter = lambda record: "initialized randomly" not in record.getMessage()

@@ -5,6 +5,14 @@ CLIP resizes the shorter side and centre-crops a square, which cuts off the ends
 until the aspect ratio is at most ``target_ratio`` (1.25), so the crop loses at most a sliver,
 then applies the usual CLIP resize (bicubic), centre crop and normalisation.
 
+The order is the authors' (``data_utils.targetpad_transform`` and OpenAI's ``clip._transform``):
+pad *in the image's own mode*, resize, crop, and only then convert to RGB. Images are handed over
+as decoded (a CMYK JPEG stays CMYK, a palette PNG stays a palette), so the mode decides what
+happens as it does in theirs: Pillow resizes palette images with nearest neighbour, RGBA with
+premultiplied alpha, and the final ``convert("RGB")`` drops transparency and clips 16-bit values.
+Converting first (or compositing transparency on white) gives other tensors for such files, and
+COCO's unlabeled images (CIRCO's gallery) include them.
+
 All transforms are module-level classes (no lambdas) so they pickle into DataLoader workers.
 """
 
@@ -14,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
+import torchvision.transforms.functional as FT
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
@@ -29,7 +38,7 @@ PreprocessKind = Literal["clip", "targetpad"]
 
 
 class ToRGB:
-    """Convert any PIL mode to RGB (palette, CMYK, RGBA on white, 16-bit)."""
+    """Convert any PIL mode to RGB, as the authors' ``_convert_image_to_rgb`` (the last PIL step)."""
 
     def __call__(self, image: Image.Image) -> Image.Image:
         return to_rgb(image)
@@ -43,7 +52,8 @@ class TargetPad:
 
     Images already within the ratio pass unchanged. As in the reference implementation the
     padding on each side is ``int((long / target_ratio - short) / 2)``, so a 200x100 image becomes
-    200x160 and a 100x200 one 160x200.
+    200x160 and a 100x200 one 160x200. The padding is torchvision's constant pad in the image's
+    own mode (for a palette image, palette index ``fill``), as theirs is.
 
     Args:
         target_ratio: the largest aspect ratio left after padding (1.25 in the paper).
@@ -63,32 +73,20 @@ class TargetPad:
         scaled = max(w, h) / self.target_ratio
         pad_w = max(int((scaled - w) / 2), 0)
         pad_h = max(int((scaled - h) / 2), 0)
-        if pad_w == 0 and pad_h == 0:
-            return image
-        image = to_rgb(image)
-        canvas = Image.new("RGB", (w + 2 * pad_w, h + 2 * pad_h), (self.fill,) * 3)
-        canvas.paste(image, (pad_w, pad_h))
-        return canvas
+        return FT.pad(image, [pad_w, pad_h, pad_w, pad_h], self.fill, "constant")
 
     def __repr__(self) -> str:
         return f"TargetPad(target_ratio={self.target_ratio}, fill={self.fill})"
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode (palette, CMYK, RGBA, greyscale, 16-bit) to RGB.
+    """Convert any PIL mode to RGB as the authors' code does: ``image.convert("RGB")``.
 
-    Transparent pixels are composited on white so an RGBA logo does not turn black.
+    Transparency is dropped (each pixel keeps its colour), 16-bit values above 255 clip to 255.
+    The model's input does this after padding and resizing (:func:`make_preprocess`); elsewhere
+    (captioners, pictures) it is the one conversion, so every consumer sees the same colours.
     """
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.split()[-1])
-        return background
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        image = image.point(lambda v: v / 256).convert("L")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _interpolation(name: str) -> InterpolationMode:
@@ -123,12 +121,12 @@ def make_preprocess(
         if len(size) != 2 or size[0] != size[1]:
             raise InputError(f"only square image sizes are supported, got {image_size}")
         image_size = int(size[0])
-    steps: list[Any] = [ToRGB()]
-    if kind == "targetpad":
-        steps.append(TargetPad(target_ratio))
+    # The authors' order: pad and resize in the image's own mode, convert to RGB after the crop.
+    steps: list[Any] = [TargetPad(target_ratio)] if kind == "targetpad" else []
     steps += [
         T.Resize(image_size, interpolation=_interpolation(interpolation)),
         T.CenterCrop(image_size),
+        ToRGB(),
         T.ToTensor(),
         T.Normalize(mean=tuple(mean), std=tuple(std)),
     ]

@@ -9,10 +9,18 @@ when a file holds OpenAI weights. It does when:
   never writes one);
 * its state dict carries OpenAI's extra entries ``input_resolution``, ``context_length`` and
   ``vocab_size`` (a state dict saved from OpenAI's TorchScript model);
+* it is OpenAI's weights in open_clip's own format, as the open_clip/timm copies on model hubs are
+  (``timm/vit_base_patch32_clip_224.openai``: ``open_clip_pytorch_model.bin`` or
+  ``open_clip_model.safetensors``): the ``open_clip_config.json`` beside it says ``quick_gelu``, one
+  of its three nearest folders is a timm ``<model>.openai`` repository (a hub cache keeps the
+  repository name three levels up), or its file name has ``openai`` or ``quickgelu`` as a word
+  (``ViT-B-32-quickgelu.bin``);
 * the user says so: ``--pretrained openai:/path/to/file``.
 
 Any other file is loaded with the activation of the model config (``ViT-B-32-quickgelu`` for a
-QuickGELU model).
+QuickGELU model). For a model OpenAI released (``ViT-B-32``, ``ViT-L-14``, ...) that is GELU, which
+is wrong for OpenAI's weights and silent, so that build prints one line naming the two ways to get
+QuickGELU (:func:`gelu_file_notice`).
 
 Trust: plain state dicts are read with ``torch.load(weights_only=True)`` (or safetensors), which runs
 no code. A TorchScript archive is a program, and ``torch.jit.load`` (what OpenAI's own ``clip.load``
@@ -23,7 +31,9 @@ with the one line that converts it into a plain state dict, to run once where th
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -131,6 +141,50 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> N
     resize_pos_embed(state, model)
     resize_text_pos_embed(state, model)
     model.load_state_dict(state, strict=True)
+
+
+#: ``openai`` or ``quickgelu`` as a word of a file name (``_``, ``-``, ``.`` separate words).
+_OPENAI_WORD = re.compile(r"(?<![a-z0-9])(openai|quickgelu)(?![a-z0-9])")
+#: A timm repository of OpenAI's weights (``vit_base_patch32_clip_224.openai``, cached by the hub as
+#: ``models--timm--vit_base_patch32_clip_224.openai``). Only this suffix counts for folders: a folder
+#: that merely mentions "openai" (a test's or a user's) says nothing about the file.
+_OPENAI_REPO = re.compile(r"\.openai$")
+
+
+def named_or_configured_openai(path: str | os.PathLike) -> bool:
+    """Whether a weights file in open_clip's format is recognisably OpenAI's (QuickGELU) release.
+
+    Yes when the ``open_clip_config.json`` beside it (what open_clip's hub copies ship) sets
+    ``model_cfg.quick_gelu``, when one of its three nearest folders is a timm ``….openai`` repository
+    (``models--timm--vit_base_patch32_clip_224.openai/snapshots/<sha>/open_clip_pytorch_model.bin``),
+    or when its file name has ``openai`` / ``quickgelu`` as a word (``ViT-B-32-quickgelu.bin``).
+    """
+    path = Path(path).resolve()
+    config = path.parent / "open_clip_config.json"
+    if config.is_file():
+        try:
+            model_cfg = json.loads(config.read_text()).get("model_cfg") or {}
+        except (OSError, ValueError, AttributeError) as err:
+            raise InputError(f"{config}: not an open_clip config (a JSON object with model_cfg): {err}") from err
+        if model_cfg.get("quick_gelu"):
+            return True
+    folders = [p.name.lower() for p in list(path.parents)[:3]]
+    return bool(_OPENAI_WORD.search(path.name.lower())) or any(_OPENAI_REPO.search(f) for f in folders)
+
+
+def released_by_openai_with_quick_gelu(name: str) -> bool:
+    """Whether OpenAI released weights for the model ``name`` (trained with QuickGELU) while its
+    open_clip config builds GELU: ``ViT-B-32``, ``ViT-L-14``, ``RN50``, ..."""
+    return tag_uses_quick_gelu(name, "openai") and not open_clip.get_model_config(name).get("quick_gelu", False)
+
+
+def gelu_file_notice(name: str, path: str) -> str:
+    """The one line printed when a file is built as ``name`` with GELU though OpenAI's ``name`` is QuickGELU."""
+    return (
+        f"note: --pretrained {path} builds {name} with GELU (the file does not show it holds OpenAI's weights); "
+        f"if it does (as open_clip/timm copies on model hubs do), get QuickGELU with --pretrained openai:{path} "
+        f"or the model name {name}-quickgelu"
+    )
 
 
 def tag_uses_quick_gelu(name: str, tag: str) -> bool:

@@ -47,7 +47,7 @@ class CIRQuery:
 
 
 class ImageSource:
-    """Something that turns an image name into an RGB PIL image.
+    """Something that turns an image name into a PIL image, in its own mode (``to_rgb`` for RGB).
 
     Two optional hooks let a source that is not a folder of files (the offline world) serve the
     feature pipeline directly; files need neither.

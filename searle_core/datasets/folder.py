@@ -3,7 +3,8 @@
 Every real benchmark (CIRR, FashionIQ, CIRCO) maps image *names* to files. The shared pieces here
 keep three promises the loaders make:
 
-* every image comes back as RGB whatever its mode on disk (``base.to_rgb``);
+* every image comes back as decoded, in its mode on disk: the model's preprocessing pads and
+  resizes in that mode and converts to RGB last, as the authors' code does (``clip.preprocess``);
 * a missing or unreadable file raises :class:`ImageLoadError` naming the file *and* the
   annotation (query, split file) that references it, so a user knows which download is incomplete;
 * with ``on_missing="skip"`` bad images are dropped up front and counted in
@@ -22,7 +23,7 @@ from typing import Literal
 
 from PIL import Image, UnidentifiedImageError
 
-from searle_core.datasets.base import CIRQuery, ImageSource, to_rgb
+from searle_core.datasets.base import CIRQuery, ImageSource
 from searle_core.infra.errors import InputError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -96,7 +97,7 @@ class FileImageSource(ImageSource):
             except BaseException:
                 image.close()
                 raise
-            return to_rgb(image)
+            return image
         except FileNotFoundError:
             raise ImageLoadError(f"missing image file {path} (image {name!r}, {self.referrer(name)})") from None
         except Image.DecompressionBombError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ from searle_core.infra.errors import InputError, first_line, load_torch_file
 from searle_core.infra.files import atomic_save
 from searle_core.inversion.losses import cosine_loss, nt_xent_loss
 from searle_core.inversion.regulariser import PhraseFeatureCache, PhraseSampler, TokenCache
+from searle_core.inversion.released_phi import RELEASED, released_phi_file
 
 
 class Phi(nn.Module):
@@ -70,17 +72,57 @@ def save_phi(phi: Phi, path: str | os.PathLike, **extra) -> None:
     atomic_save({"Phi": phi.state_dict(), **extra}, path)
 
 
+PHI_LAST = "phi_last.pt"
+
+
+def epoch_file(folder: str | os.PathLike, epoch: int) -> Path:
+    """``phi_{epoch}.pt`` of a φ run folder (the authors' name)."""
+    return Path(folder) / f"phi_{epoch}.pt"
+
+
+def resolve_phi_path(path: str, backbone: Backbone | None = None) -> str:
+    """A φ run folder and epoch to its file: ``RUN:10`` -> ``RUN/phi_10.pt``, ``RUN:last`` ->
+    ``RUN/phi_last.pt``, ``RUN`` -> ``RUN/phi.pt`` (the finished run's); ``searle`` / ``searle-xl`` to
+    the authors' released file for ``backbone`` (:mod:`~searle_core.inversion.released_phi`).
+    Files and URLs pass unchanged.
+
+    Raises:
+        FileNotFoundError: the run has no file for that epoch (the message lists those it has).
+    """
+    if path in RELEASED and not os.path.exists(path):
+        return str(released_phi_file(path, backbone.name if backbone is not None else None))
+    if path.startswith(("http://", "https://")) or os.path.isfile(path):
+        return path
+    folder, sep, epoch = path.rpartition(":")
+    if not (sep and os.path.isdir(folder)):
+        folder, epoch = path, ""
+        if not os.path.isdir(folder):
+            return path
+    name = "phi.pt" if epoch == "" else PHI_LAST if epoch == "last" else f"phi_{epoch}.pt"
+    if epoch not in ("", "last") and not epoch.isdigit():
+        raise InputError(f"--phi-checkpoint {path}: the epoch after ':' must be a number or 'last', got {epoch!r}")
+    if not (Path(folder) / name).is_file():
+        saved = sorted(p.name for p in Path(folder).glob("phi*.pt"))
+        raise FileNotFoundError(
+            f"--phi-checkpoint {path}: the φ run {folder} has no {name} (it has: {', '.join(saved) or 'none'}; "
+            "phi_{n}.pt is written every 5 epochs, phi_last.pt every epoch, phi.pt at the end)"
+        )
+    return str(Path(folder) / name)
+
+
 def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_location="cpu") -> Phi:
-    """Load φ from a file in the authors' layout, a plain state dict, or an ``http(s)`` URL.
+    """Load φ from a file in the authors' layout, a plain state dict, an ``http(s)`` URL, a φ run
+    folder (``RUN``, ``RUN:EPOCH``, ``RUN:last``) or the authors' release by name (``searle``,
+    ``searle-xl``): :func:`resolve_phi_path`.
 
     Args:
-        path: local file or URL of e.g. ``SEARLE_ViT-B32.pt``.
+        path: local file or URL of e.g. ``SEARLE_ViT-B32.pt``, or a run folder and epoch.
         backbone: if given, φ's widths are checked against it.
 
     The returned φ carries ``epoch`` (the checkpoint's ``"epoch"``, ``None`` if absent) and
     ``source`` (the path), which results files record.
     """
-    path = str(path)
+    given, path = str(path), resolve_phi_path(str(path), backbone)
     # A URL is cached under a key of the whole URL (never answered by another host's file of the same name).
     local = cached_download(path, "phi") if path.startswith(("http://", "https://")) else path
     if not os.path.isfile(local):
@@ -106,7 +148,7 @@ def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_loca
         raise InputError(f"{path}: φ's weights {bad[0]} hold NaN or infinite values; the checkpoint is damaged")
     # Recorded in results files: which φ, trained for how many epochs (the authors' key "epoch").
     phi.epoch = int(epoch) if isinstance(epoch, (int, float)) or torch.is_tensor(epoch) else None
-    phi.source = path
+    phi.source = RELEASED[given][1] if given in RELEASED and path != given else path  # the release's URL
     if backbone is not None and (phi.input_dim, phi.output_dim) != (backbone.embed_dim, backbone.token_dim):
         raise InputError(
             f"{path}: φ maps {phi.input_dim}-d features to {phi.output_dim}-d tokens, but backbone "

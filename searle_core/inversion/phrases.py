@@ -263,6 +263,18 @@ def template_phrases(concepts: Iterable[str], n_per_concept: int = 16, seed: int
     return bank
 
 
+def load_causal_lm(model_name: str = GPT_MODEL) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of a Hugging Face causal LM (the optional ``phrases`` extra)."""
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise ImportError(
+            "generating phrases needs the 'transformers' package (the 'phrases' extra): pip install transformers "
+            "(or pass the authors' phrases with --phrases, or use template_phrases offline)"
+        ) from exc
+    return AutoModelForCausalLM.from_pretrained(model_name), AutoTokenizer.from_pretrained(model_name)
+
+
 def generate_phrases_hf(
     concepts: Sequence[str],
     model_name: str = GPT_MODEL,
@@ -295,15 +307,7 @@ def generate_phrases_hf(
     import torch
 
     if model is None or tokenizer is None:
-        try:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-        except ImportError as exc:
-            raise ImportError(
-                "generate_phrases_hf needs the 'transformers' package: pip install transformers "
-                "(or use load_phrase_pickle with the authors' phrases, or template_phrases offline)"
-            ) from exc
-        tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_name)
-        model = model or AutoModelForCausalLM.from_pretrained(model_name)
+        model, tokenizer = load_causal_lm(model_name)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device).eval()
     if seed is not None:

@@ -5,7 +5,9 @@ A run folder holds:
 - ``manifest.json``: hyper-parameters, code version, sessions, whether the run is complete;
 - ``inputs.pt``: image names, their CLIP features and their top concepts (what φ training needs too);
 - ``chunks/*.pt``: tokens of the batches done so far, appended every ``checkpoint_every`` batches;
-- ``tokens.pt``: at the end, ``{"names", "tokens"}`` of every image, in dataset order;
+- ``tokens.pt``: at the end, ``{"names", "tokens", "raw_tokens"}`` of every image, in dataset order
+  (``tokens``: the EMA tokens, what ``searle-oti`` and φ use; ``raw_tokens``: the last optimised
+  ones, kept as the authors' ``oti_pseudo_tokens.pt`` beside their ``ema_oti_pseudo_tokens.pt``);
 - ``log.csv``: at the end, one row per batch: rank, seconds, images/s and the last step's losses.
 
 Batch ``b`` is ``names[b*B:(b+1)*B]`` and is seeded from the run seed and its image names
@@ -207,11 +209,13 @@ def _run_locked(
         if missing:
             raise RuntimeError(f"{len(missing)} images have no token after every rank finished (first: {missing[0]})")
         tokens = torch.stack([done[n] for n in names])
+        raw = _raw_tokens(folder, names)
         manifest["complete"] = True
         atomic_save(
             {
                 "names": names,
                 "tokens": tokens,
+                **({"raw_tokens": raw} if raw is not None else {}),
                 "hyperparameters": manifest["hyperparameters"],
                 "code_version": manifest["code_version"],
             },
@@ -225,6 +229,18 @@ def _run_locked(
         result = OTIRunResult(names, tokens, folder, manifest)
     dist.barrier()
     return result
+
+
+def _raw_tokens(folder: Path, names: list[str]) -> torch.Tensor | None:
+    """Every image's non-EMA tokens from the chunks (and a resumed finished run's ``tokens.pt``);
+    ``None`` when some image has none (chunks written before they were kept)."""
+    raw: dict[str, torch.Tensor] = {}
+    paths = ([folder / TOKENS] if (folder / TOKENS).is_file() else []) + sorted((folder / CHUNKS).glob("*.pt"))
+    for path in paths:
+        part = load_torch_file(path, "OTI tokens")
+        if "raw_tokens" in part:
+            raw.update(zip(part["names"], part["raw_tokens"]))
+    return torch.stack([raw[n] for n in names]) if all(n in raw for n in names) else None
 
 
 def _invert(
@@ -245,16 +261,23 @@ def _invert(
     session = uuid.uuid4().hex[:8]
     new: dict[str, torch.Tensor] = {}
     pending: dict[str, torch.Tensor] = {}
+    pending_raw: dict[str, torch.Tensor] = {}  # the non-EMA tokens, merged into tokens.pt at the end
     log: list[dict] = []
     pending_log: list[dict] = []
 
     def flush() -> None:
         if pending:
             atomic_save(
-                {"names": list(pending), "tokens": torch.stack(list(pending.values())), "log": pending_log},
+                {
+                    "names": list(pending),
+                    "tokens": torch.stack(list(pending.values())),
+                    "raw_tokens": torch.stack([pending_raw[n] for n in pending]),
+                    "log": pending_log,
+                },
                 folder / CHUNKS / f"r{dist.rank()}-{session}-{len(new):09d}.pt",
             )
             pending.clear()
+            pending_raw.clear()
             pending_log.clear()
 
     def record(batch: InvertedBatch) -> None:
@@ -268,6 +291,7 @@ def _invert(
         }
         new.update(zip(batch.names, batch.tokens))
         pending.update(zip(batch.names, batch.tokens))
+        pending_raw.update(zip(batch.names, batch.result.raw_tokens.float().cpu()))
         log.append(row)
         pending_log.append(row)
         if len(log) % checkpoint_every == 0:

@@ -2,7 +2,9 @@
 
 The φ run folder holds ``manifest.json``, ``checkpoint.pt`` (φ, optimiser, completed epochs,
 history), ``history.csv`` (losses and validation metrics per epoch) and, at the end, ``phi.pt`` in
-the authors' layout (``searle evaluate --method searle --phi-checkpoint DIR/phi.pt``).
+the authors' layout (``searle evaluate --method searle --phi-checkpoint DIR/phi.pt``). As the
+authors' ``train_phi.py`` does, every epoch also writes ``phi_last.pt`` and every fifth
+``phi_{n}.pt`` (``{"epoch", "Phi"}``), so any of them can be evaluated: ``--phi-checkpoint DIR:10``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from searle_core.infra import distributed as dist
 from searle_core.infra.device import training_precision
 from searle_core.infra.errors import InputError, load_torch_file
 from searle_core.infra.files import atomic_save, atomic_write_json
-from searle_core.inversion.phi import Phi, save_phi
+from searle_core.inversion.phi import PHI_LAST, Phi, epoch_file, save_phi
 from searle_core.inversion.phi_training import PhiTrainConfig, PhiTrainingResult, train_phi, write_history_csv
 from searle_core.jobs.oti_run import load_oti_run
 from searle_core.jobs.prepare import evaluate
@@ -26,6 +28,8 @@ from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import gallery_features
 
 CHECKPOINT, HISTORY, PHI = "checkpoint.pt", "history.csv", "phi.pt"
+#: ``phi_{n}.pt`` every this many epochs (the authors' ``--save-frequency`` default).
+SAVE_EVERY = 5
 
 
 class PhiCheckpointer:
@@ -71,7 +75,8 @@ class PhiCheckpointer:
             info,
             resume,
             force,
-            [self.folder / name for name in (MANIFEST, CHECKPOINT, HISTORY, PHI)],
+            [self.folder / name for name in (MANIFEST, CHECKPOINT, HISTORY, PHI, PHI_LAST)]
+            + sorted(self.folder.glob("phi_[0-9]*.pt")),
             ("a φ run", "its checkpoint is deleted", "φ training"),
         )
 
@@ -100,6 +105,10 @@ class PhiCheckpointer:
             },
             self.folder / CHECKPOINT,
         )
+        # The authors' per-epoch files (after the checkpoint: a resume never lacks what they show).
+        save_phi(phi, self.folder / PHI_LAST, epoch=epoch)
+        if epoch % SAVE_EVERY == 0:
+            save_phi(phi, epoch_file(self.folder, epoch), epoch=epoch)
         write_history_csv(history, self.folder / HISTORY)
 
     def finish(self, phi: Phi, history: list[dict]) -> None:

@@ -27,7 +27,13 @@ from searle_core.metrics.significance import (  # main_metric: the notebooks rea
 from searle_core.notebook.inversions import prefill_oti, study_phi, use_phi
 from searle_core.notebook.study import Study, open_study
 from searle_core.report.comparison import evaluate_methods, method_variants
-from searle_core.report.paper_numbers import PAPER_TABLE_METRICS, compare_with_paper, results_frame
+from searle_core.report.paper_numbers import (
+    COMPARED_COLUMNS,
+    PAPER_TABLE_METRICS,
+    REIMPLEMENTED_NOTE,
+    compare_with_paper,
+    results_frame,
+)
 from searle_core.report.table import (
     DISPLAY_NAMES,
     SETTINGS_COLUMNS,
@@ -245,28 +251,17 @@ def comparison(settings: list[Setting]) -> pd.DataFrame:
             frame[column] = [row_settings(s.table.settings, m)[i] for m in frame.method]
         frames.append(frame)
     if not frames:
-        return pd.DataFrame(
-            columns=[
-                "dataset",
-                "split",
-                "backbone",
-                "method",
-                "metric",
-                "reproduced",
-                "variant",
-                "paper",
-                "paper_split",
-                "diff",
-            ]
-        )
+        return pd.DataFrame(columns=COMPARED_COLUMNS)
     out = compare_with_paper(pd.concat(frames, ignore_index=True))
     shapes_metrics = [c for c in out.metric.unique() if "/" not in c]  # drop per-aspect breakdowns from the table
     return out[(out.dataset != "shapes") | out.metric.isin(shapes_metrics)].reset_index(drop=True)
 
 
-def _cell(reproduced: float, paper: float, diff: float = math.nan, paper_split: str = "") -> str:
+def _cell(reproduced: float, paper: float, diff: float = math.nan, paper_split: str = "", label: str = "") -> str:
     if pd.isna(paper):
         return f"{reproduced:.2f}"
+    if label.startswith("original"):  # a re-implemented baseline: the original model's number, no difference
+        return f"{reproduced:.2f} ({label} {paper_split}: {paper:.2f})"
     if pd.isna(diff):  # another split: the paper's number for reference, no difference
         return f"{reproduced:.2f} (paper {paper_split}: {paper:.2f})"
     return f"{reproduced:.2f} ({paper:.2f}, {diff:+.2f})"
@@ -282,8 +277,9 @@ def wide_table(compared: pd.DataFrame, dataset: str) -> pd.DataFrame:
     variants = part.variant.fillna("") if "variant" in part.columns else [""] * len(part)
     diffs = part["diff"] if "diff" in part.columns else [math.nan] * len(part)
     splits = part.paper_split if "paper_split" in part.columns else [""] * len(part)
+    labels = part.paper_label.fillna("") if "paper_label" in part.columns else [""] * len(part)
     cells = part.assign(
-        cell=[_cell(r, p, d, ps) for r, p, d, ps in zip(part.reproduced, part.paper, diffs, splits)],
+        cell=[_cell(r, p, d, ps, la) for r, p, d, ps, la in zip(part.reproduced, part.paper, diffs, splits, labels)],
         name=[display_name(m, v or None) for m, v in zip(part.method, variants)],
     )
     wide = cells.pivot_table(index=["backbone", "name"], columns="metric", values="cell", aggfunc="first", sort=False)
@@ -308,6 +304,8 @@ def table_note(compared: pd.DataFrame, dataset: str) -> str:
                 f"is shown; the {theirs} numbers come from the evaluation server, for which the run writes "
                 "the prediction files (submissions/)."
             )
+        if "paper_label" in part.columns and part.paper_label.fillna("").str.startswith("original").any():
+            notes.append(REIMPLEMENTED_NOTE)
     if "variant" in part.columns:
         notes += variant_notes(v or None for v in part.variant.fillna(""))
     return " ".join(notes)

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from searle_core.clip.backbone import Backbone
+from searle_core.clip.preprocess import to_rgb
 from searle_core.datasets import ImageFolderSource, load_benchmark
 from searle_core.datasets.backbone_setup import RANDOM_WEIGHTS, configure_for_dataset, open_backbone
 from searle_core.datasets.base import CIRBenchmark, CIRQuery, ImageSource
@@ -80,7 +81,7 @@ class Study:
 
     def images(self, names: list[str], source: ImageSource | None = None) -> list[Image.Image]:
         source = source or self.bench.images
-        return [source.load_image(n) for n in names]
+        return [to_rgb(source.load_image(n)) for n in names]
 
     def concepts(self, features: torch.Tensor, top_k: int = 15) -> list[list[str]] | None:
         """Each image's ``top_k`` concepts, or ``None`` without a vocabulary."""
@@ -212,7 +213,7 @@ class Study:
             caption = captions[n] if captions is not None else " and ".join(q.captions)
             rows.append(
                 RetrievalExample(
-                    self.bench.images.load_image(q.reference),
+                    to_rgb(self.bench.images.load_image(q.reference)),
                     caption,
                     self.images(ranking[:k]),
                     [r in hits for r in ranking[:k]],

@@ -5,7 +5,10 @@ metric, value), copied from the SEARLE paper's tables: CIRR test, FashionIQ vali
 Nothing else in the project hard-codes them; notebooks and tables read them from here. Only a
 number on the same split is a difference to report: a CIRR or CIRCO validation number stands beside
 the paper's test number, labelled, and the test-server files (:mod:`searle_core.report.submission`) give
-the comparable one.
+the comparable one. Only the paper's method is a difference to report, too: the paper's Captioning,
+PALAVRA and Pic2Word numbers are the original models' (their training data, their captioner), while
+this project's rows are re-implementations, so their paper number is shown labelled as the original
+model's, never as a difference.
 """
 
 from __future__ import annotations
@@ -31,6 +34,29 @@ PAPER_METHOD_NAMES: dict[tuple[str, str], str] = {
     ("ViT-L-14", "searle-oti"): "SEARLE-XL-OTI",
     ("ViT-L-14", "searle"): "SEARLE-XL",
 }
+
+#: Baselines the project re-implements (other training data, another captioner): the paper's number
+#: is the original model's (method -> its name), shown beside ours without a difference.
+REIMPLEMENTED: dict[str, str] = {"captioning": "Captioning", "palavra": "PALAVRA", "pic2word": "Pic2Word"}
+REIMPLEMENTED_NOTE = (
+    "Captioning, PALAVRA and Pic2Word are re-implemented here (other training data, another captioner): "
+    "their paper number is the original model's, shown without a difference."
+)
+
+#: The columns of :func:`compare_with_paper`'s result (with the settings columns of the input).
+COMPARED_COLUMNS = [
+    "dataset",
+    "split",
+    "backbone",
+    "method",
+    "metric",
+    "reproduced",
+    "variant",
+    "paper",
+    "paper_split",
+    "paper_label",
+    "diff",
+]
 
 #: The metrics (columns) of each paper table, in the paper's order.
 PAPER_TABLE_METRICS: dict[str, list[str]] = {
@@ -107,8 +133,10 @@ def compare_with_paper(reproduced: pd.DataFrame, metrics: list[str] | None = Non
 
     The paper reports CIRR and CIRCO on their test splits (scored by the evaluation servers) and
     FashionIQ on validation. A difference (reproduced - paper) is given only where the reproduced
-    split is the paper's split; elsewhere ``diff`` is NaN and the paper's number stays, labelled
-    by ``paper_split``. A row with a ``variant`` (not the paper's method, e.g. OTI on template
+    split is the paper's split and the row is the paper's method; elsewhere ``diff`` is NaN and the
+    paper's number stays, labelled by ``paper_split`` and ``paper_label``: ``"paper"``, or
+    ``"original Pic2Word"`` (Captioning, PALAVRA) for a re-implemented baseline, whose paper number
+    is the original model's. A row with a ``variant`` (not the paper's method, e.g. OTI on template
     phrases) gets no paper number at all.
 
     Args:
@@ -119,8 +147,8 @@ def compare_with_paper(reproduced: pd.DataFrame, metrics: list[str] | None = Non
 
     Returns:
         One row per input row (of the kept metrics) with ``reproduced``, ``paper`` (NaN where the
-        paper reports nothing, has no such dataset, or the row is a variant), ``paper_split`` and
-        ``diff``.
+        paper reports nothing, has no such dataset, or the row is a variant), ``paper_split``,
+        ``paper_label`` and ``diff``.
     """
     paper = _load()[["dataset", "backbone", "method", "metric", "value", "split"]].rename(
         columns={"value": "paper", "split": "paper_split"}
@@ -137,5 +165,10 @@ def compare_with_paper(reproduced: pd.DataFrame, metrics: list[str] | None = Non
         variant = df.variant.fillna("").astype(str) != ""
         df.loc[variant, ["paper", "paper_split"]] = np.nan
     same_split = df.split == df.paper_split if "split" in df.columns else pd.Series(False, index=df.index)
-    df["diff"] = (df.reproduced - df.paper).where(same_split)
+    reimplemented = df.method.isin(list(REIMPLEMENTED))
+    df["paper_label"] = [
+        ("" if pd.isna(p) else f"original {REIMPLEMENTED[m]}" if m in REIMPLEMENTED else "paper")
+        for m, p in zip(df.method, df.paper)
+    ]
+    df["diff"] = (df.reproduced - df.paper).where(same_split & ~reimplemented)
     return df.reset_index(drop=True)

@@ -1,0 +1,62 @@
+"""``searle phrases generate``: the authors' GPT-Neo phrases for a concept list (``jobs.phrase_run``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from searle_core.infra.errors import InputError
+from searle_core.inversion.phrases import (
+    GPT_MAX_LENGTH,
+    GPT_MODEL,
+    GPT_NO_REPEAT_NGRAM,
+    GPT_SAMPLES,
+    GPT_TEMPERATURE,
+    load_concepts_csv,
+)
+from searle_core.jobs.phrase_run import generate_phrase_folder
+
+
+def register(sub) -> None:
+    p = sub.add_parser("phrases", help="GPT phrases for OTI's and φ's regulariser")
+    which = p.add_subparsers(dest="phrases_command", required=True, metavar="ACTION")
+    g = which.add_parser(
+        "generate",
+        help="the authors' GPT-Neo phrases for every concept, resumable (needs the optional 'phrases' extra)",
+    )
+    g.add_argument("--concepts", required=True, help="Open Images' oidv7-class-descriptions.csv (its DisplayName)")
+    g.add_argument("--out", required=True, help="folder of concept_to_phrases.pkl (what --phrases reads)")
+    g.add_argument("--model", default=GPT_MODEL, help=f"Hugging Face causal LM (default {GPT_MODEL})")
+    g.add_argument("--samples", type=int, default=GPT_SAMPLES, help="sequences per concept")
+    g.add_argument("--max-length", type=int, default=GPT_MAX_LENGTH, help="tokens per sequence, prompt included")
+    g.add_argument("--temperature", type=float, default=GPT_TEMPERATURE)
+    g.add_argument("--no-repeat-ngram-size", type=int, default=GPT_NO_REPEAT_NGRAM)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default=None, help="torch device (default: CUDA when available)")
+    g.add_argument("--resume", action="store_true", help="continue a folder that holds phrases already")
+    g.add_argument("--no-progress", action="store_true")
+    g.set_defaults(func=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    if args.samples < 1 or args.max_length < 1 or args.temperature <= 0:
+        raise InputError(
+            f"--samples and --max-length must be positive and --temperature above 0, got "
+            f"{args.samples}, {args.max_length}, {args.temperature}"
+        )
+    concepts = load_concepts_csv(args.concepts)
+    bank = generate_phrase_folder(
+        concepts,
+        args.out,
+        args.model,
+        args.samples,
+        args.max_length,
+        args.temperature,
+        args.no_repeat_ngram_size,
+        seed=args.seed,
+        device=args.device,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    print(f"{len(bank)} concepts with phrases in {Path(args.out) / 'concept_to_phrases.pkl'}")
+    return 0

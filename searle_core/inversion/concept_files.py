@@ -1,0 +1,72 @@
+"""The authors' concept files: ``{model}_top_250_ensembling_image_texts.csv``.
+
+Their ``image_concepts_association.py`` writes, per image, its 250 most similar Open Images concepts
+(the 24-template ensemble), as columns ``Image Name, 1, 2, ..., 250``, in a file named after the CLIP
+(``ViT-B32_top_250_ensembling_image_texts.csv``); their ``oti_inversion.py`` and ``train_phi.py``
+read it back, strip the names, drop repeats and keep the first ``top_k`` (15 and 150).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from searle_core.infra.errors import InputError
+from searle_core.infra.files import atomic_write_text
+
+NAME_COLUMN = "Image Name"
+
+
+def authors_concepts_file_name(backbone_name: str, top_k: int = 250) -> str:
+    """``ViT-B-32`` -> ``ViT-B32_top_250_ensembling_image_texts.csv`` (their ``ViT-B/32`` without the slash)."""
+    model = re.sub(r"^(ViT-[A-Za-z]+)-(\d+)", r"\1\2", backbone_name.removesuffix("-quickgelu"))
+    return f"{model}_top_{top_k}_ensembling_image_texts.csv"
+
+
+def write_concepts_csv(path: str | Path, names: Sequence[str], concepts: Sequence[Sequence[str]]) -> Path:
+    """Write each image's concepts, best first, in the authors' layout (atomically).
+
+    Raises:
+        InputError: ``names`` and ``concepts`` differ in length, or the images have lists of
+            different lengths (the file has one column per rank).
+    """
+    if len(names) != len(concepts):
+        raise InputError(f"{path}: {len(names)} image names for {len(concepts)} concept lists")
+    width = len(concepts[0]) if concepts else 0
+    if any(len(c) != width for c in concepts):
+        raise InputError(f"{path}: every image needs the same number of concepts (the first has {width})")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([NAME_COLUMN, *map(str, range(1, width + 1))])
+    writer.writerows([str(n), *c] for n, c in zip(names, concepts))
+    return atomic_write_text(out.getvalue(), path)
+
+
+def read_concepts_csv(path: str | Path, top_k: int | None = None) -> dict[str, list[str]]:
+    """Image name -> its concepts, as their scripts read the file: stripped, repeats dropped (first
+    kept), the first ``top_k`` (all if ``None``).
+
+    Raises:
+        InputError: the file lacks the ``Image Name`` column or is not CSV (naming the file and line).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not a UTF-8 text file ({err})") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    out: dict[str, list[str]] = {}
+    try:
+        header = next(reader, None)
+        if not header or header[0] != NAME_COLUMN:
+            raise InputError(f"{path}: expected a header starting '{NAME_COLUMN},1,2,...', got {header}")
+        for row in reader:
+            if row:
+                concepts = list(dict.fromkeys(c.strip() for c in row[1:] if c.strip()))
+                out[row[0]] = concepts[:top_k] if top_k is not None else concepts
+    except csv.Error as err:
+        raise InputError(f"{path}, line {reader.line_num}: not valid CSV ({err})") from None
+    return out
