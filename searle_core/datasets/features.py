@@ -87,10 +87,15 @@ class _ImageDataset(Dataset):
         return self.preprocess(self.source.load_image(self.names[i]))
 
 
+#: Bumped when the image pipeline changes what it computes for the same settings (2: images padded in
+#: their own mode and converted to RGB last, as the authors'), so caches from before are not served.
+PIPELINE_VERSION = 2
+
+
 def feature_cache_key(backbone: Backbone, source_id: str, names: list[str], preprocess_id: str) -> str:
     """Key naming everything features depend on: backbone, weights, preprocessing, the file list."""
     names_hash = hashlib.sha256("\n".join(map(str, names)).encode()).hexdigest()
-    payload = json.dumps([backbone.name, weights_key(backbone), preprocess_id, source_id, names_hash])
+    payload = json.dumps([PIPELINE_VERSION, backbone.name, weights_key(backbone), preprocess_id, source_id, names_hash])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
