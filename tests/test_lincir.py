@@ -184,3 +184,21 @@ def test_cli_table_and_notebook_engine_agree(tmp_path, monkeypatch, tiny_recipe,
     engine = evaluate_methods(study.bench, study.backbone, ["lincir"], study.context(), None).rows[0].metrics
     theirs = {k: v for k, v in table.items() if k not in ("seconds", "train_seconds", "variant")}
     assert cli == pytest.approx(theirs, abs=1e-9) and engine == pytest.approx(cli, abs=1e-9)
+
+
+def test_paper_lincir_numbers_are_the_original_models_without_a_difference():
+    import pandas as pd
+
+    from searle_core.report.paper_numbers import PAPER_METHOD_NAMES, compare_with_paper, paper_value
+
+    assert paper_value("circo", "ViT-L-14", "lincir", "mAP@10") == pytest.approx(13.58)
+    assert paper_value("cirr", "ViT-L-14", "lincir", "Recall@1") == pytest.approx(25.04)
+    assert paper_value("fashioniq", "ViT-L-14", "lincir", "average/Recall@10") == pytest.approx(26.28)
+    assert "original model" in PAPER_METHOD_NAMES[("ViT-L-14", "lincir")]
+    ours = pd.DataFrame(
+        [("fashioniq", "val", "ViT-L-14", method, "average/Recall@10", 20.0) for method in ("lincir", "pic2word")],
+        columns=["dataset", "split", "backbone", "method", "metric", "value"],
+    )
+    out = compare_with_paper(ours).set_index("method")
+    assert out.loc["lincir", "paper"] == pytest.approx(26.28) and pd.isna(out.loc["lincir", "diff"])
+    assert not pd.isna(out.loc["pic2word", "diff"])  # the same split elsewhere still gets its difference
