@@ -26,6 +26,7 @@ from searle_core.cli import main
 from searle_core.datasets.text_corpus import read_captions
 from searle_core.infra.errors import InputError
 from searle_core.inversion.phi import Phi
+from searle_core.report.paper_numbers import flatten_metrics
 from searle_core.world import ShapesWorld, WorldConfig
 
 #: A tiny recipe: the tests check the plumbing, not LinCIR's numbers.
@@ -160,7 +161,7 @@ def test_evaluate_lincir_on_the_standins(dataset, fixture, request, protocol_env
     err = capsys.readouterr().err
     assert code == 2 and "--captions FILE" in err and "Traceback" not in err
     code = main([*base, "--captions", str(captions), "--json"])
-    metrics = json.loads(capsys.readouterr().out.splitlines()[-1])
+    metrics = flatten_metrics(json.loads(capsys.readouterr().out.splitlines()[-1]))
     assert code == 0 and metrics and all(0 <= v <= 100 for v in metrics.values())
 
 

@@ -79,7 +79,7 @@ class LincirConfig:
     @classmethod
     def for_world(cls, **overrides) -> LincirConfig:
         """The offline world's recipe: short enough for ``make run`` on two CPU cores."""
-        return cls(**{"steps": 150, "batch_size": 64, "lr": 1e-3, **overrides})
+        return cls(**{"steps": 100, "batch_size": 32, "lr": 1e-3, **overrides})
 
     def build(self, backbone: Backbone) -> Phi:
         return Phi.for_backbone(backbone, self.dropout)

@@ -39,9 +39,9 @@ class WorldView(Protocol):
     def caption_corpus(self, n: int, seed: int = 0) -> list[str]: ...
 
 
-#: Captions of the world's text corpus (LinCIR trains on them): one per unlabeled image of the
+#: Captions of the world's text corpus (LinCIR trains on them): one per two unlabeled images of the
 #: default world; their features are computed once, which on two CPU cores costs seconds.
-CORPUS_CAPTIONS = 2_000
+CORPUS_CAPTIONS = 1_000
 
 
 #: One-change aspects, in :data:`ATTRIBUTES` order.
