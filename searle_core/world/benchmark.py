@@ -9,6 +9,7 @@ that many ground truths, found by attribute equality (position and size jitter i
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import replace
 from typing import Protocol
@@ -110,7 +111,7 @@ def build_benchmark(world: WorldView, split: str) -> CIRBenchmark:
         captioner=world_captions,
         text_corpus=CaptionCorpus(
             f"{world.config.cache_key()}-grammar-{CORPUS_CAPTIONS}",
-            lambda: world.caption_corpus(CORPUS_CAPTIONS),
+            functools.partial(world.caption_corpus, CORPUS_CAPTIONS),  # made only when LinCIR trains
             # each reference image's full caption: what the modality gap compares φ's image token with
             {r: caption_for(decode(row)) for r, row in zip(references, world.codes(references))},
         ),
