@@ -34,12 +34,12 @@ def test_paper_numbers_match_the_facts():
     df = paper_results()
     assert set(df.dataset) == {"cirr", "fashioniq", "circo"}
     assert set(df.split) == {"test", "val"}
-    assert len(df) == 174
+    assert len(df) == 174 + 3  # SEARLE's tables + LinCIR's three ViT-L/14 headline numbers
     assert not df.duplicated(["dataset", "backbone", "method", "metric"]).any()
     for dataset, metrics in PAPER_TABLE_METRICS.items():
         assert set(paper_results(dataset).metric) <= set(metrics)
         assert list(paper_table(dataset).columns) == metrics
-        assert len(paper_table(dataset)) == 10  # 7 ViT-B/32 rows + 3 ViT-L/14 rows
+        assert len(paper_table(dataset)) == 11  # 7 ViT-B/32 rows + 3 ViT-L/14 rows + LinCIR's
 
 
 def test_compare_with_paper():

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from searle_core.baselines.lincir import benchmark_modality_gap
 from searle_core.cli.common import (
     add_backbone_options,
     format_metrics,
@@ -22,6 +23,7 @@ from searle_core.cli.common import (
     settings_from_args,
 )
 from searle_core.datasets import ImageFolderSource, ImageLoadError, load_benchmark
+from searle_core.datasets.text_corpus import read_captions
 from searle_core.infra.errors import InputError, check_writable, nonnegative_int, positive_int
 from searle_core.infra.settings import RunSettings, add_setting
 from searle_core.inversion import OTIConfig, load_phi
@@ -116,6 +118,8 @@ def add_benchmark_options(p: argparse.ArgumentParser, default_split: str = "val"
         "[phrases]}; without it, offline template phrases (tables label such OTI rows)",
     )
     add_setting(p, "captioner", default=None)
+    add_setting(p, "captions", default=None)
+    add_setting(p, "lincir_checkpoint", default=None)
     add_setting(
         p,
         "unlabeled",
@@ -247,6 +251,10 @@ def context_from_args(args: argparse.Namespace | RunSettings, backbone):
         ctx.captioner = s.captioner
     if s.unlabeled:
         ctx.unlabeled = ImageFolderSource(s.unlabeled)
+    if s.captions:
+        ctx.captions_corpus = read_captions(s.captions)
+    if s.lincir_checkpoint:
+        ctx.checkpoints["lincir"] = s.lincir_checkpoint
     return ctx
 
 
@@ -293,6 +301,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         f"{settings['preprocess']}; gallery features {gallery_s:.1f} s, queries {result.seconds:.1f} s)"
     )
     print(format_metrics(result.metrics))
+    if args.method == "lincir" and (gap := benchmark_modality_gap(backbone, bench, ctx.networks["lincir"])):
+        print(
+            f"modality gap: cosine between φ's tokens of a reference image and of its caption "
+            f"{gap['token_cosine']:.3f} (CLIP's image-caption feature cosine {gap['feature_cosine']:.3f}; "
+            f"{gap['images']} images)"
+        )
     print(settings_line(settings))
     return 0
 

@@ -92,6 +92,41 @@ class UnlabeledImages:
 
 
 @dataclass
+class CaptionCorpus:
+    """A text corpus for networks trained on text alone (LinCIR), made when first needed.
+
+    Args:
+        source_id: names the captions exactly (a file's content hash, a world's key and size), for
+            the keys of what is trained on them.
+        make: returns the captions (called once, on first use: a trained network found in the cache
+            never needs them).
+        described: a known caption of some images (the offline world's reference images), by name;
+            empty on real datasets.
+    """
+
+    source_id: str
+    make: Callable[[], Sequence[str]]
+    described: dict[str, str] = field(default_factory=dict)
+    _captions: list[str] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, captions: Sequence[str], source: str = "given") -> CaptionCorpus:
+        """A corpus of captions already in memory."""
+        captions = list(captions)
+        return cls(f"{source}-" + digest(captions), lambda: captions)
+
+    def captions(self) -> list[str]:
+        if self._captions is None:
+            self._captions = list(self.make())
+        return self._captions
+
+    @property
+    def data_id(self) -> str:
+        """Names the corpus in the keys of what is trained on it."""
+        return "captions-" + digest(self.source_id)
+
+
+@dataclass
 class CIRBenchmark:
     """A split of a composed-retrieval dataset: its queries and its gallery.
 
@@ -107,6 +142,8 @@ class CIRBenchmark:
             pre-training images); ``None``: the caller gives them (``MethodContext.unlabeled``).
         captioner: a captioner the dataset brings, ``(backbone, reference image features) -> captions``
             (the offline world's best grammar caption); ``None``: a captioning model is used.
+        text_corpus: a text corpus the dataset brings (the offline world's grammar captions) for
+            ``lincir``; ``None``: the caller gives one (``MethodContext.captions_corpus``).
     """
 
     name: str
@@ -118,6 +155,7 @@ class CIRBenchmark:
     extra: dict = field(default_factory=dict)
     unlabeled: UnlabeledImages | None = None
     captioner: Callable[[Backbone, torch.Tensor], list[str]] | None = None
+    text_corpus: CaptionCorpus | None = None
 
     def reference_names(self) -> list[str]:
         return sorted({q.reference for q in self.queries})

@@ -50,6 +50,9 @@ class RunSettings:
         phrases: the authors' GPT phrases (``GPTNeo27B.zip``, its folder, or a pickle).
         unlabeled: the image folder φ and the trained baselines learn from (the paper: ImageNet1K test).
         captioner: Hugging Face captioning model of ``captioning`` (empty: BLIP base).
+        captions: the text corpus ``lincir`` trains on, on real datasets (one caption per line, or
+            a JSON list / CSV ``caption`` column: :mod:`searle_core.datasets.text_corpus`).
+        lincir_checkpoint: LinCIR's φ weights (its official ``phi_best.pt``); empty: trained here.
         oti_steps: OTI optimisation steps per image (the paper: 350).
         oti_batch_size: images optimised together by OTI (the paper: 32).
         oti_tokens: OTI tokens computed earlier for ``searle-oti`` (a ``searle oti`` run folder or
@@ -85,6 +88,10 @@ class RunSettings:
         old_parameters=("unlabeled_path",),
     )
     captioner: str = _setting("", "Hugging Face captioning model for 'captioning' on real images (default: BLIP base)")
+    captions: str = _setting(
+        "", "text corpus LinCIR trains on: one caption per line, a JSON list, or a CSV 'caption'/'text' column"
+    )
+    lincir_checkpoint: str = _setting("", "LinCIR's φ weights (its official phi_best.pt); empty: trained here")
     oti_steps: int = _setting(350, "OTI optimisation steps per image (the paper: 350)", old_flags=("--steps",))
     oti_batch_size: int = _setting(
         32, "images OTI optimises together (the paper: 32)", old_flags=("--batch-size",)

@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from searle_core.baselines.lincir import LincirConfig, load_lincir, train_lincir
 from searle_core.baselines.palavra import PalavraConfig, train_inverter
 from searle_core.baselines.pic2word import Pic2WordConfig, Pic2WordMapper, load_mapper, train_pic2word
 from searle_core.baselines.training import unlabeled_images
@@ -83,6 +84,39 @@ def pic2word_network(
     return load_mapper(artifact.path, backbone, config), setup
 
 
+def lincir_config(bench: CIRBenchmark, ctx: MethodContext) -> LincirConfig:
+    """``ctx.lincir_config``, else the world's short recipe on a dataset that brings its corpus, else
+    the official one."""
+    if ctx.lincir_config is not None:
+        return ctx.lincir_config
+    return LincirConfig.for_world(seed=ctx.seed) if bench.text_corpus is not None else LincirConfig(seed=ctx.seed)
+
+
+def lincir_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> tuple[Phi, NetworkSetup | None]:
+    """LinCIR's φ: ``ctx.checkpoints['lincir']``, else cached or trained on first use on the dataset's
+    text corpus (the world's grammar captions) or ``ctx.captions_corpus`` (``--captions``)."""
+    config = lincir_config(bench, ctx)
+    if ctx.checkpoints.get("lincir"):
+        return load_lincir(ctx.checkpoints["lincir"], backbone, config), None
+    corpus = bench.text_corpus or ctx.captions_corpus
+    if corpus is None:
+        raise InputError(
+            "method 'lincir' trains its φ on captions: pass a text corpus (`--captions FILE`, one caption "
+            "per line, or MethodContext.captions_corpus) or its checkpoint (`--lincir-checkpoint`)"
+        )
+
+    def train() -> dict:
+        phi, meta = train_lincir(backbone, corpus.captions(), config, ctx.progress)
+        return {"Phi": phi.cpu().state_dict(), "meta": meta}
+
+    start = time.perf_counter()
+    artifact = load_or_train(
+        artifact_path("lincir", backbone, corpus.data_id, config), train, describe(backbone, corpus.data_id, config)
+    )
+    setup = _setup("lincir", artifact, time.perf_counter() - start)
+    return load_lincir(artifact.path, backbone, config), setup
+
+
 def palavra_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> tuple[Phi, NetworkSetup | None]:
     """PALAVRA's pre-trained inverter: ``ctx.checkpoints['palavra']``, else cached or trained on first use."""
     config = ctx.palavra_config or PalavraConfig()
@@ -120,7 +154,8 @@ def prepare(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: MethodCon
         backbone: the frozen CLIP.
         bench: the benchmark (on ``shapes`` the networks train on the world's unlabeled images; on
             real datasets on ``ctx.unlabeled``).
-        ctx: filled in place: ``ctx.phi`` (``searle``), ``ctx.networks[method]`` (``pic2word``, ``palavra``).
+        ctx: filled in place: ``ctx.phi`` (``searle``), ``ctx.networks[method]`` (``pic2word``, ``palavra``,
+            ``lincir``).
 
     Returns:
         What getting the network cost; ``None`` when nothing was trained or cached here.
@@ -132,6 +167,9 @@ def prepare(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: MethodCon
             return setup
     elif method == "pic2word" and "pic2word" not in ctx.networks:
         ctx.networks["pic2word"], setup = pic2word_network(backbone, bench, ctx)
+        return setup
+    elif method == "lincir" and "lincir" not in ctx.networks:
+        ctx.networks["lincir"], setup = lincir_network(backbone, bench, ctx)
         return setup
     elif method == "palavra" and "palavra" not in ctx.networks:
         tokens = ctx.tokens.get("palavra", {})

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
+from searle_core.baselines.lincir import LincirConfig
 from searle_core.baselines.palavra import PalavraConfig
 from searle_core.baselines.pic2word import Pic2WordConfig
-from searle_core.datasets.base import ImageSource, UnlabeledImages
+from searle_core.datasets.base import CaptionCorpus, ImageSource, UnlabeledImages
 from searle_core.inversion import OTIConfig, Phi
 from searle_core.inversion.concepts import Vocabulary
 
@@ -57,10 +58,14 @@ class MethodContext:
             recipe, :class:`~searle_core.inversion.phi_training.PhiRecipe`).
         phi_images: the unlabeled images it trains on (0: all; default: the world's recipe).
         networks: the baselines' trained networks by method (``"pic2word"``: the mapper,
-            ``"palavra"``: the pre-trained inverter), filled by :func:`searle_core.jobs.prepare.prepare`.
+            ``"palavra"``: the pre-trained inverter, ``"lincir"``: its φ), filled by
+            :func:`searle_core.jobs.prepare.prepare`.
         checkpoints: files of the baselines' networks by method, loaded instead of training them.
         pic2word_config: Pic2Word's mapper and its training (``None``: the official recipe).
         palavra_config: PALAVRA's inverter, its pre-training and its optimisation (``None``: defaults).
+        lincir_config: LinCIR's φ and its training (``None``: the official recipe; on ``shapes`` the
+            world's, :meth:`~searle_core.baselines.lincir.LincirConfig.for_world`).
+        captions_corpus: the text corpus LinCIR trains on, on datasets that bring none (``--captions``).
         captioner: the captioning baseline's captioner on real images: a Hugging Face model name or a
             callable ``list[PIL.Image] -> list[str]`` (``None``: BLIP base).
         unlabeled: the unlabeled images the networks train on, on datasets that bring none.
@@ -84,6 +89,8 @@ class MethodContext:
     checkpoints: dict[str, str | Path] = field(default_factory=dict)
     pic2word_config: Pic2WordConfig | None = None
     palavra_config: PalavraConfig | None = None
+    lincir_config: LincirConfig | None = None
+    captions_corpus: CaptionCorpus | None = None
     captioner: str | Callable | None = None
     unlabeled: Unlabeled | None = None
     seed: int = 42

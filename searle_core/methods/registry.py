@@ -1,8 +1,8 @@
 """Every method of the paper's tables as one function: benchmark queries -> query features.
 
 ``image-only``, ``text-only``, ``image+text`` need only features; ``searle-oti`` inverts each
-reference image with OTI; ``searle`` uses φ's tokens; ``captioning``, ``pic2word`` and ``palavra``
-are the baselines of :mod:`searle_core.baselines`, called here with what they take from the
+reference image with OTI; ``searle`` uses φ's tokens; ``captioning``, ``pic2word``, ``palavra`` and
+``lincir`` are the baselines of :mod:`searle_core.baselines`, called here with what they take from the
 :class:`~searle_core.methods.context.MethodContext`. A method that needs a trained network (φ,
 Pic2Word's mapper, PALAVRA's inverter) takes it from the context; training or loading it is the job of
 :func:`searle_core.jobs.prepare.prepare`, above.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from searle_core.baselines.captioning import captioning_query_features, reference_captions
+from searle_core.baselines.lincir import lincir_query_features, lincir_reference_tokens
 from searle_core.baselines.palavra import PalavraConfig, palavra_query_features, palavra_reference_tokens
 from searle_core.baselines.pic2word import pic2word_query_features, pic2word_reference_tokens
 from searle_core.clip.backbone import Backbone
@@ -25,8 +26,8 @@ from searle_core.methods.context import MethodContext
 from searle_core.retrieval.queries import SEARLE_PROMPT, image_plus_text, pseudo_query_features, text_query_features
 
 BASE_METHODS = ("image-only", "text-only", "image+text", "searle-oti", "searle")
-#: The baselines, in the paper's table order.
-BASELINE_METHODS = ("captioning", "palavra", "pic2word")
+#: The baselines, in the paper's table order, then LinCIR (a successor, CVPR 2024).
+BASELINE_METHODS = ("captioning", "palavra", "pic2word", "lincir")
 #: Every method the harness runs.
 METHODS = BASE_METHODS + BASELINE_METHODS
 
@@ -125,6 +126,13 @@ def query_features(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: Me
         tokens = pic2word_reference_tokens(backbone, bench, ctx.networks.get("pic2word"), ctx.progress)
         ctx.tokens.setdefault("pic2word", {}).update(tokens)
         return pic2word_query_features(backbone, bench, ctx.tokens["pic2word"])
+    if method == "lincir":
+        config = ctx.lincir_config
+        tokens = lincir_reference_tokens(
+            backbone, bench, ctx.networks.get("lincir"), ctx.progress, bool(config and config.l2_normalize)
+        )
+        ctx.tokens.setdefault("lincir", {}).update(tokens)
+        return lincir_query_features(backbone, bench, ctx.tokens["lincir"])
     if method == "palavra":
         tokens = palavra_reference_tokens(
             backbone,

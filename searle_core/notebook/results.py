@@ -46,7 +46,7 @@ from searle_core.report.table import (
 )
 
 #: Methods that need a network trained on unlabeled images when no checkpoint is given.
-TRAINED_METHODS = ("searle", "pic2word", "palavra")
+TRAINED_METHODS = ("searle", "pic2word", "palavra", "lincir")
 
 
 @dataclass
@@ -91,6 +91,8 @@ def _skip_reason(method: str, study: Study, has_phi: bool) -> str | None:
         return "no φ: pass phi_checkpoint (the authors' SEARLE_ViT-B32.pt / SEARLE_ViT-L14.pt) or unlabeled"
     if method in ("pic2word", "palavra") and study.unlabeled is None:
         return "trains on unlabeled images: set unlabeled (the paper: ImageNet1K test)"
+    if method == "lincir":
+        return "trains on captions: `searle table --methods lincir --captions FILE` (or --lincir-checkpoint)"
     if method == "captioning":
         try:
             import transformers  # noqa: F401

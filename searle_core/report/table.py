@@ -43,6 +43,7 @@ DISPLAY_NAMES: dict[str, str] = {
     "pic2word": "Pic2Word",
     "searle-oti": "SEARLE-OTI",
     "searle": "SEARLE",
+    "lincir": "LinCIR",
 }
 TIME_COLUMNS: tuple[str, ...] = ("Time (s)", "Training (s)")
 #: What each variant label means, printed under every table that has such a row.

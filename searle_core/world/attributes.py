@@ -42,6 +42,8 @@ VALUES: dict[str, tuple[str, ...]] = {
 _POOL_STREAM = {"pretrain": 1, "val": 2, "val_ref": 3, "test": 4, "test_ref": 5}
 QUERY_STREAM = {"val": 6, "test": 7}
 _TRAINING_STREAM = 8
+#: The stream of the world's text corpus (LinCIR's captions).
+_CORPUS_STREAM = 9
 SPLITS: tuple[str, ...] = ("val", "test")
 
 

@@ -9,17 +9,18 @@ that many ground truths, found by attribute equality (position and size jitter i
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
 
-from searle_core.datasets.base import CIRBenchmark, CIRQuery, ImageSource, UnlabeledImages
+from searle_core.datasets.base import CaptionCorpus, CIRBenchmark, CIRQuery, ImageSource, UnlabeledImages
 from searle_core.infra.errors import InputError
 from searle_core.world.attributes import ATTRIBUTES, QUERY_STREAM, VALUES, decode
 from searle_core.world.captioner import world_captions
-from searle_core.world.grammar import relative_caption
+from searle_core.world.grammar import caption_for, relative_caption
 
 
 class WorldView(Protocol):
@@ -35,6 +36,13 @@ class WorldView(Protocol):
     def pretrain_names(self) -> list[str]: ...
 
     def codes(self, names: list[str] | tuple[str, ...]) -> np.ndarray: ...
+
+    def caption_corpus(self, n: int, seed: int = 0) -> list[str]: ...
+
+
+#: Captions of the world's text corpus (LinCIR trains on them): one per two unlabeled images of the
+#: default world; their features are computed once, which on two CPU cores costs seconds.
+CORPUS_CAPTIONS = 1_000
 
 
 #: One-change aspects, in :data:`ATTRIBUTES` order.
@@ -101,6 +109,12 @@ def build_benchmark(world: WorldView, split: str) -> CIRBenchmark:
         extra={"cache_key": world.config.cache_key(), "aspects": list(ASPECTS)},
         unlabeled=UnlabeledImages(world.images, world.pretrain_names(), world.config.cache_key()),
         captioner=world_captions,
+        text_corpus=CaptionCorpus(
+            f"{world.config.cache_key()}-grammar-{CORPUS_CAPTIONS}",
+            functools.partial(world.caption_corpus, CORPUS_CAPTIONS),  # made only when LinCIR trains
+            # each reference image's full caption: what the modality gap compares φ's image token with
+            {r: caption_for(decode(row)) for r, row in zip(references, world.codes(references))},
+        ),
     )
 
 

@@ -21,6 +21,7 @@ from searle_core.datasets.base import CIRBenchmark, ImageSource
 from searle_core.infra.errors import InputError
 from searle_core.world import render
 from searle_core.world.attributes import (
+    _CORPUS_STREAM,
     _POOL_STREAM,
     _TRAINING_STREAM,
     ATTRIBUTES,
@@ -301,3 +302,13 @@ class ShapesWorld:
         captions = [describe(decode(row), rng) for row in codes]
         images = render_codes(codes, jitter, self.config)
         return (images, captions, codes) if return_codes else (images, captions)
+
+    def caption_corpus(self, n: int, seed: int = 0) -> list[str]:
+        """``n`` grammar captions of random attribute combinations (no images): LinCIR's text corpus.
+
+        Args:
+            n: number of captions.
+            seed: mixed with the world seed (a stream apart from the images' and the CLIP's).
+        """
+        rng = np.random.default_rng([self.config.seed, _CORPUS_STREAM, int(seed)])
+        return [describe(decode(row), rng) for row in random_codes(rng, n)]
