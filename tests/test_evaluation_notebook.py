@@ -87,8 +87,8 @@ def test_real_annotation_files_counted(shared_data):
 def test_map_per_aspect_counts_a_query_in_each_of_its_aspects():
     queries = [
         CIRQuery("q0", "r0", ("c",), target="a", ground_truths=("a",), aspect="colour"),
-        CIRQuery("q1", "r1", ("c",), target="b", ground_truths=("b",), aspect=("colour", "shape")),
+        CIRQuery("q1", "r1", ("c",), target="b", ground_truths=("b",), aspect="colour,colour+shape"),
         CIRQuery("q2", "r2", ("c",), target="c", ground_truths=("c",)),
     ]
     rankings = [["a", "x"], ["x", "b"], ["c"]]
-    assert evaluation.map_per_aspect(rankings, queries, k=2) == pytest.approx({"colour": 75.0, "shape": 50.0})
+    assert evaluation.map_per_aspect(rankings, queries, k=2) == pytest.approx({"colour": 75.0, "colour+shape": 50.0})

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from searle_core.datasets.base import CIRQuery
+from searle_core.datasets.circo import query_aspects
 from searle_core.infra.errors import InputError
 from searle_core.metrics.benchmarks import average_precision_at_k
 
@@ -154,11 +155,11 @@ def annotation_overview(
 
 
 def map_per_aspect(rankings: Sequence[Sequence[str]], queries: Sequence[CIRQuery], k: int = 10) -> dict[str, float]:
-    """mAP@k (percent) per semantic aspect: CIRCO's (a query counts in each of its aspects) or the
-    world's change types; empty when the queries carry no aspect."""
+    """mAP@k (percent) per semantic aspect: CIRCO's (stored joined by ``,``; a query counts in each of
+    its aspects) or the world's change types (``colour+shape`` is one aspect); empty when the queries
+    carry no aspect."""
     per: dict[str, list[float]] = {}
     for ranking, query in zip(rankings, queries):
-        aspects = [query.aspect] if isinstance(query.aspect, str) else list(query.aspect or [])
-        for aspect in aspects:
+        for aspect in query_aspects(query):
             per.setdefault(aspect, []).append(100.0 * average_precision_at_k(ranking, query.ground_truths, k))
     return {a: float(np.mean(v)) for a, v in per.items()}
