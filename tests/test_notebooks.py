@@ -142,6 +142,8 @@ EXPECTED_FIGURES = (
     "04_methods_shapes",
     "04_examples_shapes_shapes-clip",
     "05_ablations",
+    "06_query",
+    "06_false_negatives",
 )
 
 
@@ -307,8 +309,9 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     "loss": (0.07, 0),  # final training losses (0.12-3.3)
     "rank": (1, 0.3),  # mean rank of 4 images in the gallery of 864: 279 before OTI, 1 after
     "count": (2, 0),  # hits in a top-5, images whose nearest words hold their own
+    "agreement": (1e-4, 0),  # relative gap between a written-out algorithm and the library's (rounding only)
 }
-_EXACT = {"n_images", "n_tokens", "n_unlabeled", "oti_steps", "phi_epochs"}
+_EXACT = {"n_images", "n_tokens", "n_unlabeled", "oti_steps", "phi_epochs", "k", "n_queries"}
 
 
 def kind_of(key: str) -> str:
@@ -322,6 +325,12 @@ def kind_of(key: str) -> str:
         return "map"
     if re.search(r"Recall@\d+$", key) or key.startswith("own_word_top5/") or leaf == "top10_overlap":
         return "share"
+    if leaf.endswith("_gap"):
+        return "agreement"
+    if leaf.startswith("recall_"):
+        return "share"
+    if leaf.startswith("map_at_"):
+        return "map"
     if leaf.startswith("final_"):
         return "loss"
     if "cos" in leaf:
@@ -330,7 +339,7 @@ def kind_of(key: str) -> str:
         return "norm"
     if "rank" in leaf:
         return "rank"
-    if "hits" in leaf or leaf == "own_word_images":
+    if "hits" in leaf or leaf in ("own_word_images", "false_negative_queries", "ground_truths_per_query"):
         return "count"
     raise KeyError(f"recorded number {key!r}: give it a kind in tests/test_notebooks.py::kind_of")
 
@@ -449,6 +458,8 @@ def test_quick_profile_numbers(quick_run, request):
     nb1 = r["01_textual_inversion"]
     assert nb1["self_rank_after"] < nb1["self_rank_before"]
     assert nb1["composed_hits_after"] > nb1["composed_hits_before"]
+    # The OTI written out in the notebook is the library's, up to rounding (the tolerance it prints).
+    assert 0 <= nb1["oti_from_scratch_gap"] < 1e-4
     nb2 = r["02_pseudo_word_visualisation"]
     assert nb2["word_cosine_with_regulariser"] > nb2["word_cosine_without"]
     assert nb2["phi_oti_cosine"] > nb2["phi_oti_cosine_other_images"] + 0.1
@@ -456,6 +467,13 @@ def test_quick_profile_numbers(quick_run, request):
     nb3 = r["03_training_phi"]
     assert nb3["searle/mAP@10"] > nb3["image-only/mAP@10"]
     assert nb3["phi_seconds_per_image"] * 100 < nb3["oti_seconds_per_image"]
+    # φ's training loop written out in notebook 3 gives the library's φ, up to rounding.
+    assert 0 <= r["03_training_phi"]["phi_from_scratch_gap"] < 1e-4
+    nb6 = r["06_evaluation_and_circo"]
+    assert nb6["ap_by_hand_gap"] < 1e-12  # AP@k by hand is the library's
+    # Every ground truth counted can only find more: the single-target recall is a lower bound.
+    assert nb6["recall_single_target"] <= nb6["recall_any_ground_truth"]
+    assert nb6["ground_truths_per_query"] > 1 and nb6["false_negative_queries"] >= 1
     nb4 = r["04_results_tables"]
     key = "shapes/shapes-clip/{}/mAP@10"
     assert nb4["shapes/shapes-clip/skipped"] == []

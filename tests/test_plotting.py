@@ -156,3 +156,29 @@ def test_saved_figure_bytes_depend_on_the_figure_only(tmp_path):
     assert first == second
     # No matplotlib version (nor any other text chunk) in the file: another environment writes the same bytes.
     assert b"tEXt" not in first and b"matplotlib" not in first.lower()
+
+
+def _small_texts(fig) -> list[tuple[str, float]]:
+    fig.canvas.draw()  # tick labels exist once drawn
+    return [
+        (t.get_text(), t.get_fontsize())
+        for t in fig.findobj(matplotlib.text.Text)
+        if t.get_text().strip() and t.get_visible() and t.get_fontsize() < 9
+    ]
+
+
+def test_figure_text_is_at_least_9_points():
+    """Readable at notebook width: no title, label, legend, tick or annotation below 9 pt."""
+    fig, axes = plt.subplots(1, 3)
+    plotting.plot_nearest_words([("red", 0.8), ("circle", 0.5)], ax=axes[0], title="t")
+    path = np.cumsum(np.random.default_rng(1).normal(size=(10, 2)), 0)
+    plotting.plot_token_path(
+        np.random.default_rng(0).normal(size=(5, 2)), list("abcde"), path, ax=axes[1], steps=list(range(10)), title="t"
+    )
+    plotting.plot_agreement(np.linspace(0.5, 0.9, 20), ax=axes[2], reference=0.1)
+    example = plotting.RetrievalExample(
+        image(0), "is blue", [image(i) for i in range(4)], [False, True, False, False], "x"
+    )
+    grid = plotting.retrieval_grid([example] * 2, title="examples")
+    row = plotting.image_row([image(i) for i in range(3)], ["a", "b", "c"])
+    assert [_small_texts(f) for f in (fig, grid, row)] == [[], [], []]

@@ -29,6 +29,7 @@ NOTEBOOKS: tuple[str, ...] = (
     "03_training_phi",
     "04_results_tables",
     "05_ablations",
+    "06_evaluation_and_circo",
 )
 #: Parameters the runner sets itself (not in profiles): where figures and recorded numbers go.
 RUNNER_PARAMETERS: tuple[str, ...] = ("figures_dir", "out_dir")

@@ -312,7 +312,8 @@ def open_study(
             world = ShapesWorld(WorldConfig.quick() if s.quick else WorldConfig())
             model = open_backbone(s.backbone, s.pretrained, s.device, s.seed)
         else:
-            world, model = world_setup(quick=s.quick, device=s.device, progress=s.progress)
+            # The first use trains the world CLIP for minutes: its bar shows whatever ``progress`` says.
+            world, model = world_setup(quick=s.quick, device=s.device, progress=True)
         model = configure_for_dataset(model, s.dataset, s.preprocess or None, s.num_workers)
         bench = world.benchmark(s.split)
         return Study(

@@ -88,7 +88,7 @@ def save_figure(fig: Figure, figures_dir: str | os.PathLike | None, name: str, d
 
 
 def show_image(
-    ax: Axes, image: Image.Image | np.ndarray, title: str | None = None, border: str | None = None, fontsize: float = 8
+    ax: Axes, image: Image.Image | np.ndarray, title: str | None = None, border: str | None = None, fontsize: float = 9
 ) -> Figure:
     """Draw an image without ticks; ``border`` colours a thick frame (e.g. a ground truth).
 

@@ -65,7 +65,7 @@ def plot_series(
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=8)
+    ax.legend(frameon=False, fontsize=9)
     return fig
 
 
@@ -119,7 +119,7 @@ def plot_ema_vs_raw(
         zorder=4,
         label=f"raw token, last step ({raw_final:.2f})",
     )
-    ax.legend(frameon=False, fontsize=8, loc="best")
+    ax.legend(frameon=False, fontsize=9, loc="best")
     return fig
 
 
@@ -176,7 +176,7 @@ def plot_validation(
     ax.set_ylabel(f"{metric} (%)")
     ax.set_title(title or f"validation {metric} per epoch")
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=8)
+    ax.legend(frameon=False, fontsize=9)
     return fig
 
 

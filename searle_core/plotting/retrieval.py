@@ -64,7 +64,7 @@ def retrieval_grid(
     for row, example in enumerate(examples):
         head = f"{method_label(example.label)}\n" if example.label else ""
         show_image(axes[row, 0], example.query_image, border="#1f77b4")
-        axes[row, 0].set_title(head + wrap(f"+ “{example.caption}”", 26), fontsize=7.5, loc="left")
+        axes[row, 0].set_title(head + wrap(f"+ “{example.caption}”", 26), fontsize=9, loc="left")
         for j in range(k):
             ax = axes[row, j + 1]
             if j >= len(example.results):
@@ -75,7 +75,7 @@ def retrieval_grid(
             show_image(ax, example.results[j], border=GROUND_TRUTH if hit else MISS)
             ax.set_title(
                 f"{j + 1}{' ✓' if hit else ''}{(' ' + sub) if sub else ''}",
-                fontsize=7.5,
+                fontsize=9,
                 color=GROUND_TRUTH if hit else "#444444",
             )
     if title:
@@ -127,7 +127,7 @@ def plot_method_bars(
         )
         for x, y in zip(xs, ys):
             if not np.isnan(y):
-                ax.text(x, y, f"{y:.1f}", ha="center", va="bottom", fontsize=7)
+                ax.text(x, y, f"{y:.1f}", ha="center", va="bottom", fontsize=9)
         if paper and paper in part:
             ps = [part.loc[part[method] == m, paper] for m in methods]
             ps = np.array([float(p.iloc[0]) if len(p) and pd.notna(p.iloc[0]) else np.nan for p in ps])
@@ -142,13 +142,13 @@ def plot_method_bars(
                     zorder=3,
                     label="paper" if not any(c.get_label() == "paper" for c in ax.collections) else None,
                 )
-    ax.set_xticks(np.arange(len(methods)), [method_label(m) for m in methods], rotation=20, ha="right", fontsize=8)
+    ax.set_xticks(np.arange(len(methods)), [method_label(m) for m in methods], rotation=20, ha="right", fontsize=9)
     ax.set_ylabel(ylabel or f"{metric} (%)")
     ax.grid(axis="y", alpha=0.3)
     if title:
         ax.set_title(title)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(frameon=False, fontsize=8)
+        ax.legend(frameon=False, fontsize=9)
     return fig
 
 
@@ -171,7 +171,7 @@ def plot_ablation(
         for _, row in rows.iterrows():
             full = baseline is not None and row["variant"] == baseline
             ax.barh(y, row[metric], color=colours.get(part, "#777777"), alpha=1.0 if full else 0.55)
-            ax.text(row[metric], y, f" {row[metric]:.1f}", va="center", fontsize=8)
+            ax.text(row[metric], y, f" {row[metric]:.1f}", va="center", fontsize=9)
             if full:
                 ax.axvline(row[metric], ls="--", lw=0.8, color=colours.get(part, "#777777"))
             labels.append(f"{part}: {row['variant']}")
@@ -182,7 +182,7 @@ def plot_ablation(
     for _, rows in table.groupby("part", sort=False):
         positions += [y + i for i in range(len(rows))]
         y += len(rows) + 0.5
-    ax.set_yticks(positions, labels, fontsize=8)
+    ax.set_yticks(positions, labels, fontsize=9)
     ax.invert_yaxis()
     ax.set_xlabel(f"{metric} (%)")
     ax.set_xlim(0, table[metric].max() * 1.18)
@@ -219,7 +219,7 @@ def plot_ablation_curve(
     fig, ax = new_axes(ax, figsize=(4.5, 3.2))
     ax.plot(x, y, marker="o", label=label, color=colour)
     for xi, yi in zip(x, y):
-        ax.annotate(f"{yi:.1f}", (xi, yi), fontsize=7, xytext=(0, 5), textcoords="offset points", ha="center")
+        ax.annotate(f"{yi:.1f}", (xi, yi), fontsize=9, xytext=(0, 5), textcoords="offset points", ha="center")
     for name, value in (reference or {}).items():
         ax.axhline(value, ls="--", lw=1, color=method_colour(name), label=method_label(name))
     if logx:
@@ -231,5 +231,5 @@ def plot_ablation_curve(
     if title:
         ax.set_title(title)
     if label or reference:
-        ax.legend(frameon=False, fontsize=8)
+        ax.legend(frameon=False, fontsize=9)
     return fig

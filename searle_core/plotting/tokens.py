@@ -31,16 +31,16 @@ def plot_nearest_words(
     labels = [w for w, _ in words]
     values = [s for _, s in words]
     ax.barh(range(len(words)), values, color=colour)
-    ax.set_yticks(range(len(words)), labels, fontsize=8)
+    ax.set_yticks(range(len(words)), labels, fontsize=9)
     ax.invert_yaxis()
     lo = min(0.0, min(values, default=0.0))
     ax.set_xlim(lo, max(max(values, default=0.0) * 1.25, 0.05))
     for i, value in enumerate(values):
-        ax.text(value, i, f" {value:.2f}", va="center", fontsize=7)
-    ax.set_xlabel("cosine to S*", fontsize=8)
-    ax.tick_params(axis="x", labelsize=7)
+        ax.text(value, i, f" {value:.2f}", va="center", fontsize=9)
+    ax.set_xlabel("cosine to S*", fontsize=9)
+    ax.tick_params(axis="x", labelsize=9)
     if title:
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title, fontsize=9)
     return fig
 
 
@@ -112,16 +112,16 @@ def plot_token_path(
         cloud = ax.scatter(words_xy[:, 0], words_xy[:, 1], s=22, color="#999999", zorder=2)
         cloud._is_word_cloud = True
         for (x, y), word in zip(words_xy, word_labels):
-            ax.annotate(word, (x, y), fontsize=8, color="#444444", xytext=(3, 3), textcoords="offset points")
+            ax.annotate(word, (x, y), fontsize=9, color="#444444", xytext=(3, 3), textcoords="offset points")
     ax.plot(path_xy[:, 0], path_xy[:, 1], "-", color=colour, lw=1.5, alpha=0.9, label=label, zorder=3)
     ax.scatter(*path_xy[0], marker="o", s=40, facecolor="white", edgecolor=colour, zorder=4)
     ax.scatter(*path_xy[-1], marker="*", s=160, color=colour, edgecolor="black", lw=0.5, zorder=5)
     if steps is not None:
         ax.annotate(
-            f"step {steps[0]}", path_xy[0], fontsize=7, color=colour, xytext=(4, -10), textcoords="offset points"
+            f"step {steps[0]}", path_xy[0], fontsize=9, color=colour, xytext=(4, -10), textcoords="offset points"
         )
         ax.annotate(
-            f"step {steps[-1]}", path_xy[-1], fontsize=7, color=colour, xytext=(7, 5), textcoords="offset points"
+            f"step {steps[-1]}", path_xy[-1], fontsize=9, color=colour, xytext=(7, 5), textcoords="offset points"
         )
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
@@ -129,7 +129,7 @@ def plot_token_path(
     ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=10)
-    ax.legend(frameon=False, fontsize=8, loc="best")
+    ax.legend(frameon=False, fontsize=9, loc="best")
     return fig
 
 
@@ -176,11 +176,11 @@ def plot_wordness(
                 word_norm,
                 "mean norm of real words",
                 transform=ax.get_yaxis_transform(),
-                fontsize=7,
+                fontsize=9,
                 va="bottom",
                 color="#555555",
             )
-        ax.set_xticks(range(len(settings)), settings, fontsize=8)
+        ax.set_xticks(range(len(settings)), settings, fontsize=9)
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
     return fig
@@ -204,5 +204,5 @@ def plot_agreement(
     ax.set_xlabel(xlabel)
     ax.set_ylabel("images")
     ax.set_title(title)
-    ax.legend(frameon=False, fontsize=8)
+    ax.legend(frameon=False, fontsize=9)
     return fig

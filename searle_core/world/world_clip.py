@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -200,6 +201,24 @@ def _vocabulary_ids(tokenizer) -> list[int]:
     return sorted(ids)
 
 
+class _RandomInitFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+class _quiet_random_init:
+    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" warning (logged on the
+    root logger) while the world CLIP is built from scratch; every other message still shows."""
+
+    def __enter__(self):
+        self.filter = _RandomInitFilter()
+        logging.getLogger().addFilter(self.filter)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger().removeFilter(self.filter)
+
+
 def train_world_clip(
     config: WorldCLIPConfig = WorldCLIPConfig(),
     progress: bool = True,
@@ -217,7 +236,10 @@ def train_world_clip(
         ``(state_dict, log)`` where ``log`` has per-step losses and the training time.
     """
     torch.manual_seed(config.seed)
-    model = open_clip.create_model(WORLD_BACKBONE, pretrained=None)
+    # Random initialisation is the point here; open_clip's warning that no pretrained weights were
+    # loaded reads as an error in a notebook (red), so it is filtered for this one call.
+    with _quiet_random_init():
+        model = open_clip.create_model(WORLD_BACKBONE, pretrained=None)
     model.train()
     world = ShapesWorld(config.world)
     mean, std = model.visual.preprocess_cfg["mean"], model.visual.preprocess_cfg["std"]
@@ -284,6 +306,11 @@ def world_clip_weights(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{WORLD_BACKBONE}-{config.cache_key()}.pt"
     if not path.is_file():
+        # One plain sentence instead of silence: this happens once per machine and takes minutes.
+        print(
+            f"Training the world CLIP ({WORLD_BACKBONE}, {config.steps} steps) once; it is cached in {folder}.",
+            flush=True,
+        )
         state, log = train_world_clip(config, progress=progress)
         atomic_save(state, path)  # a killed run never leaves a half-written cache entry
         atomic_write_text(json.dumps(log), path.with_suffix(".json"))

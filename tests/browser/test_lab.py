@@ -210,3 +210,22 @@ def test_notebook_1_runs_in_the_ui_and_its_explorer_answers(lab, page, run_dir):
     lab.summary["explorer_redraw_s"] = round(time.perf_counter() - typed, 2)
     explorer.screenshot(path=str(run_dir / "explorer-after.png"))
     assert not explorer.locator(_STDERR).count(), explorer.inner_text()
+
+
+@pytest.mark.parametrize("stem", ["03_training_phi", "06_evaluation_and_circo"])
+def test_notebook_runs_in_the_ui_with_its_formulas(stem, lab, page, run_dir):
+    """Notebooks 3 and 6 (the written-out φ training; the metrics) run with Run All Cells without an error,
+    and their formulas are typeset (MathJax output in the Markdown cells whose source means math)."""
+    nb = nbformat.read(lab.root / f"{stem}.ipynb", as_version=4)
+    n_code = sum(c.cell_type == "code" for c in nb.cells)
+    _open(page, lab, f"{stem}.ipynb", len(nb.cells))
+    _wait_for_kernel(page)
+    start = time.perf_counter()
+    prompts = _run_all(page, n_code)
+    lab.summary[f"{stem}_run_all_s"] = round(time.perf_counter() - start, 1)
+    page.screenshot(path=str(run_dir / f"{stem}-after-run.png"))
+    assert not _error_outputs(page), f"error output in {stem}: {_error_outputs(page)}"
+    assert all(any(ch.isdigit() for ch in p) for p in prompts), f"not every code cell ran: {prompts}"
+    assert not _saved_errors(page, lab.root / f"{stem}.ipynb")
+    math = page.locator(".jp-RenderedMarkdown mjx-container").count()
+    assert math >= sum(means_math(c.source) for c in nb.cells if c.cell_type == "markdown"), math
