@@ -28,6 +28,7 @@ import nbformat
 import pytest
 from conftest import _world_clip_module
 
+from searle_core.infra.errors import InputError
 from searle_core.notebook import papermill_runner as paper
 
 NOTEBOOKS = paper.NOTEBOOKS
@@ -119,7 +120,7 @@ def test_kernel_searle_is_this_environment():
 
 def test_missing_kernel_is_a_one_line_error_with_the_command():
     with pytest.raises(
-        RuntimeError,
+        InputError,
         match=r"kernel 'no-such-kernel' is not registered .* ipykernel install "
         r"--sys-prefix --name no-such-kernel",
     ):

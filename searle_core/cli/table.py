@@ -50,8 +50,18 @@ def run_table(args: argparse.Namespace) -> int:
     backbone = load_backbone_from_args(args)
     bench = benchmark_from_args(args, backbone)
     ctx = context_from_args(args, backbone)
+    # LinCIR trains on a text corpus: without one (a dataset that brings none and no --captions) its row
+    # is left out with a note, rather than stopping the table after the other rows were computed.
+    no_corpus = bench.text_corpus is None and ctx.captions_corpus is None and "lincir" not in ctx.checkpoints
+    skip = {"lincir": "trains on captions: pass --captions FILE (or --lincir-checkpoint)"} if no_corpus else {}
     table = evaluate_methods(
-        bench, backbone, methods, ctx, log=None if args.json else print, phi_distilled=not args.phi_checkpoint
+        bench,
+        backbone,
+        methods,
+        ctx,
+        log=None if args.json else print,
+        phi_distilled=not args.phi_checkpoint,
+        skip=skip,
     )
     stem = f"{args.dataset}-{args.split}" + ("-quick" if args.quick and args.dataset == "shapes" else "")
     csv_path, md_path = write_table(table, Path(args.out), stem)

@@ -32,6 +32,7 @@ TABLE_METHODS: tuple[str, ...] = (
     "pic2word",
     "searle-oti",
     "searle",
+    "lincir",
 )
 #: Printed names, as in the paper.
 DISPLAY_NAMES: dict[str, str] = {
