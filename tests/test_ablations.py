@@ -158,3 +158,43 @@ def test_phi_validation_curve_is_the_benchmark_asked_for(tiny_study):
     # Validation does not change training: the retrained φ is the same network.
     for a, b in zip(plain.phi.state_dict().values(), on_full.phi.state_dict().values()):
         torch.testing.assert_close(a, b)
+
+
+def test_each_variant_changes_one_setting_and_says_which():
+    from searle_core.notebook import ablations
+
+    variants = ablations.oti_variants(150, (50, 150, 350)) + ablations.phi_variants((0.1, 1.0))
+    table = ablations.variant_table(variants)
+    changed = table[table.setting != "(none)"]
+    assert changed.groupby(["part", "variant"]).size().max() == 1  # one changed setting per variant
+    assert set(table[table.setting == "(none)"].variant) == {ablations.FULL}
+    by_name = dict(zip(zip(changed.part, changed.variant), zip(changed.setting, changed.value)))
+    assert by_name["OTI", "no phrase regulariser"] == ("OTIConfig.lambda_gpt", 0.0)
+    assert by_name["OTI", "50 steps"] == ("OTIConfig.steps", 50) and ("OTI", "150 steps") not in by_name
+    assert by_name["φ", "10 % of images"] == ("share of φ's unlabeled images", 0.1)
+
+
+def test_ablation_intervals_read_as_the_interval_says():
+    from searle_core.datasets.base import CIRBenchmark, CIRQuery, ImageSource
+    from searle_core.notebook import ablations
+
+    gallery = [f"g{i}" for i in range(60)]
+    queries = [CIRQuery(str(i), f"r{i}", ("x",), gallery[i], (gallery[i],)) for i in range(40)]
+    bench = CIRBenchmark("shapes", "val", queries, gallery, ImageSource())
+    right = [[gallery[i]] + [g for g in gallery if g != gallery[i]][:9] for i in range(40)]
+    wrong = [[g for g in gallery if g != gallery[i]][:10] for i in range(40)]
+    mixed = [right[i] if i % 2 else wrong[i] for i in range(40)]
+    study = type("S", (), {"bench": bench})()
+    rankings = {
+        ("OTI", ablations.FULL): right,
+        ("OTI", "broken"): wrong,
+        ("OTI", "same"): right,
+        ("φ", ablations.FULL): mixed,
+        ("φ", "better"): right,
+    }
+    table = ablations.intervals(study, rankings, n_resamples=500).set_index("variant")
+    assert table.loc["broken", "reading"] == "clearly lower" and table.loc["broken", "difference"] == -100.0
+    assert table.loc["same", "reading"] == "within noise" and table.loc["same", "difference"] == 0.0
+    assert table.loc["better", "reading"] == "clearly higher"
+    assert table.loc["better", "difference"] == pytest.approx(50.0, rel=1e-9)
+    assert ablations.reading(-3.0, 1.0) == "within noise"

@@ -142,6 +142,7 @@ EXPECTED_FIGURES = (
     "03_time_per_image",
     "04_methods_shapes",
     "04_examples_shapes_shapes-clip",
+    "04_two_phis_shapes",
     "05_ablations",
     "06_query",
     "06_false_negatives",

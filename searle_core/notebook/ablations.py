@@ -24,6 +24,7 @@ from searle_core.infra.files import atomic_write_text
 from searle_core.infra.markdown import markdown_table
 from searle_core.inversion.concepts import Vocabulary
 from searle_core.jobs.prepare import evaluate
+from searle_core.metrics.significance import compare_methods
 from searle_core.notebook.inversions import SNAPSHOT_STEPS, benchmark_oti, phi_recipe, subset_indices, train_study_phi
 from searle_core.notebook.record import Recorder
 from searle_core.notebook.study import Study
@@ -54,6 +55,16 @@ class Variant:
     phrases: str = "generated"
     data_fraction: float = 1.0
 
+    def changes(self) -> list[tuple[str, object]]:
+        """The settings this variant changes from the full method, as ``(setting, value)`` pairs."""
+        out: list[tuple[str, object]] = [(f"OTIConfig.{k}", v) for k, v in self.oti.items()]
+        out += [(f"PhiLossConfig.{k}", v) for k, v in self.loss.items()]
+        if self.phrases != "generated":
+            out.append(("regulariser phrases", f"{self.phrases} ({TEMPLATE_ONLY_PHRASES[0]!r} per concept)"))
+        if self.data_fraction < 1.0:
+            out.append(("share of φ's unlabeled images", self.data_fraction))
+        return out
+
 
 def oti_variants(steps: int, step_grid: tuple[int, ...] | list[int] = (50, 150, 350)) -> list[Variant]:
     """The OTI rows: full, no regulariser, templates only, each step count of ``step_grid``, no EMA.
@@ -81,6 +92,15 @@ def phi_variants(fractions: tuple[float, ...] | list[float] = (0.01, 0.03, 0.1, 
     ]
     rows += [Variant("φ", f"{100 * f:g} % of images", data_fraction=float(f)) for f in fractions if float(f) < 1.0]
     return rows
+
+
+def variant_table(variants: list[Variant]) -> pd.DataFrame:
+    """One row per variant: its part, its name, the one setting it changes and the value it takes."""
+    rows = []
+    for v in variants:
+        changes = v.changes() or [("(none)", "the paper's settings")]
+        rows += [{"part": v.part, "variant": v.name, "setting": k, "value": value} for k, value in changes]
+    return pd.DataFrame(rows)
 
 
 def template_vocabulary(vocabulary: Vocabulary, templates: tuple[str, ...] = TEMPLATE_ONLY_PHRASES) -> Vocabulary:
@@ -127,6 +147,7 @@ def run_variant(
     phi_epochs: int,
     phi_images: int | None = None,
     equal_steps: bool = True,
+    rankings: dict[tuple[str, str], list[list[str]]] | None = None,
 ) -> dict:
     """Evaluate one variant; returns its flat metrics plus ``seconds`` (OTI or φ training, as run).
 
@@ -138,12 +159,15 @@ def run_variant(
         phi_images: unlabeled images of the full φ (``None``: all).
         equal_steps: φ on a data fraction gets proportionally more epochs, so every φ variant takes
             the same number of optimiser steps (else a 1 % φ would also be a 100× less trained φ).
+        rankings: filled with the variant's rankings under ``(part, name)``, for the paired bootstrap.
     """
     ctx = study.context(oti_steps=oti_steps)
     if variant.part == "OTI":
         tokens, seconds = _oti_tokens(study, variant, oti_steps)
-        ctx.tokens["searle-oti"] = tokens
+        ctx.give_tokens("searle-oti", tokens)
         result = evaluate("searle-oti", study.bench, study.backbone, ctx, gallery=study.gallery())
+        if rankings is not None:
+            rankings[variant.part, variant.name] = result.rankings
         return {**flatten(result.metrics), "seconds": seconds + result.seconds}
     epochs = phi_epochs
     if equal_steps and variant.data_fraction < 1.0:
@@ -151,8 +175,10 @@ def run_variant(
     trained = train_study_phi(
         study, ctx.oti_config, epochs, phi_images, variant.loss, variant.data_fraction, validate=False
     )
-    ctx.phi = trained.phi
+    ctx.give_network("searle", trained.phi)
     result = evaluate("searle", study.bench, study.backbone, ctx, gallery=study.gallery())
+    if rankings is not None:
+        rankings[variant.part, variant.name] = result.rankings
     return {**flatten(result.metrics), "seconds": trained.train_seconds + result.seconds}
 
 
@@ -166,6 +192,7 @@ def run_ablations(
     parts: tuple[str, ...] = ("OTI", "φ"),
     equal_steps: bool = True,
     progress: bool = True,
+    rankings: dict[tuple[str, str], list[list[str]]] | None = None,
 ) -> pd.DataFrame:
     """Every ablation row of ``parts`` on ``study.bench``.
 
@@ -180,6 +207,7 @@ def run_ablations(
         parts: which parts to run.
         equal_steps: see :func:`run_variant`.
         progress: print each row as it finishes.
+        rankings: filled with each variant's rankings under ``(part, name)`` (:func:`intervals`).
 
     Returns:
         One row per variant: ``part``, ``variant``, the benchmark's metrics, ``seconds``, and for
@@ -193,7 +221,7 @@ def run_ablations(
     )
     rows = []
     for variant in variants:
-        metrics = run_variant(study, variant, oti_steps, phi_epochs, phi_images, equal_steps)
+        metrics = run_variant(study, variant, oti_steps, phi_epochs, phi_images, equal_steps, rankings)
         steps = variant.oti.get("steps", oti_steps) if variant.part == "OTI" else None
         rows.append(
             {
@@ -211,6 +239,44 @@ def run_ablations(
                 f"({metrics['seconds']:.1f} s)",
                 flush=True,
             )
+    return pd.DataFrame(rows)
+
+
+def reading(low: float, high: float) -> str:
+    """What a difference's interval says: ``clearly higher``/``clearly lower`` when it excludes zero."""
+    return "clearly higher" if low > 0 else "clearly lower" if high < 0 else "within noise"
+
+
+def intervals(
+    study: Study, rankings: dict[tuple[str, str], list[list[str]]], n_resamples: int = 10_000, seed: int = 0
+) -> pd.DataFrame:
+    """Every variant against its part's full method on the same queries: the difference of the
+    benchmark's headline metric with its paired-bootstrap interval, and :func:`reading` of it.
+
+    Args:
+        study: the benchmark the rankings are of.
+        rankings: ``(part, variant) -> rankings``, as :func:`run_ablations` fills them.
+        n_resamples: bootstrap resamples.
+        seed: resampling seed.
+    """
+    rows = []
+    for part in dict.fromkeys(p for p, _ in rankings):
+        by_name = {name: r for (p, name), r in rankings.items() if p == part}
+        if FULL not in by_name:
+            continue
+        for d in compare_methods(study.bench, by_name, FULL, n_resamples=n_resamples, seed=seed):
+            if d.method != FULL:
+                rows.append(
+                    {
+                        "part": part,
+                        "variant": d.method,
+                        "metric": d.metric,
+                        "difference": d.diff,
+                        "low": d.low,
+                        "high": d.high,
+                        "reading": reading(d.low, d.high),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
