@@ -20,6 +20,7 @@ from searle_core.baselines import (
 from searle_core.baselines.palavra import optimise_tokens, palavra_pretraining_loss
 from searle_core.clip.text_encoding import encode_text, encode_with_pseudo_tokens
 from searle_core.datasets.features import reference_features
+from searle_core.infra.errors import InputError
 from searle_core.infra.files import atomic_save
 from searle_core.inversion import OTIConfig, PhraseFeatureCache, TokenCache, make_sampler
 from searle_core.jobs import trained
