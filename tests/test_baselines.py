@@ -276,7 +276,7 @@ def test_hf_captioner_runs_an_injected_model_in_batches():
 
 def test_hf_captioner_without_transformers_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
-    with pytest.raises(RuntimeError, match="pip install 'transformers"):
+    with pytest.raises(InputError, match="pip install 'transformers"):
         HFCaptioner("Salesforce/blip-image-captioning-base")([])
 
 
