@@ -128,7 +128,8 @@ def write_cirr_submission(
 
 def _text_writer(text: str):
     def write(tmp: str) -> None:
-        Path(tmp).write_text(text, encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
 
     return write
 
