@@ -23,6 +23,20 @@ def _data(tmp_path, monkeypatch):
 
 
 # ---- YAML ------------------------------------------------------------------------------------------
+@pytest.fixture
+def no_notebooks(monkeypatch):
+    """A profile that loads must not start a kernel here: a regression fails at once, never runs notebooks."""
+    import papermill
+
+    from searle_core.notebook import papermill_runner
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the profile was accepted and a notebook would run")
+
+    monkeypatch.setattr(papermill_runner, "require_kernel", refuse)
+    monkeypatch.setattr(papermill, "execute_notebook", refuse)
+
+
 def _alias_bomb(levels: int, width: int = 9) -> str:
     lines = ["x-bomb:", "  l0: &l0 [" + ", ".join(["1"] * width) + "]"]
     for level in range(1, levels + 1):
@@ -31,7 +45,7 @@ def _alias_bomb(levels: int, width: int = 9) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_yaml_alias_bomb_is_refused_quickly_naming_file_and_line(tmp_path, capsys):
+def test_yaml_alias_bomb_is_refused_quickly_naming_file_and_line(tmp_path, capsys, no_notebooks):
     profile = tmp_path / "bomb.yaml"
     profile.write_text(_alias_bomb(6))  # 9**6 values once expanded; nine levels never finish
     start = time.perf_counter()
@@ -48,7 +62,7 @@ def test_yaml_anchors_and_merge_keys_still_work(tmp_path):
     assert load_profile(profile).notebooks["01_textual_inversion"] == {"quick": True, "seed": 4}
 
 
-def test_yaml_duplicate_key_is_refused_naming_key_and_lines(tmp_path, capsys):
+def test_yaml_duplicate_key_is_refused_naming_key_and_lines(tmp_path, capsys, no_notebooks):
     profile = tmp_path / "twice.yaml"
     profile.write_text("notebooks:\n  01_textual_inversion:\n    seed: 1\n    quick: true\n    seed: 2\n")
     fails(capsys, ["paper", "--profile", profile, "--out", tmp_path / "runs"], profile, "line 5", "'seed'", "line 3")
