@@ -75,7 +75,9 @@ def _interrupted_run(tmp_path, capsys, monkeypatch, after: int = 2) -> Path:
     status, _, err = searle(capsys, *OTI, "--out", out)
     monkeypatch.setattr(oti_run, "oti", real)
     assert status == 130
-    assert err.strip().splitlines()[-1] == f"searle oti: interrupted; resume with --resume (--out {out})"
+    assert err.strip().splitlines()[-1] == (
+        f"searle oti: interrupted; kept {after} finished batches in {out}; resume with --resume (--out {out})"
+    )
     assert "Traceback" not in err and not (out / "tokens.pt").exists()
     assert len(list((out / "chunks").glob("*.pt"))) == after
     return out

@@ -16,7 +16,9 @@ import logging
 import os
 import pickle
 import pkgutil
+import signal
 import sys
+import threading
 
 from searle_core.infra.errors import InputError
 from searle_core.metrics.circo_server import CIRCOScoringError
@@ -58,21 +60,51 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR)
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("SEARLE_DEBUG", "") not in ("", "0")
+    received: list[int] = []
+    previous = _stop_on_sigterm(received)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         if debug:
             raise
-        # Run folders keep every finished batch/epoch: say how to continue, not where Python was.
-        resumable = getattr(args, "out", None) is not None and hasattr(args, "resume")
-        hint = f"; resume with --resume (--out {args.out})" if resumable else ""
-        print(f"searle {args.command}: interrupted{hint}", file=sys.stderr)
-        return 130
+        print(f"searle {args.command}: {_interrupted(args)}", file=sys.stderr)
+        return 128 + (received[0] if received else signal.SIGINT)
     except USER_ERRORS as err:
         if debug:
             raise
         print(f"searle {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm(received: list[int]):
+    """Make SIGTERM (``kill``, a batch scheduler's stop, torchrun stopping its workers) stop a
+    command as Ctrl-C does, so run folders keep every finished batch or epoch; returns the handler
+    it replaced (``None`` when not installed: off the main thread, or a handler set by the caller)."""
+
+    def stop(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        return None
+    signal.signal(signal.SIGTERM, stop)
+    return previous
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """The exit line of an interrupted command: what a run folder kept and how to continue."""
+    # Run folders keep every finished batch/epoch: say how to continue, not where Python was.
+    if getattr(args, "out", None) is None or not hasattr(args, "resume"):
+        return "interrupted"
+    kept = getattr(args, "kept", None)
+    said = f"; {kept(args.out)}" if kept is not None else ""
+    return f"interrupted{said}; resume with --resume (--out {args.out})"
 
 
 if __name__ == "__main__":

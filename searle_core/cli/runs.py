@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from searle_core.cli.common import add_backbone_options, load_backbone_from_args, print_json
 from searle_core.cli.evaluate import benchmark_from_args, vocabulary_from_args
@@ -24,7 +25,9 @@ from searle_core.inversion.phi_training import PhiTrainConfig
 from searle_core.jobs import OTIRunConfig, read_manifest, run_oti
 from searle_core.jobs.authors_oti import IMPORTED, import_authors_oti, is_authors_oti, read_authors_oti
 from searle_core.jobs.oti_inputs import vocabulary_fingerprint
-from searle_core.jobs.phi_run import benchmark_validator, run_train_phi
+from searle_core.jobs.oti_run import kept_batches
+from searle_core.jobs.phi_run import benchmark_validator, kept_epochs, run_train_phi
+from searle_core.jobs.run_folder import check_ours
 from searle_core.world import ShapesWorld, WorldConfig
 
 OTI_DATASETS = ("shapes", "imagenet", "cirr", "fashioniq", "circo")
@@ -79,14 +82,17 @@ def register(sub) -> None:
     add_setting(o, "concepts", default=None)
     add_setting(o, "phrases", default=None)
     o.add_argument(
-        "--checkpoint-every", type=positive_int, default=10, help="batches between checkpoints (per process)"
+        "--checkpoint-every",
+        type=positive_int,
+        default=10,
+        help="batches per chunk file (per process); each finished batch is saved at once",
     )
     o.add_argument("--max-images", type=positive_int, default=None, help="only the first N images (smoke runs)")
     add_renamed(o, "--limit", "max_images", "--max-images", type=positive_int)
     add_setting(o, "seed")
     o.add_argument("--no-progress", action="store_true")
     o.add_argument("--json", action="store_true", help="print a one-line JSON summary")
-    o.set_defaults(func=run_oti_command)
+    o.set_defaults(func=run_oti_command, kept=lambda out: f"kept {kept_batches(out)} finished batches in {out}")
 
     t = sub.add_parser("train-phi", help="train φ on the tokens of a finished `searle oti` run (torchrun-ready)")
     add_setting(
@@ -145,7 +151,7 @@ def register(sub) -> None:
     add_setting(t, "seed")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--json", action="store_true", help="print the last history row as one JSON line")
-    t.set_defaults(func=run_train_phi_command)
+    t.set_defaults(func=run_train_phi_command, kept=lambda out: f"kept {kept_epochs(out)} finished epochs in {out}")
 
 
 def _say(message: str) -> None:
@@ -156,7 +162,6 @@ def _say(message: str) -> None:
 
 def oti_images(args: argparse.Namespace) -> tuple[object, list[str], dict]:
     """(image source, names, description) of the images ``searle oti`` inverts."""
-    from pathlib import Path
 
     info = {"dataset": args.dataset, "split": args.split, "path": args.dataset_path}
     if args.dataset == "shapes":
@@ -262,6 +267,7 @@ def _no_validation(phi) -> dict:
 
 def run_train_phi_command(args: argparse.Namespace) -> int:
 
+    check_ours(Path(args.out), "a φ run")  # before <out>/oti-import is written for the authors' tokens
     authors = is_authors_oti(args.oti_tokens)
     if authors:
         if not args.images:
@@ -302,7 +308,6 @@ def run_train_phi_command(args: argparse.Namespace) -> int:
         vocabulary = vocabulary_from_args(args) if args.lambda_gpt > 0 else None
         if authors:
             import os
-            from pathlib import Path
 
             # Their features were made with their --preprocess-type (targetpad by default): so are ours.
             kind = str(recorded.hyperparameters.get("preprocess_type", "targetpad"))

@@ -3,6 +3,8 @@ expected size, written through a temporary file and a rename (see :mod:`searle_c
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -48,4 +50,15 @@ def save_tensor_atomic(path: Path | None, tensor: torch.Tensor) -> None:
     """
     if path is None:
         return
-    atomic_save(tensor, path)
+    save_or_warn(lambda: atomic_save(tensor, path), path, "feature cache")
+
+
+def save_or_warn(save: Callable[[], object], path: Path, what: str) -> bool:
+    """Run ``save()``; a failure to write (full disk, no permission) is said on stderr and the run
+    goes on: a cache only saves time, losing an entry costs a recomputation later, not the run."""
+    try:
+        save()
+        return True
+    except OSError as err:
+        print(f"warning: could not write the {what} {path} ({err}); going on without it", file=sys.stderr)
+        return False

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from searle_core.infra.errors import InputError
@@ -24,6 +26,22 @@ from searle_core.infra.paths import cache_dir
 #: empty rather than guessed: add ``url: sha256`` once a checksum is verified, and every later
 #: download of that URL is checked against it.
 KNOWN_SHA256: dict[str, str] = {}
+
+#: Seconds to wait for a connection, and for each read once connected: a server that accepts and
+#: never answers fails the download instead of hanging the run.
+CONNECT_TIMEOUT, READ_TIMEOUT = 30.0, 60.0
+
+
+def _download(url: str, tmp: str) -> None:
+    """``url`` into the file ``tmp``, with connect and read timeouts (no ``.partial`` files beside it)."""
+    request = urllib.request.Request(url, headers={"User-Agent": "searle"})
+    with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT) as response:
+        # urlopen's timeout bounds the connection; every read after it gets the read timeout.
+        sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+        if sock is not None:
+            sock.settimeout(READ_TIMEOUT)
+        with open(tmp, "wb") as f:
+            shutil.copyfileobj(response, f, 1 << 20)
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -45,8 +63,6 @@ def cached_download(url: str, kind: str = "downloads", known: dict[str, str] | N
     Raises:
         InputError: the download failed (naming the URL) or its checksum differs from the known one.
     """
-    import torch
-
     known = KNOWN_SHA256 if known is None else known
     name = os.path.basename(urllib.parse.urlparse(url).path) or "download"
     key = hashlib.sha256(url.encode()).hexdigest()[:16]
@@ -54,9 +70,20 @@ def cached_download(url: str, kind: str = "downloads", known: dict[str, str] | N
     expected = known.get(url)
     if not path.is_file():
         try:
-            atomic_write(path, lambda tmp: torch.hub.download_url_to_file(url, tmp, progress=False))
+            atomic_write(path, lambda tmp: _download(url, tmp))
+        except TimeoutError as err:
+            raise InputError(
+                f"could not download {url}: the server did not answer within {CONNECT_TIMEOUT:g} s to connect / "
+                f"{READ_TIMEOUT:g} s per read ({err}); check the URL or download the file and pass its path"
+            ) from None
         except Exception as err:  # urllib raises URLError, HTTPError, socket errors, ValueError...
-            raise InputError(f"could not download {url}: {err}") from None
+            reason = getattr(err, "reason", None)
+            if isinstance(reason, TimeoutError):
+                raise InputError(
+                    f"could not download {url}: the server did not answer within {CONNECT_TIMEOUT:g} s ({reason}); "
+                    "check the URL or download the file and pass its path"
+                ) from None
+            raise InputError(f"could not download {url}: {err}; nothing was kept in the cache") from None
     if expected is not None:
         actual = sha256_of(path)
         if actual != expected:

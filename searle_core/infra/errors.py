@@ -179,18 +179,48 @@ def positive_int(text: str) -> int:
     return _bounded_int(text, 1)
 
 
+#: torch.manual_seed's range: anything outside fails deep inside torch ("Overflow when unpacking long long").
+SEED_RANGE = (-(2**63), 2**64 - 1)
+#: Larger step or epoch counts are typing slips (days of compute per batch), refused with the range.
+MAX_STEPS, MAX_EPOCHS = 1_000_000, 100_000
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a seed torch accepts (:data:`SEED_RANGE`)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer seed") from None
+    low, high = SEED_RANGE
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{text} is outside torch's seed range {low} .. {high}")
+    return value
+
+
+def step_count(text: str) -> int:
+    """argparse type: optimisation steps, 1 .. :data:`MAX_STEPS` (the paper: 350)."""
+    return _bounded_int(text, 1, MAX_STEPS, " (the paper: 350)")
+
+
+def epoch_count(text: str) -> int:
+    """argparse type: training epochs, 1 .. :data:`MAX_EPOCHS` (the paper: 100)."""
+    return _bounded_int(text, 1, MAX_EPOCHS, " (the paper: 100)")
+
+
 def nonnegative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     return _bounded_int(text, 0)
 
 
-def _bounded_int(text: str, low: int) -> int:
+def _bounded_int(text: str, low: int, high: int | None = None, note: str = "") -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < low:
         raise argparse.ArgumentTypeError(f"{value} is not allowed; expected an integer >= {low}")
+    if high is not None and value > high:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected an integer from {low} to {high}{note}")
     return value
 
 

@@ -8,9 +8,11 @@ version or the new one, never half a file. Every file the package writes that an
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,33 +25,100 @@ UMASK = os.umask(0)
 os.umask(UMASK)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+class DiskFull(OSError):
+    """A write failed for want of space: the message names the path, the free space and the need."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _megabytes(n: float) -> str:
+    return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
+
+
+def disk_error(err: BaseException, path: Path, needed: int | None = None) -> DiskFull | None:
+    """``err`` as a :class:`DiskFull` naming ``path`` when it means the disk is full, else ``None``.
+
+    torch's writer reports a full disk as ``RuntimeError: [enforce fail at inline_container.cc:672]
+    . unexpected pos 128 vs 0`` (no path, no cause); the OS as ``ENOSPC`` or ``EDQUOT``.
+    """
+    torch_write = isinstance(err, RuntimeError) and any(
+        mark in str(err) for mark in ("inline_container", "PytorchStreamWriter", "unexpected pos")
+    )
+    if not torch_write and not (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)):
+        return None
+    try:
+        free = f"{_megabytes(shutil.disk_usage(path.parent).free)} free"
+    except OSError:
+        free = "free space unknown"
+    need = f", about {_megabytes(needed)} needed" if needed else ""
+    cause = "the disk is full (no space left on device" if not torch_write else "the disk is full or failing (torch"
+    return DiskFull(
+        errno.ENOSPC,
+        f"{path}: could not be written: {cause}; {free}{need}); free some space or write elsewhere, "
+        "then run again (nothing was half-written)",
+    )
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], needed: int | None = None) -> Path:
     """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it over ``path``.
 
     Args:
         path: the target (its folder is created).
         write: writes the whole file at the path it is given.
+        needed: bytes the file takes, if known (said when the disk is full).
 
     Returns:
         ``path``. On any error (or interruption) the temporary file is removed and ``path`` is untouched.
+
+    Raises:
+        DiskFull: the disk is full (an ``OSError`` naming ``path``, the free space and ``needed``).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    return atomic_write_many({Path(path): write}, needed)[0]
+
+
+def atomic_write_many(writes: dict[Path, Callable[[str], None]], needed: int | None = None) -> list[Path]:
+    """Several files, each written to a temporary name; renamed over their targets only once all
+    were written, so a failure (a full disk) leaves every target as it was, never some of them new."""
+    done: list[tuple[str, Path]] = []
     try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~UMASK)
-        os.replace(tmp, path)
+        for path, write in writes.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            done.append((tmp, path))
+            try:
+                write(tmp)
+                os.chmod(tmp, 0o666 & ~UMASK)
+            except (OSError, RuntimeError) as err:
+                full = disk_error(err, path, needed)
+                if full is None:
+                    raise
+                raise full from None
+        for tmp, path in done:
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp, _ in done:
+            Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    return [path for _, path in done]
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp), needed=tensor_bytes(obj))
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in ``obj`` (dicts, lists, tuples walked): about what ``torch.save`` writes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:

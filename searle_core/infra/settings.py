@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from searle_core.infra.errors import epoch_count, seed_int, step_count
+
 
 def _setting(default: Any, help: str, **metadata) -> Any:
     return field(default=default, metadata={"help": help, **metadata})
@@ -199,6 +201,10 @@ def add_renamed(parser: argparse.ArgumentParser, old: str, dest: str, new_flag: 
     )
 
 
+#: Settings whose values torch or the run time bound (see :mod:`searle_core.infra.errors`).
+BOUNDED = {"seed": seed_int, "oti_steps": step_count, "phi_epochs": epoch_count}
+
+
 def add_setting(
     parser: argparse.ArgumentParser, name: str, *, renamed: tuple[str, ...] = (), help: str | None = None, **kwargs
 ) -> argparse.Action:
@@ -213,6 +219,8 @@ def add_setting(
         **kwargs: ``argparse`` keywords (``default`` defaults to the field's, ``type`` to its type).
     """
     spec = _fields()[name]
+    if name in BOUNDED:  # every command's --seed / --oti-steps / --phi-epochs takes the same range
+        kwargs["type"] = BOUNDED[name]
     if str(spec.type) == "bool" and "action" not in kwargs:
         kwargs["action"] = "store_true"
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +126,15 @@ def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_loca
     given, path = str(path), resolve_phi_path(str(path), backbone)
     # A URL is cached under a key of the whole URL (never answered by another host's file of the same name).
     local = cached_download(path, "phi") if path.startswith(("http://", "https://")) else path
+    if path.startswith("file:"):
+        raise InputError(
+            f"φ checkpoint {path!r}: file: URLs are not read; give the file's path "
+            f"({urllib.parse.unquote(urllib.parse.urlparse(path).path)})"
+        )
+    if os.path.isdir(local):
+        inside = sorted(p.name for p in Path(local).glob("*.pt"))[:3]
+        hint = f" (it holds {', '.join(inside)})" if inside else ""
+        raise InputError(f"φ checkpoint {path!r} is a folder{hint}; give the checkpoint file in it, e.g. {path}/phi.pt")
     if not os.path.isfile(local):
         raise FileNotFoundError(
             f"φ checkpoint {path!r} not found. The authors' checkpoints are "

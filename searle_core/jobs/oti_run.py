@@ -4,7 +4,8 @@ A run folder holds:
 
 - ``manifest.json``: hyper-parameters, code version, sessions, whether the run is complete;
 - ``inputs.pt``: image names, their CLIP features and their top concepts (what φ training needs too);
-- ``chunks/*.pt``: tokens of the batches done so far, appended every ``checkpoint_every`` batches;
+- ``chunks/*.pt``: tokens of the batches done so far, each on disk as soon as it finished (a chunk
+  holds up to ``checkpoint_every`` batches);
 - ``tokens.pt``: at the end, ``{"names", "tokens", "raw_tokens"}`` of every image, in dataset order
   (``tokens``: the EMA tokens, what ``searle-oti`` and φ use; ``raw_tokens``: the last optimised
   ones, kept as the authors' ``oti_pseudo_tokens.pt`` beside their ``ema_oti_pseudo_tokens.pt``);
@@ -122,7 +123,7 @@ def run_oti(
         config: hyper-parameters (compared with the folder's on resume).
         resume: continue the run in ``folder`` (a fresh start if there is none).
         force: with ``resume``, accept changed hyper-parameters; without, delete the old run.
-        checkpoint_every: batches between checkpoints (per process).
+        checkpoint_every: batches per chunk file (per process); every finished batch is saved at once.
         progress: progress bar with images/s and ETA (rank 0, its own share).
         info: free-form description kept in the manifest (dataset, split, path).
         on_batch: called after each batch with (batch index, names, tokens), e.g. to log.
@@ -264,8 +265,12 @@ def _invert(
     pending_raw: dict[str, torch.Tensor] = {}  # the non-EMA tokens, merged into tokens.pt at the end
     log: list[dict] = []
     pending_log: list[dict] = []
+    group = [0]
 
-    def flush() -> None:
+    def save_group() -> None:
+        # The group's chunk is rewritten (atomically) after each of its batches, so every finished
+        # batch is on disk at once; a new chunk starts every ``checkpoint_every`` batches, which
+        # bounds both the number of files and the bytes rewritten per batch.
         if pending:
             atomic_save(
                 {
@@ -274,11 +279,8 @@ def _invert(
                     "raw_tokens": torch.stack([pending_raw[n] for n in pending]),
                     "log": pending_log,
                 },
-                folder / CHUNKS / f"r{dist.rank()}-{session}-{len(new):09d}.pt",
+                folder / CHUNKS / f"r{dist.rank()}-{session}-{group[0]:09d}.pt",
             )
-            pending.clear()
-            pending_raw.clear()
-            pending_log.clear()
 
     def record(batch: InvertedBatch) -> None:
         row = {
@@ -294,8 +296,12 @@ def _invert(
         pending_raw.update(zip(batch.names, batch.result.raw_tokens.float().cpu()))
         log.append(row)
         pending_log.append(row)
-        if len(log) % checkpoint_every == 0:
-            flush()
+        save_group()
+        if len(pending_log) >= checkpoint_every:
+            group[0] += 1
+            pending.clear()
+            pending_raw.clear()
+            pending_log.clear()
         if on_batch is not None:
             on_batch(batch.index, batch.names, batch.tokens)
 
@@ -317,8 +323,19 @@ def _invert(
             desc=f"OTI rank 0/{dist.world_size()}" if dist.world_size() > 1 else "OTI",
         )
     finally:
-        flush()  # an interruption keeps every finished batch
+        save_group()  # already on disk unless a save itself was interrupted: write it again
     return new, log
+
+
+def kept_batches(folder: str | Path) -> int:
+    """Finished batches an interrupted run keeps in ``folder`` (its chunks' batches), for the exit line."""
+    kept = 0
+    for path in (Path(folder) / CHUNKS).glob("*.pt"):
+        try:
+            kept += len(torch.load(path, weights_only=True).get("log", []))
+        except Exception:  # a damaged chunk is reported by --resume, not by the exit line
+            continue
+    return kept
 
 
 def _write_log(rows: list[dict], path: Path) -> None:

@@ -125,6 +125,15 @@ class PhiCheckpointer:
         dist.barrier()
 
 
+def kept_epochs(folder: str | Path) -> int:
+    """Finished epochs an interrupted φ run keeps in ``folder`` (its checkpoint's), for the exit line."""
+    path = Path(folder) / CHECKPOINT
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"]) if path.is_file() else 0
+    except Exception:  # a damaged checkpoint is reported by --resume, not by the exit line
+        return 0
+
+
 def benchmark_validator(backbone: Backbone, bench, vocabulary=None, progress: bool = False) -> Callable[[Phi], dict]:
     """``validate(phi)``: the ``searle`` method's metrics on ``bench`` with the current φ.
 

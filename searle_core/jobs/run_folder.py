@@ -11,9 +11,11 @@ unless told to.
 from __future__ import annotations
 
 import datetime
+import errno
 import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -116,7 +118,24 @@ def lock_run(folder: Path) -> None:
     if key in _LOCKS:
         return
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666 & ~UMASK)
+    # O_NOFOLLOW: a `.lock` that links to a user's file is refused, never truncated; a hard link
+    # (a second name of someone's file) is refused the same way before anything is written to it.
+    try:
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666 & ~UMASK)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise InputError(
+            f"{folder / LOCK} is a symbolic link, not the run's lock file; remove it (the file it points "
+            "to was left untouched) or choose another --out"
+        ) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise InputError(
+            f"{folder / LOCK} is not the run's lock file (another file's hard link or not a regular file); "
+            "remove it (it was left untouched) or choose another --out"
+        )
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -129,6 +148,41 @@ def lock_run(folder: Path) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     _LOCKS[key] = fd
+
+
+#: What a folder may hold besides a run of ours and still be taken as a new run folder: our lock,
+#: our temporary files (``.NAME.XXXX.tmp`` of :func:`~searle_core.infra.files.atomic_write`).
+def _ours_without_manifest(entry: Path) -> bool:
+    if entry.name == LOCK and not entry.is_symlink():
+        return True
+    if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file():
+        return True
+    # A run folder of ours inside (`train-phi --images` imports the authors' OTI into <out>/oti-import).
+    return entry.is_dir() and not entry.is_symlink() and (entry / MANIFEST).is_file()
+
+
+def check_ours(folder: Path, a_run: str) -> None:
+    """Refuse a folder that is neither new, empty nor one of our run folders (it has a manifest).
+
+    Without this, ``--out`` over a folder of the user's (a ``log.csv``, a ``phi.pt``, an
+    ``inputs.pt`` of something else) would overwrite, delete or load what is there.
+
+    Raises:
+        InputError: naming the folder and the files that are not ours.
+    """
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if not folder.is_dir():
+        raise InputError(f"--out {folder} is not a folder; choose a new or empty folder for {a_run}")
+    if (folder / MANIFEST).is_file():
+        return
+    foreign = sorted(e.name for e in folder.iterdir() if not _ours_without_manifest(e))
+    if foreign:
+        listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise InputError(
+            f"--out {folder} is not empty and holds no run of ours (no {MANIFEST}): it holds {listed}; "
+            f"choose a new or empty folder for {a_run} (nothing there was changed)"
+        )
 
 
 def unlock_run(folder: Path) -> None:
@@ -180,6 +234,19 @@ def check_resume(folder: Path, manifest: dict, hyperparameters: dict, force: boo
             file=sys.stderr,
         )
     return changes
+
+
+def _check_same_data(folder: Path, saved: dict, current: dict, force: bool) -> None:
+    """Refuse to resume a run over another dataset folder than its own (same image names or not)."""
+    before, now = saved.get("path"), current.get("path")
+    if not before or not now or os.path.realpath(before) == os.path.realpath(now):
+        return
+    if not force:
+        raise InputError(
+            f"cannot resume the run in {folder}: it ran on --dataset-path {before}, this command gives "
+            f"{now}; resume with the run's own --dataset-path, or choose another --out"
+        )
+    print(f"note: the run in {folder} continues on {now} (it started on {before})", file=sys.stderr)
 
 
 def new_manifest(kind: str, hyperparameters: dict, info: dict | None = None) -> dict:
@@ -240,6 +307,7 @@ def open_run(
     refused = None
     if dist.is_main():
         try:
+            check_ours(folder, a_run)
             lock_run(folder)
         except InputError as err:
             refused = str(err)
@@ -287,6 +355,7 @@ def _open_locked(
         manifest = None
     resumed = manifest is not None
     if resumed:
+        _check_same_data(folder, manifest.get("info") or {}, info or {}, force)
         changes = check_resume(folder, manifest, hyperparameters, force, label)
         if changes:
             # Keep every earlier setting: results computed before the change were made with them.

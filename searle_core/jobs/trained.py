@@ -26,6 +26,7 @@ import torch
 from searle_core.clip.backbone import Backbone, weights_key
 from searle_core.datasets.base import UnlabeledImages
 from searle_core.datasets.features import image_features, preprocess_name
+from searle_core.infra.cache import save_or_warn
 from searle_core.infra.errors import load_torch_file
 from searle_core.infra.files import atomic_save, atomic_write_text, digest, jsonable
 from searle_core.infra.paths import cache_dir
@@ -108,8 +109,13 @@ def load_or_train(path: Path, train: Callable[[], dict], meta: dict | None = Non
             "version": ARTIFACT_VERSION,
         }
     )
-    atomic_save(content, path)
-    atomic_write_text(json.dumps(content["meta"], indent=1), path.with_suffix(".json"))
+    # A model cache that cannot be written (full disk) costs a retraining next time, not this run.
+    if save_or_warn(lambda: atomic_save(content, path), path, "model cache"):
+        save_or_warn(
+            lambda: atomic_write_text(json.dumps(content["meta"], indent=1), path.with_suffix(".json")),
+            path.with_suffix(".json"),
+            "model cache description",
+        )
     return Artifact(path, content, trained_now=True)
 
 
@@ -174,7 +180,7 @@ def unlabeled_oti_tokens(
 
         def checkpoint(batch: InvertedBatch) -> None:
             done.update(zip(batch.names, batch.tokens))
-            atomic_save(dict(done), partial)
+            save_or_warn(lambda: atomic_save(dict(done), partial), partial, "partial OTI checkpoint")
 
         tokens = invert_images(
             backbone,

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from searle_core.infra.errors import InputError, first_line, read_text
+from searle_core.infra.errors import InputError, read_text
+from searle_core.infra.files import atomic_write_text
 from searle_core.infra.paths import REPO_ROOT
 from searle_core.infra.settings import RENAMED_PARAMETERS
-from searle_core.notebook.record import load_record, record_path
+from searle_core.infra.yaml_files import load_yaml
+from searle_core.notebook.record import STAGED_ENV, load_record, publish, staged_record_path
 
 #: The notebooks, in the order they run (later ones reuse what earlier ones cached).
 NOTEBOOKS: tuple[str, ...] = (
@@ -146,13 +146,7 @@ PROFILE_KEYS: dict[str, tuple[type, ...]] = {
 
 def _read_yaml(path: Path) -> dict:
     """A profile's YAML, with every top-level key known and of the right type (one-line errors)."""
-    try:
-        data = yaml.safe_load(read_text(path, "YAML profile"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or first_line(err)
-        raise InputError(f"{path}{where}: not valid YAML ({problem})") from None
+    data = load_yaml(read_text(path, "YAML profile"), path)
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise InputError(
@@ -302,15 +296,20 @@ def run_paper(
     runs: list[NotebookRun] = []
     for stem in order:
         output = run_dir / f"{stem}.ipynb"
-        record_path(run_dir, stem).unlink(missing_ok=True)  # never report a previous run's numbers
+        # Written under temporary names and moved over the previous results only once the notebook
+        # finished: an interrupted or failed re-run leaves them (and summary.json's list) intact.
+        partial, staged = run_dir / f"{stem}.partial.ipynb", staged_record_path(run_dir, stem)
+        staged.unlink(missing_ok=True)
         params = {**profile.notebooks.get(stem, {}), "figures_dir": str(figures_dir), "out_dir": str(run_dir)}
         if log:
             log(f"[{profile.name}] {stem} ...")
         start = time.perf_counter()
+        before = os.environ.get(STAGED_ENV)
+        os.environ[STAGED_ENV] = "1"  # the kernel inherits it: Recorder writes the staged name
         try:
             papermill.execute_notebook(
                 str(notebook_path(stem)),
-                str(output),
+                str(partial),
                 parameters=params,
                 kernel_name=kernel,
                 cwd=str(notebooks_dir()),
@@ -319,11 +318,17 @@ def run_paper(
                 execution_timeout=cell_timeout,
             )
         except PapermillExecutionError as err:
-            raise NotebookFailed(_failure_message(stem, output, err)) from None
+            raise NotebookFailed(_failure_message(stem, partial, err)) from None
         except TimeoutError as err:  # nbclient's CellTimeoutError: a cell ran past cell_timeout
             raise NotebookFailed(
-                f"{stem}: a cell ran longer than {cell_timeout} s ({err}); the partly executed copy is {output}"
+                f"{stem}: a cell ran longer than {cell_timeout} s ({err}); the partly executed copy is {partial}"
             ) from None
+        finally:
+            if before is None:
+                os.environ.pop(STAGED_ENV, None)
+            else:
+                os.environ[STAGED_ENV] = before
+        publish(partial, output, run_dir, stem)
         seconds = time.perf_counter() - start
         try:
             record = load_record(run_dir, stem)
@@ -337,7 +342,7 @@ def run_paper(
         "figures": str(figures_dir),
         "notebooks": [{"name": r.name, "seconds": round(r.seconds, 1), "output": str(r.output)} for r in runs],
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_text(json.dumps(summary, indent=1), run_dir / "summary.json")
     return runs
 
 

@@ -35,9 +35,33 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: Set by ``searle paper`` in the kernel's environment: numbers go to a staged name
+#: (:func:`staged_record_path`) that replaces ``<notebook>.json`` only once the notebook finished,
+#: so an interrupted re-run leaves the previous run's numbers in place.
+STAGED_ENV = "SEARLE_RECORD_STAGED"
+
+
 def record_path(out_dir: str | os.PathLike, notebook: str) -> Path:
     """Where a notebook's numbers go: ``<out_dir>/<notebook>.json``."""
     return Path(out_dir) / f"{Path(notebook).stem}.json"
+
+
+def staged_record_path(out_dir: str | os.PathLike, notebook: str) -> Path:
+    """Where a notebook run by ``searle paper`` writes its numbers until it finished."""
+    return Path(out_dir) / f".{Path(notebook).stem}.json.partial"
+
+
+def publish(partial: Path, output: Path, out_dir: str | os.PathLike, notebook: str) -> None:
+    """Move a finished notebook (``partial``) and its staged numbers over the previous ones.
+
+    A notebook that recorded nothing leaves no numbers: a previous run's are never reported as its.
+    """
+    staged, final = staged_record_path(out_dir, notebook), record_path(out_dir, notebook)
+    if staged.is_file():
+        os.replace(staged, final)
+    else:
+        final.unlink(missing_ok=True)
+    os.replace(partial, output)
 
 
 class Recorder:
@@ -52,7 +76,8 @@ class Recorder:
 
     def __init__(self, out_dir: str | os.PathLike | None, notebook: str):
         self.notebook = Path(notebook).stem
-        self.path = record_path(out_dir, notebook) if out_dir else None
+        staged = os.environ.get(STAGED_ENV, "") == "1"
+        self.path = (staged_record_path if staged else record_path)(out_dir, notebook) if out_dir else None
         self.values: dict[str, Any] = {}
 
     def record(self, key: str | None = None, value: Any = None, **values: Any) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 
 from searle_core.datasets.base import CIRQuery
 from searle_core.infra.errors import InputError
-from searle_core.infra.files import atomic_write_text
+from searle_core.infra.files import atomic_write_many, atomic_write_text
 
 TOP_K = 50
 SUBSET_TOP_K = 3
@@ -117,10 +117,21 @@ def write_cirr_submission(
     """
     recall, subset = cirr_submission(predictions, subset_predictions, queries)
     out_dir = Path(out_dir)
-    return (
-        write_json_atomic(out_dir / f"recall_submission_{name}.json", recall),
-        write_json_atomic(out_dir / f"recall_subset_submission_{name}.json", subset),
-    )
+    # Both written before either is renamed: a full disk never leaves one new file beside an old one.
+    files = {
+        out_dir / f"recall_submission_{name}.json": json.dumps(recall),
+        out_dir / f"recall_subset_submission_{name}.json": json.dumps(subset),
+    }
+    first, second = atomic_write_many({path: _text_writer(text) for path, text in files.items()})
+    return first, second
+
+
+def _text_writer(text: str):
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return write
 
 
 def cirr_subset_rankings(

@@ -1,0 +1,284 @@
+"""Nothing of the user's overwritten, no finished work lost (issue 22's second round, runs half).
+
+Run folders are ours or refused; the lock never follows a link; ``searle paper`` replaces finished
+results only with finished ones; SIGTERM keeps what SIGINT keeps; every finished OTI batch is on disk
+at once; a full disk is named as such (path, free space) and a failed cache write only warns.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from faults import CLI, fails, searle, snapshot, write_image
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+OTI = ["oti", "--quick", *CLI, "--limit", "8", "--steps", "2", "--batch-size", "4", "--seed", "5"]
+TORCH_FULL = "[enforce fail at inline_container.cc:672] . unexpected pos 128 vs 0"
+
+
+@pytest.fixture(autouse=True)
+def _data(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEARLE_DATA", str(tmp_path / "searle_data"))
+
+
+@pytest.fixture
+def oti_run(tmp_path, capsys) -> Path:
+    """A finished tiny OTI run (8 shapes images, 2 batches)."""
+    out = tmp_path / "oti"
+    status, _, err = searle(capsys, *OTI, "--out", out)
+    assert status == 0, err
+    return out
+
+
+# ---- run folders are ours or refused ----------------------------------------------------------------
+def test_oti_out_holding_a_users_log_is_refused(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "log.csv").write_text("my,own\n1,2\n")
+    before = snapshot(out)
+    line = fails(capsys, [*OTI, "--out", out], out, "log.csv", "not empty")
+    assert "--force" not in line  # forcing must not be offered over files that are not ours
+    assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == ["log.csv"]  # no .lock either
+    fails(capsys, [*OTI, "--out", out, "--force"], out, "log.csv")  # --force deletes only runs of ours
+    assert snapshot(out) == before
+
+
+def test_train_phi_out_holding_a_users_phi_and_history_is_refused(oti_run, tmp_path, capsys):
+    out = tmp_path / "phi"
+    out.mkdir()
+    (out / "phi.pt").write_bytes(b"my weights")
+    (out / "history.csv").write_text("epoch\n1\n")
+    before = snapshot(out)
+    args = ["train-phi", "--tokens", oti_run, "--out", out, "--device", "cpu", "--no-progress"]
+    fails(capsys, [*args, "--phi-epochs", "1", "--val-dataset", "none"], out, "history.csv", "phi.pt")
+    assert snapshot(out) == before
+
+
+def test_foreign_inputs_in_a_new_folder_are_refused_not_loaded(oti_run, tmp_path, capsys):
+    out = tmp_path / "new"
+    out.mkdir()
+    (out / "inputs.pt").write_bytes((oti_run / "inputs.pt").read_bytes())  # a plausible file, not ours
+    before = snapshot(out)
+    fails(capsys, [*OTI, "--out", out], out, "inputs.pt")
+    assert snapshot(out) == before
+
+
+def test_our_own_empty_or_interrupted_folder_is_still_taken(tmp_path, capsys):
+    out = tmp_path / "empty"
+    out.mkdir()
+    status, _, err = searle(capsys, *OTI, "--out", out)
+    assert status == 0, err
+    status, _, err = searle(capsys, *OTI, "--out", out, "--resume")  # ours: its manifest says so
+    assert status == 0, err
+
+
+def test_lock_that_links_to_a_users_file_is_refused_untouched(oti_run, tmp_path, capsys):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("do not truncate me")
+    lock = oti_run / ".lock"
+    lock.unlink(missing_ok=True)
+    lock.symlink_to(precious)
+    fails(capsys, [*OTI, "--out", oti_run, "--resume"], lock, "symbolic link")
+    assert precious.read_text() == "do not truncate me" and lock.is_symlink()
+
+
+def test_resume_on_another_dataset_path_names_both(tmp_path, capsys):
+    first, second = tmp_path / "images_a", tmp_path / "images_b"
+    for i in range(4):  # the same names, other pixels: resuming would mix two datasets' tokens
+        write_image(first / f"{i}.png", i)
+        write_image(second / f"{i}.png", 50 + i)
+    args = ["oti", "--dataset", "imagenet", *CLI, "--steps", "2", "--batch-size", "2", "--out", tmp_path / "run"]
+    status, _, err = searle(capsys, *args, "--dataset-path", first)
+    assert status == 0, err
+    before = snapshot(tmp_path / "run")
+    fails(capsys, [*args, "--dataset-path", second, "--resume"], first, second, "--dataset-path")
+    assert {k: v for k, v in snapshot(tmp_path / "run").items() if "manifest" not in k} == {
+        k: v for k, v in before.items() if "manifest" not in k
+    }
+
+
+# ---- searle paper: an interrupted re-run keeps the finished results ---------------------------------
+def _fake_papermill(monkeypatch, interrupt: bool, value: float) -> None:
+    """papermill.execute_notebook stand-in: records ``value`` as the notebook would, writes the
+    executed notebook, and (``interrupt``) is stopped by Ctrl-C half-way, after both."""
+    import papermill
+
+    from searle_core.notebook import papermill_runner
+    from searle_core.notebook.record import Recorder
+
+    def execute(source, output, parameters, **kwargs):
+        Recorder(parameters["out_dir"], Path(source).stem).record("value", value)
+        Path(output).write_text(json.dumps({"cells": 3 if interrupt else 30}))
+        if interrupt:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    monkeypatch.setattr(papermill_runner, "require_kernel", lambda kernel=None: None)
+
+
+def test_paper_rerun_interrupted_leaves_previous_results_listed(tmp_path, monkeypatch):
+    from searle_core.notebook.papermill_runner import run_paper
+
+    _fake_papermill(monkeypatch, interrupt=False, value=1.0)
+    runs = run_paper("quick", tmp_path, notebooks=["01_textual_inversion"], log=None)
+    folder = tmp_path / "quick"
+    assert runs[0].record == {"value": 1.0}
+    before = snapshot(folder)
+    _fake_papermill(monkeypatch, interrupt=True, value=2.0)
+    with pytest.raises(KeyboardInterrupt):
+        run_paper("quick", tmp_path, notebooks=["01_textual_inversion"], log=None)
+    after = snapshot(folder)
+    kept = {k: v for k, v in after.items() if k in before}
+    assert kept == before, "the finished notebook, its JSON or summary.json changed"
+    summary = json.loads((folder / "summary.json").read_text())
+    for listed in summary["notebooks"]:
+        assert Path(listed["output"]).is_file()
+    assert json.loads((folder / "01_textual_inversion.json").read_text())["values"] == {"value": 1.0}
+    _fake_papermill(monkeypatch, interrupt=False, value=3.0)  # a finished re-run replaces both
+    assert run_paper("quick", tmp_path, notebooks=["01_textual_inversion"], log=None)[0].record == {"value": 3.0}
+    assert json.loads((folder / "01_textual_inversion.ipynb").read_text()) == {"cells": 30}
+
+
+# ---- every finished batch on disk at once; SIGTERM keeps them as SIGINT does -----------------------
+def _chunk_batches(out: Path) -> int:
+    return sum(len(torch.load(p, weights_only=True)["log"]) for p in (out / "chunks").glob("*.pt"))
+
+
+def test_every_finished_batch_is_on_disk_before_the_next_starts(tmp_path, capsys, monkeypatch):
+    import searle_core.inversion.batch as batch
+
+    real, on_disk = batch.oti, []
+    out = tmp_path / "run"
+
+    def oti_checking_disk(*args, **kwargs):
+        on_disk.append(_chunk_batches(out) if (out / "chunks").is_dir() else 0)
+        if len(on_disk) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "oti", oti_checking_disk)
+    argv = [a if a != "8" else "24" for a in OTI]  # 6 batches of 4
+    status, _, err = searle(capsys, *argv, "--checkpoint-every", "10", "--out", out)
+    assert status == 130, err
+    assert on_disk == [0, 1, 2, 3]  # with checkpoint_every=10, not [0, 0, 0, 0]
+    assert err.strip().splitlines()[-1] == (
+        f"searle oti: interrupted; kept 3 finished batches in {out}; resume with --resume (--out {out})"
+    )
+
+
+@pytest.mark.slow
+def test_sigterm_keeps_finished_batches_and_resume_recomputes_none(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    argv = [a if a != "8" else "32" for a in OTI]  # 8 batches of 4
+    argv = [a if a != "2" else "40" for a in argv]  # 40 steps: a batch takes a while
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "searle_core", *argv, "--checkpoint-every", "10", "--out", str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / "chunks").is_dir() and _chunk_batches_safe(out) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    kept = _chunk_batches(out)
+    assert 2 <= kept < 8 and not (out / "tokens.pt").exists()
+    assert err.strip().splitlines()[-1] == (
+        f"searle oti: interrupted; kept {kept} finished batches in {out}; resume with --resume (--out {out})"
+    )
+    kept_tokens = {}
+    for path in (out / "chunks").glob("*.pt"):
+        part = torch.load(path, weights_only=True)
+        kept_tokens.update(zip(part["names"], part["tokens"]))
+
+    import searle_core.inversion.batch as batch
+
+    calls, real = [], batch.oti
+    monkeypatch.setattr(batch, "oti", lambda *a, **k: calls.append(1) or real(*a, **k))
+    status, _, err = searle(capsys, *argv, "--checkpoint-every", "10", "--out", out, "--resume")
+    assert status == 0, err
+    assert len(calls) == 8 - kept  # nothing finished is computed again
+    final = torch.load(out / "tokens.pt", weights_only=True)
+    by_name = dict(zip(final["names"], final["tokens"]))
+    assert all(torch.equal(by_name[n], t) for n, t in kept_tokens.items())
+
+
+def _chunk_batches_safe(out: Path) -> int:
+    try:
+        return _chunk_batches(out)
+    except Exception:  # a chunk being renamed into place
+        return 0
+
+
+# ---- a full disk is named; a cache write that fails only warns -------------------------------------
+def _full_disk_for(monkeypatch, where, error: BaseException) -> None:
+    """torch.save fails (after writing a little) for the temporary files whose path contains ``where``."""
+    real = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if where in str(f):
+            Path(f).write_bytes(b"\0" * 128)
+            raise error
+        return real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+
+
+@pytest.mark.parametrize(
+    "error", [RuntimeError(TORCH_FULL), OSError(errno.ENOSPC, "No space left on device")], ids=["torch", "os"]
+)
+def test_full_disk_names_the_path_and_says_so(tmp_path, capsys, monkeypatch, error):
+    out = tmp_path / "run"
+    _full_disk_for(monkeypatch, ".inputs.pt.", error)
+    line = fails(capsys, [*OTI, "--out", out], out / "inputs.pt", "disk is full", "free")
+    assert "needed" in line and "enforce fail" not in line
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # no half-written file left
+
+
+def test_failed_feature_cache_write_warns_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
+    cache = tmp_path / "searle_data/cache/features"
+    _full_disk_for(monkeypatch, str(cache), OSError(errno.ENOSPC, "No space left on device"))
+    status, out, err = searle(capsys, "evaluate", "--quick", *CLI, "--method", "image-only", "--json")
+    assert status == 0, err
+    assert "warning: could not write the feature cache" in err and "disk is full" in err and str(cache) in err
+    assert "Recall" in out or "mAP" in out
+    assert not list(cache.glob("*"))  # nothing half-written left in the cache
+
+
+def test_submission_on_a_full_disk_writes_neither_file(tmp_path, monkeypatch):
+    from searle_core.report.submission import write_cirr_submission
+
+    old = {"recall_submission_searle.json": "old recall", "recall_subset_submission_searle.json": "old subset"}
+    for name, text in old.items():
+        (tmp_path / name).write_text(text)
+    import builtins
+
+    real = builtins.open
+
+    def open_(file, mode="r", *args, **kwargs):
+        if "w" in mode and "recall_subset_submission" in str(file):  # the second file meets a full disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_)
+    with pytest.raises(OSError) as caught:
+        write_cirr_submission(tmp_path, {"1": [f"g{i}" for i in range(50)]}, {"1": ["g0", "g1", "g2"]})
+    monkeypatch.setattr(builtins, "open", real)
+    assert "disk is full" in str(caught.value) and "recall_subset_submission_searle.json" in str(caught.value)
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == old  # both old files, no temporaries
