@@ -32,6 +32,7 @@ from standins import (  # noqa: F401
 from searle_core.cli import main
 from searle_core.cli.evaluate import cirr_subset_rankings
 from searle_core.datasets import load_cirr
+from searle_core.infra import downloads
 from searle_core.inversion import Phi, load_phi, save_phi
 from searle_core.inversion.phrases import load_concepts_csv, save_phrase_pickle, template_phrases
 from searle_core.jobs.prepare import evaluate
@@ -318,7 +319,7 @@ def test_phi_checkpoints_in_the_authors_layout(cirr_standin, cli_backbone, tmp_p
         with open(dst, "wb") as f:
             f.write(path.read_bytes())
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    monkeypatch.setattr(downloads, "fetch_url_to_file", fake_download)
     url = "https://example.invalid/weights/SEARLE_shapes.pt"
     assert evaluate_json(capsys, "cirr", cirr_standin, "searle", "--phi-checkpoint", url) == metrics
     assert seen == {"url": url}

@@ -114,7 +114,11 @@ def test_phi_checkpoint_as_a_file_url_or_a_folder_is_said_so(tmp_path, capsys):
     weights.write_bytes(b"x")
     line = fails(capsys, [*EVALUATE, "--phi-checkpoint", f"file://{weights}"], "file:", str(weights))
     assert "not found" not in line
-    line = fails(capsys, [*EVALUATE, "--phi-checkpoint", tmp_path], tmp_path, "is a folder", "phi.pt")
+    # A folder is read as a φ run (RUN, RUN:EPOCH): one without φ's files says what it lacks and has.
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "other.pt").write_bytes(b"x")
+    line = fails(capsys, [*EVALUATE, "--phi-checkpoint", folder], str(folder), "has no phi.pt", "it has: none")
     assert "not found" not in line
 
 

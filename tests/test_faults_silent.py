@@ -79,7 +79,7 @@ def test_phi_url_cache_is_keyed_by_the_whole_url(tmp_path, monkeypatch, random_b
         with open(dst, "wb") as f:
             f.write(dst_bytes)
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    monkeypatch.setattr(downloads, "fetch_url_to_file", download)
     bad_url = "https://does-not-exist.invalid/SEARLE_ViT-B32.pt"
     with pytest.raises(InputError, match=f"could not download {bad_url}"):
         load_phi(bad_url, random_backbone)

@@ -99,7 +99,6 @@ def register(sub) -> None:
         t,
         "oti_tokens",
         renamed=("--tokens",),
-        required=True,
         help="the `searle oti` run folder, or an experiment folder of the authors' oti_inversion.py "
         "(ema_oti_pseudo_tokens.pt + image_names.pkl; then give --images)",
     )
@@ -266,7 +265,8 @@ def _no_validation(phi) -> dict:
 
 
 def run_train_phi_command(args: argparse.Namespace) -> int:
-
+    if not args.oti_tokens:  # not argparse's required=: the former spelling --tokens must satisfy it too
+        raise InputError("searle train-phi needs --oti-tokens: the `searle oti` run folder (or the authors' output)")
     check_ours(Path(args.out), "a φ run")  # before <out>/oti-import is written for the authors' tokens
     authors = is_authors_oti(args.oti_tokens)
     if authors:

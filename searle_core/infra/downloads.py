@@ -32,7 +32,7 @@ KNOWN_SHA256: dict[str, str] = {}
 CONNECT_TIMEOUT, READ_TIMEOUT = 30.0, 60.0
 
 
-def _download(url: str, tmp: str) -> None:
+def fetch_url_to_file(url: str, tmp: str) -> None:
     """``url`` into the file ``tmp``, with connect and read timeouts (no ``.partial`` files beside it)."""
     request = urllib.request.Request(url, headers={"User-Agent": "searle"})
     with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT) as response:
@@ -70,7 +70,7 @@ def cached_download(url: str, kind: str = "downloads", known: dict[str, str] | N
     expected = known.get(url)
     if not path.is_file():
         try:
-            atomic_write(path, lambda tmp: _download(url, tmp))
+            atomic_write(path, lambda tmp: fetch_url_to_file(url, tmp))
         except TimeoutError as err:
             raise InputError(
                 f"could not download {url}: the server did not answer within {CONNECT_TIMEOUT:g} s to connect / "
