@@ -18,6 +18,7 @@ from searle_core.baselines.lincir import benchmark_modality_gap, lincir_referenc
 from searle_core.inversion.nearest import nearest_words
 from searle_core.methods.registry import phi_reference_tokens
 from searle_core.notebook.results import Setting
+from searle_core.plotting.common import wrap
 
 
 @dataclass
@@ -70,7 +71,7 @@ def two_phis(setting: Setting, n: int = 4, k: int = 5) -> TwoPhis | None:
     return TwoPhis(
         names=picked,
         images=study.images(picked),
-        captions=[study.caption(m) for m in picked],
+        captions=[wrap(study.caption(m), 24) for m in picked],  # titles on two lines, not overlapping
         searle_words=nearest_words(backbone, a[rows], k, allowed),
         lincir_words=nearest_words(backbone, b[rows], k, allowed),
         cosine=cosine,
