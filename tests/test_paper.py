@@ -172,7 +172,10 @@ def test_runner_stops_at_the_failing_cell(tmp_path, monkeypatch):
         )
     # The first notebook ran with the profile's parameter and recorded it.
     assert load_record(tmp_path / "runs" / "t", "01_textual_inversion") == {"x": 2}
-    assert (tmp_path / "runs" / "t" / "02_pseudo_word_visualisation.ipynb").is_file()
+    # The failed notebook's executed copy is kept beside, never under its published name.
+    run = tmp_path / "runs" / "t"
+    assert (run / "02_pseudo_word_visualisation.partial.ipynb").is_file()
+    assert not (run / "02_pseudo_word_visualisation.ipynb").exists()
     # Unknown profile keys fail before anything runs.
     (tmp_path / "profiles" / "bad.yaml").write_text("description: bad\nnotebooks:\n  01_textual_inversion: {zzz: 1}\n")
     with pytest.raises(ValueError, match="unknown parameters \\['zzz'\\]"):
