@@ -412,9 +412,11 @@ def test_tolerances_scale_with_the_number():
     assert within_tolerance("shapes/shapes-clip/image-only/Recall@10", 20.0 - 2.5, 20.0)
     assert within_tolerance("final_gpt_loss", 0.3167 + 0.0344, 0.3167)
     stored = json.loads(STORED_NUMBERS.read_text())["numbers"]
-    for values in stored.values():  # every stored score fails at 0, but for a share of one query or none
+    # Every stored score fails at 0 but those the absolute floor itself covers (a share of up to three of
+    # the 120 queries, 2.5 points, which the measured runs moved by).
+    for values in stored.values():
         for key, value in values.items():
-            if kind_of(key) == "map" and value or kind_of(key) == "share" and value > 100 / 120:
+            if kind_of(key) in ("map", "share") and value > TOLERANCES[kind_of(key)][0]:
                 assert not within_tolerance(key, 0.0, value), key
 
 
