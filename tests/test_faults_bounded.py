@@ -8,10 +8,10 @@ import threading
 import time
 
 import pytest
-from faults import CLI, fails
+from faults import CLI, error_line, fails, searle
 
 from searle_core.infra import downloads
-from searle_core.infra.errors import InputError
+from searle_core.infra.errors import InputError, epoch_count, step_count
 from searle_core.notebook.papermill_runner import load_profile
 
 EVALUATE = ["evaluate", "--quick", *CLI, "--method", "searle"]
@@ -69,6 +69,47 @@ def test_yaml_duplicate_key_is_refused_naming_key_and_lines(tmp_path, capsys, no
     profile.write_text("description: a\nnotebooks: {}\ndescription: b\n")
     with pytest.raises(InputError, match="line 3.*'description'"):
         load_profile(profile)
+
+
+@pytest.mark.parametrize(
+    "key, value, said",
+    [
+        ("seed", "99999999999999999999999", "seed range"),
+        ("seed", str(-(2**63) - 1), "seed range"),
+        ("seed", "'42'", "not an integer seed"),
+        ("oti_steps", "0", ">= 1"),
+        ("oti_steps", str(2**63), "64 bits"),
+        ("phi_epochs", "-3", ">= 1"),
+        ("phi_epochs", "2.5", "not an integer count"),
+        ("n_images", str(2**64), "64-bit"),
+    ],
+    ids=lambda v: str(v)[:12],
+)
+def test_profile_seed_or_count_torch_cannot_take_names_file_and_key(key, value, said, tmp_path, capsys, no_notebooks):
+    profile = tmp_path / "bad.yaml"
+    profile.write_text(f"notebooks:\n  01_textual_inversion:\n    quick: true\n    {key}: {value}\n")
+    where = f"notebooks.01_textual_inversion.{key}"
+    fails(capsys, ["paper", "--profile", profile, "--out", tmp_path / "runs"], profile, where, said)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_profile_seed_shared_through_an_anchor_is_checked_where_it_is_used(tmp_path, capsys, no_notebooks):
+    profile = tmp_path / "shared.yaml"
+    profile.write_text(
+        "common: &common\n  seed: 99999999999999999999999\nnotebooks:\n  03_training_phi:\n    <<: *common\n"
+    )
+    fails(
+        capsys, ["paper", "--profile", profile, "--out", tmp_path / "runs"], profile, "notebooks.03_training_phi.seed"
+    )
+
+
+def test_profile_absurd_count_warns_with_the_least_time(tmp_path, capsys):
+    profile = tmp_path / "long.yaml"
+    profile.write_text("notebooks:\n  01_textual_inversion:\n    oti_steps: 1000000000000\n    seed: -3\n")
+    assert load_profile(profile).notebooks["01_textual_inversion"]["oti_steps"] == 10**12
+    (warning,) = capsys.readouterr().err.splitlines()
+    assert warning.startswith(f"searle: warning: {profile}: notebooks.01_textual_inversion.oti_steps: ")
+    assert "at least" in warning and "years" in warning
 
 
 # ---- downloads ---------------------------------------------------------------------------------------
@@ -138,15 +179,50 @@ def test_seed_outside_torchs_range_names_the_flag_and_range(command, capsys):
     fails(capsys, [*command, "--seed", "99999999999999999999999"], "--seed", "seed range", str(2**64 - 1))
 
 
+def _missing(tmp_path) -> list[str]:
+    """Arguments that make each command stop on a missing folder, after the counts were parsed."""
+    return ["--dataset", "cirr", "--dataset-path", str(tmp_path / "missing"), *CLI]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["oti", "--out", "{tmp}/x", "--oti-steps"],
+        ["oti", "--out", "{tmp}/x", "--steps"],
+        ["evaluate", "--method", "searle-oti", "--oti-steps"],
+        ["train-phi", "--oti-tokens", "{tmp}/missing", "--out", "{tmp}/y", "--phi-epochs"],
+    ],
+    ids=lambda a: a[-1],
+)
+def test_absurd_step_and_epoch_counts_warn_with_the_least_time_and_go_on(argv, tmp_path, capsys):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    extra = [] if argv[0] == "train-phi" else _missing(tmp_path)
+    status, _, err = searle(capsys, *argv, "1000000000000", *extra)
+    flag = "--phi-epochs" if argv[-1] == "--phi-epochs" else "--oti-steps"
+    warnings = [line for line in err.splitlines() if line.startswith("searle: warning: ")]
+    assert len(warnings) == 1, err
+    for said in (flag, "1000000000000", "times the paper's", "at least", "years", "1 ms a step"):
+        assert said in warnings[0], warnings[0]
+    # Accepted: the command went on and stopped on the missing folder, not on the count.
+    assert error_line(err, str(tmp_path / "missing")) and status == 2
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_sensible_counts_say_nothing(capsys):
+    assert step_count("350") == 350 and step_count("100000") == 100_000 and epoch_count("10000") == 10_000
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("value", [str(2**63), "99999999999999999999999", "0", "-5"])
 @pytest.mark.parametrize(
     "argv",
     [
         ["oti", "--out", "runs/x", "--oti-steps"],
-        ["oti", "--out", "runs/x", "--steps"],
-        ["evaluate", "--method", "searle-oti", "--oti-steps"],
         ["train-phi", "--tokens", "runs/x", "--out", "runs/y", "--phi-epochs"],
+        ["bench", "oti", "--steps"],
     ],
     ids=lambda a: a[-1],
 )
-def test_absurd_step_and_epoch_counts_are_refused_with_the_range(argv, capsys):
-    fails(capsys, [*argv, "1000000000000"], argv[-1], "1000000000000", "expected an integer from 1 to")
+def test_counts_torch_cannot_take_are_errors_naming_the_flag(argv, value, capsys):
+    line = fails(capsys, [*argv, value], argv[-1], value)
+    assert ("64 bits" in line) == (int(value) > 0), line

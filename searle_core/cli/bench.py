@@ -11,7 +11,7 @@ import argparse
 
 from searle_core.cli.common import add_backbone_options, load_backbone_from_args, print_json
 from searle_core.clip.backbone import load_backbone
-from searle_core.infra.errors import positive_int, seed_int, step_count
+from searle_core.infra.errors import count_type, positive_int, seed_int
 from searle_core.infra.settings import add_renamed
 from searle_core.jobs.timing import bench_feature_extraction, bench_oti, bench_retrieval, write_bench_images
 from searle_core.world import ShapesWorld
@@ -31,7 +31,7 @@ def register(sub) -> None:
 
     o = which.add_parser("oti", help="the project's OTI vs a plain reference recipe: images/s, ratio, max |Δ| tokens")
     _common(o)
-    o.add_argument("--steps", type=step_count, default=5, help="OTI steps timed for both recipes")
+    o.add_argument("--steps", type=count_type("steps", "--steps"), default=5, help="OTI steps timed for both recipes")
     o.add_argument("--batch-size", type=positive_int, default=32, help="images optimised together (paper: 32)")
     o.add_argument(
         "--full-steps", type=positive_int, default=350, help="steps of a real run, to express images/s (paper: 350)"
@@ -63,7 +63,9 @@ def register(sub) -> None:
         "per attribute on held-out renders, and the training time",
     )
     w.add_argument("--quick", action="store_true", help="the CI-sized recipe")
-    w.add_argument("--steps", type=step_count, default=None, help="override the recipe's optimiser steps")
+    w.add_argument(
+        "--steps", type=count_type("steps", "--steps"), default=None, help="override the recipe's optimiser steps"
+    )
     w.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     w.add_argument("--json", action="store_true", help="one JSON object on one line")
     w.set_defaults(func=run_bench_world)

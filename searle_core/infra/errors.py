@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import pickle
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -181,8 +182,19 @@ def positive_int(text: str) -> int:
 
 #: torch.manual_seed's range: anything outside fails deep inside torch ("Overflow when unpacking long long").
 SEED_RANGE = (-(2**63), 2**64 - 1)
-#: Larger step or epoch counts are typing slips (days of compute per batch), refused with the range.
-MAX_STEPS, MAX_EPOCHS = 1_000_000, 100_000
+#: The largest count torch can take (a 64-bit integer); beyond it a count is an error naming the flag.
+INT64_MAX = 2**63 - 1
+#: The paper's step and epoch counts, named in messages.
+PAPER_COUNTS = {"steps": 350, "epochs": 100}
+#: Counts above these are accepted with a one-line warning that estimates the time they take (a
+#: typing slip such as 10**12 steps would otherwise run for years without a word).
+WARN_COUNTS = {"steps": 100_000, "epochs": 10_000}
+#: The estimate's cost of one optimisation step, a documented lower bound rather than a measurement:
+#: a step is one forward and one backward pass of CLIP's text encoder (12 transformer layers, a few
+#: hundred GPU kernels of >= ~5 us each), so no backbone on any device does one in under 1 ms (the
+#: smallest, shapes-clip, takes about 25 ms on one CPU thread for a batch of 32). An epoch of φ is at
+#: least one step. The warning therefore says "at least".
+MIN_STEP_SECONDS = 1e-3
 
 
 def seed_int(text: str) -> int:
@@ -191,20 +203,86 @@ def seed_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer seed") from None
-    low, high = SEED_RANGE
-    if not low <= value <= high:
-        raise argparse.ArgumentTypeError(f"{text} is outside torch's seed range {low} .. {high}")
+    problem = seed_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return value
 
 
-def step_count(text: str) -> int:
-    """argparse type: optimisation steps, 1 .. :data:`MAX_STEPS` (the paper: 350)."""
-    return _bounded_int(text, 1, MAX_STEPS, " (the paper: 350)")
+def seed_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a seed (not an integer, outside :data:`SEED_RANGE`), or ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"{value!r} is not an integer seed"
+    low, high = SEED_RANGE
+    if not low <= value <= high:
+        return f"{value} is outside torch's seed range {low} .. {high}"
+    return None
 
 
-def epoch_count(text: str) -> int:
-    """argparse type: training epochs, 1 .. :data:`MAX_EPOCHS` (the paper: 100)."""
-    return _bounded_int(text, 1, MAX_EPOCHS, " (the paper: 100)")
+def count_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a step or epoch count (not an integer >= 1 that torch can take), or ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"{value!r} is not an integer count"
+    if value < 1:
+        return f"{value} is not allowed; expected an integer >= 1"
+    if value > INT64_MAX:
+        return f"{value} is more than torch can take; expected an integer from 1 to {INT64_MAX} (64 bits)"
+    return None
+
+
+def count_warning(value: int, kind: str) -> str | None:
+    """For a count far above the paper's (:data:`WARN_COUNTS`): what it is and the least time it takes.
+
+    Args:
+        value: the count (already checked by :func:`count_problem`).
+        kind: ``"steps"`` (OTI's steps per batch, or another optimiser's) or ``"epochs"`` (φ's).
+
+    Returns:
+        ``None`` for a sensible count; else a sentence, without the flag or key that the caller names.
+    """
+    if value <= WARN_COUNTS[kind]:
+        return None
+    paper = PAPER_COUNTS[kind]
+    per = "each batch of images" if kind == "steps" else "the run"
+    return (
+        f"{value} {kind} is {value / paper:.3g} times the paper's {paper}: at {MIN_STEP_SECONDS * 1000:g} ms a step "
+        f"(a lower bound, the fastest any backbone runs) {per} takes at least {duration(value * MIN_STEP_SECONDS)}; "
+        "pass a smaller count unless you mean it (Ctrl-C stops the run and keeps what is finished)"
+    )
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` in the largest unit that keeps the number >= 1 (s, min, h, days, years)."""
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:,.0f} {unit}" if seconds / size >= 10 else f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def count_type(kind: str, flag: str) -> Callable[[str], int]:
+    """argparse type of a step or epoch count given as ``flag``: an error for values that cannot
+    work (:func:`count_problem`), a warning on stderr with the least time for absurd ones."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        problem = count_problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        warning = count_warning(value, kind)
+        if warning:
+            print(f"searle: warning: {flag} {warning}", file=sys.stderr)
+        return value
+
+    parse.__name__ = f"{kind}_count"
+    return parse
+
+
+#: argparse types of OTI's ``--oti-steps`` and φ's ``--phi-epochs`` (see :func:`count_type`).
+step_count = count_type("steps", "--oti-steps")
+epoch_count = count_type("epochs", "--phi-epochs")
 
 
 def nonnegative_int(text: str) -> int:

@@ -21,7 +21,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from searle_core.infra.errors import epoch_count, seed_int, step_count
+from searle_core.infra.errors import (
+    INT64_MAX,
+    InputError,
+    count_problem,
+    count_warning,
+    epoch_count,
+    seed_int,
+    seed_problem,
+    step_count,
+)
 
 
 def _setting(default: Any, help: str, **metadata) -> Any:
@@ -203,6 +212,46 @@ def add_renamed(parser: argparse.ArgumentParser, old: str, dest: str, new_flag: 
 
 #: Settings whose values torch or the run time bound (see :mod:`searle_core.infra.errors`).
 BOUNDED = {"seed": seed_int, "oti_steps": step_count, "phi_epochs": epoch_count}
+#: Settings that count optimisation steps or epochs (an absurd count is said with its least time).
+COUNTED = {"oti_steps": "steps", "phi_epochs": "epochs"}
+
+
+def check_bounded(name: str, value: Any, where: str) -> None:
+    """The command line's range checks for a setting given elsewhere (a profile's ``seed: ...``).
+
+    Args:
+        name: the setting or parameter name.
+        value: its value (``None``: the default, not checked).
+        where: the file and key, as messages name them (``paper.yaml: notebooks.01_textual_inversion.seed``).
+
+    Raises:
+        InputError: a seed outside torch's range, a count that is not an integer >= 1 torch can take,
+            or any integer torch cannot take (beyond 64 bits), naming ``where``.
+    """
+    if value is None:
+        return
+    if name == "seed":
+        problem = seed_problem(value)
+    elif name in COUNTED:
+        problem = count_problem(value)
+    else:
+        problem = _too_large(value)
+    if problem:
+        raise InputError(f"{where}: {problem}")
+    warning = count_warning(value, COUNTED[name]) if name in COUNTED else None
+    if warning:
+        print(f"searle: warning: {where}: {warning}", file=sys.stderr)
+
+
+def _too_large(value: Any) -> str | None:
+    """Why an integer in ``value`` (a number, or one inside a list or mapping) cannot reach torch, or ``None``."""
+    if isinstance(value, (list, tuple)):
+        return next(filter(None, map(_too_large, value)), None)
+    if isinstance(value, Mapping):
+        return next(filter(None, map(_too_large, value.values())), None)
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT64_MAX - 1 <= value <= INT64_MAX:
+        return f"{value} is more than torch can take (a 64-bit integer, {-INT64_MAX - 1} .. {INT64_MAX})"
+    return None
 
 
 def add_setting(

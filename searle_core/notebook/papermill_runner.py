@@ -18,7 +18,7 @@ from pathlib import Path
 from searle_core.infra.errors import InputError, read_text
 from searle_core.infra.files import atomic_write_text
 from searle_core.infra.paths import REPO_ROOT
-from searle_core.infra.settings import RENAMED_PARAMETERS
+from searle_core.infra.settings import RENAMED_PARAMETERS, check_bounded
 from searle_core.infra.yaml_files import load_yaml
 from searle_core.notebook.record import STAGED_ENV, load_record, publish, staged_record_path
 
@@ -125,6 +125,8 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
         bad = [k for k in (params or {}) if not isinstance(k, str)]
         if bad:
             raise InputError(f"{path}: key {bad[0]!r} under 'notebooks.{stem}' is not a parameter name")
+        for key, value in (params or {}).items():  # seeds and counts as the command line checks them
+            check_bounded(key, value, f"{path}: notebooks.{stem}.{key}")
     figures = data.get("figures")
     return Profile(
         path.stem,
