@@ -261,6 +261,28 @@ def test_failed_feature_cache_write_warns_and_the_run_goes_on(tmp_path, capsys, 
     assert not list(cache.glob("*"))  # nothing half-written left in the cache
 
 
+@pytest.mark.parametrize("how", ["full disk", "folder is a file"])
+def test_failed_world_clip_cache_write_warns_and_the_run_goes_on(how, tmp_path, capsys, monkeypatch, random_backbone):
+    from searle_core.clip.backbone import load_backbone
+    from searle_core.world import world_clip
+
+    state = {k: v.clone() for k, v in random_backbone.model.state_dict().items()}
+    monkeypatch.setattr(world_clip, "train_world_clip", lambda config, progress=True: (state, {"seconds": 0.0}))
+    if how == "full disk":
+        cache = tmp_path / "cache/world_clip"
+        _full_disk_for(monkeypatch, str(cache), OSError(errno.ENOSPC, "No space left on device"))
+    else:  # no folder can be made where a file is (as an unwritable folder, but also for root)
+        (tmp_path / "cache").write_text("a file where the cache folder should be")
+        cache = tmp_path / "cache/world_clip"
+    backbone = load_backbone("shapes-clip", cache_dir=cache, quick=True, device="cpu")
+    err = capsys.readouterr().err
+    assert "warning: could not write the world CLIP weights" in err and str(cache) in err and "going on" in err
+    assert ("disk is full" in err) == (how == "full disk")
+    assert "not cached" in backbone.pretrained and "not cached" in backbone.weights_id
+    assert all(torch.equal(v, state[k]) for k, v in backbone.model.state_dict().items())
+    assert not (cache.is_dir() and list(cache.iterdir()))  # nothing half-written left
+
+
 def test_submission_on_a_full_disk_writes_neither_file(tmp_path, monkeypatch):
     from searle_core.report.submission import write_cirr_submission
 

@@ -11,6 +11,7 @@ import argparse
 
 from searle_core.cli.common import add_backbone_options, load_backbone_from_args, print_json
 from searle_core.clip.backbone import load_backbone
+from searle_core.clip.weights import InMemoryWeights
 from searle_core.infra.errors import count_type, positive_int, seed_int
 from searle_core.infra.settings import add_renamed
 from searle_core.jobs.timing import bench_feature_extraction, bench_oti, bench_retrieval, write_bench_images
@@ -159,8 +160,9 @@ def run_bench_world(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, steps=args.steps)
     with tempfile.TemporaryDirectory(prefix="searle-bench-world-") as folder:
         weights = world_clip_weights(cache_dir=folder, config=config, progress=not args.json)
-        log = training_log(weights)
-        backbone = load_backbone("shapes-clip", str(weights), device="cpu")
+        in_memory = isinstance(weights, InMemoryWeights)  # the folder could not be written: said, going on
+        log = weights.log if in_memory else training_log(weights)
+        backbone = load_backbone("shapes-clip", weights if in_memory else str(weights), device="cpu")
         world = ShapesWorld(config.world)
         report = zero_shot_report(backbone, world, held_out_names(world))
     if args.json:

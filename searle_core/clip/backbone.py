@@ -22,6 +22,7 @@ import open_clip
 import torch
 
 from searle_core.clip.weights import (
+    InMemoryWeights,
     gelu_file_notice,
     load_state_into,
     named_or_configured_openai,
@@ -163,17 +164,18 @@ def _missing_weights_error(name: str, pretrained: str, err: Exception) -> Runtim
 DEFAULT_WEIGHTS = "default"
 #: Models whose ``"default"`` weights are not a tag: name -> a function returning the weights file
 #: (keyword arguments: ``cache_dir`` and those given to :func:`load_backbone`).
-_DEFAULT_WEIGHTS_PROVIDERS: dict[str, Callable[..., os.PathLike | str]] = {}
+_DEFAULT_WEIGHTS_PROVIDERS: dict[str, Callable[..., os.PathLike | str | InMemoryWeights]] = {}
 
 
-def register_default_weights(name: str, provider: Callable[..., os.PathLike | str]) -> None:
-    """Say where the ``"default"`` weights of the open_clip model ``name`` come from (a file path)."""
+def register_default_weights(name: str, provider: Callable[..., os.PathLike | str | InMemoryWeights]) -> None:
+    """Say where the ``"default"`` weights of the open_clip model ``name`` come from (a file path, or
+    :class:`InMemoryWeights` when they could not be cached)."""
     _DEFAULT_WEIGHTS_PROVIDERS[name] = provider
 
 
 def load_backbone(
     name: str = WORLD_BACKBONE,
-    pretrained: str | None = DEFAULT_WEIGHTS,
+    pretrained: str | InMemoryWeights | None = DEFAULT_WEIGHTS,
     device: str = "auto",
     cache_dir: str | os.PathLike | None = None,
     **provider_kwargs,
@@ -187,8 +189,9 @@ def load_backbone(
             ``openai:FILE`` says the file holds OpenAI weights); ``"default"``: the project-trained
             weights of a model registered with :func:`register_default_weights` (``shapes-clip``:
             the world CLIP, trained on first use and cached under ``data/``) and ``openai`` for other
-            models; ``None``: random weights. A tag is built with the activation its pretrained config
-            names, OpenAI weights (tag or file) with QuickGELU.
+            models; ``None``: random weights; :class:`InMemoryWeights`: a state dict already in memory.
+            A tag is built with the activation its pretrained config names, OpenAI weights (tag or
+            file) with QuickGELU.
         device: ``auto``, ``cpu`` or ``cuda[:i]``.
         cache_dir: open_clip download cache, or the registered provider's cache (``shapes-clip``).
         **provider_kwargs: passed to the registered default-weights provider (``shapes-clip``: e.g.
@@ -204,14 +207,19 @@ def load_backbone(
             f"such as ViT-B-32 or ViT-L-14 (see open_clip.list_models())."
         )
     if pretrained == DEFAULT_WEIGHTS and name in _DEFAULT_WEIGHTS_PROVIDERS:
-        pretrained = str(_DEFAULT_WEIGHTS_PROVIDERS[name](cache_dir=cache_dir, **provider_kwargs))
+        pretrained = _DEFAULT_WEIGHTS_PROVIDERS[name](cache_dir=cache_dir, **provider_kwargs)
+        pretrained = pretrained if isinstance(pretrained, InMemoryWeights) else str(pretrained)
     elif pretrained == DEFAULT_WEIGHTS:
         pretrained = "openai"
+    # Weights trained where the cache could not be written: loaded from memory, named by their label.
+    memory = pretrained if isinstance(pretrained, InMemoryWeights) else None
+    pretrained = memory.label if memory else pretrained
     said_openai = False
-    if pretrained:
+    if pretrained and not memory:
         pretrained, said_openai = split_openai_prefix(pretrained)
     if (
         pretrained
+        and not memory
         and not os.path.isfile(pretrained)
         and (said_openai or pretrained not in open_clip.list_pretrained_tags_by_model(name))
     ):
@@ -224,11 +232,13 @@ def load_backbone(
             f"{open_clip.list_pretrained_tags_by_model(name) or 'none'}; or pass a weights file."
         )
     quick_gelu = bool(open_clip.get_model_config(name).get("quick_gelu", False))
-    if pretrained and os.path.isfile(pretrained):
+    if memory or (pretrained and os.path.isfile(pretrained)):
         # Read here, not by open_clip: it cannot read OpenAI's TorchScript release with
         # weights_only=True, and only the file says whether it needs QuickGELU.
-        state, openai_layout = read_weights_file(pretrained, name)
-        quick_gelu = quick_gelu or openai_layout or said_openai or named_or_configured_openai(pretrained)
+        state, openai_layout = (memory.state, False) if memory else read_weights_file(pretrained, name)
+        quick_gelu = (
+            quick_gelu or openai_layout or said_openai or (not memory and named_or_configured_openai(pretrained))
+        )
         if not quick_gelu and released_by_openai_with_quick_gelu(name):
             # Silent otherwise: GELU loads OpenAI's weights without complaint and gives other features.
             print(gelu_file_notice(name, pretrained), file=sys.stderr)

@@ -36,6 +36,7 @@ import os
 import re
 import warnings
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import open_clip
@@ -100,6 +101,24 @@ def read_torchscript_weights(path: str, name: str) -> dict[str, torch.Tensor]:
         warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=FutureWarning)
         module = torch.jit.load(path, map_location="cpu")
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@dataclass
+class InMemoryWeights:
+    """Weights that exist only in memory: trained on the spot when the cache could not be written.
+
+    ``load_backbone`` takes them as its ``pretrained`` (or from a default-weights provider) and
+    loads the state dict as it would a file's.
+
+    Args:
+        label: names the weights in messages and cache keys (the intended file name and a digest).
+        state: the open_clip state dict.
+        log: what the trainer reported (as the JSON written beside cached weights).
+    """
+
+    label: str
+    state: dict[str, torch.Tensor]
+    log: dict = field(default_factory=dict)
 
 
 def read_weights_file(path: str, name: str) -> tuple[dict[str, torch.Tensor], bool]:

@@ -50,8 +50,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from searle_core.clip.text_encoding import encode_text
+from searle_core.clip.weights import InMemoryWeights
+from searle_core.infra.cache import save_or_warn
 from searle_core.infra.files import atomic_save, atomic_write_text
-from searle_core.infra.paths import cache_dir as project_cache_dir
+from searle_core.infra.paths import data_dir
 from searle_core.world.attributes import ATTRIBUTES, VALUES, WORLD_VERSION, all_combos, decode
 from searle_core.world.grammar import caption_for, describe, training_vocabulary
 from searle_core.world.shapes_world import (
@@ -292,7 +294,7 @@ def world_clip_weights(
     quick: bool = False,
     config: WorldCLIPConfig | None = None,
     progress: bool = True,
-) -> Path:
+) -> Path | InMemoryWeights:
     """Path of the trained world CLIP weights, training them on first use.
 
     Args:
@@ -300,10 +302,13 @@ def world_clip_weights(
         quick: use :meth:`WorldCLIPConfig.quick` (CI-sized) instead of the full recipe.
         config: an explicit training config (overrides ``quick``).
         progress: progress bar while training.
+
+    Returns:
+        The cached file; or, when it could not be written (a full disk, no permission: a warning, as
+        for every cache), the weights in memory, which ``load_backbone`` takes too: the run goes on.
     """
     config = config or (WorldCLIPConfig.quick() if quick else WorldCLIPConfig())
-    folder = Path(cache_dir) if cache_dir else project_cache_dir("world_clip")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(cache_dir) if cache_dir else data_dir() / "cache" / "world_clip"
     path = folder / f"{WORLD_BACKBONE}-{config.cache_key()}.pt"
     if not path.is_file():
         # One plain sentence instead of silence: this happens once per machine and takes minutes.
@@ -312,9 +317,21 @@ def world_clip_weights(
             flush=True,
         )
         state, log = train_world_clip(config, progress=progress)
-        atomic_save(state, path)  # a killed run never leaves a half-written cache entry
-        atomic_write_text(json.dumps(log), path.with_suffix(".json"))
+        # Atomic: a killed run never leaves a half-written cache entry (the folder is created there).
+        if not save_or_warn(lambda: atomic_save(state, path), path, "world CLIP weights"):
+            return InMemoryWeights(f"{path.name} (not cached, {_digest(state)})", state, log)
+        log_path = path.with_suffix(".json")
+        save_or_warn(lambda: atomic_write_text(json.dumps(log), log_path), log_path, "world CLIP training log")
     return path
+
+
+def _digest(state: dict[str, torch.Tensor]) -> str:
+    """A short hash of a state dict's tensors: names weights that exist in memory only."""
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 @torch.no_grad()
