@@ -189,11 +189,12 @@ PAPER_COUNTS = {"steps": 350, "epochs": 100}
 #: Counts above these are accepted with a one-line warning that estimates the time they take (a
 #: typing slip such as 10**12 steps would otherwise run for years without a word).
 WARN_COUNTS = {"steps": 100_000, "epochs": 10_000}
-#: The estimate's cost of one optimisation step, a documented lower bound rather than a measurement:
-#: a step is one forward and one backward pass of CLIP's text encoder (12 transformer layers, a few
-#: hundred GPU kernels of >= ~5 us each), so no backbone on any device does one in under 1 ms (the
-#: smallest, shapes-clip, takes about 25 ms on one CPU thread for a batch of 32). An epoch of φ is at
-#: least one step. The warning therefore says "at least".
+#: The estimate's cost of one optimisation step, a documented lower bound rather than a measurement
+#: (parsing a flag must not load a model): a step is one forward and one backward pass of CLIP's text
+#: encoder (a few hundred GPU kernels of >= ~5 us each), so no backbone on any device does one in under
+#: 1 ms; the smallest, shapes-clip, took 150 ms a step for a batch of 32 on one loaded CPU thread
+#: (``searle bench oti --backbone shapes-clip --pretrained none --device cpu --threads 1``). An epoch of
+#: φ is at least one step. The warning therefore says "at least".
 MIN_STEP_SECONDS = 1e-3
 
 
