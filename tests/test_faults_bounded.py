@@ -75,7 +75,7 @@ def test_yaml_duplicate_key_is_refused_naming_key_and_lines(tmp_path, capsys, no
     "key, value, said",
     [
         ("seed", "99999999999999999999999", "seed range"),
-        ("seed", str(-(2**63) - 1), "seed range"),
+        ("seed", "-1", "seed range"),
         ("seed", "'42'", "not an integer seed"),
         ("oti_steps", "0", ">= 1"),
         ("oti_steps", str(2**63), "64 bits"),
@@ -105,7 +105,7 @@ def test_profile_seed_shared_through_an_anchor_is_checked_where_it_is_used(tmp_p
 
 def test_profile_absurd_count_warns_with_the_least_time(tmp_path, capsys):
     profile = tmp_path / "long.yaml"
-    profile.write_text("notebooks:\n  01_textual_inversion:\n    oti_steps: 1000000000000\n    seed: -3\n")
+    profile.write_text("notebooks:\n  01_textual_inversion:\n    oti_steps: 1000000000000\n    seed: 3\n")
     assert load_profile(profile).notebooks["01_textual_inversion"]["oti_steps"] == 10**12
     (warning,) = capsys.readouterr().err.splitlines()
     assert warning.startswith(f"searle: warning: {profile}: notebooks.01_textual_inversion.oti_steps: ")
@@ -172,11 +172,14 @@ def test_phi_checkpoint_as_a_file_url_or_a_folder_is_said_so(tmp_path, capsys):
         ["evaluate", "--method", "image-only"],
         ["invert", "--image", "x.png"],
         ["bench", "oti"],
+        ["bench", "features"],  # numpy's generator: a negative seed was a traceback there
+        ["table"],  # the bootstrap's numpy generator
     ],
-    ids=lambda c: c[0],
+    ids=lambda c: "-".join(c[:2]) if c[0] == "bench" else c[0],
 )
-def test_seed_outside_torchs_range_names_the_flag_and_range(command, capsys):
-    fails(capsys, [*command, "--seed", "99999999999999999999999"], "--seed", "seed range", str(2**64 - 1))
+@pytest.mark.parametrize("seed", ["99999999999999999999999", "-1"])
+def test_seed_outside_torchs_range_names_the_flag_and_range(command, seed, capsys):
+    fails(capsys, [*command, "--seed", seed], "--seed", "seed range", str(2**64 - 1))
 
 
 def _missing(tmp_path) -> list[str]:

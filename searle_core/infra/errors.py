@@ -180,8 +180,9 @@ def positive_int(text: str) -> int:
     return _bounded_int(text, 1)
 
 
-#: torch.manual_seed's range: anything outside fails deep inside torch ("Overflow when unpacking long long").
-SEED_RANGE = (-(2**63), 2**64 - 1)
+#: Seeds both torch and numpy take: torch.manual_seed fails above ("Overflow when unpacking long
+#: long"), numpy's default_rng (bootstrap intervals, benchmark images) below 0 ("expected non-negative").
+SEED_RANGE = (0, 2**64 - 1)
 #: The largest count torch can take (a 64-bit integer); beyond it a count is an error naming the flag.
 INT64_MAX = 2**63 - 1
 #: The paper's step and epoch counts, named in messages.
@@ -199,7 +200,7 @@ MIN_STEP_SECONDS = 1e-3
 
 
 def seed_int(text: str) -> int:
-    """argparse type: a seed torch accepts (:data:`SEED_RANGE`)."""
+    """argparse type: a seed torch and numpy accept (:data:`SEED_RANGE`)."""
     try:
         value = int(text)
     except ValueError:
@@ -216,7 +217,7 @@ def seed_problem(value: object) -> str | None:
         return f"{value!r} is not an integer seed"
     low, high = SEED_RANGE
     if not low <= value <= high:
-        return f"{value} is outside torch's seed range {low} .. {high}"
+        return f"{value} is outside the seed range {low} .. {high} (what torch and numpy both take)"
     return None
 
 
