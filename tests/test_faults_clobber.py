@@ -20,6 +20,8 @@ import pytest
 import torch
 from faults import CLI, fails, searle, snapshot, write_image
 
+from searle_core.infra.errors import InputError
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 OTI = ["oti", "--quick", *CLI, "--limit", "8", "--steps", "2", "--batch-size", "4", "--seed", "5"]
 TORCH_FULL = "[enforce fail at inline_container.cc:672] . unexpected pos 128 vs 0"
@@ -79,6 +81,83 @@ def test_our_own_empty_or_interrupted_folder_is_still_taken(tmp_path, capsys):
     assert status == 0, err
     status, _, err = searle(capsys, *OTI, "--out", out, "--resume")  # ours: its manifest says so
     assert status == 0, err
+
+
+#: Each of two gloo processes opens an OTI run in a folder of the user's; each writes what it met.
+_TWO_RANKS = """
+import datetime, sys
+from pathlib import Path
+import torch.distributed as dist
+from searle_core.infra.errors import InputError
+from searle_core.jobs.run_folder import open_run
+dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=20))
+try:
+    open_run(Path(sys.argv[1]), "oti", {}, {}, False, False, [], ("an OTI run", "x", "OTI run"))
+    said = "opened"
+except InputError as err:
+    said = "refused: " + str(err)
+Path(sys.argv[2]).write_text(said)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_every_rank_stops_on_rank_0s_refusal_before_writing(rank, tmp_path, monkeypatch):
+    """The decision in one process: rank 0 checks and sends its verdict; rank 1 (which never checks
+    the folder itself) raises what it receives, before anything is written."""
+    from searle_core.jobs import run_folder
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "log.csv").write_text("the user's own log\n")
+    sent = []
+
+    def broadcast(obj, src=0):  # rank 1 receives what rank 0 found in the same folder
+        sent.append(obj)
+        return obj if rank == 0 else "--out mine is not empty and holds no run of ours: it holds log.csv"
+
+    monkeypatch.setattr(run_folder.dist, "is_main", lambda: rank == 0)
+    monkeypatch.setattr(run_folder.dist, "broadcast_object", broadcast)
+    monkeypatch.setattr(run_folder.dist, "barrier", lambda: pytest.fail("a rank went on past the refusal"))
+    with pytest.raises(InputError, match="log.csv"):
+        run_folder.open_run(out, "oti", {}, {}, False, False, [], ("an OTI run", "x", "OTI run"))
+    assert len(sent) == 1 and (sent[0] is None) == (rank == 1)  # rank 0 sends its refusal, rank 1 its nothing
+    assert sorted(p.name for p in out.iterdir()) == ["log.csv"]
+
+
+@pytest.mark.slow  # two Python processes importing torch and the package: ~10 s on an idle machine
+def test_under_torchrun_every_rank_learns_that_the_folder_is_refused(tmp_path):
+    import socket
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "log.csv").write_text("the user's own log\n")
+    before = snapshot(out)
+    with socket.socket() as probe:  # a free port for the group's rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "WORLD_SIZE": "2",
+        "OMP_NUM_THREADS": "1",
+    }
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", _TWO_RANKS, str(out), str(tmp_path / f"rank{r}.txt")],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for r in range(2)
+    ]
+    logs = [p.communicate(timeout=120)[0].decode(errors="replace")[-2000:] for p in ranks]
+    for r in range(2):  # rank 1 never checks the folder itself: it must learn rank 0's refusal
+        said = tmp_path / f"rank{r}.txt"
+        assert said.is_file(), f"rank {r} did not finish: {logs[r]}"
+        assert said.read_text().startswith("refused: ") and "log.csv" in said.read_text(), said.read_text()
+    assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == ["log.csv"]
 
 
 def test_lock_that_links_to_a_users_file_is_refused_untouched(oti_run, tmp_path, capsys):
