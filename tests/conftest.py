@@ -3,6 +3,7 @@ import logging
 import sys
 from pathlib import Path
 
+import open_audit
 import pytest
 import torch
 
@@ -121,10 +122,34 @@ def _world_clip_refused(item: pytest.Item):
         raise RuntimeError(refused[0])
 
 
+def _audited(item: pytest.Item) -> bool:
+    """Whether the ``open`` audit covers ``item``: every test of the fault battery (``test_faults_*.py``)."""
+    return item.path.name.startswith("test_faults_")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item):
+    if _audited(item):  # from the first fixture on, module-scoped ones included
+        open_audit.battery_start()
     with _world_clip_refused(item):
         return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """The battery's promise: no test opened a file outside the dataset roots, run folders and caches
+    (all in the session's temporary folders), the repository's cache and the code (``open_audit``)."""
+    try:
+        return (yield)
+    finally:
+        if _audited(item):
+            open_audit.battery_stop()
+            stray = open_audit.battery_stray([item.config._tmp_path_factory.getbasetemp()])
+            if stray:
+                raise AssertionError(
+                    f"{item.nodeid} opened {len(stray)} file(s) outside the dataset roots, run folders and "
+                    f"caches: {stray[:5]}"
+                )
 
 
 @pytest.hookimpl(wrapper=True)

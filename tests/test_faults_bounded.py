@@ -76,11 +76,9 @@ def test_yaml_duplicate_key_is_refused_naming_key_and_lines(tmp_path, capsys, no
     [
         ("seed", "99999999999999999999999", "seed range"),
         ("seed", "-1", "seed range"),
-        ("seed", "'42'", "not an integer seed"),
         ("oti_steps", "0", ">= 1"),
         ("oti_steps", str(2**63), "64 bits"),
         ("phi_epochs", "-3", ">= 1"),
-        ("phi_epochs", "2.5", "not an integer count"),
         ("n_images", str(2**64), "64-bit"),
     ],
     ids=lambda v: str(v)[:12],

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import open_audit
@@ -67,6 +69,28 @@ def test_cirr_split_entry_naming_etc_passwd_is_refused_before_opening(tmp_path, 
     split = _cirr_with_entry(tmp_path / "cirr", "/etc/passwd")
     fails(capsys, [*EVAL, "--dataset", "cirr", "--dataset-path", tmp_path / "cirr"], split, "'/etc/passwd'")
     assert "/etc/passwd" not in opened
+
+
+def test_control_the_audit_sees_an_annotation_path_that_escapes(tmp_path, tmp_path_factory, capsys, monkeypatch):
+    """The audits' control: with containment switched off (as the code was), the file a CIRR entry names
+    outside the dataset is opened and ranked, and both this module's audit and the battery's (over
+    every ``test_faults_*`` test, ``conftest.py``) list it."""
+    from searle_core.datasets import cirr
+
+    elsewhere = Path(tempfile.mkdtemp(prefix="searle-audit-control-"))  # outside every pytest folder
+    secret = write_image(elsewhere / "secret.png", 7)
+    try:
+        open_audit.forget(secret)  # written by the test itself
+        monkeypatch.setattr(cirr, "contained_path", lambda root, entry, annotation, where: Path(root) / entry)
+        root = tmp_path / "cirr"
+        _cirr_with_entry(root, str(secret))
+        status, _, err = searle(capsys, *EVAL, "--dataset", "cirr", "--dataset-path", root)
+        assert status == 0, err
+        assert str(secret) in open_audit.outside([tmp_path])
+        assert open_audit.battery_stray([tmp_path_factory.getbasetemp()]) == [str(secret)]
+    finally:
+        shutil.rmtree(elsewhere)
+        open_audit.forget(elsewhere)  # what the audits would have failed this test on
 
 
 @pytest.mark.parametrize("kind", ["absolute", "dotdot"])

@@ -228,8 +228,8 @@ def check_bounded(name: str, value: Any, where: str) -> None:
         InputError: a seed outside torch's range, a count that is not an integer >= 1 torch can take,
             or any integer torch cannot take (beyond 64 bits), naming ``where``.
     """
-    if value is None:
-        return
+    if value is None or isinstance(value, (bool, float, str)):
+        return  # not a count at all: the notebook's declared type says what was expected (check_profile)
     if name == "seed":
         problem = seed_problem(value)
     elif name in COUNTED:
