@@ -62,6 +62,7 @@ from searle_core.world.shapes_world import (
     random_jitter,
     render_codes,
 )
+from searle_core.world.shipped_weights import STORAGE, finalise, read_shipped
 
 WORLD_BACKBONE = "shapes-clip"
 
@@ -107,6 +108,7 @@ class WorldCLIPConfig:
                 "model": model_cfg,
                 "world_version": WORLD_VERSION,
                 "open_clip": open_clip.__version__,
+                "stored": STORAGE,
             },
             sort_keys=True,
             default=str,
@@ -292,29 +294,43 @@ def world_clip_weights(
     quick: bool = False,
     config: WorldCLIPConfig | None = None,
     progress: bool = True,
+    use_shipped: bool = True,
 ) -> Path:
-    """Path of the trained world CLIP weights, training them on first use.
+    """Path of the world CLIP weights: the cached file, else the package's shipped weights for this
+    recipe (``shipped_weights``), else trained here; the last two are cached on first use.
 
     Args:
         cache_dir: where weights are cached (default ``data/cache/world_clip``).
         quick: use :meth:`WorldCLIPConfig.quick` (CI-sized) instead of the full recipe.
         config: an explicit training config (overrides ``quick``).
         progress: progress bar while training.
+        use_shipped: read the shipped weights when they match (``False``: train, as a maintainer
+            does before shipping them).
     """
     config = config or (WorldCLIPConfig.quick() if quick else WorldCLIPConfig())
     folder = Path(cache_dir) if cache_dir else project_cache_dir("world_clip")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{WORLD_BACKBONE}-{config.cache_key()}.pt"
     if not path.is_file():
-        # One plain sentence instead of silence: this happens once per machine and takes minutes.
-        print(
-            f"Training the world CLIP ({WORLD_BACKBONE}, {config.steps} steps) once; it is cached in {folder}.",
-            flush=True,
-        )
-        state, log = train_world_clip(config, progress=progress)
+        shipped = read_shipped(config.cache_key()) if use_shipped else None
+        if shipped is not None:
+            state, log = shipped[0], {**shipped[1], "shipped": True}
+        else:
+            # One plain sentence instead of silence: this happens once per machine and takes minutes.
+            print(
+                f"Training the world CLIP ({WORLD_BACKBONE}, {config.steps} steps) once; it is cached in {folder}.",
+                flush=True,
+            )
+            state, log = train_world_clip(config, progress=progress)
+            state = finalise(state, trained_token_ids(), config.seed)  # stored as shipped weights are
         atomic_save(state, path)  # a killed run never leaves a half-written cache entry
         atomic_write_text(json.dumps(log), path.with_suffix(".json"))
     return path
+
+
+def trained_token_ids() -> list[int]:
+    """The token-table rows that training updates (the rest keep no trained value)."""
+    return _vocabulary_ids(open_clip.get_tokenizer(WORLD_BACKBONE))
 
 
 @torch.no_grad()
@@ -371,8 +387,9 @@ def format_report(report: dict[str, float], log: dict | None = None) -> str:
     if log:
         steps, batch = log["config"]["steps"], log["config"]["batch_size"]
         lines.append(
-            f"trained in {log['seconds']:.0f} s ({steps} steps of {batch}, {log.get('threads', '?')} torch "
-            f"threads; final loss {np.mean(log['losses'][-20:]):.3f})"
+            f"{'shipped weights, ' if log.get('shipped') else ''}trained in {log['seconds']:.0f} s "
+            f"({steps} steps of {batch}, {log.get('threads', '?')} torch threads; "
+            f"final loss {np.mean(log['losses'][-20:]):.3f})"
         )
     return "\n".join(lines)
 
