@@ -11,7 +11,7 @@ KERNELSPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 # Root installs system packages directly (CI); everyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run figures quick paper-smoke annotations test test-fast lint format nbval lab browser-setup browser-test clean-runs
+.PHONY: setup run figures world-weights quick paper-smoke annotations test test-fast lint format nbval lab browser-setup browser-test clean-runs
 
 setup: $(VENV)/.installed $(KERNELSPEC)
 
@@ -34,6 +34,12 @@ run: setup
 figures:
 	test -d runs/$(PROFILE)/figures || { echo "no runs/$(PROFILE)/figures: run 'make run' first"; exit 1; }
 	cp runs/$(PROFILE)/figures/*.png figures/
+
+# Maintainers, after changing the world or its CLIP's recipe: train both world CLIPs here and write the
+# package's shipped weights (searle_core/world/weights/, read instead of training on every machine).
+world-weights: setup
+	$(VENV)/bin/searle world build --quick --ship --samples 0
+	$(VENV)/bin/searle world build --ship --samples 0
 
 quick: setup
 	$(VENV)/bin/searle paper --profile quick

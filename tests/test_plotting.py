@@ -86,6 +86,19 @@ def test_token_plots():
     assert plotting.plot_agreement(np.linspace(0.5, 0.9, 20), ax=axes[2], reference=0.1) is fig
 
 
+def test_token_path_joins_its_end_to_the_words_it_is_nearest_to():
+    fig, ax = plt.subplots()
+    words_xy = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    path = np.array([[5.0, 5.0], [2.0, 2.0]])
+    plotting.plot_token_path(words_xy, ["red", "circle", "blue"], path, ax=ax, end_words=[("blue", 0.61), ("red", 0.4)])
+    dotted = [line.get_xydata() for line in ax.lines if line.get_linestyle() == ":"]
+    assert [d.tolist() for d in dotted] == [[[2.0, 2.0], [0.0, 1.0]], [[2.0, 2.0], [0.0, 0.0]]]
+    assert {"0.61", "0.40"} <= {t.get_text() for t in ax.texts}
+    with pytest.raises(ValueError, match="'square' is not among the plotted words"):
+        plotting.plot_token_path(words_xy, ["red", "circle", "blue"], path, ax=ax, end_words=[("square", 0.9)])
+    plt.close(fig)
+
+
 def test_nearest_words_grid_and_wordness():
     words = [[("red", 0.8), ("circle", 0.4)]] * 3
     fig = plotting.nearest_words_grid([image(i) for i in range(3)], words, titles=["a", "b", "c"], extra_words=words)

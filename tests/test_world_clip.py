@@ -14,11 +14,10 @@ from searle_core.world.world_clip import (
     WorldCLIPConfig,
     _CompactEmbedding,
     _vocabulary_ids,
-    format_report,
     mentioned_attributes,
     training_batch,
-    zero_shot_report,
 )
+from searle_core.world.world_clip_report import format_report, zero_shot_report
 
 
 @pytest.fixture(scope="module")

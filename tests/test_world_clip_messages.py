@@ -25,11 +25,11 @@ def test_training_is_announced_once_in_a_sentence(tmp_path, monkeypatch, capsys)
 
     def fake_training(config, progress=True):
         calls.append(progress)
-        return {"w": torch.zeros(1)}, {"losses": []}
+        return {"token_embedding.weight": torch.zeros(49408, 2)}, {"losses": []}
 
     monkeypatch.setattr(world_clip, "train_world_clip", fake_training)
-    path = world_clip.world_clip_weights(cache_dir=tmp_path, quick=True)
+    path = world_clip.world_clip_weights(cache_dir=tmp_path, quick=True, use_shipped=False)  # as if none shipped
     out = capsys.readouterr().out
     assert out.startswith("Training the world CLIP (shapes-clip, ") and f"cached in {tmp_path}" in out
-    world_clip.world_clip_weights(cache_dir=tmp_path, quick=True)  # cached: silent
+    world_clip.world_clip_weights(cache_dir=tmp_path, quick=True, use_shipped=False)  # cached: silent
     assert capsys.readouterr().out == "" and path.is_file() and calls == [True]

@@ -18,7 +18,7 @@ from searle_core.jobs.prepare import evaluate
 from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import gallery_features
 from searle_core.world.setup import world_setup, world_vocabulary
-from searle_core.world.world_clip import zero_shot_report
+from searle_core.world.world_clip_report import zero_shot_report
 
 OTI_STEPS = 100
 # Zero-shot over 216 combinations (chance 0.46 %) on the quick val gallery (432 renders), per attribute.

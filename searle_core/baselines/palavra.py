@@ -82,6 +82,12 @@ class PalavraConfig:
     token_weight_decay: float = 0.01
     templates: tuple[str, ...] = TEMPLATES
 
+    @classmethod
+    def for_world(cls, **overrides) -> PalavraConfig:
+        """The offline world's recipe: 40 pre-training epochs, as φ's there, which keeps ``make run``
+        in its budget (100 stay the default elsewhere)."""
+        return cls(**{"epochs": 40, **overrides})
+
     def pretraining(self) -> dict:
         """The fields that determine the inverter (its artifact key)."""
         return {

@@ -16,14 +16,8 @@ from searle_core.infra.errors import count_type, positive_int, seed_int
 from searle_core.infra.settings import add_renamed
 from searle_core.jobs.timing import bench_feature_extraction, bench_oti, bench_retrieval, write_bench_images
 from searle_core.world import ShapesWorld
-from searle_core.world.world_clip import (
-    WorldCLIPConfig,
-    format_report,
-    held_out_names,
-    training_log,
-    world_clip_weights,
-    zero_shot_report,
-)
+from searle_core.world.world_clip import WorldCLIPConfig, world_clip_weights
+from searle_core.world.world_clip_report import format_report, held_out_names, training_log, zero_shot_report
 
 
 def register(sub) -> None:

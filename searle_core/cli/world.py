@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 from searle_core.cli.common import add_backbone_options, load_backbone_from_args, print_json
 from searle_core.datasets.backbone_setup import configure_for_dataset
 from searle_core.datasets.folder import FileImageSource
 from searle_core.infra.errors import nonnegative_int, positive_int
+from searle_core.infra.files import atomic_save
 from searle_core.infra.paths import data_dir
 from searle_core.infra.settings import add_setting
 from searle_core.inversion import OTIConfig, oti
@@ -18,7 +22,9 @@ from searle_core.inversion.nearest import nearest_words, word_token_ids
 from searle_core.inversion.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle
 from searle_core.world import ShapesWorld, WorldConfig, training_vocabulary
 from searle_core.world.setup import world_setup, world_vocabulary
-from searle_core.world.world_clip import format_report, held_out_names, training_log, zero_shot_report
+from searle_core.world.shipped_weights import pack, shipped_path
+from searle_core.world.world_clip import WorldCLIPConfig, trained_token_ids, world_clip_weights
+from searle_core.world.world_clip_report import format_report, held_out_names, training_log, zero_shot_report
 
 
 def register(sub) -> None:
@@ -34,6 +40,12 @@ def register(sub) -> None:
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads while training (default: torch's)")
     b.add_argument(
         "--json", action="store_true", help="also print the accuracy table and training time as one JSON line"
+    )
+    b.add_argument(
+        "--ship",
+        action="store_true",
+        help="maintainers: train the CLIP here (ignoring the shipped weights) and write the package's shipped "
+        "file for this recipe (searle_core/world/weights/; `make world-weights`)",
     )
     b.set_defaults(func=run_build)
 
@@ -54,11 +66,10 @@ def register(sub) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
+    if args.ship:
+        print(f"shipped: {ship_weights(WorldCLIPConfig.quick() if args.quick else WorldCLIPConfig())}")
     start = time.perf_counter()
     world = ShapesWorld(WorldConfig.quick() if args.quick else WorldConfig())
     val = world.benchmark("val")
@@ -97,15 +108,23 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_invert(args: argparse.Namespace) -> int:
+def ship_weights(config: WorldCLIPConfig) -> Path:
+    """Train ``config`` in a scratch cache and write its shipped file into the package."""
+    with tempfile.TemporaryDirectory() as scratch:
+        trained = world_clip_weights(scratch, config=config, use_shipped=False)
+        state, log = torch.load(trained, map_location="cpu", weights_only=True), training_log(trained)
+    path = shipped_path(config.cache_key())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(pack(state, trained_token_ids(), config.seed, log), path)
+    return path
 
+
+def run_invert(args: argparse.Namespace) -> int:
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"no such image file(s): {', '.join(missing)}")
 
     backbone = configure_for_dataset(load_backbone_from_args(args), "images", num_workers=0)  # targetpad
-    import torch
-
     # Decoded through the benchmarks' loader: a truncated or garbage file is an error naming it.
     files = FileImageSource({p: Path(p) for p in args.images}, default_referrer="given to searle invert", hint="")
     pixels = torch.stack([backbone.preprocess(files.load_image(p)) for p in args.images]).to(backbone.device)

@@ -67,7 +67,8 @@ def pic2word_network(
     backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext
 ) -> tuple[Pic2WordMapper, NetworkSetup | None]:
     """Pic2Word's mapper: ``ctx.checkpoints['pic2word']``, else cached or trained on first use."""
-    config = ctx.pic2word_config or Pic2WordConfig()
+    world = bench.text_corpus is not None  # the offline world brings its corpus: its shorter recipe
+    config = ctx.pic2word_config or (Pic2WordConfig.for_world() if world else Pic2WordConfig())
     if ctx.checkpoints.get("pic2word"):
         return load_mapper(ctx.checkpoints["pic2word"], backbone, config), None
     data = unlabeled_images(backbone, bench, ctx.unlabeled, "pic2word", ctx.progress, normalize=False)
@@ -119,7 +120,8 @@ def lincir_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) 
 
 def palavra_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> tuple[Phi, NetworkSetup | None]:
     """PALAVRA's pre-trained inverter: ``ctx.checkpoints['palavra']``, else cached or trained on first use."""
-    config = ctx.palavra_config or PalavraConfig()
+    world = bench.text_corpus is not None
+    config = ctx.palavra_config or (PalavraConfig.for_world() if world else PalavraConfig())
     if ctx.checkpoints.get("palavra"):
         return load_phi(ctx.checkpoints["palavra"], backbone).to(backbone.device), None
     if ctx.vocabulary is None:

@@ -222,16 +222,7 @@ def run_ablations(
     rows = []
     for variant in variants:
         metrics = run_variant(study, variant, oti_steps, phi_epochs, phi_images, equal_steps, rankings)
-        steps = variant.oti.get("steps", oti_steps) if variant.part == "OTI" else None
-        rows.append(
-            {
-                "part": variant.part,
-                "variant": variant.name,
-                **metrics,
-                "steps": steps,
-                "data %": 100 * variant.data_fraction if variant.part == "φ" else None,
-            }
-        )
+        rows.append(table_row(variant, metrics, oti_steps))
         if progress:
             key = next((k for k in ("mAP@10", "Recall@1", "average/Recall@10") if k in metrics), None)
             print(
@@ -240,6 +231,18 @@ def run_ablations(
                 flush=True,
             )
     return pd.DataFrame(rows)
+
+
+def table_row(variant: Variant, metrics: dict, oti_steps: int) -> dict:
+    """One row of the ablation table: ``part``, ``variant``, the metrics and ``seconds``, and for the
+    step and data rows their numeric ``steps`` / ``data %`` (what the curves are drawn against)."""
+    return {
+        "part": variant.part,
+        "variant": variant.name,
+        **metrics,
+        "steps": variant.oti.get("steps", oti_steps) if variant.part == "OTI" else None,
+        "data %": 100 * variant.data_fraction if variant.part == "φ" else None,
+    }
 
 
 def reading(low: float, high: float) -> str:

@@ -94,8 +94,13 @@ def plot_token_path(
     label: str = "S*",
     colour: str = SERIES_COLOURS["EMA"],
     steps: Sequence[int] | None = None,
+    end_words: Sequence[tuple[str, float]] | None = None,
 ) -> Figure:
     """S*'s path during OTI projected in 2-D among the vocabulary words nearest to it.
+
+    A 2-D projection cannot keep every distance, so the path's end may look nearer to some word
+    than it is; ``end_words`` draws a dotted line from the end to each word it is truly nearest to
+    (cosine in the full token space, written at the word), so the reader sees where it ended.
 
     Args:
         words_xy: (W, 2) projected word-embedding rows.
@@ -106,6 +111,8 @@ def plot_token_path(
         label: legend label of the path.
         colour: path colour.
         steps: the OTI step of each path point (start and end are annotated with them).
+        end_words: ``[(word, cosine), ...]`` the end's nearest words (each must be in
+            ``word_labels``; ``inversion.nearest.nearest_words`` of the last token).
     """
     fig, ax = new_axes(ax, figsize=(5, 4.5))
     if not any(getattr(c, "_is_word_cloud", False) for c in ax.collections):
@@ -116,6 +123,12 @@ def plot_token_path(
     ax.plot(path_xy[:, 0], path_xy[:, 1], "-", color=colour, lw=1.5, alpha=0.9, label=label, zorder=3)
     ax.scatter(*path_xy[0], marker="o", s=40, facecolor="white", edgecolor=colour, zorder=4)
     ax.scatter(*path_xy[-1], marker="*", s=160, color=colour, edgecolor="black", lw=0.5, zorder=5)
+    for word, cosine in end_words or ():
+        if word not in word_labels:
+            raise ValueError(f"end word {word!r} is not among the plotted words {list(word_labels)}")
+        x, y = words_xy[list(word_labels).index(word)]
+        ax.plot([path_xy[-1, 0], x], [path_xy[-1, 1], y], ":", color=colour, lw=1.2, zorder=3)
+        ax.annotate(f"{cosine:.2f}", (x, y), fontsize=9, color=colour, xytext=(3, -11), textcoords="offset points")
     if steps is not None:
         ax.annotate(
             f"step {steps[0]}", path_xy[0], fontsize=9, color=colour, xytext=(4, -10), textcoords="offset points"

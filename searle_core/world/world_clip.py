@@ -54,8 +54,8 @@ from searle_core.clip.weights import InMemoryWeights
 from searle_core.infra.cache import save_or_warn
 from searle_core.infra.files import atomic_save, atomic_write_text
 from searle_core.infra.paths import data_dir
-from searle_core.world.attributes import ATTRIBUTES, VALUES, WORLD_VERSION, all_combos, decode
-from searle_core.world.grammar import caption_for, describe, training_vocabulary
+from searle_core.world.attributes import ATTRIBUTES, VALUES, WORLD_VERSION, decode
+from searle_core.world.grammar import describe, training_vocabulary
 from searle_core.world.shapes_world import (
     ShapesWorld,
     WorldConfig,
@@ -64,6 +64,7 @@ from searle_core.world.shapes_world import (
     random_jitter,
     render_codes,
 )
+from searle_core.world.shipped_weights import STORAGE, finalise, read_shipped
 
 WORLD_BACKBONE = "shapes-clip"
 
@@ -109,6 +110,7 @@ class WorldCLIPConfig:
                 "model": model_cfg,
                 "world_version": WORLD_VERSION,
                 "open_clip": open_clip.__version__,
+                "stored": STORAGE,
             },
             sort_keys=True,
             default=str,
@@ -294,14 +296,18 @@ def world_clip_weights(
     quick: bool = False,
     config: WorldCLIPConfig | None = None,
     progress: bool = True,
+    use_shipped: bool = True,
 ) -> Path | InMemoryWeights:
-    """Path of the trained world CLIP weights, training them on first use.
+    """Path of the world CLIP weights: the cached file, else the package's shipped weights for this
+    recipe (``shipped_weights``), else trained here; the last two are cached on first use.
 
     Args:
         cache_dir: where weights are cached (default ``data/cache/world_clip``).
         quick: use :meth:`WorldCLIPConfig.quick` (CI-sized) instead of the full recipe.
         config: an explicit training config (overrides ``quick``).
         progress: progress bar while training.
+        use_shipped: read the shipped weights when they match (``False``: train, as a maintainer
+            does before shipping them).
 
     Returns:
         The cached file; or, when it could not be written (a full disk, no permission: a warning, as
@@ -311,18 +317,28 @@ def world_clip_weights(
     folder = Path(cache_dir) if cache_dir else data_dir() / "cache" / "world_clip"
     path = folder / f"{WORLD_BACKBONE}-{config.cache_key()}.pt"
     if not path.is_file():
-        # One plain sentence instead of silence: this happens once per machine and takes minutes.
-        print(
-            f"Training the world CLIP ({WORLD_BACKBONE}, {config.steps} steps) once; it is cached in {folder}.",
-            flush=True,
-        )
-        state, log = train_world_clip(config, progress=progress)
+        shipped = read_shipped(config.cache_key()) if use_shipped else None
+        if shipped is not None:
+            state, log = shipped[0], {**shipped[1], "shipped": True}
+        else:
+            # One plain sentence instead of silence: this happens once per machine and takes minutes.
+            print(
+                f"Training the world CLIP ({WORLD_BACKBONE}, {config.steps} steps) once; it is cached in {folder}.",
+                flush=True,
+            )
+            state, log = train_world_clip(config, progress=progress)
+            state = finalise(state, trained_token_ids(), config.seed)  # stored as shipped weights are
         # Atomic: a killed run never leaves a half-written cache entry (the folder is created there).
         if not save_or_warn(lambda: atomic_save(state, path), path, "world CLIP weights"):
             return InMemoryWeights(f"{path.name} (not cached, {_digest(state)})", state, log)
         log_path = path.with_suffix(".json")
         save_or_warn(lambda: atomic_write_text(json.dumps(log), log_path), log_path, "world CLIP training log")
     return path
+
+
+def trained_token_ids() -> list[int]:
+    """The token-table rows that training updates (the rest keep no trained value)."""
+    return _vocabulary_ids(open_clip.get_tokenizer(WORLD_BACKBONE))
 
 
 def _digest(state: dict[str, torch.Tensor]) -> str:
@@ -332,68 +348,3 @@ def _digest(state: dict[str, torch.Tensor]) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-@torch.no_grad()
-def zero_shot_report(backbone, world: ShapesWorld, names: list[str], batch_size: int = 1024) -> dict[str, float]:
-    """Zero-shot classification of images among all attribute combinations, by their full captions.
-
-    Args:
-        backbone: the world CLIP.
-        world: the world the images belong to.
-        names: the images (held-out renders, e.g. a split's gallery: every combination, balanced).
-        batch_size: images encoded at once.
-
-    Returns:
-        ``{"total": %, "colour": %, "shape": %, "size": %, "background": %, "images": N}``: the share
-        whose best-scoring caption is their own combination (total) and, per attribute, the
-        share whose best-scoring combination has the image's value of that attribute.
-    """
-    combos = np.array(all_combos())
-    captions = [caption_for(decode(c)) for c in combos]
-    text = F.normalize(encode_text(backbone.model, backbone.tokenize(captions)).float(), dim=-1)
-    cfg = backbone.model.visual.preprocess_cfg
-    predicted = []
-    for start in range(0, len(names), batch_size):
-        pixels = images_to_tensor(
-            world.array(names[start : start + batch_size]), cfg["mean"], cfg["std"], backbone.device
-        )
-        image = F.normalize(backbone.model.encode_image(pixels).float(), dim=-1)
-        predicted.append((image @ text.T).argmax(dim=1).cpu().numpy())
-    guess, truth = combos[np.concatenate(predicted)], world.codes(names)
-    report = {"total": 100.0 * float((guess == truth).all(axis=1).mean())}
-    report.update({a: 100.0 * float((guess[:, i] == truth[:, i]).mean()) for i, a in enumerate(ATTRIBUTES)})
-    report["images"] = len(names)
-    return report
-
-
-def held_out_names(world: ShapesWorld) -> list[str]:
-    """Renders the world CLIP never trained on, every combination balanced: both splits' galleries."""
-    return world.gallery_names("val") + world.gallery_names("test")
-
-
-def training_log(weights: str | os.PathLike) -> dict | None:
-    """The log written beside cached weights (losses, seconds, threads, config), if any."""
-    path = Path(weights).with_suffix(".json")
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def format_report(report: dict[str, float], log: dict | None = None) -> str:
-    """The zero-shot table (total and per attribute) and the training time, as printed by the CLI."""
-    cells = " | ".join(f"{a} {report[a]:.1f}" for a in ATTRIBUTES)
-    lines = [
-        f"zero-shot accuracy over all {len(all_combos())} attribute combinations, {report['images']} held-out "
-        f"renders: {report['total']:.1f} %  ({cells})"
-    ]
-    if log:
-        steps, batch = log["config"]["steps"], log["config"]["batch_size"]
-        lines.append(
-            f"trained in {log['seconds']:.0f} s ({steps} steps of {batch}, {log.get('threads', '?')} torch "
-            f"threads; final loss {np.mean(log['losses'][-20:]):.3f})"
-        )
-    return "\n".join(lines)
-
-
-def zero_shot_accuracy(backbone, world: ShapesWorld, names: list[str]) -> float:
-    """% of images whose full canonical caption, among all attribute combinations, scores highest."""
-    return zero_shot_report(backbone, world, names)["total"]
