@@ -123,12 +123,17 @@ def plot_token_path(
     ax.plot(path_xy[:, 0], path_xy[:, 1], "-", color=colour, lw=1.5, alpha=0.9, label=label, zorder=3)
     ax.scatter(*path_xy[0], marker="o", s=40, facecolor="white", edgecolor=colour, zorder=4)
     ax.scatter(*path_xy[-1], marker="*", s=160, color=colour, edgecolor="black", lw=0.5, zorder=5)
+    # Each path's cosines sit on their own line under the word, so two paths ending near it stay legible.
+    series = getattr(ax, "_end_word_series", 0)
     for word, cosine in end_words or ():
         if word not in word_labels:
             raise ValueError(f"end word {word!r} is not among the plotted words {list(word_labels)}")
         x, y = words_xy[list(word_labels).index(word)]
         ax.plot([path_xy[-1, 0], x], [path_xy[-1, 1], y], ":", color=colour, lw=1.2, zorder=3)
-        ax.annotate(f"{cosine:.2f}", (x, y), fontsize=9, color=colour, xytext=(3, -11), textcoords="offset points")
+        offset = (3, -11 - 10 * series)
+        ax.annotate(f"{cosine:.2f}", (x, y), fontsize=9, color=colour, xytext=offset, textcoords="offset points")
+    if end_words:
+        ax._end_word_series = series + 1
     if steps is not None:
         ax.annotate(
             f"step {steps[0]}", path_xy[0], fontsize=9, color=colour, xytext=(4, -10), textcoords="offset points"
