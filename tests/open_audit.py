@@ -48,6 +48,8 @@ PYTHON = sorted(
 )
 #: This repository's code, its tests' data, the notebooks and their profiles (read by name).
 CODE = [*PYTHON, str(REPO / "searle_core"), str(REPO / "tests"), str(REPO / "notebooks")]
+# An editable install keeps the package's metadata (entry points, version) beside the code, in the checkout.
+CODE += [str(p) for p in REPO.glob("*.egg-info")] + [str(p) for p in REPO.glob("*.dist-info")]
 #: The project's cache when ``SEARLE_DATA`` is not set (the world CLIP's weights live there).
 REPO_CACHE = str(REPO / "data" / "cache")
 
