@@ -106,8 +106,8 @@ def test_notebook_parameters_are_setting_names(stem):
 def test_notebook_passes_its_settings_to_open_study_by_name(stem):
     """Each parameter that is a setting reaches ``open_study`` as ``name=name``, nothing else does."""
     nb = nbformat.read(paper.notebook_path(stem), as_version=4)
-    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code" and not c.source.startswith("%"))
-    source = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("%"))
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    source = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("%"))  # magics
     # Notebook 4 opens one study per benchmark and backbone of its lists, through results.run_settings.
     callee = "run_settings" if stem == "04_results_tables" else "open_study"
     calls = [
