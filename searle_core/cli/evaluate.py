@@ -75,7 +75,10 @@ def add_benchmark_options(p: argparse.ArgumentParser, default_split: str = "val"
         p,
         "phi_checkpoint",
         default=None,
-        help="φ checkpoint, file or http(s) URL (authors' SEARLE_ViT-B32.pt or one of ours)",
+        help='φ for `searle`: a file ({"epoch", "Phi"}: the authors\' SEARLE_ViT-B32.pt or one of ours) or '
+        "http(s) URL; a `searle train-phi` run folder RUN (its phi.pt), RUN:EPOCH (its phi_EPOCH.pt, every 5 "
+        "epochs) or RUN:last (phi_last.pt); or searle / searle-xl (the authors' released φ for ViT-B-32 / "
+        "ViT-L-14, downloaded once into the cache and checked after). Empty: φ trained in the run",
     )
     add_setting(p, "oti_steps", type=positive_int)
     add_setting(
