@@ -56,3 +56,51 @@ def test_concepts_associate_command(tmp_path, monkeypatch):
     world = ShapesWorld(WorldConfig.quick())
     features = image_features(backbone, world.images, list(names), progress=False)
     assert list(got.values()) == Vocabulary(WORDS, {}).associate(backbone, features, 5)
+
+
+def test_searle_oti_reads_each_images_concepts_from_a_concepts_file(tmp_path, monkeypatch, capsys):
+    """`searle oti --concepts` takes the authors' concepts file, as their oti_inversion.py reads its
+    ``*_top_100_ensembling_image_texts.csv``: each image's concepts come from its row, not from CLIP."""
+    from searle_core.inversion.phrases import save_phrase_pickle
+    from searle_core.jobs.oti_run import load_oti_run
+    from searle_core.world import ShapesWorld, WorldConfig
+
+    monkeypatch.setenv("SEARLE_DATA", str(tmp_path / "data"))
+    names = ShapesWorld(WorldConfig.quick()).benchmark("val").reference_names()[:4]
+    rows = [[n, " circle", "star ", "circle", "moon", "heart"] for n in names]
+    rows[1][1:3] = ["cloud", "square"]
+    path = tmp_path / "ViT-B32_top_100_ensembling_image_texts.csv"
+    pd.DataFrame(rows, columns=["Image Name", "1", "2", "3", "4", "5"]).to_csv(path, index=False)
+    bank = {w: [f"a photo of {w} that shines", f"a photo of a {w} here"] for w in ("circle", "star", "square", "moon")}
+    bank["heart"] = ["a photo of love"]  # does not contain its concept: dropped, as the authors do
+    save_phrase_pickle(bank, tmp_path / "phrases.pkl")
+    args = ["oti", "--dataset", "shapes", "--split", "val", "--quick", "--pretrained", "none", "--device", "cpu"]
+    args += [
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-images",
+        "4",
+        "--no-progress",
+        "--phrases",
+        tmp_path / "phrases.pkl",
+    ]
+    assert main([str(a) for a in [*args, "--concepts", path, "--out", tmp_path / "run"]]) == 0
+    assert "4 images' concepts from" in capsys.readouterr().err
+    inputs, tokens, manifest = load_oti_run(tmp_path / "run")
+    assert inputs.names == names and tokens.shape[0] == 4
+    assert inputs.concepts == [read_concepts_csv(path)[n] for n in names]  # stripped, repeats dropped
+    assert inputs.concepts[1] == ["cloud", "square", "circle", "moon", "heart"]
+
+    # An image without a row is said at once, naming the file and the image.
+    pd.DataFrame(rows[1:], columns=["Image Name", "1", "2", "3", "4", "5"]).to_csv(tmp_path / "short.csv", index=False)
+    assert main([str(a) for a in [*args, "--concepts", tmp_path / "short.csv", "--out", tmp_path / "run2"]]) == 2
+    err = capsys.readouterr().err
+    assert "short.csv: no concepts for 1 of the 4 images" in err and repr(names[0]) in err
+    # Commands that associate concepts from features refuse such a file, saying which reads it.
+    code = main(
+        [str(a) for a in ["evaluate", "--dataset", "shapes", "--quick", "--pretrained", "none", "--device", "cpu"]]
+        + ["--method", "searle-oti", "--oti-steps", "1", "--concepts", str(path), "--no-progress"]
+    )
+    assert code == 2 and "only `searle oti`" in capsys.readouterr().err

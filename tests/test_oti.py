@@ -1,3 +1,4 @@
+import math
 import random
 
 import pytest
@@ -71,7 +72,7 @@ def test_oti_first_step_matches_plain_formula(random_backbone, image_features):
     res = oti(bb, image_features, concepts, BANK, cfg, seed=3)
     rng = random.Random(3)
     template_ids = [rng.randrange(3) for _ in range(3)]
-    draw = PhraseSampler(concepts, BANK, rng).draw()
+    draw = PhraseSampler(concepts, BANK, rng, draw="phrase").draw()  # the authors' OTI draw
     init = torch.randn(3, bb.token_dim, generator=torch.Generator().manual_seed(3)) * cfg.init_std
     prompts = [cfg.templates[i].format("$") for i in template_ids]
     with torch.no_grad():
@@ -83,6 +84,28 @@ def test_oti_first_step_matches_plain_formula(random_backbone, image_features):
     expected = (1.0 * cos + 0.5 * gpt) / 1.5
     assert res.history["total"][0] == pytest.approx(expected.item(), abs=1e-5)
     assert res.history["gpt"][0] == pytest.approx(gpt.item(), abs=1e-5)
+
+
+def test_oti_draws_a_phrase_uniformly_phi_a_concept_then_a_phrase():
+    """The authors' OTI draws uniformly over the flat list of an image's phrases, so concept A with 1
+    phrase beside B with 9 gets 1/10 of the draws; their φ draws a concept first: A gets 1/2."""
+    bank = {"A": ["a photo of A"], "B": [f"a photo of B number {i}" for i in range(9)]}
+    n = 20_000
+    for mode, p in (("phrase", 0.1), ("concept", 0.5)):
+        sampler = PhraseSampler([["A", "B"]], bank, random.Random(0), draw=mode)
+        hits = sum(sampler.draw().phrases == ["a photo of A"] for _ in range(n))
+        tolerance = 5 * math.sqrt(p * (1 - p) / n)  # five binomial standard deviations
+        assert abs(hits / n - p) < tolerance, (mode, hits / n)
+    with pytest.raises(ValueError, match="draw must be one of"):
+        PhraseSampler([["A"]], bank, random.Random(0), draw="uniform")
+
+
+def test_oti_uses_the_authors_phrase_draw(random_backbone, image_features, monkeypatch):
+    modes = []
+    init = PhraseSampler.__init__
+    monkeypatch.setattr(PhraseSampler, "__init__", lambda self, *a, **k: modes.append(k["draw"]) or init(self, *a, **k))
+    oti(random_backbone, image_features, [["circle"]] * 3, BANK, OTIConfig(steps=1), seed=0)
+    assert modes == ["phrase"]
 
 
 def test_replace_concept():

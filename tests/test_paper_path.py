@@ -188,8 +188,8 @@ def test_phi_drops_the_last_partial_batch(random_backbone, monkeypatch):
 def test_phi_regulariser_replaces_every_occurrence_oti_the_first(random_backbone, monkeypatch):
     assert replace_every("a red circle next to a red circle", "red circle") == "a $ next to a $"
     bank = {"red circle": ["a red circle next to a red circle"]}
-    oti_draw = PhraseSampler([["red circle"]], bank, random.Random(0)).draw()
-    phi_draw = PhraseSampler([["red circle"]], bank, random.Random(0), replace_all=True).draw()
+    oti_draw = PhraseSampler([["red circle"]], bank, random.Random(0), draw="phrase").draw()
+    phi_draw = PhraseSampler([["red circle"]], bank, random.Random(0), draw="concept", replace_all=True).draw()
     assert oti_draw.phrases == phi_draw.phrases == ["a red circle next to a red circle"]
     assert (oti_draw.pseudo_phrases, phi_draw.pseudo_phrases) == (["a $ next to a red circle"], ["a $ next to a $"])
     drawn = []
@@ -217,7 +217,7 @@ def test_concepts_are_associated_over_the_whole_vocabulary(random_backbone):
     feats = vocab.concept_features(bb)[:1]  # an "image" whose best concept is "red circle"
     top = vocab.associate(bb, feats, top_k=3)[0]
     assert top[0] == "red circle" and len(top) == 3
-    sampler = PhraseSampler([top], vocab.phrase_bank, random.Random(0))
+    sampler = PhraseSampler([top], vocab.phrase_bank, random.Random(0), draw="phrase")
     assert sampler.usable == [top[1:]]  # two usable concepts left, not refilled to three
 
 

@@ -85,3 +85,17 @@ def test_the_real_table_is_the_authors_hubconf():
         "searle": ("ViT-B-32", "https://github.com/miccunifi/SEARLE/releases/download/weights/SEARLE_ViT-B32.pt"),
         "searle-xl": ("ViT-L-14", "https://github.com/miccunifi/SEARLE/releases/download/weights/SEARLE_ViT-L14.pt"),
     }
+
+
+@pytest.mark.parametrize("command", ["evaluate", "table"])
+def test_phi_checkpoint_help_names_every_form(command, capsys):
+    """A file (or URL), a φ run folder and epoch, and the authors' release by name."""
+    from searle_core.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    at = text.index("--phi-checkpoint PHI_CHECKPOINT φ")
+    help_text = text[at : at + 600]
+    for form in ("a file", "URL", "RUN:EPOCH", "RUN:last", "searle / searle-xl", "downloaded once"):
+        assert form in help_text, form

@@ -27,6 +27,7 @@ from searle_core.datasets.text_corpus import read_captions
 from searle_core.infra.errors import InputError, check_writable, nonnegative_int, positive_int
 from searle_core.infra.settings import RunSettings, add_setting
 from searle_core.inversion import OTIConfig, load_phi
+from searle_core.inversion.concept_files import is_image_concepts_file, read_concepts_csv
 from searle_core.inversion.concepts import Vocabulary
 from searle_core.inversion.phi_training import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES
 from searle_core.inversion.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
@@ -75,7 +76,10 @@ def add_benchmark_options(p: argparse.ArgumentParser, default_split: str = "val"
         p,
         "phi_checkpoint",
         default=None,
-        help="φ checkpoint, file or http(s) URL (authors' SEARLE_ViT-B32.pt or one of ours)",
+        help='φ for `searle`: a file ({"epoch", "Phi"}: the authors\' SEARLE_ViT-B32.pt or one of ours) or '
+        "http(s) URL; a `searle train-phi` run folder RUN (its phi.pt), RUN:EPOCH (its phi_EPOCH.pt, every 5 "
+        "epochs) or RUN:last (phi_last.pt); or searle / searle-xl (the authors' released φ for ViT-B-32 / "
+        "ViT-L-14, downloaded once into the cache and checked after). Empty: φ trained in the run",
     )
     add_setting(p, "oti_steps", type=positive_int)
     add_setting(
@@ -205,20 +209,34 @@ def vocabulary_from_args(args: argparse.Namespace | RunSettings):
             return world_vocabulary()
         return None
     bank = load_phrase_pickle(s.phrases) if s.phrases else None
-    concepts = load_concepts_csv(s.concepts) if s.concepts else list(bank)
+    # --concepts is the vocabulary (Open Images' class descriptions), or each image's concepts in the
+    # authors' layout (*_top_250_ensembling_image_texts.csv), read as their scripts read it.
+    associations = read_concepts_csv(s.concepts) if s.concepts and is_image_concepts_file(s.concepts) else None
+    if associations is not None:
+        concepts = list(dict.fromkeys(c for cs in associations.values() for c in cs))
+    else:
+        concepts = load_concepts_csv(s.concepts) if s.concepts else list(bank)
     if bank is None:
         bank = template_phrases(concepts)
     kept = filter_phrase_bank(bank)
     names = [c for c in concepts if c in kept]
     source = s.phrases or "offline template phrases"
+    where = f"{len(associations)} images' concepts from {s.concepts}" if associations is not None else None
     _note(
-        f"concepts: images are associated over all {len(concepts)}; {len(names)} have usable phrases "
+        f"concepts: {where or f'images are associated over all {len(concepts)}'}; {len(names)} of "
+        f"{len(concepts)} have usable phrases "
         f"({len(concepts) - len(names)} without phrases, or with phrases that do not all contain the concept, are "
         f"skipped afterwards, as the authors do); phrases from {source}"
     )
     if not names:
         raise InputError(f"no concept of {s.concepts or s.phrases} has usable phrases in {source}")
-    return Vocabulary(list(concepts), {c: kept[c] for c in names}, phrases="given" if s.phrases else "templates")
+    return Vocabulary(
+        list(concepts),
+        {c: kept[c] for c in names},
+        phrases="given" if s.phrases else "templates",
+        associations=associations,
+        source=str(s.concepts or ""),
+    )
 
 
 def context_from_args(args: argparse.Namespace | RunSettings, backbone):

@@ -79,7 +79,14 @@ def register(sub) -> None:
     add_setting(o, "oti_steps", type=positive_int, renamed=("--steps",), help="OTI steps per batch (paper: 350)")
     add_setting(o, "oti_batch_size", type=positive_int, renamed=("--batch-size",))
     o.add_argument("--lambda-gpt", type=nonnegative_float, default=0.5, help="regulariser weight (paper: 0.5; 0: none)")
-    add_setting(o, "concepts", default=None)
+    add_setting(
+        o,
+        "concepts",
+        default=None,
+        help="the vocabulary (Open Images' oidv7-class-descriptions.csv: each image is associated over it), or "
+        "each image's concepts in the authors' layout (ViT-B32_top_250_ensembling_image_texts.csv, as `searle "
+        "concepts associate` writes: header 'Image Name,1,2,...', rows named as the dataset names its images)",
+    )
     add_setting(o, "phrases", default=None)
     o.add_argument(
         "--checkpoint-every",
@@ -211,6 +218,8 @@ def run_oti_command(args: argparse.Namespace) -> int:
         vocabulary = vocabulary_from_args(args) if args.lambda_gpt > 0 else None
         if vocabulary is None and args.lambda_gpt > 0:
             _say("no --concepts/--phrases: OTI runs without its regulariser (lambda_gpt 0)")
+        if vocabulary is not None and vocabulary.associations is not None:
+            vocabulary.concepts_of(names, 1)  # every image has a row: said now, not after the features
         config = OTIRunConfig(
             oti=OTIConfig(
                 steps=args.oti_steps, lambda_gpt=args.lambda_gpt if vocabulary else 0.0, precision=args.precision

@@ -68,8 +68,9 @@ class RunSettings:
         oti_batch_size: images optimised together by OTI (the paper: 32).
         oti_tokens: OTI tokens computed earlier for ``searle-oti`` (a ``searle oti`` run folder or
             the authors' output).
-        phi_checkpoint: φ's weights, file or URL (the authors' ``SEARLE_ViT-B32.pt``); empty: φ
-            trained by the project.
+        phi_checkpoint: φ's weights: a file or URL (the authors' ``SEARLE_ViT-B32.pt``), a φ run
+            folder ``RUN``, ``RUN:EPOCH`` or ``RUN:last``, or ``searle`` / ``searle-xl`` (the authors'
+            released φ, downloaded once); empty: φ trained by the project.
         phi_epochs: φ's training epochs (the paper: 100).
         phi_images: unlabeled images φ trains on (0: all).
         progress: progress bars (the CLI's ``--no-progress`` turns them off).
@@ -111,7 +112,11 @@ class RunSettings:
     oti_tokens: str = _setting(
         "", "OTI tokens computed earlier: a `searle oti` run folder or the authors' output", old_flags=("--tokens",)
     )
-    phi_checkpoint: str = _setting("", "φ's weights, file or URL (the authors' SEARLE_ViT-B32.pt); empty: trained here")
+    phi_checkpoint: str = _setting(
+        "",
+        "φ's weights: a file or URL (the authors' SEARLE_ViT-B32.pt), a φ run folder RUN, RUN:EPOCH or RUN:last, or "
+        "searle / searle-xl (the authors' released φ, downloaded once); empty: trained here",
+    )
     phi_epochs: int = _setting(100, "φ's training epochs (the paper: 100)", old_flags=("--epochs",))
     phi_images: int = _setting(0, "unlabeled images φ trains on (0: all)")
     progress: bool = _setting(True, "progress bars")

@@ -45,6 +45,17 @@ def write_concepts_csv(path: str | Path, names: Sequence[str], concepts: Sequenc
     return atomic_write_text(out.getvalue(), path)
 
 
+def is_image_concepts_file(path: str | Path) -> bool:
+    """Whether ``path`` is a concepts file in the authors' layout (its header starts ``Image Name``),
+    rather than a vocabulary such as Open Images' ``LabelName,DisplayName``."""
+    try:
+        with Path(path).open(encoding="utf-8", newline="") as f:
+            header = next(csv.reader([f.readline()]), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False  # the vocabulary reader names the problem
+    return bool(header) and header[0].lstrip("\ufeff") == NAME_COLUMN
+
+
 def read_concepts_csv(path: str | Path, top_k: int | None = None) -> dict[str, list[str]]:
     """Image name -> its concepts, as their scripts read the file: stripped, repeats dropped (first
     kept), the first ``top_k`` (all if ``None``).

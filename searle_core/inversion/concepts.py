@@ -142,12 +142,18 @@ class Vocabulary:
         phrases: where the phrases come from: ``"given"`` (a bank the caller supplied: the authors'
             GPT-Neo phrases, or the shapes world's grammar) or ``"templates"`` (the offline template
             generator, which is not the paper's regulariser; tables label such rows).
+        associations: image name -> its concepts, best first, as read from a concepts file in the
+            authors' layout (``concept_files.read_concepts_csv``); ``None``: associated here from
+            the features. With it, images are looked up by name (:meth:`concepts_of`), not associated.
+        source: the file the associations come from (for messages).
     """
 
     concepts: list[str]
     phrase_bank: PhraseBank
     _features: dict = field(default_factory=dict, repr=False)
     phrases: str = "given"
+    associations: dict[str, list[str]] | None = None
+    source: str = ""
 
     def concept_features(self, backbone: Backbone) -> torch.Tensor:
         key = (backbone.name, backbone.weights_id)
@@ -156,4 +162,24 @@ class Vocabulary:
         return self._features[key]
 
     def associate(self, backbone: Backbone, features: torch.Tensor, top_k: int) -> list[list[str]]:
+        if self.associations is not None:
+            raise InputError(
+                f"{self.source}: a concepts file gives each image's concepts by name, which only `searle oti` "
+                "(and `searle train-phi` with the authors' OTI output) read; here give the vocabulary the "
+                "concepts are associated over (--concepts oidv7-class-descriptions.csv)"
+            )
         return associate_concepts(features, self.concept_features(backbone), self.concepts, top_k)
+
+    def concepts_of(self, names: list[str], top_k: int) -> list[list[str]]:
+        """The first ``top_k`` concepts of each named image, from :attr:`associations`.
+
+        Raises:
+            InputError: an image has no row in the concepts file (naming the file and the image).
+        """
+        missing = [n for n in names if n not in self.associations]
+        if missing:
+            raise InputError(
+                f"{self.source}: no concepts for {len(missing)} of the {len(names)} images (first: {missing[0]!r}); "
+                f"its 'Image Name' column must name each image as the dataset does (e.g. {names[0]!r})"
+            )
+        return [self.associations[n][:top_k] for n in names]

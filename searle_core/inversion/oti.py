@@ -125,7 +125,8 @@ def oti(
     if regularise:
         if len(concepts) != n:
             raise InputError(f"got concepts for {len(concepts)} images but features for {n}")
-        sampler = PhraseSampler([c[: config.top_concepts] for c in concepts], phrase_bank, rng)
+        # One phrase uniformly from the flat list of each image's phrases (the authors' OTI draw).
+        sampler = PhraseSampler([c[: config.top_concepts] for c in concepts], phrase_bank, rng, draw="phrase")
         draws = [sampler.draw() for _ in range(config.steps)]
         cache = phrase_cache or PhraseFeatureCache(backbone)
         # One no-grad pass over every phrase the run will use, instead of re-encoding each step

@@ -243,4 +243,6 @@ def make_sampler(
 ) -> PhraseSampler:
     """A phrase sampler over each image's top concepts (``replace_all``: every occurrence of the
     concept becomes ``$``, as φ's regulariser in the authors' code)."""
-    return PhraseSampler([c[:top_concepts] for c in concepts], bank, random.Random(seed), replace_all=replace_all)
+    return PhraseSampler(
+        [c[:top_concepts] for c in concepts], bank, random.Random(seed), draw="concept", replace_all=replace_all
+    )

@@ -227,8 +227,9 @@ def train_phi(
     sampler = phrases = None
     if regularise:
         top = [c[: loss_cfg.top_concepts] for c in concepts]
-        # φ replaces every occurrence of the concept (the authors' train_phi.py); OTI the first.
-        sampler = PhraseSampler(top, phrase_bank, random.Random(0), replace_all=True)
+        # φ draws a concept, then a phrase, and replaces every occurrence of the concept (the
+        # authors' train_phi.py); OTI draws from the flat phrase list and replaces the first.
+        sampler = PhraseSampler(top, phrase_bank, random.Random(0), draw="concept", replace_all=True)
         phrases = StablePhraseFeatures(backbone, top, phrase_bank, precision=config.precision)
     tokenize, encoder = TokenCache(backbone), PrefixCachedEncoder(backbone.model, backbone.dollar_token_id)
     # The last partial batch is dropped (the authors' DataLoader(drop_last=True)); with fewer images

@@ -3,6 +3,22 @@ replaced by ``$``, should keep the text features of the original phrase.
 
 The features of the *unmodified* phrases carry no gradient, so they are encoded once (no_grad) and
 memoised by :class:`PhraseFeatureCache`; only the ``$`` versions are encoded at each step.
+
+Which phrase, as the authors' code picks it:
+
+- *The concepts.* Each image's concepts are its associated ones stripped, repeats dropped (first
+  kept), cut to the first ``top_k`` (OTI 15, φ 150), and only then those without usable phrases are
+  skipped, so an image may keep fewer than ``top_k`` (``concept_files.read_concepts_csv`` and
+  ``concepts.associate_concepts`` do the first three; :class:`PhraseSampler` the last).
+- *Usable phrases.* A concept is dropped entirely if any of its phrases does not contain it
+  (``phrases.filter_phrase_bank``: their ``phrase.replace(k, " $ ", 1)`` without ``$``). Two corner
+  cases differ, on purpose: a concept with no phrases, or absent from the bank, is skipped here where
+  theirs keeps it (no phrase to draw) or stops with a ``KeyError``; a phrase that lacks its concept
+  but already holds a ``$`` passes their test and fails ours (no such phrase in their bank).
+- *The draw.* OTI: uniform over the flat list of the image's phrases (``draw="phrase"``); φ: a
+  concept, then a phrase (``draw="concept"``); see :class:`PhraseSampler`. OTI replaces the first
+  occurrence of the concept, φ every one. The draws come from the caller's seeded stream, not the
+  global ``random`` their scripts seed, so the phrases drawn follow the same law, not the same values.
 """
 
 from __future__ import annotations
@@ -121,27 +137,63 @@ class PhraseDraw:
     pseudo_phrases: list[str]  # the same with their concept replaced by '$'
 
 
+#: How :class:`PhraseSampler` picks an image's phrase at each step.
+DRAWS = ("phrase", "concept")
+
+
 class PhraseSampler:
     """Draws, for each image, one phrase of one of its concepts.
 
+    Two ways to draw, as the authors' two scripts do:
+
+    - ``draw="phrase"`` (OTI, their ``oti_inversion.py``): the phrases of all the image's usable
+      concepts form one list (concept by concept, best first, each concept's phrases in the bank's
+      order) and one phrase is drawn uniformly from it, so a concept with more phrases is drawn more
+      often. One draw from the stream per image (``rng.choice`` over the list, as their
+      ``random.choice(range(len(phrases)))``).
+    - ``draw="concept"`` (φ, their ``train_phi.py``; PALAVRA): a concept uniformly from the image's
+      usable concepts, then one of its phrases uniformly. Two draws per image.
+
     Images whose concepts have no phrase in the bank are left out of the regulariser rather than
-    failing: the paper drops concepts without valid phrases, so an image may lose all of them.
+    failing: the paper drops concepts without valid phrases, so an image may lose all of them (the
+    authors' OTI would stop there with an ``IndexError``).
 
     Args:
-        concepts: for each image, its associated concepts (best first).
+        concepts: for each image, its associated concepts (best first; already cut to the top k).
         bank: concept -> phrases, every phrase containing its concept.
         rng: the random stream (seeded by the caller for determinism).
+        draw: ``"phrase"`` (uniform over the flat list of the image's phrases: OTI) or
+            ``"concept"`` (a concept, then one of its phrases: φ). No default: each caller says which.
         replace_all: replace every occurrence of the concept (φ, as the authors' ``train_phi.py``)
             instead of the first (OTI, as their ``oti_inversion.py``).
     """
 
-    def __init__(self, concepts: list[list[str]], bank: PhraseBank, rng: random.Random, replace_all: bool = False):
+    def __init__(
+        self,
+        concepts: list[list[str]],
+        bank: PhraseBank,
+        rng: random.Random,
+        *,
+        draw: str,
+        replace_all: bool = False,
+    ):
+        if draw not in DRAWS:
+            raise ValueError(f"draw must be one of {DRAWS}, got {draw!r}")
         # Concepts were associated over the whole vocabulary; those without usable phrases are
         # skipped here, so an image may keep fewer than it was given (as in the authors' code).
         self.usable = [[c for c in cs if bank.get(c)] for cs in concepts]
         self.bank = bank
         self.rng = rng
+        self.mode = draw
         self.replace = replace_every if replace_all else replace_concept
+        # OTI's flat lists: (concept, phrase) of every phrase of every usable concept.
+        self._flat = [[(c, p) for c in cs for p in bank[c]] for cs in self.usable] if draw == "phrase" else None
+
+    def _pick(self, row: int) -> tuple[str, str]:
+        if self.mode == "phrase":
+            return self.rng.choice(self._flat[row])
+        concept = self.rng.choice(self.usable[row])
+        return concept, self.rng.choice(self.bank[concept])
 
     def draw(self, rows: list[int] | None = None) -> PhraseDraw:
         """One phrase for each of the given images (all images if ``rows`` is None)."""
@@ -150,8 +202,7 @@ class PhraseSampler:
         for position, row in enumerate(rows):
             if not self.usable[row]:
                 continue
-            concept = self.rng.choice(self.usable[row])
-            phrase = self.rng.choice(self.bank[concept])
+            concept, phrase = self._pick(row)
             out.rows.append(position)
             out.phrases.append(phrase)
             out.pseudo_phrases.append(self.replace(phrase, concept))

@@ -36,6 +36,11 @@ class RunInputs:
 def vocabulary_fingerprint(vocabulary) -> str | None:
     if vocabulary is None:
         return None
+    associations = getattr(vocabulary, "associations", None)
+    if associations is not None:  # concepts read from a file: which images got which is part of it
+        return fingerprint(
+            list(vocabulary.concepts), sorted(vocabulary.phrase_bank.items()), sorted(associations.items())
+        )
     return fingerprint(list(vocabulary.concepts), sorted(vocabulary.phrase_bank.items()))
 
 
@@ -56,7 +61,8 @@ def compute_inputs(
         backbone: the frozen CLIP (its image pipeline sets preprocessing and loader workers).
         source: where the images come from.
         names: the images, in run order.
-        vocabulary: a :class:`~searle_core.methods.registry.Vocabulary`, or ``None`` (no regulariser).
+        vocabulary: a :class:`~searle_core.inversion.concepts.Vocabulary`, or ``None`` (no regulariser);
+            one read from a concepts file gives each image's concepts by name instead.
         top_k: concepts kept per image.
         batch_size: images per feature pass.
         progress: progress bar (rank 0).
@@ -86,8 +92,9 @@ def compute_inputs(
             start += len(chunks[c])
     features = torch.cat([rows[c] for c in range(len(chunks))]) if chunks else torch.empty(0, backbone.embed_dim)
     concepts = None
-    if vocabulary is not None:
-        concepts = None
+    if vocabulary is not None and getattr(vocabulary, "associations", None) is not None:
+        concepts = vocabulary.concepts_of(names, top_k)  # the authors' concepts file, by image name
+    elif vocabulary is not None:
         if dist.is_main():
             # In slices: a 100k x 20k similarity matrix would not fit in memory.
             concepts = [

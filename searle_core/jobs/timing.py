@@ -102,7 +102,7 @@ def reference_oti(
     regularise = config.lambda_gpt > 0 and concepts is not None and phrase_bank is not None
     draws = []
     if regularise:
-        sampler = PhraseSampler([c[: config.top_concepts] for c in concepts], phrase_bank, rng)
+        sampler = PhraseSampler([c[: config.top_concepts] for c in concepts], phrase_bank, rng, draw="phrase")
         draws = [sampler.draw() for _ in range(config.steps)]
     lam = config.lambda_cos + (config.lambda_gpt if regularise else 0.0)
     for step in range(config.steps):
