@@ -88,7 +88,7 @@ def _skip_reason(method: str, study: Study, has_phi: bool) -> str | None:
     if study.world is not None:
         return None  # the world trains whatever a method needs, offline
     if method == "searle" and not has_phi:
-        return "no φ: pass phi_checkpoint (the authors' SEARLE_ViT-B32.pt / SEARLE_ViT-L14.pt) or unlabeled"
+        return "no φ: pass phi_checkpoint (searle / searle-xl: the authors' released φ, or a file) or unlabeled"
     if method in ("pic2word", "palavra") and study.unlabeled is None:
         return "trains on unlabeled images: set unlabeled (the paper: ImageNet1K test)"
     if method == "lincir":
