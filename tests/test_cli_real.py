@@ -382,7 +382,7 @@ def test_searle_oti_with_open_images_concepts_and_phrases(cirr_standin, shared_d
         tmp_path / "phrases.pkl",
         stderr=notes,
     )
-    assert list(metrics) == CIRR_KEYS and "associated over all 20; 19 have usable phrases" in notes[0]
+    assert list(metrics) == CIRR_KEYS and "associated over all 20; 19 of 20 have usable phrases" in notes[0]
 
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"Dog": [os.system]}))
     code, _, err = searle(

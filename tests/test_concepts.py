@@ -119,7 +119,7 @@ def test_cli_vocabulary_drops_concepts_without_matching_phrases(tmp_path, capsys
     # Association runs over every concept (the authors' order); phrases exist only for the usable ones.
     assert vocab.concepts == ["Dog", "Ducks, geese and swans", "Cat", "Owl"]
     assert vocab.phrase_bank == {c: bank[c] for c in ["Dog", "Ducks, geese and swans"]}  # Cat: bad phrase; Owl: none
-    assert "associated over all 4; 2 have usable phrases" in capsys.readouterr().err
+    assert "associated over all 4; 2 of 4 have usable phrases" in capsys.readouterr().err
     offline = vocabulary_from_args(_args(concepts=str(csv)))
     assert offline.concepts == ["Dog", "Ducks, geese and swans", "Cat", "Owl"]
     assert all(c in p for c in offline.concepts for p in offline.phrase_bank[c])
