@@ -5,7 +5,8 @@ tower, open_clip's ``ModifiedResNet`` of the original CLIP ResNets with one bloc
 images; a causal text transformer over CLIP's real BPE vocabulary, so ``$`` is token 259 as in the
 real models), trained contrastively on freshly rendered world images with captions from the
 world's grammar. Weights are cached under ``data/cache/world_clip`` keyed by everything that
-determines them.
+determines them; the package ships the trained weights of both recipes (``shipped_weights``), so
+training happens only for a recipe it does not ship.
 
 What mattered (measured with ``searle bench world``'s report; quick-world held-out renders, 864
 images of both splits' galleries; 1 torch thread on a 2-core machine shared with other jobs, so
