@@ -199,16 +199,21 @@ WARN_COUNTS = {"steps": 100_000, "epochs": 10_000}
 MIN_STEP_SECONDS = 1e-3
 
 
-def seed_int(text: str) -> int:
-    """argparse type: a seed torch and numpy accept (:data:`SEED_RANGE`)."""
+def _checked_int(text: str, what: str, problem_of: Callable[[int], str | None]) -> int:
+    """``text`` as an integer that ``problem_of`` accepts, else an argparse error saying why."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer seed") from None
-    problem = seed_problem(value)
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer{what}") from None
+    problem = problem_of(value)
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return value
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a seed torch and numpy accept (:data:`SEED_RANGE`)."""
+    return _checked_int(text, " seed", seed_problem)
 
 
 def seed_problem(value: object) -> str | None:
@@ -266,13 +271,7 @@ def count_type(kind: str, flag: str) -> Callable[[str], int]:
     work (:func:`count_problem`), a warning on stderr with the least time for absurd ones."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        problem = count_problem(value)
-        if problem:
-            raise argparse.ArgumentTypeError(problem)
+        value = _checked_int(text, "", count_problem)
         warning = count_warning(value, kind)
         if warning:
             print(f"searle: warning: {flag} {warning}", file=sys.stderr)

@@ -63,12 +63,17 @@ def dataset_phi(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> 
     )
 
 
+def _world_recipes(bench: CIRBenchmark) -> bool:
+    """Whether the baselines train with the offline world's shorter recipes (``for_world``): the world
+    is the benchmark that brings its own text corpus."""
+    return bench.text_corpus is not None
+
+
 def pic2word_network(
     backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext
 ) -> tuple[Pic2WordMapper, NetworkSetup | None]:
     """Pic2Word's mapper: ``ctx.checkpoints['pic2word']``, else cached or trained on first use."""
-    world = bench.text_corpus is not None  # the offline world brings its corpus: its shorter recipe
-    config = ctx.pic2word_config or (Pic2WordConfig.for_world() if world else Pic2WordConfig())
+    config = ctx.pic2word_config or (Pic2WordConfig.for_world() if _world_recipes(bench) else Pic2WordConfig())
     if ctx.checkpoints.get("pic2word"):
         return load_mapper(ctx.checkpoints["pic2word"], backbone, config), None
     data = unlabeled_images(backbone, bench, ctx.unlabeled, "pic2word", ctx.progress, normalize=False)
@@ -90,7 +95,7 @@ def lincir_config(bench: CIRBenchmark, ctx: MethodContext) -> LincirConfig:
     the official one."""
     if ctx.lincir_config is not None:
         return ctx.lincir_config
-    return LincirConfig.for_world(seed=ctx.seed) if bench.text_corpus is not None else LincirConfig(seed=ctx.seed)
+    return LincirConfig.for_world(seed=ctx.seed) if _world_recipes(bench) else LincirConfig(seed=ctx.seed)
 
 
 def lincir_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> tuple[Phi, NetworkSetup | None]:
@@ -120,8 +125,7 @@ def lincir_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) 
 
 def palavra_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> tuple[Phi, NetworkSetup | None]:
     """PALAVRA's pre-trained inverter: ``ctx.checkpoints['palavra']``, else cached or trained on first use."""
-    world = bench.text_corpus is not None
-    config = ctx.palavra_config or (PalavraConfig.for_world() if world else PalavraConfig())
+    config = ctx.palavra_config or (PalavraConfig.for_world() if _world_recipes(bench) else PalavraConfig())
     if ctx.checkpoints.get("palavra"):
         return load_phi(ctx.checkpoints["palavra"], backbone).to(backbone.device), None
     if ctx.vocabulary is None:
