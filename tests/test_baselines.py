@@ -2,6 +2,7 @@
 
 import json
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -165,6 +166,25 @@ def test_palavra_optimisation_lowers_its_contrastive_loss(random_backbone):
     out = optimise_tokens(bb, feats, start, steps=8, config=config, seed=0)
     assert loss_of(out) < loss_of(start)
     assert torch.equal(optimise_tokens(bb, feats, start, steps=8, config=config, seed=0), out)  # deterministic
+
+
+def test_palavra_batches_its_own_negatives_not_the_worlds_oti_batch(monkeypatch):
+    """On the world OTI runs 128 images a batch for speed; PALAVRA's batch holds its contrastive
+    negatives, so its world recipe keeps 32, and without a recipe of its own it follows the OTI batch."""
+    from searle_core.methods import registry
+
+    seen = []
+
+    def fake_tokens(backbone, bench, inverter, config, oti_steps, batch_size, *rest):
+        seen.append(batch_size)
+        raise RuntimeError("stop")  # only the batch size matters here
+
+    monkeypatch.setattr(registry, "palavra_reference_tokens", fake_tokens)
+    for config in (PalavraConfig.for_world(), PalavraConfig()):
+        ctx = MethodContext(oti_batch_size=128, palavra_config=config)
+        with pytest.raises(RuntimeError, match="stop"):
+            registry.query_features("palavra", None, SimpleNamespace(queries=[]), ctx)
+    assert seen == [32, 128]
 
 
 # ---- saved networks --------------------------------------------------------------------------------

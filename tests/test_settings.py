@@ -16,10 +16,13 @@ from searle_core.infra.settings import (
     RENAMED_FLAGS,
     RENAMED_PARAMETERS,
     SETTINGS,
+    WORLD_OTI_BATCH_SIZE,
     RenamedFlag,
     RunSettings,
     flag,
+    from_namespace,
     from_parameters,
+    resolved_oti_batch_size,
 )
 from searle_core.notebook import ablations, steps
 from searle_core.notebook import papermill_runner as paper
@@ -230,7 +233,15 @@ def test_former_spelling_is_hidden_and_checked(capsys):
 
 def test_evaluate_still_has_its_feature_batch_size():
     args = build_parser().parse_args(["evaluate", "--batch-size", "8"])
-    assert args.batch_size == 8 and args.oti_batch_size == 32
+    assert args.batch_size == 8 and args.oti_batch_size is None  # left to the dataset's default
+
+
+def test_oti_batch_size_defaults_to_the_papers_except_on_the_world():
+    assert resolved_oti_batch_size(RunSettings(dataset="circo")) == 32  # the paper's
+    assert resolved_oti_batch_size(RunSettings(dataset="shapes")) == WORLD_OTI_BATCH_SIZE == 128
+    assert resolved_oti_batch_size(RunSettings(dataset="shapes", oti_batch_size=7)) == 7  # given: kept
+    args = build_parser().parse_args(["evaluate", "--dataset", "cirr", "--oti-batch-size", "16"])
+    assert resolved_oti_batch_size(from_namespace(args)) == 16
 
 
 def test_open_study_refuses_a_renamed_parameter():

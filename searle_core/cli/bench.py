@@ -3,6 +3,7 @@
 searle bench oti --backbone ViT-B-32 --pretrained none --device cpu --steps 3 --threads 1
 searle bench features --backbone ViT-B-32 --pretrained none --device cpu --images 64 --workers 0,2
 searle bench world --quick --threads 2      # train the world CLIP afresh: accuracy table + time
+searle bench oti-batch --sizes 32,128       # OTI on the world's references at each batch size
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from searle_core.clip.backbone import load_backbone
 from searle_core.clip.weights import InMemoryWeights
 from searle_core.infra.errors import count_type, positive_int, seed_int
 from searle_core.infra.settings import add_renamed
-from searle_core.jobs.timing import bench_feature_extraction, bench_oti, bench_retrieval, write_bench_images
+from searle_core.inversion.oti import OTIConfig
+from searle_core.jobs.timing import (
+    bench_feature_extraction,
+    bench_oti,
+    bench_oti_batch_sizes,
+    bench_retrieval,
+    write_bench_images,
+)
+from searle_core.notebook.study import open_study
 from searle_core.world import ShapesWorld
 from searle_core.world.world_clip import WorldCLIPConfig, world_clip_weights
 from searle_core.world.world_clip_report import format_report, held_out_names, training_log, zero_shot_report
@@ -36,6 +45,21 @@ def register(sub) -> None:
     )
     add_renamed(o, "--images", "n_images", "--n-images", type=positive_int)
     o.set_defaults(func=run_bench_oti)
+
+    ob = which.add_parser(
+        "oti-batch",
+        help="OTI of the shapes world's references at several batch sizes: images/s, ratio to the first, final losses",
+    )
+    ob.add_argument("--quick", action="store_true", help="the CI-sized world and its CLIP")
+    ob.add_argument(
+        "--sizes", type=_sizes, default=(32, 128), help="batch sizes, comma-separated (the first is the baseline)"
+    )
+    ob.add_argument("--n-images", type=positive_int, default=256, help="reference images inverted at each size")
+    ob.add_argument("--steps", type=count_type("steps", "--steps"), default=20, help="OTI steps")
+    ob.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
+    ob.add_argument("--seed", type=seed_int, default=42)
+    ob.add_argument("--json", action="store_true", help="one JSON object on one line")
+    ob.set_defaults(func=run_bench_oti_batch)
 
     f = which.add_parser(
         "features",
@@ -80,6 +104,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object on one line")
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated integers >= 1."""
+    sizes = tuple(positive_int(s) for s in text.split(",") if s.strip())
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"expected batch sizes such as 32,128, got {text!r}")
+    return sizes
+
+
 def _setup(args: argparse.Namespace):
     import torch
 
@@ -111,6 +143,36 @@ def run_bench_oti(args: argparse.Namespace) -> int:
     if result.peak_memory_mb is not None:
         print(f"  peak GPU memory   {result.peak_memory_mb:10.0f} MiB")
     print(f"  projected time for {args.n_images} images: {out['projected_hours']:.1f} h on one such device")
+    return 0
+
+
+def run_bench_oti_batch(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    study = open_study("shapes", quick=args.quick, device="cpu", seed=args.seed)
+    names = study.bench.reference_names()[: args.n_images]
+    features = study.features(names)
+    config = OTIConfig(steps=args.steps)
+    vocabulary = study.vocabulary
+    concepts = vocabulary.associate(study.backbone, features, config.top_concepts)
+    rows = bench_oti_batch_sizes(
+        study.backbone, features, names, concepts, vocabulary.phrase_bank, config, args.sizes, args.seed
+    )
+    for row in rows:
+        row["ratio"] = rows[0]["seconds"] / row["seconds"]
+    out = {"images": len(names), "steps": args.steps, "threads": torch.get_num_threads(), "rows": rows}
+    if args.json:
+        print_json(out)
+        return 0
+    print(f"OTI of {len(names)} world references, {args.steps} steps, {out['threads']} threads, CPU:")
+    print("  batch   seconds   images/s   ratio   final cos loss   final total loss")
+    for r in rows:
+        print(
+            f"  {r['batch_size']:5d}  {r['seconds']:8.2f}  {r['images_per_s']:9.1f}  {r['ratio']:5.2f}x"
+            f"  {r['cos']:15.4f}  {r['total']:17.4f}"
+        )
     return 0
 
 

@@ -25,7 +25,7 @@ from searle_core.cli.common import (
 from searle_core.datasets import ImageFolderSource, ImageLoadError, load_benchmark
 from searle_core.datasets.text_corpus import read_captions
 from searle_core.infra.errors import InputError, check_writable, nonnegative_int, positive_int
-from searle_core.infra.settings import RunSettings, add_setting
+from searle_core.infra.settings import RunSettings, add_setting, resolved_oti_batch_size
 from searle_core.inversion import OTIConfig, load_phi
 from searle_core.inversion.concept_files import is_image_concepts_file, read_concepts_csv
 from searle_core.inversion.concepts import Vocabulary
@@ -256,7 +256,7 @@ def context_from_args(args: argparse.Namespace | RunSettings, backbone):
     ctx = MethodContext(
         vocabulary=vocab,
         oti_config=oti_config,
-        oti_batch_size=s.oti_batch_size,
+        oti_batch_size=resolved_oti_batch_size(s),
         phi=phi,
         seed=s.seed,
         progress=s.progress,

@@ -19,7 +19,7 @@ from searle_core.datasets.features import configure_images
 from searle_core.datasets.folder import check_folder_images
 from searle_core.infra import distributed as dist
 from searle_core.infra.errors import InputError, nonnegative_float, nonnegative_int, positive_float, positive_int
-from searle_core.infra.settings import RunSettings, add_renamed, add_setting
+from searle_core.infra.settings import RunSettings, add_renamed, add_setting, default_oti_batch_size
 from searle_core.inversion import OTIConfig, PhiLossConfig
 from searle_core.inversion.phi_training import PhiTrainConfig
 from searle_core.jobs import OTIRunConfig, read_manifest, run_oti
@@ -224,7 +224,7 @@ def run_oti_command(args: argparse.Namespace) -> int:
             oti=OTIConfig(
                 steps=args.oti_steps, lambda_gpt=args.lambda_gpt if vocabulary else 0.0, precision=args.precision
             ),
-            batch_size=args.oti_batch_size,
+            batch_size=args.oti_batch_size or default_oti_batch_size(args.dataset),
             seed=args.seed,
         )
         _say(

@@ -25,6 +25,7 @@ from searle_core.datasets import ImageFolderSource
 from searle_core.datasets.features import configure_images, image_features
 from searle_core.infra.device import grad_scaler, scaled_step, train_autocast
 from searle_core.inversion import OTIConfig, oti
+from searle_core.inversion.batch import InvertedBatch, invert_images
 from searle_core.inversion.losses import cosine_loss
 from searle_core.inversion.phrases import template_phrases
 from searle_core.inversion.regulariser import PhraseBank, PhraseFeatureCache, PhraseSampler
@@ -227,6 +228,42 @@ def bench_oti(
         device=str(device),
         peak_memory_mb=peak,
     )
+
+
+def bench_oti_batch_sizes(
+    backbone: Backbone,
+    features: torch.Tensor,
+    names: list[str],
+    concepts: list[list[str]] | None,
+    phrase_bank: PhraseBank | None,
+    config: OTIConfig,
+    sizes: tuple[int, ...] = (32, 128),
+    seed: int = 42,
+) -> list[dict]:
+    """OTI of the same images at each batch size: seconds, images/s and the final losses.
+
+    A batch size changes which seeded draws an image gets, not what each image's update computes
+    (its loss alone moves its token; Adam removes the batch mean's 1/B), so the final losses of the
+    rows should agree up to the draws' noise while the time does not.
+
+    Returns:
+        One dict per size: ``batch_size``, ``seconds``, ``images_per_s``, ``cos`` and ``total`` (the
+        last step's losses, averaged over images).
+    """
+    rows = []
+    for size in sizes:
+        batches: list[InvertedBatch] = []
+        start = time.perf_counter()
+        invert_images(
+            backbone, features, names, concepts, phrase_bank, config, size, seed, False, on_batch=batches.append
+        )
+        seconds = time.perf_counter() - start
+        # per-batch means of the last step, weighted back to per-image means
+        last = {
+            key: sum(b.result.history[key][-1] * len(b.names) for b in batches) / len(names) for key in ("cos", "total")
+        }
+        rows.append({"batch_size": size, "seconds": seconds, "images_per_s": len(names) / seconds, **last})
+    return rows
 
 
 # ---- gallery features and retrieval ---------------------------------------------------------

@@ -134,13 +134,14 @@ def query_features(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: Me
         ctx.tokens.setdefault("lincir", {}).update(tokens)
         return lincir_query_features(backbone, bench, ctx.tokens["lincir"])
     if method == "palavra":
+        config = ctx.palavra_config or PalavraConfig()
         tokens = palavra_reference_tokens(
             backbone,
             bench,
             ctx.networks.get("palavra"),
-            ctx.palavra_config or PalavraConfig(),
+            config,
             ctx.oti_config.steps,
-            ctx.oti_batch_size,
+            config.token_batch_size or ctx.oti_batch_size,
             ctx.seed,
             ctx.tokens.setdefault("palavra", {}),
             ctx.progress,

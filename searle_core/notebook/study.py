@@ -23,7 +23,7 @@ from searle_core.datasets.backbone_setup import RANDOM_WEIGHTS, configure_for_da
 from searle_core.datasets.base import CIRBenchmark, CIRQuery, ImageSource
 from searle_core.datasets.features import image_features
 from searle_core.infra.errors import InputError
-from searle_core.infra.settings import RunSettings, from_parameters
+from searle_core.infra.settings import RunSettings, from_parameters, resolved_oti_batch_size
 from searle_core.inversion import OTIConfig, Phi
 from searle_core.inversion.concepts import Vocabulary
 from searle_core.inversion.nearest import word_token_ids
@@ -134,11 +134,12 @@ class Study:
             oti_steps: OTI steps (default: the study's ``oti_steps`` setting).
             phi: a trained φ for ``searle`` (on ``shapes`` it is trained and cached if omitted).
             lambda_gpt: regulariser weight (forced to 0 without a vocabulary).
-            oti_batch_size: images per OTI batch (default: the study's ``oti_batch_size`` setting).
+            oti_batch_size: images per OTI batch (default: the study's ``oti_batch_size`` setting, else
+                the dataset's: 128 on the world, the paper's 32 elsewhere).
             **oti_overrides: other ``OTIConfig`` fields.
         """
         oti_steps = self.settings.oti_steps if oti_steps is None else oti_steps
-        oti_batch_size = self.settings.oti_batch_size if oti_batch_size is None else oti_batch_size
+        oti_batch_size = resolved_oti_batch_size(self.settings) if oti_batch_size is None else oti_batch_size
         oti_overrides.setdefault("precision", self.settings.precision)
         config = OTIConfig(steps=oti_steps, lambda_gpt=lambda_gpt if self.vocabulary else 0.0, **oti_overrides)
         ctx = MethodContext(
