@@ -125,7 +125,7 @@ def benchmark_oti(
     study: Study,
     config: OTIConfig,
     vocabulary: Vocabulary | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     progress: bool | None = None,
 ) -> OTIRun:
     """OTI tokens of every reference image of ``study.bench``, cached.
@@ -134,11 +134,13 @@ def benchmark_oti(
         study: the study.
         config: OTI settings.
         vocabulary: the regulariser's vocabulary (default: the study's; ablations pass another).
-        batch_size: images per OTI batch (32 in the paper; part of the key, since batches are seeded).
+        batch_size: images per OTI batch (default: the study's, ``study.oti_batch_size``; part of the key,
+            since batches are seeded).
         progress: progress bar (default: the study's).
     """
     vocabulary = study.vocabulary if vocabulary is None else vocabulary
     progress = study.progress if progress is None else progress
+    batch_size = study.oti_batch_size if batch_size is None else batch_size
     names = study.bench.reference_names()
     data_id = f"{study.bench.name}-{study.bench.split}-{study.bench.extra.get('cache_key', '')}-refs-" + trained.digest(
         names
@@ -191,7 +193,11 @@ def study_unlabeled(study: Study, max_images: int | None = None) -> UnlabeledIma
 
 
 def unlabeled_oti(
-    study: Study, config: OTIConfig, max_images: int | None = None, batch_size: int = 32, progress: bool | None = None
+    study: Study,
+    config: OTIConfig,
+    max_images: int | None = None,
+    batch_size: int | None = None,
+    progress: bool | None = None,
 ) -> tuple[OTIRun, torch.Tensor]:
     """OTI tokens of φ's unlabeled images (the first ``max_images`` of them): the targets φ distils, cached
     (:func:`searle_core.jobs.trained.unlabeled_oti_tokens`, the same file ``searle table`` uses).
@@ -201,6 +207,7 @@ def unlabeled_oti(
         (φ's input; OTI and the concept association normalise them).
     """
     progress = study.progress if progress is None else progress
+    batch_size = study.oti_batch_size if batch_size is None else batch_size
     unlabeled = study_unlabeled(study, max_images)
     art = trained.unlabeled_oti_tokens(
         study.backbone, unlabeled, config, study.vocabulary, study.seed, batch_size, progress
@@ -272,6 +279,7 @@ def train_study_phi(
         oti_config,
         study.vocabulary,
         study.seed,
+        study.oti_batch_size,
         progress=progress,
         loss_overrides=loss_overrides,
         rows=rows,

@@ -69,6 +69,12 @@ class Study:
         # One value each: a study built field by field (tests) carries its seed in its settings too.
         self.settings = dataclasses.replace(self.settings, dataset=self.dataset, seed=self.seed, progress=self.progress)
 
+    @property
+    def oti_batch_size(self) -> int:
+        """Images per OTI batch: the ``oti_batch_size`` setting, else the dataset's (128 on the world, the
+        paper's 32 elsewhere: :func:`~searle_core.infra.settings.default_oti_batch_size`)."""
+        return resolved_oti_batch_size(self.settings)
+
     def features(self, names: list[str], source: ImageSource | None = None) -> torch.Tensor:
         """Normalised (N, embed_dim) image features of named images (cached on disk)."""
         return image_features(self.backbone, source or self.bench.images, list(names), progress=self.progress)
@@ -134,12 +140,11 @@ class Study:
             oti_steps: OTI steps (default: the study's ``oti_steps`` setting).
             phi: a trained φ for ``searle`` (on ``shapes`` it is trained and cached if omitted).
             lambda_gpt: regulariser weight (forced to 0 without a vocabulary).
-            oti_batch_size: images per OTI batch (default: the study's ``oti_batch_size`` setting, else
-                the dataset's: 128 on the world, the paper's 32 elsewhere).
+            oti_batch_size: images per OTI batch (default: :attr:`oti_batch_size`).
             **oti_overrides: other ``OTIConfig`` fields.
         """
         oti_steps = self.settings.oti_steps if oti_steps is None else oti_steps
-        oti_batch_size = resolved_oti_batch_size(self.settings) if oti_batch_size is None else oti_batch_size
+        oti_batch_size = self.oti_batch_size if oti_batch_size is None else oti_batch_size
         oti_overrides.setdefault("precision", self.settings.precision)
         config = OTIConfig(steps=oti_steps, lambda_gpt=lambda_gpt if self.vocabulary else 0.0, **oti_overrides)
         ctx = MethodContext(
