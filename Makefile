@@ -11,25 +11,33 @@ KERNELSPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 # Root installs system packages directly (CI); everyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run figures world-weights quick paper-smoke annotations test test-fast lint format nbval lab browser-setup browser-test clean-runs
+.PHONY: setup run-setup run figures world-weights quick paper-smoke annotations test test-fast lint format nbval lab browser-setup browser-test clean-runs
 
+# Two steps: what `make run` needs (the package and papermill's kernel: the `run` extra), then the rest
+# (JupyterLab, the test tools) for every other target, so the main job from a fresh clone installs less.
 setup: $(VENV)/.installed $(KERNELSPEC)
+run-setup: $(VENV)/.installed-run $(KERNELSPEC)
 
-$(VENV)/.installed: pyproject.toml
+# pip byte-compiles one file at a time (about 80 s of a 160-s fresh setup, mostly torch); compileall uses
+# every core. A few files of torch's test helpers are written for newer Pythons: pip skips them too.
+$(VENV)/.installed-run: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet --no-compile -e '.[test,notebooks]'
-	@# pip byte-compiles one file at a time (about 80 s of a 160-s fresh setup, mostly torch); compileall uses
-	@# every core. A few files of torch's test helpers are written for newer Pythons: pip skips them too.
+	$(PY) -m pip install --quiet --no-compile -e '.[run]'
 	$(PY) -m compileall -qq -j 0 $(VENV)/lib || true
 	touch $@
 
-$(KERNELSPEC): $(VENV)/.installed
+$(VENV)/.installed: $(VENV)/.installed-run
+	$(PY) -m pip install --quiet --no-compile -e '.[test,notebooks]'
+	$(PY) -m compileall -qq -j 0 $(VENV)/lib || true
+	touch $@
+
+$(KERNELSPEC): $(VENV)/.installed-run
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (searle)"
 
 # The main job on the embedded default: the offline shapes world end to end. Everything it writes
 # goes under runs/ (ignored by git), so a fresh clone's `make run` leaves `git status` clean.
-run: setup
+run: run-setup
 	$(VENV)/bin/searle paper --profile $(PROFILE)
 
 # Refresh the committed figures/ (the README's) from the last `make run`: a deliberate step, since
@@ -44,7 +52,7 @@ world-weights: setup
 	$(VENV)/bin/searle world build --quick --ship --samples 0
 	$(VENV)/bin/searle world build --ship --samples 0
 
-quick: setup
+quick: run-setup
 	$(VENV)/bin/searle paper --profile quick
 
 # The paper path at toy size (real annotation layouts, random ViT-B-32 as OpenAI weights, CPU).

@@ -5,6 +5,7 @@ import pytest
 import torch
 import yaml
 
+from searle_core.infra.settings import RunSettings, resolved_oti_batch_size
 from searle_core.inversion import OTIConfig
 from searle_core.inversion.phi_training import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES
 from searle_core.jobs import trained
@@ -52,6 +53,7 @@ def test_searle_table_and_the_notebooks_train_the_same_phi(tiny_study):
     ctx = MethodContext(
         vocabulary=tiny_study.vocabulary,
         oti_config=config,
+        oti_batch_size=resolved_oti_batch_size(RunSettings(dataset="shapes")),  # as `searle table` builds it
         seed=tiny_study.seed,
         progress=False,
         phi_epochs=2,
