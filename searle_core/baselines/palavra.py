@@ -19,7 +19,8 @@ spirit kept: contrastive per-image objective, no GPT-phrase regularisation):
   concept is the image's top-1 vocabulary concept by CLIP similarity (``top_concepts=1``), and its
   phrases come from the same phrase bank as SEARLE's regulariser (GPT-Neo phrases; the world's
   grammar phrases on ``shapes``). Trained on the same unlabeled images as φ, with φ's epochs and batch
-  size (the world: 10 epochs over its 2,000 images, as many presentations as φ's, :meth:`PalavraConfig.for_world`).
+  size (the world: 10 epochs over its 2,000 images, about as many presentations as φ's;
+  :meth:`PalavraConfig.for_world`).
 - *Contrastive loss.* Text → image cross-entropy, one random template of the 24 (PALAVRA's own
   set) per image and step, temperature = CLIP's logit scale. Negatives are the other reference
   images of the batch (balanced batches of at most ``token_batch_size``, by default the run's OTI batch;
@@ -89,8 +90,8 @@ class PalavraConfig:
 
     @classmethod
     def for_world(cls, **overrides) -> PalavraConfig:
-        """The offline world's recipe: 10 pre-training epochs over its 2,000 unlabeled images, as many
-        image presentations as φ's 40 epochs over 500 there (100 stay the default elsewhere), and the
+        """The offline world's recipe: 10 pre-training epochs over its 2,000 unlabeled images, about as
+        many image presentations as φ's 70 epochs over 256 there (100 stay the default elsewhere), and the
         paper's 32 images a contrastive batch (the world's OTI batch of 128 is a speed setting; here the
         batch sets the negatives). 10, 20 and 40 epochs gave 58.3, 58.7 and 59.5 mAP@10 on the world's
         val split (``PalavraConfig.for_world(epochs=...)``, the same per-image step), within its noise; 40

@@ -75,10 +75,12 @@ WORLD_PHI_TOP_CONCEPTS = 15
 WORLD_PHI_BATCH = 64
 #: φ's epochs and unlabeled images on the world by default, for ``searle evaluate``/``table`` and the
 #: ``shapes`` profile alike (a test holds them equal), so the CLI and notebook 4 train the same φ.
-#: 40 epochs of 8 batches of 64: the level of the OTI tokens it distils on the default world, in a
-#: minute or two of one CPU core after the targets' OTI.
-WORLD_PHI_EPOCHS = 40
-WORLD_PHI_IMAGES = 500
+#: 70 epochs of 4 batches of 64 (280 optimiser steps, as 40 epochs of 500 images gave): notebook 5's
+#: data ablation showed φ saturated in images on the world (10 % of 500 images, at equal steps, within a
+#: point of all of them), so 256 images keep φ's level and halve its targets' OTI, the largest single
+#: cost of ``make run``. 256 is a whole number of batches (φ drops a last partial batch).
+WORLD_PHI_EPOCHS = 70
+WORLD_PHI_IMAGES = 256
 
 
 @dataclass(frozen=True)
