@@ -180,11 +180,22 @@ def test_palavra_batches_its_own_negatives_not_the_worlds_oti_batch(monkeypatch)
         raise RuntimeError("stop")  # only the batch size matters here
 
     monkeypatch.setattr(registry, "palavra_reference_tokens", fake_tokens)
-    for config in (PalavraConfig.for_world(), PalavraConfig()):
+    for config in (PalavraConfig.for_world(images=2000), PalavraConfig()):
         ctx = MethodContext(oti_batch_size=128, palavra_config=config)
         with pytest.raises(RuntimeError, match="stop"):
             registry.query_features("palavra", None, SimpleNamespace(queries=[]), ctx)
     assert seen == [32, 128]
+
+
+def test_world_baselines_train_about_as_long_as_phi():
+    """The world's Pic2Word and PALAVRA see about as many images as φ there, on a world of any size."""
+    from searle_core.baselines.training import world_epochs
+    from searle_core.inversion.phi_training import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES
+
+    assert (world_epochs(2000), world_epochs(500), world_epochs(10**6)) == (10, 40, 1)  # default, quick, huge
+    assert Pic2WordConfig.for_world(2000).epochs == PalavraConfig.for_world(2000).epochs == 10
+    phi = WORLD_PHI_EPOCHS * WORLD_PHI_IMAGES
+    assert abs(world_epochs(2000) * 2000 - phi) <= 0.15 * phi
 
 
 # ---- saved networks --------------------------------------------------------------------------------

@@ -19,8 +19,7 @@ spirit kept: contrastive per-image objective, no GPT-phrase regularisation):
   concept is the image's top-1 vocabulary concept by CLIP similarity (``top_concepts=1``), and its
   phrases come from the same phrase bank as SEARLE's regulariser (GPT-Neo phrases; the world's
   grammar phrases on ``shapes``). Trained on the same unlabeled images as φ, with φ's epochs and batch
-  size (the world: 10 epochs over its 2,000 images, about as many presentations as φ's;
-  :meth:`PalavraConfig.for_world`).
+  size (the world: about as many image presentations as φ's; :meth:`PalavraConfig.for_world`).
 - *Contrastive loss.* Text → image cross-entropy, one random template of the 24 (PALAVRA's own
   set) per image and step, temperature = CLIP's logit scale. Negatives are the other reference
   images of the batch (balanced batches of at most ``token_batch_size``, by default the run's OTI batch;
@@ -41,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from searle_core.baselines.training import fit
+from searle_core.baselines.training import fit, world_epochs
 from searle_core.clip.backbone import Backbone
 from searle_core.clip.prefix_encoding import PrefixCachedEncoder
 from searle_core.clip.templates import TEMPLATES, fill
@@ -89,14 +88,15 @@ class PalavraConfig:
     templates: tuple[str, ...] = TEMPLATES
 
     @classmethod
-    def for_world(cls, **overrides) -> PalavraConfig:
-        """The offline world's recipe: 10 pre-training epochs over its 2,000 unlabeled images, about as
-        many image presentations as φ's 70 epochs over 256 there (100 stay the default elsewhere), and the
+    def for_world(cls, images: int, **overrides) -> PalavraConfig:
+        """The offline world's recipe for ``images`` unlabeled images: pre-training for about as many image
+        presentations as φ's there (:func:`~searle_core.baselines.training.world_epochs`: 10 epochs over
+        the default world's 2,000; 100 stay the default elsewhere), and the
         paper's 32 images a contrastive batch (the world's OTI batch of 128 is a speed setting; here the
         batch sets the negatives). 10, 20 and 40 epochs gave 58.3, 58.7 and 59.5 mAP@10 on the world's
         val split (``PalavraConfig.for_world(epochs=...)``, the same per-image step), within its noise; 40
         pre-trained for 63 s of ``make run``'s notebook 4, 10 for a quarter of that."""
-        return cls(**{"epochs": 10, "token_batch_size": 32, **overrides})
+        return cls(**{"epochs": world_epochs(images), "token_batch_size": 32, **overrides})
 
     def pretraining(self) -> dict:
         """The fields that determine the inverter (its artifact key)."""

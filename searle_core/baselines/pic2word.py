@@ -21,8 +21,8 @@ What still differs, for a like-for-like table:
 - data: the same unlabeled images as φ (the paper's ImageNet1K test images; the world's pretrain
   images on ``shapes``), not Pic2Word's ~3M CC3M images, and the same preprocessing as every
   other method (targetpad), not Pic2Word's CLIP transform;
-- length: φ's epochs and batch (100 × 256) instead of 30 epochs at 128 per GPU (the world: 10 epochs,
-  :meth:`Pic2WordConfig.for_world`);
+- length: φ's epochs and batch (100 × 256) instead of 30 epochs at 128 per GPU (the world: about φ's
+  image presentations, :meth:`Pic2WordConfig.for_world`);
 - warm-up: 10,000 steps in the official run, a small share of its ~hundreds of thousands of steps;
   here ``warmup_steps`` is capped at a tenth of the run, so a short run is not all warm-up;
 - no distributed feature gathering (its ``--aggregate``): negatives are the batch's;
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from searle_core.baselines.training import fit
+from searle_core.baselines.training import fit, world_epochs
 from searle_core.clip.backbone import Backbone
 from searle_core.clip.prefix_encoding import PrefixCachedEncoder
 from searle_core.datasets.base import CIRBenchmark
@@ -111,12 +111,12 @@ class Pic2WordConfig:
     precision: str = "auto"
 
     @classmethod
-    def for_world(cls, **overrides) -> Pic2WordConfig:
-        """The offline world's recipe: 10 epochs over its 2,000 unlabeled images, about as many image
-        presentations as φ's 70 epochs over 256 there (the authors' 100 stay the default elsewhere).
-        10, 20 and 40 epochs gave 74.7, 75.1 and 75.6 mAP@10 on the world's val split
-        (``Pic2WordConfig.for_world(epochs=...)``), within its noise, in 5, 8 and 16 s."""
-        return cls(**{"epochs": 10, **overrides})
+    def for_world(cls, images: int, **overrides) -> Pic2WordConfig:
+        """The offline world's recipe for ``images`` unlabeled images: about as many image presentations
+        as φ's there (:func:`~searle_core.baselines.training.world_epochs`: 10 epochs over the default
+        world's 2,000; the authors' 100 stay the default elsewhere). On the default world 10, 20 and 40
+        epochs gave 74.7, 75.1 and 75.6 mAP@10 on the val split, within its noise, in 5, 8 and 16 s."""
+        return cls(**{"epochs": world_epochs(images), **overrides})
 
     def build(self, backbone: Backbone) -> Pic2WordMapper:
         return Pic2WordMapper(backbone.embed_dim, self.middle_dim, backbone.token_dim, self.n_layer, self.dropout)

@@ -38,6 +38,17 @@ class UnlabeledFeatures:
     features: torch.Tensor
 
 
+#: Image presentations of the world's trained baselines (Pic2Word's mapper, PALAVRA's inverter), about
+#: φ's there (70 epochs over 256 images): 10 epochs over the default world's 2,000 unlabeled images, 40
+#: over the quick world's 500, so a world of any size trains them about as long as φ.
+WORLD_BASELINE_PRESENTATIONS = 20_000
+
+
+def world_epochs(images: int) -> int:
+    """Epochs of a world baseline over ``images`` unlabeled images (:data:`WORLD_BASELINE_PRESENTATIONS`)."""
+    return max(1, round(WORLD_BASELINE_PRESENTATIONS / max(1, images)))
+
+
 def unlabeled_images(
     backbone: Backbone,
     bench: CIRBenchmark,

@@ -69,11 +69,17 @@ def _world_recipes(bench: CIRBenchmark) -> bool:
     return bench.text_corpus is not None
 
 
+def _world_images(bench: CIRBenchmark) -> int:
+    """How many unlabeled images the world brings (its baselines' epochs follow from it)."""
+    return len(bench.unlabeled.names) if bench.unlabeled is not None else 0
+
+
 def pic2word_network(
     backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext
 ) -> tuple[Pic2WordMapper, NetworkSetup | None]:
     """Pic2Word's mapper: ``ctx.checkpoints['pic2word']``, else cached or trained on first use."""
-    config = ctx.pic2word_config or (Pic2WordConfig.for_world() if _world_recipes(bench) else Pic2WordConfig())
+    world = _world_recipes(bench)
+    config = ctx.pic2word_config or (Pic2WordConfig.for_world(_world_images(bench)) if world else Pic2WordConfig())
     if ctx.checkpoints.get("pic2word"):
         return load_mapper(ctx.checkpoints["pic2word"], backbone, config), None
     data = unlabeled_images(backbone, bench, ctx.unlabeled, "pic2word", ctx.progress, normalize=False)
@@ -125,7 +131,8 @@ def lincir_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) 
 
 def palavra_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> tuple[Phi, NetworkSetup | None]:
     """PALAVRA's pre-trained inverter: ``ctx.checkpoints['palavra']``, else cached or trained on first use."""
-    config = ctx.palavra_config or (PalavraConfig.for_world() if _world_recipes(bench) else PalavraConfig())
+    world = _world_recipes(bench)
+    config = ctx.palavra_config or (PalavraConfig.for_world(_world_images(bench)) if world else PalavraConfig())
     if ctx.checkpoints.get("palavra"):
         return load_phi(ctx.checkpoints["palavra"], backbone).to(backbone.device), None
     if ctx.vocabulary is None:
