@@ -1,5 +1,7 @@
 import contextlib
 import logging
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +27,44 @@ def missing_annotations(path) -> str:
 
 
 SHARED_DATA = annotations_dir()
+
+
+@pytest.fixture(scope="session")
+def paper_smoke_background(tmp_path_factory):
+    """``searle paper --profile paper-smoke`` (tests/test_paper_smoke.py) in a process of its own with one
+    torch thread, started by the first of the two notebook runs that needs it, so that it overlaps the
+    quick profile's run (tests/test_notebooks.py, one thread too): two one-thread runs on 2 cores take
+    about as long as the longer one, where one after the other took both (166 + 149 s).
+
+    Yields:
+        ``(process, run folder, stderr file)``; the process is killed if the session ends before it.
+    """
+    from paper_smoke_data import DEFAULT, build
+
+    build(DEFAULT)
+    out = tmp_path_factory.mktemp("paper-smoke")
+    log = tmp_path_factory.mktemp("paper-smoke-log") / "stderr.txt"
+    # -W always: every warning of the run itself reaches its stderr (its kernels keep their own filters)
+    command = [sys.executable, "-W", "always", str(Path(sys.executable).with_name("searle")), "paper"]
+    command += ["--profile", "paper-smoke"]
+    command += ["--out", str(out), "--no-progress", "--cell-timeout", "600"]  # a hung kernel fails, not hangs
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            command,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    yield proc, out / "paper-smoke", log
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def paper_smoke_collected(session) -> bool:
+    """Whether this session runs the paper-smoke tests (then the quick run overlaps them)."""
+    return any(item.path.name == "test_paper_smoke.py" for item in session.items)
 
 
 @pytest.fixture(scope="session")

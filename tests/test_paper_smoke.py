@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from types import SimpleNamespace
 
 import nbformat
 import pandas as pd
 import pytest
-from paper_smoke_data import DEFAULT, build
+from paper_smoke_data import DEFAULT
 
 from searle_core.infra.paths import REPO_ROOT
-from searle_core.notebook.papermill_runner import NOTEBOOKS, run_paper
+from searle_core.notebook.papermill_runner import NOTEBOOKS
 from searle_core.notebook.record import load_record
 
 MISMATCH = "QuickGELU mismatch"
@@ -51,15 +52,21 @@ TABLES = ["results.csv", "results-cirr.md", "results-fashioniq.md", "results-cir
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """The data built as ``make paper-smoke`` builds it, then ``searle paper --profile paper-smoke``."""
+def smoke(paper_smoke_background):
+    """The data built as ``make paper-smoke`` builds it, then ``searle paper --profile paper-smoke``, in a
+    process of its own (conftest's ``paper_smoke_background``, which the quick run may have started).
+
+    Returns:
+        ``(run folder, [(name, record)] per notebook, the run's stderr lines)`` (every warning shown).
+    """
     assert DEFAULT == REPO_ROOT / "runs" / "paper-smoke-data"  # where the profile's "../runs/..." paths point
-    build(DEFAULT)
-    out = tmp_path_factory.mktemp("paper-smoke")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        runs = run_paper("paper-smoke", out=out, log=None, cell_timeout=600)  # a hung kernel fails, not hangs
-    return out / "paper-smoke", runs, [str(w.message) for w in caught]
+    proc, run_dir, log = paper_smoke_background
+    status = proc.wait(timeout=1800)
+    err = log.read_text()
+    assert status == 0, f"searle paper --profile paper-smoke exited {status}:\n{err[-4000:]}"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    runs = [SimpleNamespace(name=n["name"], record=load_record(run_dir, n["name"])) for n in summary["notebooks"]]
+    return run_dir, runs, err.splitlines()
 
 
 @pytest.mark.slow
