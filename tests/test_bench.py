@@ -115,3 +115,27 @@ def test_bench_retrieval_and_features_cli(capsys):
     )
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["features_images_per_s_workers_0"] > 0 and out["gallery_size"] == 300
+
+
+def test_oti_batch_benchmark_reports_each_sizes_last_losses(random_backbone):
+    """``searle bench oti-batch``'s rows: per batch size, the last step's losses averaged over the images
+    (restated here from ``oti`` on each batch, seeded as ``invert_images`` seeds it), and its timing."""
+    from searle_core.inversion.batch import batch_seed
+    from searle_core.jobs.timing import bench_oti_batch_sizes
+
+    feats, concepts, bank = bench_inputs(random_backbone, 4, seed=3)
+    names = [f"img{i}" for i in range(4)]
+    config = OTIConfig(steps=3)
+    # 3: a batch of 3 and one of 1, so each batch's mean must be weighted by its images
+    rows = bench_oti_batch_sizes(random_backbone, feats, names, concepts, bank, config, (3, 4), seed=5)
+    assert [r["batch_size"] for r in rows] == [3, 4]
+    for row in rows:
+        size, cos, total = row["batch_size"], [], []
+        for start in range(0, 4, size):
+            part = slice(start, start + size)
+            h = oti(random_backbone, feats[part], concepts[part], bank, config, seed=batch_seed(5, names[part])).history
+            weight = len(names[part]) / 4
+            cos.append(h["cos"][-1] * weight)
+            total.append(h["total"][-1] * weight)
+        assert row["cos"] == pytest.approx(sum(cos), rel=1e-5) and row["total"] == pytest.approx(sum(total), rel=1e-5)
+        assert row["seconds"] > 0 and row["images_per_s"] == pytest.approx(4 / row["seconds"])
