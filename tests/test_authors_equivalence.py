@@ -31,10 +31,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as FT
+from authors_code import their_encode, their_preprocess
 from conftest import SHARED_DATA, missing_annotations
 from PIL import Image
-from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
 from searle_core.cli import main
 from searle_core.inversion import Phi
@@ -43,7 +42,6 @@ DATA = SHARED_DATA  # ../shared/data, else data/annotations (tests/conftest.py: 
 SEED = 42
 N_QUERIES = 10
 N_DISTRACTORS = 42  # with the 10 references, 52 gallery images: full top-50 lists
-CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -77,53 +75,11 @@ def build_circo(root: Path, split: str, n_queries: int = N_QUERIES, distractors:
 
 
 # ---- the authors' retrieval, restated -----------------------------------------------------------
-class TargetPad:
-    """``data_utils.TargetPad``."""
-
-    def __init__(self, target_ratio: float):
-        self.target_ratio = target_ratio
-
-    def __call__(self, image):
-        w, h = image.size
-        if max(w, h) / min(w, h) < self.target_ratio:
-            return image
-        scaled = max(w, h) / self.target_ratio
-        hp, vp = max(int((scaled - w) / 2), 0), max(int((scaled - h) / 2), 0)
-        return FT.pad(image, [hp, vp, hp, vp], 0, "constant")
-
-
-def targetpad_transform(target_ratio: float, dim: int):
-    """``data_utils.targetpad_transform``."""
-    return Compose(
-        [
-            TargetPad(target_ratio),
-            Resize(dim, interpolation=InterpolationMode.BICUBIC),
-            CenterCrop(dim),
-            lambda im: im.convert("RGB"),
-            ToTensor(),
-            Normalize(CLIP_MEAN, CLIP_STD),
-        ]
-    )
-
-
-def encode_with_pseudo_tokens(model, text: torch.Tensor, pseudo_tokens: torch.Tensor) -> torch.Tensor:
-    """``encode_with_pseudo_tokens.py`` (num_tokens=1) on an open_clip model (batch-first transformer)."""
-    x = model.token_embedding(text)
-    _, counts = torch.unique((text == 259).nonzero(as_tuple=True)[0], return_counts=True)
-    cum_sum = torch.cat((torch.zeros(1).int(), torch.cumsum(counts, dim=0)[:-1]))
-    first = (text == 259).nonzero()[cum_sum][:, 1]
-    x[torch.arange(x.shape[0]), first] = pseudo_tokens.to(x.dtype)
-    x = x + model.positional_embedding
-    x = model.transformer(x, attn_mask=model.attn_mask)
-    x = model.ln_final(x)
-    return x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ model.text_projection
-
-
 @torch.no_grad()
 def extract_image_features(model, root: Path) -> dict[str, torch.Tensor]:
     """``utils.extract_image_features`` over every listed image: name -> raw fp32 ``encode_image``."""
     model = model.float().eval()
-    preprocess = targetpad_transform(1.25, model.visual.image_size[0])
+    preprocess = their_preprocess(model.visual.image_size[0])
     info = json.loads((root / "COCO2017_unlabeled/annotations/image_info_unlabeled2017.json").read_text())
     names = [str(i["id"]) for i in info["images"]]
     path = {str(i["id"]): root / "COCO2017_unlabeled/unlabeled2017" / i["file_name"] for i in info["images"]}
@@ -161,7 +117,7 @@ def authors_rankings(
     else:
         tokens = torch.stack([tokens_of[r] for r in refs])
     text = tokenizer([f"a photo of $ that {a['relative_caption']}" for a in anns])
-    predicted = F.normalize(encode_with_pseudo_tokens(model, text, tokens), dim=-1)
+    predicted = F.normalize(their_encode(model, text, tokens), dim=-1)
     top = torch.topk(predicted @ index_features.T, dim=-1, k=50).indices
     return {str(a["id"]): [index_names[i] for i in row] for a, row in zip(anns, top.tolist())}
 

@@ -33,19 +33,16 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-import torchvision.transforms.functional as FT
+from authors_code import TheirPhi, their_encode, their_preprocess
 from PIL import Image
 from standins import build_cirr, build_fashioniq, need, read_json, write_json
-from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
 from searle_core.cli import evaluate as cli_evaluate
 from searle_core.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 MODES = ("RGB", "CMYK", "L", "P", "P-transparent", "RGBA", "I;16", "EXIF")
 SHAPES = ((48, 30), (30, 70), (40, 40), (90, 36), (33, 45))
 TIE = 1e-6
@@ -99,64 +96,6 @@ def write_any_image(path: Path, key: str) -> None:
 
 
 # ---- the authors' side, restated --------------------------------------------------------------------
-class TheirPhi(nn.Module):
-    """``src/phi.py``."""
-
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, dropout: float) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(input_dim, hidden_dim),
-            nn.GELU(),
-            nn.Dropout(p=dropout),
-            nn.Linear(hidden_dim, hidden_dim),
-            nn.GELU(),
-            nn.Dropout(p=dropout),
-            nn.Linear(hidden_dim, output_dim),
-        )
-
-    def forward(self, x):
-        return self.layers(x)
-
-
-def their_pad(image, target_ratio: float = 1.25):
-    """``data_utils.TargetPad``."""
-    w, h = image.size
-    if max(w, h) / min(w, h) < target_ratio:
-        return image
-    scaled = max(w, h) / target_ratio
-    hp, vp = max(int((scaled - w) / 2), 0), max(int((scaled - h) / 2), 0)
-    return FT.pad(image, [hp, vp, hp, vp], 0, "constant")
-
-
-def their_preprocess(dim: int, convert_first: bool = False):
-    """``data_utils.targetpad_transform`` (``convert_first``: the control that converts before padding)."""
-    head = [lambda im: im.convert("RGB")] if convert_first else []
-    return Compose(
-        head
-        + [
-            their_pad,
-            Resize(dim, interpolation=InterpolationMode.BICUBIC),
-            CenterCrop(dim),
-            lambda im: im.convert("RGB"),
-            ToTensor(),
-            Normalize(MEAN, STD),
-        ]
-    )
-
-
-def their_encode(model, text: torch.Tensor, pseudo_tokens: torch.Tensor) -> torch.Tensor:
-    """``encode_with_pseudo_tokens.py`` (one token; open_clip's transformer is batch-first)."""
-    x = model.token_embedding(text)
-    _, counts = torch.unique((text == 259).nonzero(as_tuple=True)[0], return_counts=True)
-    cum_sum = torch.cat((torch.zeros(1).int(), torch.cumsum(counts, dim=0)[:-1]))
-    first = (text == 259).nonzero()[cum_sum][:, 1]
-    x[torch.arange(x.shape[0]), first] = pseudo_tokens.to(x.dtype)
-    x = x + model.positional_embedding
-    x = model.transformer(x, attn_mask=model.attn_mask)
-    x = model.ln_final(x)
-    return x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ model.text_projection
-
-
 class Theirs:
     """The reference pipeline: its own model from the weights file, preprocessing, φ and prompts."""
 

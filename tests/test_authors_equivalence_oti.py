@@ -37,7 +37,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn as nn
-from test_authors_equivalence_files import their_encode
+from authors_code import their_encode
 
 from searle_core.datasets.backbone_setup import open_backbone
 from searle_core.inversion import regulariser
