@@ -284,6 +284,22 @@ def test_quick_run_prints_the_checked_outputs(quick_run, stem):
     assert not problems, "\n\n".join(problems)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", NOTEBOOKS)
+def test_quick_run_shows_no_warning(quick_run, stem):
+    """A learner reads every cell: no red warning text in any of them (progress bars are off in a
+    papermill run, so all a run writes to stderr is a warning or a traceback)."""
+    out, _ = quick_run
+    executed = nbformat.read(out / "quick" / f"{stem}.ipynb", as_version=4)
+    red = [
+        f"cell {cell.get('id')}: {output.text.strip()[:300]}"
+        for cell in code_cells(executed)
+        for output in cell.outputs
+        if output.output_type == "stream" and output.name == "stderr"
+    ]
+    assert not red, "\n".join(red)
+
+
 # ---- the quick run's numbers against their stored values -------------------------------------------
 STORED_NUMBERS = Path(__file__).parent / "data" / "quick_profile_numbers.json"
 
