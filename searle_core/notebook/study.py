@@ -31,7 +31,7 @@ from searle_core.inversion.phrases import filter_phrase_bank, load_concepts_csv,
 from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import gallery_features
 from searle_core.plotting import RetrievalExample
-from searle_core.world import ShapesWorld, WorldConfig, caption_for, training_vocabulary
+from searle_core.world import ShapesWorld, WorldConfig, caption_for, training_vocabulary, unknown_words
 from searle_core.world.setup import world_setup, world_vocabulary
 
 
@@ -159,13 +159,18 @@ class Study:
             ctx.unlabeled = self.unlabeled
         return ctx
 
-    def pick_queries(self, n: int, pool: int = 60) -> list[int]:
-        """Indices of ``n`` varied example queries, the same in every run.
+    def pick_queries(self, n: int, pool: int = 60, indices: list[int] | None = None) -> list[int]:
+        """Indices of ``n`` varied example queries, the same in every run, or the ``indices`` given.
 
         Greedy over the first ``pool`` queries: each pick maximises (a change type not shown yet,
         then the number of words of its reference's description not shown yet), ties going to the
         earlier query. On ``shapes`` this shows different changes on different-looking images.
+
+        Raises:
+            InputError: an index that is not one of the benchmark's queries.
         """
+        if indices:
+            return [self.query_index(i, "query_indices") for i in indices]
         candidates = list(range(min(pool, len(self.bench.queries))))
         picked, aspects, words = [], set(), set()
         for _ in range(min(n, len(candidates))):
@@ -183,6 +188,21 @@ class Study:
 
     def query(self, index: int) -> CIRQuery:
         return self.bench.queries[index]
+
+    def query_index(self, index, name: str = "query") -> int:
+        """``index`` checked as an index into the benchmark's queries; ``name`` is how errors call it."""
+        count = len(self.bench.queries)
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+            raise InputError(
+                f"{name}: {index!r} is not a query of {self.bench.name} {self.bench.split}: "
+                f"expected an index from 0 to {count - 1}"
+            )
+        return index
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` the backbone never learned: on ``shapes``, those outside the world
+        CLIP's grammar; a real CLIP read the web, so none."""
+        return unknown_words(text) if self.world is not None else []
 
     def reference_sample(self, n: int, first: list[str] | None = None) -> list[str]:
         """``n`` reference images: ``first`` (e.g. the shown examples), then others in name order."""

@@ -45,6 +45,7 @@ from searle_core.world.grammar import (
     phrase_bank,
     relative_caption,
     training_vocabulary,
+    unknown_words,
 )
 from searle_core.world.shapes_world import (
     ShapesImages,
@@ -97,4 +98,5 @@ __all__ = [
     "relative_caption",
     "target_attributes",
     "training_vocabulary",
+    "unknown_words",
 ]

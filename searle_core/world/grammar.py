@@ -15,6 +15,7 @@ world CLIP never sees a comparative and could not give it a meaning. All text is
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -99,6 +100,16 @@ def describe(attrs: dict[str, str], rng: np.random.Generator, include_p: float =
         keep = [ATTRIBUTES[int(rng.integers(len(ATTRIBUTES)))]]
     values = {a: attrs[a] for a in keep}
     return compose(values, _draw_clauses(values, rng), _draw_prefix(rng))
+
+
+def unknown_words(text: str) -> list[str]:
+    """The words of ``text`` outside :func:`training_vocabulary`, each once, in order of appearance.
+
+    The world CLIP was trained on this grammar's words only; any other word's token rows were never
+    trained (they are seeded random rows), so a caption that uses one asks for noise.
+    """
+    known = set(training_vocabulary())
+    return list(dict.fromkeys(w for w in re.findall(r"[a-z]+", text.lower()) if w not in known))
 
 
 def relative_caption(attribute: str, new_value: str) -> str:

@@ -3,7 +3,8 @@
 Every notebook: each Markdown cell renders LaTeX only where its source means math (``$`` outside code,
 ``\\(``, ``\\[``; the project writes none) and every Markdown image loads. Notebook 1: Run All Cells
 through the menu with its quick defaults, no error output, and the explorer widget answers a typed
-caption with a new result grid. A control notebook first shows that both detectors fire.
+caption with a new result grid, names a word the world CLIP never learned, and starts from the last
+query of the benchmark (its reference inverted on the spot). A control notebook first shows that both detectors fire.
 """
 
 from __future__ import annotations
@@ -210,6 +211,31 @@ def test_notebook_1_runs_in_the_ui_and_its_explorer_answers(lab, page, run_dir):
     lab.summary["explorer_redraw_s"] = round(time.perf_counter() - typed, 2)
     explorer.screenshot(path=str(run_dir / "explorer-after.png"))
     assert not explorer.locator(_STDERR).count(), explorer.inner_text()
+
+    # A word the world CLIP never learned is named, with the words it knows.
+    box.fill("is crimson")
+    box.press("Enter")
+    explorer.get_by_text("never learned 'crimson'").wait_for(timeout=60_000)
+
+    # Any query of the benchmark: the last one's reference is inverted on the spot, its caption taken.
+    number = explorer.locator("input[type=number]")
+    last = number.get_attribute("max")
+    number.fill(last)
+    number.press("Enter")
+    before = explorer.locator(".widget-output img").first.get_attribute("src")
+    clicked = time.perf_counter()
+    explorer.get_by_role("button", name="start from this query").click()
+    page.wait_for_function(
+        "([el, old]) => { const img = el.querySelector('.widget-output img');"
+        " return img && img.getAttribute('src') !== old && img.complete; }",
+        arg=[explorer.element_handle(), before],
+        timeout=60_000,
+    )
+    lab.summary["explorer_from_query_s"] = round(time.perf_counter() - clicked, 2)
+    explorer.screenshot(path=str(run_dir / "explorer-from-query.png"))
+    assert box.input_value() not in ("is crimson", ""), "the query's caption replaced the typed one"
+    assert f"query {last}: " in explorer.locator("select").inner_text().replace("\xa0", " ")  # the DOM's spaces
+    assert not explorer.get_by_text("never learned").count() and not explorer.locator(_STDERR).count()
 
 
 @pytest.mark.parametrize("stem", ["03_training_phi", "06_evaluation_and_circo"])
