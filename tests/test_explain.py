@@ -199,3 +199,26 @@ def test_search_takes_a_name_given_twice_once():
 
     feats = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
     assert search(torch.tensor([[1.0, 0.1]]), feats, ["ref", "other", "ref"], k=3) == [["ref", "other"]]
+
+
+def test_false_concepts_are_those_the_images_attributes_contradict(tiny_study):
+    from searle_core.notebook.explain import false_concepts
+    from searle_core.world.attributes import SHAPES
+
+    names = tiny_study.bench.reference_names()[:2]
+    attrs = [tiny_study.world.attributes(n) for n in names]
+    other = [next(s for s in SHAPES if s != a["shape"]) for a in attrs]
+    associated = [[a["shape"], f"{a['colour']} {o}", a["colour"]] for a, o in zip(attrs, other)]
+    expected = [[f"{a['colour']} {o}"] for a, o in zip(attrs, other)]
+    assert false_concepts(tiny_study, names, associated) == expected
+    assert false_concepts(tiny_study, names, associated, top=1) == [[], []]  # the first is true of each
+    assert false_concepts(tiny_study, names, None) is None
+
+
+def test_caption_overridden_when_the_top_result_keeps_a_changed_attribute(tiny_study):
+    from searle_core.notebook.explain import caption_overridden
+
+    queries = tiny_study.bench.queries[:4]
+    # the reference itself on top keeps every attribute: overridden; a ground truth changes them all
+    assert caption_overridden(tiny_study, queries, [[q.reference] for q in queries]) == [True] * 4
+    assert caption_overridden(tiny_study, queries, [[q.target] for q in queries]) == [False] * 4

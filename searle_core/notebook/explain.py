@@ -19,6 +19,7 @@ from searle_core.clip.text_encoding import encode_with_pseudo_tokens
 from searle_core.infra.errors import InputError
 from searle_core.inversion.nearest import nearest_words, token_word, whole_word_ids
 from searle_core.retrieval.ranking import rank_gallery
+from searle_core.world import concepts_of
 
 PHOTO_PROMPT = "a photo of $"
 
@@ -294,3 +295,29 @@ def own_word_shares(
     }
     shares["images"] = len(tokens)
     return shares
+
+
+# ---- failures one can see on the world, where every image's attributes are known -------------------
+def false_concepts(study, names: Sequence[str], concepts_per_image, top: int = 5) -> list[list[str]] | None:
+    """Per image, those of its ``top`` associated concepts that are false of it (a concept naming a
+    shape, colour, ... the image does not have): the association is CLIP's zero-shot guess, not a label.
+    ``None`` off the world (no attributes to check against) or without concepts."""
+    if study.world is None or not concepts_per_image:
+        return None
+    out = []
+    for name, associated in zip(names, concepts_per_image):
+        true = set(concepts_of(study.world.attributes(name)))
+        out.append([c for c in associated[:top] if c not in true])
+    return out
+
+
+def caption_overridden(study, queries: Sequence, rankings: Sequence[Sequence[str]]) -> list[bool] | None:
+    """Per query, whether its top result keeps the reference's value of an attribute the caption asks to
+    change: the pseudo-word outweighed the caption. ``None`` off the world."""
+    if study.world is None:
+        return None
+    out = []
+    for query, ranking in zip(queries, rankings):
+        reference, top = study.world.attributes(query.reference), study.world.attributes(ranking[0])
+        out.append(any(top[a] == reference[a] for a in query.aspect.split("+")))
+    return out
