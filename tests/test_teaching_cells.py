@@ -39,6 +39,15 @@ def namespace(notebook: str, imports_id: str, parameters_id: str, study) -> dict
     return ns
 
 
+def assert_verdict(ns: dict, gap: str, control: str, printed: str) -> None:
+    """The check cell's verdict: "agree" within its 1e-4 for the notebook's code as written, "DIFFER"
+    (by over ten times the tolerance) for each control."""
+    if control == "none":
+        assert ns["verdict"] == "agree" and ns[gap] < 1e-4 and "they agree" in printed, printed
+    else:
+        assert ns["verdict"] == "DIFFER" and ns[gap] > 1e-3, (control, printed)
+
+
 def mutate(source: str, old: str, new: str) -> str:
     assert old in source, f"the control's line is gone from the cell: {old!r}"
     return source.replace(old, new, 1)
@@ -77,12 +86,7 @@ def test_notebook1_oti_check_agrees_and_sees_each_slip(oti_cells, control, capsy
         loop = mutate(loop, *OTI_CONTROLS[control])
     exec(loop, ns)
     exec(cell("01_textual_inversion", "oti-check"), ns)
-    printed = capsys.readouterr().out
-    if control == "none":
-        assert ns["verdict"] == "agree" and ns["oti_from_scratch_gap"] < 1e-4, printed
-        assert "they agree" in printed
-    else:
-        assert ns["verdict"] == "DIFFER" and ns["oti_from_scratch_gap"] > 1e-3, (control, printed)
+    assert_verdict(ns, "oti_from_scratch_gap", control, capsys.readouterr().out)
 
 
 # ---- notebook 3: φ's training loop written out ----------------------------------------------------
@@ -120,9 +124,4 @@ def test_notebook3_phi_check_agrees_and_sees_each_slip(phi_cells, control, capsy
         run = mutate(run, *PHI_CONTROLS[control])
     exec(run, ns)
     exec(cell("03_training_phi", "phi-check"), ns)
-    printed = capsys.readouterr().out
-    if control == "none":
-        assert ns["verdict"] == "agree" and ns["phi_from_scratch_gap"] < 1e-4, printed
-        assert "they agree" in printed
-    else:
-        assert ns["verdict"] == "DIFFER" and ns["phi_from_scratch_gap"] > 1e-3, (control, printed)
+    assert_verdict(ns, "phi_from_scratch_gap", control, capsys.readouterr().out)

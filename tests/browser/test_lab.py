@@ -171,6 +171,16 @@ def test_a_failing_cell_is_seen(lab, page):
     assert [e["ename"] for e in _saved_errors(page, lab.root / "failing.ipynb")] == ["ValueError"]
 
 
+def _wait_for_new_grid(page, explorer, before: str) -> None:
+    """Until the explorer's result grid is a new, loaded image (its ``src`` differs from ``before``)."""
+    page.wait_for_function(
+        "([el, old]) => { const img = el.querySelector('.widget-output img');"
+        " return img && img.getAttribute('src') !== old && img.complete; }",
+        arg=[explorer.element_handle(), before],
+        timeout=60_000,
+    )
+
+
 def test_notebook_1_runs_in_the_ui_and_its_explorer_answers(lab, page, run_dir):
     from searle_core.infra.paths import cache_dir
     from searle_core.world.world_clip import WORLD_BACKBONE, WorldCLIPConfig
@@ -202,12 +212,7 @@ def test_notebook_1_runs_in_the_ui_and_its_explorer_answers(lab, page, run_dir):
     typed = time.perf_counter()
     box.fill(CAPTION)
     box.press("Enter")
-    page.wait_for_function(
-        "([el, old]) => { const img = el.querySelector('.widget-output img');"
-        " return img && img.getAttribute('src') !== old && img.complete; }",
-        arg=[explorer.element_handle(), before],
-        timeout=60_000,
-    )
+    _wait_for_new_grid(page, explorer, before)
     lab.summary["explorer_redraw_s"] = round(time.perf_counter() - typed, 2)
     explorer.screenshot(path=str(run_dir / "explorer-after.png"))
     assert not explorer.locator(_STDERR).count(), explorer.inner_text()
@@ -225,12 +230,7 @@ def test_notebook_1_runs_in_the_ui_and_its_explorer_answers(lab, page, run_dir):
     before = explorer.locator(".widget-output img").first.get_attribute("src")
     clicked = time.perf_counter()
     explorer.get_by_role("button", name="start from this query").click()
-    page.wait_for_function(
-        "([el, old]) => { const img = el.querySelector('.widget-output img');"
-        " return img && img.getAttribute('src') !== old && img.complete; }",
-        arg=[explorer.element_handle(), before],
-        timeout=60_000,
-    )
+    _wait_for_new_grid(page, explorer, before)
     lab.summary["explorer_from_query_s"] = round(time.perf_counter() - clicked, 2)
     explorer.screenshot(path=str(run_dir / "explorer-from-query.png"))
     assert box.input_value() not in ("is crimson", ""), "the query's caption replaced the typed one"
