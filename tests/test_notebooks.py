@@ -20,7 +20,6 @@ why). After a change that moves them on purpose, store them again and review the
 import ast
 import difflib
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -232,19 +231,12 @@ def test_a_changed_checked_output_is_reported_with_its_notebook_cell_and_diff():
 @pytest.fixture(scope="session")
 def quick_run(request, tmp_path_factory):
     out = tmp_path_factory.mktemp("paper")
-    overlap = paper_smoke_collected(request.session)
-    if overlap:  # the paper-smoke run goes on beside this one; each kernel then takes one torch thread
-        request.getfixturevalue("paper_smoke_background")
-    threads = os.environ.get("OMP_NUM_THREADS")
-    if overlap:
-        os.environ["OMP_NUM_THREADS"] = "1"
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        if paper_smoke_collected(request.session):
+            # the paper-smoke run goes on beside this one; each kernel then takes one torch thread
+            request.getfixturevalue("paper_smoke_background")
+            mp.setenv("OMP_NUM_THREADS", "1")
         runs = paper.run_paper("quick", out=out, figures=out / "figures", log=None, cell_timeout=900)
-    finally:
-        if overlap and threads is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        elif overlap:
-            os.environ["OMP_NUM_THREADS"] = threads
     return out, {r.name: r.record for r in runs}
 
 

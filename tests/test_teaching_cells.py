@@ -48,9 +48,15 @@ def assert_verdict(ns: dict, gap: str, control: str, printed: str) -> None:
         assert ns["verdict"] == "DIFFER" and ns[gap] > 1e-3, (control, printed)
 
 
-def mutate(source: str, old: str, new: str) -> str:
-    assert old in source, f"the control's line is gone from the cell: {old!r}"
-    return source.replace(old, new, 1)
+def run_checked(ns: dict, notebook: str, loop_id: str, check_id: str, change: tuple[str, str] | None) -> None:
+    """The written-out cell ``loop_id`` (with one line ``change``d: ``(old, new)``, for a control), then
+    the cell ``check_id`` that compares its result with the library's."""
+    loop = cell(notebook, loop_id)
+    if change:
+        assert change[0] in loop, f"the control's line is gone from the cell: {change[0]!r}"
+        loop = loop.replace(*change, 1)
+    exec(loop, ns)
+    exec(cell(notebook, check_id), ns)
 
 
 # ---- notebook 1: OTI written out ----------------------------------------------------------------------
@@ -81,11 +87,7 @@ def oti_cells(tiny_study, one_thread):
 @pytest.mark.parametrize("control", list(OTI_CONTROLS))
 def test_notebook1_oti_check_agrees_and_sees_each_slip(oti_cells, control, capsys):
     ns = dict(oti_cells)
-    loop = cell("01_textual_inversion", "oti-loop")
-    if OTI_CONTROLS[control]:
-        loop = mutate(loop, *OTI_CONTROLS[control])
-    exec(loop, ns)
-    exec(cell("01_textual_inversion", "oti-check"), ns)
+    run_checked(ns, "01_textual_inversion", "oti-loop", "oti-check", OTI_CONTROLS[control])
     assert_verdict(ns, "oti_from_scratch_gap", control, capsys.readouterr().out)
 
 
@@ -119,9 +121,5 @@ def test_notebook3_phi_check_agrees_and_sees_each_slip(phi_cells, control, capsy
     ns["recipe"] = dataclasses.replace(ns["recipe"], batch_size=4)  # two steps of 4
     exec(cell("03_training_phi", "phi-loop"), ns)
     assert ns["concepts_demo"] and ns["n"] // ns["B"] == 2
-    run = cell("03_training_phi", "phi-loop-run")
-    if PHI_CONTROLS[control]:
-        run = mutate(run, *PHI_CONTROLS[control])
-    exec(run, ns)
-    exec(cell("03_training_phi", "phi-check"), ns)
+    run_checked(ns, "03_training_phi", "phi-loop-run", "phi-check", PHI_CONTROLS[control])
     assert_verdict(ns, "phi_from_scratch_gap", control, capsys.readouterr().out)

@@ -69,17 +69,19 @@ def _world_recipes(bench: CIRBenchmark) -> bool:
     return bench.text_corpus is not None
 
 
-def _world_images(bench: CIRBenchmark) -> int:
-    """How many unlabeled images the world brings (its baselines' epochs follow from it)."""
-    return len(bench.unlabeled.names) if bench.unlabeled is not None else 0
+def _baseline_config(config_class, bench: CIRBenchmark):
+    """A trained baseline's default config: its world recipe for the world's unlabeled images (their number
+    sets its epochs), else the authors' recipe."""
+    if not _world_recipes(bench):
+        return config_class()
+    return config_class.for_world(len(bench.unlabeled.names) if bench.unlabeled is not None else 0)
 
 
 def pic2word_network(
     backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext
 ) -> tuple[Pic2WordMapper, NetworkSetup | None]:
     """Pic2Word's mapper: ``ctx.checkpoints['pic2word']``, else cached or trained on first use."""
-    world = _world_recipes(bench)
-    config = ctx.pic2word_config or (Pic2WordConfig.for_world(_world_images(bench)) if world else Pic2WordConfig())
+    config = ctx.pic2word_config or _baseline_config(Pic2WordConfig, bench)
     if ctx.checkpoints.get("pic2word"):
         return load_mapper(ctx.checkpoints["pic2word"], backbone, config), None
     data = unlabeled_images(backbone, bench, ctx.unlabeled, "pic2word", ctx.progress, normalize=False)
@@ -131,8 +133,7 @@ def lincir_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) 
 
 def palavra_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> tuple[Phi, NetworkSetup | None]:
     """PALAVRA's pre-trained inverter: ``ctx.checkpoints['palavra']``, else cached or trained on first use."""
-    world = _world_recipes(bench)
-    config = ctx.palavra_config or (PalavraConfig.for_world(_world_images(bench)) if world else PalavraConfig())
+    config = ctx.palavra_config or _baseline_config(PalavraConfig, bench)
     if ctx.checkpoints.get("palavra"):
         return load_phi(ctx.checkpoints["palavra"], backbone).to(backbone.device), None
     if ctx.vocabulary is None:

@@ -76,8 +76,9 @@ def start_from_query(study, index: int, names: list[str], tokens: list[torch.Ten
     if query.reference not in names:
         if invert is None:
             raise InputError(f"query {index}'s reference {query.reference} is not among the inverted images")
+        token = invert(query.reference)  # first: a failed inversion leaves the explorer's lists as they were
         names.append(query.reference)
-        tokens.append(invert(query.reference))
+        tokens.append(token)
     return names.index(query.reference), caption_variants(query)[0]
 
 
