@@ -1,58 +1,56 @@
 """SEARLE: zero-shot composed image retrieval by textual inversion, as a readable pipeline.
 
-The package stands in layers, each importing only those below it (``tests/test_layout.py`` holds the
-list): ``infra`` → ``clip`` (loading, preprocessing, pseudo-token encoding) → ``datasets`` (and their
-image features) → ``metrics`` → ``inversion`` (OTI, φ, concepts, phrases) → ``retrieval`` (prompts,
-ranking) → ``baselines`` → ``methods`` (every method, one run end to end) → ``world`` (the offline
-``shapes`` world and its CLIP) → ``jobs`` → ``report`` → ``plotting`` → ``notebook`` → ``cli``.
-This module, the public API, stands on top: importing it registers the offline world.
+:mod:`searle_core.method` holds the method; the harness around it stands in layers that import only
+downward (``tests/test_layout.py`` states the order). Importing this package runs nothing: the names
+below are looked up on first use, and the offline ``shapes`` world is opened when a backbone or
+benchmark of it is first asked for (:mod:`searle_core.infra.providers`).
 """
 
-from searle_core import world  # noqa: F401  (registers shapes-clip and the shapes benchmark)
-from searle_core.clip.backbone import Backbone, load_backbone
-from searle_core.clip.templates import TEMPLATES
-from searle_core.clip.text_encoding import encode_text, encode_with_pseudo_tokens
-from searle_core.infra.version import __version__
-from searle_core.inversion import OTIConfig, OTIResult, Phi, PhiLossConfig, load_phi, oti, phi_loss, save_phi
-from searle_core.inversion.concepts import Vocabulary, associate_concepts, embed_concepts
-from searle_core.jobs.prepare import evaluate
-from searle_core.methods import MethodContext, MethodResult
-from searle_core.metrics import (
-    circo_metrics,
-    cirr_metrics,
-    fashioniq_metrics,
-    map_at_k,
-    rank_by_scores,
-    recall_at_k,
-    recall_subset_at_k,
-)
+import importlib
 
-__all__ = [
-    "Backbone",
-    "load_backbone",
-    "encode_text",
-    "encode_with_pseudo_tokens",
-    "TEMPLATES",
-    "OTIConfig",
-    "OTIResult",
-    "oti",
-    "Phi",
-    "PhiLossConfig",
-    "phi_loss",
-    "load_phi",
-    "save_phi",
-    "embed_concepts",
-    "associate_concepts",
-    "MethodContext",
-    "Vocabulary",
-    "MethodResult",
-    "evaluate",
-    "recall_at_k",
-    "recall_subset_at_k",
-    "map_at_k",
-    "circo_metrics",
-    "cirr_metrics",
-    "fashioniq_metrics",
-    "rank_by_scores",
-    "__version__",
-]
+from searle_core.infra.version import __version__
+
+_EXPORTS = {
+    "Backbone": "searle_core.clip.backbone",
+    "load_backbone": "searle_core.clip.backbone",
+    "TEMPLATES": "searle_core.method.templates",
+    "encode_text": "searle_core.method.encoding",
+    "encode_with_pseudo_tokens": "searle_core.method.encoding",
+    "OTIConfig": "searle_core.method.oti",
+    "OTIResult": "searle_core.method.oti",
+    "oti": "searle_core.method.oti",
+    "invert_images": "searle_core.method.oti",
+    "Phi": "searle_core.method.phi",
+    "PhiLossConfig": "searle_core.method.phi",
+    "phi_loss": "searle_core.method.phi",
+    "PhiTrainConfig": "searle_core.method.phi_training",
+    "train_phi": "searle_core.method.phi_training",
+    "load_phi": "searle_core.inversion.phi_files",
+    "save_phi": "searle_core.inversion.phi_files",
+    "Vocabulary": "searle_core.inversion.concepts",
+    "embed_concepts": "searle_core.inversion.concepts",
+    "associate_concepts": "searle_core.inversion.concepts",
+    "MethodContext": "searle_core.methods",
+    "MethodResult": "searle_core.methods",
+    "evaluate": "searle_core.jobs.prepare",
+    **dict.fromkeys(
+        (
+            "recall_at_k",
+            "recall_subset_at_k",
+            "map_at_k",
+            "circo_metrics",
+            "cirr_metrics",
+            "fashioniq_metrics",
+            "rank_by_scores",
+        ),
+        "searle_core.metrics",
+    ),
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'searle_core' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -63,7 +63,7 @@ def write_openai_weights(path: Path, seed: int = SEED) -> Path:
 
 def write_phi_checkpoint(path: Path, seed: int = SEED) -> Path:
     """A random φ of ViT-B/32's widths (512 -> 2048 -> 2048 -> 512), saved as the authors save theirs."""
-    from searle_core.inversion.phi import Phi
+    from searle_core.method.phi import Phi
 
     torch.manual_seed(seed)
     phi = Phi(512, 2048, 512)

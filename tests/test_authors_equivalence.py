@@ -36,7 +36,7 @@ from conftest import SHARED_DATA, missing_annotations
 from PIL import Image
 
 from searle_core.cli import main
-from searle_core.inversion import Phi
+from searle_core.method.phi import Phi
 
 DATA = SHARED_DATA  # ../shared/data, else data/annotations (tests/conftest.py: annotations_dir)
 SEED = 42
@@ -317,7 +317,7 @@ def test_cli_table_and_notebook_engine_give_the_same_numbers(circo_val, tmp_path
     steps without concepts, a given φ): the same rows from ``searle table`` and from ``open_study`` +
     ``results.evaluate_setting`` (notebook 4), which both run ``report.evaluation.evaluate_methods``."""
     from searle_core.datasets.backbone_setup import open_backbone
-    from searle_core.inversion import save_phi
+    from searle_core.inversion.phi_files import save_phi
     from searle_core.notebook import results
     from searle_core.notebook.study import open_study
 
@@ -367,7 +367,7 @@ def test_cli_table_and_notebook_engine_agree_on_the_shapes_world(tmp_path, monke
     given φ give the same numbers and the same written CSV through ``searle table`` and through notebook
     4's engine, each computing its own features (two caches)."""
     from searle_core.datasets.backbone_setup import open_backbone
-    from searle_core.inversion import save_phi
+    from searle_core.inversion.phi_files import save_phi
     from searle_core.notebook import results
     from searle_core.notebook.study import open_study
     from searle_core.report.table import write_table

@@ -40,10 +40,10 @@ import torch.nn as nn
 from authors_code import their_encode
 
 from searle_core.datasets.backbone_setup import open_backbone
-from searle_core.inversion import regulariser
 from searle_core.inversion.concept_files import read_concepts_csv
-from searle_core.inversion.oti import OTIConfig, oti
 from searle_core.inversion.phrases import filter_phrase_bank
+from searle_core.method import regulariser
+from searle_core.method.oti import OTIConfig, oti
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -19,13 +19,15 @@ from searle_core.baselines import (
     pic2word_loss,
 )
 from searle_core.baselines.palavra import optimise_tokens, palavra_pretraining_loss
-from searle_core.clip.text_encoding import encode_text, encode_with_pseudo_tokens
 from searle_core.datasets.features import reference_features
 from searle_core.infra.errors import InputError
 from searle_core.infra.files import atomic_save
-from searle_core.inversion import OTIConfig, PhraseFeatureCache, TokenCache, make_sampler
 from searle_core.jobs import trained
 from searle_core.jobs.prepare import pic2word_network
+from searle_core.method.encoding import encode_text, encode_with_pseudo_tokens
+from searle_core.method.oti import OTIConfig
+from searle_core.method.phi import phi_sampler
+from searle_core.method.regulariser import PhraseFeatureCache, TokenCache
 from searle_core.methods.context import MethodContext
 from searle_core.retrieval.queries import image_plus_text, text_query_features
 from searle_core.world.captioner import WorldCaptioner
@@ -97,7 +99,7 @@ def test_pic2word_loss_matches_plain_formula(random_backbone):
 
 def test_every_baseline_prompt_holds_the_pseudo_word_token(random_backbone):
     from searle_core.baselines.pic2word import PIC2WORD_TRAIN_PROMPT
-    from searle_core.clip.templates import TEMPLATES
+    from searle_core.method.templates import TEMPLATES
     from searle_core.retrieval.queries import PIC2WORD_PROMPT, SEARLE_PROMPT
 
     prompts = [PIC2WORD_PROMPT.format("is red"), PIC2WORD_TRAIN_PROMPT, SEARLE_PROMPT.format("is red")]
@@ -133,13 +135,13 @@ def test_palavra_contrastive_loss_matches_plain_formula():
 
 def test_palavra_pretraining_loss_is_phrase_cosine(random_backbone):
     bb = random_backbone
-    from searle_core.inversion import Phi
+    from searle_core.method.phi import Phi
 
     torch.manual_seed(0)
     inverter = Phi.for_backbone(bb).eval()
     feats = torch.randn(2, bb.embed_dim)
     bank = {"red circle": ["a red circle on a black background"], "star": ["a photo of a large star"]}
-    sampler = make_sampler([["red circle", "star"], ["star", "red circle"]], bank, top_concepts=1, seed=0)
+    sampler = phi_sampler([["red circle", "star"], ["star", "red circle"]], bank, top_concepts=1, seed=0)
     loss = palavra_pretraining_loss(inverter, bb, feats, [0, 1], sampler, PhraseFeatureCache(bb), TokenCache(bb))
     pseudo = ["a $ on a black background", "a photo of a large $"]
     plain = ["a red circle on a black background", "a photo of a large star"]
@@ -190,7 +192,7 @@ def test_palavra_batches_its_own_negatives_not_the_worlds_oti_batch(monkeypatch)
 def test_world_baselines_train_about_as_long_as_phi():
     """The world's Pic2Word and PALAVRA see about as many images as φ there, on a world of any size."""
     from searle_core.baselines.training import world_epochs
-    from searle_core.inversion.phi_training import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES
+    from searle_core.world.recipes import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES
 
     assert (world_epochs(2000), world_epochs(500), world_epochs(10**6)) == (10, 40, 1)  # default, quick, huge
     assert Pic2WordConfig.for_world(2000).epochs == PalavraConfig.for_world(2000).epochs == 10

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from searle_core.cli import main
-from searle_core.clip.prefix_encoding import PrefixCachedEncoder
-from searle_core.clip.templates import TEMPLATES
-from searle_core.clip.text_encoding import encode_with_pseudo_tokens
-from searle_core.inversion import OTIConfig, oti
-from searle_core.inversion.regulariser import replace_concept
 from searle_core.jobs.timing import bench_inputs, bench_oti, bench_retrieval, reference_oti
+from searle_core.method.encoding import encode_with_pseudo_tokens
+from searle_core.method.oti import OTIConfig, oti
+from searle_core.method.prefix_cache import PrefixCachedEncoder
+from searle_core.method.regulariser import replace_concept
+from searle_core.method.templates import TEMPLATES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -120,8 +120,8 @@ def test_bench_retrieval_and_features_cli(capsys):
 def test_oti_batch_benchmark_reports_each_sizes_last_losses(random_backbone):
     """``searle bench oti-batch``'s rows: per batch size, the last step's losses averaged over the images
     (restated here from ``oti`` on each batch, seeded as ``invert_images`` seeds it), and its timing."""
-    from searle_core.inversion.batch import batch_seed
     from searle_core.jobs.timing import bench_oti_batch_sizes
+    from searle_core.method.oti import batch_seed
 
     feats, concepts, bank = bench_inputs(random_backbone, 4, seed=3)
     names = [f"img{i}" for i in range(4)]

@@ -33,9 +33,10 @@ from searle_core.cli import main
 from searle_core.cli.evaluate import cirr_subset_rankings
 from searle_core.datasets import load_cirr
 from searle_core.infra import downloads
-from searle_core.inversion import Phi, load_phi, save_phi
+from searle_core.inversion.phi_files import load_phi, save_phi
 from searle_core.inversion.phrases import load_concepts_csv, save_phrase_pickle, template_phrases
 from searle_core.jobs.prepare import evaluate
+from searle_core.method.phi import Phi
 from searle_core.methods.context import MethodContext
 
 pytestmark = pytest.mark.usefixtures("protocol_env")

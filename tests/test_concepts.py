@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from standins import protocol_env, searle_cache  # noqa: F401
 
-from searle_core.clip.templates import TEMPLATES
 from searle_core.inversion.concepts import (
     OTI_TOP_K,
     PHI_TOP_K,
@@ -21,6 +20,7 @@ from searle_core.inversion.concepts import (
     embed_concepts,
 )
 from searle_core.inversion.phrases import UnsafePickleError, load_concepts_csv, save_phrase_pickle
+from searle_core.method.templates import TEMPLATES
 
 pytestmark = pytest.mark.usefixtures("protocol_env")  # one torch thread, a tmp SEARLE_DATA
 

@@ -233,7 +233,7 @@ def _chunk_batches(out: Path) -> int:
 
 
 def test_every_finished_batch_is_on_disk_before_the_next_starts(tmp_path, capsys, monkeypatch):
-    import searle_core.inversion.batch as batch
+    import searle_core.method.oti as batch
 
     real, on_disk = batch.oti, []
     out = tmp_path / "run"
@@ -286,7 +286,7 @@ def test_sigterm_keeps_finished_batches_and_resume_recomputes_none(tmp_path, cap
         part = torch.load(path, weights_only=True)
         kept_tokens.update(zip(part["names"], part["tokens"]))
 
-    import searle_core.inversion.batch as batch
+    import searle_core.method.oti as batch
 
     calls, real = [], batch.oti
     monkeypatch.setattr(batch, "oti", lambda *a, **k: calls.append(1) or real(*a, **k))

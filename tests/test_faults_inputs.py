@@ -190,7 +190,8 @@ def test_prediction_list_with_a_float_id(scoring, capsys):
 
 # ---- checkpoints ---------------------------------------------------------------------------------
 def _phi(tmp_path, random_backbone, name="phi.pt"):
-    from searle_core.inversion import Phi, save_phi
+    from searle_core.inversion.phi_files import save_phi
+    from searle_core.method.phi import Phi
 
     torch.manual_seed(0)
     path = tmp_path / name

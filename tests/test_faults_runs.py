@@ -59,7 +59,7 @@ def _tokens(folder: Path) -> torch.Tensor:
 
 def _interrupted_run(tmp_path, capsys, monkeypatch, after: int = 2) -> Path:
     """A run stopped by Ctrl-C after ``after`` batches: chunks on disk, no tokens.pt."""
-    import searle_core.inversion.batch as oti_run  # where the one OTI loop calls oti
+    import searle_core.method.oti as oti_run  # where the one OTI loop calls oti
 
     calls = []
     real = oti_run.oti

@@ -17,11 +17,11 @@ import pytest
 import torch
 from faults import CLI, fails, snapshot, tiny_circo, tiny_cirr, write_image, write_json
 
-from searle_core.clip.text_encoding import encode_token_embeddings
 from searle_core.datasets import FileImageSource, load_circo, load_cirr
 from searle_core.datasets.base import CIRQuery
 from searle_core.datasets.features import configure_images, image_features
 from searle_core.infra.errors import InputError
+from searle_core.method.encoding import encode_token_embeddings
 from searle_core.metrics.circo_server import CIRCOScoringError, score_circo
 from searle_core.retrieval.queries import SEARLE_PROMPT, pseudo_query_features
 
@@ -52,7 +52,8 @@ def test_images_replaced_in_place_are_encoded_anew(tmp_path, random_backbone):
 
 # ---- 2. φ downloads ------------------------------------------------------------------------------
 def _phi_file(path, backbone):
-    from searle_core.inversion import Phi, save_phi
+    from searle_core.inversion.phi_files import save_phi
+    from searle_core.method.phi import Phi
 
     torch.manual_seed(0)
     save_phi(Phi.for_backbone(backbone), path)
@@ -61,7 +62,7 @@ def _phi_file(path, backbone):
 
 def test_phi_url_cache_is_keyed_by_the_whole_url(tmp_path, monkeypatch, random_backbone):
     from searle_core.infra import downloads
-    from searle_core.inversion import load_phi
+    from searle_core.inversion.phi_files import load_phi
 
     good = _phi_file(tmp_path / "good.pt", random_backbone)
     # A file of the same name in torch's hub cache must never answer another URL.

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from searle_core.clip.text_encoding import encode_with_pseudo_tokens
+from searle_core.method.encoding import encode_with_pseudo_tokens
 from searle_core.notebook.interactive import query_explorer, typed_query
 
 
@@ -94,7 +94,7 @@ def test_start_from_query_inverts_a_new_reference_once_and_takes_its_caption(tin
 def test_oti_inverter_is_notebook_1s_oti_on_one_image(tiny_study):
     import dataclasses
 
-    from searle_core.inversion.oti import OTIConfig, oti
+    from searle_core.method.oti import OTIConfig, oti
     from searle_core.notebook.interactive import oti_inverter
 
     config = dataclasses.replace(OTIConfig(), steps=3)

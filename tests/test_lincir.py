@@ -25,7 +25,7 @@ from searle_core.baselines.lincir_masking import keyword_runs, mask_corpus, mask
 from searle_core.cli import main
 from searle_core.datasets.text_corpus import read_captions
 from searle_core.infra.errors import InputError
-from searle_core.inversion.phi import Phi
+from searle_core.method.phi import Phi
 from searle_core.report.paper_numbers import flatten_metrics
 from searle_core.world import ShapesWorld, WorldConfig
 

@@ -5,16 +5,16 @@ import pytest
 import torch
 import yaml
 
-from searle_core.infra.settings import RunSettings, resolved_oti_batch_size
-from searle_core.inversion import OTIConfig
-from searle_core.inversion.phi_training import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES
+from searle_core.infra.settings import RunSettings
 from searle_core.jobs import trained
 from searle_core.jobs.oti_run import OTIRunConfig, run_oti
 from searle_core.jobs.prepare import prepare
+from searle_core.method.oti import OTIConfig
 from searle_core.methods.context import MethodContext
 from searle_core.methods.registry import oti_reference_tokens
 from searle_core.notebook import inversions
 from searle_core.notebook.papermill_runner import profiles_dir
+from searle_core.world.recipes import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES, resolved_oti_batch_size
 
 
 @pytest.fixture(autouse=True)

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from searle_core.clip.text_encoding import encode_with_pseudo_tokens
-from searle_core.inversion import OTIConfig, oti, replace_concept
-from searle_core.inversion.losses import cosine_loss
-from searle_core.inversion.regulariser import PhraseSampler
+from searle_core.method.encoding import encode_with_pseudo_tokens
+from searle_core.method.losses import cosine_loss
+from searle_core.method.oti import OTIConfig, oti
+from searle_core.method.regulariser import PhraseSampler, replace_concept
 
 BANK = {
     "red circle": ["a red circle on a white background", "a photo of a red circle that is small"],
@@ -130,7 +130,7 @@ def test_trajectory_recorded(random_backbone, image_features):
 
 def test_invert_images_resumed_equals_uninterrupted(random_backbone):
     """A run resumed after its first batch gives bit-identical tokens, phrase regulariser included."""
-    from searle_core.inversion.batch import invert_images
+    from searle_core.method.oti import invert_images
 
     torch.manual_seed(4)
     feats = torch.randn(5, random_backbone.embed_dim)

@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from searle_core.infra.files import atomic_save
-from searle_core.inversion import OTIConfig, oti
-from searle_core.inversion.batch import batch_seed
 from searle_core.jobs import OTIRunConfig, load_oti_run, run_oti
 from searle_core.jobs.run_folder import hyperparameter_changes
+from searle_core.method.oti import OTIConfig, batch_seed, oti
 from searle_core.world import ShapesWorld, WorldConfig
 from searle_core.world.setup import world_vocabulary
 

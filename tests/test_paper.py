@@ -321,9 +321,9 @@ def test_oti_without_gpt_phrases_is_a_named_variant(tmp_path):
     import pickle
     import zipfile
 
-    from searle_core.inversion import OTIConfig
     from searle_core.inversion.concepts import Vocabulary
     from searle_core.inversion.phrases import template_phrases
+    from searle_core.method.oti import OTIConfig
     from searle_core.methods.context import MethodContext
     from searle_core.methods.registry import regulariser_variant
     from searle_core.notebook.study import load_vocabulary

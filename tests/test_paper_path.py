@@ -16,10 +16,12 @@ import torch.nn.functional as F
 
 from searle_core.datasets.features import configure_images, image_features, text_features
 from searle_core.infra import device as dev
-from searle_core.inversion import OTIConfig, Phi, load_phi, save_phi
 from searle_core.inversion.concepts import Vocabulary
-from searle_core.inversion.phi_training import PhiTrainConfig, train_phi
-from searle_core.inversion.regulariser import PhraseSampler, replace_every
+from searle_core.inversion.phi_files import load_phi, save_phi
+from searle_core.method.oti import OTIConfig
+from searle_core.method.phi import Phi
+from searle_core.method.phi_training import PhiTrainConfig, train_phi
+from searle_core.method.regulariser import PhraseSampler, replace_every
 from searle_core.methods.context import MethodContext
 from searle_core.methods.registry import phi_reference_tokens
 
@@ -72,7 +74,7 @@ def test_evaluation_is_fp32_even_under_a_callers_autocast(tiny_study, monkeypatc
 
 
 def test_oti_and_phi_train_in_the_precision_asked(tiny_study, monkeypatch):
-    from searle_core.inversion import oti
+    from searle_core.method.oti import oti
 
     bb = tiny_study.backbone
     feats = tiny_study.features(tiny_study.bench.reference_names()[:3])
@@ -119,8 +121,8 @@ def test_phi_is_given_raw_encode_image_features(tiny_study):
 
 
 def test_phi_trains_on_raw_features(tiny_study, monkeypatch):
-    from searle_core.inversion import phi_training
     from searle_core.jobs import trained as trained_module
+    from searle_core.method import phi_training
     from searle_core.notebook import inversions
 
     seen = {}

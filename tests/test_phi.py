@@ -2,17 +2,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from searle_core.inversion import (
-    Phi,
-    PhiLossConfig,
-    PhraseFeatureCache,
-    TokenCache,
-    load_phi,
-    make_sampler,
-    phi_loss,
-    save_phi,
-)
-from searle_core.inversion.losses import nt_xent_loss, symmetric_infonce_loss
+from searle_core.baselines.pic2word import symmetric_infonce_loss
+from searle_core.inversion.phi_files import load_phi, save_phi
+from searle_core.method.losses import nt_xent_loss
+from searle_core.method.phi import Phi, PhiLossConfig, phi_loss, phi_sampler
+from searle_core.method.prefix_cache import PrefixCachedEncoder
+from searle_core.method.regulariser import PhraseFeatureCache, TokenCache
 
 
 def reference_nt_xent(v1, v2, temperature):
@@ -75,10 +70,12 @@ def test_phi_loss_weights_and_gradient(random_backbone):
     phi = Phi.for_backbone(bb)
     feats, targets = torch.randn(4, bb.embed_dim), torch.randn(4, bb.token_dim)
     bank = {"circle": ["a circle on a table", "a small circle"]}
-    sampler = make_sampler([["circle"]] * 10, bank, top_concepts=150, seed=0)
-    out = phi_loss(phi, bb, feats, targets, [0, 3, 5, 9], sampler, PhraseFeatureCache(bb), TokenCache(bb))
-    assert out["total"].item() == pytest.approx(out["distil"].item() + 0.75 * out["gpt"].item(), rel=1e-6)
-    out["total"].backward()
+    draw = phi_sampler([["circle"]] * 10, bank, top_concepts=150, seed=0).draw([0, 3, 5, 9])
+    encode = PrefixCachedEncoder(bb.model, bb.dollar_token_id)
+    predicted = phi(feats)
+    distil, gpt = phi_loss(predicted, feats, targets, draw, PhraseFeatureCache(bb), encode, TokenCache(bb))
+    assert distil.item() > 0 and gpt.item() > 0
+    (distil + 0.75 * gpt).backward()
     assert phi.layers[0].weight.grad.abs().sum() > 0
-    no_gpt = phi_loss(phi, bb, feats, targets, [0, 1, 2, 3], None, None, TokenCache(bb), PhiLossConfig(lambda_gpt=0))
-    assert no_gpt["gpt"].item() == 0
+    no_gpt = phi_loss(phi(feats), feats, targets, None, None, encode, TokenCache(bb), PhiLossConfig(lambda_gpt=0))
+    assert no_gpt[1].item() == 0

@@ -7,10 +7,13 @@ import random
 import pytest
 import torch
 
-from searle_core.clip.prefix_encoding import PrefixCachedEncoder
-from searle_core.inversion import PhiLossConfig, PhraseFeatureCache, TokenCache, make_sampler, phi_loss
-from searle_core.inversion.phi_training import PhiTrainConfig, _losses, derive_seed, train_phi
 from searle_core.jobs.phi_run import train_phi_in_folder
+from searle_core.method.encoding import encode_with_pseudo_tokens
+from searle_core.method.losses import cosine_loss, nt_xent_loss
+from searle_core.method.phi import Phi, PhiLossConfig, phi_loss, phi_sampler
+from searle_core.method.phi_training import PhiTrainConfig, derive_seed, train_phi
+from searle_core.method.prefix_cache import PrefixCachedEncoder
+from searle_core.method.regulariser import PhraseFeatureCache, TokenCache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -113,7 +116,7 @@ def test_epoch_files_in_the_authors_layout_and_run_epoch_checkpoints(random_back
     5-epoch run; the validation history is in the folder; a resumed run writes them too."""
     import dataclasses
 
-    from searle_core.inversion.phi import load_phi
+    from searle_core.inversion.phi_files import load_phi
 
     feats, tokens, concepts = data
     config = dataclasses.replace(CONFIG, epochs=11)
@@ -178,44 +181,29 @@ def test_resume_refuses_changed_hyperparameters(random_backbone, data, tmp_path)
     assert [row["epoch"] for row in result.history] == [1, 2]  # the first epoch was not redone
 
 
-def test_trainer_loss_is_phi_loss(random_backbone, data):
-    """On one process the trainer's batch loss is the owner's `phi_loss` with the same phrase draws."""
+def test_phi_loss_is_the_plain_formula_and_shards_add_up(random_backbone, data):
+    """φ's one loss, with the prefix-cached encoder, equals NT-Xent plus the plain cosine of the drawn
+    phrases; split over 3 ranks, the ranks' phrase shares add up to it."""
     feats, tokens, concepts = data
     bb = random_backbone
     torch.manual_seed(0)
-    from searle_core.inversion import Phi
-
     phi = Phi.for_backbone(bb).eval()
     idx = torch.tensor([3, 0, 7, 11, 19])
     cfg = PhiLossConfig(top_concepts=2)
-    sampler = make_sampler(concepts, BANK, cfg.top_concepts, seed=0)
-
-    class Fresh:
-        def cache(self):
-            return PhraseFeatureCache(bb)
-
+    draw = phi_sampler(concepts, BANK, cfg.top_concepts, seed=9).draw(idx.tolist())
+    assert draw.rows
     predicted = phi(feats[idx])
-    distil, gpt = _losses(
-        predicted,
-        feats,
-        tokens,
-        idx,
-        bb,
-        cfg,
-        sampler,
-        Fresh(),
-        TokenCache(bb),
-        PrefixCachedEncoder(bb.model, bb.dollar_token_id),
-        phrase_seed=9,
-        world=1,
-        rank=0,
+    encode = PrefixCachedEncoder(bb.model, bb.dollar_token_id)
+    args = (predicted, feats[idx], tokens[idx], draw, PhraseFeatureCache(bb), encode, TokenCache(bb), cfg)
+    distil, gpt = phi_loss(*args)
+    plain = encode_with_pseudo_tokens(
+        bb.model, bb.tokenize(draw.pseudo_phrases), predicted[draw.rows], bb.dollar_token_id
     )
-    sampler.rng = random.Random(9)
-    expected = phi_loss(
-        phi, bb, feats[idx], tokens[idx], idx.tolist(), sampler, PhraseFeatureCache(bb), TokenCache(bb), cfg
-    )
-    assert distil.item() == pytest.approx(expected["distil"].item(), abs=1e-6)
-    assert gpt.item() == pytest.approx(expected["gpt"].item(), abs=1e-6)
+    expected_gpt = cosine_loss(plain, PhraseFeatureCache(bb).features(draw.phrases))
+    assert distil.item() == pytest.approx(nt_xent_loss(predicted, tokens[idx], cfg.temperature).item(), abs=1e-6)
+    assert gpt.item() == pytest.approx(expected_gpt.item(), abs=1e-5)
+    shares = [phi_loss(*args, world_size=3, rank=r)[1] for r in range(3)]
+    assert sum(s.item() for s in shares) == pytest.approx(gpt.item(), abs=1e-5)
 
 
 def test_no_regulariser_and_seeds(random_backbone, data):

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from searle_core.inversion import released_phi
-from searle_core.inversion.phi import Phi, load_phi
+from searle_core.inversion.phi_files import load_phi
+from searle_core.method.phi import Phi
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def release(tmp_path, monkeypatch):
         "RELEASED",
         {"searle": ("ViT-B-32", f"{base}/SEARLE_ViT-B32.pt"), "searle-xl": ("ViT-L-14", f"{base}/SEARLE_ViT-L14.pt")},
     )
-    monkeypatch.setattr("searle_core.inversion.phi.RELEASED", released_phi.RELEASED)
+    monkeypatch.setattr("searle_core.inversion.phi_files.RELEASED", released_phi.RELEASED)
     monkeypatch.setenv("SEARLE_DATA", str(tmp_path / "data"))
     yield SimpleNamespace(folder=served, hits=hits, base=base)
     server.shutdown()

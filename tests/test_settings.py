@@ -16,18 +16,17 @@ from searle_core.infra.settings import (
     RENAMED_FLAGS,
     RENAMED_PARAMETERS,
     SETTINGS,
-    WORLD_OTI_BATCH_SIZE,
     RenamedFlag,
     RunSettings,
     flag,
     from_namespace,
     from_parameters,
-    resolved_oti_batch_size,
 )
 from searle_core.notebook import ablations, steps
 from searle_core.notebook import papermill_runner as paper
 from searle_core.notebook.record import Recorder, load_record
 from searle_core.notebook.study import Study, open_study
+from searle_core.world.recipes import WORLD_OTI_BATCH_SIZE, resolved_oti_batch_size
 
 #: Commands outside this issue's settings: ``searle bench`` times recipes (its ``--steps`` are the
 #: steps timed, and ``bench world --steps`` the world CLIP's optimiser steps).

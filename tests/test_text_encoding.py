@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from searle_core.clip.text_encoding import encode_text, encode_with_pseudo_tokens
+from searle_core.method.encoding import encode_text, encode_with_pseudo_tokens
 
 PROMPTS = ["a photo of $ that is red", "$", "this is a photo of a big $ on a table next to a $"]
 WORDS = ["cat", "dog", "tree"]

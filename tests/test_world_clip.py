@@ -8,7 +8,7 @@ import open_clip
 import pytest
 import torch
 
-from searle_core.clip.text_encoding import encode_text
+from searle_core.method.encoding import encode_text
 from searle_core.world import ATTRIBUTES, ShapesWorld, WorldConfig
 from searle_core.world.world_clip import (
     WorldCLIPConfig,

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from searle_core.cli import main
-from searle_core.clip.text_encoding import encode_with_pseudo_tokens
 from searle_core.datasets.features import image_features
-from searle_core.inversion import OTIConfig
 from searle_core.jobs.prepare import evaluate
+from searle_core.method.encoding import encode_with_pseudo_tokens
+from searle_core.method.oti import OTIConfig
 from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import gallery_features
 from searle_core.world.setup import world_setup, world_vocabulary
@@ -70,7 +70,7 @@ def test_oti_tokens_retrieve_their_own_image(world_and_clip):
     world, backbone = world_and_clip
     names = world.benchmark("val").reference_names()[:32]
     feats = image_features(backbone, world.images, names, progress=False, cache=False)
-    from searle_core.inversion import oti
+    from searle_core.method.oti import oti
 
     vocab = world_vocabulary()
     concepts = vocab.associate(backbone, feats, 15)

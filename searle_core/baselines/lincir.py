@@ -39,12 +39,12 @@ from tqdm.auto import tqdm
 
 from searle_core.baselines.lincir_masking import FALLBACK_PROMPT, PSEUDO_WORD, mask_corpus
 from searle_core.clip.backbone import Backbone
-from searle_core.clip.text_encoding import encode_text, encode_token_embeddings
 from searle_core.datasets.base import CIRBenchmark
 from searle_core.datasets.features import image_features
 from searle_core.infra.device import eval_precision
 from searle_core.infra.errors import InputError, load_torch_file
-from searle_core.inversion.phi import Phi
+from searle_core.method.encoding import encode_text, encode_token_embeddings
+from searle_core.method.phi import Phi
 from searle_core.retrieval.queries import SEARLE_PROMPT, pseudo_query_features
 
 

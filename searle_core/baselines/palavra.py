@@ -42,15 +42,15 @@ from tqdm.auto import tqdm
 
 from searle_core.baselines.training import fit, world_epochs
 from searle_core.clip.backbone import Backbone
-from searle_core.clip.prefix_encoding import PrefixCachedEncoder
-from searle_core.clip.templates import TEMPLATES, fill
 from searle_core.datasets.base import CIRBenchmark
 from searle_core.datasets.features import reference_features
 from searle_core.infra.device import grad_scaler, scaled_step, train_autocast
 from searle_core.infra.errors import InputError
-from searle_core.inversion.batch import batch_seed
-from searle_core.inversion.phi import Phi, PhiLossConfig, make_sampler, phi_loss
-from searle_core.inversion.regulariser import PhraseFeatureCache, TokenCache
+from searle_core.method.oti import batch_seed
+from searle_core.method.phi import Phi, PhiLossConfig, phi_loss, phi_sampler
+from searle_core.method.prefix_cache import PrefixCachedEncoder
+from searle_core.method.regulariser import PhraseFeatureCache, TokenCache
+from searle_core.method.templates import TEMPLATES, fill
 from searle_core.retrieval.queries import SEARLE_PROMPT, pseudo_query_features
 
 
@@ -125,8 +125,11 @@ def palavra_pretraining_loss(
 ) -> torch.Tensor:
     """Stage 1: phrases of the image's concept with the concept replaced by the predicted token keep
     their features (φ's phrase term alone: no distillation, weight 1)."""
+    predicted = inverter(image_features.float())
+    plain = PrefixCachedEncoder(backbone.model, backbone.dollar_token_id, enabled=False)
     config = PhiLossConfig(lambda_distil=0.0, lambda_gpt=1.0)
-    return phi_loss(inverter, backbone, image_features, None, batch_indices, sampler, cache, tokenize, config)["total"]
+    draw = sampler.draw(batch_indices)
+    return phi_loss(predicted, image_features, None, draw, cache, plain, tokenize, config)[1]
 
 
 def train_inverter(
@@ -140,7 +143,7 @@ def train_inverter(
     """Pre-train the inverter on unlabeled image features and their concepts."""
     torch.manual_seed(config.seed)
     inverter = Phi.for_backbone(backbone, config.dropout).to(backbone.device)
-    sampler = make_sampler(concepts, phrase_bank, config.top_concepts, config.seed)
+    sampler = phi_sampler(concepts, phrase_bank, config.top_concepts, config.seed, replace_all=False)
     cache, tokenize = PhraseFeatureCache(backbone), TokenCache(backbone)
     feats = image_features.to(backbone.device).float()
     history = fit(

@@ -34,21 +34,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from searle_core.baselines.training import fit, world_epochs
 from searle_core.clip.backbone import Backbone
-from searle_core.clip.prefix_encoding import PrefixCachedEncoder
 from searle_core.datasets.base import CIRBenchmark
 from searle_core.datasets.features import image_features
 from searle_core.infra.device import eval_precision
 from searle_core.infra.errors import InputError, load_torch_file
-from searle_core.inversion.losses import symmetric_infonce_loss
-from searle_core.inversion.regulariser import TokenCache
+from searle_core.method.prefix_cache import PrefixCachedEncoder
+from searle_core.method.regulariser import TokenCache
 from searle_core.retrieval.queries import PIC2WORD_PROMPT, pseudo_query_features
 
 #: The prompt the mapper is trained with.
 PIC2WORD_TRAIN_PROMPT = "a photo of $"
+
+
+def symmetric_infonce_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy between two aligned batches (Pic2Word's mapping loss)."""
+    a = F.normalize(a.float(), dim=-1)
+    b = F.normalize(b.float(), dim=-1)
+    logits = logit_scale * a @ b.T
+    labels = torch.arange(a.shape[0], device=a.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
 class Pic2WordMapper(nn.Module):

@@ -15,7 +15,6 @@ from searle_core.clip.backbone import load_backbone
 from searle_core.clip.weights import InMemoryWeights
 from searle_core.infra.errors import count_type, positive_int, seed_int
 from searle_core.infra.settings import add_renamed
-from searle_core.inversion.oti import OTIConfig
 from searle_core.jobs.timing import (
     bench_feature_extraction,
     bench_oti,
@@ -23,6 +22,7 @@ from searle_core.jobs.timing import (
     bench_retrieval,
     write_bench_images,
 )
+from searle_core.method.oti import OTIConfig
 from searle_core.notebook.study import open_study
 from searle_core.world import ShapesWorld
 from searle_core.world.world_clip import WorldCLIPConfig, world_clip_weights

@@ -25,20 +25,21 @@ from searle_core.cli.common import (
 from searle_core.datasets import ImageFolderSource, ImageLoadError, load_benchmark
 from searle_core.datasets.text_corpus import read_captions
 from searle_core.infra.errors import InputError, check_writable, nonnegative_int, positive_int
-from searle_core.infra.settings import RunSettings, add_setting, resolved_oti_batch_size
-from searle_core.inversion import OTIConfig, load_phi
+from searle_core.infra.settings import RunSettings, add_setting
 from searle_core.inversion.concept_files import is_image_concepts_file, read_concepts_csv
 from searle_core.inversion.concepts import Vocabulary
-from searle_core.inversion.phi_training import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES
+from searle_core.inversion.phi_files import load_phi
 from searle_core.inversion.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
 from searle_core.jobs.prepare import evaluate
 from searle_core.jobs.reference_tokens import load_reference_tokens
+from searle_core.method.oti import OTIConfig
 from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import gallery_features
 from searle_core.methods.registry import BASE_METHODS
 from searle_core.report.submission import cirr_subset_rankings as subset_rankings
 from searle_core.report.submission import write_circo_submission, write_cirr_submission
 from searle_core.report.table import settings_line, settings_record
+from searle_core.world.recipes import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES, resolved_oti_batch_size
 from searle_core.world.setup import world_vocabulary
 
 DATASETS = ("shapes", "cirr", "fashioniq", "circo")

@@ -19,16 +19,18 @@ from searle_core.datasets.features import configure_images
 from searle_core.datasets.folder import check_folder_images
 from searle_core.infra import distributed as dist
 from searle_core.infra.errors import InputError, nonnegative_float, nonnegative_int, positive_float, positive_int
-from searle_core.infra.settings import RunSettings, add_renamed, add_setting, default_oti_batch_size
-from searle_core.inversion import OTIConfig, PhiLossConfig
-from searle_core.inversion.phi_training import PhiTrainConfig
+from searle_core.infra.settings import RunSettings, add_renamed, add_setting
 from searle_core.jobs import OTIRunConfig, read_manifest, run_oti
 from searle_core.jobs.authors_oti import IMPORTED, import_authors_oti, is_authors_oti, read_authors_oti
 from searle_core.jobs.oti_inputs import vocabulary_fingerprint
 from searle_core.jobs.oti_run import kept_batches
 from searle_core.jobs.phi_run import benchmark_validator, kept_epochs, run_train_phi
 from searle_core.jobs.run_folder import check_ours
+from searle_core.method.oti import OTIConfig
+from searle_core.method.phi import PhiLossConfig
+from searle_core.method.phi_training import PhiTrainConfig
 from searle_core.world import ShapesWorld, WorldConfig
+from searle_core.world.recipes import default_oti_batch_size
 
 OTI_DATASETS = ("shapes", "imagenet", "cirr", "fashioniq", "circo")
 VAL_DATASETS = ("shapes", "cirr", "fashioniq", "circo", "none")

@@ -33,9 +33,8 @@ from searle_core.clip.weights import (
 )
 from searle_core.infra.device import resolve_device
 from searle_core.infra.errors import InputError
+from searle_core.infra.providers import open_provider
 
-#: The offline world's CLIP (registered by :mod:`searle_core.world`); the default backbone.
-WORLD_BACKBONE = "shapes-clip"
 PSEUDO_WORD = "$"
 
 
@@ -174,7 +173,7 @@ def register_default_weights(name: str, provider: Callable[..., os.PathLike | st
 
 
 def load_backbone(
-    name: str = WORLD_BACKBONE,
+    name: str,
     pretrained: str | InMemoryWeights | None = DEFAULT_WEIGHTS,
     device: str = "auto",
     cache_dir: str | os.PathLike | None = None,
@@ -201,9 +200,10 @@ def load_backbone(
         A :class:`Backbone`.
     """
     dev = resolve_device(device)
+    open_provider(name)
     if name not in open_clip.list_models():
         raise InputError(
-            f"unknown backbone {name!r}: expected '{WORLD_BACKBONE}' or an open_clip model name "
+            f"unknown backbone {name!r}: expected shapes-clip or an open_clip model name "
             f"such as ViT-B-32 or ViT-L-14 (see open_clip.list_models())."
         )
     if pretrained == DEFAULT_WEIGHTS and name in _DEFAULT_WEIGHTS_PROVIDERS:

@@ -31,6 +31,7 @@ from searle_core.datasets.folder import (
     resolve_missing,
 )
 from searle_core.infra.errors import InputError
+from searle_core.infra.providers import PROVIDERS, open_provider
 
 #: Loaders by benchmark name: ``(root, split, **kw) -> CIRBenchmark``. The offline world registers
 #: ``shapes`` (:mod:`searle_core.world`), whose ``root`` is unused.
@@ -54,6 +55,8 @@ def register_benchmark(name: str, loader: Callable[..., CIRBenchmark], generated
 
 def known_benchmarks() -> tuple[str, ...]:
     """The names :func:`load_benchmark` takes."""
+    for name in PROVIDERS:
+        open_provider(name)
     return tuple(_LOADERS)
 
 
@@ -68,6 +71,7 @@ def load_benchmark(name: str, root: str | Path | None = None, split: str = "val"
             for ``shapes``: ``world`` (a ``ShapesWorld``) or ``quick`` (bool)).
     """
     key = name.lower()
+    open_provider(key)
     if key not in _LOADERS:
         raise InputError(f"unknown benchmark {name!r}; known: {', '.join(known_benchmarks())}")
     if root is None and key not in _GENERATED:

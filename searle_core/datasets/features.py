@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 
 from searle_core.clip.backbone import Backbone, weights_key
 from searle_core.clip.preprocess import TARGET_RATIO, PreprocessKind, make_preprocess_from_open_clip
-from searle_core.clip.text_encoding import encode_text
 from searle_core.datasets.base import CIRBenchmark, ImageSource
 from searle_core.datasets.folder import ImageLoadError
 from searle_core.infra.cache import cache_file, load_cached_tensor, save_tensor_atomic
 from searle_core.infra.device import eval_precision
+from searle_core.method.encoding import encode_text
 
 
 class ImagePipeline:

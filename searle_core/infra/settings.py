@@ -65,7 +65,7 @@ class RunSettings:
             a JSON list / CSV ``caption`` column: :mod:`searle_core.datasets.text_corpus`).
         lincir_checkpoint: LinCIR's φ weights (its official ``phi_best.pt``); empty: trained here.
         oti_steps: OTI optimisation steps per image (the paper: 350).
-        oti_batch_size: images optimised together by OTI (``None``: the dataset's, :func:`default_oti_batch_size`).
+        oti_batch_size: images optimised together by OTI (``None``: the dataset's default).
         oti_tokens: OTI tokens computed earlier for ``searle-oti`` (a ``searle oti`` run folder or
             the authors' output).
         phi_checkpoint: φ's weights: a file or URL (the authors' ``SEARLE_ViT-B32.pt``), a φ run
@@ -125,24 +125,6 @@ class RunSettings:
         """A copy with some settings changed; an unknown or renamed name is a one-line error."""
         check_names(changes, "setting")
         return dataclasses.replace(self, **changes)
-
-
-#: OTI's batch on the offline world. Each image's update depends only on its own loss (the batch mean's
-#: 1/B is undone by Adam's normalisation, up to its epsilon), so the batch changes which seeded draws an
-#: image gets, not what OTI computes; on a CPU a step's cost is mostly fixed overhead, and 128 images a
-#: batch invert about 1.7 times faster than 32 (`searle bench oti-batch`, 2 CPU threads).
-WORLD_OTI_BATCH_SIZE = 128
-
-
-def default_oti_batch_size(dataset: str) -> int:
-    """OTI's batch when ``oti_batch_size`` is left empty: the paper's 32, or :data:`WORLD_OTI_BATCH_SIZE`
-    on the offline world (``shapes``)."""
-    return WORLD_OTI_BATCH_SIZE if dataset == "shapes" else 32
-
-
-def resolved_oti_batch_size(settings: RunSettings) -> int:
-    """The OTI batch a run uses: its ``oti_batch_size``, else the dataset's default."""
-    return settings.oti_batch_size or default_oti_batch_size(settings.dataset)
 
 
 #: Every setting's name, in the dataclass's order.

@@ -20,13 +20,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from searle_core.clip.backbone import Backbone, weights_key
-from searle_core.clip.templates import TEMPLATES, fill
-from searle_core.clip.text_encoding import encode_text
 from searle_core.infra.cache import load_cached_tensor, save_tensor_atomic
 from searle_core.infra.device import eval_precision
 from searle_core.infra.errors import InputError
 from searle_core.infra.paths import cache_dir
-from searle_core.inversion.regulariser import PhraseBank
+from searle_core.method.encoding import encode_text
+from searle_core.method.regulariser import PhraseBank
+from searle_core.method.templates import TEMPLATES, fill
 
 #: Concepts kept per image (the authors store this many), and how many OTI and φ draw from.
 STORED_TOP_K = 250

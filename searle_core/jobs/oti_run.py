@@ -12,7 +12,7 @@ A run folder holds:
 - ``log.csv``: at the end, one row per batch: rank, seconds, images/s and the last step's losses.
 
 Batch ``b`` is ``names[b*B:(b+1)*B]`` and is seeded from the run seed and its image names
-(:func:`~searle_core.inversion.batch.batch_seed`), so its tokens do not depend on which batches ran
+(:func:`~searle_core.method.oti.batch_seed`), so its tokens do not depend on which batches ran
 before it, on which process ran it, or on an interruption: a resumed run, or one sharded over
 ``torchrun`` processes (rank ``r`` takes batches ``r, r+W, ...``), gives the tokens of one
 uninterrupted process (bit for bit on CPU).
@@ -34,8 +34,6 @@ from searle_core.infra import distributed as dist
 from searle_core.infra.device import training_precision
 from searle_core.infra.errors import InputError, load_torch_file
 from searle_core.infra.files import atomic_save, atomic_write_json, atomic_write_text
-from searle_core.inversion import OTIConfig
-from searle_core.inversion.batch import InvertedBatch, invert_images
 from searle_core.jobs.oti_inputs import (
     INPUTS,
     RunInputs,
@@ -45,6 +43,7 @@ from searle_core.jobs.oti_inputs import (
     vocabulary_fingerprint,
 )
 from searle_core.jobs.run_folder import MANIFEST, fingerprint, open_run, read_manifest, unlock_run
+from searle_core.method.oti import InvertedBatch, OTIConfig, invert_images
 
 TOKENS, CHUNKS, LOG = "tokens.pt", "chunks", "log.csv"
 

@@ -9,6 +9,8 @@ authors' ``train_phi.py`` does, every epoch also writes ``phi_last.pt`` and ever
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,18 +20,30 @@ from searle_core.clip.backbone import Backbone, weights_key
 from searle_core.infra import distributed as dist
 from searle_core.infra.device import training_precision
 from searle_core.infra.errors import InputError, load_torch_file
-from searle_core.infra.files import atomic_save, atomic_write_json
-from searle_core.inversion.phi import PHI_LAST, Phi, epoch_file, save_phi
-from searle_core.inversion.phi_training import PhiTrainConfig, PhiTrainingResult, train_phi, write_history_csv
+from searle_core.infra.files import atomic_save, atomic_write_json, atomic_write_text
+from searle_core.inversion.phi_files import PHI_LAST, epoch_file, save_phi
 from searle_core.jobs.oti_run import load_oti_run
 from searle_core.jobs.prepare import evaluate
 from searle_core.jobs.run_folder import MANIFEST, fingerprint, open_run, unlock_run
+from searle_core.method.phi import Phi
+from searle_core.method.phi_training import PhiTrainConfig, PhiTrainingResult, train_phi
 from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import gallery_features
 
 CHECKPOINT, HISTORY, PHI = "checkpoint.pt", "history.csv", "phi.pt"
 #: ``phi_{n}.pt`` every this many epochs (the authors' ``--save-frequency`` default).
 SAVE_EVERY = 5
+
+
+def write_history_csv(history: list[dict], path: Path) -> None:
+    """One row per epoch, one column per key that any epoch has (validation may start late)."""
+    text = io.StringIO()
+    writer = csv.DictWriter(
+        text, fieldnames=list(dict.fromkeys(k for row in history for k in row)), lineterminator="\n"
+    )
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(text.getvalue(), path)
 
 
 class PhiCheckpointer:
@@ -168,11 +182,11 @@ def train_phi_in_folder(
     progress: bool = True,
     info: dict | None = None,
 ) -> PhiTrainingResult:
-    """:func:`~searle_core.inversion.phi_training.train_phi` checkpointed in a run folder every epoch.
+    """:func:`~searle_core.method.phi_training.train_phi` checkpointed in a run folder every epoch.
 
     Args:
         backbone, image_features, oti_tokens, concepts, phrase_bank, config, validate, progress: as
-            :func:`~searle_core.inversion.phi_training.train_phi`.
+            :func:`~searle_core.method.phi_training.train_phi`.
         out_dir: the run folder: the checkpoint (φ, optimiser, epoch, history), ``history.csv`` and
             the final ``phi.pt`` (the authors' layout), each written atomically.
         resume: continue from ``out_dir``'s checkpoint (a fresh start if there is none).

@@ -22,11 +22,12 @@ from searle_core.baselines.training import unlabeled_images
 from searle_core.clip.backbone import Backbone
 from searle_core.datasets.base import CIRBenchmark
 from searle_core.infra.errors import InputError
-from searle_core.inversion import Phi, load_phi
-from searle_core.inversion.phi_training import PhiRecipe
+from searle_core.inversion.phi_files import load_phi
 from searle_core.jobs.trained import Artifact, artifact_path, describe, load_or_train, unlabeled_phi, vocabulary_id
+from searle_core.method.phi import Phi
 from searle_core.methods.context import MethodContext, NetworkSetup
 from searle_core.methods.pipeline import MethodResult, run_method
+from searle_core.world.recipes import world_phi_recipe
 from searle_core.world.setup import world_vocabulary
 
 
@@ -50,7 +51,7 @@ def dataset_phi(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> 
     trained = unlabeled_phi(
         backbone,
         bench.unlabeled,
-        PhiRecipe.for_world(ctx.phi_epochs, ctx.phi_images),
+        world_phi_recipe(ctx.phi_epochs, ctx.phi_images),
         ctx.oti_config,
         ctx.vocabulary or world_vocabulary(),
         ctx.seed,

@@ -4,7 +4,7 @@ feature extraction, and the retrieval step at CIRCO's gallery size.
 The reference recipe is OTI as one would first write it from the paper: every text pass runs CLIP's
 full 77-token context, the unmodified phrases are re-encoded at every step, templates and phrases go
 through separate passes, prompts are tokenized at every step. It makes exactly the same random draws
-as :func:`searle_core.inversion.oti` (initial tokens, templates, phrases) so after the same steps the
+as :func:`searle_core.method.oti` (initial tokens, templates, phrases) so after the same steps the
 two must produce the same tokens up to floating-point rounding; ``max_abs_diff`` checks that the
 project's speed-ups change nothing but the speed.
 """
@@ -19,16 +19,15 @@ import torch
 import torch.nn.functional as F
 
 from searle_core.clip.backbone import Backbone
-from searle_core.clip.templates import fill
-from searle_core.clip.text_encoding import encode_text, encode_with_pseudo_tokens
 from searle_core.datasets import ImageFolderSource
 from searle_core.datasets.features import configure_images, image_features
 from searle_core.infra.device import grad_scaler, scaled_step, train_autocast
-from searle_core.inversion import OTIConfig, oti
-from searle_core.inversion.batch import InvertedBatch, invert_images
-from searle_core.inversion.losses import cosine_loss
 from searle_core.inversion.phrases import template_phrases
-from searle_core.inversion.regulariser import PhraseBank, PhraseFeatureCache, PhraseSampler
+from searle_core.method.encoding import encode_text, encode_with_pseudo_tokens
+from searle_core.method.losses import cosine_loss
+from searle_core.method.oti import InvertedBatch, OTIConfig, invert_images, oti
+from searle_core.method.regulariser import PhraseBank, PhraseFeatureCache, PhraseSampler
+from searle_core.method.templates import fill
 from searle_core.retrieval.ranking import rank_gallery
 
 #: Everyday concepts for the benchmark's offline phrase bank (no network, no GPT needed).
@@ -78,7 +77,7 @@ def reference_oti(
 ) -> torch.Tensor:
     """OTI written plainly (the baseline of ``searle bench oti``); returns the EMA tokens.
 
-    Same draws as :func:`searle_core.inversion.oti`: the initial tokens from ``torch.Generator(seed)``,
+    Same draws as :func:`searle_core.method.oti`: the initial tokens from ``torch.Generator(seed)``,
     then, from ``random.Random(seed)``, every step's template per image followed by every step's phrase
     draw. Everything else is done the slow, obvious way.
 

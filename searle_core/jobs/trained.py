@@ -30,9 +30,10 @@ from searle_core.infra.cache import save_or_warn
 from searle_core.infra.errors import load_torch_file
 from searle_core.infra.files import atomic_save, atomic_write_text, digest, jsonable
 from searle_core.infra.paths import cache_dir
-from searle_core.inversion import OTIConfig, load_phi
-from searle_core.inversion.batch import InvertedBatch, invert_images
-from searle_core.inversion.phi_training import PhiRecipe, train_phi
+from searle_core.inversion.phi_files import load_phi
+from searle_core.method.oti import InvertedBatch, OTIConfig, invert_images
+from searle_core.method.phi_training import train_phi
+from searle_core.methods.context import PhiRecipe
 
 #: Bumped when a saved format or a training procedure changes, so old files are not reused
 #: (2: φ takes raw image features; keys name the preprocessing; OTI/φ precision settings;

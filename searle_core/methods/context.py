@@ -10,6 +10,7 @@ result (:class:`~searle_core.methods.pipeline.MethodResult`), never written into
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +21,30 @@ from searle_core.baselines.lincir import LincirConfig
 from searle_core.baselines.palavra import PalavraConfig
 from searle_core.baselines.pic2word import Pic2WordConfig
 from searle_core.datasets.base import CaptionCorpus, ImageSource, UnlabeledImages
-from searle_core.inversion import OTIConfig, Phi
 from searle_core.inversion.concepts import Vocabulary
+from searle_core.method.oti import OTIConfig
+from searle_core.method.phi import Phi, PhiLossConfig
+from searle_core.method.phi_training import PhiTrainConfig
 
 #: What ``MethodContext.unlabeled`` takes: an image source with ``names``, a (source, names) pair, or
 #: :class:`UnlabeledImages`.
 Unlabeled = ImageSource | tuple[ImageSource, list[str]] | UnlabeledImages
+
+
+@dataclass(frozen=True)
+class PhiRecipe:
+    """How φ is trained from unlabeled images: its epochs, the first ``images`` of them (0: all), its
+    batch and the concepts its regulariser draws from (the paper's unless a dataset says otherwise)."""
+
+    epochs: int = 100
+    images: int = 0
+    batch_size: int = 256
+    top_concepts: int = 150
+
+    def train_config(self, loss_overrides: dict | None = None) -> PhiTrainConfig:
+        """φ's training config with this recipe's sizes, plus an ablation's loss changes."""
+        loss = dataclasses.replace(PhiLossConfig(top_concepts=self.top_concepts), **(loss_overrides or {}))
+        return PhiTrainConfig(epochs=self.epochs, batch_size=self.batch_size, loss=loss)
 
 
 @dataclass(frozen=True)
@@ -55,7 +74,7 @@ class MethodContext:
         oti_batch_size: images per OTI batch.
         phi: a trained φ (``searle``).
         phi_epochs: φ's epochs when it is trained here (``searle`` on ``shapes``; default: the world's
-            recipe, :class:`~searle_core.inversion.phi_training.PhiRecipe`).
+            recipe, :class:`PhiRecipe`).
         phi_images: the unlabeled images it trains on (0: all; default: the world's recipe).
         networks: the baselines' trained networks by method (``"pic2word"``: the mapper,
             ``"palavra"``: the pre-trained inverter, ``"lincir"``: its φ), filled by

@@ -21,7 +21,7 @@ from searle_core.datasets.base import CIRBenchmark
 from searle_core.datasets.features import image_features, reference_features
 from searle_core.infra.device import eval_precision
 from searle_core.infra.errors import InputError
-from searle_core.inversion.batch import invert_images
+from searle_core.method.oti import invert_images
 from searle_core.methods.context import MethodContext
 from searle_core.retrieval.queries import SEARLE_PROMPT, image_plus_text, pseudo_query_features, text_query_features
 

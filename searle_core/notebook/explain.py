@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from searle_core.clip.backbone import Backbone
-from searle_core.clip.text_encoding import encode_with_pseudo_tokens
 from searle_core.infra.errors import InputError
 from searle_core.inversion.nearest import nearest_words, token_word, whole_word_ids
+from searle_core.method.encoding import encode_with_pseudo_tokens
 from searle_core.retrieval.ranking import rank_gallery
 from searle_core.world import concepts_of
 

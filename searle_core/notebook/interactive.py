@@ -11,7 +11,7 @@ import torch
 
 from searle_core.datasets.base import CIRQuery
 from searle_core.infra.errors import InputError
-from searle_core.inversion.oti import oti
+from searle_core.method.oti import oti
 from searle_core.notebook.explain import search
 from searle_core.plotting import RetrievalExample, retrieval_grid
 from searle_core.retrieval.queries import SEARLE_PROMPT, caption_variants, pseudo_query_features

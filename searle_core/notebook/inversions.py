@@ -22,15 +22,15 @@ import torch
 
 from searle_core.datasets.base import UnlabeledImages
 from searle_core.infra.errors import InputError
-from searle_core.inversion import OTIConfig, load_phi
-from searle_core.inversion.batch import InvertedBatch, invert_images
 from searle_core.inversion.concepts import Vocabulary
-from searle_core.inversion.phi_training import PhiRecipe
+from searle_core.inversion.phi_files import load_phi
 from searle_core.jobs import trained
 from searle_core.jobs.prepare import evaluate
 from searle_core.jobs.trained import TrainedPhi
-from searle_core.methods.context import MethodContext, NetworkSetup
+from searle_core.method.oti import InvertedBatch, OTIConfig, invert_images
+from searle_core.methods.context import MethodContext, NetworkSetup, PhiRecipe
 from searle_core.notebook.study import Study
+from searle_core.world.recipes import world_phi_recipe
 
 #: Steps at which a benchmark OTI run keeps the EMA tokens (the step ablation reads them).
 SNAPSHOT_STEPS: tuple[int, ...] = (10, 25, 50, 100, 150, 200, 250, 300)
@@ -83,7 +83,7 @@ def invert_with_trajectories(
     snapshots: tuple[int, ...] = (),
     progress: bool = False,
 ) -> dict:
-    """OTI over ``names`` with :func:`~searle_core.inversion.batch.invert_images` (the tokens of
+    """OTI over ``names`` with :func:`~searle_core.method.oti.invert_images` (the tokens of
     ``searle-oti``), keeping each image's raw tokens and its EMA tokens at the ``snapshots`` steps.
 
     Returns:
@@ -222,7 +222,7 @@ def unlabeled_oti(
 def phi_recipe(study: Study, epochs: int, images: int | None = None) -> PhiRecipe:
     """φ's recipe in a study: the world's on ``shapes``, else the paper's, with these epochs and images."""
     if study.world is not None:
-        return PhiRecipe.for_world(epochs, images or 0)
+        return world_phi_recipe(epochs, images or 0)
     return PhiRecipe(epochs, images or 0)
 
 

@@ -23,15 +23,17 @@ from searle_core.datasets.backbone_setup import RANDOM_WEIGHTS, configure_for_da
 from searle_core.datasets.base import CIRBenchmark, CIRQuery, ImageSource
 from searle_core.datasets.features import image_features
 from searle_core.infra.errors import InputError
-from searle_core.infra.settings import RunSettings, from_parameters, resolved_oti_batch_size
-from searle_core.inversion import OTIConfig, Phi
+from searle_core.infra.settings import RunSettings, from_parameters
 from searle_core.inversion.concepts import Vocabulary
 from searle_core.inversion.nearest import word_token_ids
 from searle_core.inversion.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
+from searle_core.method.oti import OTIConfig
+from searle_core.method.phi import Phi
 from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import gallery_features
 from searle_core.plotting import RetrievalExample
 from searle_core.world import ShapesWorld, WorldConfig, caption_for, training_vocabulary, unknown_words
+from searle_core.world.recipes import resolved_oti_batch_size
 from searle_core.world.setup import world_setup, world_vocabulary
 
 

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from searle_core.clip.backbone import Backbone
-from searle_core.clip.text_encoding import encode_with_pseudo_tokens, pseudo_word_mask
 from searle_core.datasets.base import CIRQuery
 from searle_core.datasets.features import text_features
 from searle_core.infra.device import eval_precision
 from searle_core.infra.errors import InputError
+from searle_core.method.encoding import encode_with_pseudo_tokens, pseudo_word_mask
 
 #: The paper's prompt (CIRR, CIRCO, FashionIQ, shapes).
 SEARLE_PROMPT = "a photo of $ that {}"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import open_clip
 
-from searle_core.clip.backbone import WORLD_BACKBONE, register_default_weights
+from searle_core.clip.backbone import register_default_weights
 from searle_core.datasets import register_benchmark
 from searle_core.world import world_clip
 from searle_core.world.attributes import (
@@ -52,6 +52,7 @@ from searle_core.world.shapes_world import (
     ShapesWorld,
     WorldConfig,
 )
+from searle_core.world.world_clip import WORLD_BACKBONE
 
 
 def _default_weights(cache_dir=None, **kwargs) -> Path:

@@ -50,11 +50,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from searle_core.clip.text_encoding import encode_text
 from searle_core.clip.weights import InMemoryWeights
 from searle_core.infra.cache import save_or_warn
 from searle_core.infra.files import atomic_save, atomic_write_text
 from searle_core.infra.paths import data_dir
+from searle_core.method.encoding import encode_text
 from searle_core.world.attributes import ATTRIBUTES, VALUES, WORLD_VERSION, decode
 from searle_core.world.grammar import describe, training_vocabulary
 from searle_core.world.shapes_world import (

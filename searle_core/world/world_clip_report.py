@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from searle_core.clip.text_encoding import encode_text
+from searle_core.method.encoding import encode_text
 from searle_core.world.attributes import ATTRIBUTES, all_combos, decode
 from searle_core.world.grammar import caption_for
 from searle_core.world.shapes_world import ShapesWorld, images_to_tensor

@@ -1,16 +1,10 @@
-"""Pseudo-word prompts encoded from their first ``$`` on; the text before it is computed once.
+"""Pseudo-word prompts encoded from their first ``$`` on, the text before it computed once: an opt-in
+speed-up of :func:`~searle_core.method.encoding.encode_with_pseudo_tokens`.
 
-CLIP's text tower is causal, so the hidden states of every position before the first ``$`` of a
-prompt do not depend on the pseudo-word token. OTI encodes the same 24 templates, and phrases that
-all start "a photo of", hundreds of times with only ``$`` changing. :class:`PrefixCachedEncoder`
-computes each distinct prefix's attention keys and values once (without gradient) and at every step
-runs the transformer only on the suffix, from the first ``$`` to the end-of-text token, whose
-queries attend to the cached prefix. For "This is a photo of a $" that is 2 positions instead of 9.
-
-The result equals :func:`searle_core.clip.text_encoding.encode_with_pseudo_tokens` up to floating-point
-rounding (the same sums, in differently shaped matrix products); ``tests/test_oti.py`` and
-``searle bench oti`` check it. Models whose blocks are not open_clip's standard
-``ResidualAttentionBlock`` fall back to the plain truncated pass.
+CLIP's text tower is causal, so the hidden states before a prompt's first ``$`` do not depend on the
+pseudo-word. OTI encodes the same templates hundreds of times with only ``$`` changing: the keys and
+values of each distinct prefix are computed once (no gradient) and every step runs only the suffix.
+The result equals the plain encoder up to floating-point rounding (``tests/test_oti.py`` checks it).
 """
 
 from __future__ import annotations
@@ -19,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from searle_core.clip.text_encoding import encode_with_pseudo_tokens
 from searle_core.infra.errors import InputError
+from searle_core.method.encoding import encode_with_pseudo_tokens
 
 # Splitting a batch into two passes of different suffix lengths pays when it saves this share of
 # the padded positions and enough arithmetic to cover a second pass's fixed per-operation costs
-# (kernel launches, thread wake-ups): a tiny text tower (the shapes world's) is never split.
+# (kernel launches, thread wake-ups): a tiny text tower (a small model's) is never split.
 _SPLIT_SAVING = 0.2
 _SPLIT_MIN_FLOPS = 5e8
 
@@ -43,17 +37,14 @@ def _standard_blocks(model: nn.Module) -> bool:
 
 
 class PrefixCachedEncoder:
-    """Text features of ``$`` prompts, reusing the keys and values of their constant prefixes.
+    """Text features of ``$`` prompts (gradients flow to the tokens), reusing the keys and values of
+    their constant prefixes. ``enabled=False``, or a model whose blocks are not open_clip's standard
+    ones, runs the plain encoder instead."""
 
-    Args:
-        model: an open_clip ``CLIP`` (frozen).
-        pseudo_token_id: the id of ``$``.
-    """
-
-    def __init__(self, model: nn.Module, pseudo_token_id: int):
+    def __init__(self, model: nn.Module, pseudo_token_id: int, enabled: bool = True):
         self.model = model
         self.pseudo_token_id = pseudo_token_id
-        self.enabled = _standard_blocks(model)
+        self.enabled = enabled and _standard_blocks(model)
         self._kv: dict[tuple, torch.Tensor] = {}  # (autocast?, prefix ids) -> (layers, 2, heads, p, head_dim)
         width = model.token_embedding.weight.shape[1]
         layers = len(model.transformer.resblocks) if self.enabled else 0

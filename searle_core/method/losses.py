@@ -14,13 +14,8 @@ def cosine_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def nt_xent_loss(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.25) -> torch.Tensor:
     """Symmetric contrastive (NT-Xent) loss between two aligned batches, as in φ's distillation.
 
-    Each of the 2N vectors has one positive (its partner) and 2N - 2 negatives (every other vector
-    of both batches). Computed with log-sum-exp, so it does not overflow at low temperatures.
-
-    Args:
-        a: (N, D) e.g. φ's predicted tokens.
-        b: (N, D) e.g. the OTI tokens of the same images.
-        temperature: softmax temperature (0.25 in the paper).
+    Each of the 2N vectors has one positive (its partner) and 2N - 2 negatives (every other vector of
+    both batches); computed with log-sum-exp, so low temperatures do not overflow.
     """
     z = F.normalize(torch.cat([a, b]).float(), dim=-1)
     n = a.shape[0]
@@ -28,12 +23,3 @@ def nt_xent_loss(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.25) ->
     sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     partner = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     return F.cross_entropy(sim, partner)
-
-
-def symmetric_infonce_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
-    """CLIP's symmetric cross-entropy between two aligned batches (Pic2Word's mapping loss)."""
-    a = F.normalize(a.float(), dim=-1)
-    b = F.normalize(b.float(), dim=-1)
-    logits = logit_scale * a @ b.T
-    labels = torch.arange(a.shape[0], device=a.device)
-    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2

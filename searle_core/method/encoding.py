@@ -4,6 +4,7 @@ CLIP's text transformer is causal and its feature is read at the end-of-text (EO
 positions after the longest EOT in a batch never influence the result: running the transformer on
 ``tokens[:, :max_eot + 1]`` is exact, and for short prompts it is several times cheaper than the
 77-token context. Every text pass of the package goes through :func:`encode_token_embeddings`.
+:mod:`.prefix_cache` is an opt-in speed-up of :func:`encode_with_pseudo_tokens` for OTI and φ.
 """
 
 from __future__ import annotations
@@ -22,17 +23,8 @@ def eot_positions(tokens: torch.Tensor) -> torch.Tensor:
 def encode_token_embeddings(
     model: torch.nn.Module, tokens: torch.Tensor, embeddings: torch.Tensor, truncate: bool = True
 ) -> torch.Tensor:
-    """Run CLIP's text tower on given input embeddings; pool at EOT and project.
-
-    Args:
-        model: an open_clip ``CLIP`` (causal text tower with argmax pooling).
-        tokens: (N, L) token ids, used for the EOT positions.
-        embeddings: (N, L, width) input token embeddings (possibly edited).
-        truncate: cut the context after the longest EOT (exact for a causal tower).
-
-    Returns:
-        (N, embed_dim) unnormalised text features.
-    """
+    """CLIP's text tower on (N, L, width) input embeddings, read at EOT and projected: (N, embed_dim)
+    unnormalised features. ``truncate`` cuts the context after the longest EOT (exact for a causal tower)."""
     if getattr(model, "text_pool_type", "argmax") != "argmax":
         raise InputError(
             f"pseudo-token encoding needs a CLIP whose text features are read at the EOT "
@@ -62,16 +54,8 @@ def pseudo_word_mask(
 ) -> torch.Tensor:
     """Where the pseudo-word goes: every ``$`` token, or only the first ``first`` and last ``last``.
 
-    A prompt built from a template and a relative caption holds the template's ``$`` and any
-    dollar sign of the caption ("costs $20 less"). Only the template's are the pseudo-word; counting
-    them from the start (those before the caption) and from the end (those after it) finds them
-    whatever the caption holds.
-
-    Args:
-        tokens: (N, L) token ids.
-        pseudo_token_id: the id of ``$``.
-        first: replace only the first ``first`` occurrences per prompt (``None``: all of them).
-        last: with ``first``, also the last ``last`` occurrences.
+    A caption may hold dollar signs of its own ("costs $20 less"); counting the template's ``$`` from
+    the start and from the end finds them whatever the caption holds.
     """
     is_dollar = tokens == pseudo_token_id
     if first is None:
@@ -90,22 +74,11 @@ def encode_with_pseudo_tokens(
     truncate: bool = True,
     pseudo_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Text features of prompts whose ``$`` embedding rows are replaced by pseudo-word tokens.
+    """(N, embed_dim) unnormalised text features of prompts whose ``$`` row holds a pseudo-word token.
 
-    Args:
-        model: an open_clip ``CLIP``.
-        tokens: (N, L) tokenized prompts, each containing ``$`` at least once.
-        pseudo_tokens: (N, width) one token per prompt, or (width,) / (1, width) broadcast to all.
-            The *first* ``$`` of a prompt receives that prompt's token; any later ``$`` keeps the
-            ordinary embedding of the character, as in the authors' ``encode_with_pseudo_tokens``
-            (φ's regulariser replaces every occurrence of a concept by ``$``, so this matters there).
-        pseudo_token_id: the id of ``$`` (``Backbone.dollar_token_id``).
-        truncate: cut after the longest EOT (exact; set False to run the full context).
-        pseudo_mask: (N, L) which positions receive the pseudo-word (default: every ``$``; see
-            :func:`pseudo_word_mask` for prompts whose caption may hold dollar signs).
-
-    Returns:
-        (N, embed_dim) unnormalised text features; gradients flow to ``pseudo_tokens``.
+    ``pseudo_tokens`` is (N, width), one per prompt, or (width,) broadcast. Only the *first* ``$`` of a
+    prompt (among ``pseudo_mask``'s positions, default every ``$``) takes the token; later ones keep
+    the character's embedding, as in the authors' code. Gradients flow to ``pseudo_tokens``.
     """
     width = model.token_embedding.weight.shape[1]
     if pseudo_tokens.dim() == 1:

@@ -1,71 +1,20 @@
-"""φ: the textual inversion network distilled from OTI tokens (SEARLE, Sec. 4.2).
-
-The module layout (``layers.0/3/6``) and the checkpoint layout (a dict whose key ``Phi`` holds the
-state dict) are those of the authors' released ``SEARLE_ViT-B32.pt`` / ``SEARLE_ViT-L14.pt``, so
-their files load unchanged.
-"""
+"""φ's checkpoint files: the authors' layout (``{"epoch": n, "Phi": state_dict}``), run folders
+(``RUN``, ``RUN:EPOCH``, ``RUN:last``), URLs and the authors' released files by name."""
 
 from __future__ import annotations
 
 import os
-import random
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from searle_core.clip.backbone import Backbone
-from searle_core.clip.text_encoding import encode_with_pseudo_tokens
 from searle_core.infra.downloads import cached_download
 from searle_core.infra.errors import InputError, first_line, load_torch_file
 from searle_core.infra.files import atomic_save
-from searle_core.inversion.losses import cosine_loss, nt_xent_loss
-from searle_core.inversion.regulariser import PhraseFeatureCache, PhraseSampler, TokenCache
 from searle_core.inversion.released_phi import RELEASED, released_phi_file
-
-
-class Phi(nn.Module):
-    """MLP image features -> pseudo-word token: Linear-GELU-Dropout ×2, then Linear.
-
-    Its input is the *raw* ``encode_image`` output (not L2-normalised), in training and at
-    inference, as in the authors' ``train_phi.py`` and ``extract_pseudo_tokens_with_phi``.
-
-    Args:
-        input_dim: CLIP feature width (512 for ViT-B/32, 768 for ViT-L/14).
-        hidden_dim: hidden width (4 × input_dim in the paper).
-        output_dim: token-embedding width of the text tower.
-        dropout: dropout probability (0.5 in the paper).
-    """
-
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, dropout: float = 0.5):
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(input_dim, hidden_dim),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_dim, hidden_dim),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_dim, output_dim),
-        )
-
-    @classmethod
-    def for_backbone(cls, backbone: Backbone, dropout: float = 0.5) -> Phi:
-        """The paper's φ for a backbone: feature width → 4× → token width."""
-        return cls(backbone.embed_dim, 4 * backbone.embed_dim, backbone.token_dim, dropout)
-
-    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
-        return self.layers(image_features)
-
-    @property
-    def input_dim(self) -> int:
-        return self.layers[0].in_features
-
-    @property
-    def output_dim(self) -> int:
-        return self.layers[6].out_features
+from searle_core.method.phi import Phi
 
 
 def save_phi(phi: Phi, path: str | os.PathLike, **extra) -> None:
@@ -166,83 +115,3 @@ def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_loca
             "(SEARLE_ViT-B32.pt goes with ViT-B-32, SEARLE_ViT-L14.pt with ViT-L-14)."
         )
     return phi.eval()
-
-
-@dataclass(frozen=True)
-class PhiLossConfig:
-    """φ's loss: λ_distil · NT-Xent(φ(x), OTI tokens) + λ_gpt · phrase regulariser.
-
-    Args:
-        lambda_distil: weight of the distillation loss (0 disables it).
-        lambda_gpt: weight of the phrase regulariser with the predicted token (0 disables it).
-        temperature: NT-Xent temperature.
-        distil_to_image: ablation "no distillation": replace the distillation by a cosine loss
-            between "a photo of $" with the predicted token and the image features.
-        top_concepts: how many of each image's concepts the regulariser draws from.
-    """
-
-    lambda_distil: float = 1.0
-    lambda_gpt: float = 0.75
-    temperature: float = 0.25
-    distil_to_image: bool = False
-    top_concepts: int = 150
-
-
-def phi_loss(
-    phi: Phi,
-    backbone: Backbone,
-    image_features: torch.Tensor,
-    oti_tokens: torch.Tensor | None,
-    batch_indices: list[int],
-    sampler: PhraseSampler | None,
-    cache: PhraseFeatureCache | None,
-    tokenize: TokenCache,
-    config: PhiLossConfig = PhiLossConfig(),
-) -> dict[str, torch.Tensor]:
-    """One batch of φ's training loss (the training-step kernel).
-
-    Args:
-        phi: the network being trained.
-        backbone: frozen CLIP (for the regulariser and the image-cosine ablation).
-        image_features: (N, embed_dim) raw CLIP features of the batch (``encode_image`` output, not
-            normalised: φ's input in the authors' code).
-        oti_tokens: (N, token_dim) OTI tokens of the same images (distillation targets).
-        batch_indices: dataset indices of the batch's images (the sampler's rows).
-        sampler: draws one phrase per image of the dataset (``None``: no regulariser).
-        cache: features of plain phrases.
-        tokenize: memoised tokenizer.
-        config: loss weights.
-
-    Returns:
-        dict with ``distil``, ``gpt`` and ``total`` (the latter carries the gradient).
-    """
-    predicted = phi(image_features.float())
-    zero = torch.zeros((), device=predicted.device)
-    if config.distil_to_image:
-        prompts = tokenize(["a photo of $"] * len(predicted))
-        feats = encode_with_pseudo_tokens(backbone.model, prompts, predicted, backbone.dollar_token_id)
-        distil = cosine_loss(feats, image_features)
-    elif config.lambda_distil > 0:
-        distil = nt_xent_loss(predicted, oti_tokens.to(predicted), config.temperature)
-    else:
-        distil = zero
-    gpt = zero
-    if config.lambda_gpt > 0 and sampler is not None:
-        draw = sampler.draw(batch_indices)
-        if draw.rows:
-            feats = encode_with_pseudo_tokens(
-                backbone.model, tokenize(draw.pseudo_phrases), predicted[draw.rows], backbone.dollar_token_id
-            )
-            gpt = cosine_loss(feats, cache.features(draw.phrases))
-    total = config.lambda_distil * distil + config.lambda_gpt * gpt
-    return {"distil": distil, "gpt": gpt, "total": total}
-
-
-def make_sampler(
-    concepts: list[list[str]], bank, top_concepts: int, seed: int, replace_all: bool = False
-) -> PhraseSampler:
-    """A phrase sampler over each image's top concepts (``replace_all``: every occurrence of the
-    concept becomes ``$``, as φ's regulariser in the authors' code)."""
-    return PhraseSampler(
-        [c[:top_concepts] for c in concepts], bank, random.Random(seed), draw="concept", replace_all=replace_all
-    )

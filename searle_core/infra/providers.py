@@ -1,0 +1,16 @@
+"""Backbones and benchmarks that a module of the package provides, opened by name when first asked for.
+
+Importing ``searle_core`` registers nothing. :func:`open_provider` imports the module that provides a
+backbone or benchmark of a given name (importing it registers them), the first time one is asked for.
+"""
+
+import importlib
+
+#: Name -> the module that registers it.
+PROVIDERS: dict[str, str] = {"shapes-clip": "searle_core.world", "shapes": "searle_core.world"}
+
+
+def open_provider(name: str) -> None:
+    """Import the module providing ``name``, if a module of the package provides it."""
+    if name in PROVIDERS:
+        importlib.import_module(PROVIDERS[name])
