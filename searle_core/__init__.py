@@ -32,7 +32,7 @@ _EXPORTS = {
     "associate_concepts": "searle_core.inversion.concepts",
     "MethodContext": "searle_core.methods",
     "MethodResult": "searle_core.methods",
-    "evaluate": "searle_core.jobs.prepare",
+    "evaluate": "searle_core.jobs.evaluation",
     **dict.fromkeys(
         (
             "recall_at_k",

@@ -1,5 +1,7 @@
 """Ablations: the variants are the paper's, each changes exactly one thing, and a tiny run works."""
 
+import dataclasses
+
 import pandas as pd
 import pytest
 import torch
@@ -94,9 +96,10 @@ def test_tiny_ablation_run(tiny_study, monkeypatch):
 
     monkeypatch.setattr(ablations, "train_study_phi", spy)
     torch.manual_seed(0)
-    table = ablations.run_ablations(
-        tiny_study, oti_steps=12, phi_epochs=2, step_grid=(10, 12, 14), fractions=(0.25, 1.0), progress=False
-    )
+    settings = dataclasses.replace(tiny_study.settings, oti_steps=12, phi_epochs=2)
+    study = dataclasses.replace(tiny_study, settings=settings)
+    variants = ablations.oti_variants(12, (10, 12, 14)) + ablations.phi_variants((0.25, 1.0))
+    table = ablations.run_ablations(study, variants)
     assert list(table.part) == ["OTI"] * 6 + ["φ"] * 4
     assert list(table.variant[:6]) == [
         ablations.FULL,
@@ -118,7 +121,7 @@ def test_tiny_ablation_run(tiny_study, monkeypatch):
     assert [c["loss"] for c in calls] == [{}, {"distil_to_image": True}, {"lambda_gpt": 0.0}, {}]
     assert [c["fraction"] for c in calls] == [1.0, 1.0, 1.0, 0.25]
     assert calls[3]["epochs"] == 2 and calls[0]["epochs"] == 2
-    assert ablations.equal_step_epochs(tiny_study, 2, None, 0.25) == 2
+    assert ablations.equal_step_epochs(study, 2, None, 0.25) == 2
     assert not any(c["validate"] for c in calls)
 
 

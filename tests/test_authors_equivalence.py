@@ -143,7 +143,7 @@ def authors_features(circo_test, b32) -> dict[str, torch.Tensor]:
 def b32():
     """The model ``--backbone ViT-B-32 --pretrained none --seed 42`` loads: the same weights and
     activation are given to both pipelines (loading weights is the backbone loader's business)."""
-    from searle_core.datasets.backbone_setup import open_backbone
+    from searle_core.clip.backbone import open_backbone
 
     return open_backbone("ViT-B-32", "none", "cpu", SEED)
 
@@ -274,7 +274,7 @@ def _without_times(csv_path: Path) -> list[list[str]]:
 
 def test_notebook_engine_preprocesses_as_the_cli_with_a_weights_file(circo_val, tmp_path, monkeypatch, capsys):
     """The observed defect: the same weights gave other image-only numbers in notebook 4 (no targetpad)."""
-    from searle_core.datasets.backbone_setup import open_backbone
+    from searle_core.clip.backbone import open_backbone
     from searle_core.notebook import results
     from searle_core.notebook.study import open_study
 
@@ -316,7 +316,7 @@ def test_cli_table_and_notebook_engine_give_the_same_numbers(circo_val, tmp_path
     """Same methods, same settings (random-weights CLIP, seed 42, the dataset's preprocessing, 3 OTI
     steps without concepts, a given φ): the same rows from ``searle table`` and from ``open_study`` +
     ``results.evaluate_setting`` (notebook 4), which both run ``report.evaluation.evaluate_methods``."""
-    from searle_core.datasets.backbone_setup import open_backbone
+    from searle_core.clip.backbone import open_backbone
     from searle_core.inversion.phi_files import save_phi
     from searle_core.notebook import results
     from searle_core.notebook.study import open_study
@@ -366,7 +366,7 @@ def test_cli_table_and_notebook_engine_agree_on_the_shapes_world(tmp_path, monke
     image+text, SEARLE-OTI at 2 and at 6 steps (with the world's phrase regulariser) and SEARLE with a
     given φ give the same numbers and the same written CSV through ``searle table`` and through notebook
     4's engine, each computing its own features (two caches)."""
-    from searle_core.datasets.backbone_setup import open_backbone
+    from searle_core.clip.backbone import open_backbone
     from searle_core.inversion.phi_files import save_phi
     from searle_core.notebook import results
     from searle_core.notebook.study import open_study

@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 from authors_code import their_encode
 
-from searle_core.datasets.backbone_setup import open_backbone
+from searle_core.clip.backbone import open_backbone
 from searle_core.inversion.concept_files import read_concepts_csv
 from searle_core.inversion.phrases import filter_phrase_bank
 from searle_core.method import regulariser

@@ -110,7 +110,7 @@ def test_train_phi_on_the_authors_oti_folder(authors_oti, tmp_path):
         "none",
         "--device",
         "cpu",
-        "--epochs",
+        "--phi-epochs",
         "2",
         "--batch-size",
         "4",
@@ -127,7 +127,8 @@ def test_train_phi_on_the_authors_oti_folder(authors_oti, tmp_path):
         str(out),
     ]
     assert main(args) == 0
-    inputs, imported, manifest = load_oti_run(out / "oti-import")
+    run = load_oti_run(out / "oti-import")
+    inputs, imported, manifest = run.inputs, run.tokens, run.manifest
     # Their names (base names) matched to the folder's files (paths under --images), in their order.
     assert inputs.names == [f"test/{n}" for n in order] and torch.equal(imported, tokens)
     assert inputs.features.shape == (12, 128) and all(len(c) == 3 for c in inputs.concepts)
@@ -153,7 +154,7 @@ def test_authors_oti_errors_name_the_file(authors_oti, tmp_path, capsys):
         "none",
         "--device",
         "cpu",
-        "--epochs",
+        "--phi-epochs",
         "1",
         "--val-dataset",
         "none",

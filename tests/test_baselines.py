@@ -8,29 +8,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from searle_core.baselines import (
-    CAPTION_PROMPT,
-    HFCaptioner,
+from searle_core.baselines.captioning import CAPTION_PROMPT, HFCaptioner
+from searle_core.baselines.palavra import (
     PalavraConfig,
-    Pic2WordConfig,
-    Pic2WordMapper,
-    load_mapper,
+    optimise_tokens,
     palavra_contrastive_loss,
-    pic2word_loss,
+    palavra_pretraining_loss,
 )
-from searle_core.baselines.palavra import optimise_tokens, palavra_pretraining_loss
+from searle_core.baselines.pic2word import Pic2WordConfig, Pic2WordMapper, load_mapper, pic2word_loss
 from searle_core.datasets.features import reference_features
 from searle_core.infra.errors import InputError
 from searle_core.infra.files import atomic_save
-from searle_core.jobs import trained
-from searle_core.jobs.prepare import pic2word_network
+from searle_core.jobs import artifacts
+from searle_core.jobs.evaluation import pic2word_network
 from searle_core.method.encoding import encode_text, encode_with_pseudo_tokens
 from searle_core.method.oti import OTIConfig
 from searle_core.method.phi import phi_sampler
 from searle_core.method.regulariser import PhraseFeatureCache, TokenCache
 from searle_core.methods.context import MethodContext
 from searle_core.retrieval.queries import image_plus_text, text_query_features
-from searle_core.world.captioner import WorldCaptioner
+from searle_core.world.attributes import all_combos, decode
+from searle_core.world.recipes import world_palavra_config
+from searle_core.world.shapes_world import world_captions
 
 METHODS = ("image-only", "text-only", "image+text", "captioning", "palavra", "pic2word", "searle-oti", "searle")
 
@@ -38,7 +37,7 @@ METHODS = ("image-only", "text-only", "image+text", "captioning", "palavra", "pi
 @pytest.fixture(autouse=True)
 def models_in_tmp(tmp_path, monkeypatch):
     """Trained networks go to a temporary folder: tests never reuse or pollute the real cache."""
-    monkeypatch.setattr(trained, "models_dir", lambda: tmp_path / "models")
+    monkeypatch.setattr(artifacts, "models_dir", lambda: tmp_path / "models")
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +181,7 @@ def test_palavra_batches_its_own_negatives_not_the_worlds_oti_batch(monkeypatch)
         raise RuntimeError("stop")  # only the batch size matters here
 
     monkeypatch.setattr(registry, "palavra_reference_tokens", fake_tokens)
-    for config in (PalavraConfig.for_world(images=2000), PalavraConfig()):
+    for config in (world_palavra_config(images=2000), PalavraConfig()):
         ctx = MethodContext(oti_batch_size=128, palavra_config=config)
         with pytest.raises(RuntimeError, match="stop"):
             registry.query_features("palavra", None, SimpleNamespace(queries=[]), ctx)
@@ -191,11 +190,10 @@ def test_palavra_batches_its_own_negatives_not_the_worlds_oti_batch(monkeypatch)
 
 def test_world_baselines_train_about_as_long_as_phi():
     """The world's Pic2Word and PALAVRA see about as many images as φ there, on a world of any size."""
-    from searle_core.baselines.training import world_epochs
-    from searle_core.world.recipes import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES
+    from searle_core.world.recipes import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES, world_epochs, world_pic2word_config
 
     assert (world_epochs(2000), world_epochs(500), world_epochs(10**6)) == (10, 40, 1)  # default, quick, huge
-    assert Pic2WordConfig.for_world(2000).epochs == PalavraConfig.for_world(2000).epochs == 10
+    assert world_pic2word_config(2000).epochs == world_palavra_config(2000).epochs == 10
     phi = WORLD_PHI_EPOCHS * WORLD_PHI_IMAGES
     assert abs(world_epochs(2000) * 2000 - phi) <= 0.15 * phi
 
@@ -228,15 +226,15 @@ def test_saved_mapper_reloads_to_identical_outputs(quick_world, tmp_path):
 def test_artifact_names_change_with_weights_data_and_config(random_backbone):
     from searle_core.clip.backbone import load_backbone
 
-    path = trained.artifact_path("pic2word", random_backbone, "data", Pic2WordConfig())
-    assert path == trained.artifact_path("pic2word", random_backbone, "data", Pic2WordConfig())
+    path = artifacts.artifact_path("pic2word", random_backbone, "data", Pic2WordConfig())
+    assert path == artifacts.artifact_path("pic2word", random_backbone, "data", Pic2WordConfig())
     assert path.name.startswith("pic2word-shapes-clip-")
-    assert path != trained.artifact_path("pic2word", random_backbone, "data", Pic2WordConfig(epochs=2))
-    assert path != trained.artifact_path("pic2word", random_backbone, "other-data", Pic2WordConfig())
-    assert path != trained.artifact_path("palavra", random_backbone, "data", Pic2WordConfig())
+    assert path != artifacts.artifact_path("pic2word", random_backbone, "data", Pic2WordConfig(epochs=2))
+    assert path != artifacts.artifact_path("pic2word", random_backbone, "other-data", Pic2WordConfig())
+    assert path != artifacts.artifact_path("palavra", random_backbone, "data", Pic2WordConfig())
     torch.manual_seed(1)
     other_weights = load_backbone("shapes-clip", pretrained=None, device="cpu")
-    assert path != trained.artifact_path("pic2word", other_weights, "data", Pic2WordConfig())
+    assert path != artifacts.artifact_path("pic2word", other_weights, "data", Pic2WordConfig())
 
 
 @pytest.mark.slow
@@ -244,19 +242,19 @@ def test_unlabeled_oti_tokens_resume_from_finished_batches(quick_world):
     world, bb = quick_world
     config = OTIConfig(steps=1, lambda_gpt=0.0)
     names = world.pretrain_names()
-    unlabeled = trained.UnlabeledImages(world.images, names, world.config.cache_key())
-    path = trained.artifact_path(
+    unlabeled = artifacts.UnlabeledImages(world.images, names, world.config.cache_key())
+    path = artifacts.artifact_path(
         "oti-unlabeled", bb, unlabeled.data_id, {"oti": config, "seed": 42, "batch_size": 250, "vocabulary": None}
     )
     marker = torch.full((bb.token_dim,), 7.0)
     atomic_save(dict.fromkeys(names[:250], marker), path.with_name(f"{path.stem}.partial.pt"))
     vocabulary = tiny_context().vocabulary
-    out = trained.unlabeled_oti_tokens(bb, unlabeled, config, vocabulary, batch_size=250, progress=False)
+    out = artifacts.unlabeled_oti_tokens(bb, unlabeled, config, vocabulary, batch_size=250, progress=False)
     assert out.path == path and out.trained_now
     assert torch.equal(out.content["tokens"][0], marker) and not torch.equal(out.content["tokens"][-1], marker)
     assert not path.with_name(f"{path.stem}.partial.pt").exists()
     assert (
-        trained.unlabeled_oti_tokens(bb, unlabeled, config, vocabulary, batch_size=250, progress=False).trained_now
+        artifacts.unlabeled_oti_tokens(bb, unlabeled, config, vocabulary, batch_size=250, progress=False).trained_now
         is False
     )
 
@@ -267,10 +265,11 @@ def test_world_captioner_gives_grammar_captions_that_clip_prefers(quick_world):
     world, bb = quick_world
     bench = world.benchmark("test")
     names, feats = reference_features(bb, bench, progress=False)
-    captioner = WorldCaptioner(bb)
-    captions = captioner(feats[:40])
-    assert len(captioner.captions) == 216 and set(captions) <= set(captioner.captions)
+    captions = world_captions(bb, feats[:40])
     from searle_core.world import caption_for
+
+    grammar = {caption_for(decode(c)) for c in all_combos()}
+    assert len(grammar) == 216 and len(captions) == 40 and set(captions) <= grammar
 
     right = sum(c == caption_for(world.attributes(n)) for c, n in zip(captions, names[:40]))
     assert right >= 10  # the quick CLIP is far above chance (1/216)
@@ -325,7 +324,7 @@ def test_real_benchmark_without_unlabeled_images_says_what_to_pass(random_backbo
 # ---- every method end to end on the quick world -----------------------------------------------------
 @pytest.mark.slow
 def test_every_method_end_to_end_on_the_quick_world(quick_world):
-    from searle_core.jobs.prepare import evaluate
+    from searle_core.jobs.evaluation import evaluate
     from searle_core.methods.pipeline import gallery_features
     from searle_core.world import ShapesWorld, WorldConfig
 
@@ -361,7 +360,7 @@ def test_every_method_end_to_end_on_the_quick_world(quick_world):
     )
     torch.testing.assert_close(results["image-only"].query_features, image)
     # captioning splices the world caption into the paper's prompt.
-    caption = ctx.captions[bench.queries[0].reference]
+    caption = ctx.computed.captions[bench.queries[0].reference]
     q0 = text_query_features(bb, bench.queries[:1], CAPTION_PROMPT, [caption])
     torch.testing.assert_close(results["captioning"].query_features[:1], q0)
     # φ for searle was trained from the world's unlabeled images (OTI tokens cached beside it).
@@ -371,11 +370,12 @@ def test_every_method_end_to_end_on_the_quick_world(quick_world):
         "palavra": True,
         "searle": True,
     }
-    assert {p.name.split("-")[0] for p in trained.models_dir().glob("*.pt")} == {"pic2word", "palavra", "oti", "phi"}
-    assert set(ctx.tokens) >= {"searle-oti", "palavra", "pic2word"}
+    assert {p.name.split("-")[0] for p in artifacts.models_dir().glob("*.pt")} == {"pic2word", "palavra", "oti", "phi"}
+    assert set(ctx.computed.tokens) >= {"searle-oti", "palavra", "pic2word"}
     # Methods that produce tokens produce different ones.
     ref = bench.queries[0].reference
-    assert not torch.equal(ctx.tokens["palavra"][ref], ctx.tokens["pic2word"][ref])
+    tokens = ctx.computed.tokens
+    assert not torch.equal(tokens["palavra"][ref], tokens["pic2word"][ref])
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from searle_core.cli import main
-from searle_core.jobs.timing import bench_inputs, bench_oti, bench_retrieval, reference_oti
+from searle_core.jobs.bench import bench_inputs, bench_oti, bench_retrieval, reference_oti
 from searle_core.method.encoding import encode_with_pseudo_tokens
 from searle_core.method.oti import OTIConfig, oti
 from searle_core.method.prefix_cache import PrefixCachedEncoder
@@ -120,7 +120,7 @@ def test_bench_retrieval_and_features_cli(capsys):
 def test_oti_batch_benchmark_reports_each_sizes_last_losses(random_backbone):
     """``searle bench oti-batch``'s rows: per batch size, the last step's losses averaged over the images
     (restated here from ``oti`` on each batch, seeded as ``invert_images`` seeds it), and its timing."""
-    from searle_core.jobs.timing import bench_oti_batch_sizes
+    from searle_core.jobs.bench import bench_oti_batch_sizes
     from searle_core.method.oti import batch_seed
 
     feats, concepts, bank = bench_inputs(random_backbone, 4, seed=3)

@@ -30,14 +30,14 @@ from standins import (  # noqa: F401
 )
 
 from searle_core.cli import main
-from searle_core.cli.evaluate import cirr_subset_rankings
 from searle_core.datasets import load_cirr
 from searle_core.infra import downloads
 from searle_core.inversion.phi_files import load_phi, save_phi
 from searle_core.inversion.phrases import load_concepts_csv, save_phrase_pickle, template_phrases
-from searle_core.jobs.prepare import evaluate
+from searle_core.jobs.evaluation import evaluate
 from searle_core.method.phi import Phi
 from searle_core.methods.context import MethodContext
+from searle_core.report.submission import cirr_subset_rankings
 
 pytestmark = pytest.mark.usefixtures("protocol_env")
 
@@ -229,7 +229,7 @@ def test_cirr_submission_files(cirr_standin, cli_backbone, tmp_path, capsys):
     bench = load_cirr(cirr_standin, "test")
     assert list(recall) == list(subset) == [q.query_id for q in bench.queries]
     full = evaluate("text-only", bench, cli_backbone, MethodContext(progress=False))
-    expected_subset = cirr_subset_rankings(bench, full.rankings)
+    expected_subset = cirr_subset_rankings(bench.queries, full.rankings)
     for q, ranking in zip(bench.queries, full.rankings):
         assert q.reference not in recall[q.query_id] and recall[q.query_id] == ranking[:50]
         assert len(subset[q.query_id]) == 3 and q.reference not in subset[q.query_id]

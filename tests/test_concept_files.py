@@ -38,8 +38,8 @@ def test_reads_a_file_written_as_theirs(tmp_path):
 
 
 def test_concepts_associate_command(tmp_path, monkeypatch):
-    from searle_core.datasets.backbone_setup import configure_for_dataset, open_backbone
-    from searle_core.datasets.features import image_features
+    from searle_core.clip.backbone import open_backbone
+    from searle_core.datasets.features import configure_for_dataset, image_features
     from searle_core.inversion.concepts import Vocabulary
     from searle_core.world import ShapesWorld, WorldConfig
 
@@ -76,9 +76,9 @@ def test_searle_oti_reads_each_images_concepts_from_a_concepts_file(tmp_path, mo
     save_phrase_pickle(bank, tmp_path / "phrases.pkl")
     args = ["oti", "--dataset", "shapes", "--split", "val", "--quick", "--pretrained", "none", "--device", "cpu"]
     args += [
-        "--steps",
+        "--oti-steps",
         "2",
-        "--batch-size",
+        "--oti-batch-size",
         "2",
         "--max-images",
         "4",
@@ -88,7 +88,8 @@ def test_searle_oti_reads_each_images_concepts_from_a_concepts_file(tmp_path, mo
     ]
     assert main([str(a) for a in [*args, "--concepts", path, "--out", tmp_path / "run"]]) == 0
     assert "4 images' concepts from" in capsys.readouterr().err
-    inputs, tokens, manifest = load_oti_run(tmp_path / "run")
+    run = load_oti_run(tmp_path / "run")
+    inputs, tokens = run.inputs, run.tokens
     assert inputs.names == names and tokens.shape[0] == 4
     assert inputs.concepts == [read_concepts_csv(path)[n] for n in names]  # stripped, repeats dropped
     assert inputs.concepts[1] == ["cloud", "square", "circle", "moon", "heart"]

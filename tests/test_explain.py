@@ -28,7 +28,7 @@ def test_readable_tokens_and_dollar(clip):
 
 def test_the_dollar_row_gives_the_plain_prompt(clip):
     """With v* = the embedding of '$' itself, the prompt's features are those of the plain text."""
-    from searle_core.retrieval import text_features
+    from searle_core.datasets.features import text_features
 
     tokens = explain.dollar_embedding(clip).unsqueeze(0)
     ours = explain.prompt_features(clip, tokens, "a photo of $")

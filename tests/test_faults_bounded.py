@@ -11,7 +11,8 @@ import pytest
 from faults import CLI, error_line, fails, searle
 
 from searle_core.infra import downloads
-from searle_core.infra.errors import InputError, epoch_count, step_count
+from searle_core.infra.errors import InputError
+from searle_core.infra.settings import epoch_count, step_count
 from searle_core.notebook.papermill_runner import load_profile
 
 EVALUATE = ["evaluate", "--quick", *CLI, "--method", "searle"]
@@ -166,7 +167,7 @@ def test_phi_checkpoint_as_a_file_url_or_a_folder_is_said_so(tmp_path, capsys):
     "command",
     [
         ["oti", "--out", "runs/x"],
-        ["train-phi", "--tokens", "runs/x", "--out", "runs/y"],
+        ["train-phi", "--oti-tokens", "runs/x", "--out", "runs/y"],
         ["evaluate", "--method", "image-only"],
         ["invert", "--image", "x.png"],
         ["bench", "oti"],
@@ -189,7 +190,6 @@ def _missing(tmp_path) -> list[str]:
     "argv",
     [
         ["oti", "--out", "{tmp}/x", "--oti-steps"],
-        ["oti", "--out", "{tmp}/x", "--steps"],
         ["evaluate", "--method", "searle-oti", "--oti-steps"],
         ["train-phi", "--oti-tokens", "{tmp}/missing", "--out", "{tmp}/y", "--phi-epochs"],
     ],
@@ -219,7 +219,7 @@ def test_sensible_counts_say_nothing(capsys):
     "argv",
     [
         ["oti", "--out", "runs/x", "--oti-steps"],
-        ["train-phi", "--tokens", "runs/x", "--out", "runs/y", "--phi-epochs"],
+        ["train-phi", "--oti-tokens", "runs/x", "--out", "runs/y", "--phi-epochs"],
         ["bench", "oti", "--steps"],
     ],
     ids=lambda a: a[-1],

@@ -23,7 +23,7 @@ from faults import CLI, fails, searle, snapshot, write_image
 from searle_core.infra.errors import InputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-OTI = ["oti", "--quick", *CLI, "--limit", "8", "--steps", "2", "--batch-size", "4", "--seed", "5"]
+OTI = ["oti", "--quick", *CLI, "--max-images", "8", "--oti-steps", "2", "--oti-batch-size", "4", "--seed", "5"]
 TORCH_FULL = "[enforce fail at inline_container.cc:672] . unexpected pos 128 vs 0"
 
 
@@ -60,7 +60,7 @@ def test_train_phi_out_holding_a_users_phi_and_history_is_refused(oti_run, tmp_p
     (out / "phi.pt").write_bytes(b"my weights")
     (out / "history.csv").write_text("epoch\n1\n")
     before = snapshot(out)
-    args = ["train-phi", "--tokens", oti_run, "--out", out, "--device", "cpu", "--no-progress"]
+    args = ["train-phi", "--oti-tokens", oti_run, "--out", out, "--device", "cpu", "--no-progress"]
     fails(capsys, [*args, "--phi-epochs", "1", "--val-dataset", "none"], out, "history.csv", "phi.pt")
     assert snapshot(out) == before
 
@@ -175,7 +175,8 @@ def test_resume_on_another_dataset_path_names_both(tmp_path, capsys):
     for i in range(4):  # the same names, other pixels: resuming would mix two datasets' tokens
         write_image(first / f"{i}.png", i)
         write_image(second / f"{i}.png", 50 + i)
-    args = ["oti", "--dataset", "imagenet", *CLI, "--steps", "2", "--batch-size", "2", "--out", tmp_path / "run"]
+    args = ["oti", "--dataset", "imagenet", *CLI, "--oti-steps", "2", "--oti-batch-size", "2"]
+    args += ["--out", tmp_path / "run"]
     status, _, err = searle(capsys, *args, "--dataset-path", first)
     assert status == 0, err
     before = snapshot(tmp_path / "run")

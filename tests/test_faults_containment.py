@@ -75,7 +75,7 @@ def test_control_the_audit_sees_an_annotation_path_that_escapes(tmp_path, tmp_pa
     """The audits' control: with containment switched off (as the code was), the file a CIRR entry names
     outside the dataset is opened and ranked, and both this module's audit and the battery's (over
     every ``test_faults_*`` test, ``conftest.py``) list it."""
-    from searle_core.datasets import cirr
+    from searle_core.datasets import loaders as cirr
 
     elsewhere = Path(tempfile.mkdtemp(prefix="searle-audit-control-"))  # outside every pytest folder
     secret = write_image(elsewhere / "secret.png", 7)

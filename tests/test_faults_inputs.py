@@ -292,7 +292,7 @@ def test_phrase_pickle_that_runs_code_is_refused(circo, tmp_path, capsys):
 def test_truncated_phrase_pickle(circo, tmp_path, capsys):
     path = tmp_path / "phrases.pkl"
     path.write_bytes(pickle.dumps({"cat": ["a photo of a cat"] * 50})[:40])
-    _vocab_fails(capsys, tmp_path, circo, ["--phrases", path], path, "not a readable phrase pickle")
+    _vocab_fails(capsys, tmp_path, circo, ["--phrases", path], path, "not a readable phrase bank pickle")
 
 
 def test_phrase_pickle_that_is_not_a_dict(circo, tmp_path, capsys):
@@ -380,12 +380,12 @@ def test_profiles_of_the_repository_are_valid():
         (["evaluate", "--batch-size", "0"], "--batch-size"),
         (["evaluate", "--oti-steps", "-1"], "--oti-steps"),
         (["evaluate", "--num-workers", "-2"], "--num-workers"),
-        (["oti", "--steps", "0", "--out", "OUT"], "--steps"),
+        (["oti", "--oti-steps", "0", "--out", "OUT"], "--oti-steps"),
         (["oti", "--max-images", "-495", "--out", "OUT"], "--max-images"),
-        (["oti", "--batch-size", "ten", "--out", "OUT"], "--batch-size"),
+        (["oti", "--oti-batch-size", "ten", "--out", "OUT"], "--oti-batch-size"),
         (["oti", "--checkpoint-every", "0", "--out", "OUT"], "--checkpoint-every"),
         (["oti", "--lambda-gpt", "-0.5", "--out", "OUT"], "--lambda-gpt"),
-        (["train-phi", "--oti-tokens", "T", "--epochs", "0", "--out", "OUT"], "--epochs"),
+        (["train-phi", "--oti-tokens", "T", "--phi-epochs", "0", "--out", "OUT"], "--phi-epochs"),
         (["train-phi", "--oti-tokens", "T", "--lr", "0", "--out", "OUT"], "--lr"),
         (["train-phi", "--oti-tokens", "T", "--temperature", "nan", "--out", "OUT"], "--temperature"),
         (["table", "--bootstrap", "0"], "--bootstrap"),

@@ -29,9 +29,9 @@ OTI = [
     *CLI,
     "--max-images",
     "12",
-    "--steps",
+    "--oti-steps",
     "3",
-    "--batch-size",
+    "--oti-batch-size",
     "4",
     "--checkpoint-every",
     "1",
@@ -128,7 +128,7 @@ def test_damaged_inputs_file_names_it(reference, tmp_path, capsys, monkeypatch):
 
 def test_resume_force_with_changed_settings_is_said_and_recorded(tmp_path, capsys, monkeypatch):
     out = _interrupted_run(tmp_path, capsys, monkeypatch)
-    changed = [a if a != "3" else "4" for a in OTI]  # --steps 4
+    changed = [a if a != "3" else "4" for a in OTI]  # --oti-steps 4
     fails(capsys, [*changed, "--out", out, "--resume"], "oti.steps: 3 in the run, 4 now", "--resume --force")
     status, _, err = searle(capsys, *changed, "--out", out, "--resume", "--force")
     assert status == 0, err
@@ -168,7 +168,7 @@ def test_folder_of_another_kind_of_run(reference, tmp_path, capsys):
             tmp_path / "reference",
             "--out",
             tmp_path / "reference",
-            "--epochs",
+            "--phi-epochs",
             "1",
             "--no-progress",
         ],
@@ -199,7 +199,7 @@ def test_train_phi_takes_the_backbone_from_the_oti_run(tmp_path, capsys):
         out,
         "--out",
         tmp_path / "phi",
-        "--epochs",
+        "--phi-epochs",
         "1",
         "--batch-size",
         "4",
@@ -250,7 +250,7 @@ def test_train_phi_resume_with_a_changed_setting(reference, tmp_path, capsys):
         tmp_path / "reference",
         "--out",
         tmp_path / "phi",
-        "--epochs",
+        "--phi-epochs",
         "2",
         "--batch-size",
         "4",
@@ -273,9 +273,9 @@ KILL_OTI = [
     *CLI,
     "--max-images",
     "28",
-    "--steps",
+    "--oti-steps",
     "40",
-    "--batch-size",
+    "--oti-batch-size",
     "4",
     "--checkpoint-every",
     "1",
@@ -284,7 +284,7 @@ KILL_OTI = [
 ]
 KILL_PHI = [
     "train-phi",
-    "--epochs",
+    "--phi-epochs",
     "40",
     "--batch-size",
     "4",

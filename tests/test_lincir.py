@@ -3,7 +3,6 @@ table`` and notebook 4's engine, on a random-weights ``shapes-clip`` (no world C
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 
@@ -20,13 +19,21 @@ from standins import (  # noqa: F401
     searle_cache,
 )
 
-from searle_core.baselines.lincir import LincirConfig, lincir_loss, load_lincir, modality_gap, train_lincir
-from searle_core.baselines.lincir_masking import keyword_runs, mask_corpus, mask_keywords
+from searle_core.baselines.lincir import (
+    LincirConfig,
+    keyword_runs,
+    lincir_loss,
+    load_lincir,
+    mask_corpus,
+    mask_keywords,
+    modality_gap,
+    train_lincir,
+)
 from searle_core.cli import main
 from searle_core.datasets.text_corpus import read_captions
 from searle_core.infra.errors import InputError
 from searle_core.method.phi import Phi
-from searle_core.report.paper_numbers import flatten_metrics
+from searle_core.report.table import flatten
 from searle_core.world import ShapesWorld, WorldConfig
 
 #: A tiny recipe: the tests check the plumbing, not LinCIR's numbers.
@@ -36,10 +43,9 @@ TINY = LincirConfig(steps=3, batch_size=8, lr=1e-3, seed=0)
 @pytest.fixture
 def tiny_recipe(monkeypatch):
     """Every path trains LinCIR with :data:`TINY` on a 48-caption world corpus."""
-    monkeypatch.setattr(LincirConfig, "for_world", classmethod(lambda cls, **kw: dataclasses.replace(TINY, **kw)))
-    monkeypatch.setattr("searle_core.world.benchmark.CORPUS_CAPTIONS", 48)
+    monkeypatch.setattr("searle_core.world.shapes_world.CORPUS_CAPTIONS", 48)
     # the official default on real datasets (50,000 steps) cut to TINY's length as well
-    monkeypatch.setattr("searle_core.jobs.prepare.lincir_config", lambda bench, ctx: LincirConfig.for_world())
+    monkeypatch.setattr("searle_core.jobs.evaluation.lincir_config", lambda bench, ctx: TINY)
 
 
 def test_keywords_and_masking_follow_the_official_loader():
@@ -161,7 +167,7 @@ def test_evaluate_lincir_on_the_standins(dataset, fixture, request, protocol_env
     err = capsys.readouterr().err
     assert code == 2 and "--captions FILE" in err and "Traceback" not in err
     code = main([*base, "--captions", str(captions), "--json"])
-    metrics = flatten_metrics(json.loads(capsys.readouterr().out.splitlines()[-1]))
+    metrics = flatten(json.loads(capsys.readouterr().out.splitlines()[-1]))
     assert code == 0 and metrics and all(0 <= v <= 100 for v in metrics.values())
 
 
@@ -190,12 +196,11 @@ def test_cli_table_and_notebook_engine_agree(tmp_path, monkeypatch, tiny_recipe,
 def test_paper_lincir_numbers_are_the_original_models_without_a_difference():
     import pandas as pd
 
-    from searle_core.report.paper_numbers import PAPER_METHOD_NAMES, compare_with_paper, paper_value
+    from searle_core.report.paper_numbers import compare_with_paper, paper_value
 
     assert paper_value("circo", "ViT-L-14", "lincir", "mAP@10") == pytest.approx(13.58)
     assert paper_value("cirr", "ViT-L-14", "lincir", "Recall@1") == pytest.approx(25.04)
     assert paper_value("fashioniq", "ViT-L-14", "lincir", "average/Recall@10") == pytest.approx(26.28)
-    assert "original model" in PAPER_METHOD_NAMES[("ViT-L-14", "lincir")]
     ours = pd.DataFrame(
         [("fashioniq", "val", "ViT-L-14", method, "average/Recall@10", 20.0) for method in ("lincir", "searle")],
         columns=["dataset", "split", "backbone", "method", "metric", "value"],

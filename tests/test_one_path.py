@@ -6,9 +6,9 @@ import torch
 import yaml
 
 from searle_core.infra.settings import RunSettings
-from searle_core.jobs import trained
+from searle_core.jobs import artifacts
+from searle_core.jobs.evaluation import prepare
 from searle_core.jobs.oti_run import OTIRunConfig, run_oti
-from searle_core.jobs.prepare import prepare
 from searle_core.method.oti import OTIConfig
 from searle_core.methods.context import MethodContext
 from searle_core.methods.registry import oti_reference_tokens
@@ -19,7 +19,7 @@ from searle_core.world.recipes import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES, resolv
 
 @pytest.fixture(autouse=True)
 def models_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setattr(trained, "models_dir", lambda: tmp_path / "models")
+    monkeypatch.setattr(artifacts, "models_dir", lambda: tmp_path / "models")
 
 
 def test_searle_oti_notebooks_and_searle_oti_runs_invert_through_one_loop(tiny_study, tmp_path):
@@ -65,7 +65,7 @@ def test_searle_table_and_the_notebooks_train_the_same_phi(tiny_study):
     assert notebook.n_images == 12
     for (k, a), (_, b) in zip(ctx.phi.state_dict().items(), notebook.phi.state_dict().items()):
         assert torch.equal(a, b), k
-    phis = sorted(p.name for p in trained.models_dir().glob("phi-*.pt"))
+    phis = sorted(p.name for p in artifacts.models_dir().glob("phi-*.pt"))
     assert len(phis) == 1, phis
 
 

@@ -103,7 +103,8 @@ def test_resumed_run_equals_uninterrupted(
 
 def test_run_tokens_are_plain_oti_of_each_batch(random_backbone, uninterrupted, tmp_path):
     """Batch 1 of the run is exactly `oti` on those images with the batch's own seed."""
-    inputs, tokens, _ = load_oti_run(uninterrupted.folder)
+    run = load_oti_run(uninterrupted.folder)
+    inputs, tokens = run.inputs, run.tokens
     rows = [3, 4, 5]
     seed = batch_seed(CONFIG.seed, [inputs.names[i] for i in rows])
     direct = oti(

@@ -12,12 +12,12 @@ from searle_core.notebook.record import Recorder, load_record
 from searle_core.report.paper_numbers import (
     PAPER_TABLE_METRICS,
     compare_with_paper,
-    flatten_metrics,
     paper_results,
     paper_table,
     paper_value,
     results_frame,
 )
+from searle_core.report.table import flatten
 
 
 def test_paper_numbers_match_the_facts():
@@ -44,7 +44,7 @@ def test_paper_numbers_match_the_facts():
 
 def test_compare_with_paper():
     metrics = {"mAP@5": 8.0, "mAP@10": 9.0, "Recall@5": 1.0, "semantic_mAP@10": {"negation": 3.0}}
-    assert flatten_metrics(metrics)["semantic_mAP@10/negation"] == 3.0
+    assert flatten(metrics)["semantic_mAP@10/negation"] == 3.0
     frame = results_frame(
         {("circo", "ViT-B-32", "searle-oti"): metrics, ("shapes", "shapes-clip", "searle"): {"mAP@10": 40.0}}
     )
@@ -122,7 +122,7 @@ def test_recorder_writes_json_and_memory_only(tmp_path):
     assert json.loads((tmp_path / "run" / "03_training_phi.json").read_text())["notebook"] == "03_training_phi"
     memory = Recorder("", "x")
     memory.record("k", 1)
-    assert memory["k"] == 1 and memory.path is None
+    assert memory.values["k"] == 1 and memory.path is None
     with pytest.raises(FileNotFoundError, match="recorded no numbers"):
         load_record(tmp_path, "nothing")
 
@@ -338,7 +338,7 @@ def test_oti_without_gpt_phrases_is_a_named_variant(tmp_path):
     csv.write_text('LabelName,DisplayName\n/m/0,Dog\n/m/1,"Ducks, geese and swans"\n')
     with zipfile.ZipFile(tmp_path / "GPTNeo27B.zip", "w") as z:
         z.writestr("GPTNeo27B/concept_to_phrases.pkl", pickle.dumps(template_phrases(["Dog"])))
-    assert load_vocabulary("cirr", "ViT-B-32", str(csv), "").phrases == "templates"
-    given = load_vocabulary("cirr", "ViT-B-32", str(csv), str(tmp_path / "GPTNeo27B.zip"))
+    assert load_vocabulary("cirr", str(csv), "").phrases == "templates"
+    given = load_vocabulary("cirr", str(csv), str(tmp_path / "GPTNeo27B.zip"))
     assert given.phrases == "given" and given.concepts == ["Dog", "Ducks, geese and swans"]  # the whole vocabulary
     assert list(given.phrase_bank) == ["Dog"]  # only concepts with usable phrases

@@ -121,7 +121,7 @@ def test_phi_is_given_raw_encode_image_features(tiny_study):
 
 
 def test_phi_trains_on_raw_features(tiny_study, monkeypatch):
-    from searle_core.jobs import trained as trained_module
+    from searle_core.jobs import artifacts as trained_module
     from searle_core.method import phi_training
     from searle_core.notebook import inversions
 
@@ -139,7 +139,7 @@ def test_phi_trains_on_raw_features(tiny_study, monkeypatch):
 
 
 def test_oti_run_stores_raw_features_and_train_phi_refuses_old_runs(tiny_study, tmp_path):
-    from searle_core.jobs.oti_inputs import compute_inputs, load_inputs, save_inputs
+    from searle_core.jobs.oti_run import compute_inputs, load_inputs, save_inputs
     from searle_core.jobs.phi_run import run_train_phi
 
     study = tiny_study
@@ -230,7 +230,7 @@ def test_notebook_vocabulary_keeps_every_concept(tmp_path):
     csv = tmp_path / "classes.csv"
     csv.write_text("LabelName,DisplayName\n/m/1,Dog\n/m/2,Cat\n/m/3,Owl\n")
     pkl = save_phrase_pickle({"Dog": ["a photo of Dog"], "Cat": ["a photo of a kitten"]}, tmp_path / "p.pkl")
-    vocab = load_vocabulary("circo", "ViT-B-32", str(csv), str(pkl))
+    vocab = load_vocabulary("circo", str(csv), str(pkl))
     assert vocab.concepts == ["Dog", "Cat", "Owl"] and list(vocab.phrase_bank) == ["Dog"]
 
 
@@ -255,8 +255,7 @@ def test_phi_epoch_is_read_from_checkpoints_and_recorded(random_backbone, tmp_pa
 
 # ---- preprocessing (defect 5) ------------------------------------------------------------------
 def test_one_preprocessing_decision_for_every_dataset(random_backbone):
-    from searle_core.datasets.backbone_setup import configure_for_dataset
-    from searle_core.datasets.features import preprocess_name
+    from searle_core.datasets.features import configure_for_dataset, preprocess_name
 
     for dataset in ("shapes", "cirr", "fashioniq", "circo", "imagenet"):
         assert preprocess_name(configure_for_dataset(random_backbone, dataset)) == "targetpad"
@@ -266,26 +265,23 @@ def test_one_preprocessing_decision_for_every_dataset(random_backbone):
 
 def test_targetpad_is_exact_on_the_square_shapes_renders(tiny_study):
     """The array fast path the world uses equals the full PIL targetpad pipeline."""
+    import dataclasses
+
     from searle_core.clip.preprocess import make_preprocess_from_open_clip
+    from searle_core.datasets.features import ImagePipeline
 
     bb = configure_images(tiny_study.backbone, "targetpad")
     names = tiny_study.bench.gallery[:6]
     fast = image_features(bb, tiny_study.bench.images, names, progress=False, cache=False, normalize=False)
-    pil = image_features(
-        bb,
-        tiny_study.bench.images,
-        names,
-        progress=False,
-        cache=False,
-        normalize=False,
-        preprocess=make_preprocess_from_open_clip(bb.model, "targetpad"),
-        preprocess_id="pil",
-    )
+    # The same transform under another name takes the PIL path.
+    pil_pipeline = ImagePipeline(make_preprocess_from_open_clip(bb.model, "targetpad"), "pil")
+    pil_bb = dataclasses.replace(bb, preprocess=pil_pipeline)
+    pil = image_features(pil_bb, tiny_study.bench.images, names, progress=False, cache=False, normalize=False)
     torch.testing.assert_close(fast, pil, atol=1e-5, rtol=1e-5)
 
 
 def test_trained_network_keys_name_the_preprocessing(random_backbone):
-    from searle_core.jobs.trained import artifact_path, describe
+    from searle_core.jobs.artifacts import artifact_path, describe
 
     clip, pad = configure_images(random_backbone, "clip"), configure_images(random_backbone, "targetpad")
     assert artifact_path("phi", clip, "data", {}) != artifact_path("phi", pad, "data", {})
@@ -324,8 +320,7 @@ def test_one_time_definition_for_the_cli_table_and_notebook_4(tiny_study, monkey
 
 # ---- Pic2Word (defect 9) -----------------------------------------------------------------------
 def test_pic2word_follows_the_official_optimiser_and_schedule(random_backbone, monkeypatch):
-    from searle_core.baselines import Pic2WordConfig
-    from searle_core.baselines.pic2word import pic2word_captions, train_pic2word
+    from searle_core.baselines.pic2word import Pic2WordConfig, pic2word_captions, train_pic2word
     from searle_core.baselines.training import cosine_with_warmup
 
     config = Pic2WordConfig(epochs=2, batch_size=4)

@@ -31,7 +31,7 @@ from standins import (  # noqa: F401
 )
 
 from searle_core.datasets import ImageLoadError, load_circo, load_cirr, load_fashioniq
-from searle_core.jobs.prepare import evaluate
+from searle_core.jobs.evaluation import evaluate
 from searle_core.method.encoding import encode_with_pseudo_tokens
 from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import gallery_features

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from searle_core.inversion import released_phi
+from searle_core.inversion import phi_files
 from searle_core.inversion.phi_files import load_phi
 from searle_core.method.phi import Phi
 
@@ -41,11 +41,10 @@ def release(tmp_path, monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     monkeypatch.setattr(
-        released_phi,
+        phi_files,
         "RELEASED",
         {"searle": ("ViT-B-32", f"{base}/SEARLE_ViT-B32.pt"), "searle-xl": ("ViT-L-14", f"{base}/SEARLE_ViT-L14.pt")},
     )
-    monkeypatch.setattr("searle_core.inversion.phi_files.RELEASED", released_phi.RELEASED)
     monkeypatch.setenv("SEARLE_DATA", str(tmp_path / "data"))
     yield SimpleNamespace(folder=served, hits=hits, base=base)
     server.shutdown()
@@ -62,12 +61,12 @@ def test_released_phi_downloaded_once_recorded_and_checked(release):
     assert phi.epoch == 20 and phi.source == f"{release.base}/SEARLE_ViT-B32.pt"
     assert load_phi("searle", _backbone("ViT-B-32-quickgelu", 16)).epoch == 20
     assert release.hits == ["/SEARLE_ViT-B32.pt"]  # downloaded once, then the cache
-    record = released_phi._record_path()
+    record = phi_files._record_path()
     sha = json.loads(record.read_text())[f"{release.base}/SEARLE_ViT-B32.pt"]
-    assert sha == released_phi.sha256_of(release.folder / "SEARLE_ViT-B32.pt")
+    assert sha == phi_files.sha256_of(release.folder / "SEARLE_ViT-B32.pt")
     assert load_phi("searle-xl", _backbone("ViT-L-14", 24)).input_dim == 24
     # The cached copy changes: refused (and deleted), not silently another φ.
-    cached = released_phi.cached_download(f"{release.base}/SEARLE_ViT-B32.pt", "phi")
+    cached = phi_files.cached_download(f"{release.base}/SEARLE_ViT-B32.pt", "phi")
     cached.write_bytes(cached.read_bytes() + b"x")
     with pytest.raises(ValueError, match="SHA-256"):
         load_phi("searle", _backbone("ViT-B-32", 16))
@@ -82,7 +81,7 @@ def test_a_backbone_that_does_not_match_names_both(release):
 
 
 def test_the_real_table_is_the_authors_hubconf():
-    assert released_phi.RELEASED == {
+    assert phi_files.RELEASED == {
         "searle": ("ViT-B-32", "https://github.com/miccunifi/SEARLE/releases/download/weights/SEARLE_ViT-B32.pt"),
         "searle-xl": ("ViT-L-14", "https://github.com/miccunifi/SEARLE/releases/download/weights/SEARLE_ViT-L14.pt"),
     }

@@ -9,7 +9,7 @@ import pytest
 from standins import circo_standin, cirr_standin, cli_backbone, protocol_env, read_json, searle_cache  # noqa: F401
 
 from searle_core.datasets import load_circo, load_cirr
-from searle_core.jobs.prepare import evaluate
+from searle_core.jobs.evaluation import evaluate
 from searle_core.methods.context import MethodContext
 from searle_core.notebook.results import evaluate_setting
 from searle_core.notebook.server_files import write_test_submissions

@@ -1,6 +1,5 @@
 """One name per setting: the CLI's flags, the profiles' keys and the notebooks' parameters are the
-fields of :class:`searle_core.infra.settings.RunSettings` (``_`` as ``-`` on the command line), and the
-former CLI spellings still work with a one-line note."""
+fields of :class:`searle_core.infra.settings.RunSettings` (``_`` as ``-`` on the command line)."""
 
 import argparse
 import ast
@@ -12,27 +11,16 @@ import pytest
 
 from searle_core.cli import build_parser, main
 from searle_core.cli.common import settings_from_args
-from searle_core.infra.settings import (
-    RENAMED_FLAGS,
-    RENAMED_PARAMETERS,
-    SETTINGS,
-    RenamedFlag,
-    RunSettings,
-    flag,
-    from_namespace,
-    from_parameters,
-)
-from searle_core.notebook import ablations, steps
+from searle_core.infra.settings import SETTINGS, RunSettings, flag, from_namespace, from_parameters
+from searle_core.notebook import ablations
 from searle_core.notebook import papermill_runner as paper
-from searle_core.notebook.record import Recorder, load_record
+from searle_core.notebook.record import Recorder, load_record, method_metrics
 from searle_core.notebook.study import Study, open_study
 from searle_core.world.recipes import WORLD_OTI_BATCH_SIZE, resolved_oti_batch_size
 
 #: Commands outside this issue's settings: ``searle bench`` times recipes (its ``--steps`` are the
 #: steps timed, and ``bench world --steps`` the world CLIP's optimiser steps).
 NOT_SETTINGS_COMMANDS = ("bench",)
-#: Notebook 4 still has the former names (``concepts_path``, ...): renamed on its own branch.
-NOT_RENAMED_YET: tuple[str, ...] = ()
 
 
 def commands(parser=None, prefix=()):
@@ -50,15 +38,6 @@ def setting_commands():
     return [(" ".join(path), p) for path, p in commands() if path[0] not in NOT_SETTINGS_COMMANDS]
 
 
-def notebook_stems():
-    return [
-        pytest.param(s, marks=pytest.mark.xfail(strict=True, reason="notebook 4: renamed on its own branch"))
-        if s in NOT_RENAMED_YET
-        else s
-        for s in paper.NOTEBOOKS
-    ]
-
-
 def test_settings_commands_are_found():
     names = [name for name, _ in setting_commands()]
     assert {"evaluate", "submission", "table", "oti", "train-phi", "invert", "paper"} <= set(names)
@@ -67,36 +46,22 @@ def test_settings_commands_are_found():
 @pytest.mark.parametrize("name,parser", setting_commands(), ids=[n for n, _ in setting_commands()])
 def test_every_setting_flag_is_its_field_name(name, parser):
     for action in parser._actions:
-        if isinstance(action, RenamedFlag):
-            # a former spelling: hidden, and recorded as the former spelling of what it sets
-            assert action.help == argparse.SUPPRESS
-            assert [RENAMED_FLAGS.get(o) for o in action.option_strings] == [action.dest], action.option_strings
-            continue
         if action.dest in SETTINGS:
             assert action.option_strings == [flag(action.dest)], f"searle {name}: {action.option_strings}"
         for option in action.option_strings:  # a setting's spelling never sets something else
             if option.startswith("--") and option[2:].replace("-", "_") in SETTINGS:
                 assert action.dest == option[2:].replace("-", "_"), f"searle {name} {option} -> {action.dest}"
-            if option in RENAMED_FLAGS and RENAMED_FLAGS[option] in SETTINGS:
-                # --batch-size stays the features'/φ's batch where it never meant OTI's
-                assert option == "--batch-size" and action.dest == "batch_size", f"searle {name} {option}"
 
 
 def test_every_cli_flag_of_a_setting_exists():
     """Each setting but what only notebooks set is a flag of some command, spelled as its field."""
-    spelled = {
-        a.dest
-        for _, p in setting_commands()
-        for a in p._actions
-        if a.dest in SETTINGS and not isinstance(a, RenamedFlag)
-    }
+    spelled = {a.dest for _, p in setting_commands() for a in p._actions if a.dest in SETTINGS}
     assert set(SETTINGS) - spelled == {"progress"}  # progress: --no-progress
 
 
-@pytest.mark.parametrize("stem", notebook_stems())
-def test_notebook_parameters_are_setting_names(stem):
+@pytest.mark.parametrize("stem", paper.NOTEBOOKS)
+def test_notebook_settings_have_the_fields_types(stem):
     declared = paper.notebook_parameters(stem)
-    assert not set(declared) & set(RENAMED_PARAMETERS), sorted(set(declared) & set(RENAMED_PARAMETERS))
     for key, param in declared.items():
         if key in SETTINGS:
             field = {f.name: f for f in dataclasses.fields(RunSettings)}[key]
@@ -104,7 +69,7 @@ def test_notebook_parameters_are_setting_names(stem):
             assert type(value).__name__ == str(field.type).split(" ")[0], (key, value, field.type)
 
 
-@pytest.mark.parametrize("stem", notebook_stems())
+@pytest.mark.parametrize("stem", paper.NOTEBOOKS)
 def test_notebook_passes_its_settings_to_open_study_by_name(stem):
     """Each parameter that is a setting reaches ``open_study`` as ``name=name``, nothing else does."""
     nb = nbformat.read(paper.notebook_path(stem), as_version=4)
@@ -127,15 +92,6 @@ def test_notebook_passes_its_settings_to_open_study_by_name(stem):
         calls[0]
     )
     assert set(passed) & set(SETTINGS) == settings_declared
-
-
-@pytest.mark.parametrize("profile", paper.list_profiles())
-def test_profile_keys_are_setting_names(profile):
-    loaded = paper.load_profile(profile)
-    for stem, params in loaded.notebooks.items():
-        if stem in NOT_RENAMED_YET:
-            continue
-        assert not set(params) & set(RENAMED_PARAMETERS), f"{profile}.yaml {stem}"
 
 
 def test_cli_and_notebook_build_the_same_settings():
@@ -197,39 +153,6 @@ def test_cli_and_notebook_build_the_same_settings():
     assert from_cli.oti_steps == 7 and from_cli.concepts == "c.csv" and not from_cli.progress
 
 
-@pytest.mark.parametrize(
-    "argv,dest,value,new",
-    [
-        (["oti", "--out", "o", "--steps", "3"], "oti_steps", 3, "--oti-steps"),
-        (["oti", "--out", "o", "--batch-size", "4"], "oti_batch_size", 4, "--oti-batch-size"),
-        (["invert", "x.png", "--steps", "30"], "oti_steps", 30, "--oti-steps"),
-        (["train-phi", "--oti-tokens", "t", "--out", "o", "--epochs", "2"], "phi_epochs", 2, "--phi-epochs"),
-        (
-            ["train-phi", "--oti-tokens", "t", "--out", "o", "--val-path", "CIRCO"],
-            "val_dataset_path",
-            "CIRCO",
-            "--val-dataset-path",
-        ),
-    ],
-)
-def test_former_spelling_still_works_with_a_note(capsys, argv, dest, value, new):
-    args = build_parser().parse_args(argv)
-    assert getattr(args, dest) == value
-    err = capsys.readouterr().err
-    assert err == f"searle: {argv[-2]} is deprecated, use {new}\n"
-    # the new spelling: the same value, no note
-    args = build_parser().parse_args([*argv[:-2], new, argv[-1]])
-    assert getattr(args, dest) == value and capsys.readouterr().err == ""
-
-
-def test_former_spelling_is_hidden_and_checked(capsys):
-    oti_parser = dict(setting_commands())["oti"]
-    assert "--steps" not in oti_parser.format_help() and "--oti-steps" in oti_parser.format_help()
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["oti", "--out", "o", "--steps", "0"])
-    assert "argument --steps" in capsys.readouterr().err
-
-
 def test_evaluate_still_has_its_feature_batch_size():
     args = build_parser().parse_args(["evaluate", "--batch-size", "8"])
     assert args.batch_size == 8 and args.oti_batch_size is None  # left to the dataset's default
@@ -243,16 +166,14 @@ def test_oti_batch_size_defaults_to_the_papers_except_on_the_world():
     assert resolved_oti_batch_size(from_namespace(args)) == 16
 
 
-def test_open_study_refuses_a_renamed_parameter():
-    with pytest.raises(TypeError, match="'concepts_path' is now called 'concepts'"):
-        open_study(dataset="circo", concepts_path="c.csv")
-    with pytest.raises(TypeError, match="unknown parameter 'oti_step'"):
+def test_open_study_refuses_an_unknown_parameter_naming_the_settings():
+    with pytest.raises(TypeError, match="unknown parameter 'oti_step'; settings are dataset, dataset_path"):
         open_study(oti_step=3)
 
 
-def test_profile_check_names_the_new_name():
+def test_profile_check_names_an_unknown_parameter():
     profile = paper.Profile("old", "", None, {"01_textual_inversion": {"concepts_path": ""}})
-    with pytest.raises(ValueError, match="concepts_path is now concepts"):
+    with pytest.raises(ValueError, match=r"unknown parameters \['concepts_path'\] \(declared: "):
         paper.check_profile(profile, ["01_textual_inversion"])
 
 
@@ -267,7 +188,7 @@ def test_study_context_takes_its_oti_settings():
 
 
 def test_record_keys_and_table_files_are_built_in_the_package(tmp_path):
-    assert steps.method_metrics("searle", {"mAP@10": 1.5, "dress": {"Recall@10": 2}}) == {
+    assert method_metrics("searle", {"mAP@10": 1.5, "dress": {"Recall@10": 2}}) == {
         "searle/mAP@10": 1.5,
         "searle/dress/Recall@10": 2.0,
     }
@@ -297,12 +218,10 @@ def test_record_keys_and_table_files_are_built_in_the_package(tmp_path):
     }
 
 
-def test_main_accepts_a_former_spelling_end_to_end(capsys):
-    """Through ``main``: the note, then the command's own one-line error (no run folder)."""
-    assert main(["train-phi", "--oti-tokens", "/nonexistent-run", "--out", "/nonexistent-out", "--epochs", "1"]) == 2
+def test_main_says_a_missing_oti_run_in_one_line(capsys):
+    assert main(["train-phi", "--oti-tokens", "/nonexistent-run", "--out", "/nonexistent", "--phi-epochs", "1"]) == 2
     err = capsys.readouterr().err
-    assert err.splitlines()[0] == "searle: --epochs is deprecated, use --phi-epochs"
-    assert "no OTI run there" in err
+    assert err.count("\n") == 1 and "no OTI run there" in err
 
 
 def test_study_settings_agree_with_its_fields():
@@ -316,7 +235,7 @@ def test_cli_settings_open_the_same_study_and_numbers(capsys, tmp_path, monkeypa
     import json
 
     from searle_core.datasets.features import preprocess_name
-    from searle_core.jobs.prepare import evaluate
+    from searle_core.jobs.evaluation import evaluate
 
     monkeypatch.setenv("SEARLE_DATA", str(tmp_path))
     argv = [

@@ -18,8 +18,7 @@ from searle_core.world.shipped_weights import (
     shipped_path,
     untrained_rows,
 )
-from searle_core.world.world_clip import WorldCLIPConfig, train_world_clip, world_clip_weights
-from searle_core.world.world_clip_report import training_log
+from searle_core.world.world_clip import WorldCLIPConfig, train_world_clip, training_log, world_clip_weights
 
 
 def small_state() -> dict[str, torch.Tensor]:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from searle_core.jobs import trained
+from searle_core.jobs import artifacts
 from searle_core.report.comparison import evaluate_methods
 from searle_core.report.table import TABLE_METHODS, Table, TableRow, flatten, to_dict, to_markdown, write_table
 
@@ -14,7 +14,7 @@ SHAPES_COLUMNS = ["mAP@5", "mAP@10", "mAP@25", "mAP@50", "Recall@1", "Recall@5",
 
 @pytest.fixture(autouse=True)
 def models_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setattr(trained, "models_dir", lambda: tmp_path / "models")
+    monkeypatch.setattr(artifacts, "models_dir", lambda: tmp_path / "models")
 
 
 #: The paper's table rows; LinCIR, its successor, follows them in TABLE_METHODS.

@@ -9,15 +9,17 @@ import pytest
 import torch
 
 from searle_core.method.encoding import encode_text
-from searle_core.world import ATTRIBUTES, ShapesWorld, WorldConfig
+from searle_core.world.attributes import ATTRIBUTES
+from searle_core.world.shapes_world import ShapesWorld, WorldConfig
 from searle_core.world.world_clip import (
     WorldCLIPConfig,
     _CompactEmbedding,
-    _vocabulary_ids,
+    format_report,
     mentioned_attributes,
+    trained_token_ids,
     training_batch,
+    zero_shot_report,
 )
-from searle_core.world.world_clip_report import format_report, zero_shot_report
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,7 @@ def test_independent_images_and_full_captions(world):
 def test_compact_embedding_gives_the_full_tables_features(random_backbone):
     """Training on the rows the captions use is exact: same features as the full table."""
     model, tokenizer = random_backbone.model, open_clip.get_tokenizer("shapes-clip")
-    compact = _CompactEmbedding(model.token_embedding, _vocabulary_ids(tokenizer))
+    compact = _CompactEmbedding(model.token_embedding, trained_token_ids(tokenizer))
     assert len(compact.ids) < 60
     tokens = tokenizer(["a photo of a small red circle on a white background", "an arrow that is orange"])
     with torch.no_grad():

@@ -12,13 +12,13 @@ import torch.nn.functional as F
 
 from searle_core.cli import main
 from searle_core.datasets.features import image_features
-from searle_core.jobs.prepare import evaluate
+from searle_core.jobs.evaluation import evaluate
 from searle_core.method.encoding import encode_with_pseudo_tokens
 from searle_core.method.oti import OTIConfig
 from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import gallery_features
 from searle_core.world.setup import world_setup, world_vocabulary
-from searle_core.world.world_clip_report import zero_shot_report
+from searle_core.world.world_clip import zero_shot_report
 
 OTI_STEPS = 100
 # Zero-shot over 216 combinations (chance 0.46 %) on the quick val gallery (432 renders), per attribute.
@@ -126,7 +126,7 @@ def test_cli_world_build_and_invert(world_and_clip, tmp_path, capsys):
     assert "zero-shot accuracy" in out
     images = sorted(tmp_path.glob("*.png"))
     assert len(images) == 2
-    assert main(["invert", str(images[0]), "--quick", "--steps", "30", "--top-k", "3"]) == 0
+    assert main(["invert", str(images[0]), "--quick", "--oti-steps", "30", "--top-k", "3"]) == 0
     out = capsys.readouterr().out
     assert "trained on" in out and str(images[0]) in out
 

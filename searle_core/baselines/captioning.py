@@ -1,25 +1,18 @@
-"""Captioning baseline: the paper's prompt with ``$`` replaced by a caption of the reference image.
-
-Query = ``a photo of {caption} that {relative caption}``. Two captioners:
-
-- a dataset's own captioner (``CIRBenchmark.captioner``): on ``shapes``, the world's best caption under the world CLIP
-  (:class:`searle_core.world.captioner.WorldCaptioner`): the
-  canonical grammar caption (``caption_for``, e.g. "a small red circle on a black background") of
-  the attribute combination whose caption scores highest against the reference image, over all
-  216 combinations. It is the perfect captioner *as far as the CLIP can tell*, so the baseline
-  measures what a caption can carry, not a captioner's errors beyond CLIP's own.
-- real images: :class:`HFCaptioner`, a Hugging Face image-captioning model (default
-  :data:`DEFAULT_CAPTIONER`; set ``MethodContext.captioner`` to another model name or to
-  any callable ``list[PIL.Image] -> list[str]``). ``transformers`` is an optional dependency,
-  imported only here. Captions are cached per model and image list under ``cache/captions``.
+"""Captioning baseline: the paper's prompt with ``$`` replaced by a caption of the reference image,
+``a photo of {caption} that {relative caption}``. The caption comes from the dataset's own captioner
+(``CIRBenchmark.captioner``) where it brings one, else from :class:`HFCaptioner`, a Hugging Face model
+(``MethodContext.captioner``: a model name or any callable ``list[PIL.Image] -> list[str]``; the optional
+``transformers`` is imported only here), cached per model and image list under ``cache/captions``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from searle_core.clip.backbone import Backbone
 from searle_core.clip.preprocess import to_rgb
@@ -29,7 +22,7 @@ from searle_core.infra.device import resolve_device
 from searle_core.infra.errors import InputError
 from searle_core.infra.files import atomic_write_text, digest
 from searle_core.infra.paths import cache_dir
-from searle_core.retrieval.queries import SEARLE_PROMPT, text_query_features
+from searle_core.retrieval.queries import SEARLE_PROMPT
 
 #: ``$`` of the paper's prompt becomes the caption: "a photo of {caption} that {relative caption}".
 CAPTION_PROMPT = SEARLE_PROMPT.replace("$", "{}")
@@ -37,40 +30,21 @@ CAPTION_PROMPT = SEARLE_PROMPT.replace("$", "{}")
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
 
 
+@dataclass
 class HFCaptioner:
-    """A Hugging Face image-captioning model (BLIP, GIT, ...), loaded on first use.
+    """A Hugging Face image-captioning model (BLIP, GIT, ...; a Hub id or local folder), loaded on first
+    use unless a ``model`` and its ``processor`` are given. ``prompt``: a text prefix for conditional
+    captioners (BLIP: "a photography of")."""
 
-    Args:
-        model_name: Hub id or local folder.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        batch_size: images per ``generate`` call.
-        max_new_tokens: caption length limit.
-        prompt: optional text prefix for conditional captioners (BLIP: "a photography of").
-        model: an already loaded model (skips loading; tests inject a stub).
-        processor: its processor (with ``model``).
-    """
-
-    def __init__(
-        self,
-        model_name: str = DEFAULT_CAPTIONER,
-        device: str = "auto",
-        batch_size: int = 16,
-        max_new_tokens: int = 30,
-        prompt: str | None = None,
-        model=None,
-        processor=None,
-    ):
-        self.model_name, self.batch_size, self.max_new_tokens, self.prompt = (
-            model_name,
-            batch_size,
-            max_new_tokens,
-            prompt,
-        )
-        self.device = device
-        self.model, self.processor = model, processor
+    model_name: str = DEFAULT_CAPTIONER
+    device: str = "auto"
+    batch_size: int = 16  # images per generate call
+    max_new_tokens: int = 30
+    prompt: str | None = None
+    model: object = None
+    processor: object = None
 
     def _load(self) -> None:
-
         try:
             import transformers
         except ImportError as err:
@@ -101,9 +75,8 @@ class HFCaptioner:
             chunk = images[start : start + self.batch_size]
             kwargs = {"text": [self.prompt] * len(chunk)} if self.prompt else {}
             inputs = self.processor(images=chunk, return_tensors="pt", **kwargs)
-            inputs = {
-                k: v.to(getattr(self.model, "device", "cpu")) if hasattr(v, "to") else v for k, v in inputs.items()
-            }
+            device = getattr(self.model, "device", "cpu")
+            inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
             ids = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens)
             out += self.processor.batch_decode(ids, skip_special_tokens=True)
         return [clean_caption(c) for c in out]
@@ -116,8 +89,6 @@ def clean_caption(caption: str) -> str:
 
 def _hf_captions(bench: CIRBenchmark, names: list[str], captioner: Callable, progress: bool) -> list[str]:
     """Captions of real images, cached by captioner name and image list."""
-    from tqdm.auto import tqdm
-
     name = getattr(captioner, "model_name", None)
     key = digest(name, getattr(captioner, "prompt", None), bench.name, names)
     path = cache_dir("captions") / f"{key}.json" if name else None
@@ -138,17 +109,9 @@ def reference_captions(
     known: dict[str, str],
     progress: bool = True,
 ) -> dict[str, str]:
-    """A caption of every reference image.
-
-    Args:
-        backbone: the frozen CLIP.
-        bench: the benchmark; a dataset that brings its own captioner (``bench.captioner``, the
-            offline world's) uses it.
-        captioner: a Hugging Face model name or a callable ``list[PIL.Image] -> list[str]``
-            (``None``: :data:`DEFAULT_CAPTIONER`).
-        known: captions made before, by image name; filled in place.
-        progress: progress bars.
-    """
+    """A caption of every reference image: by ``bench.captioner`` where the dataset brings one, else by
+    ``captioner`` (a Hugging Face model name, default :data:`DEFAULT_CAPTIONER`, or a callable).
+    ``known``: captions made before, by image name, filled in place."""
     names = bench.reference_names()
     todo = [n for n in names if n not in known]
     if not todo:
@@ -164,8 +127,3 @@ def reference_captions(
         captions = _hf_captions(bench, todo, captioner, progress)
     known.update(zip(todo, captions))
     return known
-
-
-def captioning_query_features(backbone: Backbone, bench: CIRBenchmark, captions: dict[str, str]) -> torch.Tensor:
-    """``captioning``: features of ``a photo of {caption} that {relative caption}``."""
-    return text_query_features(backbone, bench.queries, CAPTION_PROMPT, [captions[q.reference] for q in bench.queries])

@@ -1,88 +1,154 @@
 """LinCIR (Gu et al., CVPR 2024): φ trained from text alone by self-masking projection.
 
-For a caption with text features t (the projected EOT output, not normalised), φ maps
-``t + u·ε`` (u ~ U(0, 1) per caption, ε ~ N(0, I)) to a token; the caption with its keywords replaced
-by ``$`` (:mod:`~searle_core.baselines.lincir_masking`) is encoded with that token in every ``$``
-row, and the loss is the MSE between its features and t, over batch and dimensions. At query time
-the reference image's *raw* ``encode_image`` features go through φ (the official
-``extract_pseudo_tokens_with_phi``: ``l2_normalize`` is off by default, as in training) and the query
-is SEARLE's ``a photo of $ that {caption}`` (FashionIQ: both caption orders, as the official
-``validate.py``, which is SEARLE's).
+For a caption with raw text features t, φ maps ``t + u·ε`` (u ~ U(0, 1) per caption, ε ~ N(0, I)) to a
+token; the caption with its keywords replaced by ``$`` is encoded with that token in every ``$`` row, and
+the loss is the MSE between its features and t. At query time φ takes the reference image's raw
+``encode_image`` features; the query is SEARLE's ``a photo of $ that {caption}`` (FashionIQ: both orders).
 
-What follows the official code (navervision/lincir ``train_phi.py``, ``models.py``, ``loader.py``):
-φ is SEARLE's network (d → 4d → 4d → d_tok, GELU, dropout 0.5, PyTorch's default initialisation);
-AdamW, lr 1e-4, weight decay 0.01, batch 256 with drop_last over a shuffled corpus, a constant
-learning rate (the default ``--lr_scheduler constant``: its warm-up steps are ignored); noise scale 1;
-fp32 (the official mixed precision is optional). Checkpoints are ``{"epoch": step, "Phi": state}``,
-so the official ``phi_best.pt`` loads with :func:`load_lincir`.
+As the official code (navervision/lincir ``loader.py``, ``train_phi.py``, ``models.py``): a caption is
+lower-cased, its ``$`` removed, its keywords (maximal runs of words tagged NOUN, PROPN, ADJ or DET)
+replaced by ``$`` with ``str.replace`` in order until one is not found verbatim, which (as no keyword)
+replaces one random word instead; a caption whose ``$`` does not survive tokenisation becomes ``a photo
+of $`` (flagged). SEARLE's φ network; AdamW, lr 1e-4, weight decay 0.01, batch 256 with drop_last over
+a shuffled corpus, a constant lr, noise scale 1, fp32; checkpoints ``{"epoch": step, "Phi": state}``, so
+the official ``phi_best.pt`` loads with :func:`load_lincir`.
 
-Choices where the paper or its code leaves them open, or the harness differs:
-
-- the corpus: ``--captions FILE`` on real datasets (the official run uses several million CC3M,
-  Stable Diffusion and Midjourney captions); on ``shapes`` the world's grammar captions;
-- the keyword tagger: closed-class words instead of spaCy by default (see ``lincir_masking``);
-- the random-word fallback is drawn once per caption (seeded) instead of at every visit;
-- length: ``steps`` (official 50,000); the world's recipe is :meth:`LincirConfig.for_world`;
-- no CIRR validation during training and no ``phi_best``: the last φ is kept (a held-out
-  benchmark choosing the checkpoint would not be zero-shot on it); no EMA (off by default there too);
-- the original features t of the corpus are computed once (CLIP is frozen, so they never change).
+Where it differs: the corpus (``--captions FILE``, or a dataset's own; officially millions of CC3M,
+Stable Diffusion and Midjourney captions); to run offline, a tagger that keeps every word but English's
+closed-class ones (``spacy``: the official one, when installed), and ``$`` written with spaces around it
+(CLIP's BPE would not split it off inside a word, as the official special token ``[$]`` is); the
+random-word fallback drawn once per caption (seeded); ``steps`` (officially 50,000); no validation, no
+``phi_best`` (a held-out benchmark choosing the checkpoint would not be zero-shot) and no EMA.
 """
 
 from __future__ import annotations
 
+import itertools
+import random
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from searle_core.baselines.lincir_masking import FALLBACK_PROMPT, PSEUDO_WORD, mask_corpus
+from searle_core.baselines.training import network_tokens
 from searle_core.clip.backbone import Backbone
 from searle_core.datasets.base import CIRBenchmark
 from searle_core.datasets.features import image_features
 from searle_core.infra.device import eval_precision
-from searle_core.infra.errors import InputError, load_torch_file
+from searle_core.infra.errors import InputError
+from searle_core.infra.files import load_torch_file
 from searle_core.method.encoding import encode_text, encode_token_embeddings
 from searle_core.method.phi import Phi
-from searle_core.retrieval.queries import SEARLE_PROMPT, pseudo_query_features
+
+PSEUDO_WORD = "$"
+FALLBACK_PROMPT = "a photo of $"
+
+#: Words that are never NOUN, PROPN, ADJ or DET for spaCy's English tagger (they break keyword runs).
+CLOSED_CLASS = frozenset(
+    """
+    about above across after against along among around as at before behind below beneath beside
+    between beyond but by down during for from in inside into like near of off on onto out outside
+    over past since than through throughout to toward towards under until up upon with within without
+    and or nor so yet if because while although though whether that which who whom whose where when
+    why how i me my mine you your yours he him his she her hers it its we us our ours they them their
+    theirs this these those what itself himself herself themselves is are was were be been being am
+    has have had having do does did doing can could will would shall should may might must not no
+    there here very too also just only then now again still even ever never always often really
+    quite rather almost
+    """.split()
+)
+_PUNCTUATION = re.compile(r"^[\W_]+$")
+
+
+def closed_class_is_keyword(word: str) -> bool:
+    """Whether ``word`` would be tagged NOUN, PROPN, ADJ or DET (closed-class approximation)."""
+    return not (word in CLOSED_CLASS or _PUNCTUATION.match(word) or word.replace(".", "").isdigit())
+
+
+def _runs(tagged) -> list[str]:
+    """Maximal runs of words tagged as keywords, in order, from ``(word, is_keyword)`` pairs."""
+    return [" ".join(w for w, _ in run) for keep, run in itertools.groupby(tagged, key=lambda t: t[1]) if keep]
+
+
+def keyword_runs(caption: str, is_keyword: Callable[[str], bool] = closed_class_is_keyword) -> list[str]:
+    """Maximal runs of keyword words, in order (the official ``extract_keywords_spacy``)."""
+    return _runs((w, is_keyword(w)) for w in caption.split())
+
+
+def spacy_keyword_runs(model: str = "en_core_web_sm") -> Callable[[str], list[str]]:
+    """The official keyword selection with spaCy (``pip install spacy`` and its English model)."""
+    try:
+        import spacy  # optional, only for the official tagger
+
+        nlp = spacy.load(model)
+    except (ImportError, OSError) as err:
+        raise InputError(
+            f"LinCIR's spaCy keywords need spacy and its model {model!r} ({err}); use keywords='closed-class'"
+        ) from None
+    return lambda caption: _runs((t.text, t.pos_ in ("NOUN", "PROPN", "ADJ", "DET")) for t in nlp(caption))
+
+
+def clean_caption(caption: str) -> str:
+    """The official ``clean_caption`` (its 75-token cut is the tokenizer's)."""
+    return caption.lower().replace(PSEUDO_WORD, "").strip()
+
+
+def mask_keywords(caption: str, keywords: list[str], rng: random.Random) -> str:
+    """The official replacement of ``keywords`` by ``$`` (see the module's docstring)."""
+    replaced = caption
+    for keyword in keywords or [""]:
+        if keyword and keyword in caption:
+            replaced = replaced.replace(keyword, f" {PSEUDO_WORD} ")
+        else:
+            words = caption.split(" ")
+            replaced = replaced.replace(rng.choice(words), f" {PSEUDO_WORD} ") if words else FALLBACK_PROMPT
+            break
+    return " ".join(replaced.split())
+
+
+@dataclass(frozen=True)
+class MaskedCaption:
+    """A training pair: the cleaned caption and its keyword-masked form (``flagged``: the fallback)."""
+
+    caption: str
+    masked: str
+    flagged: bool = False
+
+
+def mask_corpus(captions: list[str], seed: int, keywords: str = "closed-class") -> list[MaskedCaption]:
+    """Every caption with its keywords (``closed-class`` or ``spacy`` tagger) masked; ``seed``: the
+    random-word fallback's generator."""
+    if keywords not in ("closed-class", "spacy"):
+        raise InputError(f"LinCIR keywords {keywords!r}: expected 'closed-class' or 'spacy'")
+    find = spacy_keyword_runs() if keywords == "spacy" else keyword_runs
+    rng = random.Random(seed)
+    out = []
+    for raw in captions:
+        caption = clean_caption(raw)
+        masked = mask_keywords(caption, find(caption), rng)
+        ok = PSEUDO_WORD in masked.split()  # the tokenizer's cut is checked on the tokens (lincir.py)
+        out.append(MaskedCaption(caption, masked if ok else FALLBACK_PROMPT, not ok))
+    return out
 
 
 @dataclass(frozen=True)
 class LincirConfig:
-    """LinCIR's φ and its training (defaults: the official recipe but its length).
-
-    Args:
-        steps: optimisation steps (official: 50,000).
-        batch_size: captions per step (drop_last: a corpus smaller than a batch is one batch).
-        lr: AdamW learning rate (constant).
-        weight_decay: AdamW weight decay.
-        noise: scale of the noise added to the text features (official 1.0).
-        dropout: φ's dropout.
-        l2_normalize: normalise φ's input after the noise (official flag, off), and at query time.
-        keywords: keyword tagger, ``closed-class`` or ``spacy``.
-        max_captions: captions of the corpus used (0: all).
-        seed: initialisation, shuffling, noise and the keyword fallback.
-    """
+    """LinCIR's φ and its training: the official recipe, but its length."""
 
     steps: int = 50_000
-    batch_size: int = 256
-    lr: float = 1e-4
+    batch_size: int = 256  # drop_last: a corpus smaller than a batch is one batch
+    lr: float = 1e-4  # constant
     weight_decay: float = 0.01
-    noise: float = 1.0
+    noise: float = 1.0  # scale of the noise added to the text features
     dropout: float = 0.5
-    l2_normalize: bool = False
-    keywords: str = "closed-class"
-    max_captions: int = 0
-    seed: int = 42
-
-    @classmethod
-    def for_world(cls, **overrides) -> LincirConfig:
-        """The offline world's recipe: short enough for ``make run`` on two CPU cores."""
-        return cls(**{"steps": 100, "batch_size": 32, "lr": 1e-3, **overrides})
-
-    def build(self, backbone: Backbone) -> Phi:
-        return Phi.for_backbone(backbone, self.dropout)
+    l2_normalize: bool = False  # normalise φ's input after the noise, and at query time (official flag)
+    keywords: str = "closed-class"  # or "spacy"
+    max_captions: int = 0  # captions of the corpus used (0: all)
+    seed: int = 42  # initialisation, shuffling, noise and the keyword fallback
 
 
 def encode_masked(backbone: Backbone, tokens: torch.Tensor, pseudo_tokens: torch.Tensor) -> torch.Tensor:
@@ -110,32 +176,15 @@ def lincir_loss(
     config: LincirConfig,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """MSE between the masked captions' features (``$`` = φ(t + noise)) and the originals' t.
-
-    Args:
-        phi: the network.
-        backbone: frozen CLIP.
-        original: (N, embed_dim) raw text features t of the original captions.
-        masked_tokens: (N, L) tokenised masked captions, each with at least one ``$``.
-        config: noise and normalisation.
-        generator: the noise's generator (``None``: the global one).
-    """
+    """MSE between the features of the (N, L) tokenised masked captions, ``$`` = φ(t + noise), and the
+    originals' raw text features t."""
     tokens = phi(phi_input(original, config.noise, generator, config.l2_normalize))
     return F.mse_loss(encode_masked(backbone, masked_tokens, tokens).float(), original.float())
 
 
-@dataclass
-class CorpusTensors:
-    """A text corpus ready for training: t of each caption, its masked tokens, the fallback share."""
-
-    original: torch.Tensor
-    masked_tokens: torch.Tensor
-    flagged_share: float
-
-
 @torch.no_grad()
-def prepare_corpus(backbone: Backbone, captions: list[str], config: LincirConfig, batch: int = 1024) -> CorpusTensors:
-    """Mask every caption and compute its original features once (raw, CPU)."""
+def prepare_corpus(backbone: Backbone, captions: list[str], config: LincirConfig, batch: int = 1024):
+    """Every caption's raw features t (CPU, once), its masked tokens, and the share that fell back."""
     if config.max_captions:
         captions = captions[: config.max_captions]
     if not captions:
@@ -153,7 +202,7 @@ def prepare_corpus(backbone: Backbone, captions: list[str], config: LincirConfig
         ids[lost] = fallback
         flagged += int(lost.sum())
         tokens.append(ids)
-    return CorpusTensors(torch.cat(originals), torch.cat(tokens), flagged / len(masked))
+    return torch.cat(originals), torch.cat(tokens), flagged / len(masked)
 
 
 def train_lincir(
@@ -161,12 +210,12 @@ def train_lincir(
 ) -> tuple[Phi, dict]:
     """Train φ on a text corpus; returns it (eval mode) and ``{"history", "train_seconds", ...}``."""
     start = time.perf_counter()
-    corpus = prepare_corpus(backbone, captions, config)
+    original, masked_tokens, fallback_share = prepare_corpus(backbone, captions, config)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    phi = config.build(backbone).to(backbone.device).train()
+    phi = Phi.for_backbone(backbone, config.dropout).to(backbone.device).train()
     optimizer = torch.optim.AdamW(phi.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    n = len(corpus.original)
+    n = len(original)
     batch = min(config.batch_size, n)
     history, order, cursor = [], torch.randperm(n, generator=generator), 0
     for step in tqdm(range(config.steps), desc="LinCIR φ", disable=not progress):
@@ -174,26 +223,15 @@ def train_lincir(
             order, cursor = torch.randperm(n, generator=generator), 0
         idx = order[cursor : cursor + batch]
         cursor += batch
-        loss = lincir_loss(
-            phi,
-            backbone,
-            corpus.original[idx].to(backbone.device),
-            corpus.masked_tokens[idx].to(backbone.device),
-            config,
-            generator,
-        )
+        device = backbone.device
+        loss = lincir_loss(phi, backbone, original[idx].to(device), masked_tokens[idx].to(device), config, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if (step + 1) % max(1, config.steps // 200) == 0 or step == 0:  # ≤ 200 points in the record
             history.append({"step": step + 1, "loss": float(loss.detach())})
-    meta = {
-        "history": history,
-        "train_seconds": time.perf_counter() - start,
-        "captions": n,
-        "fallback_share": corpus.flagged_share,
-    }
-    return phi.eval(), meta
+    seconds = time.perf_counter() - start
+    return phi.eval(), {"history": history, "train_seconds": seconds, "captions": n, "fallback_share": fallback_share}
 
 
 def load_lincir(path, backbone: Backbone, config: LincirConfig = LincirConfig()) -> Phi:
@@ -201,7 +239,7 @@ def load_lincir(path, backbone: Backbone, config: LincirConfig = LincirConfig())
     plain state dict; its widths must match the backbone (the official ones are ViT-L/14, H/14, G/14)."""
     state = load_torch_file(path, "LinCIR φ checkpoint")
     state = state.get("Phi", state) if isinstance(state, dict) else state
-    phi = config.build(backbone)
+    phi = Phi.for_backbone(backbone, config.dropout)
     try:
         phi.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError, AttributeError) as err:
@@ -213,78 +251,27 @@ def load_lincir(path, backbone: Backbone, config: LincirConfig = LincirConfig())
 
 
 @torch.no_grad()
-def lincir_tokens(backbone: Backbone, network: torch.nn.Module, features: torch.Tensor, l2: bool = False):
-    """φ's tokens of raw CLIP features (image or text), on CPU."""
-    feats = features.to(backbone.device).float()
-    with eval_precision(backbone.device):
-        return network(F.normalize(feats, dim=-1) if l2 else feats).float().cpu()
-
-
-def lincir_reference_tokens(
-    backbone: Backbone, bench: CIRBenchmark, network: torch.nn.Module | None, progress: bool = True, l2: bool = False
-) -> dict[str, torch.Tensor]:
-    """``$`` of every reference image: φ applied to its raw ``encode_image`` features."""
-    if network is None:
-        raise InputError(
-            "method 'lincir' needs its φ in MethodContext.networks['lincir']: load one "
-            "(--lincir-checkpoint, load_lincir) or let searle_core.jobs.prepare.prepare train it on captions"
-        )
-    names = bench.reference_names()
-    feats = image_features(backbone, bench.images, names, progress=progress, normalize=False)
-    return dict(zip(names, lincir_tokens(backbone, network, feats, l2)))
-
-
-def lincir_query_features(backbone: Backbone, bench: CIRBenchmark, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``lincir``: ``a photo of $ that {caption}`` with ``$`` = φ(raw reference features)."""
-    return pseudo_query_features(backbone, bench.queries, tokens, SEARLE_PROMPT)
-
-
-@torch.no_grad()
 def modality_gap(
     backbone: Backbone, network: torch.nn.Module, image_feats: torch.Tensor, captions: list[str], l2: bool = False
 ) -> dict[str, float]:
-    """How far φ's token of an image is from its token of that image's caption.
-
-    Args:
-        backbone: frozen CLIP.
-        network: LinCIR's φ.
-        image_feats: (N, embed_dim) raw image features.
-        captions: the N images' captions.
-
-    Returns:
-        ``token_cosine``: mean cosine between φ(image) and φ(caption); ``feature_cosine``: mean
-        cosine between the image and caption features themselves (CLIP's own gap), for scale.
-    """
+    """How far φ's token of an image is from its token of that image's caption: the mean cosine between
+    φ(image) and φ(caption), and, for scale, between the raw image and caption features (CLIP's own gap)."""
     with eval_precision(backbone.device):
         text = encode_text(backbone.model, backbone.tokenize(captions)).float().cpu()
-    image_tokens = lincir_tokens(backbone, network, image_feats, l2)
-    text_tokens = lincir_tokens(backbone, network, text, l2)
-    return {
-        "token_cosine": float(F.cosine_similarity(image_tokens, text_tokens, dim=-1).mean()),
-        "feature_cosine": float(F.cosine_similarity(image_feats.float(), text, dim=-1).mean()),
-        "images": len(captions),
-    }
+    image_tokens, text_tokens = (network_tokens(backbone, network, x, l2) for x in (image_feats, text))
+    cosine = lambda a, b: float(F.cosine_similarity(a, b, dim=-1).mean())
+    gap = {"token_cosine": cosine(image_tokens, text_tokens), "feature_cosine": cosine(image_feats.float(), text)}
+    return {**gap, "images": len(captions)}
 
 
 def benchmark_modality_gap(
     backbone: Backbone, bench: CIRBenchmark, network: torch.nn.Module, progress: bool = False
 ) -> dict[str, float] | None:
-    """:func:`modality_gap` on the reference images whose caption the dataset knows (the offline
-    world's); ``None`` where it knows none (real datasets)."""
+    """:func:`modality_gap` on the reference images whose caption the dataset's text corpus knows;
+    ``None`` where it knows none."""
     described = bench.text_corpus.described if bench.text_corpus is not None else {}
     names = [n for n in bench.reference_names() if n in described]
     if not names:
         return None
     feats = image_features(backbone, bench.images, names, progress=progress, normalize=False)
     return modality_gap(backbone, network, feats, [described[n] for n in names])
-
-
-__all__ = [
-    "PSEUDO_WORD",
-    "LincirConfig",
-    "load_lincir",
-    "train_lincir",
-    "lincir_loss",
-    "modality_gap",
-    "benchmark_modality_gap",
-]

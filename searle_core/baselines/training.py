@@ -1,8 +1,8 @@
 """What the trained baselines share: their unlabeled images and a training loop.
 
-Pic2Word's mapper and PALAVRA's inverter are trained on the *same* unlabeled images as φ (the
-paper's ImageNet1K test images; on ``shapes`` the world's pretrain images), from the same cached
-CLIP features, so the table compares objectives and not data.
+Pic2Word's mapper and PALAVRA's inverter train on the *same* unlabeled images as φ (the paper's
+ImageNet1K test images, or a dataset's own), from the same cached CLIP features, so the table compares
+objectives and not data.
 """
 
 from __future__ import annotations
@@ -12,70 +12,40 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from searle_core.clip.backbone import Backbone
 from searle_core.datasets.base import CIRBenchmark, ImageSource, UnlabeledImages
 from searle_core.datasets.features import image_features
-from searle_core.infra.device import grad_scaler, scaled_step, train_autocast
+from searle_core.infra.device import eval_precision, grad_scaler, scaled_step, train_autocast
 from searle_core.infra.errors import InputError
 from searle_core.infra.files import digest
 
 
 @dataclass
 class UnlabeledFeatures:
-    """Unlabeled training images as features.
-
-    Args:
-        data_id: names the images in artifact keys.
-        names: the image names.
-        features: (N, embed_dim) CLIP features (normalised unless asked raw), row i for ``names[i]``.
-    """
+    """Unlabeled training images as (N, embed_dim) CLIP features, row i for ``names[i]``; ``data_id`` names
+    the images in artifact keys."""
 
     data_id: str
     names: list[str]
     features: torch.Tensor
 
 
-#: Image presentations of the world's trained baselines (Pic2Word's mapper, PALAVRA's inverter), about
-#: φ's there (70 epochs over 256 images): 10 epochs over the default world's 2,000 unlabeled images, 40
-#: over the quick world's 500, so a world of any size trains them about as long as φ.
-WORLD_BASELINE_PRESENTATIONS = 20_000
-
-
-def world_epochs(images: int) -> int:
-    """Epochs of a world baseline over ``images`` unlabeled images (:data:`WORLD_BASELINE_PRESENTATIONS`)."""
-    return max(1, round(WORLD_BASELINE_PRESENTATIONS / max(1, images)))
-
-
 def unlabeled_images(
-    backbone: Backbone,
-    bench: CIRBenchmark,
-    given: UnlabeledImages | ImageSource | tuple[ImageSource, list[str]] | None,
-    method: str,
-    progress: bool = True,
-    normalize: bool = True,
+    backbone: Backbone, bench: CIRBenchmark, given, method: str, progress: bool = True, normalize: bool = True
 ) -> UnlabeledFeatures:
-    """The unlabeled images a baseline trains on, as features.
-
-    A dataset that brings its own (``bench.unlabeled``: the offline world's pre-training images) uses
-    them. Real datasets: ``given`` (``MethodContext.unlabeled``), an image source with a ``names``
-    list (e.g. ``ImageFolderSource`` of ImageNet1K ``test/``), a ``(source, names)`` pair or an
-    :class:`UnlabeledImages`. ``normalize=False`` gives raw ``encode_image`` features (Pic2Word's
-    mapper input, as in its official code).
-
-    Raises:
-        ValueError: on a real dataset without unlabeled images, saying how to provide them.
-    """
+    """The unlabeled images a baseline trains on, as features (``normalize=False``: raw ``encode_image``
+    features, Pic2Word's mapper input). A dataset's own (``bench.unlabeled``) come first; else ``given``
+    (``MethodContext.unlabeled``): an image source with ``names`` (e.g. ``ImageFolderSource`` of ImageNet1K
+    ``test/``), a ``(source, names)`` pair or :class:`UnlabeledImages`."""
     if bench.unlabeled is not None:
         given = bench.unlabeled
     if isinstance(given, UnlabeledImages):
-        return UnlabeledFeatures(
-            given.data_id,
-            given.names,
-            image_features(backbone, given.source, given.names, progress=progress, normalize=normalize),
-        )
+        feats = image_features(backbone, given.source, given.names, progress=progress, normalize=normalize)
+        return UnlabeledFeatures(given.data_id, given.names, feats)
     if given is None:
         raise InputError(
             f"method {method!r} trains its network on unlabeled images (the paper: the ImageNet1K "
@@ -89,9 +59,24 @@ def unlabeled_images(
             f"MethodContext.unlabeled must be an ImageSource (with .names) or (source, names); got {type(source)}"
         )
     data_id = "images-" + digest(type(source).__name__, str(getattr(source, "root", "")), names)
-    return UnlabeledFeatures(
-        data_id, names, image_features(backbone, source, names, progress=progress, normalize=normalize)
-    )
+    feats = image_features(backbone, source, names, progress=progress, normalize=normalize)
+    return UnlabeledFeatures(data_id, names, feats)
+
+
+@torch.no_grad()
+def network_tokens(backbone: Backbone, network: nn.Module, features: torch.Tensor, l2: bool = False) -> torch.Tensor:
+    """A trained network's tokens of raw CLIP features (image or text; ``l2``: normalised first), on CPU."""
+    feats = features.to(backbone.device).float()
+    with eval_precision(backbone.device):
+        return network(F.normalize(feats, dim=-1) if l2 else feats).float().cpu()
+
+
+def reference_tokens(backbone: Backbone, bench: CIRBenchmark, network, progress=True, l2=False) -> dict:
+    """``$`` of every reference image: ``network`` (Pic2Word's mapper, LinCIR's φ) on its raw
+    ``encode_image`` features, as their official code does."""
+    names = bench.reference_names()
+    feats = image_features(backbone, bench.images, names, progress=progress, normalize=False)
+    return dict(zip(names, network_tokens(backbone, network, feats, l2)))
 
 
 def cosine_with_warmup(base_lr: float, warmup: int, total: int) -> Callable[[int], float]:
@@ -115,11 +100,7 @@ def fit(
     module: nn.Module,
     n: int,
     loss_fn: Callable[[list[int]], torch.Tensor],
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    seed: int,
+    config,
     desc: str,
     progress: bool = True,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -128,31 +109,12 @@ def fit(
     warmup_steps: int | None = None,
     precision: str = "fp32",
 ) -> list[dict]:
-    """AdamW over shuffled mini-batches of ``n`` examples, with a progress bar over epochs.
-
-    Args:
-        module: the network (its parameters are optimised; put in train mode here).
-        n: dataset size.
-        loss_fn: batch indices -> scalar loss.
-        epochs: passes over the data.
-        batch_size: examples per step (the last, smaller batch of an epoch is kept).
-        lr: learning rate.
-        weight_decay: AdamW weight decay.
-        seed: seeds the shuffling (and dropout, through the global generator).
-        desc: progress-bar label.
-        progress: show the bar.
-        betas: AdamW betas.
-        eps: AdamW epsilon.
-        decay_biases_and_gains: ``False``: biases and norm gains get no weight decay.
-        warmup_steps: ``None``: constant ``lr``; else linear warm-up over this many steps, then a
-            cosine decay to 0 at the last step.
-        precision: training precision (:mod:`searle_core.infra.device`); ``loss_fn`` runs under its
-            autocast and fp16 on CUDA uses a loss scaler.
-
-    Returns:
-        Per epoch ``{"epoch", "loss"}`` (mean over the epoch's batches).
-    """
-
+    """AdamW over shuffled mini-batches of ``n`` examples (the last, smaller batch kept) with ``config``'s
+    epochs, batch size, lr, weight decay and seed (shuffling and, through the global generator, dropout);
+    ``loss_fn`` maps batch indices to a loss, run under ``precision``'s autocast (fp16 on CUDA with a loss
+    scaler). ``warmup_steps``: a linear warm-up then a cosine decay to 0 (``None``: a constant lr).
+    Returns the mean loss of every epoch."""
+    epochs, batch_size, lr, seed = config.epochs, config.batch_size, config.lr, config.seed
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     if decay_biases_and_gains:
@@ -163,14 +125,13 @@ def fit(
             {"params": [p for k, p in named if _no_decay(k, p)], "weight_decay": 0.0},
             {"params": [p for k, p in named if not _no_decay(k, p)]},
         ]
-    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
-    steps_per_epoch = (n + batch_size - 1) // batch_size
-    schedule = cosine_with_warmup(lr, warmup_steps, epochs * steps_per_epoch) if warmup_steps is not None else None
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=config.weight_decay, betas=betas, eps=eps)
+    total = epochs * ((n + batch_size - 1) // batch_size)
+    schedule = cosine_with_warmup(lr, warmup_steps, total) if warmup_steps is not None else None
     device = next(module.parameters()).device
     scaler = grad_scaler(device, precision)
     module.train()
-    history = []
-    step = 0
+    history, step = [], 0
     bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress)
     for epoch in bar:
         order = torch.randperm(n, generator=generator).tolist()

@@ -1,11 +1,8 @@
-"""``searle``: the command line, a thin layer over the package.
+"""``searle``: the command line, a thin layer over the package; each sub-module registers its commands.
 
-Each sub-module registers its sub-commands; ``searle --help`` lists them.
-
-Errors: bad input (the project's :class:`~searle_core.infra.errors.InputError` and its kin, and the
-operating system's file errors: a missing file, no permission, a full disk) is one line naming what
-to fix; anything else is a bug and prints its traceback. ``--debug`` or ``SEARLE_DEBUG=1`` prints the
-traceback of every error.
+Bad input (:class:`~searle_core.infra.errors.InputError` and its kin, the OS's file errors: a missing
+file, no permission, a full disk) is one line naming what to fix; anything else is a bug and prints its
+traceback. ``--debug`` or ``SEARLE_DEBUG=1`` prints the traceback of every error.
 """
 
 from __future__ import annotations
@@ -34,24 +31,18 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def command_modules() -> list:
-    """Every module of this package with a ``register(subparsers)`` function, in name order."""
-    modules = [importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)]
-    return [m for m in modules if hasattr(m, "register")]
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="searle",
         description="SEARLE: zero-shot composed image retrieval "
         "by textual inversion (runs offline on the synthetic 'shapes' world by default).",
     )
-    parser.add_argument(
-        "--debug", action="store_true", help="print the traceback of every error (also: SEARLE_DEBUG=1)"
-    )
+    parser.add_argument("--debug", action="store_true", help="print the traceback of every error (SEARLE_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in command_modules():
-        module.register(sub)
+    for m in pkgutil.iter_modules(__path__):  # every module with a register(subparsers), in name order
+        module = importlib.import_module(f"{__name__}.{m.name}")
+        if hasattr(module, "register"):
+            module.register(sub)
     return parser
 
 
@@ -80,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _stop_on_sigterm(received: list[int]):
-    """Make SIGTERM (``kill``, a batch scheduler's stop, torchrun stopping its workers) stop a
-    command as Ctrl-C does, so run folders keep every finished batch or epoch; returns the handler
-    it replaced (``None`` when not installed: off the main thread, or a handler set by the caller)."""
+    """SIGTERM (``kill``, a batch scheduler, torchrun stopping its workers) stops a command as Ctrl-C does,
+    so run folders keep every finished batch or epoch; returns the handler it replaced (``None`` when not
+    installed: off the main thread, or a handler set by the caller)."""
 
     def stop(signum, frame):
         received.append(signum)
@@ -99,7 +90,6 @@ def _stop_on_sigterm(received: list[int]):
 
 def _interrupted(args: argparse.Namespace) -> str:
     """The exit line of an interrupted command: what a run folder kept and how to continue."""
-    # Run folders keep every finished batch/epoch: say how to continue, not where Python was.
     if getattr(args, "out", None) is None or not hasattr(args, "resume"):
         return "interrupted"
     kept = getattr(args, "kept", None)

@@ -6,62 +6,97 @@ import argparse
 import json
 import math
 
-from searle_core.datasets.backbone_setup import configure_for_dataset, open_backbone
-from searle_core.infra.settings import RunSettings, add_setting, from_namespace
+from searle_core.clip.backbone import open_backbone
+from searle_core.datasets.features import configure_for_dataset
+from searle_core.infra.settings import RunSettings, add_setting, from_namespace, nonnegative_int, positive_int
+
+CHOICES = {"preprocess": ("clip", "targetpad"), "precision": ("auto", "fp32", "fp16", "bf16")}
 
 
 def add_backbone_options(p: argparse.ArgumentParser) -> None:
-    """``--backbone``, ``--pretrained``, ``--device``, ``--quick``: the fields of :class:`RunSettings`."""
-    add_setting(p, "backbone", help="open_clip model name (ViT-B-32, ViT-L-14, ...) or shapes-clip (default)")
+    """``--backbone``, ``--pretrained``, ``--device``, ``--quick``."""
+    add_setting(p, "backbone")
     add_setting(
         p,
         "pretrained",
-        help="open_clip weights tag or a local weights file: OpenAI's ViT-B-32.pt / ViT-L-14.pt as "
-        "released, a state dict, safetensors; openai:FILE marks OpenAI weights (built with QuickGELU) "
-        "(default: openai; shapes-clip: the project-trained weights); 'none': random weights, seeded "
-        "by --seed (smoke tests)",
+        help="open_clip weights tag or a local weights file (OpenAI's ViT-B-32.pt as released, a state dict, "
+        "safetensors; openai:FILE: OpenAI weights, built with QuickGELU); default: openai, or the project-trained "
+        "weights for shapes-clip; 'none': random weights seeded by --seed (smoke tests)",
     )
     add_setting(p, "device")
-    add_setting(p, "quick", help="CI-sized shapes world and world CLIP (seconds instead of minutes)")
+    add_setting(p, "quick")
+
+
+def add_image_options(p, datasets: tuple[str, ...], default_split: str | None = None, **helps: str) -> None:
+    """The images of a run: dataset, folder, split, category, what a missing image does, preprocessing,
+    the backbone (``helps``: a setting's help where this command says more)."""
+    add_setting(p, "dataset", choices=datasets, help=helps.get("dataset"))
+    add_setting(p, "split", default=default_split, help=helps.get("split"))
+    for name in ("dataset_path", "category", "preprocess"):
+        add_setting(p, name, default=None, choices=CHOICES.get(name), help=helps.get(name))
+    add_setting(p, "num_workers", type=nonnegative_int)
+    p.add_argument(
+        "--on-missing",
+        default="error",
+        choices=("error", "skip"),
+        help="a missing or unreadable image: fail naming it (default) or skip it and count it",
+    )
+    p.add_argument(
+        "--check-images",
+        default="exists",
+        choices=("none", "exists", "open"),
+        help="check images up front: stat them (default), also decode every one (open), or not at all",
+    )
+    add_backbone_options(p)
+
+
+def add_run_options(p: argparse.ArgumentParser, json_help: str | None = "one JSON object on one line") -> None:
+    """``--seed``, ``--no-progress`` and (unless ``json_help`` is ``None``) ``--json``."""
+    add_setting(p, "seed")
+    p.add_argument("--no-progress", action="store_true")
+    if json_help:
+        p.add_argument("--json", action="store_true", help=json_help)
+
+
+def add_out_options(p: argparse.ArgumentParser, out_help: str) -> None:
+    """The run folder of a resumable run: ``--out``, ``--resume``, ``--force``."""
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: accept changed hyper-parameters; without: delete the run in --out first",
+    )
 
 
 def settings_from_args(args: argparse.Namespace | RunSettings) -> RunSettings:
-    """The run settings of a command's options (every option named as a :class:`RunSettings` field).
-
-    Settings pass through unchanged, so helpers shared with other code take either.
-    """
+    """The run settings of a command's options (settings pass through, so shared helpers take either)."""
     if isinstance(args, RunSettings):
         return args
-    # A command without --seed (``searle bench``) draws random weights under seed 0, as it always has.
+    # A command without --seed (``searle bench``) draws random weights under seed 0.
     return from_namespace(args) if hasattr(args, "seed") else from_namespace(args, seed=0)
 
 
 def load_backbone_from_args(args: argparse.Namespace | RunSettings):
-    """The backbone named by ``--backbone``/``--pretrained``/``--device`` (and ``--quick``), with the
-    dataset's image pipeline (:mod:`searle_core.datasets.backbone_setup`, shared with the notebooks).
+    """The backbone the options name, with the dataset's image pipeline (``configure_for_dataset``, as the
+    notebooks: targetpad 1.25 for every dataset, 0 workers for shapes, up to 8 for image files).
 
-    ``--pretrained none`` builds the architecture with random weights. They are drawn under the
-    command's ``--seed`` (0 without one) in a forked RNG, so two runs build the same model, share
-    feature caches, and leave the global random state untouched.
+    ``--pretrained none`` draws random weights under ``--seed`` in a forked RNG, so two runs build the
+    same model, share feature caches, and leave the global random state untouched.
     """
-
     s = settings_from_args(args)
     backbone = open_backbone(s.backbone, s.pretrained, s.device, s.seed, s.quick)
     if isinstance(args, argparse.Namespace) and not hasattr(args, "preprocess"):
         return backbone  # a command without image options (`searle invert` sets its own)
-    return configure_images_from_args(backbone, s)
-
-
-def configure_images_from_args(backbone, args: argparse.Namespace | RunSettings):
-    """Apply ``--preprocess`` and ``--num-workers`` to the backbone.
-
-    The defaults are decided by :func:`searle_core.datasets.backbone_setup.configure_for_dataset`, which the
-    notebooks use too: ``targetpad`` 1.25 for every dataset (the authors' default; exact and free on
-    the square ``shapes`` renders), 0 workers for ``shapes``, up to 8 for image files.
-    """
-
-    s = settings_from_args(args)
     return configure_for_dataset(backbone, s.dataset, s.preprocess or None, s.num_workers)
+
+
+def positive_ints(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated integers >= 1."""
+    values = tuple(positive_int(s) for s in text.split(",") if s.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected integers such as 32,128, got {text!r}")
+    return values
 
 
 def print_json(obj) -> None:
@@ -70,9 +105,7 @@ def print_json(obj) -> None:
     def clean(x):
         if isinstance(x, float) and math.isnan(x):
             return None
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        return x
+        return {k: clean(v) for k, v in x.items()} if isinstance(x, dict) else x
 
     print(json.dumps(clean(obj)))
 
@@ -80,12 +113,10 @@ def print_json(obj) -> None:
 def format_metrics(metrics: dict, indent: str = "") -> str:
     """Metrics as aligned lines, nested dicts (FashionIQ categories, CIRCO aspects) indented."""
     lines = []
-    # Columns line up within a block whatever its longest key (CIRCO's aspect names are long).
     width = max([16] + [len(k) + 2 for k, v in metrics.items() if not isinstance(v, dict)])
     for key, value in metrics.items():
         if isinstance(value, dict):
-            lines.append(f"{indent}{key}:")
-            lines.append(format_metrics(value, indent + "  "))
+            lines += [f"{indent}{key}:", format_metrics(value, indent + "  ")]
         else:
             lines.append(f"{indent}{key:<{width}}{value:7.2f}")
     return "\n".join(lines)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from searle_core.cli.common import add_backbone_options, load_backbone_from_args
+from searle_core.cli.common import add_image_options, load_backbone_from_args
 from searle_core.cli.runs import OTI_DATASETS, oti_images
 from searle_core.datasets.features import image_features
-from searle_core.infra.errors import positive_int
-from searle_core.infra.settings import add_setting
+from searle_core.infra.settings import add_setting, positive_int
 from searle_core.inversion.concept_files import authors_concepts_file_name, write_concepts_csv
 from searle_core.inversion.concepts import STORED_TOP_K, Vocabulary
 from searle_core.inversion.phrases import load_concepts_csv
@@ -23,15 +22,7 @@ def register(sub) -> None:
         help="each image's top concepts as the authors' image_concepts_association.py "
         "(writes {model}_top_250_ensembling_image_texts.csv)",
     )
-    add_setting(a, "dataset", choices=OTI_DATASETS, help="the images: as `searle oti` takes them")
-    add_setting(a, "dataset_path", default=None)
-    add_setting(a, "split", default=None)
-    add_setting(a, "category", default=None)
-    a.add_argument("--on-missing", default="error", choices=("error", "skip"))
-    a.add_argument("--check-images", default="exists", choices=("none", "exists", "open"))
-    add_backbone_options(a)
-    add_setting(a, "preprocess", default=None, choices=("clip", "targetpad"))
-    add_setting(a, "num_workers")
+    add_image_options(a, OTI_DATASETS, dataset="the images: as `searle oti` takes them")
     add_setting(a, "seed")
     a.add_argument("--concepts", required=True, help="Open Images' oidv7-class-descriptions.csv (its DisplayName)")
     a.add_argument("--top-k", type=positive_int, default=STORED_TOP_K, help="concepts per image (theirs: 250)")
@@ -43,9 +34,8 @@ def register(sub) -> None:
 def run_associate(args: argparse.Namespace) -> int:
     backbone = load_backbone_from_args(args)
     source, names, _ = oti_images(args)
-    vocabulary = Vocabulary(load_concepts_csv(args.concepts), {})
     features = image_features(backbone, source, list(names), progress=not args.no_progress)
-    concepts = vocabulary.associate(backbone, features, args.top_k)
+    concepts = Vocabulary(load_concepts_csv(args.concepts), {}).associate(backbone, features, args.top_k)
     path = Path(args.out) / authors_concepts_file_name(backbone.name, args.top_k)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     write_concepts_csv(path, names, concepts)

@@ -1,9 +1,6 @@
-"""``searle evaluate`` and ``searle submission``: methods on benchmarks (``searle table`` shares the options).
-
-Both run the paper's protocol: gallery features (cached, see ``retrieval.features``), query features
-of one method, rankings (CIRR without the reference image), then either the dataset's validation
-metrics or the test-server files.
-"""
+"""``searle evaluate`` and ``searle submission``: one method on a benchmark (``searle table`` shares the
+options). Gallery features (cached), the method's query features, rankings (CIRR without the reference
+image), then the validation metrics or the test-server files."""
 
 from __future__ import annotations
 
@@ -16,7 +13,9 @@ from pathlib import Path
 
 from searle_core.baselines.lincir import benchmark_modality_gap
 from searle_core.cli.common import (
-    add_backbone_options,
+    CHOICES,
+    add_image_options,
+    add_run_options,
     format_metrics,
     load_backbone_from_args,
     print_json,
@@ -24,131 +23,56 @@ from searle_core.cli.common import (
 )
 from searle_core.datasets import ImageFolderSource, ImageLoadError, load_benchmark
 from searle_core.datasets.text_corpus import read_captions
-from searle_core.infra.errors import InputError, check_writable, nonnegative_int, positive_int
-from searle_core.infra.settings import RunSettings, add_setting
+from searle_core.infra.errors import InputError
+from searle_core.infra.files import check_writable
+from searle_core.infra.settings import RunSettings, add_setting, nonnegative_int, positive_int
 from searle_core.inversion.concept_files import is_image_concepts_file, read_concepts_csv
 from searle_core.inversion.concepts import Vocabulary
 from searle_core.inversion.phi_files import load_phi
 from searle_core.inversion.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
-from searle_core.jobs.prepare import evaluate
-from searle_core.jobs.reference_tokens import load_reference_tokens
+from searle_core.jobs.authors_oti import load_reference_tokens
+from searle_core.jobs.evaluation import evaluate
 from searle_core.method.oti import OTIConfig
 from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import gallery_features
 from searle_core.methods.registry import BASE_METHODS
-from searle_core.report.submission import cirr_subset_rankings as subset_rankings
-from searle_core.report.submission import write_circo_submission, write_cirr_submission
+from searle_core.report.submission import cirr_subset_rankings, write_circo_submission, write_cirr_submission
 from searle_core.report.table import settings_line, settings_record
 from searle_core.world.recipes import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES, resolved_oti_batch_size
 from searle_core.world.setup import world_vocabulary
 
 DATASETS = ("shapes", "cirr", "fashioniq", "circo")
+#: Settings these commands take as given, ``None`` when not (the method's or the dataset's default).
+OPTIONAL = ("phi_checkpoint", "oti_tokens", "concepts", "phrases", "captioner", "captions", "lincir_checkpoint")
 
 
-def add_benchmark_options(p: argparse.ArgumentParser, default_split: str = "val") -> None:
+def add_benchmark_options(p: argparse.ArgumentParser, split: str = "val") -> None:
     """The options of a run on a benchmark, each a :class:`~searle_core.infra.settings.RunSettings` field."""
-    add_setting(p, "dataset", choices=DATASETS)
-    add_setting(p, "dataset_path", default=None, help="dataset folder in the authors' layout (real datasets)")
-    add_setting(p, "split", default=default_split)
-    add_setting(p, "category", default=None)
-    p.add_argument(
-        "--on-missing",
-        default="error",
-        choices=("error", "skip"),
-        help="a missing or unreadable image: fail naming it (default) or skip it and count it",
-    )
-    p.add_argument(
-        "--check-images",
-        default="exists",
-        choices=("none", "exists", "open"),
-        help="check images up front: stat them (default), also decode every one (open), or not at all",
-    )
-    add_backbone_options(p)
-    add_setting(
-        p,
-        "preprocess",
-        default=None,
-        choices=("clip", "targetpad"),
-        help="image preprocessing (default: targetpad, the authors' default, for every dataset)",
-    )
-    add_setting(p, "num_workers", type=nonnegative_int)
+    add_image_options(p, DATASETS, split)
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass for features")
-    add_setting(
-        p,
-        "phi_checkpoint",
-        default=None,
-        help='φ for `searle`: a file ({"epoch", "Phi"}: the authors\' SEARLE_ViT-B32.pt or one of ours) or '
-        "http(s) URL; a `searle train-phi` run folder RUN (its phi.pt), RUN:EPOCH (its phi_EPOCH.pt, every 5 "
-        "epochs) or RUN:last (phi_last.pt); or searle / searle-xl (the authors' released φ for ViT-B-32 / "
-        "ViT-L-14, downloaded once into the cache and checked after). Empty: φ trained in the run",
-    )
-    add_setting(p, "oti_steps", type=positive_int)
-    add_setting(
-        p,
-        "phi_epochs",
-        type=positive_int,
-        default=None,
-        help="φ's epochs when `searle` trains it here, on shapes (default: the world's recipe, "
-        f"{WORLD_PHI_EPOCHS}, as the shapes profile)",
-    )
-    add_setting(
-        p,
-        "phi_images",
-        type=nonnegative_int,
-        default=None,
-        help=f"unlabeled images that φ trains on (0: all; default on shapes: {WORLD_PHI_IMAGES})",
-    )
+    for name in OPTIONAL:
+        add_setting(p, name, default=None)
+    add_setting(p, "unlabeled", default=None, help="image folder Pic2Word's and PALAVRA's networks learn from")
+    add_setting(p, "oti_steps")
     add_setting(p, "oti_batch_size", type=positive_int)
-    add_setting(
-        p,
-        "oti_tokens",
-        default=None,
-        help="use these OTI tokens of the reference images for searle-oti instead of inverting them: a "
-        "`searle oti` run folder, or the authors' oti_inversion.py output folder "
-        "(ema_oti_pseudo_tokens.pt + image_names.pkl)",
-    )
-    add_setting(
-        p,
-        "precision",
-        choices=("auto", "fp32", "fp16", "bf16"),
-        help="training precision of OTI and trained networks (default auto: fp16 autocast + GradScaler "
-        "on CUDA, as the authors; fp32 on CPU). Evaluation is always fp32",
-    )
-    add_setting(p, "concepts", default=None)
-    add_setting(
-        p,
-        "phrases",
-        default=None,
-        help="the authors' GPT phrases: GPTNeo27B.zip (read in place), its folder, or a pickle {concept: "
-        "[phrases]}; without it, offline template phrases (tables label such OTI rows)",
-    )
-    add_setting(p, "captioner", default=None)
-    add_setting(p, "captions", default=None)
-    add_setting(p, "lincir_checkpoint", default=None)
-    add_setting(
-        p,
-        "unlabeled",
-        default=None,
-        help="image folder Pic2Word's mapper and PALAVRA's inverter learn from on real datasets "
-        "(the paper: ImageNet1K test; φ is trained with `searle train-phi`)",
-    )
-    add_setting(p, "seed")
-    p.add_argument("--no-progress", action="store_true")
+    add_setting(p, "phi_epochs", default=None, help=f"φ's epochs when trained here (shapes: {WORLD_PHI_EPOCHS})")
+    add_setting(p, "phi_images", type=nonnegative_int, default=None, help=f"φ's images (0: all; {WORLD_PHI_IMAGES})")
+    add_setting(p, "precision", choices=CHOICES["precision"])
 
 
 def register(sub) -> None:
-
     e = sub.add_parser("evaluate", help="run one method on a benchmark and print its metrics")
     add_benchmark_options(e)
     e.add_argument("--method", default="searle-oti", help=f"one of {', '.join(BASE_METHODS)} or a baseline")
-    e.add_argument("--json", action="store_true", help="one JSON object on one line, keyed as printed")
+    add_run_options(e, "one JSON object on one line, keyed as printed")
     e.set_defaults(func=run_evaluate)
 
     s = sub.add_parser("submission", help="write test-server files (CIRR, CIRCO)")
-    add_benchmark_options(s, default_split="test")
+    add_benchmark_options(s, split="test")
     s.add_argument("--method", default="searle-oti")
     s.add_argument("--out", required=True, help="output file (CIRCO) or folder (CIRR: two files)")
     s.add_argument("--name", default=None, help="CIRR run name in the file names (default: the method)")
+    add_run_options(s, json_help=None)
     s.set_defaults(func=run_submission)
 
 
@@ -157,11 +81,10 @@ def _note(message: str) -> None:
 
 
 def _readable_errors(func):
-    """Turn image and pickle errors into the CLI's one-line errors (exit code 2), not tracebacks."""
+    """Image and pickle errors as the CLI's one-line errors (exit code 2), not tracebacks."""
 
     @functools.wraps(func)
     def wrapper(args: argparse.Namespace) -> int:
-
         try:
             return func(args)
         except (ImageLoadError, pickle.UnpicklingError) as err:
@@ -170,15 +93,8 @@ def _readable_errors(func):
     return wrapper
 
 
-def benchmark_from_args(args: argparse.Namespace | RunSettings, backbone=None):
-    """The benchmark named by ``--dataset``/``--dataset-path``/``--split`` and the image options.
-
-    Args:
-        args: parsed options of a command with :func:`add_benchmark_options`, or run settings
-            (then images are checked as the defaults say: ``exists``, and a missing one is an error).
-        backbone: unused (kept for callers that pass it): loading a benchmark needs no model.
-    """
-
+def benchmark_from_args(args: argparse.Namespace | RunSettings):
+    """The benchmark the options (or settings: images checked, a missing one an error) name."""
     s = settings_from_args(args)
     if s.dataset == "shapes":
         return load_benchmark("shapes", split=s.split, quick=s.quick)
@@ -203,12 +119,9 @@ def benchmark_from_args(args: argparse.Namespace | RunSettings, backbone=None):
 
 def vocabulary_from_args(args: argparse.Namespace | RunSettings):
     """OTI's regulariser inputs: ``--concepts``/``--phrases``, else the shapes world's, else none."""
-
     s = settings_from_args(args)
     if not s.concepts and not s.phrases:
-        if s.dataset == "shapes":
-            return world_vocabulary()
-        return None
+        return world_vocabulary() if s.dataset == "shapes" else None
     bank = load_phrase_pickle(s.phrases) if s.phrases else None
     # --concepts is the vocabulary (Open Images' class descriptions), or each image's concepts in the
     # authors' layout (*_top_250_ensembling_image_texts.csv), read as their scripts read it.
@@ -217,17 +130,14 @@ def vocabulary_from_args(args: argparse.Namespace | RunSettings):
         concepts = list(dict.fromkeys(c for cs in associations.values() for c in cs))
     else:
         concepts = load_concepts_csv(s.concepts) if s.concepts else list(bank)
-    if bank is None:
-        bank = template_phrases(concepts)
-    kept = filter_phrase_bank(bank)
+    kept = filter_phrase_bank(bank if bank is not None else template_phrases(concepts))
     names = [c for c in concepts if c in kept]
     source = s.phrases or "offline template phrases"
     where = f"{len(associations)} images' concepts from {s.concepts}" if associations is not None else None
     _note(
         f"concepts: {where or f'images are associated over all {len(concepts)}'}; {len(names)} of "
-        f"{len(concepts)} have usable phrases "
-        f"({len(concepts) - len(names)} without phrases, or with phrases that do not all contain the concept, are "
-        f"skipped afterwards, as the authors do); phrases from {source}"
+        f"{len(concepts)} have usable phrases ({len(concepts) - len(names)} without phrases, or with phrases that "
+        f"do not all contain the concept, are skipped afterwards, as the authors do); phrases from {source}"
     )
     if not names:
         raise InputError(f"no concept of {s.concepts or s.phrases} has usable phrases in {source}")
@@ -240,29 +150,29 @@ def vocabulary_from_args(args: argparse.Namespace | RunSettings):
     )
 
 
-def context_from_args(args: argparse.Namespace | RunSettings, backbone):
+def context_from_args(args: argparse.Namespace | RunSettings, backbone) -> MethodContext:
     """Method resources from the settings: vocabulary, φ, OTI settings, seed, progress, and the
-    captioner and unlabeled images of the baselines."""
-
+    baselines' captioner, unlabeled images, caption corpus and checkpoints."""
     s = settings_from_args(args)
     vocab = vocabulary_from_args(s)
-    wanted = f"{getattr(args, 'method', '')},{getattr(args, 'methods', '')}"
-    if vocab is None and "searle-oti" in wanted and not s.oti_tokens:
-        _note(
-            "no --concepts: OTI runs without its phrase regulariser (λ_gpt = 0); the paper uses the Open "
-            "Images V7 class names (--concepts oidv7-class-descriptions.csv) and GPT phrases (--phrases)"
-        )
-    phi = load_phi(s.phi_checkpoint, backbone) if s.phi_checkpoint else None
-    oti_config = OTIConfig(steps=s.oti_steps, lambda_gpt=0.5 if vocab else 0.0, precision=s.precision)
+    if vocab is None and "searle-oti" in f"{getattr(args, 'method', '')},{getattr(args, 'methods', '')}":
+        if not s.oti_tokens:
+            _note(
+                "no --concepts: OTI runs without its phrase regulariser (λ_gpt = 0); the paper uses the Open "
+                "Images V7 class names (--concepts oidv7-class-descriptions.csv) and GPT phrases (--phrases)"
+            )
     ctx = MethodContext(
         vocabulary=vocab,
-        oti_config=oti_config,
+        oti_config=OTIConfig(
+            steps=s.oti_steps, lambda_gpt=OTIConfig.lambda_gpt if vocab else 0.0, precision=s.precision
+        ),
         oti_batch_size=resolved_oti_batch_size(s),
-        phi=phi,
+        phi=load_phi(s.phi_checkpoint, backbone) if s.phi_checkpoint else None,
         seed=s.seed,
         progress=s.progress,
-        phi_epochs=_given(args, "phi_epochs"),
-        phi_images=_given(args, "phi_images"),
+        # None: the recipe's default for the dataset (the shapes profile's on shapes).
+        phi_epochs=getattr(args, "phi_epochs", None),
+        phi_images=getattr(args, "phi_images", None),
     )
     if s.oti_tokens:
         ctx.give_tokens("searle-oti", load_reference_tokens(s.oti_tokens))
@@ -277,11 +187,6 @@ def context_from_args(args: argparse.Namespace | RunSettings, backbone):
     return ctx
 
 
-def _given(args: argparse.Namespace | RunSettings, name: str) -> int | None:
-    """A φ size the user set (``None``: the recipe's default for the dataset, the shapes profile's on shapes)."""
-    return getattr(args, name, None) if isinstance(args, argparse.Namespace) else getattr(args, name)
-
-
 def _load(args: argparse.Namespace):
     """The backbone (with its image pipeline), the benchmark and the method context."""
     bench = benchmark_from_args(args)  # first: a wrong folder fails before a large model loads
@@ -291,11 +196,18 @@ def _load(args: argparse.Namespace):
 
 def _evaluate(args: argparse.Namespace, backbone, bench, ctx):
     """Gallery features (timed apart), then ``args.method``; returns (result, gallery seconds)."""
-
     start = time.perf_counter()
     gallery = gallery_features(backbone, bench, ctx.progress, batch_size=args.batch_size)
     gallery_s = time.perf_counter() - start
     return evaluate(args.method, bench, backbone, ctx, gallery), gallery_s
+
+
+def _said(args, backbone, bench, result, gallery_s: float, settings: dict) -> str:
+    return (
+        f"{args.method} on {args.dataset} {bench.split} ({len(bench.queries)} queries, {len(bench.gallery)} gallery "
+        f"images; backbone {args.backbone} ({backbone.pretrained or 'random weights'}), preprocess "
+        f"{settings['preprocess']}; gallery features {gallery_s:.1f} s, queries {result.seconds:.1f} s)"
+    )
 
 
 @_readable_errors
@@ -312,13 +224,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.metrics)
         return 0
-
     settings = settings_record(backbone, ctx)
-    print(
-        f"{args.method} on {args.dataset} {bench.split} ({len(bench.queries)} queries, {len(bench.gallery)} gallery "
-        f"images; backbone {args.backbone} ({backbone.pretrained or 'random weights'}), preprocess "
-        f"{settings['preprocess']}; gallery features {gallery_s:.1f} s, queries {result.seconds:.1f} s)"
-    )
+    print(_said(args, backbone, bench, result, gallery_s, settings))
     print(format_metrics(result.metrics))
     if args.method == "lincir" and (gap := benchmark_modality_gap(backbone, bench, ctx.networks["lincir"])):
         print(
@@ -330,16 +237,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cirr_subset_rankings(bench, rankings: list[list[str]], k: int = 3) -> dict[str, list[str]]:
-    """Per pairid, the first ``k`` ``img_set`` members (reference excluded) in ranking order
-    (:func:`searle_core.report.submission.cirr_subset_rankings` on the benchmark's queries)."""
-
-    return subset_rankings(bench.queries, rankings, k)
-
-
 @_readable_errors
 def run_submission(args: argparse.Namespace) -> int:
-
     if args.dataset not in ("cirr", "circo"):
         raise InputError("test-server files exist for --dataset cirr and circo only")
     # Before any feature or OTI step: a read-only --out would otherwise fail only after every query.
@@ -347,22 +246,14 @@ def run_submission(args: argparse.Namespace) -> int:
     check_writable(out if args.dataset == "cirr" or out.is_dir() else out.parent, "--out folder")
     backbone, bench, ctx = _load(args)
     result, gallery_s = _evaluate(args, backbone, bench, ctx)
-    ids = [q.query_id for q in bench.queries]
+    rankings = dict(zip([q.query_id for q in bench.queries], result.rankings))
     if args.dataset == "circo":
-        paths = [write_circo_submission(args.out, dict(zip(ids, result.rankings)), bench.queries)]
+        paths = [write_circo_submission(args.out, rankings, bench.queries)]
     else:
-        paths = write_cirr_submission(
-            Path(args.out),
-            dict(zip(ids, result.rankings)),
-            cirr_subset_rankings(bench, result.rankings),
-            name=args.name or args.method,
-            queries=bench.queries,
-        )
-    print(
-        f"{args.method} on {args.dataset} {bench.split}: {len(ids)} queries, {len(bench.gallery)} gallery images "
-        f"(gallery features {gallery_s:.1f} s, queries {result.seconds:.1f} s)"
-    )
-
-    print(settings_line(settings_record(backbone, ctx)))
+        subset = cirr_subset_rankings(bench.queries, result.rankings)
+        paths = write_cirr_submission(out, rankings, subset, name=args.name or args.method, queries=bench.queries)
+    settings = settings_record(backbone, ctx)
+    print(_said(args, backbone, bench, result, gallery_s, settings))
+    print(settings_line(settings))
     print("wrote " + ", ".join(map(str, paths)))
     return 0

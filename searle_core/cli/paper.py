@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from searle_core.infra.errors import InputError, positive_int
+from searle_core.infra.errors import InputError
+from searle_core.infra.settings import positive_int
 from searle_core.notebook.papermill_runner import NOTEBOOKS, run_paper, store_checked_outputs
 
 
@@ -21,12 +22,7 @@ def register(sub) -> None:
         help="profile name in notebooks/profiles/ or a YAML file (default: shapes, the full offline run)",
     )
     p.add_argument("--out", default="runs", help="run folder root; notebooks go to OUT/PROFILE/ (default: runs)")
-    p.add_argument(
-        "--figures",
-        default=None,
-        help="figures folder (default: the profile's, else OUT/PROFILE/figures; `make figures` copies the shapes "
-        "run's into the README's figures/)",
-    )
+    p.add_argument("--figures", default=None, help="figures folder (default: the profile's, else OUT/PROFILE/figures)")
     p.add_argument("--only", default=None, help="comma-separated notebook stems or numbers to run (e.g. 01,04)")
     p.add_argument(
         "--store-checked-outputs",
@@ -35,17 +31,11 @@ def register(sub) -> None:
         "# NBVAL_CHECK_OUTPUT cells (all other outputs removed) instead of a profile run",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar over each notebook's cells")
-    p.add_argument(
-        "--cell-timeout",
-        type=positive_int,
-        default=None,
-        help="seconds one cell may run before its notebook fails (default: no limit)",
-    )
+    p.add_argument("--cell-timeout", type=positive_int, default=None, help="seconds a cell may run (default: no limit)")
     p.set_defaults(func=run_paper_command)
 
 
 def run_paper_command(args: argparse.Namespace) -> int:
-
     only = None
     if args.only:
         wanted = [w.strip() for w in args.only.split(",") if w.strip()]
@@ -59,8 +49,7 @@ def run_paper_command(args: argparse.Namespace) -> int:
     runs = run_paper(
         args.profile, args.out, args.figures, only, progress=not args.no_progress, cell_timeout=args.cell_timeout
     )
-    total = time.perf_counter() - start
-    print(f"profile {args.profile}: {len(runs)} notebooks in {total:.0f} s")
+    print(f"profile {args.profile}: {len(runs)} notebooks in {time.perf_counter() - start:.0f} s")
     for run in runs:
         print(f"  {run.name:<32}{run.seconds:7.0f} s  {run.output}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from searle_core.infra.errors import InputError
+from searle_core.infra.settings import positive_float, positive_int, seed_int
 from searle_core.inversion.phrases import (
     GPT_MAX_LENGTH,
     GPT_MODEL,
@@ -27,11 +27,11 @@ def register(sub) -> None:
     g.add_argument("--concepts", required=True, help="Open Images' oidv7-class-descriptions.csv (its DisplayName)")
     g.add_argument("--out", required=True, help="folder of concept_to_phrases.pkl (what --phrases reads)")
     g.add_argument("--model", default=GPT_MODEL, help=f"Hugging Face causal LM (default {GPT_MODEL})")
-    g.add_argument("--samples", type=int, default=GPT_SAMPLES, help="sequences per concept")
-    g.add_argument("--max-length", type=int, default=GPT_MAX_LENGTH, help="tokens per sequence, prompt included")
-    g.add_argument("--temperature", type=float, default=GPT_TEMPERATURE)
+    g.add_argument("--samples", type=positive_int, default=GPT_SAMPLES, help="sequences per concept")
+    g.add_argument("--max-length", type=positive_int, default=GPT_MAX_LENGTH, help="tokens a sequence, prompt included")
+    g.add_argument("--temperature", type=positive_float, default=GPT_TEMPERATURE)
     g.add_argument("--no-repeat-ngram-size", type=int, default=GPT_NO_REPEAT_NGRAM)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=seed_int, default=0)
     g.add_argument("--device", default=None, help="torch device (default: CUDA when available)")
     g.add_argument("--resume", action="store_true", help="continue a folder that holds phrases already")
     g.add_argument("--no-progress", action="store_true")
@@ -39,14 +39,8 @@ def register(sub) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    if args.samples < 1 or args.max_length < 1 or args.temperature <= 0:
-        raise InputError(
-            f"--samples and --max-length must be positive and --temperature above 0, got "
-            f"{args.samples}, {args.max_length}, {args.temperature}"
-        )
-    concepts = load_concepts_csv(args.concepts)
     bank = generate_phrase_folder(
-        concepts,
+        load_concepts_csv(args.concepts),
         args.out,
         args.model,
         args.samples,

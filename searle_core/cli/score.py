@@ -19,7 +19,6 @@ def register(sub) -> None:
 
 
 def run_circo(args: argparse.Namespace) -> int:
-
     scores = score_circo(args.annotations, args.predictions)
     print_json(scores) if args.json else print(format_circo_scores(scores))
     return 0

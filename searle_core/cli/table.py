@@ -5,26 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from searle_core.cli.common import load_backbone_from_args, print_json
+from searle_core.cli.common import add_run_options, load_backbone_from_args, print_json
 from searle_core.cli.evaluate import add_benchmark_options, benchmark_from_args, context_from_args
-from searle_core.infra.errors import InputError, positive_int
+from searle_core.infra.errors import InputError
+from searle_core.infra.settings import positive_int
 from searle_core.metrics.significance import compare_methods, to_markdown, write_differences
 from searle_core.report.comparison import evaluate_methods
 from searle_core.report.table import DISPLAY_NAMES, TABLE_METHODS, settings_line, to_dict, to_text, write_table
 
 
 def register(sub) -> None:
-
     t = sub.add_parser("table", help="every method (baselines and SEARLE) on one benchmark: one table, CSV + Markdown")
     add_benchmark_options(t)
-    t.add_argument(
-        "--methods",
-        default=",".join(TABLE_METHODS),
-        help=f"comma-separated rows, in order (default: {','.join(TABLE_METHODS)})",
-    )
-    t.add_argument(
-        "--out", default="runs/tables", help="folder for {dataset}-{split}.csv and .md (default: runs/tables)"
-    )
+    t.add_argument("--methods", default=",".join(TABLE_METHODS), help="comma-separated rows, in order")
+    t.add_argument("--out", default="runs/tables", help="folder for {dataset}-{split}.csv and .md")
     t.add_argument(
         "--compare-to",
         default=None,
@@ -32,12 +26,11 @@ def register(sub) -> None:
         "(default: searle-oti when the table has it; 'none' to skip)",
     )
     t.add_argument("--bootstrap", type=positive_int, default=10_000, help="bootstrap resamples (default: 10000)")
-    t.add_argument("--json", action="store_true", help="also print the table as one JSON line")
+    add_run_options(t, "also print the table as one JSON line")
     t.set_defaults(func=run_table)
 
 
 def run_table(args: argparse.Namespace) -> int:
-
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     reference = args.compare_to or ("searle-oti" if "searle-oti" in methods else "none")
     if reference != "none" and reference not in methods:
@@ -45,27 +38,17 @@ def run_table(args: argparse.Namespace) -> int:
             f"--compare-to {args.compare_to!r} is not one of the table's methods ({', '.join(methods)}); "
             "name one of them or 'none'"
         )
-    if args.bootstrap < 1:
-        raise InputError(f"--bootstrap must be at least 1, got {args.bootstrap}")
     backbone = load_backbone_from_args(args)
-    bench = benchmark_from_args(args, backbone)
+    bench = benchmark_from_args(args)
     ctx = context_from_args(args, backbone)
-    # LinCIR trains on a text corpus: without one (a dataset that brings none and no --captions) its row
-    # is left out with a note, rather than stopping the table after the other rows were computed.
+    # LinCIR trains on a text corpus: without one its row is left out with a note, rather than stopping
+    # the table after the other rows were computed.
     no_corpus = bench.text_corpus is None and ctx.captions_corpus is None and "lincir" not in ctx.checkpoints
     skip = {"lincir": "trains on captions: pass --captions FILE (or --lincir-checkpoint)"} if no_corpus else {}
-    table = evaluate_methods(
-        bench,
-        backbone,
-        methods,
-        ctx,
-        log=None if args.json else print,
-        phi_distilled=not args.phi_checkpoint,
-        skip=skip,
-    )
+    log = None if args.json else print
+    table = evaluate_methods(bench, backbone, methods, ctx, log=log, phi_distilled=not args.phi_checkpoint, skip=skip)
     stem = f"{args.dataset}-{args.split}" + ("-quick" if args.quick and args.dataset == "shapes" else "")
-    csv_path, md_path = write_table(table, Path(args.out), stem)
-    written = [csv_path, md_path]
+    written = list(write_table(table, Path(args.out), stem))
     differences = []
     if reference != "none" and len(table.rankings) > 1:
         names = {**DISPLAY_NAMES, **{row.method: row.name for row in table.rows}}  # variants labelled
@@ -74,18 +57,11 @@ def run_table(args: argparse.Namespace) -> int:
     if args.json:
         print_json(to_dict(table))
         return 0
-    print()
-    print(
-        f"{args.dataset} {args.split}: {len(bench.queries)} queries, {len(bench.gallery)} gallery images, "
-        f"backbone {args.backbone}"
-    )
+    print(f"\n{args.dataset} {args.split}: {len(bench.queries)} queries, {len(bench.gallery)} gallery images")
     print(to_text(table))
     print(settings_line(table.settings))
     if differences:
-        print(
-            f"\npaired bootstrap over the {len(bench.queries)} queries ({args.bootstrap} resamples): "
-            f"'clear' = the interval excludes zero"
-        )
+        print(f"\npaired bootstrap over the queries ({args.bootstrap} resamples): 'clear' = the interval excludes zero")
         print(to_markdown(differences, names))
     print("wrote " + ", ".join(map(str, written)))
     return 0

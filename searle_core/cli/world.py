@@ -10,12 +10,11 @@ from pathlib import Path
 import torch
 
 from searle_core.cli.common import add_backbone_options, load_backbone_from_args, print_json
-from searle_core.datasets.backbone_setup import configure_for_dataset
+from searle_core.datasets.features import configure_for_dataset
 from searle_core.datasets.folder import FileImageSource
-from searle_core.infra.errors import nonnegative_int, positive_int
 from searle_core.infra.files import atomic_save
 from searle_core.infra.paths import data_dir
-from searle_core.infra.settings import add_setting
+from searle_core.infra.settings import add_setting, nonnegative_int, positive_int
 from searle_core.inversion.concepts import associate_concepts, embed_concepts
 from searle_core.inversion.nearest import nearest_words, word_token_ids
 from searle_core.inversion.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle
@@ -23,8 +22,15 @@ from searle_core.method.oti import OTIConfig, oti
 from searle_core.world import ShapesWorld, WorldConfig, training_vocabulary
 from searle_core.world.setup import world_setup, world_vocabulary
 from searle_core.world.shipped_weights import pack, shipped_path
-from searle_core.world.world_clip import WorldCLIPConfig, trained_token_ids, world_clip_weights
-from searle_core.world.world_clip_report import format_report, held_out_names, training_log, zero_shot_report
+from searle_core.world.world_clip import (
+    WorldCLIPConfig,
+    format_report,
+    held_out_names,
+    trained_token_ids,
+    training_log,
+    world_clip_weights,
+    zero_shot_report,
+)
 
 
 def register(sub) -> None:
@@ -33,33 +39,23 @@ def register(sub) -> None:
     b = which.add_parser("build", help="render the world, train and cache its CLIP, report zero-shot accuracy")
     b.add_argument("--quick", action="store_true", help="the CI-sized world and CLIP")
     b.add_argument("--device", default="auto")
-    b.add_argument(
-        "--samples", type=nonnegative_int, default=12, help="sample images written as PNG (for `searle invert`)"
-    )
+    b.add_argument("--samples", type=nonnegative_int, default=12, help="sample images written as PNG")
     b.add_argument("--out", default=None, help="folder for sample images (default: data/world/samples)")
-    b.add_argument("--threads", type=int, default=None, help="torch CPU threads while training (default: torch's)")
-    b.add_argument(
-        "--json", action="store_true", help="also print the accuracy table and training time as one JSON line"
-    )
+    b.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads while training")
+    b.add_argument("--json", action="store_true", help="also print the accuracy and training time as one JSON line")
     b.add_argument(
         "--ship",
         action="store_true",
-        help="maintainers: train the CLIP here (ignoring the shipped weights) and write the package's shipped "
-        "file for this recipe (searle_core/world/weights/; `make world-weights`)",
+        help="maintainers: train the CLIP here (ignoring the shipped weights) and write the package's shipped file",
     )
     b.set_defaults(func=run_build)
 
     i = sub.add_parser("invert", help="OTI on image files: print each pseudo-word's nearest vocabulary words")
     i.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     add_backbone_options(i)
-    add_setting(i, "oti_steps", type=positive_int, renamed=("--steps",))
+    add_setting(i, "oti_steps")
     i.add_argument("--top-k", type=positive_int, default=8, help="nearest words to print")
-    add_setting(
-        i,
-        "concepts",
-        default=None,
-        help="concept list CSV (Open Images format) for the regulariser (real backbones; shapes-clip uses the world's)",
-    )
+    add_setting(i, "concepts", default=None, help="concept CSV for the regulariser (real backbones)")
     add_setting(i, "phrases", default=None, help="phrase bank pickle {concept: [phrases]} (real backbones)")
     add_setting(i, "seed")
     i.set_defaults(func=run_invert)
@@ -72,8 +68,7 @@ def run_build(args: argparse.Namespace) -> int:
         print(f"shipped: {ship_weights(WorldCLIPConfig.quick() if args.quick else WorldCLIPConfig())}")
     start = time.perf_counter()
     world = ShapesWorld(WorldConfig.quick() if args.quick else WorldConfig())
-    val = world.benchmark("val")
-    test = world.benchmark("test")
+    val, test = world.benchmark("val"), world.benchmark("test")
     render_s = time.perf_counter() - start
     print(
         f"world: {len(world.pretrain_names())} unlabeled images, val {len(val.queries)} queries / "
@@ -92,19 +87,12 @@ def run_build(args: argparse.Namespace) -> int:
     for name in names:
         world.images.load_image(name).save(out / f"{name}.png")
     if names:
-        print(
-            f"{len(names)} sample images in {out} (try: searle invert {out / names[0]}.png)".replace(".png.png", ".png")
-        )
+        sample = f"{out / names[0]}.png".replace(".png.png", ".png")
+        print(f"{len(names)} sample images in {out} (try: searle invert {sample})")
     if args.json:
-        print_json(
-            {
-                "zero_shot_accuracy": report["total"],
-                "zero_shot": report,
-                "train_seconds": log["seconds"] if log else None,
-                "threads": log.get("threads") if log else None,
-                "weights": backbone.pretrained,
-            }
-        )
+        log = log or {}
+        record = {"zero_shot_accuracy": report["total"], "zero_shot": report, "train_seconds": log.get("seconds")}
+        print_json({**record, "threads": log.get("threads"), "weights": backbone.pretrained})
     return 0
 
 
@@ -123,7 +111,6 @@ def run_invert(args: argparse.Namespace) -> int:
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"no such image file(s): {', '.join(missing)}")
-
     backbone = configure_for_dataset(load_backbone_from_args(args), "images", num_workers=0)  # targetpad
     # Decoded through the benchmarks' loader: a truncated or garbage file is an error naming it.
     files = FileImageSource({p: Path(p) for p in args.images}, default_referrer="given to searle invert", hint="")
@@ -141,9 +128,7 @@ def run_invert(args: argparse.Namespace) -> int:
         if args.concepts and args.phrases:
             # Associated over every concept; those without usable phrases are skipped when drawing.
             concepts, bank = load_concepts_csv(args.concepts), filter_phrase_bank(load_phrase_pickle(args.phrases))
-    per_image = None
-    if concepts:
-        per_image = associate_concepts(feats, embed_concepts(backbone, concepts), concepts, top_k=15)
+    per_image = associate_concepts(feats, embed_concepts(backbone, concepts), concepts, top_k=15) if concepts else None
     result = oti(backbone, feats, per_image, bank, OTIConfig(steps=args.oti_steps), seed=args.seed, progress=True)
     print(f"({note})")
     for path, words in zip(args.images, nearest_words(backbone, result.tokens, args.top_k, allowed)):

@@ -1,15 +1,8 @@
-"""What annotation text may name: paths that stay inside the dataset, ids that are ids, captions that are text.
+"""What annotation text may name: paths inside the dataset, ids that are ids, captions that are text.
 
-Image paths come from annotation files (CIRR split entries, FashionIQ asins, CIRCO ``file_name``),
-so a hostile or damaged file could name ``/etc/passwd`` or ``../../secret.png`` and have it opened,
-encoded and ranked. :func:`contained_path` refuses such an entry *before* anything is opened. The
-check is lexical (``os.path.normpath`` of ``root/entry`` must stay under ``root``) and resolves no
-symlink, on purpose: users link image folders or files into a dataset, and those links must keep
-working; what the annotation *text* names is what must stay inside.
-
-:func:`read_dataset_json` wraps :func:`~searle_core.infra.errors.read_json` so that a file nested
-too deeply for the parser, or holding ``NaN``/``Infinity`` (not JSON, but Python's parser accepts
-them), is an error naming the file instead of a bare ``RecursionError`` or a ``nan`` id.
+A hostile or damaged annotation could name ``/etc/passwd`` or ``../../secret.png``: :func:`contained_path`
+refuses it before anything is opened. The check is lexical, resolving no symlink on purpose: image
+folders linked into a dataset must keep working.
 """
 
 from __future__ import annotations
@@ -22,7 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from searle_core.infra.errors import InputError, no_duplicate_keys, read_text
+from searle_core.infra.errors import InputError
+from searle_core.infra.files import no_duplicate_keys, read_text
 
 
 def _describe(entry: object) -> str:
@@ -31,19 +25,8 @@ def _describe(entry: object) -> str:
 
 
 def contained_path(root: str | os.PathLike, entry: object, annotation: str | os.PathLike, where: str) -> Path:
-    """``root / entry``, normalised, after checking that the entry names a file inside ``root``.
-
-    Args:
-        root: the dataset's image root (the folder annotation paths are relative to).
-        entry: the path text the annotation gives.
-        annotation: the annotation file, for messages.
-        where: which entry of it (``"entry 'dev-244-0-img0'"``), for messages.
-
-    Raises:
-        InputError: the entry is not a string, is absolute, is empty, holds a NUL byte or a character
-            the file system cannot encode (a lone surrogate), or climbs out of ``root`` with ``..``;
-            the message names the file, the entry and the path.
-    """
+    """``root / entry``, normalised, once the entry is known to name a file inside ``root``; ``annotation``
+    and ``where`` (``"entry 'dev-244-0-img0'"``) name it in the error."""
     if not isinstance(entry, str):
         kind = type(entry).__name__
         raise InputError(f"{annotation}: {where} is a JSON {kind} ({_describe(entry)}); expected a relative image path")
@@ -78,14 +61,8 @@ def contained_path(root: str | os.PathLike, entry: object, annotation: str | os.
 
 
 def check_int_id(value: object, annotation: str | os.PathLike, where: str, field: str) -> str:
-    """``str(value)`` for an integer id (a JSON integer, or a string of decimal digits).
-
-    ``NaN``, ``1e300``, ``12.5``, ``"12.5"``, ``true`` or ``null`` would otherwise become the keys
-    ``"nan"``, ``"1e+300"``, ... of a submission file the server rejects or misreads.
-
-    Raises:
-        InputError: naming the file, the entry, the field and the value.
-    """
+    """``str(value)`` for a JSON integer or a string of digits: ``NaN``, ``1e300``, ``12.5``, ``true``
+    would otherwise become keys (``"nan"``) of a submission file the server rejects or misreads."""
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, str) and value.isascii() and value.isdigit():
@@ -94,11 +71,7 @@ def check_int_id(value: object, annotation: str | os.PathLike, where: str, field
 
 
 def refuse_repeats(ids: Iterable[str], annotation: str | os.PathLike, field: str) -> None:
-    """Refuse a table keyed by ``field`` that repeats a key: a later row would silently replace the first.
-
-    Raises:
-        InputError: naming the file, the field, the first repeated value and how often it occurs.
-    """
+    """Refuse a table that repeats a key: a later row would silently replace the first."""
     counts = Counter(ids)
     repeated = [i for i, n in counts.items() if n > 1]
     if repeated:
@@ -110,47 +83,21 @@ def refuse_repeats(ids: Iterable[str], annotation: str | os.PathLike, field: str
 
 
 def check_caption(value: object, annotation: str | os.PathLike, where: str, field: str) -> str:
-    """``value`` when it is a string: a ``null``, number or object would become the prompt ``"... that None"``.
-
-    Raises:
-        InputError: naming the file, the entry, the field and the value's JSON type.
-    """
+    """``value`` when it is a string: a ``null``, number or object would become the prompt ``"... that None"``."""
     if isinstance(value, str):
         return value
     kind = "null" if value is None else type(value).__name__
     raise InputError(f"{annotation}: {where} has {field} of JSON type {kind} ({_describe(value)}); expected a string")
 
 
-def _find_nonfinite(value: Any, trail: str = "") -> str | None:
-    """The JSON path of the first NaN or infinity in ``value`` (``None``: there is none)."""
-    stack = [(value, trail)]
-    while stack:
-        item, at = stack.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            return at or "(top level)"
-        if isinstance(item, dict):
-            stack.extend((v, f"{at}.{k}" if at else str(k)) for k, v in reversed(item.items()))
-        elif isinstance(item, list):
-            stack.extend((v, f"{at}[{i}]") for i, v in reversed(list(enumerate(item))))
-    return None
-
-
 def read_dataset_json(path: str | os.PathLike, what: str) -> Any:
-    """Parse a dataset's JSON file as :func:`~searle_core.infra.errors.read_json` does, and also refuse
-    too deep a nesting and NaN/Infinity values, naming the file (and the field).
-
-    Args:
-        path: the file.
-        what: what it is, for messages ("CIRR annotation file").
-
-    Raises:
-        InputError: naming the file (and, for NaN/Infinity, the field).
-    """
+    """A dataset's JSON file, refusing duplicate keys, too deep a nesting and NaN/Infinity (which Python's
+    parser accepts, JSON does not), each an error naming the file (and the field)."""
     text = read_text(path, what)
     constants: list[str] = []
 
     def constant(name: str) -> float:
-        constants.append(name)  # Python's parser takes NaN and Infinity; JSON has neither
+        constants.append(name)
         return float(name)
 
     try:
@@ -162,7 +109,14 @@ def read_dataset_json(path: str | os.PathLike, what: str) -> Any:
     except RecursionError:
         raise InputError(f"{path}: JSON nested too deeply to read; expected a {what}") from None
     if constants:  # rare: only then walk the document to name the field
-        raise InputError(
-            f"{path}: field {_find_nonfinite(value)} is {constants[0]}, which JSON does not allow; expected a {what}"
-        )
+        stack, field = [(value, "")], None
+        while stack and field is None:
+            item, at = stack.pop()
+            if isinstance(item, float) and not math.isfinite(item):
+                field = at or "(top level)"
+            elif isinstance(item, dict):
+                stack.extend((v, f"{at}.{k}" if at else str(k)) for k, v in reversed(item.items()))
+            elif isinstance(item, list):
+                stack.extend((v, f"{at}[{i}]") for i, v in reversed(list(enumerate(item))))
+        raise InputError(f"{path}: field {field} is {constants[0]}, which JSON does not allow; expected a {what}")
     return value

@@ -1,17 +1,9 @@
-"""Images stored as files: a plain image folder, and the file-backed source the real loaders share.
+"""Images stored as files: the name -> file source the real loaders share, and a plain image folder.
 
-Every real benchmark (CIRR, FashionIQ, CIRCO) maps image *names* to files. The shared pieces here
-keep three promises the loaders make:
-
-* every image comes back as decoded, in its mode on disk: the model's preprocessing pads and
-  resizes in that mode and converts to RGB last, as the authors' code does (``clip.preprocess``);
-* a missing or unreadable file raises :class:`ImageLoadError` naming the file *and* the
-  annotation (query, split file) that references it, so a user knows which download is incomplete;
-* with ``on_missing="skip"`` bad images are dropped up front and counted in
-  ``benchmark.extra["skipped"]`` instead of failing hours into feature extraction.
-
-A folder of images (ImageNet1K ``test/``, the images for phi training) needs nothing else:
-:class:`ImageFolderSource` lists it recursively.
+Images come back as decoded, in their mode on disk (the preprocessing converts to RGB last, as the
+authors' code); a missing or unreadable file is an :class:`ImageLoadError` naming the file and the
+annotation that references it; ``on_missing="skip"`` drops bad images up front and counts them in
+``extra["skipped"]`` instead of failing hours into feature extraction.
 """
 
 from __future__ import annotations
@@ -30,10 +22,7 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 OnMissing = Literal["error", "skip"]
 CheckImages = Literal["none", "exists", "open"]
 
-# How many bad files an error message lists before summarising the rest as a count.
-_MAX_LISTED = 5
-
-
+_MAX_LISTED = 5  # bad files an error lists before counting the rest
 _HINT = "--check-images open finds every such file before work starts; --on-missing skip then drops them"
 
 
@@ -42,14 +31,8 @@ class ImageLoadError(OSError):
 
 
 class FileImageSource(ImageSource):
-    """Loads images by name from a fixed ``name -> path`` map.
-
-    Args:
-        paths: where each image name lives on disk.
-        referrers: for some names, which annotation references them (used in error messages).
-        default_referrer: what to say for names without an entry in ``referrers``.
-        hint: what an unreadable file's error advises (the commands that check images up front).
-    """
+    """Images by name from a fixed ``name -> path`` map; ``referrers`` say which annotation uses a name (for
+    errors), ``hint`` what an unreadable file's error advises."""
 
     def __init__(
         self,
@@ -60,8 +43,7 @@ class FileImageSource(ImageSource):
     ) -> None:
         self.paths: dict[str, Path] = dict(paths)
         self.referrers: dict[str, str] = dict(referrers or {})
-        self.default_referrer = default_referrer
-        self.hint = hint
+        self.default_referrer, self.hint = default_referrer, hint
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -70,29 +52,22 @@ class FileImageSource(ImageSource):
         return name in self.paths
 
     def path(self, name: str) -> Path:
-        """Return the file behind ``name`` (KeyError with context if the name is unknown)."""
         try:
             return self.paths[name]
         except KeyError:
             raise KeyError(f"unknown image name {name!r} ({self.referrer(name)})") from None
 
     def referrer(self, name: str) -> str:
-        """Describe the annotation that references ``name``."""
         return self.referrers.get(name, self.default_referrer) or "no annotation recorded"
 
     def load_image(self, name: str) -> Image.Image:
-        """The image ``name`` as RGB, decoded as stored.
-
-        EXIF orientation is ignored, as in the authors' code (``PIL.Image.open`` then ``convert``,
-        no ``ImageOps.exif_transpose``): a photo a viewer shows rotated by its EXIF tag reaches CLIP
-        unrotated (docs/data-layouts.md).
-        """
+        """The image as decoded, EXIF orientation ignored as in the authors' code (``Image.open``, no
+        ``exif_transpose``): a photo a viewer shows rotated reaches CLIP unrotated (docs/data-layouts.md)."""
         path = self.path(name)
         try:
             image = Image.open(path)
             try:
-                # Decode now, inside the try, so truncated files fail here; for single-frame files
-                # opened by path, load() also closes the file handle.
+                # Decode now, so truncated files fail here (load() also closes a single-frame file).
                 image.load()
             except BaseException:
                 image.close()
@@ -112,15 +87,8 @@ class FileImageSource(ImageSource):
 
 
 class ImageFolderSource(FileImageSource):
-    """Every image file under ``root`` (recursively), named by its path relative to ``root``.
-
-    ImageNet1K ``test/ILSVRC2012_test_*.JPEG`` is such a folder. Extensions match case-insensitively;
-    hidden files and folders are ignored. ``names`` is sorted so runs are reproducible.
-
-    Args:
-        root: folder to scan.
-        extensions: accepted file suffixes (lower case, with the dot).
-    """
+    """Every image file under ``root`` (recursively, hidden ones skipped, extensions in any case), named by
+    its path relative to ``root``, in sorted order (ImageNet1K ``test/`` is such a folder)."""
 
     def __init__(self, root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> None:
         self.root = Path(root)
@@ -140,35 +108,6 @@ class ImageFolderSource(FileImageSource):
         super().__init__({n: paths[n] for n in self.names}, default_referrer=f"image folder {self.root}")
 
 
-def find_bad_images(source: FileImageSource, names: Iterable[str], check: CheckImages) -> list[str]:
-    """Names whose file is missing (``"exists"``) or also cannot be decoded (``"open"``).
-
-    ``"open"`` decodes every image in full, as feature extraction will: a truncated file, a
-    decompression bomb or a garbage file is found here, before any feature is computed.
-
-    Args:
-        source: the image source to check.
-        names: names to check (duplicates are checked once, order kept).
-        check: ``"none"``, ``"exists"`` or ``"open"``.
-    """
-    if check == "none":
-        return []
-    if check not in ("exists", "open"):
-        raise InputError(f"check_images must be 'none', 'exists' or 'open', got {check!r}")
-    bad = []
-    for name in dict.fromkeys(names):
-        path = source.paths.get(name)
-        if path is None or not path.is_file():
-            bad.append(name)
-        elif check == "open":
-            try:
-                with Image.open(path) as image:
-                    image.load()
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-                bad.append(name)
-    return bad
-
-
 def resolve_missing(
     queries: list[CIRQuery],
     gallery: list[str],
@@ -178,31 +117,29 @@ def resolve_missing(
     layout: str,
     also_bad: Iterable[str] = (),
 ) -> tuple[list[CIRQuery], list[str], dict]:
-    """Check every referenced image, then fail or drop the bad ones.
-
-    Skip rules: a query is dropped when its reference or its target is bad; bad images leave the
-    gallery, and are pruned from ground truths and CIRR subsets (they could never be retrieved).
-
-    Args:
-        queries: the parsed queries.
-        gallery: the parsed gallery names.
-        source: where the images live.
-        check: how hard to check (see :func:`find_bad_images`).
-        on_missing: ``"error"`` raises :class:`ImageLoadError`; ``"skip"`` drops and counts.
-        layout: the expected on-disk layout, quoted in the error.
-        also_bad: names known to be unusable whatever their files (e.g. a CIRCO id absent from
-            the image-info file).
-
-    Returns:
-        ``(queries, gallery, skipped)`` where ``skipped`` counts ``images``, ``queries`` and
-        ``gallery`` entries dropped and lists the first bad ``files``.
-    """
+    """Check every referenced image (``check``: ``none``, ``exists`` or ``open``: decode it), then fail
+    (``on_missing="error"``, quoting ``layout``) or drop the bad ones: a query goes when its reference or
+    target is bad; bad images leave the gallery, ground truths and CIRR subsets. ``also_bad``: names
+    unusable whatever their files (a CIRCO id the image-info file lacks). Returns ``(queries, gallery,
+    skipped)``, ``skipped`` counting ``images``, ``queries`` and ``gallery`` dropped and the first ``files``."""
     if on_missing not in ("error", "skip"):
         raise InputError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
+    if check not in ("none", "exists", "open"):
+        raise InputError(f"check_images must be 'none', 'exists' or 'open', got {check!r}")
     needed = list(gallery)
     for q in queries:
         needed += [q.reference, *([q.target] if q.target else []), *q.ground_truths, *(q.subset or ())]
-    bad = set(find_bad_images(source, needed, check)) | set(also_bad)
+    bad = set(also_bad)
+    for name in dict.fromkeys(needed) if check != "none" else ():
+        path = source.paths.get(name)
+        if path is None or not path.is_file():
+            bad.add(name)
+        elif check == "open":  # decode in full, as feature extraction will: truncated files, bombs, garbage
+            try:
+                with Image.open(path) as image:
+                    image.load()
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+                bad.add(name)
     skipped = {"images": len(bad), "queries": 0, "gallery": 0, "files": []}
     if not bad:
         return queries, gallery, skipped
@@ -213,38 +150,22 @@ def resolve_missing(
         raise ImageLoadError(
             f"{len(ordered)} image(s) missing or unreadable, first {described[0].strip()}:\n"
             + "\n".join(described[:_MAX_LISTED])
-            + more
-            + "\nPass --on-missing skip (on_missing='skip') to drop them and count them instead.\nExpected layout:\n"
-            + layout
+            + f"{more}\nPass --on-missing skip (on_missing='skip') to drop them and count them instead."
+            + f"\nExpected layout:\n{layout}"
         )
-    kept_queries = []
+    kept = []
     for q in queries:
-        if q.reference in bad or (q.target is not None and q.target in bad):
-            continue
-        gts = tuple(g for g in q.ground_truths if g not in bad)
-        subset = None if q.subset is None else tuple(m for m in q.subset if m not in bad)
-        kept_queries.append(replace(q, ground_truths=gts, subset=subset))
+        if q.reference not in bad and (q.target is None or q.target not in bad):
+            subset = None if q.subset is None else tuple(m for m in q.subset if m not in bad)
+            kept.append(replace(q, ground_truths=tuple(g for g in q.ground_truths if g not in bad), subset=subset))
     kept_gallery = [g for g in gallery if g not in bad]
-    skipped.update(
-        queries=len(queries) - len(kept_queries),
-        gallery=len(gallery) - len(kept_gallery),
-        files=[str(source.paths.get(n, n)) for n in ordered[:20]],
-    )
-    return kept_queries, kept_gallery, skipped
+    files = [str(source.paths.get(n, n)) for n in ordered[:20]]
+    skipped.update(queries=len(queries) - len(kept), gallery=len(gallery) - len(kept_gallery), files=files)
+    return kept, kept_gallery, skipped
 
 
 def check_folder_images(source: ImageFolderSource, check: CheckImages, on_missing: OnMissing) -> tuple[list[str], dict]:
-    """An image folder's names after the up-front check a benchmark gets (``--check-images``,
-    ``--on-missing``): unreadable files fail naming them, or are dropped and counted.
-
-    Args:
-        source: the folder.
-        check: ``"none"``, ``"exists"`` or ``"open"`` (decode every file).
-        on_missing: ``"error"`` or ``"skip"``.
-
-    Returns:
-        ``(names, skipped)``, ``skipped`` as :func:`resolve_missing` counts it.
-    """
+    """An image folder's names after the check a benchmark gets (``--check-images``, ``--on-missing``)."""
     layout = f"{source.root}/ with image files ({', '.join(IMAGE_EXTENSIONS)}) in it or in sub-folders"
     _, names, skipped = resolve_missing([], list(source.names), source, check, on_missing, layout)
     return names, skipped

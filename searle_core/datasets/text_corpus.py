@@ -1,14 +1,8 @@
 """A text corpus from a file (``--captions FILE``): the captions LinCIR trains on, on real datasets.
 
-Formats, chosen by the file's suffix:
-
-- ``.json``: a list of strings; a list of objects with a ``caption`` (or ``text``) field; or an
-  object whose ``captions`` (or ``text``) key holds a list of strings;
-- ``.csv``: the ``caption`` (or ``text``) column (the official corpora's Hugging Face column is ``text``);
-- anything else: one caption per line (blank lines skipped).
-
-Any other shape is a one-line :class:`~searle_core.infra.errors.InputError` naming the file and what
-was expected; so is an empty corpus or a caption that is not a string.
+By suffix: ``.json`` a list of strings, of objects with a ``caption`` (or ``text``) field, or an
+object whose ``captions`` (or ``text``) key holds the list; ``.csv`` the ``caption`` (or ``text``,
+the official corpora's) column; anything else one caption per line (blank lines skipped).
 """
 
 from __future__ import annotations
@@ -21,8 +15,7 @@ from searle_core.datasets.base import CaptionCorpus
 from searle_core.infra.errors import InputError
 from searle_core.infra.files import digest
 
-#: Field / column names read, in order of preference.
-CAPTION_FIELDS = ("caption", "text")
+CAPTION_FIELDS = ("caption", "text")  # in order of preference
 _EXPECTED = (
     "one caption per line, a JSON list of strings (or of objects with a 'caption'/'text' field, or "
     "{'captions': [...]}), or a CSV with a 'caption' or 'text' column"
@@ -52,21 +45,9 @@ def _from_json(path: Path, data) -> list:
     return out
 
 
-def _from_csv(path: Path, text: str) -> list:
-    reader = csv.DictReader(text.splitlines())
-    column = next((c for c in CAPTION_FIELDS if c in (reader.fieldnames or [])), None)
-    if column is None:
-        raise _bad(path, f"no 'caption' or 'text' column (columns: {reader.fieldnames})")
-    return [row[column] for row in reader]
-
-
 def read_captions(path: str | Path) -> CaptionCorpus:
-    """The captions of ``path`` as a :class:`CaptionCorpus` named by the file's content.
-
-    Raises:
-        InputError: a missing or unreadable file, a wrong shape or column, a non-string or empty
-            caption list (one line, naming the file).
-    """
+    """The captions of ``path`` as a :class:`CaptionCorpus` named by their content; a missing or unreadable
+    file, a wrong shape, a non-string caption or none at all is an error naming the file."""
     path = Path(path)
     if not path.is_file():
         raise _bad(path, "no such file")
@@ -81,7 +62,11 @@ def read_captions(path: str | Path) -> CaptionCorpus:
         except json.JSONDecodeError as err:
             raise _bad(path, f"invalid JSON (line {err.lineno})") from None
     elif suffix == ".csv":
-        rows = _from_csv(path, text)
+        reader = csv.DictReader(text.splitlines())
+        column = next((c for c in CAPTION_FIELDS if c in (reader.fieldnames or [])), None)
+        if column is None:
+            raise _bad(path, f"no 'caption' or 'text' column (columns: {reader.fieldnames})")
+        rows = [row[column] for row in reader]
     else:
         rows = text.splitlines()
     bad = next((i for i, r in enumerate(rows) if not isinstance(r, str)), None)

@@ -2,38 +2,14 @@
 
     python -m searle_core.infra.annotations [--dest data/annotations] [--from DIR] [--timeout S]
 
-(``make annotations``.) The files are the CIRR, FashionIQ and CIRCO annotation releases (captions and
-image splits of the public validation and test splits) and the Open Images V7 class-description list,
-written under ``--dest`` in the layout the tests expect (the same as a ``../shared/data`` folder beside
-the repository)::
-
-    cirr/captions/cap.rc2.{test1,val}.json          cirr/image_splits/split.rc2.{test1,val}.json
-    fashioniq/captions/cap.{dress,shirt,toptee}.{test,val}.json
-    fashioniq/image_splits/split.{dress,shirt,toptee}.{test,val}.json
-    circo/annotations/{test,val}.json               concepts/oidv7-class-descriptions.csv
-    circo/submission_val_example.json               (CIRCO's submission_examples/submission_val.json)
-
-No images: the datasets' images come from elsewhere (``data/README.md``). Each licence is its authors'
-(CIRR MIT, FashionIQ CDLA, CIRCO CC BY-NC 4.0, Open Images CC BY 4.0); nothing here is committed.
-
-Pinned versions. The GitHub files are fetched from raw.githubusercontent.com at a commit, not a branch:
-
-- CIRR: ``Cuberick-Orion/CIRR``, branch ``cirr_dataset`` (the annotations live there, not on ``main``),
-  commit 2276fba2d2c53862c8ae79ea18e1f1ae03719f56 (2023-11-19; the rc2 files date from 910278c, 2021-08-06).
-- FashionIQ: ``XiaoxiaoGuo/fashion-iq``, commit f71b16c3b09ef03b02c0fed160fa072fb3b8aa16 (2022-03-03; the
-  files last changed in 0740956, 2019-06-06).
-- CIRCO: ``miccunifi/CIRCO``, commit 267b5c9087d856ce1b41d2daf8f385ae5b629a3b (2024-08-14; the
-  annotations carry the ``semantic_aspects`` added on 2024-05-07).
-
-At each of these commits the files' git blob ids equal those of the copies the hashes below were taken
-from, so the commit and the hash agree. The Open Images list has no commit: its URL names the V7
-release (``storage.googleapis.com/openimages/v7/``), and the SHA-256 is the pin (20,931 classes).
-
-Every file is written to a temporary file in its destination folder, its SHA-256 checked, and only then
-moved into place (``os.replace``), so an interrupted or wrong download leaves nothing under the final
-name. A file already there with the pinned hash is skipped; one with another hash is left alone and
-reported (move it away and run again). ``--from DIR`` copies from a local folder laid out as above
-instead of downloading, with the same checks. Only the standard library is used.
+(``make annotations``.) CIRR, FashionIQ and CIRCO's annotation releases (captions and image splits of
+the validation and test splits) and the Open Images V7 class list, under ``--dest`` in the layout the
+tests read (that of a ``../shared/data`` folder). No images; each licence is its authors'. GitHub files
+come from raw.githubusercontent.com at a commit whose git blob ids equal those of the files hashed
+below (CIRR: its ``cirr_dataset`` branch); the Open Images list's URL names the V7 release and its
+SHA-256 is the pin. Each file goes through a temporary file, is checked, then moved into place; one
+already there with another hash is left alone and reported. ``--from DIR`` copies from a local folder
+laid out as ``--dest``, with the same checks.
 """
 
 from __future__ import annotations
@@ -47,9 +23,10 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+from searle_core.infra.files import sha256_of
 
 CIRR_COMMIT = "2276fba2d2c53862c8ae79ea18e1f1ae03719f56"
 FASHIONIQ_COMMIT = "f71b16c3b09ef03b02c0fed160fa072fb3b8aa16"
@@ -85,21 +62,11 @@ SHA256: dict[str, str] = {
 }
 
 
-def _release_path(name: str) -> str:
-    """Where a file sits in its release: the destination path without the dataset's folder (CIRCO's
-    example submission is renamed, as the tests read it)."""
-    if name == "circo/submission_val_example.json":
-        return "submission_examples/submission_val.json"
-    return name.split("/", 1)[1]
-
-
-#: The pinned URL of each file, by the same paths as :data:`SHA256`.
-URLS: dict[str, str] = {
-    name: {"cirr": _CIRR, "fashioniq": _FASHIONIQ, "circo": _CIRCO, "concepts": _OPEN_IMAGES}[name.split("/")[0]]
-    + "/"
-    + _release_path(name)
-    for name in SHA256
-}
+_ROOTS = {"cirr": _CIRR, "fashioniq": _FASHIONIQ, "circo": _CIRCO, "concepts": _OPEN_IMAGES}
+#: The pinned URL of each file: its destination path without the dataset's folder (CIRCO's example
+#: submission is renamed, as the tests read it).
+URLS: dict[str, str] = {name: f"{_ROOTS[name.split('/')[0]]}/{name.split('/', 1)[1]}" for name in SHA256}
+URLS["circo/submission_val_example.json"] = f"{_CIRCO}/submission_examples/submission_val.json"
 
 TIMEOUT = 60.0  # seconds to connect, and to wait for each read
 _CHUNK = 1 << 16
@@ -109,18 +76,9 @@ class AnnotationError(RuntimeError):
     """One file could not be put in place; the message is one line naming it."""
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_checked(stream: BinaryIO, target: Path, expected: str, origin: str, size: int | None = None) -> None:
     """Stream into a temporary file beside ``target``, check its size (if announced) and SHA-256, then
-    move it into place. Whatever goes wrong (a wrong hash, a timeout, an interrupt), the temporary file
-    is removed."""
+    move it into place; whatever goes wrong, the temporary file is removed."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
@@ -146,9 +104,8 @@ def _write_checked(stream: BinaryIO, target: Path, expected: str, origin: str, s
 def fetch_file(
     name: str, dest: str | os.PathLike, source: str | os.PathLike | None = None, timeout: float = TIMEOUT
 ) -> str:
-    """Put one file (a key of :data:`SHA256`) at ``dest/name``: downloaded from :data:`URLS`, or copied
-    from ``source/name``. Returns what was done (``"fetched"``, ``"copied"``, ``"present"``); raises
-    :class:`AnnotationError` with a one-line reason otherwise."""
+    """Put one file (a key of :data:`SHA256`) at ``dest/name``, downloaded from :data:`URLS` or copied from
+    ``source/name``: ``"fetched"``, ``"copied"`` or ``"present"``, else an :class:`AnnotationError`."""
     expected = SHA256[name]
     target = Path(dest) / name
     if target.exists():
@@ -175,43 +132,14 @@ def fetch_file(
         raise
     except urllib.error.HTTPError as e:
         raise AnnotationError(f"{url}: HTTP {e.code} {e.reason}") from None
-    except TimeoutError as e:
-        raise AnnotationError(f"{url}: no answer within {timeout:g} s ({e or 'timed out'})") from None
-    except urllib.error.URLError as e:
-        reason = e.reason
+    except (TimeoutError, urllib.error.URLError) as e:
+        reason = getattr(e, "reason", e)
         if isinstance(reason, (TimeoutError, socket.timeout)):
             raise AnnotationError(f"{url}: no answer within {timeout:g} s ({reason or 'timed out'})") from None
         raise AnnotationError(f"{url}: {reason}") from None
     except (OSError, http.client.HTTPException) as e:  # the connection dropped mid-read, say
         raise AnnotationError(f"{url}: {type(e).__name__}: {e}") from None
     return "fetched"
-
-
-def fetch_all(
-    dest: str | os.PathLike,
-    source: str | os.PathLike | None = None,
-    timeout: float = TIMEOUT,
-    log: Callable[[str], None] | None = print,
-) -> dict[str, str]:
-    """Every file of :data:`SHA256` into ``dest``, one log line each. Returns ``{name: what was done}``,
-    with ``"FAILED: <reason>"`` for the files that could not be put in place (the others still are)."""
-    done = {}
-    for name in SHA256:
-        try:
-            done[name] = fetch_file(name, dest, source, timeout)
-            line = f"{done[name]:8} {name}"
-        except AnnotationError as e:
-            done[name] = f"FAILED: {e}"
-            line = f"FAILED   {name}: {e}"
-        if log:
-            log(line)
-    return done
-
-
-def summary(done: dict[str, str], dest: str | os.PathLike) -> str:
-    failed = sum(v.startswith("FAILED") for v in done.values())
-    counts = ", ".join(f"{sum(v == k for v in done.values())} {k}" for k in ("fetched", "copied", "present"))
-    return f"{len(done)} annotation files in {dest}: {counts}, {failed} failed" + (" (see above)" if failed else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,16 +152,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--from", dest="source", metavar="DIR", help="copy from this local folder (same layout) instead of downloading"
     )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=TIMEOUT,
-        help="seconds to connect and to wait for each read (default: %(default)s)",
-    )
+    parser.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds to connect and for each read")
     args = parser.parse_args(argv)
-    done = fetch_all(args.dest, args.source, args.timeout)
-    print(summary(done, args.dest))
-    return 1 if any(v.startswith("FAILED") for v in done.values()) else 0
+    done = {}
+    for name in SHA256:  # every file is tried; the others are still put in place when one fails
+        try:
+            done[name] = fetch_file(name, args.dest, args.source, args.timeout)
+            print(f"{done[name]:8} {name}")
+        except AnnotationError as e:
+            done[name] = "FAILED"
+            print(f"FAILED   {name}: {e}")
+    failed = sum(v == "FAILED" for v in done.values())
+    counts = ", ".join(f"{sum(v == k for v in done.values())} {k}" for k in ("fetched", "copied", "present"))
+    print(f"{len(done)} annotation files in {args.dest}: {counts}, {failed} failed" + (" (see above)" * bool(failed)))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

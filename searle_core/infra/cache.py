@@ -1,5 +1,5 @@
-"""The project's on-disk caches of tensors: one file per key, read back only when whole and of the
-expected size, written through a temporary file and a rename (see :mod:`searle_core.infra.files`)."""
+"""The on-disk caches of tensors: one file per key, read back only when whole and of the expected
+size, written atomically (:mod:`searle_core.infra.files`)."""
 
 from __future__ import annotations
 
@@ -23,12 +23,7 @@ def cache_file(kind: str, cache: bool | str | Path, key: str) -> Path | None:
 
 
 def load_cached_tensor(path: Path | None, rows: int) -> torch.Tensor | None:
-    """A cached tensor with ``rows`` rows, or ``None`` when absent, damaged or of another size.
-
-    Args:
-        path: the cache file (``None``: no cache).
-        rows: the number of rows expected.
-    """
+    """The cached tensor at ``path`` if it has ``rows`` rows; ``None`` when absent, damaged or of another size."""
     if path is None or not path.is_file():
         return None
     try:
@@ -39,18 +34,10 @@ def load_cached_tensor(path: Path | None, rows: int) -> torch.Tensor | None:
 
 
 def save_tensor_atomic(path: Path | None, tensor: torch.Tensor) -> None:
-    """Save ``tensor`` to ``path`` via a unique temporary file and a rename.
-
-    Two processes filling the same cache entry never mix their files, and an interrupted run
-    never leaves a truncated one under the final name.
-
-    Args:
-        path: destination (``None``: do nothing).
-        tensor: what to save.
-    """
-    if path is None:
-        return
-    save_or_warn(lambda: atomic_save(tensor, path), path, "feature cache")
+    """Save ``tensor`` to ``path`` (``None``: nothing) atomically: two processes filling one entry never
+    mix their files, an interrupted run never leaves a truncated one."""
+    if path is not None:
+        save_or_warn(lambda: atomic_save(tensor, path), path, "feature cache")
 
 
 def save_or_warn(save: Callable[[], object], path: Path, what: str) -> bool:

@@ -1,25 +1,17 @@
-"""One place that decides where tensors live and which precision runs there.
-
-Everything in the package takes a ``device`` argument ("auto", "cpu", "cuda", "cuda:1", ...) and
-resolves it here, so no module scatters ``.cuda()`` calls.
-
-Precision follows the authors' code: evaluation (image and text features, rankings) runs in full
-fp32 with no autocast; training (OTI, φ, the baselines' networks) runs under fp16 autocast with a
-``GradScaler`` on CUDA. ``bf16`` is an option (no scaler needed); the CPU trains in fp32 unless a
-precision is asked for explicitly.
+"""Where tensors live and which precision runs there: every ``device`` argument ("auto", "cpu",
+"cuda:1", ...) is resolved here. As the authors' code, evaluation runs in fp32 with no autocast;
+training (OTI, φ, the baselines' networks) under fp16 autocast with a ``GradScaler`` on CUDA (``bf16``
+on request); the CPU trains in fp32 unless a precision is asked for.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Literal
 
 import torch
 
 from searle_core.infra.errors import InputError
 
-#: Training precisions: ``auto`` (fp16 on CUDA, fp32 on CPU, as the authors), or one named.
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
 #: Evaluation always runs in fp32 (the authors cast features with ``.float()`` and use no autocast).
 EVAL_PRECISION = "fp32"
@@ -28,11 +20,7 @@ _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """Turn a user's device choice into a ``torch.device``.
-
-    Args:
-        device: ``"auto"`` (CUDA when available, else CPU), a device string or a device.
-    """
+    """A user's device choice as a ``torch.device`` (``auto``: CUDA when available, else CPU)."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
@@ -50,13 +38,7 @@ def eval_precision(device: torch.device | str):
 
 
 def training_precision(device: torch.device | str, precision: str = "auto") -> str:
-    """The precision training runs in: ``fp32``, ``fp16`` or ``bf16``.
-
-    Args:
-        device: where training runs.
-        precision: ``auto`` (CUDA: fp16, the authors' choice; CPU: fp32) or one of
-            ``fp32``/``fp16``/``bf16``.
-    """
+    """The precision training runs in (``auto``: fp16 on CUDA, the authors' choice; fp32 on CPU)."""
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "auto":
@@ -65,12 +47,7 @@ def training_precision(device: torch.device | str, precision: str = "auto") -> s
 
 
 def train_autocast(device: torch.device, precision: str = "auto"):
-    """The autocast context of a training step (a no-op in fp32).
-
-    Args:
-        device: where the step runs.
-        precision: see :func:`training_precision`.
-    """
+    """The autocast context of a training step (a no-op in fp32)."""
     resolved = training_precision(device, precision)
     if resolved == "fp32":
         return contextlib.nullcontext()

@@ -22,18 +22,10 @@ _TIMEOUT = datetime.timedelta(hours=2)
 _OWN_GROUP = False
 
 
-def launched() -> bool:
-    """Whether this process was started by torchrun with more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
 def setup(device: str | torch.device = "auto") -> torch.device:
-    """Join the process group if torchrun started us, and return this process's device.
-
-    Args:
-        device: the requested device; under torchrun ``cuda``/``auto`` becomes ``cuda:LOCAL_RANK``.
-    """
-    if not launched():
+    """Join the process group if torchrun started more than one process, and return this process's
+    device (under torchrun ``cuda``/``auto`` becomes ``cuda:LOCAL_RANK``)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return resolve_device(device)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device)
@@ -104,11 +96,8 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
 
 
 def shard_indices(n: int, rank_: int | None = None, world: int | None = None) -> list[int]:
-    """Round-robin share of ``range(n)`` for a rank: the same split on every run and rank.
-
-    Round robin rather than contiguous blocks, so that every rank gets early and late batches and a
-    resumed run (whose early batches are done) keeps all ranks busy.
-    """
+    """Round-robin share of ``range(n)`` for a rank, the same on every run: every rank gets early and
+    late batches, so a resumed run (whose early batches are done) keeps all ranks busy."""
     rank_ = rank() if rank_ is None else rank_
     world = world_size() if world is None else world
     return list(range(rank_, n, world))

@@ -1,9 +1,8 @@
-"""Downloaded files (φ checkpoints given as URLs), cached under a key of the whole URL.
+"""Downloaded files (φ checkpoints given as URLs), cached under a hash of the whole URL.
 
-``torch.hub.load_state_dict_from_url`` caches by file name alone: any URL ending in
-``/SEARLE_ViT-B32.pt`` (another host, a host that does not exist) is answered from the cache once a
-file of that name is there. Here the cache file name starts with a hash of the whole URL, so only
-that URL's download is ever served, and a file whose SHA-256 is known is checked after download.
+``torch.hub.load_state_dict_from_url`` caches by file name alone, so any URL ending in
+``/SEARLE_ViT-B32.pt`` would be answered from the cache; here only that URL's download is served, and
+a file whose SHA-256 is known is checked after download.
 """
 
 from __future__ import annotations
@@ -16,19 +15,14 @@ import urllib.request
 from pathlib import Path
 
 from searle_core.infra.errors import InputError
-from searle_core.infra.files import atomic_write
+from searle_core.infra.files import atomic_write, sha256_of
 from searle_core.infra.paths import cache_dir
 
-#: SHA-256 of known release files, by URL. The authors' φ checkpoints are
-#: ``https://github.com/miccunifi/SEARLE/releases/download/weights/SEARLE_ViT-B32.pt`` and
-#: ``.../SEARLE_ViT-L14.pt`` (their ``hubconf.py``). Their checksums are not published (the repository
-#: and its release page give none) and could not be computed here without network, so the table is
-#: empty rather than guessed: add ``url: sha256`` once a checksum is verified, and every later
-#: download of that URL is checked against it.
+#: SHA-256 of known release files, by URL: every download of such a URL is checked against it. The
+#: authors publish no checksum of their φ checkpoints, so the table is empty rather than guessed.
 KNOWN_SHA256: dict[str, str] = {}
 
-#: Seconds to wait for a connection, and for each read once connected: a server that accepts and
-#: never answers fails the download instead of hanging the run.
+#: Seconds to wait for a connection, and for each read: a server that never answers fails the download.
 CONNECT_TIMEOUT, READ_TIMEOUT = 30.0, 60.0
 
 
@@ -44,25 +38,9 @@ def fetch_url_to_file(url: str, tmp: str) -> None:
             shutil.copyfileobj(response, f, 1 << 20)
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cached_download(url: str, kind: str = "downloads", known: dict[str, str] | None = None) -> Path:
-    """The local copy of ``url``, downloaded once into ``cache_dir(kind)`` under a key of the whole URL.
-
-    Args:
-        url: an ``http(s)`` URL.
-        kind: the cache sub-folder.
-        known: URL -> SHA-256 to check (default: :data:`KNOWN_SHA256`).
-
-    Raises:
-        InputError: the download failed (naming the URL) or its checksum differs from the known one.
-    """
+    """The local copy of ``url``, downloaded once into ``cache_dir(kind)`` and checked against ``known``
+    (URL -> SHA-256, default :data:`KNOWN_SHA256`); a failed download or another checksum is an InputError."""
     known = KNOWN_SHA256 if known is None else known
     name = os.path.basename(urllib.parse.urlparse(url).path) or "download"
     key = hashlib.sha256(url.encode()).hexdigest()[:16]

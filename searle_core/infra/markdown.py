@@ -1,9 +1,5 @@
-"""The one GitHub Markdown table writer: results tables, comparisons, ablations.
-
-A small function rather than pandas' ``DataFrame.to_markdown``: that needs ``tabulate`` (not a
-dependency) and pads every cell to its column's width, so the tables the README quotes would
-change shape. Cells are written as given (callers format their numbers).
-"""
+"""The one GitHub Markdown table writer (results, comparisons, ablations). Not pandas' ``to_markdown``:
+that needs ``tabulate`` and pads cells to the column's width. Cells are written as given."""
 
 from __future__ import annotations
 
@@ -15,17 +11,8 @@ from searle_core.infra.errors import InputError
 def markdown_table(
     header: Sequence[object], rows: Iterable[Sequence[object]], numeric: Sequence[bool] | None = None
 ) -> str:
-    """A Markdown table, one line per row, ending with a newline.
-
-    Args:
-        header: the column names.
-        rows: the cells of each row, as many as ``header``; each is written with ``str``.
-        numeric: per column, whether it holds numbers (right-aligned, ``---:``); default: every
-            column but the first.
-
-    Raises:
-        ValueError: a row or ``numeric`` with another number of cells than ``header``.
-    """
+    """A Markdown table, one line per row; ``numeric`` columns (default: all but the first) are
+    right-aligned. A row of another width than ``header`` is an error."""
     header = [str(h) for h in header]
     numeric = [i > 0 for i in range(len(header))] if numeric is None else list(numeric)
     if len(numeric) != len(header):

@@ -1,15 +1,11 @@
 """Run settings: one typed record, one name per thing, shared by the CLI, the profiles and the notebooks.
 
-A setting is named once, here, by its field. The command line spells it ``--field-name`` (``_`` as
-``-``), a profile (``notebooks/profiles/*.yaml``) and a notebook's parameters cell spell it
-``field_name``, and :func:`searle_core.notebook.study.open_study` takes it as a keyword of that name.
-Earlier spellings still work on the command line as hidden aliases that print a one-line note
-(:data:`RENAMED_FLAGS`); earlier notebook parameter names are refused with the new name
-(:data:`RENAMED_PARAMETERS`). ``tests/test_settings.py`` checks that the three agree.
-
-What is *not* here: each network's own training recipe (``searle train-phi --lr``, ``OTIConfig``
-fields such as ``lambda_gpt``), which has one spelling already, and what a notebook alone shows
-(``n_images``, ``top_k``, ...).
+A setting is named once, here, by its field: ``--field-name`` on the command line, ``field_name`` in a
+profile (``notebooks/profiles/*.yaml``), a notebook's parameters cell and
+:func:`searle_core.notebook.study.open_study`; ``tests/test_settings.py`` checks that they agree.
+Not here: each network's own training recipe (``OTIConfig``, ``PhiTrainConfig``) and what a notebook
+alone shows (``n_images``, ``top_k``, ...). The command line's value types live here too, so a seed or
+a count is checked alike on the command line and in a profile.
 """
 
 from __future__ import annotations
@@ -17,67 +13,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from searle_core.infra.errors import (
-    INT64_MAX,
-    InputError,
-    count_problem,
-    count_warning,
-    epoch_count,
-    seed_int,
-    seed_problem,
-    step_count,
-)
+from searle_core.infra.errors import InputError
 
 
-def _setting(default: Any, help: str, **metadata) -> Any:
-    return field(default=default, metadata={"help": help, **metadata})
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class RunSettings:
-    """What a run is: the data, the backbone, and the inversion settings a user chooses.
-
-    Args:
-        dataset: ``shapes`` (the offline world), ``cirr``, ``fashioniq``, ``circo`` (``searle oti``:
-            also ``imagenet``, any image folder).
-        dataset_path: the dataset's folder in the authors' layout (real datasets).
-        split: benchmark split (``val`` has ground truths).
-        category: FashionIQ categories, comma-separated (empty: dress, shirt, toptee).
-        quick: ``shapes``: the CI-sized world and world CLIP.
-        backbone: ``shapes-clip`` or an open_clip model (``ViT-B-32``, ``ViT-L-14``).
-        pretrained: weights tag or file (``default``: the world CLIP's, else ``openai``); ``none``:
-            random weights drawn under ``seed``.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
-        preprocess: image preprocessing, ``clip`` or ``targetpad`` (empty: the dataset's default,
-            targetpad 1.25 as the authors').
-        num_workers: data-loader workers decoding images (``None``: the dataset's default).
-        precision: training precision of OTI and trained networks (``auto``, ``fp32``, ``fp16``, ``bf16``).
-        seed: run seed.
-        concepts: the concept CSV of the phrase regulariser (Open Images V7 class descriptions).
-        phrases: the authors' GPT phrases (``GPTNeo27B.zip``, its folder, or a pickle).
-        unlabeled: the image folder φ and the trained baselines learn from (the paper: ImageNet1K test).
-        captioner: Hugging Face captioning model of ``captioning`` (empty: BLIP base).
-        captions: the text corpus ``lincir`` trains on, on real datasets (one caption per line, or
-            a JSON list / CSV ``caption`` column: :mod:`searle_core.datasets.text_corpus`).
-        lincir_checkpoint: LinCIR's φ weights (its official ``phi_best.pt``); empty: trained here.
-        oti_steps: OTI optimisation steps per image (the paper: 350).
-        oti_batch_size: images optimised together by OTI (``None``: the dataset's default).
-        oti_tokens: OTI tokens computed earlier for ``searle-oti`` (a ``searle oti`` run folder or
-            the authors' output).
-        phi_checkpoint: φ's weights: a file or URL (the authors' ``SEARLE_ViT-B32.pt``), a φ run
-            folder ``RUN``, ``RUN:EPOCH`` or ``RUN:last``, or ``searle`` / ``searle-xl`` (the authors'
-            released φ, downloaded once); empty: φ trained by the project.
-        phi_epochs: φ's training epochs (the paper: 100).
-        phi_images: unlabeled images φ trains on (0: all).
-        progress: progress bars (the CLI's ``--no-progress`` turns them off).
-    """
+    """What a run is: the data, the backbone, and the inversion settings a user chooses (each field's
+    help says what it is)."""
 
     dataset: str = _setting("shapes", "shapes (offline world) | cirr | fashioniq | circo")
-    dataset_path: str = _setting("", "real datasets: the folder in the authors' layout", old_parameters=("path",))
+    dataset_path: str = _setting("", "real datasets: the folder in the authors' layout")
     split: str = _setting("val", "benchmark split (val has ground truths)")
     category: str = _setting("", "FashionIQ categories, comma-separated (default: dress,shirt,toptee)")
     quick: bool = _setting(False, "shapes: the CI-sized world and world CLIP (seconds instead of minutes)")
@@ -88,47 +41,30 @@ class RunSettings:
     num_workers: int | None = _setting(None, "data-loader workers decoding images (default: 0 for shapes, up to 8)")
     precision: str = _setting("auto", "auto | fp32 | fp16 | bf16: training precision of OTI and trained networks")
     seed: int = _setting(42, "run seed")
-    concepts: str = _setting("", "concept CSV (Open Images V7 class descriptions)", old_parameters=("concepts_path",))
-    phrases: str = _setting(
-        "",
-        "the authors' GPT phrases: GPTNeo27B.zip, its folder, or a pickle {concept: [phrases]}",
-        old_parameters=("phrases_path",),
-    )
-    unlabeled: str = _setting(
-        "",
-        "the image folder φ and the trained baselines learn from (the paper: ImageNet1K test)",
-        old_parameters=("unlabeled_path",),
-    )
+    concepts: str = _setting("", "concept CSV (Open Images V7 class descriptions)")
+    phrases: str = _setting("", "the authors' GPT phrases: GPTNeo27B.zip, its folder, or a pickle {concept: [phrases]}")
+    unlabeled: str = _setting("", "image folder φ and the trained baselines learn from (the paper: ImageNet1K test)")
     captioner: str = _setting("", "Hugging Face captioning model for 'captioning' on real images (default: BLIP base)")
     captions: str = _setting(
         "", "text corpus LinCIR trains on: one caption per line, a JSON list, or a CSV 'caption'/'text' column"
     )
     lincir_checkpoint: str = _setting("", "LinCIR's φ weights (its official phi_best.pt); empty: trained here")
-    oti_steps: int = _setting(350, "OTI optimisation steps per image (the paper: 350)", old_flags=("--steps",))
-    oti_batch_size: int | None = _setting(
-        None, "images OTI optimises together (default: the paper's 32; 128 on shapes)", old_flags=("--batch-size",)
-    )  # `searle oti` only: elsewhere it is the features'
-
-    oti_tokens: str = _setting(
-        "", "OTI tokens computed earlier: a `searle oti` run folder or the authors' output", old_flags=("--tokens",)
-    )
+    oti_steps: int = _setting(350, "OTI optimisation steps per image (the paper: 350)")
+    oti_batch_size: int | None = _setting(None, "images OTI optimises together (default: the paper's 32, shapes 128)")
+    oti_tokens: str = _setting("", "OTI tokens computed earlier: a `searle oti` run folder or the authors' output")
     phi_checkpoint: str = _setting(
         "",
         "φ's weights: a file or URL (the authors' SEARLE_ViT-B32.pt), a φ run folder RUN, RUN:EPOCH or RUN:last, or "
         "searle / searle-xl (the authors' released φ, downloaded once); empty: trained here",
     )
-    phi_epochs: int = _setting(100, "φ's training epochs (the paper: 100)", old_flags=("--epochs",))
+    phi_epochs: int = _setting(100, "φ's training epochs (the paper: 100)")
     phi_images: int = _setting(0, "unlabeled images φ trains on (0: all)")
     progress: bool = _setting(True, "progress bars")
-
-    def replace(self, **changes) -> RunSettings:
-        """A copy with some settings changed; an unknown or renamed name is a one-line error."""
-        check_names(changes, "setting")
-        return dataclasses.replace(self, **changes)
 
 
 #: Every setting's name, in the dataclass's order.
 SETTINGS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RunSettings))
+DEFAULTS = RunSettings()
 
 
 def flag(name: str) -> str:
@@ -136,103 +72,167 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _fields() -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(RunSettings)}
-
-
-#: Former notebook parameter / profile key -> the setting it became.
-RENAMED_PARAMETERS: dict[str, str] = {
-    old: f.name for f in dataclasses.fields(RunSettings) for old in f.metadata.get("old_parameters", ())
-}
-#: Former command-line spellings -> the setting they set (each command registers the ones it had).
-RENAMED_FLAGS: dict[str, str] = {
-    old: f.name for f in dataclasses.fields(RunSettings) for old in f.metadata.get("old_flags", ())
-}
-#: Former spellings of options that are not run settings (``searle train-phi``'s validation benchmark,
-#: ``searle oti``'s first N images, the image counts of ``searle bench``).
-RENAMED_FLAGS.update({"--val-path": "val_dataset_path", "--limit": "max_images", "--images": "n_images"})
-
-
 def check_names(names, what: str = "parameter") -> None:
-    """Fail on a name that is not a setting, saying the new name of a renamed one.
-
-    Raises:
-        TypeError: one line naming the first unknown name.
-    """
+    """A ``TypeError`` naming the first name that is not a setting, and the settings there are."""
     for name in names:
-        if name in RENAMED_PARAMETERS:
-            raise TypeError(f"{what} {name!r} is now called {RENAMED_PARAMETERS[name]!r}")
         if name not in SETTINGS:
             raise TypeError(f"unknown {what} {name!r}; settings are {', '.join(SETTINGS)}")
 
 
 def from_parameters(parameters: Mapping[str, Any], base: RunSettings | None = None) -> RunSettings:
-    """Settings from notebook parameters / keyword arguments named as the fields (``None`` values skipped).
-
-    Args:
-        parameters: setting name -> value.
-        base: settings the others start from (default: :class:`RunSettings`'s defaults).
-    """
+    """Settings from notebook parameters / keyword arguments named as the fields (``None`` values skipped),
+    starting from ``base`` (default: the defaults)."""
     given = {k: v for k, v in parameters.items() if v is not None}
     check_names(given)
-    return dataclasses.replace(base or RunSettings(), **given)
+    return dataclasses.replace(base or DEFAULTS, **given)
 
 
 def from_namespace(args: argparse.Namespace, **overrides) -> RunSettings:
-    """Settings from parsed command-line options: every option whose destination is a setting.
-
-    ``None`` (an option left to its per-dataset default, e.g. ``searle oti --split``) keeps the
-    field's default; ``--no-progress`` sets ``progress``.
-    """
+    """Settings from parsed command-line options: every option whose destination is a setting; ``None``
+    (an option left to its per-dataset default) keeps the field's default, ``--no-progress`` sets ``progress``."""
     values = {k: v for k, v in vars(args).items() if k in SETTINGS and v is not None}
     if getattr(args, "no_progress", False):
         values["progress"] = False
-    return dataclasses.replace(RunSettings(), **{**values, **overrides})
+    return dataclasses.replace(DEFAULTS, **{**values, **overrides})
 
 
-class RenamedFlag(argparse.Action):
-    """A former spelling of an option: sets the new destination and says the new spelling on stderr."""
+# ---- values torch and the run time bound: one check for the command line and the profiles ----------
+#: Seeds both torch and numpy take: torch.manual_seed fails above ("Overflow when unpacking long
+#: long"), numpy's default_rng (bootstrap intervals, benchmark images) below 0 ("expected non-negative").
+SEED_RANGE = (0, 2**64 - 1)
+#: The largest count torch can take (a 64-bit integer).
+INT64_MAX = 2**63 - 1
+#: The paper's step and epoch counts, named in messages.
+PAPER_COUNTS = {"steps": 350, "epochs": 100}
+#: Counts above these are accepted with a one-line warning that estimates the time they take (a
+#: typing slip such as 10**12 steps would otherwise run for years without a word).
+WARN_COUNTS = {"steps": 100_000, "epochs": 10_000}
+#: A lower bound on one optimisation step, not a measurement (parsing a flag must not load a model):
+#: a step is a forward and a backward pass of CLIP's text encoder (a few hundred GPU kernels of >= ~5 us
+#: each), so no backbone on any device does one in under 1 ms (shapes-clip: 150 ms for a batch of 32 on
+#: one CPU thread). An epoch of φ is at least one step; the warning therefore says "at least".
+MIN_STEP_SECONDS = 1e-3
 
-    def __init__(self, option_strings, dest, new_flag: str = "", **kwargs):
-        self.new_flag = new_flag
-        super().__init__(option_strings, dest, **kwargs)
 
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(f"searle: {option_string} is deprecated, use {self.new_flag}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
+def seed_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a seed (not an integer, outside :data:`SEED_RANGE`), or ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"{value!r} is not an integer seed"
+    low, high = SEED_RANGE
+    if not low <= value <= high:
+        return f"{value} is outside the seed range {low} .. {high} (what torch and numpy both take)"
+    return None
 
 
-def add_renamed(parser: argparse.ArgumentParser, old: str, dest: str, new_flag: str, **kwargs) -> argparse.Action:
-    """A hidden former spelling ``old`` of the option ``new_flag`` (same destination, a note when used)."""
-    return parser.add_argument(
-        old,
-        dest=dest,
-        action=RenamedFlag,
-        new_flag=new_flag,
-        default=argparse.SUPPRESS,
-        help=argparse.SUPPRESS,
-        **kwargs,
+def count_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a step or epoch count (not an integer >= 1 that torch can take), or ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"{value!r} is not an integer count"
+    if value < 1:
+        return f"{value} is not allowed; expected an integer >= 1"
+    if value > INT64_MAX:
+        return f"{value} is more than torch can take; expected an integer from 1 to {INT64_MAX} (64 bits)"
+    return None
+
+
+def count_warning(value: int, kind: str) -> str | None:
+    """For a count of ``kind`` (``steps``, ``epochs``) far above the paper's: what it is and the least
+    time it takes, as a sentence without the flag or key the caller names; ``None`` for a sensible one."""
+    if value <= WARN_COUNTS[kind]:
+        return None
+    paper = PAPER_COUNTS[kind]
+    per = "each batch of images" if kind == "steps" else "the run"
+    return (
+        f"{value} {kind} is {value / paper:.3g} times the paper's {paper}: at {MIN_STEP_SECONDS * 1000:g} ms a step "
+        f"(a lower bound, the fastest any backbone runs) {per} takes at least {duration(value * MIN_STEP_SECONDS)}; "
+        "pass a smaller count unless you mean it (Ctrl-C stops the run and keeps what is finished)"
     )
 
 
-#: Settings whose values torch or the run time bound (see :mod:`searle_core.infra.errors`).
+def duration(seconds: float) -> str:
+    """``seconds`` in the largest unit that keeps the number >= 1 (s, min, h, days, years)."""
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:,.0f} {unit}" if seconds / size >= 10 else f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _checked_int(text: str, what: str, problem_of: Callable[[int], str | None]) -> int:
+    """``text`` as an integer that ``problem_of`` accepts, else an argparse error saying why."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer{what}") from None
+    problem = problem_of(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a seed torch and numpy accept (:data:`SEED_RANGE`)."""
+    return _checked_int(text, " seed", seed_problem)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _checked_int(text, "", lambda v: None if v >= 1 else f"{v} is not allowed; expected an integer >= 1")
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _checked_int(text, "", lambda v: None if v >= 0 else f"{v} is not allowed; expected an integer >= 0")
+
+
+def count_type(kind: str, flag: str) -> Callable[[str], int]:
+    """argparse type of a step or epoch count given as ``flag``: an error for values that cannot work,
+    a warning on stderr with the least time for absurd ones."""
+
+    def parse(text: str) -> int:
+        value = _checked_int(text, "", count_problem)
+        warning = count_warning(value, kind)
+        if warning:
+            print(f"searle: warning: {flag} {warning}", file=sys.stderr)
+        return value
+
+    parse.__name__ = f"{kind}_count"
+    return parse
+
+
+step_count = count_type("steps", "--oti-steps")
+epoch_count = count_type("epochs", "--phi-epochs")
+
+
+def _bounded_float(text: str, strict: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")) or value < 0 or (strict and value == 0):
+        raise argparse.ArgumentTypeError(f"{text} is not allowed; expected a finite number {'>' if strict else '>='} 0")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    return _bounded_float(text, strict=False)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _bounded_float(text, strict=True)
+
+
+#: Settings whose values torch or the run time bound.
 BOUNDED = {"seed": seed_int, "oti_steps": step_count, "phi_epochs": epoch_count}
 #: Settings that count optimisation steps or epochs (an absurd count is said with its least time).
 COUNTED = {"oti_steps": "steps", "phi_epochs": "epochs"}
 
 
 def check_bounded(name: str, value: Any, where: str) -> None:
-    """The command line's range checks for a setting given elsewhere (a profile's ``seed: ...``).
-
-    Args:
-        name: the setting or parameter name.
-        value: its value (``None``: the default, not checked).
-        where: the file and key, as messages name them (``paper.yaml: notebooks.01_textual_inversion.seed``).
-
-    Raises:
-        InputError: a seed outside torch's range, a count that is not an integer >= 1 torch can take,
-            or any integer torch cannot take (beyond 64 bits), naming ``where``.
-    """
+    """The command line's range checks for a setting given elsewhere (a profile's ``seed: ...``): an
+    :class:`InputError` naming ``where`` (file and key) for a seed or count torch cannot take, or any
+    integer beyond 64 bits; a warning for an absurd count. ``None`` (the default) is not checked."""
     if value is None or isinstance(value, (bool, float, str)):
         return  # not a count at all: the notebook's declared type says what was expected (check_profile)
     if name == "seed":
@@ -259,21 +259,11 @@ def _too_large(value: Any) -> str | None:
     return None
 
 
-def add_setting(
-    parser: argparse.ArgumentParser, name: str, *, renamed: tuple[str, ...] = (), help: str | None = None, **kwargs
-) -> argparse.Action:
-    """Add the option of setting ``name`` (``--name-with-dashes``, destination ``name``).
-
-    Args:
-        parser: the command's parser.
-        name: a :class:`RunSettings` field.
-        renamed: former spellings this command accepted (e.g. ``searle oti --steps``); they stay as
-            hidden aliases that print a one-line note.
-        help: the option's help (default: the field's).
-        **kwargs: ``argparse`` keywords (``default`` defaults to the field's, ``type`` to its type).
-    """
-    spec = _fields()[name]
-    if name in BOUNDED:  # every command's --seed / --oti-steps / --phi-epochs takes the same range
+def add_setting(parser: argparse.ArgumentParser, name: str, help: str | None = None, **kwargs) -> argparse.Action:
+    """Add the option of setting ``name`` (``--name-with-dashes``, destination ``name``, the field's
+    help, default and type unless given; seeds and counts always take their checked type)."""
+    spec = next(f for f in dataclasses.fields(RunSettings) if f.name == name)
+    if name in BOUNDED:
         kwargs["type"] = BOUNDED[name]
     if str(spec.type) == "bool" and "action" not in kwargs:
         kwargs["action"] = "store_true"
@@ -281,7 +271,4 @@ def add_setting(
         kwargs.setdefault("default", spec.default)
         if "type" not in kwargs and "choices" not in kwargs:
             kwargs["type"] = int if str(spec.type).startswith("int") else str
-    action = parser.add_argument(flag(name), dest=name, help=help or spec.metadata["help"], **kwargs)
-    for old in renamed:
-        add_renamed(parser, old, name, flag(name), type=kwargs.get("type"), choices=kwargs.get("choices"))
-    return action
+    return parser.add_argument(flag(name), dest=name, help=help or spec.metadata["help"], **kwargs)

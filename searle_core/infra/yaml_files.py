@@ -1,10 +1,8 @@
 """YAML read safely: duplicate keys refused, alias expansion bounded, errors naming file and line.
 
-PyYAML keeps the last of two equal keys without a word (a profile that says one thing twice
-silently means the second), and it resolves aliases by sharing nodes, so nine levels of nine
-aliases load in a blink but expand to 9**9 values once the parameters are copied or serialised
-(memory past 2 GB, never finishing). Anchors and merge keys (``<<: *common``) stay allowed: profiles
-write shared settings once with them.
+PyYAML keeps the last of two equal keys without a word, and shares aliased nodes, so nine levels of
+nine aliases load in a blink but expand to 9**9 values once copied or serialised. Anchors and merge
+keys (``<<: *common``) stay allowed: profiles write shared settings once with them.
 """
 
 from __future__ import annotations
@@ -46,8 +44,8 @@ class _Duplicate(Exception):
 
 
 def _expanded_size(root: yaml.Node, path: str | os.PathLike) -> None:
-    """Raise when ``root`` expands to more than :data:`MAX_EXPANDED_VALUES` values (aliases counted
-    every time they are used, as any copy or serialisation of the loaded data would)."""
+    """Refuse a ``root`` that expands to more than :data:`MAX_EXPANDED_VALUES` values (aliases counted
+    every time they are used, as any copy of the loaded data would)."""
     sizes: dict[int, int] = {}
 
     def size(node: yaml.Node) -> int:
@@ -71,12 +69,8 @@ def _expanded_size(root: yaml.Node, path: str | os.PathLike) -> None:
 
 
 def load_yaml(text: str, path: str | os.PathLike):
-    """The data of one YAML document ``text`` read from ``path`` (``None`` when empty).
-
-    Raises:
-        InputError: not valid YAML, a key given twice in one mapping, or an alias bomb; naming
-            ``path`` and the line.
-    """
+    """The data of one YAML document ``text`` read from ``path`` (``None`` when empty); invalid YAML, a
+    key given twice in one mapping or an alias bomb is an InputError naming ``path`` and the line."""
     loader = _Loader(text)
     try:
         node = loader.get_single_node()

@@ -1,17 +1,13 @@
-"""The authors' concept files: ``{model}_top_250_ensembling_image_texts.csv``.
-
-Their ``image_concepts_association.py`` writes, per image, its 250 most similar Open Images concepts
-(the 24-template ensemble), as columns ``Image Name, 1, 2, ..., 250``, in a file named after the CLIP
-(``ViT-B32_top_250_ensembling_image_texts.csv``); their ``oti_inversion.py`` and ``train_phi.py``
-read it back, strip the names, drop repeats and keep the first ``top_k`` (15 and 150).
-"""
+"""The authors' concept files, ``{model}_top_250_ensembling_image_texts.csv``: per image its 250 most
+similar Open Images concepts, columns ``Image Name, 1, ..., 250``; their OTI and φ scripts read them back
+stripped, without repeats, the first ``top_k``."""
 
 from __future__ import annotations
 
 import csv
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from searle_core.infra.errors import InputError
@@ -27,12 +23,8 @@ def authors_concepts_file_name(backbone_name: str, top_k: int = 250) -> str:
 
 
 def write_concepts_csv(path: str | Path, names: Sequence[str], concepts: Sequence[Sequence[str]]) -> Path:
-    """Write each image's concepts, best first, in the authors' layout (atomically).
-
-    Raises:
-        InputError: ``names`` and ``concepts`` differ in length, or the images have lists of
-            different lengths (the file has one column per rank).
-    """
+    """Write each image's concepts, best first, in the authors' layout (atomically); every image needs
+    as many concepts, one column per rank."""
     if len(names) != len(concepts):
         raise InputError(f"{path}: {len(names)} image names for {len(concepts)} concept lists")
     width = len(concepts[0]) if concepts else 0
@@ -56,28 +48,29 @@ def is_image_concepts_file(path: str | Path) -> bool:
     return bool(header) and header[0].lstrip("\ufeff") == NAME_COLUMN
 
 
-def read_concepts_csv(path: str | Path, top_k: int | None = None) -> dict[str, list[str]]:
-    """Image name -> its concepts, as their scripts read the file: stripped, repeats dropped (first
-    kept), the first ``top_k`` (all if ``None``).
+def read_csv(path: Path, text: str, header_ok: Callable[[list[str]], bool], expected: str) -> tuple[list, list]:
+    """The header and rows of CSV ``text``; a bad header or CSV names the file (and line)."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if not header or not header_ok(header):
+            raise InputError(f"{path}: expected a header {expected}, got {header}")
+        return header, list(reader)
+    except csv.Error as err:
+        raise InputError(f"{path}, line {reader.line_num}: not valid CSV ({err})") from None
 
-    Raises:
-        InputError: the file lacks the ``Image Name`` column or is not CSV (naming the file and line).
-    """
+
+def read_concepts_csv(path: str | Path, top_k: int | None = None) -> dict[str, list[str]]:
+    """Image name -> its concepts as their scripts read them: stripped, repeats dropped, the first
+    ``top_k`` (all if ``None``)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not a UTF-8 text file ({err})") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    _, rows = read_csv(path, text, lambda h: h[0] == NAME_COLUMN, f"starting '{NAME_COLUMN},1,2,...'")
     out: dict[str, list[str]] = {}
-    try:
-        header = next(reader, None)
-        if not header or header[0] != NAME_COLUMN:
-            raise InputError(f"{path}: expected a header starting '{NAME_COLUMN},1,2,...', got {header}")
-        for row in reader:
-            if row:
-                concepts = list(dict.fromkeys(c.strip() for c in row[1:] if c.strip()))
-                out[row[0]] = concepts[:top_k] if top_k is not None else concepts
-    except csv.Error as err:
-        raise InputError(f"{path}, line {reader.line_num}: not valid CSV ({err})") from None
+    for row in filter(None, rows):
+        concepts = list(dict.fromkeys(c.strip() for c in row[1:] if c.strip()))
+        out[row[0]] = concepts[:top_k] if top_k is not None else concepts
     return out

@@ -1,11 +1,8 @@
-"""Concept association: which vocabulary concepts an image shows (OTI's and φ's regulariser input).
+"""Which vocabulary concepts an image shows (OTI's and φ's regulariser input).
 
-A concept is embedded as the mean of its L2-normalised text features over the 24 templates,
-re-normalised; each image keeps its most similar concepts (250 stored in the paper; OTI draws from
-the first 15, φ from the first 150). Real runs use the Open Images V7 class names (20,931 of them,
-about half a million prompts: minutes on a GPU, far longer on a CPU), so the embeddings are computed
-in batches behind a progress bar and cached on disk keyed by backbone, weights, templates and the
-concept list. The ``shapes`` world has its own small vocabulary in the same structure.
+A concept's embedding is the mean of its normalised text features over the 24 templates, re-normalised;
+each image keeps its most similar concepts. Open Images' 20,931 concepts make half a million prompts,
+so their embeddings are computed in batches and cached, keyed by backbone, weights, templates and list.
 """
 
 from __future__ import annotations
@@ -28,23 +25,13 @@ from searle_core.method.encoding import encode_text
 from searle_core.method.regulariser import PhraseBank
 from searle_core.method.templates import TEMPLATES, fill
 
-#: Concepts kept per image (the authors store this many), and how many OTI and φ draw from.
-STORED_TOP_K = 250
-OTI_TOP_K = 15
-PHI_TOP_K = 150
-
-# Below this many concepts, embedding is cheaper than a cache file is worth (the shapes world).
-_AUTO_CACHE_MIN = 1000
+#: Concepts kept per image (the authors store this many); OTI draws from the first 15, φ from 150.
+STORED_TOP_K, OTI_TOP_K, PHI_TOP_K = 250, 15, 150
+_AUTO_CACHE_MIN = 1000  # below this many concepts, embedding is cheaper than a cache file is worth
 
 
 def concept_cache_key(backbone: Backbone, concepts: list[str], templates: tuple[str, ...] = TEMPLATES) -> str:
-    """Key naming what concept embeddings depend on: backbone, weights, templates, the list.
-
-    Args:
-        backbone: the frozen CLIP.
-        concepts: concept names, in order.
-        templates: prompt templates.
-    """
+    """Key naming what concept embeddings depend on: backbone, weights, templates, the list."""
     digest = hashlib.sha256("\0".join(concepts).encode()).hexdigest()
     payload = json.dumps([backbone.name, weights_key(backbone), list(templates), digest])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -59,17 +46,9 @@ def embed_concepts(
     progress: bool | None = None,
     cache: bool | str | Path | None = None,
 ) -> torch.Tensor:
-    """(len(concepts), embed_dim) normalised concept embeddings (mean over templates).
-
-    Args:
-        backbone: the frozen CLIP.
-        concepts: concept names.
-        templates: prompt templates with ``{}`` for the concept.
-        batch_size: prompts per text pass (whole concepts per batch, at least one).
-        progress: progress bar over concepts (``None``: only for large vocabularies).
-        cache: ``True`` for the project cache, a folder, ``False``, or ``None`` (cache only
-            vocabularies of at least 1,000 concepts).
-    """
+    """(len(concepts), embed_dim) normalised concept embeddings, ``batch_size`` prompts per pass.
+    ``cache``: ``True`` (the project cache), a folder, ``False``, or ``None`` (only vocabularies of 1,000
+    concepts or more); ``progress`` ``None``: a bar for those only."""
     if not concepts:
         raise InputError("the concept vocabulary is empty")
     large = len(concepts) >= _AUTO_CACHE_MIN
@@ -102,51 +81,25 @@ def embed_concepts(
 def associate_concepts(
     image_features: torch.Tensor, concept_features: torch.Tensor, concepts: list[str], top_k: int = STORED_TOP_K
 ) -> list[list[str]]:
-    """Each image's ``top_k`` most similar concepts, best first, without repeated names.
-
-    The first ``n`` of an image's top 250 are its top ``n``: OTI's 15 and φ's 150 are prefixes of
-    the stored list.
-
-    Args:
-        image_features: (N, D) image features (normalised here).
-        concept_features: (C, D) from :func:`embed_concepts`.
-        concepts: the C concept names (a repeated name counts once, at its best similarity).
-        top_k: how many to keep (250 stored in the paper; OTI uses 15, φ 150).
-    """
+    """Each image's ``top_k`` most similar concepts, best first, a repeated name counted once at its best
+    similarity; OTI's 15 and φ's 150 are prefixes of the stored 250."""
     if len(concepts) != concept_features.shape[0]:
         raise InputError(f"{len(concepts)} concept names for {concept_features.shape[0]} concept embeddings")
     sims = F.normalize(image_features.float().cpu(), dim=-1) @ concept_features.float().T
     # Ask for as many extra as there are repeated names, so dropping repeats still leaves top_k.
     repeats = len(concepts) - len(set(concepts))
     k = min(len(concepts), top_k + repeats)
-    idx = sims.topk(k, dim=1).indices.tolist()
-    result = []
-    for row in idx:
-        names = list(dict.fromkeys(concepts[i] for i in row))
-        result.append(names[:top_k])
-    return result
+    return [list(dict.fromkeys(concepts[i] for i in row))[:top_k] for row in sims.topk(k, dim=1).indices.tolist()]
 
 
 @dataclass
 class Vocabulary:
-    """OTI's and φ's regulariser inputs: concept names and a phrase bank concept -> phrases.
-
-    ``concepts`` is the whole vocabulary: images are associated with concepts over all of it, and
-    concepts without usable phrases (absent from ``phrase_bank``) are skipped afterwards, when
-    phrases are drawn, as in the authors' code; an image may then be regularised with fewer than its
-    15 (OTI) or 150 (φ) concepts.
-
-    Args:
-        concepts: concept names (the whole vocabulary).
-        phrase_bank: concept -> phrases (only concepts with usable phrases).
-        phrases: where the phrases come from: ``"given"`` (a bank the caller supplied: the authors'
-            GPT-Neo phrases, or the shapes world's grammar) or ``"templates"`` (the offline template
-            generator, which is not the paper's regulariser; tables label such rows).
-        associations: image name -> its concepts, best first, as read from a concepts file in the
-            authors' layout (``concept_files.read_concepts_csv``); ``None``: associated here from
-            the features. With it, images are looked up by name (:meth:`concepts_of`), not associated.
-        source: the file the associations come from (for messages).
-    """
+    """OTI's and φ's regulariser inputs: the whole vocabulary and a phrase bank of the concepts with
+    usable phrases. Images are associated over the whole vocabulary and concepts without phrases are
+    skipped when phrases are drawn, as in the authors' code. ``phrases``: ``"given"`` (the authors' or
+    the shapes grammar's) or ``"templates"`` (not the paper's regulariser; tables label such rows).
+    ``associations``: image name -> concepts from a concepts file (:attr:`source`), looked up by name
+    (:meth:`concepts_of`) instead of associated."""
 
     concepts: list[str]
     phrase_bank: PhraseBank
@@ -171,11 +124,7 @@ class Vocabulary:
         return associate_concepts(features, self.concept_features(backbone), self.concepts, top_k)
 
     def concepts_of(self, names: list[str], top_k: int) -> list[list[str]]:
-        """The first ``top_k`` concepts of each named image, from :attr:`associations`.
-
-        Raises:
-            InputError: an image has no row in the concepts file (naming the file and the image).
-        """
+        """The first ``top_k`` concepts of each named image, from :attr:`associations`."""
         missing = [n for n in names if n not in self.associations]
         if missing:
             raise InputError(

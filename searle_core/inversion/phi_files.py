@@ -1,8 +1,14 @@
-"""φ's checkpoint files: the authors' layout (``{"epoch": n, "Phi": state_dict}``), run folders
-(``RUN``, ``RUN:EPOCH``, ``RUN:last``), URLs and the authors' released files by name."""
+"""φ's checkpoint files: the authors' layout (``{"epoch": n, "Phi": state_dict}``), run folders (``RUN``,
+``RUN:EPOCH``, ``RUN:last``), URLs, and the authors' released φ by name (``searle``, ``searle-xl``).
+
+The release is what their ``hubconf.py`` loads, downloaded once into the cache. They publish no
+checksums, so the SHA-256 of the first download is recorded beside the cache and checked at every
+later use: a cached file that changes is an error, not a different φ.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import urllib.parse
 from pathlib import Path
@@ -11,10 +17,18 @@ import torch
 
 from searle_core.clip.backbone import Backbone
 from searle_core.infra.downloads import cached_download
-from searle_core.infra.errors import InputError, first_line, load_torch_file
-from searle_core.infra.files import atomic_save
-from searle_core.inversion.released_phi import RELEASED, released_phi_file
+from searle_core.infra.errors import InputError, first_line
+from searle_core.infra.files import atomic_save, atomic_write_json, load_torch_file, sha256_of
+from searle_core.infra.paths import cache_dir
 from searle_core.method.phi import Phi
+
+_RELEASE = "https://github.com/miccunifi/SEARLE/releases/download/weights"
+#: name -> (the open_clip backbone it was trained with, its URL in the authors' release).
+RELEASED: dict[str, tuple[str, str]] = {
+    "searle": ("ViT-B-32", f"{_RELEASE}/SEARLE_ViT-B32.pt"),
+    "searle-xl": ("ViT-L-14", f"{_RELEASE}/SEARLE_ViT-L14.pt"),
+}
+PHI_LAST = "phi_last.pt"
 
 
 def save_phi(phi: Phi, path: str | os.PathLike, **extra) -> None:
@@ -22,23 +36,42 @@ def save_phi(phi: Phi, path: str | os.PathLike, **extra) -> None:
     atomic_save({"Phi": phi.state_dict(), **extra}, path)
 
 
-PHI_LAST = "phi_last.pt"
-
-
 def epoch_file(folder: str | os.PathLike, epoch: int) -> Path:
     """``phi_{epoch}.pt`` of a φ run folder (the authors' name)."""
     return Path(folder) / f"phi_{epoch}.pt"
 
 
-def resolve_phi_path(path: str, backbone: Backbone | None = None) -> str:
-    """A φ run folder and epoch to its file: ``RUN:10`` -> ``RUN/phi_10.pt``, ``RUN:last`` ->
-    ``RUN/phi_last.pt``, ``RUN`` -> ``RUN/phi.pt`` (the finished run's); ``searle`` / ``searle-xl`` to
-    the authors' released file for ``backbone`` (:mod:`~searle_core.inversion.released_phi`).
-    Files and URLs pass unchanged.
+def _record_path() -> Path:
+    return cache_dir("phi") / "released_sha256.json"
 
-    Raises:
-        FileNotFoundError: the run has no file for that epoch (the message lists those it has).
-    """
+
+def released_phi_file(name: str, backbone_name: str | None = None) -> Path:
+    """The local file of the released φ ``name``, downloaded once and checked against the SHA-256
+    recorded at that download; the backbone (its ``-quickgelu`` spelling too) must be the one it was
+    trained with (``None``: not checked)."""
+    trained_with, url = RELEASED[name]
+    if backbone_name is not None and backbone_name.removesuffix("-quickgelu") != trained_with:
+        other = [n for n, (b, _) in RELEASED.items() if b == backbone_name.removesuffix("-quickgelu")]
+        hint = f"; for {backbone_name} use --phi-checkpoint {other[0]}" if other else ""
+        raise InputError(
+            f"--phi-checkpoint {name} is the authors' φ for {trained_with} ({url.rsplit('/', 1)[-1]}), "
+            f"but the backbone is {backbone_name}{hint}"
+        )
+    record = _record_path()
+    try:
+        recorded = dict(json.loads(record.read_text())) if record.is_file() else {}
+    except (ValueError, TypeError) as err:
+        raise InputError(f"{record}: not a JSON object of URL -> SHA-256 ({err}); delete it to record afresh") from None
+    path = cached_download(url, "phi", known=recorded)  # checks a recorded SHA-256
+    if url not in recorded:
+        recorded[url] = sha256_of(path)
+        atomic_write_json(recorded, record)
+    return path
+
+
+def resolve_phi_path(path: str, backbone: Backbone | None = None) -> str:
+    """``RUN:10`` -> ``RUN/phi_10.pt``, ``RUN:last`` -> ``RUN/phi_last.pt``, ``RUN`` -> ``RUN/phi.pt``,
+    ``searle`` / ``searle-xl`` -> the released file for ``backbone``; files and URLs pass unchanged."""
     if path in RELEASED and not os.path.exists(path):
         return str(released_phi_file(path, backbone.name if backbone is not None else None))
     if path.startswith(("http://", "https://")) or os.path.isfile(path):
@@ -61,17 +94,9 @@ def resolve_phi_path(path: str, backbone: Backbone | None = None) -> str:
 
 
 def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_location="cpu") -> Phi:
-    """Load φ from a file in the authors' layout, a plain state dict, an ``http(s)`` URL, a φ run
-    folder (``RUN``, ``RUN:EPOCH``, ``RUN:last``) or the authors' release by name (``searle``,
-    ``searle-xl``): :func:`resolve_phi_path`.
-
-    Args:
-        path: local file or URL of e.g. ``SEARLE_ViT-B32.pt``, or a run folder and epoch.
-        backbone: if given, φ's widths are checked against it.
-
-    The returned φ carries ``epoch`` (the checkpoint's ``"epoch"``, ``None`` if absent) and
-    ``source`` (the path), which results files record.
-    """
+    """φ from any form :func:`resolve_phi_path` reads, or a plain state dict; checked against
+    ``backbone``'s widths when given. It carries ``epoch`` (``None`` if the file has none) and ``source``,
+    which results files record."""
     given, path = str(path), resolve_phi_path(str(path), backbone)
     # A URL is cached under a key of the whole URL (never answered by another host's file of the same name).
     local = cached_download(path, "phi") if path.startswith(("http://", "https://")) else path
@@ -86,9 +111,8 @@ def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_loca
         raise InputError(f"φ checkpoint {path!r} is a folder{hint}; give the checkpoint file in it, e.g. {path}/phi.pt")
     if not os.path.isfile(local):
         raise FileNotFoundError(
-            f"φ checkpoint {path!r} not found. The authors' checkpoints are "
-            "SEARLE_ViT-B32.pt and SEARLE_ViT-L14.pt (SEARLE repository, release "
-            "'weights'); or train one with `searle train-phi`."
+            f"φ checkpoint {path!r} not found. The authors' checkpoints are SEARLE_ViT-B32.pt and SEARLE_ViT-L14.pt "
+            "(SEARLE repository, release 'weights'); or train one with `searle train-phi`."
         )
     state = load_torch_file(local, "φ checkpoint", map_location)
     epoch = state.get("epoch") if isinstance(state, dict) and "Phi" in state else None
@@ -105,7 +129,6 @@ def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_loca
     bad = [k for k, v in phi.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise InputError(f"{path}: φ's weights {bad[0]} hold NaN or infinite values; the checkpoint is damaged")
-    # Recorded in results files: which φ, trained for how many epochs (the authors' key "epoch").
     phi.epoch = int(epoch) if isinstance(epoch, (int, float)) or torch.is_tensor(epoch) else None
     phi.source = RELEASED[given][1] if given in RELEASED and path != given else path  # the release's URL
     if backbone is not None and (phi.input_dim, phi.output_dim) != (backbone.embed_dim, backbone.token_dim):

@@ -1,17 +1,11 @@
-"""OTI tokens written by the authors' ``oti_inversion.py``, as input to ``searle train-phi``.
+"""OTI tokens computed elsewhere, as inputs: the authors' ``oti_inversion.py`` folder for ``searle
+train-phi``, and any token folder (theirs or a ``searle oti`` run) for ``searle-oti`` (``--oti-tokens``).
 
-Their experiment folder (``data/oti_pseudo_tokens/<dataset>/<split>/<exp>/``) holds
-``ema_oti_pseudo_tokens.pt`` (an (N, d) tensor: the EMA tokens, the ones φ is distilled from),
-``image_names.pkl`` (a list of N image names: each file's base name, ``ILSVRC2012_test_00000001.JPEG``),
-``oti_pseudo_tokens.pt`` (the non-EMA tokens), ``hyperparameters.json`` (``clip_model_name``
-``ViT-B/32``, ``dataset_path``, ``split``, ``preprocess_type``, ...) and ``source_code.py``. It has
-neither image features nor concepts: φ training needs both, so :func:`import_authors_oti` computes
-them once from the images (the same features and association as ``searle oti``) and writes an OTI
-run folder of this project holding the authors' tokens, which ``run_train_phi`` then reads.
-
-Trust: the tokens are read with ``torch.load(weights_only=True)`` and the names through the
-restricted unpickler of :mod:`searle_core.inversion.phrases` (lists and strings only), so neither file can run
-code.
+Their folder (``data/oti_pseudo_tokens/<dataset>/<split>/<exp>/``) holds ``ema_oti_pseudo_tokens.pt``
+((N, d) EMA tokens, what φ is distilled from), ``image_names.pkl`` (N base names), ``oti_pseudo_tokens.pt``,
+``hyperparameters.json`` and ``source_code.py``: no features nor concepts, so :func:`import_authors_oti`
+computes them from the images and writes an OTI run folder of ours holding their tokens. Tokens are
+read with ``weights_only=True`` and names with a restricted unpickler: neither file can run code.
 """
 
 from __future__ import annotations
@@ -23,13 +17,13 @@ from pathlib import Path
 import torch
 
 from searle_core.clip.backbone import Backbone, weights_key
+from searle_core.datasets.features import preprocess_name
 from searle_core.datasets.folder import FileImageSource
 from searle_core.infra import distributed as dist
 from searle_core.infra.errors import InputError
 from searle_core.infra.files import atomic_save, atomic_write_json
 from searle_core.inversion.phrases import load_plain_pickle
-from searle_core.jobs.oti_inputs import INPUTS, compute_inputs, save_inputs, vocabulary_fingerprint
-from searle_core.jobs.oti_run import TOKENS
+from searle_core.jobs.oti_run import INPUTS, TOKENS, compute_inputs, load_oti_run, save_inputs, vocabulary_fingerprint
 from searle_core.jobs.run_folder import MANIFEST, fingerprint, new_manifest, read_manifest
 
 AUTHORS_TOKENS, AUTHORS_NAMES, AUTHORS_HYPERPARAMETERS = (
@@ -43,14 +37,7 @@ IMPORTED = "oti-import"
 
 @dataclass
 class AuthorsOTI:
-    """What the authors' OTI folder holds.
-
-    Args:
-        folder: the folder.
-        names: image names, in token order.
-        tokens: (N, d) EMA tokens.
-        hyperparameters: their ``hyperparameters.json`` (empty when absent).
-    """
+    """The authors' OTI folder: image names in token order, (N, d) EMA tokens, their hyper-parameters."""
 
     folder: Path
     names: list[str]
@@ -73,11 +60,7 @@ def is_authors_oti(folder: str | Path) -> bool:
 
 
 def read_authors_oti(folder: str | Path) -> AuthorsOTI:
-    """Read the authors' OTI outputs without executing anything they contain.
-
-    Raises:
-        ValueError: the names are not a list of strings, or do not match the tokens' rows.
-    """
+    """Read the authors' OTI outputs without executing anything they contain."""
     folder = Path(folder)
     names = load_plain_pickle(folder / AUTHORS_NAMES, "list of image names")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -101,12 +84,7 @@ def read_authors_oti(folder: str | Path) -> AuthorsOTI:
 
 def match_names(names: list[str], source: FileImageSource, where: str) -> list[str]:
     """The source's name of each of the authors' image names (theirs are base names, ours paths
-    relative to the image folder).
-
-    Raises:
-        FileNotFoundError: an image of theirs is not in the folder (the first few are named).
-        ValueError: two files in the folder share a base name the authors' list uses.
-    """
+    relative to the image folder)."""
     by_base: dict[str, list[str]] = {}
     for ours in source.paths:
         by_base.setdefault(Path(ours).name, []).append(ours)
@@ -140,24 +118,9 @@ def import_authors_oti(
     stored_concepts: int = 150,
     progress: bool = True,
 ) -> Path:
-    """Write an OTI run folder holding the authors' tokens, with features and concepts computed here.
-
-    Reused as it is when it already holds the same tokens for the same backbone, vocabulary and
-    preprocessing (a resumed ``train-phi`` does not recompute features).
-
-    Args:
-        folder: the authors' experiment folder.
-        backbone: the CLIP their tokens came from (its weights and preprocessing give the features).
-        source: the images they inverted.
-        vocabulary: concepts for φ's regulariser (``None``: none).
-        out: the run folder to write (``<φ run>/oti-import``).
-        stored_concepts: concepts kept per image (φ draws from 150).
-        progress: progress bars.
-
-    Returns:
-        ``out``, for :func:`~searle_core.jobs.phi_run.run_train_phi`.
-    """
-
+    """Write an OTI run folder ``out`` (``<φ run>/oti-import``) holding the authors' tokens, with features
+    and concepts computed here; reused when it holds the same tokens for the same backbone, vocabulary
+    and preprocessing (a resumed ``train-phi`` does not recompute features)."""
     authors = read_authors_oti(folder)
     if authors.tokens.shape[1] != backbone.token_dim:
         raise InputError(
@@ -170,7 +133,7 @@ def import_authors_oti(
     hyper = {
         "backbone": backbone.name,
         "weights": weights_key(backbone),
-        "preprocess": getattr(backbone.preprocess, "preprocess_id", "clip"),
+        "preprocess": preprocess_name(backbone),
         "images": len(names),
         "names": fingerprint(names),
         "tokens": fingerprint(authors.tokens),
@@ -204,3 +167,26 @@ def import_authors_oti(
         atomic_write_json(manifest, out / MANIFEST)
     dist.barrier()
     return out
+
+
+def load_reference_tokens(path: str | Path) -> dict[str, torch.Tensor]:
+    """Reference image name -> token, from a ``searle oti`` run folder or the authors' OTI output folder
+    (evaluated, or turned into test-server files, without inverting again)."""
+    folder = Path(path)
+    if is_authors_oti(folder):
+        authors = read_authors_oti(folder)
+        names, tokens = authors.names, authors.tokens
+    elif (folder / MANIFEST).is_file():
+        run = load_oti_run(folder)
+        names, tokens = run.names, run.tokens
+    else:
+        raise FileNotFoundError(
+            f"--oti-tokens {folder}: expected a `searle oti` run folder (manifest.json, tokens.pt) "
+            f"or the authors' OTI output ({AUTHORS_TOKENS} + {AUTHORS_NAMES})"
+        )
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.shape[0] != len(names):
+        raise InputError(
+            f"{folder}: {len(names)} image names but tokens of shape "
+            f"{tuple(getattr(tokens, 'shape', ()))}; expected ({len(names)}, token width)"
+        )
+    return dict(zip(map(str, names), tokens.float()))

@@ -1,21 +1,14 @@
-"""Dataset-scale OTI: every image of a dataset inverted in batches, resumable and shardable.
+"""``searle oti``: every image of a dataset inverted in batches into a run folder, resumable and shardable.
 
-A run folder holds:
+A run folder holds ``manifest.json``; ``inputs.pt`` (image names, raw CLIP features, top concepts: what
+φ training reads too); ``chunks/*.pt`` (tokens of the batches done so far, on disk as each finishes,
+up to ``checkpoint_every`` batches a chunk); at the end ``tokens.pt`` (``names``, ``tokens``: the EMA
+tokens; ``raw_tokens``: the last optimised ones, as the authors' ``oti_pseudo_tokens.pt``) and
+``log.csv`` (one row per batch: rank, seconds, images/s, the last step's losses).
 
-- ``manifest.json``: hyper-parameters, code version, sessions, whether the run is complete;
-- ``inputs.pt``: image names, their CLIP features and their top concepts (what φ training needs too);
-- ``chunks/*.pt``: tokens of the batches done so far, each on disk as soon as it finished (a chunk
-  holds up to ``checkpoint_every`` batches);
-- ``tokens.pt``: at the end, ``{"names", "tokens", "raw_tokens"}`` of every image, in dataset order
-  (``tokens``: the EMA tokens, what ``searle-oti`` and φ use; ``raw_tokens``: the last optimised
-  ones, kept as the authors' ``oti_pseudo_tokens.pt`` beside their ``ema_oti_pseudo_tokens.pt``);
-- ``log.csv``: at the end, one row per batch: rank, seconds, images/s and the last step's losses.
-
-Batch ``b`` is ``names[b*B:(b+1)*B]`` and is seeded from the run seed and its image names
-(:func:`~searle_core.method.oti.batch_seed`), so its tokens do not depend on which batches ran
-before it, on which process ran it, or on an interruption: a resumed run, or one sharded over
-``torchrun`` processes (rank ``r`` takes batches ``r, r+W, ...``), gives the tokens of one
-uninterrupted process (bit for bit on CPU).
+Each batch is seeded from the run seed and its image names, so its tokens do not depend on which
+batches ran before, on the process (``torchrun`` rank ``r`` takes batches ``r, r+W, ...``) or on an
+interruption: a resumed or sharded run gives one uninterrupted process's tokens (bit for bit on CPU).
 """
 
 from __future__ import annotations
@@ -30,34 +23,21 @@ import torch.nn.functional as F
 
 from searle_core.clip.backbone import Backbone, weights_key
 from searle_core.datasets.base import ImageSource
+from searle_core.datasets.features import image_features, preprocess_name
 from searle_core.infra import distributed as dist
 from searle_core.infra.device import training_precision
-from searle_core.infra.errors import InputError, load_torch_file
-from searle_core.infra.files import atomic_save, atomic_write_json, atomic_write_text
-from searle_core.jobs.oti_inputs import (
-    INPUTS,
-    RunInputs,
-    compute_inputs,
-    load_inputs,
-    save_inputs,
-    vocabulary_fingerprint,
-)
-from searle_core.jobs.run_folder import MANIFEST, fingerprint, open_run, read_manifest, unlock_run
+from searle_core.infra.errors import InputError
+from searle_core.infra.files import atomic_save, atomic_write_json, load_torch_file
+from searle_core.jobs.run_folder import MANIFEST, fingerprint, open_run, read_manifest, unlock_run, write_csv
 from searle_core.method.oti import InvertedBatch, OTIConfig, invert_images
 
-TOKENS, CHUNKS, LOG = "tokens.pt", "chunks", "log.csv"
+INPUTS, TOKENS, CHUNKS, LOG = "inputs.pt", "tokens.pt", "chunks", "log.csv"
 
 
 @dataclass(frozen=True)
 class OTIRunConfig:
-    """What determines a run's tokens besides the images and the backbone.
-
-    Args:
-        oti: OTI hyper-parameters (the paper's by default).
-        batch_size: images optimised together (32 in the paper).
-        seed: run seed; each batch's seed derives from it and the batch's names.
-        stored_concepts: concepts kept per image in ``inputs.pt`` (φ draws from 150, OTI from 15).
-    """
+    """What determines a run's tokens besides the images and the backbone; ``stored_concepts`` are
+    kept per image in ``inputs.pt`` (φ draws from 150, OTI from 15)."""
 
     oti: OTIConfig = OTIConfig()
     batch_size: int = 32
@@ -66,19 +46,177 @@ class OTIRunConfig:
 
 
 @dataclass
-class OTIRunResult:
-    """A finished run: ``tokens[i]`` is the token of ``names[i]``."""
+class RunInputs:
+    """Names, features and concepts of a run's images (``inputs.pt``). ``features`` are raw
+    ``encode_image`` outputs (φ's input); ``raw`` is False for older runs that stored them normalised."""
 
     names: list[str]
-    tokens: torch.Tensor
+    features: torch.Tensor
+    concepts: list[list[str]] | None
+    raw: bool = True
+
+
+@dataclass
+class OTIRunFolder:
+    """A finished OTI run folder's content: ``tokens[i]`` is the token of ``inputs.names[i]``."""
+
     folder: Path
+    inputs: RunInputs
+    tokens: torch.Tensor
     manifest: dict
+
+    @property
+    def names(self) -> list[str]:
+        return self.inputs.names
 
     def as_dict(self) -> dict[str, torch.Tensor]:
         return dict(zip(self.names, self.tokens))
 
 
-def _load_chunks(folder: Path, names: list[str], force: bool = False) -> tuple[dict[str, torch.Tensor], list[dict]]:
+def vocabulary_fingerprint(vocabulary) -> str | None:
+    if vocabulary is None:
+        return None
+    parts = [list(vocabulary.concepts), sorted(vocabulary.phrase_bank.items())]
+    associations = getattr(vocabulary, "associations", None)
+    if associations is not None:  # concepts read from a file: which images got which is part of it
+        parts.append(sorted(associations.items()))
+    return fingerprint(*parts)
+
+
+@torch.no_grad()
+def compute_inputs(
+    backbone: Backbone, source: ImageSource, names: list[str], vocabulary, top_k: int, batch_size=256, progress=True
+) -> RunInputs:
+    """Raw features (each rank encodes whole batches of the one-process grid: the same numbers) and the
+    ``top_k`` concepts of each image (by name when the vocabulary was read from a concepts file)."""
+    chunks = [names[i : i + batch_size] for i in range(0, len(names), batch_size)]
+    mine = dist.shard_indices(len(chunks))
+    local = None
+    if mine:
+        local = image_features(
+            backbone,
+            source,
+            [n for c in mine for n in chunks[c]],
+            batch_size=batch_size,
+            progress=progress and dist.is_main(),
+            cache=False,
+            normalize=False,
+        )
+    rows: dict[int, torch.Tensor] = {}
+    for chunk_ids, feats in dist.all_gather_objects((mine, local)):
+        start = 0
+        for c in chunk_ids:
+            rows[c] = feats[start : start + len(chunks[c])]
+            start += len(chunks[c])
+    features = torch.cat([rows[c] for c in range(len(chunks))]) if chunks else torch.empty(0, backbone.embed_dim)
+    concepts = None
+    if vocabulary is not None and getattr(vocabulary, "associations", None) is not None:
+        concepts = vocabulary.concepts_of(names, top_k)
+    elif vocabulary is not None:
+        if dist.is_main():  # in slices: a 100k x 20k similarity matrix would not fit in memory
+            concepts = [
+                c
+                for i in range(0, len(names), 4096)
+                for c in vocabulary.associate(backbone, features[i : i + 4096], top_k)
+            ]
+        concepts = dist.broadcast_object(concepts)
+    return RunInputs(names, features, concepts)
+
+
+def save_inputs(inputs: RunInputs, path: Path) -> None:
+    vocab = sorted({c for cs in inputs.concepts or [] for c in cs})
+    index = {c: i for i, c in enumerate(vocab)}
+    table = torch.full((len(inputs.names), max(map(len, inputs.concepts or []), default=0)), -1, dtype=torch.int32)
+    for row, cs in enumerate(inputs.concepts or []):
+        table[row, : len(cs)] = torch.tensor([index[c] for c in cs], dtype=torch.int32)
+    atomic_save(
+        {
+            "names": inputs.names,
+            "features": inputs.features,
+            "features_kind": "raw" if inputs.raw else "normalised",
+            "concept_names": vocab,
+            "concepts": table if inputs.concepts is not None else None,
+        },
+        path,
+    )
+
+
+def load_inputs(path: Path) -> RunInputs:
+    data = load_torch_file(path, "OTI run inputs file (remove it: it is recomputed on --resume)")
+    concepts = None
+    if data.get("concepts") is not None:
+        concepts = [[data["concept_names"][i] for i in row if i >= 0] for row in data["concepts"].tolist()]
+    return RunInputs(list(data["names"]), data["features"], concepts, data.get("features_kind") == "raw")
+
+
+def run_oti(
+    backbone: Backbone,
+    source: ImageSource,
+    names: list[str],
+    vocabulary,
+    folder: str | Path,
+    config: OTIRunConfig = OTIRunConfig(),
+    resume: bool = False,
+    force: bool = False,
+    checkpoint_every: int = 10,
+    progress: bool = True,
+    info: dict | None = None,
+    on_batch: Callable[[int, list[str], torch.Tensor], None] | None = None,
+) -> OTIRunFolder | None:
+    """Invert every named image (batches are consecutive slices of ``names``) into ``folder``.
+
+    ``vocabulary`` feeds the regulariser (``None`` or ``lambda_gpt=0``: none); ``force`` with ``resume``
+    accepts changed hyper-parameters, without it deletes the old run; ``info`` (dataset, split, path)
+    goes into the manifest; ``on_batch(index, names, tokens)`` runs after each batch. Returns the run
+    on rank 0, ``None`` on the other ranks.
+    """
+    folder = Path(folder)
+    if len(set(names)) != len(names):
+        raise InputError("image names must be unique: tokens are stored by name")
+    vocabulary = vocabulary if vocabulary is not None and config.oti.lambda_gpt > 0 else None
+    hyper = {
+        "oti": config.oti,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "stored_concepts": config.stored_concepts if vocabulary is not None else 0,
+        "backbone": backbone.name,
+        "weights": weights_key(backbone),
+        "preprocess": preprocess_name(backbone),
+        "precision": training_precision(backbone.device, config.oti.precision),
+        "images": len(names),
+        "names": fingerprint(names),
+        "vocabulary": vocabulary_fingerprint(vocabulary),
+    }
+    outputs = [folder / MANIFEST, folder / INPUTS, folder / TOKENS, folder / LOG, *(folder / CHUNKS).glob("*.pt")]
+    manifest, _ = open_run(
+        folder, "oti", hyper, info or {}, resume, force, outputs, ("an OTI run", "its tokens are deleted", "OTI run")
+    )
+    try:
+        inputs = load_inputs(folder / INPUTS) if (folder / INPUTS).is_file() else None
+        if inputs is not None and (inputs.names != names or (inputs.concepts is None) != (vocabulary is None)):
+            inputs = None  # a forced resume over other images or vocabulary: inputs are computed anew
+        if inputs is None:
+            inputs = compute_inputs(backbone, source, names, vocabulary, config.stored_concepts, progress=progress)
+            if dist.is_main():
+                save_inputs(inputs, folder / INPUTS)
+        done, log = _load_chunks(folder, names, force)
+        bank = vocabulary.phrase_bank if vocabulary else None
+        parts = dist.gather_objects(
+            _invert(backbone, inputs, bank, folder, config, done, checkpoint_every, progress, on_batch)
+        )
+        result = None
+        if dist.is_main():
+            for tokens_part, log_part in parts:
+                done.update(tokens_part)
+                log += log_part
+            result = _finish(folder, inputs, done, log, manifest)
+        dist.barrier()
+        return result
+    finally:
+        unlock_run(folder)
+
+
+def _load_chunks(folder: Path, names: list[str], force: bool) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Tokens and batch log rows so far (``force``: tokens of images no longer in the run are dropped)."""
     known, done, log = set(names), {}, []
     if (folder / TOKENS).is_file():  # a finished run being resumed: nothing left to do
@@ -97,189 +235,58 @@ def _load_chunks(folder: Path, names: list[str], force: bool = False) -> tuple[d
     return done, log
 
 
-def run_oti(
-    backbone: Backbone,
-    source: ImageSource,
-    names: list[str],
-    vocabulary,
-    folder: str | Path,
-    config: OTIRunConfig = OTIRunConfig(),
-    resume: bool = False,
-    force: bool = False,
-    checkpoint_every: int = 10,
-    progress: bool = True,
-    info: dict | None = None,
-    on_batch: Callable[[int, list[str], torch.Tensor], None] | None = None,
-) -> OTIRunResult | None:
-    """Invert every named image into ``folder``, resuming and sharding as described in the module.
-
-    Args:
-        backbone: the frozen CLIP.
-        source: where the images come from.
-        names: the images, in run order (batches are consecutive slices).
-        vocabulary: concepts and phrases for the regulariser (``None`` or ``lambda_gpt=0``: none).
-        folder: the run folder.
-        config: hyper-parameters (compared with the folder's on resume).
-        resume: continue the run in ``folder`` (a fresh start if there is none).
-        force: with ``resume``, accept changed hyper-parameters; without, delete the old run.
-        checkpoint_every: batches per chunk file (per process); every finished batch is saved at once.
-        progress: progress bar with images/s and ETA (rank 0, its own share).
-        info: free-form description kept in the manifest (dataset, split, path).
-        on_batch: called after each batch with (batch index, names, tokens), e.g. to log.
-
-    Returns:
-        The tokens of every image on rank 0; ``None`` on the other ranks.
-    """
-    folder = Path(folder)
-    if len(set(names)) != len(names):
-        raise InputError("image names must be unique: tokens are stored by name")
-    regularise = vocabulary is not None and config.oti.lambda_gpt > 0
-    vocabulary = vocabulary if regularise else None
-    hyper = {
-        "oti": config.oti,
-        "batch_size": config.batch_size,
-        "seed": config.seed,
-        "stored_concepts": config.stored_concepts if regularise else 0,
-        "backbone": backbone.name,
-        "weights": weights_key(backbone),
-        "preprocess": getattr(backbone.preprocess, "preprocess_id", "clip"),
-        "precision": training_precision(backbone.device, config.oti.precision),
-        "images": len(names),
-        "names": fingerprint(names),
-        "vocabulary": vocabulary_fingerprint(vocabulary),
-    }
-    manifest, _ = open_run(
-        folder,
-        "oti",
-        hyper,
-        info or {},
-        resume,
-        force,
-        [folder / MANIFEST, folder / INPUTS, folder / TOKENS, folder / LOG, *(folder / CHUNKS).glob("*.pt")],
-        ("an OTI run", "its tokens are deleted", "OTI run"),
-    )
-    try:
-        return _run_locked(
-            backbone, source, names, vocabulary, folder, config, manifest, force, checkpoint_every, progress, on_batch
-        )
-    finally:
-        unlock_run(folder)
-
-
-def _run_locked(
-    backbone: Backbone,
-    source: ImageSource,
-    names: list[str],
-    vocabulary,
-    folder: Path,
-    config: OTIRunConfig,
-    manifest: dict,
-    force: bool,
-    checkpoint_every: int,
-    progress: bool,
-    on_batch: Callable | None,
-) -> OTIRunResult | None:
-    inputs = load_inputs(folder / INPUTS) if (folder / INPUTS).is_file() else None
-    if inputs is not None and (inputs.names != names or (inputs.concepts is None) != (vocabulary is None)):
-        inputs = None  # a forced resume over other images or vocabulary: inputs are computed anew
-    if inputs is None:
-        inputs = compute_inputs(backbone, source, names, vocabulary, config.stored_concepts, progress=progress)
-        if dist.is_main():
-            save_inputs(inputs, folder / INPUTS)
-    done, log = _load_chunks(folder, names, force)
-    new = _invert(
-        backbone,
-        inputs,
-        vocabulary.phrase_bank if vocabulary else None,
-        folder,
-        config,
-        done,
-        checkpoint_every,
-        progress,
-        on_batch,
-    )
-
-    parts = dist.gather_objects(new)
-    result = None
-    if dist.is_main():
-        for tokens_part, log_part in parts:
-            done.update(tokens_part)
-            log += log_part
-        missing = [n for n in names if n not in done]
-        if missing:
-            raise RuntimeError(f"{len(missing)} images have no token after every rank finished (first: {missing[0]})")
-        tokens = torch.stack([done[n] for n in names])
-        raw = _raw_tokens(folder, names)
-        manifest["complete"] = True
-        atomic_save(
-            {
-                "names": names,
-                "tokens": tokens,
-                **({"raw_tokens": raw} if raw is not None else {}),
-                "hyperparameters": manifest["hyperparameters"],
-                "code_version": manifest["code_version"],
-            },
-            folder / TOKENS,
-        )
-        atomic_write_json(manifest, folder / MANIFEST)
-        if log:
-            _write_log(log, folder / LOG)
-        for path in (folder / CHUNKS).glob("*.pt"):  # merged into tokens.pt
-            path.unlink()
-        result = OTIRunResult(names, tokens, folder, manifest)
-    dist.barrier()
-    return result
-
-
-def _raw_tokens(folder: Path, names: list[str]) -> torch.Tensor | None:
-    """Every image's non-EMA tokens from the chunks (and a resumed finished run's ``tokens.pt``);
-    ``None`` when some image has none (chunks written before they were kept)."""
+def _finish(folder: Path, inputs: RunInputs, done: dict, log: list[dict], manifest: dict) -> OTIRunFolder:
+    """Merge every rank's tokens into ``tokens.pt`` (with the raw tokens when every image has one) and
+    ``log.csv``, mark the run complete and drop the chunks."""
+    names = inputs.names
+    missing = [n for n in names if n not in done]
+    if missing:
+        raise RuntimeError(f"{len(missing)} images have no token after every rank finished (first: {missing[0]})")
+    tokens = torch.stack([done[n] for n in names])
     raw: dict[str, torch.Tensor] = {}
-    paths = ([folder / TOKENS] if (folder / TOKENS).is_file() else []) + sorted((folder / CHUNKS).glob("*.pt"))
-    for path in paths:
+    for path in ([folder / TOKENS] if (folder / TOKENS).is_file() else []) + sorted((folder / CHUNKS).glob("*.pt")):
         part = load_torch_file(path, "OTI tokens")
         if "raw_tokens" in part:
             raw.update(zip(part["names"], part["raw_tokens"]))
-    return torch.stack([raw[n] for n in names]) if all(n in raw for n in names) else None
+    manifest["complete"] = True
+    atomic_save(
+        {
+            "names": names,
+            "tokens": tokens,
+            **({"raw_tokens": torch.stack([raw[n] for n in names])} if all(n in raw for n in names) else {}),
+            "hyperparameters": manifest["hyperparameters"],
+            "code_version": manifest["code_version"],
+        },
+        folder / TOKENS,
+    )
+    atomic_write_json(manifest, folder / MANIFEST)
+    if log:
+        write_csv(sorted(log, key=lambda r: r["batch"]), folder / LOG)
+    for path in (folder / CHUNKS).glob("*.pt"):  # merged into tokens.pt
+        path.unlink()
+    return OTIRunFolder(folder, inputs, tokens, manifest)
 
 
 def _invert(
-    backbone: Backbone,
-    inputs: RunInputs,
-    bank,
-    folder: Path,
-    config: OTIRunConfig,
-    done: dict[str, torch.Tensor],
-    checkpoint_every: int,
-    progress: bool,
-    on_batch: Callable | None,
-) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """This rank's batches that are not done; returns their tokens and log rows (also written as chunks)."""
+    backbone, inputs: RunInputs, bank, folder: Path, config: OTIRunConfig, done: dict, every: int, progress, on_batch
+):
+    """This rank's batches that are not done; returns their tokens and log rows. A chunk holds up to
+    ``every`` batches and is rewritten after each of them, so every finished batch is on disk at once
+    while the files and the bytes rewritten per batch stay bounded."""
     names, bs = inputs.names, config.batch_size
-    batches = [list(range(s, min(s + bs, len(names)))) for s in range(0, len(names), bs)]
-    todo = [b for b in dist.shard_indices(len(batches)) if not all(names[i] in done for i in batches[b])]
-    session = uuid.uuid4().hex[:8]
-    new: dict[str, torch.Tensor] = {}
-    pending: dict[str, torch.Tensor] = {}
-    pending_raw: dict[str, torch.Tensor] = {}  # the non-EMA tokens, merged into tokens.pt at the end
-    log: list[dict] = []
-    pending_log: list[dict] = []
-    group = [0]
+    n_batches = -(-len(names) // bs)
+    todo = [b for b in dist.shard_indices(n_batches) if not all(n in done for n in names[b * bs : (b + 1) * bs])]
+    session, new, log, group = uuid.uuid4().hex[:8], {}, [], []
 
     def save_group() -> None:
-        # The group's chunk is rewritten (atomically) after each of its batches, so every finished
-        # batch is on disk at once; a new chunk starts every ``checkpoint_every`` batches, which
-        # bounds both the number of files and the bytes rewritten per batch.
-        if pending:
-            atomic_save(
-                {
-                    "names": list(pending),
-                    "tokens": torch.stack(list(pending.values())),
-                    "raw_tokens": torch.stack([pending_raw[n] for n in pending]),
-                    "log": pending_log,
-                },
-                folder / CHUNKS / f"r{dist.rank()}-{session}-{group[0]:09d}.pt",
-            )
+        if group:
+            chunk = {
+                "names": [n for g in group for n in g[0]],
+                "tokens": torch.cat([g[1] for g in group]),
+                "raw_tokens": torch.cat([g[2] for g in group]),
+                "log": [g[3] for g in group],
+            }
+            atomic_save(chunk, folder / CHUNKS / f"r{dist.rank()}-{session}-{(len(log) - 1) // every:09d}.pt")
 
     def record(batch: InvertedBatch) -> None:
         row = {
@@ -291,35 +298,20 @@ def _invert(
             **{k: v[-1] for k, v in batch.result.history.items() if v},
         }
         new.update(zip(batch.names, batch.tokens))
-        pending.update(zip(batch.names, batch.tokens))
-        pending_raw.update(zip(batch.names, batch.result.raw_tokens.float().cpu()))
+        group.append((batch.names, batch.tokens, batch.result.raw_tokens.float().cpu(), row))
         log.append(row)
-        pending_log.append(row)
         save_group()
-        if len(pending_log) >= checkpoint_every:
-            group[0] += 1
-            pending.clear()
-            pending_raw.clear()
-            pending_log.clear()
+        if len(group) >= every:
+            group.clear()
         if on_batch is not None:
             on_batch(batch.index, batch.names, batch.tokens)
 
+    # OTI's targets are the normalised features, as searle-oti's (cosine ignores the scale).
+    targets, concepts = F.normalize(inputs.features.float(), dim=-1), inputs.concepts if bank is not None else None
+    show, desc = progress and dist.is_main(), f"OTI rank 0/{dist.world_size()}" if dist.world_size() > 1 else "OTI"
     try:
-        # OTI's targets are the normalised features, as searle-oti's (cosine ignores the scale).
         invert_images(
-            backbone,
-            F.normalize(inputs.features.float(), dim=-1),
-            names,
-            inputs.concepts if bank is not None else None,
-            bank,
-            config.oti,
-            bs,
-            config.seed,
-            progress=progress and dist.is_main(),
-            done=done,
-            on_batch=record,
-            batches=todo,
-            desc=f"OTI rank 0/{dist.world_size()}" if dist.world_size() > 1 else "OTI",
+            backbone, targets, names, concepts, bank, config.oti, bs, config.seed, show, done, record, todo, desc=desc
         )
     finally:
         save_group()  # already on disk unless a save itself was interrupted: write it again
@@ -327,7 +319,7 @@ def _invert(
 
 
 def kept_batches(folder: str | Path) -> int:
-    """Finished batches an interrupted run keeps in ``folder`` (its chunks' batches), for the exit line."""
+    """Finished batches an interrupted run keeps in ``folder`` (its chunks'), for the exit line."""
     kept = 0
     for path in (Path(folder) / CHUNKS).glob("*.pt"):
         try:
@@ -337,23 +329,8 @@ def kept_batches(folder: str | Path) -> int:
     return kept
 
 
-def _write_log(rows: list[dict], path: Path) -> None:
-    import csv
-    import io
-
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(sorted(rows, key=lambda r: r["batch"]))
-    atomic_write_text(text.getvalue(), path)
-
-
-def load_oti_run(folder: str | Path) -> tuple[RunInputs, torch.Tensor, dict]:
-    """A finished run's inputs (names, features, concepts), tokens and manifest.
-
-    Raises:
-        FileNotFoundError: the folder holds no finished OTI run.
-    """
+def load_oti_run(folder: str | Path) -> OTIRunFolder:
+    """A finished run's inputs, tokens and manifest (``FileNotFoundError`` if there is none)."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     if manifest is None or manifest.get("kind") != "oti":
@@ -369,4 +346,4 @@ def load_oti_run(folder: str | Path) -> tuple[RunInputs, torch.Tensor, dict]:
     data = load_torch_file(folder / TOKENS, "OTI tokens file")
     if list(data["names"]) != inputs.names:
         raise InputError(f"{folder}: {TOKENS} and {INPUTS} list different images; rerun with --force")
-    return inputs, data["tokens"], manifest
+    return OTIRunFolder(folder, inputs, data["tokens"], manifest)

@@ -1,16 +1,13 @@
-"""``searle train-phi``: φ from an OTI run's tokens, checkpointed every epoch, validated every epoch.
+"""``searle train-phi``: φ from an OTI run's tokens, checkpointed and validated every epoch.
 
-The φ run folder holds ``manifest.json``, ``checkpoint.pt`` (φ, optimiser, completed epochs,
-history), ``history.csv`` (losses and validation metrics per epoch) and, at the end, ``phi.pt`` in
-the authors' layout (``searle evaluate --method searle --phi-checkpoint DIR/phi.pt``). As the
-authors' ``train_phi.py`` does, every epoch also writes ``phi_last.pt`` and every fifth
-``phi_{n}.pt`` (``{"epoch", "Phi"}``), so any of them can be evaluated: ``--phi-checkpoint DIR:10``.
+The φ run folder holds ``manifest.json``, ``checkpoint.pt`` (φ, optimiser, completed epochs, history),
+``history.csv`` and, at the end, ``phi.pt`` in the authors' layout (``--phi-checkpoint DIR/phi.pt``).
+As the authors' ``train_phi.py``, every epoch also writes ``phi_last.pt`` and every fifth ``phi_{n}.pt``
+(``{"epoch", "Phi"}``), each of which can be evaluated: ``--phi-checkpoint DIR:10``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,12 +16,12 @@ import torch
 from searle_core.clip.backbone import Backbone, weights_key
 from searle_core.infra import distributed as dist
 from searle_core.infra.device import training_precision
-from searle_core.infra.errors import InputError, load_torch_file
-from searle_core.infra.files import atomic_save, atomic_write_json, atomic_write_text
+from searle_core.infra.errors import InputError
+from searle_core.infra.files import atomic_save, atomic_write_json, load_torch_file
 from searle_core.inversion.phi_files import PHI_LAST, epoch_file, save_phi
+from searle_core.jobs.evaluation import evaluate
 from searle_core.jobs.oti_run import load_oti_run
-from searle_core.jobs.prepare import evaluate
-from searle_core.jobs.run_folder import MANIFEST, fingerprint, open_run, unlock_run
+from searle_core.jobs.run_folder import MANIFEST, fingerprint, open_run, unlock_run, write_csv
 from searle_core.method.phi import Phi
 from searle_core.method.phi_training import PhiTrainConfig, PhiTrainingResult, train_phi
 from searle_core.methods.context import MethodContext
@@ -35,45 +32,12 @@ CHECKPOINT, HISTORY, PHI = "checkpoint.pt", "history.csv", "phi.pt"
 SAVE_EVERY = 5
 
 
-def write_history_csv(history: list[dict], path: Path) -> None:
-    """One row per epoch, one column per key that any epoch has (validation may start late)."""
-    text = io.StringIO()
-    writer = csv.DictWriter(
-        text, fieldnames=list(dict.fromkeys(k for row in history for k in row)), lineterminator="\n"
-    )
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(text.getvalue(), path)
-
-
 class PhiCheckpointer:
-    """Opens a φ run folder (fresh, resumed or forced) and writes its checkpoints on rank 0.
+    """Opens a φ run folder (fresh, resumed or forced, as :func:`~searle_core.jobs.run_folder.open_run`)
+    and writes its checkpoints on rank 0; the backbone and the training data are hyper-parameters."""
 
-    Args:
-        folder: the run folder.
-        config: the training hyper-parameters (compared with the folder's on resume).
-        backbone: the frozen CLIP (name and weights are hyper-parameters).
-        features: the training features, fingerprinted with ``tokens``.
-        tokens: the OTI tokens.
-        resume: continue from the folder's checkpoint.
-        force: with ``resume``, accept changed hyper-parameters; without, start over.
-        info: free-form description for the manifest (e.g. the OTI run it trains on).
-    """
-
-    def __init__(
-        self,
-        folder: str | Path,
-        config: PhiTrainConfig,
-        backbone: Backbone,
-        features: torch.Tensor,
-        tokens: torch.Tensor,
-        resume: bool,
-        force: bool,
-        info: dict | None = None,
-    ):
-        self.folder = Path(folder)
-        self.device = backbone.device
-
+    def __init__(self, folder, config: PhiTrainConfig, backbone: Backbone, features, tokens, resume, force, info=None):
+        self.folder, self.device = Path(folder), backbone.device
         self.hyper = {
             "phi": config,
             "backbone": backbone.name,
@@ -82,17 +46,10 @@ class PhiCheckpointer:
             "images": int(features.shape[0]),
             "data": fingerprint(features.float(), tokens.float()),
         }
-        self.manifest, self.resume = open_run(
-            self.folder,
-            "phi",
-            self.hyper,
-            info,
-            resume,
-            force,
-            [self.folder / name for name in (MANIFEST, CHECKPOINT, HISTORY, PHI, PHI_LAST)]
-            + sorted(self.folder.glob("phi_[0-9]*.pt")),
-            ("a φ run", "its checkpoint is deleted", "φ training"),
-        )
+        outputs = [self.folder / n for n in (MANIFEST, CHECKPOINT, HISTORY, PHI, PHI_LAST)]
+        outputs += sorted(self.folder.glob("phi_[0-9]*.pt"))
+        names = ("a φ run", "its checkpoint is deleted", "φ training")
+        self.manifest, self.resume = open_run(self.folder, "phi", self.hyper, info, resume, force, outputs, names)
 
     def restore(self, phi: Phi, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict]]:
         """Load the checkpoint into φ and the optimiser; returns (completed epochs, history)."""
@@ -108,32 +65,24 @@ class PhiCheckpointer:
         if not dist.is_main():
             return
         # Every random choice derives from (seed, epoch, batch): the epoch is the whole RNG state.
-        atomic_save(
-            {
-                "phi": phi.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "history": history,
-                "rng": {"scheme": "derive_seed(seed, epoch, batch, purpose)"},
-                "hyperparameters": self.manifest["hyperparameters"],
-            },
-            self.folder / CHECKPOINT,
-        )
-        # The authors' per-epoch files (after the checkpoint: a resume never lacks what they show).
+        state = {"phi": phi.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history}
+        rng = {"scheme": "derive_seed(seed, epoch, batch, purpose)"}
+        hyper = self.manifest["hyperparameters"]
+        atomic_save({**state, "rng": rng, "hyperparameters": hyper}, self.folder / CHECKPOINT)
+        # The authors' per-epoch files, after the checkpoint: a resume never lacks what they show.
         save_phi(phi, self.folder / PHI_LAST, epoch=epoch)
         if epoch % SAVE_EVERY == 0:
             save_phi(phi, epoch_file(self.folder, epoch), epoch=epoch)
-        write_history_csv(history, self.folder / HISTORY)
+        write_csv(history, self.folder / HISTORY)
 
     def finish(self, phi: Phi, history: list[dict]) -> None:
         if dist.is_main():
             epoch = int(history[-1]["epoch"]) if history else 0
-            save_phi(
-                phi, self.folder / PHI, epoch=epoch, history=history, hyperparameters=self.manifest["hyperparameters"]
-            )
+            hyper = self.manifest["hyperparameters"]
+            save_phi(phi, self.folder / PHI, epoch=epoch, history=history, hyperparameters=hyper)
             self.manifest["epoch"] = epoch  # the φ epoch phi.pt holds
             if history:
-                write_history_csv(history, self.folder / HISTORY)
+                write_csv(history, self.folder / HISTORY)
             self.manifest["complete"] = True
             atomic_write_json(self.manifest, self.folder / MANIFEST)
         dist.barrier()
@@ -149,19 +98,16 @@ def kept_epochs(folder: str | Path) -> int:
 
 
 def benchmark_validator(backbone: Backbone, bench, vocabulary=None, progress: bool = False) -> Callable[[Phi], dict]:
-    """``validate(phi)``: the ``searle`` method's metrics on ``bench`` with the current φ.
-
-    The gallery features are computed once, on the first call.
-    """
-
+    """``validate(phi)``: the ``searle`` method's metrics on ``bench`` with the current φ (the gallery's
+    features computed on the first call)."""
     gallery: dict = {}
 
     def validate(phi: Phi) -> dict:
         if not gallery:
             gallery.update(gallery_features(backbone, bench, progress=progress))
-        ctx = MethodContext(vocabulary=vocabulary, phi=phi, progress=progress)
         was_training = phi.training
-        result = evaluate("searle", bench, backbone, ctx, gallery=gallery)
+        ctx = MethodContext(vocabulary=vocabulary, phi=phi, progress=progress)
+        result = evaluate("searle", bench, backbone, ctx, gallery)
         phi.train(was_training)
         return result.metrics
 
@@ -182,30 +128,13 @@ def train_phi_in_folder(
     progress: bool = True,
     info: dict | None = None,
 ) -> PhiTrainingResult:
-    """:func:`~searle_core.method.phi_training.train_phi` checkpointed in a run folder every epoch.
-
-    Args:
-        backbone, image_features, oti_tokens, concepts, phrase_bank, config, validate, progress: as
-            :func:`~searle_core.method.phi_training.train_phi`.
-        out_dir: the run folder: the checkpoint (φ, optimiser, epoch, history), ``history.csv`` and
-            the final ``phi.pt`` (the authors' layout), each written atomically.
-        resume: continue from ``out_dir``'s checkpoint (a fresh start if there is none).
-        force: resume even if the hyper-parameters differ from the checkpoint's (the new ones apply).
-        info: free-form description for the manifest.
-    """
+    """:func:`~searle_core.method.phi_training.train_phi` checkpointed in the run folder ``out_dir`` every
+    epoch (``force``: resume even with changed hyper-parameters; the new ones apply)."""
     checkpointer = PhiCheckpointer(
         out_dir, config, backbone, image_features.float(), oti_tokens.float(), resume, force, info
     )
     return train_phi(
-        backbone,
-        image_features,
-        oti_tokens,
-        concepts,
-        phrase_bank,
-        config,
-        validate=validate,
-        checkpointer=checkpointer,
-        progress=progress,
+        backbone, image_features, oti_tokens, concepts, phrase_bank, config, validate, checkpointer, progress=progress
     )
 
 
@@ -220,23 +149,10 @@ def run_train_phi(
     force: bool = False,
     progress: bool = True,
 ) -> PhiTrainingResult:
-    """Train φ on the tokens of a finished OTI run (``searle oti --out tokens_dir``).
-
-    Args:
-        backbone: the CLIP the OTI run used.
-        tokens_dir: the OTI run folder.
-        out_dir: the φ run folder.
-        config: hyper-parameters (the paper's by default).
-        phrase_bank: concept -> phrases for the regulariser (``None``: no regulariser); the concepts
-            of each image come from the OTI run.
-        validate: per-epoch validation (e.g. :func:`benchmark_validator`).
-        resume: continue from ``out_dir``'s checkpoint.
-        force: see :class:`PhiCheckpointer`.
-        progress: progress bar (rank 0).
-    """
-
-    inputs, tokens, manifest = load_oti_run(tokens_dir)
-    hyper = manifest.get("hyperparameters", {})
+    """Train φ into ``out_dir`` on the tokens of the finished OTI run ``tokens_dir`` (made with
+    ``backbone``); ``phrase_bank`` (``None``: no regulariser) meets the concepts the run stored."""
+    run = load_oti_run(tokens_dir)
+    inputs, hyper = run.inputs, run.manifest.get("hyperparameters", {})
     if hyper.get("backbone") not in (None, backbone.name) or hyper.get("weights") not in (None, weights_key(backbone)):
         raise InputError(
             f"the OTI run in {tokens_dir} used backbone {hyper.get('backbone')} with weights "
@@ -255,18 +171,10 @@ def run_train_phi(
         )
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     try:
+        feats, tokens = inputs.features, run.tokens
+        concepts = inputs.concepts if phrase_bank is not None else None
         return train_phi_in_folder(
-            backbone,
-            inputs.features,
-            tokens,
-            inputs.concepts if phrase_bank is not None else None,
-            phrase_bank,
-            config,
-            out_dir,
-            validate=validate,
-            resume=resume,
-            force=force,
-            progress=progress,
+            backbone, feats, tokens, concepts, phrase_bank, config, out_dir, validate, resume, force, progress
         )
     finally:
         unlock_run(Path(out_dir))

@@ -1,15 +1,11 @@
 """``searle phrases generate``: the authors' GPT-Neo phrases for a concept list, resumable per concept.
 
-As their ``gpt_phrases_generation.py``: for each concept (stripped, in the list's order) the prompt
-``"a photo of {concept} that"``, 256 sampled sequences of at most 35 tokens, temperature 0.5,
-``no_repeat_ngram_size`` 2, newlines turned into ". "; the result is ``concept_to_phrases.pkl``
-(concept -> phrases, unfiltered) with ``hyperparameters.json`` beside it, the folder ``--phrases``
-reads. The containment filter (a concept is dropped unless every phrase contains it) is applied
-where the phrases are read, as in their ``oti_inversion.py``.
-
-Resumable: the file is rewritten every ``save_every`` concepts, and ``resume`` skips the concepts it
-holds. Each concept is sampled under its own seed (derived from the run's seed and the concept), so
-a resumed run gives what an uninterrupted one gives.
+As their ``gpt_phrases_generation.py``: per concept (stripped, in order) the prompt ``"a photo of
+{concept} that"``, 256 sampled sequences of at most 35 tokens, temperature 0.5, ``no_repeat_ngram_size``
+2; the result is ``concept_to_phrases.pkl`` (unfiltered: the containment filter applies where phrases
+are read) with ``hyperparameters.json``, the folder ``--phrases`` reads. Each concept is sampled under
+its own seed, so a resumed run (the file is rewritten every ``save_every`` concepts) gives what an
+uninterrupted one gives.
 """
 
 from __future__ import annotations
@@ -39,7 +35,6 @@ from searle_core.inversion.phrases import (
 )
 
 HYPERPARAMETERS = "hyperparameters.json"
-SAVE_EVERY = 25
 
 
 def concept_seed(seed: int, concept: str) -> int:
@@ -58,29 +53,13 @@ def generate_phrase_folder(
     seed: int = 0,
     device: str | None = None,
     resume: bool = False,
-    save_every: int = SAVE_EVERY,
+    save_every: int = 25,
     progress: bool = True,
     model: Any = None,
     tokenizer: Any = None,
 ) -> PhraseBank:
-    """Generate (or continue generating) the phrases of ``concepts`` into ``out_dir``.
-
-    Args:
-        concepts: concept names (Open Images' display names in the paper).
-        out_dir: the folder of ``concept_to_phrases.pkl`` and ``hyperparameters.json``.
-        model_name, n_samples, max_length, temperature, no_repeat_ngram_size: the sampling settings
-            (the authors' by default).
-        seed: the run's seed (each concept's is derived from it).
-        device: torch device (default: CUDA when available).
-        resume: continue a folder that already holds phrases (with the same settings).
-        save_every: rewrite the file after this many new concepts.
-        progress: a progress bar over concepts.
-        model, tokenizer: an already loaded causal LM (skips loading ``model_name``).
-
-    Raises:
-        InputError: the folder holds phrases and ``resume`` is not set, or they were made with
-            other settings.
-    """
+    """Generate (or, with ``resume``, continue with the same settings) the phrases of ``concepts`` into
+    ``out_dir``; ``model``/``tokenizer``: an already loaded causal LM instead of ``model_name``."""
     out = Path(out_dir)
     bank_path = out / AUTHORS_PHRASES
     hyper = {
@@ -109,20 +88,11 @@ def generate_phrase_folder(
     todo = [c for c in dict.fromkeys(str(c).strip() for c in concepts) if c and c not in bank]
     if todo and (model is None or tokenizer is None):
         model, tokenizer = load_causal_lm(model_name)
+    settings = (model_name, n_samples, max_length, temperature, no_repeat_ngram_size)
     for done, concept in enumerate(tqdm(todo, desc="phrases", disable=not progress), start=1):
+        seed_ = concept_seed(seed, concept)
         bank.update(
-            generate_phrases_hf(
-                [concept],
-                model_name,
-                n_samples,
-                max_length,
-                temperature,
-                no_repeat_ngram_size,
-                device=device,
-                seed=concept_seed(seed, concept),
-                model=model,
-                tokenizer=tokenizer,
-            )
+            generate_phrases_hf([concept], *settings, device=device, seed=seed_, model=model, tokenizer=tokenizer)
         )
         if done % save_every == 0:
             save_phrase_pickle(bank, bank_path)

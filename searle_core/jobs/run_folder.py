@@ -1,18 +1,19 @@
-"""Run folders: the manifest that says what a run was computed with.
+"""Run folders: the manifest that says what a run was computed with, and one process per folder.
 
-A run that takes GPU-hours is killed sooner or later. Every file of a run folder is therefore
-written to a temporary name in the same folder and renamed over the target (a rename is atomic on
-POSIX file systems), so a kill leaves the previous version or the new one, never half a file. The
+Every file of a run folder is written atomically (a kill leaves the old version or the new one). The
 manifest records the hyper-parameters, the code version and the sessions that worked on the run; a
-resumed run compares its hyper-parameters with the manifest's and refuses to mix different ones
-unless told to.
+resumed run compares its hyper-parameters with the manifest's and refuses to mix them unless forced.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime
 import errno
+import fcntl
+import functools
 import hashlib
+import io
 import json
 import os
 import stat
@@ -24,16 +25,17 @@ from typing import Any
 import torch
 
 from searle_core.infra import distributed as dist
-from searle_core.infra.errors import InputError, read_json
-from searle_core.infra.files import UMASK, atomic_write_json, jsonable
+from searle_core.infra.errors import InputError
+from searle_core.infra.files import UMASK, atomic_write_json, atomic_write_text, jsonable, read_json
 from searle_core.infra.paths import REPO_ROOT
 from searle_core.infra.version import __version__
 
-MANIFEST = "manifest.json"
+MANIFEST, LOCK = "manifest.json", ".lock"
+_LOCKS: dict[Path, int] = {}
 
 
 def fingerprint(*parts: Any) -> str:
-    """Short sha256 of JSON-able values and tensors (e.g. the image names, the features)."""
+    """Short sha256 of JSON-able values and tensors (infra's ``digest`` takes no tensors)."""
     digest = hashlib.sha256()
     for part in parts:
         if isinstance(part, torch.Tensor):
@@ -47,22 +49,26 @@ def fingerprint(*parts: Any) -> str:
 
 
 def code_version() -> dict:
-    """The package version, the git commit of the checkout (if any) and whether it had local changes."""
-
+    """The package version, the checkout's git commit (if any) and whether it had local changes."""
     version = {"package": __version__, "git_commit": None, "git_dirty": None}
     if (REPO_ROOT / ".git").exists():
-
-        def git(*args: str) -> str:
-            return subprocess.run(
-                ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10, check=True
-            ).stdout.strip()
-
+        git = ["git", "-C", str(REPO_ROOT)]
+        run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=10, check=True)
         try:
-            version["git_commit"] = git("rev-parse", "HEAD")
-            version["git_dirty"] = bool(git("status", "--porcelain", "--untracked-files=no"))
+            version["git_commit"] = run([*git, "rev-parse", "HEAD"]).stdout.strip()
+            version["git_dirty"] = bool(run([*git, "status", "--porcelain", "--untracked-files=no"]).stdout.strip())
         except (OSError, subprocess.SubprocessError):
             pass
     return version
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """One row per dict, one column per key that any row has (validation may start late)."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for row in rows for k in row)), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(text.getvalue(), path)
 
 
 def now() -> str:
@@ -74,11 +80,7 @@ class DamagedManifest(InputError):
 
 
 def read_manifest(folder: str | os.PathLike) -> dict | None:
-    """The run's manifest, or ``None`` if the folder holds no run yet.
-
-    Raises:
-        DamagedManifest: the manifest is not a JSON object (truncated, edited by hand, not UTF-8).
-    """
+    """The run's manifest, or ``None`` if the folder holds no run yet (:class:`DamagedManifest` if unreadable)."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         return None
@@ -97,29 +99,14 @@ def read_manifest(folder: str | os.PathLike) -> dict | None:
     return manifest
 
 
-# ---- one process per run folder ------------------------------------------------------------------
-LOCK = ".lock"
-_LOCKS: dict[Path, int] = {}
-
-
 def lock_run(folder: Path) -> None:
-    """Hold ``folder/.lock`` (an ``flock``) until :func:`unlock_run` or the process ends.
-
-    Two ``--resume`` on one folder would both compute every remaining batch; the second one is
-    refused instead. The kernel drops the lock when its process dies (even by SIGKILL), so a
-    killed run never leaves a stale lock behind.
-
-    Raises:
-        InputError: another process holds the folder's lock.
-    """
-    import fcntl
-
+    """Hold ``folder/.lock`` (an ``flock``) until :func:`unlock_run`: a second process on the same run
+    would compute every remaining batch again. The kernel drops the lock when its process dies."""
     key = folder.resolve()
     if key in _LOCKS:
         return
     folder.mkdir(parents=True, exist_ok=True)
-    # O_NOFOLLOW: a `.lock` that links to a user's file is refused, never truncated; a hard link
-    # (a second name of someone's file) is refused the same way before anything is written to it.
+    # O_NOFOLLOW and the link count: a `.lock` that is a user's file under another name is refused, never truncated.
     try:
         fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666 & ~UMASK)
     except OSError as err:
@@ -150,26 +137,26 @@ def lock_run(folder: Path) -> None:
     _LOCKS[key] = fd
 
 
-#: What a folder may hold besides a run of ours and still be taken as a new run folder: our lock,
-#: our temporary files (``.NAME.XXXX.tmp`` of :func:`~searle_core.infra.files.atomic_write`).
+def unlock_run(folder: Path) -> None:
+    """Release the lock taken by :func:`lock_run` (closing the descriptor drops the flock)."""
+    fd = _LOCKS.pop(Path(folder).resolve(), None)
+    if fd is not None:
+        os.close(fd)
+
+
 def _ours_without_manifest(entry: Path) -> bool:
+    """Our lock, our temporary files (``.NAME.XXXX.tmp``), or a run folder of ours inside (``train-phi``
+    imports the authors' OTI into ``<out>/oti-import``)."""
     if entry.name == LOCK and not entry.is_symlink():
         return True
     if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file():
         return True
-    # A run folder of ours inside (`train-phi --images` imports the authors' OTI into <out>/oti-import).
     return entry.is_dir() and not entry.is_symlink() and (entry / MANIFEST).is_file()
 
 
 def check_ours(folder: Path, a_run: str) -> None:
-    """Refuse a folder that is neither new, empty nor one of our run folders (it has a manifest).
-
-    Without this, ``--out`` over a folder of the user's (a ``log.csv``, a ``phi.pt``, an
-    ``inputs.pt`` of something else) would overwrite, delete or load what is there.
-
-    Raises:
-        InputError: naming the folder and the files that are not ours.
-    """
+    """Refuse a folder that is neither new, empty nor one of our run folders: ``--out`` over a user's
+    folder would otherwise overwrite, delete or load what is there."""
     if not folder.exists() and not folder.is_symlink():
         return
     if not folder.is_dir():
@@ -185,16 +172,13 @@ def check_ours(folder: Path, a_run: str) -> None:
         )
 
 
-def unlock_run(folder: Path) -> None:
-    """Release the lock taken by :func:`lock_run` (nothing if this process holds none)."""
-    fd = _LOCKS.pop(Path(folder).resolve(), None)
-    if fd is not None:
-        os.close(fd)  # closing the descriptor drops the flock
-
-
 def hyperparameter_changes(saved: dict, current: dict) -> list[str]:
     """Human-readable differences between two hyper-parameter dicts (nested keys joined by '.')."""
     changes: list[str] = []
+
+    def short(value: Any, limit: int = 80) -> str:
+        text = json.dumps(value)
+        return text if len(text) <= limit else text[: limit - 3] + "..."
 
     def walk(a: Any, b: Any, key: str) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
@@ -207,17 +191,17 @@ def hyperparameter_changes(saved: dict, current: dict) -> list[str]:
     return changes
 
 
-def short(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def check_resume(folder: Path, manifest: dict, hyperparameters: dict, force: bool, what: str) -> list[str]:
-    """Refuse to resume with different hyper-parameters unless ``force``; returns the changes.
-
-    Raises:
-        ValueError: naming the folder and every changed hyper-parameter.
-    """
+def _check_resume(folder: Path, manifest: dict, hyperparameters: dict, info: dict, force: bool, what: str) -> list:
+    """Refuse to resume over another dataset folder or with other hyper-parameters unless ``force``;
+    returns the changed hyper-parameters."""
+    before, current = (manifest.get("info") or {}).get("path"), info.get("path")
+    if before and current and os.path.realpath(before) != os.path.realpath(current):
+        if not force:
+            raise InputError(
+                f"cannot resume the run in {folder}: it ran on --dataset-path {before}, this command gives "
+                f"{current}; resume with the run's own --dataset-path, or choose another --out"
+            )
+        print(f"note: the run in {folder} continues on {current} (it started on {before})", file=sys.stderr)
     changes = hyperparameter_changes(manifest.get("hyperparameters", {}), hyperparameters)
     if changes and not force:
         raise InputError(
@@ -226,8 +210,7 @@ def check_resume(folder: Path, manifest: dict, hyperparameters: dict, force: boo
             + "); use the same settings, another --out folder, or --resume --force "
             "to continue with the new ones (the manifest records both)"
         )
-    if changes:
-        # Said, not silent: what is already computed keeps its old settings; the manifest keeps both.
+    if changes:  # said, not silent: what is already computed keeps its old settings
         print(
             f"note: continuing the {what} in {folder} with changed hyper-parameters ({'; '.join(changes)}); "
             "results computed so far keep the old ones (manifest.json: 'mixed_hyperparameters')",
@@ -236,73 +219,21 @@ def check_resume(folder: Path, manifest: dict, hyperparameters: dict, force: boo
     return changes
 
 
-def _check_same_data(folder: Path, saved: dict, current: dict, force: bool) -> None:
-    """Refuse to resume a run over another dataset folder than its own (same image names or not)."""
-    before, now = saved.get("path"), current.get("path")
-    if not before or not now or os.path.realpath(before) == os.path.realpath(now):
-        return
-    if not force:
-        raise InputError(
-            f"cannot resume the run in {folder}: it ran on --dataset-path {before}, this command gives "
-            f"{now}; resume with the run's own --dataset-path, or choose another --out"
-        )
-    print(f"note: the run in {folder} continues on {now} (it started on {before})", file=sys.stderr)
-
-
 def new_manifest(kind: str, hyperparameters: dict, info: dict | None = None) -> dict:
-    return {
-        "kind": kind,
-        "hyperparameters": jsonable(hyperparameters),
-        "info": jsonable(info or {}),
-        "code_version": code_version(),
-        "created": now(),
-        "sessions": [],
-        "complete": False,
-    }
-
-
-def add_session(manifest: dict, world_size: int, resumed: bool, changes: list[str]) -> dict:
-    """Record that a (possibly resumed) session started, with what it changed and its code version."""
-    manifest.setdefault("sessions", []).append(
-        {
-            "started": now(),
-            "world_size": world_size,
-            "resumed": resumed,
-            "forced_changes": changes,
-            "code_version": code_version(),
-        }
-    )
-    return manifest
+    meta = {"code_version": code_version(), "created": now(), "sessions": [], "complete": False}
+    return {"kind": kind, "hyperparameters": jsonable(hyperparameters), "info": jsonable(info or {}), **meta}
 
 
 def open_run(
-    folder: Path,
-    kind: str,
-    hyperparameters: dict,
-    info: dict | None,
-    resume: bool,
-    force: bool,
-    outputs: list[Path],
-    names: tuple[str, str, str],
+    folder: Path, kind: str, hyper: dict, info: dict | None, resume: bool, force: bool, outputs: list, names: tuple
 ) -> tuple[dict, bool]:
-    """Start or resume the run of ``kind`` in ``folder``; returns its manifest (written by rank 0)
-    and whether it resumes.
+    """Lock and start or resume the run of ``kind`` (``oti``, ``phi``) in ``folder``; returns its manifest
+    (written by rank 0) and whether it resumes.
 
-    Args:
-        folder: the run folder.
-        kind: the manifest's kind (``oti``, ``phi``).
-        hyperparameters: compared with the folder's on resume.
-        info: free-form description for a new manifest.
-        resume: continue the folder's run.
-        force: with ``resume``, accept changed hyper-parameters; without, delete ``outputs`` and start over.
-        outputs: the files a forced restart deletes (the manifest included).
-        names: how errors name the run ("an OTI run"), what a restart deletes ("its tokens are
-            deleted") and the run in resume errors ("OTI run").
-
-    Raises:
-        ValueError: the folder holds another kind of run, or a run that is neither resumed nor forced.
+    ``force`` with ``resume`` accepts changed hyper-parameters; without, deletes ``outputs`` and starts
+    over. ``names`` say how errors name the run ("an OTI run"), what a restart deletes ("its tokens are
+    deleted") and the run in resume errors ("OTI run").
     """
-
     a_run, deleted, label = names
     refused = None
     if dist.is_main():
@@ -315,63 +246,43 @@ def open_run(
     if refused:
         raise InputError(refused)
     try:
-        return _open_locked(folder, kind, hyperparameters, info, resume, force, outputs, names)
+        try:
+            manifest = read_manifest(folder)
+        except DamagedManifest:
+            if resume or not force:
+                raise
+            manifest = {"kind": kind}  # a damaged run of any kind: --force deletes it and starts over
+        changes: list[str] = []
+        if manifest is not None and manifest.get("kind") != kind:
+            raise InputError(f"{folder} holds a {manifest.get('kind')!r} run, not {a_run}; choose another --out")
+        if manifest is not None and not resume:
+            if not force:
+                raise InputError(
+                    f"{folder} already holds {a_run}; pass --resume to continue it or --force to start over ({deleted})"
+                )
+            dist.barrier()
+            if dist.is_main():
+                for path in outputs:
+                    path.unlink(missing_ok=True)
+            dist.barrier()
+            manifest = None
+        resumed = manifest is not None
+        if resumed:
+            changes = _check_resume(folder, manifest, hyper, info or {}, force, label)
+            if changes:  # results computed before the change were made with the earlier settings
+                until = len(manifest.get("sessions", []))
+                mixed = {"until_session": until, "hyperparameters": manifest["hyperparameters"], "changes": changes}
+                manifest.setdefault("mixed_hyperparameters", []).append(mixed)
+            manifest["hyperparameters"] = jsonable(hyper)
+        else:
+            manifest = new_manifest(kind, hyper, info)
+        session = {"started": now(), "world_size": dist.world_size(), "resumed": resumed, "forced_changes": changes}
+        manifest.setdefault("sessions", []).append({**session, "code_version": code_version()})
+        dist.barrier()
+        if dist.is_main():
+            atomic_write_json(manifest, folder / MANIFEST)
+        dist.barrier()
+        return manifest, resumed
     except BaseException:
         unlock_run(folder)
         raise
-
-
-def _open_locked(
-    folder: Path,
-    kind: str,
-    hyperparameters: dict,
-    info: dict | None,
-    resume: bool,
-    force: bool,
-    outputs: list[Path],
-    names: tuple[str, str, str],
-) -> tuple[dict, bool]:
-
-    a_run, deleted, label = names
-    try:
-        manifest = read_manifest(folder)
-    except DamagedManifest:
-        if resume or not force:
-            raise
-        manifest = {"kind": kind}  # a damaged run of any kind: --force deletes it and starts over
-    changes: list[str] = []
-    if manifest is not None and manifest.get("kind") != kind:
-        raise InputError(f"{folder} holds a {manifest.get('kind')!r} run, not {a_run}; choose another --out")
-    if manifest is not None and not resume:
-        if not force:
-            raise InputError(
-                f"{folder} already holds {a_run}; pass --resume to continue it or --force to start over ({deleted})"
-            )
-        dist.barrier()
-        if dist.is_main():
-            for path in outputs:
-                path.unlink(missing_ok=True)
-        dist.barrier()
-        manifest = None
-    resumed = manifest is not None
-    if resumed:
-        _check_same_data(folder, manifest.get("info") or {}, info or {}, force)
-        changes = check_resume(folder, manifest, hyperparameters, force, label)
-        if changes:
-            # Keep every earlier setting: results computed before the change were made with them.
-            manifest.setdefault("mixed_hyperparameters", []).append(
-                {
-                    "until_session": len(manifest.get("sessions", [])),
-                    "hyperparameters": manifest["hyperparameters"],
-                    "changes": changes,
-                }
-            )
-        manifest["hyperparameters"] = new_manifest(kind, hyperparameters)["hyperparameters"]
-    else:
-        manifest = new_manifest(kind, hyperparameters, info)
-    add_session(manifest, dist.world_size(), resumed=resumed, changes=changes)
-    dist.barrier()
-    if dist.is_main():
-        atomic_write_json(manifest, folder / MANIFEST)
-    dist.barrier()
-    return manifest, resumed

@@ -1,13 +1,10 @@
-"""The paper's pipeline end to end: features -> query features of a method -> rankings -> metrics.
-
-:func:`run_method` is the core's; :func:`searle_core.jobs.prepare.evaluate` first trains or loads the
-network a method needs (φ, Pic2Word's mapper, PALAVRA's inverter), then calls it."""
+"""The paper's pipeline end to end: features -> query features of a method -> rankings -> metrics
+(:func:`searle_core.jobs.evaluation.evaluate` first trains or loads the network a method needs)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -21,65 +18,33 @@ from searle_core.retrieval.ranking import benchmark_metrics, benchmark_rankings,
 
 @dataclass
 class MethodResult:
-    """One method on one benchmark.
-
-    Args:
-        method: the method's name.
-        metrics: the dataset's metrics in percent.
-        rankings: per query, the ranked gallery names.
-        query_features: (Q, D) normalised query features.
-        seconds: wall time of the query side (inversion included), features of the gallery excluded.
-        setup: what getting the method's network cost (:func:`searle_core.jobs.prepare.evaluate`
-            fills it; ``None``: the method needs none, or it was given).
-    """
+    """One method on one benchmark: its metrics in percent, each query's ranked gallery names, the (Q, D)
+    normalised query features, the query side's wall time (inversion included, gallery features not)."""
 
     method: str
     metrics: dict
     rankings: list[list[str]]
     query_features: torch.Tensor
     seconds: float
-    setup: NetworkSetup | None = None
+    setup: NetworkSetup | None = None  # what getting its network cost (None: it needs none, or it was given)
 
 
 def gallery_features(
-    backbone: Backbone, bench: CIRBenchmark, progress: bool = True, **kwargs: Any
+    backbone: Backbone, bench: CIRBenchmark, progress: bool = True, **kwargs
 ) -> dict[str, torch.Tensor]:
-    """Gallery features keyed ``"all"`` (FashionIQ: by category), cached on disk and reused.
-
-    Args:
-        backbone: the frozen CLIP; its image pipeline (see ``retrieval.features.configure_images``)
-            sets the preprocessing and the data-loader workers.
-        bench: the benchmark whose gallery is encoded.
-        progress: progress bars.
-        **kwargs: passed to :func:`image_features` (``batch_size``, ``num_workers``, ``cache``).
-    """
+    """Gallery features keyed ``"all"``, or by category where each query ranks its own category's gallery
+    (FashionIQ), cached on disk and reused; ``kwargs`` go to :func:`image_features`."""
+    feats = lambda names: image_features(backbone, bench.images, names, progress=progress, **kwargs)
     by_category = bench.extra.get("gallery_by_category")
-    if by_category:
-        # FashionIQ ranks each query against its own category's gallery (see datasets.fashioniq).
-        return {
-            c: image_features(backbone, bench.images, names, progress=progress, **kwargs)
-            for c, names in by_category.items()
-        }
-    return {"all": image_features(backbone, bench.images, bench.gallery, progress=progress, **kwargs)}
+    return {c: feats(names) for c, names in by_category.items()} if by_category else {"all": feats(bench.gallery)}
 
 
 def run_method(
-    method: str,
-    bench: CIRBenchmark,
-    backbone: Backbone,
-    ctx: MethodContext | None = None,
-    gallery: dict[str, torch.Tensor] | None = None,
+    method: str, bench: CIRBenchmark, backbone: Backbone, ctx: MethodContext | None = None, gallery: dict | None = None
 ) -> MethodResult:
-    """Run ``method`` on ``bench`` and score it, with the networks ``ctx`` holds (see
-    :func:`searle_core.jobs.prepare.evaluate`, which trains or loads them first).
-
-    Args:
-        method: ``image-only``, ``text-only``, ``image+text``, ``searle-oti``, ``searle``, or a baseline.
-        bench: the benchmark (validation split for metrics; test splits have no ground truths).
-        backbone: the frozen CLIP.
-        ctx: method resources (vocabulary, φ, OTI settings); created empty if omitted.
-        gallery: precomputed :func:`gallery_features` (reuse it across methods).
-    """
+    """Run ``method`` on ``bench`` and score it (where it has ground truths) with the networks ``ctx``
+    holds (:func:`searle_core.jobs.evaluation.evaluate` trains or loads them first); ``gallery``:
+    precomputed :func:`gallery_features`, reused across methods."""
     ctx = ctx or MethodContext()
     gallery = gallery if gallery is not None else gallery_features(backbone, bench, ctx.progress)
     start = time.perf_counter()

@@ -1,5 +1,4 @@
-"""From similarity scores to rankings: the top-K gallery names of each query, in a documented,
-deterministic tie order (equal scores: the gallery's order)."""
+"""Similarity scores to top-K rankings of gallery names, equal scores in gallery order."""
 
 from __future__ import annotations
 
@@ -13,9 +12,8 @@ from searle_core.metrics.benchmarks import ImageName, check_k
 
 def _top_k_indices(row: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` largest entries of ``row``, larger first, ties by lower index."""
-    n = row.shape[0]
     negated = -row
-    if k >= n:
+    if k >= row.shape[0]:
         return np.argsort(negated, kind="stable")
     part = np.argpartition(negated, k - 1)[:k]
     threshold = row[part].min()  # the k-th largest value
@@ -26,28 +24,12 @@ def _top_k_indices(row: np.ndarray, k: int) -> np.ndarray:
 
 
 def rank_by_scores(
-    scores: np.ndarray,
-    names: Sequence[ImageName],
-    k: int,
-    exclude: Sequence[ImageName | None] | None = None,
+    scores: np.ndarray, names: Sequence[ImageName], k: int, exclude: Sequence[ImageName | None] | None = None
 ) -> list[list[ImageName]]:
-    """Turn a (queries x gallery) similarity matrix into top-``k`` rankings of gallery names.
+    """Top-``k`` gallery names per row of a (queries x gallery) similarity matrix, higher first.
 
-    Higher score = better. The order is deterministic: **equal scores are ordered by gallery index,
-    lower index first** (a stable sort), including at the k-th rank boundary. Selection uses
-    ``argpartition`` and then sorts only the ``k`` kept entries, so a 120k-image gallery is cheap.
-
-    Args:
-        scores: similarity matrix of shape ``(n_queries, n_gallery)``; NaN is rejected.
-        names: the gallery names, ``names[j]`` for column ``j`` (must be unique).
-        k: how many names to keep per query (capped at the gallery size, minus one when a name is
-            excluded).
-        exclude: optional, one entry per query: a gallery name to remove from that query's ranking
-            (CIRR removes the reference image), or ``None``. A name not in the gallery removes
-            nothing.
-
-    Returns:
-        One list of ``min(k, available)`` names per query, best first.
+    Equal scores keep gallery order (a stable sort), also at the k-th rank; ``argpartition`` keeps a
+    120k gallery cheap. ``exclude`` gives per query a name to drop (CIRR's reference) or ``None``.
     """
     k = check_k(k)
     scores = np.asarray(scores)
@@ -74,10 +56,8 @@ def rank_by_scores(
         excluded = None if exclude is None or exclude[i] is None else column.get(exclude[i])
         if excluded is None:
             top = _top_k_indices(row, min(k, row.shape[0]))
-        else:
-            # rank the other columns, then shift the indices past the removed one back
-            rest = np.delete(row, excluded)
-            top = _top_k_indices(rest, min(k, rest.shape[0]))
+        else:  # rank the other columns, then shift the indices past the removed one back
+            top = _top_k_indices(rest := np.delete(row, excluded), min(k, rest.shape[0]))
             top = top + (top >= excluded)
         rankings.append([names[j] for j in top])
     return rankings

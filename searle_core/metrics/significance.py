@@ -1,14 +1,14 @@
 """Is one method really above another? A paired bootstrap over the benchmark's queries.
 
-Two methods answer the same queries, so their difference is measured per query and the queries
-are resampled with replacement, the same resample for both methods. The interval of the
-difference in the headline metric says whether an ordering in a table is more than the luck of
-which queries the benchmark happens to hold. FashionIQ's headline metric averages its categories,
-so its queries are resampled within each category.
+Both methods answer the same queries, so the queries are resampled with replacement, the same
+resample for both, and the interval of the difference in the headline metric says whether an
+ordering is more than the luck of which queries the benchmark holds. FashionIQ's queries are
+resampled within each category, as its metric averages the categories.
 """
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,18 +26,8 @@ RESAMPLE_CHUNK = 1000
 
 @dataclass(frozen=True)
 class Difference:
-    """``metric(method) - metric(reference)`` with its bootstrap interval, in points.
-
-    Args:
-        method: the compared method.
-        reference: the method it is compared with.
-        metric: the metric (``mAP@10``, ``Recall@1``, ``average/Recall@10``).
-        value: the method's metric.
-        diff: the observed difference.
-        low: the interval's lower end.
-        high: the interval's upper end.
-        level: the interval's coverage (0.95).
-    """
+    """``metric(method) - metric(reference)`` (``diff``) with its bootstrap interval, in points;
+    ``value`` is the method's metric, ``level`` the interval's coverage."""
 
     method: str
     reference: str
@@ -62,19 +52,12 @@ def main_metric(dataset: str) -> str:
 def per_query_scores(
     bench: CIRBenchmark, rankings: list[list[str]], metric: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each query's share of the metric (percent) and its group (FashionIQ category, else 0).
-
-    The metric is the mean of its groups' means of these scores, as the dataset computes it.
-
-    Args:
-        bench: the benchmark the rankings answer.
-        rankings: one ranking per query, as ``evaluate`` returns them (CIRR's without the reference).
-        metric: ``mAP@K`` (shapes, CIRCO: the query's AP@K) or ``Recall@K`` / ``average/Recall@K``
-            (a hit of the target, or of any ground truth, in the top K); default: :func:`main_metric`.
-    """
+    """Each query's score (percent) and group (FashionIQ category, else 0): the metric is the mean of
+    the group means. ``metric``: ``mAP@K`` (the query's AP@K) or ``Recall@K`` / ``average/Recall@K`` (a
+    target or any ground truth in the top K); default :func:`main_metric`. CIRR rankings come without
+    the reference, as ``evaluate`` returns them."""
     metric = metric or main_metric(bench.name)
-    name = metric.split("/")[-1]
-    kind, _, k_text = name.partition("@")
+    kind, _, k_text = metric.split("/")[-1].partition("@")
     if kind not in ("mAP", "Recall") or not k_text.isdigit():
         raise InputError(f"metric {metric!r}: expected mAP@K, Recall@K or average/Recall@K")
     if len(rankings) != len(bench.queries):
@@ -87,10 +70,8 @@ def per_query_scores(
         truths = q.ground_truths or ([q.target] if q.target is not None else [])
         if not truths:
             raise InputError(f"query {q.query_id} of {bench.name} {bench.split} has no ground truth to score")
-        if kind == "mAP":
-            scores[i] = 100.0 * average_precision_at_k(ranking, truths, k)
-        else:
-            scores[i] = 100.0 * bool(set(ranking[:k]) & set(truths))
+        hit = average_precision_at_k(ranking, truths, k) if kind == "mAP" else bool(set(ranking[:k]) & set(truths))
+        scores[i] = 100.0 * hit
     categories = [getattr(q, "category", None) or "" for q in bench.queries]
     names = {c: g for g, c in enumerate(sorted(set(categories)))}
     return scores, np.array([names[c] for c in categories])
@@ -104,19 +85,8 @@ def paired_bootstrap(
     level: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """Difference of the metric of ``a`` and ``b`` (mean of group means) and its percentile interval.
-
-    Args:
-        a: per-query scores of one method.
-        b: per-query scores of the other, same queries in the same order.
-        groups: per query, its group; resampled within groups (``None``: one group).
-        n_resamples: bootstrap resamples.
-        level: interval coverage.
-        seed: resampling seed.
-
-    Returns:
-        ``(diff, low, high)``.
-    """
+    """``(diff, low, high)``: the metric (mean of group means) of per-query scores ``a`` minus ``b`` and
+    its percentile interval, resampling within ``groups`` (``None``: one group)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
         raise InputError(
@@ -129,8 +99,7 @@ def paired_bootstrap(
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
     observed = float(np.mean([d[m].mean() for m in members]))
-    resampled = np.zeros(n_resamples)
-    # Resamples in chunks: 10,000 × 4,000 CIRR queries at once would take over half a GiB.
+    resampled = np.zeros(n_resamples)  # in chunks: 10,000 × 4,000 CIRR queries at once take over half a GiB
     for start in range(0, n_resamples, RESAMPLE_CHUNK):
         size = min(RESAMPLE_CHUNK, n_resamples - start)
         for m in members:
@@ -151,17 +120,8 @@ def compare_methods(
     level: float = 0.95,
     seed: int = 0,
 ) -> list[Difference]:
-    """Every method against ``reference`` on the same queries.
-
-    Args:
-        bench: the benchmark.
-        rankings: method -> its rankings (``MethodResult.rankings``); must include ``reference``.
-        reference: the method the others are compared with.
-        metric: the compared metric (default: the dataset's headline metric).
-        n_resamples: bootstrap resamples.
-        level: interval coverage.
-        seed: resampling seed (the same resamples for every method).
-    """
+    """Every method of ``rankings`` (method -> its rankings) against ``reference``, on the same
+    resamples; ``metric`` defaults to the dataset's headline metric."""
     if reference not in rankings:
         raise InputError(f"reference method {reference!r} is not among the compared ones: {', '.join(rankings)}")
     metric = metric or main_metric(bench.name)
@@ -186,13 +146,8 @@ def to_markdown(differences: list[Difference], names: dict[str, str] | None = No
     ref = names.get(first.reference, first.reference)
     header = ["Method", first.metric, f"− {ref}", f"{100 * first.level:g} % interval", "clear"]
     rows = [
-        [
-            names.get(d.method, d.method),
-            f"{d.value:.2f}",
-            f"{d.diff:+.2f}",
-            f"[{d.low:+.2f}, {d.high:+.2f}]",
-            "yes" if d.clear else "no",
-        ]
+        [names.get(d.method, d.method), f"{d.value:.2f}", f"{d.diff:+.2f}", f"[{d.low:+.2f}, {d.high:+.2f}]"]
+        + ["yes" if d.clear else "no"]
         for d in differences
     ]
     return markdown_table(header, rows, [False, True, True, False, False])
@@ -200,8 +155,6 @@ def to_markdown(differences: list[Difference], names: dict[str, str] | None = No
 
 def write_differences(differences: list[Difference], path: str | Path, names: dict[str, str] | None = None) -> Path:
     """The comparison as Markdown at ``path`` (``.md``) and CSV beside it; returns the Markdown path."""
-    import csv
-
     path = Path(path).with_suffix(".md")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(to_markdown(differences, names))
@@ -209,17 +162,6 @@ def write_differences(differences: list[Difference], path: str | Path, names: di
         writer = csv.writer(f)
         writer.writerow(["method", "reference", "metric", "value", "diff", "low", "high", "level", "clear"])
         for d in differences:
-            writer.writerow(
-                [
-                    d.method,
-                    d.reference,
-                    d.metric,
-                    f"{d.value:.4f}",
-                    f"{d.diff:.4f}",
-                    f"{d.low:.4f}",
-                    f"{d.high:.4f}",
-                    d.level,
-                    d.clear,
-                ]
-            )
+            values = [f"{v:.4f}" for v in (d.value, d.diff, d.low, d.high)]
+            writer.writerow([d.method, d.reference, d.metric, *values, d.level, d.clear])
     return path

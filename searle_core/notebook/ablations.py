@@ -1,14 +1,6 @@
-"""The paper's ablations, each a named change to OTI or to φ's training, scored on one benchmark.
-
-OTI: no phrase regulariser; "templates only" (the regulariser's GPT phrases replaced by one plain
-template per concept, "a photo of {concept}"); fewer or more steps (50/150/350); no EMA (the last
-raw token instead of its moving average). φ: no distillation (a cosine between "a photo of $" with
-φ's token and the image instead of the contrastive loss to OTI tokens); no phrase regulariser;
-1/3/10/100 % of the unlabeled training images.
-
-Every variant is evaluated with the same harness (``pipeline.evaluate``), gallery features and seed as
-the main results, so a row differs from the full method by its one change only. φ variants train
-from the same cached OTI tokens of the unlabeled images and are cached themselves.
+"""The paper's ablations, each a named change to OTI or to φ's training, scored on one benchmark with the
+same ``evaluate``, gallery features and seed as the main results, so a row differs from the full method by
+its one change only. "No distillation" trains φ on a cosine between "a photo of $" and the image instead.
 """
 
 from __future__ import annotations
@@ -23,7 +15,7 @@ import pandas as pd
 from searle_core.infra.files import atomic_write_text
 from searle_core.infra.markdown import markdown_table
 from searle_core.inversion.concepts import Vocabulary
-from searle_core.jobs.prepare import evaluate
+from searle_core.jobs.evaluation import evaluate
 from searle_core.metrics.significance import compare_methods
 from searle_core.notebook.inversions import SNAPSHOT_STEPS, benchmark_oti, phi_recipe, subset_indices, train_study_phi
 from searle_core.notebook.record import Recorder
@@ -33,20 +25,14 @@ from searle_core.report.table import flatten
 #: The regulariser's phrases of the "templates only" ablation: one plain template per concept.
 TEMPLATE_ONLY_PHRASES: tuple[str, ...] = ("a photo of {}",)
 FULL = "full (paper)"
+#: Where the ablation table is written, inside a run folder.
+TABLE_STEM = "tables/ablations"
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One ablation row.
-
-    Args:
-        part: ``"OTI"`` or ``"φ"``.
-        name: what changes (``FULL`` for the unchanged method).
-        oti: ``OTIConfig`` fields changed (OTI variants, and OTI of φ's targets stay unchanged).
-        loss: ``PhiLossConfig`` fields changed (φ variants).
-        phrases: ``"generated"`` (the vocabulary's bank) or ``"templates"`` (one template per concept).
-        data_fraction: share of the unlabeled images φ trains on.
-    """
+    """One ablation row of ``part`` ``"OTI"`` or ``"φ"``: the ``OTIConfig`` (``oti``) or ``PhiLossConfig``
+    (``loss``) fields it changes, the regulariser's ``phrases`` and the share of φ's images."""
 
     part: str
     name: str
@@ -67,20 +53,15 @@ class Variant:
 
 
 def oti_variants(steps: int, step_grid: tuple[int, ...] | list[int] = (50, 150, 350)) -> list[Variant]:
-    """The OTI rows: full, no regulariser, templates only, each step count of ``step_grid``, no EMA.
-
-    Args:
-        steps: the full method's steps (a grid entry equal to it is the full row itself).
-        step_grid: the step counts compared.
-    """
+    """The OTI rows: full, no regulariser, templates only, each step count of ``step_grid`` but the full
+    method's ``steps``, no EMA."""
     rows = [
         Variant("OTI", FULL),
         Variant("OTI", "no phrase regulariser", oti={"lambda_gpt": 0.0}),
         Variant("OTI", "templates only", phrases="templates"),
     ]
     rows += [Variant("OTI", f"{s} steps", oti={"steps": int(s)}) for s in step_grid if int(s) != steps]
-    rows.append(Variant("OTI", "no EMA", oti={"use_ema": False}))
-    return rows
+    return rows + [Variant("OTI", "no EMA", oti={"use_ema": False})]
 
 
 def phi_variants(fractions: tuple[float, ...] | list[float] = (0.01, 0.03, 0.1, 1.0)) -> list[Variant]:
@@ -90,46 +71,20 @@ def phi_variants(fractions: tuple[float, ...] | list[float] = (0.01, 0.03, 0.1, 
         Variant("φ", "no distillation (cosine to image)", loss={"distil_to_image": True}),
         Variant("φ", "no phrase regulariser", loss={"lambda_gpt": 0.0}),
     ]
-    rows += [Variant("φ", f"{100 * f:g} % of images", data_fraction=float(f)) for f in fractions if float(f) < 1.0]
-    return rows
+    shares = [float(f) for f in fractions if float(f) < 1.0]
+    return rows + [Variant("φ", f"{100 * f:g} % of images", data_fraction=f) for f in shares]
 
 
 def variant_table(variants: list[Variant]) -> pd.DataFrame:
     """One row per variant: its part, its name, the one setting it changes and the value it takes."""
-    rows = []
-    for v in variants:
-        changes = v.changes() or [("(none)", "the paper's settings")]
-        rows += [{"part": v.part, "variant": v.name, "setting": k, "value": value} for k, value in changes]
-    return pd.DataFrame(rows)
+    none = [("(none)", "the paper's settings")]
+    rows = [(v.part, v.name, k, value) for v in variants for k, value in v.changes() or none]
+    return pd.DataFrame(rows, columns=["part", "variant", "setting", "value"])
 
 
 def template_vocabulary(vocabulary: Vocabulary, templates: tuple[str, ...] = TEMPLATE_ONLY_PHRASES) -> Vocabulary:
     """The same concepts with each concept's phrases replaced by ``templates`` filled with it."""
     return Vocabulary(list(vocabulary.concepts), {c: [t.format(c) for t in templates] for c in vocabulary.concepts})
-
-
-def _oti_tokens(study: Study, variant: Variant, oti_steps: int) -> tuple[dict, float]:
-    """The variant's reference tokens and the OTI seconds they cost.
-
-    Steps, no-EMA and the full row read one cached full-length run (its EMA snapshots and raw
-    tokens, see ``inversions``); the regulariser rows are runs of their own.
-    """
-    ctx = study.context(oti_steps=oti_steps)
-    config, vocabulary = ctx.oti_config, study.vocabulary
-    if variant.phrases == "templates" and vocabulary is not None:
-        vocabulary = template_vocabulary(vocabulary)
-    steps = variant.oti.get("steps", oti_steps)
-    if "lambda_gpt" in variant.oti:
-        config = dataclasses.replace(config, lambda_gpt=variant.oti["lambda_gpt"])
-    if steps > oti_steps or (steps < oti_steps and steps not in SNAPSHOT_STEPS):
-        config = dataclasses.replace(config, steps=steps)  # not in the full run: a run of its own
-        steps = config.steps
-    run = benchmark_oti(study, config, vocabulary, ctx.oti_batch_size)
-    if variant.oti.get("use_ema") is False:
-        return run.as_dict("raw"), run.seconds
-    if steps < config.steps:
-        return run.as_dict(steps), run.seconds * steps / config.steps
-    return run.as_dict(), run.seconds
 
 
 def equal_step_epochs(study: Study, epochs: int, images: int | None, fraction: float) -> int:
@@ -140,109 +95,49 @@ def equal_step_epochs(study: Study, epochs: int, images: int | None, fraction: f
     return max(1, math.ceil(steps / math.ceil(len(subset_indices(n, fraction, study.seed)) / batch)))
 
 
-def run_variant(
-    study: Study,
-    variant: Variant,
-    oti_steps: int,
-    phi_epochs: int,
-    phi_images: int | None = None,
-    equal_steps: bool = True,
-    rankings: dict[tuple[str, str], list[list[str]]] | None = None,
-) -> dict:
-    """Evaluate one variant; returns its flat metrics plus ``seconds`` (OTI or φ training, as run).
+def run_ablations(
+    study: Study, variants: list[Variant], equal_steps: bool = True, rankings: dict | None = None, metric: str = ""
+) -> pd.DataFrame:
+    """One row per variant, its changes made to the study's full method (``oti_steps``, ``phi_epochs``,
+    ``phi_images``): ``part``, ``variant``, the flat metrics, ``seconds`` (OTI or φ training, and scoring).
 
-    Args:
-        study: backbone, benchmark and vocabulary.
-        variant: the change.
-        oti_steps: the full method's OTI steps.
-        phi_epochs: the full φ's epochs.
-        phi_images: unlabeled images of the full φ (``None``: all).
-        equal_steps: φ on a data fraction gets proportionally more epochs, so every φ variant takes
-            the same number of optimiser steps (else a 1 % φ would also be a 100× less trained φ).
-        rankings: filled with the variant's rankings under ``(part, name)``, for the paired bootstrap.
+    The step, no-EMA and full OTI rows read one cached full-length run; ``equal_steps`` gives φ on a share
+    of the images as many optimiser steps (else a 1 % φ would also be a 100× less trained one). ``rankings``
+    is filled under ``(part, name)`` for :func:`intervals`; with ``metric`` each row is printed.
     """
-    ctx = study.context(oti_steps=oti_steps)
-    if variant.part == "OTI":
-        tokens, seconds = _oti_tokens(study, variant, oti_steps)
-        ctx.give_tokens("searle-oti", tokens)
-        result = evaluate("searle-oti", study.bench, study.backbone, ctx, gallery=study.gallery())
+    oti_steps, epochs, images = study.settings.oti_steps, study.settings.phi_epochs, study.settings.phi_images or None
+    table = []
+    for variant in variants:
+        ctx = study.context()
+        if variant.part == "OTI":
+            config, vocabulary = ctx.oti_config, study.vocabulary
+            if variant.phrases == "templates" and vocabulary is not None:
+                vocabulary = template_vocabulary(vocabulary)
+            if "lambda_gpt" in variant.oti:
+                config = dataclasses.replace(config, lambda_gpt=variant.oti["lambda_gpt"])
+            steps = variant.oti.get("steps", oti_steps)
+            if steps > oti_steps or (steps < oti_steps and steps not in SNAPSHOT_STEPS):
+                config = dataclasses.replace(config, steps=steps)  # not in the full run: a run of its own
+            run = benchmark_oti(study, config, vocabulary, ctx.oti_batch_size)
+            which = "raw" if variant.oti.get("use_ema") is False else steps if steps < config.steps else "ema"
+            ctx.give_tokens("searle-oti", run.as_dict(which))
+            seconds = run.seconds * steps / config.steps if isinstance(which, int) else run.seconds
+            method, x = "searle-oti", {"steps": steps, "data %": None}  # x: what the curves are drawn against
+        else:
+            share = variant.data_fraction
+            phi_epochs = equal_step_epochs(study, epochs, images, share) if equal_steps and share < 1.0 else epochs
+            phi = train_study_phi(study, ctx.oti_config, phi_epochs, images, variant.loss, share, validate=False)
+            ctx.give_network("searle", phi.phi)
+            method, seconds, x = "searle", phi.train_seconds, {"steps": None, "data %": 100 * share}
+        result = evaluate(method, study.bench, study.backbone, ctx, gallery=study.gallery())
         if rankings is not None:
             rankings[variant.part, variant.name] = result.rankings
-        return {**flatten(result.metrics), "seconds": seconds + result.seconds}
-    epochs = phi_epochs
-    if equal_steps and variant.data_fraction < 1.0:
-        epochs = equal_step_epochs(study, phi_epochs, phi_images, variant.data_fraction)
-    trained = train_study_phi(
-        study, ctx.oti_config, epochs, phi_images, variant.loss, variant.data_fraction, validate=False
-    )
-    ctx.give_network("searle", trained.phi)
-    result = evaluate("searle", study.bench, study.backbone, ctx, gallery=study.gallery())
-    if rankings is not None:
-        rankings[variant.part, variant.name] = result.rankings
-    return {**flatten(result.metrics), "seconds": trained.train_seconds + result.seconds}
-
-
-def run_ablations(
-    study: Study,
-    oti_steps: int | None = None,
-    phi_epochs: int | None = None,
-    step_grid: tuple[int, ...] | list[int] = (50, 150, 350),
-    fractions: tuple[float, ...] | list[float] = (0.01, 0.03, 0.1, 1.0),
-    phi_images: int | None = None,
-    parts: tuple[str, ...] = ("OTI", "φ"),
-    equal_steps: bool = True,
-    progress: bool = True,
-    rankings: dict[tuple[str, str], list[list[str]]] | None = None,
-) -> pd.DataFrame:
-    """Every ablation row of ``parts`` on ``study.bench``.
-
-    Args:
-        study: backbone, benchmark, vocabulary (the world or a real dataset).
-        oti_steps: steps of the full OTI (default: the study's ``oti_steps`` setting; paper: 350).
-        phi_epochs: epochs of the full φ (default: the study's ``phi_epochs`` setting).
-        step_grid: OTI step counts compared.
-        fractions: shares of φ's unlabeled images compared.
-        phi_images: unlabeled images of the full φ (default: the study's ``phi_images`` setting;
-            0 or ``None`` there: all).
-        parts: which parts to run.
-        equal_steps: see :func:`run_variant`.
-        progress: print each row as it finishes.
-        rankings: filled with each variant's rankings under ``(part, name)`` (:func:`intervals`).
-
-    Returns:
-        One row per variant: ``part``, ``variant``, the benchmark's metrics, ``seconds``, and for
-        the step and data rows their numeric ``steps`` / ``data %``.
-    """
-    oti_steps = study.settings.oti_steps if oti_steps is None else oti_steps
-    phi_epochs = study.settings.phi_epochs if phi_epochs is None else phi_epochs
-    phi_images = (study.settings.phi_images or None) if phi_images is None else (phi_images or None)
-    variants = (oti_variants(oti_steps, step_grid) if "OTI" in parts else []) + (
-        phi_variants(fractions) if "φ" in parts else []
-    )
-    rows = []
-    for variant in variants:
-        metrics = run_variant(study, variant, oti_steps, phi_epochs, phi_images, equal_steps, rankings)
-        rows.append(table_row(variant, metrics, oti_steps))
-        if progress:
-            key = next((k for k in ("mAP@10", "Recall@1", "average/Recall@10") if k in metrics), None)
-            print(
-                f"{variant.part}: {variant.name}: {key} {metrics.get(key, float('nan')):.2f} "
-                f"({metrics['seconds']:.1f} s)",
-                flush=True,
-            )
-    return pd.DataFrame(rows)
-
-
-def table_row(variant: Variant, metrics: dict, oti_steps: int) -> dict:
-    """One row of the ablation table: ``part``, ``variant``, the metrics and ``seconds``, and for the
-    step and data rows their numeric ``steps`` / ``data %`` (what the curves are drawn against)."""
-    return {
-        "part": variant.part,
-        "variant": variant.name,
-        **metrics,
-        "steps": variant.oti.get("steps", oti_steps) if variant.part == "OTI" else None,
-        "data %": 100 * variant.data_fraction if variant.part == "φ" else None,
-    }
+        metrics = {**flatten(result.metrics), "seconds": seconds + result.seconds}
+        table.append({"part": variant.part, "variant": variant.name, **metrics, **x})
+        if metric:
+            score = metrics.get(metric, float("nan"))
+            print(f"{variant.part}: {variant.name}: {metric} {score:.2f} ({metrics['seconds']:.1f} s)", flush=True)
+    return pd.DataFrame(table)
 
 
 def reading(low: float, high: float) -> str:
@@ -253,15 +148,8 @@ def reading(low: float, high: float) -> str:
 def intervals(
     study: Study, rankings: dict[tuple[str, str], list[list[str]]], n_resamples: int = 10_000, seed: int = 0
 ) -> pd.DataFrame:
-    """Every variant against its part's full method on the same queries: the difference of the
-    benchmark's headline metric with its paired-bootstrap interval, and :func:`reading` of it.
-
-    Args:
-        study: the benchmark the rankings are of.
-        rankings: ``(part, variant) -> rankings``, as :func:`run_ablations` fills them.
-        n_resamples: bootstrap resamples.
-        seed: resampling seed.
-    """
+    """Every variant against its part's full method on the same queries: the difference of the benchmark's
+    headline metric with its paired-bootstrap interval, and :func:`reading` of it."""
     rows = []
     for part in dict.fromkeys(p for p, _ in rankings):
         by_name = {name: r for (p, name), r in rankings.items() if p == part}
@@ -271,64 +159,37 @@ def intervals(
             if d.method != FULL:
                 rows.append(
                     {
-                        "part": part,
-                        "variant": d.method,
-                        "metric": d.metric,
-                        "difference": d.diff,
-                        "low": d.low,
-                        "high": d.high,
-                        "reading": reading(d.low, d.high),
+                        "part": part, "variant": d.method, "metric": d.metric, "difference": d.diff,
+                        "low": d.low, "high": d.high, "reading": reading(d.low, d.high),
                     }
-                )
+                )  # fmt: skip
     return pd.DataFrame(rows)
 
 
 def ablation_curve(table: pd.DataFrame, part: str, metric: str) -> tuple[list[float], list[float]]:
-    """The step curve (OTI) or data curve (φ) of an ablation table, the full row included.
-
-    Returns:
-        ``(x, y)`` sorted by x: OTI steps, or % of φ's training images.
-    """
-    column = "steps" if part == "OTI" else "data %"
+    """``(x, y)`` sorted by x: the step rows (OTI) or the data rows (φ) with the full row."""
+    column, suffix = ("steps", " steps") if part == "OTI" else ("data %", "% of images")
     rows = table[(table.part == part) & table[column].notna()]
-    if part == "OTI":  # the step rows and the full row; the other variants change more than steps
-        rows = rows[rows.variant.str.endswith(" steps") | (rows.variant == FULL)]
-    else:
-        rows = rows[rows.variant.str.endswith("% of images") | (rows.variant == FULL)]
-    rows = rows.sort_values(column)
+    rows = rows[rows.variant.str.endswith(suffix) | (rows.variant == FULL)].sort_values(column)
     return rows[column].astype(float).tolist(), rows[metric].astype(float).tolist()
 
 
 def markdown(table: pd.DataFrame, digits: int = 2) -> str:
     """The ablation table as GitHub Markdown (numbers rounded to ``digits``)."""
-
-    def fmt(v) -> str:
-        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-
     return markdown_table(
         table.columns,
-        ([fmt(v) for v in row] for row in table.itertuples(index=False)),
+        ([f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)),
         [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns],
     )
 
 
-#: Where the ablation table is written, inside a run folder.
-TABLE_STEM = "tables/ablations"
-
-
 def shown_columns(table: pd.DataFrame) -> list[str]:
-    """The columns worth reading: variant, metrics and seconds (not the per-aspect ``a/b`` metrics,
-    nor the numeric ``steps`` / ``data %`` the curves are drawn from)."""
+    """The columns worth reading: not the per-aspect ``a/b`` metrics nor the curves' ``steps`` / ``data %``."""
     return [c for c in table.columns if c not in ("steps", "data %") and "/" not in c]
 
 
 def write_table(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """Write ``<out_dir>/tables/ablations.csv`` (every column) and ``.md`` (:func:`shown_columns`).
-
-    Returns:
-        The two paths.
-    """
-
+    """Write ``<out_dir>/tables/ablations.csv`` (every column) and ``.md`` (:func:`shown_columns`)."""
     stem = Path(out_dir) / TABLE_STEM
     stem.parent.mkdir(parents=True, exist_ok=True)
     csv, md = stem.with_suffix(".csv"), stem.with_suffix(".md")
@@ -338,8 +199,7 @@ def write_table(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
 
 
 def record_table(rec: Recorder, table: pd.DataFrame, metric: str, image_only: float) -> None:
-    """Record each row's ``metric`` and seconds as ``<part>/<variant>/<metric>`` and
-    ``<part>/<variant>/seconds``, and image-only's as ``image-only/<metric>``."""
+    """Record each row's ``<part>/<variant>/<metric>`` and ``.../seconds``, and ``image-only/<metric>``."""
     for _, row in table.iterrows():
         rec.record(f"{row.part}/{row.variant}/{metric}", row[metric])
         rec.record(f"{row.part}/{row.variant}/seconds", row["seconds"])

@@ -1,11 +1,9 @@
 """Notebook 6's tables: one labelled target against every ground truth, and the real benchmarks'
 annotation files side by side.
 
-A single-target benchmark (CIRR, FashionIQ) labels one image per query; any other image that also
-satisfies the query counts as a miss (a false negative). :func:`single_vs_all` scores the same
-rankings both ways, and :func:`false_negatives` lists the images the single-target score calls wrong
-although they satisfy the query. :func:`annotation_overview` reads the annotation files as released
-(no images needed) and counts what each benchmark asks.
+A single-target benchmark (CIRR, FashionIQ) labels one image per query; any other image that also satisfies
+the query counts as a miss (a false negative). :func:`single_vs_all` scores the same rankings both ways;
+:func:`annotation_overview` reads the annotation files as released (no images needed).
 """
 
 from __future__ import annotations
@@ -18,26 +16,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from searle_core.datasets.base import CIRQuery
-from searle_core.datasets.circo import query_aspects
+from searle_core.datasets import FASHIONIQ_CATEGORIES, CIRQuery, query_aspects
 from searle_core.infra.errors import InputError
 from searle_core.metrics.benchmarks import average_precision_at_k
 
-FASHIONIQ_CATEGORIES = ("dress", "shirt", "toptee")
-
 
 def single_vs_all(rankings: Sequence[Sequence[str]], queries: Sequence[CIRQuery], k: int) -> pd.DataFrame:
-    """Per query: whether the labelled target is in the top ``k`` (CIRR/FashionIQ's Recall@k), whether
-    any ground truth is (every valid image counted), how many ground truths the top ``k`` holds, and
-    CIRCO's AP@k, in percent where a share."""
+    """Per query: whether the labelled target is in the top ``k`` (CIRR/FashionIQ's Recall@k), whether any
+    ground truth is, how many ground truths the top ``k`` holds, and CIRCO's AP@k (percent)."""
     if len(rankings) != len(queries):
         raise InputError(f"got {len(rankings)} rankings for {len(queries)} queries: one ranking per query")
     rows = []
     for ranking, query in zip(rankings, queries):
         if query.target is None or not query.ground_truths:
             raise InputError(f"query {query.query_id!r} has no labelled target or ground truths (a test split?)")
-        top = list(ranking)[:k]
-        truths = set(query.ground_truths)
+        top, truths = list(ranking)[:k], set(query.ground_truths)
         rows.append(
             {
                 "query": query.query_id,
@@ -54,8 +47,8 @@ def single_vs_all(rankings: Sequence[Sequence[str]], queries: Sequence[CIRQuery]
 def false_negatives(
     rankings: Sequence[Sequence[str]], queries: Sequence[CIRQuery], k: int
 ) -> list[tuple[int, list[str]]]:
-    """``(query index, images)`` for each query whose top ``k`` holds ground truths other than the
-    labelled target: the images a single-target benchmark scores as wrong although they are right."""
+    """``(query index, images)`` per query whose top ``k`` holds ground truths other than the labelled
+    target: the images a single-target benchmark scores as wrong although they are right."""
     out = []
     for i, (ranking, query) in enumerate(zip(rankings, queries)):
         others = [n for n in list(ranking)[:k] if n in set(query.ground_truths) and n != query.target]
@@ -71,21 +64,22 @@ def _read(path: Path) -> object:
         raise InputError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from err
 
 
-def _words(captions: list[str]) -> float:
-    return float(np.mean([len(c.split()) for c in captions])) if captions else float("nan")
+def _row(queries: int, truths: float, gallery: int | None, captions: list[str], files: str) -> dict:
+    words = float(np.mean([len(c.split()) for c in captions])) if captions else float("nan")
+    return {
+        "queries (val)": queries,
+        "ground truths per query": truths,
+        "gallery (val)": gallery,
+        "words per caption": words,
+        "files": files,
+    }
 
 
 def _cirr(folder: Path) -> dict:
-    captions = folder / "captions" / "cap.rc2.val.json"
-    split = folder / "image_splits" / "split.rc2.val.json"
+    captions, split = folder / "captions" / "cap.rc2.val.json", folder / "image_splits" / "split.rc2.val.json"
     triplets = _read(captions)
-    return {
-        "queries (val)": len(triplets),
-        "ground truths per query": 1.0,
-        "gallery (val)": len(_read(split)) if split.is_file() else None,
-        "words per caption": _words([t["caption"] for t in triplets]),
-        "files": str(captions),
-    }
+    gallery = len(_read(split)) if split.is_file() else None
+    return _row(len(triplets), 1.0, gallery, [t["caption"] for t in triplets], str(captions))
 
 
 def _fashioniq(folder: Path) -> dict:
@@ -100,14 +94,8 @@ def _fashioniq(folder: Path) -> dict:
         read.append(str(captions))
     if not read:
         raise FileNotFoundError(f"no FashionIQ captions under {folder / 'captions'} (cap.dress.val.json, ...)")
-    return {
-        "queries (val)": len(triplets),
-        "ground truths per query": 1.0,
-        "gallery (val)": gallery or None,
-        # two captions per query, joined by the query prompt; counted one by one
-        "words per caption": _words([c for t in triplets for c in t["captions"]]),
-        "files": ", ".join(read),
-    }
+    # two captions per query, joined by the query prompt; counted one by one
+    return _row(len(triplets), 1.0, gallery or None, [c for t in triplets for c in t["captions"]], ", ".join(read))
 
 
 def _circo(folder: Path) -> tuple[dict, Counter]:
@@ -115,29 +103,17 @@ def _circo(folder: Path) -> tuple[dict, Counter]:
     queries = _read(annotations)
     coco = folder / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json"
     gallery = len(_read(coco)["images"]) if coco.is_file() else None
-    aspects = Counter(a for q in queries for a in q.get("semantic_aspects", []))
-    row = {
-        "queries (val)": len(queries),
-        "ground truths per query": float(np.mean([len(q["gt_img_ids"]) for q in queries])),
-        "gallery (val)": gallery,
-        "words per caption": _words([q["relative_caption"] for q in queries]),
-        "files": str(annotations),
-    }
-    return row, aspects
+    truths = float(np.mean([len(q["gt_img_ids"]) for q in queries]))
+    row = _row(len(queries), truths, gallery, [q["relative_caption"] for q in queries], str(annotations))
+    return row, Counter(a for q in queries for a in q.get("semantic_aspects", []))
 
 
 def annotation_overview(
     cirr: str = "", fashioniq: str = "", circo: str = ""
 ) -> tuple[pd.DataFrame, Counter, list[str]]:
-    """The validation splits of the three benchmarks from their annotation folders (the authors' layouts:
-    CIRR's inner ``cirr/``, FashionIQ's root, CIRCO's root).
-
-    Returns:
-        ``(table, CIRCO's semantic aspects counted over its queries, why a benchmark was skipped)``:
-        one row per benchmark whose folder is given and readable; the gallery size is ``None`` where
-        the files do not list it (CIRCO's gallery is COCO 2017 unlabeled, listed outside its
-        annotations).
-    """
+    """The three benchmarks' validation splits from their annotation folders (the authors' layouts: CIRR's
+    inner ``cirr/``, FashionIQ's root, CIRCO's root): ``(a row per readable benchmark, CIRCO's semantic
+    aspects counted, why a benchmark was skipped)``. The gallery is ``None`` where the files do not list it."""
     rows, aspects, skipped = {}, Counter(), []
     for name, folder, read in (("CIRR", cirr, _cirr), ("FashionIQ", fashioniq, _fashioniq), ("CIRCO", circo, _circo)):
         if not folder:
@@ -155,9 +131,8 @@ def annotation_overview(
 
 
 def map_per_aspect(rankings: Sequence[Sequence[str]], queries: Sequence[CIRQuery], k: int = 10) -> dict[str, float]:
-    """mAP@k (percent) per semantic aspect: CIRCO's (stored joined by ``,``; a query counts in each of
-    its aspects) or the world's change types (``colour+shape`` is one aspect); empty when the queries
-    carry no aspect."""
+    """mAP@k (percent) per semantic aspect: CIRCO's (a query counts in each of its aspects) or the world's
+    change types (``colour+shape`` is one); empty when the queries carry no aspect."""
     per: dict[str, list[float]] = {}
     for ranking, query in zip(rankings, queries):
         for aspect in query_aspects(query):

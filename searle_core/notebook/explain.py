@@ -1,5 +1,5 @@
-"""Looking inside textual inversion: prompts as tokens, what a pseudo-word retrieves, how word-like it
-is, where it travels during OTI, and how OTI's and φ's tokens compare.
+"""Looking inside textual inversion: prompts as tokens, what a pseudo-word retrieves, how word-like it is,
+where it travels during OTI, and how OTI's, SEARLE's φ's and LinCIR's φ's tokens compare.
 
 The notebooks' teaching figures are computed here (and tested); the notebooks only call and plot.
 """
@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from searle_core.baselines.lincir import benchmark_modality_gap
+from searle_core.baselines.training import reference_tokens
 from searle_core.clip.backbone import Backbone
 from searle_core.infra.errors import InputError
 from searle_core.inversion.nearest import nearest_words, token_word, whole_word_ids
 from searle_core.method.encoding import encode_with_pseudo_tokens
+from searle_core.methods.registry import phi_reference_tokens
+from searle_core.notebook.results import Setting
+from searle_core.plotting.common import wrap
 from searle_core.retrieval.ranking import rank_gallery
 from searle_core.world import concepts_of
 
@@ -25,11 +32,8 @@ PHOTO_PROMPT = "a photo of $"
 
 
 def readable_tokens(backbone: Backbone, prompt: str) -> list[tuple[int, str]]:
-    """The BPE tokens of a prompt from start- to end-of-text, as ``(id, text)`` pairs.
-
-    Shows that ``$`` is a single ordinary token (id 259 in CLIP's BPE) whose embedding row is the
-    one textual inversion replaces.
-    """
+    """The BPE tokens of a prompt from start- to end-of-text as ``(id, text)``: ``$`` is one ordinary token
+    (id 259 in CLIP's BPE), whose embedding row textual inversion replaces."""
     ids = backbone.tokenizer([prompt])[0].tolist()
     end = ids.index(max(ids)) + 1
     decoder = getattr(backbone.tokenizer, "decoder", None)
@@ -51,11 +55,8 @@ def prompt_features(
     for start in range(0, len(tokens), batch_size):
         chunk = tokens[start : start + batch_size].to(backbone.device)
         ids = backbone.tokenize([prompt] * len(chunk))
-        out.append(
-            F.normalize(
-                encode_with_pseudo_tokens(backbone.model, ids, chunk, backbone.dollar_token_id).float(), dim=-1
-            ).cpu()
-        )
+        text = encode_with_pseudo_tokens(backbone.model, ids, chunk, backbone.dollar_token_id)
+        out.append(F.normalize(text.float(), dim=-1).cpu())
     return torch.cat(out)
 
 
@@ -88,25 +89,16 @@ def self_retrieval_ranks(
     gallery_features: torch.Tensor,
     prompt: str = PHOTO_PROMPT,
 ) -> np.ndarray:
-    """Rank (1 = first) of each image when ``prompt`` with its token searches the gallery plus the
-    inverted images themselves: does "a photo of $" find the very image $ came from?
-
-    Args:
-        backbone: the frozen CLIP.
-        tokens: (N, token_dim) one token per image.
-        image_features: (N, embed_dim) the inverted images (added to the search set).
-        gallery_features: (G, embed_dim) distractors.
-        prompt: the prompt with ``$``.
-    """
+    """Rank (1 = first) of each inverted image when ``prompt`` with its token searches the gallery plus
+    the inverted images: does "a photo of $" find the very image $ came from?"""
     queries = prompt_features(backbone, tokens, prompt)
     images = F.normalize(image_features.float().cpu(), dim=-1)
-    search = torch.cat([images, F.normalize(gallery_features.float().cpu(), dim=-1)])
-    scores = queries @ search.T
+    scores = queries @ torch.cat([images, F.normalize(gallery_features.float().cpu(), dim=-1)]).T
     own = scores[torch.arange(len(images)), torch.arange(len(images))]
     return (scores > own[:, None]).sum(1).numpy() + 1
 
 
-def word_rows(backbone: Backbone, allowed_ids: Sequence[int] | None = None) -> tuple[list[int], torch.Tensor]:
+def _word_rows(backbone: Backbone, allowed_ids: Sequence[int] | None = None) -> tuple[list[int], torch.Tensor]:
     """Ids and (W, token_dim) embedding rows of the real words searched (default: whole words)."""
     ids = list(allowed_ids) if allowed_ids is not None else whole_word_ids(backbone)
     rows = backbone.model.token_embedding.weight[torch.tensor(ids, device=backbone.device)].detach().float().cpu()
@@ -117,29 +109,17 @@ def word_rows(backbone: Backbone, allowed_ids: Sequence[int] | None = None) -> t
 def token_wordness(
     backbone: Backbone, tokens: torch.Tensor, allowed_ids: Sequence[int] | None = None, setting: str = ""
 ) -> pd.DataFrame:
-    """How word-like each token is.
-
-    Args:
-        backbone: the CLIP whose token-embedding table holds the real words.
-        tokens: (N, token_dim).
-        allowed_ids: the words compared with (default: whole words).
-        setting: a label put in the ``setting`` column (e.g. "with regulariser").
-
-    Returns:
-        One row per token: ``nearest`` (word by cosine), ``cosine`` to it, ``distance`` (L2 to the
-        nearest word row), ``norm`` of the token, and ``setting``.
-    """
-    ids, rows = word_rows(backbone, allowed_ids)
+    """How word-like each token is: its ``nearest`` word by cosine, the ``cosine`` to it, the L2
+    ``distance`` to the nearest word row, its ``norm``, and ``setting`` as a label column."""
+    ids, rows = _word_rows(backbone, allowed_ids)
     tokens = tokens.reshape(-1, rows.shape[1]).float().cpu()
-    cos = F.normalize(tokens, dim=-1) @ F.normalize(rows, dim=-1).T
-    best = cos.max(dim=1)
-    dist = torch.cdist(tokens, rows).min(dim=1).values
+    best = (F.normalize(tokens, dim=-1) @ F.normalize(rows, dim=-1).T).max(dim=1)
     return pd.DataFrame(
         {
             "setting": setting,
             "nearest": [token_word(backbone, ids[j]) for j in best.indices.tolist()],
             "cosine": best.values.numpy(),
-            "distance": dist.numpy(),
+            "distance": torch.cdist(tokens, rows).min(dim=1).values.numpy(),
             "norm": tokens.norm(dim=1).numpy(),
         }
     )
@@ -147,42 +127,27 @@ def token_wordness(
 
 def mean_word_norm(backbone: Backbone, allowed_ids: Sequence[int] | None = None) -> float:
     """Mean L2 norm of real word embeddings (the scale a word-like token should have)."""
-    return float(word_rows(backbone, allowed_ids)[1].norm(dim=1).mean())
-
-
-def _pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and the top-2 principal directions of the rows of ``x`` (via SVD)."""
-    mean = x.mean(0)
-    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-    return mean, vt[:2]
+    return float(_word_rows(backbone, allowed_ids)[1].norm(dim=1).mean())
 
 
 def project_paths(
     backbone: Backbone, paths: Sequence[torch.Tensor], allowed_ids: Sequence[int] | None = None, k: int = 8
 ) -> tuple[np.ndarray, list[str], list[np.ndarray]]:
-    """S*'s paths during OTI and the words nearest to where they end, projected on a shared plane.
+    """S*'s (T, token_dim) paths during OTI and the ``k`` words nearest to each end, projected on one plane:
+    ``(words_xy (W, 2), words, [path_xy (T, 2), ...])``.
 
-    Directions are compared (every vector is L2-normalised first), since nearness to a word is
-    measured by cosine. The plane is the PCA of the words alone: a fixed map of the vocabulary
-    around the token, across which the path moves (fitting it on the path too would spend a
+    Directions are compared (vectors L2-normalised), as nearness to a word is a cosine. The plane is the
+    PCA of the words alone, a fixed map of the vocabulary (fitting it on the path too would spend a
     component on the path's random start, far from every word).
-
-    Args:
-        backbone: the CLIP.
-        paths: each a (T, token_dim) trajectory of one token (e.g. ``OTIResult.trajectory[:, i]``).
-        allowed_ids: candidate words (default: whole words).
-        k: nearest words kept per path end.
-
-    Returns:
-        ``(words_xy (W, 2), words, [path_xy (T, 2), ...])``.
     """
     ends = torch.stack([p[-1] for p in paths])
     words = list(dict.fromkeys(w for ws in nearest_words(backbone, ends, k, allowed_ids) for w, _ in ws))
-    ids, rows = word_rows(backbone, allowed_ids)
+    ids, rows = _word_rows(backbone, allowed_ids)
     by_word = {token_word(backbone, i): r for i, r in zip(ids, rows)}
     word_x = F.normalize(torch.stack([by_word[w] for w in words]), dim=-1).numpy()
     path_x = [F.normalize(p.float().cpu(), dim=-1).numpy() for p in paths]
-    mean, axes = _pca_2d(word_x)
+    mean = word_x.mean(0)
+    axes = np.linalg.svd(word_x - mean, full_matrices=False)[2][:2]
     return (word_x - mean) @ axes.T, words, [(p - mean) @ axes.T for p in path_x]
 
 
@@ -191,23 +156,16 @@ def phi_tokens(phi: torch.nn.Module, image_features: torch.Tensor) -> torch.Tens
     """φ's tokens for raw image features (``Study.raw_features``: φ's input, as in the authors' code),
     in eval mode on φ's device, as (N, token_dim) float on CPU."""
     phi.eval()
-    device = next(phi.parameters()).device
-    return phi(image_features.float().to(device)).float().cpu()
+    return phi(image_features.float().to(next(phi.parameters()).device)).float().cpu()
 
 
 def token_agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, float]:
-    """Cosine between two tokens of the same image (e.g. φ's and OTI's), and, as a reference,
-    the mean cosine between tokens of *different* images.
-
-    Returns:
-        ``(same (N,), mismatched_mean)``.
-    """
-    a, b = F.normalize(a.float().cpu(), dim=-1), F.normalize(b.float().cpu(), dim=-1)
-    sims = a @ b.T
+    """Cosine between two tokens of the same image (e.g. φ's and OTI's), (N,), and as a reference the
+    mean cosine between tokens of *different* images."""
+    sims = F.normalize(a.float().cpu(), dim=-1) @ F.normalize(b.float().cpu(), dim=-1).T
     same = sims.diagonal().numpy()
     n = len(same)
-    mismatched = float((sims.sum() - sims.diagonal().sum()) / max(1, n * n - n))
-    return same, mismatched
+    return same, float((sims.sum() - sims.diagonal().sum()) / max(1, n * n - n))
 
 
 def ranking_overlap(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]], k: int = 10) -> float:
@@ -216,8 +174,8 @@ def ranking_overlap(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]], k: i
 
 
 def seconds_per_image(invert: Callable[[], object], n_images: int, repeat: int = 1) -> float:
-    """Wall time of ``invert()`` (which inverts ``n_images`` images) divided by the image count,
-    best of ``repeat`` runs (the best run is the least disturbed by other work on the machine)."""
+    """Wall time of ``invert()`` (inverting ``n_images`` images) per image, best of ``repeat`` runs (the
+    least disturbed by other work on the machine)."""
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
@@ -227,8 +185,8 @@ def seconds_per_image(invert: Callable[[], object], n_images: int, repeat: int =
 
 
 def _unit_rows(features: torch.Tensor) -> torch.Tensor:
-    """``features`` as float on CPU with unit rows: normalised here only when they are not already,
-    so the pipeline's (normalised) features are ranked bit for bit as the pipeline ranks them."""
+    """Float CPU rows normalised only when they are not already, so the pipeline's (normalised) features
+    rank bit for bit as the pipeline ranks them."""
     features = features.float().cpu()
     norms = features.norm(dim=-1)
     return features if torch.allclose(norms, torch.ones_like(norms), atol=1e-5) else F.normalize(features, dim=-1)
@@ -237,17 +195,9 @@ def _unit_rows(features: torch.Tensor) -> torch.Tensor:
 def search(
     query_features: torch.Tensor, search_features: torch.Tensor, names: Sequence[str], k: int = 5
 ) -> list[list[str]]:
-    """Top-``k`` names per query by cosine similarity, ranked by the evaluated pipeline's ranker
-    (:func:`~searle_core.retrieval.ranking.rank_gallery`: equal scores in gallery order).
-
-    Args:
-        query_features: (Q, D) query features (normalised here if they are not).
-        search_features: (G, D) features of the searched images (normalised here if they are not).
-        names: the G names; a name given twice (the same image, e.g. a reference that is also in the
-            gallery) is searched once, at its first place.
-        k: results per query (at most the number of distinct names).
-    """
-    first = sorted({name: i for i, name in reversed(list(enumerate(names)))}.values())  # first place of each
+    """Top-``k`` names per query by cosine, ranked by the pipeline's ranker (equal scores in gallery
+    order); a name given twice (a reference also in the gallery) is searched once, at its first place."""
+    first = sorted({name: i for i, name in reversed(list(enumerate(names)))}.values())
     unique = [names[i] for i in first]
     return rank_gallery(_unit_rows(query_features), _unit_rows(search_features[first]), unique, min(k, len(unique)))
 
@@ -269,27 +219,12 @@ def own_word_shares(
     k: int = 5,
     checked: Sequence[str] = OWN_WORD_ATTRIBUTES,
 ) -> dict[str, float]:
-    """Does S* mean its image? % of tokens whose ``k`` nearest words contain the image's own word.
-
-    Args:
-        backbone: the CLIP whose token-embedding table holds the words.
-        tokens: (N, token_dim) one pseudo-word per image.
-        attributes: per image, its attribute values (``ShapesWorld.attributes``), e.g.
-            ``{"shape": "circle", "colour": "red", "background": "white", ...}``.
-        allowed_ids: the words searched (the world CLIP's training words; default: whole words).
-        k: nearest words looked at.
-        checked: attributes reported.
-
-    Returns:
-        ``{attribute: % of images whose own value word is among the k nearest}`` for each of
-        ``checked``, plus ``"images"``: N.
-    """
+    """Does S* mean its image? Per attribute of ``checked``, the % of tokens whose ``k`` nearest words hold
+    the image's own value word (``attributes``: ``ShapesWorld.attributes`` per image), plus ``"images"``."""
     if len(attributes) != len(tokens):
         raise InputError(f"own_word_shares: {len(tokens)} tokens but {len(attributes)} attribute rows")
-    nearest = [
-        {w for w, _ in ws}
-        for ws in nearest_words(backbone, tokens, k, list(allowed_ids) if allowed_ids is not None else None)
-    ]
+    allowed = list(allowed_ids) if allowed_ids is not None else None
+    nearest = [{w for w, _ in ws} for ws in nearest_words(backbone, tokens, k, allowed)]
     shares: dict[str, float] = {
         a: 100.0 * float(np.mean([attrs[a] in words for attrs, words in zip(attributes, nearest)])) for a in checked
     }
@@ -299,9 +234,8 @@ def own_word_shares(
 
 # ---- failures one can see on the world, where every image's attributes are known -------------------
 def false_concepts(study, names: Sequence[str], concepts_per_image, top: int = 5) -> list[list[str]] | None:
-    """Per image, those of its ``top`` associated concepts that are false of it (a concept naming a
-    shape, colour, ... the image does not have): the association is CLIP's zero-shot guess, not a label.
-    ``None`` off the world (no attributes to check against) or without concepts."""
+    """Per image, those of its ``top`` associated concepts that are false of it (the association is CLIP's
+    zero-shot guess, not a label). ``None`` off the world or without concepts."""
     if study.world is None or not concepts_per_image:
         return None
     out = []
@@ -321,3 +255,45 @@ def caption_overridden(study, queries: Sequence, rankings: Sequence[Sequence[str
         reference, top = study.world.attributes(query.reference), study.world.attributes(ranking[0])
         out.append(any(top[a] == reference[a] for a in query.aspect.split("+")))
     return out
+
+
+# ---- SEARLE's φ (distilled from OTI on images) beside LinCIR's (trained on captions only) ---------
+@dataclass
+class TwoPhis:
+    """The two φ's tokens of a few reference images: their nearest words, the mean cosine between the two
+    tokens of the same image (over every reference) and LinCIR's modality gap (``token_cosine``: φ(image)
+    vs φ(caption); ``feature_cosine``: CLIP's image vs caption) where the dataset has captions."""
+
+    names: list[str]
+    images: list[Image.Image]
+    captions: list[str]
+    searle_words: list[list[tuple[str, float]]]
+    lincir_words: list[list[tuple[str, float]]]
+    cosine: float
+    modality_gap: dict[str, float] | None
+
+
+@torch.no_grad()
+def two_phis(setting: Setting, n: int = 4, k: int = 5) -> TwoPhis | None:
+    """SEARLE's and LinCIR's φ tokens of ``n`` example references, ``k`` nearest words each (``None``
+    unless the setting ran both)."""
+    ctx, study = setting.ctx, setting.study
+    if ctx is None or ctx.phi is None or "lincir" not in ctx.networks:
+        return None
+    backbone, bench = study.backbone, study.bench
+    searle = phi_reference_tokens(backbone, bench, ctx)
+    lincir = reference_tokens(backbone, bench, ctx.networks["lincir"], progress=False)
+    names = bench.reference_names()
+    a = torch.stack([searle[m] for m in names]).float()
+    b = torch.stack([lincir[m] for m in names]).float()
+    picked = list(dict.fromkeys(bench.queries[i].reference for i in study.pick_queries(n)))
+    rows = [names.index(m) for m in picked]
+    return TwoPhis(
+        names=picked,
+        images=study.images(picked),
+        captions=[wrap(study.caption(m), 24) for m in picked],  # titles on two lines, not overlapping
+        searle_words=nearest_words(backbone, a[rows], k, study.allowed_word_ids),
+        lincir_words=nearest_words(backbone, b[rows], k, study.allowed_word_ids),
+        cosine=float(F.cosine_similarity(a, b, dim=-1).mean()),
+        modality_gap=benchmark_modality_gap(backbone, bench, ctx.networks["lincir"]),
+    )

@@ -1,8 +1,7 @@
 """Try a composed query yourself: pick a reference image, type a relative caption, see the results.
 
-:func:`typed_query` is the whole computation (tested); :func:`query_explorer` wraps it in
-ipywidgets for the notebooks. Without ipywidgets, or when no one is there to click (papermill,
-nbval), the explorer draws the first image's query once and says how to get the widget.
+:func:`typed_query` is the whole computation (tested); :func:`query_explorer` wraps it in ipywidgets.
+Without ipywidgets it draws the first image's query once and says how to get the widget.
 """
 
 from __future__ import annotations
@@ -21,25 +20,14 @@ from searle_core.world.attributes import VALUES
 def typed_query(
     study, name: str, token: torch.Tensor, caption: str, k: int = 5, label: str = "SEARLE-OTI"
 ) -> RetrievalExample:
-    """The top-``k`` gallery images for "a photo of $ that {caption}" with ``$`` = ``token``, ranked
-    by the evaluated pipeline's ranker (``explain.search``: equal scores in gallery order).
-
-    Args:
-        study: the backbone and the gallery (``searle_core.notebook.study.Study``).
-        name: the reference image (shown on the left; its token is ``token``).
-        token: (token_dim,) the reference's pseudo-word token (OTI or φ).
-        caption: the relative caption, e.g. "is blue".
-        k: results shown.
-        label: the row's label.
-
-    Raises:
-        ValueError: on an empty caption.
-    """
+    """The top-``k`` of the study's search set for "a photo of $ that {caption}" with ``$`` = ``token``
+    (reference ``name``'s pseudo-word), ranked as the evaluated pipeline ranks (``explain.search``)."""
     caption = caption.strip()
     if not caption:
         raise InputError("type a relative caption, e.g. 'is blue'")
-    query = CIRQuery("typed", name, (caption,), None, ())
-    features = pseudo_query_features(study.backbone, [query], {name: token}, SEARLE_PROMPT)
+    features = pseudo_query_features(
+        study.backbone, [CIRQuery("typed", name, (caption,), None, ())], {name: token}, SEARLE_PROMPT
+    )
     gallery, names = study.search_set()
     top = search(features, gallery, names, k=k)[0]
     return RetrievalExample(study.images([name])[0], caption, study.images(top), [False] * len(top), label)
@@ -60,18 +48,8 @@ def caption_note(study, caption: str) -> str | None:
 
 
 def start_from_query(study, index: int, names: list[str], tokens: list[torch.Tensor], invert=None) -> tuple[int, str]:
-    """Put query ``index``'s reference among the explorer's images (inverting it with ``invert`` if it
-    is not there yet) and return its position and the query's relative caption.
-
-    Args:
-        study: the benchmark.
-        index: an index into the benchmark's queries.
-        names, tokens: the explorer's images and their tokens; a new reference is appended to both.
-        invert: name -> its token (e.g. :func:`oti_inverter`); ``None`` allows only images already there.
-
-    Raises:
-        InputError: an index outside the benchmark, or a reference not inverted and nothing to invert it.
-    """
+    """Put query ``index``'s reference among the explorer's ``names`` and ``tokens`` (appended, inverted
+    with ``invert`` if it is not there yet) and return its position and the query's relative caption."""
     query = study.query(study.query_index(index))
     if query.reference not in names:
         if invert is None:
@@ -83,8 +61,7 @@ def start_from_query(study, index: int, names: list[str], tokens: list[torch.Ten
 
 
 def oti_inverter(study, config, seed: int):
-    """name -> the OTI token of that one image, as notebook 1 inverts its images (the study's
-    vocabulary, ``config``, ``seed``)."""
+    """name -> the OTI token of that one image, as notebook 1 inverts its images."""
 
     def invert(name: str) -> torch.Tensor:
         features = study.features([name])
@@ -105,22 +82,9 @@ def query_explorer(
     labels: list[str] | None = None,
     invert=None,
 ):
-    """A dropdown of reference images, a caption box and the results, redrawn on each change; below,
-    a query number that starts from any query of the benchmark (its reference and its caption).
-
-    Args:
-        study: the backbone and the gallery.
-        names: the reference images offered.
-        tokens: (len(names), token_dim) their pseudo-word tokens.
-        k: results shown.
-        caption: the caption the box starts with.
-        labels: how each image is listed (default: its name).
-        invert: name -> token, for a query whose reference is not among ``names`` (:func:`oti_inverter`).
-
-    Returns:
-        The widget (display it, or leave it as a cell's last expression), or the drawn figure when
-        ipywidgets is not installed.
-    """
+    """A dropdown of reference images (listed by ``labels``), a caption box and the results, redrawn on each
+    change; below, a query number that starts from any query of the benchmark (a reference not among
+    ``names`` is inverted with ``invert``, e.g. :func:`oti_inverter`). Returns the widget."""
     import matplotlib.pyplot as plt
 
     if len(names) != len(tokens):
@@ -155,6 +119,10 @@ def query_explorer(
             display(fig)
             plt.close(fig)  # shown once, in the output area, not again at the cell's end
 
+    def watch(on: bool) -> None:
+        for box in (pick, text):
+            (box.observe if on else box.unobserve)(redraw, names="value")
+
     def from_query(*_) -> None:
         try:
             before = len(names)
@@ -163,18 +131,15 @@ def query_explorer(
             with out:
                 print(err)
             return
-        for box in (pick, text):  # one redraw for the new reference and caption, not one per change
-            box.unobserve(redraw, names="value")
+        watch(False)  # one redraw for the new reference and caption, not one per change
         if len(names) > before:
             labels.append(f"query {number.value}: {study.caption(names[-1])}")
             pick.options = list(zip(labels, range(len(names))))
         pick.value, text.value = position, relative
-        for box in (pick, text):
-            box.observe(redraw, names="value")
+        watch(True)
         redraw()
 
-    for box in (pick, text):
-        box.observe(redraw, names="value")
+    watch(True)
     load.on_click(from_query)
     redraw()
     return widgets.VBox([widgets.HBox([pick, text]), widgets.HBox([number, load]), out])

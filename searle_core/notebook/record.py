@@ -1,9 +1,5 @@
-"""Key numbers of a notebook run, written to a small JSON file beside the executed notebook.
-
-A notebook calls ``rec = Recorder(out_dir, "03_training_phi")`` once and ``rec.record(...)`` for each
-number worth keeping; ``searle paper`` sets ``out_dir`` to its run folder, and the smoke tests read
-the JSON back. With an empty ``out_dir`` (a notebook opened by hand, nbval) nothing is written, so
-stepping through a notebook never touches the repository.
+"""A notebook's key numbers, in a JSON in the run folder ``searle paper`` passes as ``out_dir``; with none
+(a notebook opened by hand, nbval) nothing is written, so stepping through one never touches the repository.
 """
 
 from __future__ import annotations
@@ -17,17 +13,26 @@ from typing import Any
 import numpy as np
 
 from searle_core.infra.files import atomic_write_text
+from searle_core.report.table import flatten
+
+#: Set by ``searle paper`` in the kernel's environment: numbers go to a staged name that replaces
+#: ``<notebook>.json`` only once the notebook finished, so an interrupted re-run keeps the previous ones.
+STAGED_ENV = "SEARLE_RECORD_STAGED"
+
+
+def method_metrics(method: str, metrics: dict) -> dict[str, float]:
+    """A method's metrics keyed ``<method>/<metric>`` (nested FashionIQ/CIRCO ones ``<method>/<group>/<metric>``)."""
+    return {f"{method}/{k}": v for k, v in flatten(metrics).items()}
 
 
 def _plain(value: Any) -> Any:
     """JSON-safe copy: numpy and torch scalars to Python numbers, NaN to ``None``."""
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         value = value.item()
-    if isinstance(value, (np.integer,)):
+    if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return None if math.isnan(value) else value
+        return None if math.isnan(value) else float(value)
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -35,28 +40,16 @@ def _plain(value: Any) -> Any:
     return value
 
 
-#: Set by ``searle paper`` in the kernel's environment: numbers go to a staged name
-#: (:func:`staged_record_path`) that replaces ``<notebook>.json`` only once the notebook finished,
-#: so an interrupted re-run leaves the previous run's numbers in place.
-STAGED_ENV = "SEARLE_RECORD_STAGED"
-
-
-def record_path(out_dir: str | os.PathLike, notebook: str) -> Path:
-    """Where a notebook's numbers go: ``<out_dir>/<notebook>.json``."""
-    return Path(out_dir) / f"{Path(notebook).stem}.json"
-
-
-def staged_record_path(out_dir: str | os.PathLike, notebook: str) -> Path:
-    """Where a notebook run by ``searle paper`` writes its numbers until it finished."""
-    return Path(out_dir) / f".{Path(notebook).stem}.json.partial"
+def record_path(out_dir: str | os.PathLike, notebook: str, staged: bool = False) -> Path:
+    """``<out_dir>/<notebook>.json``, or the staged name ``searle paper`` writes until the notebook finished."""
+    stem = Path(notebook).stem
+    return Path(out_dir) / (f".{stem}.json.partial" if staged else f"{stem}.json")
 
 
 def publish(partial: Path, output: Path, out_dir: str | os.PathLike, notebook: str) -> None:
-    """Move a finished notebook (``partial``) and its staged numbers over the previous ones.
-
-    A notebook that recorded nothing leaves no numbers: a previous run's are never reported as its.
-    """
-    staged, final = staged_record_path(out_dir, notebook), record_path(out_dir, notebook)
+    """Move a finished notebook and its staged numbers over the previous ones; a notebook that recorded
+    nothing leaves no numbers, so a previous run's are never reported as its."""
+    staged, final = record_path(out_dir, notebook, staged=True), record_path(out_dir, notebook)
     if staged.is_file():
         os.replace(staged, final)
     else:
@@ -65,26 +58,18 @@ def publish(partial: Path, output: Path, out_dir: str | os.PathLike, notebook: s
 
 
 class Recorder:
-    """Collects a notebook's key numbers and rewrites its JSON after every call.
-
-    Rewriting on each call means a notebook that fails half-way still leaves what it had.
-
-    Args:
-        out_dir: run folder; ``""`` or ``None`` keeps the numbers in memory only.
-        notebook: the notebook's name (its stem names the file).
-    """
+    """Collects a notebook's key numbers and rewrites its JSON after every call, so a notebook that
+    fails half-way still leaves what it had; ``out_dir`` empty keeps them in memory only."""
 
     def __init__(self, out_dir: str | os.PathLike | None, notebook: str):
         self.notebook = Path(notebook).stem
         staged = os.environ.get(STAGED_ENV, "") == "1"
-        self.path = (staged_record_path if staged else record_path)(out_dir, notebook) if out_dir else None
+        self.path = record_path(out_dir, notebook, staged) if out_dir else None
         self.values: dict[str, Any] = {}
 
     def record(self, key: str | None = None, value: Any = None, **values: Any) -> Any:
-        """Record ``key=value`` and/or keyword values; returns ``value`` so calls can be inlined.
-
-        Keys may be nested with ``/`` ("searle-oti/mAP@10") for readability; they are stored flat.
-        """
+        """Record ``key=value`` and/or keyword values (keys such as ``searle-oti/mAP@10`` stored flat);
+        returns ``value`` so calls can be inlined."""
         if key is not None:
             values = {key: value, **values}
         self.values.update({k: _plain(v) for k, v in values.items()})
@@ -94,12 +79,9 @@ class Recorder:
             )
         return value
 
-    def __getitem__(self, key: str) -> Any:
-        return self.values[key]
-
 
 def load_record(out_dir: str | os.PathLike, notebook: str) -> dict[str, Any]:
-    """The numbers a notebook recorded in ``out_dir`` (raises FileNotFoundError if it recorded none)."""
+    """The numbers a notebook recorded in ``out_dir`` (FileNotFoundError if it recorded none)."""
     path = record_path(out_dir, notebook)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the notebook {notebook} recorded no numbers in {out_dir}")

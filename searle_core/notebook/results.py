@@ -1,13 +1,15 @@
 """The results notebook's engine: every method on every (benchmark, backbone) of a profile, the paper's
-numbers beside ours, and the tables written as CSV, Markdown and LaTeX.
+numbers beside ours, the tables as CSV, Markdown and LaTeX, and the run's record.
 
-Methods a setting cannot run (no φ checkpoint or unlabeled images on a real dataset, no captioning
-model installed) are skipped with the reason written under the table, instead of failing the run.
+Methods a real-data setting cannot run (no φ, no unlabeled images, no captioning model) are skipped with
+the reason written under the table, instead of failing the run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,16 +17,12 @@ import pandas as pd
 
 from searle_core.baselines.palavra import PalavraConfig
 from searle_core.baselines.pic2word import Pic2WordConfig
-from searle_core.infra.errors import InputError
 from searle_core.infra.markdown import markdown_table
 from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import MethodResult
-from searle_core.metrics.significance import (  # main_metric: the notebooks read it here
-    Difference,
-    compare_methods,
-    main_metric,
-)
+from searle_core.metrics.significance import Difference, compare_methods, main_metric, write_differences
 from searle_core.notebook.inversions import prefill_oti, study_phi, use_phi
+from searle_core.notebook.record import Recorder
 from searle_core.notebook.study import Study, open_study
 from searle_core.report.comparison import evaluate_methods, method_variants
 from searle_core.report.paper_numbers import (
@@ -43,45 +41,32 @@ from searle_core.report.table import (
     row_settings,
     settings_line,
     variant_notes,
+    write_table,
 )
-
-#: Methods that need a network trained on unlabeled images when no checkpoint is given.
-TRAINED_METHODS = ("searle", "pic2word", "palavra", "lincir")
 
 
 @dataclass
 class Setting:
-    """One (benchmark, backbone) of the profile, evaluated.
-
-    Args:
-        study: the opened backbone and benchmark.
-        table: the methods' rows (``table.Table``, as ``searle table`` writes it).
-        evaluations: method -> its evaluation (rankings included, for example grids).
-        skipped: method -> why it was not run.
-        variants: method -> how it differs from the paper's method (see ``table.TableRow.variant``).
-        ctx: the method context the rows ran with (φ, OTI settings), for the test-server files.
-    """
+    """One (benchmark, backbone) of the profile, evaluated: its table, how each method differs from the
+    paper's (``TableRow.variant``) and the method context it ran with (φ, OTI settings: the server files)."""
 
     study: Study
     table: Table
-    evaluations: dict[str, MethodResult] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
     variants: dict[str, str] = field(default_factory=dict)
     ctx: MethodContext | None = field(default=None, repr=False)
 
     @property
-    def key(self) -> tuple[str, str]:
-        return self.study.dataset, self.study.backbone.name
+    def evaluations(self) -> dict[str, MethodResult]:
+        return self.table.evaluations
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        return self.table.skipped
 
     @property
     def names(self) -> dict[str, str]:
         """Method -> printed name, with its variant label (``SEARLE-OTI (templates)``)."""
         return {m: display_name(m, self.variants.get(m)) for m in [*self.evaluations, *DISPLAY_NAMES]}
-
-    def seconds(self, method: str) -> dict[str, float | None]:
-        """The Time and Training columns of ``method``'s row (``evaluation.query_seconds``: query side only)."""
-        row = next(r for r in self.table.rows if r.method == method)
-        return {"seconds": row.seconds, "train_seconds": row.train_seconds}
 
 
 def _skip_reason(method: str, study: Study, has_phi: bool) -> str | None:
@@ -113,22 +98,12 @@ def evaluate_setting(
     baseline_epochs: int = 0,
     baseline_images: int = 0,
 ) -> Setting:
-    """Every method of ``methods`` on ``study.bench`` with shared gallery features and context: the
-    study's context, φ and cached OTI tokens prepared, then ``report.evaluation.evaluate_methods``, the
-    loop ``searle table`` runs.
+    """``methods`` on ``study.bench`` through ``report.comparison.evaluate_methods`` (the loop of
+    ``searle table``), with the study's context, its φ (``phi_checkpoint``, else trained on the study's
+    unlabeled images: the cached φ of notebooks 2, 3 and 5) and its cached OTI tokens.
 
-    Args:
-        study: backbone and benchmark.
-        methods: rows, in order.
-        oti_steps: OTI steps of ``searle-oti`` (and of φ's targets when φ is trained here).
-        phi_checkpoint: φ weights for ``searle``; else φ trained on the study's unlabeled images
-            (``inversions.study_phi``: the same cached φ notebooks 2, 3 and 5 use).
-        phi_epochs: epochs of that φ.
-        phi_images: how many unlabeled images it trains on (``None``: all).
-        captioner: Hugging Face captioning model for ``captioning`` on real images ("" = default).
-        log: where one line per finished method goes (``None``: silent).
-        baseline_epochs: epochs of Pic2Word's and PALAVRA's training here (0: their configs' defaults).
-        baseline_images: unlabeled images they train on (0: all of the study's unlabeled images).
+    ``baseline_epochs`` / ``baseline_images`` shrink Pic2Word's and PALAVRA's training (0: defaults);
+    ``captioner`` is the captioning model on real images ("": default); ``log=None`` is silent.
     """
     ctx = study.context(oti_steps=oti_steps)
     _size_baselines(ctx, baseline_epochs, baseline_images)
@@ -142,23 +117,22 @@ def evaluate_setting(
         ctx.captioner = captioner
     skip = {m: reason for m in methods if (reason := _skip_reason(m, study, ctx.phi is not None))}
     prefix = f"{study.bench.name} {study.backbone.name} "
+    say = (lambda line: log(prefix + line)) if log else None
     table = evaluate_methods(
         study.bench,
         study.backbone,
         methods,
         ctx,
-        (lambda line: log(prefix + line)) if log else None,
+        say,
         gallery=study.gallery,
         skip=skip,
         phi_distilled=not phi_checkpoint,
     )
-    return Setting(study, table, table.evaluations, table.skipped, method_variants(ctx, not phi_checkpoint), ctx)
+    return Setting(study, table, method_variants(ctx, not phi_checkpoint), ctx)
 
 
 def _size_baselines(ctx, epochs: int, images: int) -> None:
     """Smaller Pic2Word / PALAVRA training (a smoke run's knobs); 0 keeps the default."""
-    import dataclasses
-
     if epochs:
         ctx.pic2word_config = dataclasses.replace(Pic2WordConfig(), epochs=epochs)
         ctx.palavra_config = dataclasses.replace(PalavraConfig(), epochs=epochs)
@@ -188,78 +162,48 @@ def run_settings(
     baseline_epochs: int = 0,
     baseline_images: int = 0,
 ) -> list[Setting]:
-    """:func:`evaluate_setting` for every benchmark × backbone of a profile.
+    """:func:`evaluate_setting` for every benchmark × backbone of a profile, each benchmark scored on its
+    first ``max_queries`` queries (0: all).
 
-    Args:
-        benchmarks: ``[{"dataset": "circo", "dataset_path": "/data/CIRCO", "split": "val"}, ...]``.
-        backbones: ``[{"name": "ViT-B-32", "pretrained": "openai", "phi_checkpoint": ""}, ...]``
-            (``shapes`` pairs only with ``shapes-clip``, real datasets only with the others).
-        methods: table rows.
-        quick, device, oti_steps, phi_epochs, phi_images, concepts, phrases, unlabeled,
-            captioner, seed: as in :func:`~searle_core.notebook.study.open_study` and :func:`evaluate_setting`.
-        log: progress lines.
-        max_queries: score each benchmark on its first queries only (0: all).
-        baseline_epochs, baseline_images: as in :func:`evaluate_setting`.
+    ``benchmarks``: ``[{"dataset": "circo", "dataset_path": "/data/CIRCO", "split": "val"}, ...]``;
+    ``backbones``: ``[{"name": "ViT-B-32", "pretrained": "openai", "phi_checkpoint": ""}, ...]``
+    (``shapes`` pairs only with ``shapes-clip``, real datasets only with the others).
     """
-    for i, b in enumerate(benchmarks):
-        if "path" in b:
-            raise InputError(f"benchmarks[{i}]: 'path' is now called 'dataset_path' ({b})")
+    shared = {"quick": quick, "device": device, "concepts": concepts, "phrases": phrases, "unlabeled": unlabeled}
+    rest = (phi_epochs, phi_images, captioner, log, baseline_epochs, baseline_images)
     settings = []
     for b in benchmarks:
         for bb in backbones:
             if (b["dataset"] == "shapes") != (bb["name"] == "shapes-clip"):
                 continue  # the world has its own CLIP; real data needs a real one
-            study = open_study(
-                dataset=b["dataset"],
-                quick=quick,
-                backbone=bb["name"],
-                pretrained=bb.get("pretrained", "default"),
-                device=device,
-                dataset_path=b.get("dataset_path", ""),
-                split=b.get("split", "val"),
-                concepts=concepts,
-                phrases=phrases,
-                unlabeled=unlabeled,
-                seed=seed,
-            )
-            settings.append(
-                evaluate_setting(
-                    study.subset(max_queries),
-                    methods,
-                    oti_steps,
-                    bb.get("phi_checkpoint", ""),
-                    phi_epochs,
-                    phi_images,
-                    captioner,
-                    log,
-                    baseline_epochs,
-                    baseline_images,
-                )
-            )
+            where = {"dataset": b["dataset"], "dataset_path": b.get("dataset_path", ""), "split": b.get("split", "val")}
+            clip = {"backbone": bb["name"], "pretrained": bb.get("pretrained", "default")}
+            study = open_study(**where, **clip, **shared, seed=seed).subset(max_queries)
+            settings.append(evaluate_setting(study, methods, oti_steps, bb.get("phi_checkpoint", ""), *rest))
     return settings
 
 
 def comparison(settings: list[Setting]) -> pd.DataFrame:
-    """Long table: dataset, split, backbone, method, metric, reproduced, paper, diff (paper-table
-    metrics only for datasets the paper reports; every metric for ``shapes``)."""
+    """Long table: dataset, split, backbone, method, metric, reproduced, paper, diff, the settings columns
+    (paper-table metrics only for datasets the paper reports; every overall metric for ``shapes``)."""
     frames = []
     for s in settings:
         frame = results_frame(
             {(s.study.dataset, s.study.backbone.name, m): e.metrics for m, e in s.evaluations.items()}
         )
         frame.insert(1, "split", s.study.bench.split)
-        frame["variant"] = [getattr(s, "variants", {}).get(m, "") for m in frame.method]
-        for i, column in enumerate(SETTINGS_COLUMNS):  # how the numbers were made, on every row
+        frame["variant"] = [s.variants.get(m, "") for m in frame.method]
+        for i, column in enumerate(SETTINGS_COLUMNS):
             frame[column] = [row_settings(s.table.settings, m)[i] for m in frame.method]
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=COMPARED_COLUMNS)
     out = compare_with_paper(pd.concat(frames, ignore_index=True))
-    shapes_metrics = [c for c in out.metric.unique() if "/" not in c]  # drop per-aspect breakdowns from the table
+    shapes_metrics = [c for c in out.metric.unique() if "/" not in c]  # no per-aspect breakdowns
     return out[(out.dataset != "shapes") | out.metric.isin(shapes_metrics)].reset_index(drop=True)
 
 
-def _cell(reproduced: float, paper: float, diff: float = math.nan, paper_split: str = "", label: str = "") -> str:
+def _cell(reproduced: float, paper: float, diff: float, paper_split: str, label: str) -> str:
     if pd.isna(paper):
         return f"{reproduced:.2f}"
     if label.startswith("original"):  # a re-implemented baseline: the original model's number, no difference
@@ -270,18 +214,16 @@ def _cell(reproduced: float, paper: float, diff: float = math.nan, paper_split: 
 
 
 def wide_table(compared: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """One dataset as printed: rows (backbone, method), a column per metric with cells
-    ``"ours (paper, ours − paper)"`` where the paper reports the number on the same split,
-    ``"ours (paper test: x)"`` where it reports it on another split, else ``"ours"``. Rows that
-    are not the paper's method carry their variant in the name (``SEARLE-OTI (templates)``)."""
+    """One dataset as printed: rows (backbone, method with its variant), a column per metric, cells
+    ``"ours (paper, ours − paper)"`` on the paper's split, ``"ours (paper test: x)"`` on another, else ``"ours"``."""
     part = compared[compared.dataset == dataset]
     order = PAPER_TABLE_METRICS.get(dataset) or list(dict.fromkeys(part.metric))
     variants = part.variant.fillna("") if "variant" in part.columns else [""] * len(part)
-    diffs = part["diff"] if "diff" in part.columns else [math.nan] * len(part)
-    splits = part.paper_split if "paper_split" in part.columns else [""] * len(part)
-    labels = part.paper_label.fillna("") if "paper_label" in part.columns else [""] * len(part)
     cells = part.assign(
-        cell=[_cell(r, p, d, ps, la) for r, p, d, ps, la in zip(part.reproduced, part.paper, diffs, splits, labels)],
+        cell=[
+            _cell(*row)
+            for row in zip(part.reproduced, part.paper, part["diff"], part.paper_split, part.paper_label.fillna(""))
+        ],
         name=[display_name(m, v or None) for m, v in zip(part.method, variants)],
     )
     wide = cells.pivot_table(index=["backbone", "name"], columns="metric", values="cell", aggfunc="first", sort=False)
@@ -291,8 +233,7 @@ def wide_table(compared: pd.DataFrame, dataset: str) -> pd.DataFrame:
 
 
 def table_note(compared: pd.DataFrame, dataset: str) -> str:
-    """What the cells of one dataset's table mean: which split is ours and which the paper's, and
-    what a variant label says (empty when the paper has no such table)."""
+    """What one dataset's cells mean: which split is ours and which the paper's, and the variant labels."""
     part = compared[compared.dataset == dataset]
     notes = []
     if part.paper.notna().any():
@@ -306,7 +247,7 @@ def table_note(compared: pd.DataFrame, dataset: str) -> str:
                 f"is shown; the {theirs} numbers come from the evaluation server, for which the run writes "
                 "the prediction files (submissions/)."
             )
-        if "paper_label" in part.columns and part.paper_label.fillna("").str.startswith("original").any():
+        if part.paper_label.fillna("").str.startswith("original").any():
             notes.append(REIMPLEMENTED_NOTE)
     if "variant" in part.columns:
         notes += variant_notes(v or None for v in part.variant.fillna(""))
@@ -314,11 +255,8 @@ def table_note(compared: pd.DataFrame, dataset: str) -> str:
 
 
 def headline_rows(compared: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, str]:
-    """The rows of one dataset's bar chart (its headline metric) and the chart's title.
-
-    Rows that are not the paper's method are named with their variant (``SEARLE-OTI (templates)``)
-    and have no paper tick; the title says which split the bars are on and which the ticks.
-    """
+    """The rows of one dataset's bar chart (its headline metric; variants named, without a paper tick)
+    and its title, naming the split of the bars and of the ticks."""
     metric = main_metric(dataset)
     rows = compared[(compared.dataset == dataset) & (compared.metric == metric)].copy()
     if "variant" in rows.columns:
@@ -330,7 +268,7 @@ def headline_rows(compared: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, s
 
 
 def markdown(wide: pd.DataFrame) -> str:
-    """One dataset's :func:`wide_table` as a GitHub Markdown table (backbone and method left-aligned)."""
+    """A :func:`wide_table` as GitHub Markdown (backbone and method left-aligned)."""
     return markdown_table(
         ["Backbone", "Method", *wide.columns],
         ([bb, method, *row] for (bb, method), row in wide.iterrows()),
@@ -345,16 +283,11 @@ def write_comparison(compared: pd.DataFrame, folder: str | Path) -> list[Path]:
     paths = [folder / "results.csv"]
     compared.to_csv(paths[0], index=False, float_format="%.4f")
     for dataset in dict.fromkeys(compared.dataset):
-        wide = wide_table(compared, dataset)
+        part = compared[compared.dataset == dataset]
+        wide, split, note = wide_table(compared, dataset), part.split.iloc[0], table_note(compared, dataset)
         md, tex = folder / f"results-{dataset}.md", folder / f"results-{dataset}.tex"
-        split = compared[compared.dataset == dataset].split.iloc[0]
-        note = table_note(compared, dataset)
-        md.write_text(
-            f"**{dataset} {split}**\n\n"
-            + markdown(wide)
-            + (f"\n{note}\n" if note else "")
-            + _settings_note(compared[compared.dataset == dataset])
-        )
+        note = f"\n{note}\n" if note else ""
+        md.write_text(f"**{dataset} {split}**\n\n" + markdown(wide) + note + _settings_note(part))
         tex.write_text(wide.to_latex(escape=True, caption=f"{dataset} {split}", label=f"tab:{dataset}"))
         paths += [md, tex]
     return paths
@@ -377,7 +310,7 @@ def _settings_note(part: pd.DataFrame) -> str:
 
 
 def headline(setting: Setting) -> dict[str, float]:
-    """Method -> the benchmark's headline metric (see :func:`main_metric`)."""
+    """Method -> the benchmark's headline metric (:func:`main_metric`)."""
     metric = main_metric(setting.study.dataset)
     return {m: flatten(e.metrics).get(metric, math.nan) for m, e in setting.evaluations.items()}
 
@@ -385,9 +318,44 @@ def headline(setting: Setting) -> dict[str, float]:
 def differences(
     setting: Setting, reference: str = "searle-oti", n_resamples: int = 10_000, seed: int = 0
 ) -> list[Difference]:
-    """Every method of the setting against ``reference`` on the headline metric, with a paired
-    bootstrap interval over the queries (empty when ``reference`` was not run)."""
-    rankings = {m: e.rankings for m, e in setting.evaluations.items()}
+    """Every method against ``reference`` on the headline metric, with a paired bootstrap interval over
+    the queries (empty when ``reference`` was not run)."""
+    rankings = setting.table.rankings
     if reference not in rankings or len(rankings) < 2:
         return []
     return compare_methods(setting.study.bench, rankings, reference, n_resamples=n_resamples, seed=seed)
+
+
+def save_results(
+    out_dir: str | os.PathLike | None,
+    notebook: str,
+    settings: list[Setting],
+    compared: pd.DataFrame,
+    differences: dict[tuple[str, str], list[Difference]],
+) -> list[Path]:
+    """Record every method's metrics, timings, skips and settings and each difference to SEARLE-OTI (keys
+    ``<dataset>/<backbone>/<method>/<metric>``), and write the comparison and per-benchmark tables under
+    ``<out_dir>/tables`` as ``searle table`` does; returns the tables written (none without ``out_dir``)."""
+    rec = Recorder(out_dir, notebook)
+    for s in settings:
+        pair = (s.study.dataset, s.study.backbone.name)
+        key = "/".join(pair)
+        for row in s.table.rows:
+            at = f"{key}/{row.method}"
+            rec.record(**{f"{at}/{m}": v for m, v in flatten(s.evaluations[row.method].metrics).items()})
+            rec.record(**{f"{at}/seconds": row.seconds, f"{at}/train_seconds": row.train_seconds})
+        rec.record(f"{key}/skipped", sorted(s.skipped))
+        rec.record(f"{key}/settings", s.table.settings)
+        for d in differences.get(pair, []):
+            rec.record(f"{key}/{d.method}/vs-searle-oti", {"diff": d.diff, "low": d.low, "high": d.high})
+    if not out_dir:
+        return []
+    tables = Path(out_dir) / "tables"
+    written = write_comparison(compared, tables)
+    for s in settings:
+        stem = f"{s.study.dataset}-{s.study.bench.split}-{s.study.backbone.name}"
+        written += list(write_table(s.table, tables, stem))
+        if (s.study.dataset, s.study.backbone.name) in differences:
+            diffs = differences[s.study.dataset, s.study.backbone.name]
+            written.append(write_differences(diffs, tables / f"{stem}-vs-searle-oti", s.names))
+    return written

@@ -1,20 +1,17 @@
-"""Figures of the notebooks: every function draws on a given ``ax`` (or makes one) and returns the figure.
-
-Keeping the drawing here, not in notebook cells, lets the notebooks stay thin and lets tests check
-each figure without running a notebook. Grids that need many axes (retrieval examples, nearest words
-with their images) take ``fig=None`` instead and build their own layout.
+"""Figures of the notebooks: every function draws on a given ``ax`` (or makes one) and returns the figure,
+so notebooks stay thin and tests check each figure without running a notebook. Grids of many axes take
+``fig=None`` instead and build their own layout.
 
 - :mod:`.curves`: loss curves, validation per epoch, trajectories, timings.
 - :mod:`.tokens`: nearest words, S*'s 2-D path, how word-like tokens are, OTI vs φ agreement.
 - :mod:`.retrieval`: images, retrieval example grids, results and ablation bars.
 """
 
-from searle_core.plotting.common import figure_path, new_axes, save_figure, show_image
+from searle_core.plotting.common import figure_path, save_figure
 from searle_core.plotting.curves import (
     plot_ema_vs_raw,
     plot_oti_losses,
     plot_phi_history,
-    plot_series,
     plot_time_per_image,
     plot_validation,
 )
@@ -36,12 +33,9 @@ from searle_core.plotting.tokens import (
 
 __all__ = [
     "figure_path",
-    "new_axes",
     "save_figure",
-    "show_image",
     "plot_oti_losses",
     "plot_ema_vs_raw",
-    "plot_series",
     "plot_phi_history",
     "plot_validation",
     "plot_time_per_image",

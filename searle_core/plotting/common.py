@@ -44,8 +44,6 @@ def method_colour(method: str) -> str:
 
 
 def method_label(method: str) -> str:
-    """The paper's name of a method ("searle-oti" -> "SEARLE-OTI")."""
-
     return DISPLAY_NAMES.get(method, method)
 
 
@@ -53,47 +51,30 @@ def new_axes(ax: Axes | None = None, figsize: tuple[float, float] = (6, 4)) -> t
     """The given axes and their figure, or a fresh single-axes figure."""
     if ax is not None:
         return ax.figure, ax
-    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-    return fig, ax
+    return plt.subplots(figsize=figsize, layout="constrained")
 
 
 def figure_path(figures_dir: str | os.PathLike, name: str) -> Path:
-    """Where :func:`save_figure` writes ``name``."""
     return Path(figures_dir) / f"{name}.png"
 
 
-#: PNG metadata written with every figure: none. Matplotlib's default names its own version
-#: ("Software"), so the same figure would get different bytes under another matplotlib.
-PNG_METADATA: dict[str, None] = {"Software": None}
-
-
 def save_figure(fig: Figure, figures_dir: str | os.PathLike | None, name: str, dpi: int = 150) -> None:
-    """Save ``fig`` as ``<figures_dir>/<name>.png``; an empty ``figures_dir`` saves nothing.
+    """Save ``fig`` as ``<figures_dir>/<name>.png`` (nothing for an empty ``figures_dir``).
 
-    The bytes depend on the figure only (no version or date in the file): saving the same figure
-    twice, or in another environment with the same drawing, gives the same file.
-    Returns ``None`` on purpose: as the last line of a notebook cell it then prints nothing.
-
-    Args:
-        fig: the figure.
-        figures_dir: destination folder (created), or ``""``/``None`` to skip (interactive use).
-        name: file stem.
-        dpi: resolution.
+    No "Software" metadata (matplotlib's version): the bytes depend on the figure only. Returns ``None``
+    so that, as a cell's last line, it prints nothing.
     """
     if not figures_dir:
         return
     path = figure_path(figures_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white", metadata=PNG_METADATA)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white", metadata={"Software": None})
 
 
 def show_image(
     ax: Axes, image: Image.Image | np.ndarray, title: str | None = None, border: str | None = None, fontsize: float = 9
 ) -> Figure:
-    """Draw an image without ticks; ``border`` colours a thick frame (e.g. a ground truth).
-
-    Small synthetic images are drawn with nearest-neighbour sampling so their pixels stay crisp.
-    """
+    """An image without ticks, small ones with crisp pixels; ``border`` colours a thick frame."""
     array = np.asarray(image)
     ax.imshow(array, interpolation="nearest" if max(array.shape[:2]) < 128 else "antialiased")
     ax.set_xticks([])
@@ -110,8 +91,8 @@ def show_image(
 
 def wrap(text: str, width: int = 28) -> str:
     """Break a caption into lines of at most ``width`` characters (titles of small panels)."""
-    words, lines, line = text.split(), [], ""
-    for word in words:
+    lines, line = [], ""
+    for word in text.split():
         if line and len(line) + 1 + len(word) > width:
             lines.append(line)
             line = word

@@ -23,9 +23,8 @@ def _smooth(values: Sequence[float], window: int) -> np.ndarray:
     values = np.asarray(values, dtype=float)
     if window <= 1 or len(values) < window:
         return values
-    kernel = np.ones(window) / window
     head = np.cumsum(values[: window - 1]) / np.arange(1, window)
-    return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
+    return np.concatenate([head, np.convolve(values, np.ones(window) / window, mode="valid")])
 
 
 def plot_series(
@@ -36,32 +35,17 @@ def plot_series(
     ylabel: str = "",
     title: str | None = None,
     smooth: int = 1,
-    colours: Mapping[str, str] | None = None,
-    logy: bool = False,
     labels: Mapping[str, str] | None = None,
 ) -> Figure:
-    """Several named curves on one axes.
-
-    Args:
-        series: name -> values (all the same length as ``x``, or of their own length from 0).
-        ax: axes to draw on (a new figure if ``None``).
-        x: shared x values.
-        xlabel, ylabel, title: labels.
-        smooth: moving-average window.
-        colours: name -> colour (default: the shared series colours).
-        logy: logarithmic y axis.
-        labels: name -> legend label (default: the loss names spelled out).
-    """
+    """Named curves on one axes (against ``x``, or their index), smoothed over ``smooth`` points, in the
+    shared series colours; legend ``labels`` default to the spelled-out loss names."""
     fig, ax = new_axes(ax)
-    colours = {**SERIES_COLOURS, **(colours or {})}
     labels = {**_LOSS_LABELS, **(labels or {})}
     for name, values in series.items():
         xs = np.asarray(x if x is not None else np.arange(len(values)))
-        ax.plot(xs, _smooth(values, smooth), label=labels.get(name, name), color=colours.get(name), lw=1.6)
+        ax.plot(xs, _smooth(values, smooth), label=labels.get(name, name), color=SERIES_COLOURS.get(name), lw=1.6)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    if logy:
-        ax.set_yscale("log")
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -72,10 +56,8 @@ def plot_series(
 def plot_oti_losses(
     history: Mapping[str, Sequence[float]], ax: Axes | None = None, smooth: int = 10, title: str = "OTI losses per step"
 ) -> Figure:
-    """OTI's ``cos``, ``gpt`` and ``total`` losses (an ``OTIResult.history``) against the step.
-
-    A phrase loss that is all zeros (regulariser off) is left out instead of drawn as a flat line.
-    """
+    """OTI's ``cos``, ``gpt`` and ``total`` losses (``OTIResult.history``) per step; an all-zero phrase
+    loss (regulariser off) is left out."""
     series = {k: v for k, v in history.items() if len(v) and (k != "gpt" or np.any(np.asarray(v) != 0))}
     return plot_series(series, ax, xlabel="OTI step", ylabel="loss (1 − cosine)", title=title, smooth=smooth)
 
@@ -88,36 +70,16 @@ def plot_ema_vs_raw(
     ylabel: str = "cos(“a photo of $”, image)",
     title: str = "the EMA token along OTI",
 ) -> Figure:
-    """How well the EMA token's prompt matches its image along OTI, and where the last raw token ends.
+    """The EMA token's mean prompt-image similarity at the recorded OTI ``steps``, and the last raw token's.
 
-    Args:
-        steps: the recorded OTI steps.
-        ema: the mean similarity of the EMA token's prompt to its image at those steps.
-        raw_final: the same for the last raw (non-averaged) token.
-        ax: axes.
-        ylabel, title: labels.
+    The end values are in the legend, not beside the points, where a label collided with the legend.
     """
-    # The end values live in the legend entries rather than in labels beside the points: a label there
-    # collided with the legend (and with the raw marker, which sits close to the EMA's end).
-    fig = plot_series(
-        {"EMA": ema},
-        ax,
-        x=steps,
-        xlabel="OTI step",
-        ylabel=ylabel,
-        title=title,
-        labels={"EMA": f"EMA token (last step {ema[-1]:.2f})"},
-    )
+    label = f"EMA token (last step {ema[-1]:.2f})"
+    fig = plot_series({"EMA": ema}, ax, x=steps, xlabel="OTI step", ylabel=ylabel, title=title, labels={"EMA": label})
     ax = ax or fig.axes[0]
+    raw = f"raw token, last step ({raw_final:.2f})"
     ax.scatter(
-        [steps[-1]],
-        [raw_final],
-        marker="D",
-        s=40,
-        color=SERIES_COLOURS["raw"],
-        edgecolor="black",
-        zorder=4,
-        label=f"raw token, last step ({raw_final:.2f})",
+        [steps[-1]], [raw_final], marker="D", s=40, color=SERIES_COLOURS["raw"], edgecolor="black", zorder=4, label=raw
     )
     ax.legend(frameon=False, fontsize=9, loc="best")
     return fig
@@ -129,19 +91,12 @@ def plot_phi_history(
     keys: Sequence[str] = ("distil", "gpt", "total"),
     title: str = "φ training losses",
 ) -> Figure:
-    """φ's losses per epoch from ``PhiTrainingResult.history`` rows (keys missing from rows are skipped)."""
-    epochs = [row["epoch"] for row in history]
+    """φ's losses per epoch from ``PhiTrainingResult.history`` rows (missing or all-zero keys skipped)."""
     series = {k: [row[k] for row in history] for k in keys if history and k in history[0]}
     series = {k: v for k, v in series.items() if np.any(np.asarray(v, dtype=float) != 0)}
-    return plot_series(
-        series,
-        ax,
-        x=epochs,
-        xlabel="epoch",
-        ylabel="loss",
-        title=title,
-        labels={"total": "total (λ_distil·L_distil + λ_gpt·L_gpt)"},
-    )
+    labels = {"total": "total (λ_distil·L_distil + λ_gpt·L_gpt)"}
+    x = [row["epoch"] for row in history]
+    return plot_series(series, ax, x=x, xlabel="epoch", ylabel="loss", title=title, labels=labels)
 
 
 def plot_validation(
@@ -151,25 +106,12 @@ def plot_validation(
     reference: Mapping[str, float] | None = None,
     title: str | None = None,
 ) -> Figure:
-    """A validation metric of φ per epoch, with horizontal lines for reference methods.
-
-    Args:
-        history: rows with ``epoch`` and ``metric`` (rows without it are skipped).
-        metric: e.g. ``"mAP@10"``.
-        ax: axes.
-        reference: name -> value drawn as dashed lines (e.g. SEARLE-OTI and image-only).
-        title: plot title.
-    """
+    """φ's validation ``metric`` per epoch (rows without it skipped), with ``reference`` methods' values
+    as dashed lines."""
     fig, ax = new_axes(ax)
     rows = [r for r in history if r.get(metric) is not None]
-    ax.plot(
-        [r["epoch"] for r in rows],
-        [r[metric] for r in rows],
-        marker="o",
-        ms=3,
-        color=SERIES_COLOURS["φ"],
-        label="φ (SEARLE)",
-    )
+    x, y = [r["epoch"] for r in rows], [r[metric] for r in rows]
+    ax.plot(x, y, marker="o", ms=3, color=SERIES_COLOURS["φ"], label="φ (SEARLE)")
     for name, value in (reference or {}).items():
         ax.axhline(value, ls="--", lw=1.2, color=method_colour(name), label=method_label(name))
     ax.set_xlabel("epoch")

@@ -12,6 +12,12 @@ from matplotlib.figure import Figure
 
 from searle_core.plotting.common import SERIES_COLOURS, new_axes, show_image
 
+_WORDNESS_LABELS = {
+    "cosine": "cosine to the nearest real word",
+    "norm": "token norm",
+    "distance": "L2 distance to the nearest word",
+}
+
 
 def plot_nearest_words(
     words: Sequence[tuple[str, float]],
@@ -19,22 +25,13 @@ def plot_nearest_words(
     title: str | None = None,
     colour: str = SERIES_COLOURS["OTI"],
 ) -> Figure:
-    """Horizontal bars of a token's nearest vocabulary words and their cosine similarity.
-
-    Args:
-        words: ``[(word, cosine), ...]`` best first (``inversion.nearest.nearest_words`` output).
-        ax: axes.
-        title: e.g. the image's caption.
-        colour: bar colour.
-    """
+    """Horizontal bars of a token's nearest words and their cosine (``nearest_words`` output, best first)."""
     fig, ax = new_axes(ax, figsize=(3.2, 2.6))
-    labels = [w for w, _ in words]
     values = [s for _, s in words]
     ax.barh(range(len(words)), values, color=colour)
-    ax.set_yticks(range(len(words)), labels, fontsize=9)
+    ax.set_yticks(range(len(words)), [w for w, _ in words], fontsize=9)
     ax.invert_yaxis()
-    lo = min(0.0, min(values, default=0.0))
-    ax.set_xlim(lo, max(max(values, default=0.0) * 1.25, 0.05))
+    ax.set_xlim(min(0.0, min(values, default=0.0)), max(max(values, default=0.0) * 1.25, 0.05))
     for i, value in enumerate(values):
         ax.text(value, i, f" {value:.2f}", va="center", fontsize=9)
     ax.set_xlabel("cosine to S*", fontsize=9)
@@ -52,36 +49,19 @@ def nearest_words_grid(
     labels: tuple[str, str] = ("OTI", "φ"),
     fig: Figure | None = None,
 ) -> Figure:
-    """One column per image: the image on top, its token's nearest words below (two rows of bars
-    when ``extra_words`` gives a second token per image, e.g. φ's beside OTI's).
-
-    Args:
-        images: PIL images or arrays.
-        words: nearest words of each image's token.
-        titles: per image, e.g. its caption.
-        extra_words: nearest words of a second token per image.
-        labels: names of the two tokens (bar colours follow them).
-        fig: figure to draw in (a new one sized to the grid if ``None``).
-    """
-    n = len(images)
-    rows = 2 + (extra_words is not None)
+    """One column per image: the image on top, its token's nearest words below, and a second token's
+    (``extra_words``, e.g. φ's beside OTI's) under them; ``labels`` name the two tokens and pick colours."""
+    n, two = len(images), extra_words is not None
+    rows = 2 + two
     fig = fig or plt.figure(figsize=(2.7 * n, 2.3 + 2.4 * (rows - 1)), layout="constrained")
     axes = fig.subplots(rows, n, squeeze=False, gridspec_kw={"height_ratios": [0.9] + [1.2] * (rows - 1)})
     for i in range(n):
         show_image(axes[0, i], images[i], titles[i] if titles else None)
-        plot_nearest_words(
-            words[i],
-            axes[1, i],
-            title=f"{labels[0]} token" if extra_words is not None else None,
-            colour=SERIES_COLOURS.get(labels[0], SERIES_COLOURS["OTI"]),
-        )
-        if extra_words is not None:
-            plot_nearest_words(
-                extra_words[i],
-                axes[2, i],
-                title=f"{labels[1]} token",
-                colour=SERIES_COLOURS.get(labels[1], SERIES_COLOURS["φ"]),
-            )
+        title = f"{labels[0]} token" if two else None
+        plot_nearest_words(words[i], axes[1, i], title, SERIES_COLOURS.get(labels[0], SERIES_COLOURS["OTI"]))
+        if two:
+            colour = SERIES_COLOURS.get(labels[1], SERIES_COLOURS["φ"])
+            plot_nearest_words(extra_words[i], axes[2, i], f"{labels[1]} token", colour)
     return fig
 
 
@@ -96,23 +76,11 @@ def plot_token_path(
     steps: Sequence[int] | None = None,
     end_words: Sequence[tuple[str, float]] | None = None,
 ) -> Figure:
-    """S*'s path during OTI projected in 2-D among the vocabulary words nearest to it.
+    """S*'s (T, 2) path during OTI among the (W, 2) projected words; call again with the same ``ax`` for
+    another path. ``steps`` annotates start and end with their OTI step.
 
-    A 2-D projection cannot keep every distance, so the path's end may look nearer to some word
-    than it is; ``end_words`` draws a dotted line from the end to each word it is truly nearest to
-    (cosine in the full token space, written at the word), so the reader sees where it ended.
-
-    Args:
-        words_xy: (W, 2) projected word-embedding rows.
-        word_labels: the W words.
-        path_xy: (T, 2) projected tokens along the optimisation (start to end).
-        ax: axes (several paths can share one by calling again with the same ``ax``).
-        title: plot title.
-        label: legend label of the path.
-        colour: path colour.
-        steps: the OTI step of each path point (start and end are annotated with them).
-        end_words: ``[(word, cosine), ...]`` the end's nearest words (each must be in
-            ``word_labels``; ``inversion.nearest.nearest_words`` of the last token).
+    A 2-D projection cannot keep every distance, so ``end_words`` (the end's true nearest words, each among
+    ``word_labels``) are joined to the end by dotted lines, with their cosine written at the word.
     """
     fig, ax = new_axes(ax, figsize=(5, 4.5))
     if not any(getattr(c, "_is_word_cloud", False) for c in ax.collections):
@@ -135,12 +103,8 @@ def plot_token_path(
     if end_words:
         ax._end_word_series = series + 1
     if steps is not None:
-        ax.annotate(
-            f"step {steps[0]}", path_xy[0], fontsize=9, color=colour, xytext=(4, -10), textcoords="offset points"
-        )
-        ax.annotate(
-            f"step {steps[-1]}", path_xy[-1], fontsize=9, color=colour, xytext=(7, 5), textcoords="offset points"
-        )
+        for step, point, offset in ((steps[0], path_xy[0], (4, -10)), (steps[-1], path_xy[-1], (7, 5))):
+            ax.annotate(f"step {step}", point, fontsize=9, color=colour, xytext=offset, textcoords="offset points")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_xticks([])
@@ -158,29 +122,15 @@ def plot_wordness(
     word_norm: float | None = None,
     columns: Sequence[str] = ("cosine", "norm"),
 ) -> Figure:
-    """How word-like tokens are, per setting: cosine to the nearest real word, and the token's norm.
-
-    Args:
-        table: one row per token with columns ``setting`` (name given by ``setting``), ``cosine``
-            (to the nearest real word) and ``norm`` (``explain.token_wordness`` output).
-        axes: one axes per column (a new figure if ``None``).
-        setting: the column that names the settings compared.
-        word_norm: mean norm of real word embeddings, drawn as a reference line.
-        columns: which measures to draw, one panel each.
-    """
+    """How word-like tokens are per setting (``explain.token_wordness`` rows, settings named by the
+    ``setting`` column): one panel per measure of ``columns``, ``word_norm`` (real words' mean norm) as a
+    reference line."""
     if axes is None:
         fig, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3.2), layout="constrained", squeeze=False)
         axes = axes[0]
-    fig = axes[0].figure
     settings = list(dict.fromkeys(table[setting]))
     palette = plt.get_cmap("tab10")
-    labels = {
-        "cosine": "cosine to the nearest real word",
-        "norm": "token norm",
-        "distance": "L2 distance to the nearest word",
-    }
     for ax, column in zip(axes, columns):
-        label = labels.get(column, column)
         for i, name in enumerate(settings):
             values = table.loc[table[setting] == name, column].to_numpy(dtype=float)
             jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
@@ -189,19 +139,12 @@ def plot_wordness(
         if column == "norm" and word_norm is not None:
             ax.axhline(word_norm, ls="--", color="#777777", lw=1)
             # x in axes coordinates, y in data: the label stays inside the panel whatever the settings.
-            ax.text(
-                0.02,
-                word_norm,
-                "mean norm of real words",
-                transform=ax.get_yaxis_transform(),
-                fontsize=9,
-                va="bottom",
-                color="#555555",
-            )
+            where = {"transform": ax.get_yaxis_transform(), "va": "bottom"}
+            ax.text(0.02, word_norm, "mean norm of real words", fontsize=9, color="#555555", **where)
         ax.set_xticks(range(len(settings)), settings, fontsize=9)
-        ax.set_ylabel(label)
+        ax.set_ylabel(_WORDNESS_LABELS.get(column, column))
         ax.grid(axis="y", alpha=0.3)
-    return fig
+    return axes[0].figure
 
 
 def plot_agreement(
@@ -213,7 +156,7 @@ def plot_agreement(
     reference_label: str = "random pairs",
 ) -> Figure:
     """Histogram of a per-image agreement score, with an optional reference line (e.g. the mean over
-    mismatched pairs, which shows what "no agreement" looks like)."""
+    mismatched pairs: what "no agreement" looks like)."""
     fig, ax = new_axes(ax, figsize=(5, 3))
     values = np.asarray(values, dtype=float)
     ax.hist(values, bins=20, color=SERIES_COLOURS["φ"], alpha=0.8, label=f"same image (mean {values.mean():.2f})")

@@ -1,10 +1,7 @@
-"""The paper's results table: every method on one benchmark, one row each, as CSV and Markdown.
+"""The paper's results table: one row per method on one benchmark, as CSV, Markdown and text.
 
-All methods share the gallery features (computed once) and the scoring code, so the rows differ
-only by how each method turns a query into a feature. Each row also records the time the method
-took in this run (query side: OTI, captioning, mappers, text encoding) and how long its trained
-network took to train, when it has one (φ including the OTI of its unlabeled images), so cost
-can be read beside accuracy.
+Each row keeps the method's query-side time and its network's training time beside its metrics,
+so cost reads beside accuracy.
 """
 
 from __future__ import annotations
@@ -22,19 +19,7 @@ from searle_core.infra.markdown import markdown_table
 from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import MethodResult
 
-#: The rows of the paper's tables, in its order.
-TABLE_METHODS: tuple[str, ...] = (
-    "image-only",
-    "text-only",
-    "image+text",
-    "captioning",
-    "palavra",
-    "pic2word",
-    "searle-oti",
-    "searle",
-    "lincir",
-)
-#: Printed names, as in the paper.
+#: The paper's rows, in its order, with their printed names.
 DISPLAY_NAMES: dict[str, str] = {
     "image-only": "Image-only",
     "text-only": "Text-only",
@@ -46,6 +31,7 @@ DISPLAY_NAMES: dict[str, str] = {
     "searle": "SEARLE",
     "lincir": "LinCIR",
 }
+TABLE_METHODS: tuple[str, ...] = tuple(DISPLAY_NAMES)
 TIME_COLUMNS: tuple[str, ...] = ("Time (s)", "Training (s)")
 #: What each variant label means, printed under every table that has such a row.
 VARIANT_NOTES: dict[str, str] = {
@@ -59,40 +45,29 @@ SETTINGS_COLUMNS: tuple[str, ...] = ("preprocess", "eval_precision", "train_prec
 
 
 def display_name(method: str, variant: str | None = None) -> str:
-    """The printed name of a row: the paper's name, with the variant when it is not the paper's method."""
+    """The paper's name of a row, with its variant when it is not the paper's method."""
     name = DISPLAY_NAMES.get(method, method)
     return f"{name} ({variant})" if variant else name
 
 
 def variant_notes(variants) -> list[str]:
-    """One note per distinct variant label among ``variants`` (``None`` entries ignored)."""
+    """One note per distinct variant label (``None`` ignored)."""
     return [f"({v}): {VARIANT_NOTES.get(v, 'not the method of the paper')}." for v in dict.fromkeys(variants) if v]
 
 
 def row_settings(settings: dict, method: str) -> list[str]:
     """A row's settings cells: φ's epoch and file only on the ``searle`` row."""
-    phi = method == "searle"
     return [
-        "" if settings.get(k) is None or (k.startswith("phi_") and not phi) else str(settings[k])
+        "" if settings.get(k) is None or (k.startswith("phi_") and method != "searle") else str(settings[k])
         for k in SETTINGS_COLUMNS
     ]
 
 
 @dataclass
 class TableRow:
-    """One method's result.
-
-    Args:
-        method: method name (``searle-oti``).
-        metrics: flat metric name -> value in percent.
-        seconds: wall time of the method in this run: its query side (inversion, captioning, mapping,
-            text encoding); gallery features and training its network excluded.
-        train_seconds: time its network took to train (``None``: no trained network).
-        trained_now: whether that training happened in this run.
-        variant: how the row differs from the paper's method (``"templates"``: OTI's phrase
-            regulariser on template phrases, not GPT phrases; ``"no phrases"``: without it), shown in
-            its name; such a row is never placed beside the paper's number.
-    """
+    """One method's result: metrics in percent, query-side ``seconds`` (gallery and training excluded),
+    its network's ``train_seconds`` (``None``: none) and whether it trained in this run. A ``variant``
+    ("templates", "no phrases") is not the paper's method: named so, never beside the paper's number."""
 
     method: str
     metrics: dict[str, float]
@@ -108,7 +83,8 @@ class TableRow:
 
 @dataclass
 class Table:
-    """Rows plus what they were measured on."""
+    """Rows plus what they were measured on, the notes under them, the settings record
+    (:func:`settings_record`), each method's evaluation and why a method was skipped."""
 
     rows: list[TableRow]
     dataset: str
@@ -118,18 +94,17 @@ class Table:
     n_gallery: int
     gallery_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
-    #: How the numbers were made (:func:`settings_record`): preprocessing, precisions, φ's epoch.
     settings: dict = field(default_factory=dict)
-    #: method -> its rankings, for per-query comparisons (:mod:`searle_core.metrics.significance`).
-    rankings: dict[str, list[list[str]]] = field(default_factory=dict, repr=False)
-    #: method -> its evaluation (metrics, rankings, query features), for the notebooks' figures.
     evaluations: dict[str, MethodResult] = field(default_factory=dict, repr=False)
-    #: method -> why it was not run (``evaluation.evaluate_methods``' ``skip``).
     skipped: dict[str, str] = field(default_factory=dict)
 
     @property
+    def rankings(self) -> dict[str, list[list[str]]]:
+        return {m: e.rankings for m, e in self.evaluations.items()}
+
+    @property
     def columns(self) -> list[str]:
-        """Metric columns in the order of the first row (mAP@K then Recall@K on shapes and CIRCO)."""
+        """Metric columns in the order the rows give them."""
         seen: dict[str, None] = {}
         for row in self.rows:
             seen.update(dict.fromkeys(row.metrics))
@@ -148,14 +123,9 @@ def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
 
 
 def settings_record(backbone: Backbone, ctx: MethodContext) -> dict:
-    """What every results file records about how its numbers were made.
-
-    ``preprocess``: the image pipeline (``targetpad`` = targetpad 1.25 + the model's bicubic resize,
-    centre crop and normalisation); ``eval_precision``: always fp32; ``train_precision``: OTI's and
-    the trained networks' (fp16 autocast + GradScaler on CUDA by default, fp32 on CPU);
-    ``phi_epoch`` and ``phi_source``: the φ that ``searle`` used, when there is one.
-    """
-
+    """How the numbers were made: the image pipeline (``targetpad`` = targetpad 1.25 + the model's resize,
+    crop and normalisation), evaluation precision (fp32), OTI's and the networks' training precision,
+    and the φ ``searle`` used."""
     phi = ctx.phi
     return {
         "preprocess": preprocess_name(backbone),
@@ -181,35 +151,30 @@ def settings_line(settings: dict) -> str:
 
 
 def format_row(row: TableRow, columns: list[str]) -> str:
-    parts = [f"{c} {row.metrics.get(c, float('nan')):.2f}" for c in columns]
-    return ", ".join(parts) + f" ({row.seconds:.1f} s)"
+    return ", ".join(f"{c} {row.metrics.get(c, float('nan')):.2f}" for c in columns) + f" ({row.seconds:.1f} s)"
 
 
 def _cells(table: Table, row: TableRow) -> list[str]:
     train = "" if row.train_seconds is None else f"{row.train_seconds:.1f}" + ("" if row.trained_now else " (cached)")
-    return (
-        [row.name] + [f"{row.metrics.get(c, float('nan')):.2f}" for c in table.columns] + [f"{row.seconds:.1f}", train]
-    )
+    return [row.name, *(f"{row.metrics.get(c, float('nan')):.2f}" for c in table.columns), f"{row.seconds:.1f}", train]
 
 
 def to_markdown(table: Table) -> str:
-    """The table in Markdown, with a caption line saying what it was measured on."""
-    header = ["Method"] + table.columns + list(TIME_COLUMNS)
+    """The table in Markdown, with a caption line saying what it was measured on and the notes below."""
+    header = ["Method", *table.columns, *TIME_COLUMNS]
     lines = [
         f"{table.dataset} {table.split}: {table.n_queries} queries, {table.n_gallery} gallery images, "
         f"backbone {table.backbone}",
         "",
         markdown_table(header, (_cells(table, row) for row in table.rows)),
     ]
-    notes = (
-        [
-            "Time: this run's wall time per method, query side only (gallery features, computed once, took "
-            f"{table.gallery_seconds:.1f} s). Training: the method's network (φ: with the OTI of its unlabeled "
-            "images); '(cached)': trained by an earlier run and loaded."
-        ]
-        + table.notes
-        + variant_notes(r.variant for r in table.rows)
-    )
+    notes = [
+        "Time: this run's wall time per method, query side only (gallery features, computed once, took "
+        f"{table.gallery_seconds:.1f} s). Training: the method's network (φ: with the OTI of its unlabeled "
+        "images); '(cached)': trained by an earlier run and loaded.",
+        *table.notes,
+        *variant_notes(r.variant for r in table.rows),
+    ]
     if table.settings:
         notes.append(settings_line(table.settings))
     return "\n".join(lines + list(dict.fromkeys(notes))) + "\n"
@@ -217,15 +182,14 @@ def to_markdown(table: Table) -> str:
 
 def to_text(table: Table) -> str:
     """Aligned plain-text table for the terminal."""
-    header = ["Method"] + table.columns + list(TIME_COLUMNS)
-    rows = [header] + [_cells(table, r) for r in table.rows]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows[1:]])
+    rows = [["Method", *table.columns, *TIME_COLUMNS]] + [_cells(table, r) for r in table.rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
 def to_dict(table: Table) -> dict:
-    """JSON-able: method -> metrics plus ``seconds`` and ``train_seconds``."""
+    """JSON-able: method -> metrics plus ``seconds`` and ``train_seconds`` (and its variant)."""
     return {
         row.method: {
             **row.metrics,
@@ -238,20 +202,15 @@ def to_dict(table: Table) -> dict:
 
 
 def write_table(table: Table, out_dir: str | Path, stem: str | None = None) -> tuple[Path, Path]:
-    """Write ``{stem}.csv`` and ``{stem}.md`` (default stem ``{dataset}-{split}``) atomically.
-
-    The CSV has one row per method: ``method``, ``name``, every metric column, ``seconds``,
-    ``train_seconds`` (empty when the method trains nothing), then the run's settings
-    (:func:`settings_record`: ``preprocess``, ``eval_precision``, ``train_precision``, and for
-    ``searle`` ``phi_epoch`` and ``phi_source``).
-    """
+    """Write ``{stem}.csv`` (a row per method: metrics, seconds, settings) and ``{stem}.md`` atomically;
+    the default stem is ``{dataset}-{split}``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = stem or f"{table.dataset}-{table.split}"
     csv_path, md_path = out / f"{stem}.csv", out / f"{stem}.md"
     text = io.StringIO()
     writer = csv.writer(text)
-    writer.writerow(["method", "name"] + table.columns + ["seconds", "train_seconds"] + list(SETTINGS_COLUMNS))
+    writer.writerow(["method", "name", *table.columns, "seconds", "train_seconds", *SETTINGS_COLUMNS])
     for row in table.rows:
         writer.writerow(
             [row.method, row.name]

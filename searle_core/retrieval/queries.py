@@ -1,8 +1,5 @@
-"""Query prompts and query features for every method, from the same features and prompts.
-
-A method turns each query into one normalised feature; only that step differs between methods, so
-differences in the tables come from the methods alone.
-"""
+"""Every method's query features: one normalised feature per query, from the same features and prompts,
+so the tables' differences come from the methods alone."""
 
 from __future__ import annotations
 
@@ -18,31 +15,23 @@ from searle_core.infra.device import eval_precision
 from searle_core.infra.errors import InputError
 from searle_core.method.encoding import encode_with_pseudo_tokens, pseudo_word_mask
 
-#: The paper's prompt (CIRR, CIRCO, FashionIQ, shapes).
 SEARLE_PROMPT = "a photo of $ that {}"
-#: Pic2Word's query prompt, as in its code ("a photo of * , {}"). The space before the comma matters:
-#: CLIP's BPE reads "$," as one chunk, so "$" would not be the pseudo-word token.
+#: Pic2Word's prompt ("a photo of * , {}"): CLIP's BPE reads "$," as one chunk, hence the space.
 PIC2WORD_PROMPT = "a photo of $ , {}"
 
 
 def caption_variants(query: CIRQuery) -> list[str]:
-    """One relative caption, or both orders of two ("c1 and c2", "c2 and c1") as in the paper's
-    FashionIQ protocol; their features are averaged."""
+    """One relative caption, or both orders of two (FashionIQ: "c1 and c2", "c2 and c1"), features averaged."""
     caps = list(query.captions)
-    if len(caps) == 1:
-        return caps
-    if len(caps) == 2:
-        return [f"{caps[0]} and {caps[1]}", f"{caps[1]} and {caps[0]}"]
-    raise InputError(f"query {query.query_id}: expected one or two relative captions, got {len(caps)}")
+    if len(caps) not in (1, 2):
+        raise InputError(f"query {query.query_id}: expected one or two relative captions, got {len(caps)}")
+    return caps if len(caps) == 1 else [f"{caps[0]} and {caps[1]}", f"{caps[1]} and {caps[0]}"]
 
 
 def _average_groups(features: torch.Tensor, groups: list[int]) -> torch.Tensor:
     """Mean of normalised features per query (groups[i] = how many prompts query i has), re-normalised."""
-    out, start = [], 0
-    for size in groups:
-        out.append(F.normalize(features[start : start + size], dim=-1).mean(dim=0))
-        start += size
-    return F.normalize(torch.stack(out), dim=-1)
+    means = [F.normalize(rows, dim=-1).mean(dim=0) for rows in features.split(groups)]
+    return F.normalize(torch.stack(means), dim=-1)
 
 
 def text_query_features(
@@ -52,15 +41,8 @@ def text_query_features(
     fillers: list[str] | None = None,
     cache: bool = True,
 ) -> torch.Tensor:
-    """Features of ``template.format(caption)`` per query (Text-only, Captioning).
-
-    Args:
-        backbone: the frozen CLIP.
-        queries: the queries, in benchmark order.
-        template: e.g. ``"{}"`` (Text-only) or ``"a photo of {} that {}"`` with ``fillers``.
-        fillers: per query, a string put before the caption (Captioning: the reference's caption).
-        cache: keep the prompt features on disk (Text-only and Image + Text share them).
-    """
+    """Features of ``template.format(caption)`` per query (Text-only), or of ``template.format(filler,
+    caption)`` with a filler per query (Captioning: the reference's caption); ``cache`` keeps them on disk."""
     prompts, groups = [], []
     for i, q in enumerate(queries):
         variants = caption_variants(q)
@@ -78,17 +60,9 @@ def pseudo_query_features(
     batch_size: int = 512,
     variants: Callable[[CIRQuery], list[str]] = caption_variants,
 ) -> torch.Tensor:
-    """Features of ``template`` with ``$`` = the reference's pseudo-word token (SEARLE, OTI, Pic2Word, PALAVRA).
-
-    Args:
-        backbone: the frozen CLIP.
-        queries: the queries, in benchmark order.
-        tokens: reference image name -> (token_dim,) pseudo-word token.
-        template: the prompt, with ``$`` and ``{}`` for the relative caption.
-        batch_size: prompts per text pass.
-        variants: query -> the caption texts whose features are averaged (default: SEARLE's; both
-            orders of FashionIQ's two captions).
-    """
+    """Features of ``template`` with ``$`` = the reference's pseudo-word token (SEARLE, OTI, Pic2Word,
+    PALAVRA). ``tokens``: reference name -> token; ``variants``: query -> the captions whose features
+    are averaged."""
     missing = [q.reference for q in queries if q.reference not in tokens]
     if missing:
         raise InputError(f"no pseudo-word token for reference images {missing[:5]} ({len(missing)} missing)")
@@ -111,10 +85,9 @@ def pseudo_query_features(
     feats = torch.cat(out)
     bad = (~torch.isfinite(feats).all(dim=1)).nonzero().flatten().tolist()
     if bad:  # NaN features would rank the gallery arbitrarily; say which token did it
-        token = tokens[rows[bad[0]]]
         raise InputError(
             f"the pseudo-word token of reference image {rows[bad[0]]!r} gives NaN text features "
-            f"(token norm {float(token.float().norm()):.3g}; {len(bad)} prompt(s) affected)"
+            f"(token norm {float(tokens[rows[bad[0]]].float().norm()):.3g}; {len(bad)} prompt(s) affected)"
         )
     return _average_groups(feats, groups)
 

@@ -1,8 +1,5 @@
-"""The attributes of the ``shapes`` world (shape, colour, size, background), their values and codes.
-
-The tables every other part of the world reads (the renderer, the grammar, the benchmark builder,
-the world CLIP), kept apart so that none of them has to import the world object.
-"""
+"""The ``shapes`` world's attributes (shape, colour, size, background), their values and codes: the
+tables the renderer, grammar, benchmark and world CLIP all read, apart from the world object."""
 
 from __future__ import annotations
 
@@ -24,11 +21,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "orange": (250, 135, 0),
 }
 SIZES: tuple[str, ...] = ("small", "large")
-BACKGROUNDS: dict[str, tuple[int, int, int]] = {
-    "white": (255, 255, 255),
-    "black": (0, 0, 0),
-    "gray": (128, 128, 128),
-}
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128)}
 #: Attribute order used everywhere: combos, codes, aspect names ("colour+shape"), captions.
 ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "background")
 VALUES: dict[str, tuple[str, ...]] = {
@@ -37,14 +30,12 @@ VALUES: dict[str, tuple[str, ...]] = {
     "size": SIZES,
     "background": tuple(BACKGROUNDS),
 }
-
-# Independent random streams per pool; the numbers only need to be distinct and never change.
-_POOL_STREAM = {"pretrain": 1, "val": 2, "val_ref": 3, "test": 4, "test_ref": 5}
-QUERY_STREAM = {"val": 6, "test": 7}
-_TRAINING_STREAM = 8
-#: The stream of the world's text corpus (LinCIR's captions).
-_CORPUS_STREAM = 9
 SPLITS: tuple[str, ...] = ("val", "test")
+
+# Independent random streams per pool and use; the numbers only need to be distinct and never change.
+POOL_STREAM = {"pretrain": 1, "val": 2, "val_ref": 3, "test": 4, "test_ref": 5}
+QUERY_STREAM = {"val": 6, "test": 7}
+CORPUS_STREAM = 9  # the world's text corpus (LinCIR's captions)
 
 
 def all_combos() -> list[tuple[int, ...]]:
@@ -55,8 +46,3 @@ def all_combos() -> list[tuple[int, ...]]:
 def decode(codes: np.ndarray | tuple[int, ...]) -> dict[str, str]:
     """Attribute dict of one row of value indices (``ATTRIBUTES`` order)."""
     return {a: VALUES[a][int(c)] for a, c in zip(ATTRIBUTES, codes)}
-
-
-def encode(attrs: dict[str, str]) -> tuple[int, ...]:
-    """Value indices of an attribute dict (inverse of :func:`decode`)."""
-    return tuple(VALUES[a].index(attrs[a]) for a in ATTRIBUTES)

@@ -1,16 +1,10 @@
 """Captions, relative captions, concepts and the phrase bank of the ``shapes`` world.
 
-One small grammar serves three uses, so the tiny CLIP is trained on exactly the words and phrasings
-that OTI and phi later meet:
-
-* training captions describe an image with a random non-empty subset of its attributes, in varied
-  phrasings, including the relative-clause form of queries ("a photo of a circle that is red");
-* the phrase bank (the GPT-Neo analogue) reuses it with the concept forced to appear contiguously;
-* relative captions ("is blue", "is an arrow", "is large") are the query side.
-
-Only phrasings true of a single image are emitted, and relative captions use the same words:
-size is "is large" / "is small" rather than the comparatives "larger" / "smaller", because the
-world CLIP never sees a comparative and could not give it a meaning. All text is lower-case words.
+One small grammar serves training captions (a random non-empty subset of an image's attributes, in
+varied phrasings, the relative-clause form of queries included), the phrase bank (the GPT-Neo analogue,
+the concept forced to appear contiguously) and relative captions ("is blue", "is large"), so the world
+CLIP is trained on exactly the words OTI and φ later meet. Only phrasings true of a single image are
+emitted: size is "is large", not "larger", since the world CLIP never sees a comparative.
 """
 
 from __future__ import annotations
@@ -32,41 +26,20 @@ _FUNCTION_WORDS = ("a", "an", "that", "is", "and", "on", "background", "shape")
 
 
 def article(word: str) -> str:
-    """``"an"`` before a vowel sound ("an orange", "an arrow"), else ``"a"``."""
     return "an" if word[0] in "aeiou" else "a"
 
 
-def compose(
-    values: dict[str, str],
-    clauses: Sequence[str] = (),
-    prefix: str = "",
-) -> str:
-    """Turn some attributes into one caption.
-
-    Args:
-        values: the attributes to mention (any non-empty subset of :data:`ATTRIBUTES`).
-        clauses: attributes of ``values`` said as "that is ..." clauses, in this order; the others
-            are adjectives (size, colour), the noun (shape) or a trailing "on a ... background".
-            Size is always an adjective, since "that is small" reads as a comparison.
-        prefix: e.g. ``"a photo of "``; the article of the noun phrase is added here.
-    """
+def compose(values: dict[str, str], clauses: Sequence[str] = (), prefix: str = "") -> str:
+    """One caption of some attributes: those in ``clauses`` as "that is ..." clauses, in order; the others
+    as adjectives (size, colour), the noun (shape) or "on a ... background". Size is always an adjective."""
     adjectives = [values[a] for a in ("size", "colour") if a in values and a not in clauses]
     noun = values["shape"] if "shape" in values and "shape" not in clauses else "shape"
     words = adjectives + [noun]
     text = f"{prefix}{article(words[0])} {' '.join(words)}"
     if "background" in values and "background" not in clauses:
         text += f" on a {values['background']} background"
-    said = []
-    for a in clauses:
-        if a == "colour":
-            said.append(f"is {values['colour']}")
-        elif a == "shape":
-            said.append(f"is {article(values['shape'])} {values['shape']}")
-        elif a == "background":
-            said.append(f"is on a {values['background']} background")
-    if said:
-        text += " that " + " and ".join(said)
-    return text
+    said = [relative_caption(a, values[a]) for a in clauses]
+    return text + " that " + " and ".join(said) if said else text
 
 
 def caption_for(attrs: dict[str, str]) -> str:
@@ -79,7 +52,7 @@ def _draw_prefix(rng: np.random.Generator) -> str:
 
 
 def _draw_clauses(values: dict[str, str], rng: np.random.Generator, forced: dict[str, bool] | None = None) -> list[str]:
-    """Pick which mentioned attributes become clauses (``forced`` overrides the coin), shuffled."""
+    """Which mentioned attributes become clauses (``forced`` overrides the coin), shuffled."""
     forced = forced or {}
     clauses = [
         a for a in ("colour", "shape", "background") if a in values and forced.get(a, bool(rng.random() < _CLAUSE_P[a]))
@@ -88,13 +61,7 @@ def _draw_clauses(values: dict[str, str], rng: np.random.Generator, forced: dict
 
 
 def describe(attrs: dict[str, str], rng: np.random.Generator, include_p: float = _INCLUDE_P) -> str:
-    """A random true caption of an image, mentioning a random non-empty subset of its attributes.
-
-    Args:
-        attrs: the image's attributes.
-        rng: randomness for subset, phrasing and prefix.
-        include_p: chance that each attribute is mentioned (1.0: every attribute, in random phrasing).
-    """
+    """A random true caption of an image, each attribute mentioned with chance ``include_p`` (at least one)."""
     keep = [a for a in ATTRIBUTES if rng.random() < include_p]
     if not keep:
         keep = [ATTRIBUTES[int(rng.integers(len(ATTRIBUTES)))]]
@@ -103,28 +70,18 @@ def describe(attrs: dict[str, str], rng: np.random.Generator, include_p: float =
 
 
 def unknown_words(text: str) -> list[str]:
-    """The words of ``text`` outside :func:`training_vocabulary`, each once, in order of appearance.
-
-    The world CLIP was trained on this grammar's words only; any other word's token rows were never
-    trained (they are seeded random rows), so a caption that uses one asks for noise.
-    """
+    """The words of ``text`` outside :func:`training_vocabulary`, once each, in order: the world CLIP's
+    rows for them were never trained, so a caption using one asks for noise."""
     known = set(training_vocabulary())
     return list(dict.fromkeys(w for w in re.findall(r"[a-z]+", text.lower()) if w not in known))
 
 
 def relative_caption(attribute: str, new_value: str) -> str:
-    """The relative caption that changes ``attribute`` to ``new_value`` (query side only).
-
-    Args:
-        attribute: one of :data:`ATTRIBUTES`.
-        new_value: the target's value; for size, ``"large"`` gives "is large".
-    """
-    if attribute == "colour":
+    """The relative caption that changes ``attribute`` to ``new_value`` ("is blue", "is an arrow")."""
+    if attribute in ("colour", "size"):
         return f"is {new_value}"
     if attribute == "shape":
         return f"is {article(new_value)} {new_value}"
-    if attribute == "size":
-        return f"is {new_value}"
     if attribute == "background":
         return f"is on a {new_value} background"
     raise InputError(f"unknown attribute {attribute!r}")
@@ -132,32 +89,23 @@ def relative_caption(attribute: str, new_value: str) -> str:
 
 def training_vocabulary() -> list[str]:
     """Every word :func:`describe` and :func:`phrase_bank` can emit, sorted."""
-    words = set(_FUNCTION_WORDS)
-    for prefix in PREFIXES:
-        words.update(prefix.split())
-    for a in ATTRIBUTES:
-        words.update(VALUES[a])
-    return sorted(words)
+    words = set(_FUNCTION_WORDS) | {w for p in PREFIXES for w in p.split()}
+    return sorted(words.union(*(VALUES[a] for a in ATTRIBUTES)))
 
 
-# ---- concepts and phrases ------------------------------------------------------------------------
-def _build_concepts() -> dict[str, dict[str, str]]:
-    """Concept string -> the attributes it fixes; ordered generic to specific."""
-    out: dict[str, dict[str, str]] = {}
-    out.update({s: {"shape": s} for s in SHAPES})
-    out.update({c: {"colour": c} for c in COLOURS})
-    out.update({f"{b} background": {"background": b} for b in BACKGROUNDS})
-    out.update({f"{c} {s}": {"colour": c, "shape": s} for c in COLOURS for s in SHAPES})
-    out.update({f"{z} {s}": {"size": z, "shape": s} for z in SIZES for s in SHAPES})
-    out.update({f"{z} {c} {s}": {"size": z, "colour": c, "shape": s} for z in SIZES for c in COLOURS for s in SHAPES})
-    return out
-
-
-CONCEPT_ATTRIBUTES: dict[str, dict[str, str]] = _build_concepts()
+#: Concept string -> the attributes it fixes, generic to specific (the Open Images class-name analogue).
+CONCEPT_ATTRIBUTES: dict[str, dict[str, str]] = {
+    **{s: {"shape": s} for s in SHAPES},
+    **{c: {"colour": c} for c in COLOURS},
+    **{f"{b} background": {"background": b} for b in BACKGROUNDS},
+    **{f"{c} {s}": {"colour": c, "shape": s} for c in COLOURS for s in SHAPES},
+    **{f"{z} {s}": {"size": z, "shape": s} for z in SIZES for s in SHAPES},
+    **{f"{z} {c} {s}": {"size": z, "colour": c, "shape": s} for z in SIZES for c in COLOURS for s in SHAPES},
+}
 
 
 def concepts() -> list[str]:
-    """The world's concept vocabulary (the Open Images class-name analogue): 135 strings."""
+    """The world's concept vocabulary: 135 strings."""
     return list(CONCEPT_ATTRIBUTES)
 
 
@@ -167,16 +115,8 @@ def concepts_of(attrs: dict[str, str]) -> list[str]:
 
 
 def concept_phrase(concept: str, rng: np.random.Generator) -> str:
-    """One phrase true of some image of ``concept`` that contains the concept string exactly once.
-
-    The concept's attributes are forced into the contiguous form the concept string has ("red
-    circle" needs colour as adjective and shape as noun; "large star" needs any colour as a
-    clause so nothing splits it); the other attributes are mentioned at random.
-
-    Args:
-        concept: a string from :func:`concepts`.
-        rng: randomness for the free attributes, phrasing and prefix.
-    """
+    """One phrase true of some image of ``concept`` that contains the concept string exactly once: its
+    attributes are forced into the concept's contiguous form, the others mentioned at random."""
     fixed = CONCEPT_ATTRIBUTES[concept]
     values = dict(fixed)
     for a in ATTRIBUTES:
@@ -193,15 +133,8 @@ def concept_phrase(concept: str, rng: np.random.Generator) -> str:
 
 
 def phrase_bank(n_per_concept: int = 16, seed: int = 0) -> dict[str, list[str]]:
-    """``{concept: [phrases]}``, the structure of the authors' GPT-Neo phrase pickle.
-
-    Phrases are distinct where the grammar allows (a very specific concept has fewer than 16
-    distinct phrasings; the list is then topped up with repeats so every list has the same length).
-
-    Args:
-        n_per_concept: phrases per concept.
-        seed: seed of the phrase generator.
-    """
+    """``{concept: [phrases]}``, the structure of the authors' GPT-Neo phrase pickle; distinct where the
+    grammar allows, topped up with repeats so every list has ``n_per_concept``."""
     rng = np.random.default_rng([seed, 9])
     bank: dict[str, list[str]] = {}
     for concept in concepts():

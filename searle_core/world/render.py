@@ -1,12 +1,9 @@
 """Drawing for the ``shapes`` world: flat-coloured shapes on flat backgrounds, vectorised in numpy.
 
-Each shape is drawn once, at high resolution, as a boolean *template* in normalised coordinates
-(the shape fits in ``[-1, 1]^2``), with its summed-area table. A pixel's coverage (anti-aliased
-alpha) is the template area under the pixel's footprint, read from four table corners, and the
-pixel is alpha-blended between background and foreground colours. Because shapes are only
-translated and scaled (never rotated), footprints are axis-aligned and separable: corner rows
-depend on the pixel row only and corner columns on the pixel column only, so one fancy-indexing
-gather renders a whole batch, whatever the shapes are.
+Each shape is drawn once, at high resolution, as a boolean *template* in normalised coordinates (the
+shape fits in ``[-1, 1]^2``), with its summed-area table. A pixel's coverage (anti-aliased alpha) is the
+template area under its footprint, from four table corners; shapes are only translated and scaled, so
+footprints are axis-aligned and separable and one fancy-indexing gather renders a whole batch.
 """
 
 from __future__ import annotations
@@ -15,6 +12,8 @@ from collections.abc import Sequence
 from functools import cache
 
 import numpy as np
+
+from searle_core.world.attributes import ATTRIBUTES, BACKGROUNDS, COLOURS, SHAPES, SIZES
 
 # Polygons in normalised, y-up coordinates. Each one is centred on its bounding box so position
 # jitter means the same thing for every shape, and fits in [-1, 1]^2 so scale = half-extent.
@@ -27,61 +26,28 @@ _TRI = np.array([[0.0, 1.0], [-0.95, -0.65], [0.95, -0.65]])
 _TRI[:, 1] -= (_TRI[:, 1].max() + _TRI[:, 1].min()) / 2
 
 _ARM = 0.3  # half-width of a cross arm: thick enough to survive at ~6 px radius
-_CROSS = np.array(
-    [
-        [-_ARM, 0.95],
-        [_ARM, 0.95],
-        [_ARM, _ARM],
-        [0.95, _ARM],
-        [0.95, -_ARM],
-        [_ARM, -_ARM],
-        [_ARM, -0.95],
-        [-_ARM, -0.95],
-        [-_ARM, -_ARM],
-        [-0.95, -_ARM],
-        [-0.95, _ARM],
-        [-_ARM, _ARM],
-    ]
-)
-
+_CROSS = np.array([
+    [-_ARM, 0.95], [_ARM, 0.95], [_ARM, _ARM], [0.95, _ARM], [0.95, -_ARM], [_ARM, -_ARM],
+    [_ARM, -0.95], [-_ARM, -0.95], [-_ARM, -_ARM], [-0.95, -_ARM], [-0.95, _ARM], [-_ARM, _ARM],
+])  # fmt: skip
 # Right-pointing arrow: a thick shaft and a wide head, so it is not a triangle or a cross.
 _ARROW = np.array(
-    [
-        [-0.95, -0.24],
-        [0.05, -0.24],
-        [0.05, -0.75],
-        [0.95, 0.0],
-        [0.05, 0.75],
-        [0.05, 0.24],
-        [-0.95, 0.24],
-    ]
+    [[-0.95, -0.24], [0.05, -0.24], [0.05, -0.75], [0.95, 0.0], [0.05, 0.75], [0.05, 0.24], [-0.95, 0.24]]
 )
-
 _SQUARE = np.array([[-0.8, -0.8], [0.8, -0.8], [0.8, 0.8], [-0.8, 0.8]])
-
 #: Shape name -> polygon vertices (y-up), or ``None`` for the circle (drawn analytically).
-SHAPE_GEOMETRY: dict[str, np.ndarray | None] = {
-    "circle": None,
-    "square": _SQUARE,
-    "triangle": _TRI,
-    "star": _STAR,
-    "cross": _CROSS,
-    "arrow": _ARROW,
-}
+SHAPE_GEOMETRY = {"circle": None, "square": _SQUARE, "triangle": _TRI, "star": _STAR, "cross": _CROSS, "arrow": _ARROW}
 
 _TEMPLATE_RES = 512  # template pixels across [-_EXTENT, _EXTENT]: ~0.1 px error at 64x64 images
 _EXTENT = 1.25  # margin beyond [-1, 1] so clipped lookups land on empty template pixels
 _CIRCLE_RADIUS = 0.95
+# Half-extent of a shape as a fraction of the image side, before jitter: small shapes span ~40% of the
+# image and large ~68%, and the +-10% size jitter keeps the two classes well apart.
+_SIZE_FRACTION = {"small": 0.20, "large": 0.34}
 
 
 def _inside_polygon(u: np.ndarray, v: np.ndarray, poly: np.ndarray) -> np.ndarray:
-    """Even-odd (crossing-number) point-in-polygon test, vectorised over points.
-
-    Args:
-        u: x coordinates, any shape.
-        v: y coordinates, same shape as ``u``.
-        poly: ``(K, 2)`` vertices in order; may be non-convex (the star).
-    """
+    """Even-odd (crossing-number) point-in-polygon test of points ``(u, v)``; ``poly`` may be non-convex."""
     inside = np.zeros(u.shape, dtype=bool)
     for k in range(len(poly)):
         (x0, y0), (x1, y1) = poly[k], poly[(k + 1) % len(poly)]
@@ -95,14 +61,7 @@ def _inside_polygon(u: np.ndarray, v: np.ndarray, poly: np.ndarray) -> np.ndarra
 
 @cache
 def shape_templates(shapes: tuple[str, ...]) -> np.ndarray:
-    """High-resolution boolean masks of the shapes, rows top-to-bottom.
-
-    Args:
-        shapes: shape names, keys of :data:`SHAPE_GEOMETRY`; the output follows their order.
-
-    Returns:
-        ``(len(shapes), R, R)`` bool array covering ``[-1.25, 1.25]^2``.
-    """
+    """``(len(shapes), R, R)`` high-resolution boolean masks over ``[-1.25, 1.25]^2``, rows top-to-bottom."""
     centres = (np.arange(_TEMPLATE_RES) + 0.5) / _TEMPLATE_RES * 2 * _EXTENT - _EXTENT
     u = np.broadcast_to(centres[None, :], (_TEMPLATE_RES, _TEMPLATE_RES))
     v = np.broadcast_to(-centres[:, None], (_TEMPLATE_RES, _TEMPLATE_RES))  # row 0 is the top
@@ -116,41 +75,18 @@ def shape_templates(shapes: tuple[str, ...]) -> np.ndarray:
 
 @cache
 def _summed_area(shapes: tuple[str, ...]) -> np.ndarray:
-    """Summed-area tables of the templates: ``sat[k, r, c]`` = filled pixels above-left of (r, c)."""
+    """``sat[k, r, c]``: filled template pixels above-left of (r, c)."""
     sat = np.zeros((len(shapes), _TEMPLATE_RES + 1, _TEMPLATE_RES + 1), dtype=np.int32)
     sat[:, 1:, 1:] = shape_templates(shapes).cumsum(axis=1, dtype=np.int32).cumsum(axis=2)
     sat.setflags(write=False)
     return sat
 
 
-def coverage(
-    shape_idx: np.ndarray,
-    cx: np.ndarray,
-    cy: np.ndarray,
-    radius: np.ndarray,
-    image_size: int,
-    shapes: Sequence[str],
-    antialias: bool = True,
-) -> np.ndarray:
-    """Fraction of each pixel covered by the shape (an alpha mask).
-
-    With ``antialias`` the coverage is the exact area of the template under the pixel's footprint,
-    read from a summed-area table: four corner look-ups per pixel, shared between neighbours, so
-    a batch costs one gather of ``(S+1)^2`` corners per image (faster than 4x4 supersampling and
-    a true box filter). Without it each pixel samples the template at its centre (hard edges).
-
-    Args:
-        shape_idx: ``(N,)`` indices into ``shapes``.
-        cx: ``(N,)`` shape centre column, in pixels (pixel ``i`` spans ``[i, i+1)``).
-        cy: ``(N,)`` shape centre row, in pixels.
-        radius: ``(N,)`` half-extent of the shape's bounding box, in pixels.
-        image_size: output height and width.
-        shapes: shape names, in the order ``shape_idx`` refers to.
-        antialias: box-filtered edges (True) or point-sampled ones (False).
-
-    Returns:
-        ``(N, S, S)`` float32 in ``[0, 1]``.
-    """
+def coverage(shape_idx, cx, cy, radius, image_size: int, shapes: Sequence[str], antialias: bool = True) -> np.ndarray:
+    """``(N, S, S)`` float32 fraction of each pixel covered by its shape (``(N,)`` arrays: ``shape_idx`` into
+    ``shapes``, centre ``cx, cy`` and half-extent ``radius`` in pixels; pixel ``i`` spans ``[i, i+1)``).
+    With ``antialias`` it is the exact template area under the pixel's footprint, from four summed-area
+    corners shared between neighbours (faster than 4x4 supersampling); else the template at its centre."""
     shapes = tuple(shapes)
     s, res = image_size, _TEMPLATE_RES
     scale = res / (2 * _EXTENT)  # template pixels per normalised unit
@@ -179,42 +115,20 @@ def coverage(
     return np.minimum(alpha, 1.0)
 
 
-def render(
-    shape_idx: np.ndarray,
-    foreground: np.ndarray,
-    background: np.ndarray,
-    cx: np.ndarray,
-    cy: np.ndarray,
-    radius: np.ndarray,
-    image_size: int,
-    shapes: Sequence[str],
-    antialias: bool = True,
-    chunk: int = 256,
-) -> np.ndarray:
-    """Render a batch of images.
-
-    Args:
-        shape_idx: ``(N,)`` indices into ``shapes``.
-        foreground: ``(N, 3)`` RGB of each shape.
-        background: ``(N, 3)`` RGB of each background.
-        cx: ``(N,)`` centre columns in pixels.
-        cy: ``(N,)`` centre rows in pixels.
-        radius: ``(N,)`` half-extents in pixels.
-        image_size: output height and width.
-        shapes: shape names, in the order ``shape_idx`` refers to.
-        antialias: box-filtered (True) or hard (False) edges.
-        chunk: images per vectorised step; small enough that temporaries stay in cache.
-
-    Returns:
-        ``(N, S, S, 3)`` uint8 RGB.
-    """
-    n = len(shape_idx)
-    out = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
-    fg = np.asarray(foreground, dtype=np.float32)
-    bg = np.asarray(background, dtype=np.float32)
-    for start in range(0, n, chunk):
+def render_codes(codes: np.ndarray, jitter: np.ndarray, config, chunk: int = 256) -> np.ndarray:
+    """``(N, S, S, 3)`` uint8 renders of ``(N, 4)`` attribute codes and jitter rows (x and y shift as
+    fractions of the side, relative scale) at a world config's image size and anti-aliasing; ``chunk``
+    images per step keep the temporaries in cache."""
+    s, col = config.image_size, {a: i for i, a in enumerate(ATTRIBUTES)}
+    fg = np.array(list(COLOURS.values()), dtype=np.float32)[codes[:, col["colour"]]]
+    bg = np.array(list(BACKGROUNDS.values()), dtype=np.float32)[codes[:, col["background"]]]
+    cx, cy = s * (0.5 + jitter[:, 0]), s * (0.5 + jitter[:, 1])
+    radius = s * np.array([_SIZE_FRACTION[z] for z in SIZES])[codes[:, col["size"]]] * jitter[:, 2]
+    shape_idx = codes[:, col["shape"]]
+    out = np.empty((len(codes), s, s, 3), dtype=np.uint8)
+    for start in range(0, len(codes), chunk):
         sl = slice(start, start + chunk)
-        alpha = coverage(shape_idx[sl], cx[sl], cy[sl], radius[sl], image_size, shapes, antialias)
+        alpha = coverage(shape_idx[sl], cx[sl], cy[sl], radius[sl], s, SHAPES, config.antialias)
         # bg + (fg - bg) * alpha, +0.5 then truncation = rounding (all values are non-negative).
         pixels = (fg[sl] - bg[sl])[:, None, None, :] * alpha[..., None]
         pixels += bg[sl, None, None, :] + np.float32(0.5)

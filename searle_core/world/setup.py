@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from searle_core.clip.backbone import Backbone, load_backbone
 from searle_core.inversion.concepts import Vocabulary
-from searle_core.world import ShapesWorld, WorldConfig, concepts, phrase_bank
+from searle_core.world.grammar import concepts, phrase_bank
+from searle_core.world.shapes_world import ShapesWorld, WorldConfig
 from searle_core.world.world_clip import WorldCLIPConfig
 
 
@@ -17,5 +18,4 @@ def world_setup(quick: bool = False, device: str = "auto", progress: bool = True
     """The world (default or CI-sized) and its trained CLIP, trained and cached on first use."""
     clip_config = WorldCLIPConfig.quick() if quick else WorldCLIPConfig()
     world = ShapesWorld(WorldConfig.quick() if quick else WorldConfig())
-    backbone = load_backbone("shapes-clip", device=device, config=clip_config, progress=progress)
-    return world, backbone
+    return world, load_backbone("shapes-clip", device=device, config=clip_config, progress=progress)

@@ -1,64 +1,58 @@
-"""The ``shapes`` world: its configuration and the deterministic world object.
+"""The ``shapes`` world: its configuration, the deterministic world object and its benchmarks.
 
-Every image is described by four attributes (shape, colour, size, background) plus a little
-position and size jitter. All of them are drawn up front, per *pool* of images (pretraining set,
-each split's gallery, each split's references), from a generator seeded by ``(seed, pool)``; an
-image is then rendered on demand from its row. So the same config gives byte-identical images and
-identical queries in any process, and asking for one image never depends on what was asked before.
+Every image's attributes and jitter are drawn up front per *pool* (pretraining set, each split's gallery
+and references) from a generator seeded by ``(seed, pool)`` and rendered on demand, so a config gives
+byte-identical images and queries in any process. A query changes one or two attributes of a reference
+(one caption, CIRR-like, or two, FashionIQ-like); the gallery holds every combination ``gallery_per_combo``
+times, so every query has that many ground truths.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from searle_core.datasets.base import CIRBenchmark, ImageSource
+from searle_core.clip.backbone import Backbone
+from searle_core.datasets.base import CaptionCorpus, CIRBenchmark, CIRQuery, ImageSource, UnlabeledImages
+from searle_core.datasets.features import text_features
 from searle_core.infra.errors import InputError
-from searle_core.world import render
 from searle_core.world.attributes import (
-    _CORPUS_STREAM,
-    _POOL_STREAM,
-    _TRAINING_STREAM,
     ATTRIBUTES,
-    BACKGROUNDS,
-    COLOURS,
-    SHAPES,
-    SIZES,
+    CORPUS_STREAM,
+    POOL_STREAM,
+    QUERY_STREAM,
     SPLITS,
     VALUES,
     WORLD_VERSION,
     all_combos,
     decode,
 )
-from searle_core.world.benchmark import build_benchmark, filter_aspect
-from searle_core.world.grammar import describe
+from searle_core.world.grammar import caption_for, describe, relative_caption
+from searle_core.world.render import render_codes
 
-# Half-extent of a shape as a fraction of the image side, before jitter. Small shapes span ~40%
-# of the image and large ~68%, and the +-10% size jitter keeps the two classes well apart.
-_SIZE_FRACTION = {"small": 0.20, "large": 0.34}
 _SCALE_JITTER = 0.10  # relative size jitter
 _SHIFT_JITTER = 0.09  # position jitter, fraction of the image side (~3 px at 32x32)
+#: Captions of the world's text corpus (LinCIR's): one per two unlabeled images of the default world.
+CORPUS_CAPTIONS = 1_000
+#: One-change aspects, then every unordered pair ("colour+shape"), in :data:`ATTRIBUTES` order.
+ONE_CHANGE_ASPECTS: tuple[str, ...] = ATTRIBUTES
+TWO_CHANGE_ASPECTS: tuple[str, ...] = tuple("+".join(p) for p in itertools.combinations(ATTRIBUTES, 2))
+ASPECTS: tuple[str, ...] = ONE_CHANGE_ASPECTS + TWO_CHANGE_ASPECTS
 
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """Everything that determines a ``shapes`` world.
-
-    Args:
-        seed: master seed; every image and query derives from it.
-        image_size: height and width of the RGB images.
-        n_pretrain: unlabeled images used to train phi (the ImageNet-test analogue).
-        gallery_per_combo: gallery copies of each attribute combination, per split.
-        n_val_queries: queries in the ``val`` split.
-        n_test_queries: queries in the ``test`` split.
-        two_change_fraction: share of queries that change two attributes (two captions).
-        antialias: anti-aliased (box-filtered) shape edges; False gives hard 0/1 edges.
-    """
+    """Everything that determines a ``shapes`` world: the master seed, the image side, the unlabeled
+    images φ trains on, gallery copies of each combination per split, queries per split, the share of
+    two-change queries and anti-aliased (box-filtered) shape edges."""
 
     seed: int = 0
     image_size: int = 32
@@ -81,19 +75,9 @@ class WorldConfig:
 
     @classmethod
     def quick(cls, seed: int = 0, **overrides: object) -> WorldConfig:
-        """A small world for CI and smoke tests (seconds, not minutes).
-
-        Args:
-            seed: master seed.
-            **overrides: any other field to change.
-        """
+        """A small world for CI and smoke tests (seconds, not minutes)."""
         fields = {"n_pretrain": 500, "gallery_per_combo": 2, "n_val_queries": 120, "n_test_queries": 120}
-        fields.update(overrides)
-        return cls(seed=seed, **fields)  # type: ignore[arg-type]
-
-    def n_queries(self, split: str) -> int:
-        """Number of queries of ``split`` (``val`` or ``test``)."""
-        return {"val": self.n_val_queries, "test": self.n_test_queries}[split]
+        return cls(seed=seed, **{**fields, **overrides})  # type: ignore[arg-type]
 
     def cache_key(self) -> str:
         """Short stable hash of the config and :data:`WORLD_VERSION` (e.g. for feature caches)."""
@@ -113,35 +97,6 @@ def random_jitter(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.concatenate([shift, scale], axis=1)
 
 
-def render_codes(codes: np.ndarray, jitter: np.ndarray, config: WorldConfig) -> np.ndarray:
-    """Render images from attribute codes and jitter rows.
-
-    Args:
-        codes: ``(N, 4)`` value indices in :data:`ATTRIBUTES` order.
-        jitter: ``(N, 3)`` rows from :func:`random_jitter`.
-        config: gives the image size and anti-aliasing.
-
-    Returns:
-        ``(N, S, S, 3)`` uint8 RGB.
-    """
-    s = config.image_size
-    col = {a: i for i, a in enumerate(ATTRIBUTES)}
-    colour_rgb = np.array(list(COLOURS.values()), dtype=np.uint8)
-    bg_rgb = np.array(list(BACKGROUNDS.values()), dtype=np.uint8)
-    base = np.array([_SIZE_FRACTION[z] for z in SIZES])[codes[:, col["size"]]]
-    return render.render(
-        shape_idx=codes[:, col["shape"]],
-        foreground=colour_rgb[codes[:, col["colour"]]],
-        background=bg_rgb[codes[:, col["background"]]],
-        cx=s * (0.5 + jitter[:, 0]),
-        cy=s * (0.5 + jitter[:, 1]),
-        radius=s * base * jitter[:, 2],
-        image_size=s,
-        shapes=SHAPES,
-        antialias=config.antialias,
-    )
-
-
 def images_to_tensor(images: np.ndarray, mean, std, device: torch.device | str = "cpu") -> torch.Tensor:
     """(N, H, W, 3) uint8 -> normalised (N, 3, H, W) float, like CLIP's ToTensor + Normalize."""
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255.0
@@ -151,11 +106,7 @@ def images_to_tensor(images: np.ndarray, mean, std, device: torch.device | str =
 
 
 class ShapesImages(ImageSource):
-    """The world's images, by name: PIL for the generic pipeline, arrays for the fast path.
-
-    Args:
-        world: the world the names belong to.
-    """
+    """The world's images by name: PIL for the generic pipeline, arrays for the fast path."""
 
     def __init__(self, world: ShapesWorld) -> None:
         self.world = world
@@ -171,9 +122,7 @@ class ShapesImages(ImageSource):
     def content_id(self) -> str:
         return f"shapes-{self.world.config.cache_key()}"
 
-    def model_input(
-        self, names: list[str], size: tuple[int, int], mean, std, device: torch.device
-    ) -> torch.Tensor | None:
+    def model_input(self, names: list[str], size: tuple[int, int], mean, std, device) -> torch.Tensor | None:
         images = self.array(names)
         if tuple(images.shape[1:3]) != tuple(size):
             return None  # renders of another size go through the PIL preprocessing
@@ -181,56 +130,41 @@ class ShapesImages(ImageSource):
 
 
 class ShapesWorld:
-    """A deterministic synthetic composed-retrieval world.
-
-    Args:
-        config: the world's parameters; ``WorldConfig()`` is the default world.
-    """
+    """A deterministic synthetic composed-retrieval world (``WorldConfig()``: the default world)."""
 
     name = "shapes"
 
     def __init__(self, config: WorldConfig | None = None) -> None:
-        self.config = config or WorldConfig()
-        c = self.config
+        self.config = c = config or WorldConfig()
         combos = np.array(all_combos(), dtype=np.int64)
         self._pools: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for pool, stream in _POOL_STREAM.items():
+        for pool, stream in POOL_STREAM.items():
             rng = np.random.default_rng([c.seed, stream])
             if pool == "pretrain":
                 codes = random_codes(rng, c.n_pretrain)
             elif pool in SPLITS:  # gallery: every combination, balanced, in shuffled order
                 codes = combos[rng.permutation(np.repeat(np.arange(len(combos)), c.gallery_per_combo))]
             else:
-                codes = random_codes(rng, c.n_queries(pool.removesuffix("_ref")))
+                codes = random_codes(rng, c.n_val_queries if pool == "val_ref" else c.n_test_queries)
             self._pools[pool] = (codes, random_jitter(rng, len(codes)))
         self.images = ShapesImages(self)
         self._benchmarks: dict[str, CIRBenchmark] = {}
 
-    # ---- names ---------------------------------------------------------------------------------
-    @staticmethod
-    def _name(pool: str, index: int) -> str:
-        return f"{pool}_{index:05d}" if pool.endswith("_ref") else f"{pool}_{index:06d}"
-
     def _names(self, pool: str) -> list[str]:
-        return [self._name(pool, i) for i in range(len(self._pools[pool][0]))]
+        width = 5 if pool.endswith("_ref") else 6
+        return [f"{pool}_{i:0{width}d}" for i in range(len(self._pools[pool][0]))]
 
     def pretrain_names(self) -> list[str]:
-        """The unlabeled images used to train phi (analogue of the ImageNet test images)."""
+        """The unlabeled images φ trains on (analogue of the ImageNet test images)."""
         return self._names("pretrain")
 
     def gallery_names(self, split: str) -> list[str]:
         """Gallery of ``split``: every combination ``gallery_per_combo`` times, shuffled."""
-        return self._names(self._split(split))
+        return self._names(_split(split))
 
     def reference_pool(self, split: str) -> list[str]:
         """Reference images of ``split`` (query ``i`` uses reference ``i``); not in the gallery."""
-        return self._names(self._split(split) + "_ref")
-
-    @staticmethod
-    def _split(split: str) -> str:
-        if split not in SPLITS:
-            raise InputError(f"unknown split {split!r}; expected one of {SPLITS}")
-        return split
+        return self._names(_split(split) + "_ref")
 
     def _locate(self, name: str) -> tuple[str, int]:
         pool, _, index = name.rpartition("_")
@@ -249,7 +183,6 @@ class ShapesWorld:
             codes[where], jitter[where] = self._pools[pool][0][rows], self._pools[pool][1][rows]
         return codes, jitter
 
-    # ---- attributes and images -----------------------------------------------------------------
     def attributes(self, name: str) -> dict[str, str]:
         """``{"colour", "shape", "size", "background"}`` of an image (jitter not included)."""
         pool, index = self._locate(name)
@@ -260,55 +193,89 @@ class ShapesWorld:
         return self._rows(names)[0]
 
     def array(self, names: list[str] | tuple[str, ...]) -> np.ndarray:
-        """Shortcut for ``self.images.array(names)``."""
         return self.images.array(names)
 
-    # ---- benchmark and training data -----------------------------------------------------------
     def benchmark(self, split: str, aspect: str | None = None) -> CIRBenchmark:
-        """The composed-retrieval benchmark of ``split``.
-
-        Args:
-            split: ``val`` or ``test``.
-            aspect: keep only queries of this change type (``"colour"``, ``"colour+shape"``, or
-                ``"one"`` / ``"two"`` for all one- or two-change queries); ``None`` keeps all.
-        """
-        split = self._split(split)
-        if split not in self._benchmarks:
+        """The benchmark of ``split``, with only the queries of one change type if ``aspect`` is given
+        (``"colour"``, ``"colour+shape"``, or ``"one"`` / ``"two"`` for all one- or two-change queries)."""
+        if _split(split) not in self._benchmarks:
             self._benchmarks[split] = build_benchmark(self, split)
         bench = self._benchmarks[split]
         return bench if aspect is None else filter_aspect(bench, aspect)
 
-    def training_pairs(
-        self, n: int, rng_or_seed: np.random.Generator | int, return_codes: bool = False
-    ) -> tuple[np.ndarray, list[str]] | tuple[np.ndarray, list[str], np.ndarray]:
-        """Fresh random images with grammar captions, for contrastive training of the world CLIP.
-
-        Args:
-            n: number of pairs.
-            rng_or_seed: a generator (consumed) or an int, mixed with the world seed so that
-                different worlds get different streams.
-
-            return_codes: also return the ``(n, 4)`` attribute codes.
-
-        Returns:
-            ``(n, S, S, 3)`` uint8 images and their ``n`` captions (and codes).
-        """
-        rng = (
-            rng_or_seed
-            if isinstance(rng_or_seed, np.random.Generator)
-            else np.random.default_rng([self.config.seed, _TRAINING_STREAM, int(rng_or_seed)])
-        )
-        codes, jitter = random_codes(rng, n), random_jitter(rng, n)
-        captions = [describe(decode(row), rng) for row in codes]
-        images = render_codes(codes, jitter, self.config)
-        return (images, captions, codes) if return_codes else (images, captions)
-
     def caption_corpus(self, n: int, seed: int = 0) -> list[str]:
-        """``n`` grammar captions of random attribute combinations (no images): LinCIR's text corpus.
-
-        Args:
-            n: number of captions.
-            seed: mixed with the world seed (a stream apart from the images' and the CLIP's).
-        """
-        rng = np.random.default_rng([self.config.seed, _CORPUS_STREAM, int(seed)])
+        """``n`` grammar captions of random attribute combinations (no images): LinCIR's text corpus."""
+        rng = np.random.default_rng([self.config.seed, CORPUS_STREAM, int(seed)])
         return [describe(decode(row), rng) for row in random_codes(rng, n)]
+
+
+def _split(split: str) -> str:
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return split
+
+
+def world_captions(backbone: Backbone, image_features: torch.Tensor) -> list[str]:
+    """The world benchmarks' captioner: the grammar caption of the attribute combination (of all 216)
+    that scores highest against each image, the perfect captioner as far as the CLIP can tell."""
+    captions = [caption_for(decode(c)) for c in all_combos()]
+    scores = F.normalize(image_features.float(), dim=-1) @ text_features(backbone, captions).T
+    return [captions[i] for i in scores.argmax(dim=1).tolist()]
+
+
+def _assign_aspects(n: int, two_change_fraction: float, rng: np.random.Generator) -> list[str]:
+    """Balanced aspects (each change type and pair an equal share), shuffled: per-aspect breakdowns stay
+    meaningful on small splits."""
+    n_two = int(round(n * two_change_fraction))
+    one = [ONE_CHANGE_ASPECTS[i % len(ONE_CHANGE_ASPECTS)] for i in range(n - n_two)]
+    two = [TWO_CHANGE_ASPECTS[i % len(TWO_CHANGE_ASPECTS)] for i in range(n_two)]
+    aspects = one + two
+    return [aspects[i] for i in rng.permutation(len(aspects))]
+
+
+def build_benchmark(world: ShapesWorld, split: str) -> CIRBenchmark:
+    """The ``split`` benchmark of ``world`` (deterministic from the world seed)."""
+    gallery, references = world.gallery_names(split), world.reference_pool(split)
+    by_combo: dict[tuple[int, ...], list[str]] = {}
+    for name, row in zip(gallery, world.codes(gallery)):
+        by_combo.setdefault(tuple(int(c) for c in row), []).append(name)
+    rng = np.random.default_rng([world.config.seed, QUERY_STREAM[split]])
+    aspects = _assign_aspects(len(references), world.config.two_change_fraction, rng)
+    queries: list[CIRQuery] = []
+    for i, (reference, row, aspect) in enumerate(zip(references, world.codes(references), aspects)):
+        target = [int(c) for c in row]
+        captions = []
+        for attribute in aspect.split("+"):  # ATTRIBUTES order, so captions follow the aspect name
+            col = ATTRIBUTES.index(attribute)
+            others = [v for v in range(len(VALUES[attribute])) if v != target[col]]
+            target[col] = others[int(rng.integers(len(others)))]
+            captions.append(relative_caption(attribute, VALUES[attribute][target[col]]))
+        truths = by_combo[tuple(target)]
+        queries.append(CIRQuery(str(i), reference, tuple(captions), truths[0], tuple(truths), aspect=aspect))
+    key = world.config.cache_key()
+    return CIRBenchmark(
+        "shapes",
+        split,
+        queries,
+        gallery,
+        world.images,
+        exclude_reference=False,
+        extra={"cache_key": key, "aspects": list(ASPECTS)},
+        unlabeled=UnlabeledImages(world.images, world.pretrain_names(), key),
+        captioner=world_captions,
+        text_corpus=CaptionCorpus(
+            f"{key}-grammar-{CORPUS_CAPTIONS}",
+            functools.partial(world.caption_corpus, CORPUS_CAPTIONS),  # made only when LinCIR trains
+            # each reference's full caption: what the modality gap compares φ's image token with
+            {r: caption_for(decode(row)) for r, row in zip(references, world.codes(references))},
+        ),
+    )
+
+
+def filter_aspect(bench: CIRBenchmark, aspect: str) -> CIRBenchmark:
+    """A copy of ``bench`` with only the queries of one of :data:`ASPECTS`, or ``"one"`` / ``"two"``."""
+    if aspect not in ASPECTS and aspect not in ("one", "two"):
+        raise InputError(f"unknown aspect {aspect!r}; expected one of {ASPECTS + ('one', 'two')}")
+    wanted = {"one": lambda a: "+" not in a, "two": lambda a: "+" in a}.get(aspect, lambda a: a == aspect)
+    queries = [q for q in bench.queries if q.aspect is not None and wanted(q.aspect)]
+    return replace(bench, queries=queries, extra={**bench.extra, "aspect": aspect})

@@ -1,34 +1,21 @@
-"""The world CLIP's weights as the package ships them: trained once by a maintainer (``make
-world-weights``), read on first use instead of training for minutes on every machine.
-
-Why ship them: training the default world CLIP takes about three minutes on 2 CPU cores, more than a
-third of ``make run``, and training it on two machines gave two slightly different CLIPs (about a
-point of mAP apart on the world's tables); a shipped file gives every machine the same model, so
-the README's numbers are the ones a user gets. ``world_clip.world_clip_weights`` still trains when
-no shipped file matches the recipe (another config, another open_clip version): the key is the
-recipe's ``cache_key``.
-
-What is stored, to keep the files small (about 4 MB each): every tensor in half precision, and of
-the 49,408-row token table only the rows the captions train (the world's words, start and end of
-text); the other rows are never trained, so they are drawn again from a seeded generator.
-:func:`finalise` applies the same two steps to freshly trained weights, so a model trained here and
-one expanded from the shipped file are the same tensors.
+"""The world CLIP's weights as the package ships them (``make world-weights``), read on first use so
+every machine gets the same model without minutes of training; a recipe with no shipped file (another
+``cache_key``) is trained instead. Files stay small (4 MB): half precision, and of the token table only
+the rows captions train, the others redrawn from a seeded generator. :func:`finalise` applies both
+steps to freshly trained weights, so trained and expanded weights are the same tensors.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
-#: Folder of the shipped files, inside the package (package data).
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
 #: The storage recipe; part of the weights' cache key, so weights stored otherwise are never mixed up.
 STORAGE = "fp16, untrained token rows redrawn (v1)"
 TOKEN_TABLE = "token_embedding.weight"
-#: Standard deviation of the redrawn rows: open_clip's own initialisation of the token table.
-ROW_STD = 0.02
+ROW_STD = 0.02  # open_clip's own initialisation of the token table
 
 
 def untrained_rows(shape: tuple[int, int], seed: int) -> torch.Tensor:
@@ -38,14 +25,8 @@ def untrained_rows(shape: tuple[int, int], seed: int) -> torch.Tensor:
 
 
 def finalise(state: dict[str, torch.Tensor], trained_ids: list[int], seed: int) -> dict[str, torch.Tensor]:
-    """Trained weights as stored: floats rounded to half precision (kept as float32 tensors), and the
-    token table's untrained rows replaced by :func:`untrained_rows`. Applying it twice changes nothing.
-
-    Args:
-        state: the model's state dict.
-        trained_ids: the token ids whose rows training updated.
-        seed: the recipe's seed (seeds the redrawn rows).
-    """
+    """Weights as stored: floats rounded to half precision (kept float32) and the token table's rows
+    outside ``trained_ids`` replaced by :func:`untrained_rows` of the recipe's ``seed``. Idempotent."""
     out = {k: v.half().float() if v.is_floating_point() else v.clone() for k, v in state.items()}
     table = out[TOKEN_TABLE]
     trained = torch.zeros(len(table), dtype=torch.bool)
@@ -55,8 +36,8 @@ def finalise(state: dict[str, torch.Tensor], trained_ids: list[int], seed: int) 
 
 
 def pack(state: dict[str, torch.Tensor], trained_ids: list[int], seed: int, log: dict) -> dict:
-    """The shipped form of (finalised) weights: half-precision tensors, the trained token rows only,
-    and the training log (losses, seconds, config) that ``searle bench world`` reports."""
+    """The shipped form: half-precision tensors, the trained token rows only, and the training log
+    (losses, seconds, config) that ``searle bench world`` reports."""
     state = finalise(state, trained_ids, seed)
     ids = torch.as_tensor(sorted(set(trained_ids)))
     return {
@@ -71,7 +52,7 @@ def pack(state: dict[str, torch.Tensor], trained_ids: list[int], seed: int, log:
 
 
 def expand(packed: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """The full state dict (float32) and training log of a :func:`pack` result."""
+    """The full float32 state dict and training log of a :func:`pack` result."""
     if packed.get("storage") != STORAGE:
         raise ValueError(f"shipped world-CLIP weights stored as {packed.get('storage')!r}, expected {STORAGE!r}")
     state = {k: v.float() if v.is_floating_point() else v for k, v in packed["state"].items()}
@@ -81,14 +62,12 @@ def expand(packed: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return state, packed["log"]
 
 
-def shipped_path(key: str, folder: str | os.PathLike = SHIPPED_DIR) -> Path:
+def shipped_path(key: str, folder: Path = SHIPPED_DIR) -> Path:
     """Where the shipped weights of the recipe with cache key ``key`` are (or would be)."""
     return Path(folder) / f"shapes-clip-{key}.pt"
 
 
-def read_shipped(key: str, folder: str | os.PathLike = SHIPPED_DIR) -> tuple[dict[str, torch.Tensor], dict] | None:
+def read_shipped(key: str, folder: Path = SHIPPED_DIR) -> tuple[dict[str, torch.Tensor], dict] | None:
     """The shipped weights and training log of the recipe ``key``, or ``None`` if none is shipped."""
     path = shipped_path(key, folder)
-    if not path.is_file():
-        return None
-    return expand(torch.load(path, map_location="cpu", weights_only=True))
+    return expand(torch.load(path, map_location="cpu", weights_only=True)) if path.is_file() else None

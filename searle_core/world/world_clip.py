@@ -1,35 +1,13 @@
-"""``shapes-clip``: the small CLIP of the ``shapes`` world, trained by the project.
+"""``shapes-clip``: the ``shapes`` world's small CLIP, trained by the project.
 
-An open_clip ``CLIP`` built from ``model_configs/shapes-clip.json`` (a small convolutional image
-tower, open_clip's ``ModifiedResNet`` of the original CLIP ResNets with one block per stage, on 32×32
-images; a causal text transformer over CLIP's real BPE vocabulary, so ``$`` is token 259 as in the
-real models), trained contrastively on freshly rendered world images with captions from the
-world's grammar. Weights are cached under ``data/cache/world_clip`` keyed by everything that
-determines them; the package ships the trained weights of both recipes (``shipped_weights``), so
-training happens only for a recipe it does not ship.
-
-What mattered (measured with ``searle bench world``'s report; quick-world held-out renders, 864
-images of both splits' galleries; 1 torch thread on a 2-core machine shared with other jobs, so
-wall times were 3-7x the CPU time):
-
-* **The image tower.** Colour, size and background were easy for every recipe; shape was the
-  attribute a small ViT did not learn in the steps available: ViT patch 4 width 64 (the former
-  recipe), 250 steps: 24.0 % (shape 24.1 %); ViT patch 8 width 128: 38.3 %, and 34.0 % at step 300
-  of 600 (flat from step 200); average instead of class-token pooling changed nothing. The same
-  recipe with the convolutional tower: 74.5 % at step 250 of 600, 88.9 % at step 350, and it costs
-  less (0.3 CPU-s a step against 0.5 for ViT patch 8 width 128). Width 32 instead of 16 learned
-  slower in the first 50 steps and was not pursued.
-* **Hard negatives and caption mix** (groups of 5 images that differ in one attribute each; 30 % of
-  captions state every attribute, as the zero-shot prompts do): 24.0 -> 28.6 % on the former ViT.
-  Kept, but not measured on the convolutional tower.
-* **Steps.** With the convolutional tower, accuracy rose to the end of every schedule: the default
-  600 steps give 98.3 % on the default world's 2,160 held-out renders (shape 98.3 %, the other
-  attributes 100 %) in 179 CPU-seconds; on the quick world 300 steps give 76.9 % (shape 76.9 %) in
-  90 CPU-seconds and 420 steps (the quick recipe) 87.5 % (shape 87.5 %, the rest 100 %).
-  A higher peak learning rate (4e-3) was worse at every step measured.
-* **A compact token table while training.** The captions use 33 of the 49,408 token rows; training
-  only those (written back afterwards) gives the same features (tested) and spares a dense AdamW
-  update of the whole table every step. The other rows keep their random initialisation.
+An open_clip ``CLIP`` from ``model_configs/shapes-clip.json``: open_clip's ``ModifiedResNet`` image tower
+with one block per stage on 32×32 images, and a causal text tower over CLIP's real BPE vocabulary (so
+``$`` is token 259 as in the real models), trained contrastively on freshly rendered images with grammar
+captions. Weights are cached under ``data/cache/world_clip`` keyed by everything that determines them;
+the package ships both recipes' weights (``shipped_weights``), so it trains only for another recipe.
+Why the recipe is what it is (the convolutional tower, hard negatives, steps): ``docs/shapes-world.md``.
+How good it is: zero-shot classification of held-out renders among every attribute combination
+(``searle world build``, ``searle bench world``).
 """
 
 from __future__ import annotations
@@ -38,9 +16,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -55,16 +31,10 @@ from searle_core.infra.cache import save_or_warn
 from searle_core.infra.files import atomic_save, atomic_write_text
 from searle_core.infra.paths import data_dir
 from searle_core.method.encoding import encode_text
-from searle_core.world.attributes import ATTRIBUTES, VALUES, WORLD_VERSION, decode
-from searle_core.world.grammar import describe, training_vocabulary
-from searle_core.world.shapes_world import (
-    ShapesWorld,
-    WorldConfig,
-    images_to_tensor,
-    random_codes,
-    random_jitter,
-    render_codes,
-)
+from searle_core.world.attributes import ATTRIBUTES, VALUES, WORLD_VERSION, all_combos, decode
+from searle_core.world.grammar import caption_for, describe, training_vocabulary
+from searle_core.world.render import render_codes
+from searle_core.world.shapes_world import ShapesWorld, WorldConfig, images_to_tensor, random_codes, random_jitter
 from searle_core.world.shipped_weights import STORAGE, finalise, read_shipped
 
 WORLD_BACKBONE = "shapes-clip"
@@ -72,50 +42,29 @@ WORLD_BACKBONE = "shapes-clip"
 
 @dataclass(frozen=True)
 class WorldCLIPConfig:
-    """How the world CLIP is trained.
-
-    Args:
-        steps: optimiser steps (one freshly rendered batch each).
-        batch_size: image-caption pairs per step.
-        lr: peak AdamW learning rate (cosine schedule after a linear warm-up).
-        weight_decay: AdamW weight decay.
-        warmup: warm-up steps.
-        seed: seeds initialisation and the training stream.
-        world: the world the images come from.
-        group_size: images per group of hard negatives: a random image and ``group_size - 1``
-            others that differ from it in exactly one attribute (1: independent images).
-        full_caption_p: share of captions that state every attribute (the others state a
-            random subset, as :func:`~searle_core.world.describe` draws them).
-    """
+    """How the world CLIP is trained: AdamW with a linear warm-up then a cosine schedule, one freshly
+    rendered batch a step. Groups of ``group_size`` images differ from the first in exactly one attribute
+    each (hard negatives; 1: independent images); ``full_caption_p`` of captions state every attribute."""
 
     steps: int = 600
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup: int = 30
-    seed: int = 0
+    seed: int = 0  # initialisation and the training stream
     world: WorldConfig = field(default_factory=WorldConfig)
     group_size: int = 5
     full_caption_p: float = 0.3
 
     @classmethod
     def quick(cls) -> WorldCLIPConfig:
-        """Fewer steps on the smaller world, for CI: 87.5 % zero-shot (300 steps gave 76.9 %)."""
+        """Fewer steps on the smaller world, for CI (87.5 % zero-shot)."""
         return cls(steps=420, world=WorldConfig.quick())
 
     def cache_key(self) -> str:
-        model_cfg = open_clip.get_model_config(WORLD_BACKBONE)
-        payload = json.dumps(
-            {
-                "train": asdict(self),
-                "model": model_cfg,
-                "world_version": WORLD_VERSION,
-                "open_clip": open_clip.__version__,
-                "stored": STORAGE,
-            },
-            sort_keys=True,
-            default=str,
-        )
+        model, version = open_clip.get_model_config(WORLD_BACKBONE), open_clip.__version__
+        payload = {"train": asdict(self), "model": model, "world_version": WORLD_VERSION, "open_clip": version}
+        payload = json.dumps({**payload, "stored": STORAGE}, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -135,12 +84,8 @@ def caption_matches(captions: list[str], codes: np.ndarray) -> torch.Tensor:
 def multi_positive_loss(
     image_features: torch.Tensor, text_features: torch.Tensor, matches: torch.Tensor, logit_scale: torch.Tensor
 ) -> torch.Tensor:
-    """CLIP's symmetric loss where every true caption of an image is a positive.
-
-    A caption that names only the colour is true of every image of that colour in the batch;
-    treating those as negatives (plain InfoNCE) would push apart what the caption correctly
-    describes, so the target distribution spreads over all matches instead.
-    """
+    """CLIP's symmetric loss with every true caption of an image a positive: a caption naming only the
+    colour is true of every image of that colour, which plain InfoNCE would push apart."""
     logits = logit_scale * F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
     target = matches.float()
     i2t = -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
@@ -151,11 +96,8 @@ def multi_positive_loss(
 def training_batch(
     world: ShapesWorld, config: WorldCLIPConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """One training batch: images, captions and attribute codes.
-
-    Groups of ``config.group_size`` images share all attributes but one (a different one for each
-    member, in turn), so every batch holds pairs that only the changed attribute tells apart.
-    """
+    """Images, captions and codes of one batch; groups of ``config.group_size`` images share all attributes
+    but one (another for each member), so pairs differ only in the changed attribute."""
     n, g = config.batch_size, max(1, config.group_size)
     base = random_codes(rng, -(-n // g))
     codes = np.repeat(base, g, axis=0)[:n].copy()
@@ -175,12 +117,9 @@ def training_batch(
 
 
 class _CompactEmbedding(torch.nn.Module):
-    """The rows of a token-embedding table that training captions use, trained in place of the table.
-
-    CLIP's table has 49,408 rows and the world's captions use about 40: a dense gradient and an
-    AdamW update over the whole table cost more than the rest of a training step. Ids map to
-    compact rows in sorted order, so end-of-text keeps the largest id (EOT pooling still finds it).
-    """
+    """The token-table rows the captions use (about 40 of 49,408), trained in place of the table, whose
+    dense AdamW update would cost more than the rest of a step. Ids map to compact rows in sorted order,
+    so end-of-text keeps the largest id (EOT pooling still finds it)."""
 
     def __init__(self, table: torch.nn.Embedding, ids: list[int]) -> None:
         super().__init__()
@@ -196,9 +135,10 @@ class _CompactEmbedding(torch.nn.Module):
         return F.embedding(compact_tokens, self.weight)
 
 
-def _vocabulary_ids(tokenizer) -> list[int]:
-    """Token ids any training caption can contain: the words, start/end of text and padding."""
-    ids = {0}
+def trained_token_ids(tokenizer=None) -> list[int]:
+    """Token ids any training caption can contain, the token-table rows training updates: the words,
+    start/end of text and padding."""
+    tokenizer, ids = open_clip.get_tokenizer(WORLD_BACKBONE) if tokenizer is None else tokenizer, {0}
     for row in tokenizer([" ".join(training_vocabulary())]).tolist():
         ids.update(row)
     for word in training_vocabulary():  # a word may tokenize differently alone than in a sentence
@@ -206,55 +146,32 @@ def _vocabulary_ids(tokenizer) -> list[int]:
     return sorted(ids)
 
 
-class _RandomInitFilter(logging.Filter):
+class _quiet_random_init(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded" warning (on the root logger, red in a notebook)
+    while the world CLIP is built from scratch, where random initialisation is the point."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         return "No pretrained weights loaded" not in record.getMessage()
 
-
-class _quiet_random_init:
-    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" warning (logged on the
-    root logger) while the world CLIP is built from scratch; every other message still shows."""
-
     def __enter__(self):
-        self.filter = _RandomInitFilter()
-        logging.getLogger().addFilter(self.filter)
-        return self
+        logging.getLogger().addFilter(self)
 
     def __exit__(self, *exc) -> None:
-        logging.getLogger().removeFilter(self.filter)
+        logging.getLogger().removeFilter(self)
 
 
-def train_world_clip(
-    config: WorldCLIPConfig = WorldCLIPConfig(),
-    progress: bool = True,
-    callback: Callable[[int, torch.nn.Module], None] | None = None,
-) -> tuple[dict, dict]:
-    """Train the world CLIP from scratch.
-
-    Args:
-        config: the recipe.
-        progress: progress bar.
-        callback: called as ``callback(step, model)`` after each step (e.g. to measure accuracy
-            during training; the model's token table is then the compact one of the captions' words).
-
-    Returns:
-        ``(state_dict, log)`` where ``log`` has per-step losses and the training time.
-    """
+def train_world_clip(config: WorldCLIPConfig = WorldCLIPConfig(), progress: bool = True) -> tuple[dict, dict]:
+    """Train the world CLIP from scratch: ``(state_dict, log)`` with per-step losses and the time."""
     torch.manual_seed(config.seed)
-    # Random initialisation is the point here; open_clip's warning that no pretrained weights were
-    # loaded reads as an error in a notebook (red), so it is filtered for this one call.
     with _quiet_random_init():
         model = open_clip.create_model(WORLD_BACKBONE, pretrained=None)
     model.train()
     world = ShapesWorld(config.world)
     mean, std = model.visual.preprocess_cfg["mean"], model.visual.preprocess_cfg["std"]
-    tokenizer = open_clip.get_tokenizer(WORLD_BACKBONE)
-    full_table = model.token_embedding
-    compact = _CompactEmbedding(full_table, _vocabulary_ids(tokenizer))
-    model.token_embedding = compact
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
-    )
+    tokenizer, full_table = open_clip.get_tokenizer(WORLD_BACKBONE), model.token_embedding
+    model.token_embedding = compact = _CompactEmbedding(full_table, trained_token_ids(tokenizer))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
     def lr_at(step: int) -> float:
         if step < config.warmup:
@@ -271,17 +188,14 @@ def train_world_clip(
             group["lr"] = lr_at(step)
         image_features = model.encode_image(images_to_tensor(images, mean, std))
         text_features = encode_text(model, compact.compact(tokenizer(captions)))
-        loss = multi_positive_loss(
-            image_features, text_features, caption_matches(captions, codes), model.logit_scale.exp()
-        )
+        matches = caption_matches(captions, codes)
+        loss = multi_positive_loss(image_features, text_features, matches, model.logit_scale.exp())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         losses.append(loss.item())
-        if callback is not None:
-            callback(step, model)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     seconds = time.perf_counter() - start
@@ -293,27 +207,12 @@ def train_world_clip(
 
 
 def world_clip_weights(
-    cache_dir: str | os.PathLike | None = None,
-    quick: bool = False,
-    config: WorldCLIPConfig | None = None,
-    progress: bool = True,
-    use_shipped: bool = True,
+    cache_dir=None, quick=False, config: WorldCLIPConfig | None = None, progress=True, use_shipped=True
 ) -> Path | InMemoryWeights:
-    """Path of the world CLIP weights: the cached file, else the package's shipped weights for this
-    recipe (``shipped_weights``), else trained here; the last two are cached on first use.
-
-    Args:
-        cache_dir: where weights are cached (default ``data/cache/world_clip``).
-        quick: use :meth:`WorldCLIPConfig.quick` (CI-sized) instead of the full recipe.
-        config: an explicit training config (overrides ``quick``).
-        progress: progress bar while training.
-        use_shipped: read the shipped weights when they match (``False``: train, as a maintainer
-            does before shipping them).
-
-    Returns:
-        The cached file; or, when it could not be written (a full disk, no permission: a warning, as
-        for every cache), the weights in memory, which ``load_backbone`` takes too: the run goes on.
-    """
+    """The world CLIP's weights (``config``, else the quick or full recipe) in ``cache_dir`` (default
+    ``data/cache/world_clip``): the cached file, else the shipped weights of this recipe (unless
+    ``use_shipped`` is off, as when a maintainer retrains them), else trained here, then cached. Where the
+    cache cannot be written (a warning, as for every cache) the weights in memory: the run goes on."""
     config = config or (WorldCLIPConfig.quick() if quick else WorldCLIPConfig())
     folder = Path(cache_dir) if cache_dir else data_dir() / "cache" / "world_clip"
     path = folder / f"{WORLD_BACKBONE}-{config.cache_key()}.pt"
@@ -322,14 +221,12 @@ def world_clip_weights(
         if shipped is not None:
             state, log = shipped[0], {**shipped[1], "shipped": True}
         else:
-            # One plain sentence instead of silence: this happens once per machine and takes minutes.
             print(
                 f"Training the world CLIP ({WORLD_BACKBONE}, {config.steps} steps) once; it is cached in {folder}.",
                 flush=True,
             )
             state, log = train_world_clip(config, progress=progress)
             state = finalise(state, trained_token_ids(), config.seed)  # stored as shipped weights are
-        # Atomic: a killed run never leaves a half-written cache entry (the folder is created there).
         if not save_or_warn(lambda: atomic_save(state, path), path, "world CLIP weights"):
             return InMemoryWeights(f"{path.name} (not cached, {_digest(state)})", state, log)
         log_path = path.with_suffix(".json")
@@ -337,15 +234,60 @@ def world_clip_weights(
     return path
 
 
-def trained_token_ids() -> list[int]:
-    """The token-table rows that training updates (the rest keep no trained value)."""
-    return _vocabulary_ids(open_clip.get_tokenizer(WORLD_BACKBONE))
-
-
 def _digest(state: dict[str, torch.Tensor]) -> str:
-    """A short hash of a state dict's tensors: names weights that exist in memory only."""
+    """A short hash of a state dict's tensors, naming weights that exist in memory only."""
     digest = hashlib.sha256()
     for name, tensor in state.items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+@torch.no_grad()
+def zero_shot_report(backbone, world: ShapesWorld, names: list[str], batch_size: int = 1024) -> dict[str, float]:
+    """``{"total", <attribute>..., "images"}``: the % of ``names`` whose best-scoring full caption among all
+    combinations is their own (total), and per attribute the % whose best combination has their value."""
+    combos = np.array(all_combos())
+    captions = [caption_for(decode(c)) for c in combos]
+    text = F.normalize(encode_text(backbone.model, backbone.tokenize(captions)).float(), dim=-1)
+    cfg = backbone.model.visual.preprocess_cfg
+    predicted = []
+    for start in range(0, len(names), batch_size):
+        pixels = images_to_tensor(
+            world.array(names[start : start + batch_size]), cfg["mean"], cfg["std"], backbone.device
+        )
+        image = F.normalize(backbone.model.encode_image(pixels).float(), dim=-1)
+        predicted.append((image @ text.T).argmax(dim=1).cpu().numpy())
+    guess, truth = combos[np.concatenate(predicted)], world.codes(names)
+    report = {"total": 100.0 * float((guess == truth).all(axis=1).mean())}
+    report.update({a: 100.0 * float((guess[:, i] == truth[:, i]).mean()) for i, a in enumerate(ATTRIBUTES)})
+    report["images"] = len(names)
+    return report
+
+
+def held_out_names(world: ShapesWorld) -> list[str]:
+    """Renders the world CLIP never trained on, every combination balanced: both splits' galleries."""
+    return world.gallery_names("val") + world.gallery_names("test")
+
+
+def training_log(weights) -> dict | None:
+    """The log written beside cached weights (losses, seconds, threads, config), if any."""
+    path = Path(weights).with_suffix(".json")
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def format_report(report: dict[str, float], log: dict | None = None) -> str:
+    """The zero-shot table (total and per attribute) and the training time, as printed by the CLI."""
+    cells = " | ".join(f"{a} {report[a]:.1f}" for a in ATTRIBUTES)
+    lines = [
+        f"zero-shot accuracy over all {len(all_combos())} attribute combinations, {report['images']} held-out "
+        f"renders: {report['total']:.1f} %  ({cells})"
+    ]
+    if log:
+        steps, batch = log["config"]["steps"], log["config"]["batch_size"]
+        lines.append(
+            f"{'shipped weights, ' if log.get('shipped') else ''}trained in {log['seconds']:.0f} s "
+            f"({steps} steps of {batch}, {log.get('threads', '?')} torch threads; "
+            f"final loss {np.mean(log['losses'][-20:]):.3f})"
+        )
+    return "\n".join(lines)

@@ -1,19 +1,15 @@
-"""A method on a benchmark, end to end: its trained networks first (cached), then the core pipeline.
+"""A method on a benchmark, end to end: its trained network first, then the core pipeline.
 
-The core (:mod:`searle_core.retrieval`) ranks and scores a method whose networks are in its
-:class:`~searle_core.methods.registry.MethodContext`; it never trains or caches them. This module
-does: :func:`prepare` gives each method what it needs and the caller did not give (a checkpoint
-named in ``ctx.checkpoints``, else a network trained on first use and stored by
-:mod:`searle_core.jobs.trained`) and says what that cost (:class:`NetworkSetup`), and
-:func:`evaluate` is ``prepare`` followed by :func:`searle_core.methods.pipeline.run_method`. The CLI,
-the tables and the notebooks call this one.
+The core (:func:`searle_core.methods.pipeline.run_method`) ranks and scores a method whose networks
+are in its :class:`~searle_core.methods.context.MethodContext`; it never trains them. :func:`prepare`
+gives a method the network the caller did not give (a checkpoint in ``ctx.checkpoints``, else one
+trained on first use and cached by :mod:`searle_core.jobs.artifacts`) and says what that cost;
+:func:`evaluate` is ``prepare`` then ``run_method``: what the CLI, the tables and the notebooks call.
 """
 
 from __future__ import annotations
 
 import time
-
-import torch
 
 from searle_core.baselines.lincir import LincirConfig, load_lincir, train_lincir
 from searle_core.baselines.palavra import PalavraConfig, train_inverter
@@ -23,66 +19,53 @@ from searle_core.clip.backbone import Backbone
 from searle_core.datasets.base import CIRBenchmark
 from searle_core.infra.errors import InputError
 from searle_core.inversion.phi_files import load_phi
-from searle_core.jobs.trained import Artifact, artifact_path, describe, load_or_train, unlabeled_phi, vocabulary_id
+from searle_core.jobs.artifacts import Artifact, artifact_path, describe, load_or_train, unlabeled_phi, vocabulary_id
 from searle_core.method.phi import Phi
 from searle_core.methods.context import MethodContext, NetworkSetup
 from searle_core.methods.pipeline import MethodResult, run_method
-from searle_core.world.recipes import world_phi_recipe
+from searle_core.world.recipes import world_lincir_config, world_palavra_config, world_phi_recipe, world_pic2word_config
 from searle_core.world.setup import world_vocabulary
 
 
-def _setup(method: str, artifact: Artifact, spent: float, train_seconds: float | None = None) -> NetworkSetup:
-    total = train_seconds if train_seconds is not None else (artifact.meta.get("train_seconds") or 0.0)
-    return NetworkSetup(method, float(spent), float(total), artifact.trained_now)
+def _cached(method: str, path, train, meta: dict) -> tuple[Artifact, NetworkSetup]:
+    """The artifact at ``path`` (trained on first use) and what getting it cost."""
+    start = time.perf_counter()
+    artifact = load_or_train(path, train, meta)
+    total = artifact.meta.get("train_seconds") or 0.0
+    return artifact, NetworkSetup(method, float(time.perf_counter() - start), float(total), artifact.trained_now)
 
 
 def dataset_phi(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> tuple[Phi, NetworkSetup] | None:
     """φ for ``searle`` on a dataset that brings its unlabeled images (the ``shapes`` world), trained on
-    first use; ``None`` on real datasets (φ is given there: trained with ``searle train-phi`` or the
-    authors' checkpoint).
-
-    :func:`searle_core.jobs.trained.unlabeled_phi` with the world's recipe sized by ``ctx.phi_epochs``
-    and ``ctx.phi_images``, from OTI tokens of the unlabeled images with ``ctx``'s OTI settings,
-    vocabulary and seed: the φ notebooks 2-5 train with the same settings.
-    """
+    first use with the world's recipe and ``ctx``'s OTI settings, vocabulary and seed (as the notebooks'
+    φ); ``None`` on real datasets, where φ is given."""
     if bench.unlabeled is None:
         return None
     start = time.perf_counter()
+    recipe = world_phi_recipe(ctx.phi_epochs, ctx.phi_images)
+    vocabulary = ctx.vocabulary or world_vocabulary()
     trained = unlabeled_phi(
-        backbone,
-        bench.unlabeled,
-        world_phi_recipe(ctx.phi_epochs, ctx.phi_images),
-        ctx.oti_config,
-        ctx.vocabulary or world_vocabulary(),
-        ctx.seed,
-        ctx.oti_batch_size,
-        ctx.progress,
+        backbone, bench.unlabeled, recipe, ctx.oti_config, vocabulary, ctx.seed, ctx.oti_batch_size, ctx.progress
     )
     # φ's cost includes the OTI of its unlabeled images (its distillation targets).
-    return trained.phi, _setup(
-        "searle", trained.artifact, time.perf_counter() - start, trained.train_seconds + trained.oti_seconds
-    )
+    total = trained.train_seconds + trained.oti_seconds
+    return trained.phi, NetworkSetup("searle", time.perf_counter() - start, float(total), trained.artifact.trained_now)
 
 
-def _world_recipes(bench: CIRBenchmark) -> bool:
-    """Whether the baselines train with the offline world's shorter recipes (``for_world``): the world
-    is the benchmark that brings its own text corpus."""
-    return bench.text_corpus is not None
-
-
-def _baseline_config(config_class, bench: CIRBenchmark):
-    """A trained baseline's default config: its world recipe for the world's unlabeled images (their number
-    sets its epochs), else the authors' recipe."""
-    if not _world_recipes(bench):
-        return config_class()
-    return config_class.for_world(len(bench.unlabeled.names) if bench.unlabeled is not None else 0)
+def _world_images(bench: CIRBenchmark) -> int | None:
+    """The unlabeled images' number on a dataset that brings its own text corpus (the world, whose
+    baselines train with its shorter recipes); ``None`` elsewhere (the authors' recipes)."""
+    if bench.text_corpus is None:
+        return None
+    return len(bench.unlabeled.names) if bench.unlabeled is not None else 0
 
 
 def pic2word_network(
     backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext
 ) -> tuple[Pic2WordMapper, NetworkSetup | None]:
     """Pic2Word's mapper: ``ctx.checkpoints['pic2word']``, else cached or trained on first use."""
-    config = ctx.pic2word_config or _baseline_config(Pic2WordConfig, bench)
+    images = _world_images(bench)
+    config = ctx.pic2word_config or (Pic2WordConfig() if images is None else world_pic2word_config(images))
     if ctx.checkpoints.get("pic2word"):
         return load_mapper(ctx.checkpoints["pic2word"], backbone, config), None
     data = unlabeled_images(backbone, bench, ctx.unlabeled, "pic2word", ctx.progress, normalize=False)
@@ -91,20 +74,16 @@ def pic2word_network(
         mapper, history = train_pic2word(backbone, data.features, config, ctx.progress)
         return {"Pic2WordMapper": mapper.cpu().state_dict(), "meta": {"history": history}}
 
-    start = time.perf_counter()
-    artifact = load_or_train(
-        artifact_path("pic2word", backbone, data.data_id, config), train, describe(backbone, data.data_id, config)
-    )
-    setup = _setup("pic2word", artifact, time.perf_counter() - start)
+    path = artifact_path("pic2word", backbone, data.data_id, config)
+    artifact, setup = _cached("pic2word", path, train, describe(backbone, data.data_id, config))
     return load_mapper(artifact.path, backbone, config), setup
 
 
 def lincir_config(bench: CIRBenchmark, ctx: MethodContext) -> LincirConfig:
-    """``ctx.lincir_config``, else the world's short recipe on a dataset that brings its corpus, else
-    the official one."""
+    """``ctx.lincir_config``, else the world's recipe on a dataset that brings its corpus, else the official one."""
     if ctx.lincir_config is not None:
         return ctx.lincir_config
-    return LincirConfig.for_world(seed=ctx.seed) if _world_recipes(bench) else LincirConfig(seed=ctx.seed)
+    return LincirConfig(seed=ctx.seed) if _world_images(bench) is None else world_lincir_config(seed=ctx.seed)
 
 
 def lincir_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> tuple[Phi, NetworkSetup | None]:
@@ -124,17 +103,15 @@ def lincir_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) 
         phi, meta = train_lincir(backbone, corpus.captions(), config, ctx.progress)
         return {"Phi": phi.cpu().state_dict(), "meta": meta}
 
-    start = time.perf_counter()
-    artifact = load_or_train(
-        artifact_path("lincir", backbone, corpus.data_id, config), train, describe(backbone, corpus.data_id, config)
-    )
-    setup = _setup("lincir", artifact, time.perf_counter() - start)
+    path = artifact_path("lincir", backbone, corpus.data_id, config)
+    artifact, setup = _cached("lincir", path, train, describe(backbone, corpus.data_id, config))
     return load_lincir(artifact.path, backbone, config), setup
 
 
 def palavra_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> tuple[Phi, NetworkSetup | None]:
     """PALAVRA's pre-trained inverter: ``ctx.checkpoints['palavra']``, else cached or trained on first use."""
-    config = ctx.palavra_config or _baseline_config(PalavraConfig, bench)
+    images = _world_images(bench)
+    config = ctx.palavra_config or (PalavraConfig() if images is None else world_palavra_config(images))
     if ctx.checkpoints.get("palavra"):
         return load_phi(ctx.checkpoints["palavra"], backbone).to(backbone.device), None
     if ctx.vocabulary is None:
@@ -150,31 +127,17 @@ def palavra_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext)
         inverter, history = train_inverter(
             backbone, data.features, concepts, ctx.vocabulary.phrase_bank, config, ctx.progress
         )
-        # Saved in φ's layout ("Phi"), so load_phi reads it.
-        return {"Phi": inverter.cpu().state_dict(), "meta": {"history": history}}
+        return {"Phi": inverter.cpu().state_dict(), "meta": {"history": history}}  # φ's layout: load_phi reads it
 
-    start = time.perf_counter()
-    artifact = load_or_train(
-        artifact_path("palavra", backbone, data.data_id, key), train, describe(backbone, data.data_id, key)
-    )
-    setup = _setup("palavra", artifact, time.perf_counter() - start)
+    path = artifact_path("palavra", backbone, data.data_id, key)
+    artifact, setup = _cached("palavra", path, train, describe(backbone, data.data_id, key))
     return load_phi(artifact.path, backbone).to(backbone.device), setup
 
 
 def prepare(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> NetworkSetup | None:
-    """Put into ``ctx`` the trained network ``method`` needs, unless the caller gave it.
-
-    Args:
-        method: any method of :mod:`searle_core.methods.registry`; those without a network are left alone.
-        backbone: the frozen CLIP.
-        bench: the benchmark (on ``shapes`` the networks train on the world's unlabeled images; on
-            real datasets on ``ctx.unlabeled``).
-        ctx: filled in place: ``ctx.phi`` (``searle``), ``ctx.networks[method]`` (``pic2word``, ``palavra``,
-            ``lincir``).
-
-    Returns:
-        What getting the network cost; ``None`` when nothing was trained or cached here.
-    """
+    """Put into ``ctx`` the trained network ``method`` needs unless the caller gave it (``ctx.phi`` for
+    ``searle``, ``ctx.networks[method]`` for ``pic2word``, ``palavra``, ``lincir``); returns what that
+    cost, ``None`` when nothing was trained or loaded here."""
     if method == "searle" and ctx.phi is None:
         found = dataset_phi(backbone, bench, ctx)
         if found is not None:
@@ -187,7 +150,7 @@ def prepare(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: MethodCon
         ctx.networks["lincir"], setup = lincir_network(backbone, bench, ctx)
         return setup
     elif method == "palavra" and "palavra" not in ctx.networks:
-        tokens = ctx.tokens.get("palavra", {})
+        tokens = ctx.computed.tokens.get("palavra", {})
         if not all(n in tokens for n in bench.reference_names()):  # tokens given: no inverter needed
             ctx.networks["palavra"], setup = palavra_network(backbone, bench, ctx)
             return setup
@@ -195,25 +158,11 @@ def prepare(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: MethodCon
 
 
 def evaluate(
-    method: str,
-    bench: CIRBenchmark,
-    backbone: Backbone,
-    ctx: MethodContext | None = None,
-    gallery: dict[str, torch.Tensor] | None = None,
+    method: str, bench: CIRBenchmark, backbone: Backbone, ctx: MethodContext | None = None, gallery: dict | None = None
 ) -> MethodResult:
-    """Run ``method`` on ``bench`` and score it, training or loading its network first.
-
-    Args:
-        method: ``image-only``, ``text-only``, ``image+text``, ``searle-oti``, ``searle``, or a baseline.
-        bench: the benchmark (validation split for metrics; test splits have no ground truths).
-        backbone: the frozen CLIP.
-        ctx: method resources (vocabulary, φ, networks, OTI settings); created empty if omitted.
-        gallery: precomputed :func:`~searle_core.methods.pipeline.gallery_features` (reuse it across methods).
-
-    Returns:
-        The :class:`~searle_core.methods.pipeline.MethodResult`; its ``seconds`` include getting the
-        method's network, and its ``setup`` says how much of it that was.
-    """
+    """Run ``method`` on ``bench`` and score it, training or loading its network first. ``gallery``:
+    precomputed :func:`~searle_core.methods.pipeline.gallery_features`, reused across methods; the
+    result's ``seconds`` include getting the network, its ``setup`` says how much that was."""
     ctx = ctx or MethodContext()
     start = time.perf_counter()
     setup = prepare(method, backbone, bench, ctx)

@@ -1,0 +1,318 @@
+"""The real benchmarks, CIRR, FashionIQ and CIRCO, read from their release layouts (``*_LAYOUT``);
+every path annotation text names must stay inside the dataset, checked before anything is opened.
+
+- CIRR: the gallery is the split file's names in order; a query's reference leaves its ranking;
+  ``subset`` keeps the six ``img_set.members`` as released (Recall_subset drops the reference).
+- FashionIQ: captions stripped of ``.?, `` as SEARLE does (empty ones kept: counts match the release).
+  Each query is ranked against its category's gallery (``extra["gallery_by_category"]``); ranking
+  against ``gallery``, their union, would not reproduce the paper's numbers.
+- CIRCO: the gallery is the COCO unlabeled image-info file's images, named ``str(id)``; ``aspect``
+  joins a query's semantic aspects with ``,`` (:func:`query_aspects`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from searle_core.datasets.base import CIRBenchmark, CIRQuery, check_paths
+from searle_core.datasets.containment import (
+    check_caption,
+    check_int_id,
+    contained_path,
+    read_dataset_json,
+    refuse_repeats,
+)
+from searle_core.datasets.folder import CheckImages, FileImageSource, OnMissing, resolve_missing
+from searle_core.infra.errors import InputError
+from searle_core.infra.files import check_annotations, check_unique
+
+CIRR_SPLITS = ("train", "val", "test1")
+CIRR_LAYOUT = """\
+<root>/   (the CIRR folder, as released and as the SEARLE authors' README shows it)
+  cirr/
+    captions/cap.rc2.{train,val,test1}.json
+    image_splits/split.rc2.{train,val,test1}.json   (name -> "./dev/dev-244-0-img0.png", relative to <root>)
+  train/<0..99>/*.png
+  dev/*.png
+  test1/*.png
+(also accepted: --dataset-path <root>/cirr, or captions/ and image_splits/ directly in <root>)"""
+FASHIONIQ_CATEGORIES = ("dress", "shirt", "toptee")
+FASHIONIQ_SPLITS = ("train", "val", "test")
+FASHIONIQ_LAYOUT = """\
+<root>/
+  captions/cap.{dress,shirt,toptee}.{train,val,test}.json   ([{"candidate", "target", "captions": [2]}])
+  image_splits/split.{dress,shirt,toptee}.{train,val,test}.json   (list of asins)
+  images/<asin>.jpg   (or <asin>.png in some releases)"""
+CIRCO_SPLITS = ("val", "test")
+#: CIRCO's semantic aspects, in the order the official evaluator reports them.
+CIRCO_ASPECTS: tuple[str, ...] = tuple(
+    "cardinality addition negation direct_addressing compare_change comparative_statement "
+    "statement_with_conjunction spatial_relations_background viewpoint".split()
+)
+IMAGE_INFO = "COCO2017_unlabeled/annotations/image_info_unlabeled2017.json"
+CIRCO_LAYOUT = """\
+<root>/
+  annotations/{val,test}.json
+  COCO2017_unlabeled/
+    annotations/image_info_unlabeled2017.json   ({"images": [{"id", "file_name", ...}]})
+    unlabeled2017/000000271520.jpg ...   (12-digit zero-padded ids)"""
+
+
+def _check_names(annotation: Path, where: str, expected: str, fields) -> None:
+    for field, value in fields:
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"{annotation}: {where} has {field} {value!r}; expected {expected} (a string)")
+
+
+def _annotations(path: Path, dataset: str, fields: tuple[str, ...], id_field: str) -> tuple[list[dict], list[str]]:
+    """A file's annotations, each with ``fields``, and their integer ids, each once ("12" and 12 are one id)."""
+    rows = check_annotations(read_dataset_json(path, f"{dataset} annotation file"), path, fields, id_field)
+    ids = [check_int_id(row[id_field], path, f"annotation #{i}", id_field) for i, row in enumerate(rows)]
+    check_unique(ids, path, id_field)
+    return rows, ids
+
+
+def _finish(
+    name, split, root, layout, queries, gallery, source, check_images, on_missing, also_bad=(), exclude=False, **extra
+) -> CIRBenchmark:
+    """The benchmark, once every referenced image is checked (missing ones fail or are dropped)."""
+    queries, gallery, skipped = resolve_missing(queries, gallery, source, check_images, on_missing, layout, also_bad)
+    extra = {"skipped": skipped, "root": str(root), **extra}
+    return CIRBenchmark(name, split, queries, gallery, source, exclude_reference=exclude, extra=extra)
+
+
+def cirr_layout(root: str | Path) -> tuple[Path, Path]:
+    """``(annotations, images)``: the folder holding ``captions/`` and ``image_splits/``, and the one the split
+    files' ``./dev/...`` paths start from; neither present: the release's, which the error then names."""
+    root, images = Path(root), ("train", "dev", "test1")
+    has = lambda folder, names: any((folder / n).is_dir() for n in names)
+    if has(root / "cirr", ("captions", "image_splits")):
+        return root / "cirr", root
+    if has(root, ("captions", "image_splits")):  # the inner cirr/ folder given by itself: images in its parent
+        return root, root.parent if root.name == "cirr" and not has(root, images) and has(root.parent, images) else root
+    return root / "cirr", root
+
+
+def load_cirr(
+    root: str | Path, split: str = "val", on_missing: OnMissing = "error", check_images: CheckImages = "exists"
+) -> CIRBenchmark:
+    """One CIRR split (``test``/``dev`` name ``test1``/``val``), ``query_id = str(pairid)``; on ``test1``
+    targets are ``None``. ``extra["target_soft"]`` keeps the released soft labels."""
+    root = Path(root)
+    annotations_dir, image_root = cirr_layout(root)
+    split = {"test": "test1", "dev": "val"}.get(split, split)
+    if split not in CIRR_SPLITS:
+        raise InputError(f"unknown CIRR split {split!r}; expected one of {', '.join(CIRR_SPLITS)} (or 'test')")
+    cap_rel, split_rel = f"captions/cap.rc2.{split}.json", f"image_splits/split.rc2.{split}.json"
+    # Named from the folder the user gave, so the error says "cirr/captions/..." where that is missing.
+    required = [(annotations_dir / rel).relative_to(root).as_posix() for rel in (cap_rel, split_rel)]
+    check_paths(root, required, CIRR_LAYOUT)
+    split_file, cap_file = annotations_dir / split_rel, annotations_dir / cap_rel
+    name_to_relpath = read_dataset_json(split_file, "CIRR annotation file")
+    if not isinstance(name_to_relpath, dict):
+        raise InputError(f"{split_file}: expected a JSON object name -> relative path")
+    paths = {n: contained_path(image_root, rel, split_file, f"entry {n!r}") for n, rel in name_to_relpath.items()}
+
+    annotations, pairids = _annotations(cap_file, "CIRR", ("pairid", "reference", "caption"), "pairid")
+    queries: list[CIRQuery] = []
+    referrers: dict[str, str] = {}
+    target_soft: dict[str, dict] = {}
+    for ann, pairid in zip(annotations, pairids):
+        entry, target, img_set = f"pairid {pairid}", ann.get("target_hard"), ann.get("img_set", {})
+        if not isinstance(img_set, dict) or not isinstance(img_set.get("members", []), list):
+            raise InputError(f"{cap_file}: {entry} has img_set {img_set!r}; expected an object with a 'members' list")
+        members = tuple(img_set.get("members", ())) or None
+        fields = [("reference", ann["reference"]), ("target_hard", target)]
+        _check_names(cap_file, entry, "an image name", fields + [("img_set member", m) for m in members or ()])
+        caption = check_caption(ann["caption"], cap_file, entry, "caption")
+        queries.append(CIRQuery(pairid, ann["reference"], (caption,), target, (target,) if target else (), members))
+        where = f"{cap_rel} pairid {pairid}"
+        referrers.setdefault(ann["reference"], f"reference of {where}")
+        if target:
+            referrers.setdefault(target, f"target of {where}")
+        for member in members or ():
+            referrers.setdefault(member, f"img_set member of {where}")
+        if "target_soft" in ann:
+            target_soft[pairid] = dict(ann["target_soft"])
+
+    # A name the split file does not list is another split's (cap.rc2.val.json beside split.rc2.test1.json):
+    # it could never be ranked, and Recall_subset would fail only at scoring.
+    unlisted = [n for q in queries for n in (q.reference, q.target, *(q.subset or ())) if n and n not in paths]
+    if unlisted:
+        raise InputError(
+            f"{cap_file}: {len(set(unlisted))} image name(s) its captions use are not in {split_file} "
+            f"(first: {unlisted[0]!r}, {referrers[unlisted[0]]}); expected the captions and the split file of "
+            f"the same split (cap.rc2.{split}.json with split.rc2.{split}.json, as released)"
+        )
+    source = FileImageSource(paths, referrers, default_referrer=f"gallery entry of {split_rel}")
+    args = (queries, list(name_to_relpath), source, check_images, on_missing)
+    return _finish("cirr", split, root, CIRR_LAYOUT, *args, exclude=True, target_soft=target_soft)
+
+
+def strip_caption(caption: str) -> str:
+    """Strip ``.?, `` from both ends of a FashionIQ caption, as the reference code does."""
+    return caption.strip(".?, ")
+
+
+def _fashioniq_image(root: Path, asin: str, referrer: str) -> Path:
+    # The asin is annotation text: "<asin>.jpg" must name a file inside images/ before it is looked at.
+    jpg = contained_path(root / "images", f"{asin}.jpg", root, f"asin {asin!r} ({referrer})")
+    if jpg.exists():
+        return jpg
+    png = jpg.with_suffix(".png")  # some releases
+    return png if png.exists() else jpg
+
+
+def load_fashioniq(
+    root: str | Path,
+    split: str = "val",
+    category: str | Sequence[str] | None = None,
+    on_missing: OnMissing = "error",
+    check_images: CheckImages = "exists",
+) -> CIRBenchmark:
+    """FashionIQ for one category, several, or (``None``) all three; query ids are ``"<category>-<index>"``
+    (the release has none); ``extra`` holds ``categories`` and ``gallery_by_category``."""
+    root = Path(root)
+    if split not in FASHIONIQ_SPLITS:
+        raise InputError(f"unknown FashionIQ split {split!r}; expected one of {', '.join(FASHIONIQ_SPLITS)}")
+    categories = (
+        list(FASHIONIQ_CATEGORIES) if category is None else [category] if isinstance(category, str) else list(category)
+    )
+    unknown = [c for c in categories if c not in FASHIONIQ_CATEGORIES]
+    if unknown or not categories:
+        raise InputError(f"unknown FashionIQ category {unknown}; expected some of {', '.join(FASHIONIQ_CATEGORIES)}")
+    required = [f"{kind}.{c}.{split}.json" for kind in ("captions/cap", "image_splits/split") for c in categories]
+    check_paths(root, required + ["images"], FASHIONIQ_LAYOUT)
+
+    queries: list[CIRQuery] = []
+    gallery_by_category: dict[str, list[str]] = {}
+    referrers: dict[str, str] = {}
+    for cat in categories:
+        split_rel, cap_rel = f"image_splits/split.{cat}.{split}.json", f"captions/cap.{cat}.{split}.json"
+        split_file, cap_file = root / split_rel, root / cap_rel
+        listing = read_dataset_json(split_file, "FashionIQ split file")
+        if not isinstance(listing, list):
+            raise InputError(f"{split_file}: expected a JSON list of asins, got a JSON {type(listing).__name__}")
+        for i, asin in enumerate(listing):
+            if not isinstance(asin, str):
+                raise InputError(f"{split_file}: entry #{i} is {asin!r}; expected an asin (a string)")
+        refuse_repeats(listing, split_file, "asin")
+        gallery_by_category[cat] = list(listing)
+        for asin in listing:
+            referrers.setdefault(asin, f"gallery entry of {split_rel}")
+        annotations = read_dataset_json(cap_file, "FashionIQ caption file")
+        check_annotations(annotations, cap_file, ("candidate", "captions"))  # no query ids in FashionIQ
+        for index, ann in enumerate(annotations):
+            target, qid, entry = ann.get("target"), f"{cat}-{index}", f"annotation #{index}"
+            _check_names(cap_file, entry, "an asin", [("candidate", ann["candidate"]), ("target", target)])
+            if not isinstance(ann["captions"], list):
+                raise InputError(f"{cap_file}: {entry} has captions {ann['captions']!r}; expected a list of strings")
+            captions = tuple(strip_caption(check_caption(c, cap_file, entry, "captions")) for c in ann["captions"])
+            gts = (target,) if target else ()
+            queries.append(CIRQuery(qid, ann["candidate"], captions, target, gts, category=cat))
+            # Query references win over gallery entries: they say which query breaks.
+            referrers[ann["candidate"]] = f"candidate of {cap_rel} entry {index} ({qid})"
+            if target:
+                referrers[target] = f"target of {cap_rel} entry {index} ({qid})"
+
+    gallery = list(dict.fromkeys(a for cat in categories for a in gallery_by_category[cat]))
+    names = set(gallery) | {q.reference for q in queries} | {q.target for q in queries if q.target}
+    source = FileImageSource({a: _fashioniq_image(root, a, referrers[a]) for a in names}, referrers)
+    bench = _finish("fashioniq", split, root, FASHIONIQ_LAYOUT, queries, gallery, source, check_images, on_missing)
+    kept = set(bench.gallery)
+    by_category = {c: [a for a in g if a in kept] for c, g in gallery_by_category.items()}
+    bench.extra.update(categories=categories, gallery_by_category=by_category)
+    return bench
+
+
+def split_fashioniq_by_category(benchmark: CIRBenchmark) -> dict[str, CIRBenchmark]:
+    """One benchmark per category, each with that category's own gallery (how the paper scores)."""
+    return {
+        cat: replace(
+            benchmark,
+            queries=[q for q in benchmark.queries if q.category == cat],
+            gallery=list(gallery),
+            extra=dict(benchmark.extra, categories=[cat], gallery_by_category={cat: gallery}),
+        )
+        for cat, gallery in benchmark.extra["gallery_by_category"].items()
+    }
+
+
+def query_aspects(query: CIRQuery) -> list[str]:
+    """The semantic aspects of a CIRCO query as a list (empty when unannotated)."""
+    return [a for a in (query.aspect or "").split(",") if a]
+
+
+def load_circo(
+    root: str | Path, split: str = "val", on_missing: OnMissing = "error", check_images: CheckImages = "exists"
+) -> CIRBenchmark:
+    """One CIRCO split (``val``: 220 queries; ``test``: 800, no ground truths), with ``query_id = str(id)``
+    and image names ``str(image id)``; ``extra`` holds ``semantic_aspects`` and ``shared_concept``
+    (kept for inspection: SEARLE does not use it)."""
+    root = Path(root)
+    if split not in CIRCO_SPLITS:
+        raise InputError(f"unknown CIRCO split {split!r}; expected one of {', '.join(CIRCO_SPLITS)}")
+    ann_rel = f"annotations/{split}.json"
+    check_paths(root, [ann_rel, IMAGE_INFO], CIRCO_LAYOUT)
+    images_dir, info_file, ann_file = root / "COCO2017_unlabeled" / "unlabeled2017", root / IMAGE_INFO, root / ann_rel
+
+    info = read_dataset_json(info_file, "COCO image-info file")
+    if not isinstance(info, dict) or not isinstance(info.get("images"), list):
+        raise InputError(f"{info_file}: expected COCO image-info JSON with an 'images' list")
+    images = check_annotations(info["images"], info_file, ("id", "file_name"))
+    ids = [check_int_id(img["id"], info_file, f"image #{i}", "id") for i, img in enumerate(images)]
+    refuse_repeats(ids, info_file, "image id")  # a repeat would silently point an id at another file
+    paths = {
+        i: contained_path(images_dir, img["file_name"], info_file, f"image id {i} file_name")
+        for i, img in zip(ids, images)
+    }
+    gallery = list(paths)
+    listed = set(gallery)
+
+    annotations, qids = _annotations(ann_file, "CIRCO", ("id", "reference_img_id", "relative_caption"), "id")
+    queries: list[CIRQuery] = []
+    referrers: dict[str, str] = {}
+    aspects: dict[str, list[str]] = {}
+    shared: dict[str, str] = {}
+    for ann, qid in zip(annotations, qids):
+        entry = f"query id {qid}"
+        reference = check_int_id(ann["reference_img_id"], ann_file, entry, "reference_img_id")
+        target = ann.get("target_img_id")
+        target = None if "target_img_id" not in ann else check_int_id(target, ann_file, entry, "target_img_id")
+        gt_list = ann.get("gt_img_ids", [])
+        if not isinstance(gt_list, list):
+            raise InputError(f"{ann_file}: {entry} has gt_img_ids {gt_list!r}; expected a list of image ids")
+        gts = tuple(check_int_id(g, ann_file, entry, "gt_img_ids entry") for g in gt_list)
+        refuse_repeats(gts, f"{ann_file}: {entry}", "gt_img_ids entry")
+        if target is not None and target not in gts:
+            gts = (target, *gts)  # the target is always a ground truth
+        aspects[qid] = list(ann.get("semantic_aspects", ()))
+        shared[qid] = ann.get("shared_concept", "")
+        caption = check_caption(ann["relative_caption"], ann_file, entry, "relative_caption")
+        queries.append(CIRQuery(qid, reference, (caption,), target, gts, aspect=",".join(aspects[qid]) or None))
+        where = f"{ann_rel} query id {qid}"
+        referrers.setdefault(reference, f"reference_img_id of {where}")
+        for g in gts:
+            referrers.setdefault(g, f"gt_img_ids of {where}")
+        # An id missing from the image-info file is an incomplete download: guess the COCO file name so
+        # the error names it, and say the listing lacks it.
+        for name in (reference, *gts):
+            if name not in paths:
+                paths[name] = images_dir / f"{int(name):012d}.jpg"
+                referrers[name] += f" (id not listed in {IMAGE_INFO})"
+
+    source = FileImageSource(paths, referrers, default_referrer=f"image listed in {IMAGE_INFO}")
+    # Ids not in the image-info file cannot be retrieved even if their file exists: they count as missing.
+    unlisted = [n for n in paths if n not in listed]
+    bench = _finish(
+        "circo", split, root, CIRCO_LAYOUT, queries, gallery, source, check_images, on_missing, also_bad=unlisted
+    )
+    kept = [q.query_id for q in bench.queries]
+    bench.extra.update(
+        semantic_aspects={q: aspects[q] for q in kept},
+        shared_concept={q: shared[q] for q in kept},
+        aspect_names=list(CIRCO_ASPECTS),
+    )
+    return bench

@@ -1,0 +1,187 @@
+"""The artifact cache: trained networks and OTI targets, saved once and reused by name.
+
+Each artifact (φ, the baselines' networks, the OTI tokens φ distils) lives under ``cache_dir("models")``
+in a file named by a hash of all that determines it (kind, backbone, weights, preprocessing, training
+data, config), trained on first use and written atomically: a changed config never reuses a stale
+network. Files are ``torch.save`` dicts: the state dict under its class name (``"Phi"``: the authors'
+φ layout, which ``load_phi`` reads) and ``"meta"`` (config, time, history; also in a JSON sidecar).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from searle_core.clip.backbone import Backbone, weights_key
+from searle_core.datasets.base import UnlabeledImages
+from searle_core.datasets.features import image_features, preprocess_name
+from searle_core.infra.cache import save_or_warn
+from searle_core.infra.files import atomic_save, atomic_write_text, digest, jsonable, load_torch_file
+from searle_core.infra.paths import cache_dir
+from searle_core.inversion.phi_files import load_phi
+from searle_core.method.oti import InvertedBatch, OTIConfig, invert_images
+from searle_core.method.phi_training import train_phi
+from searle_core.methods.context import PhiRecipe
+
+#: Bumped when a saved format or a training procedure changes, so old files are not reused.
+ARTIFACT_VERSION = 3
+
+
+def models_dir() -> Path:
+    """Where artifacts live (tests point this at a temporary folder)."""
+    return cache_dir("models")
+
+
+def artifact_path(kind: str, backbone: Backbone, data_id: str, config: Any) -> Path:
+    """``{kind}-{backbone}-{hash}.pt``: ``data_id`` names the training data, ``config`` (a dataclass or
+    JSON-able value) all else; the preprocessing counts (targetpad features are not clip's)."""
+    key = digest(
+        ARTIFACT_VERSION, kind, backbone.name, weights_key(backbone), preprocess_name(backbone), data_id, config
+    )
+    return models_dir() / f"{kind}-{backbone.name}-{key}.pt"
+
+
+@dataclass
+class Artifact:
+    """A loaded (or, ``trained_now``, just trained) artifact: its file and saved dict."""
+
+    path: Path
+    content: dict
+    trained_now: bool
+
+    @property
+    def meta(self) -> dict:
+        return self.content.get("meta", {})
+
+
+def load_or_train(path: Path, train: Callable[[], dict], meta: dict | None = None) -> Artifact:
+    """The artifact at ``path``, or ``train()``'s dict (tensors and plain values: it loads with
+    ``weights_only=True``) with ``meta`` merged into its ``"meta"``, saved atomically."""
+    if path.is_file():
+        return Artifact(path, load_torch_file(path, "cached model (delete it to train it again)"), trained_now=False)
+    start = time.perf_counter()
+    content = train()
+    seconds, created = round(time.perf_counter() - start, 2), time.strftime("%Y-%m-%dT%H:%M:%S")
+    meta = {**(meta or {}), **content.get("meta", {}), "train_seconds": seconds, "created": created}
+    content["meta"] = jsonable({**meta, "version": ARTIFACT_VERSION})
+    # A model cache that cannot be written (full disk) costs a retraining next time, not this run.
+    if save_or_warn(lambda: atomic_save(content, path), path, "model cache"):
+        sidecar, text = path.with_suffix(".json"), json.dumps(content["meta"], indent=1)
+        save_or_warn(lambda: atomic_write_text(text, sidecar), sidecar, "model cache description")
+    return Artifact(path, content, trained_now=True)
+
+
+def describe(backbone: Backbone, data_id: str, config: Any) -> dict:
+    """The ``meta`` every artifact records about where it comes from."""
+    where = {"backbone": backbone.name, "weights": weights_key(backbone), "preprocess": preprocess_name(backbone)}
+    return {**where, "data": data_id, "config": jsonable(config)}
+
+
+def vocabulary_id(vocabulary) -> str:
+    """Hash of a vocabulary's concepts and phrases (the regulariser's inputs)."""
+    return digest(vocabulary.concepts, sorted(vocabulary.phrase_bank.items()))
+
+
+def unlabeled_oti_tokens(
+    backbone, unlabeled: UnlabeledImages, oti_config: OTIConfig, vocabulary, seed=42, batch_size=32, progress=True
+) -> Artifact:
+    """OTI tokens (``names``, ``tokens``) of unlabeled images, φ's distillation targets, cached. Finished
+    batches are kept as they come, so an interrupted run resumes (batches are seeded by their names)."""
+    regularise = oti_config.lambda_gpt > 0 and vocabulary is not None
+    vocabulary_key = vocabulary_id(vocabulary) if regularise else None
+    config = {"oti": oti_config, "seed": seed, "batch_size": batch_size, "vocabulary": vocabulary_key}
+    path = artifact_path("oti-unlabeled", backbone, unlabeled.data_id, config)
+    partial = path.with_name(f"{path.stem}.partial.pt")
+
+    def train() -> dict:
+        names = unlabeled.names
+        feats = image_features(backbone, unlabeled.source, names, progress=progress)
+        concepts = vocabulary.associate(backbone, feats, oti_config.top_concepts) if regularise else None
+        done = load_torch_file(partial, "partial OTI run (delete it to start over)") if partial.is_file() else {}
+
+        def checkpoint(batch: InvertedBatch) -> None:
+            done.update(zip(batch.names, batch.tokens))
+            save_or_warn(lambda: atomic_save(dict(done), partial), partial, "partial OTI checkpoint")
+
+        bank = vocabulary.phrase_bank if regularise else None
+        tokens = invert_images(
+            backbone, feats, names, concepts, bank, oti_config, batch_size, seed, progress, dict(done), checkpoint
+        )
+        return {"names": names, "tokens": torch.stack([tokens[n] for n in names])}
+
+    artifact = load_or_train(path, train, describe(backbone, unlabeled.data_id, config))
+    partial.unlink(missing_ok=True)
+    return artifact
+
+
+@dataclass
+class TrainedPhi:
+    """φ (eval mode, on the backbone's device) and how it came to be: its per-epoch history, its training
+    time and its targets' OTI time (when they ran), and the number of images it was trained on."""
+
+    phi: torch.nn.Module
+    history: list[dict]
+    train_seconds: float
+    oti_seconds: float
+    trained_now: bool
+    n_images: int
+    artifact: Artifact | None = None
+
+
+def unlabeled_phi(
+    backbone: Backbone,
+    unlabeled: UnlabeledImages,
+    recipe: PhiRecipe,
+    oti_config: OTIConfig,
+    vocabulary,
+    seed: int = 42,
+    oti_batch_size: int = 32,
+    progress: bool = True,
+    loss_overrides: dict | None = None,
+    rows: list[int] | None = None,
+    validate: Callable | None = None,
+    validated_on: str | None = None,
+) -> TrainedPhi:
+    """φ distilled from the OTI tokens of unlabeled images (SEARLE, Sec. 4.2), cached: the one φ recipe.
+
+    ``recipe.images`` > 0 keeps the first that many images; ``seed`` is OTI's (φ's is its config's);
+    ``loss_overrides`` change ``PhiLossConfig`` (ablations); ``rows`` trains on those rows only (nested
+    data subsets). ``validate(φ)`` runs after every epoch and is not part of the key; a cached φ
+    validated on something other than ``validated_on`` is trained again (the same φ) for its curve.
+    """
+    if recipe.images:
+        unlabeled = UnlabeledImages(unlabeled.source, list(unlabeled.names)[: recipe.images], unlabeled.source_id)
+    targets = unlabeled_oti_tokens(backbone, unlabeled, oti_config, vocabulary, seed, oti_batch_size, progress)
+    names = list(targets.content["names"])
+    rows = list(range(len(names))) if rows is None else rows
+    config = recipe.train_config(loss_overrides)
+    data_id = "phi-" + digest([names[i] for i in rows], targets.path.stem)
+    vocabulary_key, bank = (
+        (vocabulary_id(vocabulary), vocabulary.phrase_bank) if vocabulary is not None else (None, None)
+    )
+    key = {"phi": config, "vocabulary": vocabulary_key, "oti": oti_config}
+
+    def train() -> dict:
+        # φ's input: raw encode_image features
+        feats = image_features(backbone, unlabeled.source, [names[i] for i in rows], progress=progress, normalize=False)
+        concepts = vocabulary.associate(backbone, feats, config.loss.top_concepts) if vocabulary is not None else None
+        tokens = targets.content["tokens"][rows]
+        result = train_phi(backbone, feats, tokens, concepts, bank, config, validate=validate, progress=progress)
+        meta = {"history": result.history, "validated_on": validated_on if validate else None}
+        return {"Phi": result.phi.cpu().state_dict(), "epoch": config.epochs, "meta": meta}
+
+    path = artifact_path("phi", backbone, data_id, key)
+    artifact = load_or_train(path, train, describe(backbone, data_id, key))
+    if validate is not None and artifact.meta.get("validated_on") != validated_on:
+        path.unlink()
+        artifact = load_or_train(path, train, describe(backbone, data_id, key))
+    phi = load_phi(artifact.path, backbone).to(backbone.device).eval()
+    train_seconds, oti_seconds = (float(a.meta.get("train_seconds") or 0.0) for a in (artifact, targets))
+    history = artifact.meta.get("history", [])
+    return TrainedPhi(phi, history, train_seconds, oti_seconds, artifact.trained_now, len(rows), artifact)
