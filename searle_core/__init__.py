@@ -30,8 +30,8 @@ _EXPORTS = {
     "Vocabulary": "searle_core.inversion.concepts",
     "embed_concepts": "searle_core.inversion.concepts",
     "associate_concepts": "searle_core.inversion.concepts",
-    "MethodContext": "searle_core.methods",
-    "MethodResult": "searle_core.methods",
+    "MethodContext": "searle_core.methods.context",
+    "MethodResult": "searle_core.methods.pipeline",
     "evaluate": "searle_core.jobs.evaluation",
     **dict.fromkeys(
         (
@@ -43,7 +43,7 @@ _EXPORTS = {
             "fashioniq_metrics",
             "rank_by_scores",
         ),
-        "searle_core.metrics",
+        "searle_core.metrics.benchmarks",
     ),
 }
 

@@ -362,7 +362,7 @@ def test_cli_table_and_notebook_engine_give_the_same_numbers(circo_val, tmp_path
 
 
 def test_cli_table_and_notebook_engine_agree_on_the_shapes_world(tmp_path, monkeypatch, capsys):
-    """Issue 12's equality on the quick world with a random-weights CLIP: image-only, text-only,
+    """The one-path equality on the quick world with a random-weights CLIP: image-only, text-only,
     image+text, SEARLE-OTI at 2 and at 6 steps (with the world's phrase regulariser) and SEARLE with a
     given φ give the same numbers and the same written CSV through ``searle table`` and through notebook
     4's engine, each computing its own features (two caches)."""

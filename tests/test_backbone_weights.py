@@ -13,7 +13,7 @@ import open_clip
 import pytest
 import torch
 
-from searle_core.clip import weights
+from searle_core.clip import backbone as backbone_module
 from searle_core.clip.backbone import load_backbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,7 +75,7 @@ def test_openai_tag_is_built_with_quick_gelu_without_a_warning(tmp_path, monkeyp
         gelu = open_clip.create_model("ViT-B-32", pretrained="openai").eval()
     assert (features(gelu)[0] - ours[0]).abs().max() > 1e-3
     # A tag trained with GELU keeps GELU.
-    assert not weights.tag_uses_quick_gelu("ViT-B-32", "laion2b_s34b_b79k")
+    assert not backbone_module.tag_uses_quick_gelu("ViT-B-32", "laion2b_s34b_b79k")
 
 
 def _small_clip(quick_gelu: bool = False) -> torch.nn.Module:
@@ -105,7 +105,7 @@ def _torchscript_archive(path) -> None:
 def test_openai_torchscript_release_and_state_dicts_load_as_quick_gelu(tmp_path, monkeypatch):
     archive = tmp_path / "shapes-openai.pt"
     _torchscript_archive(archive)
-    assert weights.is_torchscript_archive(archive)
+    assert backbone_module.is_torchscript_archive(archive)
     with pytest.raises(RuntimeError, match="TorchScript"):
         torch.load(archive, weights_only=True)  # what open_clip does with a file: the defect
     reference = _small_clip(quick_gelu=True)  # same seed: same weights
@@ -117,7 +117,7 @@ def test_openai_torchscript_release_and_state_dicts_load_as_quick_gelu(tmp_path,
     assert "torch.jit.load" in str(err.value) and "state_dict()" in str(err.value)
 
     # OpenAI's release (its SHA-256 is the published one): read with torch.jit.load, as clip.load does.
-    monkeypatch.setattr(weights, "openai_sha256", lambda name: weights.sha256_of(archive))
+    monkeypatch.setattr(backbone_module, "openai_sha256", lambda name: backbone_module.sha256_of(archive))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         backbone = load_backbone("shapes-clip", str(archive), device="cpu")

@@ -28,7 +28,7 @@ from searle_core.method.regulariser import PhraseFeatureCache, TokenCache
 from searle_core.methods.context import MethodContext
 from searle_core.retrieval.queries import image_plus_text, text_query_features
 from searle_core.world.attributes import all_combos, decode
-from searle_core.world.recipes import world_palavra_config
+from searle_core.world.setup import world_palavra_config
 from searle_core.world.shapes_world import world_captions
 
 METHODS = ("image-only", "text-only", "image+text", "captioning", "palavra", "pic2word", "searle-oti", "searle")
@@ -172,7 +172,7 @@ def test_palavra_optimisation_lowers_its_contrastive_loss(random_backbone):
 def test_palavra_batches_its_own_negatives_not_the_worlds_oti_batch(monkeypatch):
     """On the world OTI runs 128 images a batch for speed; PALAVRA's batch holds its contrastive
     negatives, so its world recipe keeps 32, and without a recipe of its own it follows the OTI batch."""
-    from searle_core.methods import registry
+    from searle_core.methods import pipeline
 
     seen = []
 
@@ -180,17 +180,17 @@ def test_palavra_batches_its_own_negatives_not_the_worlds_oti_batch(monkeypatch)
         seen.append(batch_size)
         raise RuntimeError("stop")  # only the batch size matters here
 
-    monkeypatch.setattr(registry, "palavra_reference_tokens", fake_tokens)
+    monkeypatch.setattr(pipeline, "palavra_reference_tokens", fake_tokens)
     for config in (world_palavra_config(images=2000), PalavraConfig()):
         ctx = MethodContext(oti_batch_size=128, palavra_config=config)
         with pytest.raises(RuntimeError, match="stop"):
-            registry.query_features("palavra", None, SimpleNamespace(queries=[]), ctx)
+            pipeline.query_features("palavra", None, SimpleNamespace(queries=[]), ctx)
     assert seen == [32, 128]
 
 
 def test_world_baselines_train_about_as_long_as_phi():
     """The world's Pic2Word and PALAVRA see about as many images as φ there, on a world of any size."""
-    from searle_core.world.recipes import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES, world_epochs, world_pic2word_config
+    from searle_core.world.setup import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES, world_epochs, world_pic2word_config
 
     assert (world_epochs(2000), world_epochs(500), world_epochs(10**6)) == (10, 40, 1)  # default, quick, huge
     assert world_pic2word_config(2000).epochs == world_palavra_config(2000).epochs == 10

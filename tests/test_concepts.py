@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
+import sys
 
 import pytest
 import torch
@@ -100,13 +100,15 @@ def test_top_250_stored_top_15_and_150_are_prefixes_and_names_unique():
         associate_concepts(images, concept_feats, concepts[:-1])
 
 
-def _args(**kw) -> argparse.Namespace:
-    return argparse.Namespace(**{"concepts": None, "phrases": None, "dataset": "circo", **kw})
+def _vocab(**kw):
+    """The vocabulary a run on CIRCO opens with these settings, its notes on stderr as the CLI's."""
+    from searle_core.infra.settings import RunSettings
+    from searle_core.jobs.setup import open_vocabulary
+
+    return open_vocabulary(RunSettings(dataset="circo", **kw), note=lambda m: print(m, file=sys.stderr))
 
 
 def test_cli_vocabulary_drops_concepts_without_matching_phrases(tmp_path, capsys):
-    from searle_core.cli.evaluate import vocabulary_from_args
-
     csv = tmp_path / "classes.csv"
     csv.write_text('LabelName,DisplayName\n/m/1,Dog\n/m/2,"Ducks, geese and swans"\n/m/3,Cat\n/m/4,Owl\n')
     bank = {
@@ -115,22 +117,20 @@ def test_cli_vocabulary_drops_concepts_without_matching_phrases(tmp_path, capsys
         "Cat": ["a photo of Cat that purrs", "a photo of a kitten that purrs"],
     }  # one phrase lacks "Cat"
     pkl = save_phrase_pickle(bank, tmp_path / "phrases.pkl")
-    vocab = vocabulary_from_args(_args(concepts=str(csv), phrases=str(pkl)))
+    vocab = _vocab(concepts=str(csv), phrases=str(pkl))
     # Association runs over every concept (the authors' order); phrases exist only for the usable ones.
     assert vocab.concepts == ["Dog", "Ducks, geese and swans", "Cat", "Owl"]
     assert vocab.phrase_bank == {c: bank[c] for c in ["Dog", "Ducks, geese and swans"]}  # Cat: bad phrase; Owl: none
     assert "associated over all 4; 2 of 4 have usable phrases" in capsys.readouterr().err
-    offline = vocabulary_from_args(_args(concepts=str(csv)))
+    offline = _vocab(concepts=str(csv))
     assert offline.concepts == ["Dog", "Ducks, geese and swans", "Cat", "Owl"]
     assert all(c in p for c in offline.concepts for p in offline.phrase_bank[c])
-    only_phrases = vocabulary_from_args(_args(phrases=str(pkl)))
+    only_phrases = _vocab(phrases=str(pkl))
     assert only_phrases.concepts == list(bank) and list(only_phrases.phrase_bank) == ["Dog", "Ducks, geese and swans"]
-    assert vocabulary_from_args(_args()) is None
+    assert _vocab() is None
 
 
 def test_cli_vocabulary_refuses_a_pickle_that_would_run_code(tmp_path):
-    from searle_core.cli.evaluate import vocabulary_from_args
-
     class Exploit:
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path / 'pwned'}",))
@@ -138,5 +138,5 @@ def test_cli_vocabulary_refuses_a_pickle_that_would_run_code(tmp_path):
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(pickle.dumps({"Dog": [Exploit()]}))
     with pytest.raises(UnsafePickleError, match="posix.system|os.system"):
-        vocabulary_from_args(_args(phrases=str(evil)))
+        _vocab(phrases=str(evil))
     assert not (tmp_path / "pwned").exists()

@@ -1,4 +1,4 @@
-"""Nothing hangs or blows up (issue 22's second round, runs half): YAML aliases and duplicate keys,
+"""Nothing hangs or blows up: YAML aliases and duplicate keys,
 downloads that never answer, φ checkpoints given as file: URLs or folders, absurd counts and seeds."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Nothing of the user's overwritten, no finished work lost (issue 22's second round, runs half).
+"""Nothing of the user's overwritten, no finished work lost.
 
 Run folders are ours or refused; the lock never follows a link; ``searle paper`` replaces finished
 results only with finished ones; SIGTERM keeps what SIGINT keeps; every finished OTI batch is on disk
@@ -92,7 +92,7 @@ from searle_core.infra.errors import InputError
 from searle_core.jobs.run_folder import open_run
 dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=20))
 try:
-    open_run(Path(sys.argv[1]), "oti", {}, {}, False, False, [], ("an OTI run", "x", "OTI run"))
+    open_run(Path(sys.argv[1]), "oti", {}, {}, False, False, [])
     said = "opened"
 except InputError as err:
     said = "refused: " + str(err)
@@ -120,7 +120,7 @@ def test_every_rank_stops_on_rank_0s_refusal_before_writing(rank, tmp_path, monk
     monkeypatch.setattr(run_folder.dist, "broadcast_object", broadcast)
     monkeypatch.setattr(run_folder.dist, "barrier", lambda: pytest.fail("a rank went on past the refusal"))
     with pytest.raises(InputError, match="log.csv"):
-        run_folder.open_run(out, "oti", {}, {}, False, False, [], ("an OTI run", "x", "OTI run"))
+        run_folder.open_run(out, "oti", {}, {}, False, False, [])
     assert len(sent) == 1 and (sent[0] is None) == (rank == 1)  # rank 0 sends its refusal, rank 1 its nothing
     assert sorted(p.name for p in out.iterdir()) == ["log.csv"]
 

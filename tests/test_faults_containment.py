@@ -164,7 +164,7 @@ def test_cirr_pairid_that_is_not_an_integer(raw, culprit, tmp_path, capsys):
 
 
 def test_cirr_test1_pairid_never_reaches_the_server_file(tmp_path, capsys):
-    """The issue's case: test1's ``pairid`` of ``NaN`` gave the server file the key ``"nan"``."""
+    """A reported case: test1's ``pairid`` of ``NaN`` gave the server file the key ``"nan"``."""
     root = tiny_cirr(tmp_path / "cirr")
     names = [f"test1-{i}-0-img0" for i in range(52)]  # the server file needs 50 per query
     caps = [

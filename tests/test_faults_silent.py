@@ -1,4 +1,4 @@
-"""The six inputs that used to give silently wrong results (issue 14), each now caught or correct.
+"""Inputs that would give silently wrong results, each caught or read correctly.
 
 1. images replaced in place were answered from the feature cache;
 2. a φ URL was answered from torch's hub cache by file name, whatever the host;
@@ -128,7 +128,7 @@ def test_repeated_circo_id_is_rejected_on_load(tmp_path, capsys):
         ann_file,
         "id 1",
     )
-    # The test split too: `searle submission` used to write one query fewer.
+    # The test split too: `searle submission` must not write one query fewer.
     test_file = tmp_path / "circo/annotations/test.json"
     test = json.loads(test_file.read_text())
     test[1]["id"] = 0

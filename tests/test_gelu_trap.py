@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from searle_core.clip import backbone as backbone_module
-from searle_core.clip import weights
 from searle_core.clip.backbone import load_backbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,7 +40,7 @@ def _uses_quick_gelu(model: torch.nn.Module) -> bool:
 @pytest.fixture
 def released(monkeypatch):
     """``shapes-clip`` treated as a model OpenAI released with QuickGELU (as ViT-B-32 is)."""
-    real = weights.released_by_openai_with_quick_gelu
+    real = backbone_module.released_by_openai_with_quick_gelu
     monkeypatch.setattr(
         backbone_module, "released_by_openai_with_quick_gelu", lambda name: name == "shapes-clip" or real(name)
     )
@@ -54,10 +53,10 @@ def _save(path) -> str:
 
 
 def test_the_models_openai_released_are_the_ones_warned_about():
-    assert weights.released_by_openai_with_quick_gelu("ViT-B-32")
-    assert weights.released_by_openai_with_quick_gelu("ViT-L-14")
-    assert not weights.released_by_openai_with_quick_gelu("ViT-B-32-quickgelu")  # already QuickGELU
-    assert not weights.released_by_openai_with_quick_gelu("shapes-clip")  # no OpenAI release
+    assert backbone_module.released_by_openai_with_quick_gelu("ViT-B-32")
+    assert backbone_module.released_by_openai_with_quick_gelu("ViT-L-14")
+    assert not backbone_module.released_by_openai_with_quick_gelu("ViT-B-32-quickgelu")  # already QuickGELU
+    assert not backbone_module.released_by_openai_with_quick_gelu("shapes-clip")  # no OpenAI release
 
 
 def test_a_gelu_build_prints_one_line_naming_both_ways(tmp_path, released, capsys):
@@ -110,6 +109,6 @@ def test_open_clip_config_beside_the_file_decides(tmp_path, released, capsys):
 
 
 def test_folders_that_merely_mention_openai_do_not_count(tmp_path):
-    assert not weights.named_or_configured_openai(_save(tmp_path / "test_openai_run" / "plain.pt"))
-    assert not weights.named_or_configured_openai(_save(tmp_path / "openai-stuff" / "weights.bin"))
-    assert weights.named_or_configured_openai(_save(tmp_path / "ViT-L-14-openai.pt"))
+    assert not backbone_module.named_or_configured_openai(_save(tmp_path / "test_openai_run" / "plain.pt"))
+    assert not backbone_module.named_or_configured_openai(_save(tmp_path / "openai-stuff" / "weights.bin"))
+    assert backbone_module.named_or_configured_openai(_save(tmp_path / "ViT-L-14-openai.pt"))

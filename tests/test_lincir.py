@@ -1,4 +1,4 @@
-"""LinCIR (issue 23): its self-masking loss, its training, and the method through the CLI, ``searle
+"""LinCIR: its self-masking loss, its training, and the method through the CLI, ``searle
 table`` and notebook 4's engine, on a random-weights ``shapes-clip`` (no world CLIP is trained)."""
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def test_cli_table_and_notebook_engine_agree(tmp_path, monkeypatch, tiny_recipe,
     """The same LinCIR numbers through ``searle evaluate``, ``searle table`` and notebook 4's engine
     (one cache: the φ trained by the first is loaded by the others, so this checks the pipelines)."""
     from searle_core.notebook.study import open_study
-    from searle_core.report.comparison import evaluate_methods
+    from searle_core.report.table import evaluate_methods
 
     monkeypatch.setenv("SEARLE_DATA", str(tmp_path / "data"))
     shapes = ["--dataset", "shapes", "--quick", "--pretrained", "none", "--device", "cpu", "--no-progress"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from searle_core.metrics import (
+from searle_core.metrics.benchmarks import (
     CIRCO_ASPECTS,
     average_precision_at_k,
     circo_metrics,

@@ -1,4 +1,4 @@
-"""One code path per artifact (issue 12): the CLI's, the tables' and the notebooks' roads to OTI tokens
+"""One code path per artifact: the CLI's, the tables' and the notebooks' roads to OTI tokens
 and to φ are the same function, so they give the same bytes."""
 
 import pytest
@@ -11,10 +11,10 @@ from searle_core.jobs.evaluation import prepare
 from searle_core.jobs.oti_run import OTIRunConfig, run_oti
 from searle_core.method.oti import OTIConfig
 from searle_core.methods.context import MethodContext
-from searle_core.methods.registry import oti_reference_tokens
+from searle_core.methods.pipeline import oti_reference_tokens
 from searle_core.notebook import inversions
 from searle_core.notebook.papermill_runner import profiles_dir
-from searle_core.world.recipes import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES, resolved_oti_batch_size
+from searle_core.world.setup import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES, resolved_oti_batch_size
 
 
 @pytest.fixture(autouse=True)

@@ -321,12 +321,13 @@ def test_oti_without_gpt_phrases_is_a_named_variant(tmp_path):
     import pickle
     import zipfile
 
+    from searle_core.infra.settings import RunSettings
     from searle_core.inversion.concepts import Vocabulary
     from searle_core.inversion.phrases import template_phrases
+    from searle_core.jobs.setup import open_vocabulary
     from searle_core.method.oti import OTIConfig
     from searle_core.methods.context import MethodContext
-    from searle_core.methods.registry import regulariser_variant
-    from searle_core.notebook.study import load_vocabulary
+    from searle_core.methods.pipeline import regulariser_variant
 
     bank = {"Dog": ["a photo of Dog that runs"]}
     assert regulariser_variant(MethodContext(vocabulary=Vocabulary(["Dog"], bank))) is None
@@ -338,7 +339,7 @@ def test_oti_without_gpt_phrases_is_a_named_variant(tmp_path):
     csv.write_text('LabelName,DisplayName\n/m/0,Dog\n/m/1,"Ducks, geese and swans"\n')
     with zipfile.ZipFile(tmp_path / "GPTNeo27B.zip", "w") as z:
         z.writestr("GPTNeo27B/concept_to_phrases.pkl", pickle.dumps(template_phrases(["Dog"])))
-    assert load_vocabulary("cirr", str(csv), "").phrases == "templates"
-    given = load_vocabulary("cirr", str(csv), str(tmp_path / "GPTNeo27B.zip"))
+    assert open_vocabulary(RunSettings(dataset="cirr", concepts=str(csv), phrases="")).phrases == "templates"
+    given = open_vocabulary(RunSettings(dataset="cirr", concepts=str(csv), phrases=str(tmp_path / "GPTNeo27B.zip")))
     assert given.phrases == "given" and given.concepts == ["Dog", "Ducks, geese and swans"]  # the whole vocabulary
     assert list(given.phrase_bank) == ["Dog"]  # only concepts with usable phrases

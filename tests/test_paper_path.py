@@ -1,4 +1,4 @@
-"""The paper path's fidelity to the authors' code (issue 11, part B), piece by piece.
+"""The paper path's fidelity to the authors' code, piece by piece.
 
 Each test pins one behaviour of the authors' ``src/`` that the project now follows: φ's raw input,
 fp32 evaluation and mixed-precision training, whole-vocabulary concept association, φ's
@@ -23,7 +23,7 @@ from searle_core.method.phi import Phi
 from searle_core.method.phi_training import PhiTrainConfig, train_phi
 from searle_core.method.regulariser import PhraseSampler, replace_every
 from searle_core.methods.context import MethodContext
-from searle_core.methods.registry import phi_reference_tokens
+from searle_core.methods.pipeline import phi_reference_tokens
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -138,24 +138,15 @@ def test_phi_trains_on_raw_features(tiny_study, monkeypatch):
     assert trained.phi.epoch == 1  # the artifact records φ's epoch
 
 
-def test_oti_run_stores_raw_features_and_train_phi_refuses_old_runs(tiny_study, tmp_path):
+def test_oti_run_stores_raw_features(tiny_study, tmp_path):
     from searle_core.jobs.oti_run import compute_inputs, load_inputs, save_inputs
-    from searle_core.jobs.phi_run import run_train_phi
 
     study = tiny_study
     names = study.bench.reference_names()[:4]
     inputs = compute_inputs(study.backbone, study.bench.images, names, None, 15, progress=False)
     torch.testing.assert_close(inputs.features, study.raw_features(names))
     save_inputs(inputs, tmp_path / "inputs.pt")
-    assert load_inputs(tmp_path / "inputs.pt").raw
-    old = torch.load(tmp_path / "inputs.pt", weights_only=True)
-    del old["features_kind"]  # a run written before φ took raw features
-    torch.save(old, tmp_path / "inputs.pt")
-    assert not load_inputs(tmp_path / "inputs.pt").raw
-    (tmp_path / "manifest.json").write_text('{"kind": "oti", "hyperparameters": {}}')
-    torch.save({"names": names, "tokens": torch.zeros(4, study.backbone.token_dim)}, tmp_path / "tokens.pt")
-    with pytest.raises(ValueError, match="stored normalised image features"):
-        run_train_phi(study.backbone, tmp_path, tmp_path / "phi", progress=False)
+    torch.testing.assert_close(load_inputs(tmp_path / "inputs.pt").features, study.raw_features(names))
 
 
 # ---- φ's training details and the vocabulary (defect 7) -----------------------------------------
@@ -224,13 +215,14 @@ def test_concepts_are_associated_over_the_whole_vocabulary(random_backbone):
 
 
 def test_notebook_vocabulary_keeps_every_concept(tmp_path):
+    from searle_core.infra.settings import RunSettings
     from searle_core.inversion.phrases import save_phrase_pickle
-    from searle_core.notebook.study import load_vocabulary
+    from searle_core.jobs.setup import open_vocabulary
 
     csv = tmp_path / "classes.csv"
     csv.write_text("LabelName,DisplayName\n/m/1,Dog\n/m/2,Cat\n/m/3,Owl\n")
     pkl = save_phrase_pickle({"Dog": ["a photo of Dog"], "Cat": ["a photo of a kitten"]}, tmp_path / "p.pkl")
-    vocab = load_vocabulary("circo", str(csv), str(pkl))
+    vocab = open_vocabulary(RunSettings(dataset="circo", concepts=str(csv), phrases=str(pkl)))
     assert vocab.concepts == ["Dog", "Cat", "Owl"] and list(vocab.phrase_bank) == ["Dog"]
 
 
@@ -296,8 +288,8 @@ def test_one_time_definition_for_the_cli_table_and_notebook_4(tiny_study, monkey
     from searle_core.methods.context import NetworkSetup
     from searle_core.methods.pipeline import MethodResult
     from searle_core.notebook import results
-    from searle_core.report import comparison as evaluation_module
-    from searle_core.report.comparison import evaluate_methods
+    from searle_core.report import table as evaluation_module
+    from searle_core.report.table import evaluate_methods
 
     def fake_evaluate(method, bench, backbone, ctx, gallery=None):
         return MethodResult(

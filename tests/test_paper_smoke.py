@@ -1,4 +1,4 @@
-"""The paper-smoke profile: every notebook on the paper path at toy size, as CI runs it (issue 11).
+"""The paper-smoke profile: every notebook on the paper path at toy size, as CI runs it.
 
 Real annotation files in the authors' layouts with generated images, open_clip ViT-B-32 with seeded
 random weights in OpenAI's state-dict layout, a random φ in the authors' checkpoint layout, a small

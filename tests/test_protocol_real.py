@@ -35,7 +35,7 @@ from searle_core.jobs.evaluation import evaluate
 from searle_core.method.encoding import encode_with_pseudo_tokens
 from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import gallery_features
-from searle_core.metrics import cirr_metrics
+from searle_core.metrics.benchmarks import cirr_metrics
 from searle_core.metrics.circo_server import score_circo
 from searle_core.report.submission import write_circo_submission
 from searle_core.retrieval.queries import pseudo_query_features, text_query_features

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA, missing_annotations
 
-from searle_core.metrics import CIRCO_ASPECTS
+from searle_core.metrics.benchmarks import CIRCO_ASPECTS
 from searle_core.metrics.circo_server import CIRCOScoringError, format_circo_scores, score_circo
 
 DATA = SHARED_DATA

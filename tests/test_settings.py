@@ -16,9 +16,9 @@ from searle_core.notebook import ablations
 from searle_core.notebook import papermill_runner as paper
 from searle_core.notebook.record import Recorder, load_record, method_metrics
 from searle_core.notebook.study import Study, open_study
-from searle_core.world.recipes import WORLD_OTI_BATCH_SIZE, resolved_oti_batch_size
+from searle_core.world.setup import WORLD_OTI_BATCH_SIZE, resolved_oti_batch_size
 
-#: Commands outside this issue's settings: ``searle bench`` times recipes (its ``--steps`` are the
+#: Commands outside the run settings: ``searle bench`` times recipes (its ``--steps`` are the
 #: steps timed, and ``bench world --steps`` the world CLIP's optimiser steps).
 NOT_SETTINGS_COMMANDS = ("bench",)
 

@@ -9,16 +9,19 @@ import pytest
 import torch
 
 from searle_core.world import world_clip
-from searle_core.world.shipped_weights import (
+from searle_core.world.world_clip import (
     TOKEN_TABLE,
+    WorldCLIPConfig,
     expand,
     finalise,
     pack,
     read_shipped,
     shipped_path,
+    train_world_clip,
+    training_log,
     untrained_rows,
+    world_clip_weights,
 )
-from searle_core.world.world_clip import WorldCLIPConfig, train_world_clip, training_log, world_clip_weights
 
 
 def small_state() -> dict[str, torch.Tensor]:

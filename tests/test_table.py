@@ -6,8 +6,16 @@ import json
 import pytest
 
 from searle_core.jobs import artifacts
-from searle_core.report.comparison import evaluate_methods
-from searle_core.report.table import TABLE_METHODS, Table, TableRow, flatten, to_dict, to_markdown, write_table
+from searle_core.report.table import (
+    TABLE_METHODS,
+    Table,
+    TableRow,
+    evaluate_methods,
+    flatten,
+    to_dict,
+    to_markdown,
+    write_table,
+)
 
 SHAPES_COLUMNS = ["mAP@5", "mAP@10", "mAP@25", "mAP@50", "Recall@1", "Recall@5", "Recall@10", "Recall@50"]
 
@@ -270,7 +278,7 @@ def test_one_loop_skips_labels_and_notes_as_both_callers_need(tiny_study, monkey
 
     from searle_core.methods.context import MethodContext
     from searle_core.methods.pipeline import MethodResult
-    from searle_core.report import comparison as pipeline
+    from searle_core.report import table as pipeline
 
     ran, galleries, lines = [], [], []
 

@@ -1,9 +1,6 @@
-"""Captioning baseline: the paper's prompt with ``$`` replaced by a caption of the reference image,
-``a photo of {caption} that {relative caption}``. The caption comes from the dataset's own captioner
-(``CIRBenchmark.captioner``) where it brings one, else from :class:`HFCaptioner`, a Hugging Face model
-(``MethodContext.captioner``: a model name or any callable ``list[PIL.Image] -> list[str]``; the optional
-``transformers`` is imported only here), cached per model and image list under ``cache/captions``.
-"""
+"""Captioning baseline: the paper's prompt with ``$`` replaced by a caption of the reference image, from
+the dataset's own captioner where it brings one, else from a Hugging Face model (``transformers``, an
+optional dependency imported only here), cached per model and image list."""
 
 from __future__ import annotations
 
@@ -32,9 +29,8 @@ DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
 
 @dataclass
 class HFCaptioner:
-    """A Hugging Face image-captioning model (BLIP, GIT, ...; a Hub id or local folder), loaded on first
-    use unless a ``model`` and its ``processor`` are given. ``prompt``: a text prefix for conditional
-    captioners (BLIP: "a photography of")."""
+    """A Hugging Face image-captioning model (a Hub id or local folder), loaded on first use unless a
+    ``model`` and its ``processor`` are given; ``prompt``: a prefix for conditional captioners."""
 
     model_name: str = DEFAULT_CAPTIONER
     device: str = "auto"
@@ -79,12 +75,8 @@ class HFCaptioner:
             inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
             ids = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens)
             out += self.processor.batch_decode(ids, skip_special_tokens=True)
-        return [clean_caption(c) for c in out]
-
-
-def clean_caption(caption: str) -> str:
-    """One line, lower case, no trailing full stop: it is spliced into the middle of a prompt."""
-    return " ".join(caption.split()).strip().rstrip(".").strip().lower()
+        # One line, lower case, no trailing full stop: it is spliced into the middle of a prompt.
+        return [" ".join(c.split()).strip().rstrip(".").strip().lower() for c in out]
 
 
 def _hf_captions(bench: CIRBenchmark, names: list[str], captioner: Callable, progress: bool) -> list[str]:
@@ -103,15 +95,10 @@ def _hf_captions(bench: CIRBenchmark, names: list[str], captioner: Callable, pro
 
 
 def reference_captions(
-    backbone: Backbone,
-    bench: CIRBenchmark,
-    captioner: str | Callable | None,
-    known: dict[str, str],
-    progress: bool = True,
+    backbone: Backbone, bench: CIRBenchmark, captioner: str | Callable | None, known: dict[str, str], progress=True
 ) -> dict[str, str]:
-    """A caption of every reference image: by ``bench.captioner`` where the dataset brings one, else by
-    ``captioner`` (a Hugging Face model name, default :data:`DEFAULT_CAPTIONER`, or a callable).
-    ``known``: captions made before, by image name, filled in place."""
+    """A caption of every reference image, by ``bench.captioner`` where the dataset brings one, else by
+    ``captioner`` (a model name or a callable); ``known``: captions made before, filled in place."""
     names = bench.reference_names()
     todo = [n for n in names if n not in known]
     if not todo:

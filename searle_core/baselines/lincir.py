@@ -1,24 +1,17 @@
 """LinCIR (Gu et al., CVPR 2024): φ trained from text alone by self-masking projection.
 
-For a caption with raw text features t, φ maps ``t + u·ε`` (u ~ U(0, 1) per caption, ε ~ N(0, I)) to a
-token; the caption with its keywords replaced by ``$`` is encoded with that token in every ``$`` row, and
-the loss is the MSE between its features and t. At query time φ takes the reference image's raw
-``encode_image`` features; the query is SEARLE's ``a photo of $ that {caption}`` (FashionIQ: both orders).
+φ maps a caption's raw text features plus noise, ``t + u·ε`` (u ~ U(0, 1) per caption, ε ~ N(0, I)), to
+a token; the caption with its keywords (maximal runs of NOUN, PROPN, ADJ or DET words) replaced by ``$``
+is encoded with that token in every ``$`` row, and the loss is the MSE to t. At query time φ takes the
+reference image's raw features; the query is SEARLE's ``a photo of $ that {caption}``.
 
-As the official code (navervision/lincir ``loader.py``, ``train_phi.py``, ``models.py``): a caption is
-lower-cased, its ``$`` removed, its keywords (maximal runs of words tagged NOUN, PROPN, ADJ or DET)
-replaced by ``$`` with ``str.replace`` in order until one is not found verbatim, which (as no keyword)
-replaces one random word instead; a caption whose ``$`` does not survive tokenisation becomes ``a photo
-of $`` (flagged). SEARLE's φ network; AdamW, lr 1e-4, weight decay 0.01, batch 256 with drop_last over
-a shuffled corpus, a constant lr, noise scale 1, fp32; checkpoints ``{"epoch": step, "Phi": state}``, so
-the official ``phi_best.pt`` loads with :func:`load_lincir`.
-
-Where it differs: the corpus (``--captions FILE``, or a dataset's own; officially millions of CC3M,
-Stable Diffusion and Midjourney captions); to run offline, a tagger that keeps every word but English's
-closed-class ones (``spacy``: the official one, when installed), and ``$`` written with spaces around it
-(CLIP's BPE would not split it off inside a word, as the official special token ``[$]`` is); the
-random-word fallback drawn once per caption (seeded); ``steps`` (officially 50,000); no validation, no
-``phi_best`` (a held-out benchmark choosing the checkpoint would not be zero-shot) and no EMA.
+As the official code (navervision/lincir): its masking (``str.replace`` in order, one random word where a
+keyword is not found verbatim, ``a photo of $`` where ``$`` does not survive tokenisation), SEARLE's φ,
+AdamW (lr 1e-4, weight decay 0.01, constant), batch 256 with drop_last, fp32, and its checkpoints
+(``{"epoch", "Phi"}``: the official ``phi_best.pt`` loads). Where it differs: the corpus (officially
+millions of captions), a closed-class tagger offline (``spacy``, the official one, when installed), ``$``
+written with spaces around it (CLIP's BPE would not split it off inside a word), ``steps`` (officially
+50,000); no validation-chosen checkpoint (it would not be zero-shot) and no EMA.
 """
 
 from __future__ import annotations
@@ -64,19 +57,16 @@ CLOSED_CLASS = frozenset(
 _PUNCTUATION = re.compile(r"^[\W_]+$")
 
 
-def closed_class_is_keyword(word: str) -> bool:
-    """Whether ``word`` would be tagged NOUN, PROPN, ADJ or DET (closed-class approximation)."""
-    return not (word in CLOSED_CLASS or _PUNCTUATION.match(word) or word.replace(".", "").isdigit())
-
-
 def _runs(tagged) -> list[str]:
     """Maximal runs of words tagged as keywords, in order, from ``(word, is_keyword)`` pairs."""
     return [" ".join(w for w, _ in run) for keep, run in itertools.groupby(tagged, key=lambda t: t[1]) if keep]
 
 
-def keyword_runs(caption: str, is_keyword: Callable[[str], bool] = closed_class_is_keyword) -> list[str]:
-    """Maximal runs of keyword words, in order (the official ``extract_keywords_spacy``)."""
-    return _runs((w, is_keyword(w)) for w in caption.split())
+def keyword_runs(caption: str) -> list[str]:
+    """Maximal runs of keywords, in order (the official ``extract_keywords_spacy``), a keyword being a word
+    outside English's closed classes, punctuation and numbers."""
+    closed = lambda w: w in CLOSED_CLASS or _PUNCTUATION.match(w) or w.replace(".", "").isdigit()
+    return _runs((w, not closed(w)) for w in caption.split())
 
 
 def spacy_keyword_runs(model: str = "en_core_web_sm") -> Callable[[str], list[str]]:
@@ -98,7 +88,7 @@ def clean_caption(caption: str) -> str:
 
 
 def mask_keywords(caption: str, keywords: list[str], rng: random.Random) -> str:
-    """The official replacement of ``keywords`` by ``$`` (see the module's docstring)."""
+    """The official replacement of ``keywords`` by ``$``."""
     replaced = caption
     for keyword in keywords or [""]:
         if keyword and keyword in caption:
@@ -120,8 +110,7 @@ class MaskedCaption:
 
 
 def mask_corpus(captions: list[str], seed: int, keywords: str = "closed-class") -> list[MaskedCaption]:
-    """Every caption with its keywords (``closed-class`` or ``spacy`` tagger) masked; ``seed``: the
-    random-word fallback's generator."""
+    """Every caption with its keywords (``closed-class`` or ``spacy`` tagger) masked."""
     if keywords not in ("closed-class", "spacy"):
         raise InputError(f"LinCIR keywords {keywords!r}: expected 'closed-class' or 'spacy'")
     find = spacy_keyword_runs() if keywords == "spacy" else keyword_runs
@@ -152,34 +141,23 @@ class LincirConfig:
 
 
 def encode_masked(backbone: Backbone, tokens: torch.Tensor, pseudo_tokens: torch.Tensor) -> torch.Tensor:
-    """Features of tokenised prompts with φ's token in *every* ``$`` row (the official
-    ``encode_with_pseudo_tokens_HF``; the harness's encoder fills only the first)."""
+    """Features of tokenised prompts with φ's token in *every* ``$`` row (the harness fills only the first)."""
     embeddings = backbone.model.token_embedding(tokens)
     is_pseudo = (tokens == backbone.dollar_token_id).unsqueeze(-1)
     filled = torch.where(is_pseudo, pseudo_tokens.to(embeddings.dtype).unsqueeze(1).expand_as(embeddings), embeddings)
     return encode_token_embeddings(backbone.model, tokens, filled)
 
 
-def phi_input(text: torch.Tensor, noise: float, generator: torch.Generator | None, l2: bool) -> torch.Tensor:
-    """``t + noise · u · ε``, u ~ U(0, 1) per row, ε ~ N(0, I) (normalised after if ``l2``)."""
-    u = torch.rand(text.shape[0], 1, generator=generator).to(text.device)
-    eps = torch.randn(text.shape, generator=generator).to(text.device)
-    out = text + noise * u * eps
-    return F.normalize(out, dim=-1) if l2 else out
-
-
 def lincir_loss(
-    phi: torch.nn.Module,
-    backbone: Backbone,
-    original: torch.Tensor,
-    masked_tokens: torch.Tensor,
-    config: LincirConfig,
-    generator: torch.Generator | None = None,
+    phi: Phi, backbone: Backbone, original: torch.Tensor, masked: torch.Tensor, config: LincirConfig, generator=None
 ) -> torch.Tensor:
-    """MSE between the features of the (N, L) tokenised masked captions, ``$`` = φ(t + noise), and the
-    originals' raw text features t."""
-    tokens = phi(phi_input(original, config.noise, generator, config.l2_normalize))
-    return F.mse_loss(encode_masked(backbone, masked_tokens, tokens).float(), original.float())
+    """MSE between the features of the (N, L) tokenised masked captions, ``$`` = φ(t + noise · u · ε), and
+    the originals' raw text features t."""
+    u = torch.rand(original.shape[0], 1, generator=generator).to(original.device)
+    eps = torch.randn(original.shape, generator=generator).to(original.device)
+    noisy = original + config.noise * u * eps
+    tokens = phi(F.normalize(noisy, dim=-1) if config.l2_normalize else noisy)
+    return F.mse_loss(encode_masked(backbone, masked, tokens).float(), original.float())
 
 
 @torch.no_grad()
@@ -235,8 +213,8 @@ def train_lincir(
 
 
 def load_lincir(path, backbone: Backbone, config: LincirConfig = LincirConfig()) -> Phi:
-    """A LinCIR φ: the official ``phi_best.pt`` / ``phi_latest.pt`` (``{"epoch", "Phi"}``), ours, or a
-    plain state dict; its widths must match the backbone (the official ones are ViT-L/14, H/14, G/14)."""
+    """A LinCIR φ: an official checkpoint (``{"epoch", "Phi"}``), ours, or a plain state dict; its widths
+    must match the backbone (the official ones are ViT-L/14, H/14, G/14)."""
     state = load_torch_file(path, "LinCIR φ checkpoint")
     state = state.get("Phi", state) if isinstance(state, dict) else state
     phi = Phi.for_backbone(backbone, config.dropout)
@@ -254,8 +232,8 @@ def load_lincir(path, backbone: Backbone, config: LincirConfig = LincirConfig())
 def modality_gap(
     backbone: Backbone, network: torch.nn.Module, image_feats: torch.Tensor, captions: list[str], l2: bool = False
 ) -> dict[str, float]:
-    """How far φ's token of an image is from its token of that image's caption: the mean cosine between
-    φ(image) and φ(caption), and, for scale, between the raw image and caption features (CLIP's own gap)."""
+    """Mean cosine between φ's tokens of images and of their captions, and, for scale, between the raw image
+    and caption features (CLIP's own gap)."""
     with eval_precision(backbone.device):
         text = encode_text(backbone.model, backbone.tokenize(captions)).float().cpu()
     image_tokens, text_tokens = (network_tokens(backbone, network, x, l2) for x in (image_feats, text))
@@ -267,8 +245,7 @@ def modality_gap(
 def benchmark_modality_gap(
     backbone: Backbone, bench: CIRBenchmark, network: torch.nn.Module, progress: bool = False
 ) -> dict[str, float] | None:
-    """:func:`modality_gap` on the reference images whose caption the dataset's text corpus knows;
-    ``None`` where it knows none."""
+    """:func:`modality_gap` on the reference images whose caption the dataset's text corpus knows, if any."""
     described = bench.text_corpus.described if bench.text_corpus is not None else {}
     names = [n for n in bench.reference_names() if n in described]
     if not names:

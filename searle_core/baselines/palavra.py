@@ -1,25 +1,12 @@
 """PALAVRA-style inversion (Cohen et al., "This is my unicorn, Fluffy", ECCV 2022), as in SEARLE's table.
 
-1. *Inverter pre-training.* A network maps image features to a token such that phrases about the image's
-   concept, the concept replaced by the token, keep the original phrase's text features (1 - cosine).
-   Only this stage sees phrases.
-2. *Per-image optimisation.* Each reference's token starts at the inverter's prediction and is optimised
-   so that a template with ``$`` = the token picks out its own image among the batch's. No phrase
-   regulariser.
-
-Choices where the original's details are unknown or do not apply to single-image queries:
-
-- *Inverter.* PALAVRA's set encoder degenerates to an MLP for one image; φ's MLP is used, so PALAVRA
-  and SEARLE differ only in their objectives.
-- *The image's concept.* Zero-shot there are no labelled classes: it is the image's top-1 vocabulary
-  concept by CLIP similarity, its phrases from SEARLE's phrase bank; trained on φ's unlabeled images
-  with φ's epochs and batch.
-- *Contrastive loss.* Text → image cross-entropy, one random template of the 24 per image and step,
-  temperature = CLIP's logit scale; negatives are the batch's other references (balanced batches of at
-  most ``token_batch_size``, by default the run's OTI batch: here the batch is part of the objective;
-  a batch of one image keeps its initial token).
-- *Optimiser.* OTI's: AdamW, lr 2e-2, weight decay 0.01, ``--oti-steps`` steps; the last tokens are
-  used (no EMA, which is SEARLE's addition).
+1. *Inverter pre-training* on φ's unlabeled images, epochs and batch: phrases about the image's concept
+   (its top-1 vocabulary concept by CLIP similarity, zero-shot), the concept replaced by the predicted
+   token, keep the original phrase's text features (1 - cosine). The inverter is φ's MLP (PALAVRA's set
+   encoder degenerates to one for a single image), so PALAVRA and SEARLE differ only in their objectives.
+2. *Per-image optimisation* from the inverter's token: text → image cross-entropy with one random
+   template of the 24 per image and step, temperature CLIP's logit scale, the batch's other references
+   as negatives; OTI's optimiser and steps, the last tokens used (no EMA, no phrase regulariser).
 """
 
 from __future__ import annotations
@@ -79,8 +66,7 @@ def palavra_contrastive_loss(
 def palavra_pretraining_loss(
     inverter: Phi, backbone: Backbone, image_features: torch.Tensor, batch_indices: list[int], sampler, cache, tokenize
 ) -> torch.Tensor:
-    """Stage 1: phrases of the image's concept with the concept replaced by the predicted token keep
-    their features (φ's phrase term alone: no distillation, weight 1)."""
+    """Stage 1: φ's phrase term alone (no distillation, weight 1)."""
     predicted = inverter(image_features.float())
     plain = PrefixCachedEncoder(backbone.model, backbone.dollar_token_id, enabled=False)
     config = PhiLossConfig(lambda_distil=0.0, lambda_gpt=1.0)
@@ -89,19 +75,14 @@ def palavra_pretraining_loss(
 
 
 def train_inverter(
-    backbone: Backbone,
-    image_features: torch.Tensor,
-    concepts: list[list[str]],
-    phrase_bank: dict,
-    config=PalavraConfig(),
-    progress=True,
+    backbone: Backbone, features: torch.Tensor, concepts: list[list[str]], phrase_bank: dict, config, progress=True
 ) -> tuple[Phi, list[dict]]:
     """Pre-train the inverter on unlabeled image features and their concepts."""
     torch.manual_seed(config.seed)
     inverter = Phi.for_backbone(backbone, config.dropout).to(backbone.device)
     sampler = phi_sampler(concepts, phrase_bank, config.top_concepts, config.seed, replace_all=False)
     cache, tokenize = PhraseFeatureCache(backbone), TokenCache(backbone)
-    feats = image_features.to(backbone.device).float()
+    feats = features.to(backbone.device).float()
     loss = lambda idx: palavra_pretraining_loss(inverter, backbone, feats[idx], idx, sampler, cache, tokenize)
     history = fit(inverter, len(feats), loss, config, "PALAVRA inverter", progress)
     return inverter.eval(), history
@@ -110,8 +91,7 @@ def train_inverter(
 def optimise_tokens(
     backbone: Backbone, image_features: torch.Tensor, initial: torch.Tensor, steps: int, config=PalavraConfig(), seed=0
 ) -> torch.Tensor:
-    """Stage 2 for one batch: contrastive optimisation of ``initial`` (B, token_dim) tokens against the
-    batch's (B, embed_dim) image features, each other's negatives; ``seed`` draws the templates."""
+    """Stage 2 for one batch: ``initial`` tokens optimised against the batch's image features."""
     device = backbone.device
     targets = image_features.to(device).float()
     tokens = initial.detach().to(device).float().clone().requires_grad_()
@@ -144,10 +124,8 @@ def palavra_reference_tokens(
     known: dict,
     progress=True,
 ) -> dict[str, torch.Tensor]:
-    """PALAVRA tokens of every reference image: the inverter's, optimised ``config.steps`` (else
-    ``oti_steps``) steps in balanced batches of at most ``batch_size``, each seeded from the run ``seed``
-    and its names. ``known``: tokens computed before, by image name, filled in place (``inverter`` may
-    then be ``None``)."""
+    """PALAVRA tokens of every reference image, optimised from the inverter's in balanced, seeded batches of at
+    most ``batch_size``; ``known``: tokens computed before, filled in place (then no inverter is needed)."""
     names, feats = reference_features(backbone, bench, progress)
     if all(n in known for n in names):
         return known

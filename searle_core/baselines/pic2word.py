@@ -1,18 +1,14 @@
 """Pic2Word (Saito et al., CVPR 2023): a mapping network from image features to a pseudo-word.
 
-Trained on unlabeled images only: the text features of ``a photo of $`` with ``$`` = mapper(image) must
-pick out their own image among the batch's, and vice versa (CLIP's symmetric contrastive loss with its
-logit scale; CLIP frozen). Queries are ``a photo of $ , {relative caption}``; on FashionIQ ``a photo of
-$ , {caption 2} and {caption 1}``, one order only, as its ``data.py``.
+Trained on unlabeled images only: ``a photo of $`` with ``$`` = mapper(image) must pick out its own image
+among the batch's, and vice versa (CLIP's symmetric contrastive loss; CLIP frozen). Queries are ``a photo
+of $ , {relative caption}`` (FashionIQ: ``{caption 2} and {caption 1}``, one order, as its ``data.py``).
 
-As the official code (google-research/composed_image_retrieval ``model.IM2TEXT``, ``main.py``,
-``params.py``, ``trainer.py``, the README's command): ``n_layer`` blocks Linear-Dropout-ReLU of width 512
-then a Linear to the token width, on *raw* ``encode_image`` features; AdamW with betas (0.9, 0.98), eps
-1e-6, lr 1e-4, weight decay 0.1 except on biases and gains; a linear warm-up then a cosine decay per
-step; fp16 autocast + GradScaler on CUDA. Where it differs, for a like-for-like table: φ's unlabeled
-images and preprocessing (targetpad), not ~3M CC3M images and Pic2Word's transform; φ's epochs and batch
-(100 × 256), not 30 epochs of 128 per GPU; the warm-up (10,000 steps officially) capped at a tenth of
-the run; negatives from the batch only (no ``--aggregate``).
+As the official code (google-research/composed_image_retrieval): ``IM2TEXT`` on *raw* ``encode_image``
+features; AdamW (betas 0.9, 0.98, eps 1e-6, lr 1e-4, weight decay 0.1 except on biases and gains), a linear
+warm-up then a cosine decay per step, fp16 + GradScaler on CUDA. Where it differs, for a like-for-like
+table: φ's unlabeled images, preprocessing, epochs and batch (not ~3M CC3M images, 30 epochs of 128 per
+GPU), a warm-up capped at a tenth of the run, and negatives from the batch only.
 """
 
 from __future__ import annotations
@@ -23,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from searle_core.baselines.training import fit
+from searle_core.baselines.training import cosine_with_warmup, fit
 from searle_core.clip.backbone import Backbone
 from searle_core.infra.files import load_torch_file
 from searle_core.method.prefix_cache import PrefixCachedEncoder
@@ -103,20 +99,19 @@ def train_pic2word(
     mapper = config.build(backbone).to(backbone.device)
     tokenize, encoder = TokenCache(backbone), PrefixCachedEncoder(backbone.model, backbone.dollar_token_id)
     total = config.epochs * ((len(image_features) + config.batch_size - 1) // config.batch_size)
-    loss = lambda idx: pic2word_loss(mapper, backbone, image_features[idx], tokenize, encoder)
-    history = fit(
-        mapper,
-        len(image_features),
-        loss,
-        config,
-        "Pic2Word mapper",
-        progress,
-        betas=tuple(config.betas),
-        eps=config.eps,
-        decay_biases_and_gains=False,
-        warmup_steps=min(config.warmup_steps, max(1, total // 10)),
-        precision=config.precision,
+    schedule = cosine_with_warmup(config.lr, min(config.warmup_steps, max(1, total // 10)), total)
+    # No weight decay on biases and norm gains (1-d parameters): open_clip's ``gain_or_bias`` group.
+    named = list(mapper.named_parameters())
+    gain_or_bias = lambda k, p: p.ndim < 2 or "bias" in k
+    groups = [
+        {"params": [p for k, p in named if gain_or_bias(k, p)], "weight_decay": 0.0},
+        {"params": [p for k, p in named if not gain_or_bias(k, p)]},
+    ]
+    optimizer = torch.optim.AdamW(
+        groups, lr=config.lr, weight_decay=config.weight_decay, betas=tuple(config.betas), eps=config.eps
     )
+    loss = lambda idx: pic2word_loss(mapper, backbone, image_features[idx], tokenize, encoder)
+    history = fit(mapper, len(image_features), loss, config, "Pic2Word mapper", progress, optimizer, schedule)
     return mapper.eval(), history
 
 

@@ -1,9 +1,5 @@
-"""What the trained baselines share: their unlabeled images and a training loop.
-
-Pic2Word's mapper and PALAVRA's inverter train on the *same* unlabeled images as φ (the paper's
-ImageNet1K test images, or a dataset's own), from the same cached CLIP features, so the table compares
-objectives and not data.
-"""
+"""What the trained baselines share: their unlabeled images (φ's, from the same cached CLIP features, so
+the table compares objectives and not data) and a training loop."""
 
 from __future__ import annotations
 
@@ -26,8 +22,7 @@ from searle_core.infra.files import digest
 
 @dataclass
 class UnlabeledFeatures:
-    """Unlabeled training images as (N, embed_dim) CLIP features, row i for ``names[i]``; ``data_id`` names
-    the images in artifact keys."""
+    """Unlabeled training images as (N, embed_dim) CLIP features; ``data_id`` names them in artifact keys."""
 
     data_id: str
     names: list[str]
@@ -37,10 +32,8 @@ class UnlabeledFeatures:
 def unlabeled_images(
     backbone: Backbone, bench: CIRBenchmark, given, method: str, progress: bool = True, normalize: bool = True
 ) -> UnlabeledFeatures:
-    """The unlabeled images a baseline trains on, as features (``normalize=False``: raw ``encode_image``
-    features, Pic2Word's mapper input). A dataset's own (``bench.unlabeled``) come first; else ``given``
-    (``MethodContext.unlabeled``): an image source with ``names`` (e.g. ``ImageFolderSource`` of ImageNet1K
-    ``test/``), a ``(source, names)`` pair or :class:`UnlabeledImages`."""
+    """The unlabeled images a baseline trains on, as features: the dataset's own, else ``given``
+    (``MethodContext.unlabeled``: an image source with ``names``, a ``(source, names)`` pair or images)."""
     if bench.unlabeled is not None:
         given = bench.unlabeled
     if isinstance(given, UnlabeledImages):
@@ -72,16 +65,14 @@ def network_tokens(backbone: Backbone, network: nn.Module, features: torch.Tenso
 
 
 def reference_tokens(backbone: Backbone, bench: CIRBenchmark, network, progress=True, l2=False) -> dict:
-    """``$`` of every reference image: ``network`` (Pic2Word's mapper, LinCIR's φ) on its raw
-    ``encode_image`` features, as their official code does."""
+    """``$`` of every reference image: ``network`` on its raw features, as Pic2Word's and LinCIR's code."""
     names = bench.reference_names()
     feats = image_features(backbone, bench.images, names, progress=progress, normalize=False)
     return dict(zip(names, network_tokens(backbone, network, feats, l2)))
 
 
 def cosine_with_warmup(base_lr: float, warmup: int, total: int) -> Callable[[int], float]:
-    """Learning rate at step ``s``: linear warm-up ``base_lr * (s + 1) / warmup``, then a cosine to 0
-    over the remaining steps (open_clip's ``cosine_lr``, which Pic2Word uses)."""
+    """Step -> lr: a linear warm-up, then a cosine to 0 (open_clip's ``cosine_lr``, which Pic2Word uses)."""
 
     def lr_at(step: int) -> float:
         if step < warmup:
@@ -91,43 +82,17 @@ def cosine_with_warmup(base_lr: float, warmup: int, total: int) -> Callable[[int
     return lr_at
 
 
-def _no_decay(name: str, param: nn.Parameter) -> bool:
-    """Biases and norm gains (1-d parameters): open_clip's and Pic2Word's ``gain_or_bias`` group."""
-    return param.ndim < 2 or "bias" in name
-
-
 def fit(
-    module: nn.Module,
-    n: int,
-    loss_fn: Callable[[list[int]], torch.Tensor],
-    config,
-    desc: str,
-    progress: bool = True,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    decay_biases_and_gains: bool = True,
-    warmup_steps: int | None = None,
-    precision: str = "fp32",
+    module: nn.Module, n: int, loss_fn: Callable, config, desc: str, progress=True, optimizer=None, schedule=None
 ) -> list[dict]:
-    """AdamW over shuffled mini-batches of ``n`` examples (the last, smaller batch kept) with ``config``'s
-    epochs, batch size, lr, weight decay and seed (shuffling and, through the global generator, dropout);
-    ``loss_fn`` maps batch indices to a loss, run under ``precision``'s autocast (fp16 on CUDA with a loss
-    scaler). ``warmup_steps``: a linear warm-up then a cosine decay to 0 (``None``: a constant lr).
-    Returns the mean loss of every epoch."""
-    epochs, batch_size, lr, seed = config.epochs, config.batch_size, config.lr, config.seed
+    """AdamW (else ``optimizer``) over shuffled mini-batches of ``n`` examples (the last, smaller one kept) with
+    ``config``'s epochs, batch size, lr, weight decay, seed and autocast ``precision`` where it has one;
+    ``loss_fn`` maps batch indices to a loss, ``schedule`` steps to lrs. Returns every epoch's mean loss."""
+    epochs, batch_size, seed = config.epochs, config.batch_size, config.seed
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    if decay_biases_and_gains:
-        groups = [{"params": list(module.parameters())}]
-    else:
-        named = list(module.named_parameters())
-        groups = [
-            {"params": [p for k, p in named if _no_decay(k, p)], "weight_decay": 0.0},
-            {"params": [p for k, p in named if not _no_decay(k, p)]},
-        ]
-    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=config.weight_decay, betas=betas, eps=eps)
-    total = epochs * ((n + batch_size - 1) // batch_size)
-    schedule = cosine_with_warmup(lr, warmup_steps, total) if warmup_steps is not None else None
+    optimizer = optimizer or torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    precision = getattr(config, "precision", "fp32")
     device = next(module.parameters()).device
     scaler = grad_scaler(device, precision)
     module.train()

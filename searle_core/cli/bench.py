@@ -15,8 +15,7 @@ import tempfile
 import torch
 
 from searle_core.cli.common import add_backbone_options, load_backbone_from_args, positive_ints, print_json
-from searle_core.clip.backbone import load_backbone
-from searle_core.clip.weights import InMemoryWeights
+from searle_core.clip.backbone import InMemoryWeights, load_backbone
 from searle_core.infra.settings import count_type, positive_int, seed_int
 from searle_core.jobs.bench import (
     bench_feature_extraction,

@@ -7,8 +7,8 @@ import json
 import math
 
 from searle_core.clip.backbone import open_backbone
-from searle_core.datasets.features import configure_for_dataset
 from searle_core.infra.settings import RunSettings, add_setting, from_namespace, nonnegative_int, positive_int
+from searle_core.jobs.setup import open_model
 
 CHOICES = {"preprocess": ("clip", "targetpad"), "precision": ("auto", "fp32", "fp16", "bf16")}
 
@@ -78,17 +78,12 @@ def settings_from_args(args: argparse.Namespace | RunSettings) -> RunSettings:
 
 
 def load_backbone_from_args(args: argparse.Namespace | RunSettings):
-    """The backbone the options name, with the dataset's image pipeline (``configure_for_dataset``, as the
-    notebooks: targetpad 1.25 for every dataset, 0 workers for shapes, up to 8 for image files).
-
-    ``--pretrained none`` draws random weights under ``--seed`` in a forked RNG, so two runs build the
-    same model, share feature caches, and leave the global random state untouched.
-    """
+    """The backbone the options name, with the dataset's image pipeline unless the command has no image
+    options (``--pretrained none``: random weights drawn under ``--seed`` in a forked RNG)."""
     s = settings_from_args(args)
-    backbone = open_backbone(s.backbone, s.pretrained, s.device, s.seed, s.quick)
     if isinstance(args, argparse.Namespace) and not hasattr(args, "preprocess"):
-        return backbone  # a command without image options (`searle invert` sets its own)
-    return configure_for_dataset(backbone, s.dataset, s.preprocess or None, s.num_workers)
+        return open_backbone(s.backbone, s.pretrained, s.device, s.seed, s.quick)
+    return open_model(s)
 
 
 def positive_ints(text: str) -> tuple[int, ...]:

@@ -21,25 +21,21 @@ from searle_core.cli.common import (
     print_json,
     settings_from_args,
 )
-from searle_core.datasets import ImageFolderSource, ImageLoadError, load_benchmark
+from searle_core.datasets import ImageFolderSource, ImageLoadError
 from searle_core.datasets.text_corpus import read_captions
 from searle_core.infra.errors import InputError
 from searle_core.infra.files import check_writable
 from searle_core.infra.settings import RunSettings, add_setting, nonnegative_int, positive_int
-from searle_core.inversion.concept_files import is_image_concepts_file, read_concepts_csv
-from searle_core.inversion.concepts import Vocabulary
 from searle_core.inversion.phi_files import load_phi
-from searle_core.inversion.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
 from searle_core.jobs.authors_oti import load_reference_tokens
 from searle_core.jobs.evaluation import evaluate
+from searle_core.jobs.setup import open_benchmark, open_vocabulary
 from searle_core.method.oti import OTIConfig
 from searle_core.methods.context import MethodContext
-from searle_core.methods.pipeline import gallery_features
-from searle_core.methods.registry import BASE_METHODS
+from searle_core.methods.pipeline import BASE_METHODS, gallery_features
 from searle_core.report.submission import cirr_subset_rankings, write_circo_submission, write_cirr_submission
 from searle_core.report.table import settings_line, settings_record
-from searle_core.world.recipes import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES, resolved_oti_batch_size
-from searle_core.world.setup import world_vocabulary
+from searle_core.world.setup import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES, resolved_oti_batch_size
 
 DATASETS = ("shapes", "cirr", "fashioniq", "circo")
 #: Settings these commands take as given, ``None`` when not (the method's or the dataset's default).
@@ -93,68 +89,11 @@ def _readable_errors(func):
     return wrapper
 
 
-def benchmark_from_args(args: argparse.Namespace | RunSettings):
-    """The benchmark the options (or settings: images checked, a missing one an error) name."""
-    s = settings_from_args(args)
-    if s.dataset == "shapes":
-        return load_benchmark("shapes", split=s.split, quick=s.quick)
-    if not s.dataset_path:
-        raise InputError(f"--dataset {s.dataset} needs --dataset-path (the folder with its annotations and images)")
-    kw = {"on_missing": getattr(args, "on_missing", "error"), "check_images": getattr(args, "check_images", "exists")}
-    if s.category:
-        if s.dataset != "fashioniq":
-            raise InputError("--category applies to --dataset fashioniq only")
-        kw["category"] = [c.strip() for c in s.category.split(",") if c.strip()]
-    bench = load_benchmark(s.dataset, s.dataset_path, s.split, **kw)
-    skipped = bench.extra.get("skipped") or {}
-    if skipped.get("images"):
-        _note(
-            f"skipped {skipped['images']} missing or unreadable image(s): {skipped['queries']} queries and "
-            f"{skipped['gallery']} gallery images dropped (first: {', '.join(skipped['files'][:3])})"
-        )
-    if not bench.queries:
-        raise InputError(f"{s.dataset} {s.split} in {s.dataset_path} has no queries left")
-    return bench
-
-
-def vocabulary_from_args(args: argparse.Namespace | RunSettings):
-    """OTI's regulariser inputs: ``--concepts``/``--phrases``, else the shapes world's, else none."""
-    s = settings_from_args(args)
-    if not s.concepts and not s.phrases:
-        return world_vocabulary() if s.dataset == "shapes" else None
-    bank = load_phrase_pickle(s.phrases) if s.phrases else None
-    # --concepts is the vocabulary (Open Images' class descriptions), or each image's concepts in the
-    # authors' layout (*_top_250_ensembling_image_texts.csv), read as their scripts read it.
-    associations = read_concepts_csv(s.concepts) if s.concepts and is_image_concepts_file(s.concepts) else None
-    if associations is not None:
-        concepts = list(dict.fromkeys(c for cs in associations.values() for c in cs))
-    else:
-        concepts = load_concepts_csv(s.concepts) if s.concepts else list(bank)
-    kept = filter_phrase_bank(bank if bank is not None else template_phrases(concepts))
-    names = [c for c in concepts if c in kept]
-    source = s.phrases or "offline template phrases"
-    where = f"{len(associations)} images' concepts from {s.concepts}" if associations is not None else None
-    _note(
-        f"concepts: {where or f'images are associated over all {len(concepts)}'}; {len(names)} of "
-        f"{len(concepts)} have usable phrases ({len(concepts) - len(names)} without phrases, or with phrases that "
-        f"do not all contain the concept, are skipped afterwards, as the authors do); phrases from {source}"
-    )
-    if not names:
-        raise InputError(f"no concept of {s.concepts or s.phrases} has usable phrases in {source}")
-    return Vocabulary(
-        list(concepts),
-        {c: kept[c] for c in names},
-        phrases="given" if s.phrases else "templates",
-        associations=associations,
-        source=str(s.concepts or ""),
-    )
-
-
 def context_from_args(args: argparse.Namespace | RunSettings, backbone) -> MethodContext:
     """Method resources from the settings: vocabulary, φ, OTI settings, seed, progress, and the
     baselines' captioner, unlabeled images, caption corpus and checkpoints."""
     s = settings_from_args(args)
-    vocab = vocabulary_from_args(s)
+    vocab = open_vocabulary(s, _note)
     if vocab is None and "searle-oti" in f"{getattr(args, 'method', '')},{getattr(args, 'methods', '')}":
         if not s.oti_tokens:
             _note(
@@ -185,6 +124,11 @@ def context_from_args(args: argparse.Namespace | RunSettings, backbone) -> Metho
     if s.lincir_checkpoint:
         ctx.checkpoints["lincir"] = s.lincir_checkpoint
     return ctx
+
+
+def benchmark_from_args(args: argparse.Namespace):
+    """The benchmark the options name, missing images handled as ``--on-missing``/``--check-images`` say."""
+    return open_benchmark(settings_from_args(args), args.on_missing, args.check_images, _note)
 
 
 def _load(args: argparse.Namespace):

@@ -21,8 +21,9 @@ from searle_core.cli.common import (
     add_run_options,
     load_backbone_from_args,
     print_json,
+    settings_from_args,
 )
-from searle_core.cli.evaluate import benchmark_from_args, vocabulary_from_args
+from searle_core.cli.evaluate import benchmark_from_args
 from searle_core.datasets import ImageFolderSource
 from searle_core.datasets.features import configure_images
 from searle_core.datasets.folder import check_folder_images
@@ -34,11 +35,12 @@ from searle_core.jobs.authors_oti import IMPORTED, import_authors_oti, is_author
 from searle_core.jobs.oti_run import kept_batches, vocabulary_fingerprint
 from searle_core.jobs.phi_run import benchmark_validator, kept_epochs, run_train_phi
 from searle_core.jobs.run_folder import check_ours
+from searle_core.jobs.setup import open_benchmark, open_vocabulary
 from searle_core.method.oti import OTIConfig
 from searle_core.method.phi import PhiLossConfig
 from searle_core.method.phi_training import PhiTrainConfig
 from searle_core.world import ShapesWorld, WorldConfig
-from searle_core.world.recipes import default_oti_batch_size
+from searle_core.world.setup import default_oti_batch_size
 
 OTI_DATASETS = ("shapes", "imagenet", "cirr", "fashioniq", "circo")
 VAL_DATASETS = ("shapes", "cirr", "fashioniq", "circo", "none")
@@ -150,7 +152,7 @@ def run_oti_command(args: argparse.Namespace) -> int:
         # What `searle train-phi --oti-tokens` needs to load the same CLIP (a weights id is not an argument).
         info["backbone_args"] = {k: getattr(args, k) for k in ("backbone", "pretrained", "quick", "seed")}
         names = names[: args.max_images] if args.max_images is not None else names
-        vocabulary = vocabulary_from_args(args) if args.lambda_gpt > 0 else None
+        vocabulary = open_vocabulary(settings_from_args(args), _say) if args.lambda_gpt > 0 else None
         if vocabulary is None and args.lambda_gpt > 0:
             _say("no --concepts/--phrases: OTI runs without its regulariser (lambda_gpt 0)")
         if vocabulary is not None and vocabulary.associations is not None:
@@ -196,7 +198,7 @@ def _validator(args: argparse.Namespace, backbone, vocabulary):
     if dataset == "shapes" and backbone.name != "shapes-clip":
         raise InputError("--val-dataset shapes needs the shapes-clip backbone; pick a real benchmark or none")
     val = RunSettings(dataset=dataset, dataset_path=args.val_dataset_path or "", split=args.val_split, quick=args.quick)
-    return benchmark_validator(backbone, benchmark_from_args(val), vocabulary)
+    return benchmark_validator(backbone, open_benchmark(val), vocabulary)
 
 
 def _no_validation(phi) -> dict:
@@ -247,7 +249,7 @@ def run_train_phi_command(args: argparse.Namespace) -> int:
     try:
         # Random weights are drawn under the OTI run's seed: φ must see the CLIP its tokens came from.
         backbone = load_backbone_from_args(argparse.Namespace(**{**vars(args), "seed": given.get("seed", args.seed)}))
-        vocabulary = vocabulary_from_args(args) if args.lambda_gpt > 0 else None
+        vocabulary = open_vocabulary(settings_from_args(args), _say) if args.lambda_gpt > 0 else None
         if recorded is not None:
             # Their features were made with their --preprocess-type (targetpad by default): so are ours;
             # loader workers pay for their start-up only on many images.

@@ -10,8 +10,15 @@ from searle_core.cli.evaluate import add_benchmark_options, benchmark_from_args,
 from searle_core.infra.errors import InputError
 from searle_core.infra.settings import positive_int
 from searle_core.metrics.significance import compare_methods, to_markdown, write_differences
-from searle_core.report.comparison import evaluate_methods
-from searle_core.report.table import DISPLAY_NAMES, TABLE_METHODS, settings_line, to_dict, to_text, write_table
+from searle_core.report.table import (
+    DISPLAY_NAMES,
+    TABLE_METHODS,
+    evaluate_methods,
+    settings_line,
+    to_dict,
+    to_text,
+    write_table,
+)
 
 
 def register(sub) -> None:

@@ -21,11 +21,12 @@ from searle_core.inversion.phrases import filter_phrase_bank, load_concepts_csv,
 from searle_core.method.oti import OTIConfig, oti
 from searle_core.world import ShapesWorld, WorldConfig, training_vocabulary
 from searle_core.world.setup import world_setup, world_vocabulary
-from searle_core.world.shipped_weights import pack, shipped_path
 from searle_core.world.world_clip import (
     WorldCLIPConfig,
     format_report,
     held_out_names,
+    pack,
+    shipped_path,
     trained_token_ids,
     training_log,
     world_clip_weights,

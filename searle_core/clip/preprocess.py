@@ -29,14 +29,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-class ToRGB:
-    def __call__(self, image: Image.Image) -> Image.Image:
-        return to_rgb(image)
-
-    def __repr__(self) -> str:
-        return "ToRGB()"
-
-
 class TargetPad:
     """Pad the shorter side with ``fill``, centred, by ``int((long / target_ratio - short) / 2)`` a side as the
     reference code (200x100 becomes 200x160), in the image's own mode; images within the ratio pass."""
@@ -53,9 +45,6 @@ class TargetPad:
         scaled = max(w, h) / self.target_ratio
         pad_w, pad_h = max(int((scaled - w) / 2), 0), max(int((scaled - h) / 2), 0)
         return FT.pad(image, [pad_w, pad_h, pad_w, pad_h], self.fill, "constant")
-
-    def __repr__(self) -> str:
-        return f"TargetPad(target_ratio={self.target_ratio}, fill={self.fill})"
 
 
 _INTERPOLATIONS = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}
@@ -81,7 +70,7 @@ def make_preprocess(
     if interpolation not in _INTERPOLATIONS:
         raise InputError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}, got {interpolation!r}")
     steps = [TargetPad(target_ratio)] if kind == "targetpad" else []
-    steps += [T.Resize(image_size, interpolation=_INTERPOLATIONS[interpolation]), T.CenterCrop(image_size), ToRGB()]
+    steps += [T.Resize(image_size, interpolation=_INTERPOLATIONS[interpolation]), T.CenterCrop(image_size), to_rgb]
     return T.Compose([*steps, T.ToTensor(), T.Normalize(mean=tuple(mean), std=tuple(std))])
 
 

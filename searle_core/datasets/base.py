@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from PIL import Image
@@ -104,12 +103,3 @@ class CIRBenchmark:
 
     def reference_names(self) -> list[str]:
         return sorted({q.reference for q in self.queries})
-
-
-def check_paths(root: Path, required: Sequence[str], layout: str) -> None:
-    """A clear error listing the expected layout if any required path is missing."""
-    missing = [p for p in required if not (root / p).exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"dataset folder {root} is incomplete: missing {', '.join(missing)}.\nExpected layout:\n{layout}"
-        )

@@ -23,8 +23,8 @@ from searle_core.clip.preprocess import TARGET_RATIO, PreprocessKind, make_prepr
 from searle_core.datasets import generated_benchmark
 from searle_core.datasets.base import CIRBenchmark, ImageSource
 from searle_core.datasets.folder import ImageLoadError
-from searle_core.infra.cache import cache_file, load_cached_tensor, save_tensor_atomic
 from searle_core.infra.device import eval_precision
+from searle_core.infra.files import cache_file, load_cached_tensor, save_tensor_atomic
 from searle_core.method.encoding import encode_text
 
 
@@ -192,14 +192,8 @@ def _compute_image_features(
 
 
 @torch.no_grad()
-def text_features(
-    backbone: Backbone,
-    texts: list[str],
-    batch_size: int = 512,
-    cache: bool | str | Path = False,
-    progress: bool = False,
-) -> torch.Tensor:
-    """Normalised (N, embed_dim) float32 CPU features of plain texts (not cached unless ``cache``)."""
+def text_features(backbone: Backbone, texts: list[str], cache: bool | str | Path = False) -> torch.Tensor:
+    """Normalised (N, embed_dim) float32 CPU features of plain texts, 512 a pass (not cached unless ``cache``)."""
     texts = list(texts)
     path = None
     if cache and texts:
@@ -210,9 +204,9 @@ def text_features(
         if feats is not None:
             return feats
     out = []
-    for i in tqdm(range(0, len(texts), batch_size), desc="text features", disable=not progress, leave=False):
+    for i in range(0, len(texts), 512):
         with eval_precision(backbone.device):
-            feats = encode_text(backbone.model, backbone.tokenize(texts[i : i + batch_size]))
+            feats = encode_text(backbone.model, backbone.tokenize(texts[i : i + 512]))
         out.append(F.normalize(feats.float(), dim=-1).cpu())
     feats = torch.cat(out) if out else torch.empty(0, backbone.embed_dim)
     save_tensor_atomic(path, feats)

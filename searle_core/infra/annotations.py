@@ -2,14 +2,10 @@
 
     python -m searle_core.infra.annotations [--dest data/annotations] [--from DIR] [--timeout S]
 
-(``make annotations``.) CIRR, FashionIQ and CIRCO's annotation releases (captions and image splits of
-the validation and test splits) and the Open Images V7 class list, under ``--dest`` in the layout the
-tests read (that of a ``../shared/data`` folder). No images; each licence is its authors'. GitHub files
-come from raw.githubusercontent.com at a commit whose git blob ids equal those of the files hashed
-below (CIRR: its ``cirr_dataset`` branch); the Open Images list's URL names the V7 release and its
-SHA-256 is the pin. Each file goes through a temporary file, is checked, then moved into place; one
-already there with another hash is left alone and reported. ``--from DIR`` copies from a local folder
-laid out as ``--dest``, with the same checks.
+CIRR, FashionIQ and CIRCO's annotations (captions and image splits of val and test) and the Open Images
+V7 class list, under ``--dest`` in the layout the tests read; no images (each licence is its authors').
+Each file is checked in a temporary file, then moved into place; one already there with another hash is
+left alone and reported. ``--from DIR`` copies from a local folder laid out as ``--dest``.
 """
 
 from __future__ import annotations
@@ -28,14 +24,15 @@ from typing import BinaryIO
 
 from searle_core.infra.files import sha256_of
 
-CIRR_COMMIT = "2276fba2d2c53862c8ae79ea18e1f1ae03719f56"
-FASHIONIQ_COMMIT = "f71b16c3b09ef03b02c0fed160fa072fb3b8aa16"
-CIRCO_COMMIT = "267b5c9087d856ce1b41d2daf8f385ae5b629a3b"
-
-_CIRR = f"https://raw.githubusercontent.com/Cuberick-Orion/CIRR/{CIRR_COMMIT}"
-_FASHIONIQ = f"https://raw.githubusercontent.com/XiaoxiaoGuo/fashion-iq/{FASHIONIQ_COMMIT}"
-_CIRCO = f"https://raw.githubusercontent.com/miccunifi/CIRCO/{CIRCO_COMMIT}"
-_OPEN_IMAGES = "https://storage.googleapis.com/openimages/v7"
+_GITHUB = "https://raw.githubusercontent.com"
+#: Where each dataset's files come from: GitHub at a commit whose blob ids equal the pinned files' (CIRR: its
+#: ``cirr_dataset`` branch), and the Open Images V7 release (its SHA-256 below is the pin).
+_ROOTS = {
+    "cirr": f"{_GITHUB}/Cuberick-Orion/CIRR/2276fba2d2c53862c8ae79ea18e1f1ae03719f56",
+    "fashioniq": f"{_GITHUB}/XiaoxiaoGuo/fashion-iq/f71b16c3b09ef03b02c0fed160fa072fb3b8aa16",
+    "circo": f"{_GITHUB}/miccunifi/CIRCO/267b5c9087d856ce1b41d2daf8f385ae5b629a3b",
+    "concepts": "https://storage.googleapis.com/openimages/v7",
+}
 
 #: SHA-256 of each file, by its path under the destination folder.
 SHA256: dict[str, str] = {
@@ -61,12 +58,10 @@ SHA256: dict[str, str] = {
     "concepts/oidv7-class-descriptions.csv": "485af96e4f9813d8abcab1126ffcd79e07bb1048ee27f0fb209c62f1da1a3293",
 }
 
-
-_ROOTS = {"cirr": _CIRR, "fashioniq": _FASHIONIQ, "circo": _CIRCO, "concepts": _OPEN_IMAGES}
-#: The pinned URL of each file: its destination path without the dataset's folder (CIRCO's example
-#: submission is renamed, as the tests read it).
+#: The pinned URL of each file: its destination path under its dataset's root (CIRCO's example submission
+#: is renamed, as the tests read it).
 URLS: dict[str, str] = {name: f"{_ROOTS[name.split('/')[0]]}/{name.split('/', 1)[1]}" for name in SHA256}
-URLS["circo/submission_val_example.json"] = f"{_CIRCO}/submission_examples/submission_val.json"
+URLS["circo/submission_val_example.json"] = f"{_ROOTS['circo']}/submission_examples/submission_val.json"
 
 TIMEOUT = 60.0  # seconds to connect, and to wait for each read
 _CHUNK = 1 << 16
@@ -77,8 +72,8 @@ class AnnotationError(RuntimeError):
 
 
 def _write_checked(stream: BinaryIO, target: Path, expected: str, origin: str, size: int | None = None) -> None:
-    """Stream into a temporary file beside ``target``, check its size (if announced) and SHA-256, then
-    move it into place; whatever goes wrong, the temporary file is removed."""
+    """Stream into a temporary file beside ``target``, check its size (if announced) and SHA-256, then move
+    it into place; whatever goes wrong, the temporary file is removed."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:

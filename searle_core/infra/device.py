@@ -1,8 +1,5 @@
-"""Where tensors live and which precision runs there: every ``device`` argument ("auto", "cpu",
-"cuda:1", ...) is resolved here. As the authors' code, evaluation runs in fp32 with no autocast;
-training (OTI, φ, the baselines' networks) under fp16 autocast with a ``GradScaler`` on CUDA (``bf16``
-on request); the CPU trains in fp32 unless a precision is asked for.
-"""
+"""Where tensors live and which precision runs there. As the authors' code, evaluation runs in fp32 with no
+autocast, training under fp16 autocast with a ``GradScaler`` on CUDA (bf16 on request), in fp32 on CPU."""
 
 from __future__ import annotations
 
@@ -13,9 +10,7 @@ import torch
 from searle_core.infra.errors import InputError
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
-#: Evaluation always runs in fp32 (the authors cast features with ``.float()`` and use no autocast).
 EVAL_PRECISION = "fp32"
-
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -32,8 +27,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def eval_precision(device: torch.device | str):
-    """Full fp32 for evaluation: turns off any autocast a caller left on (features are compared
-    across methods and with the authors' numbers, so they never depend on the caller's context)."""
+    """Full fp32 for evaluation: turns off any autocast a caller left on (features are compared across methods
+    and with the authors' numbers)."""
     return torch.autocast(device_type=torch.device(device).type, enabled=False)
 
 
@@ -47,7 +42,6 @@ def training_precision(device: torch.device | str, precision: str = "auto") -> s
 
 
 def train_autocast(device: torch.device, precision: str = "auto"):
-    """The autocast context of a training step (a no-op in fp32)."""
     resolved = training_precision(device, precision)
     if resolved == "fp32":
         return contextlib.nullcontext()
@@ -55,8 +49,7 @@ def train_autocast(device: torch.device, precision: str = "auto"):
 
 
 def grad_scaler(device: torch.device, precision: str = "auto") -> torch.amp.GradScaler | None:
-    """A loss scaler for fp16 training on CUDA (the authors' ``GradScaler``); ``None`` otherwise
-    (bf16 and fp32 have fp32's exponent range and need none)."""
+    """A loss scaler for fp16 training on CUDA (the authors' ``GradScaler``); bf16 and fp32 need none."""
     device = torch.device(device)
     if training_precision(device, precision) == "fp16" and device.type == "cuda":
         return torch.amp.GradScaler("cuda")
@@ -64,7 +57,6 @@ def grad_scaler(device: torch.device, precision: str = "auto") -> torch.amp.Grad
 
 
 def scaled_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler) -> None:
-    """Backward and optimiser step, through ``scaler`` when there is one."""
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.step(optimizer)

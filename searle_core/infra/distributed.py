@@ -1,8 +1,7 @@
 """One process or many: the few torch.distributed calls the runs need, no-ops on a single process.
 
-``torchrun --nproc_per_node=N`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``; :func:`setup` then joins
-the process group (NCCL on GPUs, gloo on CPU) and gives each process its GPU. Without torchrun every
-function here behaves as for a world of one, so the same code runs in both cases.
+Under ``torchrun`` :func:`setup` joins the process group (NCCL on GPUs, gloo on CPU) and gives each
+process its GPU; without it every function behaves as for a world of one, so the same code runs in both.
 """
 
 from __future__ import annotations
@@ -61,12 +60,12 @@ def barrier() -> None:
         dist.barrier()
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """``obj`` from rank ``src`` on every rank (pickled)."""
+def broadcast_object(obj: Any) -> Any:
+    """``obj`` from rank 0 on every rank (pickled)."""
     if not active():
         return obj
-    box = [obj if rank() == src else None]
-    dist.broadcast_object_list(box, src=src)
+    box = [obj if is_main() else None]
+    dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
@@ -79,12 +78,12 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def gather_objects(obj: Any, dst: int = 0) -> list[Any] | None:
-    """Every rank's ``obj`` in rank order on rank ``dst``; ``None`` elsewhere."""
+def gather_objects(obj: Any) -> list[Any] | None:
+    """Every rank's ``obj`` in rank order on rank 0; ``None`` elsewhere."""
     if not active():
         return [obj]
-    out: list[Any] | None = [None] * world_size() if rank() == dst else None
-    dist.gather_object(obj, out, dst=dst)
+    out: list[Any] | None = [None] * world_size() if is_main() else None
+    dist.gather_object(obj, out, dst=0)
     return out
 
 
@@ -96,17 +95,13 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
 
 
 def shard_indices(n: int, rank_: int | None = None, world: int | None = None) -> list[int]:
-    """Round-robin share of ``range(n)`` for a rank, the same on every run: every rank gets early and
-    late batches, so a resumed run (whose early batches are done) keeps all ranks busy."""
-    rank_ = rank() if rank_ is None else rank_
-    world = world_size() if world is None else world
-    return list(range(rank_, n, world))
+    """Round-robin share of ``range(n)`` for a rank: every rank gets early and late batches, so a resumed
+    run (whose early batches are done) keeps all ranks busy."""
+    return list(range(rank() if rank_ is None else rank_, n, world_size() if world is None else world))
 
 
-def split_evenly(items: list, rank_: int | None = None, world: int | None = None) -> list:
+def split_evenly(items: list, rank_: int, world: int) -> list:
     """The rank's contiguous part of ``items`` (sizes differ by at most one)."""
-    rank_ = rank() if rank_ is None else rank_
-    world = world_size() if world is None else world
     base, extra = divmod(len(items), world)
     start = rank_ * base + min(rank_, extra)
     return items[start : start + base + (rank_ < extra)]

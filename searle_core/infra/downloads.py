@@ -1,9 +1,5 @@
-"""Downloaded files (φ checkpoints given as URLs), cached under a hash of the whole URL.
-
-``torch.hub.load_state_dict_from_url`` caches by file name alone, so any URL ending in
-``/SEARLE_ViT-B32.pt`` would be answered from the cache; here only that URL's download is served, and
-a file whose SHA-256 is known is checked after download.
-"""
+"""Downloaded files (φ checkpoints given as URLs), cached under a hash of the whole URL (torch.hub caches
+by file name alone, so any URL ending in ``/SEARLE_ViT-B32.pt`` would be served one cached file)."""
 
 from __future__ import annotations
 
@@ -18,16 +14,13 @@ from searle_core.infra.errors import InputError
 from searle_core.infra.files import atomic_write, sha256_of
 from searle_core.infra.paths import cache_dir
 
-#: SHA-256 of known release files, by URL: every download of such a URL is checked against it. The
-#: authors publish no checksum of their φ checkpoints, so the table is empty rather than guessed.
+#: SHA-256 of known release files by URL, checked on download (the authors publish none: empty, not guessed).
 KNOWN_SHA256: dict[str, str] = {}
 
-#: Seconds to wait for a connection, and for each read: a server that never answers fails the download.
 CONNECT_TIMEOUT, READ_TIMEOUT = 30.0, 60.0
 
 
 def fetch_url_to_file(url: str, tmp: str) -> None:
-    """``url`` into the file ``tmp``, with connect and read timeouts (no ``.partial`` files beside it)."""
     request = urllib.request.Request(url, headers={"User-Agent": "searle"})
     with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT) as response:
         # urlopen's timeout bounds the connection; every read after it gets the read timeout.
@@ -40,7 +33,7 @@ def fetch_url_to_file(url: str, tmp: str) -> None:
 
 def cached_download(url: str, kind: str = "downloads", known: dict[str, str] | None = None) -> Path:
     """The local copy of ``url``, downloaded once into ``cache_dir(kind)`` and checked against ``known``
-    (URL -> SHA-256, default :data:`KNOWN_SHA256`); a failed download or another checksum is an InputError."""
+    (default :data:`KNOWN_SHA256`); a failed download or another checksum is an InputError."""
     known = KNOWN_SHA256 if known is None else known
     name = os.path.basename(urllib.parse.urlparse(url).path) or "download"
     key = hashlib.sha256(url.encode()).hexdigest()[:16]
@@ -49,17 +42,12 @@ def cached_download(url: str, kind: str = "downloads", known: dict[str, str] | N
     if not path.is_file():
         try:
             atomic_write(path, lambda tmp: fetch_url_to_file(url, tmp))
-        except TimeoutError as err:
-            raise InputError(
-                f"could not download {url}: the server did not answer within {CONNECT_TIMEOUT:g} s to connect / "
-                f"{READ_TIMEOUT:g} s per read ({err}); check the URL or download the file and pass its path"
-            ) from None
         except Exception as err:  # urllib raises URLError, HTTPError, socket errors, ValueError...
-            reason = getattr(err, "reason", None)
+            reason = err if isinstance(err, TimeoutError) else getattr(err, "reason", None)
             if isinstance(reason, TimeoutError):
                 raise InputError(
-                    f"could not download {url}: the server did not answer within {CONNECT_TIMEOUT:g} s ({reason}); "
-                    "check the URL or download the file and pass its path"
+                    f"could not download {url}: the server did not answer within {CONNECT_TIMEOUT:g} s to connect / "
+                    f"{READ_TIMEOUT:g} s per read ({reason}); check the URL or download the file and pass its path"
                 ) from None
             raise InputError(f"could not download {url}: {err}; nothing was kept in the cache") from None
     if expected is not None:

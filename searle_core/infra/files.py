@@ -1,10 +1,8 @@
-"""Reading and writing the project's files safely.
+"""Reading and writing the project's files safely (JSON, YAML, torch files), and the on-disk tensor caches.
 
-Writes go to a temporary file beside the target, renamed over it (atomic on POSIX), so a process
-killed while writing leaves the previous version or the new one, never half a file. Reads of
-user-supplied files name the file (and line) when they fail: invalid JSON, non-UTF-8 bytes, a repeated
-key or query id, a damaged torch file (never loaded with ``weights_only=False``, which would run
-whatever code the file carries).
+Writes go to a temporary file beside the target, renamed over it (atomic on POSIX): a killed process
+leaves the previous version or the new one, never half a file. Reads of user files name the file (and
+line) when they fail; torch files are never loaded with ``weights_only=False`` (that would run their code).
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ import json
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -23,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from searle_core.infra.errors import InputError, first_line
+from searle_core.infra.paths import cache_dir
 
 # mkstemp creates files readable by their owner only; run files get the usual umask permissions.
 UMASK = os.umask(0)
@@ -32,7 +33,7 @@ os.umask(UMASK)
 
 
 class DiskFull(OSError):
-    """A write failed for want of space: the message names the path, the free space and the need."""
+    """A write failed for want of space; the message names the path, the free space and the need."""
 
     def __str__(self) -> str:
         return str(self.strerror)
@@ -43,11 +44,8 @@ def _megabytes(n: float) -> str:
 
 
 def disk_error(err: BaseException, path: Path, needed: int | None = None) -> DiskFull | None:
-    """``err`` as a :class:`DiskFull` naming ``path`` when it means the disk is full, else ``None``.
-
-    torch's writer says a full disk as ``RuntimeError: [enforce fail at inline_container.cc:672]
-    . unexpected pos 128 vs 0`` (no path, no cause); the OS as ``ENOSPC`` or ``EDQUOT``.
-    """
+    """``err`` as a :class:`DiskFull` naming ``path`` when it means the disk is full, else ``None``. torch's
+    writer says it as ``RuntimeError: ... unexpected pos 128 vs 0`` (no path, no cause), the OS as ENOSPC/EDQUOT."""
     torch_write = isinstance(err, RuntimeError) and any(
         mark in str(err) for mark in ("inline_container", "PytorchStreamWriter", "unexpected pos")
     )
@@ -67,15 +65,14 @@ def disk_error(err: BaseException, path: Path, needed: int | None = None) -> Dis
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], needed: int | None = None) -> Path:
-    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it over ``path``; on any
-    error the temporary file goes and ``path`` is untouched (a full disk: :class:`DiskFull`, which says
-    the ``needed`` bytes)."""
+    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it over ``path``; on any error
+    ``path`` is untouched (a full disk: :class:`DiskFull`, which says the ``needed`` bytes)."""
     return atomic_write_many({Path(path): write}, needed)[0]
 
 
 def atomic_write_many(writes: dict[Path, Callable[[str], None]], needed: int | None = None) -> list[Path]:
-    """Several files, each written to a temporary name; renamed over their targets only once all
-    were written, so a failure (a full disk) leaves every target as it was, never some of them new."""
+    """Several files written to temporary names, renamed over their targets only once all were written: a
+    failure leaves every target as it was."""
     done: list[tuple[str, Path]] = []
     try:
         for path, write in writes.items():
@@ -102,12 +99,11 @@ def atomic_write_many(writes: dict[Path, Callable[[str], None]], needed: int | N
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` through :func:`atomic_write`."""
     return atomic_write(path, lambda tmp: torch.save(obj, tmp), needed=tensor_bytes(obj))
 
 
 def tensor_bytes(obj: Any) -> int:
-    """Bytes of the tensors in ``obj`` (dicts, lists, tuples walked): about what ``torch.save`` writes."""
+    """Bytes of the tensors in ``obj`` (containers walked): about what ``torch.save`` writes."""
     if isinstance(obj, torch.Tensor):
         return obj.numel() * obj.element_size()
     if isinstance(obj, dict):
@@ -128,7 +124,7 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def jsonable(obj: Any) -> Any:
-    """Dataclasses, tuples and paths as plain JSON values (hyper-parameters compare as JSON; cache keys hash it)."""
+    """Dataclasses, tuples and paths as plain JSON values (hyper-parameters compare as JSON, keys hash it)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
@@ -147,7 +143,6 @@ def digest(*parts: Any, length: int = 12) -> str:
 
 
 def sha256_of(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes, read in blocks."""
     sha = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -168,8 +163,7 @@ def check_writable(path: str | os.PathLike, what: str = "output folder") -> Path
 
 
 def no_duplicate_keys(label: str) -> Callable[[list[tuple[str, Any]]], dict]:
-    """A ``json`` ``object_pairs_hook`` refusing a repeated key, which ``json`` would silently keep the
-    last of (dropping data from a prediction or annotation file); ``label`` names the file."""
+    """A ``json`` ``object_pairs_hook`` refusing a repeated key (``json`` silently keeps the last one)."""
 
     def hook(pairs: list[tuple[str, Any]]) -> dict:
         result = dict(pairs)
@@ -199,8 +193,7 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
-    """Parse a JSON file; invalid JSON, non-UTF-8 bytes and repeated keys name the file (and line);
-    ``what`` says what the file is ("CIRCO annotation file")."""
+    """Parse a JSON file; invalid JSON, non-UTF-8 bytes and repeated keys name the file (and line)."""
     path = Path(path)
     text = read_text(path, what)
     try:
@@ -214,8 +207,8 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
 def check_annotations(
     entries: Any, path: str | os.PathLike, fields: Sequence[str], id_field: str | None = None
 ) -> list[dict]:
-    """A JSON list of objects that all have ``fields`` and unique ``id_field`` values (CIRCO ``id``, CIRR
-    ``pairid``; ``None``: entries known by position, as FashionIQ's)."""
+    """A JSON list of objects that all have ``fields`` and unique ``id_field`` values (``None``: entries known
+    by position, as FashionIQ's)."""
     if not isinstance(entries, list):
         raise InputError(f"{path}: expected a JSON list of annotations, got a JSON {type(entries).__name__}")
     for i, entry in enumerate(entries):
@@ -245,21 +238,136 @@ def check_unique(ids: Iterable[str], path: str | os.PathLike, field: str) -> Non
 
 def load_torch_file(path: str | os.PathLike, what: str, map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` whose failures name the file and ``what`` it should be
-    ("φ checkpoint"): ``FileNotFoundError``, or :class:`InputError` for a damaged file or one holding
-    objects other than tensors and plain containers (refused, never executed)."""
+    ("φ checkpoint"); a file holding objects other than tensors and plain containers is refused."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch.load fails in many ways on a damaged file (EOFError, IndexError, ...)
+        if isinstance(err, pickle.UnpicklingError) and ("weights_only" in str(err) or "Unsupported global" in str(err)):
             raise InputError(
                 f"{path}: refused to load this {what}: it holds Python objects other than tensors and "
                 "plain containers, which could run code when loaded"
             ) from None
         raise InputError(f"{path}: damaged or not a torch file (expected a {what}): {first_line(err)}") from None
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # torch.load fails in many ways on a damaged file (EOFError, IndexError, ...)
-        raise InputError(f"{path}: damaged or not a torch file (expected a {what}): {first_line(err)}") from None
+
+
+def cache_file(kind: str, cache: bool | str | Path, key: str) -> Path | None:
+    """The file for ``key`` in ``cache`` (``True``: the project cache's ``features/``; ``False``: none)."""
+    if not cache:
+        return None
+    folder = cache_dir("features") if cache is True else Path(cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{kind}-{key}.pt"
+
+
+def load_cached_tensor(path: Path | None, rows: int) -> torch.Tensor | None:
+    """The cached tensor at ``path`` if it has ``rows`` rows; ``None`` when absent, damaged or of another size."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        feats = torch.load(path, weights_only=True)
+    except Exception:  # a damaged cache entry is recomputed, never trusted
+        return None
+    return feats if isinstance(feats, torch.Tensor) and feats.shape[0] == rows else None
+
+
+def save_tensor_atomic(path: Path | None, tensor: torch.Tensor) -> None:
+    if path is not None:
+        save_or_warn(lambda: atomic_save(tensor, path), path, "feature cache")
+
+
+def save_or_warn(save: Callable[[], object], path: Path, what: str) -> bool:
+    """Run ``save()``; a failure to write (full disk, no permission) is said on stderr and the run goes on:
+    a lost cache entry costs a recomputation later, not the run."""
+    try:
+        save()
+        return True
+    except OSError as err:
+        print(f"warning: could not write the {what} {path} ({err}); going on without it", file=sys.stderr)
+        return False
+
+
+# ---- YAML read safely: PyYAML keeps the last of two equal keys without a word, and shares aliased nodes,
+# so nine levels of nine aliases load in a blink but expand to 9**9 values once copied. Anchors and merge
+# keys (``<<: *common``) stay allowed: profiles write shared settings once with them.
+#: Values a YAML file may expand to through its aliases (a profile has a few hundred).
+MAX_EXPANDED_VALUES = 100_000
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (``<<`` merges may still be overridden)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == MERGE_TAG:
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:  # an unhashable key: SafeConstructor reports it
+                    continue
+                if first != key_node.start_mark.line + 1:
+                    raise _Duplicate(key, first, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
+
+
+class _Duplicate(Exception):
+    def __init__(self, key, first: int, again: int):
+        super().__init__(key, first, again)
+        self.key, self.first, self.again = key, first, again
+
+
+def _expanded_size(root: yaml.Node, path: str | os.PathLike) -> None:
+    """Refuse a ``root`` that expands to more than :data:`MAX_EXPANDED_VALUES` values (aliases counted
+    every time they are used, as any copy of the loaded data would)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = 1  # a recursive alias counts once (SafeLoader builds it as a cycle)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        if total > MAX_EXPANDED_VALUES:
+            raise InputError(
+                f"{path}, line {node.start_mark.line + 1}: the value here expands through YAML aliases to "
+                f"more than {MAX_EXPANDED_VALUES} values; write the values out or use fewer nested aliases"
+            )
+        sizes[id(node)] = total
+        return total
+
+    size(root)
+
+
+def load_yaml(text: str, path: str | os.PathLike):
+    """The data of one YAML document ``text`` read from ``path`` (``None`` when empty); invalid YAML, a
+    key given twice in one mapping or an alias bomb is an InputError naming ``path`` and the line."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, path)
+        return loader.construct_document(node)
+    except _Duplicate as dup:
+        raise InputError(
+            f"{path}, line {dup.again}: key {dup.key!r} is given twice (first on line {dup.first}); "
+            "keep one, a profile says each thing once"
+        ) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or first_line(str(err))
+        raise InputError(f"{path}{where}: not valid YAML ({problem})") from None
+    finally:
+        loader.dispose()

@@ -1,11 +1,8 @@
 """Run settings: one typed record, one name per thing, shared by the CLI, the profiles and the notebooks.
 
-A setting is named once, here, by its field: ``--field-name`` on the command line, ``field_name`` in a
-profile (``notebooks/profiles/*.yaml``), a notebook's parameters cell and
-:func:`searle_core.notebook.study.open_study`; ``tests/test_settings.py`` checks that they agree.
-Not here: each network's own training recipe (``OTIConfig``, ``PhiTrainConfig``) and what a notebook
-alone shows (``n_images``, ``top_k``, ...). The command line's value types live here too, so a seed or
-a count is checked alike on the command line and in a profile.
+A setting is named once, by its field: ``--field-name`` on the command line, ``field_name`` in a profile,
+a notebook's parameters cell and ``open_study`` (``tests/test_settings.py`` checks they agree). The
+command line's value types live here too, so a seed or a count is checked alike everywhere.
 """
 
 from __future__ import annotations
@@ -26,8 +23,7 @@ def _setting(default: Any, help: str) -> Any:
 
 @dataclass(frozen=True)
 class RunSettings:
-    """What a run is: the data, the backbone, and the inversion settings a user chooses (each field's
-    help says what it is)."""
+    """What a run is: the data, the backbone and the inversion settings a user chooses."""
 
     dataset: str = _setting("shapes", "shapes (offline world) | cirr | fashioniq | circo")
     dataset_path: str = _setting("", "real datasets: the folder in the authors' layout")
@@ -62,34 +58,26 @@ class RunSettings:
     progress: bool = _setting(True, "progress bars")
 
 
-#: Every setting's name, in the dataclass's order.
 SETTINGS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RunSettings))
 DEFAULTS = RunSettings()
 
 
 def flag(name: str) -> str:
-    """The command-line spelling of a setting: ``oti_steps`` -> ``--oti-steps``."""
     return "--" + name.replace("_", "-")
 
 
-def check_names(names, what: str = "parameter") -> None:
-    """A ``TypeError`` naming the first name that is not a setting, and the settings there are."""
-    for name in names:
-        if name not in SETTINGS:
-            raise TypeError(f"unknown {what} {name!r}; settings are {', '.join(SETTINGS)}")
-
-
 def from_parameters(parameters: Mapping[str, Any], base: RunSettings | None = None) -> RunSettings:
-    """Settings from notebook parameters / keyword arguments named as the fields (``None`` values skipped),
-    starting from ``base`` (default: the defaults)."""
+    """Settings from notebook parameters or keyword arguments named as the fields (``None`` values skipped)."""
     given = {k: v for k, v in parameters.items() if v is not None}
-    check_names(given)
+    unknown = [name for name in given if name not in SETTINGS]
+    if unknown:
+        raise TypeError(f"unknown parameter {unknown[0]!r}; settings are {', '.join(SETTINGS)}")
     return dataclasses.replace(base or DEFAULTS, **given)
 
 
 def from_namespace(args: argparse.Namespace, **overrides) -> RunSettings:
-    """Settings from parsed command-line options: every option whose destination is a setting; ``None``
-    (an option left to its per-dataset default) keeps the field's default, ``--no-progress`` sets ``progress``."""
+    """Settings from parsed command-line options whose destination is a setting; ``None`` (left to its
+    per-dataset default) keeps the field's default."""
     values = {k: v for k, v in vars(args).items() if k in SETTINGS and v is not None}
     if getattr(args, "no_progress", False):
         values["progress"] = False
@@ -97,25 +85,21 @@ def from_namespace(args: argparse.Namespace, **overrides) -> RunSettings:
 
 
 # ---- values torch and the run time bound: one check for the command line and the profiles ----------
-#: Seeds both torch and numpy take: torch.manual_seed fails above ("Overflow when unpacking long
-#: long"), numpy's default_rng (bootstrap intervals, benchmark images) below 0 ("expected non-negative").
+#: Seeds both torch and numpy take: torch.manual_seed overflows above, numpy's default_rng refuses below 0.
 SEED_RANGE = (0, 2**64 - 1)
-#: The largest count torch can take (a 64-bit integer).
 INT64_MAX = 2**63 - 1
-#: The paper's step and epoch counts, named in messages.
 PAPER_COUNTS = {"steps": 350, "epochs": 100}
-#: Counts above these are accepted with a one-line warning that estimates the time they take (a
-#: typing slip such as 10**12 steps would otherwise run for years without a word).
+#: Counts above these are accepted with a warning that estimates their least time (a typing slip such as
+#: 10**12 steps would otherwise run for years without a word).
 WARN_COUNTS = {"steps": 100_000, "epochs": 10_000}
-#: A lower bound on one optimisation step, not a measurement (parsing a flag must not load a model):
-#: a step is a forward and a backward pass of CLIP's text encoder (a few hundred GPU kernels of >= ~5 us
-#: each), so no backbone on any device does one in under 1 ms (shapes-clip: 150 ms for a batch of 32 on
-#: one CPU thread). An epoch of φ is at least one step; the warning therefore says "at least".
+#: A lower bound on one optimisation step, not a measurement (parsing a flag must not load a model): a
+#: forward and backward pass of CLIP's text encoder is a few hundred GPU kernels of >= ~5 us each, so no
+#: backbone does one in under 1 ms (shapes-clip: 150 ms for 32 images on one CPU thread).
 MIN_STEP_SECONDS = 1e-3
 
 
 def seed_problem(value: object) -> str | None:
-    """Why ``value`` cannot be a seed (not an integer, outside :data:`SEED_RANGE`), or ``None``."""
+    """Why ``value`` cannot be a seed, or ``None``."""
     if isinstance(value, bool) or not isinstance(value, int):
         return f"{value!r} is not an integer seed"
     low, high = SEED_RANGE
@@ -125,7 +109,7 @@ def seed_problem(value: object) -> str | None:
 
 
 def count_problem(value: object) -> str | None:
-    """Why ``value`` cannot be a step or epoch count (not an integer >= 1 that torch can take), or ``None``."""
+    """Why ``value`` cannot be a step or epoch count (an integer >= 1 that torch can take), or ``None``."""
     if isinstance(value, bool) or not isinstance(value, int):
         return f"{value!r} is not an integer count"
     if value < 1:
@@ -136,8 +120,8 @@ def count_problem(value: object) -> str | None:
 
 
 def count_warning(value: int, kind: str) -> str | None:
-    """For a count of ``kind`` (``steps``, ``epochs``) far above the paper's: what it is and the least
-    time it takes, as a sentence without the flag or key the caller names; ``None`` for a sensible one."""
+    """For a count of ``kind`` (``steps``, ``epochs``) far above the paper's: the least time it takes, as a
+    sentence the caller prefixes with the flag or key; ``None`` for a sensible count."""
     if value <= WARN_COUNTS[kind]:
         return None
     paper = PAPER_COUNTS[kind]
@@ -170,23 +154,20 @@ def _checked_int(text: str, what: str, problem_of: Callable[[int], str | None]) 
 
 
 def seed_int(text: str) -> int:
-    """argparse type: a seed torch and numpy accept (:data:`SEED_RANGE`)."""
     return _checked_int(text, " seed", seed_problem)
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
     return _checked_int(text, "", lambda v: None if v >= 1 else f"{v} is not allowed; expected an integer >= 1")
 
 
 def nonnegative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
     return _checked_int(text, "", lambda v: None if v >= 0 else f"{v} is not allowed; expected an integer >= 0")
 
 
 def count_type(kind: str, flag: str) -> Callable[[str], int]:
-    """argparse type of a step or epoch count given as ``flag``: an error for values that cannot work,
-    a warning on stderr with the least time for absurd ones."""
+    """argparse type of a step or epoch count given as ``flag``: an error for values that cannot work, a
+    warning on stderr with the least time for absurd ones."""
 
     def parse(text: str) -> int:
         value = _checked_int(text, "", count_problem)
@@ -214,33 +195,25 @@ def _bounded_float(text: str, strict: bool) -> float:
 
 
 def nonnegative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
     return _bounded_float(text, strict=False)
 
 
 def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
     return _bounded_float(text, strict=True)
 
 
-#: Settings whose values torch or the run time bound.
+#: Settings whose values torch or the run time bound, and those that count steps or epochs.
 BOUNDED = {"seed": seed_int, "oti_steps": step_count, "phi_epochs": epoch_count}
-#: Settings that count optimisation steps or epochs (an absurd count is said with its least time).
 COUNTED = {"oti_steps": "steps", "phi_epochs": "epochs"}
 
 
 def check_bounded(name: str, value: Any, where: str) -> None:
     """The command line's range checks for a setting given elsewhere (a profile's ``seed: ...``): an
-    :class:`InputError` naming ``where`` (file and key) for a seed or count torch cannot take, or any
-    integer beyond 64 bits; a warning for an absurd count. ``None`` (the default) is not checked."""
+    :class:`InputError` naming ``where`` for a seed or count torch cannot take or an integer beyond 64 bits;
+    a warning for an absurd count. Non-integers are left to the notebook's declared type (check_profile)."""
     if value is None or isinstance(value, (bool, float, str)):
-        return  # not a count at all: the notebook's declared type says what was expected (check_profile)
-    if name == "seed":
-        problem = seed_problem(value)
-    elif name in COUNTED:
-        problem = count_problem(value)
-    else:
-        problem = _too_large(value)
+        return
+    problem = seed_problem(value) if name == "seed" else count_problem(value) if name in COUNTED else _too_large(value)
     if problem:
         raise InputError(f"{where}: {problem}")
     warning = count_warning(value, COUNTED[name]) if name in COUNTED else None
@@ -250,18 +223,16 @@ def check_bounded(name: str, value: Any, where: str) -> None:
 
 def _too_large(value: Any) -> str | None:
     """Why an integer in ``value`` (a number, or one inside a list or mapping) cannot reach torch, or ``None``."""
-    if isinstance(value, (list, tuple)):
-        return next(filter(None, map(_too_large, value)), None)
-    if isinstance(value, Mapping):
-        return next(filter(None, map(_too_large, value.values())), None)
+    if isinstance(value, (list, tuple, Mapping)):
+        return next(filter(None, map(_too_large, value.values() if isinstance(value, Mapping) else value)), None)
     if isinstance(value, int) and not isinstance(value, bool) and not -INT64_MAX - 1 <= value <= INT64_MAX:
         return f"{value} is more than torch can take (a 64-bit integer, {-INT64_MAX - 1} .. {INT64_MAX})"
     return None
 
 
 def add_setting(parser: argparse.ArgumentParser, name: str, help: str | None = None, **kwargs) -> argparse.Action:
-    """Add the option of setting ``name`` (``--name-with-dashes``, destination ``name``, the field's
-    help, default and type unless given; seeds and counts always take their checked type)."""
+    """Add setting ``name``'s option with the field's help, default and type unless given (seeds and counts
+    always take their checked type)."""
     spec = next(f for f in dataclasses.fields(RunSettings) if f.name == name)
     if name in BOUNDED:
         kwargs["type"] = BOUNDED[name]

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from searle_core.clip.backbone import Backbone, weights_key
-from searle_core.infra.cache import load_cached_tensor, save_tensor_atomic
 from searle_core.infra.device import eval_precision
 from searle_core.infra.errors import InputError
+from searle_core.infra.files import load_cached_tensor, save_tensor_atomic
 from searle_core.infra.paths import cache_dir
 from searle_core.method.encoding import encode_text
 from searle_core.method.regulariser import PhraseBank

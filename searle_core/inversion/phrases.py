@@ -75,18 +75,6 @@ def load_plain_pickle(path: str | Path, what: str) -> Any:
         return _unpickle(f, str(path), what)
 
 
-def _zip_member(archive: zipfile.ZipFile, where: str) -> str:
-    """``.../concept_to_phrases.pkl`` inside a zip, else its only ``.pkl``."""
-    names = [n for n in archive.namelist() if not n.endswith("/") and "__MACOSX" not in n]
-    hits = [n for n in names if n.rsplit("/", 1)[-1] == AUTHORS_PHRASES] or [n for n in names if n.endswith(".pkl")]
-    if len(hits) != 1:
-        raise InputError(
-            f"{where}: expected one {AUTHORS_PHRASES} (or one .pkl) inside the zip, found "
-            f"{len(hits)}: {hits[:5] or names[:5]}"
-        )
-    return hits[0]
-
-
 def load_phrase_pickle(path: str | Path) -> PhraseBank:
     """A ``{concept: [phrases]}`` pickle, without executing anything it contains: the file, the
     authors' ``GPTNeo27B.zip`` read in place, or a folder holding it (directly or in one sub-folder)."""
@@ -100,28 +88,20 @@ def load_phrase_pickle(path: str | Path) -> PhraseBank:
                 f"GPTNeo27B/{AUTHORS_PHRASES}), found {len(hits)}"
             )
         path = hits[0]
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            member = _zip_member(archive, str(path))
-            with archive.open(member) as f:
-                return _read_bank(f, f"{path}:{member}")
-    with open(path, "rb") as f:
-        return _read_bank(f, str(path))
-
-
-def _read_bank(f: BinaryIO, path: str) -> PhraseBank:
-    obj = _unpickle(f, path, "phrase bank")
-    if not isinstance(obj, dict):
-        raise InputError(f"{path}: expected a dict {{concept: [phrases]}}, got {type(obj).__name__}")
-    bank: PhraseBank = {}
-    for concept, phrases in obj.items():
-        if not isinstance(concept, str) or not isinstance(phrases, (list, tuple)):
-            raise InputError(f"{path}: entry {concept!r} is not str -> list of str")
-        if not all(isinstance(p, str) for p in phrases):
-            raise InputError(f"{path}: phrases of {concept!r} are not all strings")
-        bank[concept] = list(phrases)
-    _check_concepts_within_context(bank, path)
-    return bank
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            return _read_bank(f, str(path))
+    with zipfile.ZipFile(path) as archive:
+        # .../concept_to_phrases.pkl inside the zip, else its only .pkl
+        names = [n for n in archive.namelist() if not n.endswith("/") and "__MACOSX" not in n]
+        hits = [n for n in names if n.rsplit("/", 1)[-1] == AUTHORS_PHRASES] or [n for n in names if n.endswith(".pkl")]
+        if len(hits) != 1:
+            raise InputError(
+                f"{path}: expected one {AUTHORS_PHRASES} (or one .pkl) inside the zip, found "
+                f"{len(hits)}: {hits[:5] or names[:5]}"
+            )
+        with archive.open(hits[0]) as f:
+            return _read_bank(f, f"{path}:{hits[0]}")
 
 
 # CLIP reads 77 tokens: start, at most 75 of text, end. The regulariser replaces a phrase's concept
@@ -130,11 +110,20 @@ _CONTEXT_LENGTH = 77
 _MAX_PREFIX_TOKENS = _CONTEXT_LENGTH - 3
 
 
-def _check_concepts_within_context(bank: PhraseBank, path: str) -> None:
-    """Refuse a phrase whose concept starts past CLIP's window now, not hours into a run. A BPE token
-    covers at least one byte, so only prefixes over 74 non-space bytes need tokenising."""
+def _read_bank(f: BinaryIO, path: str) -> PhraseBank:
+    """The bank, checked: plain strings, and every concept within CLIP's window (refused now, not hours into
+    a run). A BPE token covers at least one byte, so only prefixes over 74 non-space bytes are tokenised."""
+    obj = _unpickle(f, path, "phrase bank")
+    if not isinstance(obj, dict):
+        raise InputError(f"{path}: expected a dict {{concept: [phrases]}}, got {type(obj).__name__}")
+    bank: PhraseBank = {}
     tokenizer = None
-    for concept, phrases in bank.items():
+    for concept, phrases in obj.items():
+        if not isinstance(concept, str) or not isinstance(phrases, (list, tuple)):
+            raise InputError(f"{path}: entry {concept!r} is not str -> list of str")
+        if not all(isinstance(p, str) for p in phrases):
+            raise InputError(f"{path}: phrases of {concept!r} are not all strings")
+        bank[concept] = list(phrases)
         for phrase in phrases:
             at = phrase.find(concept)
             if at < 0 or len("".join(phrase[:at].split()).encode("utf-8")) <= _MAX_PREFIX_TOKENS:
@@ -147,6 +136,7 @@ def _check_concepts_within_context(bank: PhraseBank, path: str) -> None:
                     f"past CLIP's {_CONTEXT_LENGTH}-token window ({phrase[:60]!r}...); expected the concept "
                     f"within the first {_MAX_PREFIX_TOKENS} tokens (shorten or drop the phrase)"
                 )
+    return bank
 
 
 def save_phrase_pickle(bank: PhraseBank, path: str | Path) -> Path:
@@ -235,11 +225,8 @@ def generate_phrases_hf(
 def filter_phrase_bank(bank: PhraseBank, case_sensitive: bool = True) -> PhraseBank:
     """Drop concepts whose phrases do not *all* contain the concept (the paper's rule), and empty ones.
     Case-sensitive by default: L_gpt replaces the first verbatim occurrence with ``$``."""
-
-    def contains(phrase: str, concept: str) -> bool:
-        return concept in phrase if case_sensitive else concept.lower() in phrase.lower()
-
-    return {c: list(ps) for c, ps in bank.items() if ps and all(contains(p, c) for p in ps)}
+    fold = str if case_sensitive else str.lower
+    return {c: list(ps) for c, ps in bank.items() if ps and all(fold(c) in fold(p) for p in ps)}
 
 
 def load_concepts_csv(path: str | Path) -> list[str]:

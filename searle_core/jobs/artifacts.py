@@ -1,10 +1,9 @@
-"""The artifact cache: trained networks and OTI targets, saved once and reused by name.
+"""The artifact cache: trained networks and OTI targets, trained on first use and reused by name.
 
-Each artifact (φ, the baselines' networks, the OTI tokens φ distils) lives under ``cache_dir("models")``
-in a file named by a hash of all that determines it (kind, backbone, weights, preprocessing, training
-data, config), trained on first use and written atomically: a changed config never reuses a stale
-network. Files are ``torch.save`` dicts: the state dict under its class name (``"Phi"``: the authors'
-φ layout, which ``load_phi`` reads) and ``"meta"`` (config, time, history; also in a JSON sidecar).
+Each artifact (φ, the baselines' networks, the OTI tokens φ distils) is a ``torch.save`` dict under
+``cache_dir("models")`` named by a hash of all that determines it (kind, backbone, weights, preprocessing,
+data, config), so a changed config never reuses a stale network: the state dict under its class name
+(``"Phi"``: the authors' layout) and ``"meta"`` (config, time, history; also in a JSON sidecar).
 """
 
 from __future__ import annotations
@@ -21,8 +20,7 @@ import torch
 from searle_core.clip.backbone import Backbone, weights_key
 from searle_core.datasets.base import UnlabeledImages
 from searle_core.datasets.features import image_features, preprocess_name
-from searle_core.infra.cache import save_or_warn
-from searle_core.infra.files import atomic_save, atomic_write_text, digest, jsonable, load_torch_file
+from searle_core.infra.files import atomic_save, atomic_write_text, digest, jsonable, load_torch_file, save_or_warn
 from searle_core.infra.paths import cache_dir
 from searle_core.inversion.phi_files import load_phi
 from searle_core.method.oti import InvertedBatch, OTIConfig, invert_images
@@ -34,13 +32,11 @@ ARTIFACT_VERSION = 3
 
 
 def models_dir() -> Path:
-    """Where artifacts live (tests point this at a temporary folder)."""
     return cache_dir("models")
 
 
 def artifact_path(kind: str, backbone: Backbone, data_id: str, config: Any) -> Path:
-    """``{kind}-{backbone}-{hash}.pt``: ``data_id`` names the training data, ``config`` (a dataclass or
-    JSON-able value) all else; the preprocessing counts (targetpad features are not clip's)."""
+    """``{kind}-{backbone}-{hash}.pt``: ``data_id`` names the training data, ``config`` all else."""
     key = digest(
         ARTIFACT_VERSION, kind, backbone.name, weights_key(backbone), preprocess_name(backbone), data_id, config
     )
@@ -49,8 +45,6 @@ def artifact_path(kind: str, backbone: Backbone, data_id: str, config: Any) -> P
 
 @dataclass
 class Artifact:
-    """A loaded (or, ``trained_now``, just trained) artifact: its file and saved dict."""
-
     path: Path
     content: dict
     trained_now: bool
@@ -60,16 +54,17 @@ class Artifact:
         return self.content.get("meta", {})
 
 
-def load_or_train(path: Path, train: Callable[[], dict], meta: dict | None = None) -> Artifact:
-    """The artifact at ``path``, or ``train()``'s dict (tensors and plain values: it loads with
-    ``weights_only=True``) with ``meta`` merged into its ``"meta"``, saved atomically."""
+def load_or_train(kind: str, backbone: Backbone, data_id: str, config: Any, train: Callable[[], dict]) -> Artifact:
+    """The artifact of ``kind`` trained on ``data_id`` with ``config``, or ``train()``'s dict (tensors and
+    plain values: it loads with ``weights_only=True``) saved atomically with where it comes from."""
+    path = artifact_path(kind, backbone, data_id, config)
     if path.is_file():
         return Artifact(path, load_torch_file(path, "cached model (delete it to train it again)"), trained_now=False)
     start = time.perf_counter()
     content = train()
     seconds, created = round(time.perf_counter() - start, 2), time.strftime("%Y-%m-%dT%H:%M:%S")
-    meta = {**(meta or {}), **content.get("meta", {}), "train_seconds": seconds, "created": created}
-    content["meta"] = jsonable({**meta, "version": ARTIFACT_VERSION})
+    meta = {**describe(backbone, data_id, config), **content.get("meta", {})}
+    content["meta"] = jsonable({**meta, "train_seconds": seconds, "created": created, "version": ARTIFACT_VERSION})
     # A model cache that cannot be written (full disk) costs a retraining next time, not this run.
     if save_or_warn(lambda: atomic_save(content, path), path, "model cache"):
         sidecar, text = path.with_suffix(".json"), json.dumps(content["meta"], indent=1)
@@ -78,21 +73,21 @@ def load_or_train(path: Path, train: Callable[[], dict], meta: dict | None = Non
 
 
 def describe(backbone: Backbone, data_id: str, config: Any) -> dict:
-    """The ``meta`` every artifact records about where it comes from."""
     where = {"backbone": backbone.name, "weights": weights_key(backbone), "preprocess": preprocess_name(backbone)}
     return {**where, "data": data_id, "config": jsonable(config)}
 
 
 def vocabulary_id(vocabulary) -> str:
-    """Hash of a vocabulary's concepts and phrases (the regulariser's inputs)."""
+    """Hash of a vocabulary's concepts and phrases (the regulariser's inputs; OTI run folders fingerprint
+    theirs with ``oti_run.vocabulary_fingerprint``, whose stored keys differ)."""
     return digest(vocabulary.concepts, sorted(vocabulary.phrase_bank.items()))
 
 
 def unlabeled_oti_tokens(
     backbone, unlabeled: UnlabeledImages, oti_config: OTIConfig, vocabulary, seed=42, batch_size=32, progress=True
 ) -> Artifact:
-    """OTI tokens (``names``, ``tokens``) of unlabeled images, φ's distillation targets, cached. Finished
-    batches are kept as they come, so an interrupted run resumes (batches are seeded by their names)."""
+    """OTI tokens (``names``, ``tokens``) of unlabeled images, φ's distillation targets. Finished batches
+    are kept as they come, so an interrupted run resumes (batches are seeded by their names)."""
     regularise = oti_config.lambda_gpt > 0 and vocabulary is not None
     vocabulary_key = vocabulary_id(vocabulary) if regularise else None
     config = {"oti": oti_config, "seed": seed, "batch_size": batch_size, "vocabulary": vocabulary_key}
@@ -115,15 +110,15 @@ def unlabeled_oti_tokens(
         )
         return {"names": names, "tokens": torch.stack([tokens[n] for n in names])}
 
-    artifact = load_or_train(path, train, describe(backbone, unlabeled.data_id, config))
+    artifact = load_or_train("oti-unlabeled", backbone, unlabeled.data_id, config, train)
     partial.unlink(missing_ok=True)
     return artifact
 
 
 @dataclass
 class TrainedPhi:
-    """φ (eval mode, on the backbone's device) and how it came to be: its per-epoch history, its training
-    time and its targets' OTI time (when they ran), and the number of images it was trained on."""
+    """φ (eval mode, on the backbone's device), its per-epoch history, its training time and its targets'
+    OTI time (when they ran), and the number of images it was trained on."""
 
     phi: torch.nn.Module
     history: list[dict]
@@ -148,13 +143,10 @@ def unlabeled_phi(
     validate: Callable | None = None,
     validated_on: str | None = None,
 ) -> TrainedPhi:
-    """φ distilled from the OTI tokens of unlabeled images (SEARLE, Sec. 4.2), cached: the one φ recipe.
-
-    ``recipe.images`` > 0 keeps the first that many images; ``seed`` is OTI's (φ's is its config's);
-    ``loss_overrides`` change ``PhiLossConfig`` (ablations); ``rows`` trains on those rows only (nested
-    data subsets). ``validate(φ)`` runs after every epoch and is not part of the key; a cached φ
-    validated on something other than ``validated_on`` is trained again (the same φ) for its curve.
-    """
+    """φ distilled from the OTI tokens of unlabeled images (SEARLE, Sec. 4.2): the one φ recipe. ``seed`` is
+    OTI's; ``loss_overrides`` change ``PhiLossConfig``; ``rows`` trains on those rows only. ``validate(φ)``
+    runs after every epoch, outside the key: a cached φ validated on another ``validated_on`` is trained
+    again (the same φ) for its curve."""
     if recipe.images:
         unlabeled = UnlabeledImages(unlabeled.source, list(unlabeled.names)[: recipe.images], unlabeled.source_id)
     targets = unlabeled_oti_tokens(backbone, unlabeled, oti_config, vocabulary, seed, oti_batch_size, progress)
@@ -168,7 +160,6 @@ def unlabeled_phi(
     key = {"phi": config, "vocabulary": vocabulary_key, "oti": oti_config}
 
     def train() -> dict:
-        # φ's input: raw encode_image features
         feats = image_features(backbone, unlabeled.source, [names[i] for i in rows], progress=progress, normalize=False)
         concepts = vocabulary.associate(backbone, feats, config.loss.top_concepts) if vocabulary is not None else None
         tokens = targets.content["tokens"][rows]
@@ -176,11 +167,10 @@ def unlabeled_phi(
         meta = {"history": result.history, "validated_on": validated_on if validate else None}
         return {"Phi": result.phi.cpu().state_dict(), "epoch": config.epochs, "meta": meta}
 
-    path = artifact_path("phi", backbone, data_id, key)
-    artifact = load_or_train(path, train, describe(backbone, data_id, key))
+    artifact = load_or_train("phi", backbone, data_id, key, train)
     if validate is not None and artifact.meta.get("validated_on") != validated_on:
-        path.unlink()
-        artifact = load_or_train(path, train, describe(backbone, data_id, key))
+        artifact.path.unlink()
+        artifact = load_or_train("phi", backbone, data_id, key, train)
     phi = load_phi(artifact.path, backbone).to(backbone.device).eval()
     train_seconds, oti_seconds = (float(a.meta.get("train_seconds") or 0.0) for a in (artifact, targets))
     history = artifact.meta.get("history", [])

@@ -1,11 +1,10 @@
-"""OTI tokens computed elsewhere, as inputs: the authors' ``oti_inversion.py`` folder for ``searle
-train-phi``, and any token folder (theirs or a ``searle oti`` run) for ``searle-oti`` (``--oti-tokens``).
+"""OTI tokens computed elsewhere, as inputs (``--oti-tokens``): the authors' ``oti_inversion.py`` folder for
+``searle train-phi``, and any token folder (theirs or a ``searle oti`` run) for ``searle-oti``.
 
-Their folder (``data/oti_pseudo_tokens/<dataset>/<split>/<exp>/``) holds ``ema_oti_pseudo_tokens.pt``
-((N, d) EMA tokens, what φ is distilled from), ``image_names.pkl`` (N base names), ``oti_pseudo_tokens.pt``,
-``hyperparameters.json`` and ``source_code.py``: no features nor concepts, so :func:`import_authors_oti`
-computes them from the images and writes an OTI run folder of ours holding their tokens. Tokens are
-read with ``weights_only=True`` and names with a restricted unpickler: neither file can run code.
+Their folder holds ``ema_oti_pseudo_tokens.pt`` ((N, d) EMA tokens, what φ distils), ``image_names.pkl``
+(N base names) and ``hyperparameters.json``, but no features nor concepts: :func:`import_authors_oti`
+computes them and writes an OTI run folder of ours holding their tokens. Neither file can run code
+(tokens load with ``weights_only=True``, names with a restricted unpickler).
 """
 
 from __future__ import annotations
@@ -26,18 +25,13 @@ from searle_core.inversion.phrases import load_plain_pickle
 from searle_core.jobs.oti_run import INPUTS, TOKENS, compute_inputs, load_oti_run, save_inputs, vocabulary_fingerprint
 from searle_core.jobs.run_folder import MANIFEST, fingerprint, new_manifest, read_manifest
 
-AUTHORS_TOKENS, AUTHORS_NAMES, AUTHORS_HYPERPARAMETERS = (
-    "ema_oti_pseudo_tokens.pt",
-    "image_names.pkl",
-    "hyperparameters.json",
-)
-#: Sub-folder of the φ run folder that holds the imported run.
-IMPORTED = "oti-import"
+AUTHORS_TOKENS, AUTHORS_NAMES, AUTHORS_HYPERS = "ema_oti_pseudo_tokens.pt", "image_names.pkl", "hyperparameters.json"
+IMPORTED = "oti-import"  # the sub-folder of the φ run folder that holds the imported run
 
 
 @dataclass
 class AuthorsOTI:
-    """The authors' OTI folder: image names in token order, (N, d) EMA tokens, their hyper-parameters."""
+    """The authors' OTI folder: image names in token order, (N, d) EMA tokens and their hyper-parameters."""
 
     folder: Path
     names: list[str]
@@ -53,14 +47,11 @@ class AuthorsOTI:
 
 def is_authors_oti(folder: str | Path) -> bool:
     """Whether ``folder`` is an experiment folder of the authors' ``oti_inversion.py`` (not one of ours)."""
-    folder = Path(folder)
-    return (
-        (folder / AUTHORS_TOKENS).is_file() and (folder / AUTHORS_NAMES).is_file() and not (folder / MANIFEST).is_file()
-    )
+    present = [(Path(folder) / name).is_file() for name in (AUTHORS_TOKENS, AUTHORS_NAMES, MANIFEST)]
+    return present == [True, True, False]
 
 
 def read_authors_oti(folder: str | Path) -> AuthorsOTI:
-    """Read the authors' OTI outputs without executing anything they contain."""
     folder = Path(folder)
     names = load_plain_pickle(folder / AUTHORS_NAMES, "list of image names")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -77,14 +68,13 @@ def read_authors_oti(folder: str | Path) -> AuthorsOTI:
         )
     if len(set(names)) != len(names):
         raise InputError(f"{folder / AUTHORS_NAMES}: image names repeat; tokens are matched to images by name")
-    hyper_path = folder / AUTHORS_HYPERPARAMETERS
+    hyper_path = folder / AUTHORS_HYPERS
     hyper = json.loads(hyper_path.read_text(encoding="utf-8")) if hyper_path.is_file() else {}
     return AuthorsOTI(folder, names, tokens.float(), hyper)
 
 
 def match_names(names: list[str], source: FileImageSource, where: str) -> list[str]:
-    """The source's name of each of the authors' image names (theirs are base names, ours paths
-    relative to the image folder)."""
+    """The source's name of each of the authors' image names (theirs are base names, ours relative paths)."""
     by_base: dict[str, list[str]] = {}
     for ours in source.paths:
         by_base.setdefault(Path(ours).name, []).append(ours)
@@ -118,9 +108,8 @@ def import_authors_oti(
     stored_concepts: int = 150,
     progress: bool = True,
 ) -> Path:
-    """Write an OTI run folder ``out`` (``<φ run>/oti-import``) holding the authors' tokens, with features
-    and concepts computed here; reused when it holds the same tokens for the same backbone, vocabulary
-    and preprocessing (a resumed ``train-phi`` does not recompute features)."""
+    """Write an OTI run folder ``out`` holding the authors' tokens with features and concepts computed here;
+    reused when it holds the same tokens for the same backbone, vocabulary and preprocessing."""
     authors = read_authors_oti(folder)
     if authors.tokens.shape[1] != backbone.token_dim:
         raise InputError(
@@ -141,12 +130,8 @@ def import_authors_oti(
         "vocabulary": vocabulary_fingerprint(vocabulary),
         "imported_from": "oti_inversion.py",
     }
-    manifest = read_manifest(out)
-    if (
-        manifest is not None
-        and manifest.get("complete")
-        and manifest.get("hyperparameters") == new_manifest("oti", hyper)["hyperparameters"]
-    ):
+    manifest = read_manifest(out) or {}
+    if manifest.get("complete") and manifest.get("hyperparameters") == new_manifest("oti", hyper)["hyperparameters"]:
         return out
     inputs = compute_inputs(backbone, source, names, vocabulary, stored_concepts, progress=progress)
     if dist.is_main():
@@ -170,8 +155,7 @@ def import_authors_oti(
 
 
 def load_reference_tokens(path: str | Path) -> dict[str, torch.Tensor]:
-    """Reference image name -> token, from a ``searle oti`` run folder or the authors' OTI output folder
-    (evaluated, or turned into test-server files, without inverting again)."""
+    """Reference image name -> token, from a ``searle oti`` run folder or the authors' OTI output folder."""
     folder = Path(path)
     if is_authors_oti(folder):
         authors = read_authors_oti(folder)

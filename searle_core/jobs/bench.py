@@ -1,6 +1,5 @@
-"""Speed benchmarks (not tests) of ``searle bench``: the library's OTI against the reference
-implementation (:mod:`searle_core.jobs.reference_oti`), OTI per batch size, gallery feature extraction
-and the retrieval step at CIRCO's gallery size."""
+"""``searle bench``: speed benchmarks (not tests) of the library's OTI against a plain reference OTI, OTI per
+batch size, gallery feature extraction and the retrieval step at CIRCO's gallery size."""
 
 from __future__ import annotations
 
@@ -17,10 +16,13 @@ from PIL import Image
 from searle_core.clip.backbone import Backbone
 from searle_core.datasets import ImageFolderSource
 from searle_core.datasets.features import configure_images, image_features
+from searle_core.infra.device import grad_scaler, scaled_step, train_autocast
 from searle_core.inversion.phrases import template_phrases
-from searle_core.jobs.reference_oti import reference_oti
+from searle_core.method.encoding import encode_text, encode_with_pseudo_tokens
+from searle_core.method.losses import cosine_loss
 from searle_core.method.oti import InvertedBatch, OTIConfig, invert_images, oti
-from searle_core.method.regulariser import PhraseBank, PhraseFeatureCache
+from searle_core.method.regulariser import PhraseBank, PhraseFeatureCache, PhraseSampler
+from searle_core.method.templates import fill
 from searle_core.retrieval.ranking import rank_gallery
 
 #: Everyday concepts for the benchmark's offline phrase bank (no network, no GPT needed).
@@ -54,8 +56,7 @@ class OTIBenchResult:
 def bench_inputs(
     backbone: Backbone, n_images: int, seed: int = 0, phrases_per_concept: int = 256, concepts_per_image: int = 15
 ) -> tuple[torch.Tensor, list[list[str]], PhraseBank]:
-    """Synthetic but realistic inputs: random unit image features, each image with its own concepts
-    from :data:`BENCH_CONCEPTS`, and an offline bank of "a photo of <concept> that ..." phrases."""
+    """Random unit image features, each image with its own concepts, and an offline phrase bank."""
     gen = torch.Generator().manual_seed(seed)
     feats = F.normalize(torch.randn(n_images, backbone.embed_dim, generator=gen), dim=-1)
     rng = random.Random(seed)
@@ -71,9 +72,8 @@ def _sync(device: torch.device) -> None:
 def bench_oti(
     backbone: Backbone, steps=10, batch_size=32, seed=42, config: OTIConfig | None = None, warmup=True, full_steps=350
 ) -> OTIBenchResult:
-    """Time the library's OTI and the reference implementation on the same batch (same seed) for ``steps``
-    steps of ``config`` (the paper's); ``warmup`` runs one untimed step of each first; the timings become
-    images/s of a ``full_steps``-step run. A random-weights CLIP is fine: speed does not depend on weights."""
+    """Time the library's OTI and the reference one on the same batch and seed for ``steps`` steps (``warmup``:
+    one untimed step of each first), as images/s of a ``full_steps``-step run (weights do not change speed)."""
     config = OTIConfig(**{**(config or OTIConfig()).__dict__, "steps": steps})
     feats, concepts, bank = bench_inputs(backbone, batch_size, seed)
     device = backbone.device
@@ -120,9 +120,8 @@ def bench_oti_batch_sizes(
     sizes: tuple[int, ...] = (32, 128),
     seed: int = 42,
 ) -> list[dict]:
-    """OTI of the same images at each batch size: ``batch_size``, ``seconds``, ``images_per_s`` and the last
-    step's ``cos`` and ``total`` losses averaged over images. A batch size changes which seeded draws an
-    image gets, not what its update computes, so the losses should agree up to the draws' noise."""
+    """OTI of the same images at each batch size: seconds, images/s and the last step's mean ``cos`` and
+    ``total`` losses (a batch size changes an image's seeded draws, not its update: they should agree)."""
     rows = []
     for size in sizes:
         batches: list[InvertedBatch] = []
@@ -152,8 +151,7 @@ def write_bench_images(folder, n: int, size: tuple[int, int] = (500, 375), seed:
 def bench_feature_extraction(
     backbone: Backbone, folder, workers: tuple[int, ...] = (0, 2), batch_size: int = 32, preprocess: str = "targetpad"
 ) -> dict[int, float]:
-    """Images/s of :func:`~searle_core.datasets.features.image_features` from JPEG files (decoding,
-    targetpad and the image tower), per data-loader worker count."""
+    """Images/s of ``image_features`` from JPEG files (decoding, targetpad, image tower) per worker count."""
     out = {}
     with torch.no_grad():  # warm-up: first-call allocations should not count against workers=0
         backbone.model.encode_image(torch.zeros(1, 3, backbone.image_size, backbone.image_size, device=backbone.device))
@@ -169,8 +167,8 @@ def bench_feature_extraction(
 
 
 def bench_retrieval(gallery_size=120_000, queries=800, dim=512, k=50, seed=0) -> dict:
-    """Seconds and queries/s of ranking ``queries`` against ``gallery_size`` synthetic normalised
-    features (CIRCO's gallery has about 120k images), top-``k`` names per query."""
+    """Seconds and queries/s of ranking ``queries`` against ``gallery_size`` (CIRCO's: about 120k) synthetic
+    features, top-``k`` names per query."""
     gen = torch.Generator().manual_seed(seed)
     gallery = F.normalize(torch.randn(gallery_size, dim, generator=gen), dim=-1)
     query = F.normalize(torch.randn(queries, dim, generator=gen), dim=-1)
@@ -186,3 +184,61 @@ def bench_retrieval(gallery_size=120_000, queries=800, dim=512, k=50, seed=0) ->
         "queries": queries,
         "dim": dim,
     }
+
+
+def reference_oti(
+    backbone: Backbone,
+    image_features: torch.Tensor,
+    concepts: list[list[str]] | None,
+    phrase_bank: PhraseBank | None,
+    config: OTIConfig = OTIConfig(),
+    seed: int = 42,
+) -> torch.Tensor:
+    """OTI's (N, token_dim) EMA tokens as one would first write it from the paper: the yardstick ``searle bench
+    oti`` and the tests hold the library's OTI to. Every text pass runs CLIP's full 77-token context, plain
+    phrases are re-encoded and prompts tokenized at every step; the random draws are OTI's (initial tokens
+    from ``torch.Generator(seed)``, then per step each image's template and the phrase draw from
+    ``random.Random(seed)``), so both give the same tokens up to rounding."""
+    device, model = backbone.device, backbone.model
+    n = image_features.shape[0]
+    targets = image_features.to(device, torch.float32)
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    tokens = (torch.randn(n, backbone.token_dim, generator=gen) * config.init_std).to(device).requires_grad_()
+    ema = tokens.detach().clone()
+    optimizer = torch.optim.AdamW([tokens], lr=config.lr, weight_decay=config.weight_decay)
+    scaler = grad_scaler(device, config.precision)
+    template_ids = [[rng.randrange(len(config.templates)) for _ in range(n)] for _ in range(config.steps)]
+    regularise = config.lambda_gpt > 0 and concepts is not None and phrase_bank is not None
+    draws = []
+    if regularise:
+        sampler = PhraseSampler([c[: config.top_concepts] for c in concepts], phrase_bank, rng, draw="phrase")
+        draws = [sampler.draw() for _ in range(config.steps)]
+    lam = config.lambda_cos + (config.lambda_gpt if regularise else 0.0)
+    for step in range(config.steps):
+        prompts = [fill(config.templates[i], "$") for i in template_ids[step]]
+        with train_autocast(device, config.precision):
+            feats = encode_with_pseudo_tokens(
+                model, backbone.tokenize(prompts), tokens, backbone.dollar_token_id, truncate=False
+            )
+            loss = config.lambda_cos * cosine_loss(feats, targets)
+            if regularise and draws[step].rows:
+                draw = draws[step]
+                pseudo = encode_with_pseudo_tokens(
+                    model,
+                    backbone.tokenize(draw.pseudo_phrases),
+                    tokens[draw.rows],
+                    backbone.dollar_token_id,
+                    truncate=False,
+                )
+                with torch.no_grad():
+                    plain = F.normalize(
+                        encode_text(model, backbone.tokenize(draw.phrases), truncate=False).float(), dim=-1
+                    )
+                loss = loss + config.lambda_gpt * cosine_loss(pseudo, plain)
+            loss = loss / lam
+        optimizer.zero_grad(set_to_none=True)
+        scaled_step(loss, optimizer, scaler)
+        with torch.no_grad():
+            ema.mul_(config.ema_decay).add_(tokens.detach(), alpha=1 - config.ema_decay)
+    return (ema if config.use_ema else tokens.detach()).clone()

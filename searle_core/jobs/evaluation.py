@@ -1,15 +1,15 @@
 """A method on a benchmark, end to end: its trained network first, then the core pipeline.
 
-The core (:func:`searle_core.methods.pipeline.run_method`) ranks and scores a method whose networks
-are in its :class:`~searle_core.methods.context.MethodContext`; it never trains them. :func:`prepare`
-gives a method the network the caller did not give (a checkpoint in ``ctx.checkpoints``, else one
-trained on first use and cached by :mod:`searle_core.jobs.artifacts`) and says what that cost;
+The core (``run_method``) never trains networks: :func:`prepare` gives a method the one the caller did not
+give (a checkpoint in ``ctx.checkpoints``, else one cached by :mod:`.artifacts`) and says what it cost;
 :func:`evaluate` is ``prepare`` then ``run_method``: what the CLI, the tables and the notebooks call.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from searle_core.baselines.lincir import LincirConfig, load_lincir, train_lincir
 from searle_core.baselines.palavra import PalavraConfig, train_inverter
@@ -19,26 +19,31 @@ from searle_core.clip.backbone import Backbone
 from searle_core.datasets.base import CIRBenchmark
 from searle_core.infra.errors import InputError
 from searle_core.inversion.phi_files import load_phi
-from searle_core.jobs.artifacts import Artifact, artifact_path, describe, load_or_train, unlabeled_phi, vocabulary_id
+from searle_core.jobs.artifacts import load_or_train, unlabeled_phi, vocabulary_id
 from searle_core.method.phi import Phi
 from searle_core.methods.context import MethodContext, NetworkSetup
 from searle_core.methods.pipeline import MethodResult, run_method
-from searle_core.world.recipes import world_lincir_config, world_palavra_config, world_phi_recipe, world_pic2word_config
-from searle_core.world.setup import world_vocabulary
+from searle_core.world.setup import (
+    world_lincir_config,
+    world_palavra_config,
+    world_phi_recipe,
+    world_pic2word_config,
+    world_vocabulary,
+)
 
 
-def _cached(method: str, path, train, meta: dict) -> tuple[Artifact, NetworkSetup]:
-    """The artifact at ``path`` (trained on first use) and what getting it cost."""
+def _cached(method: str, backbone: Backbone, data_id: str, key, train, load: Callable) -> tuple[Any, NetworkSetup]:
+    """The network ``load`` reads from the method's artifact (trained on first use), and what the artifact cost."""
     start = time.perf_counter()
-    artifact = load_or_train(path, train, meta)
-    total = artifact.meta.get("train_seconds") or 0.0
-    return artifact, NetworkSetup(method, float(time.perf_counter() - start), float(total), artifact.trained_now)
+    artifact = load_or_train(method, backbone, data_id, key, train)
+    total = float(artifact.meta.get("train_seconds") or 0.0)
+    setup = NetworkSetup(method, float(time.perf_counter() - start), total, artifact.trained_now)
+    return load(artifact.path), setup
 
 
 def dataset_phi(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> tuple[Phi, NetworkSetup] | None:
-    """φ for ``searle`` on a dataset that brings its unlabeled images (the ``shapes`` world), trained on
-    first use with the world's recipe and ``ctx``'s OTI settings, vocabulary and seed (as the notebooks'
-    φ); ``None`` on real datasets, where φ is given."""
+    """φ for ``searle`` on a dataset that brings its unlabeled images (the world), trained on first use with
+    the world's recipe and ``ctx``'s OTI settings (as the notebooks' φ); ``None`` on real datasets."""
     if bench.unlabeled is None:
         return None
     start = time.perf_counter()
@@ -53,8 +58,8 @@ def dataset_phi(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> 
 
 
 def _world_images(bench: CIRBenchmark) -> int | None:
-    """The unlabeled images' number on a dataset that brings its own text corpus (the world, whose
-    baselines train with its shorter recipes); ``None`` elsewhere (the authors' recipes)."""
+    """The unlabeled images' number on a dataset that brings its own text corpus (the world, whose baselines
+    train with its shorter recipes); ``None`` elsewhere (the authors' recipes)."""
     if bench.text_corpus is None:
         return None
     return len(bench.unlabeled.names) if bench.unlabeled is not None else 0
@@ -74,9 +79,7 @@ def pic2word_network(
         mapper, history = train_pic2word(backbone, data.features, config, ctx.progress)
         return {"Pic2WordMapper": mapper.cpu().state_dict(), "meta": {"history": history}}
 
-    path = artifact_path("pic2word", backbone, data.data_id, config)
-    artifact, setup = _cached("pic2word", path, train, describe(backbone, data.data_id, config))
-    return load_mapper(artifact.path, backbone, config), setup
+    return _cached("pic2word", backbone, data.data_id, config, train, lambda path: load_mapper(path, backbone, config))
 
 
 def lincir_config(bench: CIRBenchmark, ctx: MethodContext) -> LincirConfig:
@@ -103,9 +106,7 @@ def lincir_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) 
         phi, meta = train_lincir(backbone, corpus.captions(), config, ctx.progress)
         return {"Phi": phi.cpu().state_dict(), "meta": meta}
 
-    path = artifact_path("lincir", backbone, corpus.data_id, config)
-    artifact, setup = _cached("lincir", path, train, describe(backbone, corpus.data_id, config))
-    return load_lincir(artifact.path, backbone, config), setup
+    return _cached("lincir", backbone, corpus.data_id, config, train, lambda path: load_lincir(path, backbone, config))
 
 
 def palavra_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> tuple[Phi, NetworkSetup | None]:
@@ -129,15 +130,14 @@ def palavra_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext)
         )
         return {"Phi": inverter.cpu().state_dict(), "meta": {"history": history}}  # φ's layout: load_phi reads it
 
-    path = artifact_path("palavra", backbone, data.data_id, key)
-    artifact, setup = _cached("palavra", path, train, describe(backbone, data.data_id, key))
-    return load_phi(artifact.path, backbone).to(backbone.device), setup
+    return _cached(
+        "palavra", backbone, data.data_id, key, train, lambda path: load_phi(path, backbone).to(backbone.device)
+    )
 
 
 def prepare(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> NetworkSetup | None:
-    """Put into ``ctx`` the trained network ``method`` needs unless the caller gave it (``ctx.phi`` for
-    ``searle``, ``ctx.networks[method]`` for ``pic2word``, ``palavra``, ``lincir``); returns what that
-    cost, ``None`` when nothing was trained or loaded here."""
+    """Put into ``ctx`` the trained network ``method`` needs unless the caller gave it (``ctx.phi``,
+    ``ctx.networks[method]``); returns what that cost, ``None`` when nothing was trained or loaded here."""
     if method == "searle" and ctx.phi is None:
         found = dataset_phi(backbone, bench, ctx)
         if found is not None:
@@ -160,9 +160,8 @@ def prepare(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: MethodCon
 def evaluate(
     method: str, bench: CIRBenchmark, backbone: Backbone, ctx: MethodContext | None = None, gallery: dict | None = None
 ) -> MethodResult:
-    """Run ``method`` on ``bench`` and score it, training or loading its network first. ``gallery``:
-    precomputed :func:`~searle_core.methods.pipeline.gallery_features`, reused across methods; the
-    result's ``seconds`` include getting the network, its ``setup`` says how much that was."""
+    """Run ``method`` on ``bench`` and score it, training or loading its network first (``gallery``: features
+    reused across methods); the result's ``seconds`` include getting the network, its ``setup`` says how much."""
     ctx = ctx or MethodContext()
     start = time.perf_counter()
     setup = prepare(method, backbone, bench, ctx)

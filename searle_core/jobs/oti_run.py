@@ -1,14 +1,10 @@
 """``searle oti``: every image of a dataset inverted in batches into a run folder, resumable and shardable.
 
-A run folder holds ``manifest.json``; ``inputs.pt`` (image names, raw CLIP features, top concepts: what
-φ training reads too); ``chunks/*.pt`` (tokens of the batches done so far, on disk as each finishes,
-up to ``checkpoint_every`` batches a chunk); at the end ``tokens.pt`` (``names``, ``tokens``: the EMA
-tokens; ``raw_tokens``: the last optimised ones, as the authors' ``oti_pseudo_tokens.pt``) and
-``log.csv`` (one row per batch: rank, seconds, images/s, the last step's losses).
-
-Each batch is seeded from the run seed and its image names, so its tokens do not depend on which
-batches ran before, on the process (``torchrun`` rank ``r`` takes batches ``r, r+W, ...``) or on an
-interruption: a resumed or sharded run gives one uninterrupted process's tokens (bit for bit on CPU).
+The folder holds ``manifest.json``, ``inputs.pt`` (names, raw CLIP features, top concepts: φ training
+reads them too), ``chunks/*.pt`` (the tokens of finished batches, up to ``checkpoint_every`` a chunk) and
+at the end ``tokens.pt`` (EMA ``tokens``; ``raw_tokens``, the last optimised ones) and ``log.csv``. Each
+batch is seeded from the run seed and its image names, so a resumed or sharded run (rank ``r`` takes
+batches ``r, r+W, ...``) gives one uninterrupted process's tokens (bit for bit on CPU).
 """
 
 from __future__ import annotations
@@ -47,13 +43,11 @@ class OTIRunConfig:
 
 @dataclass
 class RunInputs:
-    """Names, features and concepts of a run's images (``inputs.pt``). ``features`` are raw
-    ``encode_image`` outputs (φ's input); ``raw`` is False for older runs that stored them normalised."""
+    """Names, raw ``encode_image`` features (φ's input) and concepts of a run's images (``inputs.pt``)."""
 
     names: list[str]
     features: torch.Tensor
     concepts: list[list[str]] | None
-    raw: bool = True
 
 
 @dataclass
@@ -87,21 +81,14 @@ def vocabulary_fingerprint(vocabulary) -> str | None:
 def compute_inputs(
     backbone: Backbone, source: ImageSource, names: list[str], vocabulary, top_k: int, batch_size=256, progress=True
 ) -> RunInputs:
-    """Raw features (each rank encodes whole batches of the one-process grid: the same numbers) and the
-    ``top_k`` concepts of each image (by name when the vocabulary was read from a concepts file)."""
+    """Raw features (each rank encodes whole batches of the one-process grid: the same numbers) and each
+    image's ``top_k`` concepts (by name when the vocabulary was read from a concepts file)."""
     chunks = [names[i : i + batch_size] for i in range(0, len(names), batch_size)]
     mine = dist.shard_indices(len(chunks))
-    local = None
+    local, show = None, progress and dist.is_main()
     if mine:
-        local = image_features(
-            backbone,
-            source,
-            [n for c in mine for n in chunks[c]],
-            batch_size=batch_size,
-            progress=progress and dist.is_main(),
-            cache=False,
-            normalize=False,
-        )
+        mine_names = [n for c in mine for n in chunks[c]]
+        local = image_features(backbone, source, mine_names, batch_size, show, cache=False, normalize=False)
     rows: dict[int, torch.Tensor] = {}
     for chunk_ids, feats in dist.all_gather_objects((mine, local)):
         start = 0
@@ -133,7 +120,6 @@ def save_inputs(inputs: RunInputs, path: Path) -> None:
         {
             "names": inputs.names,
             "features": inputs.features,
-            "features_kind": "raw" if inputs.raw else "normalised",
             "concept_names": vocab,
             "concepts": table if inputs.concepts is not None else None,
         },
@@ -146,7 +132,7 @@ def load_inputs(path: Path) -> RunInputs:
     concepts = None
     if data.get("concepts") is not None:
         concepts = [[data["concept_names"][i] for i in row if i >= 0] for row in data["concepts"].tolist()]
-    return RunInputs(list(data["names"]), data["features"], concepts, data.get("features_kind") == "raw")
+    return RunInputs(list(data["names"]), data["features"], concepts)
 
 
 def run_oti(
@@ -163,13 +149,10 @@ def run_oti(
     info: dict | None = None,
     on_batch: Callable[[int, list[str], torch.Tensor], None] | None = None,
 ) -> OTIRunFolder | None:
-    """Invert every named image (batches are consecutive slices of ``names``) into ``folder``.
-
-    ``vocabulary`` feeds the regulariser (``None`` or ``lambda_gpt=0``: none); ``force`` with ``resume``
-    accepts changed hyper-parameters, without it deletes the old run; ``info`` (dataset, split, path)
-    goes into the manifest; ``on_batch(index, names, tokens)`` runs after each batch. Returns the run
-    on rank 0, ``None`` on the other ranks.
-    """
+    """Invert every named image (batches are consecutive slices of ``names``) into ``folder``; returns the
+    run on rank 0, ``None`` elsewhere. ``force`` with ``resume`` accepts changed hyper-parameters, without
+    it deletes the old run; ``info`` goes into the manifest; ``on_batch(index, names, tokens)`` runs after
+    each batch."""
     folder = Path(folder)
     if len(set(names)) != len(names):
         raise InputError("image names must be unique: tokens are stored by name")
@@ -188,9 +171,7 @@ def run_oti(
         "vocabulary": vocabulary_fingerprint(vocabulary),
     }
     outputs = [folder / MANIFEST, folder / INPUTS, folder / TOKENS, folder / LOG, *(folder / CHUNKS).glob("*.pt")]
-    manifest, _ = open_run(
-        folder, "oti", hyper, info or {}, resume, force, outputs, ("an OTI run", "its tokens are deleted", "OTI run")
-    )
+    manifest, _ = open_run(folder, "oti", hyper, info or {}, resume, force, outputs)
     try:
         inputs = load_inputs(folder / INPUTS) if (folder / INPUTS).is_file() else None
         if inputs is not None and (inputs.names != names or (inputs.concepts is None) != (vocabulary is None)):
@@ -236,8 +217,7 @@ def _load_chunks(folder: Path, names: list[str], force: bool) -> tuple[dict[str,
 
 
 def _finish(folder: Path, inputs: RunInputs, done: dict, log: list[dict], manifest: dict) -> OTIRunFolder:
-    """Merge every rank's tokens into ``tokens.pt`` (with the raw tokens when every image has one) and
-    ``log.csv``, mark the run complete and drop the chunks."""
+    """Merge every rank's tokens into ``tokens.pt`` and ``log.csv``, mark the run complete, drop the chunks."""
     names = inputs.names
     missing = [n for n in names if n not in done]
     if missing:
@@ -271,8 +251,8 @@ def _invert(
     backbone, inputs: RunInputs, bank, folder: Path, config: OTIRunConfig, done: dict, every: int, progress, on_batch
 ):
     """This rank's batches that are not done; returns their tokens and log rows. A chunk holds up to
-    ``every`` batches and is rewritten after each of them, so every finished batch is on disk at once
-    while the files and the bytes rewritten per batch stay bounded."""
+    ``every`` batches and is rewritten after each, so every finished batch is on disk at once while the
+    files and the bytes rewritten per batch stay bounded."""
     names, bs = inputs.names, config.batch_size
     n_batches = -(-len(names) // bs)
     todo = [b for b in dist.shard_indices(n_batches) if not all(n in done for n in names[b * bs : (b + 1) * bs])]
@@ -319,7 +299,7 @@ def _invert(
 
 
 def kept_batches(folder: str | Path) -> int:
-    """Finished batches an interrupted run keeps in ``folder`` (its chunks'), for the exit line."""
+    """Finished batches an interrupted run keeps in ``folder``'s chunks, for the exit line."""
     kept = 0
     for path in (Path(folder) / CHUNKS).glob("*.pt"):
         try:

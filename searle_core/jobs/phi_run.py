@@ -1,9 +1,8 @@
 """``searle train-phi``: φ from an OTI run's tokens, checkpointed and validated every epoch.
 
-The φ run folder holds ``manifest.json``, ``checkpoint.pt`` (φ, optimiser, completed epochs, history),
-``history.csv`` and, at the end, ``phi.pt`` in the authors' layout (``--phi-checkpoint DIR/phi.pt``).
-As the authors' ``train_phi.py``, every epoch also writes ``phi_last.pt`` and every fifth ``phi_{n}.pt``
-(``{"epoch", "Phi"}``), each of which can be evaluated: ``--phi-checkpoint DIR:10``.
+The run folder holds ``manifest.json``, ``checkpoint.pt`` (φ, optimiser, epochs, history), ``history.csv``
+and at the end ``phi.pt`` in the authors' layout; as their ``train_phi.py``, every epoch also writes
+``phi_last.pt`` and every fifth ``phi_{n}.pt``, each of which can be evaluated (``--phi-checkpoint DIR:10``).
 """
 
 from __future__ import annotations
@@ -33,8 +32,8 @@ SAVE_EVERY = 5
 
 
 class PhiCheckpointer:
-    """Opens a φ run folder (fresh, resumed or forced, as :func:`~searle_core.jobs.run_folder.open_run`)
-    and writes its checkpoints on rank 0; the backbone and the training data are hyper-parameters."""
+    """Opens a φ run folder (fresh, resumed or forced) and writes its checkpoints on rank 0; the backbone and
+    the training data are hyper-parameters."""
 
     def __init__(self, folder, config: PhiTrainConfig, backbone: Backbone, features, tokens, resume, force, info=None):
         self.folder, self.device = Path(folder), backbone.device
@@ -48,11 +47,10 @@ class PhiCheckpointer:
         }
         outputs = [self.folder / n for n in (MANIFEST, CHECKPOINT, HISTORY, PHI, PHI_LAST)]
         outputs += sorted(self.folder.glob("phi_[0-9]*.pt"))
-        names = ("a φ run", "its checkpoint is deleted", "φ training")
-        self.manifest, self.resume = open_run(self.folder, "phi", self.hyper, info, resume, force, outputs, names)
+        self.manifest, self.resume = open_run(self.folder, "phi", self.hyper, info, resume, force, outputs)
 
     def restore(self, phi: Phi, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict]]:
-        """Load the checkpoint into φ and the optimiser; returns (completed epochs, history)."""
+        """Load the checkpoint into φ and the optimiser; returns the completed epochs and the history."""
         path = self.folder / CHECKPOINT
         if not self.resume or not path.is_file():
             return 0, []
@@ -89,7 +87,7 @@ class PhiCheckpointer:
 
 
 def kept_epochs(folder: str | Path) -> int:
-    """Finished epochs an interrupted φ run keeps in ``folder`` (its checkpoint's), for the exit line."""
+    """Finished epochs an interrupted φ run keeps in ``folder``, for the exit line."""
     path = Path(folder) / CHECKPOINT
     try:
         return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"]) if path.is_file() else 0
@@ -98,8 +96,7 @@ def kept_epochs(folder: str | Path) -> int:
 
 
 def benchmark_validator(backbone: Backbone, bench, vocabulary=None, progress: bool = False) -> Callable[[Phi], dict]:
-    """``validate(phi)``: the ``searle`` method's metrics on ``bench`` with the current φ (the gallery's
-    features computed on the first call)."""
+    """``validate(phi)``: the ``searle`` method's metrics on ``bench`` with the current φ."""
     gallery: dict = {}
 
     def validate(phi: Phi) -> dict:
@@ -128,8 +125,8 @@ def train_phi_in_folder(
     progress: bool = True,
     info: dict | None = None,
 ) -> PhiTrainingResult:
-    """:func:`~searle_core.method.phi_training.train_phi` checkpointed in the run folder ``out_dir`` every
-    epoch (``force``: resume even with changed hyper-parameters; the new ones apply)."""
+    """``train_phi`` checkpointed in the run folder ``out_dir`` every epoch (``force``: resume even with
+    changed hyper-parameters; the new ones apply)."""
     checkpointer = PhiCheckpointer(
         out_dir, config, backbone, image_features.float(), oti_tokens.float(), resume, force, info
     )
@@ -149,8 +146,8 @@ def run_train_phi(
     force: bool = False,
     progress: bool = True,
 ) -> PhiTrainingResult:
-    """Train φ into ``out_dir`` on the tokens of the finished OTI run ``tokens_dir`` (made with
-    ``backbone``); ``phrase_bank`` (``None``: no regulariser) meets the concepts the run stored."""
+    """Train φ into ``out_dir`` on the tokens of the finished OTI run ``tokens_dir`` (made with ``backbone``);
+    ``phrase_bank`` (``None``: no regulariser) meets the concepts the run stored."""
     run = load_oti_run(tokens_dir)
     inputs, hyper = run.inputs, run.manifest.get("hyperparameters", {})
     if hyper.get("backbone") not in (None, backbone.name) or hyper.get("weights") not in (None, weights_key(backbone)):
@@ -158,11 +155,6 @@ def run_train_phi(
             f"the OTI run in {tokens_dir} used backbone {hyper.get('backbone')} with weights "
             f"{hyper.get('weights')}, not {backbone.name} with {weights_key(backbone)}: φ must be "
             "trained with the CLIP its tokens came from"
-        )
-    if not inputs.raw:
-        raise InputError(
-            f"the OTI run in {tokens_dir} stored normalised image features (written before φ took raw "
-            "encode_image features, as the authors' φ does); rerun `searle oti` into a new folder"
         )
     if phrase_bank is not None and inputs.concepts is None:
         raise InputError(

@@ -1,11 +1,8 @@
 """``searle phrases generate``: the authors' GPT-Neo phrases for a concept list, resumable per concept.
 
-As their ``gpt_phrases_generation.py``: per concept (stripped, in order) the prompt ``"a photo of
-{concept} that"``, 256 sampled sequences of at most 35 tokens, temperature 0.5, ``no_repeat_ngram_size``
-2; the result is ``concept_to_phrases.pkl`` (unfiltered: the containment filter applies where phrases
-are read) with ``hyperparameters.json``, the folder ``--phrases`` reads. Each concept is sampled under
-its own seed, so a resumed run (the file is rewritten every ``save_every`` concepts) gives what an
-uninterrupted one gives.
+As their ``gpt_phrases_generation.py`` (prompt ``"a photo of {concept} that"``, 256 samples of at most 35
+tokens, temperature 0.5), into ``concept_to_phrases.pkl`` (unfiltered) and ``hyperparameters.json``: the
+folder ``--phrases`` reads. Each concept has its own seed, so a resumed run gives an uninterrupted one's.
 """
 
 from __future__ import annotations
@@ -37,11 +34,6 @@ from searle_core.inversion.phrases import (
 HYPERPARAMETERS = "hyperparameters.json"
 
 
-def concept_seed(seed: int, concept: str) -> int:
-    """The sampling seed of one concept: the same whatever ran before it."""
-    return int.from_bytes(hashlib.sha256(f"{seed}\0{concept}".encode()).digest()[:4], "little")
-
-
 def generate_phrase_folder(
     concepts: Sequence[str],
     out_dir: str | Path,
@@ -59,7 +51,7 @@ def generate_phrase_folder(
     tokenizer: Any = None,
 ) -> PhraseBank:
     """Generate (or, with ``resume``, continue with the same settings) the phrases of ``concepts`` into
-    ``out_dir``; ``model``/``tokenizer``: an already loaded causal LM instead of ``model_name``."""
+    ``out_dir``; ``model``/``tokenizer``: an already loaded causal LM."""
     out = Path(out_dir)
     bank_path = out / AUTHORS_PHRASES
     hyper = {
@@ -90,7 +82,7 @@ def generate_phrase_folder(
         model, tokenizer = load_causal_lm(model_name)
     settings = (model_name, n_samples, max_length, temperature, no_repeat_ngram_size)
     for done, concept in enumerate(tqdm(todo, desc="phrases", disable=not progress), start=1):
-        seed_ = concept_seed(seed, concept)
+        seed_ = int.from_bytes(hashlib.sha256(f"{seed}\0{concept}".encode()).digest()[:4], "little")
         bank.update(
             generate_phrases_hf([concept], *settings, device=device, seed=seed_, model=model, tokenizer=tokenizer)
         )

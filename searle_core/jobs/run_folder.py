@@ -1,9 +1,5 @@
-"""Run folders: the manifest that says what a run was computed with, and one process per folder.
-
-Every file of a run folder is written atomically (a kill leaves the old version or the new one). The
-manifest records the hyper-parameters, the code version and the sessions that worked on the run; a
-resumed run compares its hyper-parameters with the manifest's and refuses to mix them unless forced.
-"""
+"""Run folders: the manifest that says what a run was computed with (hyper-parameters, code version,
+sessions), one process per folder, and a resume that refuses other hyper-parameters unless forced."""
 
 from __future__ import annotations
 
@@ -32,10 +28,16 @@ from searle_core.infra.version import __version__
 
 MANIFEST, LOCK = "manifest.json", ".lock"
 _LOCKS: dict[Path, int] = {}
+#: How errors name a run of each kind, what a restart deletes, and the run in resume messages.
+_NAMES = {
+    "oti": ("an OTI run", "its tokens are deleted", "OTI run"),
+    "phi": ("a φ run", "its checkpoint is deleted", "φ training"),
+}
 
 
 def fingerprint(*parts: Any) -> str:
-    """Short sha256 of JSON-able values and tensors (infra's ``digest`` takes no tensors)."""
+    """Short sha256 of JSON-able values and tensors (the run folders' key; ``files.digest`` takes no tensors
+    and hashes otherwise, so the two stay apart to keep stored keys)."""
     digest = hashlib.sha256()
     for part in parts:
         if isinstance(part, torch.Tensor):
@@ -63,7 +65,7 @@ def code_version() -> dict:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    """One row per dict, one column per key that any row has (validation may start late)."""
+    """One row per dict, one column per key any row has (validation may start late)."""
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for row in rows for k in row)), lineterminator="\n")
     writer.writeheader()
@@ -80,7 +82,7 @@ class DamagedManifest(InputError):
 
 
 def read_manifest(folder: str | os.PathLike) -> dict | None:
-    """The run's manifest, or ``None`` if the folder holds no run yet (:class:`DamagedManifest` if unreadable)."""
+    """The run's manifest, or ``None`` if the folder holds no run yet."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         return None
@@ -138,15 +140,13 @@ def lock_run(folder: Path) -> None:
 
 
 def unlock_run(folder: Path) -> None:
-    """Release the lock taken by :func:`lock_run` (closing the descriptor drops the flock)."""
     fd = _LOCKS.pop(Path(folder).resolve(), None)
     if fd is not None:
         os.close(fd)
 
 
-def _ours_without_manifest(entry: Path) -> bool:
-    """Our lock, our temporary files (``.NAME.XXXX.tmp``), or a run folder of ours inside (``train-phi``
-    imports the authors' OTI into ``<out>/oti-import``)."""
+def _ours(entry: Path) -> bool:
+    """Our lock, our temporary files (``.NAME.XXXX.tmp``), or a run folder of ours (``<out>/oti-import``)."""
     if entry.name == LOCK and not entry.is_symlink():
         return True
     if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file():
@@ -163,7 +163,7 @@ def check_ours(folder: Path, a_run: str) -> None:
         raise InputError(f"--out {folder} is not a folder; choose a new or empty folder for {a_run}")
     if (folder / MANIFEST).is_file():
         return
-    foreign = sorted(e.name for e in folder.iterdir() if not _ours_without_manifest(e))
+    foreign = sorted(e.name for e in folder.iterdir() if not _ours(e))
     if foreign:
         listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise InputError(
@@ -192,8 +192,7 @@ def hyperparameter_changes(saved: dict, current: dict) -> list[str]:
 
 
 def _check_resume(folder: Path, manifest: dict, hyperparameters: dict, info: dict, force: bool, what: str) -> list:
-    """Refuse to resume over another dataset folder or with other hyper-parameters unless ``force``;
-    returns the changed hyper-parameters."""
+    """The changed hyper-parameters; another dataset folder or other hyper-parameters refused unless ``force``."""
     before, current = (manifest.get("info") or {}).get("path"), info.get("path")
     if before and current and os.path.realpath(before) != os.path.realpath(current):
         if not force:
@@ -225,16 +224,12 @@ def new_manifest(kind: str, hyperparameters: dict, info: dict | None = None) -> 
 
 
 def open_run(
-    folder: Path, kind: str, hyper: dict, info: dict | None, resume: bool, force: bool, outputs: list, names: tuple
+    folder: Path, kind: str, hyper: dict, info: dict | None, resume: bool, force: bool, outputs: list
 ) -> tuple[dict, bool]:
     """Lock and start or resume the run of ``kind`` (``oti``, ``phi``) in ``folder``; returns its manifest
-    (written by rank 0) and whether it resumes.
-
-    ``force`` with ``resume`` accepts changed hyper-parameters; without, deletes ``outputs`` and starts
-    over. ``names`` say how errors name the run ("an OTI run"), what a restart deletes ("its tokens are
-    deleted") and the run in resume errors ("OTI run").
-    """
-    a_run, deleted, label = names
+    (written by rank 0) and whether it resumes. ``force`` with ``resume`` accepts changed hyper-parameters;
+    without, deletes ``outputs`` and starts over."""
+    a_run, deleted, label = _NAMES[kind]
     refused = None
     if dist.is_main():
         try:

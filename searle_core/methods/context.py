@@ -38,9 +38,8 @@ class PhiRecipe:
 
 @dataclass(frozen=True)
 class NetworkSetup:
-    """What getting a method's network cost (:func:`searle_core.jobs.evaluation.prepare`): the wall time
-    spent getting it here (training or loading, kept out of query time), its training time (now or when
-    its cached file was made) and whether it was trained in this call."""
+    """What getting a method's network cost: the wall time here (training or loading, kept out of query
+    time), its training time (now or when its cached file was made) and whether it was trained now."""
 
     method: str
     setup_seconds: float
@@ -50,8 +49,7 @@ class NetworkSetup:
 
 @dataclass
 class Computed:
-    """What methods computed (or were given) during a run: pseudo-word tokens by method and reference
-    image name, and the captioning baseline's captions by reference image name."""
+    """What methods computed (or were given) during a run: tokens by method and image, captions by image."""
 
     tokens: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     captions: dict[str, str] = field(default_factory=dict)

@@ -161,8 +161,6 @@ def score_circo(
 ) -> dict:
     """Score CIRCO validation predictions (paths or loaded objects; keys ints or int-like strings) as
     the server does: the :func:`~searle_core.metrics.circo_metrics` dict, unrounded percents."""
-    if isinstance(min_predictions, bool) or not isinstance(min_predictions, int):
-        raise TypeError(f"min_predictions must be an int, got {min_predictions!r}")
     ids, targets, gts, aspects = zip(*_read_annotations(annotations))
     return circo_metrics(_read_predictions(predictions, list(ids), min_predictions), gts, targets, aspects, CIRCO_KS)
 

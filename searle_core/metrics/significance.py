@@ -17,8 +17,7 @@ import numpy as np
 from searle_core.datasets.base import CIRBenchmark
 from searle_core.infra.errors import InputError
 from searle_core.infra.markdown import markdown_table
-from searle_core.metrics import average_precision_at_k
-from searle_core.metrics.benchmarks import cirr_scoring_rankings
+from searle_core.metrics.benchmarks import average_precision_at_k, cirr_scoring_rankings
 
 #: Resamples drawn at a time. It is part of the seeded draw order: changing it moves the intervals slightly.
 RESAMPLE_CHUNK = 1000

@@ -157,12 +157,8 @@ def intervals(
             continue
         for d in compare_methods(study.bench, by_name, FULL, n_resamples=n_resamples, seed=seed):
             if d.method != FULL:
-                rows.append(
-                    {
-                        "part": part, "variant": d.method, "metric": d.metric, "difference": d.diff,
-                        "low": d.low, "high": d.high, "reading": reading(d.low, d.high),
-                    }
-                )  # fmt: skip
+                interval = {"difference": d.diff, "low": d.low, "high": d.high, "reading": reading(d.low, d.high)}
+                rows.append({"part": part, "variant": d.method, "metric": d.metric, **interval})
     return pd.DataFrame(rows)
 
 

@@ -1,8 +1,6 @@
 """Looking inside textual inversion: prompts as tokens, what a pseudo-word retrieves, how word-like it is,
-where it travels during OTI, and how OTI's, SEARLE's φ's and LinCIR's φ's tokens compare.
-
-The notebooks' teaching figures are computed here (and tested); the notebooks only call and plot.
-"""
+where it travels during OTI, and how OTI's, SEARLE's φ's and LinCIR's φ's tokens compare. The notebooks'
+teaching figures are computed here (and tested); the notebooks only call and plot."""
 
 from __future__ import annotations
 
@@ -22,9 +20,9 @@ from searle_core.clip.backbone import Backbone
 from searle_core.infra.errors import InputError
 from searle_core.inversion.nearest import nearest_words, token_word, whole_word_ids
 from searle_core.method.encoding import encode_with_pseudo_tokens
-from searle_core.methods.registry import phi_reference_tokens
+from searle_core.methods.pipeline import phi_reference_tokens
 from searle_core.notebook.results import Setting
-from searle_core.plotting.common import wrap
+from searle_core.plotting import wrap
 from searle_core.retrieval.ranking import rank_gallery
 from searle_core.world import concepts_of
 
@@ -83,15 +81,11 @@ def trajectory_similarity(
 
 
 def self_retrieval_ranks(
-    backbone: Backbone,
-    tokens: torch.Tensor,
-    image_features: torch.Tensor,
-    gallery_features: torch.Tensor,
-    prompt: str = PHOTO_PROMPT,
+    backbone: Backbone, tokens: torch.Tensor, image_features: torch.Tensor, gallery_features: torch.Tensor
 ) -> np.ndarray:
-    """Rank (1 = first) of each inverted image when ``prompt`` with its token searches the gallery plus
-    the inverted images: does "a photo of $" find the very image $ came from?"""
-    queries = prompt_features(backbone, tokens, prompt)
+    """Rank (1 = first) of each inverted image when "a photo of $" with its token searches the gallery plus
+    the inverted images: does it find the very image $ came from?"""
+    queries = prompt_features(backbone, tokens)
     images = F.normalize(image_features.float().cpu(), dim=-1)
     scores = queries @ torch.cat([images, F.normalize(gallery_features.float().cpu(), dim=-1)]).T
     own = scores[torch.arange(len(images)), torch.arange(len(images))]
@@ -133,13 +127,10 @@ def mean_word_norm(backbone: Backbone, allowed_ids: Sequence[int] | None = None)
 def project_paths(
     backbone: Backbone, paths: Sequence[torch.Tensor], allowed_ids: Sequence[int] | None = None, k: int = 8
 ) -> tuple[np.ndarray, list[str], list[np.ndarray]]:
-    """S*'s (T, token_dim) paths during OTI and the ``k`` words nearest to each end, projected on one plane:
-    ``(words_xy (W, 2), words, [path_xy (T, 2), ...])``.
-
-    Directions are compared (vectors L2-normalised), as nearness to a word is a cosine. The plane is the
-    PCA of the words alone, a fixed map of the vocabulary (fitting it on the path too would spend a
-    component on the path's random start, far from every word).
-    """
+    """S*'s (T, token_dim) paths during OTI and the ``k`` words nearest to each end, as directions (nearness
+    to a word is a cosine) projected on the PCA plane of the words alone, a fixed map of the vocabulary (a
+    plane fitted on the paths too would spend a component on their random start, far from every word):
+    ``(words_xy (W, 2), words, [path_xy (T, 2), ...])``."""
     ends = torch.stack([p[-1] for p in paths])
     words = list(dict.fromkeys(w for ws in nearest_words(backbone, ends, k, allowed_ids) for w, _ in ws))
     ids, rows = _word_rows(backbone, allowed_ids)
@@ -214,19 +205,19 @@ OWN_WORD_ATTRIBUTES: tuple[str, ...] = ("shape", "colour", "background")
 def own_word_shares(
     backbone: Backbone,
     tokens: torch.Tensor,
-    attributes: Sequence[dict[str, str]],
-    allowed_ids: Sequence[int] | None = None,
+    attributes: Sequence[dict],
+    allowed_ids: list[int] | None = None,
     k: int = 5,
-    checked: Sequence[str] = OWN_WORD_ATTRIBUTES,
 ) -> dict[str, float]:
-    """Does S* mean its image? Per attribute of ``checked``, the % of tokens whose ``k`` nearest words hold
-    the image's own value word (``attributes``: ``ShapesWorld.attributes`` per image), plus ``"images"``."""
+    """Does S* mean its image? Per attribute of :data:`OWN_WORD_ATTRIBUTES`, the % of tokens whose ``k``
+    nearest words hold the image's own value word (``attributes``: ``ShapesWorld.attributes`` per image),
+    plus ``"images"``."""
     if len(attributes) != len(tokens):
         raise InputError(f"own_word_shares: {len(tokens)} tokens but {len(attributes)} attribute rows")
-    allowed = list(allowed_ids) if allowed_ids is not None else None
-    nearest = [{w for w, _ in ws} for ws in nearest_words(backbone, tokens, k, allowed)]
+    nearest = [{w for w, _ in ws} for ws in nearest_words(backbone, tokens, k, allowed_ids)]
     shares: dict[str, float] = {
-        a: 100.0 * float(np.mean([attrs[a] in words for attrs, words in zip(attributes, nearest)])) for a in checked
+        a: 100.0 * float(np.mean([attrs[a] in words for attrs, words in zip(attributes, nearest)]))
+        for a in OWN_WORD_ATTRIBUTES
     }
     shares["images"] = len(tokens)
     return shares
@@ -260,9 +251,8 @@ def caption_overridden(study, queries: Sequence, rankings: Sequence[Sequence[str
 # ---- SEARLE's φ (distilled from OTI on images) beside LinCIR's (trained on captions only) ---------
 @dataclass
 class TwoPhis:
-    """The two φ's tokens of a few reference images: their nearest words, the mean cosine between the two
-    tokens of the same image (over every reference) and LinCIR's modality gap (``token_cosine``: φ(image)
-    vs φ(caption); ``feature_cosine``: CLIP's image vs caption) where the dataset has captions."""
+    """The two φ's tokens of a few references: their nearest words, the mean cosine between the two tokens
+    of the same image (over every reference) and LinCIR's modality gap where the dataset has captions."""
 
     names: list[str]
     images: list[Image.Image]

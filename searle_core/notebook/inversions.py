@@ -23,7 +23,7 @@ from searle_core.jobs.evaluation import evaluate
 from searle_core.method.oti import InvertedBatch, OTIConfig, invert_images
 from searle_core.methods.context import MethodContext, NetworkSetup, PhiRecipe
 from searle_core.notebook.study import Study
-from searle_core.world.recipes import world_phi_recipe
+from searle_core.world.setup import world_phi_recipe
 
 #: Steps at which a benchmark OTI run keeps the EMA tokens (the step ablation reads them).
 SNAPSHOT_STEPS: tuple[int, ...] = (10, 25, 50, 100, 150, 200, 250, 300)
@@ -63,13 +63,12 @@ def benchmark_oti(
     default to the study's."""
     vocabulary = study.vocabulary if vocabulary is None else vocabulary
     batch_size = study.oti_batch_size if batch_size is None else batch_size
+    progress = study.progress if progress is None else progress
     bench, names = study.bench, study.bench.reference_names()
     data_id = f"{bench.name}-{bench.split}-{bench.extra.get('cache_key', '')}-refs-" + digest(names)
     vocabulary_id = artifacts.vocabulary_id(vocabulary) if vocabulary is not None else None
-    key = {
-        "oti": config, "seed": study.seed, "batch_size": batch_size, "vocabulary": vocabulary_id,
-        "snapshots": SNAPSHOT_STEPS,
-    }  # fmt: skip
+    key = {"oti": config, "seed": study.seed, "batch_size": batch_size, "vocabulary": vocabulary_id}
+    key["snapshots"] = SNAPSHOT_STEPS
 
     def train() -> dict:
         features = study.features(names)
@@ -83,20 +82,15 @@ def benchmark_oti(
             for s in keep:  # trajectory[i] is the EMA after i + 1 updates
                 snaps[s].update(zip(batch.names, batch.result.trajectory[s - 1].float().cpu()))
 
-        tokens = invert_images(
-            study.backbone, features, names, concepts, vocabulary.phrase_bank if regularise else None, config,
-            batch_size, study.seed, study.progress if progress is None else progress,
-            on_batch=collect, trajectory_every=1 if keep else 0,
-        )  # fmt: skip
+        bank = vocabulary.phrase_bank if regularise else None
+        run = {"batch_size": batch_size, "seed": study.seed, "progress": progress}
+        run |= {"on_batch": collect, "trajectory_every": 1 if keep else 0}
+        tokens = invert_images(study.backbone, features, names, concepts, bank, config, **run)
         stack = lambda by_name: torch.stack([by_name[n] for n in names])
         snapshots = {str(s): stack(v) for s, v in snaps.items()}
         return {"names": names, "tokens": stack(tokens), "raw": stack(raw), "snapshots": snapshots}
 
-    art = artifacts.load_or_train(
-        artifacts.artifact_path("oti-benchmark", study.backbone, data_id, key),
-        train,
-        artifacts.describe(study.backbone, data_id, key),
-    )
+    art = artifacts.load_or_train("oti-benchmark", study.backbone, data_id, key, train)
     c, seconds = art.content, float(art.meta.get("train_seconds") or 0.0)
     snapshots = {int(k): v for k, v in c["snapshots"].items()}
     return OTIRun(list(c["names"]), c["tokens"], c["raw"], snapshots, seconds, art.trained_now)
@@ -148,9 +142,15 @@ def subset_indices(n: int, fraction: float, seed: int) -> list[int]:
 
 
 def train_study_phi(
-    study: Study, oti_config: OTIConfig, epochs: int, images: int | None = None, loss_overrides: dict | None = None,
-    fraction: float = 1.0, validate: bool = True, progress: bool | None = None,
-) -> TrainedPhi:  # fmt: skip
+    study: Study,
+    oti_config: OTIConfig,
+    epochs: int,
+    images: int | None = None,
+    loss_overrides: dict | None = None,
+    fraction: float = 1.0,
+    validate: bool = True,
+    progress: bool | None = None,
+) -> TrainedPhi:
     """φ trained on the OTI tokens of the study's first ``images`` unlabeled images, cached: the one recipe
     (``artifacts.unlabeled_phi``), so ``searle table`` with the same settings reuses it.
 
@@ -171,26 +171,27 @@ def train_study_phi(
 
     # the validation curve belongs to one benchmark: its queries, not only its name
     bench_id = digest(study.bench.name, study.bench.split, [q.query_id for q in study.bench.queries])
+    progress = study.progress if progress is None else progress
+    validation = {"validate": check, "validated_on": bench_id} if validate else {}
+    options = {"progress": progress, "loss_overrides": loss_overrides, "rows": rows, **validation}
+    recipe = phi_recipe(study, epochs)
     return artifacts.unlabeled_phi(
-        study.backbone, unlabeled, phi_recipe(study, epochs), oti_config, study.vocabulary, study.seed,
-        study.oti_batch_size, progress=study.progress if progress is None else progress,
-        loss_overrides=loss_overrides, rows=rows, validate=check if validate else None,
-        validated_on=bench_id if validate else None,
-    )  # fmt: skip
+        study.backbone, unlabeled, recipe, oti_config, study.vocabulary, study.seed, study.oti_batch_size, **options
+    )
 
 
-def study_phi(
-    study: Study, oti_steps: int, epochs: int, images: int | None = None, checkpoint: str | None = None,
-    validate: bool = False,
-) -> TrainedPhi | None:  # fmt: skip
-    """The φ a notebook uses for ``searle``: the ``checkpoint`` file (default: the study's ``phi_checkpoint``
-    setting), else the cached φ of :func:`train_study_phi`, else ``None`` (real data without unlabeled images)."""
-    checkpoint = study.settings.phi_checkpoint if checkpoint is None else checkpoint
-    if checkpoint:
-        return TrainedPhi(load_phi(checkpoint, study.backbone).to(study.backbone.device).eval(), [], 0.0, 0.0, False, 0)
+def study_phi(study: Study, validate: bool = False) -> TrainedPhi | None:
+    """The φ a notebook uses for ``searle``, from the study's settings: the ``phi_checkpoint`` file, else the
+    cached φ of :func:`train_study_phi` (``oti_steps``, ``phi_epochs``, ``phi_images``), else ``None`` (real
+    data without unlabeled images)."""
+    s = study.settings
+    if s.phi_checkpoint:
+        phi = load_phi(s.phi_checkpoint, study.backbone).to(study.backbone.device).eval()
+        return TrainedPhi(phi, [], 0.0, 0.0, False, 0)
     if study.unlabeled is None:
         return None
-    return train_study_phi(study, study.context(oti_steps=oti_steps).oti_config, epochs, images, validate=validate)
+    config = study.context(oti_steps=s.oti_steps).oti_config
+    return train_study_phi(study, config, s.phi_epochs, s.phi_images or None, validate=validate)
 
 
 def use_phi(ctx: MethodContext, phi: TrainedPhi) -> None:

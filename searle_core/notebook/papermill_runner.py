@@ -15,10 +15,9 @@ from pathlib import Path
 from unittest import mock
 
 from searle_core.infra.errors import InputError
-from searle_core.infra.files import atomic_write_text, read_text
+from searle_core.infra.files import atomic_write_text, load_yaml, read_text
 from searle_core.infra.paths import REPO_ROOT
 from searle_core.infra.settings import check_bounded
-from searle_core.infra.yaml_files import load_yaml
 from searle_core.notebook.record import STAGED_ENV, load_record, publish, record_path
 
 #: The notebooks, in the order they run (later ones reuse what earlier ones cached).
@@ -194,10 +193,14 @@ def _failure_message(stem: str, output: Path, err: Exception) -> str:
 
 
 def run_paper(
-    profile: str | Profile, out: str | os.PathLike = "runs", figures: str | os.PathLike | None = None,
-    notebooks: tuple[str, ...] | list[str] | None = None, log: Callable[[str], None] | None = print,
-    progress: bool = False, cell_timeout: int | None = None,
-) -> list[NotebookRun]:  # fmt: skip
+    profile: str | Profile,
+    out: str | os.PathLike = "runs",
+    figures: str | os.PathLike | None = None,
+    notebooks: tuple[str, ...] | list[str] | None = None,
+    log: Callable[[str], None] | None = print,
+    progress: bool = False,
+    cell_timeout: int | None = None,
+) -> list[NotebookRun]:
     """Run the notebooks of a profile (or those of ``notebooks``) in order into ``<out>/<profile>/``, stopping
     with :class:`NotebookFailed` at the first that fails; ``cell_timeout`` (seconds) fails a notebook whose
     kernel stops answering instead of hanging the run."""
@@ -211,6 +214,8 @@ def run_paper(
     run_dir = (Path(out) / profile.name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     figures_dir = Path(figures or profile.figures or run_dir / "figures").resolve()
+    kernel = {"kernel_name": KERNEL, "cwd": str(notebooks_dir()), "log_output": False}
+    kernel |= {"progress_bar": progress, "execution_timeout": cell_timeout}
     runs: list[NotebookRun] = []
     for stem in order:
         output = run_dir / f"{stem}.ipynb"
@@ -224,10 +229,7 @@ def run_paper(
         start = time.perf_counter()
         try:  # the kernel inherits STAGED_ENV: Recorder writes the staged name
             with mock.patch.dict(os.environ, {STAGED_ENV: "1"}):
-                papermill.execute_notebook(
-                    str(notebook_path(stem)), str(partial), parameters=params, kernel_name=KERNEL,
-                    cwd=str(notebooks_dir()), progress_bar=progress, log_output=False, execution_timeout=cell_timeout,
-                )  # fmt: skip
+                papermill.execute_notebook(str(notebook_path(stem)), str(partial), parameters=params, **kernel)
         except PapermillExecutionError as err:
             raise NotebookFailed(_failure_message(stem, partial, err)) from None
         except TimeoutError as err:  # nbclient's CellTimeoutError: a cell ran past cell_timeout

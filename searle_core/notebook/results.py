@@ -1,5 +1,5 @@
 """The results notebook's engine: every method on every (benchmark, backbone) of a profile, the paper's
-numbers beside ours, the tables as CSV, Markdown and LaTeX, and the run's record.
+numbers beside ours, the tables as CSV, Markdown and LaTeX, the test-server files and the run's record.
 
 Methods a real-data setting cannot run (no φ, no unlabeled images, no captioning model) are skipped with
 the reason written under the table, instead of failing the run.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,14 +18,16 @@ import pandas as pd
 
 from searle_core.baselines.palavra import PalavraConfig
 from searle_core.baselines.pic2word import Pic2WordConfig
+from searle_core.datasets import load_benchmark
 from searle_core.infra.markdown import markdown_table
-from searle_core.methods.context import MethodContext
+from searle_core.infra.settings import from_parameters
+from searle_core.jobs.evaluation import evaluate
+from searle_core.methods.context import Computed, MethodContext
 from searle_core.methods.pipeline import MethodResult
 from searle_core.metrics.significance import Difference, compare_methods, main_metric, write_differences
 from searle_core.notebook.inversions import prefill_oti, study_phi, use_phi
 from searle_core.notebook.record import Recorder
 from searle_core.notebook.study import Study, open_study
-from searle_core.report.comparison import evaluate_methods, method_variants
 from searle_core.report.paper_numbers import (
     COMPARED_COLUMNS,
     PAPER_TABLE_METRICS,
@@ -32,11 +35,13 @@ from searle_core.report.paper_numbers import (
     compare_with_paper,
     results_frame,
 )
+from searle_core.report.submission import cirr_subset_rankings, write_circo_submission, write_cirr_submission
 from searle_core.report.table import (
     DISPLAY_NAMES,
     SETTINGS_COLUMNS,
     Table,
     display_name,
+    evaluate_methods,
     flatten,
     row_settings,
     settings_line,
@@ -47,13 +52,12 @@ from searle_core.report.table import (
 
 @dataclass
 class Setting:
-    """One (benchmark, backbone) of the profile, evaluated: its table, how each method differs from the
-    paper's (``TableRow.variant``) and the method context it ran with (φ, OTI settings: the server files)."""
+    """One (benchmark, backbone) of the profile, evaluated: its table and the method context it ran with
+    (φ, OTI settings: the server files)."""
 
     study: Study
     table: Table
-    variants: dict[str, str] = field(default_factory=dict)
-    ctx: MethodContext | None = field(default=None, repr=False)
+    ctx: MethodContext = field(repr=False)
 
     @property
     def evaluations(self) -> dict[str, MethodResult]:
@@ -62,6 +66,11 @@ class Setting:
     @property
     def skipped(self) -> dict[str, str]:
         return self.table.skipped
+
+    @property
+    def variants(self) -> dict[str, str]:
+        """Method -> how it differs from the paper's (``TableRow.variant``)."""
+        return {row.method: row.variant for row in self.table.rows if row.variant}
 
     @property
     def names(self) -> dict[str, str]:
@@ -87,48 +96,33 @@ def _skip_reason(method: str, study: Study, has_phi: bool) -> str | None:
 
 
 def evaluate_setting(
-    study: Study,
-    methods: list[str],
-    oti_steps: int = 350,
-    phi_checkpoint: str = "",
-    phi_epochs: int = 100,
-    phi_images: int | None = None,
-    captioner: str = "",
-    log=print,
-    baseline_epochs: int = 0,
-    baseline_images: int = 0,
+    study: Study, methods: list[str], log=print, baseline_epochs: int = 0, baseline_images: int = 0, **settings
 ) -> Setting:
-    """``methods`` on ``study.bench`` through ``report.comparison.evaluate_methods`` (the loop of
-    ``searle table``), with the study's context, its φ (``phi_checkpoint``, else trained on the study's
-    unlabeled images: the cached φ of notebooks 2, 3 and 5) and its cached OTI tokens.
-
-    ``baseline_epochs`` / ``baseline_images`` shrink Pic2Word's and PALAVRA's training (0: defaults);
-    ``captioner`` is the captioning model on real images ("": default); ``log=None`` is silent.
-    """
-    ctx = study.context(oti_steps=oti_steps)
+    """``methods`` on ``study.bench`` through ``report.table.evaluate_methods`` (the loop of ``searle table``)
+    with the study's run settings (``settings``: ``RunSettings`` fields to change): its OTI steps, its φ
+    (``phi_checkpoint``, else trained on its unlabeled images: the cached φ of notebooks 2, 3 and 5), its
+    captioner and its cached OTI tokens. ``baseline_epochs`` / ``baseline_images`` shrink Pic2Word's and
+    PALAVRA's training (0: defaults); ``log=None`` is silent."""
+    if settings:
+        study = dataclasses.replace(study, settings=from_parameters(settings, base=study.settings))
+    s = study.settings
+    ctx = study.context()
     _size_baselines(ctx, baseline_epochs, baseline_images)
     if "searle" in methods:
-        trained = study_phi(study, oti_steps, phi_epochs, phi_images, phi_checkpoint)
+        trained = study_phi(study)
         if trained is not None:
             use_phi(ctx, trained)
     if "searle-oti" in methods:
-        prefill_oti(study, ctx)  # cached across notebooks; the row's time is the OTI's own (query_seconds)
-    if captioner:
-        ctx.captioner = captioner
+        prefill_oti(study, ctx)  # cached across notebooks; the row's time is the OTI's own
+    if s.captioner:
+        ctx.captioner = s.captioner
     skip = {m: reason for m in methods if (reason := _skip_reason(m, study, ctx.phi is not None))}
-    prefix = f"{study.bench.name} {study.backbone.name} "
-    say = (lambda line: log(prefix + line)) if log else None
+    say = (lambda line: log(f"{study.bench.name} {study.backbone.name} {line}")) if log else None
+    distilled = not s.phi_checkpoint
     table = evaluate_methods(
-        study.bench,
-        study.backbone,
-        methods,
-        ctx,
-        say,
-        gallery=study.gallery,
-        skip=skip,
-        phi_distilled=not phi_checkpoint,
+        study.bench, study.backbone, methods, ctx, say, gallery=study.gallery, skip=skip, phi_distilled=distilled
     )
-    return Setting(study, table, method_variants(ctx, not phi_checkpoint), ctx)
+    return Setting(study, table, ctx)
 
 
 def _size_baselines(ctx, epochs: int, images: int) -> None:
@@ -147,40 +141,29 @@ def run_settings(
     backbones: list[dict],
     methods: list[str],
     *,
-    quick: bool = True,
-    device: str = "auto",
-    oti_steps: int = 350,
-    phi_epochs: int = 100,
-    phi_images: int | None = None,
-    concepts: str = "",
-    phrases: str = "",
-    unlabeled: str = "",
-    captioner: str = "",
-    seed: int = 42,
-    log=print,
     max_queries: int = 0,
+    log=print,
     baseline_epochs: int = 0,
     baseline_images: int = 0,
+    **settings,
 ) -> list[Setting]:
-    """:func:`evaluate_setting` for every benchmark × backbone of a profile, each benchmark scored on its
-    first ``max_queries`` queries (0: all).
+    """:func:`evaluate_setting` for every benchmark × backbone of a profile with the run ``settings``
+    (``RunSettings`` fields), each benchmark scored on its first ``max_queries`` queries (0: all).
 
     ``benchmarks``: ``[{"dataset": "circo", "dataset_path": "/data/CIRCO", "split": "val"}, ...]``;
     ``backbones``: ``[{"name": "ViT-B-32", "pretrained": "openai", "phi_checkpoint": ""}, ...]``
     (``shapes`` pairs only with ``shapes-clip``, real datasets only with the others).
     """
-    shared = {"quick": quick, "device": device, "concepts": concepts, "phrases": phrases, "unlabeled": unlabeled}
-    rest = (phi_epochs, phi_images, captioner, log, baseline_epochs, baseline_images)
-    settings = []
+    out = []
     for b in benchmarks:
         for bb in backbones:
             if (b["dataset"] == "shapes") != (bb["name"] == "shapes-clip"):
                 continue  # the world has its own CLIP; real data needs a real one
             where = {"dataset": b["dataset"], "dataset_path": b.get("dataset_path", ""), "split": b.get("split", "val")}
             clip = {"backbone": bb["name"], "pretrained": bb.get("pretrained", "default")}
-            study = open_study(**where, **clip, **shared, seed=seed).subset(max_queries)
-            settings.append(evaluate_setting(study, methods, oti_steps, bb.get("phi_checkpoint", ""), *rest))
-    return settings
+            study = open_study(**where, **clip, phi_checkpoint=bb.get("phi_checkpoint", ""), **settings)
+            out.append(evaluate_setting(study.subset(max_queries), methods, log, baseline_epochs, baseline_images))
+    return out
 
 
 def comparison(settings: list[Setting]) -> pd.DataFrame:
@@ -358,4 +341,62 @@ def save_results(
         if (s.study.dataset, s.study.backbone.name) in differences:
             diffs = differences[s.study.dataset, s.study.backbone.name]
             written.append(write_differences(diffs, tables / f"{stem}-vs-searle-oti", s.names))
+    return written
+
+
+#: The split each server scores.
+TEST_SPLITS: dict[str, str] = {"cirr": "test1", "circo": "test"}
+UPLOAD_NOTE = """# Test-server prediction files
+
+The paper's CIRR and CIRCO numbers are on the test splits, scored by the datasets' evaluation
+servers; a validation number from this run is not comparable with them. Upload these files to get
+the comparable number.
+
+- `cirr/<backbone>/recall_submission_<method>.json` and `recall_subset_submission_<method>.json`
+  (CIRR test1, top 50 and top 3 inside each query's image set): the CIRR evaluation server,
+  https://cirr.cecs.anu.edu.au/ (its test-split submission page; both files of a method together).
+- `circo/<backbone>/<method>.json` (CIRCO test, top 50 image ids per query): the CIRCO evaluation
+  server, https://circo.micc.unifi.it/ (linked from the CIRCO repository, miccunifi/CIRCO).
+
+A `-templates` or `-no-phrases` suffix marks OTI without the authors' GPT phrases: not the paper's
+method.
+"""
+
+
+def write_test_submissions(
+    settings: list[Setting], folder: str | Path, log: Callable[[str], None] | None = print
+) -> list[Path]:
+    """Server files under ``folder/<dataset>/<backbone>/`` for every CIRR / CIRCO setting (others skipped),
+    a variant's files named with it (``searle-oti-templates``); returns the paths written."""
+    folder = Path(folder)
+    written: list[Path] = []
+    for s in settings:
+        dataset = s.study.dataset
+        if dataset not in TEST_SPLITS or not s.evaluations or "root" not in s.study.bench.extra:
+            continue
+        bench = load_benchmark(dataset, s.study.bench.extra["root"], TEST_SPLITS[dataset])
+        study = dataclasses.replace(s.study, bench=bench, _gallery=None)
+        # The validation run's context (vocabulary, OTI settings, φ, trained baselines) without its
+        # tokens, which are of the validation references.
+        ctx = dataclasses.replace(s.ctx, token_seconds={}, computed=Computed())
+        if "searle-oti" in s.evaluations:
+            prefill_oti(study, ctx)
+        gallery = study.gallery()
+        out = folder / dataset / study.backbone.name
+        ids = [q.query_id for q in bench.queries]
+        for method in s.evaluations:
+            rankings = evaluate(method, bench, study.backbone, ctx, gallery=gallery).rankings
+            variant = s.variants.get(method)
+            stem = method + (f"-{variant.replace(' ', '-')}" if variant else "")
+            if dataset == "cirr":
+                subset = cirr_subset_rankings(bench.queries, rankings)
+                paths = list(write_cirr_submission(out, dict(zip(ids, rankings)), subset, stem, bench.queries))
+            else:
+                paths = [write_circo_submission(out / f"{stem}.json", dict(zip(ids, rankings)), bench.queries)]
+            written += paths
+            if log:
+                log(f"{dataset} {bench.split} {study.backbone.name} {method}: " + ", ".join(p.name for p in paths))
+    if written:
+        (folder / "UPLOAD.md").write_text(UPLOAD_NOTE)
+        written.append(folder / "UPLOAD.md")
     return written

@@ -11,22 +11,21 @@ from PIL import Image
 
 from searle_core.clip.backbone import RANDOM_WEIGHTS, Backbone, open_backbone
 from searle_core.clip.preprocess import to_rgb
-from searle_core.datasets import ImageFolderSource, load_benchmark
+from searle_core.datasets import ImageFolderSource
 from searle_core.datasets.base import CIRBenchmark, CIRQuery, ImageSource
 from searle_core.datasets.features import configure_for_dataset, image_features
 from searle_core.infra.errors import InputError
 from searle_core.infra.settings import RunSettings, from_parameters
 from searle_core.inversion.concepts import Vocabulary
 from searle_core.inversion.nearest import word_token_ids
-from searle_core.inversion.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
+from searle_core.jobs.setup import open_benchmark, open_model, open_vocabulary
 from searle_core.method.oti import OTIConfig
 from searle_core.method.phi import Phi
 from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import gallery_features
 from searle_core.plotting import RetrievalExample
 from searle_core.world import ShapesWorld, WorldConfig, caption_for, training_vocabulary, unknown_words
-from searle_core.world.recipes import resolved_oti_batch_size
-from searle_core.world.setup import world_setup, world_vocabulary
+from searle_core.world.setup import resolved_oti_batch_size, world_setup
 
 
 @dataclass
@@ -105,7 +104,11 @@ class Study:
         return torch.cat([gallery[c] for c in by_category]), [n for c in by_category for n in by_category[c]]
 
     def context(
-        self, oti_steps: int | None = None, phi: Phi | None = None, lambda_gpt: float = 0.5, **oti_overrides
+        self,
+        oti_steps: int | None = None,
+        phi: Phi | None = None,
+        lambda_gpt: float = OTIConfig.lambda_gpt,
+        **oti_overrides,
     ) -> MethodContext:
         """A ``MethodContext`` with this study's vocabulary, seed and OTI settings (``lambda_gpt`` 0 without a
         vocabulary; ``oti_overrides``: other ``OTIConfig`` fields)."""
@@ -113,9 +116,13 @@ class Study:
         steps = self.settings.oti_steps if oti_steps is None else oti_steps
         config = OTIConfig(steps=steps, lambda_gpt=lambda_gpt if self.vocabulary else 0.0, **oti_overrides)
         ctx = MethodContext(
-            vocabulary=self.vocabulary, oti_config=config, oti_batch_size=self.oti_batch_size, phi=phi,
-            seed=self.seed, progress=self.progress,
-        )  # fmt: skip
+            vocabulary=self.vocabulary,
+            oti_config=config,
+            oti_batch_size=self.oti_batch_size,
+            phi=phi,
+            seed=self.seed,
+            progress=self.progress,
+        )
         if self.unlabeled is not None and self.world is None:  # the world's baselines train on its own images
             ctx.unlabeled = self.unlabeled
         return ctx
@@ -171,21 +178,6 @@ class Study:
         return rows
 
 
-def load_vocabulary(dataset: str, concepts: str = "", phrases: str = "") -> Vocabulary | None:
-    """The regulariser's vocabulary: the world's on ``shapes``; on real data the Open Images CSV ``concepts``
-    with the authors' ``phrases`` (else offline template phrases); ``None`` without a CSV."""
-    if dataset == "shapes":
-        return world_vocabulary()
-    if not concepts:
-        return None
-    names = load_concepts_csv(concepts)
-    bank = filter_phrase_bank(load_phrase_pickle(phrases) if phrases else template_phrases(names))
-    # Association runs over the whole vocabulary; concepts without usable phrases are skipped afterwards.
-    return Vocabulary(
-        list(names), {c: bank[c] for c in names if c in bank}, phrases="given" if phrases else "templates"
-    )
-
-
 def open_study(
     dataset: str | None = None, *, settings: RunSettings | None = None, progress: bool = False, **given
 ) -> Study:
@@ -202,21 +194,31 @@ def open_study(
         else:  # the first use trains the world CLIP for minutes: its bar shows whatever ``progress`` says
             world, model = world_setup(quick=s.quick, device=s.device, progress=True)
         model = configure_for_dataset(model, s.dataset, s.preprocess or None, s.num_workers)
-        vocabulary, allowed = load_vocabulary(s.dataset), word_token_ids(model, training_vocabulary())
+        vocabulary, allowed = open_vocabulary(s), word_token_ids(model, training_vocabulary())
         return Study(
-            s.dataset, model, world.benchmark(s.split), vocabulary, allowed, world,
-            (world.images, world.pretrain_names()), s.seed, s.progress, s,
-        )  # fmt: skip
-    if not s.dataset_path:
-        raise InputError(f"dataset {s.dataset!r} needs dataset_path: its folder in the authors' layout")
-    # The benchmark first: a wrong folder fails before a large model loads.
-    category = {"category": [c.strip() for c in s.category.split(",") if c.strip()]} if s.category else {}
-    bench = load_benchmark(s.dataset, s.dataset_path, s.split, **category)
-    model = open_backbone(s.backbone, s.pretrained, s.device, s.seed)
-    model = configure_for_dataset(model, s.dataset, s.preprocess or None, s.num_workers)
+            s.dataset,
+            model,
+            world.benchmark(s.split),
+            vocabulary,
+            allowed,
+            world,
+            (world.images, world.pretrain_names()),
+            s.seed,
+            s.progress,
+            s,
+        )
+    bench = open_benchmark(s)  # first: a wrong folder fails before a large model loads
+    model, vocabulary = open_model(s), open_vocabulary(s)
     folder = ImageFolderSource(s.unlabeled) if s.unlabeled else None
-    vocabulary = load_vocabulary(s.dataset, s.concepts, s.phrases)
     return Study(
-        s.dataset, model, bench, vocabulary, None, None, (folder, folder.names) if folder else None,
-        s.seed, s.progress, s,
-    )  # fmt: skip
+        s.dataset,
+        model,
+        bench,
+        vocabulary,
+        None,
+        None,
+        (folder, folder.names) if folder else None,
+        s.seed,
+        s.progress,
+        s,
+    )

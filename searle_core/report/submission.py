@@ -1,8 +1,6 @@
-"""Prediction files for the CIRR and CIRCO evaluation servers, in the authors' formats.
-
-* CIRR ``recall``: ``{"version": "rc2", "metric": "recall", "<pairid>": [50 names], ...}``; ``recall_subset``:
-  the same with ``"metric": "recall_subset"`` and the top 3 inside the query's ``img_set`` (reference excluded).
-* CIRCO: ``{"<query id>": [50 integer image ids], ...}`` for every query of the split.
+"""Prediction files for the CIRR and CIRCO evaluation servers, in the authors' formats: CIRR ``recall``
+``{"version": "rc2", "metric": "recall", "<pairid>": [50 names], ...}`` and ``recall_subset`` (the top 3 inside
+the query's ``img_set``, reference excluded); CIRCO ``{"<query id>": [50 integer image ids], ...}``.
 
 Longer rankings are cut to their first ``k``; shorter ones, duplicates in the top ``k`` or a CIRR reference in
 its own ranking are errors, since the servers would score such files silently wrong. Files are written
@@ -12,7 +10,7 @@ atomically, so an interrupted run never leaves a half-written submission.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,17 +86,17 @@ def write_cirr_submission(
     recall, subset = cirr_submission(predictions, subset_predictions, queries)
     out_dir = Path(out_dir)
 
-    def writer(text: str):
+    def writer(data) -> Callable[[str], None]:
         def write(tmp: str) -> None:
             with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
+                f.write(json.dumps(data))
 
         return write
 
     first, second = atomic_write_many(
         {
-            out_dir / f"recall_submission_{name}.json": writer(json.dumps(recall)),
-            out_dir / f"recall_subset_submission_{name}.json": writer(json.dumps(subset)),
+            out_dir / f"recall_submission_{name}.json": writer(recall),
+            out_dir / f"recall_subset_submission_{name}.json": writer(subset),
         }
     )
     return first, second

@@ -1,23 +1,26 @@
-"""The paper's results table: one row per method on one benchmark, as CSV, Markdown and text.
-
-Each row keeps the method's query-side time and its network's training time beside its metrics,
-so cost reads beside accuracy.
-"""
+"""The paper's results table: every method on one benchmark (the one evaluation loop behind ``searle table``
+and notebook 4), one row per method with its query-side time and its network's training time beside its
+metrics, as CSV, Markdown and text."""
 
 from __future__ import annotations
 
 import csv
 import io
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from searle_core.clip.backbone import Backbone
+from searle_core.datasets.base import CIRBenchmark
 from searle_core.datasets.features import preprocess_name
 from searle_core.infra.device import EVAL_PRECISION, training_precision
+from searle_core.infra.errors import InputError
 from searle_core.infra.files import atomic_write_text
 from searle_core.infra.markdown import markdown_table
+from searle_core.jobs.evaluation import evaluate
 from searle_core.methods.context import MethodContext
-from searle_core.methods.pipeline import MethodResult
+from searle_core.methods.pipeline import METHODS, MethodResult, gallery_features, regulariser_variant
 
 #: The paper's rows, in its order, with their printed names.
 DISPLAY_NAMES: dict[str, str] = {
@@ -150,10 +153,6 @@ def settings_line(settings: dict) -> str:
     return "Settings: " + "; ".join(parts) + "."
 
 
-def format_row(row: TableRow, columns: list[str]) -> str:
-    return ", ".join(f"{c} {row.metrics.get(c, float('nan')):.2f}" for c in columns) + f" ({row.seconds:.1f} s)"
-
-
 def _cells(table: Table, row: TableRow) -> list[str]:
     train = "" if row.train_seconds is None else f"{row.train_seconds:.1f}" + ("" if row.trained_now else " (cached)")
     return [row.name, *(f"{row.metrics.get(c, float('nan')):.2f}" for c in table.columns), f"{row.seconds:.1f}", train]
@@ -221,3 +220,65 @@ def write_table(table: Table, out_dir: str | Path, stem: str | None = None) -> t
     atomic_write_text(text.getvalue(), csv_path)
     atomic_write_text(to_markdown(table), md_path)
     return csv_path, md_path
+
+
+def evaluate_methods(
+    bench: CIRBenchmark,
+    backbone: Backbone,
+    methods: Sequence[str] = TABLE_METHODS,
+    ctx: MethodContext | None = None,
+    log: Callable[[str], None] | None = print,
+    *,
+    gallery: Mapping | Callable[[], Mapping] | None = None,
+    skip: Mapping[str, str] | None = None,
+    phi_distilled: bool = False,
+) -> Table:
+    """Every method of ``methods`` on ``bench``, in order, with one context (tokens and captions reused), a
+    line per finished method to ``log``.
+
+    ``gallery``: the features, or a function returning them (a notebook's cached ``Study.gallery``);
+    ``skip``: method -> why it is not run (a note under the table). OTI without the authors' GPT phrases
+    is not the paper's OTI, nor is a φ distilled here (``phi_distilled``) from its tokens: both rows get
+    the variant label; a φ checkpoint keeps the paper's name.
+    """
+    if any(q.target is None for q in bench.queries):
+        raise InputError(f"{bench.name} {bench.split} has no ground truths (a test split): the table needs metrics")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:  # before any method runs, not after an hour of OTI
+        raise InputError(f"unknown method {unknown[0]!r}; expected some of {', '.join(METHODS)}")
+    ctx, skip = ctx or MethodContext(), skip or {}
+    start = time.perf_counter()
+    if gallery is None:
+        gallery = gallery_features(backbone, bench, ctx.progress)
+    elif callable(gallery):
+        gallery = gallery()
+    table = Table(
+        [], bench.name, bench.split, backbone.name, len(bench.queries), len(bench.gallery), time.perf_counter() - start
+    )
+    variant = regulariser_variant(ctx)
+    variants = {"searle-oti": variant, "searle": variant if phi_distilled else None}
+    for method in methods:
+        if method in skip:
+            table.skipped[method] = skip[method]
+            table.notes.append(f"{DISPLAY_NAMES.get(method, method)}: not run ({skip[method]}).")
+            continue
+        result = evaluate(method, bench, backbone, ctx, gallery=gallery)
+        # Time is the query side: getting the network has its own column, while tokens computed beforehand
+        # and given to the context (``MethodContext.give_tokens``) are put back in.
+        setup = result.setup or ctx.given_setups.get(method)
+        seconds = result.seconds - (result.setup.setup_seconds if result.setup is not None else 0.0)
+        seconds = max(0.0, seconds) + ctx.token_seconds.get(method, 0.0)
+        train = (setup.train_seconds, bool(setup.trained_now)) if setup is not None else (None, False)
+        row = TableRow(method, flatten(result.metrics), seconds, *train, variants.get(method))
+        table.rows.append(row)
+        table.evaluations[method] = result
+        if log:
+            scores = ", ".join(f"{c} {row.metrics.get(c, float('nan')):.2f}" for c in table.columns[:4])
+            log(f"{row.name}: {scores} ({row.seconds:.1f} s)")
+    table.settings = settings_record(backbone, ctx)
+    if "searle-oti" in table.evaluations and "searle-oti" in ctx.token_seconds:
+        table.notes.append(
+            "SEARLE-OTI's time is that of inverting the references (the tokens are cached and shared by the notebooks)."
+        )
+    table.notes += variant_notes(row.variant for row in table.rows)
+    return table

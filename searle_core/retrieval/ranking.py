@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from searle_core.datasets.base import CIRBenchmark
-from searle_core.metrics import circo_metrics, cirr_metrics, fashioniq_metrics, map_at_k, rank_by_scores
-from searle_core.metrics.benchmarks import cirr_scoring_rankings, recall_any_at_k
+from searle_core.metrics import benchmarks as metrics
 
 SHAPES_MAP_KS, SHAPES_RECALL_KS = (5, 10, 25, 50), (1, 5, 10, 50)
 
@@ -25,7 +24,7 @@ def rank_gallery(
     for start in range(0, len(query_features), chunk):
         scores = (query_features[start : start + chunk].float() @ gallery_features.float().T).numpy()
         part = None if exclude is None else exclude[start : start + chunk]
-        rankings += rank_by_scores(scores, gallery, k, exclude=part)
+        rankings += metrics.rank_by_scores(scores, gallery, k, exclude=part)
     return rankings
 
 
@@ -58,17 +57,17 @@ def benchmark_metrics(bench: CIRBenchmark, rankings: list[list[str]]) -> dict:
     targets, gts = [q.target for q in queries], [q.ground_truths for q in queries]
     if bench.name == "cirr":
         subsets, references = [q.subset for q in queries], [q.reference for q in queries]
-        return cirr_metrics(cirr_scoring_rankings(bench, rankings), targets, subsets, references)
+        return metrics.cirr_metrics(metrics.cirr_scoring_rankings(bench, rankings), targets, subsets, references)
     if bench.name == "fashioniq":
         cats = sorted({q.category for q in queries})
-        return fashioniq_metrics(
+        return metrics.fashioniq_metrics(
             {c: [r for r, q in zip(rankings, queries) if q.category == c] for c in cats},
             {c: [t for t, q in zip(targets, queries) if q.category == c] for c in cats},
         )
     if bench.name == "circo":
-        return circo_metrics(rankings, gts, targets, [_aspects(bench, q) for q in queries])
-    out = {f"mAP@{k}": map_at_k(rankings, gts, k) for k in SHAPES_MAP_KS}
-    out.update({f"Recall@{k}": recall_any_at_k(rankings, gts, k) for k in SHAPES_RECALL_KS})
+        return metrics.circo_metrics(rankings, gts, targets, [_aspects(bench, q) for q in queries])
+    out = {f"mAP@{k}": metrics.map_at_k(rankings, gts, k) for k in SHAPES_MAP_KS}
+    out.update({f"Recall@{k}": metrics.recall_any_at_k(rankings, gts, k) for k in SHAPES_RECALL_KS})
     return out
 
 

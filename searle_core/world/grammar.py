@@ -1,11 +1,6 @@
-"""Captions, relative captions, concepts and the phrase bank of the ``shapes`` world.
-
-One small grammar serves training captions (a random non-empty subset of an image's attributes, in
-varied phrasings, the relative-clause form of queries included), the phrase bank (the GPT-Neo analogue,
-the concept forced to appear contiguously) and relative captions ("is blue", "is large"), so the world
-CLIP is trained on exactly the words OTI and φ later meet. Only phrasings true of a single image are
-emitted: size is "is large", not "larger", since the world CLIP never sees a comparative.
-"""
+"""Captions, relative captions, concepts and the phrase bank of the ``shapes`` world: one small grammar,
+so the world CLIP is trained on exactly the words OTI and φ later meet. Only phrasings true of a single
+image are emitted ("is large", never "larger": the world CLIP never sees a comparative)."""
 
 from __future__ import annotations
 
@@ -20,7 +15,7 @@ from searle_core.world.attributes import ATTRIBUTES, BACKGROUNDS, COLOURS, SHAPE
 # "a photo of" dominates, as in the query prompt "a photo of $ that ..."; the others add variety.
 PREFIXES: tuple[str, ...] = ("", "a photo of ", "an image of ", "a picture of ", "a drawing of ")
 _PREFIX_P = np.array([0.3, 0.4, 0.1, 0.1, 0.1])
-_INCLUDE_P = 0.65  # chance that a training caption mentions a given attribute
+INCLUDE_P = 0.65  # chance that a training caption mentions a given attribute
 _CLAUSE_P = {"colour": 0.35, "shape": 0.25, "background": 0.4}  # "that is red" vs "a red ..."
 _FUNCTION_WORDS = ("a", "an", "that", "is", "and", "on", "background", "shape")
 
@@ -60,7 +55,7 @@ def _draw_clauses(values: dict[str, str], rng: np.random.Generator, forced: dict
     return [clauses[i] for i in rng.permutation(len(clauses))]
 
 
-def describe(attrs: dict[str, str], rng: np.random.Generator, include_p: float = _INCLUDE_P) -> str:
+def describe(attrs: dict[str, str], rng: np.random.Generator, include_p: float = INCLUDE_P) -> str:
     """A random true caption of an image, each attribute mentioned with chance ``include_p`` (at least one)."""
     keep = [a for a in ATTRIBUTES if rng.random() < include_p]
     if not keep:
@@ -115,8 +110,8 @@ def concepts_of(attrs: dict[str, str]) -> list[str]:
 
 
 def concept_phrase(concept: str, rng: np.random.Generator) -> str:
-    """One phrase true of some image of ``concept`` that contains the concept string exactly once: its
-    attributes are forced into the concept's contiguous form, the others mentioned at random."""
+    """One phrase true of some image of ``concept`` holding the concept string contiguously, once; the
+    other attributes are mentioned at random."""
     fixed = CONCEPT_ATTRIBUTES[concept]
     values = dict(fixed)
     for a in ATTRIBUTES:
@@ -133,8 +128,8 @@ def concept_phrase(concept: str, rng: np.random.Generator) -> str:
 
 
 def phrase_bank(n_per_concept: int = 16, seed: int = 0) -> dict[str, list[str]]:
-    """``{concept: [phrases]}``, the structure of the authors' GPT-Neo phrase pickle; distinct where the
-    grammar allows, topped up with repeats so every list has ``n_per_concept``."""
+    """``{concept: [phrases]}`` as the authors' GPT-Neo phrase pickle, distinct where the grammar allows,
+    topped up with repeats to ``n_per_concept``."""
     rng = np.random.default_rng([seed, 9])
     bank: dict[str, list[str]] = {}
     for concept in concepts():

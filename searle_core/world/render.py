@@ -1,10 +1,6 @@
-"""Drawing for the ``shapes`` world: flat-coloured shapes on flat backgrounds, vectorised in numpy.
-
-Each shape is drawn once, at high resolution, as a boolean *template* in normalised coordinates (the
-shape fits in ``[-1, 1]^2``), with its summed-area table. A pixel's coverage (anti-aliased alpha) is the
-template area under its footprint, from four table corners; shapes are only translated and scaled, so
-footprints are axis-aligned and separable and one fancy-indexing gather renders a whole batch.
-"""
+"""Drawing for the ``shapes`` world, vectorised in numpy: each shape is a high-resolution boolean template
+with its summed-area table, and a pixel's anti-aliased coverage is the template area under its
+footprint, read from four table corners, so one fancy-indexing gather renders a whole batch."""
 
 from __future__ import annotations
 
@@ -26,10 +22,9 @@ _TRI = np.array([[0.0, 1.0], [-0.95, -0.65], [0.95, -0.65]])
 _TRI[:, 1] -= (_TRI[:, 1].max() + _TRI[:, 1].min()) / 2
 
 _ARM = 0.3  # half-width of a cross arm: thick enough to survive at ~6 px radius
-_CROSS = np.array([
-    [-_ARM, 0.95], [_ARM, 0.95], [_ARM, _ARM], [0.95, _ARM], [0.95, -_ARM], [_ARM, -_ARM],
-    [_ARM, -0.95], [-_ARM, -0.95], [-_ARM, -_ARM], [-0.95, -_ARM], [-0.95, _ARM], [-_ARM, _ARM],
-])  # fmt: skip
+# The top arm's corners, then the same turned clockwise a quarter at a time.
+_CROSS_ARM = np.array([[-_ARM, 0.95], [_ARM, 0.95], [_ARM, _ARM]])
+_CROSS = np.concatenate([_CROSS_ARM @ np.linalg.matrix_power(np.array([[0, -1], [1, 0]]), k) for k in range(4)])
 # Right-pointing arrow: a thick shaft and a wide head, so it is not a triangle or a cross.
 _ARROW = np.array(
     [[-0.95, -0.24], [0.05, -0.24], [0.05, -0.75], [0.95, 0.0], [0.05, 0.75], [0.05, 0.24], [-0.95, 0.24]]
@@ -83,10 +78,8 @@ def _summed_area(shapes: tuple[str, ...]) -> np.ndarray:
 
 
 def coverage(shape_idx, cx, cy, radius, image_size: int, shapes: Sequence[str], antialias: bool = True) -> np.ndarray:
-    """``(N, S, S)`` float32 fraction of each pixel covered by its shape (``(N,)`` arrays: ``shape_idx`` into
-    ``shapes``, centre ``cx, cy`` and half-extent ``radius`` in pixels; pixel ``i`` spans ``[i, i+1)``).
-    With ``antialias`` it is the exact template area under the pixel's footprint, from four summed-area
-    corners shared between neighbours (faster than 4x4 supersampling); else the template at its centre."""
+    """``(N, S, S)`` float32 fraction of each pixel (spanning ``[i, i+1)``) covered by its shape, centred at
+    ``cx, cy`` with half-extent ``radius`` pixels: exact with ``antialias``, else the template at its centre."""
     shapes = tuple(shapes)
     s, res = image_size, _TEMPLATE_RES
     scale = res / (2 * _EXTENT)  # template pixels per normalised unit
@@ -116,9 +109,8 @@ def coverage(shape_idx, cx, cy, radius, image_size: int, shapes: Sequence[str], 
 
 
 def render_codes(codes: np.ndarray, jitter: np.ndarray, config, chunk: int = 256) -> np.ndarray:
-    """``(N, S, S, 3)`` uint8 renders of ``(N, 4)`` attribute codes and jitter rows (x and y shift as
-    fractions of the side, relative scale) at a world config's image size and anti-aliasing; ``chunk``
-    images per step keep the temporaries in cache."""
+    """``(N, S, S, 3)`` uint8 renders of attribute codes and jitter rows at a world config's size and
+    anti-aliasing; ``chunk`` images a step keep the temporaries in cache."""
     s, col = config.image_size, {a: i for i, a in enumerate(ATTRIBUTES)}
     fg = np.array(list(COLOURS.values()), dtype=np.float32)[codes[:, col["colour"]]]
     bg = np.array(list(BACKGROUNDS.values()), dtype=np.float32)[codes[:, col["background"]]]

@@ -1,10 +1,9 @@
 """The ``shapes`` world: its configuration, the deterministic world object and its benchmarks.
 
 Every image's attributes and jitter are drawn up front per *pool* (pretraining set, each split's gallery
-and references) from a generator seeded by ``(seed, pool)`` and rendered on demand, so a config gives
-byte-identical images and queries in any process. A query changes one or two attributes of a reference
-(one caption, CIRR-like, or two, FashionIQ-like); the gallery holds every combination ``gallery_per_combo``
-times, so every query has that many ground truths.
+and references) from a generator seeded by ``(seed, pool)``, so a config gives byte-identical images and
+queries in any process. A query changes one or two attributes of a reference; the gallery holds every
+combination ``gallery_per_combo`` times, so every query has that many ground truths.
 """
 
 from __future__ import annotations
@@ -43,16 +42,14 @@ _SHIFT_JITTER = 0.09  # position jitter, fraction of the image side (~3 px at 32
 #: Captions of the world's text corpus (LinCIR's): one per two unlabeled images of the default world.
 CORPUS_CAPTIONS = 1_000
 #: One-change aspects, then every unordered pair ("colour+shape"), in :data:`ATTRIBUTES` order.
-ONE_CHANGE_ASPECTS: tuple[str, ...] = ATTRIBUTES
 TWO_CHANGE_ASPECTS: tuple[str, ...] = tuple("+".join(p) for p in itertools.combinations(ATTRIBUTES, 2))
-ASPECTS: tuple[str, ...] = ONE_CHANGE_ASPECTS + TWO_CHANGE_ASPECTS
+ASPECTS: tuple[str, ...] = ATTRIBUTES + TWO_CHANGE_ASPECTS
 
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """Everything that determines a ``shapes`` world: the master seed, the image side, the unlabeled
-    images φ trains on, gallery copies of each combination per split, queries per split, the share of
-    two-change queries and anti-aliased (box-filtered) shape edges."""
+    """Everything that determines a ``shapes`` world: seed, image side, unlabeled images, gallery copies of
+    each combination, queries per split, the share of two-change queries and anti-aliased edges."""
 
     seed: int = 0
     image_size: int = 32
@@ -100,8 +97,7 @@ def random_jitter(rng: np.random.Generator, n: int) -> np.ndarray:
 def images_to_tensor(images: np.ndarray, mean, std, device: torch.device | str = "cpu") -> torch.Tensor:
     """(N, H, W, 3) uint8 -> normalised (N, 3, H, W) float, like CLIP's ToTensor + Normalize."""
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (mean, std))
     return (x - mean) / std
 
 
@@ -112,9 +108,8 @@ class ShapesImages(ImageSource):
         self.world = world
 
     def array(self, names: list[str] | tuple[str, ...]) -> np.ndarray:
-        """Render ``(N, S, S, 3)`` uint8 images for ``names`` (any mix of pools)."""
-        codes, jitter = self.world._rows(names)
-        return render_codes(codes, jitter, self.world.config)
+        """``(N, S, S, 3)`` uint8 renders of ``names`` (any mix of pools)."""
+        return render_codes(*self.world._rows(names), self.world.config)
 
     def load_image(self, name: str) -> Image.Image:
         return Image.fromarray(self.array([name])[0], mode="RGB")
@@ -201,7 +196,13 @@ class ShapesWorld:
         if _split(split) not in self._benchmarks:
             self._benchmarks[split] = build_benchmark(self, split)
         bench = self._benchmarks[split]
-        return bench if aspect is None else filter_aspect(bench, aspect)
+        if aspect is None:
+            return bench
+        if aspect not in ASPECTS and aspect not in ("one", "two"):
+            raise InputError(f"unknown aspect {aspect!r}; expected one of {ASPECTS + ('one', 'two')}")
+        wanted = {"one": lambda a: "+" not in a, "two": lambda a: "+" in a}.get(aspect, lambda a: a == aspect)
+        queries = [q for q in bench.queries if q.aspect is not None and wanted(q.aspect)]
+        return replace(bench, queries=queries, extra={**bench.extra, "aspect": aspect})
 
     def caption_corpus(self, n: int, seed: int = 0) -> list[str]:
         """``n`` grammar captions of random attribute combinations (no images): LinCIR's text corpus."""
@@ -223,16 +224,6 @@ def world_captions(backbone: Backbone, image_features: torch.Tensor) -> list[str
     return [captions[i] for i in scores.argmax(dim=1).tolist()]
 
 
-def _assign_aspects(n: int, two_change_fraction: float, rng: np.random.Generator) -> list[str]:
-    """Balanced aspects (each change type and pair an equal share), shuffled: per-aspect breakdowns stay
-    meaningful on small splits."""
-    n_two = int(round(n * two_change_fraction))
-    one = [ONE_CHANGE_ASPECTS[i % len(ONE_CHANGE_ASPECTS)] for i in range(n - n_two)]
-    two = [TWO_CHANGE_ASPECTS[i % len(TWO_CHANGE_ASPECTS)] for i in range(n_two)]
-    aspects = one + two
-    return [aspects[i] for i in rng.permutation(len(aspects))]
-
-
 def build_benchmark(world: ShapesWorld, split: str) -> CIRBenchmark:
     """The ``split`` benchmark of ``world`` (deterministic from the world seed)."""
     gallery, references = world.gallery_names(split), world.reference_pool(split)
@@ -240,7 +231,12 @@ def build_benchmark(world: ShapesWorld, split: str) -> CIRBenchmark:
     for name, row in zip(gallery, world.codes(gallery)):
         by_combo.setdefault(tuple(int(c) for c in row), []).append(name)
     rng = np.random.default_rng([world.config.seed, QUERY_STREAM[split]])
-    aspects = _assign_aspects(len(references), world.config.two_change_fraction, rng)
+    # Balanced aspects (each change type and pair an equal share), shuffled: per-aspect breakdowns stay
+    # meaningful on small splits.
+    n_two = int(round(len(references) * world.config.two_change_fraction))
+    balanced = [ATTRIBUTES[i % len(ATTRIBUTES)] for i in range(len(references) - n_two)]
+    balanced += [TWO_CHANGE_ASPECTS[i % len(TWO_CHANGE_ASPECTS)] for i in range(n_two)]
+    aspects = [balanced[i] for i in rng.permutation(len(balanced))]
     queries: list[CIRQuery] = []
     for i, (reference, row, aspect) in enumerate(zip(references, world.codes(references), aspects)):
         target = [int(c) for c in row]
@@ -270,12 +266,3 @@ def build_benchmark(world: ShapesWorld, split: str) -> CIRBenchmark:
             {r: caption_for(decode(row)) for r, row in zip(references, world.codes(references))},
         ),
     )
-
-
-def filter_aspect(bench: CIRBenchmark, aspect: str) -> CIRBenchmark:
-    """A copy of ``bench`` with only the queries of one of :data:`ASPECTS`, or ``"one"`` / ``"two"``."""
-    if aspect not in ASPECTS and aspect not in ("one", "two"):
-        raise InputError(f"unknown aspect {aspect!r}; expected one of {ASPECTS + ('one', 'two')}")
-    wanted = {"one": lambda a: "+" not in a, "two": lambda a: "+" in a}.get(aspect, lambda a: a == aspect)
-    queries = [q for q in bench.queries if q.aspect is not None and wanted(q.aspect)]
-    return replace(bench, queries=queries, extra={**bench.extra, "aspect": aspect})

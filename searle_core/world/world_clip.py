@@ -1,17 +1,12 @@
-"""``shapes-clip``: the ``shapes`` world's small CLIP, trained by the project.
-
-An open_clip ``CLIP`` from ``model_configs/shapes-clip.json``: open_clip's ``ModifiedResNet`` image tower
-with one block per stage on 32×32 images, and a causal text tower over CLIP's real BPE vocabulary (so
-``$`` is token 259 as in the real models), trained contrastively on freshly rendered images with grammar
-captions. Weights are cached under ``data/cache/world_clip`` keyed by everything that determines them;
-the package ships both recipes' weights (``shipped_weights``), so it trains only for another recipe.
-Why the recipe is what it is (the convolutional tower, hard negatives, steps): ``docs/shapes-world.md``.
-How good it is: zero-shot classification of held-out renders among every attribute combination
-(``searle world build``, ``searle bench world``).
-"""
+"""``shapes-clip``: the ``shapes`` world's small CLIP (``model_configs/shapes-clip.json``: open_clip's
+``ModifiedResNet`` on 32×32 images and a text tower over CLIP's real BPE vocabulary, so ``$`` is token 259 as
+in the real models), trained contrastively on fresh renders with grammar captions and cached by everything
+that determines it; the package ships both recipes' weights, so it trains only for another recipe. Why the
+recipe is what it is: ``docs/shapes-world.md``."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,25 +21,27 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from searle_core.clip.weights import InMemoryWeights
-from searle_core.infra.cache import save_or_warn
-from searle_core.infra.files import atomic_save, atomic_write_text
+from searle_core.clip.backbone import InMemoryWeights
+from searle_core.infra.files import atomic_save, atomic_write_text, save_or_warn
 from searle_core.infra.paths import data_dir
 from searle_core.method.encoding import encode_text
 from searle_core.world.attributes import ATTRIBUTES, VALUES, WORLD_VERSION, all_combos, decode
-from searle_core.world.grammar import caption_for, describe, training_vocabulary
+from searle_core.world.grammar import INCLUDE_P, caption_for, describe, training_vocabulary
 from searle_core.world.render import render_codes
 from searle_core.world.shapes_world import ShapesWorld, WorldConfig, images_to_tensor, random_codes, random_jitter
-from searle_core.world.shipped_weights import STORAGE, finalise, read_shipped
 
 WORLD_BACKBONE = "shapes-clip"
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+#: How weights are stored (shipped and cached); part of the cache key, so weights stored otherwise never mix.
+STORAGE = "fp16, untrained token rows redrawn (v1)"
+TOKEN_TABLE = "token_embedding.weight"
+ROW_STD = 0.02  # open_clip's own initialisation of the token table
 
 
 @dataclass(frozen=True)
 class WorldCLIPConfig:
-    """How the world CLIP is trained: AdamW with a linear warm-up then a cosine schedule, one freshly
-    rendered batch a step. Groups of ``group_size`` images differ from the first in exactly one attribute
-    each (hard negatives; 1: independent images); ``full_caption_p`` of captions state every attribute."""
+    """The world CLIP's recipe: AdamW, linear warm-up then cosine, one fresh batch a step; groups of
+    ``group_size`` images differ from the first in one attribute each (hard negatives)."""
 
     steps: int = 600
     batch_size: int = 128
@@ -84,8 +81,8 @@ def caption_matches(captions: list[str], codes: np.ndarray) -> torch.Tensor:
 def multi_positive_loss(
     image_features: torch.Tensor, text_features: torch.Tensor, matches: torch.Tensor, logit_scale: torch.Tensor
 ) -> torch.Tensor:
-    """CLIP's symmetric loss with every true caption of an image a positive: a caption naming only the
-    colour is true of every image of that colour, which plain InfoNCE would push apart."""
+    """CLIP's symmetric loss with every true caption a positive: a caption naming only the colour is true
+    of every image of that colour, which plain InfoNCE would push apart."""
     logits = logit_scale * F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
     target = matches.float()
     i2t = -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
@@ -96,8 +93,7 @@ def multi_positive_loss(
 def training_batch(
     world: ShapesWorld, config: WorldCLIPConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Images, captions and codes of one batch; groups of ``config.group_size`` images share all attributes
-    but one (another for each member), so pairs differ only in the changed attribute."""
+    """Images, captions and codes of one batch, in groups that share all attributes but one (each its own)."""
     n, g = config.batch_size, max(1, config.group_size)
     base = random_codes(rng, -(-n // g))
     codes = np.repeat(base, g, axis=0)[:n].copy()
@@ -108,18 +104,14 @@ def training_batch(
         a = changed[i]
         codes[i, a] = (codes[i, a] + rng.integers(1, sizes[a])) % sizes[a]
     images = render_codes(codes, random_jitter(rng, n), world.config)
-    include = np.where(rng.random(n) < config.full_caption_p, 1.0, None)
-    captions = [
-        describe(decode(row), rng) if p is None else describe(decode(row), rng, include_p=1.0)
-        for row, p in zip(codes, include)
-    ]
+    full = rng.random(n) < config.full_caption_p
+    captions = [describe(decode(row), rng, 1.0 if f else INCLUDE_P) for row, f in zip(codes, full)]
     return images, captions, codes
 
 
 class _CompactEmbedding(torch.nn.Module):
-    """The token-table rows the captions use (about 40 of 49,408), trained in place of the table, whose
-    dense AdamW update would cost more than the rest of a step. Ids map to compact rows in sorted order,
-    so end-of-text keeps the largest id (EOT pooling still finds it)."""
+    """The token-table rows captions use (about 40 of 49,408), trained in place of the table, whose dense
+    AdamW update would cost more than the rest of a step. Sorted, so end-of-text keeps the largest id."""
 
     def __init__(self, table: torch.nn.Embedding, ids: list[int]) -> None:
         super().__init__()
@@ -136,8 +128,7 @@ class _CompactEmbedding(torch.nn.Module):
 
 
 def trained_token_ids(tokenizer=None) -> list[int]:
-    """Token ids any training caption can contain, the token-table rows training updates: the words,
-    start/end of text and padding."""
+    """Token ids any training caption can contain (the rows training updates), padding included."""
     tokenizer, ids = open_clip.get_tokenizer(WORLD_BACKBONE) if tokenizer is None else tokenizer, {0}
     for row in tokenizer([" ".join(training_vocabulary())]).tolist():
         ids.update(row)
@@ -146,18 +137,15 @@ def trained_token_ids(tokenizer=None) -> list[int]:
     return sorted(ids)
 
 
-class _quiet_random_init(logging.Filter):
-    """Drops open_clip's "No pretrained weights loaded" warning (on the root logger, red in a notebook)
-    while the world CLIP is built from scratch, where random initialisation is the point."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "No pretrained weights loaded" not in record.getMessage()
-
-    def __enter__(self):
-        logging.getLogger().addFilter(self)
-
-    def __exit__(self, *exc) -> None:
-        logging.getLogger().removeFilter(self)
+@contextlib.contextmanager
+def _quiet_random_init():
+    """Drops open_clip's "No pretrained weights loaded" warning while the world CLIP is built from scratch."""
+    quiet = lambda record: "No pretrained weights loaded" not in record.getMessage()
+    logging.getLogger().addFilter(quiet)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(quiet)
 
 
 def train_world_clip(config: WorldCLIPConfig = WorldCLIPConfig(), progress: bool = True) -> tuple[dict, dict]:
@@ -206,13 +194,67 @@ def train_world_clip(config: WorldCLIPConfig = WorldCLIPConfig(), progress: bool
     return model.state_dict(), log
 
 
+# Weights are stored small (4 MB shipped, ``make world-weights``): half precision, and of the token table
+# only the rows captions train, the others redrawn from a seeded generator.
+def untrained_rows(shape: tuple[int, int], seed: int) -> torch.Tensor:
+    """The values every untrained row of the token table takes (seeded, independent of training)."""
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=generator) * ROW_STD).half().float()
+
+
+def finalise(state: dict[str, torch.Tensor], trained_ids: list[int], seed: int) -> dict[str, torch.Tensor]:
+    """Weights as stored: floats rounded to half precision (kept float32) and the token table's rows
+    outside ``trained_ids`` replaced by :func:`untrained_rows` of the recipe's ``seed``. Idempotent."""
+    out = {k: v.half().float() if v.is_floating_point() else v.clone() for k, v in state.items()}
+    table = out[TOKEN_TABLE]
+    trained = torch.zeros(len(table), dtype=torch.bool)
+    trained[torch.as_tensor(trained_ids)] = True
+    out[TOKEN_TABLE] = torch.where(trained[:, None], table, untrained_rows(tuple(table.shape), seed))
+    return out
+
+
+def pack(state: dict[str, torch.Tensor], trained_ids: list[int], seed: int, log: dict) -> dict:
+    """The shipped form: half-precision tensors, the trained token rows only, and the training log."""
+    state = finalise(state, trained_ids, seed)
+    ids = torch.as_tensor(sorted(set(trained_ids)))
+    return {
+        "storage": STORAGE,
+        "seed": seed,
+        "table_shape": list(state[TOKEN_TABLE].shape),
+        "token_ids": ids,
+        "token_rows": state[TOKEN_TABLE][ids].half(),
+        "state": {k: v.half() if v.is_floating_point() else v for k, v in state.items() if k != TOKEN_TABLE},
+        "log": log,
+    }
+
+
+def expand(packed: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """The full float32 state dict and training log of a :func:`pack` result."""
+    if packed.get("storage") != STORAGE:
+        raise ValueError(f"shipped world-CLIP weights stored as {packed.get('storage')!r}, expected {STORAGE!r}")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in packed["state"].items()}
+    table = untrained_rows(tuple(packed["table_shape"]), packed["seed"])
+    table[packed["token_ids"]] = packed["token_rows"].float()
+    state[TOKEN_TABLE] = table
+    return state, packed["log"]
+
+
+def shipped_path(key: str) -> Path:
+    """Where the shipped weights of the recipe with cache key ``key`` are (or would be)."""
+    return SHIPPED_DIR / f"{WORLD_BACKBONE}-{key}.pt"
+
+
+def read_shipped(key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """The shipped weights and training log of the recipe ``key``, or ``None`` if none is shipped."""
+    path = shipped_path(key)
+    return expand(torch.load(path, map_location="cpu", weights_only=True)) if path.is_file() else None
+
+
 def world_clip_weights(
     cache_dir=None, quick=False, config: WorldCLIPConfig | None = None, progress=True, use_shipped=True
 ) -> Path | InMemoryWeights:
-    """The world CLIP's weights (``config``, else the quick or full recipe) in ``cache_dir`` (default
-    ``data/cache/world_clip``): the cached file, else the shipped weights of this recipe (unless
-    ``use_shipped`` is off, as when a maintainer retrains them), else trained here, then cached. Where the
-    cache cannot be written (a warning, as for every cache) the weights in memory: the run goes on."""
+    """The world CLIP's weights (``config``, else the quick or full recipe) under ``cache_dir``: cached, else
+    shipped (unless ``use_shipped`` is off), else trained here; in memory where the cache cannot be written."""
     config = config or (WorldCLIPConfig.quick() if quick else WorldCLIPConfig())
     folder = Path(cache_dir) if cache_dir else data_dir() / "cache" / "world_clip"
     path = folder / f"{WORLD_BACKBONE}-{config.cache_key()}.pt"
@@ -235,7 +277,7 @@ def world_clip_weights(
 
 
 def _digest(state: dict[str, torch.Tensor]) -> str:
-    """A short hash of a state dict's tensors, naming weights that exist in memory only."""
+    """A short hash of a state dict's tensors, naming weights held in memory only."""
     digest = hashlib.sha256()
     for name, tensor in state.items():
         digest.update(name.encode())
@@ -245,17 +287,16 @@ def _digest(state: dict[str, torch.Tensor]) -> str:
 
 @torch.no_grad()
 def zero_shot_report(backbone, world: ShapesWorld, names: list[str], batch_size: int = 1024) -> dict[str, float]:
-    """``{"total", <attribute>..., "images"}``: the % of ``names`` whose best-scoring full caption among all
-    combinations is their own (total), and per attribute the % whose best combination has their value."""
+    """``{"total", <attribute>..., "images"}``: the % of ``names`` whose best full caption among all
+    combinations is their own, and per attribute the % whose best combination has their value."""
     combos = np.array(all_combos())
     captions = [caption_for(decode(c)) for c in combos]
     text = F.normalize(encode_text(backbone.model, backbone.tokenize(captions)).float(), dim=-1)
     cfg = backbone.model.visual.preprocess_cfg
     predicted = []
     for start in range(0, len(names), batch_size):
-        pixels = images_to_tensor(
-            world.array(names[start : start + batch_size]), cfg["mean"], cfg["std"], backbone.device
-        )
+        chunk = world.array(names[start : start + batch_size])
+        pixels = images_to_tensor(chunk, cfg["mean"], cfg["std"], backbone.device)
         image = F.normalize(backbone.model.encode_image(pixels).float(), dim=-1)
         predicted.append((image @ text.T).argmax(dim=1).cpu().numpy())
     guess, truth = combos[np.concatenate(predicted)], world.codes(names)
