@@ -11,7 +11,7 @@ KERNELSPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 # Root installs system packages directly (CI); everyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run-setup run figures world-weights quick paper-smoke annotations test test-fast lint format nbval lab browser-setup browser-test clean-runs
+.PHONY: setup run-setup run bench figures world-weights quick paper-smoke annotations test test-fast lint format nbval lab browser-setup browser-test clean-runs
 
 # Two steps: what `make run` needs (the package and papermill's kernel: the `run` extra), then the rest
 # (JupyterLab, the test tools) for every other target, so the main job from a fresh clone installs less.
@@ -40,6 +40,11 @@ $(KERNELSPEC): $(VENV)/.installed-run
 # goes under runs/ (ignored by git), so a fresh clone's `make run` leaves `git status` clean.
 run: run-setup
 	$(VENV)/bin/searle paper --profile $(PROFILE)
+
+# Speed benchmarks beside the library (benchmarks/), e.g. make bench BENCH="oti --steps 3 --threads 1".
+BENCH ?= oti --steps 3
+bench: setup
+	$(PY) -m benchmarks $(BENCH)
 
 # Refresh the committed figures/ (the README's) from the last `make run`: a deliberate step, since
 # numbers move in the second decimal between machines and so do the pixels that show them.
@@ -79,13 +84,13 @@ test-fast: setup
 
 # ruff: lint and format check of the package and the tests (configured in pyproject.toml).
 lint: setup
-	$(VENV)/bin/ruff check searle_core tests
-	$(VENV)/bin/ruff format --check searle_core tests
+	$(VENV)/bin/ruff check searle_core tests benchmarks reference
+	$(VENV)/bin/ruff format --check searle_core tests benchmarks reference
 
 # Apply ruff's formatting and safe fixes.
 format: setup
-	$(VENV)/bin/ruff check --fix searle_core tests
-	$(VENV)/bin/ruff format searle_core tests
+	$(VENV)/bin/ruff check --fix searle_core tests benchmarks reference
+	$(VENV)/bin/ruff format searle_core tests benchmarks reference
 
 # nbval itself: each notebook executed with its defaults, its # NBVAL_CHECK_OUTPUT cells compared.
 # make test makes the same comparison on its quick run instead of executing the notebooks twice.

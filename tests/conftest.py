@@ -135,7 +135,7 @@ def _world_clip_refused(item: pytest.Item):
     """While a fast-tier test (and the fixtures it sets up) runs, the world CLIP's default weights can be
     neither trained nor loaded: such a test fails, naming itself, until it is marked ``@pytest.mark.slow``.
     Whether the weights are cached does not matter, so the check fails the same on every machine. Tiny
-    world CLIPs trained into a folder of their own (``cache_dir`` given, e.g. ``searle bench world``)
+    world CLIPs trained into a folder of their own (``cache_dir`` given, e.g. ``python -m benchmarks world``)
     stay allowed; notebooks run in a kernel of their own and are slow anyway."""
     if item.get_closest_marker("slow"):
         yield

@@ -31,10 +31,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from authors_code import their_encode, their_preprocess
 from conftest import SHARED_DATA, missing_annotations
 from PIL import Image
 
+from reference.authors import their_encode, their_preprocess
 from searle_core.cli import main
 from searle_core.method.phi import Phi
 

@@ -34,10 +34,10 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from authors_code import TheirPhi, their_encode, their_preprocess
 from PIL import Image
 from standins import build_cirr, build_fashioniq, need, read_json, write_json
 
+from reference.authors import TheirPhi, their_encode, their_preprocess
 from searle_core.cli import evaluate as cli_evaluate
 from searle_core.cli import main
 

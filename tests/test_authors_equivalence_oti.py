@@ -37,10 +37,10 @@ import open_clip
 import pytest
 import torch
 import torch.nn as nn
-from authors_code import their_encode
 
+from reference.authors import their_encode
 from searle_core.clip.backbone import open_backbone
-from searle_core.inversion.concept_files import read_concepts_csv
+from searle_core.inversion.concepts import read_concepts_csv
 from searle_core.inversion.phrases import filter_phrase_bank
 from searle_core.method import regulariser
 from searle_core.method.oti import OTIConfig, oti

@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from searle_core.cli import main
-from searle_core.jobs.bench import bench_inputs, bench_oti, bench_retrieval, reference_oti
+from benchmarks.__main__ import main
+from benchmarks.timing import bench_inputs, bench_oti, bench_retrieval
+from reference.oti import reference_oti
 from searle_core.method.encoding import encode_with_pseudo_tokens
 from searle_core.method.oti import OTIConfig, oti
 from searle_core.method.prefix_cache import PrefixCachedEncoder
@@ -64,7 +65,6 @@ def test_cli_bench_oti_json(capsys):
     assert (
         main(
             [
-                "bench",
                 "oti",
                 "--backbone",
                 "shapes-clip",
@@ -92,7 +92,6 @@ def test_bench_retrieval_and_features_cli(capsys):
     assert (
         main(
             [
-                "bench",
                 "features",
                 "--backbone",
                 "shapes-clip",
@@ -118,9 +117,9 @@ def test_bench_retrieval_and_features_cli(capsys):
 
 
 def test_oti_batch_benchmark_reports_each_sizes_last_losses(random_backbone):
-    """``searle bench oti-batch``'s rows: per batch size, the last step's losses averaged over the images
+    """``benchmarks oti-batch``'s rows: per batch size, the last step's losses averaged over the images
     (restated here from ``oti`` on each batch, seeded as ``invert_images`` seeds it), and its timing."""
-    from searle_core.jobs.bench import bench_oti_batch_sizes
+    from benchmarks.timing import bench_oti_batch_sizes
     from searle_core.method.oti import batch_seed
 
     feats, concepts, bank = bench_inputs(random_backbone, 4, seed=3)
@@ -139,3 +138,26 @@ def test_oti_batch_benchmark_reports_each_sizes_last_losses(random_backbone):
             total.append(h["total"][-1] * weight)
         assert row["cos"] == pytest.approx(sum(cos), rel=1e-5) and row["total"] == pytest.approx(sum(total), rel=1e-5)
         assert row["seconds"] > 0 and row["images_per_s"] == pytest.approx(4 / row["seconds"])
+
+
+def _bench_fails(capsys, argv, *culprits) -> str:
+    """``python -m benchmarks ARGV`` stops with status 2 and one error line naming ``culprits``."""
+    with pytest.raises(SystemExit) as stopped:
+        main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("benchmarks ") and ": error: " in line]
+    assert stopped.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert all(str(c) in lines[0] for c in culprits), lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", [["oti"], ["features"]])
+@pytest.mark.parametrize("seed", ["99999999999999999999999", "-1"])
+def test_seed_outside_torchs_range_names_the_flag_and_range(command, seed, capsys):
+    _bench_fails(capsys, [*command, "--seed", seed], "--seed", "seed range", str(2**64 - 1))
+
+
+@pytest.mark.parametrize("value", [str(2**63), "99999999999999999999999", "0", "-5"])
+def test_step_counts_torch_cannot_take_are_errors_naming_the_flag(value, capsys):
+    line = _bench_fails(capsys, ["oti", "--steps", value], "--steps", value)
+    assert ("64 bits" in line) == (int(value) > 0), line

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from searle_core.cli import main
-from searle_core.inversion.concept_files import authors_concepts_file_name, read_concepts_csv, write_concepts_csv
+from searle_core.inversion.concepts import authors_concepts_file_name, read_concepts_csv, write_concepts_csv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -102,8 +102,8 @@ def test_top_250_stored_top_15_and_150_are_prefixes_and_names_unique():
 
 def _vocab(**kw):
     """The vocabulary a run on CIRCO opens with these settings, its notes on stderr as the CLI's."""
-    from searle_core.infra.settings import RunSettings
-    from searle_core.jobs.setup import open_vocabulary
+    from searle_core.jobs.from_settings import open_vocabulary
+    from searle_core.settings import RunSettings
 
     return open_vocabulary(RunSettings(dataset="circo", **kw), note=lambda m: print(m, file=sys.stderr))
 

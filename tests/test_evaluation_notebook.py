@@ -52,7 +52,7 @@ def test_missing_folders_are_skipped_with_the_reason(tmp_path):
 def test_a_broken_annotation_file_names_the_file(tmp_path):
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "val.json").write_text("[{")
-    with pytest.raises(InputError, match=r"val.json: not valid JSON"):
+    with pytest.raises(InputError, match=r"val.json, line 1 column 3: not valid JSON"):
         evaluation.annotation_overview(circo=str(tmp_path))
 
 

@@ -31,7 +31,7 @@ def test_the_dollar_row_gives_the_plain_prompt(clip):
     from searle_core.datasets.features import text_features
 
     tokens = explain.dollar_embedding(clip).unsqueeze(0)
-    ours = explain.prompt_features(clip, tokens, "a photo of $")
+    ours = explain.prompt_features(clip, tokens)  # "a photo of $"
     plain = text_features(clip, ["a photo of $"])
     assert torch.allclose(ours, plain, atol=1e-5)
 

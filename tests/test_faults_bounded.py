@@ -12,8 +12,8 @@ from faults import CLI, error_line, fails, searle
 
 from searle_core.infra import downloads
 from searle_core.infra.errors import InputError
-from searle_core.infra.settings import epoch_count, step_count
 from searle_core.notebook.papermill_runner import load_profile
+from searle_core.settings import epoch_count, step_count
 
 EVALUATE = ["evaluate", "--quick", *CLI, "--method", "searle"]
 
@@ -170,11 +170,9 @@ def test_phi_checkpoint_as_a_file_url_or_a_folder_is_said_so(tmp_path, capsys):
         ["train-phi", "--oti-tokens", "runs/x", "--out", "runs/y"],
         ["evaluate", "--method", "image-only"],
         ["invert", "--image", "x.png"],
-        ["bench", "oti"],
-        ["bench", "features"],  # numpy's generator: a negative seed was a traceback there
         ["table"],  # the bootstrap's numpy generator
     ],
-    ids=lambda c: "-".join(c[:2]) if c[0] == "bench" else c[0],
+    ids=lambda c: c[0],
 )
 @pytest.mark.parametrize("seed", ["99999999999999999999999", "-1"])
 def test_seed_outside_torchs_range_names_the_flag_and_range(command, seed, capsys):
@@ -220,7 +218,6 @@ def test_sensible_counts_say_nothing(capsys):
     [
         ["oti", "--out", "runs/x", "--oti-steps"],
         ["train-phi", "--oti-tokens", "runs/x", "--out", "runs/y", "--phi-epochs"],
-        ["bench", "oti", "--steps"],
     ],
     ids=lambda a: a[-1],
 )

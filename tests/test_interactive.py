@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from searle_core.method.encoding import encode_with_pseudo_tokens
-from searle_core.notebook.interactive import query_explorer, typed_query
+from searle_core.notebook.explain import query_explorer, typed_query
 
 
 def test_typed_query_is_the_plain_computation(tiny_study):
@@ -60,7 +60,7 @@ def test_explorer_widget_builds_headless(tiny_study):
 
 
 def test_caption_note_names_the_words_the_world_clip_never_learned(tiny_study):
-    from searle_core.notebook.interactive import caption_note
+    from searle_core.notebook.explain import caption_note
     from searle_core.retrieval.queries import caption_variants
     from searle_core.world.attributes import COLOURS
 
@@ -73,7 +73,7 @@ def test_caption_note_names_the_words_the_world_clip_never_learned(tiny_study):
 
 def test_start_from_query_inverts_a_new_reference_once_and_takes_its_caption(tiny_study):
     from searle_core.infra.errors import InputError
-    from searle_core.notebook.interactive import start_from_query
+    from searle_core.notebook.explain import start_from_query
     from searle_core.retrieval.queries import caption_variants
 
     queries = tiny_study.bench.queries
@@ -95,7 +95,7 @@ def test_oti_inverter_is_notebook_1s_oti_on_one_image(tiny_study):
     import dataclasses
 
     from searle_core.method.oti import OTIConfig, oti
-    from searle_core.notebook.interactive import oti_inverter
+    from searle_core.notebook.explain import oti_inverter
 
     config = dataclasses.replace(OTIConfig(), steps=3)
     name = tiny_study.bench.reference_names()[1]

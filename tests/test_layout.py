@@ -46,6 +46,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("infrastructure", ("searle_core.infra",)),
     ("CLIP: loading and preprocessing", ("searle_core.clip",)),
     ("the method: OTI, phi, their losses, the regulariser, pseudo-token encoding", ("searle_core.method",)),
+    ("run settings: the one home of a run's defaults", ("searle_core.settings",)),
     ("datasets and their image features", ("searle_core.datasets",)),
     ("metrics", ("searle_core.metrics",)),
     ("inversion's inputs and outputs: concepts, phrases, nearest words, phi files", ("searle_core.inversion",)),

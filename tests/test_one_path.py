@@ -5,7 +5,6 @@ import pytest
 import torch
 import yaml
 
-from searle_core.infra.settings import RunSettings
 from searle_core.jobs import artifacts
 from searle_core.jobs.evaluation import prepare
 from searle_core.jobs.oti_run import OTIRunConfig, run_oti
@@ -14,6 +13,7 @@ from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import oti_reference_tokens
 from searle_core.notebook import inversions
 from searle_core.notebook.papermill_runner import profiles_dir
+from searle_core.settings import RunSettings
 from searle_core.world.setup import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES, resolved_oti_batch_size
 
 

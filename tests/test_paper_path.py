@@ -215,9 +215,9 @@ def test_concepts_are_associated_over_the_whole_vocabulary(random_backbone):
 
 
 def test_notebook_vocabulary_keeps_every_concept(tmp_path):
-    from searle_core.infra.settings import RunSettings
     from searle_core.inversion.phrases import save_phrase_pickle
-    from searle_core.jobs.setup import open_vocabulary
+    from searle_core.jobs.from_settings import open_vocabulary
+    from searle_core.settings import RunSettings
 
     csv = tmp_path / "classes.csv"
     csv.write_text("LabelName,DisplayName\n/m/1,Dog\n/m/2,Cat\n/m/3,Owl\n")
@@ -272,14 +272,19 @@ def test_targetpad_is_exact_on_the_square_shapes_renders(tiny_study):
     torch.testing.assert_close(fast, pil, atol=1e-5, rtol=1e-5)
 
 
-def test_trained_network_keys_name_the_preprocessing(random_backbone):
-    from searle_core.jobs.artifacts import artifact_path, describe
+def test_trained_network_keys_name_the_preprocessing(random_backbone, tmp_path, monkeypatch):
+    from searle_core.jobs.artifacts import artifact_path, load_or_train
+
+    monkeypatch.setenv("SEARLE_DATA", str(tmp_path))
 
     clip, pad = configure_images(random_backbone, "clip"), configure_images(random_backbone, "targetpad")
     assert artifact_path("phi", clip, "data", {}) != artifact_path("phi", pad, "data", {})
     for kind in ("pic2word", "palavra"):
         assert artifact_path(kind, clip, "data", {}) != artifact_path(kind, pad, "data", {})
-    assert describe(pad, "data", {})["preprocess"] == "targetpad"
+    assert (
+        load_or_train("phi", pad, "data", {}, lambda: {"x": torch.zeros(1)}).content["meta"]["preprocess"]
+        == "targetpad"
+    )
 
 
 # ---- the Time column (defect 10) -----------------------------------------------------------------

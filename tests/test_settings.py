@@ -1,5 +1,5 @@
 """One name per setting: the CLI's flags, the profiles' keys and the notebooks' parameters are the
-fields of :class:`searle_core.infra.settings.RunSettings` (``_`` as ``-`` on the command line)."""
+fields of :class:`searle_core.settings.RunSettings` (``_`` as ``-`` on the command line)."""
 
 import argparse
 import ast
@@ -11,16 +11,12 @@ import pytest
 
 from searle_core.cli import build_parser, main
 from searle_core.cli.common import settings_from_args
-from searle_core.infra.settings import SETTINGS, RunSettings, flag, from_namespace, from_parameters
 from searle_core.notebook import ablations
 from searle_core.notebook import papermill_runner as paper
 from searle_core.notebook.record import Recorder, load_record, method_metrics
 from searle_core.notebook.study import Study, open_study
+from searle_core.settings import SETTINGS, RunSettings, flag, from_namespace, from_parameters
 from searle_core.world.setup import WORLD_OTI_BATCH_SIZE, resolved_oti_batch_size
-
-#: Commands outside the run settings: ``searle bench`` times recipes (its ``--steps`` are the
-#: steps timed, and ``bench world --steps`` the world CLIP's optimiser steps).
-NOT_SETTINGS_COMMANDS = ("bench",)
 
 
 def commands(parser=None, prefix=()):
@@ -35,7 +31,7 @@ def commands(parser=None, prefix=()):
 
 
 def setting_commands():
-    return [(" ".join(path), p) for path, p in commands() if path[0] not in NOT_SETTINGS_COMMANDS]
+    return [(" ".join(path), p) for path, p in commands()]
 
 
 def test_settings_commands_are_found():
@@ -184,7 +180,7 @@ def test_study_context_takes_its_oti_settings():
     ctx = study.context()
     assert (ctx.oti_config.steps, ctx.oti_batch_size, ctx.oti_config.precision) == (7, 5, "fp32")
     assert ctx.oti_config.lambda_gpt == 0.0  # no vocabulary: no regulariser
-    assert study.context(oti_steps=9).oti_config.steps == 9
+    assert study.context(steps=9).oti_config.steps == 9
 
 
 def test_record_keys_and_table_files_are_built_in_the_package(tmp_path):

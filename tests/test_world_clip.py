@@ -78,12 +78,12 @@ def test_zero_shot_report_per_attribute(random_backbone, world):
 
 
 def test_cli_bench_world_json(capsys):
-    """`searle bench world` trains afresh (here 2 steps) and prints the table and the training time."""
+    """`python -m benchmarks world` trains afresh (here 2 steps) and prints the table and the training time."""
     import json
 
-    from searle_core.cli import main
+    from benchmarks.__main__ import main
 
-    assert main(["bench", "world", "--quick", "--steps", "2", "--threads", "1", "--json"]) == 0
+    assert main(["world", "--quick", "--steps", "2", "--threads", "1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["steps"] == 2 and out["threads"] == 1 and out["train_seconds"] > 0
     assert out["zero_shot"]["images"] == 864 and set(out["zero_shot"]) == {"total", *ATTRIBUTES, "images"}

@@ -1,17 +1,11 @@
-"""LinCIR (Gu et al., CVPR 2024): φ trained from text alone by self-masking projection.
+"""LinCIR (Gu et al., CVPR 2024): φ trained from text alone by self-masking projection. φ maps a caption's raw
+text features plus noise, ``t + u·ε``, to a token; the caption with its keywords (runs of NOUN, PROPN, ADJ, DET
+words) replaced by ``$`` is encoded with that token and the loss is the MSE to t. Queries: SEARLE's prompt.
 
-φ maps a caption's raw text features plus noise, ``t + u·ε`` (u ~ U(0, 1) per caption, ε ~ N(0, I)), to
-a token; the caption with its keywords (maximal runs of NOUN, PROPN, ADJ or DET words) replaced by ``$``
-is encoded with that token in every ``$`` row, and the loss is the MSE to t. At query time φ takes the
-reference image's raw features; the query is SEARLE's ``a photo of $ that {caption}``.
-
-As the official code (navervision/lincir): its masking (``str.replace`` in order, one random word where a
-keyword is not found verbatim, ``a photo of $`` where ``$`` does not survive tokenisation), SEARLE's φ,
-AdamW (lr 1e-4, weight decay 0.01, constant), batch 256 with drop_last, fp32, and its checkpoints
-(``{"epoch", "Phi"}``: the official ``phi_best.pt`` loads). Where it differs: the corpus (officially
-millions of captions), a closed-class tagger offline (``spacy``, the official one, when installed), ``$``
-written with spaces around it (CLIP's BPE would not split it off inside a word), ``steps`` (officially
-50,000); no validation-chosen checkpoint (it would not be zero-shot) and no EMA.
+As the official code (navervision/lincir): its masking, SEARLE's φ, AdamW (lr 1e-4, wd 0.01, constant), batch
+256 with drop_last, fp32, and its checkpoints (``phi_best.pt`` loads). Where it differs: the corpus, a closed-class
+tagger offline (``spacy`` when installed), ``$`` written with spaces around it (CLIP's BPE would not split it off
+inside a word), ``steps``; no validation-chosen checkpoint (it would not be zero-shot) and no EMA.
 """
 
 from __future__ import annotations
@@ -63,8 +57,7 @@ def _runs(tagged) -> list[str]:
 
 
 def keyword_runs(caption: str) -> list[str]:
-    """Maximal runs of keywords, in order (the official ``extract_keywords_spacy``), a keyword being a word
-    outside English's closed classes, punctuation and numbers."""
+    """Maximal runs of keywords (words outside English's closed classes, punctuation and numbers), in order."""
     closed = lambda w: w in CLOSED_CLASS or _PUNCTUATION.match(w) or w.replace(".", "").isdigit()
     return _runs((w, not closed(w)) for w in caption.split())
 
@@ -141,7 +134,7 @@ class LincirConfig:
 
 
 def encode_masked(backbone: Backbone, tokens: torch.Tensor, pseudo_tokens: torch.Tensor) -> torch.Tensor:
-    """Features of tokenised prompts with φ's token in *every* ``$`` row (the harness fills only the first)."""
+    """Features of tokenised prompts with φ's token in *every* ``$`` row."""
     embeddings = backbone.model.token_embedding(tokens)
     is_pseudo = (tokens == backbone.dollar_token_id).unsqueeze(-1)
     filled = torch.where(is_pseudo, pseudo_tokens.to(embeddings.dtype).unsqueeze(1).expand_as(embeddings), embeddings)
@@ -213,8 +206,7 @@ def train_lincir(
 
 
 def load_lincir(path, backbone: Backbone, config: LincirConfig = LincirConfig()) -> Phi:
-    """A LinCIR φ: an official checkpoint (``{"epoch", "Phi"}``), ours, or a plain state dict; its widths
-    must match the backbone (the official ones are ViT-L/14, H/14, G/14)."""
+    """A LinCIR φ of the backbone's widths: an official checkpoint (``{"epoch", "Phi"}``), ours, or a state dict."""
     state = load_torch_file(path, "LinCIR φ checkpoint")
     state = state.get("Phi", state) if isinstance(state, dict) else state
     phi = Phi.for_backbone(backbone, config.dropout)
@@ -232,8 +224,7 @@ def load_lincir(path, backbone: Backbone, config: LincirConfig = LincirConfig())
 def modality_gap(
     backbone: Backbone, network: torch.nn.Module, image_feats: torch.Tensor, captions: list[str], l2: bool = False
 ) -> dict[str, float]:
-    """Mean cosine between φ's tokens of images and of their captions, and, for scale, between the raw image
-    and caption features (CLIP's own gap)."""
+    """Mean cosine between φ's tokens of images and of their captions, and (CLIP's own gap) between their features."""
     with eval_precision(backbone.device):
         text = encode_text(backbone.model, backbone.tokenize(captions)).float().cpu()
     image_tokens, text_tokens = (network_tokens(backbone, network, x, l2) for x in (image_feats, text))

@@ -1,12 +1,10 @@
-"""PALAVRA-style inversion (Cohen et al., "This is my unicorn, Fluffy", ECCV 2022), as in SEARLE's table.
+"""PALAVRA-style inversion (Cohen et al., ECCV 2022), as in SEARLE's table.
 
-1. *Inverter pre-training* on φ's unlabeled images, epochs and batch: phrases about the image's concept
-   (its top-1 vocabulary concept by CLIP similarity, zero-shot), the concept replaced by the predicted
-   token, keep the original phrase's text features (1 - cosine). The inverter is φ's MLP (PALAVRA's set
+1. *Inverter pre-training* on φ's unlabeled images: phrases about the image's top-1 concept, the concept replaced
+   by the predicted token, keep the phrase's text features (1 - cosine). The inverter is φ's MLP (PALAVRA's set
    encoder degenerates to one for a single image), so PALAVRA and SEARLE differ only in their objectives.
-2. *Per-image optimisation* from the inverter's token: text → image cross-entropy with one random
-   template of the 24 per image and step, temperature CLIP's logit scale, the batch's other references
-   as negatives; OTI's optimiser and steps, the last tokens used (no EMA, no phrase regulariser).
+2. *Per-image optimisation* from the inverter's token: text → image cross-entropy, one random template per image
+   and step, the batch's other references as negatives; OTI's optimiser and steps, no EMA, no regulariser.
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
-"""Pic2Word (Saito et al., CVPR 2023): a mapping network from image features to a pseudo-word.
+"""Pic2Word (Saito et al., CVPR 2023): a mapping network from image features to a pseudo-word, trained on
+unlabeled images: ``a photo of $`` with ``$`` = mapper(image) must pick out its own image among the batch's
+(CLIP's symmetric contrastive loss). Queries: ``a photo of $ , {relative caption}``.
 
-Trained on unlabeled images only: ``a photo of $`` with ``$`` = mapper(image) must pick out its own image
-among the batch's, and vice versa (CLIP's symmetric contrastive loss; CLIP frozen). Queries are ``a photo
-of $ , {relative caption}`` (FashionIQ: ``{caption 2} and {caption 1}``, one order, as its ``data.py``).
-
-As the official code (google-research/composed_image_retrieval): ``IM2TEXT`` on *raw* ``encode_image``
-features; AdamW (betas 0.9, 0.98, eps 1e-6, lr 1e-4, weight decay 0.1 except on biases and gains), a linear
-warm-up then a cosine decay per step, fp16 + GradScaler on CUDA. Where it differs, for a like-for-like
-table: φ's unlabeled images, preprocessing, epochs and batch (not ~3M CC3M images, 30 epochs of 128 per
-GPU), a warm-up capped at a tenth of the run, and negatives from the batch only.
+As the official code: ``IM2TEXT`` on raw ``encode_image`` features, its AdamW, warm-up then cosine per step,
+fp16 + GradScaler on CUDA. Where it differs, for a like-for-like table: φ's unlabeled images, preprocessing,
+epochs and batch, a warm-up capped at a tenth of the run, and negatives from the batch only.
 """
 
 from __future__ import annotations
@@ -39,8 +35,7 @@ def symmetric_infonce_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.
 
 
 class Pic2WordMapper(nn.Module):
-    """Pic2Word's ``IM2TEXT``: image features -> pseudo-word token, ``n_layer`` hidden blocks of width
-    ``middle_dim`` with dropout after each hidden Linear."""
+    """Pic2Word's ``IM2TEXT``: image features -> token, ``n_layer`` hidden blocks (Linear, Dropout, ReLU)."""
 
     def __init__(
         self, embed_dim: int, middle_dim: int = 512, output_dim: int = 512, n_layer: int = 2, dropout: float = 0.1
@@ -81,8 +76,7 @@ class Pic2WordConfig:
 def pic2word_loss(
     mapper: nn.Module, backbone: Backbone, image_features: torch.Tensor, tokenize: TokenCache, encoder=None
 ) -> torch.Tensor:
-    """Symmetric contrastive loss between the batch's raw image features and ``a photo of $`` with ``$`` =
-    mapper(image); ``encoder`` reuses the encoded "a photo of" prefix across steps."""
+    """Symmetric contrastive loss between the batch's raw image features and ``a photo of $``, ``$`` = mapper(image)."""
     image_features = image_features.to(backbone.device).float()
     tokens = mapper(image_features)
     prompts = tokenize([PIC2WORD_TRAIN_PROMPT] * len(tokens))

@@ -37,21 +37,21 @@ def unlabeled_images(
     if bench.unlabeled is not None:
         given = bench.unlabeled
     if isinstance(given, UnlabeledImages):
-        feats = image_features(backbone, given.source, given.names, progress=progress, normalize=normalize)
-        return UnlabeledFeatures(given.data_id, given.names, feats)
-    if given is None:
+        data_id, source, names = given.data_id, given.source, given.names
+    elif given is None:
         raise InputError(
             f"method {method!r} trains its network on unlabeled images (the paper: the ImageNet1K "
             "test images φ is trained on); pass an image folder (`--unlabeled DIR` of `searle evaluate` "
             "or `searle table`, or MethodContext.unlabeled = ImageFolderSource(DIR)), or a trained "
             f"network (MethodContext.checkpoints['{method}'] = path)."
         )
-    source, names = given if isinstance(given, tuple) else (given, list(given.names))
-    if not isinstance(source, ImageSource):
-        raise InputError(
-            f"MethodContext.unlabeled must be an ImageSource (with .names) or (source, names); got {type(source)}"
-        )
-    data_id = "images-" + digest(type(source).__name__, str(getattr(source, "root", "")), names)
+    else:
+        source, names = given if isinstance(given, tuple) else (given, list(given.names))
+        if not isinstance(source, ImageSource):
+            raise InputError(
+                f"MethodContext.unlabeled must be an ImageSource (with .names) or (source, names); got {type(source)}"
+            )
+        data_id = "images-" + digest(type(source).__name__, str(getattr(source, "root", "")), names)
     feats = image_features(backbone, source, names, progress=progress, normalize=normalize)
     return UnlabeledFeatures(data_id, names, feats)
 
@@ -86,8 +86,8 @@ def fit(
     module: nn.Module, n: int, loss_fn: Callable, config, desc: str, progress=True, optimizer=None, schedule=None
 ) -> list[dict]:
     """AdamW (else ``optimizer``) over shuffled mini-batches of ``n`` examples (the last, smaller one kept) with
-    ``config``'s epochs, batch size, lr, weight decay, seed and autocast ``precision`` where it has one;
-    ``loss_fn`` maps batch indices to a loss, ``schedule`` steps to lrs. Returns every epoch's mean loss."""
+    ``config``'s epochs, batch size, lr, weight decay, seed and ``precision``; ``loss_fn`` maps batch indices to
+    a loss, ``schedule`` steps to lrs. Returns every epoch's mean loss."""
     epochs, batch_size, seed = config.epochs, config.batch_size, config.seed
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)

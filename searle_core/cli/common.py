@@ -7,8 +7,8 @@ import json
 import math
 
 from searle_core.clip.backbone import open_backbone
-from searle_core.infra.settings import RunSettings, add_setting, from_namespace, nonnegative_int, positive_int
-from searle_core.jobs.setup import open_model
+from searle_core.jobs.from_settings import open_model
+from searle_core.settings import RunSettings, add_setting, from_namespace, nonnegative_int, positive_int
 
 CHOICES = {"preprocess": ("clip", "targetpad"), "precision": ("auto", "fp32", "fp16", "bf16")}
 
@@ -73,7 +73,7 @@ def settings_from_args(args: argparse.Namespace | RunSettings) -> RunSettings:
     """The run settings of a command's options (settings pass through, so shared helpers take either)."""
     if isinstance(args, RunSettings):
         return args
-    # A command without --seed (``searle bench``) draws random weights under seed 0.
+    # A command without --seed draws random weights under seed 0.
     return from_namespace(args) if hasattr(args, "seed") else from_namespace(args, seed=0)
 
 

@@ -8,10 +8,9 @@ from pathlib import Path
 from searle_core.cli.common import add_image_options, load_backbone_from_args
 from searle_core.cli.runs import OTI_DATASETS, oti_images
 from searle_core.datasets.features import image_features
-from searle_core.infra.settings import add_setting, positive_int
-from searle_core.inversion.concept_files import authors_concepts_file_name, write_concepts_csv
-from searle_core.inversion.concepts import STORED_TOP_K, Vocabulary
+from searle_core.inversion.concepts import STORED_TOP_K, Vocabulary, authors_concepts_file_name, write_concepts_csv
 from searle_core.inversion.phrases import load_concepts_csv
+from searle_core.settings import add_setting, positive_int
 
 
 def register(sub) -> None:

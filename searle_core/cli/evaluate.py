@@ -22,19 +22,18 @@ from searle_core.cli.common import (
     settings_from_args,
 )
 from searle_core.datasets import ImageFolderSource, ImageLoadError
-from searle_core.datasets.text_corpus import read_captions
+from searle_core.datasets.loaders import read_captions
 from searle_core.infra.errors import InputError
 from searle_core.infra.files import check_writable
-from searle_core.infra.settings import RunSettings, add_setting, nonnegative_int, positive_int
 from searle_core.inversion.phi_files import load_phi
 from searle_core.jobs.authors_oti import load_reference_tokens
 from searle_core.jobs.evaluation import evaluate
-from searle_core.jobs.setup import open_benchmark, open_vocabulary
-from searle_core.method.oti import OTIConfig
+from searle_core.jobs.from_settings import open_benchmark, open_vocabulary
 from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import BASE_METHODS, gallery_features
 from searle_core.report.submission import cirr_subset_rankings, write_circo_submission, write_cirr_submission
 from searle_core.report.table import settings_line, settings_record
+from searle_core.settings import RunSettings, add_setting, nonnegative_int, positive_int
 from searle_core.world.setup import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES, resolved_oti_batch_size
 
 DATASETS = ("shapes", "cirr", "fashioniq", "circo")
@@ -43,7 +42,7 @@ OPTIONAL = ("phi_checkpoint", "oti_tokens", "concepts", "phrases", "captioner", 
 
 
 def add_benchmark_options(p: argparse.ArgumentParser, split: str = "val") -> None:
-    """The options of a run on a benchmark, each a :class:`~searle_core.infra.settings.RunSettings` field."""
+    """The options of a run on a benchmark, each a :class:`~searle_core.settings.RunSettings` field."""
     add_image_options(p, DATASETS, split)
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass for features")
     for name in OPTIONAL:
@@ -102,9 +101,7 @@ def context_from_args(args: argparse.Namespace | RunSettings, backbone) -> Metho
             )
     ctx = MethodContext(
         vocabulary=vocab,
-        oti_config=OTIConfig(
-            steps=s.oti_steps, lambda_gpt=OTIConfig.lambda_gpt if vocab else 0.0, precision=s.precision
-        ),
+        oti_config=s.oti_config(vocab is not None),
         oti_batch_size=resolved_oti_batch_size(s),
         phi=load_phi(s.phi_checkpoint, backbone) if s.phi_checkpoint else None,
         seed=s.seed,

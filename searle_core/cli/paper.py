@@ -6,8 +6,8 @@ import argparse
 import time
 
 from searle_core.infra.errors import InputError
-from searle_core.infra.settings import positive_int
 from searle_core.notebook.papermill_runner import NOTEBOOKS, run_paper, store_checked_outputs
+from searle_core.settings import positive_int
 
 
 def register(sub) -> None:

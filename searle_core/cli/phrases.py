@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from searle_core.infra.settings import positive_float, positive_int, seed_int
 from searle_core.inversion.phrases import (
     GPT_MAX_LENGTH,
     GPT_MODEL,
@@ -15,6 +14,7 @@ from searle_core.inversion.phrases import (
     load_concepts_csv,
 )
 from searle_core.jobs.phrase_run import generate_phrase_folder
+from searle_core.settings import positive_float, positive_int, seed_int
 
 
 def register(sub) -> None:

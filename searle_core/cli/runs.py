@@ -29,16 +29,16 @@ from searle_core.datasets.features import configure_images
 from searle_core.datasets.folder import check_folder_images
 from searle_core.infra import distributed as dist
 from searle_core.infra.errors import InputError
-from searle_core.infra.settings import RunSettings, add_setting, nonnegative_float, positive_float, positive_int
 from searle_core.jobs import OTIRunConfig, read_manifest, run_oti
 from searle_core.jobs.authors_oti import IMPORTED, import_authors_oti, is_authors_oti, read_authors_oti
+from searle_core.jobs.from_settings import open_benchmark, open_vocabulary
 from searle_core.jobs.oti_run import kept_batches, vocabulary_fingerprint
 from searle_core.jobs.phi_run import benchmark_validator, kept_epochs, run_train_phi
 from searle_core.jobs.run_folder import check_ours
-from searle_core.jobs.setup import open_benchmark, open_vocabulary
 from searle_core.method.oti import OTIConfig
 from searle_core.method.phi import PhiLossConfig
 from searle_core.method.phi_training import PhiTrainConfig
+from searle_core.settings import RunSettings, add_setting, nonnegative_float, positive_float, positive_int
 from searle_core.world import ShapesWorld, WorldConfig
 from searle_core.world.setup import default_oti_batch_size
 
@@ -157,9 +157,8 @@ def run_oti_command(args: argparse.Namespace) -> int:
             _say("no --concepts/--phrases: OTI runs without its regulariser (lambda_gpt 0)")
         if vocabulary is not None and vocabulary.associations is not None:
             vocabulary.concepts_of(names, 1)  # every image has a row: said now, not after the features
-        lambda_gpt = args.lambda_gpt if vocabulary else 0.0
         config = OTIRunConfig(
-            oti=OTIConfig(steps=args.oti_steps, lambda_gpt=lambda_gpt, precision=args.precision),
+            oti=settings_from_args(args).oti_config(vocabulary is not None, lambda_gpt=args.lambda_gpt),
             batch_size=args.oti_batch_size or default_oti_batch_size(args.dataset),
             seed=args.seed,
         )

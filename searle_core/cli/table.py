@@ -8,7 +8,6 @@ from pathlib import Path
 from searle_core.cli.common import add_run_options, load_backbone_from_args, print_json
 from searle_core.cli.evaluate import add_benchmark_options, benchmark_from_args, context_from_args
 from searle_core.infra.errors import InputError
-from searle_core.infra.settings import positive_int
 from searle_core.metrics.significance import compare_methods, to_markdown, write_differences
 from searle_core.report.table import (
     DISPLAY_NAMES,
@@ -19,6 +18,7 @@ from searle_core.report.table import (
     to_text,
     write_table,
 )
+from searle_core.settings import positive_int
 
 
 def register(sub) -> None:

@@ -14,11 +14,11 @@ from searle_core.datasets.features import configure_for_dataset
 from searle_core.datasets.folder import FileImageSource
 from searle_core.infra.files import atomic_save
 from searle_core.infra.paths import data_dir
-from searle_core.infra.settings import add_setting, nonnegative_int, positive_int
 from searle_core.inversion.concepts import associate_concepts, embed_concepts
 from searle_core.inversion.nearest import nearest_words, word_token_ids
 from searle_core.inversion.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle
 from searle_core.method.oti import OTIConfig, oti
+from searle_core.settings import add_setting, nonnegative_int, positive_int
 from searle_core.world import ShapesWorld, WorldConfig, training_vocabulary
 from searle_core.world.setup import world_setup, world_vocabulary
 from searle_core.world.world_clip import (

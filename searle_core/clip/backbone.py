@@ -1,10 +1,8 @@
-"""Frozen CLIP backbones through open_clip (loaded, never trained), with the pseudo-word token ``$`` located.
+"""Frozen CLIP backbones through open_clip, with the pseudo-word token ``$`` located.
 
-OpenAI trained CLIP with QuickGELU; open_clip builds ``ViT-B-32``/``ViT-L-14`` with GELU, which loads
-OpenAI's weights silently and gives other features, so a file that is recognisably OpenAI's (or named
-``openai:FILE``) is built with QuickGELU. A TorchScript archive is a program: ``torch.jit.load`` runs
-only on the one whose SHA-256 OpenAI published for the model; state dicts load with ``weights_only``.
-"""
+open_clip builds ``ViT-B-32``/``ViT-L-14`` with GELU, which silently loads OpenAI's QuickGELU weights and gives
+other features: a file recognisably OpenAI's (or named ``openai:FILE``) is built with QuickGELU. A TorchScript
+archive is a program: only the one whose SHA-256 OpenAI published is ``torch.jit.load``-ed."""
 
 from __future__ import annotations
 
@@ -39,8 +37,7 @@ OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 @dataclass
 class InMemoryWeights:
-    """Weights trained where the cache could not be written: ``label`` names them in messages and cache
-    keys, ``state`` is the open_clip state dict, ``log`` what the trainer reported."""
+    """Weights trained where the cache could not be written: ``label`` names them in messages and cache keys."""
 
     label: str
     state: dict[str, torch.Tensor]
@@ -70,11 +67,6 @@ class Backbone:
         return self.model.text_projection.shape[1]
 
     @property
-    def image_size(self) -> int:
-        size = self.model.visual.image_size
-        return size[0] if isinstance(size, (tuple, list)) else int(size)
-
-    @property
     def weights_id(self) -> str:
         if self.pretrained and os.path.isfile(self.pretrained):
             stat = os.stat(self.pretrained)
@@ -102,8 +94,8 @@ def find_pseudo_token_id(tokenizer: Callable, word: str = PSEUDO_WORD) -> int:
 
 @torch.no_grad()
 def calibrate_batch_norm(model: torch.nn.Module, n_images: int = 64, seed: int = 0) -> torch.nn.Module:
-    """Set the BatchNorm statistics of a random image tower from noise images: at their initial ones every
-    image gets nearly the same feature (cosine 0.99999); measured ones give distinct features, as a random ViT."""
+    """Set a random image tower's BatchNorm statistics from noise images: at their initial ones every image
+    gets nearly the same feature (cosine 0.99999)."""
     norms = [m for m in model.visual.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return model
@@ -187,14 +179,11 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> N
 
 
 _OPENAI_WORD = re.compile(r"(?<![a-z0-9])(openai|quickgelu)(?![a-z0-9])")
-# Only a timm "<model>.openai" repository counts for folders: one that merely mentions openai says nothing.
-_OPENAI_REPO = re.compile(r"\.openai$")
 
 
 def named_or_configured_openai(path: str | os.PathLike) -> bool:
-    """Whether an open_clip-format file is recognisably OpenAI's weights: the ``open_clip_config.json`` beside
-    it says ``quick_gelu``, a near folder is a timm ``….openai`` repository, or its name has the word
-    ``openai``/``quickgelu``."""
+    """Whether an open_clip-format file is recognisably OpenAI's weights: the ``open_clip_config.json`` beside it
+    says ``quick_gelu``, a near folder is a timm ``….openai`` repository, or its name says openai/quickgelu."""
     path = Path(path).resolve()
     config = path.parent / "open_clip_config.json"
     if config.is_file():
@@ -204,8 +193,9 @@ def named_or_configured_openai(path: str | os.PathLike) -> bool:
             raise InputError(f"{config}: not an open_clip config (a JSON object with model_cfg): {err}") from err
         if model_cfg.get("quick_gelu"):
             return True
+    # Only a timm "<model>.openai" repository counts for folders: one that merely mentions openai says nothing.
     folders = [p.name.lower() for p in list(path.parents)[:3]]
-    return bool(_OPENAI_WORD.search(path.name.lower())) or any(_OPENAI_REPO.search(f) for f in folders)
+    return bool(_OPENAI_WORD.search(path.name.lower())) or any(f.endswith(".openai") for f in folders)
 
 
 def tag_uses_quick_gelu(name: str, tag: str) -> bool:
@@ -235,8 +225,7 @@ def load_backbone(
     **provider_kwargs,
 ) -> Backbone:
     """A frozen CLIP. ``pretrained``: an open_clip tag, a local file (``openai:FILE``: OpenAI's weights),
-    ``"default"`` (a registered provider's weights, given ``cache_dir`` and ``provider_kwargs``, else
-    ``openai``), ``None`` (random) or :class:`InMemoryWeights`. OpenAI weights are built with QuickGELU."""
+    ``"default"`` (a registered provider's weights, else ``openai``), ``None`` (random) or :class:`InMemoryWeights`."""
     dev = resolve_device(device)
     open_provider(name)
     if name not in open_clip.list_models():
@@ -264,8 +253,7 @@ def load_backbone(
         )
     quick_gelu = bool(open_clip.get_model_config(name).get("quick_gelu", False))
     if memory or is_file:
-        # Read here, not by open_clip: it cannot read OpenAI's TorchScript release with weights_only=True,
-        # and only the file says whether it needs QuickGELU.
+        # Read here: open_clip cannot read OpenAI's TorchScript with weights_only, and the file says if it is OpenAI's.
         state, openai_layout = (memory.state, False) if memory else read_weights_file(pretrained, name)
         quick_gelu = (
             quick_gelu or openai_layout or said_openai or (not memory and named_or_configured_openai(pretrained))
@@ -319,9 +307,8 @@ def load_backbone(
 def open_backbone(
     name: str, pretrained: str | None = "default", device: str = "auto", seed: int = 0, quick: bool = False
 ) -> Backbone:
-    """:func:`load_backbone` as commands and notebooks open it: ``none``/``random`` weights are drawn
-    under ``seed`` in a forked RNG (two runs build the same model; the global RNG is untouched);
-    ``quick`` goes to a registered default-weights provider (the CI-sized world CLIP)."""
+    """:func:`load_backbone` as commands and notebooks open it: ``none``/``random`` weights drawn under ``seed``
+    in a forked RNG (the global RNG untouched); ``quick`` goes to a default-weights provider (the CI world CLIP)."""
     if pretrained is None or str(pretrained).lower() in RANDOM_WEIGHTS:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -1,7 +1,6 @@
-"""Image preprocessing: CLIP's, and SEARLE's ``targetpad`` (pad the shorter side to a 1.25 aspect ratio
-first, so the centre crop keeps a long image's ends). In the authors' order: pad and resize in the image's
-own mode, convert to RGB after the crop (COCO's palette and RGBA files give other tensors otherwise).
-"""
+"""Image preprocessing: CLIP's, and SEARLE's ``targetpad`` (pad to a 1.25 aspect ratio first, so the centre
+crop keeps a long image's ends). In the authors' order: pad and resize in the image's own mode, convert to RGB
+after the crop (COCO's palette and RGBA files give other tensors otherwise)."""
 
 from __future__ import annotations
 

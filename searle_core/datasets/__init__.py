@@ -1,7 +1,5 @@
-"""Composed-retrieval datasets: the shared structures, the real loaders and a dispatcher by name.
-
-A plain folder of images (ImageNet1K test) is an :class:`ImageFolderSource`, not a benchmark.
-"""
+"""Composed-retrieval datasets: the shared structures, the real loaders and a dispatcher by name; a plain
+folder of images (ImageNet1K test) is an :class:`ImageFolderSource`, not a benchmark."""
 
 from __future__ import annotations
 

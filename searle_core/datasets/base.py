@@ -15,9 +15,8 @@ from searle_core.infra.files import digest
 
 @dataclass(frozen=True)
 class CIRQuery:
-    """One query. ``query_id`` is what submission files use (CIRR ``pairid``, CIRCO ``id``);
-    ``ground_truths`` every image that satisfies it (CIRCO's ``gt_img_ids``, else the target; empty on
-    test splits); ``subset`` CIRR's ``img_set`` members; ``aspect`` CIRCO's aspects; ``category`` FashionIQ's."""
+    """One query; ``query_id`` is what submission files use (CIRR ``pairid``, CIRCO ``id``), ``ground_truths``
+    every image that satisfies it (CIRCO's ``gt_img_ids``, else the target; empty on test splits)."""
 
     query_id: str
     reference: str
@@ -64,9 +63,8 @@ class UnlabeledImages:
 
 @dataclass
 class CaptionCorpus:
-    """A text corpus for networks trained on text alone (LinCIR). ``source_id`` names the captions exactly;
-    ``make`` is called on first use only (a cached network never needs them); ``described``: known
-    captions of some images, by name."""
+    """A text corpus for networks trained on text alone (LinCIR): ``make`` is called on first use only (a cached
+    network never needs the captions); ``described``: known captions of some images, by name."""
 
     source_id: str
     make: Callable[[], Sequence[str]]
@@ -85,10 +83,8 @@ class CaptionCorpus:
 
 @dataclass
 class CIRBenchmark:
-    """A split of a composed-retrieval dataset: queries, gallery (every retrievable image name) and where
-    the images come from. ``exclude_reference``: a query's reference leaves its ranking (CIRR); ``extra``:
-    per-dataset annotations. ``unlabeled``, ``captioner`` (``(backbone, reference features) -> captions``)
-    and ``text_corpus``: what the dataset brings itself; ``None``: the caller gives them."""
+    """A split of a composed-retrieval dataset: queries, gallery (every retrievable image name) and where the
+    images come from; ``unlabeled``, ``captioner`` and ``text_corpus``: what the dataset brings itself, if any."""
 
     name: str
     split: str

@@ -1,7 +1,6 @@
-"""Image and text features in batches, cached on disk under keys naming all they depend on (backbone,
-exact weights, preprocessing, files' stamps), so they are reused across methods and processes. The
-preprocessing belongs to the backbone: reference and gallery images must go through the same transform.
-"""
+"""Image and text features in batches, cached on disk under keys naming all they depend on (backbone, exact
+weights, preprocessing, files' stamps). The preprocessing belongs to the backbone: reference and gallery
+images must go through the same transform."""
 
 from __future__ import annotations
 
@@ -53,9 +52,8 @@ def configure_images(
 def configure_for_dataset(
     backbone: Backbone, dataset: str, preprocess: PreprocessKind | None = None, num_workers: int | None = None
 ) -> Backbone:
-    """The backbone with the image pipeline commands and notebooks give ``dataset`` (so both give the same
-    numbers): ``targetpad`` unless asked otherwise, the authors' default in every script (exact and free
-    on square renders); 0 loader workers for a generated benchmark, whose images are made in memory."""
+    """The backbone with the image pipeline commands and notebooks give ``dataset``: ``targetpad`` unless asked
+    otherwise (the authors' default); 0 loader workers for a generated benchmark, made in memory."""
     if num_workers is None:
         num_workers = 0 if generated_benchmark(dataset) else min(8, os.cpu_count() or 1)
     return configure_images(backbone, preprocess or "targetpad", num_workers)
@@ -121,15 +119,13 @@ def image_features(
     cache: bool | str | Path = True,
     normalize: bool = True,
 ) -> torch.Tensor:
-    """(N, embed_dim) float32 CPU features through the backbone's image pipeline, L2-normalised unless
-    ``normalize`` is off (raw ``encode_image`` output: φ's input, as in the authors' code); ``cache``:
-    ``True`` for the project cache, a folder, or ``False``."""
+    """(N, embed_dim) float32 CPU features through the backbone's image pipeline, L2-normalised unless ``normalize``
+    is off (raw: φ's input); ``cache``: ``True`` for the project cache, a folder, or ``False``."""
     preprocess_id, names = preprocess_name(backbone), list(names)
     content = source.content_id()
     stamps = None if content is not None else file_stamps(source, names)
     if content is None:
         content = type(source).__name__ if stamps is None else "files-" + _sha(stamps)[:16]
-    # The key names everything the features depend on.
     payload = [PIPELINE_VERSION, backbone.name, weights_key(backbone), preprocess_id, content, _sha(map(str, names))]
     key = _sha([json.dumps(payload)])[:16]
     stamp_of = dict(zip(names, stamps)) if stamps is not None else {}
@@ -198,8 +194,7 @@ def text_features(backbone: Backbone, texts: list[str], cache: bool | str | Path
     path = None
     if cache and texts:
         digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
-        payload = json.dumps([backbone.name, weights_key(backbone), digest])
-        path = cache_file("text", cache, hashlib.sha256(payload.encode()).hexdigest()[:16])
+        path = cache_file("text", cache, _sha([json.dumps([backbone.name, weights_key(backbone), digest])])[:16])
         feats = load_cached_tensor(path, len(texts))
         if feats is not None:
             return feats

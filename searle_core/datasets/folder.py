@@ -1,10 +1,8 @@
 """Images stored as files: the name -> file source the real loaders share, and a plain image folder.
 
-Images come back as decoded, in their mode on disk (the preprocessing converts to RGB last, as the
-authors' code); a missing or unreadable file is an :class:`ImageLoadError` naming the file and the
-annotation that references it; ``on_missing="skip"`` drops bad images up front and counts them in
-``extra["skipped"]`` instead of failing hours into feature extraction.
-"""
+A missing or unreadable file is an :class:`ImageLoadError` naming the file and the annotation that uses it;
+``on_missing="skip"`` drops bad images up front (counted in ``extra["skipped"]``) instead of failing hours
+into feature extraction."""
 
 from __future__ import annotations
 
@@ -45,12 +43,6 @@ class FileImageSource(ImageSource):
         self.referrers: dict[str, str] = dict(referrers or {})
         self.default_referrer, self.hint = default_referrer, hint
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.paths
-
     def path(self, name: str) -> Path:
         try:
             return self.paths[name]
@@ -61,8 +53,7 @@ class FileImageSource(ImageSource):
         return self.referrers.get(name, self.default_referrer) or "no annotation recorded"
 
     def load_image(self, name: str) -> Image.Image:
-        """The image as decoded, EXIF orientation ignored as in the authors' code (``Image.open``, no
-        ``exif_transpose``): a photo a viewer shows rotated reaches CLIP unrotated (docs/data-layouts.md)."""
+        """The image as decoded, EXIF orientation ignored as in the authors' code (no ``exif_transpose``)."""
         path = self.path(name)
         try:
             image = Image.open(path)
@@ -117,11 +108,9 @@ def resolve_missing(
     layout: str,
     also_bad: Iterable[str] = (),
 ) -> tuple[list[CIRQuery], list[str], dict]:
-    """Check every referenced image (``check``: ``none``, ``exists`` or ``open``: decode it), then fail
-    (``on_missing="error"``, quoting ``layout``) or drop the bad ones: a query goes when its reference or
-    target is bad; bad images leave the gallery, ground truths and CIRR subsets. ``also_bad``: names
-    unusable whatever their files (a CIRCO id the image-info file lacks). Returns ``(queries, gallery,
-    skipped)``, ``skipped`` counting ``images``, ``queries`` and ``gallery`` dropped and the first ``files``."""
+    """``(queries, gallery, skipped)`` once every referenced image is checked (``check``: ``none``, ``exists``,
+    ``open``: decoded): bad ones fail (quoting ``layout``) or are dropped, with the queries whose reference or
+    target they are; ``also_bad``: names unusable whatever their files (a CIRCO id the image-info file lacks)."""
     if on_missing not in ("error", "skip"):
         raise InputError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
     if check not in ("none", "exists", "open"):

@@ -1,7 +1,6 @@
-"""The real benchmarks, CIRR, FashionIQ and CIRCO, read from their release layouts (``*_LAYOUT``),
-with what their annotation text may name: paths inside the dataset (checked before anything is opened,
-lexically: image folders linked into a dataset must keep working), ids that are ids, captions that are text.
-
+"""The real benchmarks, CIRR, FashionIQ and CIRCO, read from their release layouts (``*_LAYOUT``), with what
+their annotation text may name: paths inside the dataset (checked lexically: linked image folders must keep
+working), ids that are ids, captions that are text.
 - CIRR: the gallery is the split file's names in order; a query's reference leaves its ranking;
   ``subset`` keeps the six ``img_set.members`` as released (Recall_subset drops the reference).
 - FashionIQ: captions stripped of ``.?, `` as SEARLE does (empty ones kept: counts match the release).
@@ -9,10 +8,14 @@ lexically: image folders linked into a dataset must keep working), ids that are 
   against ``gallery``, their union, would not reproduce the paper's numbers.
 - CIRCO: the gallery is the COCO unlabeled image-info file's images, named ``str(id)``; ``aspect``
   joins a query's semantic aspects with ``,`` (:func:`query_aspects`).
+- A captions file (``--captions FILE``, the text LinCIR trains on): ``.json`` a list of strings, of objects
+  with a ``caption``/``text`` field, or ``{"captions": [...]}``; ``.csv`` its ``caption`` or ``text`` column;
+  anything else one caption per line (blank lines skipped).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -22,10 +25,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from searle_core.datasets.base import CIRBenchmark, CIRQuery
+from searle_core.datasets.base import CaptionCorpus, CIRBenchmark, CIRQuery
 from searle_core.datasets.folder import CheckImages, FileImageSource, OnMissing, resolve_missing
 from searle_core.infra.errors import InputError
-from searle_core.infra.files import check_annotations, check_unique, no_duplicate_keys, read_text
+from searle_core.infra.files import check_annotations, check_unique, digest, no_duplicate_keys, read_text
 
 CIRR_SPLITS = ("train", "val", "test1")
 CIRR_LAYOUT = """\
@@ -131,8 +134,8 @@ def check_caption(value: object, annotation: str | os.PathLike, where: str, fiel
 
 
 def read_dataset_json(path: str | os.PathLike, what: str) -> Any:
-    """A dataset's JSON file, refusing duplicate keys, too deep a nesting and NaN/Infinity (which Python's
-    parser accepts, JSON does not), each an error naming the file (and the field)."""
+    """A dataset's JSON file; duplicate keys, too deep a nesting and NaN/Infinity (Python's parser accepts
+    them, JSON does not) are errors naming the file (and the field)."""
     text = read_text(path, what)
     constants: list[str] = []
 
@@ -196,7 +199,7 @@ def _finish(
 
 def cirr_layout(root: str | Path) -> tuple[Path, Path]:
     """``(annotations, images)``: the folder holding ``captions/`` and ``image_splits/``, and the one the split
-    files' ``./dev/...`` paths start from; neither present: the release's, which the error then names."""
+    files' ``./dev/...`` paths start from (neither present: the release's, which the error names)."""
     root, images = Path(root), ("train", "dev", "test1")
     has = lambda folder, names: any((folder / n).is_dir() for n in names)
     if has(root / "cirr", ("captions", "image_splits")):
@@ -248,8 +251,7 @@ def load_cirr(
         if "target_soft" in ann:
             target_soft[pairid] = dict(ann["target_soft"])
 
-    # A name the split file does not list is another split's (cap.rc2.val.json beside split.rc2.test1.json):
-    # it could never be ranked, and Recall_subset would fail only at scoring.
+    # A name the split file does not list is another split's: it could never be ranked.
     unlisted = [n for q in queries for n in (q.reference, q.target, *(q.subset or ())) if n and n not in paths]
     if unlisted:
         raise InputError(
@@ -260,11 +262,6 @@ def load_cirr(
     source = FileImageSource(paths, referrers, default_referrer=f"gallery entry of {split_rel}")
     args = (queries, list(name_to_relpath), source, check_images, on_missing)
     return _finish("cirr", split, root, CIRR_LAYOUT, *args, exclude=True, target_soft=target_soft)
-
-
-def strip_caption(caption: str) -> str:
-    """Strip ``.?, `` from both ends of a FashionIQ caption, as the reference code does."""
-    return caption.strip(".?, ")
 
 
 def _fashioniq_image(root: Path, asin: str, referrer: str) -> Path:
@@ -320,7 +317,8 @@ def load_fashioniq(
             _check_names(cap_file, entry, "an asin", [("candidate", ann["candidate"]), ("target", target)])
             if not isinstance(ann["captions"], list):
                 raise InputError(f"{cap_file}: {entry} has captions {ann['captions']!r}; expected a list of strings")
-            captions = tuple(strip_caption(check_caption(c, cap_file, entry, "captions")) for c in ann["captions"])
+            # ".?, " stripped from both ends, as the reference code does
+            captions = tuple(check_caption(c, cap_file, entry, "captions").strip(".?, ") for c in ann["captions"])
             gts = (target,) if target else ()
             queries.append(CIRQuery(qid, ann["candidate"], captions, target, gts, category=cat))
             # Query references win over gallery entries: they say which query breaks.
@@ -359,9 +357,8 @@ def query_aspects(query: CIRQuery) -> list[str]:
 def load_circo(
     root: str | Path, split: str = "val", on_missing: OnMissing = "error", check_images: CheckImages = "exists"
 ) -> CIRBenchmark:
-    """One CIRCO split (``val``: 220 queries; ``test``: 800, no ground truths), with ``query_id = str(id)``
-    and image names ``str(image id)``; ``extra`` holds ``semantic_aspects`` and ``shared_concept``
-    (kept for inspection: SEARLE does not use it)."""
+    """One CIRCO split (``val``: 220 queries; ``test``: 800, no ground truths), ``query_id = str(id)``, image
+    names ``str(image id)``; ``extra`` holds ``semantic_aspects`` and ``shared_concept`` (SEARLE ignores it)."""
     root = Path(root)
     if split not in CIRCO_SPLITS:
         raise InputError(f"unknown CIRCO split {split!r}; expected one of {', '.join(CIRCO_SPLITS)}")
@@ -407,8 +404,7 @@ def load_circo(
         referrers.setdefault(reference, f"reference_img_id of {where}")
         for g in gts:
             referrers.setdefault(g, f"gt_img_ids of {where}")
-        # An id missing from the image-info file is an incomplete download: guess the COCO file name so
-        # the error names it, and say the listing lacks it.
+        # An id the image-info file lacks (an incomplete download): the error names its COCO file name.
         for name in (reference, *gts):
             if name not in paths:
                 paths[name] = images_dir / f"{int(name):012d}.jpg"
@@ -427,3 +423,66 @@ def load_circo(
         aspect_names=list(CIRCO_ASPECTS),
     )
     return bench
+
+
+CAPTION_FIELDS = ("caption", "text")  # in order of preference
+_EXPECTED = (
+    "one caption per line, a JSON list of strings (or of objects with a 'caption'/'text' field, or "
+    "{'captions': [...]}), or a CSV with a 'caption' or 'text' column"
+)
+
+
+def _bad(path: Path, what: str) -> InputError:
+    return InputError(f"captions file {path}: {what}; expected {_EXPECTED}")
+
+
+def _from_json(path: Path, data) -> list:
+    if isinstance(data, dict):
+        key = next((k for k in ("captions", *CAPTION_FIELDS) if k in data), None)
+        if key is None:
+            raise _bad(path, f"a JSON object without a 'captions' or 'text' key (keys: {sorted(data)[:5]})")
+        data = data[key]
+    if not isinstance(data, list):
+        raise _bad(path, f"JSON {type(data).__name__} instead of a list")
+    out = []
+    for i, row in enumerate(data):
+        if isinstance(row, dict):
+            key = next((k for k in CAPTION_FIELDS if k in row), None)
+            if key is None:
+                raise _bad(path, f"item {i} has no 'caption' or 'text' field")
+            row = row[key]
+        out.append(row)
+    return out
+
+
+def read_captions(path: str | Path) -> CaptionCorpus:
+    """The captions of ``path`` as a :class:`CaptionCorpus` named by their content; a missing or unreadable
+    file, a wrong shape, a non-string caption or none at all is an error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise _bad(path, "no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise _bad(path, f"unreadable ({type(err).__name__})") from None
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        try:
+            rows = _from_json(path, json.loads(text))
+        except json.JSONDecodeError as err:
+            raise _bad(path, f"invalid JSON (line {err.lineno})") from None
+    elif suffix == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        column = next((c for c in CAPTION_FIELDS if c in (reader.fieldnames or [])), None)
+        if column is None:
+            raise _bad(path, f"no 'caption' or 'text' column (columns: {reader.fieldnames})")
+        rows = [row[column] for row in reader]
+    else:
+        rows = text.splitlines()
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r, str)), None)
+    if bad is not None:
+        raise _bad(path, f"caption {bad} is a {type(rows[bad]).__name__}, not a string")
+    captions = [r.strip() for r in rows if r.strip()]
+    if not captions:
+        raise _bad(path, "no captions")
+    return CaptionCorpus(f"file-{path.name}-" + digest(captions), lambda: captions)

@@ -2,10 +2,8 @@
 
     python -m searle_core.infra.annotations [--dest data/annotations] [--from DIR] [--timeout S]
 
-CIRR, FashionIQ and CIRCO's annotations (captions and image splits of val and test) and the Open Images
-V7 class list, under ``--dest`` in the layout the tests read; no images (each licence is its authors').
-Each file is checked in a temporary file, then moved into place; one already there with another hash is
-left alone and reported. ``--from DIR`` copies from a local folder laid out as ``--dest``.
+CIRR, FashionIQ and CIRCO's annotations and the Open Images V7 class list (no images); each file is checked
+before it is moved into place, one already there with another hash is left alone and reported.
 """
 
 from __future__ import annotations
@@ -14,15 +12,14 @@ import argparse
 import hashlib
 import http.client
 import os
-import socket
 import sys
-import tempfile
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import BinaryIO
 
-from searle_core.infra.files import sha256_of
+from searle_core.infra.files import atomic_write, sha256_of
 
 _GITHUB = "https://raw.githubusercontent.com"
 #: Where each dataset's files come from: GitHub at a commit whose blob ids equal the pinned files' (CIRR: its
@@ -72,13 +69,11 @@ class AnnotationError(RuntimeError):
 
 
 def _write_checked(stream: BinaryIO, target: Path, expected: str, origin: str, size: int | None = None) -> None:
-    """Stream into a temporary file beside ``target``, check its size (if announced) and SHA-256, then move
-    it into place; whatever goes wrong, the temporary file is removed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
+    """Stream into a temporary file beside ``target``, check its size (if announced) and SHA-256, then move it."""
+
+    def write(tmp: str) -> None:
         digest, received = hashlib.sha256(), 0
-        with os.fdopen(fd, "wb") as out:
+        with open(tmp, "wb") as out:
             for chunk in iter(lambda: stream.read(_CHUNK), b""):
                 digest.update(chunk)
                 out.write(chunk)
@@ -87,13 +82,10 @@ def _write_checked(stream: BinaryIO, target: Path, expected: str, origin: str, s
             raise AnnotationError(
                 f"{origin}: received {received} of {size} bytes, the connection closed early (not written)"
             )
-        actual = digest.hexdigest()
-        if actual != expected:
+        if (actual := digest.hexdigest()) != expected:
             raise AnnotationError(f"{origin}: SHA-256 {actual}, expected {expected} (not written)")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(target, write)
 
 
 def fetch_file(
@@ -123,13 +115,11 @@ def fetch_file(
         with urllib.request.urlopen(url, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             _write_checked(response, target, expected, url, int(length) if length and length.isdigit() else None)
-    except AnnotationError:
-        raise
     except urllib.error.HTTPError as e:
         raise AnnotationError(f"{url}: HTTP {e.code} {e.reason}") from None
     except (TimeoutError, urllib.error.URLError) as e:
         reason = getattr(e, "reason", e)
-        if isinstance(reason, (TimeoutError, socket.timeout)):
+        if isinstance(reason, TimeoutError):
             raise AnnotationError(f"{url}: no answer within {timeout:g} s ({reason or 'timed out'})") from None
         raise AnnotationError(f"{url}: {reason}") from None
     except (OSError, http.client.HTTPException) as e:  # the connection dropped mid-read, say
@@ -149,17 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds to connect and for each read")
     args = parser.parse_args(argv)
-    done = {}
+    done = Counter()
     for name in SHA256:  # every file is tried; the others are still put in place when one fails
         try:
-            done[name] = fetch_file(name, args.dest, args.source, args.timeout)
-            print(f"{done[name]:8} {name}")
+            done[outcome := fetch_file(name, args.dest, args.source, args.timeout)] += 1
+            print(f"{outcome:8} {name}")
         except AnnotationError as e:
-            done[name] = "FAILED"
+            done["FAILED"] += 1
             print(f"FAILED   {name}: {e}")
-    failed = sum(v == "FAILED" for v in done.values())
-    counts = ", ".join(f"{sum(v == k for v in done.values())} {k}" for k in ("fetched", "copied", "present"))
-    print(f"{len(done)} annotation files in {args.dest}: {counts}, {failed} failed" + (" (see above)" * bool(failed)))
+    failed, counts = done["FAILED"], ", ".join(f"{done[k]} {k}" for k in ("fetched", "copied", "present"))
+    print(f"{len(SHA256)} annotation files in {args.dest}: {counts}, {failed} failed" + (" (see above)" * bool(failed)))
     return 1 if failed else 0
 
 

@@ -1,8 +1,5 @@
-"""One process or many: the few torch.distributed calls the runs need, no-ops on a single process.
-
-Under ``torchrun`` :func:`setup` joins the process group (NCCL on GPUs, gloo on CPU) and gives each
-process its GPU; without it every function behaves as for a world of one, so the same code runs in both.
-"""
+"""One process or many: the few torch.distributed calls the runs need, as for a world of one without ``torchrun``
+(then :func:`setup` joins the process group, NCCL on GPUs or gloo on CPU, and gives each process its GPU)."""
 
 from __future__ import annotations
 
@@ -24,12 +21,11 @@ _OWN_GROUP = False
 def setup(device: str | torch.device = "auto") -> torch.device:
     """Join the process group if torchrun started more than one process, and return this process's
     device (under torchrun ``cuda``/``auto`` becomes ``cuda:LOCAL_RANK``)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return resolve_device(device)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return dev
     if dev.type == "cuda":
-        dev = torch.device("cuda", local_rank if dev.index is None else dev.index)
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if dev.index is None else dev.index)
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         global _OWN_GROUP

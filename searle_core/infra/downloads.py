@@ -34,11 +34,9 @@ def fetch_url_to_file(url: str, tmp: str) -> None:
 def cached_download(url: str, kind: str = "downloads", known: dict[str, str] | None = None) -> Path:
     """The local copy of ``url``, downloaded once into ``cache_dir(kind)`` and checked against ``known``
     (default :data:`KNOWN_SHA256`); a failed download or another checksum is an InputError."""
-    known = KNOWN_SHA256 if known is None else known
     name = os.path.basename(urllib.parse.urlparse(url).path) or "download"
-    key = hashlib.sha256(url.encode()).hexdigest()[:16]
-    path = cache_dir(kind) / f"{key}-{name}"
-    expected = known.get(url)
+    path = cache_dir(kind) / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
+    expected = (KNOWN_SHA256 if known is None else known).get(url)
     if not path.is_file():
         try:
             atomic_write(path, lambda tmp: fetch_url_to_file(url, tmp))

@@ -1,8 +1,5 @@
-"""Bad inputs as one-line errors naming the file, field or value, found before any work starts.
-
-The CLI prints an :class:`InputError` as ``searle CMD: error: ...``; readers of user files live in
-:mod:`searle_core.infra.files`, command-line value types in :mod:`searle_core.infra.settings`.
-"""
+"""Bad inputs as one-line errors naming the file, field or value, found before any work starts (the CLI
+prints an :class:`InputError` as ``searle CMD: error: ...``)."""
 
 
 class InputError(ValueError):

@@ -1,8 +1,7 @@
 """Reading and writing the project's files safely (JSON, YAML, torch files), and the on-disk tensor caches.
 
-Writes go to a temporary file beside the target, renamed over it (atomic on POSIX): a killed process
-leaves the previous version or the new one, never half a file. Reads of user files name the file (and
-line) when they fail; torch files are never loaded with ``weights_only=False`` (that would run their code).
+Writes go to a temporary file renamed over the target, so a killed process never leaves half a file; read
+errors name the file (and line); torch files are never loaded with ``weights_only=False`` (it runs code).
 """
 
 from __future__ import annotations
@@ -65,14 +64,12 @@ def disk_error(err: BaseException, path: Path, needed: int | None = None) -> Dis
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], needed: int | None = None) -> Path:
-    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it over ``path``; on any error
-    ``path`` is untouched (a full disk: :class:`DiskFull`, which says the ``needed`` bytes)."""
+    """``write(tmp)`` on a temporary path beside ``path``, renamed over it; on any error ``path`` is untouched."""
     return atomic_write_many({Path(path): write}, needed)[0]
 
 
 def atomic_write_many(writes: dict[Path, Callable[[str], None]], needed: int | None = None) -> list[Path]:
-    """Several files written to temporary names, renamed over their targets only once all were written: a
-    failure leaves every target as it was."""
+    """Several files renamed over their targets only once all were written: a failure leaves all as they were."""
     done: list[tuple[str, Path]] = []
     try:
         for path, write in writes.items():
@@ -113,10 +110,6 @@ def tensor_bytes(obj: Any) -> int:
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
-    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
@@ -207,8 +200,7 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
 def check_annotations(
     entries: Any, path: str | os.PathLike, fields: Sequence[str], id_field: str | None = None
 ) -> list[dict]:
-    """A JSON list of objects that all have ``fields`` and unique ``id_field`` values (``None``: entries known
-    by position, as FashionIQ's)."""
+    """A JSON list of objects that all have ``fields`` and unique ``id_field`` values (``None``: by position)."""
     if not isinstance(entries, list):
         raise InputError(f"{path}: expected a JSON list of annotations, got a JSON {type(entries).__name__}")
     for i, entry in enumerate(entries):
@@ -237,15 +229,12 @@ def check_unique(ids: Iterable[str], path: str | os.PathLike, field: str) -> Non
 
 
 def load_torch_file(path: str | os.PathLike, what: str, map_location: Any = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` whose failures name the file and ``what`` it should be
-    ("φ checkpoint"); a file holding objects other than tensors and plain containers is refused."""
+    """``torch.load(path, weights_only=True)`` whose failures name the file and ``what`` it should be."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
     except Exception as err:  # torch.load fails in many ways on a damaged file (EOFError, IndexError, ...)
         if isinstance(err, pickle.UnpicklingError) and ("weights_only" in str(err) or "Unsupported global" in str(err)):
             raise InputError(
@@ -281,8 +270,8 @@ def save_tensor_atomic(path: Path | None, tensor: torch.Tensor) -> None:
 
 
 def save_or_warn(save: Callable[[], object], path: Path, what: str) -> bool:
-    """Run ``save()``; a failure to write (full disk, no permission) is said on stderr and the run goes on:
-    a lost cache entry costs a recomputation later, not the run."""
+    """Run ``save()``; a failure to write is said on stderr and the run goes on (a lost cache entry costs a
+    recomputation later, not the run)."""
     try:
         save()
         return True
@@ -300,7 +289,7 @@ MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (``<<`` merges may still be overridden)."""
+    """SafeLoader that refuses duplicate keys (``<<`` merges may still be overridden) naming ``self.path``."""
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -308,20 +297,17 @@ class _Loader(yaml.SafeLoader):
             for key_node, _ in node.value:
                 if key_node.tag == MERGE_TAG:
                     continue
-                key = self.construct_object(key_node, deep=True)
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
                 try:
-                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                    first = seen.setdefault(key, line)
                 except TypeError:  # an unhashable key: SafeConstructor reports it
                     continue
-                if first != key_node.start_mark.line + 1:
-                    raise _Duplicate(key, first, key_node.start_mark.line + 1)
+                if first != line:
+                    raise InputError(
+                        f"{self.path}, line {line}: key {key!r} is given twice (first on line {first}); "
+                        "keep one, a profile says each thing once"
+                    )
         return super().construct_mapping(node, deep=deep)
-
-
-class _Duplicate(Exception):
-    def __init__(self, key, first: int, again: int):
-        super().__init__(key, first, again)
-        self.key, self.first, self.again = key, first, again
 
 
 def _expanded_size(root: yaml.Node, path: str | os.PathLike) -> None:
@@ -353,17 +339,13 @@ def load_yaml(text: str, path: str | os.PathLike):
     """The data of one YAML document ``text`` read from ``path`` (``None`` when empty); invalid YAML, a
     key given twice in one mapping or an alias bomb is an InputError naming ``path`` and the line."""
     loader = _Loader(text)
+    loader.path = path
     try:
         node = loader.get_single_node()
         if node is None:
             return None
         _expanded_size(node, path)
         return loader.construct_document(node)
-    except _Duplicate as dup:
-        raise InputError(
-            f"{path}, line {dup.again}: key {dup.key!r} is given twice (first on line {dup.first}); "
-            "keep one, a profile says each thing once"
-        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""

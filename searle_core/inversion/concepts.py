@@ -1,14 +1,20 @@
-"""Which vocabulary concepts an image shows (OTI's and φ's regulariser input).
+"""Which vocabulary concepts an image shows (OTI's and φ's regulariser input), and the authors' concept files.
 
 A concept's embedding is the mean of its normalised text features over the 24 templates, re-normalised;
 each image keeps its most similar concepts. Open Images' 20,931 concepts make half a million prompts,
 so their embeddings are computed in batches and cached, keyed by backbone, weights, templates and list.
+The authors' files, ``{model}_top_250_ensembling_image_texts.csv``, hold per image its 250 most similar
+concepts (columns ``Image Name, 1, ..., 250``); their scripts read them back stripped, without repeats.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +25,13 @@ from tqdm.auto import tqdm
 from searle_core.clip.backbone import Backbone, weights_key
 from searle_core.infra.device import eval_precision
 from searle_core.infra.errors import InputError
-from searle_core.infra.files import load_cached_tensor, save_tensor_atomic
+from searle_core.infra.files import atomic_write_text, load_cached_tensor, save_tensor_atomic
 from searle_core.infra.paths import cache_dir
 from searle_core.method.encoding import encode_text
 from searle_core.method.regulariser import PhraseBank
 from searle_core.method.templates import TEMPLATES, fill
 
+NAME_COLUMN = "Image Name"
 #: Concepts kept per image (the authors store this many); OTI draws from the first 15, φ from 150.
 STORED_TOP_K, OTI_TOP_K, PHI_TOP_K = 250, 15, 150
 _AUTO_CACHE_MIN = 1000  # below this many concepts, embedding is cheaper than a cache file is worth
@@ -46,9 +53,8 @@ def embed_concepts(
     progress: bool | None = None,
     cache: bool | str | Path | None = None,
 ) -> torch.Tensor:
-    """(len(concepts), embed_dim) normalised concept embeddings, ``batch_size`` prompts per pass.
-    ``cache``: ``True`` (the project cache), a folder, ``False``, or ``None`` (only vocabularies of 1,000
-    concepts or more); ``progress`` ``None``: a bar for those only."""
+    """(len(concepts), embed_dim) normalised concept embeddings; ``cache`` and ``progress``: ``None`` for
+    vocabularies of 1,000 concepts or more only, ``cache=True`` the project cache, or a folder."""
     if not concepts:
         raise InputError("the concept vocabulary is empty")
     large = len(concepts) >= _AUTO_CACHE_MIN
@@ -94,12 +100,9 @@ def associate_concepts(
 
 @dataclass
 class Vocabulary:
-    """OTI's and φ's regulariser inputs: the whole vocabulary and a phrase bank of the concepts with
-    usable phrases. Images are associated over the whole vocabulary and concepts without phrases are
-    skipped when phrases are drawn, as in the authors' code. ``phrases``: ``"given"`` (the authors' or
-    the shapes grammar's) or ``"templates"`` (not the paper's regulariser; tables label such rows).
-    ``associations``: image name -> concepts from a concepts file (:attr:`source`), looked up by name
-    (:meth:`concepts_of`) instead of associated."""
+    """OTI's and φ's regulariser inputs: the whole vocabulary (images are associated over all of it, as in the
+    authors' code) and a phrase bank of the concepts with usable phrases; ``phrases``: ``"given"`` or
+    ``"templates"`` (not the paper's regulariser); ``associations``: a concepts file's, by image name."""
 
     concepts: list[str]
     phrase_bank: PhraseBank
@@ -132,3 +135,63 @@ class Vocabulary:
                 f"its 'Image Name' column must name each image as the dataset does (e.g. {names[0]!r})"
             )
         return [self.associations[n][:top_k] for n in names]
+
+
+def authors_concepts_file_name(backbone_name: str, top_k: int = 250) -> str:
+    """``ViT-B-32`` -> ``ViT-B32_top_250_ensembling_image_texts.csv`` (their ``ViT-B/32`` without the slash)."""
+    model = re.sub(r"^(ViT-[A-Za-z]+)-(\d+)", r"\1\2", backbone_name.removesuffix("-quickgelu"))
+    return f"{model}_top_{top_k}_ensembling_image_texts.csv"
+
+
+def write_concepts_csv(path: str | Path, names: Sequence[str], concepts: Sequence[Sequence[str]]) -> Path:
+    """Write each image's concepts, best first, in the authors' layout (atomically); every image needs
+    as many concepts, one column per rank."""
+    if len(names) != len(concepts):
+        raise InputError(f"{path}: {len(names)} image names for {len(concepts)} concept lists")
+    width = len(concepts[0]) if concepts else 0
+    if any(len(c) != width for c in concepts):
+        raise InputError(f"{path}: every image needs the same number of concepts (the first has {width})")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([NAME_COLUMN, *map(str, range(1, width + 1))])
+    writer.writerows([str(n), *c] for n, c in zip(names, concepts))
+    return atomic_write_text(out.getvalue(), path)
+
+
+def is_image_concepts_file(path: str | Path) -> bool:
+    """Whether ``path`` is a concepts file in the authors' layout (its header starts ``Image Name``),
+    rather than a vocabulary such as Open Images' ``LabelName,DisplayName``."""
+    try:
+        with Path(path).open(encoding="utf-8", newline="") as f:
+            header = next(csv.reader([f.readline()]), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False  # the vocabulary reader names the problem
+    return bool(header) and header[0].lstrip("\ufeff") == NAME_COLUMN
+
+
+def read_csv(path: Path, text: str, header_ok: Callable[[list[str]], bool], expected: str) -> tuple[list, list]:
+    """The header and rows of CSV ``text``; a bad header or CSV names the file (and line)."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if not header or not header_ok(header):
+            raise InputError(f"{path}: expected a header {expected}, got {header}")
+        return header, list(reader)
+    except csv.Error as err:
+        raise InputError(f"{path}, line {reader.line_num}: not valid CSV ({err})") from None
+
+
+def read_concepts_csv(path: str | Path, top_k: int | None = None) -> dict[str, list[str]]:
+    """Image name -> its concepts as their scripts read them: stripped, repeats dropped, the first
+    ``top_k`` (all if ``None``)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not a UTF-8 text file ({err})") from None
+    _, rows = read_csv(path, text, lambda h: h[0] == NAME_COLUMN, f"starting '{NAME_COLUMN},1,2,...'")
+    out: dict[str, list[str]] = {}
+    for row in filter(None, rows):
+        concepts = list(dict.fromkeys(c.strip() for c in row[1:] if c.strip()))
+        out[row[0]] = concepts[:top_k] if top_k is not None else concepts
+    return out

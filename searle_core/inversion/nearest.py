@@ -51,9 +51,8 @@ def whole_word_ids(backbone: Backbone) -> list[int]:
 def nearest_words(
     backbone: Backbone, tokens: torch.Tensor, k: int = 10, allowed_ids: list[int] | None = None
 ) -> list[list[tuple[str, float]]]:
-    """For each (N, token_dim) token, the ``k`` words of the embedding table with the highest cosine;
-    ``allowed_ids`` restricts the search (the words a small model was trained on: untrained rows of a
-    large table are noise), default: whole words."""
+    """For each (N, token_dim) token, the ``k`` words of the embedding table with the highest cosine, among
+    ``allowed_ids`` (a small model's trained words: untrained rows are noise) or else whole words."""
     ids = torch.tensor(allowed_ids if allowed_ids is not None else whole_word_ids(backbone))
     table = F.normalize(backbone.model.token_embedding.weight[ids.to(backbone.device)].float(), dim=-1)
     sims = F.normalize(tokens.to(table).reshape(-1, table.shape[1]), dim=-1) @ table.T

@@ -1,10 +1,6 @@
 """φ's checkpoint files: the authors' layout (``{"epoch": n, "Phi": state_dict}``), run folders (``RUN``,
-``RUN:EPOCH``, ``RUN:last``), URLs, and the authors' released φ by name (``searle``, ``searle-xl``).
-
-The release is what their ``hubconf.py`` loads, downloaded once into the cache. They publish no
-checksums, so the SHA-256 of the first download is recorded beside the cache and checked at every
-later use: a cached file that changes is an error, not a different φ.
-"""
+``RUN:EPOCH``, ``RUN:last``), URLs, and the authors' released φ by name (``searle``, ``searle-xl``). The
+release publishes no checksums, so the SHA-256 of the first download is recorded and checked at every later use."""
 
 from __future__ import annotations
 
@@ -36,19 +32,13 @@ def save_phi(phi: Phi, path: str | os.PathLike, **extra) -> None:
     atomic_save({"Phi": phi.state_dict(), **extra}, path)
 
 
-def epoch_file(folder: str | os.PathLike, epoch: int) -> Path:
-    """``phi_{epoch}.pt`` of a φ run folder (the authors' name)."""
-    return Path(folder) / f"phi_{epoch}.pt"
-
-
 def _record_path() -> Path:
     return cache_dir("phi") / "released_sha256.json"
 
 
 def released_phi_file(name: str, backbone_name: str | None = None) -> Path:
-    """The local file of the released φ ``name``, downloaded once and checked against the SHA-256
-    recorded at that download; the backbone (its ``-quickgelu`` spelling too) must be the one it was
-    trained with (``None``: not checked)."""
+    """The local file of the released φ ``name``, downloaded once and checked against the SHA-256 recorded then;
+    ``backbone_name`` (``None``: not checked) must be the one it was trained with."""
     trained_with, url = RELEASED[name]
     if backbone_name is not None and backbone_name.removesuffix("-quickgelu") != trained_with:
         other = [n for n, (b, _) in RELEASED.items() if b == backbone_name.removesuffix("-quickgelu")]
@@ -94,9 +84,8 @@ def resolve_phi_path(path: str, backbone: Backbone | None = None) -> str:
 
 
 def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_location="cpu") -> Phi:
-    """φ from any form :func:`resolve_phi_path` reads, or a plain state dict; checked against
-    ``backbone``'s widths when given. It carries ``epoch`` (``None`` if the file has none) and ``source``,
-    which results files record."""
+    """φ from any form :func:`resolve_phi_path` reads, or a plain state dict, checked against ``backbone``'s
+    widths; it carries ``epoch`` (``None`` if the file has none) and ``source``, which results files record."""
     given, path = str(path), resolve_phi_path(str(path), backbone)
     # A URL is cached under a key of the whole URL (never answered by another host's file of the same name).
     local = cached_download(path, "phi") if path.startswith(("http://", "https://")) else path

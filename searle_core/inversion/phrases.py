@@ -1,10 +1,6 @@
 """Phrase banks for the L_gpt regulariser, ``{concept: [phrases that mention it]}``, and the Open Images
-vocabulary they are drawn for.
-
-Sources, most faithful first: the authors' released pickle, read by a *restricted* unpickler (a
-pickle is a program; a downloaded one must not be able to run ``os.system``); GPT-Neo-2.7B with the
-paper's settings (:func:`generate_phrases_hf`); an offline template generator for tests and quick runs.
-"""
+vocabulary they are drawn for. Sources, most faithful first: the authors' pickle, read by a *restricted*
+unpickler (a pickle is a program); GPT-Neo-2.7B with the paper's settings; an offline template generator."""
 
 from __future__ import annotations
 
@@ -20,8 +16,8 @@ from typing import Any, BinaryIO
 from open_clip.tokenizer import SimpleTokenizer
 
 from searle_core.infra.errors import InputError
-from searle_core.infra.files import atomic_write_bytes, read_text
-from searle_core.inversion.concept_files import read_csv
+from searle_core.infra.files import atomic_write, read_text
+from searle_core.inversion.concepts import read_csv
 from searle_core.method.regulariser import PhraseBank
 
 # The paper's phrase generation.
@@ -142,7 +138,8 @@ def _read_bank(f: BinaryIO, path: str) -> PhraseBank:
 def save_phrase_pickle(bank: PhraseBank, path: str | Path) -> Path:
     """Save a phrase bank as a plain pickle, atomically."""
     plain = {str(c): [str(p) for p in ps] for c, ps in bank.items()}
-    return atomic_write_bytes(pickle.dumps(plain, protocol=4), path)
+    data = pickle.dumps(plain, protocol=4)
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 _WHERE = (
@@ -192,9 +189,8 @@ def generate_phrases_hf(
     model: Any = None,
     tokenizer: Any = None,
 ) -> PhraseBank:
-    """``n_samples`` continuations of ``"a photo of {concept} that"`` per (stripped) concept, sampled with
-    the paper's settings (``max_length`` counts the prompt) and tidied as the reference script does;
-    ``model``/``tokenizer``: an already loaded LM; ``seed=None`` leaves the RNG alone."""
+    """``n_samples`` continuations of ``"a photo of {concept} that"`` per (stripped) concept, sampled with the
+    paper's settings (``max_length`` counts the prompt), tidied as the reference script does."""
     import torch
 
     if model is None or tokenizer is None:

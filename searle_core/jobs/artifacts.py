@@ -1,9 +1,8 @@
 """The artifact cache: trained networks and OTI targets, trained on first use and reused by name.
 
-Each artifact (φ, the baselines' networks, the OTI tokens φ distils) is a ``torch.save`` dict under
-``cache_dir("models")`` named by a hash of all that determines it (kind, backbone, weights, preprocessing,
-data, config), so a changed config never reuses a stale network: the state dict under its class name
-(``"Phi"``: the authors' layout) and ``"meta"`` (config, time, history; also in a JSON sidecar).
+Each artifact is a ``torch.save`` dict under ``cache_dir("models")`` named by a hash of all that determines it
+(kind, backbone, weights, preprocessing, data, config), so a changed config never reuses a stale network: the
+state dict under its class name (``"Phi"``: the authors' layout) and ``"meta"`` (also in a JSON sidecar).
 """
 
 from __future__ import annotations
@@ -63,7 +62,8 @@ def load_or_train(kind: str, backbone: Backbone, data_id: str, config: Any, trai
     start = time.perf_counter()
     content = train()
     seconds, created = round(time.perf_counter() - start, 2), time.strftime("%Y-%m-%dT%H:%M:%S")
-    meta = {**describe(backbone, data_id, config), **content.get("meta", {})}
+    where = {"backbone": backbone.name, "weights": weights_key(backbone), "preprocess": preprocess_name(backbone)}
+    meta = {**where, "data": data_id, "config": jsonable(config), **content.get("meta", {})}
     content["meta"] = jsonable({**meta, "train_seconds": seconds, "created": created, "version": ARTIFACT_VERSION})
     # A model cache that cannot be written (full disk) costs a retraining next time, not this run.
     if save_or_warn(lambda: atomic_save(content, path), path, "model cache"):
@@ -72,14 +72,8 @@ def load_or_train(kind: str, backbone: Backbone, data_id: str, config: Any, trai
     return Artifact(path, content, trained_now=True)
 
 
-def describe(backbone: Backbone, data_id: str, config: Any) -> dict:
-    where = {"backbone": backbone.name, "weights": weights_key(backbone), "preprocess": preprocess_name(backbone)}
-    return {**where, "data": data_id, "config": jsonable(config)}
-
-
 def vocabulary_id(vocabulary) -> str:
-    """Hash of a vocabulary's concepts and phrases (the regulariser's inputs; OTI run folders fingerprint
-    theirs with ``oti_run.vocabulary_fingerprint``, whose stored keys differ)."""
+    """Hash of a vocabulary's concepts and phrases (the regulariser's inputs)."""
     return digest(vocabulary.concepts, sorted(vocabulary.phrase_bank.items()))
 
 
@@ -117,8 +111,7 @@ def unlabeled_oti_tokens(
 
 @dataclass
 class TrainedPhi:
-    """φ (eval mode, on the backbone's device), its per-epoch history, its training time and its targets'
-    OTI time (when they ran), and the number of images it was trained on."""
+    """φ (eval mode, on the backbone's device), its per-epoch history, its training and its targets' OTI time."""
 
     phi: torch.nn.Module
     history: list[dict]
@@ -126,7 +119,6 @@ class TrainedPhi:
     oti_seconds: float
     trained_now: bool
     n_images: int
-    artifact: Artifact | None = None
 
 
 def unlabeled_phi(
@@ -143,10 +135,9 @@ def unlabeled_phi(
     validate: Callable | None = None,
     validated_on: str | None = None,
 ) -> TrainedPhi:
-    """φ distilled from the OTI tokens of unlabeled images (SEARLE, Sec. 4.2): the one φ recipe. ``seed`` is
-    OTI's; ``loss_overrides`` change ``PhiLossConfig``; ``rows`` trains on those rows only. ``validate(φ)``
-    runs after every epoch, outside the key: a cached φ validated on another ``validated_on`` is trained
-    again (the same φ) for its curve."""
+    """φ distilled from the OTI tokens of unlabeled images (SEARLE, Sec. 4.2). ``seed`` is OTI's; ``rows`` trains
+    on those rows only; ``validate(φ)`` runs after every epoch, outside the key: a cached φ validated on another
+    ``validated_on`` is trained again (the same φ) for its curve."""
     if recipe.images:
         unlabeled = UnlabeledImages(unlabeled.source, list(unlabeled.names)[: recipe.images], unlabeled.source_id)
     targets = unlabeled_oti_tokens(backbone, unlabeled, oti_config, vocabulary, seed, oti_batch_size, progress)
@@ -174,4 +165,4 @@ def unlabeled_phi(
     phi = load_phi(artifact.path, backbone).to(backbone.device).eval()
     train_seconds, oti_seconds = (float(a.meta.get("train_seconds") or 0.0) for a in (artifact, targets))
     history = artifact.meta.get("history", [])
-    return TrainedPhi(phi, history, train_seconds, oti_seconds, artifact.trained_now, len(rows), artifact)
+    return TrainedPhi(phi, history, train_seconds, oti_seconds, artifact.trained_now, len(rows))

@@ -1,28 +1,26 @@
-"""OTI tokens computed elsewhere, as inputs (``--oti-tokens``): the authors' ``oti_inversion.py`` folder for
-``searle train-phi``, and any token folder (theirs or a ``searle oti`` run) for ``searle-oti``.
+"""OTI tokens computed elsewhere (``--oti-tokens``): the authors' ``oti_inversion.py`` folder for ``searle
+train-phi``, and any token folder (theirs or a ``searle oti`` run) for ``searle-oti``.
 
-Their folder holds ``ema_oti_pseudo_tokens.pt`` ((N, d) EMA tokens, what φ distils), ``image_names.pkl``
-(N base names) and ``hyperparameters.json``, but no features nor concepts: :func:`import_authors_oti`
-computes them and writes an OTI run folder of ours holding their tokens. Neither file can run code
-(tokens load with ``weights_only=True``, names with a restricted unpickler).
+Their folder holds ``ema_oti_pseudo_tokens.pt`` ((N, d) EMA tokens), ``image_names.pkl`` (N base names) and
+``hyperparameters.json`` but no features nor concepts: :func:`import_authors_oti` computes them into an OTI run
+folder of ours. Neither file can run code (``weights_only=True``, a restricted unpickler).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from searle_core.clip.backbone import Backbone, weights_key
-from searle_core.datasets.features import preprocess_name
+from searle_core.clip.backbone import Backbone
 from searle_core.datasets.folder import FileImageSource
 from searle_core.infra import distributed as dist
 from searle_core.infra.errors import InputError
 from searle_core.infra.files import atomic_save, atomic_write_json
 from searle_core.inversion.phrases import load_plain_pickle
-from searle_core.jobs.oti_run import INPUTS, TOKENS, compute_inputs, load_oti_run, save_inputs, vocabulary_fingerprint
+from searle_core.jobs.oti_run import INPUTS, TOKENS, compute_inputs, inputs_key, load_oti_run, save_inputs
 from searle_core.jobs.run_folder import MANIFEST, fingerprint, new_manifest, read_manifest
 
 AUTHORS_TOKENS, AUTHORS_NAMES, AUTHORS_HYPERS = "ema_oti_pseudo_tokens.pt", "image_names.pkl", "hyperparameters.json"
@@ -33,10 +31,9 @@ IMPORTED = "oti-import"  # the sub-folder of the φ run folder that holds the im
 class AuthorsOTI:
     """The authors' OTI folder: image names in token order, (N, d) EMA tokens and their hyper-parameters."""
 
-    folder: Path
     names: list[str]
     tokens: torch.Tensor
-    hyperparameters: dict = field(default_factory=dict)
+    hyperparameters: dict
 
     @property
     def backbone(self) -> str | None:
@@ -70,7 +67,7 @@ def read_authors_oti(folder: str | Path) -> AuthorsOTI:
         raise InputError(f"{folder / AUTHORS_NAMES}: image names repeat; tokens are matched to images by name")
     hyper_path = folder / AUTHORS_HYPERS
     hyper = json.loads(hyper_path.read_text(encoding="utf-8")) if hyper_path.is_file() else {}
-    return AuthorsOTI(folder, names, tokens.float(), hyper)
+    return AuthorsOTI(names, tokens.float(), hyper)
 
 
 def match_names(names: list[str], source: FileImageSource, where: str) -> list[str]:
@@ -119,30 +116,17 @@ def import_authors_oti(
         )
     names = match_names(authors.names, source, str(folder))
     out = Path(out)
-    hyper = {
-        "backbone": backbone.name,
-        "weights": weights_key(backbone),
-        "preprocess": preprocess_name(backbone),
-        "images": len(names),
-        "names": fingerprint(names),
-        "tokens": fingerprint(authors.tokens),
-        "stored_concepts": stored_concepts if vocabulary is not None else 0,
-        "vocabulary": vocabulary_fingerprint(vocabulary),
-        "imported_from": "oti_inversion.py",
-    }
+    hyper = inputs_key(backbone, names, vocabulary, stored_concepts)
+    hyper |= {"tokens": fingerprint(authors.tokens), "imported_from": "oti_inversion.py"}
     manifest = read_manifest(out) or {}
     if manifest.get("complete") and manifest.get("hyperparameters") == new_manifest("oti", hyper)["hyperparameters"]:
         return out
     inputs = compute_inputs(backbone, source, names, vocabulary, stored_concepts, progress=progress)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
-        info = {
-            "dataset": "imagenet",
-            "path": str(authors.hyperparameters.get("dataset_path", "")),
-            "split": authors.hyperparameters.get("split"),
-            "authors_folder": str(Path(folder).resolve()),
-            "authors_hyperparameters": authors.hyperparameters,
-        }
+        theirs = authors.hyperparameters
+        info = {"dataset": "imagenet", "path": str(theirs.get("dataset_path", "")), "split": theirs.get("split")}
+        info |= {"authors_folder": str(Path(folder).resolve()), "authors_hyperparameters": theirs}
         manifest = new_manifest("oti", hyper, info)
         save_inputs(inputs, out / INPUTS)
         atomic_save(

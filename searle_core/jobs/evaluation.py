@@ -1,8 +1,5 @@
-"""A method on a benchmark, end to end: its trained network first, then the core pipeline.
-
-The core (``run_method``) never trains networks: :func:`prepare` gives a method the one the caller did not
-give (a checkpoint in ``ctx.checkpoints``, else one cached by :mod:`.artifacts`) and says what it cost;
-:func:`evaluate` is ``prepare`` then ``run_method``: what the CLI, the tables and the notebooks call.
+"""A method on a benchmark, end to end: :func:`prepare` gives the method the trained network the caller did not
+(a checkpoint in ``ctx.checkpoints``, else one cached by :mod:`.artifacts`), then the core ``run_method`` runs.
 """
 
 from __future__ import annotations
@@ -54,7 +51,7 @@ def dataset_phi(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> 
     )
     # φ's cost includes the OTI of its unlabeled images (its distillation targets).
     total = trained.train_seconds + trained.oti_seconds
-    return trained.phi, NetworkSetup("searle", time.perf_counter() - start, float(total), trained.artifact.trained_now)
+    return trained.phi, NetworkSetup("searle", time.perf_counter() - start, float(total), trained.trained_now)
 
 
 def _world_images(bench: CIRBenchmark) -> int | None:
@@ -138,22 +135,17 @@ def palavra_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext)
 def prepare(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> NetworkSetup | None:
     """Put into ``ctx`` the trained network ``method`` needs unless the caller gave it (``ctx.phi``,
     ``ctx.networks[method]``); returns what that cost, ``None`` when nothing was trained or loaded here."""
-    if method == "searle" and ctx.phi is None:
-        found = dataset_phi(backbone, bench, ctx)
-        if found is not None:
-            ctx.phi, setup = found
-            return setup
-    elif method == "pic2word" and "pic2word" not in ctx.networks:
-        ctx.networks["pic2word"], setup = pic2word_network(backbone, bench, ctx)
+    if method == "searle" and ctx.phi is None and (found := dataset_phi(backbone, bench, ctx)) is not None:
+        ctx.phi, setup = found
         return setup
-    elif method == "lincir" and "lincir" not in ctx.networks:
-        ctx.networks["lincir"], setup = lincir_network(backbone, bench, ctx)
-        return setup
-    elif method == "palavra" and "palavra" not in ctx.networks:
+    networks = {"pic2word": pic2word_network, "lincir": lincir_network, "palavra": palavra_network}
+    if method == "palavra":  # tokens given: no inverter needed
         tokens = ctx.computed.tokens.get("palavra", {})
-        if not all(n in tokens for n in bench.reference_names()):  # tokens given: no inverter needed
-            ctx.networks["palavra"], setup = palavra_network(backbone, bench, ctx)
-            return setup
+        if all(n in tokens for n in bench.reference_names()):
+            return None
+    if method in networks and method not in ctx.networks:
+        ctx.networks[method], setup = networks[method](backbone, bench, ctx)
+        return setup
     return None
 
 
@@ -162,11 +154,9 @@ def evaluate(
 ) -> MethodResult:
     """Run ``method`` on ``bench`` and score it, training or loading its network first (``gallery``: features
     reused across methods); the result's ``seconds`` include getting the network, its ``setup`` says how much."""
-    ctx = ctx or MethodContext()
-    start = time.perf_counter()
+    ctx, start = ctx or MethodContext(), time.perf_counter()
     setup = prepare(method, backbone, bench, ctx)
     spent = time.perf_counter() - start
     result = run_method(method, bench, backbone, ctx, gallery)
-    result.seconds += spent
-    result.setup = setup
+    result.seconds, result.setup = result.seconds + spent, setup
     return result

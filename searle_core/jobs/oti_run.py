@@ -1,10 +1,9 @@
 """``searle oti``: every image of a dataset inverted in batches into a run folder, resumable and shardable.
 
-The folder holds ``manifest.json``, ``inputs.pt`` (names, raw CLIP features, top concepts: φ training
-reads them too), ``chunks/*.pt`` (the tokens of finished batches, up to ``checkpoint_every`` a chunk) and
-at the end ``tokens.pt`` (EMA ``tokens``; ``raw_tokens``, the last optimised ones) and ``log.csv``. Each
-batch is seeded from the run seed and its image names, so a resumed or sharded run (rank ``r`` takes
-batches ``r, r+W, ...``) gives one uninterrupted process's tokens (bit for bit on CPU).
+The folder holds ``manifest.json``, ``inputs.pt`` (names, raw CLIP features, top concepts: φ reads them too),
+``chunks/*.pt`` (finished batches) and at the end ``tokens.pt`` (EMA ``tokens``, last ``raw_tokens``) and
+``log.csv``. Batches are seeded by the run seed and their image names, so a resumed or sharded run (rank ``r``
+takes batches ``r, r+W, ...``) gives one uninterrupted process's tokens (bit for bit on CPU).
 """
 
 from __future__ import annotations
@@ -77,6 +76,14 @@ def vocabulary_fingerprint(vocabulary) -> str | None:
     return fingerprint(*parts)
 
 
+def inputs_key(backbone: Backbone, names: list[str], vocabulary, stored_concepts: int) -> dict:
+    """The hyper-parameters ``inputs.pt`` depends on: the CLIP, the images and the vocabulary."""
+    identity = {"backbone": backbone.name, "weights": weights_key(backbone), "preprocess": preprocess_name(backbone)}
+    images = {"images": len(names), "names": fingerprint(names)}
+    stored = stored_concepts if vocabulary is not None else 0
+    return {**identity, **images, "stored_concepts": stored, "vocabulary": vocabulary_fingerprint(vocabulary)}
+
+
 @torch.no_grad()
 def compute_inputs(
     backbone: Backbone, source: ImageSource, names: list[str], vocabulary, top_k: int, batch_size=256, progress=True
@@ -91,21 +98,16 @@ def compute_inputs(
         local = image_features(backbone, source, mine_names, batch_size, show, cache=False, normalize=False)
     rows: dict[int, torch.Tensor] = {}
     for chunk_ids, feats in dist.all_gather_objects((mine, local)):
-        start = 0
-        for c in chunk_ids:
-            rows[c] = feats[start : start + len(chunks[c])]
-            start += len(chunks[c])
+        if chunk_ids:
+            rows.update(zip(chunk_ids, feats.split([len(chunks[c]) for c in chunk_ids])))
     features = torch.cat([rows[c] for c in range(len(chunks))]) if chunks else torch.empty(0, backbone.embed_dim)
     concepts = None
     if vocabulary is not None and getattr(vocabulary, "associations", None) is not None:
         concepts = vocabulary.concepts_of(names, top_k)
     elif vocabulary is not None:
         if dist.is_main():  # in slices: a 100k x 20k similarity matrix would not fit in memory
-            concepts = [
-                c
-                for i in range(0, len(names), 4096)
-                for c in vocabulary.associate(backbone, features[i : i + 4096], top_k)
-            ]
+            parts = (features[i : i + 4096] for i in range(0, len(names), 4096))
+            concepts = [c for part in parts for c in vocabulary.associate(backbone, part, top_k)]
         concepts = dist.broadcast_object(concepts)
     return RunInputs(names, features, concepts)
 
@@ -116,15 +118,8 @@ def save_inputs(inputs: RunInputs, path: Path) -> None:
     table = torch.full((len(inputs.names), max(map(len, inputs.concepts or []), default=0)), -1, dtype=torch.int32)
     for row, cs in enumerate(inputs.concepts or []):
         table[row, : len(cs)] = torch.tensor([index[c] for c in cs], dtype=torch.int32)
-    atomic_save(
-        {
-            "names": inputs.names,
-            "features": inputs.features,
-            "concept_names": vocab,
-            "concepts": table if inputs.concepts is not None else None,
-        },
-        path,
-    )
+    table = table if inputs.concepts is not None else None
+    atomic_save({"names": inputs.names, "features": inputs.features, "concept_names": vocab, "concepts": table}, path)
 
 
 def load_inputs(path: Path) -> RunInputs:
@@ -149,27 +144,15 @@ def run_oti(
     info: dict | None = None,
     on_batch: Callable[[int, list[str], torch.Tensor], None] | None = None,
 ) -> OTIRunFolder | None:
-    """Invert every named image (batches are consecutive slices of ``names``) into ``folder``; returns the
-    run on rank 0, ``None`` elsewhere. ``force`` with ``resume`` accepts changed hyper-parameters, without
-    it deletes the old run; ``info`` goes into the manifest; ``on_batch(index, names, tokens)`` runs after
-    each batch."""
+    """Invert every named image (batches: consecutive slices of ``names``) into ``folder``; the run on rank 0,
+    ``None`` elsewhere. ``force``: as :func:`open_run`; ``on_batch(index, names, tokens)`` runs after each batch."""
     folder = Path(folder)
     if len(set(names)) != len(names):
         raise InputError("image names must be unique: tokens are stored by name")
     vocabulary = vocabulary if vocabulary is not None and config.oti.lambda_gpt > 0 else None
-    hyper = {
-        "oti": config.oti,
-        "batch_size": config.batch_size,
-        "seed": config.seed,
-        "stored_concepts": config.stored_concepts if vocabulary is not None else 0,
-        "backbone": backbone.name,
-        "weights": weights_key(backbone),
-        "preprocess": preprocess_name(backbone),
-        "precision": training_precision(backbone.device, config.oti.precision),
-        "images": len(names),
-        "names": fingerprint(names),
-        "vocabulary": vocabulary_fingerprint(vocabulary),
-    }
+    hyper = {"oti": config.oti, "batch_size": config.batch_size, "seed": config.seed}
+    hyper |= inputs_key(backbone, names, vocabulary, config.stored_concepts)
+    hyper["precision"] = training_precision(backbone.device, config.oti.precision)
     outputs = [folder / MANIFEST, folder / INPUTS, folder / TOKENS, folder / LOG, *(folder / CHUNKS).glob("*.pt")]
     manifest, _ = open_run(folder, "oti", hyper, info or {}, resume, force, outputs)
     try:
@@ -229,16 +212,11 @@ def _finish(folder: Path, inputs: RunInputs, done: dict, log: list[dict], manife
         if "raw_tokens" in part:
             raw.update(zip(part["names"], part["raw_tokens"]))
     manifest["complete"] = True
-    atomic_save(
-        {
-            "names": names,
-            "tokens": tokens,
-            **({"raw_tokens": torch.stack([raw[n] for n in names])} if all(n in raw for n in names) else {}),
-            "hyperparameters": manifest["hyperparameters"],
-            "code_version": manifest["code_version"],
-        },
-        folder / TOKENS,
-    )
+    data = {"names": names, "tokens": tokens}
+    if all(n in raw for n in names):
+        data["raw_tokens"] = torch.stack([raw[n] for n in names])
+    hyper, version = manifest["hyperparameters"], manifest["code_version"]
+    atomic_save({**data, "hyperparameters": hyper, "code_version": version}, folder / TOKENS)
     atomic_write_json(manifest, folder / MANIFEST)
     if log:
         write_csv(sorted(log, key=lambda r: r["batch"]), folder / LOG)
@@ -250,9 +228,8 @@ def _finish(folder: Path, inputs: RunInputs, done: dict, log: list[dict], manife
 def _invert(
     backbone, inputs: RunInputs, bank, folder: Path, config: OTIRunConfig, done: dict, every: int, progress, on_batch
 ):
-    """This rank's batches that are not done; returns their tokens and log rows. A chunk holds up to
-    ``every`` batches and is rewritten after each, so every finished batch is on disk at once while the
-    files and the bytes rewritten per batch stay bounded."""
+    """This rank's batches not done yet: their tokens and log rows. A chunk of up to ``every`` batches is rewritten
+    after each, so every finished batch is on disk at once while files and bytes rewritten stay bounded."""
     names, bs = inputs.names, config.batch_size
     n_batches = -(-len(names) // bs)
     todo = [b for b in dist.shard_indices(n_batches) if not all(n in done for n in names[b * bs : (b + 1) * bs])]
@@ -269,14 +246,9 @@ def _invert(
             atomic_save(chunk, folder / CHUNKS / f"r{dist.rank()}-{session}-{(len(log) - 1) // every:09d}.pt")
 
     def record(batch: InvertedBatch) -> None:
-        row = {
-            "batch": batch.index,
-            "rank": dist.rank(),
-            "images": len(batch.names),
-            "seconds": batch.seconds,
-            "images_per_s": len(batch.names) / batch.seconds,
-            **{k: v[-1] for k, v in batch.result.history.items() if v},
-        }
+        n, last = len(batch.names), {k: v[-1] for k, v in batch.result.history.items() if v}
+        row = {"batch": batch.index, "rank": dist.rank(), "images": n, "seconds": batch.seconds}
+        row |= {"images_per_s": n / batch.seconds, **last}
         new.update(zip(batch.names, batch.tokens))
         group.append((batch.names, batch.tokens, batch.result.raw_tokens.float().cpu(), row))
         log.append(row)

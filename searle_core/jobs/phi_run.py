@@ -1,8 +1,7 @@
 """``searle train-phi``: φ from an OTI run's tokens, checkpointed and validated every epoch.
 
-The run folder holds ``manifest.json``, ``checkpoint.pt`` (φ, optimiser, epochs, history), ``history.csv``
-and at the end ``phi.pt`` in the authors' layout; as their ``train_phi.py``, every epoch also writes
-``phi_last.pt`` and every fifth ``phi_{n}.pt``, each of which can be evaluated (``--phi-checkpoint DIR:10``).
+The folder holds ``manifest.json``, ``checkpoint.pt`` (φ, optimiser, epochs, history), ``history.csv``, at the
+end ``phi.pt``; as the authors' ``train_phi.py``, ``phi_last.pt`` every epoch and ``phi_{n}.pt`` every fifth.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from searle_core.infra import distributed as dist
 from searle_core.infra.device import training_precision
 from searle_core.infra.errors import InputError
 from searle_core.infra.files import atomic_save, atomic_write_json, load_torch_file
-from searle_core.inversion.phi_files import PHI_LAST, epoch_file, save_phi
+from searle_core.inversion.phi_files import PHI_LAST, save_phi
 from searle_core.jobs.evaluation import evaluate
 from searle_core.jobs.oti_run import load_oti_run
 from searle_core.jobs.run_folder import MANIFEST, fingerprint, open_run, unlock_run, write_csv
@@ -32,22 +31,16 @@ SAVE_EVERY = 5
 
 
 class PhiCheckpointer:
-    """Opens a φ run folder (fresh, resumed or forced) and writes its checkpoints on rank 0; the backbone and
-    the training data are hyper-parameters."""
+    """Opens a φ run folder (fresh, resumed or forced) and writes its checkpoints on rank 0."""
 
     def __init__(self, folder, config: PhiTrainConfig, backbone: Backbone, features, tokens, resume, force, info=None):
         self.folder, self.device = Path(folder), backbone.device
-        self.hyper = {
-            "phi": config,
-            "backbone": backbone.name,
-            "weights": weights_key(backbone),
-            "precision": training_precision(backbone.device, config.precision),
-            "images": int(features.shape[0]),
-            "data": fingerprint(features.float(), tokens.float()),
-        }
+        precision = training_precision(backbone.device, config.precision)
+        hyper = {"phi": config, "backbone": backbone.name, "weights": weights_key(backbone), "precision": precision}
+        hyper |= {"images": int(features.shape[0]), "data": fingerprint(features.float(), tokens.float())}
         outputs = [self.folder / n for n in (MANIFEST, CHECKPOINT, HISTORY, PHI, PHI_LAST)]
         outputs += sorted(self.folder.glob("phi_[0-9]*.pt"))
-        self.manifest, self.resume = open_run(self.folder, "phi", self.hyper, info, resume, force, outputs)
+        self.manifest, self.resume = open_run(self.folder, "phi", hyper, info, resume, force, outputs)
 
     def restore(self, phi: Phi, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict]]:
         """Load the checkpoint into φ and the optimiser; returns the completed epochs and the history."""
@@ -64,13 +57,12 @@ class PhiCheckpointer:
             return
         # Every random choice derives from (seed, epoch, batch): the epoch is the whole RNG state.
         state = {"phi": phi.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history}
-        rng = {"scheme": "derive_seed(seed, epoch, batch, purpose)"}
-        hyper = self.manifest["hyperparameters"]
+        rng, hyper = {"scheme": "derive_seed(seed, epoch, batch, purpose)"}, self.manifest["hyperparameters"]
         atomic_save({**state, "rng": rng, "hyperparameters": hyper}, self.folder / CHECKPOINT)
         # The authors' per-epoch files, after the checkpoint: a resume never lacks what they show.
         save_phi(phi, self.folder / PHI_LAST, epoch=epoch)
         if epoch % SAVE_EVERY == 0:
-            save_phi(phi, epoch_file(self.folder, epoch), epoch=epoch)
+            save_phi(phi, self.folder / f"phi_{epoch}.pt", epoch=epoch)
         write_csv(history, self.folder / HISTORY)
 
     def finish(self, phi: Phi, history: list[dict]) -> None:
@@ -78,10 +70,9 @@ class PhiCheckpointer:
             epoch = int(history[-1]["epoch"]) if history else 0
             hyper = self.manifest["hyperparameters"]
             save_phi(phi, self.folder / PHI, epoch=epoch, history=history, hyperparameters=hyper)
-            self.manifest["epoch"] = epoch  # the φ epoch phi.pt holds
             if history:
                 write_csv(history, self.folder / HISTORY)
-            self.manifest["complete"] = True
+            self.manifest |= {"epoch": epoch, "complete": True}  # epoch: the φ epoch phi.pt holds
             atomic_write_json(self.manifest, self.folder / MANIFEST)
         dist.barrier()
 
@@ -125,14 +116,14 @@ def train_phi_in_folder(
     progress: bool = True,
     info: dict | None = None,
 ) -> PhiTrainingResult:
-    """``train_phi`` checkpointed in the run folder ``out_dir`` every epoch (``force``: resume even with
-    changed hyper-parameters; the new ones apply)."""
-    checkpointer = PhiCheckpointer(
-        out_dir, config, backbone, image_features.float(), oti_tokens.float(), resume, force, info
-    )
-    return train_phi(
-        backbone, image_features, oti_tokens, concepts, phrase_bank, config, validate, checkpointer, progress=progress
-    )
+    """``train_phi`` checkpointed in the run folder ``out_dir`` every epoch (``force``: as :func:`open_run`)."""
+    checkpointer = PhiCheckpointer(out_dir, config, backbone, image_features, oti_tokens, resume, force, info)
+    try:
+        return train_phi(
+            backbone, image_features, oti_tokens, concepts, phrase_bank, config, validate, checkpointer, progress
+        )
+    finally:
+        unlock_run(Path(out_dir))
 
 
 def run_train_phi(
@@ -161,12 +152,8 @@ def run_train_phi(
             f"the OTI run in {tokens_dir} stored no concepts (it ran without a vocabulary); "
             "train without the regulariser (--lambda-gpt 0) or rerun OTI with one"
         )
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    try:
-        feats, tokens = inputs.features, run.tokens
-        concepts = inputs.concepts if phrase_bank is not None else None
-        return train_phi_in_folder(
-            backbone, feats, tokens, concepts, phrase_bank, config, out_dir, validate, resume, force, progress
-        )
-    finally:
-        unlock_run(Path(out_dir))
+    concepts = inputs.concepts if phrase_bank is not None else None
+    feats, tokens = inputs.features, run.tokens
+    return train_phi_in_folder(
+        backbone, feats, tokens, concepts, phrase_bank, config, out_dir, validate, resume, force, progress
+    )

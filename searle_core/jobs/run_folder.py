@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from searle_core.infra import distributed as dist
-from searle_core.infra.errors import InputError
+from searle_core.infra.errors import InputError, first_line
 from searle_core.infra.files import UMASK, atomic_write_json, atomic_write_text, jsonable, read_json
 from searle_core.infra.paths import REPO_ROOT
 from searle_core.infra.version import __version__
@@ -176,9 +176,8 @@ def hyperparameter_changes(saved: dict, current: dict) -> list[str]:
     """Human-readable differences between two hyper-parameter dicts (nested keys joined by '.')."""
     changes: list[str] = []
 
-    def short(value: Any, limit: int = 80) -> str:
-        text = json.dumps(value)
-        return text if len(text) <= limit else text[: limit - 3] + "..."
+    def short(value: Any) -> str:
+        return first_line(json.dumps(value), 80)
 
     def walk(a: Any, b: Any, key: str) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
@@ -191,8 +190,9 @@ def hyperparameter_changes(saved: dict, current: dict) -> list[str]:
     return changes
 
 
-def _check_resume(folder: Path, manifest: dict, hyperparameters: dict, info: dict, force: bool, what: str) -> list:
-    """The changed hyper-parameters; another dataset folder or other hyper-parameters refused unless ``force``."""
+def _resume(folder: Path, manifest: dict, hyperparameters: dict, info: dict, force: bool, what: str) -> list:
+    """Take ``hyperparameters`` into ``manifest``, recording the changed ones (returned); another dataset folder
+    or other hyper-parameters are refused unless ``force``."""
     before, current = (manifest.get("info") or {}).get("path"), info.get("path")
     if before and current and os.path.realpath(before) != os.path.realpath(current):
         if not force:
@@ -215,6 +215,10 @@ def _check_resume(folder: Path, manifest: dict, hyperparameters: dict, info: dic
             "results computed so far keep the old ones (manifest.json: 'mixed_hyperparameters')",
             file=sys.stderr,
         )
+        until = len(manifest.get("sessions", []))
+        mixed = {"until_session": until, "hyperparameters": manifest["hyperparameters"], "changes": changes}
+        manifest.setdefault("mixed_hyperparameters", []).append(mixed)
+    manifest["hyperparameters"] = jsonable(hyperparameters)
     return changes
 
 
@@ -226,9 +230,8 @@ def new_manifest(kind: str, hyperparameters: dict, info: dict | None = None) -> 
 def open_run(
     folder: Path, kind: str, hyper: dict, info: dict | None, resume: bool, force: bool, outputs: list
 ) -> tuple[dict, bool]:
-    """Lock and start or resume the run of ``kind`` (``oti``, ``phi``) in ``folder``; returns its manifest
-    (written by rank 0) and whether it resumes. ``force`` with ``resume`` accepts changed hyper-parameters;
-    without, deletes ``outputs`` and starts over."""
+    """Lock and start or resume the run of ``kind`` in ``folder``: its manifest and whether it resumes. ``force``
+    with ``resume`` accepts changed hyper-parameters; without, deletes ``outputs`` and starts over."""
     a_run, deleted, label = _NAMES[kind]
     refused = None
     if dist.is_main():
@@ -247,7 +250,6 @@ def open_run(
             if resume or not force:
                 raise
             manifest = {"kind": kind}  # a damaged run of any kind: --force deletes it and starts over
-        changes: list[str] = []
         if manifest is not None and manifest.get("kind") != kind:
             raise InputError(f"{folder} holds a {manifest.get('kind')!r} run, not {a_run}; choose another --out")
         if manifest is not None and not resume:
@@ -262,15 +264,8 @@ def open_run(
             dist.barrier()
             manifest = None
         resumed = manifest is not None
-        if resumed:
-            changes = _check_resume(folder, manifest, hyper, info or {}, force, label)
-            if changes:  # results computed before the change were made with the earlier settings
-                until = len(manifest.get("sessions", []))
-                mixed = {"until_session": until, "hyperparameters": manifest["hyperparameters"], "changes": changes}
-                manifest.setdefault("mixed_hyperparameters", []).append(mixed)
-            manifest["hyperparameters"] = jsonable(hyper)
-        else:
-            manifest = new_manifest(kind, hyper, info)
+        changes = _resume(folder, manifest, hyper, info or {}, force, label) if resumed else []
+        manifest = manifest if resumed else new_manifest(kind, hyper, info)
         session = {"started": now(), "world_size": dist.world_size(), "resumed": resumed, "forced_changes": changes}
         manifest.setdefault("sessions", []).append({**session, "code_version": code_version()})
         dist.barrier()

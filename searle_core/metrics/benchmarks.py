@@ -1,9 +1,6 @@
-"""The benchmarks' retrieval metrics, from rankings (gallery names, best first), in percent, and the
-rankings themselves from similarity scores (equal scores in gallery order).
-
-A ranking shorter than ``k`` counts its missing ranks as misses; a name repeated in one ranking is an
-error (the CIRCO server requires unique predictions). Names compare with ``==``: ``"123"`` is not ``123``.
-"""
+"""The benchmarks' retrieval metrics in percent, from rankings (gallery names, best first), and the rankings
+from similarity scores. A ranking shorter than ``k`` counts its missing ranks as misses; a name repeated in
+one ranking is an error (the CIRCO server requires unique predictions); ``"123"`` is not ``123``."""
 
 from __future__ import annotations
 
@@ -61,11 +58,8 @@ def _top_k_indices(row: np.ndarray, k: int) -> np.ndarray:
 def rank_by_scores(
     scores: np.ndarray, names: Sequence[ImageName], k: int, exclude: Sequence[ImageName | None] | None = None
 ) -> list[list[ImageName]]:
-    """Top-``k`` gallery names per row of a (queries x gallery) similarity matrix, higher first.
-
-    Equal scores keep gallery order (a stable sort), also at the k-th rank; ``argpartition`` keeps a
-    120k gallery cheap. ``exclude`` gives per query a name to drop (CIRR's reference) or ``None``.
-    """
+    """Top-``k`` gallery names per row of a (queries x gallery) similarity matrix, higher first, equal scores in
+    gallery order (also at the k-th rank); ``exclude``: per query a name to drop (CIRR's reference) or ``None``."""
     k = check_k(k)
     scores = np.asarray(scores)
     if scores.ndim != 2:
@@ -121,11 +115,6 @@ def _hit(ranking: Ranking, target: ImageName, k: int) -> bool:
     return any(item == target for item in list(ranking)[:k])
 
 
-def _subset_hit(ranking: Ranking, target: ImageName, subset: Iterable[ImageName], reference: ImageName, k: int) -> bool:
-    members = set(subset) - {reference}
-    return _hit([item for item in ranking if item in members], target, k)
-
-
 def _ap(ranking: Ranking, ground_truths: Iterable[ImageName], k: int) -> float:
     gts = set(ground_truths)
     if not gts:
@@ -152,11 +141,14 @@ def recall_any_at_k(rankings: Rankings, ground_truths_list: NameSets, k: int) ->
 
 
 def recall_subset_at_k(rankings: Rankings, targets: Names, subsets: NameSets, references: Names, k: int) -> float:
-    """CIRR Recall_subset@k: each ranking restricted, order kept, to its ``img_set`` minus the reference.
+    """CIRR Recall_subset@k: each ranking restricted, order kept, to its ``img_set`` minus the reference; pass
+    rankings holding every member for the official value (:func:`cirr_metrics` enforces this)."""
 
-    A member absent from a truncated ranking is absent from the restricted list, so pass rankings
-    holding every member for the official value (:func:`cirr_metrics` enforces this)."""
-    return _mean_percent(_subset_hit, rankings, k, targets=targets, subsets=subsets, references=references)
+    def hit(ranking: Ranking, target: ImageName, subset: Iterable[ImageName], reference: ImageName, k: int) -> bool:
+        members = set(subset) - {reference}
+        return _hit([item for item in ranking if item in members], target, k)
+
+    return _mean_percent(hit, rankings, k, targets=targets, subsets=subsets, references=references)
 
 
 def average_precision_at_k(ranking: Ranking, ground_truths: Iterable[ImageName], k: int) -> float:
@@ -181,13 +173,10 @@ def _ordered(present: Iterable[str], official: Sequence[str]) -> list[str]:
 def circo_metrics(
     rankings: Rankings, ground_truths_list: NameSets, targets: Names, aspects_list: Sequence, ks=CIRCO_KS
 ) -> dict:
-    """Every CIRCO validation metric as the official evaluator reports it, in percent:
-    ``mAP@K``, ``Recall@K`` (of ``targets``) and ``semantic_mAP@10`` ({aspect: mAP@10}, official aspects
-    first). An aspect entry is a list of names, one name or ``None``; a query counts once per aspect."""
+    """CIRCO's validation metrics as its evaluator reports them, in percent: ``mAP@K``, ``Recall@K`` (of
+    ``targets``), ``semantic_mAP@10`` ({aspect: mAP@10}); an aspect entry is a list of names, a name or ``None``."""
     _check_lengths(len(rankings), ground_truths=ground_truths_list, targets=targets, aspects=aspects_list)
-    ks = [check_k(k) for k in ks]
-    for index, ranking in enumerate(rankings):
-        check_unique(ranking, f"query index {index}")
+    ks = [check_k(k) for k in ks]  # map_at_k checks each ranking's names are unique
     gts_list = [list(gts) for gts in ground_truths_list]
     scores: dict = {f"mAP@{k}": map_at_k(rankings, gts_list, k) for k in ks}
     scores.update({f"Recall@{k}": recall_at_k(rankings, targets, k) for k in ks})
@@ -224,10 +213,8 @@ def fashioniq_metrics(rankings_by_category: Mapping[str, Rankings], targets_by_c
 
 
 def cirr_metrics(rankings: Rankings, targets: Names, subsets: NameSets, references: Names) -> dict:
-    """CIRR's Recall@{1,5,10,50} and Recall_subset@{1,2,3}, with the reference dropped from every ranking.
-
-    Each ranking must hold every ``img_set`` member but the reference (a full-gallery ranking does);
-    otherwise the subset order is unknown and an error is raised."""
+    """CIRR's Recall@{1,5,10,50} and Recall_subset@{1,2,3}, the reference dropped from every ranking, which must
+    hold every other ``img_set`` member (a full-gallery ranking does)."""
     _check_lengths(len(rankings), targets=targets, subsets=subsets, references=references)
     cleaned: list[list[ImageName]] = []
     subset_lists = [list(subset) for subset in subsets]

@@ -1,11 +1,6 @@
-"""Score a CIRCO validation prediction file locally, the way the evaluation server does.
-
-The file is the server's: ``{query id: [top-50 COCO image ids]}``, best first. Lists over 50 are cut to
-50; shorter than ``min_predictions`` (50) is an error, as it is nearly always a truncation bug. Every
-check names the file, the query or field and what was expected. The test split's ground truths are
-withheld: its predictions go to the server. An annotation file without ``semantic_aspects`` (an early
-release) scores with an empty semantic breakdown.
-"""
+"""Score a CIRCO validation prediction file, ``{query id: [top-50 COCO image ids]}``, locally as the evaluation
+server does: lists over 50 are cut to 50, shorter than ``min_predictions`` is an error (nearly always a
+truncation bug). The test split's ground truths are withheld: its predictions go to the server."""
 
 from __future__ import annotations
 
@@ -43,11 +38,8 @@ def _load_json(source: str | Path | Any, kind: str) -> tuple[Any, str]:
 
 def _as_int(value: Any) -> int | None:
     """An int for ints and int-like strings, None for anything else (floats and bools included)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, numbers.Integral) or (isinstance(value, str) and _INT_STRING.fullmatch(value)):
-        return int(value)
-    return None
+    integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return int(value) if integral or (isinstance(value, str) and _INT_STRING.fullmatch(value)) else None
 
 
 def _int_field(annotation: dict, field: str, where: str, what: str) -> int:

@@ -1,10 +1,6 @@
-"""Is one method really above another? A paired bootstrap over the benchmark's queries.
-
-Both methods answer the same queries, so the queries are resampled with replacement, the same
-resample for both, and the interval of the difference in the headline metric says whether an
-ordering is more than the luck of which queries the benchmark holds. FashionIQ's queries are
-resampled within each category, as its metric averages the categories.
-"""
+"""Is one method really above another? A paired bootstrap: the queries both methods answer are resampled, the
+same resample for both, and the interval of the difference in the headline metric says whether an ordering is
+more than the luck of which queries the benchmark holds (FashionIQ's resampled within each category)."""
 
 from __future__ import annotations
 
@@ -38,8 +34,7 @@ class Difference:
     level: float
 
     @property
-    def clear(self) -> bool:
-        """Whether the interval excludes zero (the ordering is not bootstrap noise)."""
+    def clear(self) -> bool:  # the interval excludes zero: the ordering is not bootstrap noise
         return self.low > 0 or self.high < 0
 
 
@@ -51,10 +46,8 @@ def main_metric(dataset: str) -> str:
 def per_query_scores(
     bench: CIRBenchmark, rankings: list[list[str]], metric: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each query's score (percent) and group (FashionIQ category, else 0): the metric is the mean of
-    the group means. ``metric``: ``mAP@K`` (the query's AP@K) or ``Recall@K`` / ``average/Recall@K`` (a
-    target or any ground truth in the top K); default :func:`main_metric`. CIRR rankings come without
-    the reference, as ``evaluate`` returns them."""
+    """Each query's score (percent) in ``metric`` (``mAP@K``, ``Recall@K`` or ``average/Recall@K``; default
+    :func:`main_metric`) and group (FashionIQ category, else 0): the metric is the mean of the group means."""
     metric = metric or main_metric(bench.name)
     kind, _, k_text = metric.split("/")[-1].partition("@")
     if kind not in ("mAP", "Recall") or not k_text.isdigit():
@@ -114,25 +107,23 @@ def compare_methods(
     bench: CIRBenchmark,
     rankings: dict[str, list[list[str]]],
     reference: str = "searle-oti",
-    metric: str | None = None,
     n_resamples: int = 10_000,
-    level: float = 0.95,
     seed: int = 0,
 ) -> list[Difference]:
-    """Every method of ``rankings`` (method -> its rankings) against ``reference``, on the same
-    resamples; ``metric`` defaults to the dataset's headline metric."""
+    """Every method of ``rankings`` (method -> its rankings) against ``reference`` in the dataset's headline
+    metric, on the same resamples, with 95 % intervals."""
     if reference not in rankings:
         raise InputError(f"reference method {reference!r} is not among the compared ones: {', '.join(rankings)}")
-    metric = metric or main_metric(bench.name)
+    metric = main_metric(bench.name)
     ref, groups = per_query_scores(bench, rankings[reference], metric)
     out = []
     for method, ranks in rankings.items():
         if method == reference:
             continue
         scores, _ = per_query_scores(bench, ranks, metric)
-        diff, low, high = paired_bootstrap(scores, ref, groups, n_resamples, level, seed)
+        diff, low, high = paired_bootstrap(scores, ref, groups, n_resamples, 0.95, seed)
         value = float(np.mean([scores[groups == g].mean() for g in np.unique(groups)]))
-        out.append(Difference(method, reference, metric, value, diff, low, high, level))
+        out.append(Difference(method, reference, metric, value, diff, low, high, 0.95))
     return out
 
 

@@ -22,11 +22,9 @@ from searle_core.notebook.record import Recorder
 from searle_core.notebook.study import Study
 from searle_core.report.table import flatten
 
-#: The regulariser's phrases of the "templates only" ablation: one plain template per concept.
-TEMPLATE_ONLY_PHRASES: tuple[str, ...] = ("a photo of {}",)
+#: The regulariser's one phrase per concept in the "templates only" ablation.
+TEMPLATE_PHRASE = "a photo of {}"
 FULL = "full (paper)"
-#: Where the ablation table is written, inside a run folder.
-TABLE_STEM = "tables/ablations"
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ class Variant:
         out: list[tuple[str, object]] = [(f"OTIConfig.{k}", v) for k, v in self.oti.items()]
         out += [(f"PhiLossConfig.{k}", v) for k, v in self.loss.items()]
         if self.phrases != "generated":
-            out.append(("regulariser phrases", f"{self.phrases} ({TEMPLATE_ONLY_PHRASES[0]!r} per concept)"))
+            out.append(("regulariser phrases", f"{self.phrases} ({TEMPLATE_PHRASE!r} per concept)"))
         if self.data_fraction < 1.0:
             out.append(("share of φ's unlabeled images", self.data_fraction))
         return out
@@ -82,9 +80,9 @@ def variant_table(variants: list[Variant]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["part", "variant", "setting", "value"])
 
 
-def template_vocabulary(vocabulary: Vocabulary, templates: tuple[str, ...] = TEMPLATE_ONLY_PHRASES) -> Vocabulary:
-    """The same concepts with each concept's phrases replaced by ``templates`` filled with it."""
-    return Vocabulary(list(vocabulary.concepts), {c: [t.format(c) for t in templates] for c in vocabulary.concepts})
+def template_vocabulary(vocabulary: Vocabulary) -> Vocabulary:
+    """The same concepts, each with the one phrase :data:`TEMPLATE_PHRASE` filled with it."""
+    return Vocabulary(list(vocabulary.concepts), {c: [TEMPLATE_PHRASE.format(c)] for c in vocabulary.concepts})
 
 
 def equal_step_epochs(study: Study, epochs: int, images: int | None, fraction: float) -> int:
@@ -98,13 +96,9 @@ def equal_step_epochs(study: Study, epochs: int, images: int | None, fraction: f
 def run_ablations(
     study: Study, variants: list[Variant], equal_steps: bool = True, rankings: dict | None = None, metric: str = ""
 ) -> pd.DataFrame:
-    """One row per variant, its changes made to the study's full method (``oti_steps``, ``phi_epochs``,
-    ``phi_images``): ``part``, ``variant``, the flat metrics, ``seconds`` (OTI or φ training, and scoring).
-
-    The step, no-EMA and full OTI rows read one cached full-length run; ``equal_steps`` gives φ on a share
-    of the images as many optimiser steps (else a 1 % φ would also be a 100× less trained one). ``rankings``
-    is filled under ``(part, name)`` for :func:`intervals`; with ``metric`` each row is printed.
-    """
+    """One row per variant of the study's full method: ``part``, ``variant``, the flat metrics and ``seconds``.
+    ``equal_steps`` gives φ on a share of the images as many optimiser steps (else a 1 % φ is also a 100× less
+    trained one); ``rankings`` is filled under ``(part, name)`` for :func:`intervals`; with ``metric``, printed."""
     oti_steps, epochs, images = study.settings.oti_steps, study.settings.phi_epochs, study.settings.phi_images or None
     table = []
     for variant in variants:
@@ -170,11 +164,11 @@ def ablation_curve(table: pd.DataFrame, part: str, metric: str) -> tuple[list[fl
     return rows[column].astype(float).tolist(), rows[metric].astype(float).tolist()
 
 
-def markdown(table: pd.DataFrame, digits: int = 2) -> str:
-    """The ablation table as GitHub Markdown (numbers rounded to ``digits``)."""
+def markdown(table: pd.DataFrame) -> str:
+    """The ablation table as GitHub Markdown, numbers to two decimals."""
     return markdown_table(
         table.columns,
-        ([f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)),
+        ([f"{v:.2f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)),
         [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns],
     )
 
@@ -186,7 +180,7 @@ def shown_columns(table: pd.DataFrame) -> list[str]:
 
 def write_table(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """Write ``<out_dir>/tables/ablations.csv`` (every column) and ``.md`` (:func:`shown_columns`)."""
-    stem = Path(out_dir) / TABLE_STEM
+    stem = Path(out_dir) / "tables/ablations"
     stem.parent.mkdir(parents=True, exist_ok=True)
     csv, md = stem.with_suffix(".csv"), stem.with_suffix(".md")
     atomic_write_text(table.to_csv(index=False, float_format="%.4f"), csv)

@@ -8,7 +8,6 @@ the query counts as a miss (a false negative). :func:`single_vs_all` scores the 
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 
 from searle_core.datasets import FASHIONIQ_CATEGORIES, CIRQuery, query_aspects
 from searle_core.infra.errors import InputError
+from searle_core.infra.files import read_json
 from searle_core.metrics.benchmarks import average_precision_at_k
 
 
@@ -57,55 +57,40 @@ def false_negatives(
     return out
 
 
-def _read(path: Path) -> object:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from err
+#: Each benchmark's validation captions and gallery list in its authors' layout (``{}``: a FashionIQ category).
+VAL_FILES = {
+    "CIRR": ("captions/cap.rc2.val.json", "image_splits/split.rc2.val.json"),
+    "FashionIQ": ("captions/cap.{}.val.json", "image_splits/split.{}.val.json"),
+    "CIRCO": ("annotations/val.json", "COCO2017_unlabeled/annotations/image_info_unlabeled2017.json"),
+}
 
 
-def _row(queries: int, truths: float, gallery: int | None, captions: list[str], files: str) -> dict:
-    words = float(np.mean([len(c.split()) for c in captions])) if captions else float("nan")
-    return {
-        "queries (val)": queries,
+def _overview(name: str, folder: Path) -> tuple[dict, list[dict]]:
+    """A benchmark's row of :func:`annotation_overview` and its validation queries as released."""
+    captions, split = VAL_FILES[name]
+    files = [(folder / captions.format(c), folder / split.format(c)) for c in FASHIONIQ_CATEGORIES]
+    if name != "FashionIQ":
+        files = files[:1]
+    elif not (files := [f for f in files if f[0].is_file()]):
+        raise FileNotFoundError(f"no FashionIQ captions under {folder / 'captions'} (cap.dress.val.json, ...)")
+    queries, gallery = [], None
+    for captions_file, split_file in files:
+        queries += read_json(captions_file, "annotation file")
+        if split_file.is_file():
+            listed = read_json(split_file, "annotation file")
+            gallery = (gallery or 0) + len(listed["images"] if name == "CIRCO" else listed)
+    # FashionIQ's two captions per query (joined by the query prompt) are counted one by one
+    field = {"CIRR": "caption", "FashionIQ": "captions", "CIRCO": "relative_caption"}[name]
+    texts = [c for q in queries for c in (q[field] if name == "FashionIQ" else [q[field]])]
+    truths = float(np.mean([len(q["gt_img_ids"]) for q in queries])) if name == "CIRCO" else 1.0
+    row = {
+        "queries (val)": len(queries),
         "ground truths per query": truths,
         "gallery (val)": gallery,
-        "words per caption": words,
-        "files": files,
+        "words per caption": float(np.mean([len(c.split()) for c in texts])) if texts else float("nan"),
+        "files": ", ".join(str(f) for f, _ in files),
     }
-
-
-def _cirr(folder: Path) -> dict:
-    captions, split = folder / "captions" / "cap.rc2.val.json", folder / "image_splits" / "split.rc2.val.json"
-    triplets = _read(captions)
-    gallery = len(_read(split)) if split.is_file() else None
-    return _row(len(triplets), 1.0, gallery, [t["caption"] for t in triplets], str(captions))
-
-
-def _fashioniq(folder: Path) -> dict:
-    triplets, gallery, read = [], 0, []
-    for category in FASHIONIQ_CATEGORIES:
-        captions = folder / "captions" / f"cap.{category}.val.json"
-        split = folder / "image_splits" / f"split.{category}.val.json"
-        if not captions.is_file():
-            continue
-        triplets += _read(captions)
-        gallery += len(_read(split)) if split.is_file() else 0
-        read.append(str(captions))
-    if not read:
-        raise FileNotFoundError(f"no FashionIQ captions under {folder / 'captions'} (cap.dress.val.json, ...)")
-    # two captions per query, joined by the query prompt; counted one by one
-    return _row(len(triplets), 1.0, gallery or None, [c for t in triplets for c in t["captions"]], ", ".join(read))
-
-
-def _circo(folder: Path) -> tuple[dict, Counter]:
-    annotations = folder / "annotations" / "val.json"
-    queries = _read(annotations)
-    coco = folder / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json"
-    gallery = len(_read(coco)["images"]) if coco.is_file() else None
-    truths = float(np.mean([len(q["gt_img_ids"]) for q in queries]))
-    row = _row(len(queries), truths, gallery, [q["relative_caption"] for q in queries], str(annotations))
-    return row, Counter(a for q in queries for a in q.get("semantic_aspects", []))
+    return row, queries
 
 
 def annotation_overview(
@@ -115,18 +100,17 @@ def annotation_overview(
     inner ``cirr/``, FashionIQ's root, CIRCO's root): ``(a row per readable benchmark, CIRCO's semantic
     aspects counted, why a benchmark was skipped)``. The gallery is ``None`` where the files do not list it."""
     rows, aspects, skipped = {}, Counter(), []
-    for name, folder, read in (("CIRR", cirr, _cirr), ("FashionIQ", fashioniq, _fashioniq), ("CIRCO", circo, _circo)):
+    for name, folder in (("CIRR", cirr), ("FashionIQ", fashioniq), ("CIRCO", circo)):
         if not folder:
             skipped.append(f"{name}: no annotation folder given")
             continue
         try:
-            got = read(Path(folder))
+            rows[name], queries = _overview(name, Path(folder))
         except FileNotFoundError as err:
             skipped.append(f"{name}: {err.filename or err}: not found")
             continue
         if name == "CIRCO":
-            got, aspects = got
-        rows[name] = got
+            aspects = Counter(a for q in queries for a in q.get("semantic_aspects", []))
     return pd.DataFrame(rows).T, aspects, skipped
 
 

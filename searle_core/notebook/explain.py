@@ -1,6 +1,6 @@
 """Looking inside textual inversion: prompts as tokens, what a pseudo-word retrieves, how word-like it is,
-where it travels during OTI, and how OTI's, SEARLE's φ's and LinCIR's φ's tokens compare. The notebooks'
-teaching figures are computed here (and tested); the notebooks only call and plot."""
+where it travels during OTI, how OTI's and the two φ's tokens compare, and a typed-query explorer. The
+notebooks' teaching figures are computed here (and tested); the notebooks only call and plot."""
 
 from __future__ import annotations
 
@@ -17,14 +17,18 @@ from PIL import Image
 from searle_core.baselines.lincir import benchmark_modality_gap
 from searle_core.baselines.training import reference_tokens
 from searle_core.clip.backbone import Backbone
+from searle_core.datasets.base import CIRQuery
 from searle_core.infra.errors import InputError
 from searle_core.inversion.nearest import nearest_words, token_word, whole_word_ids
 from searle_core.method.encoding import encode_with_pseudo_tokens
+from searle_core.method.oti import oti
 from searle_core.methods.pipeline import phi_reference_tokens
 from searle_core.notebook.results import Setting
-from searle_core.plotting import wrap
+from searle_core.plotting import RetrievalExample, retrieval_grid, wrap
+from searle_core.retrieval.queries import SEARLE_PROMPT, caption_variants, pseudo_query_features
 from searle_core.retrieval.ranking import rank_gallery
 from searle_core.world import concepts_of
+from searle_core.world.attributes import VALUES
 
 PHOTO_PROMPT = "a photo of $"
 
@@ -33,9 +37,7 @@ def readable_tokens(backbone: Backbone, prompt: str) -> list[tuple[int, str]]:
     """The BPE tokens of a prompt from start- to end-of-text as ``(id, text)``: ``$`` is one ordinary token
     (id 259 in CLIP's BPE), whose embedding row textual inversion replaces."""
     ids = backbone.tokenizer([prompt])[0].tolist()
-    end = ids.index(max(ids)) + 1
-    decoder = getattr(backbone.tokenizer, "decoder", None)
-    return [(i, decoder[i].replace("</w>", "") if decoder else str(i)) for i in ids[:end]]
+    return [(i, token_word(backbone, i)) for i in ids[: ids.index(max(ids)) + 1]]
 
 
 def dollar_embedding(backbone: Backbone) -> torch.Tensor:
@@ -44,25 +46,21 @@ def dollar_embedding(backbone: Backbone) -> torch.Tensor:
 
 
 @torch.no_grad()
-def prompt_features(
-    backbone: Backbone, tokens: torch.Tensor, prompt: str = PHOTO_PROMPT, batch_size: int = 256
-) -> torch.Tensor:
-    """Normalised features of ``prompt`` with ``$`` = each token: (N, embed_dim) on CPU."""
+def prompt_features(backbone: Backbone, tokens: torch.Tensor) -> torch.Tensor:
+    """Normalised features of "a photo of $" with ``$`` = each token: (N, embed_dim) on CPU."""
     tokens = tokens.reshape(-1, backbone.token_dim)
     out = []
-    for start in range(0, len(tokens), batch_size):
-        chunk = tokens[start : start + batch_size].to(backbone.device)
-        ids = backbone.tokenize([prompt] * len(chunk))
+    for start in range(0, len(tokens), 256):
+        chunk = tokens[start : start + 256].to(backbone.device)
+        ids = backbone.tokenize([PHOTO_PROMPT] * len(chunk))
         text = encode_with_pseudo_tokens(backbone.model, ids, chunk, backbone.dollar_token_id)
         out.append(F.normalize(text.float(), dim=-1).cpu())
     return torch.cat(out)
 
 
-def prompt_image_similarity(
-    backbone: Backbone, tokens: torch.Tensor, image_features: torch.Tensor, prompt: str = PHOTO_PROMPT
-) -> np.ndarray:
-    """Cosine between ``prompt`` with token i and image i: (N,). What OTI's L_cos maximises."""
-    text = prompt_features(backbone, tokens, prompt)
+def prompt_image_similarity(backbone: Backbone, tokens: torch.Tensor, image_features: torch.Tensor) -> np.ndarray:
+    """Cosine between "a photo of $" with token i and image i: (N,). What OTI's L_cos maximises."""
+    text = prompt_features(backbone, tokens)
     return (text * F.normalize(image_features.float().cpu(), dim=-1)).sum(-1).numpy()
 
 
@@ -71,13 +69,10 @@ def trajectory_steps(steps: int, every: int) -> list[int]:
     return [s for s in range(steps) if s % every == 0 or s == steps - 1]
 
 
-def trajectory_similarity(
-    backbone: Backbone, trajectory: torch.Tensor, image_features: torch.Tensor, prompt: str = PHOTO_PROMPT
-) -> np.ndarray:
+def trajectory_similarity(backbone: Backbone, trajectory: torch.Tensor, image_features: torch.Tensor) -> np.ndarray:
     """:func:`prompt_image_similarity` at every recorded OTI step: (T, N) from a (T, N, D) trajectory."""
     t, n, _ = trajectory.shape
-    sims = prompt_image_similarity(backbone, trajectory.reshape(t * n, -1), image_features.repeat(t, 1), prompt)
-    return sims.reshape(t, n)
+    return prompt_image_similarity(backbone, trajectory.reshape(t * n, -1), image_features.repeat(t, 1)).reshape(t, n)
 
 
 def self_retrieval_ranks(
@@ -127,9 +122,8 @@ def mean_word_norm(backbone: Backbone, allowed_ids: Sequence[int] | None = None)
 def project_paths(
     backbone: Backbone, paths: Sequence[torch.Tensor], allowed_ids: Sequence[int] | None = None, k: int = 8
 ) -> tuple[np.ndarray, list[str], list[np.ndarray]]:
-    """S*'s (T, token_dim) paths during OTI and the ``k`` words nearest to each end, as directions (nearness
-    to a word is a cosine) projected on the PCA plane of the words alone, a fixed map of the vocabulary (a
-    plane fitted on the paths too would spend a component on their random start, far from every word):
+    """S*'s (T, token_dim) paths during OTI and the ``k`` words nearest to each end, as unit directions on the
+    PCA plane of the words alone (fitted on the paths too, a component would go to their random start):
     ``(words_xy (W, 2), words, [path_xy (T, 2), ...])``."""
     ends = torch.stack([p[-1] for p in paths])
     words = list(dict.fromkeys(w for ws in nearest_words(backbone, ends, k, allowed_ids) for w, _ in ws))
@@ -144,8 +138,7 @@ def project_paths(
 
 @torch.no_grad()
 def phi_tokens(phi: torch.nn.Module, image_features: torch.Tensor) -> torch.Tensor:
-    """φ's tokens for raw image features (``Study.raw_features``: φ's input, as in the authors' code),
-    in eval mode on φ's device, as (N, token_dim) float on CPU."""
+    """φ's tokens, (N, token_dim) float on CPU, for raw image features (``Study.raw_features``: φ's input)."""
     phi.eval()
     return phi(image_features.float().to(next(phi.parameters()).device)).float().cpu()
 
@@ -165,8 +158,7 @@ def ranking_overlap(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]], k: i
 
 
 def seconds_per_image(invert: Callable[[], object], n_images: int, repeat: int = 1) -> float:
-    """Wall time of ``invert()`` (inverting ``n_images`` images) per image, best of ``repeat`` runs (the
-    least disturbed by other work on the machine)."""
+    """Wall time of ``invert()`` per image of its ``n_images``, best of ``repeat`` runs (the least disturbed)."""
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
@@ -176,8 +168,7 @@ def seconds_per_image(invert: Callable[[], object], n_images: int, repeat: int =
 
 
 def _unit_rows(features: torch.Tensor) -> torch.Tensor:
-    """Float CPU rows normalised only when they are not already, so the pipeline's (normalised) features
-    rank bit for bit as the pipeline ranks them."""
+    """Float CPU rows, normalised only if not already: the pipeline's features then rank bit for bit as there."""
     features = features.float().cpu()
     norms = features.norm(dim=-1)
     return features if torch.allclose(norms, torch.ones_like(norms), atol=1e-5) else F.normalize(features, dim=-1)
@@ -210,8 +201,7 @@ def own_word_shares(
     k: int = 5,
 ) -> dict[str, float]:
     """Does S* mean its image? Per attribute of :data:`OWN_WORD_ATTRIBUTES`, the % of tokens whose ``k``
-    nearest words hold the image's own value word (``attributes``: ``ShapesWorld.attributes`` per image),
-    plus ``"images"``."""
+    nearest words hold the image's own value (``attributes``: ``ShapesWorld.attributes``), and ``"images"``."""
     if len(attributes) != len(tokens):
         raise InputError(f"own_word_shares: {len(tokens)} tokens but {len(attributes)} attribute rows")
     nearest = [{w for w, _ in ws} for ws in nearest_words(backbone, tokens, k, allowed_ids)]
@@ -229,11 +219,8 @@ def false_concepts(study, names: Sequence[str], concepts_per_image, top: int = 5
     zero-shot guess, not a label). ``None`` off the world or without concepts."""
     if study.world is None or not concepts_per_image:
         return None
-    out = []
-    for name, associated in zip(names, concepts_per_image):
-        true = set(concepts_of(study.world.attributes(name)))
-        out.append([c for c in associated[:top] if c not in true])
-    return out
+    truths = (set(concepts_of(study.world.attributes(name))) for name in names)
+    return [[c for c in associated[:top] if c not in true] for true, associated in zip(truths, concepts_per_image)]
 
 
 def caption_overridden(study, queries: Sequence, rankings: Sequence[Sequence[str]]) -> list[bool] | None:
@@ -241,20 +228,19 @@ def caption_overridden(study, queries: Sequence, rankings: Sequence[Sequence[str
     change: the pseudo-word outweighed the caption. ``None`` off the world."""
     if study.world is None:
         return None
-    out = []
-    for query, ranking in zip(queries, rankings):
-        reference, top = study.world.attributes(query.reference), study.world.attributes(ranking[0])
-        out.append(any(top[a] == reference[a] for a in query.aspect.split("+")))
-    return out
+    attributes = study.world.attributes
+    return [
+        any(attributes(r[0])[a] == attributes(q.reference)[a] for a in q.aspect.split("+"))
+        for q, r in zip(queries, rankings)
+    ]
 
 
 # ---- SEARLE's φ (distilled from OTI on images) beside LinCIR's (trained on captions only) ---------
 @dataclass
 class TwoPhis:
-    """The two φ's tokens of a few references: their nearest words, the mean cosine between the two tokens
-    of the same image (over every reference) and LinCIR's modality gap where the dataset has captions."""
+    """The two φ's nearest words for a few references, their mean same-image cosine over every reference
+    and LinCIR's modality gap where the dataset has captions."""
 
-    names: list[str]
     images: list[Image.Image]
     captions: list[str]
     searle_words: list[list[tuple[str, float]]]
@@ -279,7 +265,6 @@ def two_phis(setting: Setting, n: int = 4, k: int = 5) -> TwoPhis | None:
     picked = list(dict.fromkeys(bench.queries[i].reference for i in study.pick_queries(n)))
     rows = [names.index(m) for m in picked]
     return TwoPhis(
-        names=picked,
         images=study.images(picked),
         captions=[wrap(study.caption(m), 24) for m in picked],  # titles on two lines, not overlapping
         searle_words=nearest_words(backbone, a[rows], k, study.allowed_word_ids),
@@ -287,3 +272,132 @@ def two_phis(setting: Setting, n: int = 4, k: int = 5) -> TwoPhis | None:
         cosine=float(F.cosine_similarity(a, b, dim=-1).mean()),
         modality_gap=benchmark_modality_gap(backbone, bench, ctx.networks["lincir"]),
     )
+
+
+# ---- the typed-query explorer: a reference image, a typed relative caption, the results ---------------
+def typed_query(
+    study, name: str, token: torch.Tensor, caption: str, k: int = 5, label: str = "SEARLE-OTI"
+) -> RetrievalExample:
+    """The top-``k`` of the study's search set for "a photo of $ that {caption}" with ``$`` = ``token``
+    (reference ``name``'s pseudo-word), ranked by :func:`search`."""
+    caption = caption.strip()
+    if not caption:
+        raise InputError("type a relative caption, e.g. 'is blue'")
+    features = pseudo_query_features(
+        study.backbone, [CIRQuery("typed", name, (caption,), None, ())], {name: token}, SEARLE_PROMPT
+    )
+    gallery, names = study.search_set()
+    top = search(features, gallery, names, k=k)[0]
+    return RetrievalExample(study.images([name])[0], caption, study.images(top), [False] * len(top), label)
+
+
+def caption_note(study, caption: str) -> str | None:
+    """A sentence on the words of ``caption`` the world CLIP never learned (untrained token rows: noise),
+    with the words it does know; ``None`` when it knows them all."""
+    unknown = study.unknown_words(caption)
+    if not unknown:
+        return None
+    said = ", ".join(repr(w) for w in unknown)
+    known = "; ".join(f"{attribute}: {', '.join(values)}" for attribute, values in VALUES.items())
+    return (
+        f"the world CLIP never learned {said}: it reads such words as noise. It knows only its grammar's "
+        f"words, among them {known}."
+    )
+
+
+def start_from_query(study, index: int, names: list[str], tokens: list[torch.Tensor], invert=None) -> tuple[int, str]:
+    """Put query ``index``'s reference among the explorer's ``names`` and ``tokens`` (appended, inverted
+    with ``invert`` if it is not there yet) and return its position and the query's relative caption."""
+    query = study.query(study.query_index(index))
+    if query.reference not in names:
+        if invert is None:
+            raise InputError(f"query {index}'s reference {query.reference} is not among the inverted images")
+        token = invert(query.reference)  # first: a failed inversion leaves the explorer's lists as they were
+        names.append(query.reference)
+        tokens.append(token)
+    return names.index(query.reference), caption_variants(query)[0]
+
+
+def oti_inverter(study, config, seed: int):
+    """name -> the OTI token of that one image, as notebook 1 inverts its images."""
+
+    def invert(name: str) -> torch.Tensor:
+        features = study.features([name])
+        concepts = study.concepts(features, top_k=15)
+        return oti(
+            study.backbone, features, concepts=concepts, phrase_bank=study.phrase_bank, config=config, seed=seed
+        ).tokens[0]
+
+    return invert
+
+
+def query_explorer(
+    study,
+    names: list[str],
+    tokens: torch.Tensor,
+    k: int = 5,
+    caption: str = "is blue",
+    labels: list[str] | None = None,
+    invert=None,
+):
+    """A dropdown of references (named by ``labels``), a caption box and the results, redrawn on each change,
+    and a query number to start from any benchmark query (a new reference is inverted with ``invert``).
+    Without ipywidgets, draws the first image's query once."""
+    import matplotlib.pyplot as plt
+
+    if len(names) != len(tokens):
+        raise InputError(f"{len(names)} names for {len(tokens)} tokens")
+    try:
+        import ipywidgets as widgets
+        from IPython.display import display
+    except ImportError:
+        fig = retrieval_grid([typed_query(study, names[0], tokens[0], caption, k)])
+        print("pip install ipywidgets (or `pip install -e .[notebooks]`) to pick the image and type the caption")
+        return fig
+
+    names, tokens, labels = list(names), list(tokens), list(labels or names)
+    pick = widgets.Dropdown(options=list(zip(labels, range(len(names)))), value=0, description="reference")
+    text = widgets.Text(value=caption, description="caption", continuous_update=False)
+    number = widgets.BoundedIntText(value=0, min=0, max=len(study.bench.queries) - 1, description="query")
+    load = widgets.Button(description="start from this query", layout=widgets.Layout(width="auto"))
+    out = widgets.Output()
+
+    def redraw(*_) -> None:
+        with out:
+            out.clear_output(wait=True)
+            try:
+                example = typed_query(study, names[pick.value], tokens[pick.value], text.value, k)
+            except ValueError as err:
+                print(err)
+                return
+            note = caption_note(study, text.value)
+            if note:
+                print(note)
+            fig = retrieval_grid([example])
+            display(fig)
+            plt.close(fig)  # shown once, in the output area, not again at the cell's end
+
+    def watch(on: bool) -> None:
+        for box in (pick, text):
+            (box.observe if on else box.unobserve)(redraw, names="value")
+
+    def from_query(*_) -> None:
+        try:
+            before = len(names)
+            position, relative = start_from_query(study, number.value, names, tokens, invert)
+        except ValueError as err:
+            with out:
+                print(err)
+            return
+        watch(False)  # one redraw for the new reference and caption, not one per change
+        if len(names) > before:
+            labels.append(f"query {number.value}: {study.caption(names[-1])}")
+            pick.options = list(zip(labels, range(len(names))))
+        pick.value, text.value = position, relative
+        watch(True)
+        redraw()
+
+    watch(True)
+    load.on_click(from_query)
+    redraw()
+    return widgets.VBox([widgets.HBox([pick, text]), widgets.HBox([number, load]), out])

@@ -1,10 +1,8 @@
 """The inversions the notebooks share, each an artifact keyed by everything that determines it: OTI of a
-benchmark's references, OTI of φ's unlabeled images, and φ trained from the latter.
-
-A benchmark OTI run also keeps the raw final tokens and the EMA tokens at a few steps: OTI's learning rate
-is constant, so the EMA after 50 steps of a 350-step run is a 50-step run's result (up to the template and
-phrase draws), and the step and no-EMA ablations read the full run instead of running again.
-"""
+benchmark's references, OTI of φ's unlabeled images, and φ trained from the latter. A benchmark OTI run also
+keeps the raw final tokens and the EMA at a few steps: with OTI's constant learning rate the EMA after 50 of
+350 steps is a 50-step run's result (up to the template and phrase draws), so the step and no-EMA ablations
+read the full run."""
 
 from __future__ import annotations
 
@@ -44,8 +42,7 @@ class OTIRun:
     trained_now: bool = False
 
     def stack(self, names: list[str], which: str | int = "ema") -> torch.Tensor:
-        tokens = self.as_dict(which)
-        return torch.stack([tokens[n] for n in names])
+        return torch.stack([self.as_dict(which)[n] for n in names])
 
     def as_dict(self, which: str | int = "ema") -> dict[str, torch.Tensor]:
         """name -> token: ``"ema"`` (final), ``"raw"``, or a snapshot step."""
@@ -151,13 +148,10 @@ def train_study_phi(
     validate: bool = True,
     progress: bool | None = None,
 ) -> TrainedPhi:
-    """φ trained on the OTI tokens of the study's first ``images`` unlabeled images, cached: the one recipe
-    (``artifacts.unlabeled_phi``), so ``searle table`` with the same settings reuses it.
-
-    ``loss_overrides`` (``PhiLossConfig`` changes) and ``fraction`` (a seeded nested share of the images)
-    serve the ablations. ``validate`` scores ``searle`` on the benchmark :data:`VALIDATIONS` times, the last
-    epoch included; a cached φ validated on another benchmark, or not at all, is retrained for this curve.
-    """
+    """φ trained on the OTI tokens of the study's first ``images`` unlabeled images through
+    ``artifacts.unlabeled_phi``, so ``searle table`` reuses it. ``loss_overrides`` and ``fraction`` serve the
+    ablations; ``validate`` scores ``searle`` :data:`VALIDATIONS` times (a φ cached without this benchmark's
+    curve is retrained)."""
     unlabeled = _unlabeled(study, images)
     rows = None if fraction >= 1.0 else subset_indices(len(unlabeled.names), fraction, study.seed)
     every, calls = max(1, epochs // VALIDATIONS), []
@@ -166,7 +160,7 @@ def train_study_phi(
         calls.append(None)  # train_phi calls this after every epoch; score every ``every``-th and the last
         if len(calls) % every and len(calls) != epochs:
             return {}
-        ctx = study.context(oti_steps=oti_config.steps, phi=phi)
+        ctx = study.context(phi=phi, steps=oti_config.steps)
         return evaluate("searle", study.bench, study.backbone, ctx, gallery=study.gallery()).metrics
 
     # the validation curve belongs to one benchmark: its queries, not only its name
@@ -181,16 +175,15 @@ def train_study_phi(
 
 
 def study_phi(study: Study, validate: bool = False) -> TrainedPhi | None:
-    """The φ a notebook uses for ``searle``, from the study's settings: the ``phi_checkpoint`` file, else the
-    cached φ of :func:`train_study_phi` (``oti_steps``, ``phi_epochs``, ``phi_images``), else ``None`` (real
-    data without unlabeled images)."""
+    """The φ a notebook uses for ``searle``: the ``phi_checkpoint`` file, else :func:`train_study_phi` with the
+    study's settings, else ``None`` (real data without unlabeled images)."""
     s = study.settings
     if s.phi_checkpoint:
         phi = load_phi(s.phi_checkpoint, study.backbone).to(study.backbone.device).eval()
         return TrainedPhi(phi, [], 0.0, 0.0, False, 0)
     if study.unlabeled is None:
         return None
-    config = study.context(oti_steps=s.oti_steps).oti_config
+    config = study.context().oti_config
     return train_study_phi(study, config, s.phi_epochs, s.phi_images or None, validate=validate)
 
 

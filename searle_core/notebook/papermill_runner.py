@@ -1,6 +1,5 @@
 """``searle paper``: every notebook in order with papermill, headless, with the parameters a profile
-(``notebooks/profiles/<name>.yaml``) gives each; the executed notebooks go to ``<out>/<profile>/``.
-"""
+(``notebooks/profiles/<name>.yaml``) gives each; the executed notebooks go to ``<out>/<profile>/``."""
 
 from __future__ import annotations
 
@@ -10,15 +9,15 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
 from searle_core.infra.errors import InputError
 from searle_core.infra.files import atomic_write_text, load_yaml, read_text
 from searle_core.infra.paths import REPO_ROOT
-from searle_core.infra.settings import check_bounded
 from searle_core.notebook.record import STAGED_ENV, load_record, publish, record_path
+from searle_core.settings import check_bounded
 
 #: The notebooks, in the order they run (later ones reuse what earlier ones cached).
 NOTEBOOKS: tuple[str, ...] = (
@@ -31,8 +30,8 @@ NOTEBOOKS: tuple[str, ...] = (
 )
 #: Parameters the runner sets itself (not in profiles): where figures and recorded numbers go.
 RUNNER_PARAMETERS: tuple[str, ...] = ("figures_dir", "out_dir")
-#: The notebooks' kernel: this environment's Python, registered by ``make setup``. The notebooks'
-#: kernelspec names it, so a Jupyter of another environment asks for a kernel instead of running them there.
+#: This environment's Python, registered by ``make setup``; the notebooks' kernelspec names it, so a Jupyter
+#: of another environment asks for a kernel instead of running them there.
 KERNEL = "searle"
 KERNEL_DISPLAY_NAME = "Python (searle)"
 #: Top-level keys of a profile; ``common`` and keys starting with ``x-`` hold YAML anchors only.
@@ -72,8 +71,7 @@ def notebook_path(stem: str) -> Path:
 
 @dataclass
 class Profile:
-    """A parsed profile: its name, a line on what it is for, its figures folder (``None``: the run folder's
-    ``figures/``), notebook stem -> parameters, and the YAML it was read from."""
+    """A parsed profile; ``figures`` ``None`` means the run folder's ``figures/``."""
 
     name: str
     description: str
@@ -83,9 +81,8 @@ class Profile:
 
 
 def load_profile(name_or_path: str | os.PathLike) -> Profile:
-    """Read a profile by name (``quick``, ``shapes``, ``paper``) or from a YAML file: ``description``,
-    optional ``figures`` and ``notebooks: {stem: {param: value}}``; shared settings are written once with
-    YAML anchors and merge keys (``<<: *common``)."""
+    """A profile by name (``quick``, ``shapes``, ``paper``) or YAML file: ``description``, optional ``figures``
+    and ``notebooks: {stem: {param: value}}``; shared settings via YAML anchors and merge keys (``<<: *common``)."""
     path = Path(name_or_path)
     if not path.suffix:
         path = profiles_dir() / f"{name_or_path}.yaml"
@@ -97,9 +94,7 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
         raise InputError(
             f"{path}: expected a YAML mapping with keys {', '.join(PROFILE_KEYS)}, got a {type(data).__name__}"
         )
-    for key, value in data.items():
-        if isinstance(key, str) and key.startswith("x-"):
-            continue
+    for key, value in ((k, v) for k, v in data.items() if not str(k).startswith("x-")):
         if key not in PROFILE_KEYS:
             raise InputError(
                 f"{path}: unknown key {key!r}; expected {', '.join(PROFILE_KEYS)} (or x-NAME for YAML anchors)"
@@ -135,8 +130,8 @@ def notebook_parameters(stem: str) -> dict[str, dict]:
 
 
 def _type_fits(value, param: dict) -> tuple[bool, str]:
-    """Whether a profile value fits a declared parameter's type (papermill's annotation-based name, else the
-    type of its literal default; anything goes without one), and that type's name."""
+    """Whether a profile value fits a declared parameter's type (its annotation, else its literal default's;
+    anything goes without one), and that type's name."""
     name = str(param.get("inferred_type_name", "None"))
     if name == "None":
         try:
@@ -180,16 +175,7 @@ class NotebookRun:
     name: str
     output: Path
     seconds: float
-    record: dict = field(default_factory=dict)
-
-
-def _failure_message(stem: str, output: Path, err: Exception) -> str:
-    source = (getattr(err, "source", "") or "").strip().splitlines()
-    cell = getattr(err, "exec_count", None)
-    head = f"notebook {stem} failed in cell [{cell}]" if cell is not None else f"notebook {stem} failed"
-    where = f"\n  cell starts: {source[0][:100]}" if source else ""
-    what = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
-    return f"{head}: {what}{where}\n  executed copy: {output}"
+    record: dict
 
 
 def run_paper(
@@ -217,6 +203,7 @@ def run_paper(
     kernel = {"kernel_name": KERNEL, "cwd": str(notebooks_dir()), "log_output": False}
     kernel |= {"progress_bar": progress, "execution_timeout": cell_timeout}
     runs: list[NotebookRun] = []
+    log = log or (lambda line: None)
     for stem in order:
         output = run_dir / f"{stem}.ipynb"
         # Written under temporary names and moved over the previous results only once the notebook
@@ -224,14 +211,17 @@ def run_paper(
         partial = run_dir / f"{stem}.partial.ipynb"
         record_path(run_dir, stem, staged=True).unlink(missing_ok=True)
         params = {**profile.notebooks.get(stem, {}), "figures_dir": str(figures_dir), "out_dir": str(run_dir)}
-        if log:
-            log(f"[{profile.name}] {stem} ...")
+        log(f"[{profile.name}] {stem} ...")
         start = time.perf_counter()
         try:  # the kernel inherits STAGED_ENV: Recorder writes the staged name
             with mock.patch.dict(os.environ, {STAGED_ENV: "1"}):
                 papermill.execute_notebook(str(notebook_path(stem)), str(partial), parameters=params, **kernel)
         except PapermillExecutionError as err:
-            raise NotebookFailed(_failure_message(stem, partial, err)) from None
+            cell = "" if err.exec_count is None else f" in cell [{err.exec_count}]"
+            first = (err.source or "").strip().splitlines()[:1]
+            where = f"\n  cell starts: {first[0][:100]}" if first else ""
+            what = f"notebook {stem} failed{cell}: {err.ename}: {err.evalue}{where}"
+            raise NotebookFailed(f"{what}\n  executed copy: {partial}") from None
         except TimeoutError as err:  # nbclient's CellTimeoutError: a cell ran past cell_timeout
             raise NotebookFailed(
                 f"{stem}: a cell ran longer than {cell_timeout} s ({err}); the partly executed copy is {partial}"
@@ -240,8 +230,7 @@ def run_paper(
         seconds = time.perf_counter() - start
         record = load_record(run_dir, stem) if record_path(run_dir, stem).is_file() else {}
         runs.append(NotebookRun(stem, output, seconds, record))
-        if log:
-            log(f"[{profile.name}] {stem}: {seconds:.0f} s, {len(record)} numbers recorded")
+        log(f"[{profile.name}] {stem}: {seconds:.0f} s, {len(record)} numbers recorded")
     summary = {
         "profile": profile.name,
         "figures": str(figures_dir),

@@ -10,8 +10,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from searle_core.infra.files import atomic_write_text
 from searle_core.report.table import flatten
 
@@ -29,10 +27,8 @@ def _plain(value: Any) -> Any:
     """JSON-safe copy: numpy and torch scalars to Python numbers, NaN to ``None``."""
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         value = value.item()
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -1,9 +1,6 @@
 """The results notebook's engine: every method on every (benchmark, backbone) of a profile, the paper's
 numbers beside ours, the tables as CSV, Markdown and LaTeX, the test-server files and the run's record.
-
-Methods a real-data setting cannot run (no φ, no unlabeled images, no captioning model) are skipped with
-the reason written under the table, instead of failing the run.
-"""
+A method a real-data setting cannot run (no φ, unlabeled images or captioner) is skipped, the reason noted."""
 
 from __future__ import annotations
 
@@ -20,7 +17,6 @@ from searle_core.baselines.palavra import PalavraConfig
 from searle_core.baselines.pic2word import Pic2WordConfig
 from searle_core.datasets import load_benchmark
 from searle_core.infra.markdown import markdown_table
-from searle_core.infra.settings import from_parameters
 from searle_core.jobs.evaluation import evaluate
 from searle_core.methods.context import Computed, MethodContext
 from searle_core.methods.pipeline import MethodResult
@@ -48,12 +44,12 @@ from searle_core.report.table import (
     variant_notes,
     write_table,
 )
+from searle_core.settings import from_parameters
 
 
 @dataclass
 class Setting:
-    """One (benchmark, backbone) of the profile, evaluated: its table and the method context it ran with
-    (φ, OTI settings: the server files)."""
+    """One (benchmark, backbone) of the profile, evaluated: its table and the method context it ran with."""
 
     study: Study
     table: Table
@@ -62,10 +58,6 @@ class Setting:
     @property
     def evaluations(self) -> dict[str, MethodResult]:
         return self.table.evaluations
-
-    @property
-    def skipped(self) -> dict[str, str]:
-        return self.table.skipped
 
     @property
     def variants(self) -> dict[str, str]:
@@ -98,14 +90,11 @@ def _skip_reason(method: str, study: Study, has_phi: bool) -> str | None:
 def evaluate_setting(
     study: Study, methods: list[str], log=print, baseline_epochs: int = 0, baseline_images: int = 0, **settings
 ) -> Setting:
-    """``methods`` on ``study.bench`` through ``report.table.evaluate_methods`` (the loop of ``searle table``)
-    with the study's run settings (``settings``: ``RunSettings`` fields to change): its OTI steps, its φ
-    (``phi_checkpoint``, else trained on its unlabeled images: the cached φ of notebooks 2, 3 and 5), its
-    captioner and its cached OTI tokens. ``baseline_epochs`` / ``baseline_images`` shrink Pic2Word's and
-    PALAVRA's training (0: defaults); ``log=None`` is silent."""
+    """``methods`` on ``study.bench`` as ``searle table`` runs them, with the study's settings changed by
+    ``settings`` (``RunSettings`` fields), its φ (:func:`study_phi`) and its cached OTI tokens;
+    ``baseline_epochs`` / ``baseline_images`` shrink Pic2Word's and PALAVRA's training (0: defaults)."""
     if settings:
         study = dataclasses.replace(study, settings=from_parameters(settings, base=study.settings))
-    s = study.settings
     ctx = study.context()
     _size_baselines(ctx, baseline_epochs, baseline_images)
     if "searle" in methods:
@@ -114,11 +103,11 @@ def evaluate_setting(
             use_phi(ctx, trained)
     if "searle-oti" in methods:
         prefill_oti(study, ctx)  # cached across notebooks; the row's time is the OTI's own
-    if s.captioner:
-        ctx.captioner = s.captioner
+    if study.settings.captioner:
+        ctx.captioner = study.settings.captioner
     skip = {m: reason for m in methods if (reason := _skip_reason(m, study, ctx.phi is not None))}
     say = (lambda line: log(f"{study.bench.name} {study.backbone.name} {line}")) if log else None
-    distilled = not s.phi_checkpoint
+    distilled = not study.settings.phi_checkpoint
     table = evaluate_methods(
         study.bench, study.backbone, methods, ctx, say, gallery=study.gallery, skip=skip, phi_distilled=distilled
     )
@@ -147,13 +136,9 @@ def run_settings(
     baseline_images: int = 0,
     **settings,
 ) -> list[Setting]:
-    """:func:`evaluate_setting` for every benchmark × backbone of a profile with the run ``settings``
-    (``RunSettings`` fields), each benchmark scored on its first ``max_queries`` queries (0: all).
-
-    ``benchmarks``: ``[{"dataset": "circo", "dataset_path": "/data/CIRCO", "split": "val"}, ...]``;
-    ``backbones``: ``[{"name": "ViT-B-32", "pretrained": "openai", "phi_checkpoint": ""}, ...]``
-    (``shapes`` pairs only with ``shapes-clip``, real datasets only with the others).
-    """
+    """:func:`evaluate_setting` for every benchmark × backbone of a profile, each scored on its first
+    ``max_queries`` queries (0: all). ``benchmarks``: ``[{"dataset", "dataset_path", "split"}, ...]``,
+    ``backbones``: ``[{"name", "pretrained", "phi_checkpoint"}, ...]`` (``shapes`` only with ``shapes-clip``)."""
     out = []
     for b in benchmarks:
         for bb in backbones:
@@ -327,7 +312,7 @@ def save_results(
             at = f"{key}/{row.method}"
             rec.record(**{f"{at}/{m}": v for m, v in flatten(s.evaluations[row.method].metrics).items()})
             rec.record(**{f"{at}/seconds": row.seconds, f"{at}/train_seconds": row.train_seconds})
-        rec.record(f"{key}/skipped", sorted(s.skipped))
+        rec.record(f"{key}/skipped", sorted(s.table.skipped))
         rec.record(f"{key}/settings", s.table.settings)
         for d in differences.get(pair, []):
             rec.record(f"{key}/{d.method}/vs-searle-oti", {"diff": d.diff, "low": d.low, "high": d.high})
@@ -338,8 +323,7 @@ def save_results(
     for s in settings:
         stem = f"{s.study.dataset}-{s.study.bench.split}-{s.study.backbone.name}"
         written += list(write_table(s.table, tables, stem))
-        if (s.study.dataset, s.study.backbone.name) in differences:
-            diffs = differences[s.study.dataset, s.study.backbone.name]
+        if (diffs := differences.get((s.study.dataset, s.study.backbone.name))) is not None:
             written.append(write_differences(diffs, tables / f"{stem}-vs-searle-oti", s.names))
     return written
 
@@ -376,8 +360,7 @@ def write_test_submissions(
             continue
         bench = load_benchmark(dataset, s.study.bench.extra["root"], TEST_SPLITS[dataset])
         study = dataclasses.replace(s.study, bench=bench, _gallery=None)
-        # The validation run's context (vocabulary, OTI settings, φ, trained baselines) without its
-        # tokens, which are of the validation references.
+        # the validation run's context (vocabulary, OTI settings, φ, baselines) less its references' tokens
         ctx = dataclasses.replace(s.ctx, token_seconds={}, computed=Computed())
         if "searle-oti" in s.evaluations:
             prefill_oti(study, ctx)

@@ -15,15 +15,14 @@ from searle_core.datasets import ImageFolderSource
 from searle_core.datasets.base import CIRBenchmark, CIRQuery, ImageSource
 from searle_core.datasets.features import configure_for_dataset, image_features
 from searle_core.infra.errors import InputError
-from searle_core.infra.settings import RunSettings, from_parameters
 from searle_core.inversion.concepts import Vocabulary
 from searle_core.inversion.nearest import word_token_ids
-from searle_core.jobs.setup import open_benchmark, open_model, open_vocabulary
-from searle_core.method.oti import OTIConfig
+from searle_core.jobs.from_settings import open_benchmark, open_model, open_vocabulary
 from searle_core.method.phi import Phi
 from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import gallery_features
 from searle_core.plotting import RetrievalExample
+from searle_core.settings import RunSettings, from_parameters
 from searle_core.world import ShapesWorld, WorldConfig, caption_for, training_vocabulary, unknown_words
 from searle_core.world.setup import resolved_oti_batch_size, world_setup
 
@@ -103,21 +102,12 @@ class Study:
             return gallery["all"], list(self.bench.gallery)
         return torch.cat([gallery[c] for c in by_category]), [n for c in by_category for n in by_category[c]]
 
-    def context(
-        self,
-        oti_steps: int | None = None,
-        phi: Phi | None = None,
-        lambda_gpt: float = OTIConfig.lambda_gpt,
-        **oti_overrides,
-    ) -> MethodContext:
-        """A ``MethodContext`` with this study's vocabulary, seed and OTI settings (``lambda_gpt`` 0 without a
-        vocabulary; ``oti_overrides``: other ``OTIConfig`` fields)."""
-        oti_overrides.setdefault("precision", self.settings.precision)
-        steps = self.settings.oti_steps if oti_steps is None else oti_steps
-        config = OTIConfig(steps=steps, lambda_gpt=lambda_gpt if self.vocabulary else 0.0, **oti_overrides)
+    def context(self, phi: Phi | None = None, **oti_changes) -> MethodContext:
+        """A ``MethodContext`` with this study's vocabulary, seed and OTI config (``settings.oti_config``;
+        ``oti_changes``: ``OTIConfig`` fields a notebook sets, such as ``steps`` or ``lambda_gpt``)."""
         ctx = MethodContext(
             vocabulary=self.vocabulary,
-            oti_config=config,
+            oti_config=self.settings.oti_config(self.vocabulary is not None, **oti_changes),
             oti_batch_size=self.oti_batch_size,
             phi=phi,
             seed=self.seed,

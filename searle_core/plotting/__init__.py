@@ -4,6 +4,7 @@ notebooks stay thin and tests check each figure without running a notebook; grid
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +69,7 @@ def new_axes(ax: Axes | None = None, figsize: tuple[float, float] = (6, 4)) -> t
 
 def save_figure(fig: Figure, figures_dir: str | os.PathLike | None, name: str, dpi: int = 150) -> None:
     """Save ``fig`` as ``<figures_dir>/<name>.png`` (nothing for an empty ``figures_dir``), without the
-    "Software" metadata, so the bytes depend on the figure only; ``None``, so a cell's last line prints nothing."""
+    "Software" metadata, so the bytes depend on the figure only."""
     if not figures_dir:
         return
     path = Path(figures_dir) / f"{name}.png"
@@ -86,23 +87,15 @@ def show_image(
     for spine in ax.spines.values():
         spine.set_visible(border is not None)
         if border is not None:
-            spine.set_edgecolor(border)
-            spine.set_linewidth(4)
+            spine.set(edgecolor=border, linewidth=4)
     if title:
         ax.set_title(title, fontsize=fontsize)
     return ax.figure
 
 
 def wrap(text: str, width: int = 28) -> str:
-    """Break a caption into lines of at most ``width`` characters (titles of small panels)."""
-    lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return "\n".join(lines + [line] if line else lines)
+    """Break a caption at spaces into lines of at most ``width`` characters (titles of small panels)."""
+    return textwrap.fill(" ".join(text.split()), width, break_long_words=False, break_on_hyphens=False)
 
 
 # ---- curves: OTI's losses per step, φ's losses and validation per epoch, timings ----------------------
@@ -198,8 +191,7 @@ def plot_time_per_image(
 ) -> Figure:
     """Bars of seconds per image (log scale: OTI and φ differ by orders of magnitude)."""
     fig, ax = new_axes(ax, figsize=(5, 2.6))
-    names = list(seconds)
-    values = [seconds[n] for n in names]
+    names, values = list(seconds), list(seconds.values())
     bars = ax.barh(names, values, color=[SERIES_COLOURS.get(n, "#555555") for n in names])
     ax.set_xscale("log")
     ax.set_xlabel("seconds per image (log scale)")
@@ -266,12 +258,9 @@ def plot_token_path(
     steps: Sequence[int] | None = None,
     end_words: Sequence[tuple[str, float]] | None = None,
 ) -> Figure:
-    """S*'s (T, 2) path during OTI among the (W, 2) projected words; call again with the same ``ax`` for
-    another path. ``steps`` annotates start and end with their OTI step.
-
-    A 2-D projection cannot keep every distance, so ``end_words`` (the end's true nearest words, each among
-    ``word_labels``) are joined to the end by dotted lines, with their cosine written at the word.
-    """
+    """S*'s (T, 2) path during OTI among the (W, 2) projected words (same ``ax`` again: another path).
+    A 2-D projection cannot keep every distance, so ``end_words`` (the end's true nearest words) are joined
+    to the end by dotted lines, their cosine written at the word; ``steps`` labels start and end."""
     fig, ax = new_axes(ax, figsize=(5, 4.5))
     if not any(getattr(c, "_is_word_cloud", False) for c in ax.collections):
         cloud = ax.scatter(words_xy[:, 0], words_xy[:, 1], s=22, color="#999999", zorder=2)
@@ -353,9 +342,8 @@ def plot_agreement(
 # ---- retrieval example grids, bars of results and ablations ------------------------------------------
 @dataclass
 class RetrievalExample:
-    """One row of a retrieval grid: the reference image, its caption (or whole prompt), the top results
-    best first, per result whether it is a ground truth, a label left of the row (e.g. the method) and
-    optional per-result titles (e.g. similarities)."""
+    """One row of a retrieval grid: the reference image, its caption, the top results best first, whether
+    each is a ground truth, a label left of the row (e.g. the method) and optional per-result titles."""
 
     query_image: object
     caption: str

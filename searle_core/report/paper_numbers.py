@@ -1,11 +1,6 @@
-"""The paper's reported numbers, as data, and reproduced numbers placed beside them.
-
-``data_files/paper_results.csv`` (long: dataset, split, backbone, method, metric, value) holds the SEARLE
-paper's tables (CIRR test, FashionIQ validation, CIRCO test) and LinCIR's three ViT-L/14 headline numbers.
-A difference is reported only on the paper's split and for the paper's own method: CIRR and CIRCO
-validation numbers stand beside the paper's test numbers, labelled (the server files give the comparable
-ones), and re-implemented baselines stand beside the original model's number, labelled.
-"""
+"""The paper's reported numbers (``data_files/paper_results.csv``: SEARLE's tables and LinCIR's three ViT-L/14
+headline numbers) and reproduced numbers beside them: a difference only on the paper's split and for the paper's
+own method; re-implemented baselines stand beside the original model's number, labelled."""
 
 from __future__ import annotations
 
@@ -34,29 +29,10 @@ PAPER_TABLE_METRICS: dict[str, list[str]] = {
 
 
 @lru_cache(maxsize=1)
-def _load() -> pd.DataFrame:
+def paper_results() -> pd.DataFrame:
+    """The paper's numbers in long format: dataset, split, backbone, method, metric, value."""
     with resources.as_file(resources.files("searle_core").joinpath("data_files", "paper_results.csv")) as path:
         return pd.read_csv(path, comment="#")
-
-
-def paper_results(dataset: str | None = None) -> pd.DataFrame:
-    """The paper's numbers in long format (of one dataset, or all)."""
-    df = _load()
-    return (df if dataset is None else df[df.dataset == dataset]).reset_index(drop=True)
-
-
-def paper_value(dataset: str, backbone: str, method: str, metric: str) -> float | None:
-    """One reported number, or ``None`` where the paper reports none ("–")."""
-    df = _load()
-    hit = df[(df.dataset == dataset) & (df.backbone == backbone) & (df.method == method) & (df.metric == metric)]
-    return float(hit.value.iloc[0]) if len(hit) else None
-
-
-def paper_table(dataset: str) -> pd.DataFrame:
-    """One of the paper's tables as printed: rows (backbone, method), columns its metrics."""
-    df = paper_results(dataset)
-    wide = df.pivot_table(index=["backbone", "method"], columns="metric", values="value", sort=False)
-    return wide.reindex(columns=PAPER_TABLE_METRICS[dataset])
 
 
 def results_frame(evaluations: dict[tuple[str, str, str], dict]) -> pd.DataFrame:
@@ -77,7 +53,7 @@ def compare_with_paper(reproduced: pd.DataFrame, metrics: list[str] | None = Non
     none). ``diff`` is set only on the paper's split for the paper's own method; a re-implemented
     baseline's number is labelled ``"original <model>"``; a variant row gets no paper number at all.
     """
-    paper = _load()[["dataset", "backbone", "method", "metric", "value", "split"]].rename(
+    paper = paper_results()[["dataset", "backbone", "method", "metric", "value", "split"]].rename(
         columns={"value": "paper", "split": "paper_split"}
     )
     df = reproduced.rename(columns={"value": "reproduced"}).merge(

@@ -1,4 +1,4 @@
-"""Prediction files for the CIRR and CIRCO evaluation servers, in the authors' formats: CIRR ``recall``
+"""Prediction files for the CIRR and CIRCO evaluation servers, in their formats: CIRR ``recall``
 ``{"version": "rc2", "metric": "recall", "<pairid>": [50 names], ...}`` and ``recall_subset`` (the top 3 inside
 the query's ``img_set``, reference excluded); CIRCO ``{"<query id>": [50 integer image ids], ...}``.
 
@@ -56,20 +56,17 @@ def cirr_submission(
     recall: dict[str, Any] = {"version": "rc2", "metric": "recall"}
     subset: dict[str, Any] = {"version": "rc2", "metric": "recall_subset"}
     for pairid, ranking in predictions.items():
-        top = _top_k(str(pairid), ranking, TOP_K)
-        q = by_id.get(str(pairid))
+        top, q = _top_k(str(pairid), ranking, TOP_K), by_id.get(str(pairid))
         if q is not None and q.reference in top:
             raise InputError(f"pairid {pairid}: reference {q.reference} is in its own top {TOP_K}")
         recall[str(pairid)] = [str(x) for x in top]
     for pairid, ranking in subset_predictions.items():
-        top = _top_k(str(pairid), ranking, SUBSET_TOP_K)
-        q = by_id.get(str(pairid))
-        if q is not None:
-            if q.reference in top:
-                raise InputError(f"pairid {pairid}: reference {q.reference} is in its subset ranking")
-            outside = [x for x in top if q.subset is not None and x not in q.subset]
-            if outside:
-                raise InputError(f"pairid {pairid}: {outside} not in the query's img_set")
+        top, q = _top_k(str(pairid), ranking, SUBSET_TOP_K), by_id.get(str(pairid))
+        if q is not None and q.reference in top:
+            raise InputError(f"pairid {pairid}: reference {q.reference} is in its subset ranking")
+        outside = [x for x in top if q is not None and q.subset is not None and x not in q.subset]
+        if outside:
+            raise InputError(f"pairid {pairid}: {outside} not in the query's img_set")
         subset[str(pairid)] = [str(x) for x in top]
     return recall, subset
 
@@ -84,19 +81,19 @@ def write_cirr_submission(
     """Write ``recall_submission_<name>.json`` and ``recall_subset_submission_<name>.json`` (see
     :func:`cirr_submission`), both renamed into place only once both are written."""
     recall, subset = cirr_submission(predictions, subset_predictions, queries)
-    out_dir = Path(out_dir)
+    out = Path(out_dir)
 
     def writer(data) -> Callable[[str], None]:
         def write(tmp: str) -> None:
-            with open(tmp, "w", encoding="utf-8") as f:
+            with open(tmp, "w", encoding="utf-8") as f:  # builtins.open: the fault tests replace it
                 f.write(json.dumps(data))
 
         return write
 
     first, second = atomic_write_many(
         {
-            out_dir / f"recall_submission_{name}.json": writer(recall),
-            out_dir / f"recall_subset_submission_{name}.json": writer(subset),
+            out / f"recall_submission_{name}.json": writer(recall),
+            out / f"recall_subset_submission_{name}.json": writer(subset),
         }
     )
     return first, second

@@ -68,9 +68,8 @@ def row_settings(settings: dict, method: str) -> list[str]:
 
 @dataclass
 class TableRow:
-    """One method's result: metrics in percent, query-side ``seconds`` (gallery and training excluded),
-    its network's ``train_seconds`` (``None``: none) and whether it trained in this run. A ``variant``
-    ("templates", "no phrases") is not the paper's method: named so, never beside the paper's number."""
+    """One method's result: metrics in percent, query-side ``seconds``, its network's ``train_seconds``. A
+    ``variant`` ("templates", "no phrases") is not the paper's method: named so, never beside the paper's number."""
 
     method: str
     metrics: dict[str, float]
@@ -86,8 +85,8 @@ class TableRow:
 
 @dataclass
 class Table:
-    """Rows plus what they were measured on, the notes under them, the settings record
-    (:func:`settings_record`), each method's evaluation and why a method was skipped."""
+    """Rows plus what they were measured on, the notes under them, the settings, each method's evaluation
+    and why a method was skipped."""
 
     rows: list[TableRow]
     dataset: str
@@ -126,16 +125,13 @@ def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
 
 
 def settings_record(backbone: Backbone, ctx: MethodContext) -> dict:
-    """How the numbers were made: the image pipeline (``targetpad`` = targetpad 1.25 + the model's resize,
-    crop and normalisation), evaluation precision (fp32), OTI's and the networks' training precision,
-    and the φ ``searle`` used."""
-    phi = ctx.phi
+    """How the numbers were made: image pipeline, evaluation and training precision, and the φ ``searle`` used."""
     return {
         "preprocess": preprocess_name(backbone),
         "eval_precision": EVAL_PRECISION,
         "train_precision": training_precision(backbone.device, ctx.oti_config.precision),
-        "phi_epoch": getattr(phi, "epoch", None) if phi is not None else None,
-        "phi_source": getattr(phi, "source", None) if phi is not None else None,
+        "phi_epoch": getattr(ctx.phi, "epoch", None),
+        "phi_source": getattr(ctx.phi, "source", None),
     }
 
 
@@ -201,8 +197,7 @@ def to_dict(table: Table) -> dict:
 
 
 def write_table(table: Table, out_dir: str | Path, stem: str | None = None) -> tuple[Path, Path]:
-    """Write ``{stem}.csv`` (a row per method: metrics, seconds, settings) and ``{stem}.md`` atomically;
-    the default stem is ``{dataset}-{split}``."""
+    """Write ``{stem}.csv`` (a row per method: metrics, seconds, settings) and ``{stem}.md`` atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = stem or f"{table.dataset}-{table.split}"
@@ -233,13 +228,10 @@ def evaluate_methods(
     skip: Mapping[str, str] | None = None,
     phi_distilled: bool = False,
 ) -> Table:
-    """Every method of ``methods`` on ``bench``, in order, with one context (tokens and captions reused), a
-    line per finished method to ``log``.
+    """Every method of ``methods`` on ``bench``, in order, with one context (tokens and captions reused).
 
-    ``gallery``: the features, or a function returning them (a notebook's cached ``Study.gallery``);
-    ``skip``: method -> why it is not run (a note under the table). OTI without the authors' GPT phrases
-    is not the paper's OTI, nor is a φ distilled here (``phi_distilled``) from its tokens: both rows get
-    the variant label; a φ checkpoint keeps the paper's name.
+    ``gallery``: the features, or a function returning them; ``skip``: method -> why it is not run. OTI
+    without GPT phrases, and a φ distilled here (``phi_distilled``) from its tokens, get the variant label.
     """
     if any(q.target is None for q in bench.queries):
         raise InputError(f"{bench.name} {bench.split} has no ground truths (a test split): the table needs metrics")

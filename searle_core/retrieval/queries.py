@@ -57,12 +57,10 @@ def pseudo_query_features(
     queries: list[CIRQuery],
     tokens: dict[str, torch.Tensor],
     template: str = SEARLE_PROMPT,
-    batch_size: int = 512,
     variants: Callable[[CIRQuery], list[str]] = caption_variants,
 ) -> torch.Tensor:
-    """Features of ``template`` with ``$`` = the reference's pseudo-word token (SEARLE, OTI, Pic2Word,
-    PALAVRA). ``tokens``: reference name -> token; ``variants``: query -> the captions whose features
-    are averaged."""
+    """Features of ``template`` with ``$`` = the reference's pseudo-word token (``tokens``: reference name ->
+    token), averaged over ``variants(query)`` (SEARLE, OTI, Pic2Word, PALAVRA)."""
     missing = [q.reference for q in queries if q.reference not in tokens]
     if missing:
         raise InputError(f"no pseudo-word token for reference images {missing[:5]} ({len(missing)} missing)")
@@ -74,9 +72,9 @@ def pseudo_query_features(
         rows += [q.reference] * len(texts)
     before, _, after = template.partition("{}")
     out = []
-    for i in range(0, len(prompts), batch_size):
-        chunk = torch.stack([tokens[r] for r in rows[i : i + batch_size]]).to(backbone.device, torch.float32)
-        ids = backbone.tokenize(prompts[i : i + batch_size])
+    for i in range(0, len(prompts), 512):
+        chunk = torch.stack([tokens[r] for r in rows[i : i + 512]]).to(backbone.device, torch.float32)
+        ids = backbone.tokenize(prompts[i : i + 512])
         # Only the template's "$" is the pseudo-word: a caption's dollar signs ("costs $20 less") stay text.
         mask = pseudo_word_mask(ids, backbone.dollar_token_id, before.count("$"), after.count("$"))
         with eval_precision(backbone.device):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from searle_core.datasets.base import CIRBenchmark
+from searle_core.datasets.loaders import query_aspects
 from searle_core.metrics import benchmarks as metrics
 
 SHAPES_MAP_KS, SHAPES_RECALL_KS = (5, 10, 25, 50), (1, 5, 10, 50)
@@ -16,14 +17,13 @@ def rank_gallery(
     gallery: list[str],
     k: int,
     exclude: list[str | None] | None = None,
-    chunk: int = 1024,
 ) -> list[list[str]]:
-    """Top-``k`` gallery names per query by cosine similarity of normalised features, ``chunk`` queries
-    at a time (bounds memory for a 120k gallery); ``exclude``: per query a name to drop, or None."""
+    """Top-``k`` gallery names per query by cosine similarity of normalised features, 1024 queries at a time
+    (bounds memory for a 120k gallery); ``exclude``: per query a name to drop, or None."""
     rankings = []
-    for start in range(0, len(query_features), chunk):
-        scores = (query_features[start : start + chunk].float() @ gallery_features.float().T).numpy()
-        part = None if exclude is None else exclude[start : start + chunk]
+    for start in range(0, len(query_features), 1024):
+        scores = (query_features[start : start + 1024].float() @ gallery_features.float().T).numpy()
+        part = None if exclude is None else exclude[start : start + 1024]
         rankings += metrics.rank_by_scores(scores, gallery, k, exclude=part)
     return rankings
 
@@ -31,7 +31,7 @@ def rank_gallery(
 def _aspects(bench: CIRBenchmark, q) -> list[str]:
     if (per_query := bench.extra.get("semantic_aspects")) is not None:
         return list(per_query.get(q.query_id, []))
-    return [a for a in (q.aspect or "").split(",") if a]
+    return query_aspects(q)
 
 
 def benchmark_rankings(

@@ -1,6 +1,5 @@
-"""The ``shapes`` world as the pipeline sees it: the world and its CLIP, its vocabulary, and its sizes of
-the method's and the baselines' recipes (its images are hundreds where the paper's are a hundred
-thousand, its vocabulary 135 concepts where the paper's has 20,931)."""
+"""The ``shapes`` world as the pipeline sees it: the world and its CLIP, its vocabulary, and its sizes of the
+method's and the baselines' recipes (hundreds of images where the paper has a hundred thousand)."""
 
 from __future__ import annotations
 
@@ -14,14 +13,13 @@ from searle_core.world.grammar import concepts, phrase_bank
 from searle_core.world.shapes_world import ShapesWorld, WorldConfig
 from searle_core.world.world_clip import WorldCLIPConfig
 
-#: OTI's batch on the world. Adam undoes the batch mean's 1/B, so the batch changes which seeded draws an
-#: image gets, not what OTI computes; on a CPU 128 images invert about 1.7 times faster than 32.
+#: OTI's batch on the world: Adam undoes the batch mean's 1/B, so the batch changes which seeded draws an
+#: image gets, not what OTI computes, and on a CPU 128 images invert about 1.7 times faster than 32.
 WORLD_OTI_BATCH_SIZE = 128
 #: φ's epochs and unlabeled images (280 optimiser steps of 64 images); the `shapes` profile uses the same.
 WORLD_PHI_EPOCHS = 70
 WORLD_PHI_IMAGES = 256
-#: Image presentations of the trained baselines, about φ's. On the default world 10, 20 and 40 epochs
-#: gave Pic2Word 74.7, 75.1 and 75.6 and PALAVRA 58.3, 58.7 and 59.5 mAP@10 on val, within its noise.
+#: Image presentations of the trained baselines, about φ's (more epochs change their mAP@10 within its noise).
 WORLD_BASELINE_PRESENTATIONS = 20_000
 
 

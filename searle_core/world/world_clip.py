@@ -1,8 +1,6 @@
-"""``shapes-clip``: the ``shapes`` world's small CLIP (``model_configs/shapes-clip.json``: open_clip's
-``ModifiedResNet`` on 32×32 images and a text tower over CLIP's real BPE vocabulary, so ``$`` is token 259 as
-in the real models), trained contrastively on fresh renders with grammar captions and cached by everything
-that determines it; the package ships both recipes' weights, so it trains only for another recipe. Why the
-recipe is what it is: ``docs/shapes-world.md``."""
+"""``shapes-clip``: the world's small CLIP (open_clip's ``ModifiedResNet`` on 32×32 images, a text tower over
+CLIP's real BPE vocabulary, so ``$`` is token 259), trained contrastively on fresh renders with grammar captions,
+cached by everything that determines it; both recipes' weights are shipped. Why: ``docs/shapes-world.md``."""
 
 from __future__ import annotations
 
@@ -55,7 +53,7 @@ class WorldCLIPConfig:
 
     @classmethod
     def quick(cls) -> WorldCLIPConfig:
-        """Fewer steps on the smaller world, for CI (87.5 % zero-shot)."""
+        """Fewer steps on the smaller world, for CI."""
         return cls(steps=420, world=WorldConfig.quick())
 
     def cache_key(self) -> str:
@@ -81,8 +79,8 @@ def caption_matches(captions: list[str], codes: np.ndarray) -> torch.Tensor:
 def multi_positive_loss(
     image_features: torch.Tensor, text_features: torch.Tensor, matches: torch.Tensor, logit_scale: torch.Tensor
 ) -> torch.Tensor:
-    """CLIP's symmetric loss with every true caption a positive: a caption naming only the colour is true
-    of every image of that colour, which plain InfoNCE would push apart."""
+    """CLIP's symmetric loss with every true caption a positive (a caption naming only the colour is true of
+    every image of that colour, which plain InfoNCE would push apart)."""
     logits = logit_scale * F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
     target = matches.float()
     i2t = -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
@@ -111,7 +109,7 @@ def training_batch(
 
 class _CompactEmbedding(torch.nn.Module):
     """The token-table rows captions use (about 40 of 49,408), trained in place of the table, whose dense
-    AdamW update would cost more than the rest of a step. Sorted, so end-of-text keeps the largest id."""
+    AdamW update would cost more than the rest of a step; sorted, so end-of-text keeps the largest id."""
 
     def __init__(self, table: torch.nn.Embedding, ids: list[int]) -> None:
         super().__init__()
@@ -139,7 +137,7 @@ def trained_token_ids(tokenizer=None) -> list[int]:
 
 @contextlib.contextmanager
 def _quiet_random_init():
-    """Drops open_clip's "No pretrained weights loaded" warning while the world CLIP is built from scratch."""
+    """Drop open_clip's "No pretrained weights loaded" warning while the world CLIP is built from scratch."""
     quiet = lambda record: "No pretrained weights loaded" not in record.getMessage()
     logging.getLogger().addFilter(quiet)
     try:
@@ -194,8 +192,7 @@ def train_world_clip(config: WorldCLIPConfig = WorldCLIPConfig(), progress: bool
     return model.state_dict(), log
 
 
-# Weights are stored small (4 MB shipped, ``make world-weights``): half precision, and of the token table
-# only the rows captions train, the others redrawn from a seeded generator.
+# Weights are stored small: half precision, and of the token table only the trained rows, the others redrawn.
 def untrained_rows(shape: tuple[int, int], seed: int) -> torch.Tensor:
     """The values every untrained row of the token table takes (seeded, independent of training)."""
     generator = torch.Generator().manual_seed(seed)
@@ -203,8 +200,8 @@ def untrained_rows(shape: tuple[int, int], seed: int) -> torch.Tensor:
 
 
 def finalise(state: dict[str, torch.Tensor], trained_ids: list[int], seed: int) -> dict[str, torch.Tensor]:
-    """Weights as stored: floats rounded to half precision (kept float32) and the token table's rows
-    outside ``trained_ids`` replaced by :func:`untrained_rows` of the recipe's ``seed``. Idempotent."""
+    """Weights as stored: floats rounded to half precision (kept float32), the token table's rows outside
+    ``trained_ids`` replaced by :func:`untrained_rows` of ``seed``. Idempotent."""
     out = {k: v.half().float() if v.is_floating_point() else v.clone() for k, v in state.items()}
     table = out[TOKEN_TABLE]
     trained = torch.zeros(len(table), dtype=torch.bool)
@@ -240,7 +237,7 @@ def expand(packed: dict) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def shipped_path(key: str) -> Path:
-    """Where the shipped weights of the recipe with cache key ``key`` are (or would be)."""
+    """Where the shipped weights of the recipe ``key`` are (or would be)."""
     return SHIPPED_DIR / f"{WORLD_BACKBONE}-{key}.pt"
 
 
@@ -277,7 +274,6 @@ def world_clip_weights(
 
 
 def _digest(state: dict[str, torch.Tensor]) -> str:
-    """A short hash of a state dict's tensors, naming weights held in memory only."""
     digest = hashlib.sha256()
     for name, tensor in state.items():
         digest.update(name.encode())
@@ -287,8 +283,8 @@ def _digest(state: dict[str, torch.Tensor]) -> str:
 
 @torch.no_grad()
 def zero_shot_report(backbone, world: ShapesWorld, names: list[str], batch_size: int = 1024) -> dict[str, float]:
-    """``{"total", <attribute>..., "images"}``: the % of ``names`` whose best full caption among all
-    combinations is their own, and per attribute the % whose best combination has their value."""
+    """The % of ``names`` whose best full caption among all combinations is their own (``total``), per
+    attribute the % whose best combination has their value, and ``images``."""
     combos = np.array(all_combos())
     captions = [caption_for(decode(c)) for c in combos]
     text = F.normalize(encode_text(backbone.model, backbone.tokenize(captions)).float(), dim=-1)

@@ -1,8 +1,9 @@
-"""Run settings: one typed record, one name per thing, shared by the CLI, the profiles and the notebooks.
+"""Run settings: the one home of a run's defaults, shared by the CLI, the profiles and the notebooks.
 
 A setting is named once, by its field: ``--field-name`` on the command line, ``field_name`` in a profile,
-a notebook's parameters cell and ``open_study`` (``tests/test_settings.py`` checks they agree). The
-command line's value types live here too, so a seed or a count is checked alike everywhere.
+a notebook's parameters cell and ``open_study`` (``tests/test_settings.py`` checks they agree). Defaults the
+method already states (OTI's steps, φ's epochs) are read from its configs, and OTI's config is built from
+the settings here. The command line's value types live here too, so a seed or a count is checked alike.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from searle_core.infra.errors import InputError
+from searle_core.method.oti import OTIConfig
+from searle_core.method.phi_training import PhiTrainConfig
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -35,7 +38,9 @@ class RunSettings:
     device: str = _setting("auto", "auto (CUDA if available), cpu, cuda, cuda:1, ...")
     preprocess: str = _setting("", "clip | targetpad (default: targetpad, the authors' default, for every dataset)")
     num_workers: int | None = _setting(None, "data-loader workers decoding images (default: 0 for shapes, up to 8)")
-    precision: str = _setting("auto", "auto | fp32 | fp16 | bf16: training precision of OTI and trained networks")
+    precision: str = _setting(
+        OTIConfig.precision, "auto | fp32 | fp16 | bf16: training precision of OTI and trained networks"
+    )
     seed: int = _setting(42, "run seed")
     concepts: str = _setting("", "concept CSV (Open Images V7 class descriptions)")
     phrases: str = _setting("", "the authors' GPT phrases: GPTNeo27B.zip, its folder, or a pickle {concept: [phrases]}")
@@ -45,7 +50,7 @@ class RunSettings:
         "", "text corpus LinCIR trains on: one caption per line, a JSON list, or a CSV 'caption'/'text' column"
     )
     lincir_checkpoint: str = _setting("", "LinCIR's φ weights (its official phi_best.pt); empty: trained here")
-    oti_steps: int = _setting(350, "OTI optimisation steps per image (the paper: 350)")
+    oti_steps: int = _setting(OTIConfig.steps, "OTI optimisation steps per image (the paper: 350)")
     oti_batch_size: int | None = _setting(None, "images OTI optimises together (default: the paper's 32, shapes 128)")
     oti_tokens: str = _setting("", "OTI tokens computed earlier: a `searle oti` run folder or the authors' output")
     phi_checkpoint: str = _setting(
@@ -53,9 +58,15 @@ class RunSettings:
         "φ's weights: a file or URL (the authors' SEARLE_ViT-B32.pt), a φ run folder RUN, RUN:EPOCH or RUN:last, or "
         "searle / searle-xl (the authors' released φ, downloaded once); empty: trained here",
     )
-    phi_epochs: int = _setting(100, "φ's training epochs (the paper: 100)")
+    phi_epochs: int = _setting(PhiTrainConfig.epochs, "φ's training epochs (the paper: 100)")
     phi_images: int = _setting(0, "unlabeled images φ trains on (0: all)")
     progress: bool = _setting(True, "progress bars")
+
+    def oti_config(self, vocabulary: bool = True, **changes) -> OTIConfig:
+        """OTI's config: these settings' steps and precision, ``changes`` (e.g. ``lambda_gpt``, ``ema_decay``),
+        and no regulariser (λ_gpt 0) without a vocabulary."""
+        config = dataclasses.replace(OTIConfig(steps=self.oti_steps, precision=self.precision), **changes)
+        return config if vocabulary else dataclasses.replace(config, lambda_gpt=0.0)
 
 
 SETTINGS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RunSettings))

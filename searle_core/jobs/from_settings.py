@@ -13,10 +13,9 @@ from searle_core.datasets import load_benchmark
 from searle_core.datasets.base import CIRBenchmark
 from searle_core.datasets.features import configure_for_dataset
 from searle_core.infra.errors import InputError
-from searle_core.infra.settings import RunSettings
-from searle_core.inversion.concept_files import is_image_concepts_file, read_concepts_csv
-from searle_core.inversion.concepts import Vocabulary
+from searle_core.inversion.concepts import Vocabulary, is_image_concepts_file, read_concepts_csv
 from searle_core.inversion.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle, template_phrases
+from searle_core.settings import RunSettings
 from searle_core.world.setup import world_vocabulary
 
 Note = Callable[[str], None] | None

@@ -1,31 +1,34 @@
-"""``searle bench oti``, ``oti-batch``, ``features`` and ``world``: speed measurements (benchmarks, not tests).
+"""Speed benchmarks, beside the library (run from the repository's root; ``make bench``):
 
-searle bench oti --backbone ViT-B-32 --pretrained none --device cpu --steps 3 --threads 1
-searle bench features --backbone ViT-B-32 --pretrained none --device cpu --n-images 64 --workers 0,2
-searle bench world --quick --threads 2      # train the world CLIP afresh: accuracy table + time
-searle bench oti-batch --sizes 32,128       # OTI on the world's references at each batch size
+python -m benchmarks oti --backbone ViT-B-32 --pretrained none --device cpu --steps 3 --threads 1
+python -m benchmarks features --backbone ViT-B-32 --pretrained none --device cpu --n-images 64 --workers 0,2
+python -m benchmarks world --quick --threads 2      # train the world CLIP afresh: accuracy table + time
+python -m benchmarks oti-batch --sizes 32,128       # OTI on the world's references at each batch size
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+import sys
 import tempfile
 
 import torch
 
-from searle_core.cli.common import add_backbone_options, load_backbone_from_args, positive_ints, print_json
-from searle_core.clip.backbone import InMemoryWeights, load_backbone
-from searle_core.infra.settings import count_type, positive_int, seed_int
-from searle_core.jobs.bench import (
+from benchmarks.timing import (
     bench_feature_extraction,
     bench_oti,
     bench_oti_batch_sizes,
     bench_retrieval,
     write_bench_images,
 )
+from searle_core.cli import USER_ERRORS
+from searle_core.cli.common import add_backbone_options, load_backbone_from_args, positive_ints, print_json
+from searle_core.clip.backbone import InMemoryWeights, load_backbone
 from searle_core.method.oti import OTIConfig
 from searle_core.notebook.study import open_study
+from searle_core.settings import count_type, positive_int, seed_int
 from searle_core.world import ShapesWorld
 from searle_core.world.world_clip import (
     WorldCLIPConfig,
@@ -39,9 +42,11 @@ from searle_core.world.world_clip import (
 STEPS = count_type("steps", "--steps")
 
 
-def register(sub) -> None:
-    b = sub.add_parser("bench", help="speed benchmarks: OTI against the reference recipe, feature extraction")
-    which = b.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks", description="speed benchmarks of searle_core (python -m benchmarks)"
+    )
+    which = parser.add_subparsers(dest="command", required=True, metavar="WHAT")
 
     o = which.add_parser("oti", help="the project's OTI vs a plain reference recipe: images/s, ratio, max |Δ| tokens")
     _common(o, backbone=True)
@@ -71,6 +76,18 @@ def register(sub) -> None:
     _common(w, seed=False)
     w.add_argument("--steps", type=STEPS, default=None, help="override the recipe's optimiser steps")
     w.set_defaults(func=run_bench_world)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one benchmark; bad input is one line on stderr (exit 2), as the ``searle`` command's."""
+    logging.basicConfig(level=logging.ERROR)  # open_clip's note on every randomly initialised model
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as err:
+        print(f"benchmarks {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 def _common(p: argparse.ArgumentParser, backbone: bool = False, seed: bool = True) -> None:
@@ -178,3 +195,7 @@ def run_bench_world(args: argparse.Namespace) -> int:
     print(f"world CLIP ({'quick' if args.quick else 'default'} recipe), trained afresh on the CPU:")
     print(format_report(report, log))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

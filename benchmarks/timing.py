@@ -1,4 +1,4 @@
-"""``searle bench``: speed benchmarks (not tests) of the library's OTI against a plain reference OTI, OTI per
+"""Speed benchmarks (not tests): the library's OTI against the plain reference OTI (:mod:`reference.oti`), OTI per
 batch size, gallery feature extraction and the retrieval step at CIRCO's gallery size."""
 
 from __future__ import annotations
@@ -13,16 +13,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from reference.oti import reference_oti
 from searle_core.clip.backbone import Backbone
 from searle_core.datasets import ImageFolderSource
 from searle_core.datasets.features import configure_images, image_features
-from searle_core.infra.device import grad_scaler, scaled_step, train_autocast
 from searle_core.inversion.phrases import template_phrases
-from searle_core.method.encoding import encode_text, encode_with_pseudo_tokens
-from searle_core.method.losses import cosine_loss
 from searle_core.method.oti import InvertedBatch, OTIConfig, invert_images, oti
-from searle_core.method.regulariser import PhraseBank, PhraseFeatureCache, PhraseSampler
-from searle_core.method.templates import fill
+from searle_core.method.regulariser import PhraseBank, PhraseFeatureCache
 from searle_core.retrieval.ranking import rank_gallery
 
 #: Everyday concepts for the benchmark's offline phrase bank (no network, no GPT needed).
@@ -153,8 +150,10 @@ def bench_feature_extraction(
 ) -> dict[int, float]:
     """Images/s of ``image_features`` from JPEG files (decoding, targetpad, image tower) per worker count."""
     out = {}
+    size = backbone.model.visual.image_size
+    height, width = (size, size) if isinstance(size, int) else size
     with torch.no_grad():  # warm-up: first-call allocations should not count against workers=0
-        backbone.model.encode_image(torch.zeros(1, 3, backbone.image_size, backbone.image_size, device=backbone.device))
+        backbone.model.encode_image(torch.zeros(1, 3, height, width, device=backbone.device))
     for w in workers:
         source = ImageFolderSource(folder)  # a new one each time: features are remembered per source object
         configured = configure_images(backbone, preprocess, w)
@@ -184,61 +183,3 @@ def bench_retrieval(gallery_size=120_000, queries=800, dim=512, k=50, seed=0) ->
         "queries": queries,
         "dim": dim,
     }
-
-
-def reference_oti(
-    backbone: Backbone,
-    image_features: torch.Tensor,
-    concepts: list[list[str]] | None,
-    phrase_bank: PhraseBank | None,
-    config: OTIConfig = OTIConfig(),
-    seed: int = 42,
-) -> torch.Tensor:
-    """OTI's (N, token_dim) EMA tokens as one would first write it from the paper: the yardstick ``searle bench
-    oti`` and the tests hold the library's OTI to. Every text pass runs CLIP's full 77-token context, plain
-    phrases are re-encoded and prompts tokenized at every step; the random draws are OTI's (initial tokens
-    from ``torch.Generator(seed)``, then per step each image's template and the phrase draw from
-    ``random.Random(seed)``), so both give the same tokens up to rounding."""
-    device, model = backbone.device, backbone.model
-    n = image_features.shape[0]
-    targets = image_features.to(device, torch.float32)
-    rng = random.Random(seed)
-    gen = torch.Generator().manual_seed(seed)
-    tokens = (torch.randn(n, backbone.token_dim, generator=gen) * config.init_std).to(device).requires_grad_()
-    ema = tokens.detach().clone()
-    optimizer = torch.optim.AdamW([tokens], lr=config.lr, weight_decay=config.weight_decay)
-    scaler = grad_scaler(device, config.precision)
-    template_ids = [[rng.randrange(len(config.templates)) for _ in range(n)] for _ in range(config.steps)]
-    regularise = config.lambda_gpt > 0 and concepts is not None and phrase_bank is not None
-    draws = []
-    if regularise:
-        sampler = PhraseSampler([c[: config.top_concepts] for c in concepts], phrase_bank, rng, draw="phrase")
-        draws = [sampler.draw() for _ in range(config.steps)]
-    lam = config.lambda_cos + (config.lambda_gpt if regularise else 0.0)
-    for step in range(config.steps):
-        prompts = [fill(config.templates[i], "$") for i in template_ids[step]]
-        with train_autocast(device, config.precision):
-            feats = encode_with_pseudo_tokens(
-                model, backbone.tokenize(prompts), tokens, backbone.dollar_token_id, truncate=False
-            )
-            loss = config.lambda_cos * cosine_loss(feats, targets)
-            if regularise and draws[step].rows:
-                draw = draws[step]
-                pseudo = encode_with_pseudo_tokens(
-                    model,
-                    backbone.tokenize(draw.pseudo_phrases),
-                    tokens[draw.rows],
-                    backbone.dollar_token_id,
-                    truncate=False,
-                )
-                with torch.no_grad():
-                    plain = F.normalize(
-                        encode_text(model, backbone.tokenize(draw.phrases), truncate=False).float(), dim=-1
-                    )
-                loss = loss + config.lambda_gpt * cosine_loss(pseudo, plain)
-            loss = loss / lam
-        optimizer.zero_grad(set_to_none=True)
-        scaled_step(loss, optimizer, scaler)
-        with torch.no_grad():
-            ema.mul_(config.ema_decay).add_(tokens.detach(), alpha=1 - config.ema_decay)
-    return (ema if config.use_ema else tokens.detach()).clone()

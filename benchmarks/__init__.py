@@ -1,0 +1,1 @@
+"""Speed benchmarks of ``searle_core`` (scripts that print the figure, not tests): ``python -m benchmarks``."""
