@@ -117,6 +117,41 @@ def tiny_study(tmp_path_factory, random_backbone):
         )
 
 
+@pytest.fixture
+def tmp_searle_data(tmp_path, monkeypatch) -> Path:
+    """``SEARLE_DATA`` (every cache: features, φ downloads, the world CLIP) in the test's folder, ``searle_data``."""
+    monkeypatch.setenv("SEARLE_DATA", str(tmp_path / "searle_data"))
+    return tmp_path / "searle_data"
+
+
+@pytest.fixture
+def opened(tmp_path, monkeypatch):
+    """Every file opened during the test (a tmp ``SEARLE_DATA``); afterwards, asserts all lie in the test's
+    folder or the code's, and none under ``tmp_path / "outside"`` (a stricter audit than ``audit_open``)."""
+    monkeypatch.setenv("SEARLE_DATA", str(tmp_path / "searle_data"))
+    recorded = open_audit.start()
+    try:
+        yield recorded
+    finally:
+        open_audit.stop()
+    stray = open_audit.outside([tmp_path], forbidden=[tmp_path / "outside"])
+    assert not stray, f"opened outside the dataset, run folders and cache: {stray[:5]}"
+
+
+@pytest.fixture
+def no_notebooks(monkeypatch):
+    """A profile that loads must not start a kernel here: a regression fails at once, never runs notebooks."""
+    import papermill
+
+    from searle_core.notebook import papermill_runner
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the profile was accepted and a notebook would run")
+
+    monkeypatch.setattr(papermill_runner, "require_kernel", refuse)
+    monkeypatch.setattr(papermill, "execute_notebook", refuse)
+
+
 def pytest_collection_modifyitems(items):
     """Slow tests (notebooks, the paper-smoke run, the world CLIP) after the fast tier, so a quick failure
     shows first."""
@@ -163,8 +198,9 @@ def _world_clip_refused(item: pytest.Item):
 
 
 def _audited(item: pytest.Item) -> bool:
-    """Whether the ``open`` audit covers ``item``: every test of the fault battery (``test_faults_*.py``)."""
-    return item.path.name.startswith("test_faults_")
+    """Whether the ``open`` audit covers ``item``: every test marked ``@pytest.mark.audit_open`` (the fault
+    cases, each in the test file of the unit it exercises)."""
+    return item.get_closest_marker("audit_open") is not None
 
 
 @pytest.hookimpl(wrapper=True)
@@ -177,8 +213,8 @@ def pytest_runtest_setup(item):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item, nextitem):
-    """The battery's promise: no test opened a file outside the dataset roots, run folders and caches
-    (all in the session's temporary folders), the repository's cache and the code (``open_audit``)."""
+    """The promise of every ``audit_open`` test: it opened no file outside the dataset roots, run folders and
+    caches (all in the session's temporary folders), the repository's cache and the code (``open_audit``)."""
     try:
         return (yield)
     finally:

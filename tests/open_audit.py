@@ -1,15 +1,16 @@
-"""An ``open`` audit hook for the fault battery: which files a test opened.
+"""An ``open`` audit hook for the fault cases: which files a test opened.
 
 ``sys.addaudithook`` is process-wide and cannot be removed, so the hook is installed once, on
 import, and does nothing unless something is recording. Two recordings can run at once:
 
-- the battery's (``conftest.py``, for every test of ``tests/test_faults_*.py``, from the start of its
-  setup to the end of its teardown): :func:`battery_stray` lists what was opened outside the test
-  session's temporary folders (every dataset root, run folder and ``SEARLE_DATA`` cache of the
-  battery lies there), the repository's own cache (``data/cache``), the code (Python, its
+- the marker's (``conftest.py``, for every test marked ``@pytest.mark.audit_open``, from the start of
+  its setup to the end of its teardown): :func:`battery_stray` lists what was opened outside the test
+  session's temporary folders (every dataset root, run folder and ``SEARLE_DATA`` cache of those
+  tests lies there), the repository's own cache (``data/cache``), the code (Python, its
   libraries, this repository's package, tests and notebook profiles) and the kernel's views;
-- a module's own, stricter one (:func:`start`, :func:`stop`, :func:`outside`): only the test's own
-  folder, and optionally folders no test may read (the containment tests' ``outside/``).
+- a test's own, stricter one (:func:`start`, :func:`stop`, :func:`outside`; the ``opened`` fixture of
+  ``conftest.py``): only the test's own folder, and optionally folders no test may read (the
+  containment tests' ``outside/``).
 
 Files opened by child processes (the kill-and-resume tests' ``python -m searle_core``) are not seen.
 """
@@ -90,7 +91,7 @@ def battery_stop() -> None:
 
 
 def battery_stray(temporary: Iterable[str | Path]) -> list[str]:
-    """Files the battery's recording saw outside ``temporary`` (the session's pytest folders), the
+    """Files the marker's recording saw outside ``temporary`` (the session's pytest folders), the
     repository's cache and the code's folders, each once, in the order first opened."""
     allowed = [*temporary, REPO_CACHE, *CODE]
     # The import system probes each sys.path entry itself as a zip archive (the checkout, an editable

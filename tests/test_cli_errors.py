@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from cli_helpers import searle
 
 from searle_core import cli
 from searle_core.cli import score
@@ -59,3 +60,31 @@ def test_the_command_prints_a_traceback_under_searle_debug(tmp_path):
     debug = subprocess.run(run, capture_output=True, text=True, env={**__import__("os").environ, "SEARLE_DEBUG": "1"})
     assert plain.returncode == 2 and "Traceback" not in plain.stderr and "nope.json" in plain.stderr
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+
+
+# ---- fault cases (@pytest.mark.audit_open; helpers in cli_helpers.py) ----
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["evaluate", "--batch-size", "0"], "--batch-size"),
+        (["evaluate", "--oti-steps", "-1"], "--oti-steps"),
+        (["evaluate", "--num-workers", "-2"], "--num-workers"),
+        (["oti", "--oti-steps", "0", "--out", "OUT"], "--oti-steps"),
+        (["oti", "--max-images", "-495", "--out", "OUT"], "--max-images"),
+        (["oti", "--oti-batch-size", "ten", "--out", "OUT"], "--oti-batch-size"),
+        (["oti", "--checkpoint-every", "0", "--out", "OUT"], "--checkpoint-every"),
+        (["oti", "--lambda-gpt", "-0.5", "--out", "OUT"], "--lambda-gpt"),
+        (["train-phi", "--oti-tokens", "T", "--phi-epochs", "0", "--out", "OUT"], "--phi-epochs"),
+        (["train-phi", "--oti-tokens", "T", "--lr", "0", "--out", "OUT"], "--lr"),
+        (["train-phi", "--oti-tokens", "T", "--temperature", "nan", "--out", "OUT"], "--temperature"),
+        (["table", "--bootstrap", "0"], "--bootstrap"),
+    ],
+    ids=lambda x: x if isinstance(x, str) else None,
+)
+def test_bad_numbers_are_argument_errors(tmp_path, capsys, argv, flag):
+    argv = [str(tmp_path / a) if a in ("OUT", "T") else a for a in argv]
+    status, out, err = searle(capsys, *argv)
+    assert status == 2 and f"argument {flag}" in err and "Traceback" not in err and not out
+    assert not (tmp_path / "OUT").exists() and not (tmp_path / "searle_data").exists()

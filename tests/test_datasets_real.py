@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_helpers import EVALUATE_CIRCO as EVAL
+from cli_helpers import searle
 from conftest import SHARED_DATA, missing_annotations
 from PIL import Image
 
@@ -398,3 +400,12 @@ def test_cirr_submission_format(cirr_root, tmp_path):
         cirr_submission(bad, subset, bench.queries)
     with pytest.raises(ValueError, match="not in the query's img_set"):
         cirr_submission(preds, dict(subset, **{q.query_id: gallery[-3:]}), bench.queries)
+
+
+# ---- fault cases (@pytest.mark.audit_open; helpers in cli_helpers.py) ----
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_dataset_folder_that_does_not_exist(tmp_path, capsys):
+    status, _, err = searle(capsys, *EVAL, "--dataset-path", tmp_path / "nowhere")
+    assert status == 2 and "Traceback" not in err
+    assert f"dataset folder {tmp_path / 'nowhere'} is incomplete" in err and not (tmp_path / "nowhere").exists()

@@ -1,11 +1,25 @@
 """Dataset-scale OTI runs: resumed == uninterrupted, hyper-parameter checks, run-folder files."""
 
 import csv
+import fcntl
 import json
 import pickle
+import random
+from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import (
+    CLI,
+    error_line,
+    fails,
+    reference,  # noqa: F401
+    searle,
+    snapshot,
+    write_image,
+)
+from cli_helpers import TINY_OTI as OTI
+from cli_helpers import kill_repeatedly as _kill_repeatedly
 
 from searle_core.infra.files import atomic_save
 from searle_core.jobs import OTIRunConfig, load_oti_run, run_oti
@@ -186,3 +200,196 @@ def test_hyperparameter_changes_names_nested_fields():
     assert hyperparameter_changes({"oti": {"lr": 0.02}, "seed": 1}, {"oti": {"lr": 0.01}, "seed": 1}) == [
         "oti.lr: 0.02 in the run, 0.01 now"
     ]
+
+
+# ---- fault cases (@pytest.mark.audit_open; helpers in cli_helpers.py) ----
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_resume_on_another_dataset_path_names_both(tmp_path, capsys):
+    first, second = tmp_path / "images_a", tmp_path / "images_b"
+    for i in range(4):  # the same names, other pixels: resuming would mix two datasets' tokens
+        write_image(first / f"{i}.png", i)
+        write_image(second / f"{i}.png", 50 + i)
+    args = ["oti", "--dataset", "imagenet", *CLI, "--oti-steps", "2", "--oti-batch-size", "2"]
+    args += ["--out", tmp_path / "run"]
+    status, _, err = searle(capsys, *args, "--dataset-path", first)
+    assert status == 0, err
+    before = snapshot(tmp_path / "run")
+    fails(capsys, [*args, "--dataset-path", second, "--resume"], first, second, "--dataset-path")
+    assert {k: v for k, v in snapshot(tmp_path / "run").items() if "manifest" not in k} == {
+        k: v for k, v in before.items() if "manifest" not in k
+    }
+
+
+def _tokens(folder: Path) -> torch.Tensor:
+    return torch.load(folder / "tokens.pt", weights_only=True)["tokens"]
+
+
+def _interrupted_run(tmp_path, capsys, monkeypatch, after: int = 2) -> Path:
+    """A run stopped by Ctrl-C after ``after`` batches: chunks on disk, no tokens.pt."""
+    import searle_core.method.oti as oti_run  # where the one OTI loop calls oti
+
+    calls = []
+    real = oti_run.oti
+
+    def oti_then_ctrl_c(*args, **kwargs):
+        if len(calls) == after:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(oti_run, "oti", oti_then_ctrl_c)
+    out = tmp_path / "run"
+    status, _, err = searle(capsys, *OTI, "--out", out)
+    monkeypatch.setattr(oti_run, "oti", real)
+    assert status == 130
+    assert err.strip().splitlines()[-1] == (
+        f"searle oti: interrupted; kept {after} finished batches in {out}; resume with --resume (--out {out})"
+    )
+    assert "Traceback" not in err and not (out / "tokens.pt").exists()
+    assert len(list((out / "chunks").glob("*.pt"))) == after
+    return out
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_ctrl_c_says_how_to_resume_and_resume_completes(reference, tmp_path, capsys, monkeypatch):
+    out = _interrupted_run(tmp_path, capsys, monkeypatch)
+    status, _, err = searle(capsys, *OTI, "--out", out, "--resume")
+    assert status == 0, err
+    assert torch.equal(_tokens(out), reference)
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_truncated_manifest_advice_works(reference, tmp_path, capsys):
+    out = tmp_path / "reference"
+    manifest = out / "manifest.json"
+    manifest.write_text(manifest.read_text()[:100])
+    before = snapshot(out)
+    line = fails(capsys, [*OTI, "--out", out, "--resume"], manifest, "--force without --resume")
+    assert "line " in line and snapshot(out) == before
+    fails(capsys, [*OTI, "--out", out], manifest, "--force")  # neither --resume nor --force: the same advice
+    status, _, err = searle(capsys, *OTI, "--out", out, "--force")
+    assert status == 0, err
+    assert torch.equal(_tokens(out), reference) and json.loads(manifest.read_text())["complete"]
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_truncated_chunk_names_the_file_and_is_recoverable(reference, tmp_path, capsys, monkeypatch):
+    out = _interrupted_run(tmp_path, capsys, monkeypatch)
+    chunk = sorted((out / "chunks").glob("*.pt"))[0]
+    chunk.write_bytes(chunk.read_bytes()[:100])
+    before = snapshot(out)
+    fails(capsys, [*OTI, "--out", out, "--resume"], chunk, "damaged or not a torch file", "remove it")
+    after = snapshot(out)  # only the manifest changed (it records the session that stopped)
+    assert {k for k in before | after if before.get(k) != after.get(k)} == {str(out / "manifest.json")}
+    chunk.unlink()
+    status, _, err = searle(capsys, *OTI, "--out", out, "--resume")
+    assert status == 0, err
+    assert torch.equal(_tokens(out), reference)
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_damaged_inputs_file_names_it(reference, tmp_path, capsys, monkeypatch):
+    out = _interrupted_run(tmp_path, capsys, monkeypatch)
+    (out / "inputs.pt").write_bytes(b"\x00" * 64)
+    fails(capsys, [*OTI, "--out", out, "--resume"], out / "inputs.pt", "recomputed on --resume")
+    (out / "inputs.pt").unlink()
+    assert searle(capsys, *OTI, "--out", out, "--resume")[0] == 0
+    assert torch.equal(_tokens(out), reference)
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_resume_force_with_changed_settings_is_said_and_recorded(tmp_path, capsys, monkeypatch):
+    out = _interrupted_run(tmp_path, capsys, monkeypatch)
+    changed = [a if a != "3" else "4" for a in OTI]  # --oti-steps 4
+    fails(capsys, [*changed, "--out", out, "--resume"], "oti.steps: 3 in the run, 4 now", "--resume --force")
+    status, _, err = searle(capsys, *changed, "--out", out, "--resume", "--force")
+    assert status == 0, err
+    assert "continuing the OTI run" in err and "oti.steps: 3 in the run, 4 now" in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["hyperparameters"]["oti"]["steps"] == 4
+    [mixed] = manifest["mixed_hyperparameters"]
+    assert mixed["hyperparameters"]["oti"]["steps"] == 3 and mixed["changes"] == ["oti.steps: 3 in the run, 4 now"]
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_second_resume_on_a_locked_folder_is_refused(tmp_path, capsys, monkeypatch):
+    out = _interrupted_run(tmp_path, capsys, monkeypatch)
+    with open(out / ".lock", "r+") as other:  # as another process working on the folder would hold it
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        other.truncate(0)
+        other.write("4242")
+        other.flush()
+        before = snapshot(out)
+        fails(capsys, [*OTI, "--out", out, "--resume"], out / ".lock", "pid 4242", "another process")
+        assert snapshot(out) == before
+    assert searle(capsys, *OTI, "--out", out, "--resume")[0] == 0  # released: the run goes on
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_out_that_is_a_file(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    status, _, err = searle(capsys, *OTI, "--out", blocker)
+    assert status == 2 and str(blocker) in error_line(err) and blocker.read_text() == "keep me"
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_folder_of_another_kind_of_run(reference, tmp_path, capsys):
+    fails(
+        capsys,
+        [
+            "train-phi",
+            "--oti-tokens",
+            tmp_path / "reference",
+            "--out",
+            tmp_path / "reference",
+            "--phi-epochs",
+            "1",
+            "--no-progress",
+        ],
+        tmp_path / "reference",
+        "'oti' run",
+    )
+
+
+KILL_OTI = [
+    "oti",
+    "--quick",
+    *CLI,
+    "--max-images",
+    "28",
+    "--oti-steps",
+    "40",
+    "--oti-batch-size",
+    "4",
+    "--checkpoint-every",
+    "1",
+    "--seed",
+    "3",
+]
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+@pytest.mark.slow
+def test_oti_killed_at_random_points_resumes_to_identical_tokens(tmp_path, capsys):
+    status, _, err = searle(capsys, *KILL_OTI, "--out", tmp_path / "whole")
+    assert status == 0, err
+    out = tmp_path / "killed"
+
+    def chunks() -> int:
+        return len(list((out / "chunks").glob("*.pt"))) if (out / "chunks").is_dir() else 0
+
+    kills = _kill_repeatedly([*KILL_OTI, "--out", out], tmp_path, chunks, [1, 4], random.Random(14))
+    assert kills >= 2
+    assert torch.equal(_tokens(out), _tokens(tmp_path / "whole"))
+    assert len(json.loads((out / "manifest.json").read_text())["sessions"]) == kills + 1

@@ -2,10 +2,12 @@
 
 import json
 import time
+from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
+from cli_helpers import snapshot
 
 from searle_core.notebook import papermill_runner as paper
 from searle_core.notebook.record import Recorder, load_record
@@ -347,3 +349,47 @@ def test_oti_without_gpt_phrases_is_a_named_variant(tmp_path):
     given = open_vocabulary(RunSettings(dataset="cirr", concepts=str(csv), phrases=str(tmp_path / "GPTNeo27B.zip")))
     assert given.phrases == "given" and given.concepts == ["Dog", "Ducks, geese and swans"]  # the whole vocabulary
     assert list(given.phrase_bank) == ["Dog"]  # only concepts with usable phrases
+
+
+# ---- fault cases (@pytest.mark.audit_open; helpers in cli_helpers.py) ----
+def _fake_papermill(monkeypatch, interrupt: bool, value: float) -> None:
+    """papermill.execute_notebook stand-in: records ``value`` as the notebook would, writes the
+    executed notebook, and (``interrupt``) is stopped by Ctrl-C half-way, after both."""
+    import papermill
+
+    from searle_core.notebook import papermill_runner
+    from searle_core.notebook.record import Recorder
+
+    def execute(source, output, parameters, **kwargs):
+        Recorder(parameters["out_dir"], Path(source).stem).record("value", value)
+        Path(output).write_text(json.dumps({"cells": 3 if interrupt else 30}))
+        if interrupt:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    monkeypatch.setattr(papermill_runner, "require_kernel", lambda kernel=None: None)
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_paper_rerun_interrupted_leaves_previous_results_listed(tmp_path, monkeypatch):
+    from searle_core.notebook.papermill_runner import run_paper
+
+    _fake_papermill(monkeypatch, interrupt=False, value=1.0)
+    runs = run_paper("quick", tmp_path, notebooks=["01_textual_inversion"], log=None)
+    folder = tmp_path / "quick"
+    assert runs[0].record == {"value": 1.0}
+    before = snapshot(folder)
+    _fake_papermill(monkeypatch, interrupt=True, value=2.0)
+    with pytest.raises(KeyboardInterrupt):
+        run_paper("quick", tmp_path, notebooks=["01_textual_inversion"], log=None)
+    after = snapshot(folder)
+    kept = {k: v for k, v in after.items() if k in before}
+    assert kept == before, "the finished notebook, its JSON or summary.json changed"
+    summary = json.loads((folder / "summary.json").read_text())
+    for listed in summary["notebooks"]:
+        assert Path(listed["output"]).is_file()
+    assert json.loads((folder / "01_textual_inversion.json").read_text())["values"] == {"value": 1.0}
+    _fake_papermill(monkeypatch, interrupt=False, value=3.0)  # a finished re-run replaces both
+    assert run_paper("quick", tmp_path, notebooks=["01_textual_inversion"], log=None)[0].record == {"value": 3.0}
+    assert json.loads((folder / "01_textual_inversion.ipynb").read_text()) == {"cells": 30}

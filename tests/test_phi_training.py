@@ -6,6 +6,14 @@ import random
 
 import pytest
 import torch
+from cli_helpers import TINY_OTI as OTI
+from cli_helpers import (
+    fails,
+    reference,  # noqa: F401
+    searle,
+    snapshot,
+)
+from cli_helpers import kill_repeatedly as _kill_repeatedly
 
 from searle_core.jobs.phi_run import train_phi_in_folder
 from searle_core.method.encoding import encode_with_pseudo_tokens
@@ -216,3 +224,138 @@ def test_no_regulariser_and_seeds(random_backbone, data):
     assert derive_seed(1, 0, "order") != derive_seed(1, 1, "order")
     with pytest.raises(ValueError, match="20 image feature rows but 19 OTI tokens"):
         train_phi(random_backbone, feats, tokens[:19], None, None, cfg, progress=False)
+
+
+# ---- fault cases (@pytest.mark.audit_open; helpers in cli_helpers.py) ----
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_train_phi_on_a_folder_without_a_run(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    fails(
+        capsys,
+        ["train-phi", "--oti-tokens", tmp_path / "empty", "--out", tmp_path / "phi"],
+        tmp_path / "empty",
+        "no manifest.json",
+    )
+    assert not (tmp_path / "phi").exists()
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_train_phi_takes_the_backbone_from_the_oti_run(tmp_path, capsys):
+    # Random weights drawn under --seed 7: train-phi's own --seed (42) must not change the CLIP.
+    out = tmp_path / "oti7"
+    assert searle(capsys, *[a if a != "5" else "7" for a in OTI], "--out", out)[0] == 0
+    status, _, err = searle(
+        capsys,
+        "train-phi",
+        "--oti-tokens",
+        out,
+        "--out",
+        tmp_path / "phi",
+        "--phi-epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--val-dataset",
+        "none",
+    )
+    assert status == 0, err
+    assert (tmp_path / "phi/phi.pt").is_file()
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+@pytest.mark.parametrize("recorded", [True, False], ids=["backbone-args", "old-manifest"])
+def test_train_phi_loads_the_world_clip_a_quick_run_used(tmp_path, capsys, monkeypatch, recorded):
+    import searle_core.cli.runs as runs
+    from searle_core.infra.errors import InputError
+
+    folder = tmp_path / "oti"
+    folder.mkdir()
+    info = {"dataset": "shapes", "split": "pretrain"}
+    if recorded:
+        info["backbone_args"] = {"backbone": "shapes-clip", "pretrained": "default", "quick": True, "seed": 42}
+    (folder / "manifest.json").write_text(
+        json.dumps(
+            {
+                "kind": "oti",
+                "info": info,
+                "hyperparameters": {"backbone": "shapes-clip", "weights": "shapes-clip-0123abcd.pt-4096-1700000000"},
+            }
+        )
+    )
+    seen = {}
+
+    def stop(args):
+        seen.update(backbone=args.backbone, pretrained=args.pretrained, quick=args.quick)
+        raise InputError("stopped after choosing the backbone")  # a user error: the CLI's one-line path
+
+    monkeypatch.setattr(runs, "load_backbone_from_args", stop)
+    fails(capsys, ["train-phi", "--oti-tokens", folder, "--out", tmp_path / "phi"], "stopped after choosing")
+    assert seen == {"backbone": "shapes-clip", "pretrained": "default", "quick": recorded}
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_train_phi_resume_with_a_changed_setting(reference, tmp_path, capsys):
+    phi = [
+        "train-phi",
+        "--oti-tokens",
+        tmp_path / "reference",
+        "--out",
+        tmp_path / "phi",
+        "--phi-epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--val-dataset",
+        "none",
+    ]
+    assert searle(capsys, *phi)[0] == 0
+    before = snapshot(tmp_path / "phi")
+    fails(capsys, [*phi, "--resume", "--lr", "0.001"], "phi.lr: 0.0001 in the run, 0.001 now")
+    assert snapshot(tmp_path / "phi") == before
+
+
+KILL_PHI = [
+    "train-phi",
+    "--phi-epochs",
+    "40",
+    "--batch-size",
+    "4",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--val-dataset",
+    "none",
+]
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+@pytest.mark.slow
+def test_train_phi_killed_at_random_points_resumes_to_identical_weights(reference, tmp_path, capsys):
+    tokens = tmp_path / "reference"
+    whole = [*KILL_PHI, "--oti-tokens", tokens, "--out", tmp_path / "whole"]
+    status, _, err = searle(capsys, *whole)
+    assert status == 0, err
+    out = tmp_path / "killed"
+
+    def epochs() -> int:
+        history = out / "history.csv"
+        return max(0, len(history.read_text().splitlines()) - 1) if history.is_file() else 0
+
+    kills = _kill_repeatedly(
+        [*KILL_PHI, "--oti-tokens", tokens, "--out", out], tmp_path, epochs, [3, 20], random.Random(41)
+    )
+    assert kills >= 2
+    got = torch.load(out / "phi.pt", weights_only=True)["Phi"]
+    want = torch.load(tmp_path / "whole/phi.pt", weights_only=True)["Phi"]
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)

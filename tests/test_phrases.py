@@ -10,6 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import (
+    CLI,
+    circo,  # noqa: F401
+    fails,
+    images,  # noqa: F401
+)
+from cli_helpers import evaluate_fails as _evaluate_fails
 from conftest import SHARED_DATA, missing_annotations
 
 from searle_core.inversion.phrases import (
@@ -166,3 +173,80 @@ def test_concepts_csv_dedupes_in_order(tmp_path):
     path.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="DisplayName"):
         load_concepts_csv(path)
+
+
+# ---- fault cases (@pytest.mark.audit_open; helpers in cli_helpers.py) ----
+def _vocab_fails(capsys, tmp_path, circo, extra, *culprits):
+    return _evaluate_fails(
+        capsys, tmp_path, circo, *culprits, extra=["--method", "searle-oti", "--oti-steps", "1", *extra]
+    )
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_phrase_pickle_that_runs_code_is_refused(circo, tmp_path, capsys):
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    path = tmp_path / "phrases.pkl"
+    path.write_bytes(pickle.dumps({"cat": Exploit()}))
+    _vocab_fails(capsys, tmp_path, circo, ["--phrases", path], path, "posix.system")
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_truncated_phrase_pickle(circo, tmp_path, capsys):
+    path = tmp_path / "phrases.pkl"
+    path.write_bytes(pickle.dumps({"cat": ["a photo of a cat"] * 50})[:40])
+    _vocab_fails(capsys, tmp_path, circo, ["--phrases", path], path, "not a readable phrase bank pickle")
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_phrase_pickle_that_is_not_a_dict(circo, tmp_path, capsys):
+    path = tmp_path / "phrases.pkl"
+    path.write_bytes(pickle.dumps(["a photo of a cat"]))
+    _vocab_fails(capsys, tmp_path, circo, ["--phrases", path], path, "expected a dict")
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_concept_csv_without_header(circo, tmp_path, capsys):
+    path = tmp_path / "classes.csv"
+    path.write_text("/m/01,Cat\n/m/02,Dog\n")
+    _vocab_fails(capsys, tmp_path, circo, ["--concepts", path], path, "LabelName,DisplayName")
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_concept_csv_not_utf8(circo, tmp_path, capsys):
+    path = tmp_path / "classes.csv"
+    path.write_bytes(b"LabelName,DisplayName\n/m/01,Cat\n/m/02,Caf\xe9\n")
+    _vocab_fails(capsys, tmp_path, circo, ["--concepts", path], path, "line 3", "not UTF-8")
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_concepts_without_usable_phrases(circo, tmp_path, capsys):
+    from searle_core.inversion.phrases import save_phrase_pickle
+
+    concepts = tmp_path / "classes.csv"
+    concepts.write_text("LabelName,DisplayName\n/m/01,Cat\n")
+    phrases = save_phrase_pickle({"Cat": ["a photo of a dog"]}, tmp_path / "phrases.pkl")
+    _vocab_fails(capsys, tmp_path, circo, ["--concepts", concepts, "--phrases", phrases], concepts, "usable phrases")
+
+
+OTI = ["oti", "--dataset", "imagenet", *CLI, "--oti-steps", "1", "--oti-batch-size", "4", "--lambda-gpt", "0"]
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "opened")
+def test_phrase_with_its_concept_past_clips_context_fails_at_load(images, tmp_path, capsys):
+    bank = tmp_path / "phrases.pkl"
+    long = "a photo of " + " ".join(["very"] * 80) + " large cat that sleeps"
+    bank.write_bytes(pickle.dumps({"cat": [long], "dog": ["a photo of dog that runs"]}))
+    argv = [*OTI[:-2], "--lambda-gpt", "0.5", "--dataset-path", images, "--phrases", bank]
+    fails(capsys, [*argv, "--check-images", "none", "--out", tmp_path / "run"], bank, "'cat'", "77-token")
+    assert not (tmp_path / "run" / "chunks").exists()

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from cli_helpers import circo_annotations, fails, snapshot, write_json
 from conftest import SHARED_DATA, missing_annotations
 
 from searle_core.metrics.benchmarks import CIRCO_ASPECTS
@@ -222,3 +223,65 @@ def test_format_circo_scores(circo_files):
     assert lines[3].split() == ["Recall"] + [f"{scores[f'Recall@{k}']:.2f}" for k in (5, 10, 25, 50)]
     for aspect, value in scores["semantic_mAP@10"].items():
         assert any(line.split() == [aspect, f"{value:.2f}"] for line in lines)
+
+
+# ---- fault cases (@pytest.mark.audit_open; helpers in cli_helpers.py) ----
+@pytest.fixture
+def scoring(tmp_path):
+    anns = write_json(tmp_path / "val.json", circo_annotations(2))
+    return anns, tmp_path / "preds.json"
+
+
+def _score_fails(capsys, anns, preds, *culprits):
+    before = snapshot(anns.parent)
+    fails(capsys, ["score", "circo", "--annotations", anns, "--predictions", preds], *culprits)
+    assert snapshot(anns.parent) == before
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_prediction_file_invalid_json(scoring, capsys):
+    anns, preds = scoring
+    preds.write_text('{"0": [1, 2, 3],\n "1": [4, 5\n')
+    _score_fails(capsys, anns, preds, preds, "line 3", "not valid JSON")
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_prediction_file_not_utf8(scoring, capsys):
+    anns, preds = scoring
+    preds.write_bytes(b'{"0": [1], "\xff": [2]}')
+    _score_fails(capsys, anns, preds, preds, "not UTF-8")
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_prediction_file_missing(scoring, capsys):
+    anns, preds = scoring
+    _score_fails(capsys, anns, preds, preds, "does not exist")
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_prediction_list_with_a_float_id(scoring, capsys):
+    anns, preds = scoring
+    write_json(preds, {"0": [1.5] + list(range(100, 149)), "1": list(range(100, 150))})
+    _score_fails(capsys, anns, preds, preds, "1.5")
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_prediction_file_with_a_repeated_key_is_rejected(tmp_path, capsys):
+    anns = write_json(
+        tmp_path / "val.json",
+        [
+            {"id": 0, "reference_img_id": 1, "target_img_id": 2, "gt_img_ids": [2], "relative_caption": "x"},
+            {"id": 1, "reference_img_id": 3, "target_img_id": 4, "gt_img_ids": [4], "relative_caption": "y"},
+        ],
+    )
+    good, bad = list(range(100, 150)), list(range(200, 250))
+    preds = tmp_path / "preds.json"
+    preds.write_text(f'{{"0": {json.dumps(good)}, "1": {json.dumps(good)}, "0": {json.dumps(bad)}}}')
+    with pytest.raises(CIRCOScoringError, match=rf"{preds}: key '0' appears 2 times"):
+        score_circo(anns, preds)
+    fails(capsys, ["score", "circo", "--annotations", anns, "--predictions", preds], preds, "'0'")

@@ -3,9 +3,15 @@ and written as the servers take it, on stand-ins (real annotation files, generat
 
 from __future__ import annotations
 
+import errno
 import json
 
 import pytest
+from cli_helpers import (
+    CLI,
+    circo,  # noqa: F401
+    fails,
+)
 from standins import circo_standin, cirr_standin, cli_backbone, protocol_env, read_json, searle_cache  # noqa: F401
 
 from searle_core.datasets import load_circo, load_cirr
@@ -72,3 +78,62 @@ def test_settings_without_a_test_server_write_nothing(tmp_path):
         study=SimpleNamespace(dataset="shapes", bench=SimpleNamespace(extra={})), evaluations={"image-only": None}
     )
     assert write_test_submissions([shapes], tmp_path, log=None) == [] and not any(tmp_path.iterdir())
+
+
+# ---- fault cases (@pytest.mark.audit_open; helpers in cli_helpers.py) ----
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_submission_on_a_full_disk_writes_neither_file(tmp_path, monkeypatch):
+    from searle_core.report.submission import write_cirr_submission
+
+    old = {"recall_submission_searle.json": "old recall", "recall_subset_submission_searle.json": "old subset"}
+    for name, text in old.items():
+        (tmp_path / name).write_text(text)
+    import builtins
+
+    real = builtins.open
+
+    def open_(file, mode="r", *args, **kwargs):
+        if "w" in mode and "recall_subset_submission" in str(file):  # the second file meets a full disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_)
+    with pytest.raises(OSError) as caught:
+        write_cirr_submission(tmp_path, {"1": [f"g{i}" for i in range(50)]}, {"1": ["g0", "g1", "g2"]})
+    monkeypatch.setattr(builtins, "open", real)
+    assert "disk is full" in str(caught.value) and "recall_subset_submission_searle.json" in str(caught.value)
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == old  # both old files, no temporaries
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_submission_to_an_unwritable_folder_fails_before_any_work(circo, tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    import searle_core.methods.pipeline
+
+    def never(*a, **k):
+        raise AssertionError("features computed before the output folder was checked")
+
+    monkeypatch.setattr(searle_core.methods.pipeline, "gallery_features", never)
+    fails(
+        capsys,
+        [
+            "submission",
+            "--dataset",
+            "circo",
+            "--dataset-path",
+            circo,
+            "--split",
+            "test",
+            "--method",
+            "searle-oti",
+            "--out",
+            blocker / "sub/circo.json",
+            *CLI,
+        ],
+        blocker / "sub",
+        "not writable",
+    )
+    assert blocker.read_text() == "a file, not a folder"

@@ -8,14 +8,17 @@ import dataclasses
 import nbformat
 import pandas as pd
 import pytest
+from cli_helpers import CLI, error_line, fails, searle
 
 from searle_core.cli import build_parser, main
 from searle_core.cli.common import settings_from_args
+from searle_core.infra.errors import InputError
 from searle_core.notebook import ablations
 from searle_core.notebook import papermill_runner as paper
+from searle_core.notebook.papermill_runner import load_profile
 from searle_core.notebook.record import Recorder, load_record, method_metrics
 from searle_core.notebook.study import Study, open_study
-from searle_core.settings import SETTINGS, RunSettings, flag, from_namespace, from_parameters
+from searle_core.settings import SETTINGS, RunSettings, epoch_count, flag, from_namespace, from_parameters, step_count
 from searle_core.world.setup import WORLD_OTI_BATCH_SIZE, resolved_oti_batch_size
 
 
@@ -253,3 +256,188 @@ def test_cli_settings_open_the_same_study_and_numbers(capsys, tmp_path, monkeypa
     assert study.settings.quick and study.settings.seed == 3 and preprocess_name(study.backbone) == "targetpad"
     result = evaluate("image+text", study.bench, study.backbone, study.context(), gallery=study.gallery())
     assert result.metrics == pytest.approx(from_cli, abs=1e-9)
+
+
+# ---- fault cases (@pytest.mark.audit_open; helpers in cli_helpers.py) ----
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("tmp_searle_data")
+@pytest.mark.parametrize(
+    "key, value, said",
+    [
+        ("seed", "99999999999999999999999", "seed range"),
+        ("seed", "-1", "seed range"),
+        ("oti_steps", "0", ">= 1"),
+        ("oti_steps", str(2**63), "64 bits"),
+        ("phi_epochs", "-3", ">= 1"),
+        ("n_images", str(2**64), "64-bit"),
+    ],
+    ids=lambda v: str(v)[:12],
+)
+def test_profile_seed_or_count_torch_cannot_take_names_file_and_key(key, value, said, tmp_path, capsys, no_notebooks):
+    profile = tmp_path / "bad.yaml"
+    profile.write_text(f"notebooks:\n  01_textual_inversion:\n    quick: true\n    {key}: {value}\n")
+    where = f"notebooks.01_textual_inversion.{key}"
+    fails(capsys, ["paper", "--profile", profile, "--out", tmp_path / "runs"], profile, where, said)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("tmp_searle_data")
+def test_profile_seed_shared_through_an_anchor_is_checked_where_it_is_used(tmp_path, capsys, no_notebooks):
+    profile = tmp_path / "shared.yaml"
+    profile.write_text(
+        "common: &common\n  seed: 99999999999999999999999\nnotebooks:\n  03_training_phi:\n    <<: *common\n"
+    )
+    fails(
+        capsys, ["paper", "--profile", profile, "--out", tmp_path / "runs"], profile, "notebooks.03_training_phi.seed"
+    )
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("tmp_searle_data")
+def test_profile_absurd_count_warns_with_the_least_time(tmp_path, capsys):
+    profile = tmp_path / "long.yaml"
+    profile.write_text("notebooks:\n  01_textual_inversion:\n    oti_steps: 1000000000000\n    seed: 3\n")
+    assert load_profile(profile).notebooks["01_textual_inversion"]["oti_steps"] == 10**12
+    (warning,) = capsys.readouterr().err.splitlines()
+    assert warning.startswith(f"searle: warning: {profile}: notebooks.01_textual_inversion.oti_steps: ")
+    assert "at least" in warning and "years" in warning
+
+
+PROFILE_OK = """description: mine
+common: &common
+  quick: true
+notebooks:
+  01_textual_inversion:
+    <<: *common
+    oti_steps: 5
+"""
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+@pytest.mark.parametrize(
+    "text, culprits",
+    [
+        (PROFILE_OK.replace("01_textual_inversion", "01_textual_inversions"), ["'01_textual_inversions'"]),
+        (
+            PROFILE_OK.replace("oti_steps: 5", "oti_steps: fifty"),
+            ["notebooks.01_textual_inversion.oti_steps", "'fifty'", "expected a int"],
+        ),
+        (PROFILE_OK.replace("quick: true", "quick: 1"), ["notebooks.01_textual_inversion.quick", "expected a bool"]),
+        (PROFILE_OK.replace("oti_steps: 5", "oti_step: 5"), ["unknown parameters ['oti_step']"]),
+        (PROFILE_OK.replace("    oti_steps: 5", "\toti_steps: 5"), ["line 7", "not valid YAML"]),
+        (PROFILE_OK.replace("description: mine", "description: [mine"), ["line ", "not valid YAML"]),
+        (PROFILE_OK.replace("description: mine", "description: {a: 1}"), ["key 'description'"]),
+        ("- a\n- b\n", ["expected a YAML mapping"]),
+    ],
+    ids=[
+        "unknown-notebook",
+        "wrong-type",
+        "int-for-bool",
+        "unknown-parameter",
+        "tab-indent",
+        "unclosed-bracket",
+        "description-mapping",
+        "not-a-mapping",
+    ],
+)
+def test_bad_profile(tmp_path, capsys, text, culprits):
+    profile = tmp_path / "mine.yaml"
+    profile.write_text(text)
+    fails(capsys, ["paper", "--profile", profile, "--out", tmp_path / "runs"], profile, *culprits)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_profiles_of_the_repository_are_valid():
+    from searle_core.notebook.papermill_runner import check_profile, list_profiles, load_profile
+
+    for name in list_profiles():
+        check_profile(load_profile(name))
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_mistyped_profile_key_is_an_error_before_anything_runs(tmp_path, capsys):
+    from searle_core.notebook.papermill_runner import load_profile
+
+    profile = tmp_path / "mine.yaml"
+    profile.write_text("description: mine\nnotebook:\n  01_textual_inversion: {oti_steps: 5}\n")
+    with pytest.raises(InputError, match=rf"{profile}: unknown key 'notebook'"):
+        load_profile(profile)
+    line = fails(capsys, ["paper", "--profile", profile, "--out", tmp_path / "runs"], profile, "'notebook'")
+    assert "expected description, figures, notebooks" in line
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("tmp_searle_data")
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["oti", "--out", "runs/x"],
+        ["train-phi", "--oti-tokens", "runs/x", "--out", "runs/y"],
+        ["evaluate", "--method", "image-only"],
+        ["invert", "--image", "x.png"],
+        ["table"],  # the bootstrap's numpy generator
+    ],
+    ids=lambda c: c[0],
+)
+@pytest.mark.parametrize("seed", ["99999999999999999999999", "-1"])
+def test_seed_outside_torchs_range_names_the_flag_and_range(command, seed, capsys):
+    fails(capsys, [*command, "--seed", seed], "--seed", "seed range", str(2**64 - 1))
+
+
+def _missing(tmp_path) -> list[str]:
+    """Arguments that make each command stop on a missing folder, after the counts were parsed."""
+    return ["--dataset", "cirr", "--dataset-path", str(tmp_path / "missing"), *CLI]
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("tmp_searle_data")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["oti", "--out", "{tmp}/x", "--oti-steps"],
+        ["evaluate", "--method", "searle-oti", "--oti-steps"],
+        ["train-phi", "--oti-tokens", "{tmp}/missing", "--out", "{tmp}/y", "--phi-epochs"],
+    ],
+    ids=lambda a: a[-1],
+)
+def test_absurd_step_and_epoch_counts_warn_with_the_least_time_and_go_on(argv, tmp_path, capsys):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    extra = [] if argv[0] == "train-phi" else _missing(tmp_path)
+    status, _, err = searle(capsys, *argv, "1000000000000", *extra)
+    flag = "--phi-epochs" if argv[-1] == "--phi-epochs" else "--oti-steps"
+    warnings = [line for line in err.splitlines() if line.startswith("searle: warning: ")]
+    assert len(warnings) == 1, err
+    for said in (flag, "1000000000000", "times the paper's", "at least", "years", "1 ms a step"):
+        assert said in warnings[0], warnings[0]
+    # Accepted: the command went on and stopped on the missing folder, not on the count.
+    assert error_line(err, str(tmp_path / "missing")) and status == 2
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("tmp_searle_data")
+def test_sensible_counts_say_nothing(capsys):
+    assert step_count("350") == 350 and step_count("100000") == 100_000 and epoch_count("10000") == 10_000
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("tmp_searle_data")
+@pytest.mark.parametrize("value", [str(2**63), "99999999999999999999999", "0", "-5"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["oti", "--out", "runs/x", "--oti-steps"],
+        ["train-phi", "--oti-tokens", "runs/x", "--out", "runs/y", "--phi-epochs"],
+    ],
+    ids=lambda a: a[-1],
+)
+def test_counts_torch_cannot_take_are_errors_naming_the_flag(argv, value, capsys):
+    line = fails(capsys, [*argv, value], argv[-1], value)
+    assert ("64 bits" in line) == (int(value) > 0), line

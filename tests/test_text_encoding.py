@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from searle_core.method.encoding import encode_text, encode_with_pseudo_tokens
+from searle_core.datasets.base import CIRQuery
+from searle_core.method.encoding import encode_text, encode_token_embeddings, encode_with_pseudo_tokens
+from searle_core.retrieval.queries import SEARLE_PROMPT, pseudo_query_features
 
 PROMPTS = ["a photo of $ that is red", "$", "this is a photo of a big $ on a table next to a $"]
 WORDS = ["cat", "dog", "tree"]
@@ -77,3 +79,25 @@ def test_errors(random_backbone):
 
 def test_dollar_id_read_from_tokenizer(random_backbone):
     assert random_backbone.dollar_token_id == 259
+
+
+# ---- fault cases (@pytest.mark.audit_open; helpers in cli_helpers.py) ----
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_dollar_in_a_caption_stays_text(random_backbone):
+    backbone = random_backbone
+    token = torch.randn(backbone.token_dim, generator=torch.Generator().manual_seed(0))
+    queries = [CIRQuery("0", "ref", ("costs $20 less",)), CIRQuery("1", "ref", ("is red",))]
+    got = pseudo_query_features(backbone, queries, {"ref": token}, SEARLE_PROMPT)
+
+    prompts = [SEARLE_PROMPT.format(q.captions[0]) for q in queries]
+    ids = backbone.tokenize(prompts)
+    assert int((ids[0] == backbone.dollar_token_id).sum()) == 2  # the prompt's $ and the caption's
+    model = backbone.model
+    with torch.no_grad():
+        embeddings = model.token_embedding(ids)
+        for row in range(len(prompts)):  # only the first '$' of each prompt is the pseudo-word
+            first = int((ids[row] == backbone.dollar_token_id).nonzero()[0])
+            embeddings[row, first] = token
+        want = torch.nn.functional.normalize(encode_token_embeddings(model, ids, embeddings).float(), dim=-1)
+    assert torch.allclose(got, want, atol=1e-6)

@@ -107,12 +107,10 @@ def mask_corpus(captions: list[str], seed: int, keywords: str = "closed-class") 
     if keywords not in ("closed-class", "spacy"):
         raise InputError(f"LinCIR keywords {keywords!r}: expected 'closed-class' or 'spacy'")
     find = spacy_keyword_runs() if keywords == "spacy" else keyword_runs
-    rng = random.Random(seed)
-    out = []
-    for raw in captions:
-        caption = clean_caption(raw)
+    rng, out = random.Random(seed), []
+    for caption in map(clean_caption, captions):
         masked = mask_keywords(caption, find(caption), rng)
-        ok = PSEUDO_WORD in masked.split()  # the tokenizer's cut is checked on the tokens (lincir.py)
+        ok = PSEUDO_WORD in masked.split()  # the tokenizer's cut is checked on the tokens (prepare_corpus)
         out.append(MaskedCaption(caption, masked if ok else FALLBACK_PROMPT, not ok))
     return out
 
@@ -186,7 +184,7 @@ def train_lincir(
     generator = torch.Generator().manual_seed(config.seed)
     phi = Phi.for_backbone(backbone, config.dropout).to(backbone.device).train()
     optimizer = torch.optim.AdamW(phi.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    n = len(original)
+    n, device = len(original), backbone.device
     batch = min(config.batch_size, n)
     history, order, cursor = [], torch.randperm(n, generator=generator), 0
     for step in tqdm(range(config.steps), desc="LinCIR φ", disable=not progress):
@@ -194,7 +192,6 @@ def train_lincir(
             order, cursor = torch.randperm(n, generator=generator), 0
         idx = order[cursor : cursor + batch]
         cursor += batch
-        device = backbone.device
         loss = lincir_loss(phi, backbone, original[idx].to(device), masked_tokens[idx].to(device), config, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -25,7 +25,6 @@ class UnlabeledFeatures:
     """Unlabeled training images as (N, embed_dim) CLIP features; ``data_id`` names them in artifact keys."""
 
     data_id: str
-    names: list[str]
     features: torch.Tensor
 
 
@@ -34,8 +33,7 @@ def unlabeled_images(
 ) -> UnlabeledFeatures:
     """The unlabeled images a baseline trains on, as features: the dataset's own, else ``given``
     (``MethodContext.unlabeled``: an image source with ``names``, a ``(source, names)`` pair or images)."""
-    if bench.unlabeled is not None:
-        given = bench.unlabeled
+    given = bench.unlabeled if bench.unlabeled is not None else given
     if isinstance(given, UnlabeledImages):
         data_id, source, names = given.data_id, given.source, given.names
     elif given is None:
@@ -52,8 +50,7 @@ def unlabeled_images(
                 f"MethodContext.unlabeled must be an ImageSource (with .names) or (source, names); got {type(source)}"
             )
         data_id = "images-" + digest(type(source).__name__, str(getattr(source, "root", "")), names)
-    feats = image_features(backbone, source, names, progress=progress, normalize=normalize)
-    return UnlabeledFeatures(data_id, names, feats)
+    return UnlabeledFeatures(data_id, image_features(backbone, source, names, progress=progress, normalize=normalize))
 
 
 @torch.no_grad()
@@ -88,25 +85,24 @@ def fit(
     """AdamW (else ``optimizer``) over shuffled mini-batches of ``n`` examples (the last, smaller one kept) with
     ``config``'s epochs, batch size, lr, weight decay, seed and ``precision``; ``loss_fn`` maps batch indices to
     a loss, ``schedule`` steps to lrs. Returns every epoch's mean loss."""
-    epochs, batch_size, seed = config.epochs, config.batch_size, config.seed
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
     optimizer = optimizer or torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     precision = getattr(config, "precision", "fp32")
     device = next(module.parameters()).device
     scaler = grad_scaler(device, precision)
     module.train()
     history, step = [], 0
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress)
+    bar = tqdm(range(config.epochs), desc=desc, unit="epoch", disable=not progress)
     for epoch in bar:
         order = torch.randperm(n, generator=generator).tolist()
         losses = []
-        for start in range(0, n, batch_size):
+        for start in range(0, n, config.batch_size):
             if schedule is not None:
                 for group in optimizer.param_groups:
                     group["lr"] = schedule(step)
             with train_autocast(device, precision):
-                loss = loss_fn(order[start : start + batch_size])
+                loss = loss_fn(order[start : start + config.batch_size])
             optimizer.zero_grad(set_to_none=True)
             scaled_step(loss, optimizer, scaler)
             step += 1

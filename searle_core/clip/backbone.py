@@ -16,7 +16,7 @@ import warnings
 import weakref
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
@@ -41,7 +41,6 @@ class InMemoryWeights:
 
     label: str
     state: dict[str, torch.Tensor]
-    log: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -94,8 +93,7 @@ def find_pseudo_token_id(tokenizer: Callable, word: str = PSEUDO_WORD) -> int:
 
 @torch.no_grad()
 def calibrate_batch_norm(model: torch.nn.Module, n_images: int = 64, seed: int = 0) -> torch.nn.Module:
-    """Set a random image tower's BatchNorm statistics from noise images: at their initial ones every image
-    gets nearly the same feature (cosine 0.99999)."""
+    """Set a random image tower's BatchNorm statistics from noise images (at the initial ones all features match)."""
     norms = [m for m in model.visual.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return model
@@ -132,8 +130,7 @@ def openai_sha256(name: str) -> str | None:
 
 
 def read_weights_file(path: str, name: str) -> tuple[dict[str, torch.Tensor], bool]:
-    """``(state_dict, openai)`` of a TorchScript release, a ``torch.save`` state dict or a safetensors
-    file: OpenAI's extra entries removed, and whether the file is laid out as OpenAI's release."""
+    """``(state_dict, laid out as OpenAI's)`` of a TorchScript release, a state dict or a safetensors file."""
     if is_torchscript_archive(path):
         expected, actual = openai_sha256(name), sha256_of(path)
         if actual != expected:
@@ -182,8 +179,7 @@ _OPENAI_WORD = re.compile(r"(?<![a-z0-9])(openai|quickgelu)(?![a-z0-9])")
 
 
 def named_or_configured_openai(path: str | os.PathLike) -> bool:
-    """Whether an open_clip-format file is recognisably OpenAI's weights: the ``open_clip_config.json`` beside it
-    says ``quick_gelu``, a near folder is a timm ``….openai`` repository, or its name says openai/quickgelu."""
+    """Whether a weights file is OpenAI's by the ``open_clip_config.json`` beside it, an ``….openai`` folder or name."""
     path = Path(path).resolve()
     config = path.parent / "open_clip_config.json"
     if config.is_file():
@@ -208,7 +204,7 @@ def released_by_openai_with_quick_gelu(name: str) -> bool:
     return tag_uses_quick_gelu(name, "openai") and not open_clip.get_model_config(name).get("quick_gelu", False)
 
 
-#: name -> ``provider(cache_dir=..., **provider_kwargs)``: a weights file or :class:`InMemoryWeights`.
+# name -> provider(cache_dir=..., **provider_kwargs): a weights file or InMemoryWeights
 _DEFAULT_WEIGHTS_PROVIDERS: dict[str, Callable[..., os.PathLike | str | InMemoryWeights]] = {}
 
 
@@ -236,13 +232,10 @@ def load_backbone(
     if pretrained == "default":
         provider = _DEFAULT_WEIGHTS_PROVIDERS.get(name)
         pretrained = provider(cache_dir=cache_dir, **provider_kwargs) if provider else "openai"
-        pretrained = pretrained if isinstance(pretrained, InMemoryWeights) else str(pretrained)
     memory = pretrained if isinstance(pretrained, InMemoryWeights) else None
-    said_openai = False
-    if memory:
-        pretrained = memory.label
-    elif pretrained and pretrained.startswith("openai:") and len(pretrained) > len("openai:"):
-        pretrained, said_openai = pretrained[len("openai:") :], True
+    pretrained = memory.label if memory else pretrained and str(pretrained)
+    said_openai = not memory and bool(pretrained) and pretrained.startswith("openai:") and pretrained != "openai:"
+    pretrained = pretrained[len("openai:") :] if said_openai else pretrained
     is_file = bool(pretrained) and not memory and os.path.isfile(pretrained)
     known_tags = open_clip.list_pretrained_tags_by_model(name)
     if pretrained and not memory and not is_file and (said_openai or pretrained not in known_tags):
@@ -289,17 +282,12 @@ def load_backbone(
                 raise
             raise RuntimeError(
                 f"could not obtain the pretrained weights {pretrained!r} for open_clip model {name!r}: {err}\n"
-                f"These weights are downloaded by open_clip on first use, which needs network access. Either run "
-                f"once where the network is reachable (they are then cached), or download the checkpoint file "
-                f"yourself (for 'openai' weights: the OpenAI CLIP release of {name}; see "
-                f"`open_clip.list_pretrained()`), and pass its path instead of the tag: "
-                f"--pretrained /path/to/{name}.pt (OpenAI's TorchScript release is read as it is)."
+                "open_clip downloads them on first use (network needed; cached after). Offline, download the "
+                f"checkpoint yourself (see `open_clip.list_pretrained()`) and pass --pretrained /path/to/{name}.pt"
             ) from err
         if not pretrained:
             calibrate_batch_norm(model)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model.eval().requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(name)
     return Backbone(name, pretrained, model, preprocess, tokenizer, find_pseudo_token_id(tokenizer), dev, quick_gelu)
 

@@ -1,12 +1,12 @@
-"""Image preprocessing: CLIP's, and SEARLE's ``targetpad`` (pad to a 1.25 aspect ratio first, so the centre
-crop keeps a long image's ends). In the authors' order: pad and resize in the image's own mode, convert to RGB
-after the crop (COCO's palette and RGBA files give other tensors otherwise)."""
+"""Image preprocessing: CLIP's, and SEARLE's ``targetpad`` (pad to a 1.25 aspect ratio first, so the crop keeps a
+long image's ends); as the authors', RGB only after the crop (palette and RGBA files give other tensors otherwise)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+import open_clip
 import torch
 import torchvision.transforms.functional as FT
 from PIL import Image
@@ -76,10 +76,7 @@ def make_preprocess(
 def make_preprocess_from_open_clip(
     model: torch.nn.Module, kind: PreprocessKind = "targetpad", target_ratio: float = TARGET_RATIO
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """:func:`make_preprocess` with the size, mean, std and interpolation of the open_clip model's own
-    config, so a backbone with non-OpenAI statistics is normalised correctly."""
-    import open_clip  # local: this module stays importable without open_clip
-
+    """:func:`make_preprocess` with the open_clip model's own size, mean, std and interpolation."""
     cfg = open_clip.get_model_preprocess_cfg(model)
     if cfg.get("resize_mode", "shortest") != "shortest":
         raise InputError(f"model uses resize_mode={cfg['resize_mode']!r}; only 'shortest' (CLIP's) is supported here")

@@ -29,8 +29,7 @@ class CIRQuery:
 
 
 class ImageSource:
-    """Turns an image name into a PIL image in its own mode. The two hooks let a source that is not a
-    folder of files serve the feature pipeline directly."""
+    """Turns an image name into a PIL image in its own mode; the hooks serve the feature pipeline directly."""
 
     def load_image(self, name: str) -> Image.Image:  # pragma: no cover - interface
         raise NotImplementedError
@@ -42,15 +41,13 @@ class ImageSource:
     def model_input(
         self, names: list[str], size: tuple[int, int], mean, std, device: torch.device
     ) -> torch.Tensor | None:
-        """The images as the model's normalised input, where the source makes them at that size (so padding,
-        resize and crop are identities); ``None``: they go through the PIL preprocessing."""
+        """The images as the model's normalised input if the source makes them at that size; ``None``: use PIL."""
         return None
 
 
 @dataclass(frozen=True)
 class UnlabeledImages:
-    """Unlabeled images networks train on (φ, Pic2Word's mapper, PALAVRA's inverter; the paper: ImageNet1K
-    test); ``source_id`` names the source in cache keys."""
+    """Unlabeled images networks train on (φ, Pic2Word, PALAVRA); ``source_id`` names them in cache keys."""
 
     source: ImageSource
     names: list[str]

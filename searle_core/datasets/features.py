@@ -1,6 +1,5 @@
 """Image and text features in batches, cached on disk under keys naming all they depend on (backbone, exact
-weights, preprocessing, files' stamps). The preprocessing belongs to the backbone: reference and gallery
-images must go through the same transform."""
+weights, preprocessing, files' stamps). The preprocessing belongs to the backbone, so all images share it."""
 
 from __future__ import annotations
 
@@ -42,8 +41,7 @@ class ImagePipeline:
 def configure_images(
     backbone: Backbone, preprocess: PreprocessKind = "clip", num_workers: int = 0, target_ratio: float = TARGET_RATIO
 ) -> Backbone:
-    """A copy of ``backbone`` (same model) whose images go through ``preprocess``: ``clip`` (resize, centre
-    crop) or ``targetpad`` (pad to ``target_ratio`` first, the paper's choice)."""
+    """A copy of ``backbone`` (same model) whose images go through ``preprocess`` (``clip`` or ``targetpad``)."""
     transform = make_preprocess_from_open_clip(backbone.model, preprocess, target_ratio)
     name = preprocess if preprocess == "clip" or target_ratio == TARGET_RATIO else f"{preprocess}-{target_ratio}"
     return dataclasses.replace(backbone, preprocess=ImagePipeline(transform, name, num_workers))
@@ -52,15 +50,14 @@ def configure_images(
 def configure_for_dataset(
     backbone: Backbone, dataset: str, preprocess: PreprocessKind | None = None, num_workers: int | None = None
 ) -> Backbone:
-    """The backbone with the image pipeline commands and notebooks give ``dataset``: ``targetpad`` unless asked
-    otherwise (the authors' default); 0 loader workers for a generated benchmark, made in memory."""
+    """The backbone with ``dataset``'s image pipeline: ``targetpad`` unless asked otherwise (the authors' default);
+    0 loader workers for a generated benchmark, made in memory."""
     if num_workers is None:
         num_workers = 0 if generated_benchmark(dataset) else min(8, os.cpu_count() or 1)
     return configure_images(backbone, preprocess or "targetpad", num_workers)
 
 
 def preprocess_name(backbone: Backbone) -> str:
-    """The name of a backbone's image preprocessing, as cache keys and results files record it."""
     return getattr(backbone.preprocess, "preprocess_id", None) or "clip"
 
 
@@ -89,24 +86,20 @@ def file_stamps(source: ImageSource, names: list[str]) -> list[str] | None:
     paths = getattr(source, "paths", None)
     if not isinstance(paths, dict):
         return None
-    stamps = []
-    for n in names:
-        if n not in paths:
-            stamps.append(f"?{n}")
-            continue
-        path = os.path.abspath(paths[n])  # not resolve(): one syscall per file (the stat), not one per part
+
+    def stamp(path: str) -> str:
         try:
             st = os.stat(path)
-            stamps.append(f"{path}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}")
         except OSError:
-            stamps.append(f"{path}\t-")
-    return stamps
+            return f"{path}\t-"
+        return f"{path}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}"
+
+    # abspath, not resolve(): one syscall per file (the stat), not one per part
+    return [stamp(os.path.abspath(paths[n])) if n in paths else f"?{n}" for n in names]
 
 
-# Features computed in this process, per source and settings: name -> (tensor, row, file stamp).
-_MEMO: weakref.WeakKeyDictionary[ImageSource, dict[str, dict[str, tuple[torch.Tensor, int, str | None]]]] = (
-    weakref.WeakKeyDictionary()
-)
+# Features computed in this process: source -> settings -> name -> (tensor, row, file stamp).
+_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @torch.no_grad()
@@ -153,17 +146,13 @@ def _compute_image_features(
     model = backbone.model
     cfg, size = model.visual.preprocess_cfg, getattr(model.visual, "image_size", None)
     size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-    direct = (
-        preprocess_id in ("clip", "targetpad")
-        and names
-        and source.model_input(names[:1], size, cfg["mean"], cfg["std"], backbone.device) is not None
-    )
-    if direct:
+
+    def direct(chunk: list[str]) -> torch.Tensor | None:
+        return source.model_input(chunk, size, cfg["mean"], cfg["std"], backbone.device)
+
+    if preprocess_id in ("clip", "targetpad") and names and direct(names[:1]) is not None:
         # Images made at the model's size (the offline world): padding, resize and crop are identities.
-        batches = (
-            source.model_input(names[i : i + batch_size], size, cfg["mean"], cfg["std"], backbone.device)
-            for i in range(0, len(names), batch_size)
-        )
+        batches = (direct(names[i : i + batch_size]) for i in range(0, len(names), batch_size))
     else:
         loader = DataLoader(
             _ImageDataset(source, names, backbone.preprocess),
@@ -195,9 +184,8 @@ def text_features(backbone: Backbone, texts: list[str], cache: bool | str | Path
     if cache and texts:
         digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
         path = cache_file("text", cache, _sha([json.dumps([backbone.name, weights_key(backbone), digest])])[:16])
-        feats = load_cached_tensor(path, len(texts))
-        if feats is not None:
-            return feats
+    if (feats := load_cached_tensor(path, len(texts))) is not None:
+        return feats
     out = []
     for i in range(0, len(texts), 512):
         with eval_precision(backbone.device):
@@ -211,6 +199,6 @@ def text_features(backbone: Backbone, texts: list[str], cache: bool | str | Path
 def reference_features(
     backbone: Backbone, bench: CIRBenchmark, progress: bool = True
 ) -> tuple[list[str], torch.Tensor]:
-    """The benchmark's reference image names and their normalised features (cached like every image feature)."""
+    """The benchmark's reference image names and their normalised features."""
     names = bench.reference_names()
     return names, image_features(backbone, bench.images, names, progress=progress)

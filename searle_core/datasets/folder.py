@@ -1,8 +1,5 @@
-"""Images stored as files: the name -> file source the real loaders share, and a plain image folder.
-
-A missing or unreadable file is an :class:`ImageLoadError` naming the file and the annotation that uses it;
-``on_missing="skip"`` drops bad images up front (counted in ``extra["skipped"]``) instead of failing hours
-into feature extraction."""
+"""Images stored as files (the real loaders' name -> file source, a plain image folder). A bad file is an
+:class:`ImageLoadError` naming it and its annotation; ``on_missing="skip"`` drops such images up front."""
 
 from __future__ import annotations
 
@@ -29,8 +26,7 @@ class ImageLoadError(OSError):
 
 
 class FileImageSource(ImageSource):
-    """Images by name from a fixed ``name -> path`` map; ``referrers`` say which annotation uses a name (for
-    errors), ``hint`` what an unreadable file's error advises."""
+    """Images by name from a ``name -> path`` map; errors name a name's ``referrers`` and give ``hint``."""
 
     def __init__(
         self,
@@ -86,13 +82,8 @@ class ImageFolderSource(FileImageSource):
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {self.root} does not exist or is not a folder")
         exts = {e.lower() for e in extensions}
-        paths = {}
-        for path in self.root.rglob("*"):
-            rel = path.relative_to(self.root)
-            if any(part.startswith(".") for part in rel.parts):
-                continue
-            if path.suffix.lower() in exts and path.is_file():
-                paths[rel.as_posix()] = path
+        found = ((p.relative_to(self.root), p) for p in self.root.rglob("*") if p.suffix.lower() in exts)
+        paths = {r.as_posix(): p for r, p in found if not any(s.startswith(".") for s in r.parts) and p.is_file()}
         if not paths:
             raise FileNotFoundError(f"no images ({', '.join(sorted(exts))}) found under {self.root}")
         self.names: list[str] = sorted(paths)
@@ -108,9 +99,8 @@ def resolve_missing(
     layout: str,
     also_bad: Iterable[str] = (),
 ) -> tuple[list[CIRQuery], list[str], dict]:
-    """``(queries, gallery, skipped)`` once every referenced image is checked (``check``: ``none``, ``exists``,
-    ``open``: decoded): bad ones fail (quoting ``layout``) or are dropped, with the queries whose reference or
-    target they are; ``also_bad``: names unusable whatever their files (a CIRCO id the image-info file lacks)."""
+    """``(queries, gallery, skipped)`` once every referenced image is checked (``open``: decoded): bad ones and
+    ``also_bad`` fail (quoting ``layout``) or are dropped, with the queries whose reference or target they are."""
     if on_missing not in ("error", "skip"):
         raise InputError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
     if check not in ("none", "exists", "open"):

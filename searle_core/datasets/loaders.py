@@ -8,9 +8,6 @@ working), ids that are ids, captions that are text.
   against ``gallery``, their union, would not reproduce the paper's numbers.
 - CIRCO: the gallery is the COCO unlabeled image-info file's images, named ``str(id)``; ``aspect``
   joins a query's semantic aspects with ``,`` (:func:`query_aspects`).
-- A captions file (``--captions FILE``, the text LinCIR trains on): ``.json`` a list of strings, of objects
-  with a ``caption``/``text`` field, or ``{"captions": [...]}``; ``.csv`` its ``caption`` or ``text`` column;
-  anything else one caption per line (blank lines skipped).
 """
 
 from __future__ import annotations
@@ -68,8 +65,7 @@ def _describe(entry: object) -> str:
 
 
 def contained_path(root: str | os.PathLike, entry: object, annotation: str | os.PathLike, where: str) -> Path:
-    """``root / entry``, normalised, once the entry is known to name a file inside ``root``; ``annotation``
-    and ``where`` (``"entry 'dev-244-0-img0'"``) name it in the error."""
+    """``root / entry``, normalised, once the entry is known to name a file inside ``root``."""
     if not isinstance(entry, str):
         kind = type(entry).__name__
         raise InputError(f"{annotation}: {where} is a JSON {kind} ({_describe(entry)}); expected a relative image path")
@@ -104,8 +100,7 @@ def contained_path(root: str | os.PathLike, entry: object, annotation: str | os.
 
 
 def check_int_id(value: object, annotation: str | os.PathLike, where: str, field: str) -> str:
-    """``str(value)`` for a JSON integer or a string of digits: ``NaN``, ``1e300``, ``12.5``, ``true``
-    would otherwise become keys (``"nan"``) of a submission file the server rejects or misreads."""
+    """``str(value)`` for a JSON integer or a string of digits: ``NaN`` or ``12.5`` would make submission keys."""
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, str) and value.isascii() and value.isdigit():
@@ -134,8 +129,7 @@ def check_caption(value: object, annotation: str | os.PathLike, where: str, fiel
 
 
 def read_dataset_json(path: str | os.PathLike, what: str) -> Any:
-    """A dataset's JSON file; duplicate keys, too deep a nesting and NaN/Infinity (Python's parser accepts
-    them, JSON does not) are errors naming the file (and the field)."""
+    """A dataset's JSON file; duplicate keys, too deep a nesting and NaN/Infinity are errors naming the file."""
     text = read_text(path, what)
     constants: list[str] = []
 
@@ -166,7 +160,6 @@ def read_dataset_json(path: str | os.PathLike, what: str) -> Any:
 
 
 def check_paths(root: Path, required: Sequence[str], layout: str) -> None:
-    """A clear error listing the expected layout if any required path is missing."""
     missing = [p for p in required if not (root / p).exists()]
     if missing:
         raise FileNotFoundError(
@@ -198,8 +191,7 @@ def _finish(
 
 
 def cirr_layout(root: str | Path) -> tuple[Path, Path]:
-    """``(annotations, images)``: the folder holding ``captions/`` and ``image_splits/``, and the one the split
-    files' ``./dev/...`` paths start from (neither present: the release's, which the error names)."""
+    """``(annotations, images)``: the folder holding ``captions/`` and ``image_splits/``, and that of ``./dev/...``."""
     root, images = Path(root), ("train", "dev", "test1")
     has = lambda folder, names: any((folder / n).is_dir() for n in names)
     if has(root / "cirr", ("captions", "image_splits")):
@@ -212,8 +204,7 @@ def cirr_layout(root: str | Path) -> tuple[Path, Path]:
 def load_cirr(
     root: str | Path, split: str = "val", on_missing: OnMissing = "error", check_images: CheckImages = "exists"
 ) -> CIRBenchmark:
-    """One CIRR split (``test``/``dev`` name ``test1``/``val``), ``query_id = str(pairid)``; on ``test1``
-    targets are ``None``. ``extra["target_soft"]`` keeps the released soft labels."""
+    """A CIRR split (``test``/``dev``: ``test1``/``val``), ``query_id = str(pairid)``; no targets on ``test1``."""
     root = Path(root)
     annotations_dir, image_root = cirr_layout(root)
     split = {"test": "test1", "dev": "val"}.get(split, split)
@@ -232,7 +223,6 @@ def load_cirr(
     annotations, pairids = _annotations(cap_file, "CIRR", ("pairid", "reference", "caption"), "pairid")
     queries: list[CIRQuery] = []
     referrers: dict[str, str] = {}
-    target_soft: dict[str, dict] = {}
     for ann, pairid in zip(annotations, pairids):
         entry, target, img_set = f"pairid {pairid}", ann.get("target_hard"), ann.get("img_set", {})
         if not isinstance(img_set, dict) or not isinstance(img_set.get("members", []), list):
@@ -242,14 +232,9 @@ def load_cirr(
         _check_names(cap_file, entry, "an image name", fields + [("img_set member", m) for m in members or ()])
         caption = check_caption(ann["caption"], cap_file, entry, "caption")
         queries.append(CIRQuery(pairid, ann["reference"], (caption,), target, (target,) if target else (), members))
-        where = f"{cap_rel} pairid {pairid}"
-        referrers.setdefault(ann["reference"], f"reference of {where}")
-        if target:
-            referrers.setdefault(target, f"target of {where}")
-        for member in members or ():
-            referrers.setdefault(member, f"img_set member of {where}")
-        if "target_soft" in ann:
-            target_soft[pairid] = dict(ann["target_soft"])
+        named = [("reference", ann["reference"]), *([("target", target)] if target else [])]
+        for role, name in named + [("img_set member", m) for m in members or ()]:
+            referrers.setdefault(name, f"{role} of {cap_rel} pairid {pairid}")
 
     # A name the split file does not list is another split's: it could never be ranked.
     unlisted = [n for q in queries for n in (q.reference, q.target, *(q.subset or ())) if n and n not in paths]
@@ -261,7 +246,7 @@ def load_cirr(
         )
     source = FileImageSource(paths, referrers, default_referrer=f"gallery entry of {split_rel}")
     args = (queries, list(name_to_relpath), source, check_images, on_missing)
-    return _finish("cirr", split, root, CIRR_LAYOUT, *args, exclude=True, target_soft=target_soft)
+    return _finish("cirr", split, root, CIRR_LAYOUT, *args, exclude=True)
 
 
 def _fashioniq_image(root: Path, asin: str, referrer: str) -> Path:
@@ -280,8 +265,7 @@ def load_fashioniq(
     on_missing: OnMissing = "error",
     check_images: CheckImages = "exists",
 ) -> CIRBenchmark:
-    """FashionIQ for one category, several, or (``None``) all three; query ids are ``"<category>-<index>"``
-    (the release has none); ``extra`` holds ``categories`` and ``gallery_by_category``."""
+    """FashionIQ for some categories (``None``: all), query ids ``"<category>-<index>"``, galleries by category."""
     root = Path(root)
     if split not in FASHIONIQ_SPLITS:
         raise InputError(f"unknown FashionIQ split {split!r}; expected one of {', '.join(FASHIONIQ_SPLITS)}")
@@ -303,9 +287,7 @@ def load_fashioniq(
         listing = read_dataset_json(split_file, "FashionIQ split file")
         if not isinstance(listing, list):
             raise InputError(f"{split_file}: expected a JSON list of asins, got a JSON {type(listing).__name__}")
-        for i, asin in enumerate(listing):
-            if not isinstance(asin, str):
-                raise InputError(f"{split_file}: entry #{i} is {asin!r}; expected an asin (a string)")
+        _check_names(split_file, "the split list", "an asin", ((f"entry #{i}", a) for i, a in enumerate(listing)))
         refuse_repeats(listing, split_file, "asin")
         gallery_by_category[cat] = list(listing)
         for asin in listing:
@@ -319,8 +301,7 @@ def load_fashioniq(
                 raise InputError(f"{cap_file}: {entry} has captions {ann['captions']!r}; expected a list of strings")
             # ".?, " stripped from both ends, as the reference code does
             captions = tuple(check_caption(c, cap_file, entry, "captions").strip(".?, ") for c in ann["captions"])
-            gts = (target,) if target else ()
-            queries.append(CIRQuery(qid, ann["candidate"], captions, target, gts, category=cat))
+            queries.append(CIRQuery(qid, ann["candidate"], captions, target, (target,) if target else (), category=cat))
             # Query references win over gallery entries: they say which query breaks.
             referrers[ann["candidate"]] = f"candidate of {cap_rel} entry {index} ({qid})"
             if target:
@@ -331,8 +312,7 @@ def load_fashioniq(
     source = FileImageSource({a: _fashioniq_image(root, a, referrers[a]) for a in names}, referrers)
     bench = _finish("fashioniq", split, root, FASHIONIQ_LAYOUT, queries, gallery, source, check_images, on_missing)
     kept = set(bench.gallery)
-    by_category = {c: [a for a in g if a in kept] for c, g in gallery_by_category.items()}
-    bench.extra.update(categories=categories, gallery_by_category=by_category)
+    bench.extra["gallery_by_category"] = {c: [a for a in g if a in kept] for c, g in gallery_by_category.items()}
     return bench
 
 
@@ -343,7 +323,7 @@ def split_fashioniq_by_category(benchmark: CIRBenchmark) -> dict[str, CIRBenchma
             benchmark,
             queries=[q for q in benchmark.queries if q.category == cat],
             gallery=list(gallery),
-            extra=dict(benchmark.extra, categories=[cat], gallery_by_category={cat: gallery}),
+            extra=dict(benchmark.extra, gallery_by_category={cat: gallery}),
         )
         for cat, gallery in benchmark.extra["gallery_by_category"].items()
     }
@@ -358,7 +338,7 @@ def load_circo(
     root: str | Path, split: str = "val", on_missing: OnMissing = "error", check_images: CheckImages = "exists"
 ) -> CIRBenchmark:
     """One CIRCO split (``val``: 220 queries; ``test``: 800, no ground truths), ``query_id = str(id)``, image
-    names ``str(image id)``; ``extra`` holds ``semantic_aspects`` and ``shared_concept`` (SEARLE ignores it)."""
+    names ``str(image id)``; ``extra["semantic_aspects"]`` by query."""
     root = Path(root)
     if split not in CIRCO_SPLITS:
         raise InputError(f"unknown CIRCO split {split!r}; expected one of {', '.join(CIRCO_SPLITS)}")
@@ -383,7 +363,6 @@ def load_circo(
     queries: list[CIRQuery] = []
     referrers: dict[str, str] = {}
     aspects: dict[str, list[str]] = {}
-    shared: dict[str, str] = {}
     for ann, qid in zip(annotations, qids):
         entry = f"query id {qid}"
         reference = check_int_id(ann["reference_img_id"], ann_file, entry, "reference_img_id")
@@ -397,16 +376,11 @@ def load_circo(
         if target is not None and target not in gts:
             gts = (target, *gts)  # the target is always a ground truth
         aspects[qid] = list(ann.get("semantic_aspects", ()))
-        shared[qid] = ann.get("shared_concept", "")
         caption = check_caption(ann["relative_caption"], ann_file, entry, "relative_caption")
         queries.append(CIRQuery(qid, reference, (caption,), target, gts, aspect=",".join(aspects[qid]) or None))
-        where = f"{ann_rel} query id {qid}"
-        referrers.setdefault(reference, f"reference_img_id of {where}")
-        for g in gts:
-            referrers.setdefault(g, f"gt_img_ids of {where}")
-        # An id the image-info file lacks (an incomplete download): the error names its COCO file name.
-        for name in (reference, *gts):
-            if name not in paths:
+        for name, role in [(reference, "reference_img_id"), *((g, "gt_img_ids") for g in gts)]:
+            referrers.setdefault(name, f"{role} of {ann_rel} query id {qid}")
+            if name not in paths:  # not in the image-info file (an incomplete download): name its COCO file
                 paths[name] = images_dir / f"{int(name):012d}.jpg"
                 referrers[name] += f" (id not listed in {IMAGE_INFO})"
 
@@ -416,12 +390,7 @@ def load_circo(
     bench = _finish(
         "circo", split, root, CIRCO_LAYOUT, queries, gallery, source, check_images, on_missing, also_bad=unlisted
     )
-    kept = [q.query_id for q in bench.queries]
-    bench.extra.update(
-        semantic_aspects={q: aspects[q] for q in kept},
-        shared_concept={q: shared[q] for q in kept},
-        aspect_names=list(CIRCO_ASPECTS),
-    )
+    bench.extra["semantic_aspects"] = {q.query_id: aspects[q.query_id] for q in bench.queries}
     return bench
 
 
@@ -444,20 +413,14 @@ def _from_json(path: Path, data) -> list:
         data = data[key]
     if not isinstance(data, list):
         raise _bad(path, f"JSON {type(data).__name__} instead of a list")
-    out = []
-    for i, row in enumerate(data):
-        if isinstance(row, dict):
-            key = next((k for k in CAPTION_FIELDS if k in row), None)
-            if key is None:
-                raise _bad(path, f"item {i} has no 'caption' or 'text' field")
-            row = row[key]
-        out.append(row)
-    return out
+    unnamed = [i for i, row in enumerate(data) if isinstance(row, dict) and not any(k in row for k in CAPTION_FIELDS)]
+    if unnamed:
+        raise _bad(path, f"item {unnamed[0]} has no 'caption' or 'text' field")
+    return [next(row[k] for k in CAPTION_FIELDS if k in row) if isinstance(row, dict) else row for row in data]
 
 
 def read_captions(path: str | Path) -> CaptionCorpus:
-    """The captions of ``path`` as a :class:`CaptionCorpus` named by their content; a missing or unreadable
-    file, a wrong shape, a non-string caption or none at all is an error naming the file."""
+    """The captions of ``path`` (in a form ``_EXPECTED`` names) as a :class:`CaptionCorpus` named by content."""
     path = Path(path)
     if not path.is_file():
         raise _bad(path, "no such file")

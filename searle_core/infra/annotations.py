@@ -61,7 +61,6 @@ URLS: dict[str, str] = {name: f"{_ROOTS[name.split('/')[0]]}/{name.split('/', 1)
 URLS["circo/submission_val_example.json"] = f"{_ROOTS['circo']}/submission_examples/submission_val.json"
 
 TIMEOUT = 60.0  # seconds to connect, and to wait for each read
-_CHUNK = 1 << 16
 
 
 class AnnotationError(RuntimeError):
@@ -74,7 +73,7 @@ def _write_checked(stream: BinaryIO, target: Path, expected: str, origin: str, s
     def write(tmp: str) -> None:
         digest, received = hashlib.sha256(), 0
         with open(tmp, "wb") as out:
-            for chunk in iter(lambda: stream.read(_CHUNK), b""):
+            for chunk in iter(lambda: stream.read(1 << 16), b""):
                 digest.update(chunk)
                 out.write(chunk)
                 received += len(chunk)
@@ -96,8 +95,7 @@ def fetch_file(
     expected = SHA256[name]
     target = Path(dest) / name
     if target.exists():
-        actual = sha256_of(target)
-        if actual == expected:
+        if (actual := sha256_of(target)) == expected:
             return "present"
         raise AnnotationError(
             f"{target} exists with SHA-256 {actual}, not the pinned {expected}: "

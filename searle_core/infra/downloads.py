@@ -48,12 +48,10 @@ def cached_download(url: str, kind: str = "downloads", known: dict[str, str] | N
                     f"{READ_TIMEOUT:g} s per read ({reason}); check the URL or download the file and pass its path"
                 ) from None
             raise InputError(f"could not download {url}: {err}; nothing was kept in the cache") from None
-    if expected is not None:
-        actual = sha256_of(path)
-        if actual != expected:
-            path.unlink(missing_ok=True)
-            raise InputError(
-                f"{url}: the downloaded file's SHA-256 is {actual}, expected {expected} for this release "
-                "file; the copy was deleted"
-            )
+    if expected is not None and (actual := sha256_of(path)) != expected:
+        path.unlink(missing_ok=True)
+        raise InputError(
+            f"{url}: the downloaded file's SHA-256 is {actual}, expected {expected} for this release "
+            "file; the copy was deleted"
+        )
     return path

@@ -1,8 +1,6 @@
-"""Reading and writing the project's files safely (JSON, YAML, torch files), and the on-disk tensor caches.
-
-Writes go to a temporary file renamed over the target, so a killed process never leaves half a file; read
-errors name the file (and line); torch files are never loaded with ``weights_only=False`` (it runs code).
-"""
+"""Reading and writing the project's files safely (JSON, YAML, torch files), and the on-disk tensor caches. Writes
+go to a temporary file renamed over the target, so a killed process never leaves half a file; read errors name the
+file (and line); torch files are never loaded with ``weights_only=False`` (it runs code)."""
 
 from __future__ import annotations
 
@@ -73,7 +71,6 @@ def atomic_write_many(writes: dict[Path, Callable[[str], None]], needed: int | N
     done: list[tuple[str, Path]] = []
     try:
         for path, write in writes.items():
-            path = Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             os.close(fd)
@@ -200,28 +197,24 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
 def check_annotations(
     entries: Any, path: str | os.PathLike, fields: Sequence[str], id_field: str | None = None
 ) -> list[dict]:
-    """A JSON list of objects that all have ``fields`` and unique ``id_field`` values (``None``: by position)."""
+    """A JSON list of objects that all have ``fields``; errors name an entry by ``id_field`` (``None``: position)."""
     if not isinstance(entries, list):
         raise InputError(f"{path}: expected a JSON list of annotations, got a JSON {type(entries).__name__}")
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise InputError(f"{path}: annotation #{i} is a JSON {type(entry).__name__}, expected an object")
-        missing = [f for f in fields if f not in entry]
-        if missing:
+        if missing := [f for f in fields if f not in entry]:
             which = f"{id_field} {entry[id_field]!r}" if id_field and id_field in entry else f"#{i}"
             raise InputError(
                 f"{path}: annotation {which} has no field {missing[0]!r} (expected fields: {', '.join(fields)})"
             )
-    if id_field:
-        check_unique((str(e[id_field]) for e in entries), path, id_field)
     return entries
 
 
 def check_unique(ids: Iterable[str], path: str | os.PathLike, field: str) -> None:
     """Refuse repeated query ids: a later copy would silently replace or shadow the first."""
     counts = Counter(ids)
-    repeated = [i for i, n in counts.items() if n > 1]
-    if repeated:
+    if repeated := [i for i, n in counts.items() if n > 1]:
         more = f" ({len(repeated)} ids repeat)" if len(repeated) > 1 else ""
         raise InputError(
             f"{path}: {field} {repeated[0]} appears {counts[repeated[0]]} times{more}; expected unique query ids"
@@ -270,8 +263,7 @@ def save_tensor_atomic(path: Path | None, tensor: torch.Tensor) -> None:
 
 
 def save_or_warn(save: Callable[[], object], path: Path, what: str) -> bool:
-    """Run ``save()``; a failure to write is said on stderr and the run goes on (a lost cache entry costs a
-    recomputation later, not the run)."""
+    """Run ``save()``; a failure to write is said on stderr and the run goes on (a lost cache entry costs time)."""
     try:
         save()
         return True
@@ -294,9 +286,7 @@ class _Loader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
             seen: dict = {}
-            for key_node, _ in node.value:
-                if key_node.tag == MERGE_TAG:
-                    continue
+            for key_node in (k for k, _ in node.value if k.tag != MERGE_TAG):
                 key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
                 try:
                     first = seen.setdefault(key, line)
@@ -311,8 +301,7 @@ class _Loader(yaml.SafeLoader):
 
 
 def _expanded_size(root: yaml.Node, path: str | os.PathLike) -> None:
-    """Refuse a ``root`` that expands to more than :data:`MAX_EXPANDED_VALUES` values (aliases counted
-    every time they are used, as any copy of the loaded data would)."""
+    """Refuse a ``root`` expanding to over :data:`MAX_EXPANDED_VALUES` values (an alias counts at each use)."""
     sizes: dict[int, int] = {}
 
     def size(node: yaml.Node) -> int:

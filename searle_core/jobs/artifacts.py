@@ -1,9 +1,7 @@
-"""The artifact cache: trained networks and OTI targets, trained on first use and reused by name.
-
-Each artifact is a ``torch.save`` dict under ``cache_dir("models")`` named by a hash of all that determines it
-(kind, backbone, weights, preprocessing, data, config), so a changed config never reuses a stale network: the
-state dict under its class name (``"Phi"``: the authors' layout) and ``"meta"`` (also in a JSON sidecar).
-"""
+"""The artifact cache: trained networks and OTI targets, trained on first use and reused by name. Each is a
+``torch.save`` dict under ``cache_dir("models")`` named by a hash of all that determines it (kind, backbone, weights,
+preprocessing, data, config), so a changed config never reuses a stale network: the state dict under its class
+name (``"Phi"``: the authors' layout) and ``"meta"`` (also in a JSON sidecar)."""
 
 from __future__ import annotations
 
@@ -145,9 +143,7 @@ def unlabeled_phi(
     rows = list(range(len(names))) if rows is None else rows
     config = recipe.train_config(loss_overrides)
     data_id = "phi-" + digest([names[i] for i in rows], targets.path.stem)
-    vocabulary_key, bank = (
-        (vocabulary_id(vocabulary), vocabulary.phrase_bank) if vocabulary is not None else (None, None)
-    )
+    vocabulary_key, bank = (vocabulary_id(vocabulary), vocabulary.phrase_bank) if vocabulary else (None, None)
     key = {"phi": config, "vocabulary": vocabulary_key, "oti": oti_config}
 
     def train() -> dict:

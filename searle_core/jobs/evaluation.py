@@ -1,6 +1,5 @@
 """A method on a benchmark, end to end: :func:`prepare` gives the method the trained network the caller did not
-(a checkpoint in ``ctx.checkpoints``, else one cached by :mod:`.artifacts`), then the core ``run_method`` runs.
-"""
+(a checkpoint in ``ctx.checkpoints``, else one cached by :mod:`.artifacts`), then the core ``run_method`` runs."""
 
 from __future__ import annotations
 
@@ -20,22 +19,16 @@ from searle_core.jobs.artifacts import load_or_train, unlabeled_phi, vocabulary_
 from searle_core.method.phi import Phi
 from searle_core.methods.context import MethodContext, NetworkSetup
 from searle_core.methods.pipeline import MethodResult, run_method
-from searle_core.world.setup import (
-    world_lincir_config,
-    world_palavra_config,
-    world_phi_recipe,
-    world_pic2word_config,
-    world_vocabulary,
-)
+from searle_core.world import setup as world
 
 
 def _cached(method: str, backbone: Backbone, data_id: str, key, train, load: Callable) -> tuple[Any, NetworkSetup]:
-    """The network ``load`` reads from the method's artifact (trained on first use), and what the artifact cost."""
+    """The network ``load`` reads from the method's artifact (trained on first use), on the device; its cost."""
     start = time.perf_counter()
     artifact = load_or_train(method, backbone, data_id, key, train)
     total = float(artifact.meta.get("train_seconds") or 0.0)
     setup = NetworkSetup(method, float(time.perf_counter() - start), total, artifact.trained_now)
-    return load(artifact.path), setup
+    return load(artifact.path).to(backbone.device), setup
 
 
 def dataset_phi(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> tuple[Phi, NetworkSetup] | None:
@@ -44,13 +37,12 @@ def dataset_phi(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> 
     if bench.unlabeled is None:
         return None
     start = time.perf_counter()
-    recipe = world_phi_recipe(ctx.phi_epochs, ctx.phi_images)
-    vocabulary = ctx.vocabulary or world_vocabulary()
+    recipe = world.world_phi_recipe(ctx.phi_epochs, ctx.phi_images)
+    vocabulary = ctx.vocabulary or world.world_vocabulary()
     trained = unlabeled_phi(
         backbone, bench.unlabeled, recipe, ctx.oti_config, vocabulary, ctx.seed, ctx.oti_batch_size, ctx.progress
     )
-    # φ's cost includes the OTI of its unlabeled images (its distillation targets).
-    total = trained.train_seconds + trained.oti_seconds
+    total = trained.train_seconds + trained.oti_seconds  # with the OTI of its distillation targets
     return trained.phi, NetworkSetup("searle", time.perf_counter() - start, float(total), trained.trained_now)
 
 
@@ -67,7 +59,7 @@ def pic2word_network(
 ) -> tuple[Pic2WordMapper, NetworkSetup | None]:
     """Pic2Word's mapper: ``ctx.checkpoints['pic2word']``, else cached or trained on first use."""
     images = _world_images(bench)
-    config = ctx.pic2word_config or (Pic2WordConfig() if images is None else world_pic2word_config(images))
+    config = ctx.pic2word_config or (Pic2WordConfig() if images is None else world.world_pic2word_config(images))
     if ctx.checkpoints.get("pic2word"):
         return load_mapper(ctx.checkpoints["pic2word"], backbone, config), None
     data = unlabeled_images(backbone, bench, ctx.unlabeled, "pic2word", ctx.progress, normalize=False)
@@ -83,7 +75,7 @@ def lincir_config(bench: CIRBenchmark, ctx: MethodContext) -> LincirConfig:
     """``ctx.lincir_config``, else the world's recipe on a dataset that brings its corpus, else the official one."""
     if ctx.lincir_config is not None:
         return ctx.lincir_config
-    return LincirConfig(seed=ctx.seed) if _world_images(bench) is None else world_lincir_config(seed=ctx.seed)
+    return LincirConfig(seed=ctx.seed) if _world_images(bench) is None else world.world_lincir_config(seed=ctx.seed)
 
 
 def lincir_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> tuple[Phi, NetworkSetup | None]:
@@ -109,7 +101,7 @@ def lincir_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) 
 def palavra_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> tuple[Phi, NetworkSetup | None]:
     """PALAVRA's pre-trained inverter: ``ctx.checkpoints['palavra']``, else cached or trained on first use."""
     images = _world_images(bench)
-    config = ctx.palavra_config or (PalavraConfig() if images is None else world_palavra_config(images))
+    config = ctx.palavra_config or (PalavraConfig() if images is None else world.world_palavra_config(images))
     if ctx.checkpoints.get("palavra"):
         return load_phi(ctx.checkpoints["palavra"], backbone).to(backbone.device), None
     if ctx.vocabulary is None:
@@ -127,9 +119,7 @@ def palavra_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext)
         )
         return {"Phi": inverter.cpu().state_dict(), "meta": {"history": history}}  # φ's layout: load_phi reads it
 
-    return _cached(
-        "palavra", backbone, data.data_id, key, train, lambda path: load_phi(path, backbone).to(backbone.device)
-    )
+    return _cached("palavra", backbone, data.data_id, key, train, lambda path: load_phi(path, backbone))
 
 
 def prepare(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) -> NetworkSetup | None:
@@ -139,10 +129,9 @@ def prepare(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: MethodCon
         ctx.phi, setup = found
         return setup
     networks = {"pic2word": pic2word_network, "lincir": lincir_network, "palavra": palavra_network}
-    if method == "palavra":  # tokens given: no inverter needed
-        tokens = ctx.computed.tokens.get("palavra", {})
-        if all(n in tokens for n in bench.reference_names()):
-            return None
+    given = ctx.computed.tokens.get("palavra", {})
+    if method == "palavra" and all(n in given for n in bench.reference_names()):
+        return None  # tokens given: no inverter needed
     if method in networks and method not in ctx.networks:
         ctx.networks[method], setup = networks[method](backbone, bench, ctx)
         return setup

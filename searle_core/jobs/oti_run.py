@@ -1,10 +1,8 @@
-"""``searle oti``: every image of a dataset inverted in batches into a run folder, resumable and shardable.
-
-The folder holds ``manifest.json``, ``inputs.pt`` (names, raw CLIP features, top concepts: φ reads them too),
+"""``searle oti``: every image of a dataset inverted in batches into a run folder, resumable and shardable. The
+folder holds ``manifest.json``, ``inputs.pt`` (names, raw CLIP features, top concepts: φ reads them too),
 ``chunks/*.pt`` (finished batches) and at the end ``tokens.pt`` (EMA ``tokens``, last ``raw_tokens``) and
 ``log.csv``. Batches are seeded by the run seed and their image names, so a resumed or sharded run (rank ``r``
-takes batches ``r, r+W, ...``) gives one uninterrupted process's tokens (bit for bit on CPU).
-"""
+takes batches ``r, r+W, ...``) gives one uninterrupted process's tokens (bit for bit on CPU)."""
 
 from __future__ import annotations
 
@@ -69,11 +67,9 @@ class OTIRunFolder:
 def vocabulary_fingerprint(vocabulary) -> str | None:
     if vocabulary is None:
         return None
-    parts = [list(vocabulary.concepts), sorted(vocabulary.phrase_bank.items())]
-    associations = getattr(vocabulary, "associations", None)
-    if associations is not None:  # concepts read from a file: which images got which is part of it
-        parts.append(sorted(associations.items()))
-    return fingerprint(*parts)
+    associations = getattr(vocabulary, "associations", None)  # concepts from a file: which image got which counts
+    read = [sorted(associations.items())] if associations is not None else []
+    return fingerprint(list(vocabulary.concepts), sorted(vocabulary.phrase_bank.items()), *read)
 
 
 def inputs_key(backbone: Backbone, names: list[str], vocabulary, stored_concepts: int) -> dict:
@@ -124,9 +120,8 @@ def save_inputs(inputs: RunInputs, path: Path) -> None:
 
 def load_inputs(path: Path) -> RunInputs:
     data = load_torch_file(path, "OTI run inputs file (remove it: it is recomputed on --resume)")
-    concepts = None
-    if data.get("concepts") is not None:
-        concepts = [[data["concept_names"][i] for i in row if i >= 0] for row in data["concepts"].tolist()]
+    table = data.get("concepts")
+    concepts = None if table is None else [[data["concept_names"][i] for i in row if i >= 0] for row in table.tolist()]
     return RunInputs(list(data["names"]), data["features"], concepts)
 
 
@@ -154,8 +149,8 @@ def run_oti(
     hyper |= inputs_key(backbone, names, vocabulary, config.stored_concepts)
     hyper["precision"] = training_precision(backbone.device, config.oti.precision)
     outputs = [folder / MANIFEST, folder / INPUTS, folder / TOKENS, folder / LOG, *(folder / CHUNKS).glob("*.pt")]
-    manifest, _ = open_run(folder, "oti", hyper, info or {}, resume, force, outputs)
     try:
+        manifest, _ = open_run(folder, "oti", hyper, info or {}, resume, force, outputs)
         inputs = load_inputs(folder / INPUTS) if (folder / INPUTS).is_file() else None
         if inputs is not None and (inputs.names != names or (inputs.concepts is None) != (vocabulary is None)):
             inputs = None  # a forced resume over other images or vocabulary: inputs are computed anew

@@ -1,8 +1,6 @@
-"""``searle train-phi``: φ from an OTI run's tokens, checkpointed and validated every epoch.
-
-The folder holds ``manifest.json``, ``checkpoint.pt`` (φ, optimiser, epochs, history), ``history.csv``, at the
-end ``phi.pt``; as the authors' ``train_phi.py``, ``phi_last.pt`` every epoch and ``phi_{n}.pt`` every fifth.
-"""
+"""``searle train-phi``: φ from an OTI run's tokens, checkpointed and validated every epoch. The folder holds
+``manifest.json``, ``checkpoint.pt`` (φ, optimiser, epochs, history), ``history.csv``, at the end ``phi.pt``;
+as the authors' ``train_phi.py``, ``phi_last.pt`` every epoch and ``phi_{n}.pt`` every fifth."""
 
 from __future__ import annotations
 
@@ -117,8 +115,8 @@ def train_phi_in_folder(
     info: dict | None = None,
 ) -> PhiTrainingResult:
     """``train_phi`` checkpointed in the run folder ``out_dir`` every epoch (``force``: as :func:`open_run`)."""
-    checkpointer = PhiCheckpointer(out_dir, config, backbone, image_features, oti_tokens, resume, force, info)
     try:
+        checkpointer = PhiCheckpointer(out_dir, config, backbone, image_features, oti_tokens, resume, force, info)
         return train_phi(
             backbone, image_features, oti_tokens, concepts, phrase_bank, config, validate, checkpointer, progress
         )
@@ -153,7 +151,6 @@ def run_train_phi(
             "train without the regulariser (--lambda-gpt 0) or rerun OTI with one"
         )
     concepts = inputs.concepts if phrase_bank is not None else None
-    feats, tokens = inputs.features, run.tokens
     return train_phi_in_folder(
-        backbone, feats, tokens, concepts, phrase_bank, config, out_dir, validate, resume, force, progress
+        backbone, inputs.features, run.tokens, concepts, phrase_bank, config, out_dir, validate, resume, force, progress
     )

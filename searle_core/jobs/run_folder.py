@@ -176,15 +176,12 @@ def hyperparameter_changes(saved: dict, current: dict) -> list[str]:
     """Human-readable differences between two hyper-parameter dicts (nested keys joined by '.')."""
     changes: list[str] = []
 
-    def short(value: Any) -> str:
-        return first_line(json.dumps(value), 80)
-
     def walk(a: Any, b: Any, key: str) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{key}.{k}" if key else k)
         elif a != b:
-            changes.append(f"{key}: {short(a)} in the run, {short(b)} now")
+            changes.append(f"{key}: {first_line(json.dumps(a), 80)} in the run, {first_line(json.dumps(b), 80)} now")
 
     walk(jsonable(saved), jsonable(current), "")
     return changes
@@ -230,8 +227,8 @@ def new_manifest(kind: str, hyperparameters: dict, info: dict | None = None) -> 
 def open_run(
     folder: Path, kind: str, hyper: dict, info: dict | None, resume: bool, force: bool, outputs: list
 ) -> tuple[dict, bool]:
-    """Lock and start or resume the run of ``kind`` in ``folder``: its manifest and whether it resumes. ``force``
-    with ``resume`` accepts changed hyper-parameters; without, deletes ``outputs`` and starts over."""
+    """Lock and start or resume the run of ``kind`` in ``folder`` (the caller unlocks): its manifest and whether it
+    resumes. ``force`` with ``resume`` accepts changed hyper-parameters; without, deletes ``outputs``, starts over."""
     a_run, deleted, label = _NAMES[kind]
     refused = None
     if dist.is_main():
@@ -244,35 +241,31 @@ def open_run(
     if refused:
         raise InputError(refused)
     try:
-        try:
-            manifest = read_manifest(folder)
-        except DamagedManifest:
-            if resume or not force:
-                raise
-            manifest = {"kind": kind}  # a damaged run of any kind: --force deletes it and starts over
-        if manifest is not None and manifest.get("kind") != kind:
-            raise InputError(f"{folder} holds a {manifest.get('kind')!r} run, not {a_run}; choose another --out")
-        if manifest is not None and not resume:
-            if not force:
-                raise InputError(
-                    f"{folder} already holds {a_run}; pass --resume to continue it or --force to start over ({deleted})"
-                )
-            dist.barrier()
-            if dist.is_main():
-                for path in outputs:
-                    path.unlink(missing_ok=True)
-            dist.barrier()
-            manifest = None
-        resumed = manifest is not None
-        changes = _resume(folder, manifest, hyper, info or {}, force, label) if resumed else []
-        manifest = manifest if resumed else new_manifest(kind, hyper, info)
-        session = {"started": now(), "world_size": dist.world_size(), "resumed": resumed, "forced_changes": changes}
-        manifest.setdefault("sessions", []).append({**session, "code_version": code_version()})
+        manifest = read_manifest(folder)
+    except DamagedManifest:
+        if resume or not force:
+            raise
+        manifest = {"kind": kind}  # a damaged run of any kind: --force deletes it and starts over
+    if manifest is not None and manifest.get("kind") != kind:
+        raise InputError(f"{folder} holds a {manifest.get('kind')!r} run, not {a_run}; choose another --out")
+    if manifest is not None and not resume:
+        if not force:
+            raise InputError(
+                f"{folder} already holds {a_run}; pass --resume to continue it or --force to start over ({deleted})"
+            )
         dist.barrier()
         if dist.is_main():
-            atomic_write_json(manifest, folder / MANIFEST)
+            for path in outputs:
+                path.unlink(missing_ok=True)
         dist.barrier()
-        return manifest, resumed
-    except BaseException:
-        unlock_run(folder)
-        raise
+        manifest = None
+    resumed = manifest is not None
+    changes = _resume(folder, manifest, hyper, info or {}, force, label) if resumed else []
+    manifest = manifest if resumed else new_manifest(kind, hyper, info)
+    session = {"started": now(), "world_size": dist.world_size(), "resumed": resumed, "forced_changes": changes}
+    manifest.setdefault("sessions", []).append({**session, "code_version": code_version()})
+    dist.barrier()
+    if dist.is_main():
+        atomic_write_json(manifest, folder / MANIFEST)
+    dist.barrier()
+    return manifest, resumed

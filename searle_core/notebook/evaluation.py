@@ -1,10 +1,5 @@
-"""Notebook 6's tables: one labelled target against every ground truth, and the real benchmarks'
-annotation files side by side.
-
-A single-target benchmark (CIRR, FashionIQ) labels one image per query; any other image that also satisfies
-the query counts as a miss (a false negative). :func:`single_vs_all` scores the same rankings both ways;
-:func:`annotation_overview` reads the annotation files as released (no images needed).
-"""
+"""Notebook 6's tables: one labelled target against every ground truth (a single-target benchmark scores any
+other image that satisfies the query as a miss), and the real benchmarks' annotation files side by side."""
 
 from __future__ import annotations
 
@@ -49,12 +44,8 @@ def false_negatives(
 ) -> list[tuple[int, list[str]]]:
     """``(query index, images)`` per query whose top ``k`` holds ground truths other than the labelled
     target: the images a single-target benchmark scores as wrong although they are right."""
-    out = []
-    for i, (ranking, query) in enumerate(zip(rankings, queries)):
-        others = [n for n in list(ranking)[:k] if n in set(query.ground_truths) and n != query.target]
-        if others:
-            out.append((i, others))
-    return out
+    others = ([n for n in list(r)[:k] if n in q.ground_truths and n != q.target] for r, q in zip(rankings, queries))
+    return [(i, images) for i, images in enumerate(others) if images]
 
 
 #: Each benchmark's validation captions and gallery list in its authors' layout (``{}``: a FashionIQ category).
@@ -83,14 +74,13 @@ def _overview(name: str, folder: Path) -> tuple[dict, list[dict]]:
     field = {"CIRR": "caption", "FashionIQ": "captions", "CIRCO": "relative_caption"}[name]
     texts = [c for q in queries for c in (q[field] if name == "FashionIQ" else [q[field]])]
     truths = float(np.mean([len(q["gt_img_ids"]) for q in queries])) if name == "CIRCO" else 1.0
-    row = {
+    return {
         "queries (val)": len(queries),
         "ground truths per query": truths,
         "gallery (val)": gallery,
         "words per caption": float(np.mean([len(c.split()) for c in texts])) if texts else float("nan"),
         "files": ", ".join(str(f) for f, _ in files),
-    }
-    return row, queries
+    }, queries
 
 
 def annotation_overview(

@@ -1,6 +1,5 @@
-"""Looking inside textual inversion: prompts as tokens, what a pseudo-word retrieves, how word-like it is,
-where it travels during OTI, how OTI's and the two φ's tokens compare, and a typed-query explorer. The
-notebooks' teaching figures are computed here (and tested); the notebooks only call and plot."""
+"""Looking inside textual inversion: prompts as tokens, what a pseudo-word retrieves, how word-like it is, where
+it travels during OTI, how OTI's and the two φ's tokens compare, and a typed-query explorer (the notebooks plot)."""
 
 from __future__ import annotations
 
@@ -48,12 +47,10 @@ def dollar_embedding(backbone: Backbone) -> torch.Tensor:
 @torch.no_grad()
 def prompt_features(backbone: Backbone, tokens: torch.Tensor) -> torch.Tensor:
     """Normalised features of "a photo of $" with ``$`` = each token: (N, embed_dim) on CPU."""
-    tokens = tokens.reshape(-1, backbone.token_dim)
     out = []
-    for start in range(0, len(tokens), 256):
-        chunk = tokens[start : start + 256].to(backbone.device)
+    for chunk in tokens.reshape(-1, backbone.token_dim).split(256):
         ids = backbone.tokenize([PHOTO_PROMPT] * len(chunk))
-        text = encode_with_pseudo_tokens(backbone.model, ids, chunk, backbone.dollar_token_id)
+        text = encode_with_pseudo_tokens(backbone.model, ids, chunk.to(backbone.device), backbone.dollar_token_id)
         out.append(F.normalize(text.float(), dim=-1).cpu())
     return torch.cat(out)
 
@@ -90,8 +87,7 @@ def self_retrieval_ranks(
 def _word_rows(backbone: Backbone, allowed_ids: Sequence[int] | None = None) -> tuple[list[int], torch.Tensor]:
     """Ids and (W, token_dim) embedding rows of the real words searched (default: whole words)."""
     ids = list(allowed_ids) if allowed_ids is not None else whole_word_ids(backbone)
-    rows = backbone.model.token_embedding.weight[torch.tensor(ids, device=backbone.device)].detach().float().cpu()
-    return ids, rows
+    return ids, backbone.model.token_embedding.weight[torch.tensor(ids, device=backbone.device)].detach().float().cpu()
 
 
 @torch.no_grad()
@@ -144,8 +140,7 @@ def phi_tokens(phi: torch.nn.Module, image_features: torch.Tensor) -> torch.Tens
 
 
 def token_agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, float]:
-    """Cosine between two tokens of the same image (e.g. φ's and OTI's), (N,), and as a reference the
-    mean cosine between tokens of *different* images."""
+    """Cosine between two tokens of each image (e.g. φ's and OTI's), (N,), and the mean over *different* images."""
     sims = F.normalize(a.float().cpu(), dim=-1) @ F.normalize(b.float().cpu(), dim=-1).T
     same = sims.diagonal().numpy()
     n = len(same)
@@ -194,23 +189,15 @@ OWN_WORD_ATTRIBUTES: tuple[str, ...] = ("shape", "colour", "background")
 
 
 def own_word_shares(
-    backbone: Backbone,
-    tokens: torch.Tensor,
-    attributes: Sequence[dict],
-    allowed_ids: list[int] | None = None,
-    k: int = 5,
+    backbone: Backbone, tokens: torch.Tensor, attributes: Sequence[dict], allowed_ids: list[int] | None = None, k=5
 ) -> dict[str, float]:
     """Does S* mean its image? Per attribute of :data:`OWN_WORD_ATTRIBUTES`, the % of tokens whose ``k``
     nearest words hold the image's own value (``attributes``: ``ShapesWorld.attributes``), and ``"images"``."""
     if len(attributes) != len(tokens):
         raise InputError(f"own_word_shares: {len(tokens)} tokens but {len(attributes)} attribute rows")
     nearest = [{w for w, _ in ws} for ws in nearest_words(backbone, tokens, k, allowed_ids)]
-    shares: dict[str, float] = {
-        a: 100.0 * float(np.mean([attrs[a] in words for attrs, words in zip(attributes, nearest)]))
-        for a in OWN_WORD_ATTRIBUTES
-    }
-    shares["images"] = len(tokens)
-    return shares
+    hits = {a: [attrs[a] in words for attrs, words in zip(attributes, nearest)] for a in OWN_WORD_ATTRIBUTES}
+    return {**{a: 100.0 * float(np.mean(h)) for a, h in hits.items()}, "images": len(tokens)}
 
 
 # ---- failures one can see on the world, where every image's attributes are known -------------------
@@ -228,18 +215,16 @@ def caption_overridden(study, queries: Sequence, rankings: Sequence[Sequence[str
     change: the pseudo-word outweighed the caption. ``None`` off the world."""
     if study.world is None:
         return None
-    attributes = study.world.attributes
+    attrs = study.world.attributes
     return [
-        any(attributes(r[0])[a] == attributes(q.reference)[a] for a in q.aspect.split("+"))
-        for q, r in zip(queries, rankings)
+        any(attrs(r[0])[a] == attrs(q.reference)[a] for a in q.aspect.split("+")) for q, r in zip(queries, rankings)
     ]
 
 
 # ---- SEARLE's φ (distilled from OTI on images) beside LinCIR's (trained on captions only) ---------
 @dataclass
 class TwoPhis:
-    """The two φ's nearest words for a few references, their mean same-image cosine over every reference
-    and LinCIR's modality gap where the dataset has captions."""
+    """Both φ's nearest words for a few references, their mean same-image cosine and LinCIR's modality gap."""
 
     images: list[Image.Image]
     captions: list[str]
@@ -251,8 +236,7 @@ class TwoPhis:
 
 @torch.no_grad()
 def two_phis(setting: Setting, n: int = 4, k: int = 5) -> TwoPhis | None:
-    """SEARLE's and LinCIR's φ tokens of ``n`` example references, ``k`` nearest words each (``None``
-    unless the setting ran both)."""
+    """SEARLE's and LinCIR's φ tokens of ``n`` references, ``k`` nearest words each (``None`` unless both ran)."""
     ctx, study = setting.ctx, setting.study
     if ctx is None or ctx.phi is None or "lincir" not in ctx.networks:
         return None
@@ -278,8 +262,7 @@ def two_phis(setting: Setting, n: int = 4, k: int = 5) -> TwoPhis | None:
 def typed_query(
     study, name: str, token: torch.Tensor, caption: str, k: int = 5, label: str = "SEARLE-OTI"
 ) -> RetrievalExample:
-    """The top-``k`` of the study's search set for "a photo of $ that {caption}" with ``$`` = ``token``
-    (reference ``name``'s pseudo-word), ranked by :func:`search`."""
+    """The study's top-``k`` by :func:`search` for "a photo of $ that {caption}" with ``$`` = ``name``'s ``token``."""
     caption = caption.strip()
     if not caption:
         raise InputError("type a relative caption, e.g. 'is blue'")
@@ -294,8 +277,7 @@ def typed_query(
 def caption_note(study, caption: str) -> str | None:
     """A sentence on the words of ``caption`` the world CLIP never learned (untrained token rows: noise),
     with the words it does know; ``None`` when it knows them all."""
-    unknown = study.unknown_words(caption)
-    if not unknown:
+    if not (unknown := study.unknown_words(caption)):
         return None
     said = ", ".join(repr(w) for w in unknown)
     known = "; ".join(f"{attribute}: {', '.join(values)}" for attribute, values in VALUES.items())
@@ -370,8 +352,7 @@ def query_explorer(
             except ValueError as err:
                 print(err)
                 return
-            note = caption_note(study, text.value)
-            if note:
+            if note := caption_note(study, text.value):
                 print(note)
             fig = retrieval_grid([example])
             display(fig)

@@ -7,6 +7,7 @@ import ast
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,22 +90,17 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
     if not path.is_file():
         raise FileNotFoundError(f"no profile {name_or_path!r} (looked for {path}); known: {', '.join(list_profiles())}")
     data = load_yaml(read_text(path, "YAML profile"), path)
-    data = {} if data is None else data
+    data, keys = {} if data is None else data, ", ".join(PROFILE_KEYS)
     if not isinstance(data, dict):
-        raise InputError(
-            f"{path}: expected a YAML mapping with keys {', '.join(PROFILE_KEYS)}, got a {type(data).__name__}"
-        )
+        raise InputError(f"{path}: expected a YAML mapping with keys {keys}, got a {type(data).__name__}")
     for key, value in ((k, v) for k, v in data.items() if not str(k).startswith("x-")):
         if key not in PROFILE_KEYS:
-            raise InputError(
-                f"{path}: unknown key {key!r}; expected {', '.join(PROFILE_KEYS)} (or x-NAME for YAML anchors)"
-            )
+            raise InputError(f"{path}: unknown key {key!r}; expected {keys} (or x-NAME for YAML anchors)")
         if not isinstance(value, PROFILE_KEYS[key]):
             expected = " or ".join("null" if t is type(None) else t.__name__ for t in PROFILE_KEYS[key])
             raise InputError(f"{path}: key {key!r} is {value!r}, expected {expected}")
     notebooks = data.get("notebooks") or {}
-    unknown = sorted(set(notebooks) - set(NOTEBOOKS))
-    if unknown:
+    if unknown := sorted(set(notebooks) - set(NOTEBOOKS)):
         raise InputError(
             f"{path}: unknown notebook {unknown[0]!r} under 'notebooks'; expected some of {', '.join(NOTEBOOKS)}"
         )
@@ -130,8 +126,7 @@ def notebook_parameters(stem: str) -> dict[str, dict]:
 
 
 def _type_fits(value, param: dict) -> tuple[bool, str]:
-    """Whether a profile value fits a declared parameter's type (its annotation, else its literal default's;
-    anything goes without one), and that type's name."""
+    """Whether a value fits a parameter's annotated (else default's) type, and that type's name."""
     name = str(param.get("inferred_type_name", "None"))
     if name == "None":
         try:
@@ -231,11 +226,8 @@ def run_paper(
         record = load_record(run_dir, stem) if record_path(run_dir, stem).is_file() else {}
         runs.append(NotebookRun(stem, output, seconds, record))
         log(f"[{profile.name}] {stem}: {seconds:.0f} s, {len(record)} numbers recorded")
-    summary = {
-        "profile": profile.name,
-        "figures": str(figures_dir),
-        "notebooks": [{"name": r.name, "seconds": round(r.seconds, 1), "output": str(r.output)} for r in runs],
-    }
+    rows = [{"name": r.name, "seconds": round(r.seconds, 1), "output": str(r.output)} for r in runs]
+    summary = {"profile": profile.name, "figures": str(figures_dir), "notebooks": rows}
     atomic_write_text(json.dumps(summary, indent=1), run_dir / "summary.json")
     return runs
 
@@ -243,8 +235,6 @@ def run_paper(
 def store_checked_outputs(notebooks: tuple[str, ...] | list[str] = NOTEBOOKS) -> None:
     """Run notebooks with their default (quick) parameters and keep only what the cells tagged
     ``keep_output`` (``# NBVAL_CHECK_OUTPUT``) printed, as nbval checks it; review the diff afterwards."""
-    import tempfile
-
     import nbformat
     import papermill
 

@@ -1,6 +1,5 @@
 """A notebook's key numbers, in a JSON in the run folder ``searle paper`` passes as ``out_dir``; with none
-(a notebook opened by hand, nbval) nothing is written, so stepping through one never touches the repository.
-"""
+(a notebook opened by hand, nbval) nothing is written, so stepping through one never touches the repository."""
 
 from __future__ import annotations
 
@@ -59,13 +58,11 @@ class Recorder:
 
     def __init__(self, out_dir: str | os.PathLike | None, notebook: str):
         self.notebook = Path(notebook).stem
-        staged = os.environ.get(STAGED_ENV, "") == "1"
-        self.path = record_path(out_dir, notebook, staged) if out_dir else None
+        self.path = record_path(out_dir, notebook, os.environ.get(STAGED_ENV) == "1") if out_dir else None
         self.values: dict[str, Any] = {}
 
     def record(self, key: str | None = None, value: Any = None, **values: Any) -> Any:
-        """Record ``key=value`` and/or keyword values (keys such as ``searle-oti/mAP@10`` stored flat);
-        returns ``value`` so calls can be inlined."""
+        """Record ``key=value`` and/or keyword values (flat keys: ``searle-oti/mAP@10``); returns ``value``."""
         if key is not None:
             values = {key: value, **values}
         self.values.update({k: _plain(v) for k, v in values.items()})

@@ -22,7 +22,7 @@ from searle_core.methods.context import Computed, MethodContext
 from searle_core.methods.pipeline import MethodResult
 from searle_core.metrics.significance import Difference, compare_methods, main_metric, write_differences
 from searle_core.notebook.inversions import prefill_oti, study_phi, use_phi
-from searle_core.notebook.record import Recorder
+from searle_core.notebook.record import Recorder, method_metrics
 from searle_core.notebook.study import Study, open_study
 from searle_core.report.paper_numbers import (
     COMPARED_COLUMNS,
@@ -97,10 +97,8 @@ def evaluate_setting(
         study = dataclasses.replace(study, settings=from_parameters(settings, base=study.settings))
     ctx = study.context()
     _size_baselines(ctx, baseline_epochs, baseline_images)
-    if "searle" in methods:
-        trained = study_phi(study)
-        if trained is not None:
-            use_phi(ctx, trained)
+    if "searle" in methods and (trained := study_phi(study)) is not None:
+        use_phi(ctx, trained)
     if "searle-oti" in methods:
         prefill_oti(study, ctx)  # cached across notebooks; the row's time is the OTI's own
     if study.settings.captioner:
@@ -156,9 +154,8 @@ def comparison(settings: list[Setting]) -> pd.DataFrame:
     (paper-table metrics only for datasets the paper reports; every overall metric for ``shapes``)."""
     frames = []
     for s in settings:
-        frame = results_frame(
-            {(s.study.dataset, s.study.backbone.name, m): e.metrics for m, e in s.evaluations.items()}
-        )
+        pair = (s.study.dataset, s.study.backbone.name)
+        frame = results_frame({(*pair, m): e.metrics for m, e in s.evaluations.items()})
         frame.insert(1, "split", s.study.bench.split)
         frame["variant"] = [s.variants.get(m, "") for m in frame.method]
         for i, column in enumerate(SETTINGS_COLUMNS):
@@ -187,13 +184,9 @@ def wide_table(compared: pd.DataFrame, dataset: str) -> pd.DataFrame:
     part = compared[compared.dataset == dataset]
     order = PAPER_TABLE_METRICS.get(dataset) or list(dict.fromkeys(part.metric))
     variants = part.variant.fillna("") if "variant" in part.columns else [""] * len(part)
-    cells = part.assign(
-        cell=[
-            _cell(*row)
-            for row in zip(part.reproduced, part.paper, part["diff"], part.paper_split, part.paper_label.fillna(""))
-        ],
-        name=[display_name(m, v or None) for m, v in zip(part.method, variants)],
-    )
+    rows = zip(part.reproduced, part.paper, part["diff"], part.paper_split, part.paper_label.fillna(""))
+    names = [display_name(m, v or None) for m, v in zip(part.method, variants)]
+    cells = part.assign(cell=[_cell(*row) for row in rows], name=names)
     wide = cells.pivot_table(index=["backbone", "name"], columns="metric", values="cell", aggfunc="first", sort=False)
     wide = wide.reindex(columns=[m for m in order if m in wide.columns]).fillna("–")
     wide.index = wide.index.set_names(["backbone", "method"])
@@ -271,8 +264,7 @@ def _settings_note(part: pd.DataFrame) -> str:
         phi = rows[rows.method == "searle"]
         settings = {k: (None if pd.isna(first[k]) or first[k] == "" else first[k]) for k in SETTINGS_COLUMNS}
         if len(phi):
-            settings["phi_epoch"] = phi.iloc[0]["phi_epoch"] or None
-            settings["phi_source"] = phi.iloc[0]["phi_source"] or None
+            settings |= {k: phi.iloc[0][k] or None for k in ("phi_epoch", "phi_source")}
         lines.append(f"{backbone}: {settings_line(settings)}")
     return "\n" + "\n".join(lines) + "\n"
 
@@ -286,8 +278,7 @@ def headline(setting: Setting) -> dict[str, float]:
 def differences(
     setting: Setting, reference: str = "searle-oti", n_resamples: int = 10_000, seed: int = 0
 ) -> list[Difference]:
-    """Every method against ``reference`` on the headline metric, with a paired bootstrap interval over
-    the queries (empty when ``reference`` was not run)."""
+    """Every method against ``reference`` on the headline metric, paired bootstrap over queries ([] if not run)."""
     rankings = setting.table.rankings
     if reference not in rankings or len(rankings) < 2:
         return []
@@ -310,7 +301,7 @@ def save_results(
         key = "/".join(pair)
         for row in s.table.rows:
             at = f"{key}/{row.method}"
-            rec.record(**{f"{at}/{m}": v for m, v in flatten(s.evaluations[row.method].metrics).items()})
+            rec.record(**method_metrics(at, s.evaluations[row.method].metrics))
             rec.record(**{f"{at}/seconds": row.seconds, f"{at}/train_seconds": row.train_seconds})
         rec.record(f"{key}/skipped", sorted(s.table.skipped))
         rec.record(f"{key}/settings", s.table.settings)
@@ -350,8 +341,8 @@ method.
 def write_test_submissions(
     settings: list[Setting], folder: str | Path, log: Callable[[str], None] | None = print
 ) -> list[Path]:
-    """Server files under ``folder/<dataset>/<backbone>/`` for every CIRR / CIRCO setting (others skipped),
-    a variant's files named with it (``searle-oti-templates``); returns the paths written."""
+    """Server files under ``folder/<dataset>/<backbone>/`` for every CIRR / CIRCO setting, named with the
+    method's variant (``searle-oti-templates``); returns the paths written."""
     folder = Path(folder)
     written: list[Path] = []
     for s in settings:

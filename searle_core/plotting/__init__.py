@@ -67,18 +67,18 @@ def new_axes(ax: Axes | None = None, figsize: tuple[float, float] = (6, 4)) -> t
     return (ax.figure, ax) if ax is not None else plt.subplots(figsize=figsize, layout="constrained")
 
 
-def save_figure(fig: Figure, figures_dir: str | os.PathLike | None, name: str, dpi: int = 150) -> None:
+def save_figure(fig: Figure, figures_dir: str | os.PathLike | None, name: str) -> None:
     """Save ``fig`` as ``<figures_dir>/<name>.png`` (nothing for an empty ``figures_dir``), without the
     "Software" metadata, so the bytes depend on the figure only."""
     if not figures_dir:
         return
     path = Path(figures_dir) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white", metadata={"Software": None})
+    fig.savefig(path, dpi=150, bbox_inches="tight", facecolor="white", metadata={"Software": None})
 
 
 def show_image(
-    ax: Axes, image: Image.Image | np.ndarray, title: str | None = None, border: str | None = None, fontsize: float = 9
+    ax: Axes, image: Image.Image | np.ndarray, title: str | None = None, border: str | None = None
 ) -> Figure:
     """An image without ticks, small ones with crisp pixels; ``border`` colours a thick frame."""
     array = np.asarray(image)
@@ -89,7 +89,7 @@ def show_image(
         if border is not None:
             spine.set(edgecolor=border, linewidth=4)
     if title:
-        ax.set_title(title, fontsize=fontsize)
+        ax.set_title(title, fontsize=9)
     return ax.figure
 
 
@@ -100,7 +100,7 @@ def wrap(text: str, width: int = 28) -> str:
 
 # ---- curves: OTI's losses per step, φ's losses and validation per epoch, timings ----------------------
 def _smooth(values: Sequence[float], window: int) -> np.ndarray:
-    """Trailing moving average (window 1 = raw); the template and phrase draws make steps noisy."""
+    """Trailing moving average (window 1 = raw): the template and phrase draws make steps noisy."""
     values = np.asarray(values, dtype=float)
     if window <= 1 or len(values) < window:
         return values
@@ -229,21 +229,18 @@ def nearest_words_grid(
     words: Sequence[Sequence[tuple[str, float]]],
     titles: Sequence[str] | None = None,
     extra_words: Sequence[Sequence[tuple[str, float]]] | None = None,
-    labels: tuple[str, str] = ("OTI", "φ"),
 ) -> Figure:
-    """One column per image: the image on top, its token's nearest words below, and a second token's
-    (``extra_words``, e.g. φ's beside OTI's) under them; ``labels`` name the two tokens and pick colours."""
+    """One column per image: the image on top, its OTI token's nearest words below, and φ's token's
+    (``extra_words``) under them."""
     n, two = len(images), extra_words is not None
     rows = 2 + two
     fig = plt.figure(figsize=(2.7 * n, 2.3 + 2.4 * (rows - 1)), layout="constrained")
     axes = fig.subplots(rows, n, squeeze=False, gridspec_kw={"height_ratios": [0.9] + [1.2] * (rows - 1)})
     for i in range(n):
         show_image(axes[0, i], images[i], titles[i] if titles else None)
-        title = f"{labels[0]} token" if two else None
-        plot_nearest_words(words[i], axes[1, i], title, SERIES_COLOURS.get(labels[0], SERIES_COLOURS["OTI"]))
+        plot_nearest_words(words[i], axes[1, i], "OTI token" if two else None, SERIES_COLOURS["OTI"])
         if two:
-            colour = SERIES_COLOURS.get(labels[1], SERIES_COLOURS["φ"])
-            plot_nearest_words(extra_words[i], axes[2, i], f"{labels[1]} token", colour)
+            plot_nearest_words(extra_words[i], axes[2, i], "φ token", SERIES_COLOURS["φ"])
     return fig
 
 

@@ -107,10 +107,7 @@ class Table:
     @property
     def columns(self) -> list[str]:
         """Metric columns in the order the rows give them."""
-        seen: dict[str, None] = {}
-        for row in self.rows:
-            seen.update(dict.fromkeys(row.metrics))
-        return list(seen)
+        return list(dict.fromkeys(c for row in self.rows for c in row.metrics))
 
 
 def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
@@ -229,10 +226,8 @@ def evaluate_methods(
     phi_distilled: bool = False,
 ) -> Table:
     """Every method of ``methods`` on ``bench``, in order, with one context (tokens and captions reused).
-
     ``gallery``: the features, or a function returning them; ``skip``: method -> why it is not run. OTI
-    without GPT phrases, and a φ distilled here (``phi_distilled``) from its tokens, get the variant label.
-    """
+    without GPT phrases, and a φ distilled here (``phi_distilled``) from its tokens, get the variant label."""
     if any(q.target is None for q in bench.queries):
         raise InputError(f"{bench.name} {bench.split} has no ground truths (a test split): the table needs metrics")
     unknown = [m for m in methods if m not in METHODS]

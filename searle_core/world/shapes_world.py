@@ -101,31 +101,9 @@ def images_to_tensor(images: np.ndarray, mean, std, device: torch.device | str =
     return (x - mean) / std
 
 
-class ShapesImages(ImageSource):
-    """The world's images by name: PIL for the generic pipeline, arrays for the fast path."""
-
-    def __init__(self, world: ShapesWorld) -> None:
-        self.world = world
-
-    def array(self, names: list[str] | tuple[str, ...]) -> np.ndarray:
-        """``(N, S, S, 3)`` uint8 renders of ``names`` (any mix of pools)."""
-        return render_codes(*self.world._rows(names), self.world.config)
-
-    def load_image(self, name: str) -> Image.Image:
-        return Image.fromarray(self.array([name])[0], mode="RGB")
-
-    def content_id(self) -> str:
-        return f"shapes-{self.world.config.cache_key()}"
-
-    def model_input(self, names: list[str], size: tuple[int, int], mean, std, device) -> torch.Tensor | None:
-        images = self.array(names)
-        if tuple(images.shape[1:3]) != tuple(size):
-            return None  # renders of another size go through the PIL preprocessing
-        return images_to_tensor(images, mean, std, device)
-
-
-class ShapesWorld:
-    """A deterministic synthetic composed-retrieval world (``WorldConfig()``: the default world)."""
+class ShapesWorld(ImageSource):
+    """A deterministic synthetic composed-retrieval world (``WorldConfig()``: the default world), and the
+    source of its images by name: PIL for the generic pipeline, arrays for the fast path."""
 
     name = "shapes"
 
@@ -142,7 +120,7 @@ class ShapesWorld:
             else:
                 codes = random_codes(rng, c.n_val_queries if pool == "val_ref" else c.n_test_queries)
             self._pools[pool] = (codes, random_jitter(rng, len(codes)))
-        self.images = ShapesImages(self)
+        self.images = self  # the ImageSource the benchmarks hold
         self._benchmarks: dict[str, CIRBenchmark] = {}
 
     def _names(self, pool: str) -> list[str]:
@@ -168,15 +146,10 @@ class ShapesWorld:
         return pool, int(index)
 
     def _rows(self, names: list[str] | tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """Codes and jitter of ``names``, gathered pool by pool (vectorised)."""
+        """Codes and jitter of ``names``."""
         located = [self._locate(n) for n in names]
-        codes = np.zeros((len(names), len(ATTRIBUTES)), dtype=np.int64)
-        jitter = np.zeros((len(names), 3))
-        for pool in {p for p, _ in located}:
-            where = np.array([i for i, (p, _) in enumerate(located) if p == pool])
-            rows = np.array([j for p, j in located if p == pool])
-            codes[where], jitter[where] = self._pools[pool][0][rows], self._pools[pool][1][rows]
-        return codes, jitter
+        codes = np.array([self._pools[p][0][j] for p, j in located], dtype=np.int64).reshape(-1, len(ATTRIBUTES))
+        return codes, np.array([self._pools[p][1][j] for p, j in located], dtype=float).reshape(-1, 3)
 
     def attributes(self, name: str) -> dict[str, str]:
         """``{"colour", "shape", "size", "background"}`` of an image (jitter not included)."""
@@ -188,7 +161,20 @@ class ShapesWorld:
         return self._rows(names)[0]
 
     def array(self, names: list[str] | tuple[str, ...]) -> np.ndarray:
-        return self.images.array(names)
+        """``(N, S, S, 3)`` uint8 renders of ``names`` (any mix of pools)."""
+        return render_codes(*self._rows(names), self.config)
+
+    def load_image(self, name: str) -> Image.Image:
+        return Image.fromarray(self.array([name])[0], mode="RGB")
+
+    def content_id(self) -> str:
+        return f"shapes-{self.config.cache_key()}"
+
+    def model_input(self, names: list[str], size: tuple[int, int], mean, std, device) -> torch.Tensor | None:
+        images = self.array(names)
+        if tuple(images.shape[1:3]) != tuple(size):
+            return None  # renders of another size go through the PIL preprocessing
+        return images_to_tensor(images, mean, std, device)
 
     def benchmark(self, split: str, aspect: str | None = None) -> CIRBenchmark:
         """The benchmark of ``split``, with only the queries of one change type if ``aspect`` is given

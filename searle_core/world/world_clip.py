@@ -127,12 +127,10 @@ class _CompactEmbedding(torch.nn.Module):
 
 def trained_token_ids(tokenizer=None) -> list[int]:
     """Token ids any training caption can contain (the rows training updates), padding included."""
-    tokenizer, ids = open_clip.get_tokenizer(WORLD_BACKBONE) if tokenizer is None else tokenizer, {0}
-    for row in tokenizer([" ".join(training_vocabulary())]).tolist():
-        ids.update(row)
-    for word in training_vocabulary():  # a word may tokenize differently alone than in a sentence
-        ids.update(tokenizer([word])[0].tolist())
-    return sorted(ids)
+    tokenizer = open_clip.get_tokenizer(WORLD_BACKBONE) if tokenizer is None else tokenizer
+    words = training_vocabulary()
+    # a word may tokenize differently alone than in a sentence
+    return sorted({0}.union(*tokenizer([" ".join(words)]).tolist(), *tokenizer(words).tolist()))
 
 
 @contextlib.contextmanager
@@ -260,14 +258,12 @@ def world_clip_weights(
         if shipped is not None:
             state, log = shipped[0], {**shipped[1], "shipped": True}
         else:
-            print(
-                f"Training the world CLIP ({WORLD_BACKBONE}, {config.steps} steps) once; it is cached in {folder}.",
-                flush=True,
-            )
+            note = f"Training the world CLIP ({WORLD_BACKBONE}, {config.steps} steps) once; it is cached in {folder}."
+            print(note, flush=True)
             state, log = train_world_clip(config, progress=progress)
             state = finalise(state, trained_token_ids(), config.seed)  # stored as shipped weights are
         if not save_or_warn(lambda: atomic_save(state, path), path, "world CLIP weights"):
-            return InMemoryWeights(f"{path.name} (not cached, {_digest(state)})", state, log)
+            return InMemoryWeights(f"{path.name} (not cached, {_digest(state)})", state)
         log_path = path.with_suffix(".json")
         save_or_warn(lambda: atomic_write_text(json.dumps(log), log_path), log_path, "world CLIP training log")
     return path
@@ -276,8 +272,7 @@ def world_clip_weights(
 def _digest(state: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for name, tensor in state.items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(name.encode() + tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 

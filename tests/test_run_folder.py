@@ -1,14 +1,8 @@
-"""Nothing of the user's overwritten, no finished work lost.
-
-Run folders are ours or refused; the lock never follows a link; ``searle paper`` replaces finished
-results only with finished ones; SIGTERM keeps what SIGINT keeps; every finished OTI batch is on disk
-at once; a full disk is named as such (path, free space) and a failed cache write only warns.
-"""
+"""Run folders (``searle_core.jobs.run_folder``): ours or refused, under every rank; the lock never follows a
+link; every finished OTI batch is on disk at once, and SIGTERM keeps them as SIGINT does."""
 
 from __future__ import annotations
 
-import errno
-import json
 import os
 import signal
 import subprocess
@@ -18,18 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from faults import CLI, fails, searle, snapshot, write_image
+from cli_helpers import CLI, fails, searle, snapshot
 
 from searle_core.infra.errors import InputError
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.audit_open, pytest.mark.usefixtures("one_thread", "tmp_searle_data")]
+
+
 OTI = ["oti", "--quick", *CLI, "--max-images", "8", "--oti-steps", "2", "--oti-batch-size", "4", "--seed", "5"]
-TORCH_FULL = "[enforce fail at inline_container.cc:672] . unexpected pos 128 vs 0"
-
-
-@pytest.fixture(autouse=True)
-def _data(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEARLE_DATA", str(tmp_path / "searle_data"))
 
 
 @pytest.fixture
@@ -41,7 +31,6 @@ def oti_run(tmp_path, capsys) -> Path:
     return out
 
 
-# ---- run folders are ours or refused ----------------------------------------------------------------
 def test_oti_out_holding_a_users_log_is_refused(tmp_path, capsys):
     out = tmp_path / "mine"
     out.mkdir()
@@ -170,65 +159,6 @@ def test_lock_that_links_to_a_users_file_is_refused_untouched(oti_run, tmp_path,
     assert precious.read_text() == "do not truncate me" and lock.is_symlink()
 
 
-def test_resume_on_another_dataset_path_names_both(tmp_path, capsys):
-    first, second = tmp_path / "images_a", tmp_path / "images_b"
-    for i in range(4):  # the same names, other pixels: resuming would mix two datasets' tokens
-        write_image(first / f"{i}.png", i)
-        write_image(second / f"{i}.png", 50 + i)
-    args = ["oti", "--dataset", "imagenet", *CLI, "--oti-steps", "2", "--oti-batch-size", "2"]
-    args += ["--out", tmp_path / "run"]
-    status, _, err = searle(capsys, *args, "--dataset-path", first)
-    assert status == 0, err
-    before = snapshot(tmp_path / "run")
-    fails(capsys, [*args, "--dataset-path", second, "--resume"], first, second, "--dataset-path")
-    assert {k: v for k, v in snapshot(tmp_path / "run").items() if "manifest" not in k} == {
-        k: v for k, v in before.items() if "manifest" not in k
-    }
-
-
-# ---- searle paper: an interrupted re-run keeps the finished results ---------------------------------
-def _fake_papermill(monkeypatch, interrupt: bool, value: float) -> None:
-    """papermill.execute_notebook stand-in: records ``value`` as the notebook would, writes the
-    executed notebook, and (``interrupt``) is stopped by Ctrl-C half-way, after both."""
-    import papermill
-
-    from searle_core.notebook import papermill_runner
-    from searle_core.notebook.record import Recorder
-
-    def execute(source, output, parameters, **kwargs):
-        Recorder(parameters["out_dir"], Path(source).stem).record("value", value)
-        Path(output).write_text(json.dumps({"cells": 3 if interrupt else 30}))
-        if interrupt:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(papermill, "execute_notebook", execute)
-    monkeypatch.setattr(papermill_runner, "require_kernel", lambda kernel=None: None)
-
-
-def test_paper_rerun_interrupted_leaves_previous_results_listed(tmp_path, monkeypatch):
-    from searle_core.notebook.papermill_runner import run_paper
-
-    _fake_papermill(monkeypatch, interrupt=False, value=1.0)
-    runs = run_paper("quick", tmp_path, notebooks=["01_textual_inversion"], log=None)
-    folder = tmp_path / "quick"
-    assert runs[0].record == {"value": 1.0}
-    before = snapshot(folder)
-    _fake_papermill(monkeypatch, interrupt=True, value=2.0)
-    with pytest.raises(KeyboardInterrupt):
-        run_paper("quick", tmp_path, notebooks=["01_textual_inversion"], log=None)
-    after = snapshot(folder)
-    kept = {k: v for k, v in after.items() if k in before}
-    assert kept == before, "the finished notebook, its JSON or summary.json changed"
-    summary = json.loads((folder / "summary.json").read_text())
-    for listed in summary["notebooks"]:
-        assert Path(listed["output"]).is_file()
-    assert json.loads((folder / "01_textual_inversion.json").read_text())["values"] == {"value": 1.0}
-    _fake_papermill(monkeypatch, interrupt=False, value=3.0)  # a finished re-run replaces both
-    assert run_paper("quick", tmp_path, notebooks=["01_textual_inversion"], log=None)[0].record == {"value": 3.0}
-    assert json.loads((folder / "01_textual_inversion.ipynb").read_text()) == {"cells": 30}
-
-
-# ---- every finished batch on disk at once; SIGTERM keeps them as SIGINT does -----------------------
 def _chunk_batches(out: Path) -> int:
     return sum(len(torch.load(p, weights_only=True)["log"]) for p in (out / "chunks").glob("*.pt"))
 
@@ -304,84 +234,3 @@ def _chunk_batches_safe(out: Path) -> int:
         return _chunk_batches(out)
     except Exception:  # a chunk being renamed into place
         return 0
-
-
-# ---- a full disk is named; a cache write that fails only warns -------------------------------------
-def _full_disk_for(monkeypatch, where, error: BaseException) -> None:
-    """torch.save fails (after writing a little) for the temporary files whose path contains ``where``."""
-    real = torch.save
-
-    def save(obj, f, *args, **kwargs):
-        if where in str(f):
-            Path(f).write_bytes(b"\0" * 128)
-            raise error
-        return real(obj, f, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", save)
-
-
-@pytest.mark.parametrize(
-    "error", [RuntimeError(TORCH_FULL), OSError(errno.ENOSPC, "No space left on device")], ids=["torch", "os"]
-)
-def test_full_disk_names_the_path_and_says_so(tmp_path, capsys, monkeypatch, error):
-    out = tmp_path / "run"
-    _full_disk_for(monkeypatch, ".inputs.pt.", error)
-    line = fails(capsys, [*OTI, "--out", out], out / "inputs.pt", "disk is full", "free")
-    assert "needed" in line and "enforce fail" not in line
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # no half-written file left
-
-
-def test_failed_feature_cache_write_warns_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
-    cache = tmp_path / "searle_data/cache/features"
-    _full_disk_for(monkeypatch, str(cache), OSError(errno.ENOSPC, "No space left on device"))
-    status, out, err = searle(capsys, "evaluate", "--quick", *CLI, "--method", "image-only", "--json")
-    assert status == 0, err
-    assert "warning: could not write the feature cache" in err and "disk is full" in err and str(cache) in err
-    assert "Recall" in out or "mAP" in out
-    assert not list(cache.glob("*"))  # nothing half-written left in the cache
-
-
-@pytest.mark.parametrize("how", ["full disk", "folder is a file"])
-def test_failed_world_clip_cache_write_warns_and_the_run_goes_on(how, tmp_path, capsys, monkeypatch, random_backbone):
-    from searle_core.clip.backbone import load_backbone
-    from searle_core.world import world_clip
-
-    state = {k: v.clone() for k, v in random_backbone.model.state_dict().items()}
-    # The weights come from the package (shipped) and are expanded into the cache, which cannot be written.
-    monkeypatch.setattr(world_clip, "read_shipped", lambda key: (state, {"seconds": 0.0}))
-    if how == "full disk":
-        cache = tmp_path / "cache/world_clip"
-        _full_disk_for(monkeypatch, str(cache), OSError(errno.ENOSPC, "No space left on device"))
-    else:  # no folder can be made where a file is (as an unwritable folder, but also for root)
-        (tmp_path / "cache").write_text("a file where the cache folder should be")
-        cache = tmp_path / "cache/world_clip"
-    backbone = load_backbone("shapes-clip", cache_dir=cache, quick=True, device="cpu")
-    err = capsys.readouterr().err
-    assert "warning: could not write the world CLIP weights" in err and str(cache) in err and "going on" in err
-    assert ("disk is full" in err) == (how == "full disk")
-    assert "not cached" in backbone.pretrained and "not cached" in backbone.weights_id
-    assert all(torch.equal(v, state[k]) for k, v in backbone.model.state_dict().items())
-    assert not (cache.is_dir() and list(cache.iterdir()))  # nothing half-written left
-
-
-def test_submission_on_a_full_disk_writes_neither_file(tmp_path, monkeypatch):
-    from searle_core.report.submission import write_cirr_submission
-
-    old = {"recall_submission_searle.json": "old recall", "recall_subset_submission_searle.json": "old subset"}
-    for name, text in old.items():
-        (tmp_path / name).write_text(text)
-    import builtins
-
-    real = builtins.open
-
-    def open_(file, mode="r", *args, **kwargs):
-        if "w" in mode and "recall_subset_submission" in str(file):  # the second file meets a full disk
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(file, mode, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", open_)
-    with pytest.raises(OSError) as caught:
-        write_cirr_submission(tmp_path, {"1": [f"g{i}" for i in range(50)]}, {"1": ["g0", "g1", "g2"]})
-    monkeypatch.setattr(builtins, "open", real)
-    assert "disk is full" in str(caught.value) and "recall_subset_submission_searle.json" in str(caught.value)
-    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == old  # both old files, no temporaries

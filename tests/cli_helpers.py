@@ -1,18 +1,28 @@
-"""Helpers of the bad-input battery (``test_faults_*.py``): tiny datasets, CLI calls, snapshots.
+"""Helpers of the fault cases (bad inputs, damaged run folders, interruptions; each marked
+``@pytest.mark.audit_open`` in the test file of the unit it exercises): tiny datasets, CLI calls,
+snapshots, and the fixtures several of those files share.
 
-Every dataset here is written from scratch (a few queries, 16x10 noise images), so the battery
-needs neither the real annotation files nor a trained CLIP: CLI calls use the random-weights small
+Every dataset here is written from scratch (a few queries, 16x10 noise images), so the fault cases
+need neither the real annotation files nor a trained CLIP: CLI calls use the random-weights small
 CLIP. Each case asserts the exit status, that the error line names the culprit, and that nothing
-was written or lost (a snapshot of the folders involved, before and after).
+was written or lost (a snapshot of the folders involved, before and after). Fixtures are imported by
+name where they are used (``from cli_helpers import circo  # noqa: F401``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from searle_core.cli import main
@@ -129,3 +139,111 @@ def tiny_cirr(root: Path, n: int = 3, gallery: int = 8, pairids: list[int] | Non
     for i, name in enumerate(names):
         write_image(root / "dev" / f"{name}.png", 100 + i)
     return root
+
+
+def tiny_fashioniq(root: Path, asins=("a1", "a2", "a3")) -> Path:
+    """A FashionIQ folder: ``asins`` in every category's val split, one caption entry each, three images."""
+    for cat in ("dress", "shirt", "toptee"):
+        write_json(root / f"image_splits/split.{cat}.val.json", list(asins))
+        write_json(root / f"captions/cap.{cat}.val.json", [{"candidate": "a1", "target": "a2", "captions": ["x", "y"]}])
+    for i, asin in enumerate(("a1", "a2", "a3")):
+        write_image(root / "images" / f"{asin}.jpg", i)
+    return root
+
+
+def truncated_image(path: Path) -> Path:
+    """A 64x64 image cut after 300 bytes: the header reads; only a full decode fails."""
+    write_image(path, 3, size=(64, 64))
+    path.write_bytes(path.read_bytes()[:300])  # the header reads; only a full decode fails
+    return path
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    """An image folder (``--dataset imagenet``): four readable images and one truncated JPEG, img9.jpg."""
+    folder = tmp_path / "imagenet"
+    for i in range(4):
+        write_image(folder / f"img{i}.png", i)
+    truncated_image(folder / "img9.jpg")
+    return folder
+
+
+#: ``searle evaluate`` on a CIRCO folder with the image-only baseline (no φ, no OTI): what the loaders' cases run.
+EVALUATE_CIRCO = ["evaluate", "--dataset", "circo", "--method", "image-only", *CLI, "--num-workers", "0"]
+
+
+@pytest.fixture
+def circo(tmp_path) -> Path:
+    """A tiny CIRCO folder (``tiny_circo``) in the test's folder."""
+    return tiny_circo(tmp_path / "circo")
+
+
+def evaluate_fails(capsys, tmp_path, root, *culprits, extra=()) -> str:
+    """``searle evaluate`` on ``root`` fails naming ``culprits``; no dataset file changed, no feature cached."""
+    before = snapshot(root)
+    line = fails(capsys, [*EVALUATE_CIRCO, "--dataset-path", root, *extra], *culprits)
+    assert snapshot(root) == before
+    assert not list((tmp_path / "searle_data").rglob("image-*.pt"))  # failed before any feature was computed
+    return line
+
+
+#: A tiny OTI run that checkpoints every batch: 12 shapes images, 3 steps, batches of 4.
+TINY_OTI = [
+    "oti",
+    "--quick",
+    *CLI,
+    "--max-images",
+    "12",
+    "--oti-steps",
+    "3",
+    "--oti-batch-size",
+    "4",
+    "--checkpoint-every",
+    "1",
+    "--seed",
+    "5",
+]
+
+
+@pytest.fixture
+def reference(tmp_path, capsys) -> torch.Tensor:
+    """Tokens of the uninterrupted tiny run (``TINY_OTI``), in ``tmp_path / "reference"``."""
+    status, _, err = searle(capsys, *TINY_OTI, "--out", tmp_path / "reference")
+    assert status == 0, err
+    return torch.load(tmp_path / "reference/tokens.pt", weights_only=True)["tokens"]
+
+
+def run_env(tmp_path) -> dict:
+    """The environment of a ``python -m searle_core`` child: the test's SEARLE_DATA, one thread, this checkout."""
+    return {
+        **os.environ,
+        "SEARLE_DATA": str(tmp_path / "searle_data"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+
+
+def kill_repeatedly(argv, tmp_path, progress, targets, rng) -> int:
+    """Start ``argv`` with --resume; once ``progress()`` reaches each target, SIGKILL it after a random
+    delay; finally let it finish. Returns how many kills landed."""
+    kills = 0
+    for target in [*targets, None]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "searle_core", *map(str, argv), "--resume"],
+            env=run_env(tmp_path),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        if target is None:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err.decode()
+            return kills
+        deadline = time.monotonic() + 90
+        while proc.poll() is None and progress() < target and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.4))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate(timeout=60)
+    return kills
