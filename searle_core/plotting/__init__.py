@@ -229,18 +229,21 @@ def nearest_words_grid(
     words: Sequence[Sequence[tuple[str, float]]],
     titles: Sequence[str] | None = None,
     extra_words: Sequence[Sequence[tuple[str, float]]] | None = None,
+    labels: tuple[str, str] = ("OTI", "φ"),
 ) -> Figure:
-    """One column per image: the image on top, its OTI token's nearest words below, and φ's token's
-    (``extra_words``) under them."""
+    """One column per image: the image on top, its token's nearest words below, and a second token's
+    (``extra_words``, e.g. φ's beside OTI's) under them; ``labels`` name the two tokens and pick colours."""
     n, two = len(images), extra_words is not None
     rows = 2 + two
     fig = plt.figure(figsize=(2.7 * n, 2.3 + 2.4 * (rows - 1)), layout="constrained")
     axes = fig.subplots(rows, n, squeeze=False, gridspec_kw={"height_ratios": [0.9] + [1.2] * (rows - 1)})
     for i in range(n):
         show_image(axes[0, i], images[i], titles[i] if titles else None)
-        plot_nearest_words(words[i], axes[1, i], "OTI token" if two else None, SERIES_COLOURS["OTI"])
+        title = f"{labels[0]} token" if two else None
+        plot_nearest_words(words[i], axes[1, i], title, SERIES_COLOURS.get(labels[0], SERIES_COLOURS["OTI"]))
         if two:
-            plot_nearest_words(extra_words[i], axes[2, i], "φ token", SERIES_COLOURS["φ"])
+            colour = SERIES_COLOURS.get(labels[1], SERIES_COLOURS["φ"])
+            plot_nearest_words(extra_words[i], axes[2, i], f"{labels[1]} token", colour)
     return fig
 
 
