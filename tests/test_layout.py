@@ -247,3 +247,12 @@ def test_method_names_no_world_or_dataset():
 def test_line_budgets():
     assert _lines(METHOD) <= METHOD_LINES, f"searle_core/method: {_lines(METHOD)} lines"
     assert _lines(PACKAGE) <= PACKAGE_LINES, f"searle_core: {_lines(PACKAGE)} lines"
+
+
+def test_the_world_opens_when_its_benchmark_is_asked_for():
+    code = (
+        "import sys; from searle_core.datasets import load_benchmark; before = 'searle_core.world' in sys.modules;"
+        "bench = load_benchmark('shapes', split='val', quick=True); print(before, len(bench.queries) > 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"], out

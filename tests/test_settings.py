@@ -441,3 +441,13 @@ def test_sensible_counts_say_nothing(capsys):
 def test_counts_torch_cannot_take_are_errors_naming_the_flag(argv, value, capsys):
     line = fails(capsys, [*argv, value], argv[-1], value)
     assert ("64 bits" in line) == (int(value) > 0), line
+
+
+def test_oti_config_is_read_from_the_settings_and_the_method_defaults():
+    from searle_core.method.oti import OTIConfig
+
+    s = RunSettings(oti_steps=7, precision="bf16")
+    with_vocab = s.oti_config(True, ema_decay=0.9)
+    assert (with_vocab.steps, with_vocab.precision, with_vocab.ema_decay) == (7, "bf16", 0.9)
+    assert with_vocab.lambda_gpt == OTIConfig.lambda_gpt and RunSettings().oti_steps == OTIConfig.steps
+    assert s.oti_config(False, lambda_gpt=0.3).lambda_gpt == 0.0  # no vocabulary: no regulariser
