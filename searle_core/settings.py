@@ -1,15 +1,14 @@
 """Run settings: the one home of a run's defaults, shared by the CLI, the profiles and the notebooks.
 
-A setting is named once, by its field: ``--field-name`` on the command line, ``field_name`` in a profile,
-a notebook's parameters cell and ``open_study`` (``tests/test_settings.py`` checks they agree). Defaults the
-method already states (OTI's steps, φ's epochs) are read from its configs, and OTI's config is built from
-the settings here. The command line's value types live here too, so a seed or a count is checked alike.
+A setting is named once, by its field: ``--field-name`` on the command line, ``field_name`` in a profile, a
+notebook's parameters cell and ``open_study``. The command line's value types live here too, so checks agree.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -63,8 +62,7 @@ class RunSettings:
     progress: bool = _setting(True, "progress bars")
 
     def oti_config(self, vocabulary: bool = True, **changes) -> OTIConfig:
-        """OTI's config: these settings' steps and precision, ``changes`` (e.g. ``lambda_gpt``, ``ema_decay``),
-        and no regulariser (λ_gpt 0) without a vocabulary."""
+        """OTI's config: these settings' steps and precision, ``changes``, and λ_gpt 0 without a vocabulary."""
         config = dataclasses.replace(OTIConfig(steps=self.oti_steps, precision=self.precision), **changes)
         return config if vocabulary else dataclasses.replace(config, lambda_gpt=0.0)
 
@@ -80,15 +78,13 @@ def flag(name: str) -> str:
 def from_parameters(parameters: Mapping[str, Any], base: RunSettings | None = None) -> RunSettings:
     """Settings from notebook parameters or keyword arguments named as the fields (``None`` values skipped)."""
     given = {k: v for k, v in parameters.items() if v is not None}
-    unknown = [name for name in given if name not in SETTINGS]
-    if unknown:
+    if unknown := [name for name in given if name not in SETTINGS]:
         raise TypeError(f"unknown parameter {unknown[0]!r}; settings are {', '.join(SETTINGS)}")
     return dataclasses.replace(base or DEFAULTS, **given)
 
 
 def from_namespace(args: argparse.Namespace, **overrides) -> RunSettings:
-    """Settings from parsed command-line options whose destination is a setting; ``None`` (left to its
-    per-dataset default) keeps the field's default."""
+    """Settings from parsed command-line options named as a setting; ``None`` keeps the field's default."""
     values = {k: v for k, v in vars(args).items() if k in SETTINGS and v is not None}
     if getattr(args, "no_progress", False):
         values["progress"] = False
@@ -100,12 +96,10 @@ def from_namespace(args: argparse.Namespace, **overrides) -> RunSettings:
 SEED_RANGE = (0, 2**64 - 1)
 INT64_MAX = 2**63 - 1
 PAPER_COUNTS = {"steps": 350, "epochs": 100}
-#: Counts above these are accepted with a warning that estimates their least time (a typing slip such as
-#: 10**12 steps would otherwise run for years without a word).
+#: Counts above these are accepted with a warning of their least time (10**12 steps would run for years).
 WARN_COUNTS = {"steps": 100_000, "epochs": 10_000}
-#: A lower bound on one optimisation step, not a measurement (parsing a flag must not load a model): a
-#: forward and backward pass of CLIP's text encoder is a few hundred GPU kernels of >= ~5 us each, so no
-#: backbone does one in under 1 ms (shapes-clip: 150 ms for 32 images on one CPU thread).
+#: A lower bound on one optimisation step, not a measurement (parsing a flag must not load a model): CLIP's
+#: text encoder forward and backward is a few hundred GPU kernels of >= ~5 us each.
 MIN_STEP_SECONDS = 1e-3
 
 
@@ -131,8 +125,7 @@ def count_problem(value: object) -> str | None:
 
 
 def count_warning(value: int, kind: str) -> str | None:
-    """For a count of ``kind`` (``steps``, ``epochs``) far above the paper's: the least time it takes, as a
-    sentence the caller prefixes with the flag or key; ``None`` for a sensible count."""
+    """For a count of ``kind`` far above the paper's, the least time it takes (a sentence), else ``None``."""
     if value <= WARN_COUNTS[kind]:
         return None
     paper = PAPER_COUNTS[kind]
@@ -158,8 +151,7 @@ def _checked_int(text: str, what: str, problem_of: Callable[[int], str | None]) 
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer{what}") from None
-    problem = problem_of(value)
-    if problem:
+    if problem := problem_of(value):
         raise argparse.ArgumentTypeError(problem)
     return value
 
@@ -168,26 +160,23 @@ def seed_int(text: str) -> int:
     return _checked_int(text, " seed", seed_problem)
 
 
+def nonnegative_int(text: str, low: int = 0) -> int:
+    return _checked_int(text, "", lambda v: None if v >= low else f"{v} is not allowed; expected an integer >= {low}")
+
+
 def positive_int(text: str) -> int:
-    return _checked_int(text, "", lambda v: None if v >= 1 else f"{v} is not allowed; expected an integer >= 1")
-
-
-def nonnegative_int(text: str) -> int:
-    return _checked_int(text, "", lambda v: None if v >= 0 else f"{v} is not allowed; expected an integer >= 0")
+    return nonnegative_int(text, 1)
 
 
 def count_type(kind: str, flag: str) -> Callable[[str], int]:
-    """argparse type of a step or epoch count given as ``flag``: an error for values that cannot work, a
-    warning on stderr with the least time for absurd ones."""
+    """argparse type of a step or epoch count: an error for values that cannot work, a warning for absurd ones."""
 
     def parse(text: str) -> int:
         value = _checked_int(text, "", count_problem)
-        warning = count_warning(value, kind)
-        if warning:
+        if warning := count_warning(value, kind):
             print(f"searle: warning: {flag} {warning}", file=sys.stderr)
         return value
 
-    parse.__name__ = f"{kind}_count"
     return parse
 
 
@@ -195,40 +184,35 @@ step_count = count_type("steps", "--oti-steps")
 epoch_count = count_type("epochs", "--phi-epochs")
 
 
-def _bounded_float(text: str, strict: bool) -> float:
+def nonnegative_float(text: str, strict: bool = False) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value != value or value in (float("inf"), float("-inf")) or value < 0 or (strict and value == 0):
+    if not math.isfinite(value) or value < 0 or (strict and value == 0):
         raise argparse.ArgumentTypeError(f"{text} is not allowed; expected a finite number {'>' if strict else '>='} 0")
     return value
 
 
-def nonnegative_float(text: str) -> float:
-    return _bounded_float(text, strict=False)
-
-
 def positive_float(text: str) -> float:
-    return _bounded_float(text, strict=True)
+    return nonnegative_float(text, strict=True)
 
 
+CHOICES = {"preprocess": ("clip", "targetpad"), "precision": ("auto", "fp32", "fp16", "bf16")}
 #: Settings whose values torch or the run time bound, and those that count steps or epochs.
 BOUNDED = {"seed": seed_int, "oti_steps": step_count, "phi_epochs": epoch_count}
 COUNTED = {"oti_steps": "steps", "phi_epochs": "epochs"}
 
 
 def check_bounded(name: str, value: Any, where: str) -> None:
-    """The command line's range checks for a setting given elsewhere (a profile's ``seed: ...``): an
-    :class:`InputError` naming ``where`` for a seed or count torch cannot take or an integer beyond 64 bits;
-    a warning for an absurd count. Non-integers are left to the notebook's declared type (check_profile)."""
+    """The command line's range checks for a setting given elsewhere (a profile), as an :class:`InputError`
+    naming ``where``; non-integers are left to the notebook's declared type (check_profile)."""
     if value is None or isinstance(value, (bool, float, str)):
         return
     problem = seed_problem(value) if name == "seed" else count_problem(value) if name in COUNTED else _too_large(value)
     if problem:
         raise InputError(f"{where}: {problem}")
-    warning = count_warning(value, COUNTED[name]) if name in COUNTED else None
-    if warning:
+    if name in COUNTED and (warning := count_warning(value, COUNTED[name])):
         print(f"searle: warning: {where}: {warning}", file=sys.stderr)
 
 
@@ -242,11 +226,12 @@ def _too_large(value: Any) -> str | None:
 
 
 def add_setting(parser: argparse.ArgumentParser, name: str, help: str | None = None, **kwargs) -> argparse.Action:
-    """Add setting ``name``'s option with the field's help, default and type unless given (seeds and counts
-    always take their checked type)."""
+    """Add setting ``name``'s option with the field's help, default, type and choices unless given."""
     spec = next(f for f in dataclasses.fields(RunSettings) if f.name == name)
     if name in BOUNDED:
         kwargs["type"] = BOUNDED[name]
+    elif name in CHOICES:
+        kwargs["choices"] = CHOICES[name]
     if str(spec.type) == "bool" and "action" not in kwargs:
         kwargs["action"] = "store_true"
     else:

@@ -202,8 +202,8 @@ def test_the_checks_see_an_upward_import_and_a_cycle(tmp_path, monkeypatch):
 METHOD = PACKAGE / "method"
 #: What the method may import from the package: itself and three infrastructure modules.
 METHOD_MAY_IMPORT = {"searle_core.infra.device", "searle_core.infra.errors", "searle_core.infra.distributed"}
-#: Line budgets: the method is read in one sitting; the package's may only shrink (its target is 12,000).
-METHOD_LINES, PACKAGE_LINES = 1_500, 12_300
+#: Line budgets: the method is read in one sitting, and the whole package stays small.
+METHOD_LINES, PACKAGE_LINES = 1_500, 12_000
 #: Names of the harness the method never says: the offline world and the datasets.
 HARNESS_WORDS = re.compile(r"\bshapes\b|searle_core\.world|\bworld\b|\bcirr\b|fashion-?iq|\bcirco\b", re.I)
 

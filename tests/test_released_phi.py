@@ -61,7 +61,7 @@ def test_released_phi_downloaded_once_recorded_and_checked(release):
     assert phi.epoch == 20 and phi.source == f"{release.base}/SEARLE_ViT-B32.pt"
     assert load_phi("searle", _backbone("ViT-B-32-quickgelu", 16)).epoch == 20
     assert release.hits == ["/SEARLE_ViT-B32.pt"]  # downloaded once, then the cache
-    record = phi_files._record_path()
+    record = phi_files.cache_dir("phi") / "released_sha256.json"
     sha = json.loads(record.read_text())[f"{release.base}/SEARLE_ViT-B32.pt"]
     assert sha == phi_files.sha256_of(release.folder / "SEARLE_ViT-B32.pt")
     assert load_phi("searle-xl", _backbone("ViT-L-14", 24)).input_dim == 24

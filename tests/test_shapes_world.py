@@ -155,7 +155,7 @@ def test_shapes_are_distinguishable(size: int) -> None:
     k = np.arange(len(SHAPES))
     for fraction in (0.2, 0.34):
         centre, radius = np.full(len(k), size / 2), np.full(len(k), size * fraction)
-        m = render.coverage(k, centre, centre, radius, size, SHAPES) > 0.5
+        m = render.coverage(k, centre, centre, radius, size) > 0.5
         iou = np.array([[(a & b).sum() / (a | b).sum() for b in m] for a in m])
         off = iou[~np.eye(len(k), dtype=bool)]
         assert off.max() < 0.9 and off.mean() < 0.6

@@ -71,27 +71,11 @@ class HFCaptioner:
             chunk = images[start : start + self.batch_size]
             kwargs = {"text": [self.prompt] * len(chunk)} if self.prompt else {}
             inputs = self.processor(images=chunk, return_tensors="pt", **kwargs)
-            device = getattr(self.model, "device", "cpu")
-            inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
+            inputs = {k: v.to(self.model.device) if hasattr(v, "to") else v for k, v in inputs.items()}
             ids = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens)
             out += self.processor.batch_decode(ids, skip_special_tokens=True)
         # One line, lower case, no trailing full stop: it is spliced into the middle of a prompt.
         return [" ".join(c.split()).strip().rstrip(".").strip().lower() for c in out]
-
-
-def _hf_captions(bench: CIRBenchmark, names: list[str], captioner: Callable, progress: bool) -> list[str]:
-    """Captions of real images, cached by captioner name and image list."""
-    name = getattr(captioner, "model_name", None)
-    key = digest(name, getattr(captioner, "prompt", None), bench.name, names)
-    path = cache_dir("captions") / f"{key}.json" if name else None
-    if path is not None and path.is_file():
-        return json.loads(path.read_text())
-    captions, step = [], getattr(captioner, "batch_size", 16)
-    for start in tqdm(range(0, len(names), step), desc="captioning", disable=not progress):
-        captions += captioner([to_rgb(bench.images.load_image(n)) for n in names[start : start + step]])
-    if path is not None:
-        atomic_write_text(json.dumps(captions), path)
-    return captions
 
 
 def reference_captions(
@@ -108,9 +92,19 @@ def reference_captions(
         row = {n: i for i, n in enumerate(names)}
         captions = bench.captioner(backbone, feats[[row[n] for n in todo]])
     else:
-        captioner = captioner or DEFAULT_CAPTIONER
-        if isinstance(captioner, str):
-            captioner = HFCaptioner(captioner, device=str(backbone.device))
-        captions = _hf_captions(bench, todo, captioner, progress)
+        if captioner is None or isinstance(captioner, str):
+            captioner = HFCaptioner(captioner or DEFAULT_CAPTIONER, device=str(backbone.device))
+        # Real images' captions are cached by captioner name and image list.
+        name = getattr(captioner, "model_name", None)
+        key = digest(name, getattr(captioner, "prompt", None), bench.name, todo)
+        path = cache_dir("captions") / f"{key}.json" if name else None
+        if path is not None and path.is_file():
+            captions = json.loads(path.read_text())
+        else:
+            captions, step = [], getattr(captioner, "batch_size", 16)
+            for start in tqdm(range(0, len(todo), step), desc="captioning", disable=not progress):
+                captions += captioner([to_rgb(bench.images.load_image(n)) for n in todo[start : start + step]])
+            if path is not None:
+                atomic_write_text(json.dumps(captions), path)
     known.update(zip(todo, captions))
     return known

@@ -53,9 +53,7 @@ class PalavraConfig:
         return {k: getattr(self, k) for k in fields}
 
 
-def palavra_contrastive_loss(
-    text_features: torch.Tensor, image_features: torch.Tensor, logit_scale: torch.Tensor | float
-) -> torch.Tensor:
+def palavra_contrastive_loss(text_features: torch.Tensor, image_features: torch.Tensor, logit_scale) -> torch.Tensor:
     """Cross-entropy of text i over the batch's images, image i being its positive."""
     logits = logit_scale * F.normalize(text_features.float(), dim=-1) @ F.normalize(image_features.float(), dim=-1).T
     return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
@@ -68,8 +66,7 @@ def palavra_pretraining_loss(
     predicted = inverter(image_features.float())
     plain = PrefixCachedEncoder(backbone.model, backbone.dollar_token_id, enabled=False)
     config = PhiLossConfig(lambda_distil=0.0, lambda_gpt=1.0)
-    draw = sampler.draw(batch_indices)
-    return phi_loss(predicted, image_features, None, draw, cache, plain, tokenize, config)[1]
+    return phi_loss(predicted, image_features, None, sampler.draw(batch_indices), cache, plain, tokenize, config)[1]
 
 
 def train_inverter(
@@ -94,9 +91,7 @@ def optimise_tokens(
     targets = image_features.to(device).float()
     tokens = initial.detach().to(device).float().clone().requires_grad_()
     optimizer = torch.optim.AdamW([tokens], lr=config.token_lr, weight_decay=config.token_weight_decay)
-    rng = random.Random(seed)
-    prompts_all = [fill(t, "$") for t in config.templates]
-    tokenize = TokenCache(backbone)
+    rng, prompts_all, tokenize = random.Random(seed), [fill(t, "$") for t in config.templates], TokenCache(backbone)
     # As in OTI: the templates' text before '$' is encoded once, each step runs only the rest.
     encoder = PrefixCachedEncoder(backbone.model, backbone.dollar_token_id)
     scale = backbone.model.logit_scale.exp().float()
@@ -112,22 +107,13 @@ def optimise_tokens(
 
 
 def palavra_reference_tokens(
-    backbone: Backbone,
-    bench: CIRBenchmark,
-    inverter,
-    config,
-    oti_steps: int,
-    batch_size: int,
-    seed: int,
-    known: dict,
-    progress=True,
+    backbone: Backbone, bench: CIRBenchmark, inverter, config, oti_steps, batch_size, seed, known: dict, progress=True
 ) -> dict[str, torch.Tensor]:
     """PALAVRA tokens of every reference image, optimised from the inverter's in balanced, seeded batches of at
     most ``batch_size``; ``known``: tokens computed before, filled in place (then no inverter is needed)."""
     names, feats = reference_features(backbone, bench, progress)
     if all(n in known for n in names):
         return known
-    steps = config.steps if config.steps is not None else oti_steps
     if inverter is None:
         raise InputError(
             "method 'palavra' needs its pre-trained inverter in MethodContext.networks['palavra']: "
@@ -135,6 +121,7 @@ def palavra_reference_tokens(
         )
     with torch.no_grad(), torch.autocast(backbone.device.type, enabled=False):
         initial = inverter(feats.to(backbone.device).float()).float().cpu()
+    steps = config.steps if config.steps is not None else oti_steps
     # Balanced batches (e.g. 400 images -> 13 of 30-31), so no batch is left with one or two images.
     n_batches = max(1, math.ceil(len(names) / batch_size))
     bounds = [round(i * len(names) / n_batches) for i in range(n_batches + 1)]

@@ -21,15 +21,12 @@ from searle_core.infra.files import load_torch_file
 from searle_core.method.prefix_cache import PrefixCachedEncoder
 from searle_core.method.regulariser import TokenCache
 
-#: The prompt the mapper is trained with.
 PIC2WORD_TRAIN_PROMPT = "a photo of $"
 
 
 def symmetric_infonce_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
     """CLIP's symmetric cross-entropy between two aligned batches (Pic2Word's mapping loss)."""
-    a = F.normalize(a.float(), dim=-1)
-    b = F.normalize(b.float(), dim=-1)
-    logits = logit_scale * a @ b.T
+    logits = logit_scale * F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
     labels = torch.arange(a.shape[0], device=a.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
@@ -41,11 +38,8 @@ class Pic2WordMapper(nn.Module):
         self, embed_dim: int, middle_dim: int = 512, output_dim: int = 512, n_layer: int = 2, dropout: float = 0.1
     ):
         super().__init__()
-        blocks, dim = [], embed_dim
-        for _ in range(n_layer):
-            blocks.append(nn.Sequential(nn.Linear(dim, middle_dim), nn.Dropout(dropout), nn.ReLU()))
-            dim = middle_dim
-        self.layers = nn.Sequential(*blocks)
+        block = lambda d: nn.Sequential(nn.Linear(d, middle_dim), nn.Dropout(dropout), nn.ReLU())
+        self.layers = nn.Sequential(*(block(embed_dim if i == 0 else middle_dim) for i in range(n_layer)))
         self.fc_out = nn.Linear(middle_dim, output_dim)
 
     def forward(self, image_features: torch.Tensor) -> torch.Tensor:

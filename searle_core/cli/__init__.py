@@ -1,8 +1,7 @@
 """``searle``: the command line, a thin layer over the package; each sub-module registers its commands.
 
-Bad input (:class:`~searle_core.infra.errors.InputError` and its kin, the OS's file errors: a missing
-file, no permission, a full disk) is one line naming what to fix; anything else is a bug and prints its
-traceback. ``--debug`` or ``SEARLE_DEBUG=1`` prints the traceback of every error.
+Bad input (``InputError`` and its kin, the OS's file errors) is one line naming what to fix; anything else is
+a bug and prints its traceback, as every error does under ``--debug`` or ``SEARLE_DEBUG=1``.
 """
 
 from __future__ import annotations
@@ -22,13 +21,7 @@ from searle_core.metrics.circo_server import CIRCOScoringError
 from searle_core.notebook.papermill_runner import NotebookFailed
 
 #: Errors that mean "the input is unusable" and whose message says which input and why: one line.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    InputError,
-    CIRCOScoringError,
-    NotebookFailed,
-    OSError,
-    pickle.UnpicklingError,
-)
+USER_ERRORS = (InputError, CIRCOScoringError, NotebookFailed, OSError, pickle.UnpicklingError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,9 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _stop_on_sigterm(received: list[int]):
-    """SIGTERM (``kill``, a batch scheduler, torchrun stopping its workers) stops a command as Ctrl-C does,
-    so run folders keep every finished batch or epoch; returns the handler it replaced (``None`` when not
-    installed: off the main thread, or a handler set by the caller)."""
+    """SIGTERM (``kill``, a scheduler, torchrun) stops a command as Ctrl-C does, so run folders keep their
+    finished work; returns the handler it replaced (``None`` when not installed)."""
 
     def stop(signum, frame):
         received.append(signum)
@@ -92,8 +84,7 @@ def _interrupted(args: argparse.Namespace) -> str:
     """The exit line of an interrupted command: what a run folder kept and how to continue."""
     if getattr(args, "out", None) is None or not hasattr(args, "resume"):
         return "interrupted"
-    kept = getattr(args, "kept", None)
-    said = f"; {kept(args.out)}" if kept is not None else ""
+    said = f"; {args.kept(args.out)}" if hasattr(args, "kept") else ""
     return f"interrupted{said}; resume with --resume (--out {args.out})"
 
 

@@ -10,8 +10,6 @@ from searle_core.clip.backbone import open_backbone
 from searle_core.jobs.from_settings import open_model
 from searle_core.settings import RunSettings, add_setting, from_namespace, nonnegative_int, positive_int
 
-CHOICES = {"preprocess": ("clip", "targetpad"), "precision": ("auto", "fp32", "fp16", "bf16")}
-
 
 def add_backbone_options(p: argparse.ArgumentParser) -> None:
     """``--backbone``, ``--pretrained``, ``--device``, ``--quick``."""
@@ -33,7 +31,7 @@ def add_image_options(p, datasets: tuple[str, ...], default_split: str | None = 
     add_setting(p, "dataset", choices=datasets, help=helps.get("dataset"))
     add_setting(p, "split", default=default_split, help=helps.get("split"))
     for name in ("dataset_path", "category", "preprocess"):
-        add_setting(p, name, default=None, choices=CHOICES.get(name), help=helps.get(name))
+        add_setting(p, name, default=None, help=helps.get(name))
     add_setting(p, "num_workers", type=nonnegative_int)
     p.add_argument(
         "--on-missing",
@@ -69,19 +67,17 @@ def add_out_options(p: argparse.ArgumentParser, out_help: str) -> None:
     )
 
 
-def settings_from_args(args: argparse.Namespace | RunSettings) -> RunSettings:
-    """The run settings of a command's options (settings pass through, so shared helpers take either)."""
-    if isinstance(args, RunSettings):
-        return args
+def settings_from_args(args: argparse.Namespace) -> RunSettings:
+    """The run settings of a command's options."""
     # A command without --seed draws random weights under seed 0.
     return from_namespace(args) if hasattr(args, "seed") else from_namespace(args, seed=0)
 
 
-def load_backbone_from_args(args: argparse.Namespace | RunSettings):
+def load_backbone_from_args(args: argparse.Namespace):
     """The backbone the options name, with the dataset's image pipeline unless the command has no image
     options (``--pretrained none``: random weights drawn under ``--seed`` in a forked RNG)."""
     s = settings_from_args(args)
-    if isinstance(args, argparse.Namespace) and not hasattr(args, "preprocess"):
+    if not hasattr(args, "preprocess"):
         return open_backbone(s.backbone, s.pretrained, s.device, s.seed, s.quick)
     return open_model(s)
 

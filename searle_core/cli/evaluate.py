@@ -5,15 +5,12 @@ image), then the validation metrics or the test-server files."""
 from __future__ import annotations
 
 import argparse
-import functools
-import pickle
 import sys
 import time
 from pathlib import Path
 
 from searle_core.baselines.lincir import benchmark_modality_gap
 from searle_core.cli.common import (
-    CHOICES,
     add_image_options,
     add_run_options,
     format_metrics,
@@ -21,7 +18,7 @@ from searle_core.cli.common import (
     print_json,
     settings_from_args,
 )
-from searle_core.datasets import ImageFolderSource, ImageLoadError
+from searle_core.datasets import ImageFolderSource
 from searle_core.datasets.loaders import read_captions
 from searle_core.infra.errors import InputError
 from searle_core.infra.files import check_writable
@@ -33,7 +30,7 @@ from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import BASE_METHODS, gallery_features
 from searle_core.report.submission import cirr_subset_rankings, write_circo_submission, write_cirr_submission
 from searle_core.report.table import settings_line, settings_record
-from searle_core.settings import RunSettings, add_setting, nonnegative_int, positive_int
+from searle_core.settings import add_setting, nonnegative_int, positive_int
 from searle_core.world.setup import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES, resolved_oti_batch_size
 
 DATASETS = ("shapes", "cirr", "fashioniq", "circo")
@@ -52,7 +49,7 @@ def add_benchmark_options(p: argparse.ArgumentParser, split: str = "val") -> Non
     add_setting(p, "oti_batch_size", type=positive_int)
     add_setting(p, "phi_epochs", default=None, help=f"φ's epochs when trained here (shapes: {WORLD_PHI_EPOCHS})")
     add_setting(p, "phi_images", type=nonnegative_int, default=None, help=f"φ's images (0: all; {WORLD_PHI_IMAGES})")
-    add_setting(p, "precision", choices=CHOICES["precision"])
+    add_setting(p, "precision")
 
 
 def register(sub) -> None:
@@ -75,30 +72,16 @@ def _note(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _readable_errors(func):
-    """Image and pickle errors as the CLI's one-line errors (exit code 2), not tracebacks."""
-
-    @functools.wraps(func)
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except (ImageLoadError, pickle.UnpicklingError) as err:
-            raise InputError(str(err)) from err
-
-    return wrapper
-
-
-def context_from_args(args: argparse.Namespace | RunSettings, backbone) -> MethodContext:
-    """Method resources from the settings: vocabulary, φ, OTI settings, seed, progress, and the
-    baselines' captioner, unlabeled images, caption corpus and checkpoints."""
+def context_from_args(args: argparse.Namespace, backbone) -> MethodContext:
+    """Method resources from the settings: vocabulary, φ, OTI settings and the baselines' inputs."""
     s = settings_from_args(args)
     vocab = open_vocabulary(s, _note)
-    if vocab is None and "searle-oti" in f"{getattr(args, 'method', '')},{getattr(args, 'methods', '')}":
-        if not s.oti_tokens:
-            _note(
-                "no --concepts: OTI runs without its phrase regulariser (λ_gpt = 0); the paper uses the Open "
-                "Images V7 class names (--concepts oidv7-class-descriptions.csv) and GPT phrases (--phrases)"
-            )
+    methods = f"{getattr(args, 'method', '')},{getattr(args, 'methods', '')}"
+    if vocab is None and not s.oti_tokens and "searle-oti" in methods:
+        _note(
+            "no --concepts: OTI runs without its phrase regulariser (λ_gpt = 0); the paper uses the Open "
+            "Images V7 class names (--concepts oidv7-class-descriptions.csv) and GPT phrases (--phrases)"
+        )
     ctx = MethodContext(
         vocabulary=vocab,
         oti_config=s.oti_config(vocab is not None),
@@ -109,17 +92,13 @@ def context_from_args(args: argparse.Namespace | RunSettings, backbone) -> Metho
         # None: the recipe's default for the dataset (the shapes profile's on shapes).
         phi_epochs=getattr(args, "phi_epochs", None),
         phi_images=getattr(args, "phi_images", None),
+        captioner=s.captioner or None,
+        unlabeled=ImageFolderSource(s.unlabeled) if s.unlabeled else None,
+        captions_corpus=read_captions(s.captions) if s.captions else None,
+        checkpoints={"lincir": s.lincir_checkpoint} if s.lincir_checkpoint else {},
     )
     if s.oti_tokens:
         ctx.give_tokens("searle-oti", load_reference_tokens(s.oti_tokens))
-    if s.captioner:
-        ctx.captioner = s.captioner
-    if s.unlabeled:
-        ctx.unlabeled = ImageFolderSource(s.unlabeled)
-    if s.captions:
-        ctx.captions_corpus = read_captions(s.captions)
-    if s.lincir_checkpoint:
-        ctx.checkpoints["lincir"] = s.lincir_checkpoint
     return ctx
 
 
@@ -128,7 +107,7 @@ def benchmark_from_args(args: argparse.Namespace):
     return open_benchmark(settings_from_args(args), args.on_missing, args.check_images, _note)
 
 
-def _load(args: argparse.Namespace):
+def load_run(args: argparse.Namespace):
     """The backbone (with its image pipeline), the benchmark and the method context."""
     bench = benchmark_from_args(args)  # first: a wrong folder fails before a large model loads
     backbone = load_backbone_from_args(args)
@@ -151,15 +130,12 @@ def _said(args, backbone, bench, result, gallery_s: float, settings: dict) -> st
     )
 
 
-@_readable_errors
 def run_evaluate(args: argparse.Namespace) -> int:
-    backbone, bench, ctx = _load(args)
+    backbone, bench, ctx = load_run(args)
     if any(q.target is None for q in bench.queries):
-        hint = (
-            "FashionIQ is scored on its validation split (--split val), as in the paper"
-            if args.dataset == "fashioniq"
-            else "use `searle submission` for the evaluation server"
-        )
+        hint = "use `searle submission` for the evaluation server"
+        if args.dataset == "fashioniq":
+            hint = "FashionIQ is scored on its validation split (--split val), as in the paper"
         raise InputError(f"{args.dataset} {bench.split} has no ground truths (a test split): {hint}")
     result, gallery_s = _evaluate(args, backbone, bench, ctx)
     if args.json:
@@ -178,14 +154,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-@_readable_errors
 def run_submission(args: argparse.Namespace) -> int:
     if args.dataset not in ("cirr", "circo"):
         raise InputError("test-server files exist for --dataset cirr and circo only")
     # Before any feature or OTI step: a read-only --out would otherwise fail only after every query.
     out = Path(args.out)
     check_writable(out if args.dataset == "cirr" or out.is_dir() else out.parent, "--out folder")
-    backbone, bench, ctx = _load(args)
+    backbone, bench, ctx = load_run(args)
     result, gallery_s = _evaluate(args, backbone, bench, ctx)
     rankings = dict(zip([q.query_id for q in bench.queries], result.rankings))
     if args.dataset == "circo":

@@ -5,14 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from searle_core.inversion.phrases import (
-    GPT_MAX_LENGTH,
-    GPT_MODEL,
-    GPT_NO_REPEAT_NGRAM,
-    GPT_SAMPLES,
-    GPT_TEMPERATURE,
-    load_concepts_csv,
-)
+from searle_core.inversion import phrases
 from searle_core.jobs.phrase_run import generate_phrase_folder
 from searle_core.settings import positive_float, positive_int, seed_int
 
@@ -26,11 +19,11 @@ def register(sub) -> None:
     )
     g.add_argument("--concepts", required=True, help="Open Images' oidv7-class-descriptions.csv (its DisplayName)")
     g.add_argument("--out", required=True, help="folder of concept_to_phrases.pkl (what --phrases reads)")
-    g.add_argument("--model", default=GPT_MODEL, help=f"Hugging Face causal LM (default {GPT_MODEL})")
-    g.add_argument("--samples", type=positive_int, default=GPT_SAMPLES, help="sequences per concept")
-    g.add_argument("--max-length", type=positive_int, default=GPT_MAX_LENGTH, help="tokens a sequence, prompt included")
-    g.add_argument("--temperature", type=positive_float, default=GPT_TEMPERATURE)
-    g.add_argument("--no-repeat-ngram-size", type=int, default=GPT_NO_REPEAT_NGRAM)
+    g.add_argument("--model", default=phrases.GPT_MODEL, help=f"Hugging Face causal LM (default {phrases.GPT_MODEL})")
+    g.add_argument("--samples", type=positive_int, default=phrases.GPT_SAMPLES, help="sequences per concept")
+    g.add_argument("--max-length", type=positive_int, default=phrases.GPT_MAX_LENGTH, help="tokens, prompt included")
+    g.add_argument("--temperature", type=positive_float, default=phrases.GPT_TEMPERATURE)
+    g.add_argument("--no-repeat-ngram-size", type=int, default=phrases.GPT_NO_REPEAT_NGRAM)
     g.add_argument("--seed", type=seed_int, default=0)
     g.add_argument("--device", default=None, help="torch device (default: CUDA when available)")
     g.add_argument("--resume", action="store_true", help="continue a folder that holds phrases already")
@@ -40,7 +33,7 @@ def register(sub) -> None:
 
 def run_generate(args: argparse.Namespace) -> int:
     bank = generate_phrase_folder(
-        load_concepts_csv(args.concepts),
+        phrases.load_concepts_csv(args.concepts),
         args.out,
         args.model,
         args.samples,

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 from searle_core.cli.common import (
-    CHOICES,
     add_backbone_options,
     add_image_options,
     add_out_options,
@@ -40,7 +39,7 @@ from searle_core.method.phi import PhiLossConfig
 from searle_core.method.phi_training import PhiTrainConfig
 from searle_core.settings import RunSettings, add_setting, nonnegative_float, positive_float, positive_int
 from searle_core.world import ShapesWorld, WorldConfig
-from searle_core.world.setup import default_oti_batch_size
+from searle_core.world.setup import resolved_oti_batch_size
 
 OTI_DATASETS = ("shapes", "imagenet", "cirr", "fashioniq", "circo")
 VAL_DATASETS = ("shapes", "cirr", "fashioniq", "circo", "none")
@@ -58,7 +57,7 @@ def register(sub) -> None:
         split="shapes: pretrain (default), val, test; benchmarks: val (default), test; imagenet: a sub-folder of "
         "--dataset-path (default: all)",
     )
-    add_setting(o, "precision", choices=CHOICES["precision"])
+    add_setting(o, "precision")
     add_out_options(o, "run folder (tokens, features, concepts, manifest)")
     add_setting(o, "oti_steps")
     add_setting(o, "oti_batch_size", type=positive_int)
@@ -98,7 +97,7 @@ def register(sub) -> None:
         ("dropout", nonnegative_float, PHI.dropout),
     ):
         t.add_argument(f"--{name}", type=kind, default=default)
-    add_setting(t, "precision", choices=CHOICES["precision"])
+    add_setting(t, "precision")
     add_setting(t, "concepts", default=None, help="concept CSV, as given to `searle oti`")
     add_setting(t, "phrases", default=None, help="phrase bank, as given to `searle oti`")
     t.add_argument(
@@ -159,7 +158,7 @@ def run_oti_command(args: argparse.Namespace) -> int:
             vocabulary.concepts_of(names, 1)  # every image has a row: said now, not after the features
         config = OTIRunConfig(
             oti=settings_from_args(args).oti_config(vocabulary is not None, lambda_gpt=args.lambda_gpt),
-            batch_size=args.oti_batch_size or default_oti_batch_size(args.dataset),
+            batch_size=resolved_oti_batch_size(args),
             seed=args.seed,
         )
         _say(
@@ -180,9 +179,8 @@ def run_oti_command(args: argparse.Namespace) -> int:
             info=info,
         )
         if result is not None and args.json:
-            sessions = len(result.manifest["sessions"])
             out = {"images": len(result.names), "token_dim": result.tokens.shape[1], "out": str(result.folder)}
-            print_json({**out, "sessions": sessions})
+            print_json({**out, "sessions": len(result.manifest["sessions"])})
         elif result is not None:
             print(f"{len(result.names)} tokens in {result.folder}/tokens.pt")
         return 0
@@ -198,10 +196,6 @@ def _validator(args: argparse.Namespace, backbone, vocabulary):
         raise InputError("--val-dataset shapes needs the shapes-clip backbone; pick a real benchmark or none")
     val = RunSettings(dataset=dataset, dataset_path=args.val_dataset_path or "", split=args.val_split, quick=args.quick)
     return benchmark_validator(backbone, open_benchmark(val), vocabulary)
-
-
-def _no_validation(phi) -> dict:
-    return {}
 
 
 def _oti_run_backbone(args: argparse.Namespace):
@@ -231,9 +225,8 @@ def _oti_run_backbone(args: argparse.Namespace):
     if args.pretrained is None and same_backbone and "pretrained" in given:
         args.pretrained = given["pretrained"]
     elif args.pretrained is None:  # a run without backbone_args: a weights id is a tag, "random-…" or a file id
-        weights = str(hyper.get("weights", "default"))
-        shapes = args.backbone == "shapes-clip"
-        args.pretrained = "none" if weights.startswith("random-") else ("default" if shapes else weights)
+        weights, shapes_clip = str(hyper.get("weights", "default")), args.backbone == "shapes-clip"
+        args.pretrained = "none" if weights.startswith("random-") else "default" if shapes_clip else weights
     args.quick = args.quick or bool(same_backbone and given.get("quick"))
     args.dataset = info.get("dataset", "imagenet")
     return hyper, given, recorded
@@ -266,26 +259,14 @@ def run_train_phi_command(args: argparse.Namespace) -> int:
             _say("no --concepts/--phrases: φ trains without its regulariser (lambda_gpt 0)")
         elif vocabulary is not None and vocabulary_fingerprint(vocabulary) != hyper.get("vocabulary"):
             _say("note: this vocabulary differs from the one the OTI run associated concepts with")
-        loss = PhiLossConfig(
-            lambda_distil=args.lambda_distil,
-            lambda_gpt=args.lambda_gpt if vocabulary else 0.0,
-            temperature=args.temperature,
-            top_concepts=args.top_concepts,
-        )
-        config = PhiTrainConfig(
-            epochs=args.phi_epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            loss=loss,
-            dropout=args.dropout,
-            seed=args.seed,
-            precision=args.precision,
-        )
+        loss_args = {k: getattr(args, k) for k in ("lambda_distil", "temperature", "top_concepts")}
+        loss = PhiLossConfig(lambda_gpt=args.lambda_gpt if vocabulary else 0.0, **loss_args)
+        train_args = {k: getattr(args, k) for k in ("batch_size", "lr", "weight_decay", "dropout", "seed", "precision")}
+        config = PhiTrainConfig(epochs=args.phi_epochs, loss=loss, **train_args)
         # Rank 0 validates; the others only need to know that it does (they receive its metrics).
         validate = _validator(args, backbone, vocabulary) if dist.is_main() else None
         if dist.broadcast_object(validate is not None) and validate is None:
-            validate = _no_validation
+            validate = lambda phi: {}
         bank = vocabulary.phrase_bank if vocabulary else None
         result = run_train_phi(
             backbone,

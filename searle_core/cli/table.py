@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from searle_core.cli.common import add_run_options, load_backbone_from_args, print_json
-from searle_core.cli.evaluate import add_benchmark_options, benchmark_from_args, context_from_args
+from searle_core.cli.common import add_run_options, print_json
+from searle_core.cli.evaluate import add_benchmark_options, load_run
 from searle_core.infra.errors import InputError
 from searle_core.metrics.significance import compare_methods, to_markdown, write_differences
 from searle_core.report.table import (
@@ -45,9 +45,7 @@ def run_table(args: argparse.Namespace) -> int:
             f"--compare-to {args.compare_to!r} is not one of the table's methods ({', '.join(methods)}); "
             "name one of them or 'none'"
         )
-    backbone = load_backbone_from_args(args)
-    bench = benchmark_from_args(args)
-    ctx = context_from_args(args, backbone)
+    backbone, bench, ctx = load_run(args)
     # LinCIR trains on a text corpus: without one its row is left out with a note, rather than stopping
     # the table after the other rows were computed.
     no_corpus = bench.text_corpus is None and ctx.captions_corpus is None and "lincir" not in ctx.checkpoints

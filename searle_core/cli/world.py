@@ -19,19 +19,8 @@ from searle_core.inversion.nearest import nearest_words, word_token_ids
 from searle_core.inversion.phrases import filter_phrase_bank, load_concepts_csv, load_phrase_pickle
 from searle_core.method.oti import OTIConfig, oti
 from searle_core.settings import add_setting, nonnegative_int, positive_int
-from searle_core.world import ShapesWorld, WorldConfig, training_vocabulary
+from searle_core.world import ShapesWorld, WorldConfig, training_vocabulary, world_clip
 from searle_core.world.setup import world_setup, world_vocabulary
-from searle_core.world.world_clip import (
-    WorldCLIPConfig,
-    format_report,
-    held_out_names,
-    pack,
-    shipped_path,
-    trained_token_ids,
-    training_log,
-    world_clip_weights,
-    zero_shot_report,
-)
 
 
 def register(sub) -> None:
@@ -66,7 +55,7 @@ def run_build(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.ship:
-        print(f"shipped: {ship_weights(WorldCLIPConfig.quick() if args.quick else WorldCLIPConfig())}")
+        print(f"shipped: {ship_weights(args.quick)}")
     start = time.perf_counter()
     world = ShapesWorld(WorldConfig.quick() if args.quick else WorldConfig())
     val, test = world.benchmark("val"), world.benchmark("test")
@@ -78,10 +67,10 @@ def run_build(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     world, backbone = world_setup(args.quick, args.device)
     train_s = time.perf_counter() - start
-    report = zero_shot_report(backbone, world, held_out_names(world))
-    log = training_log(backbone.pretrained)
+    report = world_clip.zero_shot_report(backbone, world, world_clip.held_out_names(world))
+    log = world_clip.training_log(backbone.pretrained)
     print(f"shapes-clip: {backbone.pretrained} ({train_s:.1f} s; cached after the first build)")
-    print(format_report(report, log))
+    print(world_clip.format_report(report, log))
     out = Path(args.out) if args.out else data_dir() / "world" / "samples"
     out.mkdir(parents=True, exist_ok=True)
     names = val.reference_names()[: args.samples]
@@ -97,20 +86,20 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def ship_weights(config: WorldCLIPConfig) -> Path:
-    """Train ``config`` in a scratch cache and write its shipped file into the package."""
+def ship_weights(quick: bool) -> Path:
+    """Train the (quick) world CLIP in a scratch cache and write its shipped file into the package."""
+    config = world_clip.WorldCLIPConfig.quick() if quick else world_clip.WorldCLIPConfig()
     with tempfile.TemporaryDirectory() as scratch:
-        trained = world_clip_weights(scratch, config=config, use_shipped=False)
-        state, log = torch.load(trained, map_location="cpu", weights_only=True), training_log(trained)
-    path = shipped_path(config.cache_key())
+        trained = world_clip.world_clip_weights(scratch, config=config, use_shipped=False)
+        state, log = torch.load(trained, map_location="cpu", weights_only=True), world_clip.training_log(trained)
+    path = world_clip.shipped_path(config.cache_key())
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(pack(state, trained_token_ids(), config.seed, log), path)
+    atomic_save(world_clip.pack(state, world_clip.trained_token_ids(), config.seed, log), path)
     return path
 
 
 def run_invert(args: argparse.Namespace) -> int:
-    missing = [p for p in args.images if not Path(p).is_file()]
-    if missing:
+    if missing := [p for p in args.images if not Path(p).is_file()]:
         raise FileNotFoundError(f"no such image file(s): {', '.join(missing)}")
     backbone = configure_for_dataset(load_backbone_from_args(args), "images", num_workers=0)  # targetpad
     # Decoded through the benchmarks' loader: a truncated or garbage file is an error naming it.

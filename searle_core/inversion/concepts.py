@@ -1,11 +1,6 @@
-"""Which vocabulary concepts an image shows (OTI's and φ's regulariser input), and the authors' concept files.
-
-A concept's embedding is the mean of its normalised text features over the 24 templates, re-normalised;
-each image keeps its most similar concepts. Open Images' 20,931 concepts make half a million prompts,
-so their embeddings are computed in batches and cached, keyed by backbone, weights, templates and list.
-The authors' files, ``{model}_top_250_ensembling_image_texts.csv``, hold per image its 250 most similar
-concepts (columns ``Image Name, 1, ..., 250``); their scripts read them back stripped, without repeats.
-"""
+"""Which vocabulary concepts an image shows (OTI's and φ's regulariser input), and the authors' concept files,
+``{model}_top_250_ensembling_image_texts.csv`` (columns ``Image Name, 1, ..., 250``). A concept's embedding is
+the mean of its normalised text features over the 24 templates, re-normalised; large vocabularies are cached."""
 
 from __future__ import annotations
 
@@ -25,7 +20,7 @@ from tqdm.auto import tqdm
 from searle_core.clip.backbone import Backbone, weights_key
 from searle_core.infra.device import eval_precision
 from searle_core.infra.errors import InputError
-from searle_core.infra.files import atomic_write_text, load_cached_tensor, save_tensor_atomic
+from searle_core.infra.files import atomic_write_text, load_cached_tensor, read_text, save_tensor_atomic
 from searle_core.infra.paths import cache_dir
 from searle_core.method.encoding import encode_text
 from searle_core.method.regulariser import PhraseBank
@@ -65,8 +60,7 @@ def embed_concepts(
         folder = cache_dir("concepts") if cache is True else Path(cache)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"concepts-{concept_cache_key(backbone, list(concepts), tuple(templates))}.pt"
-        feats = load_cached_tensor(path, len(concepts))
-        if feats is not None:
+        if (feats := load_cached_tensor(path, len(concepts))) is not None:
             return feats
     out = []
     per_batch = max(1, batch_size // len(templates))
@@ -100,9 +94,8 @@ def associate_concepts(
 
 @dataclass
 class Vocabulary:
-    """OTI's and φ's regulariser inputs: the whole vocabulary (images are associated over all of it, as in the
-    authors' code) and a phrase bank of the concepts with usable phrases; ``phrases``: ``"given"`` or
-    ``"templates"`` (not the paper's regulariser); ``associations``: a concepts file's, by image name."""
+    """OTI's and φ's regulariser inputs: the whole vocabulary (images are associated over all of it, as the authors
+    do), a phrase bank, ``phrases`` ``"given"`` or ``"templates"``, and a concepts file's ``associations``."""
 
     concepts: list[str]
     phrase_bank: PhraseBank
@@ -128,8 +121,7 @@ class Vocabulary:
 
     def concepts_of(self, names: list[str], top_k: int) -> list[list[str]]:
         """The first ``top_k`` concepts of each named image, from :attr:`associations`."""
-        missing = [n for n in names if n not in self.associations]
-        if missing:
+        if missing := [n for n in names if n not in self.associations]:
             raise InputError(
                 f"{self.source}: no concepts for {len(missing)} of the {len(names)} images (first: {missing[0]!r}); "
                 f"its 'Image Name' column must name each image as the dataset does (e.g. {names[0]!r})"
@@ -144,8 +136,7 @@ def authors_concepts_file_name(backbone_name: str, top_k: int = 250) -> str:
 
 
 def write_concepts_csv(path: str | Path, names: Sequence[str], concepts: Sequence[Sequence[str]]) -> Path:
-    """Write each image's concepts, best first, in the authors' layout (atomically); every image needs
-    as many concepts, one column per rank."""
+    """Write each image's concepts, best first, in the authors' layout (atomically), one column per rank."""
     if len(names) != len(concepts):
         raise InputError(f"{path}: {len(names)} image names for {len(concepts)} concept lists")
     width = len(concepts[0]) if concepts else 0
@@ -184,14 +175,6 @@ def read_csv(path: Path, text: str, header_ok: Callable[[list[str]], bool], expe
 def read_concepts_csv(path: str | Path, top_k: int | None = None) -> dict[str, list[str]]:
     """Image name -> its concepts as their scripts read them: stripped, repeats dropped, the first
     ``top_k`` (all if ``None``)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(f"{path}: not a UTF-8 text file ({err})") from None
-    _, rows = read_csv(path, text, lambda h: h[0] == NAME_COLUMN, f"starting '{NAME_COLUMN},1,2,...'")
-    out: dict[str, list[str]] = {}
-    for row in filter(None, rows):
-        concepts = list(dict.fromkeys(c.strip() for c in row[1:] if c.strip()))
-        out[row[0]] = concepts[:top_k] if top_k is not None else concepts
-    return out
+    text = read_text(path, "concepts file")
+    _, rows = read_csv(Path(path), text, lambda h: h[0] == NAME_COLUMN, f"starting '{NAME_COLUMN},1,2,...'")
+    return {row[0]: list(dict.fromkeys(c.strip() for c in row[1:] if c.strip()))[:top_k] for row in filter(None, rows)}

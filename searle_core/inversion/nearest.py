@@ -31,13 +31,8 @@ def token_word(backbone: Backbone, token_id: int) -> str:
 
 def word_token_ids(backbone: Backbone, words: list[str]) -> list[int]:
     """Ids of words that are single BPE tokens (multi-token words are skipped)."""
-    ids = []
-    for word in words:
-        toks = backbone.tokenizer([word])[0].tolist()
-        inner = [t for t in toks if t not in (0, toks[0], max(toks))]
-        if len(inner) == 1:
-            ids.append(inner[0])
-    return sorted(set(ids))
+    inner = [[t for t in toks if t not in (0, toks[0], max(toks))] for toks in backbone.tokenizer(list(words)).tolist()]
+    return sorted({ids[0] for ids in inner if len(ids) == 1})
 
 
 def whole_word_ids(backbone: Backbone) -> list[int]:

@@ -1,6 +1,5 @@
-"""φ's checkpoint files: the authors' layout (``{"epoch": n, "Phi": state_dict}``), run folders (``RUN``,
-``RUN:EPOCH``, ``RUN:last``), URLs, and the authors' released φ by name (``searle``, ``searle-xl``). The
-release publishes no checksums, so the SHA-256 of the first download is recorded and checked at every later use."""
+"""φ's checkpoint files: the authors' layout, run folders (``RUN``, ``RUN:EPOCH``, ``RUN:last``), URLs, and the
+released φ by name (``searle``, ``searle-xl``), checked against the SHA-256 recorded at its first download."""
 
 from __future__ import annotations
 
@@ -32,10 +31,6 @@ def save_phi(phi: Phi, path: str | os.PathLike, **extra) -> None:
     atomic_save({"Phi": phi.state_dict(), **extra}, path)
 
 
-def _record_path() -> Path:
-    return cache_dir("phi") / "released_sha256.json"
-
-
 def released_phi_file(name: str, backbone_name: str | None = None) -> Path:
     """The local file of the released φ ``name``, downloaded once and checked against the SHA-256 recorded then;
     ``backbone_name`` (``None``: not checked) must be the one it was trained with."""
@@ -47,7 +42,7 @@ def released_phi_file(name: str, backbone_name: str | None = None) -> Path:
             f"--phi-checkpoint {name} is the authors' φ for {trained_with} ({url.rsplit('/', 1)[-1]}), "
             f"but the backbone is {backbone_name}{hint}"
         )
-    record = _record_path()
+    record = cache_dir("phi") / "released_sha256.json"
     try:
         recorded = dict(json.loads(record.read_text())) if record.is_file() else {}
     except (ValueError, TypeError) as err:
@@ -94,10 +89,6 @@ def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_loca
             f"φ checkpoint {path!r}: file: URLs are not read; give the file's path "
             f"({urllib.parse.unquote(urllib.parse.urlparse(path).path)})"
         )
-    if os.path.isdir(local):
-        inside = sorted(p.name for p in Path(local).glob("*.pt"))[:3]
-        hint = f" (it holds {', '.join(inside)})" if inside else ""
-        raise InputError(f"φ checkpoint {path!r} is a folder{hint}; give the checkpoint file in it, e.g. {path}/phi.pt")
     if not os.path.isfile(local):
         raise FileNotFoundError(
             f"φ checkpoint {path!r} not found. The authors' checkpoints are SEARLE_ViT-B32.pt and SEARLE_ViT-L14.pt "
@@ -115,8 +106,7 @@ def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_loca
             f"{path}: not a φ checkpoint: expected a dict with key 'Phi' holding "
             f"layers.0/3/6.weight|bias ({first_line(err)})"
         ) from None
-    bad = [k for k, v in phi.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
+    if bad := [k for k, v in phi.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]:
         raise InputError(f"{path}: φ's weights {bad[0]} hold NaN or infinite values; the checkpoint is damaged")
     phi.epoch = int(epoch) if isinstance(epoch, (int, float)) or torch.is_tensor(epoch) else None
     phi.source = RELEASED[given][1] if given in RELEASED and path != given else path  # the release's URL

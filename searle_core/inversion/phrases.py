@@ -1,6 +1,5 @@
-"""Phrase banks for the L_gpt regulariser, ``{concept: [phrases that mention it]}``, and the Open Images
-vocabulary they are drawn for. Sources, most faithful first: the authors' pickle, read by a *restricted*
-unpickler (a pickle is a program); GPT-Neo-2.7B with the paper's settings; an offline template generator."""
+"""Phrase banks for L_gpt, ``{concept: [phrases that mention it]}``, and the Open Images vocabulary. Sources, most
+faithful first: the authors' pickle (a restricted unpickler: a pickle is a program), GPT-Neo-2.7B, templates."""
 
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import torch
 from open_clip.tokenizer import SimpleTokenizer
 
 from searle_core.infra.errors import InputError
@@ -20,13 +20,9 @@ from searle_core.infra.files import atomic_write, read_text
 from searle_core.inversion.concepts import read_csv
 from searle_core.method.regulariser import PhraseBank
 
-# The paper's phrase generation.
-GPT_MODEL = "EleutherAI/gpt-neo-2.7B"
-GPT_PROMPT = "a photo of {concept} that"
-GPT_SAMPLES = 256
-GPT_MAX_LENGTH = 35
-GPT_TEMPERATURE = 0.5
-GPT_NO_REPEAT_NGRAM = 2
+# The paper's phrase generation: model, prompt, samples per concept, max length, temperature, no-repeat n-gram.
+GPT_MODEL, GPT_PROMPT = "EleutherAI/gpt-neo-2.7B", "a photo of {concept} that"
+GPT_SAMPLES, GPT_MAX_LENGTH, GPT_TEMPERATURE, GPT_NO_REPEAT_NGRAM = 256, 35, 0.5, 2
 #: The file the authors' scripts write and read (``data/GPT_phrases/<exp>/concept_to_phrases.pkl``).
 AUTHORS_PHRASES = "concept_to_phrases.pkl"
 
@@ -65,8 +61,7 @@ def _unpickle(f: BinaryIO, source: str, what: str) -> Any:
 
 
 def load_plain_pickle(path: str | Path, what: str) -> Any:
-    """A pickle of plain data (the authors' ``image_names.pkl``) read without executing anything;
-    ``what`` names its content in messages."""
+    """A plain-data pickle (the authors' ``image_names.pkl``), read without executing anything."""
     with open(path, "rb") as f:
         return _unpickle(f, str(path), what)
 
@@ -88,7 +83,6 @@ def load_phrase_pickle(path: str | Path) -> PhraseBank:
         with open(path, "rb") as f:
             return _read_bank(f, str(path))
     with zipfile.ZipFile(path) as archive:
-        # .../concept_to_phrases.pkl inside the zip, else its only .pkl
         names = [n for n in archive.namelist() if not n.endswith("/") and "__MACOSX" not in n]
         hits = [n for n in names if n.rsplit("/", 1)[-1] == AUTHORS_PHRASES] or [n for n in names if n.endswith(".pkl")]
         if len(hits) != 1:
@@ -107,8 +101,7 @@ _MAX_PREFIX_TOKENS = _CONTEXT_LENGTH - 3
 
 
 def _read_bank(f: BinaryIO, path: str) -> PhraseBank:
-    """The bank, checked: plain strings, and every concept within CLIP's window (refused now, not hours into
-    a run). A BPE token covers at least one byte, so only prefixes over 74 non-space bytes are tokenised."""
+    """The bank, checked: plain strings, every concept within CLIP's window (refused now, not hours into a run)."""
     obj = _unpickle(f, path, "phrase bank")
     if not isinstance(obj, dict):
         raise InputError(f"{path}: expected a dict {{concept: [phrases]}}, got {type(obj).__name__}")
@@ -122,6 +115,7 @@ def _read_bank(f: BinaryIO, path: str) -> PhraseBank:
         bank[concept] = list(phrases)
         for phrase in phrases:
             at = phrase.find(concept)
+            # A BPE token covers at least one non-space byte: only longer prefixes need tokenising.
             if at < 0 or len("".join(phrase[:at].split()).encode("utf-8")) <= _MAX_PREFIX_TOKENS:
                 continue  # a phrase without its concept is dropped by filter_phrase_bank
             tokenizer = tokenizer or SimpleTokenizer()
@@ -137,8 +131,7 @@ def _read_bank(f: BinaryIO, path: str) -> PhraseBank:
 
 def save_phrase_pickle(bank: PhraseBank, path: str | Path) -> Path:
     """Save a phrase bank as a plain pickle, atomically."""
-    plain = {str(c): [str(p) for p in ps] for c, ps in bank.items()}
-    data = pickle.dumps(plain, protocol=4)
+    data = pickle.dumps({str(c): [str(p) for p in ps] for c, ps in bank.items()}, protocol=4)
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
@@ -191,8 +184,6 @@ def generate_phrases_hf(
 ) -> PhraseBank:
     """``n_samples`` continuations of ``"a photo of {concept} that"`` per (stripped) concept, sampled with the
     paper's settings (``max_length`` counts the prompt), tidied as the reference script does."""
-    import torch
-
     if model is None or tokenizer is None:
         model, tokenizer = load_causal_lm(model_name)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -226,8 +217,7 @@ def filter_phrase_bank(bank: PhraseBank, case_sensitive: bool = True) -> PhraseB
 
 
 def load_concepts_csv(path: str | Path) -> list[str]:
-    """The display names of Open Images V7's ``LabelName,DisplayName`` file (20,931), stripped, empty
-    ones skipped, exact repeats dropped (first kept)."""
+    """Open Images V7's 20,931 display names (``LabelName,DisplayName``), stripped, without empties or repeats."""
     path = Path(path)
     header, rows = read_csv(path, read_text(path, "CSV file"), lambda h: "DisplayName" in h, "'LabelName,DisplayName'")
     col = header.index("DisplayName")

@@ -8,7 +8,6 @@ folder of ours. Neither file can run code (``weights_only=True``, a restricted u
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from searle_core.clip.backbone import Backbone
 from searle_core.datasets.folder import FileImageSource
 from searle_core.infra import distributed as dist
 from searle_core.infra.errors import InputError
-from searle_core.infra.files import atomic_save, atomic_write_json
+from searle_core.infra.files import atomic_save, atomic_write_json, read_json
 from searle_core.inversion.phrases import load_plain_pickle
 from searle_core.jobs.oti_run import INPUTS, TOKENS, compute_inputs, inputs_key, load_oti_run, save_inputs
 from searle_core.jobs.run_folder import MANIFEST, fingerprint, new_manifest, read_manifest
@@ -65,8 +64,7 @@ def read_authors_oti(folder: str | Path) -> AuthorsOTI:
         )
     if len(set(names)) != len(names):
         raise InputError(f"{folder / AUTHORS_NAMES}: image names repeat; tokens are matched to images by name")
-    hyper_path = folder / AUTHORS_HYPERS
-    hyper = json.loads(hyper_path.read_text(encoding="utf-8")) if hyper_path.is_file() else {}
+    hyper = read_json(folder / AUTHORS_HYPERS) if (folder / AUTHORS_HYPERS).is_file() else {}
     return AuthorsOTI(names, tokens.float(), hyper)
 
 
@@ -97,13 +95,7 @@ def match_names(names: list[str], source: FileImageSource, where: str) -> list[s
 
 
 def import_authors_oti(
-    folder: str | Path,
-    backbone: Backbone,
-    source: FileImageSource,
-    vocabulary,
-    out: str | Path,
-    stored_concepts: int = 150,
-    progress: bool = True,
+    folder, backbone: Backbone, source: FileImageSource, vocabulary, out, stored_concepts: int = 150, progress=True
 ) -> Path:
     """Write an OTI run folder ``out`` holding the authors' tokens with features and concepts computed here;
     reused when it holds the same tokens for the same backbone, vocabulary and preprocessing."""
@@ -132,8 +124,7 @@ def import_authors_oti(
         atomic_save(
             {"names": names, "tokens": authors.tokens, "hyperparameters": manifest["hyperparameters"]}, out / TOKENS
         )
-        manifest["complete"] = True
-        atomic_write_json(manifest, out / MANIFEST)
+        atomic_write_json(manifest | {"complete": True}, out / MANIFEST)
     dist.barrier()
     return out
 
@@ -142,16 +133,15 @@ def load_reference_tokens(path: str | Path) -> dict[str, torch.Tensor]:
     """Reference image name -> token, from a ``searle oti`` run folder or the authors' OTI output folder."""
     folder = Path(path)
     if is_authors_oti(folder):
-        authors = read_authors_oti(folder)
-        names, tokens = authors.names, authors.tokens
+        run = read_authors_oti(folder)
     elif (folder / MANIFEST).is_file():
         run = load_oti_run(folder)
-        names, tokens = run.names, run.tokens
     else:
         raise FileNotFoundError(
             f"--oti-tokens {folder}: expected a `searle oti` run folder (manifest.json, tokens.pt) "
             f"or the authors' OTI output ({AUTHORS_TOKENS} + {AUTHORS_NAMES})"
         )
+    names, tokens = run.names, run.tokens
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.shape[0] != len(names):
         raise InputError(
             f"{folder}: {len(names)} image names but tokens of shape "

@@ -13,20 +13,8 @@ from tqdm.auto import tqdm
 
 from searle_core.infra.errors import InputError
 from searle_core.infra.files import atomic_write_json, read_json
-from searle_core.inversion.phrases import (
-    AUTHORS_PHRASES,
-    GPT_MAX_LENGTH,
-    GPT_MODEL,
-    GPT_NO_REPEAT_NGRAM,
-    GPT_PROMPT,
-    GPT_SAMPLES,
-    GPT_TEMPERATURE,
-    PhraseBank,
-    generate_phrases_hf,
-    load_causal_lm,
-    load_phrase_pickle,
-    save_phrase_pickle,
-)
+from searle_core.inversion import phrases
+from searle_core.inversion.phrases import generate_phrases_hf, load_causal_lm
 
 HYPERPARAMETERS = "hyperparameters.json"
 
@@ -34,24 +22,24 @@ HYPERPARAMETERS = "hyperparameters.json"
 def generate_phrase_folder(
     concepts: Sequence[str],
     out_dir: str | Path,
-    model_name: str = GPT_MODEL,
-    n_samples: int = GPT_SAMPLES,
-    max_length: int = GPT_MAX_LENGTH,
-    temperature: float = GPT_TEMPERATURE,
-    no_repeat_ngram_size: int = GPT_NO_REPEAT_NGRAM,
+    model_name: str = phrases.GPT_MODEL,
+    n_samples: int = phrases.GPT_SAMPLES,
+    max_length: int = phrases.GPT_MAX_LENGTH,
+    temperature: float = phrases.GPT_TEMPERATURE,
+    no_repeat_ngram_size: int = phrases.GPT_NO_REPEAT_NGRAM,
     seed: int = 0,
     device: str | None = None,
     resume: bool = False,
     save_every: int = 25,
     progress: bool = True,
-) -> PhraseBank:
+) -> phrases.PhraseBank:
     """Generate (or, with ``resume``, continue with the same settings) the phrases of ``concepts`` into ``out_dir``."""
     out = Path(out_dir)
-    bank_path = out / AUTHORS_PHRASES
+    bank_path = out / phrases.AUTHORS_PHRASES
     settings = (model_name, n_samples, max_length, temperature, no_repeat_ngram_size)
     keys = ("gpt_model", "num_return_sequences", "max_length", "temperature", "no_repeat_ngram_size")
-    hyper = {**dict(zip(keys, settings)), "seed": seed, "prompt": GPT_PROMPT}
-    bank: PhraseBank = {}
+    hyper = {**dict(zip(keys, settings)), "seed": seed, "prompt": phrases.GPT_PROMPT}
+    bank: phrases.PhraseBank = {}
     if bank_path.exists():
         if not resume:
             raise InputError(f"{bank_path} exists: pass --resume to continue it, or choose another --out")
@@ -62,7 +50,7 @@ def generate_phrase_folder(
                 f"{out / HYPERPARAMETERS}: the phrases were generated with {changed[0]}={saved[changed[0]]!r}, "
                 f"not {hyper[changed[0]]!r}; resume with the same settings or choose another --out"
             )
-        bank = load_phrase_pickle(bank_path)
+        bank = phrases.load_phrase_pickle(bank_path)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(hyper, out / HYPERPARAMETERS)
     todo = [c for c in dict.fromkeys(str(c).strip() for c in concepts) if c and c not in bank]
@@ -72,6 +60,6 @@ def generate_phrase_folder(
         new = generate_phrases_hf([concept], *settings, device=device, seed=seed_, model=model, tokenizer=tokenizer)
         bank.update(new)
         if done % save_every == 0:
-            save_phrase_pickle(bank, bank_path)
-    save_phrase_pickle(bank, bank_path)
+            phrases.save_phrase_pickle(bank, bank_path)
+    phrases.save_phrase_pickle(bank, bank_path)
     return bank

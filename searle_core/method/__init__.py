@@ -1,8 +1,8 @@
 """SEARLE's method and only the method: a frozen CLIP, a pseudo-word token ``$`` per image.
 
 - :mod:`.templates`: the prompt templates of OTI's cosine loss.
-- :mod:`.encoding`: text features of prompts whose ``$`` row holds a token; :mod:`.prefix_cache`, an
-  opt-in speed-up of the same.
+- :mod:`.encoding`: text features of prompts whose ``$`` row holds a token; :mod:`.prefix_cache`, a
+  speed-up of the same that the configs' ``prefix_cache`` switches off.
 - :mod:`.losses` and :mod:`.regulariser`: the cosine and NT-Xent losses, the phrase regulariser.
 - :mod:`.oti`: OTI, per-image optimisation (SEARLE-OTI), and its loop over many images.
 - :mod:`.phi` and :mod:`.phi_training`: φ, its loss and its training (SEARLE).

@@ -4,7 +4,7 @@ CLIP's text transformer is causal and its feature is read at the end-of-text (EO
 positions after the longest EOT in a batch never influence the result: running the transformer on
 ``tokens[:, :max_eot + 1]`` is exact, and for short prompts it is several times cheaper than the
 77-token context. Every text pass of the package goes through :func:`encode_token_embeddings`.
-:mod:`.prefix_cache` is an opt-in speed-up of :func:`encode_with_pseudo_tokens` for OTI and φ.
+:mod:`.prefix_cache` is a switchable speed-up of :func:`encode_with_pseudo_tokens` for OTI and φ.
 """
 
 from __future__ import annotations

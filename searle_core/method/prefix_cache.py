@@ -1,5 +1,5 @@
-"""Pseudo-word prompts encoded from their first ``$`` on, the text before it computed once: an opt-in
-speed-up of :func:`~searle_core.method.encoding.encode_with_pseudo_tokens`.
+"""Pseudo-word prompts encoded from their first ``$`` on, the text before it computed once: a switchable
+speed-up of :func:`~searle_core.method.encoding.encode_with_pseudo_tokens` (``prefix_cache=False``: the plain one).
 
 CLIP's text tower is causal, so the hidden states before a prompt's first ``$`` do not depend on the
 pseudo-word. OTI encodes the same templates hundreds of times with only ``$`` changing: the keys and

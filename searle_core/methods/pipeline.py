@@ -49,14 +49,12 @@ def oti_reference_tokens(backbone: Backbone, bench: CIRBenchmark, ctx: MethodCon
     computed = ctx.computed.tokens
     if "searle-oti" not in computed:
         names, feats = reference_features(backbone, bench, ctx.progress)
-        concepts = None
-        if ctx.oti_config.lambda_gpt > 0:
-            if ctx.vocabulary is None:
-                raise InputError(
-                    "searle-oti needs a vocabulary (concepts and phrases) for its regulariser; "
-                    "pass one or set lambda_gpt=0"
-                )
-            concepts = ctx.vocabulary.associate(backbone, feats, ctx.oti_config.top_concepts)
+        regularised = ctx.oti_config.lambda_gpt > 0
+        if regularised and ctx.vocabulary is None:
+            raise InputError(
+                "searle-oti needs a vocabulary (concepts and phrases) for its regulariser; pass one or set lambda_gpt=0"
+            )
+        concepts = ctx.vocabulary.associate(backbone, feats, ctx.oti_config.top_concepts) if regularised else None
         phrases = ctx.vocabulary.phrase_bank if ctx.vocabulary else None
         computed["searle-oti"] = invert_images(
             backbone, feats, names, concepts, phrases, ctx.oti_config, ctx.oti_batch_size, ctx.seed, ctx.progress
@@ -164,6 +162,5 @@ def run_method(
     feats = query_features(method, backbone, bench, ctx)
     seconds = time.perf_counter() - start
     rankings = benchmark_rankings(bench, feats, gallery, ranking_length(bench))
-    has_truth = all(q.target is not None for q in bench.queries)
-    metrics = benchmark_metrics(bench, rankings) if has_truth else {}
+    metrics = benchmark_metrics(bench, rankings) if all(q.target is not None for q in bench.queries) else {}
     return MethodResult(method, metrics, rankings, feats, seconds)

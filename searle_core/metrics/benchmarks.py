@@ -80,8 +80,7 @@ def rank_by_scores(
             raise InputError(f"gallery name {name!r} appears twice (columns {column[name]} and {j})")
 
     rankings: list[list[ImageName]] = []
-    for i in range(scores.shape[0]):
-        row = scores[i]
+    for i, row in enumerate(scores):
         excluded = None if exclude is None or exclude[i] is None else column.get(exclude[i])
         if excluded is None:
             top = _top_k_indices(row, min(k, row.shape[0]))
@@ -133,8 +132,7 @@ def recall_at_k(rankings: Rankings, targets: Names, k: int) -> float:
 
 
 def recall_any_at_k(rankings: Rankings, ground_truths_list: NameSets, k: int) -> float:
-    """Percentage of queries with any ground truth in the top ``k`` (the ``shapes`` benchmark's Recall@K,
-    where every ground truth satisfies the query equally)."""
+    """Percentage of queries with any ground truth in the top ``k`` (the ``shapes`` benchmark's Recall@K)."""
     return _mean_percent(
         lambda r, gts, k: bool(set(r[:k]) & set(gts)), rankings, k, ground_truths_list=ground_truths_list
     )
@@ -190,8 +188,7 @@ def circo_metrics(
 
 
 def fashioniq_metrics(rankings_by_category: Mapping[str, Rankings], targets_by_category: Mapping[str, Names]) -> dict:
-    """FashionIQ's Recall@10 and @50 per category (dress, shirt, toptee first, then any other) and
-    ``average``, their unweighted mean as in the paper."""
+    """FashionIQ's Recall@10 and @50 per category (official ones first) and ``average``, their unweighted mean."""
     if not rankings_by_category:
         raise InputError("no FashionIQ category given")
     if set(rankings_by_category) != set(targets_by_category):
@@ -222,8 +219,7 @@ def cirr_metrics(rankings: Rankings, targets: Names, subsets: NameSets, referenc
         check_unique(ranking, f"query index {index}")
         kept = [item for item in ranking if item != reference]
         present = set(kept)
-        missing = [m for m in subset if m != reference and m not in present]
-        if missing:
+        if missing := [m for m in subset if m != reference and m not in present]:
             raise InputError(
                 f"query index {index}: ranking ({len(kept)} names without the reference) lacks "
                 f"img_set member(s) {missing[:3]!r}, so Recall_subset is undetermined; expected a "

@@ -1,6 +1,5 @@
-"""Score a CIRCO validation prediction file, ``{query id: [top-50 COCO image ids]}``, locally as the evaluation
-server does: lists over 50 are cut to 50, shorter than ``min_predictions`` is an error (nearly always a
-truncation bug). The test split's ground truths are withheld: its predictions go to the server."""
+"""Score a CIRCO validation prediction file, ``{query id: [top-50 COCO image ids]}``, as the evaluation server does:
+longer lists cut to 50, shorter than ``min_predictions`` an error. Test predictions can only go to the server."""
 
 from __future__ import annotations
 
@@ -45,8 +44,7 @@ def _as_int(value: Any) -> int | None:
 def _int_field(annotation: dict, field: str, where: str, what: str) -> int:
     if field not in annotation:
         raise CIRCOScoringError(f"{where}: missing field '{field}' (expected {what})")
-    value = _as_int(annotation[field])
-    if value is None:
+    if (value := _as_int(annotation[field])) is None:
         raise CIRCOScoringError(f"{where}: field '{field}' is {annotation[field]!r}, expected {what}")
     return value
 
@@ -116,8 +114,7 @@ def _read_predictions(predictions: str | Path | Mapping, query_ids: list[int], m
             f"{label}: unknown query id(s) {_id_list(unknown)}; expected only the "
             f"{len(query_ids)} annotation ids ({id_range})"
         )
-    missing = [q for q in query_ids if q not in by_id]
-    if missing:
+    if missing := [q for q in query_ids if q not in by_id]:
         raise CIRCOScoringError(
             f"{label}: no predictions for query id(s) {_id_list(missing)}; expected a key for "
             f"every one of the {len(query_ids)} annotation ids ({id_range})"
@@ -130,8 +127,7 @@ def _read_predictions(predictions: str | Path | Mapping, query_ids: list[int], m
                 f"{where}: value is {type(values).__name__}, expected a list of {CIRCO_TOP_K} image ids"
             )
         ids = [_as_int(v) for v in values]
-        bad = [v for v, i in zip(values, ids) if i is None]
-        if bad:
+        if bad := [v for v, i in zip(values, ids) if i is None]:
             raise CIRCOScoringError(
                 f"{where}: image id {bad[0]!r} is not an integer; expected integer COCO image ids "
                 f"(ints or int-like strings)"
@@ -160,16 +156,12 @@ def score_circo(
 def format_circo_scores(scores: Mapping[str, Any]) -> str:
     """A :func:`score_circo` result as a text table: mAP@K and Recall@K, then mAP@10 per aspect."""
     ks = sorted(int(key.split("@", 1)[1]) for key in scores if key.startswith("mAP@"))
-    width = 8
-    lines = ["CIRCO scores (percent)", f"{'':<8}" + "".join(f"{'@' + str(k):>{width}}" for k in ks)]
+    lines = ["CIRCO scores (percent)", f"{'':<8}" + "".join(f"{'@' + str(k):>8}" for k in ks)]
     for metric in ("mAP", "Recall"):
-        cells = "".join(
-            f"{scores[f'{metric}@{k}']:>{width}.2f}" if f"{metric}@{k}" in scores else f"{'-':>{width}}" for k in ks
-        )
+        cells = "".join(f"{scores[f'{metric}@{k}']:>8.2f}" if f"{metric}@{k}" in scores else f"{'-':>8}" for k in ks)
         lines.append(f"{metric:<8}{cells}")
     lines.append("mAP uses every ground truth (gt_img_ids); Recall only the target_img_id.")
-    semantic = scores.get("semantic_mAP@10") or {}
-    if semantic:
+    if semantic := scores.get("semantic_mAP@10"):
         name_width = max(len(aspect) for aspect in semantic)
         lines += ["", "mAP@10 per semantic aspect"]
         lines += [f"  {aspect:<{name_width}}  {value:6.2f}" for aspect, value in semantic.items()]

@@ -1,6 +1,5 @@
-"""Is one method really above another? A paired bootstrap: the queries both methods answer are resampled, the
-same resample for both, and the interval of the difference in the headline metric says whether an ordering is
-more than the luck of which queries the benchmark holds (FashionIQ's resampled within each category)."""
+"""Is one method really above another? A paired bootstrap (both methods on the same resampled queries, FashionIQ's
+within each category) says whether an ordering is more than the luck of which queries the benchmark holds."""
 
 from __future__ import annotations
 
@@ -21,8 +20,7 @@ RESAMPLE_CHUNK = 1000
 
 @dataclass(frozen=True)
 class Difference:
-    """``metric(method) - metric(reference)`` (``diff``) with its bootstrap interval, in points;
-    ``value`` is the method's metric, ``level`` the interval's coverage."""
+    """``diff`` = metric(method) - metric(reference), in points, with its bootstrap interval of coverage ``level``."""
 
     method: str
     reference: str
@@ -64,9 +62,7 @@ def per_query_scores(
             raise InputError(f"query {q.query_id} of {bench.name} {bench.split} has no ground truth to score")
         hit = average_precision_at_k(ranking, truths, k) if kind == "mAP" else bool(set(ranking[:k]) & set(truths))
         scores[i] = 100.0 * hit
-    categories = [getattr(q, "category", None) or "" for q in bench.queries]
-    names = {c: g for g, c in enumerate(sorted(set(categories)))}
-    return scores, np.array([names[c] for c in categories])
+    return scores, np.unique([getattr(q, "category", None) or "" for q in bench.queries], return_inverse=True)[1]
 
 
 def paired_bootstrap(
@@ -110,17 +106,14 @@ def compare_methods(
     n_resamples: int = 10_000,
     seed: int = 0,
 ) -> list[Difference]:
-    """Every method of ``rankings`` (method -> its rankings) against ``reference`` in the dataset's headline
-    metric, on the same resamples, with 95 % intervals."""
+    """Every method of ``rankings`` against ``reference`` in the headline metric, same resamples, 95 % intervals."""
     if reference not in rankings:
         raise InputError(f"reference method {reference!r} is not among the compared ones: {', '.join(rankings)}")
     metric = main_metric(bench.name)
     ref, groups = per_query_scores(bench, rankings[reference], metric)
     out = []
-    for method, ranks in rankings.items():
-        if method == reference:
-            continue
-        scores, _ = per_query_scores(bench, ranks, metric)
+    for method in [m for m in rankings if m != reference]:
+        scores, _ = per_query_scores(bench, rankings[method], metric)
         diff, low, high = paired_bootstrap(scores, ref, groups, n_resamples, 0.95, seed)
         value = float(np.mean([scores[groups == g].mean() for g in np.unique(groups)]))
         out.append(Difference(method, reference, metric, value, diff, low, high, 0.95))

@@ -1,7 +1,5 @@
-"""The paper's ablations, each a named change to OTI or to φ's training, scored on one benchmark with the
-same ``evaluate``, gallery features and seed as the main results, so a row differs from the full method by
-its one change only. "No distillation" trains φ on a cosine between "a photo of $" and the image instead.
-"""
+"""The paper's ablations, each a named change to OTI or to φ's training, scored with the same ``evaluate``,
+gallery features and seed as the main results, so a row differs from the full method by its one change only."""
 
 from __future__ import annotations
 
@@ -29,8 +27,7 @@ FULL = "full (paper)"
 
 @dataclass(frozen=True)
 class Variant:
-    """One ablation row of ``part`` ``"OTI"`` or ``"φ"``: the ``OTIConfig`` (``oti``) or ``PhiLossConfig``
-    (``loss``) fields it changes, the regulariser's ``phrases`` and the share of φ's images."""
+    """One ablation row of ``part`` "OTI" or "φ": the ``OTIConfig`` / ``PhiLossConfig`` fields it changes."""
 
     part: str
     name: str
@@ -51,8 +48,7 @@ class Variant:
 
 
 def oti_variants(steps: int, step_grid: tuple[int, ...] | list[int] = (50, 150, 350)) -> list[Variant]:
-    """The OTI rows: full, no regulariser, templates only, each step count of ``step_grid`` but the full
-    method's ``steps``, no EMA."""
+    """The OTI rows: full, no regulariser, templates only, each step count of ``step_grid`` but ``steps``, no EMA."""
     rows = [
         Variant("OTI", FULL),
         Variant("OTI", "no phrase regulariser", oti={"lambda_gpt": 0.0}),
@@ -96,9 +92,9 @@ def equal_step_epochs(study: Study, epochs: int, images: int | None, fraction: f
 def run_ablations(
     study: Study, variants: list[Variant], equal_steps: bool = True, rankings: dict | None = None, metric: str = ""
 ) -> pd.DataFrame:
-    """One row per variant of the study's full method: ``part``, ``variant``, the flat metrics and ``seconds``.
-    ``equal_steps`` gives φ on a share of the images as many optimiser steps (else a 1 % φ is also a 100× less
-    trained one); ``rankings`` is filled under ``(part, name)`` for :func:`intervals`; with ``metric``, printed."""
+    """One row per variant: ``part``, ``variant``, the flat metrics and ``seconds``. ``equal_steps`` gives φ on a
+    share of the images as many optimiser steps (else a 1 % φ is also a 100× less trained one); ``rankings`` is
+    filled under ``(part, name)`` for :func:`intervals`; with ``metric``, printed."""
     oti_steps, epochs, images = study.settings.oti_steps, study.settings.phi_epochs, study.settings.phi_images or None
     table = []
     for variant in variants:
@@ -166,11 +162,8 @@ def ablation_curve(table: pd.DataFrame, part: str, metric: str) -> tuple[list[fl
 
 def markdown(table: pd.DataFrame) -> str:
     """The ablation table as GitHub Markdown, numbers to two decimals."""
-    return markdown_table(
-        table.columns,
-        ([f"{v:.2f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)),
-        [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns],
-    )
+    rows = ([f"{v:.2f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False))
+    return markdown_table(table.columns, rows, [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns])
 
 
 def shown_columns(table: pd.DataFrame) -> list[str]:
@@ -180,9 +173,7 @@ def shown_columns(table: pd.DataFrame) -> list[str]:
 
 def write_table(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """Write ``<out_dir>/tables/ablations.csv`` (every column) and ``.md`` (:func:`shown_columns`)."""
-    stem = Path(out_dir) / "tables/ablations"
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    csv, md = stem.with_suffix(".csv"), stem.with_suffix(".md")
+    csv, md = Path(out_dir) / "tables/ablations.csv", Path(out_dir) / "tables/ablations.md"
     atomic_write_text(table.to_csv(index=False, float_format="%.4f"), csv)
     atomic_write_text(markdown(table[shown_columns(table)]), md)
     return [csv, md]

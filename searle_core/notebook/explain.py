@@ -99,15 +99,9 @@ def token_wordness(
     ids, rows = _word_rows(backbone, allowed_ids)
     tokens = tokens.reshape(-1, rows.shape[1]).float().cpu()
     best = (F.normalize(tokens, dim=-1) @ F.normalize(rows, dim=-1).T).max(dim=1)
-    return pd.DataFrame(
-        {
-            "setting": setting,
-            "nearest": [token_word(backbone, ids[j]) for j in best.indices.tolist()],
-            "cosine": best.values.numpy(),
-            "distance": torch.cdist(tokens, rows).min(dim=1).values.numpy(),
-            "norm": tokens.norm(dim=1).numpy(),
-        }
-    )
+    nearest, cosine = [token_word(backbone, ids[j]) for j in best.indices.tolist()], best.values.numpy()
+    distance, norm = torch.cdist(tokens, rows).min(dim=1).values.numpy(), tokens.norm(dim=1).numpy()
+    return pd.DataFrame({"setting": setting, "nearest": nearest, "cosine": cosine, "distance": distance, "norm": norm})
 
 
 def mean_word_norm(backbone: Backbone, allowed_ids: Sequence[int] | None = None) -> float:
@@ -142,9 +136,8 @@ def phi_tokens(phi: torch.nn.Module, image_features: torch.Tensor) -> torch.Tens
 def token_agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, float]:
     """Cosine between two tokens of each image (e.g. φ's and OTI's), (N,), and the mean over *different* images."""
     sims = F.normalize(a.float().cpu(), dim=-1) @ F.normalize(b.float().cpu(), dim=-1).T
-    same = sims.diagonal().numpy()
-    n = len(same)
-    return same, float((sims.sum() - sims.diagonal().sum()) / max(1, n * n - n))
+    n = len(sims)
+    return sims.diagonal().numpy(), float((sims.sum() - sims.diagonal().sum()) / max(1, n * n - n))
 
 
 def ranking_overlap(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]], k: int = 10) -> float:
@@ -200,7 +193,6 @@ def own_word_shares(
     return {**{a: 100.0 * float(np.mean(h)) for a, h in hits.items()}, "images": len(tokens)}
 
 
-# ---- failures one can see on the world, where every image's attributes are known -------------------
 def false_concepts(study, names: Sequence[str], concepts_per_image, top: int = 5) -> list[list[str]] | None:
     """Per image, those of its ``top`` associated concepts that are false of it (the association is CLIP's
     zero-shot guess, not a label). ``None`` off the world or without concepts."""
@@ -221,7 +213,6 @@ def caption_overridden(study, queries: Sequence, rankings: Sequence[Sequence[str
     ]
 
 
-# ---- SEARLE's φ (distilled from OTI on images) beside LinCIR's (trained on captions only) ---------
 @dataclass
 class TwoPhis:
     """Both φ's nearest words for a few references, their mean same-image cosine and LinCIR's modality gap."""
@@ -244,8 +235,7 @@ def two_phis(setting: Setting, n: int = 4, k: int = 5) -> TwoPhis | None:
     searle = phi_reference_tokens(backbone, bench, ctx)
     lincir = reference_tokens(backbone, bench, ctx.networks["lincir"], progress=False)
     names = bench.reference_names()
-    a = torch.stack([searle[m] for m in names]).float()
-    b = torch.stack([lincir[m] for m in names]).float()
+    a, b = (torch.stack([tokens[m] for m in names]).float() for tokens in (searle, lincir))
     picked = list(dict.fromkeys(bench.queries[i].reference for i in study.pick_queries(n)))
     rows = [names.index(m) for m in picked]
     return TwoPhis(
@@ -258,7 +248,6 @@ def two_phis(setting: Setting, n: int = 4, k: int = 5) -> TwoPhis | None:
     )
 
 
-# ---- the typed-query explorer: a reference image, a typed relative caption, the results ---------------
 def typed_query(
     study, name: str, token: torch.Tensor, caption: str, k: int = 5, label: str = "SEARLE-OTI"
 ) -> RetrievalExample:
@@ -266,9 +255,8 @@ def typed_query(
     caption = caption.strip()
     if not caption:
         raise InputError("type a relative caption, e.g. 'is blue'")
-    features = pseudo_query_features(
-        study.backbone, [CIRQuery("typed", name, (caption,), None, ())], {name: token}, SEARLE_PROMPT
-    )
+    query = CIRQuery("typed", name, (caption,), None, ())
+    features = pseudo_query_features(study.backbone, [query], {name: token}, SEARLE_PROMPT)
     gallery, names = study.search_set()
     top = search(features, gallery, names, k=k)[0]
     return RetrievalExample(study.images([name])[0], caption, study.images(top), [False] * len(top), label)
@@ -305,10 +293,8 @@ def oti_inverter(study, config, seed: int):
 
     def invert(name: str) -> torch.Tensor:
         features = study.features([name])
-        concepts = study.concepts(features, top_k=15)
-        return oti(
-            study.backbone, features, concepts=concepts, phrase_bank=study.phrase_bank, config=config, seed=seed
-        ).tokens[0]
+        concepts, bank = study.concepts(features, top_k=15), study.phrase_bank
+        return oti(study.backbone, features, concepts=concepts, phrase_bank=bank, config=config, seed=seed).tokens[0]
 
     return invert
 

@@ -1,8 +1,6 @@
 """The inversions the notebooks share, each an artifact keyed by everything that determines it: OTI of a
-benchmark's references, OTI of φ's unlabeled images, and φ trained from the latter. A benchmark OTI run also
-keeps the raw final tokens and the EMA at a few steps: with OTI's constant learning rate the EMA after 50 of
-350 steps is a 50-step run's result (up to the template and phrase draws), so the step and no-EMA ablations
-read the full run."""
+benchmark's references (also its raw tokens and EMA snapshots: with OTI's constant learning rate the EMA after
+50 of 350 steps is a 50-step run's, up to the template and phrase draws), OTI of φ's unlabeled images, and φ."""
 
 from __future__ import annotations
 
@@ -55,9 +53,8 @@ class OTIRun:
 def benchmark_oti(
     study: Study, config: OTIConfig, vocabulary=None, batch_size: int | None = None, progress: bool | None = None
 ) -> OTIRun:
-    """OTI tokens of every reference image of ``study.bench``, cached, through ``invert_images`` (the tokens
-    of ``searle-oti``); ``vocabulary``, ``batch_size`` (part of the key: batches are seeded) and ``progress``
-    default to the study's."""
+    """``searle-oti``'s tokens of every reference image of ``study.bench``, cached; ``vocabulary``,
+    ``batch_size`` (part of the key: batches are seeded) and ``progress`` default to the study's."""
     vocabulary = study.vocabulary if vocabulary is None else vocabulary
     batch_size = study.oti_batch_size if batch_size is None else batch_size
     progress = study.progress if progress is None else progress
@@ -93,20 +90,16 @@ def benchmark_oti(
     return OTIRun(list(c["names"]), c["tokens"], c["raw"], snapshots, seconds, art.trained_now)
 
 
-def prefill_oti(study: Study, ctx: MethodContext) -> OTIRun:
-    """Give ``ctx`` the cached benchmark OTI tokens of its OTI settings (``searle-oti`` then skips its
-    inversion), with their compute time."""
+def prefill_oti(study: Study, ctx: MethodContext) -> None:
+    """Give ``ctx`` the cached benchmark OTI tokens of its settings (``searle-oti`` then skips its inversion)."""
     run = benchmark_oti(study, ctx.oti_config, ctx.vocabulary, ctx.oti_batch_size)
     ctx.give_tokens("searle-oti", run.as_dict(), seconds=run.seconds)
-    return run
 
 
 def _unlabeled(study: Study, max_images: int | None = None) -> UnlabeledImages:
-    """The study's first ``max_images`` unlabeled images (all if ``None``), as φ's recipe takes them."""
     if study.unlabeled is None:
         raise InputError("φ trains on unlabeled images: set unlabeled (the paper: the ImageNet1K test images)")
-    source, names = study.unlabeled
-    names = list(names)[:max_images] if max_images else list(names)
+    source, names = study.unlabeled[0], list(study.unlabeled[1])[: max_images or None]
     root = study.world.config.cache_key() if study.world is not None else str(getattr(source, "root", ""))
     return UnlabeledImages(source, names, root)
 
@@ -114,8 +107,7 @@ def _unlabeled(study: Study, max_images: int | None = None) -> UnlabeledImages:
 def unlabeled_oti(
     study: Study, config: OTIConfig, max_images: int | None = None, progress: bool | None = None
 ) -> tuple[OTIRun, torch.Tensor]:
-    """OTI tokens of φ's unlabeled images, the targets φ distils (the cached file ``searle table`` uses too),
-    and the images' raw features (φ's input)."""
+    """OTI tokens of φ's unlabeled images (its targets, the file ``searle table`` uses too) and their raw features."""
     unlabeled, progress = _unlabeled(study, max_images), study.progress if progress is None else progress
     art = artifacts.unlabeled_oti_tokens(
         study.backbone, unlabeled, config, study.vocabulary, study.seed, study.oti_batch_size, progress
@@ -148,10 +140,8 @@ def train_study_phi(
     validate: bool = True,
     progress: bool | None = None,
 ) -> TrainedPhi:
-    """φ trained on the OTI tokens of the study's first ``images`` unlabeled images through
-    ``artifacts.unlabeled_phi``, so ``searle table`` reuses it. ``loss_overrides`` and ``fraction`` serve the
-    ablations; ``validate`` scores ``searle`` :data:`VALIDATIONS` times (a φ cached without this benchmark's
-    curve is retrained)."""
+    """φ on the OTI tokens of the study's first ``images`` unlabeled images, the file ``searle table`` reuses;
+    ``validate`` scores ``searle`` :data:`VALIDATIONS` times (a φ cached without this benchmark's curve retrains)."""
     unlabeled = _unlabeled(study, images)
     rows = None if fraction >= 1.0 else subset_indices(len(unlabeled.names), fraction, study.seed)
     every, calls = max(1, epochs // VALIDATIONS), []
@@ -165,8 +155,8 @@ def train_study_phi(
 
     # the validation curve belongs to one benchmark: its queries, not only its name
     bench_id = digest(study.bench.name, study.bench.split, [q.query_id for q in study.bench.queries])
-    progress = study.progress if progress is None else progress
     validation = {"validate": check, "validated_on": bench_id} if validate else {}
+    progress = study.progress if progress is None else progress
     options = {"progress": progress, "loss_overrides": loss_overrides, "rows": rows, **validation}
     recipe = phi_recipe(study, epochs)
     return artifacts.unlabeled_phi(

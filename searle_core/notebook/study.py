@@ -45,8 +45,7 @@ class Study:
     settings: RunSettings = field(default_factory=RunSettings)
     _gallery: dict | None = field(default=None, repr=False)
 
-    def __post_init__(self) -> None:
-        # One value each: a study built field by field (tests) carries its seed in its settings too.
+    def __post_init__(self) -> None:  # a study built field by field (tests) carries its seed in its settings too
         self.settings = dataclasses.replace(self.settings, dataset=self.dataset, seed=self.seed, progress=self.progress)
 
     @property
@@ -63,8 +62,7 @@ class Study:
             self.backbone, source or self.bench.images, list(names), progress=self.progress, normalize=normalize
         )
 
-    def raw_features(self, names: list[str], source: ImageSource | None = None) -> torch.Tensor:
-        """Raw ``encode_image`` features: φ's input, as in the authors' code."""
+    def raw_features(self, names: list[str], source: ImageSource | None = None) -> torch.Tensor:  # φ's input
         return self.features(names, source, normalize=False)
 
     def images(self, names: list[str], source: ImageSource | None = None) -> list[Image.Image]:
@@ -105,24 +103,16 @@ class Study:
     def context(self, phi: Phi | None = None, **oti_changes) -> MethodContext:
         """A ``MethodContext`` with this study's vocabulary, seed and OTI config (``settings.oti_config``;
         ``oti_changes``: ``OTIConfig`` fields a notebook sets, such as ``steps`` or ``lambda_gpt``)."""
-        ctx = MethodContext(
-            vocabulary=self.vocabulary,
-            oti_config=self.settings.oti_config(self.vocabulary is not None, **oti_changes),
-            oti_batch_size=self.oti_batch_size,
-            phi=phi,
-            seed=self.seed,
-            progress=self.progress,
-        )
+        config = self.settings.oti_config(self.vocabulary is not None, **oti_changes)
+        ctx = MethodContext(self.vocabulary, config, self.oti_batch_size, phi, seed=self.seed, progress=self.progress)
         if self.unlabeled is not None and self.world is None:  # the world's baselines train on its own images
             ctx.unlabeled = self.unlabeled
         return ctx
 
     def pick_queries(self, n: int, pool: int = 60, indices: list[int] | None = None) -> list[int]:
-        """Indices of ``n`` varied example queries, the same in every run, or the ``indices`` given (checked).
-
-        Greedy over the first ``pool`` queries: each pick maximises (a change type not shown yet, then the
-        number of words of its reference's description not shown yet), ties going to the earlier query.
-        """
+        """Indices of ``n`` varied example queries, the same in every run, or the ``indices`` given (checked):
+        greedy over the first ``pool``, each maximising (a change type not shown yet, then its reference's
+        caption words not shown yet), ties going to the earlier query."""
         if indices:
             return [self.query_index(i, "query_indices") for i in indices]
         queries, candidates = self.bench.queries, range(min(pool, len(self.bench.queries)))
@@ -185,30 +175,10 @@ def open_study(
             world, model = world_setup(quick=s.quick, device=s.device, progress=True)
         model = configure_for_dataset(model, s.dataset, s.preprocess or None, s.num_workers)
         vocabulary, allowed = open_vocabulary(s), word_token_ids(model, training_vocabulary())
-        return Study(
-            s.dataset,
-            model,
-            world.benchmark(s.split),
-            vocabulary,
-            allowed,
-            world,
-            (world.images, world.pretrain_names()),
-            s.seed,
-            s.progress,
-            s,
-        )
-    bench = open_benchmark(s)  # first: a wrong folder fails before a large model loads
-    model, vocabulary = open_model(s), open_vocabulary(s)
-    folder = ImageFolderSource(s.unlabeled) if s.unlabeled else None
-    return Study(
-        s.dataset,
-        model,
-        bench,
-        vocabulary,
-        None,
-        None,
-        (folder, folder.names) if folder else None,
-        s.seed,
-        s.progress,
-        s,
-    )
+        bench, unlabeled = world.benchmark(s.split), (world.images, world.pretrain_names())
+    else:
+        bench = open_benchmark(s)  # first: a wrong folder fails before a large model loads
+        model, vocabulary, world, allowed = open_model(s), open_vocabulary(s), None, None
+        folder = ImageFolderSource(s.unlabeled) if s.unlabeled else None
+        unlabeled = (folder, folder.names) if folder else None
+    return Study(s.dataset, model, bench, vocabulary, allowed, world, unlabeled, s.seed, s.progress, s)

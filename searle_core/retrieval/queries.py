@@ -43,12 +43,10 @@ def text_query_features(
 ) -> torch.Tensor:
     """Features of ``template.format(caption)`` per query (Text-only), or of ``template.format(filler,
     caption)`` with a filler per query (Captioning: the reference's caption); ``cache`` keeps them on disk."""
-    prompts, groups = [], []
-    for i, q in enumerate(queries):
-        variants = caption_variants(q)
-        groups.append(len(variants))
-        prompts += [template.format(fillers[i], v) if fillers is not None else template.format(v) for v in variants]
-    return _average_groups(text_features(backbone, prompts, cache=cache), groups)
+    texts = [caption_variants(q) for q in queries]
+    fill = [(fillers[i],) if fillers is not None else () for i in range(len(texts))]
+    prompts = [template.format(*f, v) for f, t in zip(fill, texts) for v in t]
+    return _average_groups(text_features(backbone, prompts, cache=cache), [len(t) for t in texts])
 
 
 @torch.no_grad()
@@ -61,15 +59,11 @@ def pseudo_query_features(
 ) -> torch.Tensor:
     """Features of ``template`` with ``$`` = the reference's pseudo-word token (``tokens``: reference name ->
     token), averaged over ``variants(query)`` (SEARLE, OTI, Pic2Word, PALAVRA)."""
-    missing = [q.reference for q in queries if q.reference not in tokens]
-    if missing:
+    if missing := [q.reference for q in queries if q.reference not in tokens]:
         raise InputError(f"no pseudo-word token for reference images {missing[:5]} ({len(missing)} missing)")
-    prompts, rows, groups = [], [], []
-    for q in queries:
-        texts = variants(q)
-        groups.append(len(texts))
-        prompts += [template.format(v) for v in texts]
-        rows += [q.reference] * len(texts)
+    texts = [variants(q) for q in queries]
+    prompts = [template.format(v) for t in texts for v in t]
+    rows = [q.reference for q, t in zip(queries, texts) for _ in t]
     before, _, after = template.partition("{}")
     out = []
     for i in range(0, len(prompts), 512):
@@ -87,7 +81,7 @@ def pseudo_query_features(
             f"the pseudo-word token of reference image {rows[bad[0]]!r} gives NaN text features "
             f"(token norm {float(tokens[rows[bad[0]]].float().norm()):.3g}; {len(bad)} prompt(s) affected)"
         )
-    return _average_groups(feats, groups)
+    return _average_groups(feats, [len(t) for t in texts])
 
 
 def image_plus_text(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:

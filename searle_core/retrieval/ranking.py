@@ -8,8 +8,6 @@ from searle_core.datasets.base import CIRBenchmark
 from searle_core.datasets.loaders import query_aspects
 from searle_core.metrics import benchmarks as metrics
 
-SHAPES_MAP_KS, SHAPES_RECALL_KS = (5, 10, 25, 50), (1, 5, 10, 50)
-
 
 def rank_gallery(
     query_features: torch.Tensor,
@@ -26,12 +24,6 @@ def rank_gallery(
         part = None if exclude is None else exclude[start : start + 1024]
         rankings += metrics.rank_by_scores(scores, gallery, k, exclude=part)
     return rankings
-
-
-def _aspects(bench: CIRBenchmark, q) -> list[str]:
-    if (per_query := bench.extra.get("semantic_aspects")) is not None:
-        return list(per_query.get(q.query_id, []))
-    return query_aspects(q)
 
 
 def benchmark_rankings(
@@ -65,9 +57,12 @@ def benchmark_metrics(bench: CIRBenchmark, rankings: list[list[str]]) -> dict:
             {c: [t for t, q in zip(targets, queries) if q.category == c] for c in cats},
         )
     if bench.name == "circo":
-        return metrics.circo_metrics(rankings, gts, targets, [_aspects(bench, q) for q in queries])
-    out = {f"mAP@{k}": metrics.map_at_k(rankings, gts, k) for k in SHAPES_MAP_KS}
-    out.update({f"Recall@{k}": metrics.recall_any_at_k(rankings, gts, k) for k in SHAPES_RECALL_KS})
+        given = bench.extra.get("semantic_aspects")  # else each query's own
+        aspects = [query_aspects(q) if given is None else list(given.get(q.query_id, [])) for q in queries]
+        return metrics.circo_metrics(rankings, gts, targets, aspects)
+    # shapes: CIRCO's mAP@K, and Recall@K at CIRR's K of any ground truth
+    out = {f"mAP@{k}": metrics.map_at_k(rankings, gts, k) for k in metrics.CIRCO_KS}
+    out.update({f"Recall@{k}": metrics.recall_any_at_k(rankings, gts, k) for k in metrics.CIRR_KS})
     return out
 
 

@@ -24,12 +24,7 @@ SIZES: tuple[str, ...] = ("small", "large")
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128)}
 #: Attribute order used everywhere: combos, codes, aspect names ("colour+shape"), captions.
 ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "background")
-VALUES: dict[str, tuple[str, ...]] = {
-    "colour": tuple(COLOURS),
-    "shape": SHAPES,
-    "size": SIZES,
-    "background": tuple(BACKGROUNDS),
-}
+VALUES = {"colour": tuple(COLOURS), "shape": SHAPES, "size": SIZES, "background": tuple(BACKGROUNDS)}
 SPLITS: tuple[str, ...] = ("val", "test")
 
 # Independent random streams per pool and use; the numbers only need to be distinct and never change.

@@ -4,7 +4,6 @@ footprint, read from four table corners, so one fancy-indexing gather renders a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import cache
 
 import numpy as np
@@ -55,32 +54,29 @@ def _inside_polygon(u: np.ndarray, v: np.ndarray, poly: np.ndarray) -> np.ndarra
 
 
 @cache
-def shape_templates(shapes: tuple[str, ...]) -> np.ndarray:
-    """``(len(shapes), R, R)`` high-resolution boolean masks over ``[-1.25, 1.25]^2``, rows top-to-bottom."""
+def shape_templates() -> np.ndarray:
+    """``(len(SHAPES), R, R)`` high-resolution boolean masks over ``[-1.25, 1.25]^2``, rows top-to-bottom."""
     centres = (np.arange(_TEMPLATE_RES) + 0.5) / _TEMPLATE_RES * 2 * _EXTENT - _EXTENT
     u = np.broadcast_to(centres[None, :], (_TEMPLATE_RES, _TEMPLATE_RES))
     v = np.broadcast_to(-centres[:, None], (_TEMPLATE_RES, _TEMPLATE_RES))  # row 0 is the top
-    out = np.zeros((len(shapes), _TEMPLATE_RES, _TEMPLATE_RES), dtype=bool)
-    for i, name in enumerate(shapes):
-        geometry = SHAPE_GEOMETRY[name]
-        out[i] = (u**2 + v**2 <= _CIRCLE_RADIUS**2) if geometry is None else _inside_polygon(u, v, geometry)
+    geometry = [SHAPE_GEOMETRY[name] for name in SHAPES]
+    out = np.stack([(u**2 + v**2 <= _CIRCLE_RADIUS**2) if g is None else _inside_polygon(u, v, g) for g in geometry])
     out.setflags(write=False)
     return out
 
 
 @cache
-def _summed_area(shapes: tuple[str, ...]) -> np.ndarray:
+def _summed_area() -> np.ndarray:
     """``sat[k, r, c]``: filled template pixels above-left of (r, c)."""
-    sat = np.zeros((len(shapes), _TEMPLATE_RES + 1, _TEMPLATE_RES + 1), dtype=np.int32)
-    sat[:, 1:, 1:] = shape_templates(shapes).cumsum(axis=1, dtype=np.int32).cumsum(axis=2)
+    sat = np.zeros((len(SHAPES), _TEMPLATE_RES + 1, _TEMPLATE_RES + 1), dtype=np.int32)
+    sat[:, 1:, 1:] = shape_templates().cumsum(axis=1, dtype=np.int32).cumsum(axis=2)
     sat.setflags(write=False)
     return sat
 
 
-def coverage(shape_idx, cx, cy, radius, image_size: int, shapes: Sequence[str], antialias: bool = True) -> np.ndarray:
+def coverage(shape_idx, cx, cy, radius, image_size: int, antialias: bool = True) -> np.ndarray:
     """``(N, S, S)`` float32 fraction of each pixel (spanning ``[i, i+1)``) covered by its shape, centred at
     ``cx, cy`` with half-extent ``radius`` pixels: exact with ``antialias``, else the template at its centre."""
-    shapes = tuple(shapes)
     s, res = image_size, _TEMPLATE_RES
     scale = res / (2 * _EXTENT)  # template pixels per normalised unit
     k = np.asarray(shape_idx, dtype=np.intp)
@@ -92,7 +88,7 @@ def coverage(shape_idx, cx, cy, radius, image_size: int, shapes: Sequence[str], 
         centres = np.arange(s, dtype=np.float64) + 0.5
         cols = np.clip(np.floor(to_template(centres, cx)).astype(np.intp), 0, res - 1)
         rows = np.clip(np.floor(to_template(centres, cy)).astype(np.intp), 0, res - 1)
-        return shape_templates(shapes)[k[:, None, None], rows[:, :, None], cols[:, None, :]].astype(np.float32)
+        return shape_templates()[k[:, None, None], rows[:, :, None], cols[:, None, :]].astype(np.float32)
 
     edges = np.arange(s + 1, dtype=np.float64)  # pixel boundaries
     cols = np.rint(to_template(edges, cx)).astype(np.intp)  # y-down image rows match template rows
@@ -101,7 +97,7 @@ def coverage(shape_idx, cx, cy, radius, image_size: int, shapes: Sequence[str], 
     # corners keeps the count right while the area keeps the pixel's true size.
     area = np.diff(rows, axis=1)[:, :, None] * np.diff(cols, axis=1)[:, None, :]
     rows, cols = np.clip(rows, 0, res), np.clip(cols, 0, res)
-    corner = _summed_area(shapes)[k[:, None, None], rows[:, :, None], cols[:, None, :]]
+    corner = _summed_area()[k[:, None, None], rows[:, :, None], cols[:, None, :]]
     counts = corner[:, 1:, 1:] - corner[:, :-1, 1:] - corner[:, 1:, :-1] + corner[:, :-1, :-1]
     # A footprint under one template pixel (images far above 256 px) degrades to point sampling.
     alpha = counts.astype(np.float32) / np.maximum(area, 1).astype(np.float32)
@@ -116,11 +112,10 @@ def render_codes(codes: np.ndarray, jitter: np.ndarray, config, chunk: int = 256
     bg = np.array(list(BACKGROUNDS.values()), dtype=np.float32)[codes[:, col["background"]]]
     cx, cy = s * (0.5 + jitter[:, 0]), s * (0.5 + jitter[:, 1])
     radius = s * np.array([_SIZE_FRACTION[z] for z in SIZES])[codes[:, col["size"]]] * jitter[:, 2]
-    shape_idx = codes[:, col["shape"]]
     out = np.empty((len(codes), s, s, 3), dtype=np.uint8)
     for start in range(0, len(codes), chunk):
         sl = slice(start, start + chunk)
-        alpha = coverage(shape_idx[sl], cx[sl], cy[sl], radius[sl], s, SHAPES, config.antialias)
+        alpha = coverage(codes[sl, col["shape"]], cx[sl], cy[sl], radius[sl], s, config.antialias)
         # bg + (fg - bg) * alpha, +0.5 then truncation = rounding (all values are non-negative).
         pixels = (fg[sl] - bg[sl])[:, None, None, :] * alpha[..., None]
         pixels += bg[sl, None, None, :] + np.float32(0.5)

@@ -23,14 +23,9 @@ WORLD_PHI_IMAGES = 256
 WORLD_BASELINE_PRESENTATIONS = 20_000
 
 
-def default_oti_batch_size(dataset: str) -> int:
-    """OTI's batch when ``oti_batch_size`` is left empty: the world's, else the paper's 32."""
-    return WORLD_OTI_BATCH_SIZE if dataset == "shapes" else 32
-
-
 def resolved_oti_batch_size(settings) -> int:
-    """The OTI batch a run uses: its ``oti_batch_size``, else the dataset's default."""
-    return settings.oti_batch_size or default_oti_batch_size(settings.dataset)
+    """The OTI batch a run uses: its ``oti_batch_size``, else the world's on ``shapes`` and the paper's 32 elsewhere."""
+    return settings.oti_batch_size or (WORLD_OTI_BATCH_SIZE if settings.dataset == "shapes" else 32)
 
 
 def world_phi_recipe(epochs: int | None = None, images: int | None = None) -> PhiRecipe:
