@@ -151,13 +151,14 @@ def run_oti_command(args: argparse.Namespace) -> int:
         # What `searle train-phi --oti-tokens` needs to load the same CLIP (a weights id is not an argument).
         info["backbone_args"] = {k: getattr(args, k) for k in ("backbone", "pretrained", "quick", "seed")}
         names = names[: args.max_images] if args.max_images is not None else names
-        vocabulary = open_vocabulary(settings_from_args(args), _say) if args.lambda_gpt > 0 else None
+        settings = settings_from_args(args)
+        vocabulary = open_vocabulary(settings, _say) if args.lambda_gpt > 0 else None
         if vocabulary is None and args.lambda_gpt > 0:
             _say("no --concepts/--phrases: OTI runs without its regulariser (lambda_gpt 0)")
         if vocabulary is not None and vocabulary.associations is not None:
             vocabulary.concepts_of(names, 1)  # every image has a row: said now, not after the features
         config = OTIRunConfig(
-            oti=settings_from_args(args).oti_config(vocabulary is not None, lambda_gpt=args.lambda_gpt),
+            oti=settings.oti_config(vocabulary is not None, lambda_gpt=args.lambda_gpt),
             batch_size=resolved_oti_batch_size(args),
             seed=args.seed,
         )
