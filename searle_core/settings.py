@@ -145,12 +145,14 @@ def duration(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def _checked_int(text: str, what: str, problem_of: Callable[[int], str | None]) -> int:
-    """``text`` as an integer that ``problem_of`` accepts, else an argparse error saying why."""
+def _checked_int(text: str, what: str, problem_of: Callable[[int], str | None], kind: type = int) -> int:
+    """``text`` as an integer (or ``kind``) that ``problem_of`` accepts, else an argparse error saying why."""
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer{what}") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not {'an integer' if kind is int else 'a number'}{what}"
+        ) from None
     if problem := problem_of(value):
         raise argparse.ArgumentTypeError(problem)
     return value
@@ -184,45 +186,62 @@ step_count = count_type("steps", "--oti-steps")
 epoch_count = count_type("epochs", "--phi-epochs")
 
 
-def nonnegative_float(text: str, strict: bool = False) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0 or (strict and value == 0):
-        raise argparse.ArgumentTypeError(f"{text} is not allowed; expected a finite number {'>' if strict else '>='} 0")
-    return value
-
-
-def positive_float(text: str) -> float:
-    return nonnegative_float(text, strict=True)
-
-
 CHOICES = {"preprocess": ("clip", "targetpad"), "precision": ("auto", "fp32", "fp16", "bf16")}
 #: Settings whose values torch or the run time bound, and those that count steps or epochs.
 BOUNDED = {"seed": seed_int, "oti_steps": step_count, "phi_epochs": epoch_count}
-COUNTED = {"oti_steps": "steps", "phi_epochs": "epochs"}
+COUNTED = {"oti_steps": "steps", "phi_epochs": "epochs", "step_grid": "steps"}
+#: The intervals of the numbers the CLI's flags and the notebooks' parameters take, checked alike: an EMA decay
+#: of 1.5 diverges, a step of 0 divides by zero after the long part, a dropout of 1 drops everything.
+RANGES = {"positive": "(0, inf)", "ema_decay": "[0, 1]", "dropout": "[0, 1)", "data_fractions": "(0, 1]"}
+RANGES |= dict.fromkeys(("trajectory_every", "k", "top_k", "n_words", "n_images", "timing_images"), "[1, inf)")
+RANGES["oti_batch_size"] = "[1, inf)"
+RANGES |= dict.fromkeys(("nonnegative", "lambda_gpt", "lambda_distil", "lambda_cos", "weight_decay"), "[0, inf)")
+RANGES |= dict.fromkeys(("max_queries", "phi_images", "baseline_epochs", "baseline_images", "n_examples"), "[0, inf)")
+RANGES |= dict.fromkeys(("query_index", "query_indices"), "[0, inf)")
+
+
+def parameter_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` (a number, or numbers in a list or mapping) cannot be the setting or parameter ``name``, or
+    ``None``: the CLI's flags and the profiles' and notebooks' parameters are checked by this one function."""
+    if isinstance(value, (list, tuple, Mapping)):
+        items = value.items() if isinstance(value, Mapping) else ((name, v) for v in value)
+        return next(filter(None, (parameter_problem(str(k), v) for k, v in items)), None)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None  # types are the notebook's declared ones (check_profile)
+    if not math.isfinite(value):
+        return f"{value} is not allowed; expected a finite number"
+    if name == "seed" and isinstance(value, int) or name in COUNTED:
+        return seed_problem(value) if name == "seed" else count_problem(value)
+    spec = RANGES.get(name, "(-inf, inf)")
+    low, high = map(float, spec[1:-1].split(","))
+    if not (low < value or spec[0] == "[" and value == low) or not (value < high or spec[-1] == "]" and value == high):
+        return f"{value} is not allowed; expected a number in {spec}"
+    if isinstance(value, int) and not -INT64_MAX - 1 <= value <= INT64_MAX:
+        return f"{value} is more than torch can take (a 64-bit integer, {-INT64_MAX - 1} .. {INT64_MAX})"
+    return None
 
 
 def check_bounded(name: str, value: Any, where: str) -> None:
-    """The command line's range checks for a setting given elsewhere (a profile), as an :class:`InputError`
-    naming ``where``; non-integers are left to the notebook's declared type (check_profile)."""
-    if value is None or isinstance(value, (bool, float, str)):
-        return
-    problem = seed_problem(value) if name == "seed" else count_problem(value) if name in COUNTED else _too_large(value)
-    if problem:
+    """:func:`parameter_problem` for a setting given elsewhere (a profile, a notebook) as an :class:`InputError`
+    naming ``where``, and the command line's warning for a count far above the paper's."""
+    if problem := parameter_problem(name, value):
         raise InputError(f"{where}: {problem}")
-    if name in COUNTED and (warning := count_warning(value, COUNTED[name])):
+    if name in COUNTED and isinstance(value, int) and (warning := count_warning(value, COUNTED[name])):
         print(f"searle: warning: {where}: {warning}", file=sys.stderr)
 
 
-def _too_large(value: Any) -> str | None:
-    """Why an integer in ``value`` (a number, or one inside a list or mapping) cannot reach torch, or ``None``."""
-    if isinstance(value, (list, tuple, Mapping)):
-        return next(filter(None, map(_too_large, value.values() if isinstance(value, Mapping) else value)), None)
-    if isinstance(value, int) and not isinstance(value, bool) and not -INT64_MAX - 1 <= value <= INT64_MAX:
-        return f"{value} is more than torch can take (a 64-bit integer, {-INT64_MAX - 1} .. {INT64_MAX})"
-    return None
+def check_parameters(values: Mapping[str, Any], where: str = "notebook parameter") -> None:
+    """Every bounded parameter among ``values`` (a notebook's globals), before the first long cell."""
+    for name in {*COUNTED, *RANGES, "seed"} & set(values):
+        check_bounded(name, values[name], f"{where} {name}")
+
+
+def ranged(name: str) -> Callable[[str], float]:
+    """argparse type of the number ``name`` (a parameter, ``nonnegative``, ``positive``), checked as notebooks are."""
+    return lambda text: _checked_int(text, "", lambda value: parameter_problem(name, value), float)
+
+
+nonnegative_float, positive_float = ranged("nonnegative"), ranged("positive")
 
 
 def add_setting(parser: argparse.ArgumentParser, name: str, help: str | None = None, **kwargs) -> argparse.Action:

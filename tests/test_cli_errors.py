@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from cli_helpers import searle
+from cli_helpers import error_line, searle
 
 from searle_core import cli
 from searle_core.cli import score
@@ -79,6 +79,9 @@ def test_the_command_prints_a_traceback_under_searle_debug(tmp_path):
         (["train-phi", "--oti-tokens", "T", "--phi-epochs", "0", "--out", "OUT"], "--phi-epochs"),
         (["train-phi", "--oti-tokens", "T", "--lr", "0", "--out", "OUT"], "--lr"),
         (["train-phi", "--oti-tokens", "T", "--temperature", "nan", "--out", "OUT"], "--temperature"),
+        (["train-phi", "--oti-tokens", "T", "--dropout", "1.5", "--out", "OUT"], "--dropout"),  # was a traceback
+        (["train-phi", "--oti-tokens", "T", "--dropout", "1", "--out", "OUT"], "--dropout"),
+        (["train-phi", "--oti-tokens", "T", "--lambda-distil", "nan", "--out", "OUT"], "--lambda-distil"),
         (["table", "--bootstrap", "0"], "--bootstrap"),
     ],
     ids=lambda x: x if isinstance(x, str) else None,
@@ -88,3 +91,20 @@ def test_bad_numbers_are_argument_errors(tmp_path, capsys, argv, flag):
     status, out, err = searle(capsys, *argv)
     assert status == 2 and f"argument {flag}" in err and "Traceback" not in err and not out
     assert not (tmp_path / "OUT").exists() and not (tmp_path / "searle_data").exists()
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_train_phi_with_every_loss_weight_zero_is_refused(tmp_path, capsys):
+    """--lambda-distil 0 without a vocabulary optimised nothing (loss 0.0 every epoch) and wrote the random φ
+    as trained: refused naming the flag, before any epoch and without a run folder."""
+    from cli_helpers import TINY_OTI
+
+    status, _, err = searle(capsys, *TINY_OTI, "--lambda-gpt", "0", "--out", tmp_path / "oti")
+    assert status == 0, err
+    argv = ["train-phi", "--oti-tokens", tmp_path / "oti", "--out", tmp_path / "phi", "--phi-epochs", "1"]
+    argv += ["--device", "cpu", "--no-progress", "--val-dataset", "none", "--lambda-gpt", "0"]
+    line = error_line(searle(capsys, *argv, "--lambda-distil", "0")[2], "--lambda-distil 0", "every loss weight is 0")
+    assert "--lambda-gpt" in line and not (tmp_path / "phi").exists()
+    status, _, err = searle(capsys, *argv, "--lambda-distil", "0.5")  # the control: a weight left, φ trains
+    assert status == 0, err

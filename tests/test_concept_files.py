@@ -58,6 +58,31 @@ def test_concepts_associate_command(tmp_path, monkeypatch):
     assert list(got.values()) == Vocabulary(WORDS, {}).associate(backbone, features, 5)
 
 
+@pytest.mark.audit_open
+def test_concepts_associate_never_replaces_an_existing_file(tmp_path, monkeypatch, capsys):
+    """The authors' concept file of the same name in --out is kept (a run used to replace it silently); refused
+    before any feature is computed; --force replaces it."""
+    import searle_core.cli.concepts as cli
+
+    monkeypatch.setenv("SEARLE_DATA", str(tmp_path / "data"))
+    csv_path = tmp_path / "oidv7-class-descriptions.csv"
+    csv_path.write_text("LabelName,DisplayName\n" + "".join(f"/m/{i},{w}\n" for i, w in enumerate(WORDS)))
+    theirs = tmp_path / "out" / "shapes-clip_top_5_ensembling_image_texts.csv"
+    theirs.parent.mkdir()
+    theirs.write_text("Image Name,1\ntheirs,dog\n")
+    args = ["concepts", "associate", "--dataset", "shapes", "--split", "val", "--quick", "--pretrained", "none"]
+    args += ["--device", "cpu", "--concepts", str(csv_path), "--top-k", "5", "--out", str(theirs.parent)]
+    computed = cli.image_features
+    monkeypatch.setattr(cli, "image_features", lambda *a, **k: pytest.fail("features before the check"))
+    assert main(args + ["--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {theirs} exists; pass --force" in err and "Traceback" not in err
+    assert theirs.read_text() == "Image Name,1\ntheirs,dog\n"
+    monkeypatch.setattr(cli, "image_features", computed)
+    assert main(args + ["--no-progress", "--force"]) == 0
+    assert "theirs" not in read_concepts_csv(theirs)
+
+
 def test_searle_oti_reads_each_images_concepts_from_a_concepts_file(tmp_path, monkeypatch, capsys):
     """`searle oti --concepts` takes the authors' concepts file, as their oti_inversion.py reads its
     ``*_top_100_ensembling_image_texts.csv``: each image's concepts come from its row, not from CLIP."""
@@ -105,3 +130,17 @@ def test_searle_oti_reads_each_images_concepts_from_a_concepts_file(tmp_path, mo
         + ["--method", "searle-oti", "--oti-steps", "1", "--concepts", str(path), "--no-progress"]
     )
     assert code == 2 and "only `searle oti`" in capsys.readouterr().err
+
+
+@pytest.mark.audit_open
+def test_concepts_csv_with_a_quote_left_open_is_refused(tmp_path):
+    """A quote left open swallowed the rest of the file: it loaded as fewer concepts without a word."""
+    from searle_core.infra.errors import InputError
+    from searle_core.inversion.phrases import load_concepts_csv
+
+    path = tmp_path / "classes.csv"
+    path.write_text('LabelName,DisplayName\n/m/1,"Cat\n/m/2,Dog\n/m/3,Bird\n')
+    with pytest.raises(InputError, match=rf"{path}, line \d: not valid CSV .*quote left open"):
+        load_concepts_csv(path)
+    path.write_text('LabelName,DisplayName\n/m/1,"Cat, big"\n/m/2,Dog\n')  # the control: quotes closed
+    assert load_concepts_csv(path) == ["Cat, big", "Dog"]

@@ -92,3 +92,63 @@ def test_oti_on_an_image_folder_skips_unreadable_images(images, tmp_path, capsys
     assert status == 0, err
     assert "skipped 1 missing or unreadable image(s)" in err and "img9.jpg" in err
     assert json.loads(out.strip().splitlines()[-1])["images"] == 4
+
+
+def test_image_folder_follows_linked_sub_folders_once(tmp_path):
+    """A sub-folder that is a symbolic link is walked (its images were once dropped without a word); a link
+    back up to the folder is a cycle, walked once, not forever."""
+    import os
+
+    from searle_core.datasets import ImageFolderSource
+
+    folder, elsewhere = tmp_path / "images", tmp_path / "elsewhere"
+    write_image(folder / "a.png", 0)
+    write_image(elsewhere / "b.png", 1)
+    write_image(elsewhere / "deeper/c.png", 2)
+    os.symlink(elsewhere, folder / "linked")
+    os.symlink(folder, folder / "linked" / "back-up")  # a cycle through the link
+    assert ImageFolderSource(folder).names == ["a.png", "linked/b.png", "linked/deeper/c.png"]
+
+
+def test_image_folder_names_an_unreadable_sub_folder(tmp_path, monkeypatch):
+    """A sub-folder that cannot be listed is an error naming it (it was skipped, its images lost silently)."""
+    import os
+
+    from searle_core.datasets import ImageFolderSource
+    from searle_core.infra.errors import InputError
+
+    folder = tmp_path / "images"
+    write_image(folder / "a.png", 0)
+    write_image(folder / "locked/b.png", 1)
+    scandir = os.scandir
+
+    def refuse(path="."):  # as chmod 000 does for anyone but root (the tests may run as root)
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    with pytest.raises(InputError, match=r"cannot read .*locked \(Permission denied\)"):
+        ImageFolderSource(folder)
+
+
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+@pytest.mark.parametrize("check", ["none", "open"])
+def test_image_over_pillows_warning_limit_is_refused(check, circo, tmp_path, capsys, monkeypatch):
+    """Between Pillow's warning and error limits (a PNG declaring 100 M pixels: 1.35 GB) an image was decoded,
+    announced only by Pillow's warning; now refused naming the file, up front with --check-images open."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 16x10 = 160 pixels: over the limit, under twice it
+    status, _, err = searle(capsys, *EVAL, "--dataset-path", circo, "--check-images", check)
+    assert status == 2, err
+    line = [x for x in err.splitlines() if ": error: " in x][0]
+    assert "unlabeled2017/0000000000" in line and ("too large to decode safely" in line or check == "open")
+
+
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_an_image_file_name_too_long_names_the_annotation_and_the_entry(circo, tmp_path, capsys):
+    """A 300-character file_name was Errno 36 naming neither the annotation file nor the entry."""
+    info = circo / "COCO2017_unlabeled/annotations/image_info_unlabeled2017.json"
+    listing = json.loads(info.read_text())
+    listing["images"][2]["file_name"] = "x" * 300 + ".jpg"
+    info.write_text(json.dumps(listing))
+    _evaluate_fails(capsys, tmp_path, circo, "x" * 300 + ".jpg (image '", "of annotations/val.json query id")

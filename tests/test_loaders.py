@@ -283,3 +283,23 @@ def test_repeated_cirr_pairid_is_rejected_on_load(tmp_path):
     with pytest.raises(InputError, match=rf"{root / 'cirr/captions/cap.rc2.val.json'}: pairid 7 appears 2 times"):
         load_cirr(root, "val")
     assert len(load_cirr(tiny_cirr(tmp_path / "ok", n=3), "val").queries) == 3
+
+
+def test_captions_file_with_a_byte_order_mark_or_unicode_line_separators(tmp_path):
+    """A CSV saved with a byte-order mark failed on its header ('\\ufeffcaption'); U+2028 and U+0085 inside a
+    caption split it in two (str.splitlines): both read as written."""
+    from searle_core.datasets.loaders import read_captions
+
+    (tmp_path / "bom.csv").write_bytes("caption,id\na cat,1\na dog,2\n".encode("utf-8-sig"))
+    assert read_captions(tmp_path / "bom.csv").captions() == ["a cat", "a dog"]
+    (tmp_path / "lines.txt").write_text("a cat\u2028on a mat\nthe dog\u0085barks\n", encoding="utf-8")
+    assert read_captions(tmp_path / "lines.txt").captions() == ["a cat\u2028on a mat", "the dog\u0085barks"]
+    (tmp_path / "lines.csv").write_text('caption\n"a cat\u2028on a mat"\n', encoding="utf-8")
+    assert read_captions(tmp_path / "lines.csv").captions() == ["a cat\u2028on a mat"]
+
+
+@pytest.mark.usefixtures("one_thread", "opened")
+def test_a_repeated_fashioniq_category_is_refused(tmp_path, capsys):
+    """--category dress,dress evaluated every dress query twice (and counted them twice in the metrics)."""
+    fiq = _fashioniq(tmp_path / "fiq")
+    fails(capsys, [*EVAL, "--dataset", "fashioniq", "--dataset-path", fiq, "--category", "dress,dress"], "'dress'")

@@ -113,3 +113,60 @@ def test_phi_producing_nan_tokens(circo, tmp_path, capsys, random_backbone):
         "reference image",
     )
     assert "'1'" in line or "'2'" in line or "'3'" in line
+
+
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_phi_checkpoint_of_integer_tensors_is_refused(dtype, circo, tmp_path, capsys, random_backbone):
+    """Right shapes stored as int64 or bool were cast to float silently."""
+    path = _phi(tmp_path, random_backbone)
+    state = torch.load(path, weights_only=True)
+    state["Phi"]["layers.0.weight"] = state["Phi"]["layers.0.weight"].to(dtype)
+    torch.save(state, path)
+    _searle_fails(capsys, tmp_path, circo, path, path, "layers.0.weight", str(dtype), "expected floating point")
+
+
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_phi_made_with_other_weights_is_refused_unless_accepted(circo, tmp_path, capsys, random_backbone):
+    """φ records the backbone and weights that trained it; other weights of the same width ran without a word.
+    Refused naming both; --accept-other-weights runs it and says so in the results; the right weights run."""
+    import re
+
+    from cli_helpers import searle
+
+    path = _phi(tmp_path, random_backbone)
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, "hyperparameters": {"backbone": "shapes-clip", "weights": "random-0123"}}, path)
+    line = _searle_fails(capsys, tmp_path, circo, path, path, "made with shapes-clip (random-0123)", "--accept-other")
+    argv = [*EVAL, "--dataset-path", circo, "--method", "searle", "--phi-checkpoint", path]
+    status, out, err = searle(capsys, *argv, "--accept-other-weights")
+    assert status == 0, err
+    assert "warning: φ checkpoint" in err and "other weights accepted" in out
+    used = re.search(r"not the shapes-clip \((random-[0-9a-f]+)\) in use", line).group(1)
+    torch.save({**state, "hyperparameters": {"backbone": "shapes-clip", "weights": used}}, path)
+    status, out, err = searle(capsys, *argv)  # the control: the weights it records run without a word
+    assert status == 0 and "made with" not in err + out, err
+
+
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_oti_tokens_made_with_other_weights_are_refused(circo, tmp_path, capsys):
+    """An OTI run folder records its backbone and weights: tokens of other weights are refused before use."""
+    import json
+
+    run = tmp_path / "oti-run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"hyperparameters": {"backbone": "ViT-B-32", "weights": "openai"}}))
+    argv = [*EVAL, "--dataset-path", circo, "--method", "searle-oti", "--oti-tokens", run]
+    fails(capsys, argv, f"--oti-tokens {run} was made with ViT-B-32 (openai)", "--accept-other-weights")
+
+
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+def test_phi_run_checkpoint_is_compared_with_its_runs_manifest(circo, tmp_path, capsys, random_backbone):
+    """RUN:last holds no hyper-parameters of its own: the φ run's manifest says which CLIP trained it."""
+    import json
+
+    run = tmp_path / "phi-run"
+    run.mkdir()
+    _phi(run, random_backbone, name="phi_last.pt")
+    (run / "manifest.json").write_text(json.dumps({"hyperparameters": {"backbone": "ViT-B-32", "weights": "openai"}}))
+    _searle_fails(capsys, tmp_path, circo, f"{run}:last", "made with ViT-B-32 (openai)", "--accept-other-weights")

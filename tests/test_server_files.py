@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+from pathlib import Path
 
 import pytest
 from cli_helpers import (
@@ -137,3 +139,60 @@ def test_submission_to_an_unwritable_folder_fails_before_any_work(circo, tmp_pat
         "not writable",
     )
     assert blocker.read_text() == "a file, not a folder"
+
+
+def _submission(circo, out, *extra) -> list:
+    return ["submission", "--dataset", "circo", "--dataset-path", circo, "--split", "test", "--method", "image-only",
+            "--out", out, *extra, *CLI]  # fmt: skip
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+@pytest.mark.parametrize("case", ["device", "folder", "own annotations", "existing file", "link"])
+def test_submission_never_replaces_what_is_not_its_own(case, circo, tmp_path, capsys, monkeypatch):
+    """--out a device node, a folder, the run's own annotation file, a link or an existing file without --force:
+    refused before any feature is computed, the path untouched (a 315 kB file once replaced /dev/null)."""
+    from cli_helpers import snapshot
+
+    import searle_core.cli.evaluate as cli
+
+    monkeypatch.setattr(cli, "gallery_features", lambda *a, **k: pytest.fail("features computed before the check"))
+    existing = tmp_path / "earlier.json"
+    existing.write_text("{}")
+    if case == "link":
+        os.symlink(existing, tmp_path / "link.json")
+    out = {"device": "/dev/null", "folder": tmp_path, "own annotations": circo / "annotations/test.json",
+           "existing file": existing, "link": tmp_path / "link.json"}[case]  # fmt: skip
+    said = {"device": "not a regular file", "folder": "not a regular file", "own annotations": "input of this run",
+            "existing file": "--force", "link": "not a regular file"}[case]  # fmt: skip
+    before = snapshot(circo, existing)
+    fails(capsys, _submission(circo, out, *(["--force"] if case == "own annotations" else [])), out, said)
+    assert snapshot(circo, existing) == before
+    assert case != "device" or not Path("/dev/null").is_file()
+    if case == "existing file":  # the control: with --force the run goes past the output's check
+        fails(capsys, _submission(circo, out, "--force"), "8 gallery images")  # (the tiny gallery's own error)
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+@pytest.mark.parametrize("name", ["a/b", "../x", ".hidden"])
+def test_submission_name_stays_a_file_name(name, tmp_path, capsys):
+    """--name a/b would make sub-folders and '..' leave --out: refused before the dataset is read."""
+    argv = ["submission", "--dataset", "cirr", "--dataset-path", tmp_path / "none", "--out", tmp_path, "--name", name]
+    fails(capsys, [*argv, *CLI], "--name", name)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("one_thread", "tmp_searle_data")
+@pytest.mark.parametrize("dataset", ["cirr", "circo"])
+def test_a_test_gallery_smaller_than_the_servers_top_k_is_refused_before_oti(dataset, tmp_path, capsys, monkeypatch):
+    """A gallery under 50 images (51 for CIRR, whose reference leaves its ranking) was found after OTI."""
+    from cli_helpers import tiny_circo, tiny_cirr
+
+    import searle_core.cli.evaluate as cli
+
+    monkeypatch.setattr(cli, "gallery_features", lambda *a, **k: pytest.fail("features computed before the check"))
+    root = (tiny_cirr if dataset == "cirr" else tiny_circo)(tmp_path / dataset)
+    argv = ["submission", "--dataset", dataset, "--dataset-path", root, "--split", "val", "--out", tmp_path / "out"]
+    fails(capsys, [*argv, "--method", "searle-oti", *CLI], "8 gallery images", "50 per query")

@@ -451,3 +451,58 @@ def test_oti_config_is_read_from_the_settings_and_the_method_defaults():
     assert (with_vocab.steps, with_vocab.precision, with_vocab.ema_decay) == (7, "bf16", 0.9)
     assert with_vocab.lambda_gpt == OTIConfig.lambda_gpt and RunSettings().oti_steps == OTIConfig.steps
     assert s.oti_config(False, lambda_gpt=0.3).lambda_gpt == 0.0  # no vocabulary: no regulariser
+
+
+@pytest.mark.audit_open
+@pytest.mark.usefixtures("tmp_searle_data")
+@pytest.mark.parametrize(
+    "key, value, said",
+    [
+        ("ema_decay", "1.5", "[0, 1]"),  # ran, and recorded a diverged EMA
+        ("ema_decay", "-0.1", "[0, 1]"),
+        ("trajectory_every", "0", "[1, inf)"),  # a division by zero after the long cells
+        ("top_k", "0", "[1, inf)"),
+        ("n_images", "-3", "[1, inf)"),  # failed inside matplotlib
+        ("lambda_gpt", ".nan", "finite"),  # taken as 0 while the CLI refuses it
+        ("lambda_gpt", "-1.0", "[0, inf)"),
+        ("max_queries", "-1", "[0, inf)"),
+    ],
+    ids=lambda v: str(v)[:12],
+)
+def test_profile_degenerate_parameter_names_file_and_key(key, value, said, tmp_path, capsys, no_notebooks):
+    """Notebook parameters bounded as the CLI's flags are, before any notebook runs."""
+    profile = tmp_path / "bad.yaml"
+    profile.write_text(f"notebooks:\n  01_textual_inversion:\n    quick: true\n    {key}: {value}\n")
+    fails(
+        capsys,
+        ["paper", "--profile", profile, "--out", tmp_path / "runs"],
+        profile,
+        f"01_textual_inversion.{key}",
+        said,
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.audit_open
+@pytest.mark.parametrize("key, value", [("k", 0), ("step_grid", [50, 0]), ("data_fractions", [0.5, 2.0]), ("seed", -1)])
+def test_notebook_parameters_are_checked_by_open_study_before_any_work(key, value):
+    """A notebook run by hand (not through `searle paper`): open_study bounds its parameters, its globals."""
+    from searle_core.notebook.study import open_study
+
+    namespace = {"open_study": open_study, key: value}
+    with pytest.raises(InputError, match=f"notebook parameter {key}: "):
+        exec("open_study('no-such-dataset')", namespace)  # the bound comes first: no dataset is opened
+    namespace[key] = {"k": 10, "step_grid": [50, 350], "data_fractions": [0.01, 1.0], "seed": 3}[key]
+    with pytest.raises(Exception) as raised:  # the control: a sound value passes on to the dataset
+        exec("open_study('no-such-dataset')", namespace)
+    assert "notebook parameter" not in str(raised.value)
+
+
+def test_every_bounded_parameter_is_a_notebook_parameter_or_a_flag():
+    """The bounds name real parameters (a misspelt name would bound nothing)."""
+    from searle_core.notebook.papermill_runner import NOTEBOOKS, notebook_parameters
+    from searle_core.settings import COUNTED, RANGES
+
+    declared = set(SETTINGS).union(*(notebook_parameters(stem) for stem in NOTEBOOKS))
+    flags = {"dropout", "lambda_distil", "weight_decay", "lambda_cos", "nonnegative", "positive"}
+    assert set(COUNTED) | set(RANGES) <= declared | flags

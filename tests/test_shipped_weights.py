@@ -4,10 +4,12 @@ still what the recipe trains (its first steps' losses match the shipped training
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
 
+from searle_core.infra.errors import InputError
 from searle_core.world import world_clip
 from searle_core.world.world_clip import (
     TOKEN_TABLE,
@@ -88,3 +90,46 @@ def test_the_recipe_still_trains_what_was_shipped(one_thread):
     assert log["losses"] == pytest.approx(logged, rel=1e-3)
     _, changed = train_world_clip(dataclasses.replace(config, steps=6, lr=2.5e-3), progress=False)
     assert changed["losses"] != pytest.approx(logged, rel=1e-3)
+
+
+@pytest.mark.audit_open
+def test_shipped_weights_are_checked_against_their_recorded_sha256(tmp_path, monkeypatch):
+    """One flipped bit in a shipped file is refused naming it (it changed every number silently), before it can
+    be cached; a truncated file too (it was a traceback)."""
+    config = WorldCLIPConfig.quick()
+    shipped = shipped_path(config.cache_key())
+    copy = tmp_path / "weights" / shipped.name
+    copy.parent.mkdir()
+    data = bytearray(shipped.read_bytes())
+    data[len(data) // 2] ^= 1
+    copy.write_bytes(bytes(data))
+    (copy.parent / "SHA256SUMS").write_bytes((shipped.parent / "SHA256SUMS").read_bytes())
+    monkeypatch.setattr(world_clip, "SHIPPED_DIR", copy.parent)
+    for damaged in (bytes(data), shipped.read_bytes()[:1000]):
+        copy.write_bytes(damaged)
+        with pytest.raises(InputError, match=f"{copy}: the shipped world CLIP weights are damaged"):
+            world_clip_weights(tmp_path / "cache", config=config, progress=False)
+        assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+    copy.write_bytes(shipped.read_bytes())  # restored: read and cached
+    assert torch.equal(read_shipped(config.cache_key())[0][TOKEN_TABLE], expand(torch.load(shipped))[0][TOKEN_TABLE])
+
+
+@pytest.mark.audit_open
+def test_a_cache_made_from_other_shipped_weights_is_rebuilt(tmp_path, capsys):
+    """The world CLIP's cache is keyed by the shipped file's content: an entry cached from other (or damaged)
+    shipped weights is rebuilt, saying so, instead of served under the recipe's key for ever."""
+    config = WorldCLIPConfig.quick()
+    path = world_clip_weights(tmp_path, config=config, progress=False)
+    good = torch.load(path, weights_only=True)
+    log = training_log(path)
+    assert log["shipped"] == world_clip.shipped_sha256()[shipped_path(config.cache_key()).name]
+    torch.save({k: v + 1 if v.is_floating_point() else v for k, v in good.items()}, path)  # as from damaged weights
+    path.with_suffix(".json").write_text(json.dumps({**log, "shipped": "0" * 64}))
+    capsys.readouterr()
+    assert world_clip_weights(tmp_path, config=config, progress=False) == path
+    assert "cached from other shipped weights" in capsys.readouterr().out
+    assert all(torch.equal(v, good[k]) for k, v in torch.load(path, weights_only=True).items())
+    path.with_suffix(".json").write_text(json.dumps({k: v for k, v in log.items() if k != "shipped"}))
+    torch.save({k: v + 1 if v.is_floating_point() else v for k, v in good.items()}, path)
+    world_clip_weights(tmp_path, config=config, progress=False)  # trained here (no shipped record): served
+    assert not torch.equal(torch.load(path, weights_only=True)[TOKEN_TABLE], good[TOKEN_TABLE])

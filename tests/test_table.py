@@ -330,3 +330,15 @@ def test_one_loop_skips_labels_and_notes_as_both_callers_need(tiny_study, monkey
     with pytest.raises(ValueError, match="unknown method 'nonsense'"):
         evaluate_methods(tiny_study.bench, tiny_study.backbone, ["image-only", "nonsense"], ctx, None, gallery={})
     assert len(ran) == 5  # the unknown method stopped the table before any method ran
+
+
+@pytest.mark.audit_open
+@pytest.mark.parametrize("methods", ["", " , "])
+def test_table_with_no_method_is_refused_before_anything_is_written(methods, tmp_path, capsys):
+    """--methods '' wrote an empty table over the previous results."""
+    from cli_helpers import fails
+
+    (tmp_path / "shapes-val-quick.csv").write_text("earlier results\n")
+    argv = ["table", "--dataset", "shapes", "--quick", "--device", "cpu", "--methods", methods, "--out", tmp_path]
+    fails(capsys, argv, "--methods", "names no method")
+    assert (tmp_path / "shapes-val-quick.csv").read_text() == "earlier results\n"

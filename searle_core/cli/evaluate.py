@@ -21,14 +21,15 @@ from searle_core.cli.common import (
 from searle_core.datasets import ImageFolderSource
 from searle_core.datasets.loaders import read_captions
 from searle_core.infra.errors import InputError
-from searle_core.infra.files import check_writable
-from searle_core.inversion.phi_files import load_phi
+from searle_core.infra.files import check_output, check_writable
+from searle_core.inversion.phi_files import check_provenance, load_phi
 from searle_core.jobs.authors_oti import load_reference_tokens
 from searle_core.jobs.evaluation import evaluate
 from searle_core.jobs.from_settings import open_benchmark, open_vocabulary
+from searle_core.jobs.run_folder import read_manifest
 from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import BASE_METHODS, gallery_features
-from searle_core.report.submission import cirr_subset_rankings, write_circo_submission, write_cirr_submission
+from searle_core.report.submission import TOP_K, cirr_subset_rankings, write_circo_submission, write_cirr_submission
 from searle_core.report.table import settings_line, settings_record
 from searle_core.settings import add_setting, nonnegative_int, positive_int
 from searle_core.world.setup import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES, resolved_oti_batch_size
@@ -50,6 +51,8 @@ def add_benchmark_options(p: argparse.ArgumentParser, split: str = "val") -> Non
     add_setting(p, "phi_epochs", default=None, help=f"φ's epochs when trained here (shapes: {WORLD_PHI_EPOCHS})")
     add_setting(p, "phi_images", type=nonnegative_int, default=None, help=f"φ's images (0: all; {WORLD_PHI_IMAGES})")
     add_setting(p, "precision")
+    other = "use a --phi-checkpoint or --oti-tokens made with other CLIP weights (said in the results)"
+    p.add_argument("--accept-other-weights", action="store_true", help=other)
 
 
 def register(sub) -> None:
@@ -64,6 +67,7 @@ def register(sub) -> None:
     s.add_argument("--method", default="searle-oti")
     s.add_argument("--out", required=True, help="output file (CIRCO) or folder (CIRR: two files)")
     s.add_argument("--name", default=None, help="CIRR run name in the file names (default: the method)")
+    s.add_argument("--force", action="store_true", help="replace existing submission files")
     add_run_options(s, json_help=None)
     s.set_defaults(func=run_submission)
 
@@ -86,7 +90,7 @@ def context_from_args(args: argparse.Namespace, backbone) -> MethodContext:
         vocabulary=vocab,
         oti_config=s.oti_config(vocab is not None),
         oti_batch_size=resolved_oti_batch_size(s),
-        phi=load_phi(s.phi_checkpoint, backbone) if s.phi_checkpoint else None,
+        phi=load_phi(s.phi_checkpoint, backbone, accept=args.accept_other_weights) if s.phi_checkpoint else None,
         seed=s.seed,
         progress=s.progress,
         # None: the recipe's default for the dataset (the shapes profile's on shapes).
@@ -98,6 +102,8 @@ def context_from_args(args: argparse.Namespace, backbone) -> MethodContext:
         checkpoints={"lincir": s.lincir_checkpoint} if s.lincir_checkpoint else {},
     )
     if s.oti_tokens:
+        recorded = (read_manifest(s.oti_tokens) or {}).get("hyperparameters") if Path(s.oti_tokens).is_dir() else None
+        check_provenance(recorded, backbone, f"--oti-tokens {s.oti_tokens}", args.accept_other_weights)
         ctx.give_tokens("searle-oti", load_reference_tokens(s.oti_tokens))
     return ctx
 
@@ -158,16 +164,26 @@ def run_submission(args: argparse.Namespace) -> int:
     if args.dataset not in ("cirr", "circo"):
         raise InputError("test-server files exist for --dataset cirr and circo only")
     # Before any feature or OTI step: a read-only --out would otherwise fail only after every query.
-    out = Path(args.out)
-    check_writable(out if args.dataset == "cirr" or out.is_dir() else out.parent, "--out folder")
+    out, name = Path(args.out), args.name or args.method
+    if "/" in name or name.startswith("."):
+        raise InputError(f"--name {name!r}: expected a plain name (no '/', not starting with '.')")
+    check_writable(out if args.dataset == "cirr" else out.parent, "--out folder")
+    files = (
+        [out] if args.dataset == "circo" else [out / f"{k}_submission_{name}.json" for k in ("recall", "recall_subset")]
+    )
+    inputs = [getattr(args, k, None) for k in ("dataset_path", *OPTIONAL, "unlabeled")]
+    for path in files:
+        check_output(path, "--out", args.force, inputs)
     backbone, bench, ctx = load_run(args)
+    if len(bench.gallery) < TOP_K + (args.dataset == "cirr"):  # found before OTI, not after (CIRR: reference out)
+        raise InputError(f"{bench.split}: {len(bench.gallery)} gallery images; the server takes {TOP_K} per query")
     result, gallery_s = _evaluate(args, backbone, bench, ctx)
     rankings = dict(zip([q.query_id for q in bench.queries], result.rankings))
     if args.dataset == "circo":
         paths = [write_circo_submission(args.out, rankings, bench.queries)]
     else:
         subset = cirr_subset_rankings(bench.queries, result.rankings)
-        paths = write_cirr_submission(out, rankings, subset, name=args.name or args.method, queries=bench.queries)
+        paths = write_cirr_submission(out, rankings, subset, name=name, queries=bench.queries)
     settings = settings_record(backbone, ctx)
     print(_said(args, backbone, bench, result, gallery_s, settings))
     print(settings_line(settings))

@@ -32,18 +32,8 @@ def register(sub) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    bank = generate_phrase_folder(
-        phrases.load_concepts_csv(args.concepts),
-        args.out,
-        args.model,
-        args.samples,
-        args.max_length,
-        args.temperature,
-        args.no_repeat_ngram_size,
-        seed=args.seed,
-        device=args.device,
-        resume=args.resume,
-        progress=not args.no_progress,
-    )
+    given = [getattr(args, k) for k in ("out", "model", "samples", "max_length", "temperature", "no_repeat_ngram_size")]
+    options = {"seed": args.seed, "device": args.device, "resume": args.resume, "progress": not args.no_progress}
+    bank = generate_phrase_folder(phrases.load_concepts_csv(args.concepts), *given, **options)
     print(f"{len(bank)} concepts with phrases in {Path(args.out) / 'concept_to_phrases.pkl'}")
     return 0

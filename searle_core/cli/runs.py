@@ -37,7 +37,7 @@ from searle_core.jobs.run_folder import check_ours
 from searle_core.method.oti import OTIConfig
 from searle_core.method.phi import PhiLossConfig
 from searle_core.method.phi_training import PhiTrainConfig
-from searle_core.settings import RunSettings, add_setting, nonnegative_float, positive_float, positive_int
+from searle_core.settings import RunSettings, add_setting, positive_float, positive_int, ranged
 from searle_core.world import ShapesWorld, WorldConfig
 from searle_core.world.setup import resolved_oti_batch_size
 
@@ -61,7 +61,7 @@ def register(sub) -> None:
     add_out_options(o, "run folder (tokens, features, concepts, manifest)")
     add_setting(o, "oti_steps")
     add_setting(o, "oti_batch_size", type=positive_int)
-    o.add_argument("--lambda-gpt", type=nonnegative_float, default=OTIConfig.lambda_gpt, help="0: no regulariser")
+    o.add_argument("--lambda-gpt", type=ranged("lambda_gpt"), default=OTIConfig.lambda_gpt, help="0: no regulariser")
     add_setting(
         o,
         "concepts",
@@ -89,12 +89,12 @@ def register(sub) -> None:
     t.add_argument("--batch-size", type=positive_int, default=PHI.batch_size)
     for name, kind, default in (
         ("lr", positive_float, PHI.lr),
-        ("weight-decay", nonnegative_float, PHI.weight_decay),
-        ("lambda-distil", nonnegative_float, PHI_LOSS.lambda_distil),
-        ("lambda-gpt", nonnegative_float, PHI_LOSS.lambda_gpt),
+        ("weight-decay", ranged("weight_decay"), PHI.weight_decay),
+        ("lambda-distil", ranged("lambda_distil"), PHI_LOSS.lambda_distil),
+        ("lambda-gpt", ranged("lambda_gpt"), PHI_LOSS.lambda_gpt),
         ("temperature", positive_float, PHI_LOSS.temperature),
         ("top-concepts", positive_int, PHI_LOSS.top_concepts),
-        ("dropout", nonnegative_float, PHI.dropout),
+        ("dropout", ranged("dropout"), PHI.dropout),
     ):
         t.add_argument(f"--{name}", type=kind, default=default)
     add_setting(t, "precision")
@@ -243,6 +243,11 @@ def run_train_phi_command(args: argparse.Namespace) -> int:
         # Random weights are drawn under the OTI run's seed: φ must see the CLIP its tokens came from.
         backbone = load_backbone_from_args(argparse.Namespace(**{**vars(args), "seed": given.get("seed", args.seed)}))
         vocabulary = open_vocabulary(settings_from_args(args), _say) if args.lambda_gpt > 0 else None
+        if args.lambda_distil == 0 and (vocabulary is None or args.lambda_gpt == 0):
+            raise InputError(
+                "--lambda-distil 0 without the phrase regulariser (--lambda-gpt > 0 and --concepts/--phrases): "
+                "every loss weight is 0, φ would learn nothing; give --lambda-distil > 0 or a vocabulary"
+            )
         if recorded is not None:
             # Their features were made with their --preprocess-type (targetpad by default): so are ours;
             # loader workers pay for their start-up only on many images.

@@ -38,7 +38,8 @@ def register(sub) -> None:
 
 
 def run_table(args: argparse.Namespace) -> int:
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not (methods := [m.strip() for m in args.methods.split(",") if m.strip()]):  # else an empty table replaced one
+        raise InputError(f"--methods {args.methods!r} names no method; expected some of {', '.join(TABLE_METHODS)}")
     reference = args.compare_to or ("searle-oti" if "searle-oti" in methods else "none")
     if reference != "none" and reference not in methods:
         raise InputError(

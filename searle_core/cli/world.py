@@ -12,7 +12,7 @@ import torch
 from searle_core.cli.common import add_backbone_options, load_backbone_from_args, print_json
 from searle_core.datasets.features import configure_for_dataset
 from searle_core.datasets.folder import FileImageSource
-from searle_core.infra.files import atomic_save
+from searle_core.infra.files import atomic_save, atomic_write_text, sha256_of
 from searle_core.infra.paths import data_dir
 from searle_core.inversion.concepts import associate_concepts, embed_concepts
 from searle_core.inversion.nearest import nearest_words, word_token_ids
@@ -95,6 +95,8 @@ def ship_weights(quick: bool) -> Path:
     path = world_clip.shipped_path(config.cache_key())
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save(world_clip.pack(state, world_clip.trained_token_ids(), config.seed, log), path)
+    sums = {**world_clip.shipped_sha256(), path.name: sha256_of(path)}  # what read_shipped checks
+    atomic_write_text("".join(f"{h}  {n}\n" for n, h in sorted(sums.items())), path.parent / "SHA256SUMS")
     return path
 
 

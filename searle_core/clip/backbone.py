@@ -25,7 +25,7 @@ from open_clip.factory import load_state_dict
 
 from searle_core.infra.device import resolve_device
 from searle_core.infra.errors import InputError
-from searle_core.infra.files import sha256_of
+from searle_core.infra.files import content_sha256, sha256_of
 from searle_core.infra.providers import open_provider
 
 PSEUDO_WORD = "$"
@@ -68,8 +68,7 @@ class Backbone:
     @property
     def weights_id(self) -> str:
         if self.pretrained and os.path.isfile(self.pretrained):
-            stat = os.stat(self.pretrained)
-            key = f"{Path(self.pretrained).name}-{stat.st_size}-{int(stat.st_mtime)}"
+            key = f"{Path(self.pretrained).name}-sha256-{content_sha256(self.pretrained)[:16]}"  # by content
         else:
             key = str(self.pretrained)
         return key + ("+quickgelu" if self.quick_gelu and "quickgelu" not in self.name else "")
@@ -313,9 +312,13 @@ def weights_key(backbone: Backbone) -> str:
         return backbone.weights_id
     key = _FINGERPRINTS.get(backbone.model)
     if key is None:
-        digest = hashlib.sha256()
-        for name, tensor in backbone.model.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-        key = _FINGERPRINTS[backbone.model] = f"random-{digest.hexdigest()[:16]}"
+        key = _FINGERPRINTS[backbone.model] = f"random-{state_digest(backbone.model.state_dict())}"
     return key
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """16 hex digits of the SHA-256 of a state dict's names and bytes: weights known only in memory, by content."""
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        digest.update(name.encode() + tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -131,7 +131,7 @@ def image_features(
         feats = torch.stack([memo[n][0][memo[n][1]] for n in names])
     else:
         path = cache_file("image-raw", cache, key)
-        feats = load_cached_tensor(path, len(names))
+        feats = load_cached_tensor(path, (len(names), backbone.embed_dim))
         if feats is None:
             feats = _compute_image_features(backbone, source, names, batch_size, preprocess_id, progress)
             save_tensor_atomic(path, feats)
@@ -184,7 +184,7 @@ def text_features(backbone: Backbone, texts: list[str], cache: bool | str | Path
     if cache and texts:
         digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
         path = cache_file("text", cache, _sha([json.dumps([backbone.name, weights_key(backbone), digest])])[:16])
-    if (feats := load_cached_tensor(path, len(texts))) is not None:
+    if (feats := load_cached_tensor(path, (len(texts), backbone.embed_dim))) is not None:
         return feats
     out = []
     for i in range(0, len(texts), 512):

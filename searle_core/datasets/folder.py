@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +25,13 @@ _HINT = "--check-images open finds every such file before work starts; --on-miss
 
 class ImageLoadError(OSError):
     """A benchmark image is missing or cannot be decoded."""
+
+
+def open_image(path: Path) -> Image.Image:
+    """``Image.open`` with Pillow's decompression-bomb warning (over 89 M pixels: gigabytes to decode) an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(path)
 
 
 class FileImageSource(ImageSource):
@@ -52,7 +61,7 @@ class FileImageSource(ImageSource):
         """The image as decoded, EXIF orientation ignored as in the authors' code (no ``exif_transpose``)."""
         path = self.path(name)
         try:
-            image = Image.open(path)
+            image = open_image(path)
             try:
                 # Decode now, so truncated files fail here (load() also closes a single-frame file).
                 image.load()
@@ -62,7 +71,7 @@ class FileImageSource(ImageSource):
             return image
         except FileNotFoundError:
             raise ImageLoadError(f"missing image file {path} (image {name!r}, {self.referrer(name)})") from None
-        except Image.DecompressionBombError as exc:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageLoadError(
                 f"image file {path} is too large to decode safely (image {name!r}, {self.referrer(name)}): {exc}"
             ) from None
@@ -82,12 +91,23 @@ class ImageFolderSource(FileImageSource):
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {self.root} does not exist or is not a folder")
         exts = {e.lower() for e in extensions}
-        found = ((p.relative_to(self.root), p) for p in self.root.rglob("*") if p.suffix.lower() in exts)
-        paths = {r.as_posix(): p for r, p in found if not any(s.startswith(".") for s in r.parts) and p.is_file()}
+        paths, seen = {}, set()
+        # Linked sub-folders are followed, each real folder once (a link back up is a cycle, not more images).
+        for folder, dirs, files in os.walk(self.root, onerror=self._unreadable, followlinks=True):
+            fresh = (real := os.path.realpath(folder)) not in seen
+            seen.add(real)
+            dirs[:] = [d for d in dirs if fresh and not d.startswith(".")]
+            found = (
+                Path(folder, f) for f in files if fresh and not f.startswith(".") and Path(f).suffix.lower() in exts
+            )
+            paths.update((p.relative_to(self.root).as_posix(), p) for p in found if p.is_file())
         if not paths:
             raise FileNotFoundError(f"no images ({', '.join(sorted(exts))}) found under {self.root}")
         self.names: list[str] = sorted(paths)
         super().__init__({n: paths[n] for n in self.names}, default_referrer=f"image folder {self.root}")
+
+    def _unreadable(self, err: OSError) -> None:
+        raise InputError(f"image folder {self.root}: cannot read {err.filename} ({err.strerror}); make it readable")
 
 
 def resolve_missing(
@@ -111,13 +131,13 @@ def resolve_missing(
     bad = set(also_bad)
     for name in dict.fromkeys(needed) if check != "none" else ():
         path = source.paths.get(name)
-        if path is None or not path.is_file():
+        if path is None or not os.path.isfile(path):  # False, not Errno 36, for a name too long
             bad.add(name)
         elif check == "open":  # decode in full, as feature extraction will: truncated files, bombs, garbage
             try:
-                with Image.open(path) as image:
+                with open_image(path) as image:
                     image.load()
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError, Warning):
                 bad.add(name)
     skipped = {"images": len(bad), "queries": 0, "gallery": 0, "files": []}
     if not bad:

@@ -13,11 +13,11 @@ working), ids that are ids, captions that are text.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -108,18 +108,6 @@ def check_int_id(value: object, annotation: str | os.PathLike, where: str, field
     raise InputError(f"{annotation}: {where} has {field} {_describe(value)}; expected an integer id")
 
 
-def refuse_repeats(ids: Iterable[str], annotation: str | os.PathLike, field: str) -> None:
-    """Refuse a table that repeats a key: a later row would silently replace the first."""
-    counts = Counter(ids)
-    repeated = [i for i, n in counts.items() if n > 1]
-    if repeated:
-        more = f" ({len(repeated)} values repeat)" if len(repeated) > 1 else ""
-        raise InputError(
-            f"{annotation}: {field} {_describe(repeated[0])} appears {counts[repeated[0]]} times{more}; "
-            f"expected each {field} once"
-        )
-
-
 def check_caption(value: object, annotation: str | os.PathLike, where: str, field: str) -> str:
     """``value`` when it is a string: a ``null``, number or object would become the prompt ``"... that None"``."""
     if isinstance(value, str):
@@ -177,7 +165,7 @@ def _annotations(path: Path, dataset: str, fields: tuple[str, ...], id_field: st
     """A file's annotations, each with ``fields``, and their integer ids, each once ("12" and 12 are one id)."""
     rows = check_annotations(read_dataset_json(path, f"{dataset} annotation file"), path, fields, id_field)
     ids = [check_int_id(row[id_field], path, f"annotation #{i}", id_field) for i, row in enumerate(rows)]
-    check_unique(ids, path, id_field)
+    check_unique(map(int, ids), path, id_field)
     return rows, ids
 
 
@@ -275,6 +263,7 @@ def load_fashioniq(
     unknown = [c for c in categories if c not in FASHIONIQ_CATEGORIES]
     if unknown or not categories:
         raise InputError(f"unknown FashionIQ category {unknown}; expected some of {', '.join(FASHIONIQ_CATEGORIES)}")
+    check_unique(categories, "FashionIQ categories", "category")  # a repeat would evaluate its queries twice
     required = [f"{kind}.{c}.{split}.json" for kind in ("captions/cap", "image_splits/split") for c in categories]
     check_paths(root, required + ["images"], FASHIONIQ_LAYOUT)
 
@@ -288,7 +277,7 @@ def load_fashioniq(
         if not isinstance(listing, list):
             raise InputError(f"{split_file}: expected a JSON list of asins, got a JSON {type(listing).__name__}")
         _check_names(split_file, "the split list", "an asin", ((f"entry #{i}", a) for i, a in enumerate(listing)))
-        refuse_repeats(listing, split_file, "asin")
+        check_unique(listing, split_file, "asin")
         gallery_by_category[cat] = list(listing)
         for asin in listing:
             referrers.setdefault(asin, f"gallery entry of {split_rel}")
@@ -351,7 +340,7 @@ def load_circo(
         raise InputError(f"{info_file}: expected COCO image-info JSON with an 'images' list")
     images = check_annotations(info["images"], info_file, ("id", "file_name"))
     ids = [check_int_id(img["id"], info_file, f"image #{i}", "id") for i, img in enumerate(images)]
-    refuse_repeats(ids, info_file, "image id")  # a repeat would silently point an id at another file
+    check_unique(ids, info_file, "image id")  # a repeat would silently point an id at another file
     paths = {
         i: contained_path(images_dir, img["file_name"], info_file, f"image id {i} file_name")
         for i, img in zip(ids, images)
@@ -372,7 +361,7 @@ def load_circo(
         if not isinstance(gt_list, list):
             raise InputError(f"{ann_file}: {entry} has gt_img_ids {gt_list!r}; expected a list of image ids")
         gts = tuple(check_int_id(g, ann_file, entry, "gt_img_ids entry") for g in gt_list)
-        refuse_repeats(gts, f"{ann_file}: {entry}", "gt_img_ids entry")
+        check_unique(gts, f"{ann_file}: {entry}", "gt_img_ids entry")
         if target is not None and target not in gts:
             gts = (target, *gts)  # the target is always a ground truth
         aspects[qid] = list(ann.get("semantic_aspects", ()))
@@ -424,10 +413,7 @@ def read_captions(path: str | Path) -> CaptionCorpus:
     path = Path(path)
     if not path.is_file():
         raise _bad(path, "no such file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise _bad(path, f"unreadable ({type(err).__name__})") from None
+    text = read_text(path, "captions file")  # a byte-order mark dropped, other bytes than UTF-8 named
     suffix = path.suffix.lower()
     if suffix == ".json":
         try:
@@ -435,13 +421,13 @@ def read_captions(path: str | Path) -> CaptionCorpus:
         except json.JSONDecodeError as err:
             raise _bad(path, f"invalid JSON (line {err.lineno})") from None
     elif suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
+        reader = csv.DictReader(io.StringIO(text, newline=""))  # U+2028 or U+0085 inside a caption stays in it
         column = next((c for c in CAPTION_FIELDS if c in (reader.fieldnames or [])), None)
         if column is None:
             raise _bad(path, f"no 'caption' or 'text' column (columns: {reader.fieldnames})")
         rows = [row[column] for row in reader]
     else:
-        rows = text.splitlines()
+        rows = text.split("\n")  # not splitlines(): U+2028 or U+0085 inside a caption would split it
     bad = next((i for i, r in enumerate(rows) if not isinstance(r, str)), None)
     if bad is not None:
         raise _bad(path, f"caption {bad} is a {type(rows[bad]).__name__}, not a string")

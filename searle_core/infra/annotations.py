@@ -31,29 +31,10 @@ _ROOTS = {
     "concepts": "https://storage.googleapis.com/openimages/v7",
 }
 
-#: SHA-256 of each file, by its path under the destination folder.
-SHA256: dict[str, str] = {
-    "cirr/captions/cap.rc2.test1.json": "26a2b2e7a5c96c903491aefc7d5f237f03d3cca97712e1b6bb3b231db5ff8001",
-    "cirr/captions/cap.rc2.val.json": "a85c3a1aa464f1af7229918e8018d08b8b20ce5dab479ffdf39d61113140f919",
-    "cirr/image_splits/split.rc2.test1.json": "bf2bb9ed0659c4aae35de72350652b9ab75d36a060211f826bec15c58ec12566",
-    "cirr/image_splits/split.rc2.val.json": "de36f7a7219c8bb06347a67748cfc68405be7dad62853a1e31846c98e491235b",
-    "fashioniq/captions/cap.dress.test.json": "190240b3b4d115cd4f80de65ab78ca18a3f8581c041cbeea6f5a1f57ee4f5a48",
-    "fashioniq/captions/cap.dress.val.json": "5e5117d45695df9c3ca91fac3e0bc49e6422ae9c8b3793f0ac9b3ab83adb7de9",
-    "fashioniq/captions/cap.shirt.test.json": "27c7551b005d4befa53135a7ddee5e31c97821eafd3ceb3fec514e7ac0ad83a7",
-    "fashioniq/captions/cap.shirt.val.json": "7b7ca3797b85dddfd83e74cdb4454cb63e3e7c09acef2590155efbacea6d7feb",
-    "fashioniq/captions/cap.toptee.test.json": "db822aa52340ce1f09c3000064f79b60b6c476b50b98bf34200dd2996c06e146",
-    "fashioniq/captions/cap.toptee.val.json": "b4e09f428e6c255cc4b4ec46e77908305ab83075d82840c960be81af15cdc5eb",
-    "fashioniq/image_splits/split.dress.test.json": "1d1d3af24b9ec4ed3f7805c53a870148df9b51e232b32912505d8ae54718353d",
-    "fashioniq/image_splits/split.dress.val.json": "21ff91d53c23859da91bfd49f3acc139b7f3a3dc944fc4e4a80194468cf14bab",
-    "fashioniq/image_splits/split.shirt.test.json": "8d243830e80e77c23c8dc9a85db87813230d38da146f0706082db812f591968b",
-    "fashioniq/image_splits/split.shirt.val.json": "b82effbf7352a6f828b38c45eb32e53d726bd4d6fd81d6290c81eeb2c68e3234",
-    "fashioniq/image_splits/split.toptee.test.json": "25a30d4f4013a04026585399b10980db7cba39dfaad0d97a0671a62e2125ddbf",
-    "fashioniq/image_splits/split.toptee.val.json": "ee42b2505275dd7a19b11ddb88c9264aab2d77f4e59b075fb1c7c3095d02f412",
-    "circo/annotations/test.json": "2f7c37e89220c990b6b0525d6f3ed63d3fc02e03ce336aa42a3b822841b14886",
-    "circo/annotations/val.json": "6b31a1dbc3c85627501d9a250f87708f24a27d74d6a65360b6ddd2537a154d04",
-    "circo/submission_val_example.json": "e16ea45ac14358816ae5d964842777bb9509cf42426a85ff278cf7ed72f74d63",
-    "concepts/oidv7-class-descriptions.csv": "485af96e4f9813d8abcab1126ffcd79e07bb1048ee27f0fb209c62f1da1a3293",
-}
+#: SHA-256 of each file, by its path under the destination folder (``data_files/annotations.sha256``, a
+#: ``sha256sum`` listing: ``cd data/annotations && sha256sum -c`` checks a copy by hand too).
+_SUMS = (Path(__file__).parents[1] / "data_files" / "annotations.sha256").read_text().splitlines()
+SHA256: dict[str, str] = {name: sha for sha, name in map(str.split, _SUMS)}
 
 #: The pinned URL of each file: its destination path under its dataset's root (CIRCO's example submission
 #: is renamed, as the tests read it).

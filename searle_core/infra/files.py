@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import shutil
+import stat
 import sys
 import tempfile
 from collections import Counter
@@ -22,7 +23,7 @@ import torch
 import yaml
 
 from searle_core.infra.errors import InputError, first_line
-from searle_core.infra.paths import cache_dir
+from searle_core.infra.paths import cache_dir, data_dir
 
 # mkstemp creates files readable by their owner only; run files get the usual umask permissions.
 UMASK = os.umask(0)
@@ -140,6 +141,41 @@ def sha256_of(path: str | os.PathLike) -> str:
     return sha.hexdigest()
 
 
+def content_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, computed once and remembered by path, size, ns mtime and ctime (the cache's
+    ``hashes/sha256.json``): files of one name and size, even with copied times, never share a cache entry."""
+    path = os.path.abspath(path)
+    st, index = os.stat(path), data_dir() / "cache" / "hashes" / "sha256.json"  # not made here: it may fail
+    stamp = f"{path}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}"
+    try:
+        known = dict(json.loads(index.read_text())) if index.is_file() else {}
+    except (OSError, ValueError, TypeError):  # a damaged index is rebuilt: it only saves time
+        known = {}
+    if not isinstance(known.get(stamp), str):
+        known[stamp] = sha256_of(path)
+        save_or_warn(lambda: atomic_write_json(known, index), index, "hash index")
+    return known[stamp]
+
+
+def check_output(path: str | os.PathLike, flag: str, force: bool = False, inputs: Iterable = ()) -> Path:
+    """Refuse, before any work, an output ``path`` that exists and is not a regular file (a folder, a link, a
+    device), that is an existing file among or inside the run's ``inputs``, or that exists unless ``force``."""
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return path
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{flag} {path} exists and is not a regular file (a folder, link or device); give a new path")
+    real = path.resolve()
+    for given in (Path(g) for g in inputs if g):
+        if given.exists() and (real == given.resolve() or given.is_dir() and real.is_relative_to(given.resolve())):
+            raise InputError(f"{flag} {path} is an input of this run (in {given}); write the output elsewhere")
+    if not force:
+        raise InputError(f"{flag} {path} exists; pass --force to replace it, or give another path")
+    return path
+
+
 def check_writable(path: str | os.PathLike, what: str = "output folder") -> Path:
     """Create the folder ``path`` if needed and prove a file can be written there, before long work."""
     path = Path(path)
@@ -211,14 +247,13 @@ def check_annotations(
     return entries
 
 
-def check_unique(ids: Iterable[str], path: str | os.PathLike, field: str) -> None:
-    """Refuse repeated query ids: a later copy would silently replace or shadow the first."""
+def check_unique(ids: Iterable, path: str | os.PathLike, field: str) -> None:
+    """Refuse a table that repeats a key (``field``): a later row would silently replace or shadow the first."""
     counts = Counter(ids)
     if repeated := [i for i, n in counts.items() if n > 1]:
-        more = f" ({len(repeated)} ids repeat)" if len(repeated) > 1 else ""
-        raise InputError(
-            f"{path}: {field} {repeated[0]} appears {counts[repeated[0]]} times{more}; expected unique query ids"
-        )
+        more, key = f" ({len(repeated)} values repeat)" if len(repeated) > 1 else "", repeated[0]
+        key = key if isinstance(key, int) else ascii(key)  # ascii(): a lone surrogate cannot be printed
+        raise InputError(f"{path}: {field} {key} appears {counts[repeated[0]]} times{more}; expected each {field} once")
 
 
 def load_torch_file(path: str | os.PathLike, what: str, map_location: Any = "cpu") -> Any:
@@ -246,15 +281,20 @@ def cache_file(kind: str, cache: bool | str | Path, key: str) -> Path | None:
     return folder / f"{kind}-{key}.pt"
 
 
-def load_cached_tensor(path: Path | None, rows: int) -> torch.Tensor | None:
-    """The cached tensor at ``path`` if it has ``rows`` rows; ``None`` when absent, damaged or of another size."""
+def load_cached_tensor(path: Path | None, shape: tuple[int, ...], dtype=torch.float32) -> torch.Tensor | None:
+    """The cached tensor at ``path`` if it has ``shape`` and ``dtype``; ``None`` when absent, else (damaged, of
+    another shape or type) ``None`` with one line saying the entry is rebuilt."""
     if path is None or not path.is_file():
         return None
     try:
         feats = torch.load(path, weights_only=True)
     except Exception:  # a damaged cache entry is recomputed, never trusted
-        return None
-    return feats if isinstance(feats, torch.Tensor) and feats.shape[0] == rows else None
+        feats = None
+    if isinstance(feats, torch.Tensor) and tuple(feats.shape) == tuple(shape) and feats.dtype == dtype:
+        return feats
+    got = f"a {feats.dtype} tensor of shape {tuple(feats.shape)}" if isinstance(feats, torch.Tensor) else "damaged"
+    print(f"warning: cache entry {path} is {got}, expected {dtype} {tuple(shape)}; rebuilding it", file=sys.stderr)
+    return None
 
 
 def save_tensor_atomic(path: Path | None, tensor: torch.Tensor) -> None:

@@ -60,7 +60,7 @@ def embed_concepts(
         folder = cache_dir("concepts") if cache is True else Path(cache)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"concepts-{concept_cache_key(backbone, list(concepts), tuple(templates))}.pt"
-        if (feats := load_cached_tensor(path, len(concepts))) is not None:
+        if (feats := load_cached_tensor(path, (len(concepts), backbone.embed_dim))) is not None:
             return feats
     out = []
     per_batch = max(1, batch_size // len(templates))
@@ -162,14 +162,14 @@ def is_image_concepts_file(path: str | Path) -> bool:
 
 def read_csv(path: Path, text: str, header_ok: Callable[[list[str]], bool], expected: str) -> tuple[list, list]:
     """The header and rows of CSV ``text``; a bad header or CSV names the file (and line)."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # a quote left open no longer eats the rest
     try:
         header = next(reader, None)
         if not header or not header_ok(header):
             raise InputError(f"{path}: expected a header {expected}, got {header}")
         return header, list(reader)
     except csv.Error as err:
-        raise InputError(f"{path}, line {reader.line_num}: not valid CSV ({err})") from None
+        raise InputError(f"{path}, line {reader.line_num}: not valid CSV ({err}; is a quote left open?)") from None
 
 
 def read_concepts_csv(path: str | Path, top_k: int | None = None) -> dict[str, list[str]]:

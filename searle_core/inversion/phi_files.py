@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import urllib.parse
 from pathlib import Path
 
 import torch
 
-from searle_core.clip.backbone import Backbone
+from searle_core.clip.backbone import Backbone, weights_key
 from searle_core.infra.downloads import cached_download
 from searle_core.infra.errors import InputError, first_line
-from searle_core.infra.files import atomic_save, atomic_write_json, load_torch_file, sha256_of
+from searle_core.infra.files import atomic_save, atomic_write_json, load_torch_file, read_json, sha256_of
 from searle_core.infra.paths import cache_dir
 from searle_core.method.phi import Phi
 
@@ -78,9 +79,23 @@ def resolve_phi_path(path: str, backbone: Backbone | None = None) -> str:
     return str(Path(folder) / name)
 
 
-def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_location="cpu") -> Phi:
+def check_provenance(recorded: object, backbone: Backbone | None, what: str, accept: bool = False) -> str:
+    """``""`` when ``recorded`` (a run's hyper-parameters) names ``backbone``'s model and weights or none; else
+    an error, or with ``accept`` a warning (said, and returned for the results)."""
+    made = [recorded.get(k) for k in ("backbone", "weights")] if isinstance(recorded, dict) else [None]
+    if backbone is None or None in made or made == [backbone.name, weights_key(backbone)]:
+        return ""
+    said = f"{what} was made with {made[0]} ({made[1]}), not the {backbone.name} ({weights_key(backbone)}) in use"
+    if not accept:
+        raise InputError(f"{said}: use that backbone and weights, or pass --accept-other-weights to use it anyway")
+    print(f"warning: {said}; used anyway (--accept-other-weights)", file=sys.stderr)
+    return f" (made with {made[0]} {made[1]}; other weights accepted)"
+
+
+def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_location="cpu", accept=False) -> Phi:
     """φ from any form :func:`resolve_phi_path` reads, or a plain state dict, checked against ``backbone``'s
-    widths; it carries ``epoch`` (``None`` if the file has none) and ``source``, which results files record."""
+    widths and the backbone and weights it records (``accept``: a mismatch is a warning); it carries ``epoch``
+    (``None`` if the file has none) and ``source``, which results files record."""
     given, path = str(path), resolve_phi_path(str(path), backbone)
     # A URL is cached under a key of the whole URL (never answered by another host's file of the same name).
     local = cached_download(path, "phi") if path.startswith(("http://", "https://")) else path
@@ -96,7 +111,15 @@ def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_loca
         )
     state = load_torch_file(local, "φ checkpoint", map_location)
     epoch = state.get("epoch") if isinstance(state, dict) and "Phi" in state else None
+    manifest = Path(local).parent / "manifest.json"  # a φ run's phi_*.pt record their CLIP there
+    recorded = state.get("hyperparameters") if isinstance(state, dict) else None
+    if recorded is None and Path(local).name.startswith("phi") and manifest.is_file():
+        run = read_json(manifest)
+        recorded = run.get("hyperparameters") if isinstance(run, dict) else None
     state = state.get("Phi", state) if isinstance(state, dict) else state
+    tensors = state.items() if isinstance(state, dict) else ()
+    if bad := [k for k, v in tensors if torch.is_tensor(v) and not v.is_floating_point()]:
+        raise InputError(f"{path}: φ's weights {bad[0]} are {state[bad[0]].dtype}, expected floating point")
     try:
         w0, w6 = state["layers.0.weight"], state["layers.6.weight"]
         phi = Phi(w0.shape[1], w0.shape[0], w6.shape[0])
@@ -110,6 +133,7 @@ def load_phi(path: str | os.PathLike, backbone: Backbone | None = None, map_loca
         raise InputError(f"{path}: φ's weights {bad[0]} hold NaN or infinite values; the checkpoint is damaged")
     phi.epoch = int(epoch) if isinstance(epoch, (int, float)) or torch.is_tensor(epoch) else None
     phi.source = RELEASED[given][1] if given in RELEASED and path != given else path  # the release's URL
+    phi.source += check_provenance(recorded, backbone, f"φ checkpoint {path}", accept)
     if backbone is not None and (phi.input_dim, phi.output_dim) != (backbone.embed_dim, backbone.token_dim):
         raise InputError(
             f"{path}: φ maps {phi.input_dim}-d features to {phi.output_dim}-d tokens, but backbone "

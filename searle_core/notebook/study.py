@@ -4,6 +4,7 @@ from the offline world or a real dataset alike, so one notebook runs on both by 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -22,7 +23,7 @@ from searle_core.method.phi import Phi
 from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import gallery_features
 from searle_core.plotting import RetrievalExample
-from searle_core.settings import RunSettings, from_parameters
+from searle_core.settings import RunSettings, check_parameters, from_parameters
 from searle_core.world import ShapesWorld, WorldConfig, caption_for, training_vocabulary, unknown_words
 from searle_core.world.setup import resolved_oti_batch_size, world_setup
 
@@ -164,6 +165,7 @@ def open_study(
     """Open a backbone and a benchmark; every keyword is a run setting (``RunSettings``) named as the CLI
     names it, one left out (``None``) keeping ``settings``' value, else the quick world's. They stay in
     ``study.settings``, where ``study.context()`` and the cached inversions read them."""
+    check_parameters({**sys._getframe(1).f_globals, **given})  # the notebook's parameters (its globals), bounded
     s = from_parameters({**given, "dataset": dataset, "progress": progress}, base=settings or RunSettings(quick=True))
     if s.dataset == "shapes":
         if s.backbone != "shapes-clip":

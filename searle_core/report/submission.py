@@ -1,11 +1,6 @@
-"""Prediction files for the CIRR and CIRCO evaluation servers, in their formats: CIRR ``recall``
-``{"version": "rc2", "metric": "recall", "<pairid>": [50 names], ...}`` and ``recall_subset`` (the top 3 inside
-the query's ``img_set``, reference excluded); CIRCO ``{"<query id>": [50 integer image ids], ...}``.
-
-Longer rankings are cut to their first ``k``; shorter ones, duplicates in the top ``k`` or a CIRR reference in
-its own ranking are errors, since the servers would score such files silently wrong. Files are written
-atomically, so an interrupted run never leaves a half-written submission.
-"""
+"""Prediction files for the CIRR (``recall``, ``recall_subset``) and CIRCO evaluation servers, in their formats.
+Rankings are cut to the servers' ``k``; shorter ones, duplicates or a CIRR reference in its own ranking are errors
+(the servers would score them silently wrong). Written atomically: never half a submission."""
 
 from __future__ import annotations
 
@@ -48,27 +43,22 @@ def cirr_submission(
     subset_predictions: Mapping[str, Sequence[str]],
     queries: Sequence[CIRQuery] | None = None,
 ) -> tuple[dict, dict]:
-    """The CIRR ``recall`` and ``recall_subset`` dictionaries from pairid -> ranked names (full gallery, and
-    inside ``img_set``); with ``queries``, every query must be present and references / subsets are checked."""
+    """CIRR's ``{"version": "rc2", "metric": ..., "<pairid>": [names]}``: ``recall`` (top 50) and ``recall_subset``
+    (top 3 inside ``img_set``); with ``queries``, every query must be present and references / subsets are checked."""
     _check_keys(predictions, queries, "CIRR recall")
     _check_keys(subset_predictions, queries, "CIRR recall_subset")
-    by_id = {q.query_id: q for q in queries or ()}
-    recall: dict[str, Any] = {"version": "rc2", "metric": "recall"}
-    subset: dict[str, Any] = {"version": "rc2", "metric": "recall_subset"}
-    for pairid, ranking in predictions.items():
-        top, q = _top_k(str(pairid), ranking, TOP_K), by_id.get(str(pairid))
-        if q is not None and q.reference in top:
-            raise InputError(f"pairid {pairid}: reference {q.reference} is in its own top {TOP_K}")
-        recall[str(pairid)] = [str(x) for x in top]
-    for pairid, ranking in subset_predictions.items():
-        top, q = _top_k(str(pairid), ranking, SUBSET_TOP_K), by_id.get(str(pairid))
-        if q is not None and q.reference in top:
-            raise InputError(f"pairid {pairid}: reference {q.reference} is in its subset ranking")
-        outside = [x for x in top if q is not None and q.subset is not None and x not in q.subset]
-        if outside:
-            raise InputError(f"pairid {pairid}: {outside} not in the query's img_set")
-        subset[str(pairid)] = [str(x) for x in top]
-    return recall, subset
+    by_id, files = {q.query_id: q for q in queries or ()}, []
+    for ranked, k, metric in ((predictions, TOP_K, "recall"), (subset_predictions, SUBSET_TOP_K, "recall_subset")):
+        files.append({"version": "rc2", "metric": metric})
+        for pairid, ranking in ranked.items():
+            top, q = _top_k(str(pairid), ranking, k), by_id.get(str(pairid))
+            if q is not None and q.reference in top:
+                raise InputError(f"pairid {pairid}: reference {q.reference} is in its own top {k} ({metric})")
+            if k == SUBSET_TOP_K and q is not None and q.subset is not None:
+                if outside := [x for x in top if x not in q.subset]:
+                    raise InputError(f"pairid {pairid}: {outside} not in the query's img_set")
+            files[-1][str(pairid)] = [str(x) for x in top]
+    return files[0], files[1]
 
 
 def write_cirr_submission(
@@ -90,12 +80,8 @@ def write_cirr_submission(
 
         return write
 
-    first, second = atomic_write_many(
-        {
-            out / f"recall_submission_{name}.json": writer(recall),
-            out / f"recall_subset_submission_{name}.json": writer(subset),
-        }
-    )
+    files = {out / f"recall_submission_{name}.json": recall, out / f"recall_subset_submission_{name}.json": subset}
+    first, second = atomic_write_many({path: writer(data) for path, data in files.items()})
     return first, second
 
 

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from searle_core.clip.backbone import InMemoryWeights
-from searle_core.infra.files import atomic_save, atomic_write_text, save_or_warn
+from searle_core.clip.backbone import InMemoryWeights, state_digest
+from searle_core.infra.errors import InputError
+from searle_core.infra.files import atomic_save, atomic_write_text, save_or_warn, sha256_of
 from searle_core.infra.paths import data_dir
 from searle_core.method.encoding import encode_text
 from searle_core.world.attributes import ATTRIBUTES, VALUES, WORLD_VERSION, all_combos, decode
@@ -239,10 +240,23 @@ def shipped_path(key: str) -> Path:
     return SHIPPED_DIR / f"{WORLD_BACKBONE}-{key}.pt"
 
 
+def shipped_sha256() -> dict[str, str]:
+    """File name -> the SHA-256 recorded when the weights were shipped (``weights/SHA256SUMS``)."""
+    sums = SHIPPED_DIR / "SHA256SUMS"
+    return {n: h for h, n in (line.split() for line in sums.read_text().splitlines())} if sums.is_file() else {}
+
+
 def read_shipped(key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
-    """The shipped weights and training log of the recipe ``key``, or ``None`` if none is shipped."""
-    path = shipped_path(key)
-    return expand(torch.load(path, map_location="cpu", weights_only=True)) if path.is_file() else None
+    """The shipped weights and training log of the recipe ``key`` once their SHA-256 matches the one recorded
+    (flipped bits would change every number silently), or ``None`` if none is shipped."""
+    if not (path := shipped_path(key)).is_file():
+        return None
+    if (actual := sha256_of(path)) != (recorded := shipped_sha256().get(path.name)):
+        raise InputError(
+            f"{path}: the shipped world CLIP weights are damaged (SHA-256 {actual[:16]}..., recorded "
+            f"{str(recorded)[:16]}... in SHA256SUMS); restore the file (git checkout, or reinstall the package)"
+        )
+    return expand(torch.load(path, map_location="cpu", weights_only=True))
 
 
 def world_clip_weights(
@@ -252,28 +266,25 @@ def world_clip_weights(
     shipped (unless ``use_shipped`` is off), else trained here; in memory where the cache cannot be written."""
     config = config or (WorldCLIPConfig.quick() if quick else WorldCLIPConfig())
     folder = Path(cache_dir) if cache_dir else data_dir() / "cache" / "world_clip"
-    path = folder / f"{WORLD_BACKBONE}-{config.cache_key()}.pt"
-    if not path.is_file():
+    path, recorded = folder / f"{WORLD_BACKBONE}-{config.cache_key()}.pt", shipped_sha256()
+    # Weights from a shipped file are cached under its content: another shipped file rebuilds the cache entry.
+    sha = recorded.get(shipped_path(config.cache_key()).name) if use_shipped else None
+    if stale := path.is_file() and sha and (training_log(path) or {}).get("shipped") not in (None, sha):
+        print(f"{path}: cached from other shipped weights than {sha[:16]}...; rebuilding it", flush=True)
+    if stale or not path.is_file():
         shipped = read_shipped(config.cache_key()) if use_shipped else None
         if shipped is not None:
-            state, log = shipped[0], {**shipped[1], "shipped": True}
+            state, log = shipped[0], {**shipped[1], "shipped": sha}
         else:
             note = f"Training the world CLIP ({WORLD_BACKBONE}, {config.steps} steps) once; it is cached in {folder}."
             print(note, flush=True)
             state, log = train_world_clip(config, progress=progress)
             state = finalise(state, trained_token_ids(), config.seed)  # stored as shipped weights are
         if not save_or_warn(lambda: atomic_save(state, path), path, "world CLIP weights"):
-            return InMemoryWeights(f"{path.name} (not cached, {_digest(state)})", state)
+            return InMemoryWeights(f"{path.name} (not cached, {state_digest(state)})", state)
         log_path = path.with_suffix(".json")
         save_or_warn(lambda: atomic_write_text(json.dumps(log), log_path), log_path, "world CLIP training log")
     return path
-
-
-def _digest(state: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in state.items():
-        digest.update(name.encode() + tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 @torch.no_grad()
