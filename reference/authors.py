@@ -74,3 +74,28 @@ def their_encode(model, text: torch.Tensor, pseudo_tokens: torch.Tensor) -> torc
     x = model.transformer(x, attn_mask=model.attn_mask)
     x = model.ln_final(x)
     return x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ model.text_projection
+
+
+def their_contrastive_loss(v1: torch.Tensor, v2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``utils.contrastive_loss`` (PALAVRA's NT-Xent)."""
+    v1, v2 = nn.functional.normalize(v1, dim=1), nn.functional.normalize(v2, dim=1)
+    numerator = torch.exp(torch.diag(torch.inner(v1, v2)) / temperature)
+    numerator = torch.cat((numerator, numerator), 0)
+    joint_vector = torch.cat((v1, v2), 0)
+    pairs_product = torch.exp(torch.mm(joint_vector, joint_vector.t()) / temperature)
+    denominator = torch.sum(pairs_product - pairs_product * torch.eye(joint_vector.shape[0]), 0)
+    return -torch.mean(torch.log(numerator / denominator))
+
+
+def their_phi_step(phi, optimizer, features, oti_tokens, lambda_distil, lambda_gpt, temperature) -> list:
+    """One step of ``train_phi.py``'s ``train_one_epoch`` without the phrase regulariser (its ``gpt_loss`` a zero
+    MSE): φ on the raw image features, ``λ_distil · contrastive + λ_gpt · gpt``, backward, AdamW; the gradients."""
+    optimizer.zero_grad()
+    estimated_tokens = phi(features)
+    distillation_loss = their_contrastive_loss(oti_tokens, estimated_tokens, temperature)
+    gpt_loss = torch.nn.MSELoss()(torch.zeros(1), torch.zeros(1))
+    total_loss = lambda_distil * distillation_loss + lambda_gpt * gpt_loss
+    total_loss.backward()
+    grads = [p.grad.clone() for p in phi.parameters()]
+    optimizer.step()
+    return grads

@@ -35,7 +35,7 @@ class RunSettings:
     backbone: str = _setting("shapes-clip", "open_clip model name (ViT-B-32, ViT-L-14, ...) or shapes-clip")
     pretrained: str = _setting("default", "weights tag or file; default: the world CLIP's, or openai; none: random")
     device: str = _setting("auto", "auto (CUDA if available), cpu, cuda, cuda:1, ...")
-    preprocess: str = _setting("", "clip | targetpad (default: targetpad, the authors' default, for every dataset)")
+    preprocess: str = _setting("", "clip | targetpad (default: its authors': clip for lincir, pic2word)")
     num_workers: int | None = _setting(None, "data-loader workers decoding images (default: 0 for shapes, up to 8)")
     precision: str = _setting(
         OTIConfig.precision, "auto | fp32 | fp16 | bf16: training precision of OTI and trained networks"
@@ -46,9 +46,14 @@ class RunSettings:
     unlabeled: str = _setting("", "image folder φ and the trained baselines learn from (the paper: ImageNet1K test)")
     captioner: str = _setting("", "Hugging Face captioning model for 'captioning' on real images (default: BLIP base)")
     captions: str = _setting(
-        "", "text corpus LinCIR trains on: one caption per line, a JSON list, or a CSV 'caption'/'text' column"
+        "", "LinCIR's captions: a file (txt, json, csv; parquet/jsonl 'text'), 'official' or one official set's name"
     )
     lincir_checkpoint: str = _setting("", "LinCIR's φ weights (its official phi_best.pt); empty: trained here")
+    lincir_keywords: str = _setting("", "spacy (official; default) | closed-class (offline; shapes' default)")
+    lincir_recipe: str = _setting("", "official: the README's run (512 x 20,000, fp16); default: train_phi.py's")
+    lincir_steps: int | None = _setting(None, "LinCIR's training steps (default: the recipe's)")
+    lincir_batch_size: int | None = _setting(None, "LinCIR's captions a batch (default: the recipe's)")
+    lincir_precision: str = _setting("", "LinCIR's training precision: auto | fp32 | fp16 | bf16 (default: recipe's)")
     oti_steps: int = _setting(OTIConfig.steps, "OTI optimisation steps per image (the paper: 350)")
     oti_batch_size: int | None = _setting(None, "images OTI optimises together (default: the paper's 32, shapes 128)")
     oti_tokens: str = _setting("", "OTI tokens computed earlier: a `searle oti` run folder or the authors' output")
@@ -187,6 +192,10 @@ epoch_count = count_type("epochs", "--phi-epochs")
 
 
 CHOICES = {"preprocess": ("clip", "targetpad"), "precision": ("auto", "fp32", "fp16", "bf16")}
+CHOICES |= {"lincir_keywords": ("spacy", "closed-class"), "lincir_recipe": ("official",)}
+CHOICES["lincir_precision"] = CHOICES["precision"]
+#: Each method's authors' image preprocessing on real datasets (LinCIR's and Pic2Word's: CLIP's own).
+METHOD_PREPROCESS = {"lincir": "clip", "pic2word": "clip"}
 #: Settings whose values torch or the run time bound, and those that count steps or epochs.
 BOUNDED = {"seed": seed_int, "oti_steps": step_count, "phi_epochs": epoch_count}
 COUNTED = {"oti_steps": "steps", "phi_epochs": "epochs", "step_grid": "steps"}

@@ -37,6 +37,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn as nn
+from standins import circo_standin, protocol_env, searle_cache  # noqa: F401
 
 from reference.authors import their_encode
 from searle_core.clip.backbone import open_backbone
@@ -260,3 +261,35 @@ def test_drawing_a_concept_first_is_seen(run, tmp_path):
     concept_first, drawn = _project_oti(backbone, features, config, tmp_path, draw="concept")
     assert drawn != draws
     assert not _same(concept_first, their_oti(model, features, init, templates, draws, config))
+
+
+def test_the_authors_circo_test_folder_with_repeated_references_writes_the_submission(
+    circo_standin, protocol_env, tmp_path, capsys
+):
+    """Their CIRCO-test OTI folder has one token per query (800 queries, 798 distinct references): it loads with
+    each reference's first token, as their ``names_list.index``, says which names repeat, and the submission is
+    written from it."""
+    import json
+    import pickle
+
+    from standins import CLI, read_json
+
+    from searle_core.cli import main
+    from searle_core.jobs.authors_oti import load_reference_tokens
+
+    names = [str(q["reference_img_id"]) for q in read_json(circo_standin / "annotations/test.json")]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    assert repeated and len(set(names)) < len(names)
+    folder = tmp_path / "oti_test"
+    folder.mkdir()
+    (folder / "image_names.pkl").write_bytes(pickle.dumps(names))
+    tokens = torch.randn(len(names), 128, generator=torch.Generator().manual_seed(0))  # shapes-clip's token width
+    torch.save(tokens, folder / "ema_oti_pseudo_tokens.pt")
+    loaded = load_reference_tokens(folder)
+    assert len(loaded) == len(set(names)) and torch.equal(loaded[repeated[0]], tokens[names.index(repeated[0])])
+    assert repeated[0] in capsys.readouterr().err
+    out = tmp_path / "circo.json"
+    args = ["submission", "--dataset", "circo", "--dataset-path", str(circo_standin), "--split", "test"]
+    assert main([*args, "--method", "searle-oti", "--oti-tokens", str(folder), "--out", str(out), *CLI]) == 0
+    written = json.loads(out.read_text())
+    assert len(written) == len(names) and all(len(r) == 50 for r in written.values())

@@ -14,6 +14,7 @@ from cli_helpers import (
     snapshot,
 )
 from cli_helpers import kill_repeatedly as _kill_repeatedly
+from standins import cirr_standin  # noqa: F401
 
 from searle_core.jobs.phi_run import train_phi_in_folder
 from searle_core.method.encoding import encode_with_pseudo_tokens
@@ -359,3 +360,83 @@ def test_train_phi_killed_at_random_points_resumes_to_identical_weights(referenc
     got = torch.load(out / "phi.pt", weights_only=True)["Phi"]
     want = torch.load(tmp_path / "whole/phi.pt", weights_only=True)["Phi"]
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_an_epoch_equals_the_authors_train_phi_loop(random_backbone, monkeypatch):
+    """Two epochs of ``train_phi`` against the authors' ``train_one_epoch`` restated (reference/authors.py), on
+    raw (unnormalised) features with the same order and dropout seeds: every step's gradients and the final
+    weights agree. Controls: the authors' loop on normalised features, or its loss divided by
+    λ_distil + λ_gpt, differs in the gradients."""
+    import searle_core.method.phi_training as training
+    from reference.authors import TheirPhi, their_phi_step
+
+    bb = random_backbone
+    gen = torch.Generator().manual_seed(5)
+    feats = 3 * torch.randn(12, bb.embed_dim, generator=gen)  # raw features: not unit norm
+    tokens = torch.randn(12, bb.token_dim, generator=gen) * 0.02
+    cfg = PhiTrainConfig(epochs=2, batch_size=4, seed=11, precision="fp32", prefix_cache=False)
+    ours_grads = []
+    real_step = training.scaled_step
+
+    def recording_step(loss, optimizer, scaler):
+        loss.backward()
+        ours_grads.append([p.grad.clone() for g in optimizer.param_groups for p in g["params"]])
+        optimizer.step()
+
+    monkeypatch.setattr(training, "scaled_step", recording_step)
+    ours = train_phi(bb, feats, tokens, None, None, cfg, progress=False)
+    monkeypatch.setattr(training, "scaled_step", real_step)
+    loss = cfg.loss
+
+    def theirs(features, scale=1.0):
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)
+            init = Phi.for_backbone(bb, cfg.dropout)
+        phi = TheirPhi(bb.embed_dim, 4 * bb.embed_dim, bb.token_dim, cfg.dropout)
+        phi.load_state_dict(init.state_dict())
+        optimizer = torch.optim.AdamW(phi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        grads = []
+        for epoch in range(cfg.epochs):
+            phi.train()
+            perm = torch.randperm(12, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, "order")))
+            for b in range(12 // cfg.batch_size):
+                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                torch.manual_seed(derive_seed(cfg.seed, epoch, b, "dropout"))
+                args = (phi, optimizer, features[idx], tokens[idx])
+                grads.append(
+                    their_phi_step(*args, loss.lambda_distil * scale, loss.lambda_gpt * scale, loss.temperature)
+                )
+        return grads, phi
+
+    def gap(grads):
+        return max(float((a - b).abs().max()) for x, y in zip(ours_grads, grads) for a, b in zip(x, y))
+
+    grads, phi = theirs(feats)
+    assert len(grads) == len(ours_grads) == 6 and gap(grads) < 1e-6
+    assert all(
+        torch.allclose(a, b, atol=1e-6) for a, b in zip(ours.phi.state_dict().values(), phi.state_dict().values())
+    )
+    assert gap(theirs(torch.nn.functional.normalize(feats, dim=-1))[0]) > 1e-4
+    assert gap(theirs(feats, 1 / (loss.lambda_distil + loss.lambda_gpt))[0]) > 1e-4
+
+
+def test_a_validated_run_names_its_best_epoch_and_a_configured_benchmark_is_validated(
+    random_backbone, data, tmp_path, cirr_standin
+):
+    """The manifest names the epoch with the best validation Recall@1 (``phi.pt`` stays the last, as the
+    authors' ``phi_last.pt``); a validation folder without ``--val-dataset`` is CIRR's, the authors' choice."""
+    import argparse
+
+    from searle_core.cli.runs import _validator
+
+    feats, tokens, _ = data
+    scores = iter([5.0, 9.0, 7.0])
+    config = PhiTrainConfig(epochs=3, batch_size=8, seed=3)
+    kw = {"validate": lambda phi: {"Recall@1": next(scores)}, "out_dir": tmp_path / "run", "progress": False}
+    train_phi_in_folder(random_backbone, feats, tokens, None, None, config, **kw)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert (manifest["best_epoch"], manifest["best_by"], manifest["epoch"]) == (2, "Recall@1", 3)
+    args = argparse.Namespace(val_dataset=None, val_dataset_path=str(cirr_standin), val_split="val", quick=False)
+    metrics = _validator(args, random_backbone, None)(Phi.for_backbone(random_backbone).eval())
+    assert "Recall@1" in metrics and "Recall_subset@1" in metrics  # CIRR's metrics
+    assert _validator(argparse.Namespace(val_dataset="none", val_dataset_path=None), random_backbone, None) is None

@@ -3,8 +3,9 @@ unlabeled images: ``a photo of $`` with ``$`` = mapper(image) must pick out its 
 (CLIP's symmetric contrastive loss). Queries: ``a photo of $ , {relative caption}``.
 
 As the official code: ``IM2TEXT`` on raw ``encode_image`` features, its AdamW, warm-up then cosine per step,
-fp16 + GradScaler on CUDA. Where it differs, for a like-for-like table: φ's unlabeled images, preprocessing,
-epochs and batch, a warm-up capped at a tenth of the run, and negatives from the batch only.
+fp16 + GradScaler on CUDA, CLIP's preprocessing (``searle evaluate``'s default on real data). Where it differs,
+for a like-for-like table: φ's unlabeled images, epochs and batch, a warm-up capped at a tenth of the run, and
+negatives from the batch only.
 """
 
 from __future__ import annotations

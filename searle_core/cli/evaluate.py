@@ -5,11 +5,12 @@ image), then the validation metrics or the test-server files."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
-from searle_core.baselines.lincir import benchmark_modality_gap
+from searle_core.baselines.lincir import LincirConfig, benchmark_modality_gap, caption_corpus
 from searle_core.cli.common import (
     add_image_options,
     add_run_options,
@@ -18,8 +19,7 @@ from searle_core.cli.common import (
     print_json,
     settings_from_args,
 )
-from searle_core.datasets import ImageFolderSource
-from searle_core.datasets.loaders import read_captions
+from searle_core.datasets import ImageFolderSource, generated_benchmark
 from searle_core.infra.errors import InputError
 from searle_core.infra.files import check_output, check_writable
 from searle_core.inversion.phi_files import check_provenance, load_phi
@@ -31,8 +31,8 @@ from searle_core.methods.context import MethodContext
 from searle_core.methods.pipeline import BASE_METHODS, gallery_features
 from searle_core.report.submission import TOP_K, cirr_subset_rankings, write_circo_submission, write_cirr_submission
 from searle_core.report.table import settings_line, settings_record
-from searle_core.settings import add_setting, nonnegative_int, positive_int
-from searle_core.world.setup import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES, resolved_oti_batch_size
+from searle_core.settings import METHOD_PREPROCESS, RunSettings, add_setting, nonnegative_int, positive_int
+from searle_core.world.setup import WORLD_PHI_EPOCHS, WORLD_PHI_IMAGES, resolved_oti_batch_size, world_lincir_config
 
 DATASETS = ("shapes", "cirr", "fashioniq", "circo")
 #: Settings these commands take as given, ``None`` when not (the method's or the dataset's default).
@@ -53,6 +53,10 @@ def add_benchmark_options(p: argparse.ArgumentParser, split: str = "val") -> Non
     add_setting(p, "precision")
     other = "use a --phi-checkpoint or --oti-tokens made with other CLIP weights (said in the results)"
     p.add_argument("--accept-other-weights", action="store_true", help=other)
+    for name in ("lincir_keywords", "lincir_recipe", "lincir_precision"):
+        add_setting(p, name, default=None)
+    for name in ("lincir_steps", "lincir_batch_size"):
+        add_setting(p, name, type=positive_int)
 
 
 def register(sub) -> None:
@@ -98,14 +102,26 @@ def context_from_args(args: argparse.Namespace, backbone) -> MethodContext:
         phi_images=getattr(args, "phi_images", None),
         captioner=s.captioner or None,
         unlabeled=ImageFolderSource(s.unlabeled) if s.unlabeled else None,
-        captions_corpus=read_captions(s.captions) if s.captions else None,
+        captions_corpus=caption_corpus(s.captions) if s.captions else None,
         checkpoints={"lincir": s.lincir_checkpoint} if s.lincir_checkpoint else {},
+        lincir_config=lincir_from_settings(s),
     )
     if s.oti_tokens:
         recorded = (read_manifest(s.oti_tokens) or {}).get("hyperparameters") if Path(s.oti_tokens).is_dir() else None
         check_provenance(recorded, backbone, f"--oti-tokens {s.oti_tokens}", args.accept_other_weights)
         ctx.give_tokens("searle-oti", load_reference_tokens(s.oti_tokens))
     return ctx
+
+
+def lincir_from_settings(s: RunSettings) -> LincirConfig | None:
+    """The recipe ``--lincir-*`` ask for, else ``None``: the dataset's (the world's, else train_phi.py's defaults)."""
+    changes = {n: v for n in ("keywords", "steps", "batch_size", "precision") if (v := getattr(s, f"lincir_{n}"))}
+    if s.lincir_recipe or changes:
+        base = (
+            LincirConfig.official if s.lincir_recipe else world_lincir_config if s.dataset == "shapes" else LincirConfig
+        )
+        return dataclasses.replace(base(seed=s.seed), **changes)
+    return None
 
 
 def benchmark_from_args(args: argparse.Namespace):
@@ -116,6 +132,8 @@ def benchmark_from_args(args: argparse.Namespace):
 def load_run(args: argparse.Namespace):
     """The backbone (with its image pipeline), the benchmark and the method context."""
     bench = benchmark_from_args(args)  # first: a wrong folder fails before a large model loads
+    if not getattr(args, "preprocess", "x") and not generated_benchmark(args.dataset):  # the method's authors'
+        args.preprocess = METHOD_PREPROCESS.get(getattr(args, "method", ""))
     backbone = load_backbone_from_args(args)
     return backbone, bench, context_from_args(args, backbone)
 

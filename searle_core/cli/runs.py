@@ -104,7 +104,8 @@ def register(sub) -> None:
         "--val-dataset",
         default=None,
         choices=VAL_DATASETS,
-        help="validate `searle` on this benchmark every epoch (default: shapes for shapes-clip, else none)",
+        help="validate `searle` on this benchmark every epoch (default: with --val-dataset-path cirr, the "
+        "authors' choice; else shapes for shapes-clip, none for other backbones)",
     )
     t.add_argument("--val-dataset-path", default=None, help="folder of the validation benchmark")
     t.add_argument("--val-split", default="val")
@@ -190,7 +191,8 @@ def run_oti_command(args: argparse.Namespace) -> int:
 
 
 def _validator(args: argparse.Namespace, backbone, vocabulary):
-    dataset = args.val_dataset or ("shapes" if backbone.name == "shapes-clip" else "none")
+    default = "shapes" if backbone.name == "shapes-clip" else "none"
+    dataset = args.val_dataset or ("cirr" if args.val_dataset_path else default)  # the authors': CIRR val
     if dataset == "none":
         return None
     if dataset == "shapes" and backbone.name != "shapes-clip":

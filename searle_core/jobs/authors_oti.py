@@ -8,6 +8,8 @@ folder of ours. Neither file can run code (``weights_only=True``, a restricted u
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,8 +64,11 @@ def read_authors_oti(folder: str | Path) -> AuthorsOTI:
         raise InputError(
             f"{folder}: {AUTHORS_TOKENS} has {tokens.shape[0]} tokens but {AUTHORS_NAMES} {len(names)} names"
         )
-    if len(set(names)) != len(names):
-        raise InputError(f"{folder / AUTHORS_NAMES}: image names repeat; tokens are matched to images by name")
+    if repeated := [n for n, count in Counter(names).items() if count > 1]:  # their CIRCO test run: 798 of 800
+        note = f"{len(repeated)} image name(s) repeat ({', '.join(repeated[:5])}): the first token of each is used"
+        print(f"{folder / AUTHORS_NAMES}: {note}, as their names_list.index", file=sys.stderr)
+        first = sorted({n: i for i, n in reversed(list(enumerate(names)))}.values())
+        names, tokens = [names[i] for i in first], tokens[first]
     hyper = read_json(folder / AUTHORS_HYPERS) if (folder / AUTHORS_HYPERS).is_file() else {}
     return AuthorsOTI(names, tokens.float(), hyper)
 

@@ -1,6 +1,7 @@
-"""``searle train-phi``: φ from an OTI run's tokens, checkpointed and validated every epoch. The folder holds
-``manifest.json``, ``checkpoint.pt`` (φ, optimiser, epochs, history), ``history.csv``, at the end ``phi.pt``;
-as the authors' ``train_phi.py``, ``phi_last.pt`` every epoch and ``phi_{n}.pt`` every fifth."""
+"""``searle train-phi``: φ from an OTI run's tokens, checkpointed every epoch and, given a validation benchmark,
+validated every epoch (the manifest names the best epoch). The folder holds ``manifest.json``, ``checkpoint.pt``
+(φ, optimiser, epochs, history), ``history.csv``, at the end ``phi.pt`` (the last epoch); as the authors'
+``train_phi.py``, ``phi_last.pt`` every epoch and ``phi_{n}.pt`` every fifth."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from searle_core.methods.pipeline import gallery_features
 CHECKPOINT, HISTORY, PHI = "checkpoint.pt", "history.csv", "phi.pt"
 #: ``phi_{n}.pt`` every this many epochs (the authors' ``--save-frequency`` default).
 SAVE_EVERY = 5
+#: The validation metric a run's best epoch is chosen by: the first of these its history has.
+BEST_BY = ("Recall@1", "mAP@10", "average/Recall@10")
 
 
 class PhiCheckpointer:
@@ -70,6 +73,9 @@ class PhiCheckpointer:
             save_phi(phi, self.folder / PHI, epoch=epoch, history=history, hyperparameters=hyper)
             if history:
                 write_csv(history, self.folder / HISTORY)
+            if metric := next((m for m in BEST_BY if history and m in history[-1]), None):  # a validated run
+                best = max(history, key=lambda row: row.get(metric, float("-inf")))
+                self.manifest |= {"best_epoch": best["epoch"], "best_by": metric}
             self.manifest |= {"epoch": epoch, "complete": True}  # epoch: the φ epoch phi.pt holds
             atomic_write_json(self.manifest, self.folder / MANIFEST)
         dist.barrier()

@@ -50,8 +50,9 @@ def compare_with_paper(reproduced: pd.DataFrame, metrics: list[str] | None = Non
     ``variant``) with the paper's beside them, ``paper_split``, ``paper_label`` and ``diff``.
 
     ``metrics`` keeps those metrics (default: each dataset's paper-table metrics, or all where it has
-    none). ``diff`` is set only on the paper's split for the paper's own method; a re-implemented
-    baseline's number is labelled ``"original <model>"``; a variant row gets no paper number at all.
+    none). ``diff`` is set only on the paper's split for the paper's own method or a row computed from the
+    original model's checkpoint (LinCIR's, named in ``phi_source``); a re-implemented baseline's number is
+    labelled ``"original <model>"``; a variant row gets no paper number at all.
     """
     paper = paper_results()[["dataset", "backbone", "method", "metric", "value", "split"]].rename(
         columns={"value": "paper", "split": "paper_split"}
@@ -65,9 +66,11 @@ def compare_with_paper(reproduced: pd.DataFrame, metrics: list[str] | None = Non
     if "variant" in df.columns:
         df.loc[df.variant.fillna("").astype(str) != "", ["paper", "paper_split"]] = np.nan
     same_split = df.split == df.paper_split if "split" in df.columns else pd.Series(False, index=df.index)
+    source = df.phi_source.fillna("").astype(str) if "phi_source" in df.columns else pd.Series("", index=df.index)
+    reimplemented = df.method.isin(list(REIMPLEMENTED)) & ~((df.method == "lincir") & (source != ""))
     df["paper_label"] = [
-        ("" if pd.isna(p) else f"original {REIMPLEMENTED[m]}" if m in REIMPLEMENTED else "paper")
-        for m, p in zip(df.method, df.paper)
+        ("" if pd.isna(p) else f"original {REIMPLEMENTED[m]}" if r else "paper")
+        for m, p, r in zip(df.method, df.paper, reimplemented)
     ]
-    df["diff"] = (df.reproduced - df.paper).where(same_split & ~df.method.isin(list(REIMPLEMENTED)))
+    df["diff"] = (df.reproduced - df.paper).where(same_split & ~reimplemented)
     return df.reset_index(drop=True)

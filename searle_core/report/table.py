@@ -59,9 +59,12 @@ def variant_notes(variants) -> list[str]:
 
 
 def row_settings(settings: dict, method: str) -> list[str]:
-    """A row's settings cells: φ's epoch and file only on the ``searle`` row."""
+    """A row's settings cells: φ's epoch and file only on the ``searle`` row, LinCIR's original φ file on its row."""
+    if method == "lincir":
+        settings = {**settings, "phi_epoch": None, "phi_source": settings.get("lincir_checkpoint")}
+    phi = method in ("searle", "lincir")
     return [
-        "" if settings.get(k) is None or (k.startswith("phi_") and method != "searle") else str(settings[k])
+        "" if settings.get(k) is None or (k.startswith("phi_") and not phi) else str(settings[k])
         for k in SETTINGS_COLUMNS
     ]
 
@@ -129,6 +132,7 @@ def settings_record(backbone: Backbone, ctx: MethodContext) -> dict:
         "train_precision": training_precision(backbone.device, ctx.oti_config.precision),
         "phi_epoch": getattr(ctx.phi, "epoch", None),
         "phi_source": getattr(ctx.phi, "source", None),
+        **({"lincir_checkpoint": str(ctx.checkpoints["lincir"])} if ctx.checkpoints.get("lincir") else {}),
     }
 
 
@@ -143,6 +147,8 @@ def settings_line(settings: dict) -> str:
     ]
     if settings.get("phi_source") or settings.get("phi_epoch") is not None:
         parts.append(f"φ {settings.get('phi_source') or 'trained here'}, epoch {settings.get('phi_epoch', '?')}")
+    if settings.get("lincir_checkpoint"):
+        parts.append(f"LinCIR's φ the original checkpoint {settings['lincir_checkpoint']}, not re-implemented")
     return "Settings: " + "; ".join(parts) + "."
 
 

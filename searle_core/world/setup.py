@@ -53,7 +53,7 @@ def world_palavra_config(images: int, **overrides) -> PalavraConfig:
 
 def world_lincir_config(**overrides) -> LincirConfig:
     """LinCIR's recipe on the world's grammar captions."""
-    return LincirConfig(**{"steps": 100, "batch_size": 32, "lr": 1e-3, **overrides})
+    return LincirConfig(**{"steps": 100, "batch_size": 32, "lr": 1e-3, "keywords": "closed-class", **overrides})
 
 
 def world_vocabulary(n_per_concept: int = 16, seed: int = 0) -> Vocabulary:
