@@ -11,7 +11,7 @@ KERNELSPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 # Root installs system packages directly (CI); everyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run-setup run bench figures world-weights quick paper-smoke annotations test test-fast lint format nbval lab browser-setup browser-test clean-runs
+.PHONY: setup run-setup run bench gpu-bench figures world-weights quick paper-smoke annotations test test-fast lint format nbval lab browser-setup browser-test clean-runs
 
 # Two steps: what `make run` needs (the package and papermill's kernel: the `run` extra), then the rest
 # (JupyterLab, the test tools) for every other target, so the main job from a fresh clone installs less.
@@ -45,6 +45,11 @@ run: run-setup
 BENCH ?= oti --steps 3
 bench: setup
 	$(PY) -m benchmarks $(BENCH)
+
+# On a CUDA machine: OTI per image, the project's recipe vs the authors' (fp16 autocast, batch 32), ViT-B-32 and
+# ViT-L-14 with random weights, and the paper's 100k-image OTI projected in GPU-hours. Fails clearly without CUDA.
+gpu-bench: run-setup
+	$(PY) -m benchmarks gpu $(GPU_BENCH)
 
 # Refresh the committed figures/ (the README's) from the last `make run`: a deliberate step, since
 # numbers move in the second decimal between machines and so do the pixels that show them.

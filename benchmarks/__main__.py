@@ -1,6 +1,10 @@
 """Speed benchmarks, beside the library (run from the repository's root; ``make bench``):
 
 python -m benchmarks oti --backbone ViT-B-32 --pretrained none --device cpu --steps 3 --threads 1
+python -m benchmarks oti --precision fp32,bf16 --steps 3 --threads 1   # precisions against each other
+python -m benchmarks phi --precision fp32,bf16 --threads 1             # one epoch of φ's training, the same
+python -m benchmarks precision-proof --threads 1   # the world's metrics at fp32 and bf16, paired bootstrap
+python -m benchmarks gpu                 # CUDA: OTI per image, the project's recipe vs the authors' (make gpu-bench)
 python -m benchmarks features --backbone ViT-B-32 --pretrained none --device cpu --n-images 64 --workers 0,2
 python -m benchmarks world --quick --threads 2      # train the world CLIP afresh: accuracy table + time
 python -m benchmarks oti-batch --sizes 32,128       # OTI on the world's references at each batch size
@@ -16,16 +20,24 @@ import tempfile
 
 import torch
 
+from benchmarks.precision_proof import METHODS, ablation_rows, precision_rows, rows_markdown
 from benchmarks.timing import (
+    PrecisionBenchResult,
     bench_feature_extraction,
     bench_oti,
     bench_oti_batch_sizes,
+    bench_oti_precisions,
+    bench_phi_precisions,
     bench_retrieval,
+    projected_hours,
     write_bench_images,
 )
 from searle_core.cli import USER_ERRORS
 from searle_core.cli.common import add_backbone_options, load_backbone_from_args, positive_ints, print_json
 from searle_core.clip.backbone import InMemoryWeights, load_backbone
+from searle_core.infra.device import PRECISIONS
+from searle_core.infra.errors import InputError
+from searle_core.infra.markdown import markdown_table
 from searle_core.method.oti import OTIConfig
 from searle_core.notebook.study import open_study
 from searle_core.settings import count_type, positive_int, seed_int
@@ -42,6 +54,17 @@ from searle_core.world.world_clip import (
 STEPS = count_type("steps", "--steps")
 
 
+def precision_list(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated training precisions, e.g. fp32,bf16 (the first is the baseline)."""
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values or (bad := [v for v in values if v not in PRECISIONS]):
+        raise argparse.ArgumentTypeError(
+            f"{bad[0] if values else text!r} is not a precision: expected {', '.join(PRECISIONS)}, comma-separated "
+            "(such as fp32,bf16)"
+        )
+    return tuple(dict.fromkeys(values))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="benchmarks", description="speed benchmarks of searle_core (python -m benchmarks)"
@@ -54,7 +77,43 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--batch-size", type=positive_int, default=32, help="images optimised together (paper: 32)")
     o.add_argument("--full-steps", type=positive_int, default=OTIConfig.steps, help="steps of a real run, for images/s")
     o.add_argument("--n-images", type=positive_int, default=100_000, help="images of the projected run (ImageNet1K)")
+    _precision_options(o)
     o.set_defaults(func=run_bench_oti)
+
+    ph = which.add_parser("phi", help="one epoch of φ's training at several precisions: seconds, ratio, agreement")
+    _common(ph, backbone=True)
+    _precision_options(ph, required=True)
+    ph.add_argument("--n-images", type=positive_int, default=256, help="images of the epoch")
+    ph.add_argument("--batch-size", type=positive_int, default=64, help="images per step (paper: 256)")
+    ph.set_defaults(func=run_bench_phi)
+
+    pp = which.add_parser("precision-proof", help="the world's SEARLE-OTI and SEARLE at each precision, bootstrap")
+    pp.add_argument("--precision", type=precision_list, default=("fp32", "bf16"), help="the first is the baseline")
+    pp.add_argument("--splits", default="val,test", help="the world's splits, comma-separated")
+    pp.add_argument("--methods", default=",".join(METHODS), help="methods, comma-separated")
+    pp.add_argument(
+        "--oti-steps", type=count_type("steps", "--oti-steps"), default=100, help="OTI steps (the shapes profile's)"
+    )
+    pp.add_argument(
+        "--phi-epochs", type=count_type("epochs", "--phi-epochs"), default=70, help="φ's epochs (the shapes profile's)"
+    )
+    pp.add_argument("--bootstrap", type=positive_int, default=10_000, help="bootstrap resamples")
+    pp.add_argument("--ablations", action="store_true", help="notebook 5's readings at each precision instead")
+    pp.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
+    pp.add_argument("--seed", type=seed_int, default=42)
+    pp.add_argument("--json", action="store_true", help="one JSON object on one line")
+    pp.set_defaults(func=run_precision_proof)
+
+    g = which.add_parser("gpu", help="CUDA: OTI per image, the project's recipe vs the authors', projected GPU-hours")
+    g.add_argument("--backbones", default="ViT-B-32,ViT-L-14", help="open_clip models, random weights")
+    g.add_argument("--device", default="cuda", help="a CUDA device")
+    g.add_argument("--steps", type=STEPS, default=20, help="OTI steps timed for both recipes")
+    g.add_argument("--batch-size", type=positive_int, default=32, help="images optimised together (the authors': 32)")
+    g.add_argument("--full-steps", type=positive_int, default=OTIConfig.steps, help="steps of a real run")
+    g.add_argument("--n-images", type=positive_int, default=100_000, help="images of the projected run (ImageNet1K)")
+    g.add_argument("--seed", type=seed_int, default=42)
+    g.add_argument("--json", action="store_true", help="one JSON object on one line")
+    g.set_defaults(func=run_bench_gpu, threads=None)
 
     ob = which.add_parser("oti-batch", help="OTI of the world's references at several batch sizes: images/s, losses")
     _common(ob)
@@ -103,6 +162,17 @@ def _common(p: argparse.ArgumentParser, backbone: bool = False, seed: bool = Tru
     p.add_argument("--json", action="store_true", help="one JSON object on one line")
 
 
+def _precision_options(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument(
+        "--precision",
+        type=precision_list,
+        default=("fp32", "bf16") if required else None,
+        help="training precisions timed against each other in one run, interleaved, e.g. fp32,bf16 (the first is "
+        "the baseline)" + ("" if required else "; given, replaces the comparison with the reference recipe"),
+    )
+    p.add_argument("--repeats", type=positive_int, default=2, help="interleaved rounds (the median is reported)")
+
+
 def _threads(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,8 +182,11 @@ def _threads(args: argparse.Namespace) -> int:
 def run_bench_oti(args: argparse.Namespace) -> int:
     threads = _threads(args)
     backbone = load_backbone_from_args(args)
+    if args.precision:
+        r = bench_oti_precisions(backbone, args.precision, args.steps, args.batch_size, args.seed, args.repeats)
+        return _print_precisions(r, args.json)
     r = bench_oti(backbone, steps=args.steps, batch_size=args.batch_size, seed=args.seed, full_steps=args.full_steps)
-    out = {**r.as_dict(), "threads": threads, "projected_hours": args.n_images / r.project_images_per_s / 3600}
+    out = {**r.as_dict(), "threads": threads, "projected_hours": projected_hours(r.project_images_per_s, args.n_images)}
     if args.json:
         print_json(out)
         return 0
@@ -127,9 +200,109 @@ def run_bench_oti(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_bench_phi(args: argparse.Namespace) -> int:
+    _threads(args)
+    backbone = load_backbone_from_args(args)
+    r = bench_phi_precisions(backbone, args.precision, args.n_images, args.batch_size, args.seed, args.repeats)
+    return _print_precisions(r, args.json)
+
+
+def _print_precisions(r: PrecisionBenchResult, as_json: bool) -> int:
+    if as_json:
+        print_json(r.as_dict())
+        return 0
+    detail = ", ".join(f"{k} {v}" for k, v in r.detail.items())
+    print(f"{r.what}, {r.backbone} on {r.device} ({r.threads} threads), {detail}; median of {r.repeats} interleaved:")
+    print("  precision   seconds    ratio   min cosine   max rel |Δ|")
+    for p, seconds in r.seconds.items():
+        print(f"  {p:9s}  {seconds:8.3f}  {r.ratio[p]:6.2f}x  {r.cosine[p]:11.6f}  {r.max_rel_diff[p]:12.2e}")
+    return 0
+
+
+def run_precision_proof(args: argparse.Namespace) -> int:
+    threads = _threads(args)
+    splits = tuple(x.strip() for x in args.splits.split(",") if x.strip())
+    methods = tuple(x.strip() for x in args.methods.split(",") if x.strip())
+    say = (lambda line: None) if args.json else print
+    # open_study sets the threads of its settings: the ones chosen here (torch's, unless --threads)
+    sizes = {"oti_steps": args.oti_steps, "phi_epochs": args.phi_epochs, "threads": threads}
+    if args.ablations:
+        rows = ablation_rows(args.precision, seed=args.seed, log=say, **sizes)
+        if args.json:
+            print_json({"threads": threads, "precisions": args.precision, "ablations": rows})
+        else:
+            header = [
+                "part",
+                "variant",
+                "metric",
+                *(f"{p}: difference to full, interval, reading" for p in args.precision),
+            ]
+            print(
+                markdown_table(
+                    header, [[r.get(h, "") for h in ("part", "variant", "metric", *args.precision)] for r in rows]
+                )
+            )
+        return 0
+    rows = precision_rows(
+        splits,
+        args.precision,
+        methods,
+        n_resamples=args.bootstrap,
+        seed=args.seed,
+        log=say,
+        **sizes,
+    )
+    if args.json:
+        print_json({"threads": threads, "precisions": args.precision, "rows": rows})
+        return 0
+    print(f"the shapes world, OTI {args.oti_steps} steps, φ {args.phi_epochs} epochs, {threads} threads:")
+    print(rows_markdown(rows, args.precision))
+    return 0
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def run_bench_gpu(args: argparse.Namespace) -> int:
+    """OTI per image on CUDA under the training autocast's default (fp16, the authors'), the library's recipe
+    against the reference one (the authors' loop restated), per backbone with random weights."""
+    if not cuda_available() or not str(args.device).startswith("cuda"):
+        raise InputError(
+            f"benchmarks gpu measures CUDA and needs a CUDA device; --device {args.device} is not one here"
+        )
+    rows = []
+    for name in (b.strip() for b in args.backbones.split(",") if b.strip()):
+        backbone = load_backbone(name, None, device=args.device)
+        r = bench_oti(backbone, args.steps, args.batch_size, args.seed, full_steps=args.full_steps)
+        rows.append(
+            {
+                **r.as_dict(),
+                "gpu": torch.cuda.get_device_name(backbone.device),
+                "reference_gpu_hours": projected_hours(r.reference_images_per_s, args.n_images),
+                "project_gpu_hours": projected_hours(r.project_images_per_s, args.n_images),
+            }
+        )
+        del backbone
+        torch.cuda.empty_cache()
+    if args.json:
+        print_json({"n_images": args.n_images, "full_steps": args.full_steps, "rows": rows})
+        return 0
+    print(f"OTI on {rows[0]['gpu']}, fp16 autocast, batch {args.batch_size}, {args.steps} steps timed;")
+    print(f"projected: {args.n_images} images x {args.full_steps} steps")
+    print("  backbone     authors' images/s  project images/s  ratio  authors' GPU-h  project GPU-h  peak MiB")
+    for r in rows:
+        print(
+            f"  {r['backbone']:11s}  {r['reference_images_per_s']:17.2f}  {r['project_images_per_s']:16.2f}"
+            f"  {r['ratio']:5.2f}  {r['reference_gpu_hours']:13.2f}  {r['project_gpu_hours']:13.2f}"
+            f"  {r['peak_memory_mb']:8.0f}"
+        )
+    return 0
+
+
 def run_bench_oti_batch(args: argparse.Namespace) -> int:
     threads = _threads(args)
-    study = open_study("shapes", quick=args.quick, device="cpu", seed=args.seed)
+    study = open_study("shapes", quick=args.quick, device="cpu", seed=args.seed, threads=threads)
     names = study.bench.reference_names()[: args.n_images]
     features, config = study.features(names), OTIConfig(steps=args.steps)
     concepts = study.vocabulary.associate(study.backbone, features, config.top_concepts)

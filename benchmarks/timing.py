@@ -19,6 +19,7 @@ from searle_core.datasets import ImageFolderSource
 from searle_core.datasets.features import configure_images, image_features
 from searle_core.inversion.phrases import template_phrases
 from searle_core.method.oti import InvertedBatch, OTIConfig, invert_images, oti
+from searle_core.method.phi_training import PhiTrainConfig, train_phi
 from searle_core.method.regulariser import PhraseBank, PhraseFeatureCache
 from searle_core.retrieval.ranking import rank_gallery
 
@@ -48,6 +49,13 @@ class OTIBenchResult:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+def projected_hours(images_per_s: float, n_images: int) -> float:
+    """Hours one device takes for ``n_images`` at ``images_per_s`` (images/s of a full-length run)."""
+    if not images_per_s > 0:
+        raise ValueError(f"images/s must be positive, got {images_per_s}")
+    return n_images / images_per_s / 3600
 
 
 def bench_inputs(
@@ -183,3 +191,111 @@ def bench_retrieval(gallery_size=120_000, queries=800, dim=512, k=50, seed=0) ->
         "queries": queries,
         "dim": dim,
     }
+
+
+@dataclass
+class PrecisionBenchResult:
+    """One workload at several training precisions, timed interleaved on the same inputs: the median
+    seconds per precision over ``repeats`` rounds, each against the first precision (``ratio``: how many
+    times faster), and how far each precision's output is from the first one's."""
+
+    what: str
+    backbone: str
+    device: str
+    threads: int
+    repeats: int
+    seconds: dict[str, float]
+    ratio: dict[str, float]
+    cosine: dict[str, float]
+    max_rel_diff: dict[str, float]
+    detail: dict
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def agreement(base: torch.Tensor, other: torch.Tensor) -> tuple[float, float]:
+    """The smallest row cosine of ``other`` to ``base`` and the largest difference relative to each row's
+    largest entry (max over rows of max|Δ| / max|base|): both are scale-free."""
+    base, other = base.detach().float().cpu(), other.detach().float().cpu()
+    cosine = float(F.cosine_similarity(base, other, dim=-1).min())
+    rel = (other - base).abs().amax(dim=-1) / base.abs().amax(dim=-1).clamp_min(1e-12)
+    return cosine, float(rel.max())
+
+
+def bench_precisions(run, precisions: tuple[str, ...], repeats: int = 2, warmup: bool = True) -> tuple[dict, dict]:
+    """Time ``run(precision) -> tensor`` for each precision, interleaved (round r runs every precision once,
+    so a load change on a shared machine hits all of them alike): median seconds and the first round's
+    outputs. ``warmup``: one untimed call of each first (allocations, oneDNN's kernel choice)."""
+    if warmup:
+        for p in precisions:
+            run(p)
+    times: dict[str, list[float]] = {p: [] for p in precisions}
+    outputs: dict[str, torch.Tensor] = {}
+    for _ in range(repeats):
+        for p in precisions:
+            start = time.perf_counter()
+            out = run(p)
+            times[p].append(time.perf_counter() - start)
+            outputs.setdefault(p, out)
+    return {p: float(np.median(t)) for p, t in times.items()}, outputs
+
+
+def _precision_result(what, backbone, precisions, repeats, warmup, run, detail) -> PrecisionBenchResult:
+    seconds, outputs = bench_precisions(run, precisions, repeats, warmup)
+    base = precisions[0]
+    agree = {p: agreement(outputs[base], outputs[p]) for p in precisions}
+    return PrecisionBenchResult(
+        what=what,
+        backbone=backbone.name,
+        device=str(backbone.device),
+        threads=torch.get_num_threads(),
+        repeats=repeats,
+        seconds=seconds,
+        ratio={p: seconds[base] / seconds[p] for p in precisions},
+        cosine={p: a[0] for p, a in agree.items()},
+        max_rel_diff={p: a[1] for p, a in agree.items()},
+        detail=detail,
+    )
+
+
+def bench_oti_precisions(
+    backbone: Backbone, precisions=("fp32", "bf16"), steps=3, batch_size=32, seed=42, repeats=2, warmup=True
+) -> PrecisionBenchResult:
+    """The library's OTI (phrase regulariser on) of one batch at each precision; outputs: the EMA tokens."""
+    feats, concepts, bank = bench_inputs(backbone, batch_size, seed)
+
+    def run(precision: str) -> torch.Tensor:
+        config = OTIConfig(steps=steps, precision=precision)
+        result = oti(backbone, feats, concepts, bank, config, seed=seed, phrase_cache=PhraseFeatureCache(backbone))
+        _sync(backbone.device)
+        return result.tokens
+
+    detail = {"images": batch_size, "steps": steps}
+    return _precision_result("OTI", backbone, precisions, repeats, warmup, run, detail)
+
+
+def bench_phi_precisions(
+    backbone: Backbone,
+    precisions=("fp32", "bf16"),
+    n_images=256,
+    batch_size=64,
+    seed=42,
+    repeats=2,
+    warmup=True,
+    phrases_per_concept=8,
+) -> PrecisionBenchResult:
+    """One epoch of φ's training (the phrase regulariser on) at each precision on the same images, tokens and
+    phrases; outputs: the trained φ's tokens of those images (in fp32, as evaluation computes them). The
+    phrase bank is small (``phrases_per_concept``): its one-off encoding would otherwise dominate one epoch."""
+    feats, concepts, bank = bench_inputs(backbone, n_images, seed, phrases_per_concept)
+    targets = torch.randn(n_images, backbone.token_dim, generator=torch.Generator().manual_seed(seed + 1)) * 0.02
+
+    def run(precision: str) -> torch.Tensor:
+        config = PhiTrainConfig(epochs=1, batch_size=batch_size, seed=seed, precision=precision)
+        phi = train_phi(backbone, feats, targets, concepts, bank, config, progress=False).phi
+        with torch.no_grad():
+            return phi(feats.to(backbone.device))
+
+    detail = {"images": n_images, "batch_size": batch_size, "steps": max(1, n_images // batch_size)}
+    return _precision_result("φ training", backbone, precisions, repeats, warmup, run, detail)

@@ -41,6 +41,7 @@ class RunSettings:
         OTIConfig.precision, "auto | fp32 | fp16 | bf16: training precision of OTI and trained networks"
     )
     seed: int = _setting(42, "run seed")
+    threads: int = _setting(0, "torch CPU threads (0: OMP_NUM_THREADS if set, else half the cores, at least 1)")
     concepts: str = _setting("", "concept CSV (Open Images V7 class descriptions)")
     phrases: str = _setting("", "the authors' GPT phrases: GPTNeo27B.zip, its folder, or a pickle {concept: [phrases]}")
     unlabeled: str = _setting("", "image folder φ and the trained baselines learn from (the paper: ImageNet1K test)")

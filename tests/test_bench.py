@@ -161,3 +161,164 @@ def test_seed_outside_torchs_range_names_the_flag_and_range(command, seed, capsy
 def test_step_counts_torch_cannot_take_are_errors_naming_the_flag(value, capsys):
     line = _bench_fails(capsys, ["oti", "--steps", value], "--steps", value)
     assert ("64 bits" in line) == (int(value) > 0), line
+
+
+def test_agreement_is_the_smallest_cosine_and_largest_relative_difference():
+    from benchmarks.timing import agreement
+
+    base = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    other = torch.tensor([[1.0, 0.1], [0.0, 2.0]])
+    cosine, rel = agreement(base, other)
+    assert cosine == pytest.approx(1 / math.sqrt(1.01)) and rel == pytest.approx(0.1)
+    assert agreement(base, base) == (pytest.approx(1.0), 0.0)
+
+
+def test_precision_benchmarks_time_each_precision_on_the_same_inputs(random_backbone):
+    """fp32 against itself agrees exactly (the same inputs and draws each round); bf16 moves the tokens a
+    little, not a lot: the comparison can tell them apart."""
+    from benchmarks.timing import bench_oti_precisions, bench_phi_precisions
+
+    same = bench_oti_precisions(random_backbone, ("fp32", "fp32"), steps=2, batch_size=3, repeats=1, warmup=False)
+    assert same.max_rel_diff["fp32"] == 0.0 and set(same.seconds) == {"fp32"}
+    r = bench_oti_precisions(random_backbone, ("fp32", "bf16"), steps=2, batch_size=3, repeats=2, warmup=False)
+    assert r.ratio["fp32"] == 1.0 and r.ratio["bf16"] == pytest.approx(r.seconds["fp32"] / r.seconds["bf16"])
+    assert 1e-4 < r.max_rel_diff["bf16"] < 0.2 and 0.99 < r.cosine["bf16"] < 1.0
+    phi = bench_phi_precisions(random_backbone, ("fp32", "bf16"), n_images=8, batch_size=4, repeats=1, warmup=False)
+    assert phi.detail["steps"] == 2 and 0 < phi.max_rel_diff["bf16"] < 0.5 and phi.cosine["bf16"] > 0.9
+
+
+@pytest.mark.parametrize("command", ["oti", "phi"])
+def test_cli_precision_json(command, capsys):
+    argv = [command, "--backbone", "shapes-clip", "--pretrained", "none", "--device", "cpu", "--precision", "fp32,bf16"]
+    size = ["--steps", "1", "--batch-size", "2"] if command == "oti" else ["--n-images", "4", "--batch-size", "2"]
+    assert main([*argv, *size, "--repeats", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(out["seconds"]) == {"fp32", "bf16"} and out["ratio"]["fp32"] == 1.0 and out["threads"] >= 1
+
+
+def test_precision_list_names_the_bad_value(capsys):
+    _bench_fails(capsys, ["oti", "--precision", "fp32,bf8"], "--precision", "bf8", "fp32, fp16, bf16")
+    _bench_fails(capsys, ["phi", "--precision", ","], "--precision")
+
+
+def test_gpu_projection_arithmetic():
+    from benchmarks.timing import projected_hours
+
+    assert projected_hours(10.0, 100_000) == pytest.approx(100_000 / 10 / 3600)  # 2.78 h
+    with pytest.raises(ValueError, match="positive"):
+        projected_hours(0.0, 100)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_gpu_benchmark_without_cuda_says_so(capsys):
+    assert main(["gpu", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "benchmarks gpu: error:" in err and "needs a CUDA device" in err
+
+
+def test_precision_proof_rows_and_table(monkeypatch):
+    """The proof's rows: each precision's value and the paired bootstrap of the difference, on stand-in
+    scores (the real run is ``python -m benchmarks precision-proof``)."""
+    import numpy as np
+
+    from benchmarks import precision_proof as pp
+
+    class Bench:
+        queries = list(range(40))
+
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 100, 40)
+    fake = {"fp32": a, "bf16": a + 1.0}  # bf16 a point above on every query: the interval is [+1, +1]
+
+    class Table:
+        def __init__(self, precision):
+            self.evaluations = {m: type("R", (), {"rankings": precision}) for m in pp.METHODS}
+
+    study = lambda dataset, split, precision, **kw: type("S", (), {"bench": Bench(), "precision": precision})  # noqa: E731
+    monkeypatch.setattr(pp, "open_study", study)
+    monkeypatch.setattr(pp, "evaluate_setting", lambda s, methods, log: type("T", (), {"table": Table(s.precision)}))
+    monkeypatch.setattr(pp, "per_query_scores", lambda bench, rankings, metric: (fake[rankings], None))
+    rows = pp.precision_rows(("val",), metrics=("mAP@10",), n_resamples=200, log=lambda line: None)
+    assert len(rows) == 2 and rows[0]["fp32"] == pytest.approx(a.mean())
+    assert rows[0]["bf16-fp32"] == pytest.approx(1.0) and rows[0]["bf16-fp32 low"] == pytest.approx(1.0)
+    assert "[+1.00, +1.00]" in pp.rows_markdown(rows)
+
+
+def test_gpu_benchmark_rows_and_projection_on_a_stand_in(monkeypatch, capsys, random_backbone):
+    """``benchmarks gpu``'s path end to end with CUDA's calls stood in for and the small CLIP on the CPU: one
+    row per backbone, GPU-hours projected from each recipe's images/s."""
+    import benchmarks.__main__ as bench_main
+
+    monkeypatch.setattr(bench_main, "cuda_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "stand-in")
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    names = []
+    monkeypatch.setattr(
+        bench_main, "load_backbone", lambda name, weights, device: names.append(name) or random_backbone
+    )
+    argv = ["gpu", "--backbones", "A,B", "--steps", "1", "--batch-size", "2", "--full-steps", "10", "--n-images", "360"]
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert names == ["A", "B"] and len(out["rows"]) == 2 and out["n_images"] == 360
+    for row in out["rows"]:
+        assert row["gpu"] == "stand-in"
+        assert row["project_gpu_hours"] == pytest.approx(360 / row["project_images_per_s"] / 3600)
+        assert row["reference_gpu_hours"] == pytest.approx(360 / row["reference_images_per_s"] / 3600)
+
+
+def test_precision_proof_ablation_readings_side_by_side(monkeypatch):
+    """Notebook 5's readings per precision, one row per variant (stand-in study and intervals)."""
+    import pandas as pd
+
+    from benchmarks import precision_proof as pp
+    from searle_core.notebook import ablations
+
+    class Study:
+        def __init__(self, precision):
+            self.precision = precision
+
+        def subset(self, n):
+            assert n == 50
+            return self
+
+    monkeypatch.setattr(pp, "open_study", lambda dataset, precision, seed, **kw: Study(precision))
+    monkeypatch.setattr(ablations, "run_ablations", lambda study, variants, equal, rankings: None)
+    shift = {"fp32": 0.0, "bf16": 0.5}
+    monkeypatch.setattr(
+        ablations,
+        "intervals",
+        lambda study, rankings: pd.DataFrame(
+            [
+                {
+                    "part": "OTI",
+                    "variant": "no EMA",
+                    "metric": "mAP@10",
+                    "difference": 2.0 + shift[study.precision],
+                    "low": -1.0,
+                    "high": 5.0,
+                    "reading": "within noise",
+                }
+            ]
+        ),
+    )
+    rows = pp.ablation_rows(log=lambda line: None)
+    assert rows == [
+        {
+            "part": "OTI",
+            "variant": "no EMA",
+            "metric": "mAP@10",
+            "fp32": "+2.0 [-1.0, +5.0] within noise",
+            "bf16": "+2.5 [-1.0, +5.0] within noise",
+        }
+    ]
+
+
+def test_precision_proof_passes_its_threads_to_the_study(monkeypatch, capsys):
+    """``--threads`` reaches ``open_study``, which would otherwise set its own default."""
+    import benchmarks.__main__ as bench_main
+
+    seen = {}
+    monkeypatch.setattr(bench_main, "precision_rows", lambda *a, **kw: seen.update(kw) or [])
+    assert main(["precision-proof", "--threads", "1", "--oti-steps", "3", "--json"]) == 0
+    assert seen["threads"] == 1 and seen["oti_steps"] == 3 and seen["phi_epochs"] == 70
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] == []

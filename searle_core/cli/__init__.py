@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 
+from searle_core.infra.device import set_threads
 from searle_core.infra.errors import InputError
 from searle_core.metrics.circo_server import CIRCOScoringError
 from searle_core.notebook.papermill_runner import NotebookFailed
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     # open_clip logs a warning for every randomly initialised model; the CLI says what it loads itself.
     logging.basicConfig(level=logging.ERROR)
     args = build_parser().parse_args(argv)
+    set_threads(getattr(args, "threads", None) or 0)  # deliberately, never torch's all-cores default
     debug = args.debug or os.environ.get("SEARLE_DEBUG", "") not in ("", "0")
     received: list[int] = []
     previous = _stop_on_sigterm(received)

@@ -51,6 +51,7 @@ def add_image_options(p, datasets: tuple[str, ...], default_split: str | None = 
 def add_run_options(p: argparse.ArgumentParser, json_help: str | None = "one JSON object on one line") -> None:
     """``--seed``, ``--no-progress`` and (unless ``json_help`` is ``None``) ``--json``."""
     add_setting(p, "seed")
+    add_setting(p, "threads", type=nonnegative_int)
     p.add_argument("--no-progress", action="store_true")
     if json_help:
         p.add_argument("--json", action="store_true", help=json_help)

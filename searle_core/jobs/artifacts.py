@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +141,7 @@ def unlabeled_phi(
     targets = unlabeled_oti_tokens(backbone, unlabeled, oti_config, vocabulary, seed, oti_batch_size, progress)
     names = list(targets.content["names"])
     rows = list(range(len(names))) if rows is None else rows
-    config = recipe.train_config(loss_overrides)
+    config = replace(recipe.train_config(loss_overrides), precision=oti_config.precision)  # the run's
     data_id = "phi-" + digest([names[i] for i in rows], targets.path.stem)
     vocabulary_key, bank = (vocabulary_id(vocabulary), vocabulary.phrase_bank) if vocabulary else (None, None)
     key = {"phi": config, "vocabulary": vocabulary_key, "oti": oti_config}

@@ -147,7 +147,7 @@ def run_oti(
     vocabulary = vocabulary if vocabulary is not None and config.oti.lambda_gpt > 0 else None
     hyper = {"oti": config.oti, "batch_size": config.batch_size, "seed": config.seed}
     hyper |= inputs_key(backbone, names, vocabulary, config.stored_concepts)
-    hyper["precision"] = training_precision(backbone.device, config.oti.precision)
+    hyper["precision"] = training_precision(backbone.device, config.oti.precision, backbone.token_dim)
     outputs = [folder / MANIFEST, folder / INPUTS, folder / TOKENS, folder / LOG, *(folder / CHUNKS).glob("*.pt")]
     try:
         manifest, _ = open_run(folder, "oti", hyper, info or {}, resume, force, outputs)

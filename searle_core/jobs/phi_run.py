@@ -36,7 +36,7 @@ class PhiCheckpointer:
 
     def __init__(self, folder, config: PhiTrainConfig, backbone: Backbone, features, tokens, resume, force, info=None):
         self.folder, self.device = Path(folder), backbone.device
-        precision = training_precision(backbone.device, config.precision)
+        precision = training_precision(backbone.device, config.precision, backbone.token_dim)
         hyper = {"phi": config, "backbone": backbone.name, "weights": weights_key(backbone), "precision": precision}
         hyper |= {"images": int(features.shape[0]), "data": fingerprint(features.float(), tokens.float())}
         outputs = [self.folder / n for n in (MANIFEST, CHECKPOINT, HISTORY, PHI, PHI_LAST)]

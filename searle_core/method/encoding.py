@@ -15,11 +15,6 @@ import torch.nn.functional as F
 from searle_core.infra.errors import InputError
 
 
-def eot_positions(tokens: torch.Tensor) -> torch.Tensor:
-    """Position of the end-of-text token of each prompt (CLIP's EOT has the largest id)."""
-    return tokens.argmax(dim=-1)
-
-
 def encode_token_embeddings(
     model: torch.nn.Module, tokens: torch.Tensor, embeddings: torch.Tensor, truncate: bool = True
 ) -> torch.Tensor:
@@ -30,18 +25,28 @@ def encode_token_embeddings(
             f"pseudo-token encoding needs a CLIP whose text features are read at the EOT "
             f"token (text_pool_type 'argmax'); this model uses {model.text_pool_type!r}."
         )
-    eot = eot_positions(tokens)
+    eot = tokens.argmax(dim=-1)  # CLIP's EOT has the largest id
     length = int(eot.max()) + 1 if truncate else tokens.shape[1]
     cast_dtype = model.transformer.get_cast_dtype()
     x = embeddings[:, :length].to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
     mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None
     x = model.transformer(x, attn_mask=mask)
-    x = model.ln_final(x)
-    x = x[torch.arange(x.shape[0], device=x.device), eot]
-    proj = model.text_projection
-    if proj is None:
-        return x
-    return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+    return text_head(model, x, eot)
+
+
+def text_head(model: torch.nn.Module, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+    """The text tower's output ``x`` (N, L, width) read at each row's ``eot``: final norm, then projection."""
+    x, proj = model.ln_final(x)[torch.arange(x.shape[0], device=x.device), eot], model.text_projection
+    return x if proj is None else proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+
+
+def require_pseudo_word(is_pseudo: torch.Tensor, pseudo_token_id: int) -> None:
+    """Every prompt holds the pseudo-word: the rows of ``is_pseudo`` (N, L) without one are an input error."""
+    if missing := (~is_pseudo.any(dim=1)).nonzero().flatten().tolist():
+        raise InputError(
+            f"prompts {missing[:10]} contain no pseudo-word token (id {pseudo_token_id}); "
+            "write '$' where the pseudo-word goes, e.g. 'a photo of $ that is red'."
+        )
 
 
 def encode_text(model: torch.nn.Module, tokens: torch.Tensor, truncate: bool = True) -> torch.Tensor:
@@ -52,11 +57,8 @@ def encode_text(model: torch.nn.Module, tokens: torch.Tensor, truncate: bool = T
 def pseudo_word_mask(
     tokens: torch.Tensor, pseudo_token_id: int, first: int | None = None, last: int = 0
 ) -> torch.Tensor:
-    """Where the pseudo-word goes: every ``$`` token, or only the first ``first`` and last ``last``.
-
-    A caption may hold dollar signs of its own ("costs $20 less"); counting the template's ``$`` from
-    the start and from the end finds them whatever the caption holds.
-    """
+    """Where the pseudo-word goes: every ``$`` token, or only the first ``first`` and last ``last`` (counting
+    the template's from both ends finds them whatever dollar signs the caption holds: "costs $20 less")."""
     is_dollar = tokens == pseudo_token_id
     if first is None:
         return is_dollar
@@ -96,12 +98,7 @@ def encode_with_pseudo_tokens(
             "pass one per prompt or a single one to broadcast."
         )
     is_pseudo = tokens == pseudo_token_id if pseudo_mask is None else pseudo_mask.to(tokens.device)
-    missing = (~is_pseudo.any(dim=1)).nonzero().flatten().tolist()
-    if missing:
-        raise InputError(
-            f"prompts {missing[:10]} contain no pseudo-word token (id {pseudo_token_id}); "
-            "write '$' where the pseudo-word goes, e.g. 'a photo of $ that is red'."
-        )
+    require_pseudo_word(is_pseudo, pseudo_token_id)
     embeddings = model.token_embedding(tokens)
     first = is_pseudo & (is_pseudo.cumsum(dim=1) == 1)
     # torch.where keeps the graph to pseudo_tokens at the first '$' of each prompt.

@@ -12,11 +12,8 @@ def cosine_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def nt_xent_loss(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.25) -> torch.Tensor:
-    """Symmetric contrastive (NT-Xent) loss between two aligned batches, as in φ's distillation.
-
-    Each of the 2N vectors has one positive (its partner) and 2N - 2 negatives (every other vector of
-    both batches); computed with log-sum-exp, so low temperatures do not overflow.
-    """
+    """Symmetric contrastive (NT-Xent) loss between two aligned batches (φ's distillation): each of the 2N
+    vectors has one positive (its partner) and 2N - 2 negatives; log-sum-exp, so low temperatures do not overflow."""
     z = F.normalize(torch.cat([a, b]).float(), dim=-1)
     n = a.shape[0]
     sim = z @ z.T / temperature

@@ -36,9 +36,9 @@ class OTIConfig:
     """OTI's hyper-parameters; the defaults are the paper's.
 
     ``lambda_gpt`` 0 turns the regulariser off; ``use_ema`` False returns the last raw tokens (an
-    ablation); ``top_concepts``: the concepts of each image the regulariser draws from; ``precision``:
-    ``auto`` (fp16 autocast on CUDA as the authors, fp32 on CPU), ``fp32``, ``fp16`` or ``bf16``;
-    ``prefix_cache``: encode prompts with the prefix cache (same numbers up to rounding, faster).
+    ablation); ``top_concepts``: the concepts of each image the regulariser draws from; ``precision``: fp32,
+    fp16, bf16 or ``auto`` (``training_precision``: fp16 autocast on CUDA as the authors, on a CPU bf16 where it
+    pays); ``prefix_cache``: encode prompts with the prefix cache (same numbers up to rounding, faster).
     """
 
     steps: int = 350
@@ -67,10 +67,6 @@ class OTIResult:
     trajectory: torch.Tensor | None = None
 
 
-def _draw_templates(rng: random.Random, n_templates: int, steps: int, n: int) -> list[list[int]]:
-    return [[rng.randrange(n_templates) for _ in range(n)] for _ in range(steps)]
-
-
 def oti(
     backbone,
     image_features: torch.Tensor,
@@ -82,12 +78,9 @@ def oti(
     trajectory_every: int = 0,
     phrase_cache: PhraseFeatureCache | None = None,
 ) -> OTIResult:
-    """Invert a batch of images, (N, embed_dim) CLIP features, into pseudo-word tokens.
-
-    ``concepts`` (per image, best first) and ``phrase_bank`` feed the regulariser (``None``: off).
-    ``seed`` seeds the initial tokens and every draw, so a batch's result depends only on the seed,
-    the features and the concepts. ``phrase_cache`` reuses plain-phrase features across batches.
-    """
+    """Invert a batch of images, (N, embed_dim) CLIP features, into pseudo-word tokens. ``concepts`` (per
+    image, best first) and ``phrase_bank`` feed the regulariser (``None``: off); ``seed`` seeds the initial
+    tokens and every draw; ``phrase_cache`` reuses plain-phrase features across batches."""
     device = backbone.device
     n = image_features.shape[0]
     targets = image_features.detach().to(device, torch.float32)
@@ -96,11 +89,11 @@ def oti(
     tokens = (torch.randn(n, backbone.token_dim, generator=gen) * config.init_std).to(device).requires_grad_()
     ema = tokens.detach().clone()
     optimizer = torch.optim.AdamW([tokens], lr=config.lr, weight_decay=config.weight_decay)
-    scaler = grad_scaler(device, config.precision)
+    scaler, width = grad_scaler(device, config.precision), backbone.token_dim
     tokenize = TokenCache(backbone)
     encoder = PrefixCachedEncoder(backbone.model, backbone.dollar_token_id, enabled=config.prefix_cache)
     template_prompts = [fill(t, "$") for t in config.templates]
-    template_ids = _draw_templates(rng, len(template_prompts), config.steps, n)
+    template_ids = [[rng.randrange(len(template_prompts)) for _ in range(n)] for _ in range(config.steps)]
 
     regularise = config.lambda_gpt > 0 and concepts is not None and phrase_bank is not None
     draws = []
@@ -113,7 +106,7 @@ def oti(
         cache = phrase_cache or PhraseFeatureCache(backbone)
         # One no-grad pass over every phrase the run will use, instead of re-encoding each step
         # (under the training autocast, where the authors encode them).
-        with train_autocast(device, config.precision):
+        with train_autocast(device, config.precision, width):
             cache.features(sorted({p for d in draws for p in d.phrases}))
 
     history: dict[str, list[torch.Tensor]] = {"cos": [], "gpt": [], "total": []}
@@ -126,7 +119,7 @@ def oti(
         if draw is not None:
             prompts += draw.pseudo_phrases
             rows += draw.rows
-        with train_autocast(device, config.precision):
+        with train_autocast(device, config.precision, width):
             # Templates and pseudo-phrases go through one call; the encoder runs only the part of
             # each prompt from its first '$' on (the prefix is cached) and splits the batch in two
             # passes by length when that saves enough padding.

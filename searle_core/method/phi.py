@@ -20,11 +20,8 @@ from searle_core.method.regulariser import PhraseBank, PhraseDraw, PhraseFeature
 
 
 class Phi(nn.Module):
-    """MLP image features -> pseudo-word token: Linear-GELU-Dropout ×2, then Linear.
-
-    Its input is the raw ``encode_image`` output (not normalised), in training and at inference, as
-    in the authors' code.
-    """
+    """MLP image features -> pseudo-word token: Linear-GELU-Dropout ×2, then Linear; its input is the raw
+    ``encode_image`` output (not normalised), in training and at inference, as in the authors' code."""
 
     def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, dropout: float = 0.5):
         super().__init__()
@@ -57,12 +54,9 @@ class Phi(nn.Module):
 
 @dataclass(frozen=True)
 class PhiLossConfig:
-    """λ_distil · NT-Xent(φ(x), OTI tokens) + λ_gpt · phrase regulariser.
-
-    ``distil_to_image`` is the ablation "no distillation": a cosine loss between "a photo of $" with
-    the predicted token and the image replaces NT-Xent. ``top_concepts``: the concepts of each image
-    the regulariser draws from.
-    """
+    """λ_distil · NT-Xent(φ(x), OTI tokens) + λ_gpt · phrase regulariser. ``distil_to_image``, the ablation
+    "no distillation", replaces NT-Xent by a cosine loss between "a photo of $" with the predicted token and
+    the image; ``top_concepts``: the concepts of each image the regulariser draws from."""
 
     lambda_distil: float = 1.0
     lambda_gpt: float = 0.75

@@ -28,9 +28,8 @@ from searle_core.method.regulariser import PhraseBank, StablePhraseFeatures, Tok
 @dataclass(frozen=True)
 class PhiTrainConfig:
     """φ's training hyper-parameters; the defaults are the paper's. ``batch_size`` is global (over all
-    processes); ``precision``: ``auto`` (fp16 autocast on CUDA as the authors, fp32 on CPU), ``fp32``,
-    ``fp16`` or ``bf16``; ``prefix_cache``: encode prompts with the prefix cache (same numbers up to
-    rounding, faster)."""
+    processes); ``precision``: as ``OTIConfig``'s; ``prefix_cache``: encode prompts with the prefix cache (same
+    numbers up to rounding, faster)."""
 
     epochs: int = 100
     batch_size: int = 256
@@ -89,12 +88,9 @@ def train_phi(
     checkpointer: Checkpointer | None = None,
     progress: bool = True,
 ) -> PhiTrainingResult:
-    """Train φ to map raw image features (N, embed_dim) to their OTI tokens (N, token_dim).
-
-    ``concepts`` (per image, best first) and ``phrase_bank`` feed the regulariser (``None``: off).
-    ``validate(φ)`` runs after every epoch on rank 0; its dict (nested keys joined with ``/``) joins
-    the epoch's row. The result is the same on every rank.
-    """
+    """Train φ to map raw image features (N, embed_dim) to their OTI tokens (N, token_dim); ``concepts`` and
+    ``phrase_bank`` as :func:`oti`'s. ``validate(φ)`` runs after every epoch on rank 0; its dict (nested keys
+    joined with ``/``) joins the epoch's row. The result is the same on every rank."""
     n = image_features.shape[0]
     if oti_tokens.shape[0] != n:
         raise InputError(f"{n} image feature rows but {oti_tokens.shape[0]} OTI tokens")
@@ -147,7 +143,7 @@ def train_phi(
                 if sampler is not None:
                     sampler.reseed(derive_seed(config.seed, epoch, b, "phrases"))
                     draw = sampler.draw(idx.tolist())
-                with train_autocast(device, config.precision):  # φ's forward too, as the authors
+                with train_autocast(device, config.precision, backbone.token_dim):  # φ's forward too, as the authors
                     predicted = model(feats[rows])
                     distil, gpt = phi_loss(
                         predicted,

@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from searle_core.infra.errors import InputError
-from searle_core.method.encoding import encode_with_pseudo_tokens
+from searle_core.method.encoding import encode_with_pseudo_tokens, require_pseudo_word, text_head
 
 # Splitting a batch into two passes of different suffix lengths pays when it saves this share of
 # the padded positions and enough arithmetic to cover a second pass's fixed per-operation costs
@@ -33,6 +32,8 @@ def _standard_blocks(model: nn.Module) -> bool:
             return False
         if not attn.batch_first or hasattr(b, "ln_1_kv") or not all(hasattr(b, a) for a in ("ln_1", "ln_2", "mlp")):
             return False
+        if [n for n, _ in b.mlp.named_children()] != ["c_fc", "gelu", "c_proj"]:  # run as three calls below
+            return False
     return getattr(model, "text_pool_type", "argmax") == "argmax"
 
 
@@ -46,6 +47,7 @@ class PrefixCachedEncoder:
         self.pseudo_token_id = pseudo_token_id
         self.enabled = enabled and _standard_blocks(model)
         self._kv: dict[tuple, torch.Tensor] = {}  # (autocast?, prefix ids) -> (layers, 2, heads, p, head_dim)
+        self._cast: dict[torch.dtype | None, list[tuple]] = {}  # per block: in, out, fc, proj weights
         width = model.token_embedding.weight.shape[1]
         layers = len(model.transformer.resblocks) if self.enabled else 0
         # Forward and input-gradient matmuls of one position through every block (~12 width^2 each way).
@@ -59,12 +61,7 @@ class PrefixCachedEncoder:
         if not self.enabled:
             return encode_with_pseudo_tokens(self.model, tokens, pseudo_tokens, self.pseudo_token_id)
         is_pseudo = tokens == self.pseudo_token_id
-        missing = (~is_pseudo.any(dim=1)).nonzero().flatten().tolist()
-        if missing:
-            raise InputError(
-                f"prompts {missing[:10]} contain no pseudo-word token (id {self.pseudo_token_id}); "
-                "write '$' where the pseudo-word goes."
-            )
+        require_pseudo_word(is_pseudo, self.pseudo_token_id)
         first = is_pseudo.int().argmax(dim=1)
         eot = tokens.argmax(dim=1)
         suffix = (eot - first + 1).tolist()
@@ -99,21 +96,39 @@ class PrefixCachedEncoder:
         keep: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Run every block on ``x`` (N, S, width); queries attend to ``prefix_kv`` then to ``x``."""
-        for layer, block in enumerate(self.model.transformer.resblocks):
-            attn = block.attn
+        blocks = self.model.transformer.resblocks
+        for layer, (block, (w_in, w_out, w_fc, w_proj)) in enumerate(zip(blocks, self._weights(x.device.type))):
+            attn, mlp = block.attn, block.mlp
             heads = attn.num_heads
             n, s, width = x.shape
-            q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+            q, k, v = F.linear(block.ln_1(x), w_in, attn.in_proj_bias).chunk(3, dim=-1)
             q, k, v = (t.reshape(n, s, heads, width // heads).transpose(1, 2) for t in (q, k, v))
             if keep is not None:
                 keep.append(torch.stack([k, v], dim=1))
             if prefix_kv is not None:
                 k = torch.cat([prefix_kv[:, layer, 0].to(k.dtype), k], dim=2)
                 v = torch.cat([prefix_kv[:, layer, 1].to(v.dtype), v], dim=2)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            x = x + block.ls_1(attn.out_proj(o.transpose(1, 2).reshape(n, s, width)))
-            x = x + block.ls_2(block.mlp(block.ln_2(x)))
+            if x.device.type == "cpu":  # attention in fp32: under bf16 autocast its backward is ~8x slower there
+                with torch.autocast("cpu", enabled=False):
+                    o = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask).to(q.dtype)
+            else:
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            x = x + block.ls_1(F.linear(o.transpose(1, 2).reshape(n, s, width), w_out, attn.out_proj.bias))
+            h = mlp.gelu(F.linear(block.ln_2(x), w_fc, mlp.c_fc.bias))
+            x = x + block.ls_2(F.linear(h, w_proj, mlp.c_proj.bias))
         return x
+
+    def _weights(self, device_type: str) -> list[tuple[torch.Tensor, ...]]:
+        """Each block's matrices, under autocast cast once to its dtype: autocast caches only casts of weights
+        that need a gradient, and re-casting CLIP's frozen ones at every call costs as much as a bf16 matmul."""
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        if dtype not in self._cast:
+            blocks = self.model.transformer.resblocks
+            mats = [
+                (b.attn.in_proj_weight, b.attn.out_proj.weight, b.mlp.c_fc.weight, b.mlp.c_proj.weight) for b in blocks
+            ]
+            self._cast[dtype] = [tuple(w.detach().to(dtype or w.dtype) for w in ws) for ws in mats]
+        return self._cast[dtype]
 
     @torch.no_grad()
     def _prefix_kv(self, prefixes: list[tuple[int, ...]]) -> torch.Tensor:
@@ -166,9 +181,4 @@ class PrefixCachedEncoder:
             ],
             dim=2,
         ).unsqueeze(1)
-        x = model.ln_final(self._layers(x, mask, prefix_kv))
-        x = x[torch.arange(n, device=device), eot - first]
-        proj = model.text_projection
-        if proj is None:
-            return x
-        return proj(x) if isinstance(proj, nn.Linear) else x @ proj
+        return text_head(model, self._layers(x, mask, prefix_kv), eot - first)

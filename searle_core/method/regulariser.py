@@ -84,7 +84,7 @@ class StablePhraseFeatures:
         self.shared: PhraseFeatureCache | None = None
         if count <= limit:
             self.shared = PhraseFeatureCache(backbone)
-            with train_autocast(backbone.device, precision):
+            with train_autocast(backbone.device, precision, backbone.token_dim):
                 self.shared.features(sorted({p for c in used for p in bank.get(c, ())}))
 
     def cache(self) -> PhraseFeatureCache:

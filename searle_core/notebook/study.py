@@ -15,6 +15,7 @@ from searle_core.clip.preprocess import to_rgb
 from searle_core.datasets import ImageFolderSource
 from searle_core.datasets.base import CIRBenchmark, CIRQuery, ImageSource
 from searle_core.datasets.features import configure_for_dataset, image_features
+from searle_core.infra.device import set_threads
 from searle_core.infra.errors import InputError
 from searle_core.inversion.concepts import Vocabulary
 from searle_core.inversion.nearest import word_token_ids
@@ -167,6 +168,7 @@ def open_study(
     ``study.settings``, where ``study.context()`` and the cached inversions read them."""
     check_parameters({**sys._getframe(1).f_globals, **given})  # the notebook's parameters (its globals), bounded
     s = from_parameters({**given, "dataset": dataset, "progress": progress}, base=settings or RunSettings(quick=True))
+    set_threads(s.threads)  # deliberately (``threads``): torch's all-cores default collapses beside another process
     if s.dataset == "shapes":
         if s.backbone != "shapes-clip":
             raise InputError("the shapes world is studied with its own CLIP: backbone 'shapes-clip'")

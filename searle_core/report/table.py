@@ -129,7 +129,7 @@ def settings_record(backbone: Backbone, ctx: MethodContext) -> dict:
     return {
         "preprocess": preprocess_name(backbone),
         "eval_precision": EVAL_PRECISION,
-        "train_precision": training_precision(backbone.device, ctx.oti_config.precision),
+        "train_precision": training_precision(backbone.device, ctx.oti_config.precision, backbone.token_dim),
         "phi_epoch": getattr(ctx.phi, "epoch", None),
         "phi_source": getattr(ctx.phi, "source", None),
         **({"lincir_checkpoint": str(ctx.checkpoints["lincir"])} if ctx.checkpoints.get("lincir") else {}),
