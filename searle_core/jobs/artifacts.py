@@ -139,9 +139,8 @@ def unlabeled_phi(
     if recipe.images:
         unlabeled = UnlabeledImages(unlabeled.source, list(unlabeled.names)[: recipe.images], unlabeled.source_id)
     targets = unlabeled_oti_tokens(backbone, unlabeled, oti_config, vocabulary, seed, oti_batch_size, progress)
-    names = list(targets.content["names"])
+    names, config = list(targets.content["names"]), recipe.train_config(loss_overrides)
     rows = list(range(len(names))) if rows is None else rows
-    config = recipe.train_config(loss_overrides)
     data_id = "phi-" + digest([names[i] for i in rows], targets.path.stem)
     vocabulary_key, bank = (vocabulary_id(vocabulary), vocabulary.phrase_bank) if vocabulary else (None, None)
     key = {"phi": config, "vocabulary": vocabulary_key, "oti": oti_config}
