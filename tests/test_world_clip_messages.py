@@ -10,7 +10,7 @@ from searle_core.world import world_clip
 
 def test_the_random_init_warning_is_dropped_only_while_the_world_clip_is_built(caplog):
     with caplog.at_level(logging.WARNING):
-        with world_clip._quiet_random_init():
+        with world_clip.quiet_log("No pretrained weights loaded"):
             logging.warning("No pretrained weights loaded for model 'shapes-clip'. Model initialized randomly.")
             logging.warning("another warning")
         logging.warning("No pretrained weights loaded for model 'ViT-B-32'. Model initialized randomly.")

@@ -16,6 +16,8 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -42,20 +44,6 @@ OFFICIAL_CORPORA = (
     "Geonmo/midjourney-prompts-only",
 )
 
-#: Words that are never NOUN, PROPN, ADJ or DET for spaCy's English tagger (they break keyword runs).
-CLOSED_CLASS = frozenset(
-    """
-    about above across after against along among around as at before behind below beneath beside
-    between beyond but by down during for from in inside into like near of off on onto out outside
-    over past since than through throughout to toward towards under until up upon with within without
-    and or nor so yet if because while although though whether that which who whom whose where when
-    why how i me my mine you your yours he him his she her hers it its we us our ours they them their
-    theirs this these those what itself himself herself themselves is are was were be been being am
-    has have had having do does did doing can could will would shall should may might must not no
-    there here very too also just only then now again still even ever never always often really
-    quite rather almost
-    """.split()
-)
 _PUNCTUATION = re.compile(r"^[\W_]+$")
 
 
@@ -64,9 +52,16 @@ def _runs(tagged) -> list[str]:
     return [" ".join(w for w, _ in run) for keep, run in itertools.groupby(tagged, key=lambda t: t[1]) if keep]
 
 
+@cache
+def closed_class() -> frozenset[str]:
+    """Words that are never NOUN, PROPN, ADJ or DET for spaCy's English tagger (they break keyword runs)."""
+    text = resources.files("searle_core").joinpath("data_files", "closed_class_words.txt").read_text(encoding="utf-8")
+    return frozenset(w for line in text.splitlines() if not line.startswith("#") for w in line.split())
+
+
 def keyword_runs(caption: str) -> list[str]:
     """Maximal runs of words outside English's closed classes, punctuation and digits (the offline approximation)."""
-    closed = lambda w: w in CLOSED_CLASS or _PUNCTUATION.match(w) or w.replace(".", "").isdigit()
+    closed = lambda w: w in closed_class() or _PUNCTUATION.match(w) or w.replace(".", "").isdigit()
     return _runs((w, not closed(w)) for w in caption.split())
 
 

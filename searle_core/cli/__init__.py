@@ -1,8 +1,6 @@
-"""``searle``: the command line, a thin layer over the package; each sub-module registers its commands.
-
-Bad input (``InputError`` and its kin, the OS's file errors) is one line naming what to fix; anything else is
-a bug and prints its traceback, as every error does under ``--debug`` or ``SEARLE_DEBUG=1``.
-"""
+"""``searle``: the command line, a thin layer over the package; each sub-module registers its commands. Bad input
+(``InputError`` and its kin, the OS's file errors) is one line naming what to fix; anything else is a bug and prints
+its traceback, as every error does under ``--debug`` or ``SEARLE_DEBUG=1``."""
 
 from __future__ import annotations
 

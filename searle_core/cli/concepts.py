@@ -40,7 +40,6 @@ def run_associate(args: argparse.Namespace) -> int:
     source, names, _ = oti_images(args)
     vocabulary = Vocabulary(load_concepts_csv(args.concepts), {})
     features = image_features(backbone, source, list(names), progress=not args.no_progress)
-    concepts = vocabulary.associate(backbone, features, args.top_k)
-    write_concepts_csv(path, names, concepts)
+    write_concepts_csv(path, names, vocabulary.associate(backbone, features, args.top_k))
     print(f"{len(names)} images, {args.top_k} concepts each: {path}")
     return 0

@@ -167,18 +167,9 @@ def run_oti_command(args: argparse.Namespace) -> int:
             f"OTI over {len(names)} images of {args.dataset} {info['split'] or ''} with {args.backbone} on "
             f"{dist.world_size()} process(es) -> {args.out}"
         )
+        options = {"resume": args.resume, "force": args.force, "checkpoint_every": args.checkpoint_every}
         result = run_oti(
-            backbone,
-            source,
-            names,
-            vocabulary,
-            args.out,
-            config,
-            resume=args.resume,
-            force=args.force,
-            checkpoint_every=args.checkpoint_every,
-            progress=not args.no_progress,
-            info=info,
+            backbone, source, names, vocabulary, args.out, config, progress=not args.no_progress, info=info, **options
         )
         if result is not None and args.json:
             out = {"images": len(result.names), "token_dim": result.tokens.shape[1], "out": str(result.folder)}
@@ -276,17 +267,8 @@ def run_train_phi_command(args: argparse.Namespace) -> int:
         if dist.broadcast_object(validate is not None) and validate is None:
             validate = lambda phi: {}
         bank = vocabulary.phrase_bank if vocabulary else None
-        result = run_train_phi(
-            backbone,
-            args.oti_tokens,
-            args.out,
-            config,
-            bank,
-            validate=validate,
-            resume=args.resume,
-            force=args.force,
-            progress=not args.no_progress,
-        )
+        options = {"validate": validate, "resume": args.resume, "force": args.force, "progress": not args.no_progress}
+        result = run_train_phi(backbone, args.oti_tokens, args.out, config, bank, **options)
         last = result.history[-1] if result.history else {}
         if dist.is_main() and args.json:
             print_json(last)

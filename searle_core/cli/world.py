@@ -93,7 +93,6 @@ def ship_weights(quick: bool) -> Path:
         trained = world_clip.world_clip_weights(scratch, config=config, use_shipped=False)
         state, log = torch.load(trained, map_location="cpu", weights_only=True), world_clip.training_log(trained)
     path = world_clip.shipped_path(config.cache_key())
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save(world_clip.pack(state, world_clip.trained_token_ids(), config.seed, log), path)
     sums = {**world_clip.shipped_sha256(), path.name: sha256_of(path)}  # what read_shipped checks
     atomic_write_text("".join(f"{h}  {n}\n" for n, h in sorted(sums.items())), path.parent / "SHA256SUMS")

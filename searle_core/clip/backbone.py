@@ -6,6 +6,7 @@ archive is a program: only the one whose SHA-256 OpenAI published is ``torch.jit
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -159,6 +160,17 @@ def read_weights_file(path: str, name: str) -> tuple[dict[str, torch.Tensor], bo
     return {k: v for k, v in state.items() if k not in OPENAI_EXTRA_KEYS}, openai
 
 
+@contextlib.contextmanager
+def quiet_log(marker: str):
+    """Drop the root logger's records containing ``marker`` (open_clip's warnings of weights it did not load)."""
+    quiet = lambda record: marker not in record.getMessage()
+    logging.getLogger().addFilter(quiet)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
 def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load a full CLIP state dict the way open_clip's ``load_checkpoint`` does, from memory."""
     from open_clip.convert import convert_state_dict
@@ -257,15 +269,10 @@ def load_backbone(
                 f"--pretrained openai:{pretrained} or the model name {name}-quickgelu",
                 file=sys.stderr,
             )
-        quiet = logging.Filter()  # open_clip's "initialized randomly": the weights are loaded right after
-        quiet.filter = lambda record: "initialized randomly" not in record.getMessage()
-        logging.getLogger().addFilter(quiet)
-        try:
+        with quiet_log("initialized randomly"):  # open_clip's warning: the weights are loaded right after
             model, _, preprocess = open_clip.create_model_and_transforms(
                 name, pretrained=None, device="cpu", force_quick_gelu=quick_gelu
             )
-        finally:
-            logging.getLogger().removeFilter(quiet)
         load_state_into(model, state)
         model = model.to(dev)
     else:

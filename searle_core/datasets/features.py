@@ -161,8 +161,7 @@ def _compute_image_features(
             pin_memory=backbone.device.type == "cuda",
         )
         batches = (b.to(backbone.device, non_blocking=True) for b in loader)
-    out = []
-    total = (len(names) + batch_size - 1) // batch_size
+    out, total = [], (len(names) + batch_size - 1) // batch_size
     try:
         for batch in tqdm(batches, total=total, desc="image features", disable=not progress, leave=False):
             with eval_precision(backbone.device):
@@ -179,8 +178,7 @@ def _compute_image_features(
 @torch.no_grad()
 def text_features(backbone: Backbone, texts: list[str], cache: bool | str | Path = False) -> torch.Tensor:
     """Normalised (N, embed_dim) float32 CPU features of plain texts, 512 a pass (not cached unless ``cache``)."""
-    texts = list(texts)
-    path = None
+    texts, path = list(texts), None
     if cache and texts:
         digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
         path = cache_file("text", cache, _sha([json.dumps([backbone.name, weights_key(backbone), digest])])[:16])

@@ -25,7 +25,7 @@ from typing import Any
 from searle_core.datasets.base import CaptionCorpus, CIRBenchmark, CIRQuery
 from searle_core.datasets.folder import CheckImages, FileImageSource, OnMissing, resolve_missing
 from searle_core.infra.errors import InputError
-from searle_core.infra.files import check_annotations, check_unique, digest, no_duplicate_keys, read_text
+from searle_core.infra.files import check_annotations, check_unique, digest, read_json, read_text
 
 CIRR_SPLITS = ("train", "val", "test1")
 CIRR_LAYOUT = """\
@@ -118,21 +118,8 @@ def check_caption(value: object, annotation: str | os.PathLike, where: str, fiel
 
 def read_dataset_json(path: str | os.PathLike, what: str) -> Any:
     """A dataset's JSON file; duplicate keys, too deep a nesting and NaN/Infinity are errors naming the file."""
-    text = read_text(path, what)
     constants: list[str] = []
-
-    def constant(name: str) -> float:
-        constants.append(name)
-        return float(name)
-
-    try:
-        value = json.loads(text, object_pairs_hook=no_duplicate_keys(str(path)), parse_constant=constant)
-    except json.JSONDecodeError as err:
-        raise InputError(
-            f"{path}, line {err.lineno} column {err.colno}: not valid JSON ({err.msg}); expected a {what}"
-        ) from None
-    except RecursionError:
-        raise InputError(f"{path}: JSON nested too deeply to read; expected a {what}") from None
+    value = read_json(path, what, parse_constant=lambda name: constants.append(name) or float(name))
     if constants:  # rare: only then walk the document to name the field
         stack, field = [(value, "")], None
         while stack and field is None:
@@ -148,8 +135,7 @@ def read_dataset_json(path: str | os.PathLike, what: str) -> Any:
 
 
 def check_paths(root: Path, required: Sequence[str], layout: str) -> None:
-    missing = [p for p in required if not (root / p).exists()]
-    if missing:
+    if missing := [p for p in required if not (root / p).exists()]:
         raise FileNotFoundError(
             f"dataset folder {root} is incomplete: missing {', '.join(missing)}.\nExpected layout:\n{layout}"
         )
@@ -225,8 +211,7 @@ def load_cirr(
             referrers.setdefault(name, f"{role} of {cap_rel} pairid {pairid}")
 
     # A name the split file does not list is another split's: it could never be ranked.
-    unlisted = [n for q in queries for n in (q.reference, q.target, *(q.subset or ())) if n and n not in paths]
-    if unlisted:
+    if unlisted := [n for q in queries for n in (q.reference, q.target, *(q.subset or ())) if n and n not in paths]:
         raise InputError(
             f"{cap_file}: {len(set(unlisted))} image name(s) its captions use are not in {split_file} "
             f"(first: {unlisted[0]!r}, {referrers[unlisted[0]]}); expected the captions and the split file of "
@@ -345,8 +330,7 @@ def load_circo(
         i: contained_path(images_dir, img["file_name"], info_file, f"image id {i} file_name")
         for i, img in zip(ids, images)
     }
-    gallery = list(paths)
-    listed = set(gallery)
+    gallery, listed = list(paths), set(paths)
 
     annotations, qids = _annotations(ann_file, "CIRCO", ("id", "reference_img_id", "relative_caption"), "id")
     queries: list[CIRQuery] = []

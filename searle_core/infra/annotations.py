@@ -1,9 +1,8 @@
-"""The public annotation files the real-data tests read, fetched at pinned versions and checked by SHA-256.
+"""The public annotation files the real-data tests read (CIRR, FashionIQ and CIRCO's annotations and the Open
+Images V7 class list, no images), fetched at pinned versions; each is checked by SHA-256 before it is moved into
+place, one already there with another hash is left alone and reported.
 
     python -m searle_core.infra.annotations [--dest data/annotations] [--from DIR] [--timeout S]
-
-CIRR, FashionIQ and CIRCO's annotations and the Open Images V7 class list (no images); each file is checked
-before it is moved into place, one already there with another hash is left alone and reported.
 """
 
 from __future__ import annotations
@@ -73,8 +72,7 @@ def fetch_file(
 ) -> str:
     """Put one file (a key of :data:`SHA256`) at ``dest/name``, downloaded from :data:`URLS` or copied from
     ``source/name``: ``"fetched"``, ``"copied"`` or ``"present"``, else an :class:`AnnotationError`."""
-    expected = SHA256[name]
-    target = Path(dest) / name
+    expected, target = SHA256[name], Path(dest) / name
     if target.exists():
         if (actual := sha256_of(target)) == expected:
             return "present"

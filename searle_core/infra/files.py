@@ -218,16 +218,17 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
         ) from None
 
 
-def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
-    """Parse a JSON file; invalid JSON, non-UTF-8 bytes and repeated keys name the file (and line)."""
-    path = Path(path)
-    text = read_text(path, what)
+def read_json(path: str | os.PathLike, what: str = "JSON file", parse_constant: Callable | None = None) -> Any:
+    """Parse a JSON file; invalid JSON, deep nesting, non-UTF-8 bytes and repeated keys name the file (and line)."""
+    text = read_text(path := Path(path), what)
     try:
-        return json.loads(text, object_pairs_hook=no_duplicate_keys(str(path)))
+        return json.loads(text, object_pairs_hook=no_duplicate_keys(str(path)), parse_constant=parse_constant)
     except json.JSONDecodeError as err:
         raise InputError(
             f"{path}, line {err.lineno} column {err.colno}: not valid JSON ({err.msg}); expected a {what}"
         ) from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply to read; expected a {what}") from None
 
 
 def check_annotations(
@@ -272,13 +273,11 @@ def load_torch_file(path: str | os.PathLike, what: str, map_location: Any = "cpu
         raise InputError(f"{path}: damaged or not a torch file (expected a {what}): {first_line(err)}") from None
 
 
-def cache_file(kind: str, cache: bool | str | Path, key: str) -> Path | None:
-    """The file for ``key`` in ``cache`` (``True``: the project cache's ``features/``; ``False``: none)."""
+def cache_file(kind: str, cache: bool | str | Path, key: str, default: str = "features") -> Path | None:
+    """The file for ``key`` in ``cache`` (``True``: the project cache's ``default`` folder; ``False``: none)."""
     if not cache:
         return None
-    folder = cache_dir("features") if cache is True else Path(cache)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{kind}-{key}.pt"
+    return (cache_dir(default) if cache is True else Path(cache)) / f"{kind}-{key}.pt"  # made when written
 
 
 def load_cached_tensor(path: Path | None, shape: tuple[int, ...], dtype=torch.float32) -> torch.Tensor | None:

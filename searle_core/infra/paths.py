@@ -9,8 +9,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def data_dir() -> Path:
-    """``$SEARLE_DATA`` if set; the checkout's ``data/`` folder for an editable install; else
-    ``~/.cache/searle``."""
+    """``$SEARLE_DATA`` if set; the checkout's ``data/`` folder for an editable install; else ``~/.cache/searle``."""
     if os.environ.get("SEARLE_DATA"):
         return Path(os.environ["SEARLE_DATA"])
     if (REPO_ROOT / "pyproject.toml").is_file():

@@ -1,8 +1,5 @@
-"""Backbones and benchmarks that a module of the package provides, opened by name when first asked for.
-
-Importing ``searle_core`` registers nothing. :func:`open_provider` imports the module that provides a
-backbone or benchmark of a given name (importing it registers them), the first time one is asked for.
-"""
+"""Backbones and benchmarks that a module of the package provides, opened by name when first asked for: importing
+``searle_core`` registers nothing; :func:`open_provider` imports the module providing a name (which registers it)."""
 
 import importlib
 

@@ -20,8 +20,7 @@ from tqdm.auto import tqdm
 from searle_core.clip.backbone import Backbone, weights_key
 from searle_core.infra.device import eval_precision
 from searle_core.infra.errors import InputError
-from searle_core.infra.files import atomic_write_text, load_cached_tensor, read_text, save_tensor_atomic
-from searle_core.infra.paths import cache_dir
+from searle_core.infra.files import atomic_write_text, cache_file, load_cached_tensor, read_text, save_tensor_atomic
 from searle_core.method.encoding import encode_text
 from searle_core.method.regulariser import PhraseBank
 from searle_core.method.templates import TEMPLATES, fill
@@ -55,13 +54,9 @@ def embed_concepts(
     large = len(concepts) >= _AUTO_CACHE_MIN
     cache = large if cache is None else cache
     progress = large if progress is None else progress
-    path = None
-    if cache:
-        folder = cache_dir("concepts") if cache is True else Path(cache)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"concepts-{concept_cache_key(backbone, list(concepts), tuple(templates))}.pt"
-        if (feats := load_cached_tensor(path, (len(concepts), backbone.embed_dim))) is not None:
-            return feats
+    path = cache_file("concepts", cache, concept_cache_key(backbone, list(concepts), tuple(templates)), "concepts")
+    if (feats := load_cached_tensor(path, (len(concepts), backbone.embed_dim))) is not None:
+        return feats
     out = []
     per_batch = max(1, batch_size // len(templates))
     with tqdm(total=len(concepts), desc="embedding concepts", unit="concept", disable=not progress) as bar:
@@ -87,8 +82,7 @@ def associate_concepts(
         raise InputError(f"{len(concepts)} concept names for {concept_features.shape[0]} concept embeddings")
     sims = F.normalize(image_features.float().cpu(), dim=-1) @ concept_features.float().T
     # Ask for as many extra as there are repeated names, so dropping repeats still leaves top_k.
-    repeats = len(concepts) - len(set(concepts))
-    k = min(len(concepts), top_k + repeats)
+    k = min(len(concepts), top_k + len(concepts) - len(set(concepts)))
     return [list(dict.fromkeys(concepts[i] for i in row))[:top_k] for row in sims.topk(k, dim=1).indices.tolist()]
 
 

@@ -191,19 +191,14 @@ def generate_phrases_hf(
     if seed is not None:
         torch.manual_seed(seed)
     bank: PhraseBank = {}
+    sampling = {"do_sample": True, "max_length": max_length, "num_return_sequences": n_samples}
+    sampling |= {"temperature": temperature, "no_repeat_ngram_size": no_repeat_ngram_size}
+    sampling["pad_token_id"] = getattr(tokenizer, "eos_token_id", None)
     for concept in dict.fromkeys(c.strip() for c in concepts):
         inputs = tokenizer(GPT_PROMPT.format(concept=concept), return_tensors="pt")
+        ids, mask = inputs["input_ids"].to(device), inputs["attention_mask"].to(device)
         with torch.no_grad():
-            output = model.generate(
-                input_ids=inputs["input_ids"].to(device),
-                attention_mask=inputs["attention_mask"].to(device),
-                do_sample=True,
-                max_length=max_length,
-                num_return_sequences=n_samples,
-                temperature=temperature,
-                no_repeat_ngram_size=no_repeat_ngram_size,
-                pad_token_id=getattr(tokenizer, "eos_token_id", None),
-            )
+            output = model.generate(input_ids=ids, attention_mask=mask, **sampling)
         texts = tokenizer.batch_decode(output, skip_special_tokens=True)
         bank[concept] = [re.sub(r"\.+", ".", re.sub(r"\n+", ". ", t)).strip() for t in texts]
     return bank

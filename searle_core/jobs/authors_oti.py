@@ -1,10 +1,8 @@
 """OTI tokens computed elsewhere (``--oti-tokens``): the authors' ``oti_inversion.py`` folder for ``searle
-train-phi``, and any token folder (theirs or a ``searle oti`` run) for ``searle-oti``.
-
-Their folder holds ``ema_oti_pseudo_tokens.pt`` ((N, d) EMA tokens), ``image_names.pkl`` (N base names) and
-``hyperparameters.json`` but no features nor concepts: :func:`import_authors_oti` computes them into an OTI run
-folder of ours. Neither file can run code (``weights_only=True``, a restricted unpickler).
-"""
+train-phi``, and any token folder (theirs or a ``searle oti`` run) for ``searle-oti``. Their folder holds
+``ema_oti_pseudo_tokens.pt`` ((N, d) EMA tokens), ``image_names.pkl`` (N base names) and ``hyperparameters.json``
+but no features nor concepts: :func:`import_authors_oti` computes them into an OTI run folder of ours. Neither file
+can run code (``weights_only=True``, a restricted unpickler)."""
 
 from __future__ import annotations
 
@@ -120,7 +118,6 @@ def import_authors_oti(
         return out
     inputs = compute_inputs(backbone, source, names, vocabulary, stored_concepts, progress=progress)
     if dist.is_main():
-        out.mkdir(parents=True, exist_ok=True)
         theirs = authors.hyperparameters
         info = {"dataset": "imagenet", "path": str(theirs.get("dataset_path", "")), "split": theirs.get("split")}
         info |= {"authors_folder": str(Path(folder).resolve()), "authors_hyperparameters": theirs}

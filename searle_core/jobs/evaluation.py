@@ -84,8 +84,7 @@ def lincir_network(backbone: Backbone, bench: CIRBenchmark, ctx: MethodContext) 
     config = lincir_config(bench, ctx)
     if ctx.checkpoints.get("lincir"):
         return load_lincir(ctx.checkpoints["lincir"], backbone, config), None
-    corpus = bench.text_corpus or ctx.captions_corpus
-    if corpus is None:
+    if (corpus := bench.text_corpus or ctx.captions_corpus) is None:
         raise InputError(
             "method 'lincir' trains its φ on captions: pass a text corpus (`--captions FILE`, one caption "
             "per line, or MethodContext.captions_corpus) or its checkpoint (`--lincir-checkpoint`)"

@@ -1,8 +1,6 @@
-"""A run's inputs opened from its settings: the benchmark, the backbone and the regulariser's vocabulary.
-
-The CLI's commands and the notebooks' studies both open them here, so a setting means the same in both.
-``note`` receives what the CLI tells its user on stderr (the notebooks pass none: their cells stay quiet).
-"""
+"""A run's inputs opened from its settings (the benchmark, the backbone, the regulariser's vocabulary): the CLI's
+commands and the notebooks' studies both open them here, so a setting means the same in both. ``note`` receives
+what the CLI tells its user on stderr (the notebooks pass none: their cells stay quiet)."""
 
 from __future__ import annotations
 
@@ -53,13 +51,10 @@ def open_model(s: RunSettings) -> Backbone:
 
 
 def open_vocabulary(s: RunSettings, note: Note = None) -> Vocabulary | None:
-    """OTI's and φ's regulariser inputs: ``concepts``/``phrases``, else the world's on ``shapes``, else none.
-
-    ``concepts`` is the vocabulary (Open Images' class descriptions), or each image's concepts in the
-    authors' layout (``*_top_250_ensembling_image_texts.csv``); without ``phrases`` the phrases are
-    offline templates. Images are associated over every concept; those without usable phrases are
-    skipped afterwards, as the authors do.
-    """
+    """OTI's and φ's regulariser inputs: ``concepts`` (Open Images' class descriptions, or each image's concepts in
+    the authors' ``*_top_250_ensembling_image_texts.csv``) and ``phrases`` (else offline templates), else the
+    world's on ``shapes``, else none. Images are associated over every concept; those without usable phrases are
+    skipped afterwards, as the authors do."""
     if not s.concepts and not s.phrases:
         return world_vocabulary() if s.dataset == "shapes" else None
     bank = load_phrase_pickle(s.phrases) if s.phrases else None

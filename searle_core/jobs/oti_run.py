@@ -197,8 +197,7 @@ def _load_chunks(folder: Path, names: list[str], force: bool) -> tuple[dict[str,
 def _finish(folder: Path, inputs: RunInputs, done: dict, log: list[dict], manifest: dict) -> OTIRunFolder:
     """Merge every rank's tokens into ``tokens.pt`` and ``log.csv``, mark the run complete, drop the chunks."""
     names = inputs.names
-    missing = [n for n in names if n not in done]
-    if missing:
+    if missing := [n for n in names if n not in done]:
         raise RuntimeError(f"{len(missing)} images have no token after every rank finished (first: {missing[0]})")
     tokens = torch.stack([done[n] for n in names])
     raw: dict[str, torch.Tensor] = {}
@@ -232,12 +231,9 @@ def _invert(
 
     def save_group() -> None:
         if group:
-            chunk = {
-                "names": [n for g in group for n in g[0]],
-                "tokens": torch.cat([g[1] for g in group]),
-                "raw_tokens": torch.cat([g[2] for g in group]),
-                "log": [g[3] for g in group],
-            }
+            names_, tokens, raw, rows = zip(*group)
+            chunk = {"names": [n for b in names_ for n in b], "tokens": torch.cat(tokens), "raw_tokens": torch.cat(raw)}
+            chunk["log"] = list(rows)
             atomic_save(chunk, folder / CHUNKS / f"r{dist.rank()}-{session}-{(len(log) - 1) // every:09d}.pt")
 
     def record(batch: InvertedBatch) -> None:

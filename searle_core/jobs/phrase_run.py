@@ -1,7 +1,6 @@
 """``searle phrases generate``: the authors' GPT-Neo phrases for a concept list (as their
 ``gpt_phrases_generation.py``) into the folder ``--phrases`` reads, resumable per concept: each concept has
-its own seed, so a resumed run gives an uninterrupted one's.
-"""
+its own seed, so a resumed run gives an uninterrupted one's."""
 
 from __future__ import annotations
 
@@ -44,14 +43,12 @@ def generate_phrase_folder(
         if not resume:
             raise InputError(f"{bank_path} exists: pass --resume to continue it, or choose another --out")
         saved = read_json(out / HYPERPARAMETERS) if (out / HYPERPARAMETERS).is_file() else {}
-        changed = [k for k, v in hyper.items() if k in saved and saved[k] != v]
-        if changed:
+        if changed := [k for k, v in hyper.items() if k in saved and saved[k] != v]:
             raise InputError(
                 f"{out / HYPERPARAMETERS}: the phrases were generated with {changed[0]}={saved[changed[0]]!r}, "
                 f"not {hyper[changed[0]]!r}; resume with the same settings or choose another --out"
             )
         bank = phrases.load_phrase_pickle(bank_path)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(hyper, out / HYPERPARAMETERS)
     todo = [c for c in dict.fromkeys(str(c).strip() for c in concepts) if c and c not in bank]
     model, tokenizer = load_causal_lm(model_name) if todo else (None, None)

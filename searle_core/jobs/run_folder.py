@@ -163,8 +163,7 @@ def check_ours(folder: Path, a_run: str) -> None:
         raise InputError(f"--out {folder} is not a folder; choose a new or empty folder for {a_run}")
     if (folder / MANIFEST).is_file():
         return
-    foreign = sorted(e.name for e in folder.iterdir() if not _ours(e))
-    if foreign:
+    if foreign := sorted(e.name for e in folder.iterdir() if not _ours(e)):
         listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise InputError(
             f"--out {folder} is not empty and holds no run of ours (no {MANIFEST}): it holds {listed}; "

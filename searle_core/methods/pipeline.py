@@ -107,8 +107,7 @@ def query_features(method: str, backbone: Backbone, bench: CIRBenchmark, ctx: Me
         captions = reference_captions(backbone, bench, ctx.captioner, ctx.computed.captions, ctx.progress)
         return text_query_features(backbone, queries, CAPTION_PROMPT, [captions[q.reference] for q in queries])
     if method in ("pic2word", "lincir"):
-        network = ctx.networks.get(method)
-        if network is None:
+        if (network := ctx.networks.get(method)) is None:
             raise InputError(
                 f"method {method!r} needs {_NETWORK_HINTS[method]} in MethodContext.networks[{method!r}]: load "
                 "one or let searle_core.jobs.evaluation.prepare train it"

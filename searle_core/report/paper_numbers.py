@@ -46,14 +46,11 @@ def results_frame(evaluations: dict[tuple[str, str, str], dict]) -> pd.DataFrame
 
 
 def compare_with_paper(reproduced: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
-    """Reproduced numbers (long: dataset, backbone, method, metric, value, optional ``split`` and
-    ``variant``) with the paper's beside them, ``paper_split``, ``paper_label`` and ``diff``.
-
-    ``metrics`` keeps those metrics (default: each dataset's paper-table metrics, or all where it has
-    none). ``diff`` is set only on the paper's split for the paper's own method or a row computed from the
-    original model's checkpoint (LinCIR's, named in ``phi_source``); a re-implemented baseline's number is
-    labelled ``"original <model>"``; a variant row gets no paper number at all.
-    """
+    """Reproduced numbers (long: dataset, backbone, method, metric, value, optional ``split``, ``variant``) with the
+    paper's beside them (``paper_split``, ``paper_label``, ``diff``), kept to ``metrics`` (default: each dataset's
+    paper-table metrics, else all). ``diff`` only on the paper's split for the paper's own method or a row of the
+    original checkpoint (LinCIR's, in ``phi_source``); a re-implemented baseline's is labelled ``"original <model>"``;
+    a variant row gets no paper number."""
     paper = paper_results()[["dataset", "backbone", "method", "metric", "value", "split"]].rename(
         columns={"value": "paper", "split": "paper_split"}
     )

@@ -5,7 +5,7 @@ Rankings are cut to the servers' ``k``; shorter ones, duplicates or a CIRR refer
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +73,12 @@ def write_cirr_submission(
     recall, subset = cirr_submission(predictions, subset_predictions, queries)
     out = Path(out_dir)
 
-    def writer(data) -> Callable[[str], None]:
-        def write(tmp: str) -> None:
-            with open(tmp, "w", encoding="utf-8") as f:  # builtins.open: the fault tests replace it
-                f.write(json.dumps(data))
-
-        return write
+    def write(data, tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:  # builtins.open: the fault tests replace it
+            f.write(json.dumps(data))
 
     files = {out / f"recall_submission_{name}.json": recall, out / f"recall_subset_submission_{name}.json": subset}
-    first, second = atomic_write_many({path: writer(data) for path, data in files.items()})
+    first, second = atomic_write_many({path: lambda tmp, data=data: write(data, tmp) for path, data in files.items()})
     return first, second
 
 

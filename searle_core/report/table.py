@@ -188,22 +188,17 @@ def to_text(table: Table) -> str:
 
 def to_dict(table: Table) -> dict:
     """JSON-able: method -> metrics plus ``seconds`` and ``train_seconds`` (and its variant)."""
-    return {
-        row.method: {
-            **row.metrics,
-            "seconds": round(row.seconds, 2),
-            "train_seconds": None if row.train_seconds is None else round(row.train_seconds, 2),
-            **({"variant": row.variant} if row.variant else {}),
-        }
-        for row in table.rows
-    }
+    out = {}
+    for row in table.rows:
+        train = None if row.train_seconds is None else round(row.train_seconds, 2)
+        out[row.method] = {**row.metrics, "seconds": round(row.seconds, 2), "train_seconds": train}
+        out[row.method] |= {"variant": row.variant} if row.variant else {}
+    return out
 
 
 def write_table(table: Table, out_dir: str | Path, stem: str | None = None) -> tuple[Path, Path]:
     """Write ``{stem}.csv`` (a row per method: metrics, seconds, settings) and ``{stem}.md`` atomically."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = stem or f"{table.dataset}-{table.split}"
+    out, stem = Path(out_dir), stem or f"{table.dataset}-{table.split}"  # atomic_write_text makes the folder
     csv_path, md_path = out / f"{stem}.csv", out / f"{stem}.md"
     text = io.StringIO()
     writer = csv.writer(text)

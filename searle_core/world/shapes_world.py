@@ -1,10 +1,8 @@
-"""The ``shapes`` world: its configuration, the deterministic world object and its benchmarks.
-
-Every image's attributes and jitter are drawn up front per *pool* (pretraining set, each split's gallery
-and references) from a generator seeded by ``(seed, pool)``, so a config gives byte-identical images and
-queries in any process. A query changes one or two attributes of a reference; the gallery holds every
-combination ``gallery_per_combo`` times, so every query has that many ground truths.
-"""
+"""The ``shapes`` world: its configuration, the deterministic world object and its benchmarks. Every image's
+attributes and jitter are drawn up front per *pool* (pretraining set, each split's gallery and references) from a
+generator seeded by ``(seed, pool)``, so a config gives byte-identical images and queries in any process. A query
+changes one or two attributes of a reference; the gallery holds every combination ``gallery_per_combo`` times, so
+every query has that many ground truths."""
 
 from __future__ import annotations
 

@@ -4,10 +4,8 @@ cached by everything that determines it; both recipes' weights are shipped. Why:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from searle_core.clip.backbone import InMemoryWeights, state_digest
+from searle_core.clip.backbone import InMemoryWeights, quiet_log, state_digest
 from searle_core.infra.errors import InputError
 from searle_core.infra.files import atomic_save, atomic_write_text, save_or_warn, sha256_of
 from searle_core.infra.paths import data_dir
@@ -134,21 +132,10 @@ def trained_token_ids(tokenizer=None) -> list[int]:
     return sorted({0}.union(*tokenizer([" ".join(words)]).tolist(), *tokenizer(words).tolist()))
 
 
-@contextlib.contextmanager
-def _quiet_random_init():
-    """Drop open_clip's "No pretrained weights loaded" warning while the world CLIP is built from scratch."""
-    quiet = lambda record: "No pretrained weights loaded" not in record.getMessage()
-    logging.getLogger().addFilter(quiet)
-    try:
-        yield
-    finally:
-        logging.getLogger().removeFilter(quiet)
-
-
 def train_world_clip(config: WorldCLIPConfig = WorldCLIPConfig(), progress: bool = True) -> tuple[dict, dict]:
     """Train the world CLIP from scratch: ``(state_dict, log)`` with per-step losses and the time."""
     torch.manual_seed(config.seed)
-    with _quiet_random_init():
+    with quiet_log("No pretrained weights loaded"):
         model = open_clip.create_model(WORLD_BACKBONE, pretrained=None)
     model.train()
     world = ShapesWorld(config.world)
@@ -231,8 +218,7 @@ def expand(packed: dict) -> tuple[dict[str, torch.Tensor], dict]:
     state = {k: v.float() if v.is_floating_point() else v for k, v in packed["state"].items()}
     table = untrained_rows(tuple(packed["table_shape"]), packed["seed"])
     table[packed["token_ids"]] = packed["token_rows"].float()
-    state[TOKEN_TABLE] = table
-    return state, packed["log"]
+    return {**state, TOKEN_TABLE: table}, packed["log"]
 
 
 def shipped_path(key: str) -> Path:
@@ -304,8 +290,7 @@ def zero_shot_report(backbone, world: ShapesWorld, names: list[str], batch_size:
     guess, truth = combos[np.concatenate(predicted)], world.codes(names)
     report = {"total": 100.0 * float((guess == truth).all(axis=1).mean())}
     report.update({a: 100.0 * float((guess[:, i] == truth[:, i]).mean()) for i, a in enumerate(ATTRIBUTES)})
-    report["images"] = len(names)
-    return report
+    return {**report, "images": len(names)}
 
 
 def held_out_names(world: ShapesWorld) -> list[str]:
