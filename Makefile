@@ -74,9 +74,9 @@ paper-smoke: setup
 # The public CIRR, FashionIQ and CIRCO annotation files and the Open Images V7 class list, at pinned
 # versions, checked by SHA-256, into data/annotations (git-ignored); the real-data tests read them there
 # when no ../shared/data folder sits beside the repository. Offline, from a local copy in the same layout:
-# $(PY) -m searle_core.infra.annotations --dest data/annotations --from DIR
+# $(PY) -m tools.annotations --dest data/annotations --from DIR
 annotations: setup
-	$(PY) -m searle_core.infra.annotations --dest data/annotations
+	$(PY) -m tools.annotations --dest data/annotations
 
 # The fast tier first, then the slow one (world CLIP, notebooks): conftest orders them. The notebooks run
 # once, through papermill's quick profile (tests/test_notebooks.py), which also checks nbval's cells.
@@ -89,13 +89,13 @@ test-fast: setup
 
 # ruff: lint and format check of the package and the tests (configured in pyproject.toml).
 lint: setup
-	$(VENV)/bin/ruff check searle_core tests benchmarks reference
-	$(VENV)/bin/ruff format --check searle_core tests benchmarks reference
+	$(VENV)/bin/ruff check searle_core tests benchmarks reference tools
+	$(VENV)/bin/ruff format --check searle_core tests benchmarks reference tools
 
 # Apply ruff's formatting and safe fixes.
 format: setup
-	$(VENV)/bin/ruff check --fix searle_core tests benchmarks reference
-	$(VENV)/bin/ruff format searle_core tests benchmarks reference
+	$(VENV)/bin/ruff check --fix searle_core tests benchmarks reference tools
+	$(VENV)/bin/ruff format searle_core tests benchmarks reference tools
 
 # nbval itself: each notebook executed with its defaults, its # NBVAL_CHECK_OUTPUT cells compared.
 # make test makes the same comparison on its quick run instead of executing the notebooks twice.

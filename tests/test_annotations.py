@@ -1,4 +1,4 @@
-"""``make annotations`` (searle_core/infra/annotations.py): the pinned hashes are the files the tests read,
+"""``make annotations`` (tools/annotations.py): the pinned hashes are the files the tests read,
 and a file reaches its destination only whole and with its pinned hash, from a local folder (``--from``)
 or over HTTP (a server on 127.0.0.1 here; nothing leaves the machine)."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import SHARED_DATA, annotations_dir, missing_annotations
 
-from searle_core.infra import annotations
+from tools import annotations
 
 EXPECTED = sorted(
     [f"cirr/captions/cap.rc2.{s}.json" for s in ("test1", "val")]
@@ -71,7 +71,7 @@ def release(tmp_path, monkeypatch) -> Path:
 def test_the_tables_pin_exactly_the_files_the_tests_read_with_their_hashes(real_data):
     assert sorted(annotations.SHA256) == EXPECTED == sorted(annotations.URLS)
     wrong = {name: h for name, h in annotations.SHA256.items() if annotations.sha256_of(real_data / name) != h}
-    assert not wrong, f"hashes in searle_core/infra/annotations.py differ from the files in {real_data}: {wrong}"
+    assert not wrong, f"hashes in tools/annotations.sha256 differ from the files in {real_data}: {wrong}"
     for name, url in annotations.URLS.items():  # pinned: a 40-digit commit, or the V7 release's path
         assert url.startswith("https://") and url.endswith(
             "/submission_examples/submission_val.json" if "submission" in name else "/" + name.split("/", 1)[1]

@@ -403,14 +403,17 @@ def test_searle_oti_with_open_images_concepts_and_phrases(cirr_standin, shared_d
     assert code == 2 and "refusing to load" in err and "Traceback" not in err
 
 
-def test_preprocess_option_selects_the_cached_features(cirr_standin, searle_cache, capsys):
-    before = set((searle_cache / "cache/features").glob("image-*.pt"))
+def test_preprocess_option_selects_the_cached_features(cirr_standin, tmp_path, monkeypatch, capsys):
+    # An empty cache of its own: Pic2Word's runs elsewhere fill the session's with CLIP-preprocessed features.
+    monkeypatch.setenv("SEARLE_DATA", str(tmp_path))
+    evaluate_json(capsys, "cirr", cirr_standin, "image-only", "--preprocess", "targetpad")
+    before = set((tmp_path / "cache/features").glob("image-*.pt"))
     clip = evaluate_json(capsys, "cirr", cirr_standin, "image-only", "--preprocess", "clip")
-    created = set((searle_cache / "cache/features").glob("image-*.pt")) - before
+    created = set((tmp_path / "cache/features").glob("image-*.pt")) - before
     # One new file: the gallery under the other preprocessing; the references are served from it.
-    assert len(created) == 1
+    assert before and len(created) == 1
     again = evaluate_json(capsys, "cirr", cirr_standin, "image-only", "--preprocess", "clip")
-    assert again == clip and set((searle_cache / "cache/features").glob("image-*.pt")) - before == created
+    assert again == clip and set((tmp_path / "cache/features").glob("image-*.pt")) - before == created
 
 
 def test_oti_without_gpt_phrases_is_labelled_in_the_table(cirr_standin, shared_data, tmp_path, capsys):

@@ -17,6 +17,7 @@ import torch
 from searle_core.clip.backbone import Backbone, weights_key
 from searle_core.datasets.base import UnlabeledImages
 from searle_core.datasets.features import image_features, preprocess_name
+from searle_core.infra.device import training_precision
 from searle_core.infra.files import atomic_save, atomic_write_text, digest, jsonable, load_torch_file, save_or_warn
 from searle_core.infra.paths import cache_dir
 from searle_core.inversion.phi_files import load_phi
@@ -33,9 +34,11 @@ def models_dir() -> Path:
 
 
 def artifact_path(kind: str, backbone: Backbone, data_id: str, config: Any) -> Path:
-    """``{kind}-{backbone}-{hash}.pt``: ``data_id`` names the training data, ``config`` all else."""
+    """``{kind}-{backbone}-{hash}.pt``: ``data_id`` names the training data, ``config`` all else, and what the
+    precision ``auto`` means here (bf16 on some CPUs), so a network trained under another meaning is not reused."""
+    auto = training_precision(backbone.device, "auto", backbone.token_dim)
     key = digest(
-        ARTIFACT_VERSION, kind, backbone.name, weights_key(backbone), preprocess_name(backbone), data_id, config
+        ARTIFACT_VERSION, kind, backbone.name, weights_key(backbone), preprocess_name(backbone), data_id, config, auto
     )
     return models_dir() / f"{kind}-{backbone.name}-{key}.pt"
 

@@ -2,7 +2,7 @@
 Images V7 class list, no images), fetched at pinned versions; each is checked by SHA-256 before it is moved into
 place, one already there with another hash is left alone and reported.
 
-    python -m searle_core.infra.annotations [--dest data/annotations] [--from DIR] [--timeout S]
+    python -m tools.annotations [--dest data/annotations] [--from DIR] [--timeout S]
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ _ROOTS = {
     "concepts": "https://storage.googleapis.com/openimages/v7",
 }
 
-#: SHA-256 of each file, by its path under the destination folder (``data_files/annotations.sha256``, a
+#: SHA-256 of each file, by its path under the destination folder (``annotations.sha256`` beside this file, a
 #: ``sha256sum`` listing: ``cd data/annotations && sha256sum -c`` checks a copy by hand too).
-_SUMS = (Path(__file__).parents[1] / "data_files" / "annotations.sha256").read_text().splitlines()
+_SUMS = Path(__file__).with_name("annotations.sha256").read_text().splitlines()
 SHA256: dict[str, str] = {name: sha for sha, name in map(str.split, _SUMS)}
 
 #: The pinned URL of each file: its destination path under its dataset's root (CIRCO's example submission
@@ -106,7 +106,7 @@ def fetch_file(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m searle_core.infra.annotations",
+        prog="python -m tools.annotations",
         description="Fetch the CIRR, FashionIQ and CIRCO annotation files and the "
         "Open Images V7 class list at pinned versions, checked by SHA-256.",
     )
