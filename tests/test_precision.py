@@ -131,3 +131,22 @@ def test_prefix_cache_runs_only_the_blocks_it_knows(random_backbone):
     fc, proj = model.transformer.resblocks[0].mlp.c_fc, model.transformer.resblocks[0].mlp.c_proj
     model.transformer.resblocks[0].mlp = torch.nn.Sequential(fc, torch.nn.GELU(), proj)  # same maths, unnamed
     assert not PrefixCachedEncoder(model, random_backbone.dollar_token_id).enabled
+
+
+def test_trained_baselines_read_auto_for_their_text_tower(monkeypatch):
+    """Pic2Word's and PALAVRA's trainer (``fit``) trains under bf16 autocast where OTI would, fp32 elsewhere."""
+    from types import SimpleNamespace
+
+    from searle_core.baselines.training import fit
+
+    monkeypatch.setattr(dev, "native_bf16", lambda: True)
+    module, seen = torch.nn.Linear(2, 1), []
+    config = SimpleNamespace(seed=0, epochs=1, batch_size=2, lr=1e-3, weight_decay=0.0, precision="auto")
+
+    def loss(idx):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"))
+        return module(torch.ones(len(idx), 2)).sum()
+
+    fit(module, 2, loss, config, "test", progress=False, width=dev.BF16_MIN_WIDTH)
+    fit(module, 2, loss, config, "test", progress=False, width=dev.BF16_MIN_WIDTH - 1)  # the world's narrow tower
+    assert seen == [torch.bfloat16, False]

@@ -79,7 +79,7 @@ def train_inverter(
     cache, tokenize = PhraseFeatureCache(backbone), TokenCache(backbone)
     feats = features.to(backbone.device).float()
     loss = lambda idx: palavra_pretraining_loss(inverter, backbone, feats[idx], idx, sampler, cache, tokenize)
-    history = fit(inverter, len(feats), loss, config, "PALAVRA inverter", progress)
+    history = fit(inverter, len(feats), loss, config, "PALAVRA inverter", progress, width=backbone.token_dim)
     return inverter.eval(), history
 
 
@@ -95,10 +95,10 @@ def optimise_tokens(
     # As in OTI: the templates' text before '$' is encoded once, each step runs only the rest.
     encoder = PrefixCachedEncoder(backbone.model, backbone.dollar_token_id)
     scale = backbone.model.logit_scale.exp().float()
-    scaler = grad_scaler(device)  # the same mixed precision as OTI (fp16 + scaler on CUDA, fp32 on CPU)
+    scaler = grad_scaler(device)  # the same mixed precision as OTI (fp16 + scaler on CUDA; bf16 or fp32 on a CPU)
     for _ in range(steps):
         prompts = tokenize([prompts_all[rng.randrange(len(prompts_all))] for _ in range(len(tokens))])
-        with train_autocast(device):
+        with train_autocast(device, "auto", backbone.token_dim):
             text = encoder(prompts, tokens)
         loss = palavra_contrastive_loss(text, targets, scale)
         optimizer.zero_grad(set_to_none=True)

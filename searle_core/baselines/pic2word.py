@@ -62,7 +62,7 @@ class Pic2WordConfig:
     betas: tuple[float, float] = (0.9, 0.98)  # the official ones for ViT backbones
     eps: float = 1e-6
     warmup_steps: int = 10_000  # capped at a tenth of the run's steps
-    precision: str = "auto"  # fp16 + GradScaler on CUDA, fp32 on CPU
+    precision: str = "auto"  # fp16 + GradScaler on CUDA; on a CPU as OTI (bf16 for wide towers where native)
 
     def build(self, backbone: Backbone) -> Pic2WordMapper:
         return Pic2WordMapper(backbone.embed_dim, self.middle_dim, backbone.token_dim, self.n_layer, self.dropout)
@@ -100,7 +100,9 @@ def train_pic2word(
         groups, lr=config.lr, weight_decay=config.weight_decay, betas=tuple(config.betas), eps=config.eps
     )
     loss = lambda idx: pic2word_loss(mapper, backbone, image_features[idx], tokenize, encoder)
-    history = fit(mapper, len(image_features), loss, config, "Pic2Word mapper", progress, optimizer, schedule)
+    history = fit(
+        mapper, len(image_features), loss, config, "Pic2Word mapper", progress, optimizer, schedule, backbone.token_dim
+    )
     return mapper.eval(), history
 
 

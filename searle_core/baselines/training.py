@@ -80,10 +80,19 @@ def cosine_with_warmup(base_lr: float, warmup: int, total: int) -> Callable[[int
 
 
 def fit(
-    module: nn.Module, n: int, loss_fn: Callable, config, desc: str, progress=True, optimizer=None, schedule=None
+    module: nn.Module,
+    n: int,
+    loss_fn: Callable,
+    config,
+    desc: str,
+    progress=True,
+    optimizer=None,
+    schedule=None,
+    width=None,
 ) -> list[dict]:
     """AdamW (else ``optimizer``) over shuffled mini-batches of ``n`` examples (the last, smaller one kept) with
-    ``config``'s epochs, batch size, lr, weight decay, seed and ``precision``; ``loss_fn`` maps batch indices to
+    ``config``'s epochs, batch size, lr, weight decay, seed and ``precision`` (``auto`` read for a text tower of
+    ``width``, as OTI's); ``loss_fn`` maps batch indices to
     a loss, ``schedule`` steps to lrs. Returns every epoch's mean loss."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -101,7 +110,7 @@ def fit(
             if schedule is not None:
                 for group in optimizer.param_groups:
                     group["lr"] = schedule(step)
-            with train_autocast(device, precision):
+            with train_autocast(device, precision, width):
                 loss = loss_fn(order[start : start + config.batch_size])
             optimizer.zero_grad(set_to_none=True)
             scaled_step(loss, optimizer, scaler)
