@@ -103,6 +103,21 @@ def test_failed_feature_cache_write_warns_and_the_run_goes_on(tmp_path, capsys, 
     assert not list(cache.glob("*"))  # nothing half-written left in the cache
 
 
+@pytest.mark.audit_open
+def test_searle_data_a_file_warns_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
+    from searle_core.infra import paths
+
+    monkeypatch.setattr(paths, "_FALLBACK", [])
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # the temporary folder, inside the audited one
+    (not_a_folder := tmp_path / "searle_data").write_text("a file, not a folder")
+    monkeypatch.setenv("SEARLE_DATA", str(not_a_folder))
+    status, out, err = searle(capsys, "evaluate", "--quick", *CLI, "--method", "image-only", "--json")
+    assert status == 0, err
+    assert f"cannot make the cache folder {not_a_folder}" in err and "for this run only" in err
+    assert "mAP" in out and not_a_folder.read_text() == "a file, not a folder"
+    assert list((paths._FALLBACK[0] / "features").glob("*.pt"))  # the features were cached there
+
+
 @pytest.mark.usefixtures("one_thread", "tmp_searle_data")
 @pytest.mark.parametrize("how", ["full disk", "folder is a file"])
 def test_failed_world_clip_cache_write_warns_and_the_run_goes_on(how, tmp_path, capsys, monkeypatch, random_backbone):
