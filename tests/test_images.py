@@ -152,3 +152,16 @@ def test_an_image_file_name_too_long_names_the_annotation_and_the_entry(circo, t
     listing["images"][2]["file_name"] = "x" * 300 + ".jpg"
     info.write_text(json.dumps(listing))
     _evaluate_fails(capsys, tmp_path, circo, "x" * 300 + ".jpg (image '", "of annotations/val.json query id")
+
+
+def test_an_image_folder_hints_only_at_flags_its_command_has(tmp_path):
+    """train-phi's and --unlabeled's folders have no --check-images: their error says what to do instead."""
+    from searle_core.datasets import ImageFolderSource
+    from searle_core.datasets.folder import CHECK_IMAGES_HINT, ImageLoadError
+
+    _truncated(tmp_path / "photo.jpg")
+    with pytest.raises(ImageLoadError, match="photo.jpg") as plain:
+        ImageFolderSource(tmp_path).load_image("photo.jpg")
+    assert "--check-images" not in str(plain.value) and "remove or replace that file" in str(plain.value)
+    with pytest.raises(ImageLoadError, match="--check-images open"):  # searle oti's folders: it has the flag
+        ImageFolderSource(tmp_path, hint=CHECK_IMAGES_HINT).load_image("photo.jpg")

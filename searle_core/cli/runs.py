@@ -25,7 +25,7 @@ from searle_core.cli.common import (
 from searle_core.cli.evaluate import benchmark_from_args
 from searle_core.datasets import ImageFolderSource
 from searle_core.datasets.features import configure_images
-from searle_core.datasets.folder import check_folder_images
+from searle_core.datasets.folder import CHECK_IMAGES_HINT, check_folder_images
 from searle_core.infra import distributed as dist
 from searle_core.infra.errors import InputError
 from searle_core.jobs import OTIRunConfig, read_manifest, run_oti
@@ -132,7 +132,7 @@ def oti_images(args: argparse.Namespace) -> tuple[object, list[str], dict]:
         root = Path(args.dataset_path)
         if args.split and not (root / args.split).is_dir():
             raise FileNotFoundError(f"--split {args.split}: no folder {root / args.split}")
-        source = ImageFolderSource(root / args.split if args.split else root)
+        source = ImageFolderSource(root / args.split if args.split else root, hint=CHECK_IMAGES_HINT)
         # The same up-front check a benchmark gets: unreadable files fail now, or are dropped and said.
         names, skipped = check_folder_images(source, args.check_images, args.on_missing)
         if skipped["images"]:

@@ -20,7 +20,8 @@ OnMissing = Literal["error", "skip"]
 CheckImages = Literal["none", "exists", "open"]
 
 _MAX_LISTED = 5  # bad files an error lists before counting the rest
-_HINT = "--check-images open finds every such file before work starts; --on-missing skip then drops them"
+CHECK_IMAGES_HINT = "--check-images open finds every such file before work starts; --on-missing skip then drops them"
+_REPLACE = "remove or replace that file and run again"  # where no flag checks the images (train-phi, --unlabeled)
 
 
 class ImageLoadError(OSError):
@@ -42,7 +43,7 @@ class FileImageSource(ImageSource):
         paths: Mapping[str, Path],
         referrers: Mapping[str, str] | None = None,
         default_referrer: str = "",
-        hint: str = _HINT,
+        hint: str = CHECK_IMAGES_HINT,
     ) -> None:
         self.paths: dict[str, Path] = dict(paths)
         self.referrers: dict[str, str] = dict(referrers or {})
@@ -86,7 +87,7 @@ class ImageFolderSource(FileImageSource):
     """Every image file under ``root`` (recursively, hidden ones skipped, extensions in any case), named by
     its path relative to ``root``, in sorted order (ImageNet1K ``test/`` is such a folder)."""
 
-    def __init__(self, root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> None:
+    def __init__(self, root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS, hint: str = _REPLACE) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {self.root} does not exist or is not a folder")
@@ -104,7 +105,7 @@ class ImageFolderSource(FileImageSource):
         if not paths:
             raise FileNotFoundError(f"no images ({', '.join(sorted(exts))}) found under {self.root}")
         self.names: list[str] = sorted(paths)
-        super().__init__({n: paths[n] for n in self.names}, default_referrer=f"image folder {self.root}")
+        super().__init__({n: paths[n] for n in self.names}, default_referrer=f"image folder {self.root}", hint=hint)
 
     def _unreadable(self, err: OSError) -> None:
         raise InputError(f"image folder {self.root}: cannot read {err.filename} ({err.strerror}); make it readable")
