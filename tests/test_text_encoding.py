@@ -101,3 +101,14 @@ def test_dollar_in_a_caption_stays_text(random_backbone):
             embeddings[row, first] = token
         want = torch.nn.functional.normalize(encode_token_embeddings(model, ids, embeddings).float(), dim=-1)
     assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_a_prompt_cut_at_the_context_is_said(random_backbone, capsys):
+    """CLIP's tokenizer cuts a long caption to 77 tokens without a word: the query features say so."""
+    token = torch.randn(random_backbone.token_dim)
+    long = CIRQuery("0", "ref", (" ".join(["red"] * 90),))
+    pseudo_query_features(random_backbone, [long, CIRQuery("1", "ref", ("is red",))], {"ref": token})
+    err = capsys.readouterr().err
+    assert "1 of 2 query prompts reach the text encoder's 77-token context" in err and "'a photo of $ that red" in err
+    pseudo_query_features(random_backbone, [CIRQuery("1", "ref", ("is red",))], {"ref": token})
+    assert "context" not in capsys.readouterr().err  # a short one is not

@@ -3,6 +3,7 @@ so the tables' differences come from the methods alone."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import torch
@@ -65,15 +66,22 @@ def pseudo_query_features(
     prompts = [template.format(v) for t in texts for v in t]
     rows = [q.reference for q, t in zip(queries, texts) for _ in t]
     before, _, after = template.partition("{}")
-    out = []
+    out, cut = [], []
     for i in range(0, len(prompts), 512):
         chunk = torch.stack([tokens[r] for r in rows[i : i + 512]]).to(backbone.device, torch.float32)
         ids = backbone.tokenize(prompts[i : i + 512])
+        cut += [prompts[i + j] for j in (ids[:, -1] != 0).nonzero().flatten().tolist()]  # filled to the end: cut
         # Only the template's "$" is the pseudo-word: a caption's dollar signs ("costs $20 less") stay text.
         mask = pseudo_word_mask(ids, backbone.dollar_token_id, before.count("$"), after.count("$"))
         with eval_precision(backbone.device):
             feats = encode_with_pseudo_tokens(backbone.model, ids, chunk, backbone.dollar_token_id, pseudo_mask=mask)
         out.append(feats.float().cpu())
+    if cut:  # CLIP's tokenizer cuts a prompt to its context without a word
+        print(
+            f"warning: {len(cut)} of {len(prompts)} query prompts reach the text encoder's {ids.shape[1]}-token "
+            f"context and are cut there (first: {cut[0][:80]!r}...)",
+            file=sys.stderr,
+        )
     feats = torch.cat(out)
     bad = (~torch.isfinite(feats).all(dim=1)).nonzero().flatten().tolist()
     if bad:  # NaN features would rank the gallery arbitrarily; say which token did it
