@@ -86,7 +86,7 @@ def test_ablation_curve_and_markdown():
 
 
 @pytest.mark.slow
-def test_tiny_ablation_run(tiny_study, monkeypatch):
+def test_tiny_ablation_run(tiny_study, monkeypatch, capsys):
     calls = []
     real = ablations.train_study_phi
 
@@ -99,7 +99,8 @@ def test_tiny_ablation_run(tiny_study, monkeypatch):
     settings = dataclasses.replace(tiny_study.settings, oti_steps=12, phi_epochs=2)
     study = dataclasses.replace(tiny_study, settings=settings)
     variants = ablations.oti_variants(12, (10, 12, 14)) + ablations.phi_variants((0.25, 1.0))
-    table = ablations.run_ablations(study, variants)
+    table = ablations.run_ablations(study, variants, metric="mAP@10")
+    printed = capsys.readouterr().out
     assert list(table.part) == ["OTI"] * 6 + ["φ"] * 4
     assert list(table.variant[:6]) == [
         ablations.FULL,
@@ -116,6 +117,9 @@ def test_tiny_ablation_run(tiny_study, monkeypatch):
     oti_rows = table[table.part == "OTI"].set_index("variant")
     full_s, ten_s = oti_rows.loc[ablations.FULL, "seconds"], oti_rows.loc["10 steps", "seconds"]
     assert ten_s < full_s
+    # A row read from the cache says so: the 10-step row reads the full run, which ran just before it.
+    assert oti_rows.loc["10 steps", "cached"] and not oti_rows.loc["14 steps", "cached"]  # 14: a run of its own
+    assert "OTI: 10 steps: mAP@10" in printed and "read from the cache; its first run took" in printed
     # φ variants: the loss change reaches φ's training; no validation. 24 images are one batch of 64,
     # and so are 6: the 25 % φ takes as many steps with as many epochs.
     assert [c["loss"] for c in calls] == [{}, {"distil_to_image": True}, {"lambda_gpt": 0.0}, {}]
@@ -171,6 +175,10 @@ def test_each_variant_changes_one_setting_and_says_which():
     changed = table[table.setting != "(none)"]
     assert changed.groupby(["part", "variant"]).size().max() == 1  # one changed setting per variant
     assert set(table[table.setting == "(none)"].variant) == {ablations.FULL}
+    # The full rows say what ran, never "the paper's settings" (a quick run is not the paper's).
+    said = ablations.variant_table(variants, {"OTI": "150 OTI steps", "φ": "60 epochs on 250 images"})
+    assert said[said.setting == "(none)"].value.tolist() == ["150 OTI steps", "60 epochs on 250 images"]
+    assert "paper" not in " ".join(map(str, table.value)) + ablations.FULL
     by_name = dict(zip(zip(changed.part, changed.variant), zip(changed.setting, changed.value)))
     assert by_name["OTI", "no phrase regulariser"] == ("OTIConfig.lambda_gpt", 0.0)
     assert by_name["OTI", "50 steps"] == ("OTIConfig.steps", 50) and ("OTI", "150 steps") not in by_name
@@ -200,4 +208,3 @@ def test_ablation_intervals_read_as_the_interval_says():
     assert table.loc["same", "reading"] == "within noise" and table.loc["same", "difference"] == 0.0
     assert table.loc["better", "reading"] == "clearly higher"
     assert table.loc["better", "difference"] == pytest.approx(50.0, rel=1e-9)
-    assert ablations.reading(-3.0, 1.0) == "within noise"

@@ -1,7 +1,5 @@
 """The notebooks' analysis functions on a random-weight CLIP (exact properties, no training)."""
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
@@ -65,7 +63,6 @@ def test_wordness_of_real_words(clip):
     table = explain.token_wordness(clip, rows, ids, setting="words")
     assert np.allclose(table.cosine, 1.0, atol=1e-5) and np.allclose(table.distance, 0.0, atol=1e-3)
     assert sorted(table.nearest) == sorted(WORDS)
-    assert explain.mean_word_norm(clip, ids) == pytest.approx(float(rows.norm(dim=1).mean()), rel=1e-5)
     noise = explain.token_wordness(clip, torch.randn(4, clip.token_dim), ids)
     assert (noise.cosine < 0.9).all()
 
@@ -109,17 +106,11 @@ def test_nearest_words_and_token_paths_skip_byte_level_tokens(clip):
     assert not set(labels) & {w.replace("</w>", "") for w in BYTE_LEVEL}
 
 
-def test_agreement_overlap_search_hits():
-    a = torch.eye(3)
-    same, other = explain.token_agreement(a, a)
-    assert np.allclose(same, 1.0) and other == pytest.approx(0.0)
-    assert explain.ranking_overlap([["a", "b"], ["c", "d"]], [["b", "a"], ["c", "x"]], k=2) == pytest.approx(75.0)
+def test_search_ranks_by_cosine():
     names = ["x", "y", "z"]
     assert explain.search(torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), names, 2) == [
         ["y", "z"]
     ]
-    queries = [SimpleNamespace(ground_truths=("y",)), SimpleNamespace(ground_truths=("q", "x"))]
-    assert explain.ground_truth_hits([["y", "z"], ["x", "q"]], queries) == 3
 
 
 def test_search_breaks_ties_as_the_evaluated_pipeline():
@@ -139,20 +130,11 @@ def test_search_breaks_ties_as_the_evaluated_pipeline():
     assert explain.search(query, gallery, names, k=20)[0] == names  # k capped at the gallery
 
 
-def test_phi_tokens_and_timing():
+def test_phi_tokens():
     phi = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Dropout(0.5))
     x = torch.randn(5, 4)
     out = explain.phi_tokens(phi, x)
     assert torch.equal(out, explain.phi_tokens(phi, x))  # eval mode: no dropout
-
-
-def test_seconds_per_image_is_the_best_run_per_image(monkeypatch):
-    """A fake clock: runs of 3, 1 and 2 s over 10 images give 0.1 s per image (the best run)."""
-    ticks = iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0])
-    monkeypatch.setattr(explain.time, "perf_counter", lambda: next(ticks))
-    calls = []
-    assert explain.seconds_per_image(lambda: calls.append(1), 10, repeat=3) == pytest.approx(0.1)
-    assert len(calls) == 3
 
 
 def test_own_word_shares_known_answer(clip):

@@ -65,6 +65,8 @@ def test_caption_note_names_the_words_the_world_clip_never_learned(tiny_study):
     from searle_core.world.attributes import COLOURS
 
     note = caption_note(tiny_study, "is Crimson and is a blue star, not teal")
+    assert max(map(len, note.splitlines())) <= 100 < len(note)  # broken at spaces, never mid-word
+    note = " ".join(note.split())
     assert "'crimson', 'not', 'teal'" in note and all(c in note for c in COLOURS)
     assert caption_note(tiny_study, "is on a white background") is None
     # the world's own queries never get the note: their captions are the grammar's

@@ -16,6 +16,7 @@ DOCUMENTS = ("README.md", "notebooks/README.md", "data/README.md")
 #: Markdown cells (notebook stem, cell id) that write LaTeX on purpose: the losses and the metrics.
 MATH_CELLS: set[tuple[str, str]] = {
     ("01_textual_inversion", "oti-losses"),
+    ("02_pseudo_word_visualisation", "wordness-formula"),
     ("03_training_phi", "phi-losses"),
     ("06_evaluation_and_circo", "metrics-formulas"),
 }

@@ -227,6 +227,164 @@ def test_a_changed_checked_output_is_reported_with_its_notebook_cell_and_diff():
     assert "+stderr: a warning" in checked_output_mismatches("05_ablations", committed, executed)[0]
 
 
+# ---- what a learner sees: no object reprs, no image twice, no verdict against its interval --------------
+_REPR = re.compile(r"<[\w.]+ (?:object )?at 0x[0-9a-fA-F]+>|<matplotlib\.")
+#: A printed verdict after its interval, ``[low, high] -> verdict``, and the side of zero each verdict claims.
+_VERDICT = re.compile(
+    r"\[([+-]?\d+(?:\.\d+)?), ([+-]?\d+(?:\.\d+)?)\] -> "
+    r"(holds|reversed|cannot tell|clearly higher|clearly lower|within noise)"
+)
+_VERDICT_SIDE = {
+    "holds": 1,
+    "clearly higher": 1,
+    "reversed": -1,
+    "clearly lower": -1,
+    "cannot tell": 0,
+    "within noise": 0,
+}
+
+
+def shown_text(output) -> str:
+    """The text a reader sees of one output: a stream's, or a rich output's plain text when nothing richer
+    (an image, HTML, Markdown, a widget) is shown instead of it."""
+    if output.output_type == "stream":
+        return output.text
+    data = output.get("data", {})
+    richer = any(
+        k.startswith(("image/", "application/vnd.jupyter.widget")) or k in ("text/html", "text/markdown") for k in data
+    )
+    return "" if richer else "".join(data.get("text/plain", ""))
+
+
+def verdict_agrees(low: float, high: float, verdict: str) -> bool:
+    """Whether a printed verdict says what its printed interval does (a bound printed as 0 may go either way)."""
+    side = _VERDICT_SIDE[verdict]
+    return high > 0 and low >= 0 if side > 0 else low < 0 and high <= 0 if side < 0 else low <= 0 <= high
+
+
+#: The longest printed line a notebook's width shows whole: JupyterLab breaks a longer one anywhere, mid-word.
+PRINTED_WIDTH = 110
+
+
+def screen_problems(nb) -> list[str]:
+    """What a reader should never see in an executed notebook: an object's repr (``<matplotlib...>``,
+    ``<... at 0x...>``), the same image twice in one cell's output, a verdict its interval contradicts, a
+    printed line longer than :data:`PRINTED_WIDTH`."""
+    problems = []
+    for index, cell in enumerate(nb.cells):
+        images = [o.data["image/png"] for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+        if len(images) != len(set(images)):
+            problems.append(f"cell {index}: the same image shown {len(images) - len(set(images)) + 1} times")
+        for text in map(shown_text, cell.get("outputs", [])):
+            problems += [f"cell {index}: an object's repr {m.group()!r}" for m in _REPR.finditer(text)]
+            long = [line for line in text.splitlines() if len(line) > PRINTED_WIDTH]
+            problems += [f"cell {index}: a line of {len(line)} characters: {line[:60]!r}..." for line in long]
+            for low, high, verdict in _VERDICT.findall(text):
+                if not verdict_agrees(float(low), float(high), verdict):
+                    problems.append(f"cell {index}: [{low}, {high}] -> {verdict}: the interval says otherwise")
+    return problems
+
+
+def test_screen_check_catches_reprs_twin_images_and_verdicts_against_their_interval():
+    """Controls: each fault, put into an otherwise clean output, is reported; a figure's own plain-text
+    stand-in beside its image and verdicts that match their intervals are not."""
+    new, stream = nbformat.v4.new_output, lambda text: nbformat.v4.new_output("stream", name="stdout", text=text)
+    figure = new("display_data", data={"image/png": "iVBOR1", "text/plain": "<Figure size 640x480 with 1 Axes>"})
+    other = new("display_data", data={"image/png": "iVBOR2", "text/plain": "<Figure size 640x480 with 1 Axes>"})
+    fine = [
+        stream("OTI, no EMA: -3.1 mAP@10 [-6.0, -0.2] -> clearly lower. It scores 3.1 points below the full OTI\n"),
+        stream(
+            "  SEARLE-OTI > Image-only: +50.00 [+41.20, +58.90] -> holds\n"
+            "  A > B: +0.40 [-0.00, +2.10] -> cannot tell\n"
+        ),
+        stream("  A > B: +1.20 [+0.00, +2.40] -> holds\n  A > B: -3.00 [-5.00, -1.00] -> reversed\n"),
+        figure,
+        other,
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=fine)])
+    assert screen_problems(nb) == []
+    faults = {
+        "an object's repr '<matplotlib.": new(
+            "execute_result", data={"text/plain": "<matplotlib.figure.SubFigure at 0x7f3a>"}
+        ),
+        "an object's repr '<searle_core.x.Y object at 0x7f3a>'": stream("<searle_core.x.Y object at 0x7f3a>\n"),
+        "the same image shown 2 times": new("display_data", data=dict(figure.data)),
+        "[+1.0, +2.0] -> within noise": stream("x: +1.5 [+1.0, +2.0] -> within noise\n"),
+        "[-1.0, +2.0] -> holds": stream("  A > B: +0.50 [-1.0, +2.0] -> holds\n"),
+        "[-3.0, -1.0] -> clearly higher": stream("x: -2.0 [-3.0, -1.0] -> clearly higher\n"),
+        "a line of 111 characters": stream("word " * 22 + "w\n"),
+    }
+    for said, fault in faults.items():
+        nb.cells[0].outputs = [*fine, fault]
+        [problem] = screen_problems(nb)
+        assert said in problem, (said, problem)
+
+
+# ---- notebook 4's reading of its own table, run in-process on made-up rankings ----------------------
+def _cell_source(stem: str, cell_id: str) -> str:
+    [cell] = [c for c in load(stem).cells if c.get("id") == cell_id]
+    return cell.source
+
+
+def _made_up_setting(ranks: dict[str, list[int]]):
+    """A (benchmark, backbone) of 40 made-up queries whose methods rank their one ground truth at ``ranks``."""
+    from types import SimpleNamespace
+
+    from searle_core.datasets.base import CIRQuery
+
+    queries = [CIRQuery(f"q{i}", f"r{i}", ("is blue",), f"g{i}", (f"g{i}",)) for i in range(40)]
+    gallery = [f"x{j}" for j in range(20)]
+    rankings = {
+        method: [gallery[: r - 1] + [f"g{i}"] + gallery[r - 1 :] for i, r in enumerate(at)]
+        for method, at in ranks.items()
+    }
+    bench = SimpleNamespace(name="shapes", split="val", queries=queries)
+    settings = SimpleNamespace(phi_checkpoint="", phi_epochs=60, phi_images=250, oti_steps=50)
+    study = SimpleNamespace(dataset="shapes", bench=bench, backbone=SimpleNamespace(name="clip"), settings=settings)
+    from searle_core.metrics.significance import per_query_scores
+
+    evaluations = {
+        m: SimpleNamespace(metrics={"mAP@10": per_query_scores(bench, r)[0].mean()}) for m, r in rankings.items()
+    }
+    names = {"searle-oti": "SEARLE-OTI", "searle": "SEARLE", "image-only": "Image-only", "image+text": "Image + Text"}
+    return SimpleNamespace(study=study, table=SimpleNamespace(rankings=rankings), evaluations=evaluations, names=names)
+
+
+def _run_nb4_reading(settings, capsys) -> str:
+    import textwrap
+
+    from searle_core.metrics import significance
+    from searle_core.notebook import results
+
+    ns = {"settings": settings, "results": results, "significance": significance, "textwrap": textwrap}
+    for cell_id in ("paper-ordering", "ordering-reading", "9664faed"):
+        exec(_cell_source("04_results_tables", cell_id), ns)
+    return capsys.readouterr().out
+
+
+def test_notebook_4_reads_its_ordering_from_the_intervals_and_only_for_methods_run(capsys):
+    """SEARLE (φ) not run: no verdict names it; OTI always first and image-only never in the top 10 hold,
+    image+text alike on every query cannot be told apart; the paragraph says so from those verdicts."""
+    first, never = [1] * 40, [15] * 40
+    out = _run_nb4_reading([_made_up_setting({"searle-oti": first, "image-only": never, "image+text": first})], capsys)
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output("stream", name="stdout", text=out)])]
+    )
+    assert screen_problems(nb) == []
+    assert "SEARLE-OTI > Image-only: +100.00 [+100.00, +100.00] -> holds" in out
+    assert "SEARLE-OTI > Image + Text: +0.00 [+0.00, +0.00] -> cannot tell" in out
+    assert "SEARLE >" not in out and "SEARLE (" not in out, out
+    reading = " ".join(out.split())
+    assert "the paper's ordering holds for 1 of 2 pairs (SEARLE-OTI > Image-only)" in reading
+    assert "cannot tell SEARLE-OTI from Image + Text apart" in reading and "is only partly shown" in reading
+    assert "SEARLE-OTI > image-only: True" in out and "SEARLE > image-only" not in out  # the checked cell
+    # Control: the same cells on rankings where the baseline wins say the ordering is contradicted.
+    out = _run_nb4_reading([_made_up_setting({"searle-oti": never, "image-only": first, "searle": first})], capsys)
+    assert "SEARLE-OTI > Image-only: -100.00 [-100.00, -100.00] -> reversed" in out
+    assert "SEARLE > Image-only: +0.00 [+0.00, +0.00] -> cannot tell" in out
+    assert "is contradicted" in " ".join(out.split())
+
+
 # ---- the quick profile end to end -----------------------------------------------------------------
 @pytest.fixture(scope="session")
 def quick_run(request, tmp_path_factory):
@@ -290,6 +448,38 @@ def test_quick_run_shows_no_warning(quick_run, stem):
         if output.output_type == "stream" and output.name == "stderr"
     ]
     assert not red, "\n".join(red)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", NOTEBOOKS)
+def test_quick_run_shows_no_repr_no_twin_image_and_no_verdict_against_its_interval(quick_run, stem):
+    out, _ = quick_run
+    problems = screen_problems(nbformat.read(out / "quick" / f"{stem}.ipynb", as_version=4))
+    assert not problems, f"{stem}:\n" + "\n".join(problems)
+
+
+#: What notebooks 2, 4 and 5 conclude from their own numbers: a line each must print (regular expressions).
+CONCLUSIONS = {
+    "02_pseudo_word_visualisation": [
+        r"library: nearest word .* -> agree",
+        r"cosine of v\* to its nearest real word: .* with the regulariser",
+        r"φ's tokens sit (nearer to|no nearer to) real words than OTI's",
+        r"from step 0 to step \d+: cosine to the nearest word",
+    ],
+    "04_results_tables": [r"SEARLE-OTI > Image-only: .* -> holds", r"the paper's ordering (holds in full|is)"],
+    "05_ablations": [r"OTI, no EMA: .* -> (clearly higher|clearly lower|within noise)\. It scores"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", list(CONCLUSIONS))
+def test_quick_run_prints_conclusions_from_its_numbers(quick_run, stem):
+    out, _ = quick_run
+    executed = nbformat.read(out / "quick" / f"{stem}.ipynb", as_version=4)
+    text = "\n".join(o.text for c in code_cells(executed) for o in c.outputs if o.output_type == "stream")
+    flat = " ".join(text.split())
+    missing = [pattern for pattern in CONCLUSIONS[stem] if not re.search(pattern, flat)]
+    assert not missing, f"{stem} printed none of {missing}:\n{text[-3000:]}"
 
 
 # ---- the quick run's numbers against their stored values -------------------------------------------
@@ -510,7 +700,7 @@ def test_quick_profile_numbers(quick_run, request):
     assert nb4[key.format("searle-oti")] == pytest.approx(nb3["searle-oti/mAP@10"], abs=1e-6)
     assert nb4[key.format("searle")] == pytest.approx(nb3["searle/mAP@10"], abs=1e-6)
     nb5 = r["05_ablations"]
-    assert nb5["OTI/full (paper)/mAP@10"] == pytest.approx(nb4[key.format("searle-oti")], abs=1e-6)
-    assert nb5["φ/full (paper)/mAP@10"] == pytest.approx(nb4[key.format("searle")], abs=1e-6)
-    assert nb5["OTI/full (paper)/mAP@10"] > nb5["image-only/mAP@10"]
-    assert nb5["φ/full (paper)/mAP@10"] > nb5["image-only/mAP@10"]
+    assert nb5["OTI/full/mAP@10"] == pytest.approx(nb4[key.format("searle-oti")], abs=1e-6)
+    assert nb5["φ/full/mAP@10"] == pytest.approx(nb4[key.format("searle")], abs=1e-6)
+    assert nb5["OTI/full/mAP@10"] > nb5["image-only/mAP@10"]
+    assert nb5["φ/full/mAP@10"] > nb5["image-only/mAP@10"]

@@ -37,7 +37,10 @@ def test_curves_draw_on_given_axes():
     rows = [
         {"epoch": e, "distil": 2 - e / 10, "gpt": 0.5, "total": 2.5 - e / 10, "mAP@10": 10 + e} for e in range(1, 6)
     ]
-    assert plotting.plot_phi_history(rows, ax=axes[2]) is fig
+    assert plotting.plot_phi_history(rows, ax=axes[2], chance=float(np.log(2 * 8 - 1))) is fig
+    chance = [line for line in axes[2].lines if line.get_linestyle() == "--"]  # the chance level, dashed
+    assert [line.get_ydata()[0] for line in chance] == [pytest.approx(np.log(15))]
+    assert "L_distil at chance (2.71)" in [t.get_text() for t in axes[2].get_legend().get_texts()]
     assert plotting.plot_validation(rows, "mAP@10", ax=axes[3], reference={"searle-oti": 14.0}) is fig
     assert axes[3].lines[0].get_ydata().tolist() == [11, 12, 13, 14, 15]
 
@@ -86,6 +89,16 @@ def test_token_plots():
     assert plotting.plot_agreement(np.linspace(0.5, 0.9, 20), ax=axes[2], reference=0.1) is fig
 
 
+def test_token_path_labels_of_near_words_do_not_overlap():
+    """Two words at almost the same point get labels a line apart; words far apart keep the same offset."""
+    fig, ax = plt.subplots()
+    words_xy = np.array([[0.0, 0.0], [0.01, 0.005], [1.0, 1.0]])
+    plotting.plot_token_path(words_xy, ["red", "rose", "blue"], np.array([[0.5, 0.5], [0.6, 0.6]]), ax=ax)
+    offsets = {t.get_text(): t.xyann for t in ax.texts if t.get_text() in ("red", "rose", "blue")}
+    assert offsets["red"] == offsets["blue"] == (3, 3) and offsets["rose"] == (3, -7)
+    plt.close(fig)
+
+
 def test_token_path_joins_its_end_to_the_words_it_is_nearest_to():
     fig, ax = plt.subplots()
     words_xy = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
@@ -108,6 +121,14 @@ def test_nearest_words_grid_and_wordness():
     )
     fig = plotting.plot_wordness(table, word_norm=0.6)
     assert len(fig.axes) == 2
+
+
+def test_every_image_has_a_frame():
+    """An image on a white background keeps its edge on a white page: a thin grey frame, or the coloured one."""
+    fig = plotting.image_row([image(0), image(1)], ["a", "b"])
+    for ax in fig.axes:
+        assert all(spine.get_visible() and spine.get_linewidth() > 0 for spine in ax.spines.values())
+        assert ax.spines["top"].get_edgecolor()[:3] == pytest.approx(matplotlib.colors.to_rgb("#bbbbbb"))
 
 
 def test_retrieval_grid_marks_ground_truths():

@@ -22,7 +22,8 @@ from searle_core.report.table import flatten
 
 #: The regulariser's one phrase per concept in the "templates only" ablation.
 TEMPLATE_PHRASE = "a photo of {}"
-FULL = "full (paper)"
+#: The full method of each part: this run's settings (``variant_table`` says which), not necessarily the paper's.
+FULL = "full"
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,11 @@ def phi_variants(fractions: tuple[float, ...] | list[float] = (0.01, 0.03, 0.1, 
     return rows + [Variant("φ", f"{100 * f:g} % of images", data_fraction=f) for f in shares]
 
 
-def variant_table(variants: list[Variant]) -> pd.DataFrame:
-    """One row per variant: its part, its name, the one setting it changes and the value it takes."""
-    none = [("(none)", "the paper's settings")]
-    rows = [(v.part, v.name, k, value) for v in variants for k, value in v.changes() or none]
+def variant_table(variants: list[Variant], full: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per variant: its part, its name, the one setting it changes and the value it takes; the full
+    rows say what ran, from ``full`` (part -> e.g. "50 OTI steps")."""
+    said = lambda part: [("(none)", (full or {}).get(part, "this run's settings"))]  # noqa: E731
+    rows = [(v.part, v.name, k, value) for v in variants for k, value in v.changes() or said(v.part)]
     return pd.DataFrame(rows, columns=["part", "variant", "setting", "value"])
 
 
@@ -113,33 +115,31 @@ def run_ablations(
             ctx.give_tokens("searle-oti", run.as_dict(which))
             seconds = run.seconds * steps / config.steps if isinstance(which, int) else run.seconds
             method, x = "searle-oti", {"steps": steps, "data %": None}  # x: what the curves are drawn against
+            cached = not run.trained_now
         else:
             share = variant.data_fraction
             phi_epochs = equal_step_epochs(study, epochs, images, share) if equal_steps and share < 1.0 else epochs
             phi = train_study_phi(study, ctx.oti_config, phi_epochs, images, variant.loss, share, validate=False)
             ctx.give_network("searle", phi.phi)
             method, seconds, x = "searle", phi.train_seconds, {"steps": None, "data %": 100 * share}
+            cached = not phi.trained_now
         result = evaluate(method, study.bench, study.backbone, ctx, gallery=study.gallery())
         if rankings is not None:
             rankings[variant.part, variant.name] = result.rankings
-        metrics = {**flatten(result.metrics), "seconds": seconds + result.seconds}
+        metrics = {**flatten(result.metrics), "seconds": seconds + result.seconds, "cached": cached}
         table.append({"part": variant.part, "variant": variant.name, **metrics, **x})
         if metric:
-            score = metrics.get(metric, float("nan"))
-            print(f"{variant.part}: {variant.name}: {metric} {score:.2f} ({metrics['seconds']:.1f} s)", flush=True)
+            took = f"{'read from the cache; its first run took ' if cached else ''}{metrics['seconds']:.1f} s"
+            print(f"{variant.part}: {variant.name}: {metric} {metrics.get(metric, math.nan):.2f} ({took})", flush=True)
     return pd.DataFrame(table)
-
-
-def reading(low: float, high: float) -> str:
-    """What a difference's interval says: ``clearly higher``/``clearly lower`` when it excludes zero."""
-    return "clearly higher" if low > 0 else "clearly lower" if high < 0 else "within noise"
 
 
 def intervals(
     study: Study, rankings: dict[tuple[str, str], list[list[str]]], n_resamples: int = 10_000, seed: int = 0
 ) -> pd.DataFrame:
     """Every variant against its part's full method on the same queries: the difference of the benchmark's
-    headline metric with its paired-bootstrap interval, and :func:`reading` of it."""
+    headline metric with its paired-bootstrap interval, and its reading: clearly higher or lower when the
+    interval excludes zero, else within noise."""
     rows = []
     for part in dict.fromkeys(p for p, _ in rankings):
         by_name = {name: r for (p, name), r in rankings.items() if p == part}
@@ -147,7 +147,8 @@ def intervals(
             continue
         for d in compare_methods(study.bench, by_name, FULL, n_resamples=n_resamples, seed=seed):
             if d.method != FULL:
-                interval = {"difference": d.diff, "low": d.low, "high": d.high, "reading": reading(d.low, d.high)}
+                reading = "clearly higher" if d.low > 0 else "clearly lower" if d.high < 0 else "within noise"
+                interval = {"difference": d.diff, "low": d.low, "high": d.high, "reading": reading}
                 rows.append({"part": part, "variant": d.method, "metric": d.metric, **interval})
     return pd.DataFrame(rows)
 

@@ -1,28 +1,21 @@
 """Looking inside textual inversion: prompts as tokens, what a pseudo-word retrieves, how word-like it is, where
-it travels during OTI, how OTI's and the two φ's tokens compare, and a typed-query explorer (the notebooks plot)."""
+it travels during OTI, and a typed-query explorer (what the notebooks plot)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from searle_core.baselines.lincir import benchmark_modality_gap
-from searle_core.baselines.training import reference_tokens
 from searle_core.clip.backbone import Backbone
 from searle_core.datasets.base import CIRQuery
 from searle_core.infra.errors import InputError
 from searle_core.inversion.nearest import nearest_words, token_word, whole_word_ids
 from searle_core.method.encoding import encode_with_pseudo_tokens
 from searle_core.method.oti import oti
-from searle_core.methods.pipeline import phi_reference_tokens
-from searle_core.notebook.results import Setting
 from searle_core.plotting import RetrievalExample, retrieval_grid, wrap
 from searle_core.retrieval.queries import SEARLE_PROMPT, caption_variants, pseudo_query_features
 from searle_core.retrieval.ranking import rank_gallery
@@ -104,11 +97,6 @@ def token_wordness(
     return pd.DataFrame({"setting": setting, "nearest": nearest, "cosine": cosine, "distance": distance, "norm": norm})
 
 
-def mean_word_norm(backbone: Backbone, allowed_ids: Sequence[int] | None = None) -> float:
-    """Mean L2 norm of real word embeddings (the scale a word-like token should have)."""
-    return float(_word_rows(backbone, allowed_ids)[1].norm(dim=1).mean())
-
-
 def project_paths(
     backbone: Backbone, paths: Sequence[torch.Tensor], allowed_ids: Sequence[int] | None = None, k: int = 8
 ) -> tuple[np.ndarray, list[str], list[np.ndarray]]:
@@ -133,28 +121,6 @@ def phi_tokens(phi: torch.nn.Module, image_features: torch.Tensor) -> torch.Tens
     return phi(image_features.float().to(next(phi.parameters()).device)).float().cpu()
 
 
-def token_agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, float]:
-    """Cosine between two tokens of each image (e.g. φ's and OTI's), (N,), and the mean over *different* images."""
-    sims = F.normalize(a.float().cpu(), dim=-1) @ F.normalize(b.float().cpu(), dim=-1).T
-    n = len(sims)
-    return sims.diagonal().numpy(), float((sims.sum() - sims.diagonal().sum()) / max(1, n * n - n))
-
-
-def ranking_overlap(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]], k: int = 10) -> float:
-    """Mean share (in %) of the top-``k`` results two methods have in common, per query."""
-    return 100.0 * float(np.mean([len(set(x[:k]) & set(y[:k])) / k for x, y in zip(a, b)]))
-
-
-def seconds_per_image(invert: Callable[[], object], n_images: int, repeat: int = 1) -> float:
-    """Wall time of ``invert()`` per image of its ``n_images``, best of ``repeat`` runs (the least disturbed)."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        invert()
-        best = min(best, time.perf_counter() - start)
-    return best / n_images
-
-
 def _unit_rows(features: torch.Tensor) -> torch.Tensor:
     """Float CPU rows, normalised only if not already: the pipeline's features then rank bit for bit as there."""
     features = features.float().cpu()
@@ -170,11 +136,6 @@ def search(
     first = sorted({name: i for i, name in reversed(list(enumerate(names)))}.values())
     unique = [names[i] for i in first]
     return rank_gallery(_unit_rows(query_features), _unit_rows(search_features[first]), unique, min(k, len(unique)))
-
-
-def ground_truth_hits(rankings: Sequence[Sequence[str]], queries: Sequence) -> int:
-    """How many ground truths the rankings contain in total (over all queries, whole rankings)."""
-    return sum(len(set(r) & set(q.ground_truths)) for r, q in zip(rankings, queries))
 
 
 #: The attributes whose own word a pseudo-word should bring (size words are few and generic).
@@ -213,41 +174,6 @@ def caption_overridden(study, queries: Sequence, rankings: Sequence[Sequence[str
     ]
 
 
-@dataclass
-class TwoPhis:
-    """Both φ's nearest words for a few references, their mean same-image cosine and LinCIR's modality gap."""
-
-    images: list[Image.Image]
-    captions: list[str]
-    searle_words: list[list[tuple[str, float]]]
-    lincir_words: list[list[tuple[str, float]]]
-    cosine: float
-    modality_gap: dict[str, float] | None
-
-
-@torch.no_grad()
-def two_phis(setting: Setting, n: int = 4, k: int = 5) -> TwoPhis | None:
-    """SEARLE's and LinCIR's φ tokens of ``n`` references, ``k`` nearest words each (``None`` unless both ran)."""
-    ctx, study = setting.ctx, setting.study
-    if ctx is None or ctx.phi is None or "lincir" not in ctx.networks:
-        return None
-    backbone, bench = study.backbone, study.bench
-    searle = phi_reference_tokens(backbone, bench, ctx)
-    lincir = reference_tokens(backbone, bench, ctx.networks["lincir"], progress=False)
-    names = bench.reference_names()
-    a, b = (torch.stack([tokens[m] for m in names]).float() for tokens in (searle, lincir))
-    picked = list(dict.fromkeys(bench.queries[i].reference for i in study.pick_queries(n)))
-    rows = [names.index(m) for m in picked]
-    return TwoPhis(
-        images=study.images(picked),
-        captions=[wrap(study.caption(m), 24) for m in picked],  # titles on two lines, not overlapping
-        searle_words=nearest_words(backbone, a[rows], k, study.allowed_word_ids),
-        lincir_words=nearest_words(backbone, b[rows], k, study.allowed_word_ids),
-        cosine=float(F.cosine_similarity(a, b, dim=-1).mean()),
-        modality_gap=benchmark_modality_gap(backbone, bench, ctx.networks["lincir"]),
-    )
-
-
 def typed_query(
     study, name: str, token: torch.Tensor, caption: str, k: int = 5, label: str = "SEARLE-OTI"
 ) -> RetrievalExample:
@@ -264,15 +190,14 @@ def typed_query(
 
 def caption_note(study, caption: str) -> str | None:
     """A sentence on the words of ``caption`` the world CLIP never learned (untrained token rows: noise),
-    with the words it does know; ``None`` when it knows them all."""
+    with the words it does know, in lines of 100 characters broken at spaces (an output area breaks long
+    lines anywhere, mid-word); ``None`` when it knows them all."""
     if not (unknown := study.unknown_words(caption)):
         return None
     said = ", ".join(repr(w) for w in unknown)
     known = "; ".join(f"{attribute}: {', '.join(values)}" for attribute, values in VALUES.items())
-    return (
-        f"the world CLIP never learned {said}: it reads such words as noise. It knows only its grammar's "
-        f"words, among them {known}."
-    )
+    note = f"the world CLIP never learned {said}: it reads such words as noise. It knows only its grammar's words,"
+    return wrap(f"{note} among them {known}.", 100)
 
 
 def start_from_query(study, index: int, names: list[str], tokens: list[torch.Tensor], invert=None) -> tuple[int, str]:

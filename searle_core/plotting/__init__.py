@@ -80,14 +80,13 @@ def save_figure(fig: Figure, figures_dir: str | os.PathLike | None, name: str) -
 def show_image(
     ax: Axes, image: Image.Image | np.ndarray, title: str | None = None, border: str | None = None
 ) -> Figure:
-    """An image without ticks, small ones with crisp pixels; ``border`` colours a thick frame."""
+    """An image without ticks, small ones with crisp pixels, in a thin grey frame (a white background would
+    melt into the page) or a thick one of colour ``border``."""
     array = np.asarray(image)
     ax.imshow(array, interpolation="nearest" if max(array.shape[:2]) < 128 else "antialiased")
     ax.set(xticks=[], yticks=[])
     for spine in ax.spines.values():
-        spine.set_visible(border is not None)
-        if border is not None:
-            spine.set(edgecolor=border, linewidth=4)
+        spine.set(visible=True, edgecolor=border or "#bbbbbb", linewidth=4 if border else 0.8)
     if title:
         ax.set_title(title, fontsize=9)
     return ax.figure
@@ -156,13 +155,21 @@ def plot_ema_vs_raw(steps: Sequence[int], ema: Sequence[float], raw_final: float
     return fig
 
 
-def plot_phi_history(history: Sequence[Mapping[str, float]], ax: Axes | None = None) -> Figure:
-    """φ's losses per epoch from ``PhiTrainingResult.history`` rows (missing or all-zero keys skipped)."""
+def plot_phi_history(
+    history: Sequence[Mapping[str, float]], ax: Axes | None = None, chance: float | None = None
+) -> Figure:
+    """φ's losses per epoch from ``PhiTrainingResult.history`` rows (missing or all-zero keys skipped), and
+    ``chance``, L_distil when φ tells no token from another (ln(2N − 1) for a batch of N), dashed."""
     series = {k: [row[k] for row in history] for k in ("distil", "gpt", "total") if history and k in history[0]}
     series = {k: v for k, v in series.items() if np.any(np.asarray(v, dtype=float) != 0)}
     labels = {"total": "total (λ_distil·L_distil + λ_gpt·L_gpt)"}
     x = [row["epoch"] for row in history]
-    return plot_series(series, ax, x=x, xlabel="epoch", ylabel="loss", title="φ training losses", labels=labels)
+    fig = plot_series(series, ax, x=x, xlabel="epoch", ylabel="loss", title="φ training losses", labels=labels)
+    if chance is not None:
+        ax = ax or fig.axes[0]
+        ax.axhline(chance, ls="--", lw=1, color=SERIES_COLOURS["distil"], label=f"L_distil at chance ({chance:.2f})")
+        ax.legend(frameon=False, fontsize=9)
+    return fig
 
 
 def plot_validation(
@@ -265,8 +272,13 @@ def plot_token_path(
     if not any(getattr(c, "_is_word_cloud", False) for c in ax.collections):
         cloud = ax.scatter(words_xy[:, 0], words_xy[:, 1], s=22, color="#999999", zorder=2)
         cloud._is_word_cloud = True
-        for (x, y), word in zip(words_xy, word_labels):
-            ax.annotate(word, (x, y), fontsize=9, color="#444444", xytext=(3, 3), textcoords="offset points")
+        # A label whose word sits near an earlier word's goes one line lower per such neighbour, not on top of it.
+        near = np.ptp(words_xy, axis=0) * (0.08, 0.05) + 1e-12
+        for i, ((x, y), word) in enumerate(zip(words_xy, word_labels)):
+            below = int((np.abs(words_xy[:i] - (x, y)) < near).all(axis=1).sum())
+            ax.annotate(
+                word, (x, y), fontsize=9, color="#444444", xytext=(3, 3 - 10 * below), textcoords="offset points"
+            )
     ax.plot(path_xy[:, 0], path_xy[:, 1], "-", color=colour, lw=1.5, alpha=0.9, label=label, zorder=3)
     ax.scatter(*path_xy[0], marker="o", s=40, facecolor="white", edgecolor=colour, zorder=4)
     ax.scatter(*path_xy[-1], marker="*", s=160, color=colour, edgecolor="black", lw=0.5, zorder=5)
