@@ -206,7 +206,9 @@ RANGES = {"positive": "(0, inf)", "ema_decay": "[0, 1]", "dropout": "[0, 1)", "d
 RANGES |= dict.fromkeys(("trajectory_every", "k", "top_k", "n_words", "n_images", "timing_images"), "[1, inf)")
 RANGES["oti_batch_size"] = "[1, inf)"
 RANGES |= dict.fromkeys(("nonnegative", "lambda_gpt", "lambda_distil", "lambda_cos", "weight_decay"), "[0, inf)")
-RANGES |= dict.fromkeys(("max_queries", "phi_images", "baseline_epochs", "baseline_images", "n_examples"), "[0, inf)")
+RANGES |= dict.fromkeys(
+    ("max_queries", "phi_images", "baseline_epochs", "baseline_images", "n_examples", "threads"), "[0, inf)"
+)
 RANGES |= dict.fromkeys(("query_index", "query_indices"), "[0, inf)")
 
 
