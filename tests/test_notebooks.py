@@ -704,3 +704,20 @@ def test_quick_profile_numbers(quick_run, request):
     assert nb5["φ/full/mAP@10"] == pytest.approx(nb4[key.format("searle")], abs=1e-6)
     assert nb5["OTI/full/mAP@10"] > nb5["image-only/mAP@10"]
     assert nb5["φ/full/mAP@10"] > nb5["image-only/mAP@10"]
+
+
+def test_a_profiles_relative_paths_are_read_from_where_searle_paper_runs(tmp_path, monkeypatch):
+    """The notebooks run in notebooks/: a profile's ``dataset_path: data/CIRR`` means the folder beside the user."""
+    (tmp_path / "data/CIRR").mkdir(parents=True)
+    (tmp_path / "phi.pt").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    given = {
+        "dataset_path": "data/CIRR",
+        "split": "data",  # a folder of that name here, but not a path parameter
+        "pretrained": "openai",  # a tag: no such file here
+        "backbones": [{"name": "ViT-B-32", "phi_checkpoint": "phi.pt", "pretrained": "/abs/w.pt"}],
+    }
+    got = paper.resolve_paths(given)
+    assert got["dataset_path"] == str(tmp_path / "data/CIRR") and got["split"] == "data"
+    assert got["pretrained"] == "openai" and got["backbones"][0]["pretrained"] == "/abs/w.pt"
+    assert got["backbones"][0]["phi_checkpoint"] == str(tmp_path / "phi.pt")

@@ -31,6 +31,26 @@ NOTEBOOKS: tuple[str, ...] = (
 )
 #: Parameters the runner sets itself (not in profiles): where figures and recorded numbers go.
 RUNNER_PARAMETERS: tuple[str, ...] = ("figures_dir", "out_dir")
+#: Parameters that may name files or folders (also inside ``benchmarks`` and ``backbones``' entries).
+PATH_PARAMETERS = {"dataset_path", "concepts", "phrases", "unlabeled", "phi_checkpoint", "pretrained", "captions"}
+PATH_PARAMETERS |= {"cirr_annotations", "fashioniq_annotations", "circo_annotations"}
+
+
+def resolve_paths(value, key: str = "", base: Path | None = None):
+    """A profile's relative paths made absolute against ``base`` (the folder ``searle paper`` runs in), as the
+    CLI reads them: the notebooks run in ``notebooks/``. A value naming nothing there (a tag, ``RUN:3``) stays."""
+    if isinstance(value, dict):
+        return {k: resolve_paths(v, k, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_paths(v, key, base) for v in value]
+    path = Path(base or Path.cwd(), value) if isinstance(value, str) and value else None
+    return (
+        str(path.resolve())
+        if key in PATH_PARAMETERS and path and not Path(value).is_absolute() and path.exists()
+        else value
+    )
+
+
 #: This environment's Python, registered by ``make setup``; the notebooks' kernelspec names it, so a Jupyter
 #: of another environment asks for a kernel instead of running them there.
 KERNEL = "searle"
@@ -205,7 +225,11 @@ def run_paper(
         # finished: an interrupted or failed re-run leaves them (and summary.json's list) intact.
         partial = run_dir / f"{stem}.partial.ipynb"
         record_path(run_dir, stem, staged=True).unlink(missing_ok=True)
-        params = {**profile.notebooks.get(stem, {}), "figures_dir": str(figures_dir), "out_dir": str(run_dir)}
+        params = {
+            **resolve_paths(profile.notebooks.get(stem, {})),
+            "figures_dir": str(figures_dir),
+            "out_dir": str(run_dir),
+        }
         log(f"[{profile.name}] {stem} ...")
         start = time.perf_counter()
         try:  # the kernel inherits STAGED_ENV: Recorder writes the staged name
