@@ -138,3 +138,23 @@ def test_pick_queries_takes_explicit_indices_and_names_a_bad_one(tiny_study):
         tiny_study.pick_queries(2, indices=[-1])
     with pytest.raises(InputError, match=r"query_indices: '2' is not a query"):
         tiny_study.pick_queries(2, indices=["2"])
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_explorer_draws_once_where_no_one_clicks(tiny_study, monkeypatch, capsys):
+    """searle paper's runs (papermill) have no frontend, and widgets' Output traffic can stall nbclient's wait for
+    the cell's reply: there the explorer draws the first query once, as without ipywidgets."""
+    import matplotlib.pyplot as plt
+
+    from searle_core.notebook.record import HEADLESS_ENV
+
+    names = tiny_study.bench.reference_names()[:2]
+    tokens = torch.randn(2, tiny_study.backbone.token_dim)
+    plt.close("all")
+    monkeypatch.setenv(HEADLESS_ENV, "1")
+    assert query_explorer(tiny_study, names, tokens, k=3) is None
+    assert len(plt.get_fignums()) == 1 and "open the notebook in JupyterLab" in capsys.readouterr().out
+    monkeypatch.delenv(HEADLESS_ENV)
+    pytest.importorskip("ipywidgets")
+    assert type(query_explorer(tiny_study, names, tokens, k=3)).__name__ == "VBox"  # in JupyterLab: the widgets
+    plt.close("all")

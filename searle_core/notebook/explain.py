@@ -3,6 +3,7 @@ it travels during OTI, and a typed-query explorer (what the notebooks plot)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +17,7 @@ from searle_core.infra.errors import InputError
 from searle_core.inversion.nearest import nearest_words, token_word, whole_word_ids
 from searle_core.method.encoding import encode_with_pseudo_tokens
 from searle_core.method.oti import oti
+from searle_core.notebook.record import HEADLESS_ENV
 from searle_core.plotting import RetrievalExample, retrieval_grid, wrap
 from searle_core.retrieval.queries import SEARLE_PROMPT, caption_variants, pseudo_query_features
 from searle_core.retrieval.ranking import rank_gallery
@@ -244,9 +246,12 @@ def query_explorer(
         import ipywidgets as widgets
         from IPython.display import display
     except ImportError:
-        fig = retrieval_grid([typed_query(study, names[0], tokens[0], caption, k)])
-        print("pip install ipywidgets (or `pip install -e .[notebooks]`) to pick the image and type the caption")
-        return fig
+        widgets = None
+    if widgets is None or os.environ.get(HEADLESS_ENV) == "1":  # searle paper: drawn once, no widget to wait on
+        retrieval_grid([typed_query(study, names[0], tokens[0], caption, k)])  # shown by the inline backend
+        missing = "pip install ipywidgets (or `pip install -e .[notebooks]`)"
+        print(f"{'open the notebook in JupyterLab' if widgets else missing} to pick the image and type the caption")
+        return None
 
     names, tokens, labels = list(names), list(tokens), list(labels or names)
     pick = widgets.Dropdown(options=list(zip(labels, range(len(names)))), value=0, description="reference")

@@ -17,7 +17,7 @@ from unittest import mock
 from searle_core.infra.errors import InputError
 from searle_core.infra.files import atomic_write_text, load_yaml, read_text
 from searle_core.infra.paths import REPO_ROOT
-from searle_core.notebook.record import STAGED_ENV, load_record, publish, record_path
+from searle_core.notebook.record import HEADLESS_ENV, STAGED_ENV, load_record, publish, record_path
 from searle_core.settings import check_bounded
 
 #: The notebooks, in the order they run (later ones reuse what earlier ones cached).
@@ -233,7 +233,7 @@ def run_paper(
         log(f"[{profile.name}] {stem} ...")
         start = time.perf_counter()
         try:  # the kernel inherits STAGED_ENV: Recorder writes the staged name
-            with mock.patch.dict(os.environ, {STAGED_ENV: "1"}):
+            with mock.patch.dict(os.environ, {STAGED_ENV: "1", HEADLESS_ENV: "1"}):
                 papermill.execute_notebook(str(notebook_path(stem)), str(partial), parameters=params, **kernel)
         except PapermillExecutionError as err:
             cell = "" if err.exec_count is None else f" in cell [{err.exec_count}]"
@@ -265,7 +265,7 @@ def store_checked_outputs(notebooks: tuple[str, ...] | list[str] = NOTEBOOKS) ->
     require_kernel()
     for stem in notebooks:
         source = notebook_path(stem)
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, {HEADLESS_ENV: "1"}):
             executed_path = Path(tmp) / source.name
             papermill.execute_notebook(
                 str(source), str(executed_path), kernel_name=KERNEL, cwd=str(notebooks_dir()), progress_bar=False

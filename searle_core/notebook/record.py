@@ -15,6 +15,8 @@ from searle_core.report.table import flatten
 #: Set by ``searle paper`` in the kernel's environment: numbers go to a staged name that replaces
 #: ``<notebook>.json`` only once the notebook finished, so an interrupted re-run keeps the previous ones.
 STAGED_ENV = "SEARLE_RECORD_STAGED"
+#: Set by the papermill runs: no one clicks there, and widgets' Output traffic can stall nbclient (nbclient#312).
+HEADLESS_ENV = "SEARLE_HEADLESS"
 
 
 def method_metrics(method: str, metrics: dict) -> dict[str, float]:
