@@ -138,11 +138,20 @@ def _saved_errors(page, path: Path) -> list[dict]:
     page.locator(".jp-NotebookPanel .jp-Notebook").first.click(position={"x": 5, "y": 5})
     page.keyboard.press("Control+s")
     deadline = time.monotonic() + 30
-    while not any(c.get("outputs") for c in nbformat.read(path, as_version=4).cells):
+    saved = _read_saved(path)
+    while not any(c.get("outputs") for c in saved.cells):
         assert time.monotonic() < deadline, f"Ctrl+S did not save {path.name}"
         time.sleep(0.5)
-    saved = nbformat.read(path, as_version=4)
+        saved = _read_saved(path)
     return [o for c in saved.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+
+
+def _read_saved(path: Path):
+    """The notebook as saved; an empty one while JupyterLab is still writing the file (read again later)."""
+    try:
+        return nbformat.read(path, as_version=4)
+    except ValueError:  # nbformat's NotJSONError: the file caught between truncation and its new content
+        return nbformat.v4.new_notebook()
 
 
 def _wait_for_kernel(page) -> None:
