@@ -228,6 +228,12 @@ def test_no_regulariser_and_seeds(random_backbone, data):
 
 
 # ---- fault cases (@pytest.mark.audit_open; helpers in cli_helpers.py) ----
+def _train_phi(oti, out, epochs: int) -> list:
+    """``searle train-phi`` on a tiny OTI run: small batches on the CPU, quiet, no validation."""
+    quiet = ["--device", "cpu", "--no-progress", "--val-dataset", "none"]
+    return ["train-phi", "--oti-tokens", oti, "--out", out, "--phi-epochs", str(epochs), "--batch-size", "4", *quiet]
+
+
 @pytest.mark.audit_open
 @pytest.mark.usefixtures("one_thread", "tmp_searle_data")
 def test_train_phi_on_a_folder_without_a_run(tmp_path, capsys):
@@ -247,23 +253,7 @@ def test_train_phi_takes_the_backbone_from_the_oti_run(tmp_path, capsys):
     # Random weights drawn under --seed 7: train-phi's own --seed (42) must not change the CLIP.
     out = tmp_path / "oti7"
     assert searle(capsys, *[a if a != "5" else "7" for a in OTI], "--out", out)[0] == 0
-    status, _, err = searle(
-        capsys,
-        "train-phi",
-        "--oti-tokens",
-        out,
-        "--out",
-        tmp_path / "phi",
-        "--phi-epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--device",
-        "cpu",
-        "--no-progress",
-        "--val-dataset",
-        "none",
-    )
+    status, _, err = searle(capsys, *_train_phi(out, tmp_path / "phi", epochs=1))
     assert status == 0, err
     assert (tmp_path / "phi/phi.pt").is_file()
 
@@ -303,22 +293,7 @@ def test_train_phi_loads_the_world_clip_a_quick_run_used(tmp_path, capsys, monke
 @pytest.mark.audit_open
 @pytest.mark.usefixtures("one_thread", "tmp_searle_data")
 def test_train_phi_resume_with_a_changed_setting(reference, tmp_path, capsys):
-    phi = [
-        "train-phi",
-        "--oti-tokens",
-        tmp_path / "reference",
-        "--out",
-        tmp_path / "phi",
-        "--phi-epochs",
-        "2",
-        "--batch-size",
-        "4",
-        "--device",
-        "cpu",
-        "--no-progress",
-        "--val-dataset",
-        "none",
-    ]
+    phi = _train_phi(tmp_path / "reference", tmp_path / "phi", epochs=2)
     assert searle(capsys, *phi)[0] == 0
     before = snapshot(tmp_path / "phi")
     fails(capsys, [*phi, "--resume", "--lr", "0.001"], "phi.lr: 0.0001 in the run, 0.001 now")

@@ -147,6 +147,8 @@ def content_sha256(path: str | os.PathLike) -> str:
     path = os.path.abspath(path)
     st, index = os.stat(path), data_dir() / "cache" / "hashes" / "sha256.json"  # not made here: it may fail
     stamp = f"{path}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}"
+    if stamp in _CONTENT_HASHES:  # every cache key names the weights: read the index once a process
+        return _CONTENT_HASHES[stamp]
     try:
         known = dict(json.loads(index.read_text())) if index.is_file() else {}
     except (OSError, ValueError, TypeError):  # a damaged index is rebuilt: it only saves time
@@ -154,7 +156,11 @@ def content_sha256(path: str | os.PathLike) -> str:
     if not isinstance(known.get(stamp), str):
         known[stamp] = sha256_of(path)
         save_or_warn(lambda: atomic_write_json(known, index), index, "hash index")
+    _CONTENT_HASHES[stamp] = known[stamp]
     return known[stamp]
+
+
+_CONTENT_HASHES: dict[str, str] = {}  # stamp -> SHA-256, what this process has read or computed
 
 
 def check_output(path: str | os.PathLike, flag: str, force: bool = False, inputs: Iterable = ()) -> Path:
